@@ -1,0 +1,110 @@
+"""Events of the share service (`share.events`): buckets, grants, two-factor, revocation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from studyshare.contracts.events.base import DomainEvent, registry
+
+AccessLevel = Literal["images", "images_report_read", "images_report_write"]
+RecipientKind = Literal["user", "group", "department", "email"]
+
+
+class RecipientRef(BaseModel):
+    """A recipient of a bucket. `email` is only set for a new recipient invited by mail."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    recipient_id: str
+    kind: RecipientKind
+    email: str | None = None
+    language: str | None = None
+
+
+class Label(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    text: str
+    scope: Literal["user", "group"] = "user"
+
+
+@registry.register
+class StudyShared(DomainEvent):
+    """A bucket was created: studies shared with recipients under one set of parameters.
+
+    v2 replaced the bare `recipient_ids` of v1 by typed `recipients` (see the upcaster below).
+    """
+
+    aggregate_type = "Bucket"
+    schema_version = 2
+
+    bucket_id: str
+    study_uids: tuple[str, ...]
+    recipients: tuple[RecipientRef, ...]
+    sender_id: str
+    sending_department_id: str | None = None
+    parent_bucket_id: str | None = None
+    access_level: AccessLevel
+    reason: str
+    language: str
+    valid_until: datetime | None = None
+    unlimited: bool = False
+    anonymize: bool = False
+    allow_further_sharing: bool = False
+    allow_download: bool = False
+    two_factor: bool = False
+    send_mail: bool = True
+    urgent: bool = False
+    label: Label | None = None
+    message: str | None = None
+    patient_agreed: bool = True
+    hipaa_confirmed: bool | None = None
+
+
+@registry.upcaster("StudyShared", from_version=1)
+def _study_shared_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 only knew user recipients, by id."""
+    upcast = {k: v for k, v in payload.items() if k != "recipient_ids"}
+    upcast["recipients"] = [
+        {"recipient_id": rid, "kind": "user"} for rid in payload.get("recipient_ids", [])
+    ]
+    return upcast
+
+
+@registry.register
+class AccessRevoked(DomainEvent):
+    """Access ended by a person: a recipient, a study of the bucket, or the whole bucket."""
+
+    aggregate_type = "Bucket"
+
+    bucket_id: str
+    scope: Literal["recipient", "study", "bucket"]
+    recipient_id: str | None = None
+    study_uid: str | None = None
+    revoked_by: str
+    cascade_from: str | None = None
+
+
+@registry.register
+class OTPFailed(DomainEvent):
+    """A wrong one-time password was entered for a two-factor bucket."""
+
+    aggregate_type = "Bucket"
+
+    bucket_id: str
+    recipient_id: str
+    consecutive_failures: int
+
+
+@registry.register
+class BucketLocked(DomainEvent):
+    """The fifth wrong OTP in a row locked the bucket for every recipient."""
+
+    aggregate_type = "Bucket"
+
+    bucket_id: str
+    recipient_id: str
+    failed_attempts: int
+    sending_department_id: str | None = None

@@ -1,0 +1,119 @@
+"""Aggregates rebuilt by folding their events, and the load-decide-append cycle.
+
+The domain stays pure: an aggregate's command methods return new payloads and never touch
+storage; `execute` loads the stream, asks the aggregate, and appends with optimistic concurrency,
+retrying from a fresh load when another writer won.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+from studyshare.contracts.envelope import Actor, EventEnvelope
+from studyshare.contracts.events import DomainEvent, registry
+from studyshare.plumbing.errors import NotFound, snake
+from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
+
+
+class Aggregate:
+    """Base of every aggregate. Subclasses define `when_<snake_event_type>(event)` methods."""
+
+    aggregate_type: ClassVar[str]
+
+    def __init__(self, aggregate_id: str) -> None:
+        self.id = aggregate_id
+        self.version = 0
+
+    @property
+    def exists(self) -> bool:
+        return self.version > 0
+
+    def apply(self, event: DomainEvent) -> None:
+        handler = getattr(self, f"when_{snake(event.event_type)}", None)
+        if handler is not None:
+            handler(event)
+        self.version += 1
+
+    @classmethod
+    def rehydrate(cls, aggregate_id: str, envelopes: Sequence[EventEnvelope]) -> Self:
+        aggregate = cls(aggregate_id)
+        for envelope in envelopes:
+            payload = registry.payload(envelope)
+            if payload is None:
+                aggregate.version += 1
+            else:
+                aggregate.apply(payload)
+        return aggregate
+
+
+A = TypeVar("A", bound=Aggregate)
+Decision = Callable[[A], Sequence[DomainEvent]]
+
+
+class Repository(Generic[A]):
+    """Loads one kind of aggregate from the event store and appends what it decides."""
+
+    def __init__(self, store: EventStore, cls: type[A]) -> None:
+        self.store = store
+        self.cls = cls
+
+    async def get(self, aggregate_id: str, session: AsyncClientSession | None = None) -> A:
+        return self.cls.rehydrate(aggregate_id, await self.store.load(aggregate_id, session))
+
+    async def get_existing(self, aggregate_id: str) -> A:
+        aggregate = await self.get(aggregate_id)
+        if not aggregate.exists:
+            raise NotFound(f"{self.cls.aggregate_type} {aggregate_id} does not exist")
+        return aggregate
+
+    async def execute(
+        self,
+        aggregate_id: str,
+        decide: Decision[A],
+        actor: Actor,
+        *,
+        causation_id: str | None = None,
+        retries: int = 5,
+        session: AsyncClientSession | None = None,
+    ) -> tuple[A, list[EventEnvelope]]:
+        """Load, decide, append; on a concurrent write reload and decide again."""
+        for attempt in range(retries + 1):
+            aggregate = await self.get(aggregate_id, session)
+            events = list(decide(aggregate))
+            envelopes = [
+                envelope_for(
+                    event,
+                    aggregate_id=aggregate_id,
+                    aggregate_version=aggregate.version + i + 1,
+                    actor=actor,
+                    causation_id=causation_id,
+                )
+                for i, event in enumerate(events)
+            ]
+            try:
+                await self.store.append(envelopes, session=session)
+            except ConcurrencyConflict:
+                if attempt == retries or session is not None:
+                    raise
+                continue
+            for event in events:
+                aggregate.apply(event)
+            return aggregate, envelopes
+        raise AssertionError("unreachable")
+
+
+def new_id(prefix: str) -> str:
+    """A readable, unguessable identifier such as `bkt_3f1c...`."""
+    import secrets
+
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def fold(envelopes: Sequence[EventEnvelope], into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Typed payloads by event id, handy in tests and read models."""
+    result = into if into is not None else {}
+    for envelope in envelopes:
+        result[str(envelope.event_id)] = registry.payload(envelope)
+    return result

@@ -1,0 +1,119 @@
+"""Bearer-token verification against identity's JWKS, as FastAPI dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+import httpx
+import jwt
+from fastapi import Depends, Request
+from studyshare.contracts.tokens import AUDIENCE, ISSUER, AccessClaims
+from studyshare.plumbing.errors import Forbidden, Unauthorized
+from studyshare.plumbing.logging import get_logger
+
+log = get_logger(__name__)
+
+ALGORITHMS = ["EdDSA", "ES256", "RS256"]
+
+
+class JWKSVerifier:
+    """Verifies access tokens; caches the key set and refetches it for an unknown key id."""
+
+    def __init__(self, jwks_url: str, cache_seconds: int = 300, min_refetch_s: float = 5.0):
+        self.jwks_url = jwks_url
+        self.cache_seconds = cache_seconds
+        self.min_refetch_s = min_refetch_s
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def _refresh(self, force: bool = False) -> None:
+        async with self._lock:
+            age = time.monotonic() - self._fetched_at
+            if self._keys and age < (self.min_refetch_s if force else self.cache_seconds):
+                return
+            async with httpx.AsyncClient(timeout=5) as client:
+                response = await client.get(self.jwks_url)
+                response.raise_for_status()
+            keyset = jwt.PyJWKSet.from_dict(response.json())
+            self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
+            self._fetched_at = time.monotonic()
+
+    async def key_for(self, kid: str | None) -> Any:
+        if time.monotonic() - self._fetched_at > self.cache_seconds or not self._keys:
+            await self._refresh()
+        if kid not in self._keys:
+            await self._refresh(force=True)
+        if kid not in self._keys:
+            raise Unauthorized("the token was signed with an unknown key")
+        return self._keys[kid]
+
+    async def verify(self, token: str) -> AccessClaims:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("the bearer token is malformed") from exc
+        try:
+            key = await self.key_for(header.get("kid"))
+        except httpx.HTTPError as exc:
+            log.warning("jwks.unreachable", error=str(exc))
+            raise Unauthorized("the token cannot be verified right now") from exc
+        try:
+            claims = jwt.decode(
+                token, key=key.key, algorithms=ALGORITHMS, audience=AUDIENCE, issuer=ISSUER
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("the access token has expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("the access token is not valid") from exc
+        return AccessClaims.model_validate(claims)
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token.strip()
+
+
+async def current_principal(request: Request) -> AccessClaims:
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("a bearer token is required")
+    verifier: JWKSVerifier = request.app.state.verifier
+    claims = await verifier.verify(token)
+    request.state.principal = claims
+    return claims
+
+
+async def optional_principal(request: Request) -> AccessClaims | None:
+    if bearer_token(request) is None:
+        return None
+    return await current_principal(request)
+
+
+CurrentPrincipal = Annotated[AccessClaims, Depends(current_principal)]
+OptionalPrincipal = Annotated[AccessClaims | None, Depends(optional_principal)]
+
+
+def require_roles(*roles: str):
+    """A dependency that admits only principals holding one of `roles`."""
+
+    async def check(principal: CurrentPrincipal) -> AccessClaims:
+        if not principal.has_role(*roles):
+            raise Forbidden(f"this requires one of the roles: {', '.join(roles)}")
+        return principal
+
+    return Depends(check)
+
+
+async def require_user(principal: CurrentPrincipal) -> AccessClaims:
+    if principal.kind != "user":
+        raise Forbidden("this is only for registered users")
+    return principal
+
+
+CurrentUser = Annotated[AccessClaims, Depends(require_user)]

@@ -1,0 +1,125 @@
+"""The command line every service shares: `api`, `relay`, `worker`, `replay`.
+
+A service's `__main__` builds a `ServiceCLI` with its settings class, app factory and
+projections; each command is one process (one Kubernetes Deployment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Annotated
+
+import typer
+import uvicorn
+from studyshare.plumbing.kafka import ensure_topics, producer
+from studyshare.plumbing.logging import configure_logging, get_logger
+from studyshare.plumbing.mongo import mongo_client
+from studyshare.plumbing.projection import Projection
+from studyshare.plumbing.relay import OutboxRelay
+from studyshare.plumbing.replay import replay_projection
+from studyshare.plumbing.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+
+class ServiceCLI:
+    def __init__(
+        self,
+        *,
+        settings: Callable[[], ServiceSettings],
+        app_factory: str,
+        projections: Callable[[ServiceSettings], Sequence[Projection]] = lambda s: (),
+        has_relay: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.app_factory = app_factory
+        self.projections = projections
+        self.app = typer.Typer(no_args_is_help=True, add_completion=False)
+        self.app.command("api", help="Serve the HTTP API.")(self.api)
+        if has_relay:
+            self.app.command("relay", help="Publish stored events to Kafka.")(self.relay)
+        self.app.command("worker", help="Run the projections and reactions.")(self.worker)
+        self.app.command("replay", help="Rebuild a projection from offset 0.")(self.replay)
+
+    def _settings(self) -> ServiceSettings:
+        settings = self.settings()
+        configure_logging(settings.service_name, settings.log_level, settings.log_json)
+        return settings
+
+    def api(
+        self,
+        port: Annotated[int | None, typer.Option(help="Override STUDYSHARE_HTTP_PORT")] = None,
+    ) -> None:
+        settings = self._settings()
+        uvicorn.run(
+            self.app_factory,
+            factory=True,
+            host=settings.http_host,
+            port=port or settings.http_port,
+            log_config=None,
+            access_log=False,
+            loop="uvloop",
+            http="httptools",
+        )
+
+    def relay(self) -> None:
+        settings = self._settings()
+
+        async def run() -> None:
+            await ensure_topics(settings.kafka_bootstrap)
+            client = mongo_client(settings)
+            kafka = producer(settings)
+            await kafka.start()
+            relay = OutboxRelay(
+                client[settings.database_name],
+                kafka,
+                batch_size=settings.relay_batch_size,
+                idle_poll_s=settings.relay_idle_poll_ms / 1000,
+            )
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, relay.stop)
+            log.info("relay.started")
+            try:
+                await relay.run()
+            finally:
+                await kafka.stop()
+                await client.close()
+                log.info("relay.stopped")
+
+        asyncio.run(run())
+
+    def worker(
+        self,
+        port: Annotated[int | None, typer.Option(help="Port of the worker's health page")] = None,
+    ) -> None:
+        from studyshare.plumbing.worker import worker_app
+
+        settings = self._settings()
+        asyncio.run(ensure_topics(settings.kafka_bootstrap))
+        app = worker_app(settings, self.projections(settings), web_port=port)
+        sys.argv = [sys.argv[0], "worker", "--without-color", "-l", settings.log_level.lower()]
+        app.main()
+
+    def replay(self, projection: Annotated[str, typer.Argument(help="Projection name")]) -> None:
+        settings = self._settings()
+        chosen = [p for p in self.projections(settings) if p.name == projection]
+        if not chosen:
+            names = ", ".join(p.name for p in self.projections(settings))
+            raise typer.BadParameter(f"unknown projection {projection!r}; known: {names}")
+
+        async def run() -> None:
+            client = mongo_client(settings)
+            generation, applied = await replay_projection(
+                chosen[0], client[settings.database_name], settings.kafka_bootstrap
+            )
+            typer.echo(f"{projection}: generation {generation} live, {applied} events applied")
+            await client.close()
+
+        asyncio.run(run())
+
+    def __call__(self) -> None:
+        self.app()

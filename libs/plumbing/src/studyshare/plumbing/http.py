@@ -1,0 +1,188 @@
+"""The FastAPI application every service starts from: correlation ids, problem+json errors,
+health, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from studyshare.plumbing.auth import JWKSVerifier
+from studyshare.plumbing.errors import RuleViolation
+from studyshare.plumbing.logging import bind_correlation_id, clear_context, get_logger
+from studyshare.plumbing.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+PROBLEM = "application/problem+json"
+REQUESTS = Counter("studyshare_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("studyshare_http_request_seconds", "HTTP latency", ["method", "route"])
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+def problem(status: int, title: str, detail: str, rule: str | None = None, **extra: Any):
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "status": status,
+        "title": title,
+        "detail": detail,
+    }
+    if rule:
+        body["rule"] = rule
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+class CorrelationMiddleware:
+    """Binds `X-Correlation-ID` (or a new one) to the request's logs and events, echoes it back,
+    and records request metrics. Pure ASGI, so it costs little on hot paths."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        cid = headers.get(b"x-correlation-id", b"").decode("latin-1")[:128] or str(uuid.uuid4())
+        clear_context()
+        bind_correlation_id(cid)
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-correlation-id", cid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - started
+            REQUESTS.labels(scope["method"], template, status["code"]).inc()
+            LATENCY.labels(scope["method"], template).observe(elapsed)
+
+
+def health_router(checks: Sequence[ReadinessCheck]) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Readiness: broker and database answer")
+    async def readyz() -> Response:
+        try:
+            await asyncio.wait_for(asyncio.gather(*(check() for check in checks)), 3)
+        except Exception as exc:
+            return problem(503, "Not ready", str(exc) or type(exc).__name__)
+        return JSONResponse({"status": "ready"})
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    routers: Sequence[APIRouter],
+    lifespan: Callable[[FastAPI], Any] | None = None,
+    readiness: Sequence[ReadinessCheck] = (),
+    description: str = "",
+) -> FastAPI:
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.verifier = JWKSVerifier(settings.jwks_url, settings.jwks_cache_seconds)
+        if lifespan is None:
+            yield
+        else:
+            async with lifespan(app):
+                yield
+
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=run)
+    app.add_middleware(CorrelationMiddleware)
+
+    @app.exception_handler(RuleViolation)
+    async def rule_violation(request: Request, exc: RuleViolation) -> Response:
+        log.info("request.refused", rule=exc.rule, status=exc.status, path=request.url.path)
+        return problem(exc.status, exc.title, exc.detail, exc.rule)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        return problem(422, "Invalid request", detail, "InvalidRequest", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return problem(exc.status_code, str(exc.detail), str(exc.detail))
+
+    for router in routers:
+        app.include_router(router)
+    app.include_router(health_router(readiness))
+    return app
+
+
+def mongo_ready(db) -> ReadinessCheck:
+    async def check() -> None:
+        await db.command("ping")
+
+    return check
+
+
+def kafka_ready(bootstrap: str) -> ReadinessCheck:
+    """The broker answers a metadata request (cached for two seconds)."""
+    state = {"ok_at": 0.0}
+
+    async def check() -> None:
+        if time.monotonic() - state["ok_at"] < 2:
+            return
+        from aiokafka import AIOKafkaClient
+
+        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+        try:
+            await client.bootstrap()
+        finally:
+            await client.close()
+        state["ok_at"] = time.monotonic()
+
+    return check
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem; `rule` names the broken domain rule."""
+
+    type: str = "about:blank"
+    status: int
+    title: str
+    detail: str
+    rule: str | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting problem+json refusals."""
+    return {s: {"model": Problem, "description": "Refused"} for s in statuses}

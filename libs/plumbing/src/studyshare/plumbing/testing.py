@@ -1,0 +1,91 @@
+"""Pytest plugin: a real broker and database per test session, and per-test databases.
+
+Loaded for the whole repository with `-p studyshare.plumbing.testing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from studyshare.plumbing import infra
+from studyshare.plumbing.kafka import ensure_topics
+from studyshare.plumbing.settings import ServiceSettings
+
+
+@dataclass
+class Infra:
+    kafka_bootstrap: str
+    mongo_url: str
+    broker: infra.ChildProcess | None
+    database: infra.ChildProcess | None
+    workdir: Path
+
+    def settings(
+        self, cls: type[ServiceSettings] = ServiceSettings, **overrides: object
+    ) -> ServiceSettings:
+        values = {
+            "environment": "test",
+            "kafka_bootstrap": self.kafka_bootstrap,
+            "mongo_url": self.mongo_url,
+            "kafka_session_timeout_ms": 6000,
+            "kafka_rebalance_timeout_ms": 6000,
+            "log_json": True,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+@pytest.fixture(scope="session")
+def infra_processes() -> Iterator[Infra]:
+    """Tansu and SecantusDB on free ports, stopped by PID at the end of the session."""
+    workdir = Path(tempfile.mkdtemp(prefix="studyshare-test-"))
+    if os.environ.get("STUDYSHARE_TEST_KAFKA") and os.environ.get("STUDYSHARE_TEST_MONGO"):
+        yield Infra(
+            os.environ["STUDYSHARE_TEST_KAFKA"],
+            os.environ["STUDYSHARE_TEST_MONGO"],
+            None,
+            None,
+            workdir,
+        )
+        return
+    kafka_port, mongo_port = infra.free_port(), infra.free_port()
+    broker = infra.broker(kafka_port, workdir / "tansu.log").start()
+    database = infra.database(mongo_port, workdir / "db", workdir / "secantus.log").start()
+    try:
+        asyncio.run(ensure_topics(f"127.0.0.1:{kafka_port}"))
+        yield Infra(
+            f"127.0.0.1:{kafka_port}", infra.mongo_url(mongo_port), broker, database, workdir
+        )
+    finally:
+        broker.stop()
+        database.stop()
+
+
+@pytest.fixture(scope="session")
+def real_infra(infra_processes: Infra) -> Infra:
+    return infra_processes
+
+
+@pytest.fixture
+async def mongo_db(real_infra: Infra) -> AsyncIterator:
+    """A fresh database for one test, dropped afterwards."""
+    from pymongo import AsyncMongoClient
+
+    client = AsyncMongoClient(real_infra.mongo_url, tz_aware=True)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        yield client[name]
+    finally:
+        await client.drop_database(name)
+        await client.close()
+
+
+def unique(prefix: str = "x") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
