@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ActorKind = Literal["user", "patient", "service", "system", "anonymous"]
 
@@ -43,6 +43,15 @@ class EventEnvelope(BaseModel):
     correlation_id: str
     causation_id: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _utc_milliseconds(cls, value: datetime) -> datetime:
+        """UTC at millisecond precision, exactly what MongoDB and JSON keep."""
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
     @property
     def topic(self) -> str:

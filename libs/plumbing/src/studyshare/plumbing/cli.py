@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from typing import Annotated
 
+import faust
 import typer
 import uvicorn
 from studyshare.plumbing.kafka import ensure_topics, producer
@@ -23,6 +23,17 @@ from studyshare.plumbing.replay import replay_projection
 from studyshare.plumbing.settings import ServiceSettings
 
 log = get_logger(__name__)
+
+
+class StructlogWorker(faust.Worker):
+    """A faust worker that keeps our JSON logging instead of installing its own."""
+
+    settings: ServiceSettings
+
+    def _setup_logging(self) -> None:
+        configure_logging(
+            self.settings.service_name, self.settings.log_level, self.settings.log_json
+        )
 
 
 class ServiceCLI:
@@ -101,8 +112,11 @@ class ServiceCLI:
         settings = self._settings()
         asyncio.run(ensure_topics(settings.kafka_bootstrap))
         app = worker_app(settings, self.projections(settings), web_port=port)
-        sys.argv = [sys.argv[0], "worker", "--without-color", "-l", settings.log_level.lower()]
-        app.main()
+        worker = StructlogWorker(
+            app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False
+        )
+        worker.settings = settings
+        worker.execute_from_commandline()
 
     def replay(self, projection: Annotated[str, typer.Argument(help="Projection name")]) -> None:
         settings = self._settings()

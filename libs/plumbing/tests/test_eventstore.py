@@ -1,0 +1,71 @@
+import asyncio
+
+import pytest
+from studyshare.contracts.envelope import Actor
+from studyshare.contracts.events.share import OTPFailed
+from studyshare.plumbing.aggregate import Aggregate, Repository
+from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
+
+from .conftest import otp_failures
+
+
+async def test_two_concurrent_appends_at_the_same_version_exactly_one_wins(mongo_db):
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    await store.append(otp_failures("bkt_1", 1))
+    contenders = [otp_failures("bkt_1", 1, start=2) for _ in range(2)]
+    results = await asyncio.gather(*(store.append(c) for c in contenders), return_exceptions=True)
+    assert sum(r is None for r in results) == 1
+    assert sum(isinstance(r, ConcurrencyConflict) for r in results) == 1
+    loaded = await store.load("bkt_1")
+    assert [e.aggregate_version for e in loaded] == [1, 2]
+
+
+async def test_a_conflict_is_a_409_rule(mongo_db):
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    await store.append(otp_failures("bkt_2", 2))
+    with pytest.raises(ConcurrencyConflict) as refused:
+        await store.append(otp_failures("bkt_2", 1, start=2))
+    assert refused.value.status == 409
+    assert refused.value.rule == "ConcurrencyConflict"
+
+
+class FailureCounter(Aggregate):
+    aggregate_type = "Bucket"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.failures = 0
+
+    def when_o_t_p_failed(self, event: OTPFailed) -> None:
+        self.failures = event.consecutive_failures
+
+    def fail(self) -> list[OTPFailed]:
+        return [OTPFailed(bucket_id=self.id, recipient_id="r",
+                          consecutive_failures=self.failures + 1)]
+
+
+async def test_repository_retries_so_concurrent_commands_all_land_in_order(mongo_db):
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    repo = Repository(store, FailureCounter)
+    await asyncio.gather(
+        *(repo.execute("bkt_3", FailureCounter.fail, Actor(id="r"), retries=20) for _ in range(5))
+    )
+    bucket = await repo.get("bkt_3")
+    assert bucket.version == 5
+    assert bucket.failures == 5
+
+
+async def test_loaded_events_keep_their_envelope(mongo_db):
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    event = envelope_for(
+        OTPFailed(bucket_id="bkt_4", recipient_id="r", consecutive_failures=1),
+        aggregate_id="bkt_4", aggregate_version=1, actor=Actor(id="r", role="physician"),
+        correlation_id="corr-4",
+    )
+    await store.append([event])
+    [loaded] = await store.load("bkt_4")
+    assert loaded == event
