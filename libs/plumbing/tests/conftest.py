@@ -48,7 +48,9 @@ def tally_process(real_infra, tmp_path):
         log = open(tmp_path / f"{command}-{len(started)}.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, str(HERE / "tally_service.py"), command, *extra],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         started.append(proc)
         return proc

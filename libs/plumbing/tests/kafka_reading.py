@@ -14,7 +14,9 @@ async def read_topic(
 ) -> list[tuple[bytes, int, EventEnvelope]]:
     """(key, partition, envelope) of every message, until `want(messages)` holds or time is up."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
     await consumer.start()

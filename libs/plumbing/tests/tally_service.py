@@ -35,8 +35,11 @@ class Tally(Projection):
         )
         await ctx.collection("applied").insert_many(
             [
-                {"event_id": str(e.event_id), "aggregate_id": e.aggregate_id,
-                 "version": e.aggregate_version}
+                {
+                    "event_id": str(e.event_id),
+                    "aggregate_id": e.aggregate_id,
+                    "version": e.aggregate_version,
+                }
                 for e in events
             ],
             session=ctx.session,

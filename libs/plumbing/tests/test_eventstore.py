@@ -42,8 +42,9 @@ class FailureCounter(Aggregate):
         self.failures = event.consecutive_failures
 
     def fail(self) -> list[OTPFailed]:
-        return [OTPFailed(bucket_id=self.id, recipient_id="r",
-                          consecutive_failures=self.failures + 1)]
+        return [
+            OTPFailed(bucket_id=self.id, recipient_id="r", consecutive_failures=self.failures + 1)
+        ]
 
 
 async def test_repository_retries_so_concurrent_commands_all_land_in_order(mongo_db):
@@ -63,7 +64,9 @@ async def test_loaded_events_keep_their_envelope(mongo_db):
     await store.ensure_indexes()
     event = envelope_for(
         OTPFailed(bucket_id="bkt_4", recipient_id="r", consecutive_failures=1),
-        aggregate_id="bkt_4", aggregate_version=1, actor=Actor(id="r", role="physician"),
+        aggregate_id="bkt_4",
+        aggregate_version=1,
+        actor=Actor(id="r", role="physician"),
         correlation_id="corr-4",
     )
     await store.append([event])

@@ -75,8 +75,10 @@ async def test_relay_killed_mid_batch_loses_nothing_and_duplicates_apply_once(
 
     messages = ours(
         await read_topic(
-            real_infra.kafka_bootstrap, "share.events",
-            lambda m: len({e.event_id for *_, e in ours(m)}) >= total, timeout=120,
+            real_infra.kafka_bootstrap,
+            "share.events",
+            lambda m: len({e.event_id for *_, e in ours(m)}) >= total,
+            timeout=120,
         )
     )
     assert len({e.event_id for *_, e in messages}) == total, "every event reached Kafka"

@@ -22,7 +22,9 @@ class Topic:
 
 
 TOPICS: tuple[Topic, ...] = (
-    Topic("identity.events", 6, "identity", ("User", "Group", "Department", "Session", "Patient")),
+    Topic(
+        "identity.events", 6, "identity", ("User", "LoginAttempt", "Group", "Department", "Patient")
+    ),
     Topic("share.events", 12, "share", ("Bucket", "Favorites", "SharePreferences")),
     Topic(
         "study.events",

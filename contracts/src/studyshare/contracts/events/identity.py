@@ -1,8 +1,29 @@
-"""Events of the identity service (`identity.events`)."""
+"""Events of the identity service (`identity.events`): people, groups, departments, logins.
+
+Personal data is the minimum the consumers need: notify needs names, email, mobile and
+language to reach people; nobody gets passwords, TOTP secrets or tokens.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
 from studyshare.contracts.events.base import DomainEvent, registry
+
+Language = Literal["en", "nl", "fr", "de"]
+Profession = Literal[
+    "physician", "dentist", "specialist", "department_staff", "service_desk", "auditor", "other"
+]
+Registry = Literal["RIZIV", "BIG", "INSEE", "HIN", "UCGN", "PNB", "NPI"]
+
+
+class PhysicianNumber(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    registry: Registry
+    number: str
 
 
 @registry.register
@@ -12,9 +33,285 @@ class UserRegistered(DomainEvent):
     aggregate_type = "User"
 
     user_id: str
+    username: str
     first_name: str
     last_name: str
+    email: str | None = None
+    email_public: bool = False
+    mobile: str | None = None
+    mobile_public: bool = False
+    language: Language = "en"
+    environment: str = "be"
+    profession: Profession = "physician"
+    physician_numbers: tuple[PhysicianNumber, ...] = ()
     roles: tuple[str, ...] = ()
-    language: str = "en"
     department_ids: tuple[str, ...] = ()
+    admin_of: tuple[str, ...] = ()
     pending_approval: bool = False
+    registered_by: str | None = None
+
+
+@registry.register
+class UserApproved(DomainEvent):
+    aggregate_type = "User"
+
+    user_id: str
+    approved_by: str
+
+
+@registry.register
+class UserProfileChanged(DomainEvent):
+    """Only the fields that changed are set."""
+
+    aggregate_type = "User"
+
+    user_id: str
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    email_public: bool | None = None
+    mobile: str | None = None
+    mobile_public: bool | None = None
+    language: Language | None = None
+
+
+@registry.register
+class UserRolesChanged(DomainEvent):
+    """The account's roles and department memberships now are exactly these."""
+
+    aggregate_type = "User"
+
+    user_id: str
+    roles: tuple[str, ...]
+    department_ids: tuple[str, ...]
+    admin_of: tuple[str, ...]
+    changed_by: str
+
+
+@registry.register
+class UserDeactivated(DomainEvent):
+    aggregate_type = "User"
+
+    user_id: str
+    deactivated_by: str
+
+
+@registry.register
+class TOTPEnabled(DomainEvent):
+    """The account confirmed a second factor (the secret never leaves identity)."""
+
+    aggregate_type = "User"
+
+    user_id: str
+
+
+@registry.register
+class LoginSucceeded(DomainEvent):
+    aggregate_type = "User"
+
+    user_id: str
+    method: Literal["password", "password+totp", "eid", "refresh"]
+    session_id: str
+    source_ip: str | None = None
+
+
+@registry.register
+class LoginFailed(DomainEvent):
+    """A failed login. `user_id` is set when the account exists (never told to the caller)."""
+
+    aggregate_type = "LoginAttempt"
+
+    attempt_id: str
+    user_id: str | None = None
+    reason: Literal[
+        "bad_credentials", "bad_totp", "locked", "not_approved", "wrong_environment", "deactivated"
+    ]
+    consecutive_failures: int = 0
+    source_ip: str | None = None
+
+
+@registry.register
+class AccountLocked(DomainEvent):
+    aggregate_type = "User"
+
+    user_id: str
+    locked_until: datetime
+    consecutive_failures: int
+
+
+@registry.register
+class LoggedOut(DomainEvent):
+    aggregate_type = "User"
+
+    user_id: str
+    session_id: str
+
+
+@registry.register
+class GroupCreated(DomainEvent):
+    """A group practice; its primary contact comes first in every composition shown."""
+
+    aggregate_type = "Group"
+
+    group_id: str
+    name: str
+    primary_contact_id: str
+    admin_ids: tuple[str, ...] = ()
+    member_ids: tuple[str, ...] = ()
+    email: str | None = None
+    created_by: str
+
+
+@registry.register
+class GroupMemberAdded(DomainEvent):
+    aggregate_type = "Group"
+
+    group_id: str
+    user_id: str
+    admin: bool = False
+    added_by: str
+
+
+@registry.register
+class GroupMemberRemoved(DomainEvent):
+    aggregate_type = "Group"
+
+    group_id: str
+    user_id: str
+    removed_by: str
+
+
+@registry.register
+class GroupMembershipConfirmed(DomainEvent):
+    aggregate_type = "Group"
+
+    group_id: str
+    user_id: str
+    confirmed_until: datetime
+
+
+@registry.register
+class GroupMembershipConfirmationDue(DomainEvent):
+    """Reminder: the member must confirm the group's composition (every 3 months)."""
+
+    aggregate_type = "Group"
+
+    group_id: str
+    user_id: str
+    due_since: datetime
+
+
+class PacsEndpoint(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    ae_title: str
+    host: str
+    port: int
+
+
+class ReferenceNumberRule(BaseModel):
+    """Minimum complexity of a department's patient reference numbers."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    length: int = 10
+    alphabet: Literal["digits", "alphanumeric"] = "alphanumeric"
+
+
+@registry.register
+class DepartmentCreated(DomainEvent):
+    """A sending source (radiology department), or a PACS destination one can share with."""
+
+    aggregate_type = "Department"
+
+    department_id: str
+    name: str
+    country: str = "be"
+    kind: Literal["radiology", "pacs"] = "radiology"
+    email: str | None = None
+    pacs: PacsEndpoint | None = None
+    rsw: PacsEndpoint | None = None
+    created_by: str
+
+
+@registry.register
+class DepartmentPolicySet(DomainEvent):
+    """The department's sharing and patient-access policy, complete each time."""
+
+    aggregate_type = "Department"
+
+    department_id: str
+    default_validity_days: int = 30
+    max_validity_days: int | None = None
+    unlimited_allowed: bool = True
+    reference_number_rule: ReferenceNumberRule = ReferenceNumberRule()
+    payment_required: bool = False
+    patient_otp_required: bool = False
+    hipaa_confirmation_required: bool = False
+    set_by: str
+
+
+@registry.register
+class DepartmentAdminAssigned(DomainEvent):
+    aggregate_type = "Department"
+
+    department_id: str
+    user_id: str
+    assigned_by: str
+
+
+@registry.register
+class PatientLoginSucceeded(DomainEvent):
+    aggregate_type = "Patient"
+
+    reference_number: str
+    study_uid: str
+    session_id: str
+    source_ip: str | None = None
+
+
+@registry.register
+class PatientLoginFailed(DomainEvent):
+    """`failed_attempts` counts consecutive failures on this reference number."""
+
+    aggregate_type = "Patient"
+
+    reference_number: str
+    study_uid: str | None = None
+    reason: Literal[
+        "unknown",
+        "birth_date",
+        "pincode",
+        "otp",
+        "outside_validity",
+        "revoked",
+        "locked",
+        "rule_violation",
+    ]
+    failed_attempts: int
+    source_ip: str | None = None
+
+
+@registry.register
+class PincodeFailed(DomainEvent):
+    """A wrong pincode on a reference number (the Access tab shows the count)."""
+
+    aggregate_type = "Patient"
+
+    reference_number: str
+    study_uid: str
+    failed_attempts: int
+
+
+@registry.register
+class PatientOTPIssued(DomainEvent):
+    """An SMS code for a patient login; the code is sealed for notify only."""
+
+    aggregate_type = "Patient"
+
+    reference_number: str
+    study_uid: str
+    mobile: str
+    sealed_code: str
+    language: Language = "en"
+    expires_at: datetime

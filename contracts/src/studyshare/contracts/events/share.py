@@ -108,3 +108,77 @@ class BucketLocked(DomainEvent):
     recipient_id: str
     failed_attempts: int
     sending_department_id: str | None = None
+
+
+@registry.register
+class OTPRequested(DomainEvent):
+    """A recipient asked for a code; notify sends it by SMS. The code is sealed for notify."""
+
+    aggregate_type = "Bucket"
+
+    bucket_id: str
+    recipient_id: str
+    otp_id: str
+    sealed_code: str
+    expires_at: datetime
+    language: str = "en"
+
+
+@registry.register
+class OTPVerified(DomainEvent):
+    """The recipient proved the second factor; their access through this bucket is open
+    until `verified_until`."""
+
+    aggregate_type = "Bucket"
+
+    bucket_id: str
+    recipient_id: str
+    otp_id: str
+    verified_until: datetime
+
+
+@registry.register
+class BucketUnlocked(DomainEvent):
+    aggregate_type = "Bucket"
+
+    bucket_id: str
+    unlocked_by: str
+    unlocked_as: Literal["service_desk", "department_admin"]
+
+
+@registry.register
+class BucketExpired(DomainEvent):
+    """`valid_until` passed: access had already ended by itself; this makes it visible."""
+
+    aggregate_type = "Bucket"
+
+    bucket_id: str
+    valid_until: datetime
+
+
+@registry.register
+class FavoriteAdded(DomainEvent):
+    aggregate_type = "Favorites"
+
+    owner_id: str
+    favorite_id: str
+    recipient: RecipientRef
+
+
+@registry.register
+class FavoriteRemoved(DomainEvent):
+    aggregate_type = "Favorites"
+
+    owner_id: str
+    favorite_id: str
+
+
+@registry.register
+class SharePreferencesRemembered(DomainEvent):
+    """The sender's last two-factor and send-mail choices, defaults for the next share."""
+
+    aggregate_type = "SharePreferences"
+
+    owner_id: str
+    two_factor: bool
+    send_mail: bool

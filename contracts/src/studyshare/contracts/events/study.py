@@ -1,13 +1,34 @@
-"""Events of the study store (`study.events`)."""
+"""Events of the study store (`study.events`): studies, reports, access, reference numbers,
+transfers."""
 
 from __future__ import annotations
 
+from datetime import date, datetime
+from typing import Literal
+
 from studyshare.contracts.events.base import DomainEvent, registry
+
+AccessPath = Literal[
+    "department", "owner", "grant", "group", "reference_number", "break_the_glass", "service_desk"
+]
+AccessAction = Literal[
+    "view",
+    "metadata",
+    "instances",
+    "rendered",
+    "report_read",
+    "report_write",
+    "download",
+    "forward",
+]
 
 
 @registry.register
 class StudyReceived(DomainEvent):
-    """A study arrived (STOW-RS or C-STORE) and belongs to a sending department."""
+    """A study arrived (STOW-RS or C-STORE) and belongs to a sending department.
+
+    `patient_initials` is all of the name that leaves the study store (for the share mail).
+    """
 
     aggregate_type = "Study"
 
@@ -15,7 +36,163 @@ class StudyReceived(DomainEvent):
     department_id: str | None = None
     owner_id: str | None = None
     upload_batch_id: str | None = None
+    patient_id: str | None = None
     patient_initials: str = ""
+    patient_birth_date: date | None = None
     description: str = ""
-    study_date: str | None = None
+    study_date: date | None = None
+    accession_number: str | None = None
     modalities: tuple[str, ...] = ()
+    series_count: int = 0
+    instance_count: int = 0
+    received_via: Literal["stow-rs", "c-store", "message"] = "stow-rs"
+
+
+@registry.register
+class StudyInstancesAdded(DomainEvent):
+    """More instances of a study already known arrived."""
+
+    aggregate_type = "Study"
+
+    study_uid: str
+    series_uids: tuple[str, ...]
+    instance_count: int
+
+
+@registry.register
+class ReportUpdated(DomainEvent):
+    """A report was attached or written (its text stays in the study store)."""
+
+    aggregate_type = "Study"
+
+    study_uid: str
+    report_version: int
+    format: Literal["text", "pdf"]
+    author_id: str
+
+
+@registry.register
+class StudyMessageStored(DomainEvent):
+    """A share message was stored with the study as its own series."""
+
+    aggregate_type = "Study"
+
+    study_uid: str
+    bucket_id: str
+    series_uid: str
+
+
+@registry.register
+class StudyAccessed(DomainEvent):
+    """A registration of access to an exam (coalesced per actor, study and action per minute).
+
+    Aggregate: a `StudyAccess` record of its own, so hot reads never contend on the study.
+    """
+
+    aggregate_type = "StudyAccess"
+
+    study_uid: str
+    action: AccessAction
+    via: AccessPath
+    user_id: str | None = None
+    reference_number: str | None = None
+    bucket_id: str | None = None
+    group_id: str | None = None
+    anonymized: bool = False
+    count: int = 1
+
+
+@registry.register
+class StudyDownloaded(DomainEvent):
+    aggregate_type = "StudyAccess"
+
+    study_uid: str
+    via: AccessPath
+    user_id: str | None = None
+    reference_number: str | None = None
+    bucket_id: str | None = None
+    anonymized: bool = False
+
+
+@registry.register
+class BreakTheGlassUsed(DomainEvent):
+    """A user opened a study without a grant, giving a reason: always a security alert."""
+
+    aggregate_type = "Study"
+
+    study_uid: str
+    user_id: str
+    reason: str
+    department_id: str | None = None
+    valid_until: datetime
+
+
+@registry.register
+class ReferenceNumberIssued(DomainEvent):
+    """A patient reference number for a study. `complies_with_rule` false: flagged, unusable.
+
+    Identity needs `patient_birth_date` and `patient_mobile` to run the patient login.
+    """
+
+    aggregate_type = "ReferenceNumber"
+
+    reference_number: str
+    study_uid: str
+    department_id: str | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    complies_with_rule: bool = True
+    patient_birth_date: date | None = None
+    patient_mobile: str | None = None
+    pincode_required: bool = False
+    issued_by: str | None = None
+
+
+@registry.register
+class ReferenceNumberRevoked(DomainEvent):
+    aggregate_type = "ReferenceNumber"
+
+    reference_number: str
+    study_uid: str
+    revoked_by: str
+
+
+@registry.register
+class PincodeSet(DomainEvent):
+    """A pincode handed to the patient after payment; only its argon2 hash travels."""
+
+    aggregate_type = "ReferenceNumber"
+
+    reference_number: str
+    study_uid: str
+    pincode_hash: str
+    set_by: str
+
+
+@registry.register
+class StudyForwarded(DomainEvent):
+    """A transfer to a PACS or to the regional health network (RSW) succeeded."""
+
+    aggregate_type = "Transfer"
+
+    transfer_id: str
+    study_uid: str
+    destination_kind: Literal["pacs", "rsw"]
+    destination_id: str
+    attempts: int
+    requested_by: str | None = None
+    instance_count: int = 0
+
+
+@registry.register
+class StudyForwardFailed(DomainEvent):
+    aggregate_type = "Transfer"
+
+    transfer_id: str
+    study_uid: str
+    destination_kind: Literal["pacs", "rsw"]
+    destination_id: str
+    attempts: int
+    reason: str
+    final: bool = False
+    requested_by: str | None = None

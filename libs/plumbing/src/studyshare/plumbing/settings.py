@@ -35,6 +35,11 @@ class ServiceSettings(BaseSettings):
     jwks_url: str = "http://127.0.0.1:8101/.well-known/jwks.json"
     jwks_cache_seconds: int = 300
 
+    otp_seal_public_key: str = Field(
+        default="Fi3sEQTJ/M5ku/UX0rPry+wsvaVxPmr8SiXlIExAXi0=",
+        description="notify's public key; one-time codes in events are sealed with it",
+    )
+
     relay_batch_size: int = Field(default=500, ge=1)
     relay_idle_poll_ms: int = Field(default=50, ge=1)
     consumer_batch_size: int = Field(default=200, ge=1)
@@ -48,6 +53,9 @@ class ServiceSettings(BaseSettings):
     def _production_is_strict(self) -> ServiceSettings:
         if self.environment == "production" and not self.kafka_enable_idempotence:
             raise ValueError("production requires STUDYSHARE_KAFKA_ENABLE_IDEMPOTENCE=true")
+        from studyshare.plumbing.sealing import check_not_dev_key
+
+        check_not_dev_key(self.otp_seal_public_key, self.environment)
         return self
 
 
