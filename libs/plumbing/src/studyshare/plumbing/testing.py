@@ -89,3 +89,38 @@ async def mongo_db(real_infra: Infra) -> AsyncIterator:
 
 def unique(prefix: str = "x") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class TestTokens:
+    """Mint bearer tokens for tests and install a verifier trusting them on an app."""
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        from studyshare.plumbing.tokens import TokenSigner
+
+        self.signer = TokenSigner()
+
+    def install(self, app) -> None:
+        from studyshare.plumbing.auth import JWKSVerifier
+
+        app.state.verifier = JWKSVerifier.from_jwks(self.signer.jwks())
+
+    def user(self, sub: str, *roles: str, **claims) -> dict[str, str]:
+        token = self.signer.sign(sub=sub, kind="user", roles=list(roles), **claims)
+        return {"Authorization": f"Bearer {token}"}
+
+    def patient(self, reference_number: str, study_uid: str, **claims) -> dict[str, str]:
+        token = self.signer.sign(
+            sub=f"ref:{reference_number}",
+            kind="patient",
+            study_uid=study_uid,
+            reference_number=reference_number,
+            **claims,
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def test_tokens() -> TestTokens:
+    return TestTokens()

@@ -1,0 +1,118 @@
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from fastapi import APIRouter
+from studyshare.contracts.tokens import AccessClaims
+from studyshare.plumbing.auth import CurrentPrincipal, JWKSVerifier, require_roles
+from studyshare.plumbing.errors import RuleViolation, Unauthorized
+from studyshare.plumbing.http import create_app, kafka_ready, mongo_ready
+from studyshare.plumbing.infra import free_port
+from studyshare.plumbing.settings import ServiceSettings
+from studyshare.plumbing.tokens import TokenSigner
+
+
+@pytest.fixture
+def jwks_server():
+    """A real HTTP server publishing a JWKS, like identity's /.well-known/jwks.json."""
+    signer = TokenSigner()
+    body = json.dumps(signer.jwks()).encode()
+    hits = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield signer, f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json", hits
+    server.shutdown()
+
+
+async def test_tokens_are_verified_against_a_jwks_url(jwks_server):
+    signer, url, hits = jwks_server
+    verifier = JWKSVerifier(url)
+    claims = await verifier.verify(signer.sign(sub="usr_1", roles=["physician"]))
+    assert isinstance(claims, AccessClaims)
+    assert claims.sub == "usr_1" and claims.roles == ("physician",)
+    await verifier.verify(signer.sign(sub="usr_2"))
+    assert len(hits) == 1, "the key set is cached"
+
+
+async def test_expired_foreign_and_garbage_tokens_are_refused(jwks_server):
+    signer, url, _ = jwks_server
+    verifier = JWKSVerifier(url)
+    with pytest.raises(Unauthorized, match="expired"):
+        await verifier.verify(signer.sign(sub="u", ttl_s=-10))
+    with pytest.raises(Unauthorized, match="unknown key"):
+        await verifier.verify(TokenSigner().sign(sub="u"))
+    with pytest.raises(Unauthorized, match="malformed"):
+        await verifier.verify("not-a-jwt")
+
+
+class NoSuchThing(RuleViolation):
+    status = 404
+
+
+def demo_app(settings, readiness=()):
+    router = APIRouter()
+
+    @router.get("/things/{name}")
+    async def thing(name: str, principal: CurrentPrincipal):
+        if name == "missing":
+            raise NoSuchThing("there is no such thing")
+        return {"name": name, "by": principal.sub}
+
+    @router.get("/desk", dependencies=[require_roles("service_desk")])
+    async def desk():
+        return {"ok": True}
+
+    return create_app(settings, title="demo", routers=[router], readiness=readiness)
+
+
+async def test_http_app_answers_problem_json_with_the_rule_and_echoes_correlation(test_tokens):
+    app = demo_app(ServiceSettings(environment="test"))
+    test_tokens.install(app)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+        ok = await c.get(
+            "/things/a", headers={**test_tokens.user("usr_1"), "x-correlation-id": "corr-42"}
+        )
+        assert ok.json() == {"name": "a", "by": "usr_1"}
+        assert ok.headers["x-correlation-id"] == "corr-42"
+        missing = await c.get("/things/missing", headers=test_tokens.user("usr_1"))
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert missing.json()["rule"] == "NoSuchThing"
+        anonymous = await c.get("/things/a")
+        assert anonymous.status_code == 401 and anonymous.json()["rule"] == "Unauthorized"
+        physician = await c.get("/desk", headers=test_tokens.user("usr_1", "physician"))
+        assert physician.status_code == 403
+        desk = await c.get("/desk", headers=test_tokens.user("usr_2", "service_desk"))
+        assert desk.status_code == 200
+
+
+async def test_readyz_needs_broker_and_database_and_metrics_are_exposed(real_infra, mongo_db):
+    settings = real_infra.settings()
+    live = demo_app(settings, [mongo_ready(mongo_db), kafka_ready(settings.kafka_bootstrap)])
+    dead = demo_app(settings, [kafka_ready(f"127.0.0.1:{free_port()}")])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(live), base_url="http://t") as c:
+        assert (await c.get("/healthz")).json() == {"status": "ok"}
+        assert (await c.get("/readyz")).status_code == 200
+        await c.get("/things/x")
+        metrics = (await c.get("/metrics")).text
+        assert (
+            'studyshare_http_requests_total{method="GET",route="/things/{name}",status="401"}'
+            in metrics
+        )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(dead), base_url="http://t") as c:
+        refused = await c.get("/readyz")
+        assert refused.status_code == 503
