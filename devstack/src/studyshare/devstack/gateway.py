@@ -151,4 +151,5 @@ def serve(settings: GatewaySettings) -> None:
         loop="uvloop",
         http="httptools",
         lifespan="on",
+        proxy_headers=False,  # the gateway is the edge: the peer address is the client
     )
