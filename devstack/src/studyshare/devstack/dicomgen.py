@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 #: UUID-derived UIDs (`2.25.<int>`) are valid and need no registered root
 DEMO_NAMESPACE = uuid.UUID("6b1f7a52-3c2e-4f61-9d0e-2f6a1c9e5d10")
@@ -42,7 +42,7 @@ def instance(study: DemoStudy, series: int = 1, number: int = 1, size: int = 16)
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = generate_uid(prefix="1.2.826.0.1.3680043.8.498.")
+    meta.ImplementationClassUID = stable_uid("studyshare-devstack")
 
     ds = Dataset()
     ds.file_meta = meta

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -163,6 +164,7 @@ def _bearer_ok(request: Request, token: str) -> bool:
 def serve(settings: MailCatcherSettings) -> None:
     """Run SMTP and HTTP until SIGTERM/SIGINT."""
     configure_logging("mailcatcher", settings.log_level, settings.log_json)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP line
     uvicorn.run(
         create_app(settings),
         host=settings.mail_host,
