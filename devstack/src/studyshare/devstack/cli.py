@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from pathlib import Path
@@ -9,7 +10,13 @@ from types import FrameType
 from typing import Annotated
 
 import typer
-from studyshare.devstack.platform import LocalPlatform, PlatformError, Ports
+from studyshare.devstack.platform import (
+    BOOTSTRAP_PASSWORD,
+    BOOTSTRAP_USER,
+    LocalPlatform,
+    PlatformError,
+    Ports,
+)
 from studyshare.plumbing.logging import configure_logging
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -25,11 +32,25 @@ def repo_root() -> Path:
     return Path.cwd()
 
 
-def _stop_on_sigterm() -> None:
+def _interrupt_once() -> None:
+    """The first Ctrl-C or SIGTERM stops the platform; more of them cannot cut the stop short
+    (which would leave children running)."""
+    fired = []
+
     def handler(signum: int, frame: FrameType | None) -> None:
+        if fired:
+            typer.echo("stopping, please wait ...", err=True)
+            return
+        fired.append(signum)
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def _configure_logging() -> None:
+    configure_logging("devstack", json=False)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _supervise(platform: LocalPlatform) -> None:
@@ -56,8 +77,8 @@ def run(
     ] = None,
 ) -> None:
     """Everything on the ports of DEVELOPING.md, data and logs under .run/; Ctrl-C stops it."""
-    configure_logging("devstack", json=False)
-    _stop_on_sigterm()
+    _configure_logging()
+    _interrupt_once()
     run_dir = repo_root() / ".run"
     platform = LocalPlatform(run_dir, services=service, ports=Ports.fixed(), fresh=not keep_data)
     names = ", ".join(s.name for s in platform.chosen) or "none (no service has a __main__ yet)"
@@ -77,7 +98,8 @@ def run(
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.echo("stopped; nothing left running")
+        left = [name for name, p in platform.processes.items() if p.alive()]
+        typer.echo(f"stopped; still running: {left}" if left else "stopped; nothing left running")
 
 
 def _print_summary(platform: LocalPlatform, logins: list[tuple[str, str, str]]) -> None:
@@ -99,8 +121,8 @@ def infra(
     keep_data: Annotated[bool, typer.Option(help="Keep .run/db from the last run")] = False,
 ) -> None:
     """Only the broker (Kafka protocol, 9092) and the database (MongoDB protocol, 27017)."""
-    configure_logging("devstack", json=False)
-    _stop_on_sigterm()
+    _configure_logging()
+    _interrupt_once()
     platform = LocalPlatform(
         repo_root() / ".run", services=[], ports=Ports.fixed(), fresh=not keep_data
     )
@@ -152,15 +174,15 @@ def mailcatcher(
 @app.command()
 def demo(
     gateway_url: Annotated[str, typer.Option("--gateway")] = "http://127.0.0.1:8080",
-    user: Annotated[str, typer.Option(envvar="STUDYSHARE_BOOTSTRAP_USER")] = "servicedesk",
+    user: Annotated[str, typer.Option(envvar="STUDYSHARE_BOOTSTRAP_USER")] = BOOTSTRAP_USER,
     password: Annotated[
-        str, typer.Option(envvar="STUDYSHARE_BOOTSTRAP_PASSWORD", prompt=True, hide_input=True)
-    ] = "",
+        str, typer.Option(envvar="STUDYSHARE_BOOTSTRAP_PASSWORD")
+    ] = BOOTSTRAP_PASSWORD,
 ) -> None:
     """Load the demo data into a running platform, through the gateway."""
     from studyshare.devstack.demo import load_demo
 
-    configure_logging("devstack", json=False)
+    _configure_logging()
     for role, login, secret in load_demo(gateway_url, user, password):
         typer.echo(f"{role:<18} {login} / {secret}")
 

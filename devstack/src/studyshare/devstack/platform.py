@@ -377,7 +377,9 @@ class LocalPlatform:
 
 
 def _port_busy(port: int) -> bool:
+    """Something listens on `port` (connections in TIME_WAIT do not count, as for servers)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((LOCALHOST, port))
         except OSError:
