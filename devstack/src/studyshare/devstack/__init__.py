@@ -1,0 +1,1 @@
+"""The platform on one machine: gateway, mail + SMS catcher, process supervision, demo data."""

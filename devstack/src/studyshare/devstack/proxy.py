@@ -1,0 +1,208 @@
+"""The reverse proxy: one shared pooled `httpx.AsyncClient`, bodies streamed both ways.
+
+Pure ASGI on purpose: the gateway is benchmarked in requests/s, so the hot path builds no
+framework request/response objects and logs nothing unless something fails.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import quote
+
+import httpx
+from prometheus_client import Counter, Histogram
+from starlette.types import Receive, Scope, Send
+from studyshare.devstack.problem import send_problem
+from studyshare.plumbing.logging import get_logger
+
+log = get_logger(__name__)
+
+#: headers that describe one connection, never forwarded (RFC 9110 section 7.6.1)
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+CORRELATION = b"x-correlation-id"
+FORWARDED_FOR = b"x-forwarded-for"
+DROP_REQUEST = HOP_BY_HOP | {b"host", CORRELATION, FORWARDED_FOR}
+DROP_RESPONSE = HOP_BY_HOP | {CORRELATION}
+
+REQUESTS = Counter(
+    "studyshare_gateway_requests_total", "Requests through the gateway", ["upstream", "status"]
+)
+LATENCY = Histogram(
+    "studyshare_gateway_upstream_seconds", "Time to the upstream's response head", ["upstream"]
+)
+
+#: `path -> (upstream name, base URL)`, or None when nothing answers that path
+Router = Callable[[str], "tuple[str, str | None] | None"]
+
+
+def _drop_listed(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes]) -> frozenset[bytes]:
+    """`drop` plus the headers a `Connection` header names as hop-by-hop."""
+    extra = [
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == b"connection"
+        for token in value.split(b",")
+    ]
+    return drop | frozenset(extra) if extra else drop
+
+
+def build_client(
+    connect_timeout_s: float = 2.0,
+    read_timeout_s: float = 300.0,
+    max_connections: int = 1000,
+    max_keepalive_connections: int = 200,
+) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=connect_timeout_s, read=read_timeout_s, write=read_timeout_s, pool=5.0
+        ),
+        limits=httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive_connections,
+            keepalive_expiry=30.0,
+        ),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+class ReverseProxy:
+    """Forwards a request to the upstream the router names and streams the answer back."""
+
+    def __init__(self, client: httpx.AsyncClient, router: Router) -> None:
+        self.client = client
+        self.router = router
+        self._metrics: dict[tuple[str, int], Counter] = {}
+        self._latency: dict[str, Histogram] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        cid = b""
+        forwarded = b""
+        has_body = False
+        for name, value in raw_headers:
+            lname = name.lower()
+            if lname == CORRELATION:
+                cid = value[:128]
+            elif lname == FORWARDED_FOR:
+                forwarded = value
+            elif lname == b"content-length":
+                has_body = value != b"0"
+            elif lname == b"transfer-encoding":
+                has_body = True
+        if not cid:
+            cid = uuid.uuid4().hex.encode()
+        echo = [(CORRELATION, cid)]
+
+        target = self.router(path)
+        if target is None:
+            await send_problem(send, 404, "Not Found", f"No service answers {path}", echo)
+            return
+        name, base = target
+        if base is None:
+            detail = f"The {name} service is not running in this stack"
+            await send_problem(send, 503, "Service Unavailable", detail, echo, service=name)
+            return
+
+        drop = _drop_listed(raw_headers, DROP_REQUEST)
+        headers = [(k, v) for k, v in raw_headers if k.lower() not in drop]
+        client = scope.get("client")
+        client_ip = client[0].encode() if client else b"unknown"
+        headers.append((FORWARDED_FOR, forwarded + b", " + client_ip if forwarded else client_ip))
+        headers.append((CORRELATION, cid))
+        headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
+        for k, v in raw_headers:
+            if k == b"host":
+                headers.append((b"x-forwarded-host", v))
+                break
+
+        raw_path = scope.get("raw_path")
+        url = base + (raw_path.decode("latin-1") if raw_path else quote(path))
+        if scope["query_string"]:
+            url += "?" + scope["query_string"].decode("latin-1")
+        request = httpx.Request(
+            scope["method"], url, headers=headers, content=_body(receive) if has_body else None
+        )
+        started = time.perf_counter()
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            status = 503 if isinstance(exc, httpx.PoolTimeout) else 504
+            self._count(name, status)
+            log.warning("gateway.upstream_timeout", upstream=name, error=type(exc).__name__)
+            await send_problem(
+                send,
+                status,
+                "Upstream timeout",
+                f"The {name} service did not answer in time",
+                echo,
+                service=name,
+            )
+            return
+        except httpx.TransportError as exc:
+            self._count(name, 502)
+            log.warning("gateway.upstream_unreachable", upstream=name, error=type(exc).__name__)
+            await send_problem(
+                send, 502, "Bad Gateway", f"The {name} service is unreachable", echo, service=name
+            )
+            return
+        self._observe(name, time.perf_counter() - started)
+        self._count(name, response.status_code)
+        try:
+            drop = _drop_listed(response.headers.raw, DROP_RESPONSE)
+            out = [(k, v) for k, v in response.headers.raw if k.lower() not in drop]
+            out.append((CORRELATION, cid))
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": out}
+            )
+            async for chunk in response.aiter_raw():
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except httpx.TransportError as exc:
+            # the head is already sent: all we can do is cut the response short
+            log.warning("gateway.upstream_broke", upstream=name, error=type(exc).__name__)
+            raise
+        finally:
+            await response.aclose()
+
+    def _count(self, upstream: str, status: int) -> None:
+        key = (upstream, status)
+        child = self._metrics.get(key)
+        if child is None:
+            child = self._metrics[key] = REQUESTS.labels(upstream, str(status))
+        child.inc()
+
+    def _observe(self, upstream: str, seconds: float) -> None:
+        child = self._latency.get(upstream)
+        if child is None:
+            child = self._latency[upstream] = LATENCY.labels(upstream)
+        child.observe(seconds)
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        body = message.get("body", b"")
+        if body:
+            yield body
+        if not message.get("more_body", False):
+            return

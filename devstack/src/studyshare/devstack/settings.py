@@ -1,0 +1,47 @@
+"""Settings of the devstack processes (gateway, mail catcher), from `STUDYSHARE_*` variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from studyshare.contracts.routes import SERVICES
+
+LOCALHOST = "127.0.0.1"
+
+
+def default_upstreams() -> dict[str, str]:
+    """Every service of the route table at its local port."""
+    return {s.name: f"http://{LOCALHOST}:{s.port}" for s in SERVICES}
+
+
+class GatewaySettings(BaseSettings):
+    """`STUDYSHARE_UPSTREAMS` is a JSON object `{service name: base URL}`; services missing
+    from it are answered with 503 (not running in this stack)."""
+
+    model_config = SettingsConfigDict(env_prefix="STUDYSHARE_", extra="ignore")
+
+    log_level: str = "INFO"
+    log_json: bool = True
+    gateway_host: str = LOCALHOST
+    gateway_port: int = 8080
+    upstreams: dict[str, str] = Field(default_factory=default_upstreams)
+    mail_url: str = f"http://{LOCALHOST}:8025"
+    connect_timeout_s: float = 2.0
+    read_timeout_s: float = 300.0
+    max_connections: int = 1000
+    max_keepalive_connections: int = 200
+    openapi_cache_s: float = 5.0
+
+
+class MailCatcherSettings(BaseSettings):
+    """`STUDYSHARE_SMS_TOKEN`, when set, is the bearer credential the SMS sink requires."""
+
+    model_config = SettingsConfigDict(env_prefix="STUDYSHARE_", extra="ignore")
+
+    log_level: str = "INFO"
+    log_json: bool = True
+    mail_host: str = LOCALHOST
+    mail_smtp_port: int = 1025
+    mail_http_port: int = 8025
+    mail_keep: int = Field(default=5000, ge=1)
+    sms_token: str | None = None
