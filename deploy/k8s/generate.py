@@ -35,6 +35,7 @@ KAFKA_CLUSTER = "studyshare"
 IMAGE_VERSION = "0.1.0"
 WORKER_PORT_OFFSET = 100
 UID = 10001
+SCRATCH = "/tmp"  # noqa: S108 (an emptyDir: the root filesystem is read-only)
 
 # Requests and limits per service and process; the overlays scale these, not the shape.
 RESOURCES: dict[str, dict[str, tuple[str, str, str]]] = {
@@ -143,8 +144,9 @@ WAIT_FOR_TOPICS = (
     "from aiokafka.admin import AIOKafkaAdminClient\n"
     "from studyshare.contracts.topics import TOPICS\n"
     "async def main():\n"
+    "    servers=os.environ['STUDYSHARE_KAFKA_BOOTSTRAP']\n"
     "    while True:\n"
-    "        admin=AIOKafkaAdminClient(bootstrap_servers=os.environ['STUDYSHARE_KAFKA_BOOTSTRAP'])\n"
+    "        admin=AIOKafkaAdminClient(bootstrap_servers=servers)\n"
     "        try:\n"
     "            await admin.start()\n"
     "            missing={t.name for t in TOPICS}-set(await admin.list_topics())\n"
@@ -194,7 +196,7 @@ def deployment(service: Service, component: str) -> dict[str, Any]:
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "args": args,
-        "workingDir": "/tmp",
+        "workingDir": SCRATCH,
         "envFrom": [{"configMapRef": {"name": "studyshare-config"}}],
         "env": env(service),
         "resources": {
@@ -202,7 +204,7 @@ def deployment(service: Service, component: str) -> dict[str, Any]:
             "limits": {"cpu": CPU_LIMIT[component], "memory": memory_limit},
         },
         "securityContext": container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": SCRATCH}],
     }
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
     if component in ("api", "worker"):
@@ -287,14 +289,14 @@ def deployment(service: Service, component: str) -> dict[str, Any]:
         "containers": [container],
         "volumes": volumes,
     }
+    # No `replicas` where a HorizontalPodAutoscaler owns the count (apply would reset it).
     spec: dict[str, Any] = {
-        "replicas": 1 if component == "relay" else HPA[component][0],
         "revisionHistoryLimit": 5,
         "selector": {"matchLabels": selector(service, component)},
     }
     if component == "relay":
         # One relay per service: it publishes the outbox in order; two would only race.
-        spec["strategy"] = {"type": "Recreate"}
+        spec = {"replicas": 1, **spec, "strategy": {"type": "Recreate"}}
     else:
         spec["strategy"] = {
             "type": "RollingUpdate",
