@@ -327,21 +327,22 @@ def test_service_reaches_only_kafka_mongodb_and_jwks(
     assert seen == allowed
     if name == "notify":
         assert external_ports == {25, 465, 587, 443}  # SMTP and the SMS provider's HTTPS
+
     # Ingress: the ingress controller on the API port, Prometheus on the metrics ports, and
     # for identity every StudyShare pod (JWKS).
+    def source(rule: dict[str, Any]) -> str:
+        namespace = rule["from"][0].get("namespaceSelector", {}).get("matchLabels", {})
+        return namespace.get("kubernetes.io/metadata.name", "this-namespace")
+
     sources = {
-        (
-            next(
-                iter(r["from"][0].get("namespaceSelector", {}).get("matchLabels", {}).values()), ""
-            )
-            or "pods",
-            tuple(sorted(p["port"] for p in r["ports"])),
-        )
-        for r in policy["spec"]["ingress"]
+        (source(r), tuple(sorted(p["port"] for p in r["ports"]))) for r in policy["spec"]["ingress"]
     }
     svc = service(name)
-    assert ("ingress-nginx", (svc.port,)) in sources
-    assert ("pods", (svc.port,)) in sources if name == "identity" else len(sources) == 2
+    metrics = (svc.port, svc.port + 100) if svc.has_worker else (svc.port,)
+    expected = {("ingress-nginx", (svc.port,)), ("monitoring", metrics)}
+    if name == "identity":
+        expected.add(("this-namespace", (svc.port,)))
+    assert sources == expected
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
