@@ -1,22 +1,32 @@
-# StudyShare: common commands. Everything runs through uv (one workspace, one uv.lock).
+# StudyShare: common commands (`make help`). Everything runs through uv: one workspace, one
+# uv.lock pinning every dependency.
 
-# uv from PATH, else the one `make sync` installs with pip
+# uv from PATH, else the one installed with pip
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+SERVICES := $(notdir $(patsubst %/Dockerfile,%,$(wildcard services/*/Dockerfile)))
+VERSION  := 0.1.0
+DOCKER   ?= docker
 
-.PHONY: sync run infra test lint format contracts
+.PHONY: help sync run infra test lint format contracts images k8s k8s-check deploy-tools test-peers bench
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
 sync: ## install every package of the workspace from uv.lock
-	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --user uv
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==0.13.9"
 	$(UV) sync --frozen
 
-run: ## the whole platform on one machine, demo data, gateway URL printed; Ctrl-C stops it
+run: sync ## the whole platform on one machine, demo data, gateway URL printed; Ctrl-C stops it
 	$(UV) run studyshare-dev run
 
-infra: ## only the broker (9092) and the database (27017)
+infra: sync ## only the broker (9092) and the database (27017)
 	$(UV) run studyshare-dev infra
 
-test: ## every test (unit, integration, end-to-end)
+test: sync test-peers deploy-tools ## every test (unit, integration, end-to-end, k8s manifests)
 	$(UV) run pytest
+
+bench: sync ## the benchmark table (figures side by side with their targets)
+	$(UV) run python -m bench
 
 lint: ## ruff lint and format check
 	$(UV) run ruff check .
@@ -28,3 +38,25 @@ format: ## ruff format and safe fixes
 
 contracts: ## regenerate contracts/schemas and contracts/asyncapi.yaml
 	$(UV) run python -m studyshare.contracts.generate
+
+k8s: ## regenerate deploy/k8s/base/generated from contracts/
+	$(UV) run python deploy/k8s/generate.py
+
+k8s-check: ## fail when deploy/k8s/base/generated drifts from contracts/
+	$(UV) run python deploy/k8s/generate.py --check
+
+deploy-tools: ## the pinned kubectl the manifest tests render with
+	bash deploy/install-tools.sh
+
+test-peers: ## Debian packages the tests use as real peers (kcat, oathtool, dcmtk)
+	bash scripts/install-test-peers.sh
+
+images: ## one image per service (needs a Docker engine; not part of test)
+	@command -v $(DOCKER) >/dev/null 2>&1 || { \
+	  echo "make images: '$(DOCKER)' not found; build the images where a Docker engine exists" >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { \
+	  echo "make images: no Docker engine answers ('$(DOCKER) info' failed); start one or build elsewhere" >&2; exit 1; }
+	@set -e; for service in $(SERVICES); do \
+	  echo "== studyshare-$$service:$(VERSION)"; \
+	  $(DOCKER) build -f services/$$service/Dockerfile -t studyshare-$$service:$(VERSION) .; \
+	done

@@ -1,0 +1,432 @@
+"""The Kubernetes manifests: rendered with kustomize, validated, and held to the contracts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from studyshare.contracts.routes import SERVICES, Service
+from studyshare.contracts.topics import TOPICS
+from studyshare.plumbing.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = ("dev", "prod")
+# Strict validation against the schemas of the oldest and newest Kubernetes we support.
+KUBERNETES_VERSIONS = ("1.32.0", "1.35.0")
+# Custom resources (Strimzi): no core schema; checked structurally below.
+CUSTOM_KINDS = {"kafka.strimzi.io/v1beta2": {"Kafka", "KafkaNodePool", "KafkaTopic"}}
+SERVICE_DIRS = sorted(p.name for p in (ROOT / "services").iterdir() if p.is_dir())
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = by_kind(objects, kind)
+    assert name in found, f"{kind}/{name} missing; have {sorted(found)}"
+    return found[name]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    if workload["kind"] == "CronJob":
+        return workload["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return workload["spec"]["template"]["spec"]
+
+
+def workloads(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    kinds = {"Deployment", "StatefulSet", "Job", "CronJob"}
+    return [o for o in objects if o["kind"] in kinds]
+
+
+def service(name: str) -> Service:
+    return next(s for s in SERVICES if s.name == name)
+
+
+# --- generated files ---------------------------------------------------------------------
+
+
+def test_generated_manifests_match_the_contracts(generate: Any) -> None:
+    stale = [
+        str(path.relative_to(K8S))
+        for path, text in generate.render().items()
+        if not path.exists() or path.read_text() != text
+    ]
+    assert not stale, f"run `make k8s` (uv run python deploy/k8s/generate.py): stale {stale}"
+
+
+def test_checked_in_kafka_topics_are_the_topic_table() -> None:
+    docs = [d for d in yaml.safe_load_all((K8S / "base/generated/topics.yaml").read_text()) if d]
+    topics = {d["spec"]["topicName"]: d for d in docs if d["kind"] == "KafkaTopic"}
+    assert set(topics) == {t.name for t in TOPICS}
+    for topic in TOPICS:
+        spec = topics[topic.name]["spec"]
+        assert spec["partitions"] == topic.partitions
+        assert spec["replicas"] == topic.replication_factor == 3
+        assert spec["config"]["retention.ms"] == "-1"
+        assert spec["config"] == topic.config
+        assert topics[topic.name]["metadata"]["labels"]["strimzi.io/cluster"] == "studyshare"
+
+
+def test_every_service_directory_is_in_the_route_table() -> None:
+    assert SERVICE_DIRS == sorted(s.name for s in SERVICES)
+
+
+# --- schema validation -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_core_objects_validate_strictly(rendered: dict, overlay: str, version: str) -> None:
+    errors = []
+    for obj in rendered[overlay]:
+        if obj["kind"] in CUSTOM_KINDS.get(obj["apiVersion"], ()):
+            continue
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            errors.append(f"{obj['apiVersion']} {obj['kind']}: unknown kind")
+        except kubernetes_validate.ValidationError as exc:
+            where = "/".join(map(str, exc.path))
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']} {where}: {exc.message}")
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_strimzi_resources_are_well_formed(rendered: dict, overlay: str) -> None:
+    objects = rendered[overlay]
+    kafka = one(objects, "Kafka", "studyshare")
+    assert kafka["metadata"]["annotations"]["strimzi.io/kraft"] == "enabled"
+    assert kafka["metadata"]["annotations"]["strimzi.io/node-pools"] == "enabled"
+    assert "zookeeper" not in kafka["spec"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", kafka["spec"]["kafka"]["version"])
+    config = kafka["spec"]["kafka"]["config"]
+    assert config["min.insync.replicas"] == 2
+    assert config["default.replication.factor"] == 3
+    assert config["auto.create.topics.enable"] is False
+    pool = one(objects, "KafkaNodePool", "combined")
+    assert pool["metadata"]["labels"]["strimzi.io/cluster"] == "studyshare"
+    assert pool["spec"]["replicas"] == 3
+    assert set(pool["spec"]["roles"]) == {"controller", "broker"}
+    topics = by_kind(objects, "KafkaTopic")
+    assert {t["spec"]["topicName"] for t in topics.values()} == {t.name for t in TOPICS}
+    for obj in objects:
+        if obj["apiVersion"].startswith("kafka.strimzi.io"):
+            assert obj["kind"] in CUSTOM_KINDS[obj["apiVersion"]]
+            assert obj["metadata"]["namespace"] == "studyshare"
+            assert set(obj) == {"apiVersion", "kind", "metadata", "spec"}
+
+
+# --- every service: deployments, services, probes, autoscaling, disruption budgets -------
+
+
+def http_probe(container: dict[str, Any], probe: str) -> tuple[str, int]:
+    spec = container[probe]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    return spec["path"], ports.get(spec["port"], spec["port"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("name", SERVICE_DIRS)
+def test_service_has_its_processes(rendered: dict, overlay: str, name: str) -> None:
+    objects = rendered[overlay]
+    svc = service(name)
+    expected = {"api": svc.port}
+    if svc.has_worker:
+        expected["worker"] = svc.port + 100
+    for component, port in expected.items():
+        deployment = one(objects, "Deployment", f"{name}-{component}")
+        container = pod_spec(deployment)["containers"][0]
+        assert container["args"][0] == component
+        if component == "worker":
+            assert container["args"][1:] == ["--port", str(port)]
+        assert [p["containerPort"] for p in container["ports"]] == [port]
+        assert http_probe(container, "readinessProbe") == ("/readyz", port)
+        assert http_probe(container, "livenessProbe") == ("/healthz", port)
+        k8s_service = one(objects, "Service", f"{name}-{component}")
+        assert k8s_service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+        assert k8s_service["spec"]["ports"][0]["targetPort"] == "http"
+        hpa = one(objects, "HorizontalPodAutoscaler", f"{name}-{component}")
+        assert hpa["spec"]["scaleTargetRef"]["name"] == f"{name}-{component}"
+        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+        assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+        pdb = one(objects, "PodDisruptionBudget", f"{name}-{component}")
+        assert pdb["spec"]["selector"]["matchLabels"] == k8s_service["spec"]["selector"]
+    if svc.has_worker:
+        # More consumers than partitions would sit idle.
+        hpa = one(objects, "HorizontalPodAutoscaler", f"{name}-worker")
+        assert hpa["spec"]["maxReplicas"] <= min(t.partitions for t in TOPICS)
+    relays = by_kind(objects, "Deployment").get(f"{name}-relay")
+    if svc.has_relay:
+        assert relays is not None
+        assert relays["spec"]["replicas"] == 1
+        assert relays["spec"]["strategy"]["type"] == "Recreate"
+        container = pod_spec(relays)["containers"][0]
+        assert container["args"] == ["relay"]
+        assert "exec" in container["readinessProbe"] and "exec" in container["livenessProbe"]
+        one(objects, "PodDisruptionBudget", f"{name}-relay")
+    else:
+        assert relays is None
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_is_sized_and_locked_down(rendered: dict, overlay: str) -> None:
+    for workload in workloads(rendered[overlay]):
+        spec = pod_spec(workload)
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert spec.get("automountServiceAccountToken") is False
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            where = f"{workload['kind']}/{workload['metadata']['name']}/{container['name']}"
+            resources = container.get("resources", {})
+            assert {"cpu", "memory"} <= set(resources.get("requests", {})), where
+            assert "memory" in resources.get("limits", {}), where
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, where
+            assert security["readOnlyRootFilesystem"] is True, where
+            assert security["capabilities"]["drop"] == ["ALL"], where
+            image = container["image"]
+            assert re.search(r":\d+\.\d+\.\d+$", image), f"{where}: unpinned image {image}"
+
+
+def test_prod_images_come_from_the_registry(rendered: dict) -> None:
+    for workload in workloads(rendered["prod"]):
+        for container in pod_spec(workload)["containers"]:
+            image = container["image"]
+            if image.startswith(("studyshare-", "registry.")):
+                assert image.startswith("registry.example.org/studyshare/"), image
+
+
+# --- settings ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_settings_are_valid_for_the_services(
+    rendered: dict, overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configs = [
+        o
+        for o in rendered[overlay]
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("studyshare-config-")
+    ]
+    assert len(configs) == 1
+    data = configs[0]["data"]
+    expected = "production" if overlay == "prod" else "development"
+    assert data["STUDYSHARE_ENVIRONMENT"] == expected
+    assert data["STUDYSHARE_KAFKA_ENABLE_IDEMPOTENCE"] == "true"
+    assert data["STUDYSHARE_KAFKA_BOOTSTRAP"] == "studyshare-kafka-bootstrap:9092"
+    assert data["STUDYSHARE_JWKS_URL"].startswith("http://identity-api/")
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    settings = ServiceSettings()  # raises when production lacks idempotence
+    assert settings.environment == expected
+    assert settings.http_host == "0.0.0.0"
+
+
+# --- gateway -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingress_routes_are_the_route_table(rendered: dict, overlay: str) -> None:
+    objects = rendered[overlay]
+    ingress = one(objects, "Ingress", "studyshare-gateway")
+    (rule,) = ingress["spec"]["rules"]
+    routes = {
+        p["path"]: (p["pathType"], p["backend"]["service"]["name"]) for p in rule["http"]["paths"]
+    }
+    expected = {prefix: ("Prefix", f"{s.name}-api") for s in SERVICES for prefix in s.prefixes}
+    assert routes == expected
+    services = by_kind(objects, "Service")
+    for path in rule["http"]["paths"]:
+        backend = path["backend"]["service"]
+        ports = {p["name"] for p in services[backend["name"]]["spec"]["ports"]}
+        assert backend["port"]["name"] in ports
+    assert rule["host"]
+    if overlay == "prod":
+        assert ingress["spec"]["tls"][0]["hosts"] == [rule["host"]]
+
+
+# --- network policies --------------------------------------------------------------------
+
+
+def selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
+    selector = policy["spec"]["podSelector"]
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In"
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def pods(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, str]]]:
+    result = []
+    for workload in workloads(objects):
+        template = (
+            workload["spec"]["jobTemplate"]["spec"]["template"]
+            if workload["kind"] == "CronJob"
+            else workload["spec"]["template"]
+        )
+        result.append((workload["metadata"]["name"], template["metadata"]["labels"]))
+    return result
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_is_behind_default_deny(rendered: dict, overlay: str) -> None:
+    objects = rendered[overlay]
+    policies = by_kind(objects, "NetworkPolicy")
+    deny_in = policies["default-deny-ingress"]
+    deny_out = policies["default-deny-egress"]
+    assert "ingress" not in deny_in["spec"] and "egress" not in deny_out["spec"]
+    for name, labels in pods(objects):
+        assert selects(deny_in, labels) and selects(deny_out, labels), name
+        assert selects(policies["allow-dns"], labels), name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("name", SERVICE_DIRS)
+def test_service_reaches_only_kafka_mongodb_and_jwks(
+    rendered: dict, overlay: str, name: str
+) -> None:
+    objects = rendered[overlay]
+    policy = one(objects, "NetworkPolicy", f"studyshare-{name}")
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    for workload, labels in pods(objects):
+        if labels.get("app.kubernetes.io/name") == name:
+            assert selects(policy, labels), workload
+    identity = service("identity")
+    allowed = {
+        ("strimzi.io/broker-role", 9092),
+        ("app.kubernetes.io/name=mongodb", 27017),
+        ("app.kubernetes.io/component=api,app.kubernetes.io/name=identity", identity.port),
+    }
+    seen = set()
+    external_ports: set[int] = set()
+    for rule in policy["spec"]["egress"]:
+        ports = {p["port"] for p in rule["ports"]}
+        for peer in rule["to"]:
+            if "ipBlock" in peer:
+                assert name == "notify", f"{name} must not reach outside the cluster"
+                assert "10.0.0.0/8" in peer["ipBlock"]["except"]
+                external_ports |= ports
+                continue
+            labels = peer["podSelector"]["matchLabels"]
+            assert "namespaceSelector" not in peer
+            (port,) = ports
+            if "strimzi.io/broker-role" in labels:
+                assert labels["strimzi.io/cluster"] == "studyshare"
+                seen.add(("strimzi.io/broker-role", port))
+            else:
+                seen.add((",".join(f"{k}={v}" for k, v in sorted(labels.items())), port))
+    assert seen == allowed
+    if name == "notify":
+        assert external_ports == {25, 465, 587, 443}  # SMTP and the SMS provider's HTTPS
+
+    # Ingress: the ingress controller on the API port, Prometheus on the metrics ports, and
+    # for identity every StudyShare pod (JWKS).
+    def source(rule: dict[str, Any]) -> str:
+        namespace = rule["from"][0].get("namespaceSelector", {}).get("matchLabels", {})
+        return namespace.get("kubernetes.io/metadata.name", "this-namespace")
+
+    sources = {
+        (source(r), tuple(sorted(p["port"] for p in r["ports"]))) for r in policy["spec"]["ingress"]
+    }
+    svc = service(name)
+    metrics = (svc.port, svc.port + 100) if svc.has_worker else (svc.port,)
+    expected = {("ingress-nginx", (svc.port,)), ("monitoring", metrics)}
+    if name == "identity":
+        expected.add(("this-namespace", (svc.port,)))
+    assert sources == expected
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kafka_listener_admits_only_studyshare_pods(rendered: dict, overlay: str) -> None:
+    kafka = one(rendered[overlay], "Kafka", "studyshare")
+    (listener,) = kafka["spec"]["kafka"]["listeners"]
+    assert listener["port"] == 9092
+    assert listener["networkPolicyPeers"] == [
+        {"podSelector": {"matchLabels": {"studyshare.io/tier": "app"}}}
+    ]
+
+
+# --- MongoDB -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mongodb_is_a_three_member_replica_set(rendered: dict, overlay: str) -> None:
+    objects = rendered[overlay]
+    statefulset = one(objects, "StatefulSet", "mongodb")
+    assert statefulset["spec"]["replicas"] == 3
+    headless = one(objects, "Service", statefulset["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    args = pod_spec(statefulset)["containers"][0]["args"]
+    assert args[args.index("--replSet") + 1] == "rs0" and "--keyFile" in args
+    job = one(objects, "Job", "mongodb-init")
+    env = {e["name"]: e for e in pod_spec(job)["containers"][0]["env"]}
+    assert env["SERVICES"]["value"].split(",") == [s.name for s in SERVICES]
+    for svc in SERVICES:
+        ref = env[f"PASSWORD_{svc.name.upper().replace('-', '_')}"]["valueFrom"]["secretKeyRef"]
+        assert ref["name"].startswith(f"studyshare-{svc.name}-mongo")
+    script = (K8S / "base/mongodb/init-replica-set.js").read_text()
+    assert "rs.initiate" in script and "NotYetInitialized" in script
+
+
+# --- secrets -----------------------------------------------------------------------------
+
+
+def secret_refs(objects: list[dict[str, Any]]) -> set[str]:
+    names = set()
+    for workload in workloads(objects):
+        spec = pod_spec(workload)
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            for item in container.get("env", []):
+                if ref := item.get("valueFrom", {}).get("secretKeyRef"):
+                    names.add(ref["name"])
+            for source in container.get("envFrom", []):
+                if "secretRef" in source:
+                    names.add(source["secretRef"]["name"])
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                names.add(volume["secret"]["secretName"])
+    return names
+
+
+def test_prod_commits_no_secret_and_documents_every_reference(rendered: dict) -> None:
+    objects = rendered["prod"]
+    assert not by_kind(objects, "Secret"), "production Secrets are created out of band"
+    guide = (ROOT / "deploy" / "README.md").read_text()
+    refs = secret_refs(objects)
+    assert refs >= {"studyshare-identity-signing", "studyshare-notify-smtp", "mongodb-admin"}
+    missing = sorted(name for name in refs if name not in guide)
+    assert not missing, f"deploy/README.md does not explain the Secrets {missing}"
+
+
+def test_dev_generates_every_referenced_secret(rendered: dict) -> None:
+    objects = rendered["dev"]
+    assert secret_refs(objects) <= set(by_kind(objects, "Secret"))
+
+
+def test_no_secret_material_is_tracked() -> None:
+    # Spelled in pieces so that this file does not match itself.
+    suspicious = re.compile("BEGIN [A-Z ]*" + "PRIVATE KEY|mongodb" + r"://[^:\s/]+:[^@\s${}]+@")
+    for path in (ROOT / "deploy").rglob("*"):
+        if path.is_file() and "secrets" not in path.parts and path.suffix != ".pyc":
+            text = path.read_text(errors="ignore")
+            assert not suspicious.search(text), path
+    ignored = (K8S / "overlays" / "dev" / ".gitignore").read_text().split()
+    assert "secrets/" in ignored
+
+
+def test_replay_job_template_never_runs_by_itself(rendered: dict) -> None:
+    for overlay in OVERLAYS:
+        cron = one(rendered[overlay], "CronJob", "audit-replay")
+        assert cron["spec"]["suspend"] is True
+        container = pod_spec(cron)["containers"][0]
+        assert container["args"] == ["replay", "PROJECTION_NAME"]
+        assert container["image"].rsplit(":", 1)[0].endswith("audit")
