@@ -373,9 +373,9 @@ def hpa(service: Service, component: str) -> dict[str, Any]:
 
 
 def pdb(service: Service, component: str) -> dict[str, Any]:
-    # APIs keep one pod serving; the relay is a singleton that may move (it resumes from the
-    # outbox); workers lose one consumer at a time (a rebalance each).
-    budget = {"minAvailable": 1} if component == "api" else {"maxUnavailable": 1}
+    # One pod at a time, whatever the HPA has scaled to: an API keeps serving, a worker loses
+    # one consumer (one rebalance), the singleton relay may move (it resumes from the outbox).
+    budget = {"maxUnavailable": 1}
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
