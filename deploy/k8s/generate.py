@@ -162,6 +162,9 @@ WAIT_FOR_TOPICS = (
 )
 
 
+OTP_SEALING_SECRET = "studyshare-otp-sealing"
+
+
 def env(service: Service) -> list[dict[str, Any]]:
     return [
         {"name": "STUDYSHARE_HTTP_PORT", "value": str(service.port)},
@@ -170,6 +173,10 @@ def env(service: Service) -> list[dict[str, Any]]:
             "valueFrom": {
                 "secretKeyRef": {"name": f"studyshare-{service.name}-mongo", "key": "url"}
             },
+        },
+        {
+            "name": "STUDYSHARE_OTP_SEAL_PUBLIC_KEY",
+            "valueFrom": {"secretKeyRef": {"name": OTP_SEALING_SECRET, "key": "public-key"}},
         },
     ]
 
@@ -240,6 +247,12 @@ def deployment(service: Service, component: str) -> dict[str, Any]:
             }
         )
     if service.name == "notify" and component == "worker":
+        container["env"].append(
+            {
+                "name": "STUDYSHARE_OTP_SEAL_PRIVATE_KEY",
+                "valueFrom": {"secretKeyRef": {"name": OTP_SEALING_SECRET, "key": "private-key"}},
+            }
+        )
         container["envFrom"].extend(
             [
                 {"secretRef": {"name": "studyshare-notify-smtp"}},

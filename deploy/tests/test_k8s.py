@@ -8,6 +8,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from studyshare.plumbing.sealing import generate_keypair
 import yaml
 from studyshare.contracts.routes import SERVICES, Service
 from studyshare.contracts.topics import TOPICS
@@ -223,6 +224,8 @@ def test_settings_are_valid_for_the_services(
     assert data["STUDYSHARE_JWKS_URL"].startswith("http://identity-api/")
     for key, value in data.items():
         monkeypatch.setenv(key, value)
+    # what the studyshare-otp-sealing Secret provides (a real key pair, never the dev one)
+    monkeypatch.setenv("STUDYSHARE_OTP_SEAL_PUBLIC_KEY", generate_keypair()[1])
     settings = ServiceSettings()  # raises when production lacks idempotence
     assert settings.environment == expected
     assert settings.http_host == "0.0.0.0"

@@ -44,7 +44,7 @@ def tally_process(real_infra, tmp_path):
             "STUDYSHARE_KAFKA_REBALANCE_TIMEOUT_MS": "6000",
         }
         if command == "relay":
-            env["STUDYSHARE_RELAY_BATCH_SIZE"] = "100"
+            env["STUDYSHARE_RELAY_BATCH_SIZE"] = "50"
         log = open(tmp_path / f"{command}-{len(started)}.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, str(HERE / "tally_service.py"), command, *extra],

@@ -5,7 +5,7 @@ from collections import defaultdict
 
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.kafka import producer
-from studyshare.plumbing.relay import OutboxRelay
+from studyshare.plumbing.relay import OutboxRelay, position
 from studyshare.plumbing.testing import unique
 
 from .conftest import otp_failures
@@ -22,12 +22,13 @@ async def test_relay_publishes_every_event_keyed_by_aggregate_in_order(real_infr
     kafka = producer(real_infra.settings())
     await kafka.start()
     try:
-        relay = OutboxRelay(mongo_db, kafka, batch_size=7)
-        while await relay.publish_batch():
-            pass
+        relay = OutboxRelay(mongo_db, kafka, batch_size=7, settle_s=0.05)
+        await asyncio.sleep(0.1)
+        assert await relay.drain() == 60
+        assert await relay.drain() == 0, "nothing is sent twice by the forward scan"
+        assert await relay.sweep() == 0, "the sweep finds nothing missing"
     finally:
         await kafka.stop()
-    assert await mongo_db.events.count_documents({"published": False}) == 0
 
     def ours(messages):
         return [m for m in messages if m[2].aggregate_id in buckets]
@@ -55,20 +56,29 @@ async def test_relay_killed_mid_batch_loses_nothing_and_duplicates_apply_once(
     store = EventStore(mongo_db)
     await store.ensure_indexes()
     buckets = [unique("bkt") for _ in range(50)]
-    for bucket in buckets:
-        await store.append(otp_failures(bucket, 40))
+    for version in range(1, 41):  # 2000 appends, spread over time like real traffic
+        for bucket in buckets:
+            await store.append(otp_failures(bucket, 1, start=version))
     total = 50 * 40
     events = mongo_db.events
+    await asyncio.sleep(0.3)  # let the appends settle, so the relay sees them all
 
+    last = await events.find_one(
+        {}, sort=[("recorded_at", -1), ("aggregate_id", -1), ("aggregate_version", -1)]
+    )
     relay = tally_process("relay", mongo_db.name)
-    await eventually(lambda: _published_at_least(events, 300), timeout=60, interval=0.01)
+    await eventually(lambda: _checkpoint(mongo_db), timeout=60, interval=0.01)
     os.kill(relay.pid, signal.SIGKILL)
     relay.wait()
-    published_before_restart = await events.count_documents({"published": True})
-    assert 0 < published_before_restart < total, "the kill must land mid-stream"
+    assert position_of(await _checkpoint(mongo_db)) < position(last), "killed mid-stream"
 
     tally_process("relay", mongo_db.name)
-    assert await eventually(lambda: _published_at_least(events, total), timeout=120)
+
+    async def relayed_everything():
+        checkpoint = await _checkpoint(mongo_db)
+        return checkpoint is not None and position_of(checkpoint) >= position(last)
+
+    assert await eventually(relayed_everything, timeout=120)
 
     def ours(messages):
         return [m for m in messages if m[2].aggregate_id in set(buckets)]
@@ -97,5 +107,15 @@ async def test_relay_killed_mid_batch_loses_nothing_and_duplicates_apply_once(
     assert sorted(d["n"] for d in docs) == [40] * 50, "each event applied exactly once"
 
 
-async def _published_at_least(events, n: int) -> bool:
-    return await events.count_documents({"published": True}) >= n
+async def _checkpoint(db):
+    return await db.relay_checkpoints.find_one({"_id": "relay"})
+
+
+def position_of(checkpoint):
+    return position(
+        {
+            "recorded_at": checkpoint["recorded_at"],
+            "aggregate_id": checkpoint["aggregate_id"],
+            "aggregate_version": checkpoint["version"],
+        }
+    )

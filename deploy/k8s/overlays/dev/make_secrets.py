@@ -8,6 +8,7 @@ so running it again changes nothing. Never use these files outside a development
 
 from __future__ import annotations
 
+import functools
 import secrets
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from studyshare.contracts.routes import SERVICES
+from studyshare.plumbing.sealing import generate_keypair
 
 DEV_KID = "dev-1"
 MONGO_HOSTS = "mongodb-0.mongodb:27017,mongodb-1.mongodb:27017,mongodb-2.mongodb:27017"
@@ -42,6 +44,12 @@ def ed25519_pem() -> str:
     ).decode()
 
 
+@functools.cache
+def sealing_keys() -> tuple[str, str]:
+    """notify's OTP sealing key pair (private, public), the same for both files of one run."""
+    return generate_keypair()
+
+
 def files() -> dict[str, Callable[[], str]]:
     """Relative path -> a function making its content."""
 
@@ -58,6 +66,8 @@ def files() -> dict[str, Callable[[], str]]:
             "STUDYSHARE_SMTP_HOST=smtp.invalid\nSTUDYSHARE_SMTP_PORT=587\n"
             f"STUDYSHARE_SMTP_USERNAME=studyshare\nSTUDYSHARE_SMTP_PASSWORD={secrets.token_hex(16)}\n"
         ),
+        "otp-sealing/public-key": lambda: sealing_keys()[1],
+        "otp-sealing/private-key": lambda: sealing_keys()[0],
         "notify-sms.env": lambda: (
             "STUDYSHARE_SMS_API_URL=https://sms.invalid/v1/messages\n"
             f"STUDYSHARE_SMS_API_TOKEN={secrets.token_hex(16)}\n"

@@ -89,6 +89,7 @@ class ServiceCLI:
                 kafka,
                 batch_size=settings.relay_batch_size,
                 idle_poll_s=settings.relay_idle_poll_ms / 1000,
+                settle_s=settings.relay_settle_ms / 1000,
             )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):

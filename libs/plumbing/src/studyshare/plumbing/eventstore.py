@@ -1,8 +1,9 @@
 """Event store on MongoDB with optimistic concurrency; its collection doubles as the outbox.
 
 A stream is the events of one aggregate, keyed by `(aggregate_id, aggregate_version)` under a
-unique index: two writers appending the same version cannot both win. Each stored event starts
-`published: false`; the outbox relay publishes it to Kafka and flips the flag.
+unique index: two writers appending the same version cannot both win. Every stored event has a
+`recorded_at` (milliseconds, never earlier than the aggregate's previous event); the outbox relay
+follows that order with a checkpoint instead of writing a flag per event.
 """
 
 from __future__ import annotations
@@ -54,11 +55,12 @@ def envelope_for(
 
 
 def to_document(envelope: EventEnvelope, recorded_at: datetime) -> dict[str, Any]:
+    """The stored form: queryable fields plus `wire`, the exact bytes the relay publishes."""
     doc = envelope.model_dump(mode="python")
     doc["_id"] = str(doc.pop("event_id"))
     doc["topic"] = topic_for_aggregate(envelope.aggregate_type)
     doc["recorded_at"] = recorded_at
-    doc["published"] = False
+    doc["wire"] = envelope.to_json_bytes()
     return doc
 
 
@@ -83,9 +85,7 @@ class EventStore:
             unique=True,
             name="stream",
         )
-        await self.events.create_index(
-            [("published", ASCENDING), ("recorded_at", ASCENDING)], name="outbox"
-        )
+        await self.events.create_index([("recorded_at", ASCENDING)], name="outbox")
 
     async def load(
         self, aggregate_id: str, session: AsyncClientSession | None = None
@@ -102,7 +102,8 @@ class EventStore:
         if not envelopes:
             return
         now = datetime.now(UTC)
-        docs = [to_document(e, now) for e in envelopes]
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        docs = [to_document(e, max(now, e.occurred_at)) for e in envelopes]
         try:
             if len(docs) == 1:
                 await self.events.insert_one(docs[0], session=session)
@@ -120,5 +121,7 @@ class EventStore:
             ) from exc
 
     async def all_events(self, **filters: Any) -> list[EventEnvelope]:
-        cursor = self.events.find(filters).sort([("recorded_at", 1), ("aggregate_version", 1)])
+        cursor = self.events.find(filters).sort(
+            [("recorded_at", 1), ("aggregate_id", 1), ("aggregate_version", 1)]
+        )
         return [from_document(doc) async for doc in cursor]

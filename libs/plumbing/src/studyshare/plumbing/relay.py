@@ -1,15 +1,24 @@
 """The outbox relay: publishes stored events to Kafka in order, at least once.
 
-It reads unpublished events oldest first, sends each keyed by its aggregate id (so one
-aggregate's events land on one partition, in version order), waits until the broker has
-acknowledged the whole batch and only then marks the batch published. A crash between the two
-re-sends the batch; consumers skip what they have already applied.
+The events collection is the outbox. The relay follows it in `recorded_at` order, reading
+bounded time windows up to `now - settle` (so appends still committing are not overtaken),
+sends each event keyed by its aggregate id (one aggregate, one partition, version order), waits
+for the broker's acknowledgement of the whole batch, and only then moves its checkpoint: one
+write per batch, none per event. A crash between sending and the checkpoint re-sends the batch;
+consumers skip what they have already applied.
+
+An append that commits later than `settle` after its `recorded_at` would fall behind the
+checkpoint; the sweep recounts the recent past every `sweep_interval_s` and publishes whatever
+it finds missing, so such an event is late but never lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import json
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -21,8 +30,11 @@ from studyshare.plumbing.logging import get_logger
 log = get_logger(__name__)
 
 PUBLISHED = Counter("studyshare_relay_published_total", "Events published by the relay", ["topic"])
-LAG = Gauge("studyshare_relay_batch_size", "Events in the last relay batch")
+SWEPT = Counter("studyshare_relay_swept_total", "Late events found by the sweep")
+BEHIND = Gauge("studyshare_relay_behind_seconds", "Age of the relay checkpoint")
 
+CHECKPOINTS = "relay_checkpoints"
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _ENVELOPE_FIELDS = (
     "event_type",
     "schema_version",
@@ -36,11 +48,30 @@ _ENVELOPE_FIELDS = (
     "payload",
 )
 
+Position = tuple[datetime, str, int]
+RELAY_FIELDS = {
+    "topic": 1,
+    "aggregate_id": 1,
+    "aggregate_version": 1,
+    "recorded_at": 1,
+    "event_type": 1,
+    "correlation_id": 1,
+    "wire": 1,
+}
+
+
+def position(doc: dict[str, Any]) -> Position:
+    """Total order of the outbox that keeps each aggregate's versions in order."""
+    recorded = doc["recorded_at"]
+    if recorded.tzinfo is None:
+        recorded = recorded.replace(tzinfo=UTC)
+    return recorded, doc["aggregate_id"], doc["aggregate_version"]
+
 
 def message_value(doc: dict[str, Any]) -> bytes:
-    """The envelope's JSON, straight from the stored document (no model round trip)."""
-    import json
-
+    """The envelope's JSON: stored at append time, or rebuilt for an event stored without it."""
+    if doc.get("wire"):
+        return bytes(doc["wire"])
     body = {"event_id": doc["_id"], **{k: doc.get(k) for k in _ENVELOPE_FIELDS}}
     occurred = body["occurred_at"]
     if isinstance(occurred, datetime):
@@ -56,60 +87,171 @@ class OutboxRelay:
         db: AsyncDatabase,
         producer: AIOKafkaProducer,
         *,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         idle_poll_s: float = 0.05,
+        settle_s: float = 0.25,
+        sweep_window_s: float = 60.0,
+        sweep_interval_s: float = 1.0,
         collection: str = EVENTS_COLLECTION,
+        name: str = "relay",
     ) -> None:
         self.events = db[collection]
+        self.checkpoints = db[CHECKPOINTS]
         self.producer = producer
         self.batch_size = batch_size
         self.idle_poll_s = idle_poll_s
+        self.settle = timedelta(seconds=settle_s)
+        self.sweep_window = timedelta(seconds=sweep_window_s)
+        self.sweep_interval_s = sweep_interval_s
+        self.name = name
+        self.span = timedelta(seconds=5)
+        self._cursor: Position | None = None
+        self._recent: OrderedDict[str, datetime] = OrderedDict()
+        self._last_sweep = 0.0
         self._stopping = asyncio.Event()
 
-    async def publish_batch(self) -> int:
-        """Publish one batch of unpublished events; return how many were published."""
-        cursor = (
-            self.events.find({"published": False})
-            .sort([("recorded_at", 1), ("aggregate_id", 1), ("aggregate_version", 1)])
-            .limit(self.batch_size)
-        )
-        docs = await cursor.to_list(self.batch_size)
-        if not docs:
-            return 0
-        LAG.set(len(docs))
-        futures = []
-        for doc in docs:
-            futures.append(
-                await self.producer.send(
-                    doc["topic"],
-                    key=doc["aggregate_id"].encode(),
-                    value=message_value(doc),
-                    headers=[
-                        ("event_type", doc["event_type"].encode()),
-                        ("correlation_id", (doc.get("correlation_id") or "").encode()),
-                    ],
-                )
+    async def cursor(self) -> Position:
+        if self._cursor is None:
+            doc = await self.checkpoints.find_one({"_id": self.name})
+            self._cursor = (
+                (doc["recorded_at"].replace(tzinfo=UTC), doc["aggregate_id"], doc["version"])
+                if doc
+                else (EPOCH, "", 0)
             )
-        await asyncio.gather(*futures)
-        await self.events.update_many(
-            {"_id": {"$in": [d["_id"] for d in docs]}},
-            {"$set": {"published": True, "published_at": datetime.now(UTC)}},
+        return self._cursor
+
+    async def _window(self, start: datetime, upper: datetime) -> list[dict[str, Any]]:
+        """Events in [start, upper], read one time span at a time; every read is used, and the
+        span adapts so the next read holds about one batch."""
+        while True:
+            end = min(upper, start + self.span)
+            docs = await self.events.find(
+                {"recorded_at": {"$gte": start, "$lte": end}},
+                RELAY_FIELDS,
+                batch_size=self.batch_size,
+            ).to_list(None)
+            if len(docs) > 2 * self.batch_size:
+                self.span = max(self.span / 2, timedelta(milliseconds=1))
+            elif len(docs) < self.batch_size // 2 and end < upper:
+                self.span = min(self.span * 2, timedelta(days=30))
+            if docs or end >= upper:
+                return docs
+            start = end
+
+    async def _next(self) -> list[dict[str, Any]]:
+        """The next window of settled, unsent events, in outbox order (moves the read cursor)."""
+        cursor = await self.cursor()
+        upper = datetime.now(UTC) - self.settle
+        if cursor[0] > upper:
+            return []
+        if cursor[0] == EPOCH:
+            first = await self.events.find_one({}, {"recorded_at": 1}, sort=[("recorded_at", 1)])
+            if first is None:
+                return []
+            cursor = (first["recorded_at"].replace(tzinfo=UTC), "", 0)
+        docs = [d for d in await self._window(cursor[0], upper) if position(d) > cursor]
+        if not docs:
+            if cursor[0] < upper:
+                self._cursor = (min(upper, cursor[0] + self.span), "", 0)
+            return []
+        docs.sort(key=position)
+        self._cursor = position(docs[-1])
+        return docs
+
+    async def _checkpoint(self, at: Position) -> None:
+        await self.checkpoints.update_one(
+            {"_id": self.name},
+            {"$set": {"recorded_at": at[0], "aggregate_id": at[1], "version": at[2]}},
+            upsert=True,
         )
-        for doc in docs:
-            PUBLISHED.labels(doc["topic"]).inc()
-        log.debug("relay.published", count=len(docs))
+        BEHIND.set((datetime.now(UTC) - at[0]).total_seconds())
+
+    async def publish_batch(self) -> int:
+        """Publish the next window of events; return how many were sent."""
+        docs = await self._next()
+        if docs:
+            await asyncio.gather(*await self._enqueue(docs))
+            self._sent(docs)
+            await self._checkpoint(position(docs[-1]))
         return len(docs)
 
+    async def drain(self) -> int:
+        """Publish everything settled now, reading the next window while the broker
+        acknowledges the previous one; the checkpoint only follows acknowledged batches."""
+        total = 0
+        in_flight: tuple[list[dict[str, Any]], list[asyncio.Future]] | None = None
+        while True:
+            docs = await self._next()
+            if in_flight is not None:
+                sent, futures = in_flight
+                await asyncio.gather(*futures)
+                self._sent(sent)
+                await self._checkpoint(position(sent[-1]))
+                total += len(sent)
+                in_flight = None
+            if not docs:
+                return total
+            in_flight = (docs, await self._enqueue(docs))
+
+    async def sweep(self) -> int:
+        """Publish events recorded in the recent past that the relay has not sent (late commits
+        or a restart with an empty memory: re-sending is harmless)."""
+        cursor = await self.cursor()
+        since = cursor[0] - self.sweep_window
+        while self._recent and next(iter(self._recent.values())) < since:
+            self._recent.popitem(last=False)
+        query = {"recorded_at": {"$gte": since, "$lte": cursor[0]}}
+        if await self.events.count_documents(query) == sum(
+            1 for t in self._recent.values() if t >= since
+        ):
+            return 0
+        docs = await self.events.find(
+            query, {**RELAY_FIELDS, **{f: 1 for f in _ENVELOPE_FIELDS}}
+        ).to_list(None)
+        missing = sorted(
+            (d for d in docs if d["_id"] not in self._recent and position(d) <= cursor),
+            key=position,
+        )
+        if missing:
+            await asyncio.gather(*await self._enqueue(missing))
+            self._sent(missing)
+            SWEPT.inc(len(missing))
+            log.warning("relay.swept_late_events", count=len(missing))
+        return len(missing)
+
+    async def _enqueue(self, docs: list[dict[str, Any]]) -> list[asyncio.Future]:
+        return [
+            await self.producer.send(
+                doc["topic"],
+                key=doc["aggregate_id"].encode(),
+                value=message_value(doc),
+                headers=[
+                    ("event_type", doc["event_type"].encode()),
+                    ("correlation_id", (doc.get("correlation_id") or "").encode()),
+                ],
+            )
+            for doc in docs
+        ]
+
+    def _sent(self, docs: list[dict[str, Any]]) -> None:
+        for doc in docs:
+            self._recent[doc["_id"]] = position(doc)[0]
+            PUBLISHED.labels(doc["topic"]).inc()
+        log.debug("relay.published", count=len(docs))
+
     async def run(self) -> None:
-        """Publish until stopped; poll briefly when the outbox is empty."""
+        """Publish until stopped; poll briefly when the outbox is quiet."""
         while not self._stopping.is_set():
             try:
-                published = await self.publish_batch()
+                published = await self.drain()
+                if time.monotonic() - self._last_sweep > self.sweep_interval_s:
+                    self._last_sweep = time.monotonic()
+                    await self.sweep()
             except Exception:
                 log.exception("relay.batch_failed")
                 published = 0
                 await asyncio.sleep(1)
-            if published < self.batch_size:
+            if not published:
                 try:
                     await asyncio.wait_for(self._stopping.wait(), self.idle_poll_s)
                 except TimeoutError:

@@ -40,7 +40,8 @@ class ServiceSettings(BaseSettings):
         description="notify's public key; one-time codes in events are sealed with it",
     )
 
-    relay_batch_size: int = Field(default=500, ge=1)
+    relay_batch_size: int = Field(default=2000, ge=1)
+    relay_settle_ms: int = Field(default=250, ge=0)
     relay_idle_poll_ms: int = Field(default=50, ge=1)
     consumer_batch_size: int = Field(default=200, ge=1)
     consumer_batch_within_s: float = Field(default=0.05, gt=0)

@@ -1,0 +1,1 @@
+"""StudyShare benchmarks: `make bench` prints a table of figures side by side with targets."""

@@ -1,0 +1,76 @@
+"""Outbox relay throughput vs. a raw aiokafka producer on the same broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pymongo import AsyncMongoClient
+from studyshare.contracts.envelope import Actor
+from studyshare.contracts.events.share import OTPFailed
+from studyshare.plumbing.eventstore import EventStore, envelope_for, to_document
+from studyshare.plumbing.kafka import ensure_topics, producer
+from studyshare.plumbing.relay import OutboxRelay
+from studyshare.plumbing.settings import ServiceSettings
+
+from bench.harness import Figure, LocalInfra
+
+EVENTS = 20_000
+AGGREGATES = 500
+
+
+def _envelopes(tag: str):
+    per = EVENTS // AGGREGATES
+    return [
+        envelope_for(
+            OTPFailed(bucket_id=f"bkt_{tag}_{a}", recipient_id="usr_r", consecutive_failures=v),
+            aggregate_id=f"bkt_{tag}_{a}",
+            aggregate_version=v,
+            actor=Actor(id="usr_r"),
+            correlation_id="bench",
+        )
+        for v in range(1, per + 1)
+        for a in range(AGGREGATES)
+    ]
+
+
+async def measure(env: LocalInfra) -> Figure:
+    await ensure_topics(env.kafka_bootstrap)
+    settings = ServiceSettings(kafka_bootstrap=env.kafka_bootstrap, mongo_url=env.mongo_url)
+    client = AsyncMongoClient(env.mongo_url, tz_aware=True)
+    db = client["bench_relay"]
+    await client.drop_database("bench_relay")
+    store = EventStore(db)
+    await store.ensure_indexes()
+    envelopes = _envelopes("relay")
+    for i in range(0, len(envelopes), 1000):
+        await db.events.insert_many(
+            [to_document(e, e.occurred_at) for e in envelopes[i : i + 1000]]
+        )
+
+    kafka = producer(settings)
+    await kafka.start()
+    relay = OutboxRelay(db, kafka, batch_size=settings.relay_batch_size)
+    started = time.perf_counter()
+    await asyncio.sleep(relay.settle.total_seconds())
+    assert await relay.drain() == EVENTS
+    relay_rate = EVENTS / (time.perf_counter() - started)
+
+    values = [(e.aggregate_id.encode(), e.to_json_bytes()) for e in _envelopes("raw")]
+    started = time.perf_counter()
+    futures = [await kafka.send("share.events", key=k, value=v) for k, v in values]
+    await asyncio.gather(*futures)
+    raw_rate = EVENTS / (time.perf_counter() - started)
+    await kafka.stop()
+    await client.drop_database("bench_relay")
+    await client.close()
+    ratio = relay_rate / raw_rate
+    return Figure(
+        "outbox relay publish",
+        relay_rate,
+        raw_rate,
+        "events/s",
+        ">= 0.5 x raw producer",
+        ratio >= 0.5,
+        f"{EVENTS} events, {AGGREGATES} aggregates",
+    )
