@@ -6,14 +6,14 @@ import asyncio
 import time
 
 from pymongo import AsyncMongoClient
+
+from bench.harness import Figure, LocalInfra
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import OTPFailed
 from studyshare.plumbing.eventstore import EventStore, envelope_for, to_document
 from studyshare.plumbing.kafka import ensure_topics, producer
 from studyshare.plumbing.relay import OutboxRelay
 from studyshare.plumbing.settings import ServiceSettings
-
-from bench.harness import Figure, LocalInfra
 
 EVENTS = 20_000
 AGGREGATES = 500

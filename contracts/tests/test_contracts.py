@@ -2,6 +2,7 @@ from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
+
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events import registry
 from studyshare.contracts.events.share import StudyShared

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from studyshare.contracts.routes import SERVICES, Service
 from studyshare.contracts.topics import TOPICS
 
@@ -162,7 +163,7 @@ WAIT_FOR_TOPICS = (
 )
 
 
-OTP_SEALING_SECRET = "studyshare-otp-sealing"
+OTP_SEALING_SECRET = "studyshare-otp-sealing"  # noqa: S105 - a Secret name
 
 
 def env(service: Service) -> list[dict[str, Any]]:

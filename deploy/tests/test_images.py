@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from studyshare.contracts.routes import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,10 +8,11 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from studyshare.plumbing.sealing import generate_keypair
 import yaml
+
 from studyshare.contracts.routes import SERVICES, Service
 from studyshare.contracts.topics import TOPICS
+from studyshare.plumbing.sealing import generate_keypair
 from studyshare.plumbing.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+
 from studyshare.devstack.processes import ManagedProcess, stop_all
 from studyshare.plumbing.infra import free_port, wait_for_port
 

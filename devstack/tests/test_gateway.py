@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+
 from studyshare.plumbing.infra import free_port
 
 from .conftest import Processes

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from studyshare.contracts.routes import SERVICES
 from studyshare.devstack.platform import LocalPlatform, PlatformError, available_services
 

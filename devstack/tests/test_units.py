@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pydicom
+
 from studyshare.devstack.dicomgen import DemoStudy, instance, multipart_related
 from studyshare.devstack.gateway import Gateway
 from studyshare.devstack.inbox import Inbox, parse_mail

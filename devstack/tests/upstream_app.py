@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, create_model
+
 from studyshare.plumbing.http import create_app
 from studyshare.plumbing.settings import ServiceSettings
 

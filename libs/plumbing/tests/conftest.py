@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import OTPFailed
 from studyshare.plumbing.eventstore import envelope_for

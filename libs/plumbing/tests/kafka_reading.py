@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from studyshare.contracts.envelope import EventEnvelope
 
 

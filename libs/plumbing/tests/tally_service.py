@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pymongo import UpdateOne
+
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.plumbing.cli import ServiceCLI
 from studyshare.plumbing.projection import Projection, ProjectionContext

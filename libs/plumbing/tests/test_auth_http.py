@@ -5,6 +5,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from fastapi import APIRouter
+
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, JWKSVerifier, require_roles
 from studyshare.plumbing.errors import RuleViolation, Unauthorized

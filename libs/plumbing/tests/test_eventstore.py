@@ -1,6 +1,7 @@
 import asyncio
 
 import pytest
+
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import OTPFailed
 from studyshare.plumbing.aggregate import Aggregate, Repository

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from studyshare.contracts.routes import SERVICES
 from studyshare.plumbing.sealing import generate_keypair
 

@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+
 from studyshare.devstack.platform import (
     BOOTSTRAP_PASSWORD,
     BOOTSTRAP_USER,

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import httpx
 import typer
+
 from studyshare.devstack.dicomgen import DemoStudy, instance, multipart_related
 
 T = TypeVar("T")

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
 from studyshare.contracts.routes import service_for_path
 from studyshare.devstack.openapi import fetch_documents, merge_documents
 from studyshare.devstack.problem import PROBLEM, problem_body

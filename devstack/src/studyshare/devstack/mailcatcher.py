@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+
 from studyshare.devstack.inbox import Inbox, parse_mail
 from studyshare.devstack.mailpage import render_index, render_mail
 from studyshare.devstack.problem import PROBLEM, problem_body

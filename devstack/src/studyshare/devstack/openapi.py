@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+
 from studyshare.plumbing.logging import get_logger
 
 log = get_logger(__name__)

@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+
 from studyshare.contracts.routes import SERVICE_BY_NAME, SERVICES, Service
 from studyshare.devstack.processes import ManagedProcess, stop_all
 from studyshare.devstack.settings import LOCALHOST

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 from prometheus_client import Counter, Histogram
 from starlette.types import Receive, Scope, Send
+
 from studyshare.devstack.problem import send_problem
 from studyshare.plumbing.logging import get_logger
 

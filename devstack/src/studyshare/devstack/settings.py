@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from studyshare.contracts.routes import SERVICES
 
 LOCALHOST = "127.0.0.1"

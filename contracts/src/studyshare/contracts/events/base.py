@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+
 from studyshare.contracts.envelope import EventEnvelope
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]

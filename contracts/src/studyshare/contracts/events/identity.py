@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
+
 from studyshare.contracts.events.base import DomainEvent, registry
 
 Language = Literal["en", "nl", "fr", "de"]

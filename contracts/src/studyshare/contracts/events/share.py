@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+
 from studyshare.contracts.events.base import DomainEvent, registry
 
 AccessLevel = Literal["images", "images_report_read", "images_report_write"]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from pymongo.asynchronous.client_session import AsyncClientSession
+
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events import DomainEvent, registry
 from studyshare.plumbing.errors import NotFound, snake

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import httpx
 import jwt
 from fastapi import Depends, Request
+
 from studyshare.contracts.tokens import AUDIENCE, ISSUER, AccessClaims
 from studyshare.plumbing.errors import Forbidden, Unauthorized
 from studyshare.plumbing.logging import get_logger

@@ -14,6 +14,7 @@ from typing import Annotated
 import faust
 import typer
 import uvicorn
+
 from studyshare.plumbing.kafka import ensure_topics, producer
 from studyshare.plumbing.logging import configure_logging, get_logger
 from studyshare.plumbing.mongo import mongo_client

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from studyshare.plumbing.auth import JWKSVerifier
 from studyshare.plumbing.errors import RuleViolation
 from studyshare.plumbing.logging import bind_correlation_id, clear_context, get_logger

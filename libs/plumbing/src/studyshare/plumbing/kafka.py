@@ -7,6 +7,7 @@ import asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
 from studyshare.contracts.topics import TOPICS, Topic
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.settings import ServiceSettings

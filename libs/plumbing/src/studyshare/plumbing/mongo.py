@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.plumbing.settings import ServiceSettings
 
 

@@ -23,6 +23,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.plumbing.logging import get_logger
 

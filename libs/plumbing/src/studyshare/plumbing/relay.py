@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.plumbing.eventstore import EVENTS_COLLECTION
 from studyshare.plumbing.logging import get_logger
 

@@ -11,6 +11,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import Projection, ProjectionRunner
 from studyshare.plumbing.worker import decode

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from studyshare.plumbing import infra
 from studyshare.plumbing.kafka import ensure_topics
 from studyshare.plumbing.settings import ServiceSettings

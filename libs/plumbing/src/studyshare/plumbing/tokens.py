@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     load_pem_private_key,
 )
+
 from studyshare.contracts.tokens import AUDIENCE, ISSUER
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
