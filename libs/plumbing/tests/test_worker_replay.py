@@ -1,4 +1,6 @@
 import asyncio
+import os
+import signal
 
 from studyshare.contracts.topics import topic_for_aggregate
 from studyshare.plumbing.kafka import producer
@@ -89,3 +91,34 @@ async def test_replay_rebuilds_into_a_fresh_generation_equal_to_the_live_one(
     rebuilt = sorted(await mongo_db["tally.g1.counts"].find().to_list(None), key=lambda d: d["_id"])
     assert rebuilt == live_docs
     assert "tally.g0.counts" not in await mongo_db.list_collection_names(), "old generation gone"
+
+
+async def test_worker_killed_mid_stream_loses_nothing_and_applies_each_event_once(
+    real_infra, mongo_db, tally_process
+):
+    """Offsets are committed only after the effect is stored: a kill -9 in the middle of the
+    stream, then a restart, ends with every event applied exactly once."""
+    settings = real_infra.settings()
+    buckets = [unique("bkt") for _ in range(40)]
+    await publish_raw(settings, [e for b in buckets for e in otp_failures(b, 50)])
+    applied = mongo_db["tally.g0.applied"]
+    worker = tally_process("worker", mongo_db.name)
+
+    async def some_applied():
+        return await applied.count_documents({"aggregate_id": {"$in": buckets}}) >= 200
+
+    assert await eventually(some_applied, timeout=90, interval=0.02)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert await applied.count_documents({"aggregate_id": {"$in": buckets}}) < 2000
+
+    tally_process("worker", mongo_db.name)
+
+    async def all_applied():
+        return await applied.count_documents({"aggregate_id": {"$in": buckets}}) >= 2000
+
+    assert await eventually(all_applied, timeout=120)
+    await asyncio.sleep(1)
+    assert await applied.count_documents({"aggregate_id": {"$in": buckets}}) == 2000
+    counts = await mongo_db["tally.g0.counts"].find({"_id": {"$in": buckets}}).to_list(None)
+    assert sorted(d["n"] for d in counts) == [50] * 40
