@@ -101,7 +101,7 @@ class ServiceCLI:
         settings = self._settings()
         asyncio.run(ensure_topics(settings.kafka_bootstrap))
         app = worker_app(settings, self.projections(settings), web_port=port)
-        sys.argv = [sys.argv[0], "worker", "--without-color", "-l", settings.log_level.lower()]
+        sys.argv = [sys.argv[0], "worker", "-l", settings.log_level.lower()]
         app.main()
 
     def replay(self, projection: Annotated[str, typer.Argument(help="Projection name")]) -> None:
