@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from studyshare.contracts.routes import SERVICES
+from studyshare.contracts.routes import SERVICES, Service
 from studyshare.devstack.platform import LocalPlatform, PlatformError, available_services
 
 pytestmark = pytest.mark.infra
@@ -70,3 +71,40 @@ def test_a_service_that_cannot_start_is_named_with_its_log(tmp_path: Path) -> No
         platform.start()
     assert "No module named" in str(failure.value)
     assert not any(_running(pid) for pid in platform.pids().values())
+
+
+def _fake(service: Service) -> list[str]:
+    return [sys.executable, str(Path(__file__).parent / "fake_service.py"), service.name]
+
+
+def test_services_get_their_processes_and_settings(tmp_path: Path) -> None:
+    platform = LocalPlatform(
+        tmp_path, services=["notify", "audit"], command=_fake, ready_timeout=90
+    )
+    with platform:
+        pids = platform.pids()
+        # audit has no relay (route table); every service has an api and a worker
+        assert {"notify-api", "notify-relay", "notify-worker", "audit-api", "audit-worker"} <= set(
+            pids
+        )
+        assert "audit-relay" not in pids
+        env = httpx.get(f"{platform.gateway_url}/api/notifications/env").json()
+        assert env["STUDYSHARE_DATABASE"] == "studyshare_notify"
+        assert env["STUDYSHARE_JWKS_URL"] == f"{platform.api_url('identity')}/.well-known/jwks.json"
+        assert env["STUDYSHARE_PUBLIC_BASE_URL"] == platform.gateway_url
+        assert env["STUDYSHARE_SMTP_PORT"] == str(platform.ports.smtp)
+        assert env["STUDYSHARE_SMS_URL"] == f"{platform.mail_url}/dev/sms"
+        assert env["STUDYSHARE_BOOTSTRAP_USER"] == platform.bootstrap_user
+        assert env["STUDYSHARE_KAFKA_BOOTSTRAP"] == platform.kafka_bootstrap
+        ready = httpx.get(f"{platform.gateway_url}/readyz").json()
+        assert ready["services"] == {"notify": "ready", "audit": "ready", "mailcatcher": "ready"}
+
+        platform.kill("notify-api")
+        down = httpx.get(f"{platform.gateway_url}/api/notifications/env")
+        assert down.status_code == 502
+        platform.restart("notify-api")
+        platform.wait_ready(30)
+        assert httpx.get(f"{platform.gateway_url}/api/notifications/env").status_code == 200
+        assert platform.pids()["notify-api"] != pids["notify-api"]
+        pids = platform.pids()
+    assert not any(_running(pid) for pid in pids.values())

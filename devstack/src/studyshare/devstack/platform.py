@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -56,6 +56,10 @@ def available_services() -> list[Service]:
         if spec is not None:
             found.append(service)
     return found
+
+
+def service_command(service: Service) -> list[str]:
+    return [sys.executable, "-m", f"studyshare.{service.package}"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,8 @@ class LocalPlatform:
     ready_timeout: float = 120.0
     stop_timeout: float = 10.0
     fresh: bool = True
+    #: how to run a service (default `python -m studyshare.<package>`); tests pass a fake
+    command: Callable[[Service], list[str]] = field(default=lambda s: service_command(s))
     processes: dict[str, ManagedProcess] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -288,7 +294,7 @@ class LocalPlatform:
 
     def _service_processes(self, service: Service) -> list[ManagedProcess]:
         env = self.service_env(service)
-        module = [sys.executable, "-m", f"studyshare.{service.package}"]
+        module = self.command(service)
         api_port, worker_port = self.ports.apis[service.name], self.ports.workers[service.name]
         processes = [
             self._process_for(
