@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 
 from fastapi import APIRouter
+from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.routes import SERVICE_BY_NAME
 from studyshare.plumbing.cli import ServiceCLI
 from studyshare.plumbing.http import create_app as plumbing_app
 from studyshare.plumbing.http import kafka_ready
+from studyshare.plumbing.projection import Projection, ProjectionContext
 from studyshare.plumbing.settings import ServiceSettings
 
 NAME = os.environ.get("FAKE_SERVICE", "notify")
@@ -26,6 +29,19 @@ SHOWN = (
     "STUDYSHARE_BOOTSTRAP_USER",
     "STUDYSHARE_KAFKA_BOOTSTRAP",
 )
+
+
+class CountEvents(Projection):
+    """A trivial projection, so the worker has a topic to consume."""
+
+    name = "fake_counter"
+    topics = ("notify.events",)
+    collections = ("counts",)
+
+    async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
+        await ctx.collection("counts").update_one(
+            {"_id": "events"}, {"$inc": {"n": len(events)}}, upsert=True, session=ctx.session
+        )
 
 
 def settings() -> ServiceSettings:
@@ -51,4 +67,5 @@ if __name__ == "__main__":
         settings=settings,
         app_factory="fake_service:create_app",
         has_relay=SERVICE_BY_NAME[NAME].has_relay,
+        projections=lambda s: [CountEvents()],
     )()

@@ -1,4 +1,4 @@
-"""LocalPlatform with real broker, database, mail catcher and gateway (no services)."""
+"""LocalPlatform with the real broker, database, mail catcher, gateway and (fake) services."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 from studyshare.contracts.routes import SERVICES, Service
-from studyshare.devstack.platform import LocalPlatform, PlatformError, available_services
+from studyshare.devstack.platform import (
+    LocalPlatform,
+    PlatformError,
+    available_services,
+    port_in_use,
+)
 
 pytestmark = pytest.mark.infra
 
@@ -43,6 +48,7 @@ def test_starts_infra_mailcatcher_gateway_and_leaves_nothing_running(tmp_path: P
         platform.restart("broker")
         platform.wait_ready(30)
         assert (tmp_path / "logs" / "gateway.log").exists()
+        assert all(p.alive() for p in platform.processes.values())
         pids = platform.pids()
     assert not any(_running(pid) for pid in pids.values())
 
@@ -96,6 +102,9 @@ def test_services_get_their_processes_and_settings(tmp_path: Path) -> None:
         assert env["STUDYSHARE_SMS_URL"] == f"{platform.mail_url}/dev/sms"
         assert env["STUDYSHARE_BOOTSTRAP_USER"] == platform.bootstrap_user
         assert env["STUDYSHARE_KAFKA_BOOTSTRAP"] == platform.kafka_bootstrap
+        # the workers run: ready means their health page answers on the worker port
+        for name in ("notify", "audit"):
+            assert port_in_use(platform.ports.workers[name])
         ready = httpx.get(f"{platform.gateway_url}/readyz").json()
         assert ready["services"] == {"notify": "ready", "audit": "ready", "mailcatcher": "ready"}
 
@@ -106,5 +115,6 @@ def test_services_get_their_processes_and_settings(tmp_path: Path) -> None:
         platform.wait_ready(30)
         assert httpx.get(f"{platform.gateway_url}/api/notifications/env").status_code == 200
         assert platform.pids()["notify-api"] != pids["notify-api"]
+        assert all(p.alive() for p in platform.processes.values())
         pids = platform.pids()
     assert not any(_running(pid) for pid in pids.values())

@@ -124,6 +124,8 @@ class LocalPlatform:
     ready_timeout: float = 120.0
     stop_timeout: float = 10.0
     fresh: bool = True
+    #: ready also means every worker's health port answers (faust takes a few seconds)
+    wait_for_workers: bool = True
     #: how to run a service (default `python -m studyshare.<package>`); tests pass a fake
     command: Callable[[Service], list[str]] = field(default=lambda s: service_command(s))
     processes: dict[str, ManagedProcess] = field(default_factory=dict, init=False)
@@ -233,8 +235,24 @@ class LocalPlatform:
             self._ensure_topics()  # the local broker keeps its topics in memory
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Poll the gateway's `/readyz` until 200; name what is not ready otherwise."""
+        """Poll the gateway's `/readyz` until 200 (and the workers' ports); name what is not
+        ready otherwise."""
         deadline = time.monotonic() + (timeout or self.ready_timeout)
+        self._wait_gateway_ready(deadline)
+        if not self.wait_for_workers:
+            return
+        for name, process in self.processes.items():
+            if name.endswith("-worker") and process.port is not None:
+                while not port_in_use(process.port):
+                    self._check_alive()
+                    if time.monotonic() > deadline:
+                        raise PlatformError(
+                            f"{name} did not open its health port {process.port}\n"
+                            f"--- {process.log_path} (tail)\n{process.log_tail()}"
+                        )
+                    time.sleep(0.25)
+
+    def _wait_gateway_ready(self, deadline: float) -> None:
         last: dict[str, Any] = {}
         with httpx.Client(timeout=5.0, trust_env=False) as client:
             while time.monotonic() < deadline:
@@ -355,7 +373,7 @@ class LocalPlatform:
         _run_coroutine(ensure_topics(self.kafka_bootstrap))
 
     def _check_ports_free(self, ports: Iterable[int]) -> None:
-        busy = [p for p in ports if _port_busy(p)]
+        busy = [p for p in ports if port_in_use(p)]
         if busy:
             raise PlatformError(
                 f"ports already in use on {LOCALHOST}: {busy} (another `make run` still running?)"
@@ -382,7 +400,7 @@ class LocalPlatform:
         return "\n".join(parts)
 
 
-def _port_busy(port: int) -> bool:
+def port_in_use(port: int) -> bool:
     """Something listens on `port` (connections in TIME_WAIT do not count, as for servers)."""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
