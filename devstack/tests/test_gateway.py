@@ -169,6 +169,14 @@ def test_readyz_when_every_service_answers(processes: Processes, stack: Stack) -
     }
 
 
+def test_slow_upstream_is_a_504_problem(processes: Processes, stack: Stack) -> None:
+    gateway = processes.gateway({"identity": stack.identity}, read_timeout_s="0.5")
+    response = httpx.get(f"{gateway}/api/auth/slow?seconds=2")
+    assert response.status_code == 504
+    assert response.json()["service"] == "identity"
+    assert httpx.get(f"{gateway}/api/auth/slow?seconds=0.1").status_code == 200
+
+
 def test_metrics_count_proxied_requests(stack: Stack) -> None:
     httpx.get(f"{stack.gateway}/api/auth/echo/m")
     text = httpx.get(f"{stack.gateway}/metrics").text
