@@ -49,7 +49,7 @@ async def me(request: Request) -> dict:
 @app.post("/api/departments", status_code=201)
 async def department(request: Request) -> dict:
     seen(request, body=await request.json())
-    return {"department_id": "dep_demo"}
+    return {"id": "dep_demo"}
 
 
 @app.post("/api/users", status_code=201)
@@ -57,19 +57,13 @@ async def user(request: Request) -> dict:
     body = await request.json()
     seen(request, username=body["username"], roles=body["roles"])
     users[body["username"]] = {"department_ids": body.get("department_ids", [])}
-    return {"user_id": f"usr_{body['username']}"}
+    return {"id": f"usr_{body['username']}"}
 
 
 @app.post("/api/groups", status_code=201)
 async def group(request: Request) -> dict:
-    seen(request)
-    return {"group_id": "grp_demo"}
-
-
-@app.post("/api/groups/{group_id}/members", status_code=201)
-async def member(request: Request, group_id: str) -> dict:
-    seen(request, user_id=(await request.json())["user_id"])
-    return {}
+    seen(request, body=await request.json())
+    return {"id": "grp_demo"}
 
 
 @app.post("/dicomweb/studies")

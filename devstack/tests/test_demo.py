@@ -45,10 +45,13 @@ def test_demo_walks_the_public_routes(processes: Processes) -> None:
     uploads = [c for c in calls if c["path"] == "/dicomweb/studies"]
     assert [u["studies"] for u in uploads] == [[s.study_uid] for s in STUDIES]
     assert all(u["instances"] == 2 for u in uploads)
-    members = [c["user_id"] for c in calls if c["path"].endswith("/members")]
-    assert len(members) == 2
+    (group,) = [c["body"] for c in calls if c["path"] == "/api/groups"]
+    assert group["member_ids"] == [f"usr_{p['username']}" for p in PHYSICIANS]
+    (department,) = [c["body"] for c in calls if c["path"] == "/api/departments"]
+    assert department["name"] == "Radiology (demo)"
 
     # a second run logs into the existing accounts instead of creating them again
     load_demo(gateway, "servicedesk", "x", timeout=5)
     calls = httpx.get(f"{gateway}/api/auth/_calls").json()
     assert len([c for c in calls if c["path"] == "/api/users"]) == 3
+    assert len([c for c in calls if c["path"] == "/api/groups"]) == 1

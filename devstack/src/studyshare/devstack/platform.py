@@ -200,7 +200,7 @@ class LocalPlatform:
         """Broker and database (and the topics): what `studyshare-dev infra` runs."""
         self._check_ports_free([self.ports.kafka, self.ports.mongo])
         if self.fresh:
-            for stale in (self.run_dir / "db", self.logs):
+            for stale in (self.run_dir / "db", self.run_dir / "blobs", self.logs):
                 shutil.rmtree(stale, ignore_errors=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._launch(self._broker(), self.ports.kafka)
@@ -342,7 +342,8 @@ class LocalPlatform:
             "STUDYSHARE_SMS_URL": f"{self.mail_url}/dev/sms",
             "STUDYSHARE_BOOTSTRAP_USER": self.bootstrap_user,
             "STUDYSHARE_BOOTSTRAP_PASSWORD": self.bootstrap_password,
-            "STUDYSHARE_DICOM_PORT": str(self.ports.dicom),
+            "STUDYSHARE_SCP_PORT": str(self.ports.dicom),
+            "STUDYSHARE_BLOB_DIR": str(self.run_dir / "blobs" / service.package),
         }
         if self.sms_token:
             env["STUDYSHARE_SMS_TOKEN"] = self.sms_token
