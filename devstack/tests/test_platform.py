@@ -8,11 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from studyshare.contracts.routes import SERVICES, Service
+from studyshare.contracts.routes import Service
 from studyshare.devstack.platform import (
     LocalPlatform,
     PlatformError,
-    available_services,
     port_in_use,
 )
 
@@ -68,14 +67,17 @@ def test_unknown_service_is_refused(tmp_path: Path) -> None:
         LocalPlatform(tmp_path, services=["nope"])
 
 
+def _broken(service: Service) -> list[str]:
+    code = "import sys; print('settings invalid: STUDYSHARE_X missing'); sys.exit(3)"
+    return [sys.executable, "-c", code]
+
+
 def test_a_service_that_cannot_start_is_named_with_its_log(tmp_path: Path) -> None:
-    missing = [s for s in SERVICES if s not in available_services()]
-    if not missing:
-        pytest.skip("every service has a __main__ now")
-    platform = LocalPlatform(tmp_path, services=[missing[0].name], ready_timeout=60)
-    with pytest.raises(PlatformError, match=f"{missing[0].name}-") as failure:
+    platform = LocalPlatform(tmp_path, services=["share"], command=_broken, ready_timeout=60)
+    with pytest.raises(PlatformError, match="share-") as failure:
         platform.start()
-    assert "No module named" in str(failure.value)
+    assert "exited with code 3" in str(failure.value)
+    assert "settings invalid: STUDYSHARE_X missing" in str(failure.value)
     assert not any(_running(pid) for pid in platform.pids().values())
 
 
