@@ -59,10 +59,12 @@ def test_correlation_id_is_made_up_when_missing(stack: Stack) -> None:
 
 
 def test_forwarded_for_is_appended(stack: Stack) -> None:
-    response = httpx.get(
-        f"{stack.gateway}/api/auth/echo/x", headers={"X-Forwarded-For": "203.0.113.7"}
-    )
-    assert response.json()["headers"]["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+    spoofed = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    response = httpx.get(f"{stack.gateway}/api/auth/echo/x", headers=spoofed)
+    headers = response.json()["headers"]
+    assert headers["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-host"] == stack.gateway.removeprefix("http://")
 
 
 def test_streams_a_large_upload(stack: Stack) -> None:

@@ -37,7 +37,14 @@ HOP_BY_HOP = frozenset(
 )
 CORRELATION = b"x-correlation-id"
 FORWARDED_FOR = b"x-forwarded-for"
-DROP_REQUEST = HOP_BY_HOP | {b"host", CORRELATION, FORWARDED_FOR}
+#: the gateway is the edge: it sets these itself, whatever the client claims
+DROP_REQUEST = HOP_BY_HOP | {
+    b"host",
+    CORRELATION,
+    FORWARDED_FOR,
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+}
 DROP_RESPONSE = HOP_BY_HOP | {CORRELATION}
 
 REQUESTS = Counter(
