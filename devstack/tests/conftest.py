@@ -45,9 +45,10 @@ class Processes:
         self.start(f"upstream-{service}", argv, port, clean_env())
         return f"http://127.0.0.1:{port}"
 
-    def gateway(self, upstreams: dict[str, str], mail_url: str = "") -> str:
+    def gateway(self, upstreams: dict[str, str], mail_url: str = "", **settings: str) -> str:
         port = free_port()
         env = clean_env(
+            **{f"STUDYSHARE_{k.upper()}": v for k, v in settings.items()},
             STUDYSHARE_GATEWAY_PORT=str(port),
             STUDYSHARE_UPSTREAMS=json.dumps(upstreams),
             STUDYSHARE_MAIL_URL=mail_url,

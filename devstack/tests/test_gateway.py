@@ -60,10 +60,12 @@ def test_correlation_id_is_made_up_when_missing(stack: Stack) -> None:
 
 
 def test_forwarded_for_is_appended(stack: Stack) -> None:
-    response = httpx.get(
-        f"{stack.gateway}/api/auth/echo/x", headers={"X-Forwarded-For": "203.0.113.7"}
-    )
-    assert response.json()["headers"]["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+    spoofed = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    response = httpx.get(f"{stack.gateway}/api/auth/echo/x", headers=spoofed)
+    headers = response.json()["headers"]
+    assert headers["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-host"] == stack.gateway.removeprefix("http://")
 
 
 def test_streams_a_large_upload(stack: Stack) -> None:
@@ -168,6 +170,14 @@ def test_readyz_when_every_service_answers(processes: Processes, stack: Stack) -
         "share": "ready",
         "mailcatcher": "ready",
     }
+
+
+def test_slow_upstream_is_a_504_problem(processes: Processes, stack: Stack) -> None:
+    gateway = processes.gateway({"identity": stack.identity}, read_timeout_s="0.5")
+    response = httpx.get(f"{gateway}/api/auth/slow?seconds=2")
+    assert response.status_code == 504
+    assert response.json()["service"] == "identity"
+    assert httpx.get(f"{gateway}/api/auth/slow?seconds=0.1").status_code == 200
 
 
 def test_metrics_count_proxied_requests(stack: Stack) -> None:

@@ -6,6 +6,7 @@ problem+json, /healthz, /readyz, /metrics, /openapi.json).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sys
 
@@ -49,6 +50,11 @@ def build(name: str):
             body_bytes=size,
             body_sha256=digest.hexdigest(),
         )
+
+    @router.get(f"{prefix}/slow")
+    async def slow(seconds: float = 2.0) -> dict[str, float]:
+        await asyncio.sleep(seconds)
+        return {"slept": seconds}
 
     @router.get(f"{prefix}/stream")
     async def stream(chunks: int = 64, size: int = 65536) -> StreamingResponse:

@@ -8,6 +8,7 @@ serves a merged OpenAPI document at `/openapi.json`, Swagger UI at `/docs`, and 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 from studyshare.contracts.routes import service_for_path
 from studyshare.devstack.openapi import fetch_documents, merge_documents
 from studyshare.devstack.problem import PROBLEM, problem_body
-from studyshare.devstack.proxy import ReverseProxy, build_client
+from studyshare.devstack.proxy import ReverseProxy, build_client, build_transport
 from studyshare.devstack.settings import GatewaySettings
 from studyshare.plumbing.logging import configure_logging, get_logger
 
@@ -49,13 +50,17 @@ class Gateway:
         self.settings = settings
         self.upstreams = {name: url.rstrip("/") for name, url in settings.upstreams.items()}
         self.mail_url = settings.mail_url.rstrip("/")
-        self.client = build_client(
-            settings.connect_timeout_s,
-            settings.read_timeout_s,
-            settings.max_connections,
-            settings.max_keepalive_connections,
+        timeout = httpx.Timeout(
+            connect=settings.connect_timeout_s,
+            read=settings.read_timeout_s,
+            write=settings.read_timeout_s,
+            pool=5.0,
         )
-        self.proxy = ReverseProxy(self.client, self.route)
+        transport = build_transport(
+            settings.max_connections, settings.max_keepalive_connections, settings.pool_shards
+        )
+        self.client = build_client(transport, timeout)
+        self.proxy = ReverseProxy(transport, timeout, self.route)
         self._openapi: tuple[float, dict[str, Any]] | None = None
         self.ops = Starlette(
             routes=[
@@ -143,6 +148,8 @@ def create_app(settings: GatewaySettings | None = None) -> Gateway:
 def serve(settings: GatewaySettings) -> None:
     """Run the gateway until SIGTERM/SIGINT."""
     configure_logging("gateway", settings.log_level, settings.log_json)
+    for chatty in ("httpx", "httpcore"):  # one line per proxied request otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     uvicorn.run(
         create_app(settings),
         host=settings.gateway_host,
@@ -153,4 +160,6 @@ def serve(settings: GatewaySettings) -> None:
         http="httptools",
         lifespan="on",
         proxy_headers=False,  # the gateway is the edge: the peer address is the client
+        server_header=False,  # upstream answers carry their own `server` and `date`
+        date_header=False,
     )

@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -57,6 +57,10 @@ def available_services() -> list[Service]:
         if spec is not None:
             found.append(service)
     return found
+
+
+def service_command(service: Service) -> list[str]:
+    return [sys.executable, "-m", f"studyshare.{service.package}"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,10 @@ class LocalPlatform:
     ready_timeout: float = 120.0
     stop_timeout: float = 10.0
     fresh: bool = True
+    #: ready also means every worker's health port answers (faust takes a few seconds)
+    wait_for_workers: bool = True
+    #: how to run a service (default `python -m studyshare.<package>`); tests pass a fake
+    command: Callable[[Service], list[str]] = field(default=lambda s: service_command(s))
     processes: dict[str, ManagedProcess] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -193,7 +201,7 @@ class LocalPlatform:
         """Broker and database (and the topics): what `studyshare-dev infra` runs."""
         self._check_ports_free([self.ports.kafka, self.ports.mongo])
         if self.fresh:
-            for stale in (self.run_dir / "db", self.logs):
+            for stale in (self.run_dir / "db", self.run_dir / "blobs", self.logs):
                 shutil.rmtree(stale, ignore_errors=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._launch(self._broker(), self.ports.kafka)
@@ -228,8 +236,24 @@ class LocalPlatform:
             self._ensure_topics()  # the local broker keeps its topics in memory
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Poll the gateway's `/readyz` until 200; name what is not ready otherwise."""
+        """Poll the gateway's `/readyz` until 200 (and the workers' ports); name what is not
+        ready otherwise."""
         deadline = time.monotonic() + (timeout or self.ready_timeout)
+        self._wait_gateway_ready(deadline)
+        if not self.wait_for_workers:
+            return
+        for name, process in self.processes.items():
+            if name.endswith("-worker") and process.port is not None:
+                while not port_in_use(process.port):
+                    self._check_alive()
+                    if time.monotonic() > deadline:
+                        raise PlatformError(
+                            f"{name} did not open its health port {process.port}\n"
+                            f"--- {process.log_path} (tail)\n{process.log_tail()}"
+                        )
+                    time.sleep(0.25)
+
+    def _wait_gateway_ready(self, deadline: float) -> None:
         last: dict[str, Any] = {}
         with httpx.Client(timeout=5.0, trust_env=False) as client:
             while time.monotonic() < deadline:
@@ -289,7 +313,7 @@ class LocalPlatform:
 
     def _service_processes(self, service: Service) -> list[ManagedProcess]:
         env = self.service_env(service)
-        module = [sys.executable, "-m", f"studyshare.{service.package}"]
+        module = self.command(service)
         api_port, worker_port = self.ports.apis[service.name], self.ports.workers[service.name]
         processes = [
             self._process_for(
@@ -319,7 +343,8 @@ class LocalPlatform:
             "STUDYSHARE_SMS_URL": f"{self.mail_url}/dev/sms",
             "STUDYSHARE_BOOTSTRAP_USER": self.bootstrap_user,
             "STUDYSHARE_BOOTSTRAP_PASSWORD": self.bootstrap_password,
-            "STUDYSHARE_DICOM_PORT": str(self.ports.dicom),
+            "STUDYSHARE_SCP_PORT": str(self.ports.dicom),
+            "STUDYSHARE_BLOB_DIR": str(self.run_dir / "blobs" / service.package),
         }
         if self.sms_token:
             env["STUDYSHARE_SMS_TOKEN"] = self.sms_token
@@ -350,7 +375,7 @@ class LocalPlatform:
         _run_coroutine(ensure_topics(self.kafka_bootstrap))
 
     def _check_ports_free(self, ports: Iterable[int]) -> None:
-        busy = [p for p in ports if _port_busy(p)]
+        busy = [p for p in ports if port_in_use(p)]
         if busy:
             raise PlatformError(
                 f"ports already in use on {LOCALHOST}: {busy} (another `make run` still running?)"
@@ -377,7 +402,7 @@ class LocalPlatform:
         return "\n".join(parts)
 
 
-def _port_busy(port: int) -> bool:
+def port_in_use(port: int) -> bool:
     """Something listens on `port` (connections in TIME_WAIT do not count, as for servers)."""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -31,6 +31,7 @@ class GatewaySettings(BaseSettings):
     read_timeout_s: float = 300.0
     max_connections: int = 1000
     max_keepalive_connections: int = 200
+    pool_shards: int = Field(default=32, ge=1)
     openapi_cache_s: float = 5.0
 
 
