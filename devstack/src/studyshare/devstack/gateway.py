@@ -50,6 +50,9 @@ class Gateway:
         self.settings = settings
         self.upstreams = {name: url.rstrip("/") for name, url in settings.upstreams.items()}
         self.mail_url = settings.mail_url.rstrip("/")
+        self.extra_routes = [
+            (p.rstrip("/"), u.rstrip("/")) for p, u in settings.extra_routes.items()
+        ]
         timeout = httpx.Timeout(
             connect=settings.connect_timeout_s,
             read=settings.read_timeout_s,
@@ -83,6 +86,9 @@ class Gateway:
         """`(upstream name, base URL or None when it does not run here)` for `path`."""
         if path == "/dev" or path.startswith("/dev/"):
             return MAIL_CATCHER, self.mail_url or None
+        for prefix, url in self.extra_routes:
+            if path == prefix or path.startswith(prefix + "/"):
+                return prefix, url
         service = service_for_path(path)
         if service is None:
             return None

@@ -27,6 +27,11 @@ class GatewaySettings(BaseSettings):
     gateway_port: int = 8080
     upstreams: dict[str, str] = Field(default_factory=default_upstreams)
     mail_url: str = f"http://{LOCALHOST}:8025"
+    extra_routes: dict[str, str] = Field(
+        default_factory=dict,
+        description="`STUDYSHARE_EXTRA_ROUTES`: JSON `{path prefix: base URL}` routed before the "
+        "services (e.g. the benchmarks' baseline app under /bench)",
+    )
     connect_timeout_s: float = 2.0
     read_timeout_s: float = 300.0
     max_connections: int = 1000
