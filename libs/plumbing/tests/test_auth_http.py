@@ -117,3 +117,13 @@ async def test_readyz_needs_broker_and_database_and_metrics_are_exposed(real_inf
     async with httpx.AsyncClient(transport=httpx.ASGITransport(dead), base_url="http://t") as c:
         refused = await c.get("/readyz")
         assert refused.status_code == 503
+
+
+def test_openapi_documents_every_refusal_as_problem_json():
+    app = demo_app(ServiceSettings(environment="test"))
+    schema = app.openapi()
+    operation = schema["paths"]["/things/{name}"]["get"]
+    assert set(operation["responses"]["422"]["content"]) == {"application/problem+json"}
+    assert "default" in operation["responses"]
+    assert "Problem" in schema["components"]["schemas"]
+    assert "HTTPValidationError" not in schema["components"]["schemas"]

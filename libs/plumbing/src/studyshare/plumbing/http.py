@@ -145,7 +145,42 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.include_router(health_router(readiness))
+    install_problem_openapi(app)
     return app
+
+
+def install_problem_openapi(app: FastAPI) -> None:
+    """Document refusals as they are answered: every 4xx/5xx, and a `default` response, is
+    `application/problem+json` with the `Problem` schema (FastAPI would say `application/json`
+    and its own validation-error shape)."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Problem"] = Problem.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        problem_content = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                responses = operation.setdefault("responses", {})
+                for status, response in responses.items():
+                    if status != "default" and int(status) >= 400:
+                        response["content"] = problem_content
+                responses.setdefault(
+                    "default", {"description": "Refused (problem+json)", "content": problem_content}
+                )
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def mongo_ready(db) -> ReadinessCheck:
@@ -186,4 +221,4 @@ class Problem(BaseModel):
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries documenting problem+json refusals."""
-    return {s: {"model": Problem, "description": "Refused"} for s in statuses}
+    return {s: {"description": "Refused"} for s in statuses}
