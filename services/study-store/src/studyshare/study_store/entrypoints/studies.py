@@ -489,12 +489,14 @@ async def put_report(
     db: DatabaseDep,
     store: EventStoreDep,
     access_log: AccessLogDep,
+    model: AccessModelDep,
 ) -> ReportView:
     from studyshare.study_store.domain.report import check_write
 
     check_write(decision)
     fmt, content = await _report_body(request)
-    doc = await reports.write_report(db, store, decision, principal, fmt, content)
+    doc, event = await reports.write_report(db, store, decision, principal, fmt, content)
+    model.apply_local([event])
     access_log.record(decision, principal, "report_write")
     return await _report_view(db, doc)
 

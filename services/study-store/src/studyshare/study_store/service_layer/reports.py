@@ -12,6 +12,7 @@ from typing import Any
 
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
+from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.aggregate import Repository
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore
@@ -40,8 +41,8 @@ async def write_report(
     fmt: ReportFormat,
     content: bytes,
     retries: int = 5,
-) -> dict[str, Any]:
-    """Store a new version of the report; return its metadata."""
+) -> tuple[dict[str, Any], EventEnvelope]:
+    """Store a new version of the report; return its stored document and its event."""
     check_content(fmt, content)
     repo = Repository(store, StudyReport)
     actor = actor_of(principal, decision.via)
@@ -70,7 +71,7 @@ async def write_report(
                         "event_id": str(event.event_id),
                     }
                     await db[REPORTS].insert_one(doc, session=session)
-                    return doc
+                    return doc, event
         except ConcurrencyConflict:
             if attempt == retries:
                 raise
