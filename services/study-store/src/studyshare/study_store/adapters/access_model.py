@@ -30,7 +30,7 @@ from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import GenerationPointer, collection_name
-from studyshare.study_store.adapters.read_models import Doc, doc_id_for, fold
+from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION, Doc, doc_id_for, fold
 from studyshare.study_store.domain.access import AccessDecision, ReportAccess
 from studyshare.study_store.domain.access_rules import (
     AccessFacts,
@@ -42,7 +42,6 @@ from studyshare.study_store.domain.access_rules import (
     decide,
     evaluate_grant,
 )
-from studyshare.study_store.entrypoints.projections import ACCESS_PROJECTION
 
 log = get_logger(__name__)
 LOCAL_OVERLAY_S = 300.0

@@ -33,6 +33,7 @@ from studyshare.contracts.events import registry
 from studyshare.contracts.events import share as se
 from studyshare.contracts.events import study as st
 
+ACCESS_PROJECTION = "access_decisions"
 Doc = dict[str, Any]
 Docs = MutableMapping[str, Doc]
 

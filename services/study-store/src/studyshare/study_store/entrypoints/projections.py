@@ -13,9 +13,7 @@ from pymongo import ASCENDING, ReplaceOne, ReturnDocument
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.plumbing.projection import Projection, ProjectionContext
 from studyshare.plumbing.settings import ServiceSettings
-from studyshare.study_store.adapters.read_models import doc_id_for, fold
-
-ACCESS_PROJECTION = "access_decisions"
+from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION, doc_id_for, fold
 
 
 class AccessDecisions(Projection):

@@ -1,0 +1,110 @@
+"""The real worker (`python -m studyshare.study_store worker`) feeds the API's in-memory access
+model from Kafka: a share opens the study, a revocation closes it on the next request."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+from studyshare.contracts.events.identity import GroupCreated
+from studyshare.contracts.events.share import AccessRevoked, BucketLocked
+from studyshare.plumbing.kafka import producer
+from studyshare.plumbing.testing import unique
+
+from .conftest import now, study_received, study_shared, until
+
+UID = "1.2.826.0.1.3680043.10.77"
+
+
+async def test_worker_subprocess_feeds_decisions_and_revocation_is_fast(
+    real_infra, harness, tmp_path
+):
+    h = harness
+    env = {
+        **os.environ,
+        "STUDYSHARE_SERVICE_NAME": unique("study-store"),
+        "STUDYSHARE_DATABASE": h.db.name,
+        "STUDYSHARE_KAFKA_BOOTSTRAP": real_infra.kafka_bootstrap,
+        "STUDYSHARE_MONGO_URL": real_infra.mongo_url,
+        "STUDYSHARE_ENVIRONMENT": "test",
+        "STUDYSHARE_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "STUDYSHARE_KAFKA_REBALANCE_TIMEOUT_MS": "6000",
+    }
+    log = open(tmp_path / "worker.log", "wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "studyshare.study_store", "worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    kafka = producer(real_infra.settings())
+    await kafka.start()
+
+    async def send(*envelopes):
+        for e in envelopes:
+            await kafka.send_and_wait(e.topic, key=e.aggregate_id.encode(), value=e.to_json_bytes())
+
+    try:
+        bucket, group = unique("bkt"), unique("grp")
+        await send(
+            h.events(study_received(UID, department_id="dep_other"), UID),
+            h.events(
+                study_shared(
+                    bucket,
+                    [UID],
+                    [("usr_doc", "user"), (group, "group")],
+                    valid_until=now() + timedelta(days=1),
+                ),
+                bucket,
+            ),
+            h.events(
+                GroupCreated(
+                    group_id=group, name="Practice", created_by="u", primary_contact_id="usr_member"
+                ),
+                group,
+            ),
+        )
+        doctor = h.user("usr_doc", "physician")
+        member = h.user("usr_member", "physician")
+
+        async def status(headers):
+            return (await h.http.get(f"/api/studies/{UID}", headers=headers)).status_code
+
+        async def open_for_both():
+            return await status(doctor) == 200 and await status(member) == 200
+
+        ok, _ = await until(open_for_both, timeout=120, interval=0.1)
+        assert ok, (tmp_path / "worker.log").read_text()[-3000:]
+        assert worker.poll() is None
+
+        latencies = []
+        for event, headers, expected in (
+            (
+                BucketLocked(bucket_id=bucket, recipient_id="usr_doc", failed_attempts=5),
+                member,
+                423,
+            ),
+            (AccessRevoked(bucket_id=bucket, scope="bucket", revoked_by="usr_sender"), doctor, 403),
+        ):
+            started = time.monotonic()
+            await send(h.events(event, bucket))
+
+            async def refused(headers=headers, expected=expected):
+                return await status(headers) == expected
+
+            ok, _ = await until(refused, timeout=10, interval=0.005)
+            latencies.append(time.monotonic() - started)
+            assert ok, f"{event.event_type} not effective"
+        print(f"kafka -> worker -> API refusal latency: {[round(x, 3) for x in latencies]} s")
+        assert max(latencies) < 1.0, latencies
+    finally:
+        await kafka.stop()
+        worker.terminate()
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
