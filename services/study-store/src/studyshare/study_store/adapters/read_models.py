@@ -37,6 +37,8 @@ ACCESS_PROJECTION = "access_decisions"
 Doc = dict[str, Any]
 Docs = MutableMapping[str, Doc]
 
+# Opening the study (details, or the viewer loading its metadata) reads its message.
+READ_ACTIONS = ("view", "metadata")
 RELEVANT = {
     "StudyShared",
     "AccessRevoked",
@@ -87,7 +89,7 @@ def doc_id_for(envelope: EventEnvelope) -> str | None:
         case "ReferenceNumberIssued" | "ReferenceNumberRevoked" | "PincodeSet" | "PincodeFailed":
             return f"ref:{p['reference_number']}"
         case "StudyAccessed":
-            if p.get("action") == "view" and p.get("user_id"):
+            if p.get("action") in READ_ACTIONS and p.get("user_id"):
                 return f"read:{p['user_id']}:{p['study_uid']}"
     return None
 

@@ -188,6 +188,8 @@ def _route(subject: Subject, bucket: Bucket) -> tuple[Recipient, str, str | None
 
 def _was_recipient(subject: Subject, bucket: Bucket) -> bool:
     """Was the subject ever a recipient (before a revocation)? Tells 'revoked' from 'no grant'."""
+    if not bucket.revoked_recipient_ids:
+        return False
     unrevoked = Bucket(**{**bucket.__dict__, "revoked_recipient_ids": frozenset()})
     return _route(subject, unrevoked) is not None
 

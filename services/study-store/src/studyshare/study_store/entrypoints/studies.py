@@ -30,7 +30,7 @@ from studyshare.study_store.service_layer import reports
 
 router = APIRouter(prefix="/api/studies", tags=["studies"])
 
-REFUSALS = problem_responses(401, 403, 404, 423)
+REFUSALS = problem_responses(401, 403, 404, 422, 423)
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -287,7 +287,7 @@ def _matches(
     response_model=StudyList,
     summary="Every study the caller may open (own department's, shared with them or their "
     "groups, their group practice colleagues'), filterable and paginated",
-    responses=problem_responses(401),
+    responses=problem_responses(401, 422),
 )
 async def list_studies(
     principal: CurrentPrincipal,
@@ -534,7 +534,7 @@ def _ref_view(model: InMemoryAccessModel, doc: dict[str, Any]) -> ReferenceNumbe
     "/{study_uid}/reference-numbers",
     response_model=ReferenceNumberList,
     summary="The study's patient reference numbers (department staff and service desk)",
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(401, 403, 404, 422),
 )
 async def list_reference_numbers(
     study_uid: str, principal: CurrentUser, model: AccessModelDep
@@ -574,7 +574,7 @@ async def issue_reference_number(
     "/{study_uid}/reference-numbers/regenerate",
     response_model=RegeneratedReferenceNumbers,
     summary="Replace numbers that break the current rule (and issue one if none is usable)",
-    responses=problem_responses(401, 403, 404, 409),
+    responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def regenerate_reference_numbers(
     study_uid: str, principal: CurrentUser, model: AccessModelDep, store: EventStoreDep
@@ -587,7 +587,7 @@ async def regenerate_reference_numbers(
     "/{study_uid}/reference-numbers/{reference_number}",
     status_code=204,
     summary="Revoke a reference number: it no longer opens the study",
-    responses=problem_responses(401, 403, 404, 409),
+    responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def revoke_reference_number(
     study_uid: str,
