@@ -438,3 +438,41 @@ async def test_revoked_study_in_bucket_disappears_from_overview(harness):
     await h.sync()
     items = (await h.http.get("/api/studies", headers=doctor)).json()["items"]
     assert [s["study_uid"] for s in items] == [B]
+
+
+async def test_patient_report_follows_the_department_policy_and_service_desk_sees_all(harness):
+    h = harness
+    await h.study(A, department_id="dep_rad")
+    await h.study(B, department_id="dep_open")
+    policy = h.events(DepartmentPolicySet(department_id="dep_rad", set_by="usr_admin"), "dep_rad")
+    # identity may add the patient report policy to its event; it is honoured when present
+    policy = policy.model_copy(
+        update={"payload": {**policy.payload, "patient_report_access": "none"}}
+    )
+    await h.project(policy)
+    await h.sync()
+    staff = h.user("usr_s", "department_staff", department_ids=["dep_rad", "dep_open"])
+    for uid in (A, B):
+        r = await h.http.put(f"/api/studies/{uid}/report", json={"text": "fine"}, headers=staff)
+        assert r.status_code == 200
+    numbers = {}
+    for uid in (A, B):
+        r = await h.http.post(f"/api/studies/{uid}/reference-numbers", json={}, headers=staff)
+        numbers[uid] = r.json()["reference_number"]
+    closed = h.tokens.patient(numbers[A], A)
+    r = await h.http.get(f"/api/studies/{A}/report", headers=closed)
+    assert r.status_code == 403 and r.json()["rule"] == "ReportReadNotAllowed"
+    opened = h.tokens.patient(numbers[B], B)
+    r = await h.http.get(f"/api/studies/{B}/report", headers=opened)
+    assert r.status_code == 200 and r.json()["text"] == "fine"
+    detail = (await h.http.get(f"/api/studies/{B}", headers=opened)).json()
+    assert detail["has_report"] and detail["report_version"] == 1
+    listing = (await h.http.get("/api/studies", headers=opened)).json()
+    assert [s["study_uid"] for s in listing["items"]] == [B], "a patient sees one study"
+    r = await h.http.put(f"/api/studies/{B}/report", json={"text": "x"}, headers=opened)
+    assert r.status_code == 403, "patients never write the report"
+
+    desk = h.user("usr_desk", "service_desk")
+    everything = (await h.http.get("/api/studies", headers=desk)).json()
+    assert {s["study_uid"] for s in everything["items"]} == {A, B}
+    assert {s["access"]["via"] for s in everything["items"]} == {"service_desk"}
