@@ -11,10 +11,17 @@ from datetime import timedelta
 
 from studyshare.contracts.events.identity import GroupCreated
 from studyshare.contracts.events.share import AccessRevoked, BucketLocked
+from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.kafka import producer
 from studyshare.plumbing.testing import unique
+from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 
 from .conftest import now, study_received, study_shared, until
+
+
+def _claims(sub, *roles):
+    return AccessClaims(sub=sub, roles=roles, iat=0, exp=2**31)
+
 
 UID = "1.2.826.0.1.3680043.10.77"
 
@@ -40,6 +47,7 @@ async def test_worker_subprocess_feeds_decisions_and_revocation_is_fast(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    started_procs = [worker]
     kafka = producer(real_infra.settings())
     await kafka.start()
 
@@ -100,11 +108,35 @@ async def test_worker_subprocess_feeds_decisions_and_revocation_is_fast(
             assert ok, f"{event.event_type} not effective"
         print(f"kafka -> worker -> API refusal latency: {[round(x, 3) for x in latencies]} s")
         assert max(latencies) < 1.0, latencies
+
+        # This service's own events go the same way (outbox -> relay -> Kafka -> worker), so
+        # every other API replica learns of a break-the-glass unlock too.
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "studyshare.study_store", "relay"],
+            env=env,
+            stdout=open(tmp_path / "relay.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        started_procs.append(relay)
+        er = h.user("usr_er", "physician")
+        r = await h.http.post(f"/api/studies/{UID}/break-glass", json={"reason": "ER"}, headers=er)
+        assert r.status_code == 201, r.text
+        other_replica = InMemoryAccessModel(h.db)
+
+        async def replica_knows():
+            await other_replica.load()
+            decision = other_replica.decide(_claims("usr_er", "physician"), UID)
+            return decision.via == "break_the_glass"
+
+        ok, elapsed = await until(replica_knows, timeout=60, interval=0.2)
+        assert ok, (tmp_path / "relay.log").read_text()[-2000:]
+        print(f"API -> relay -> kafka -> worker -> other replica: {elapsed:.2f} s")
     finally:
         await kafka.stop()
-        worker.terminate()
-        try:
-            worker.wait(15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        for proc in started_procs:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
