@@ -26,6 +26,8 @@ def main() -> None:
     model.patient_report_default = "read"
     model.patient_download_default = False
     model._pending = []
+    model.refreshed_at = time.monotonic()
+    model.max_staleness_s = 3600.0
     model._reset()
     envelopes = []
     for n in range(STUDIES):

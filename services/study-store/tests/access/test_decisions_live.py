@@ -188,3 +188,21 @@ async def test_api_restart_loads_the_read_model(harness):
     decision = fresh.decide(_claims(h, "usr_doc", "physician"), UID)
     assert decision.images and decision.anonymized and decision.report == "none"
     assert fresh.last_seq == h.model.last_seq > 0
+
+
+async def test_a_model_that_stopped_following_refuses_and_is_not_ready(harness):
+    """Fail closed: a follower that cannot refresh could miss a revocation."""
+    import time
+
+    h = harness
+    await h.study(UID)
+    await h.share("bkt_st", [UID], [("usr_doc", "user")])
+    doctor = h.user("usr_doc", "physician")
+    assert await _status(h, UID, doctor) == 200
+    await h.model.stop()
+    h.model.refreshed_at = time.monotonic() - h.model.max_staleness_s - 1
+    r = await h.http.get(f"/api/studies/{UID}", headers=doctor)
+    assert r.status_code == 503 and r.json()["rule"] == "AccessDecisionsUnavailable"
+    assert (await h.http.get("/readyz")).status_code == 503
+    await h.model.refresh()
+    assert await _status(h, UID, doctor) == 200

@@ -12,6 +12,9 @@ class AccessSettings(ServiceSettings):
     access_refresh_interval_s: float = Field(
         default=0.1, gt=0, description="how often an API process follows the access read model"
     )
+    access_max_staleness_s: float = Field(
+        default=30.0, gt=0, description="refuse decisions when the model stopped following"
+    )
     access_log_window_s: float = Field(
         default=60.0, gt=0, description="coalescing window of StudyAccessed (crash loses <= one)"
     )

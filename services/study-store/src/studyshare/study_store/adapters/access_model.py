@@ -91,8 +91,10 @@ class InMemoryAccessModel:
         patient_report_default: ReportAccess = "read",
         patient_download_default: bool = False,
         clock: Callable[[], datetime] = utcnow,
+        max_staleness_s: float = 30.0,
     ) -> None:
         self.db = db
+        self.max_staleness_s = max_staleness_s
         self.refresh_interval_s = refresh_interval_s
         self.patient_report_default = patient_report_default
         self.patient_download_default = patient_download_default
@@ -100,7 +102,7 @@ class InMemoryAccessModel:
         self.pointer = GenerationPointer(db, ACCESS_PROJECTION, cache_s=1.0)
         self.generation = -1
         self.last_seq = 0
-        self.refreshed_at = 0.0
+        self.refreshed_at = time.monotonic()
         self._task: asyncio.Task | None = None
         self._pending: list[tuple[float, EventEnvelope]] = []
         self._reset()
@@ -163,14 +165,19 @@ class InMemoryAccessModel:
         return changed
 
     async def run(self) -> None:
+        failures = 0
         while True:
             try:
                 await self.refresh()
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("access_model.refresh_failed")
-            await asyncio.sleep(self.refresh_interval_s)
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.exception("access_model.refresh_failed", failures=failures)
+            delay = self.refresh_interval_s * min(2**failures, 20)
+            await asyncio.sleep(delay)
 
     async def start(self) -> None:
         await self.load()
@@ -378,7 +385,24 @@ class InMemoryAccessModel:
         raw = self.departments.get(department_id or "", {}).get("reference_number_rule")
         return ReferenceNumberRule.model_validate(raw) if raw else ReferenceNumberRule()
 
+    @property
+    def age_s(self) -> float:
+        """Seconds since the read model was last followed successfully."""
+        return time.monotonic() - self.refreshed_at
+
     def decide(self, principal: AccessClaims, study_uid: str) -> AccessDecision:
+        if self.age_s > self.max_staleness_s:
+            # Fail closed: a model that stopped following could miss a revocation.
+            return AccessDecision(
+                study_uid=study_uid,
+                images=False,
+                report="none",
+                download=False,
+                anonymized=False,
+                via=None,
+                refusal="stale",
+                reason="access decisions are temporarily unavailable",
+            )
         subject = self.subject(principal)
         return decide(subject, study_uid, self.facts(subject, study_uid))
 
@@ -433,5 +457,5 @@ class InMemoryAccessModel:
             "docs": len(self.docs),
             "studies": len(self.studies),
             "buckets": len(self.buckets),
-            "age_s": round(time.monotonic() - self.refreshed_at, 3),
+            "age_s": round(self.age_s, 3),
         }

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from studyshare.plumbing.errors import Forbidden, Locked, NotFound
+from studyshare.plumbing.errors import Forbidden, Locked, NotFound, RuleViolation
 from studyshare.study_store.domain.access import AccessDecision, ReportAccess
 
 REPORT_RANK: dict[str, int] = {"none": 0, "read": 1, "write": 2}
@@ -62,6 +62,7 @@ Refusal = Literal[
     "reference_number_not_yet_valid",
     "reference_number_expired",
     "deactivated",
+    "stale",
 ]
 # The more telling refusal wins when several grants fail for different reasons.
 _REFUSAL_RANK = {"two_factor_required": 4, "locked": 3, "expired": 2, "revoked": 1}
@@ -470,6 +471,13 @@ class AccountDeactivated(Forbidden):
     pass
 
 
+class AccessDecisionsUnavailable(RuleViolation):
+    """The access model stopped following its read model: refuse rather than miss a revoke."""
+
+    status = 503
+    title = "Service unavailable"
+
+
 REFUSALS: dict[str, type[Exception]] = {
     "unknown_study": StudyNotFound,
     "not_your_study": StudyNotFound,
@@ -484,6 +492,7 @@ REFUSALS: dict[str, type[Exception]] = {
     "reference_number_not_yet_valid": ReferenceNumberNotUsable,
     "reference_number_expired": ReferenceNumberNotUsable,
     "deactivated": AccountDeactivated,
+    "stale": AccessDecisionsUnavailable,
 }
 
 

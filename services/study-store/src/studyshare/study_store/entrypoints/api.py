@@ -66,6 +66,7 @@ def create_app() -> FastAPI:
             refresh_interval_s=settings.access_refresh_interval_s,
             patient_report_default=settings.patient_report_default,
             patient_download_default=settings.patient_download_default,
+            max_staleness_s=settings.access_max_staleness_s,
         )
         await model.start()
         access_log = AccessLog(
@@ -94,6 +95,11 @@ def create_app() -> FastAPI:
     async def mongo_ping() -> None:
         await app.state.db.command("ping")
 
+    async def access_model_fresh() -> None:
+        model: InMemoryAccessModel = app.state.access_model
+        if model.age_s > settings.access_max_staleness_s:
+            raise RuntimeError(f"access model not refreshed for {model.age_s:.0f}s")
+
     routers: list[APIRouter] = [studies.router]
     routers += [m.router for m in modules if isinstance(getattr(m, "router", None), APIRouter)]
     app = plumbing_app(
@@ -102,6 +108,6 @@ def create_app() -> FastAPI:
         description="Studies, reports, access decisions, reference numbers, DICOMweb.",
         routers=routers,
         lifespan=lifespan,
-        readiness=[mongo_ping, kafka_ready(settings.kafka_bootstrap)],
+        readiness=[mongo_ping, access_model_fresh, kafka_ready(settings.kafka_bootstrap)],
     )
     return app

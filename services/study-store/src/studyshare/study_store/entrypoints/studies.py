@@ -30,7 +30,7 @@ from studyshare.study_store.service_layer import reports
 
 router = APIRouter(prefix="/api/studies", tags=["studies"])
 
-REFUSALS = problem_responses(401, 403, 404, 422, 423)
+REFUSALS = problem_responses(401, 403, 404, 422, 423, 503)
 
 
 # -- models ----------------------------------------------------------------------------------
