@@ -70,7 +70,17 @@ def dicom_projections(settings: ServiceSettings) -> list[Projection]:
     factory = getattr(dicom, "projections", None)
     if callable(factory):
         return list(factory(settings))
-    return [p() for p in getattr(dicom, "PROJECTIONS", ())]
+    if hasattr(dicom, "PROJECTIONS"):
+        return [p() if isinstance(p, type) else p for p in dicom.PROJECTIONS]
+    # Otherwise: every concrete Projection class the module defines.
+    return [
+        cls()
+        for cls in vars(dicom).values()
+        if isinstance(cls, type)
+        and issubclass(cls, Projection)
+        and cls.__module__ == dicom.__name__
+        and not getattr(cls, "__abstractmethods__", None)
+    ]
 
 
 def projections(settings: ServiceSettings) -> list[Projection]:
