@@ -136,10 +136,13 @@ class InMemoryAccessModel:
         """Load the live generation completely."""
         generation = await self.pointer.current()
         self._reset()
-        self.last_seq = 0
+        # The committed counter *before* the scan: a document rewritten while we scan has a
+        # higher seq and is fetched again by the next refresh, never missed.
+        meta = self.db[collection_name(ACCESS_PROJECTION, generation, "meta")]
+        counter = await meta.find_one({"_id": "seq"})
+        self.last_seq = counter["value"] if counter else 0
         async for doc in self._docs_collection(generation).find({}):
             self._put(doc)
-            self.last_seq = max(self.last_seq, doc.get("seq", 0))
         self.generation = generation
         self._reapply_pending()
         self.refreshed_at = time.monotonic()
