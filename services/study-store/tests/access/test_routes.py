@@ -73,6 +73,10 @@ async def test_overview_lists_department_shared_group_and_colleague_studies(harn
     again = (await h.http.get("/api/studies", params={"q": "knee"}, headers=doctor)).json()
     assert [s["study_uid"] for s in again["items"]] == [C]
     assert again["items"][0]["message_state"] == "read"
+    # a new share with a new message makes it unread again
+    await h.share("bkt_again", [C], [("usr_doc", "user")], message="and the other knee")
+    again = (await h.http.get("/api/studies", params={"q": "knee"}, headers=doctor)).json()
+    assert again["items"][0]["message_state"] == "unread"
 
 
 async def test_overview_filters_and_paginates(harness):

@@ -214,9 +214,15 @@ def _date(raw: str | None) -> date | None:
 def _message_state(
     model: InMemoryAccessModel, principal: AccessClaims, uid: str, buckets: list[dict[str, Any]]
 ) -> Literal["none", "unread", "read"]:
-    if not any(b.get("has_message") for b in buckets):
+    """Unread until the caller opened the study after the newest share carrying a message."""
+    shared = [_aware(b.get("shared_at")) for b in buckets if b.get("has_message")]
+    if not shared:
         return "none"
-    return "read" if (principal.sub, uid) in model.reads else "unread"
+    read_at = _aware(model.reads.get((principal.sub, uid)))
+    newest = max((t for t in shared if t is not None), default=None)
+    if read_at is None or (newest is not None and newest > read_at):
+        return "unread"
+    return "read"
 
 
 def _summary(
@@ -301,6 +307,10 @@ async def list_studies(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> StudyList:
     rows: list[tuple[dict[str, Any], AccessDecision]] = []
+    if principal.kind == "user" and principal.has_role("service_desk"):
+        return _service_desk_list(
+            principal, model, patient_id, date_from, date_to, modality, q, offset, limit
+        )
     for uid in model.candidate_studies(principal):
         study = model.studies.get(uid)
         if study is None:
@@ -318,6 +328,42 @@ async def list_studies(
         offset=offset,
         limit=limit,
     )
+
+
+def _service_desk_list(
+    principal: AccessClaims,
+    model: InMemoryAccessModel,
+    patient_id: str | None,
+    date_from: date | None,
+    date_to: date | None,
+    modality: str | None,
+    q: str | None,
+    offset: int,
+    limit: int,
+) -> StudyList:
+    """The service desk may open every study, never anonymized: filter on the metadata and
+    decide only the page shown (a decision per study of the whole store would be slow)."""
+    clear = AccessDecision(
+        study_uid="",
+        images=True,
+        report="read",
+        download=False,
+        anonymized=False,
+        via="service_desk",
+        reason="",
+    )
+    rows = [
+        s
+        for s in model.studies.values()
+        if "study_uid" in s and _matches(s, clear, patient_id, date_from, date_to, modality, q)
+    ]
+    rows.sort(key=lambda s: (s.get("study_date") or "", s["study_uid"]), reverse=True)
+    items = []
+    for study in rows[offset : offset + limit]:
+        decision = model.decide(principal, study["study_uid"])
+        if decision.images:
+            items.append(_summary(model, principal, study, decision))
+    return StudyList(items=items, total=len(rows), offset=offset, limit=limit)
 
 
 @router.get(
