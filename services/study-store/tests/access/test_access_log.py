@@ -143,3 +143,11 @@ def test_record_is_cheap_and_awaitable():
         return log.buffered
 
     assert asyncio.run(main()) == 1
+
+
+async def test_a_refused_decision_is_not_registered_as_an_access(mongo_db):
+    log = AccessLog(EventStore(mongo_db), window_s=60)
+    log.record(decision(images=False, via=None, refusal="revoked"), user("usr_a"), "view")
+    assert log.buffered == 0
+    await log.close()
+    assert await _stored(mongo_db, "StudyAccessed") == []

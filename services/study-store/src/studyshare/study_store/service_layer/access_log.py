@@ -101,6 +101,10 @@ class AccessLog:
         Returns an already finished future, so `await access_log.record(...)` works too."""
         if action not in ACTIONS:
             raise ValueError(f"unknown access action {action!r}")
+        if not decision.images:
+            # A refusal is not an access; it must never read as one in the study logging.
+            log.info("access.refused", study_uid=decision.study_uid, refusal=decision.refusal)
+            return _done()
         RECORDED.labels(action).inc()
         via = decision.via or "grant"
         user_id = principal.sub if principal.kind == "user" else None
