@@ -23,7 +23,10 @@ def scp() -> None:
     except ModuleNotFoundError as exc:
         typer.echo("the C-STORE receiver is not part of this build", err=True)
         raise typer.Exit(2) from exc
-    module.main()
+    if hasattr(module, "main"):
+        module.main()
+    else:
+        module.run(StudyStoreSettings())
 
 
 if __name__ == "__main__":

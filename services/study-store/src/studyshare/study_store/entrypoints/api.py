@@ -3,8 +3,8 @@
 The lifespan creates the Mongo client, the event store, the in-memory access model (loaded,
 then followed) and the access log (flushed on shutdown), and puts them on `app.state`. The
 DICOM routers of the other half (`dicomweb`, `downloads`, `forwarding_api`) are included when
-importable; a module of theirs may expose `lifespan(app)` (an async context manager) to set up
-its own state inside ours.
+importable; their state is installed by `dicomweb.install_dicom(app, db, settings)`, and a module
+may also expose `lifespan(app)` (an async context manager) entered inside ours.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ def optional_modules() -> list[ModuleType]:
 
 async def ensure_indexes(store: EventStore) -> None:
     await store.ensure_indexes()
+    # Same key and name as the DICOM half creates (one index, whoever comes first).
     await store.events.create_index(
-        [("aggregate_type", 1), ("payload.study_uid", 1)], name="study_uid"
+        [("aggregate_type", 1), ("payload.study_uid", 1)], name="by_study"
     )
     await reports.ensure_indexes(store.db)
 
@@ -83,6 +84,9 @@ def create_app() -> FastAPI:
         try:
             async with AsyncExitStack() as stack:
                 for module in modules:
+                    install = getattr(module, "install_dicom", None)
+                    if install is not None:
+                        await install(app, db, settings)
                     hook = getattr(module, "lifespan", None)
                     if hook is not None:
                         await stack.enter_async_context(hook(app))

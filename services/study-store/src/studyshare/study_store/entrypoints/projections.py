@@ -67,7 +67,7 @@ def dicom_projections(settings: ServiceSettings) -> list[Projection]:
         from studyshare.study_store.entrypoints import dicom_projections as dicom
     except ImportError:
         return []
-    factory = getattr(dicom, "projections", None)
+    factory = getattr(dicom, "dicom_projections", None) or getattr(dicom, "projections", None)
     if callable(factory):
         return list(factory(settings))
     if hasattr(dicom, "PROJECTIONS"):
