@@ -293,7 +293,11 @@ async def test_numbers_breaking_the_rule_are_flagged_unusable_and_regenerated(ha
     assert r.status_code == 422 and r.json()["rule"] == "ReferenceNumberBreaksComplexityRule"
 
     good = (
-        await h.http.post(f"/api/studies/{A}/reference-numbers", json={}, headers=staff)
+        await h.http.post(
+            f"/api/studies/{A}/reference-numbers",
+            json={"patient_mobile": "+32470999888"},
+            headers=staff,
+        )
     ).json()["reference_number"]
     # the department raises its rule: the number issued under the old rule is now flagged
     await h.project(
@@ -318,6 +322,9 @@ async def test_numbers_breaking_the_rule_are_flagged_unusable_and_regenerated(ha
     assert r.status_code == 200, r.text
     [new] = r.json()["issued"][-1:]
     assert len(new["reference_number"]) == 14 and new["usable"]
+    issued = r.json()["issued"]
+    assert len(issued) == 2 and all(len(i["reference_number"]) == 14 for i in issued)
+    assert sum(i["has_mobile"] for i in issued) == 1, "a replacement keeps the patient's mobile"
     rows = {
         r["reference_number"]: r
         for r in (await h.http.get(f"/api/studies/{A}/reference-numbers", headers=staff)).json()[

@@ -132,7 +132,11 @@ async def regenerate(
     for ref in active:
         if model.reference_complies(ref):
             continue
-        await revoke(store, model, principal, study_uid, ref["reference_number"])
+        number = ref["reference_number"]
+        # The mobile stays in the number's own stream (the read model keeps only that one exists).
+        first = (await store.load(stream_id(number)) or [None])[0]
+        mobile = first.payload.get("patient_mobile") if first is not None else None
+        await revoke(store, model, principal, study_uid, number)
         issued.append(
             await issue(
                 store,
@@ -141,6 +145,7 @@ async def regenerate(
                 study_uid,
                 valid_from=ref.get("valid_from"),
                 valid_to=ref.get("valid_to"),
+                patient_mobile=mobile,
             )
         )
     if not any(
