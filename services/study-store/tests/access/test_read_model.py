@@ -122,3 +122,52 @@ def test_fold_order_within_an_aggregate_matters_only_per_aggregate():
         for e in order:
             fold(docs, e)
         assert docs == expected
+
+
+def test_certainly_open_studies_are_always_decided_open_and_in_the_clear():
+    """The overview skips deciding these; the rules must agree with that shortcut."""
+    from studyshare.contracts.events.identity import UserDeactivated
+    from studyshare.contracts.tokens import AccessClaims
+
+    ev = Events()
+    envelopes = []
+    for n in range(30):
+        uid = f"1.9.{n}"
+        envelopes.append(
+            ev(study_received(uid, department_id=f"dep_{n % 3}", owner_id=f"usr_{n % 4}"), uid)
+        )
+        envelopes.append(
+            ev(
+                study_shared(
+                    f"bkt_{n}",
+                    [uid],
+                    [(f"usr_{n % 5}", "user")],
+                    anonymize=n % 2 == 0,
+                    two_factor=n % 3 == 0,
+                ),
+                f"bkt_{n}",
+            )
+        )
+    envelopes.append(ev(UserDeactivated(user_id="usr_3", deactivated_by="x"), "usr_3"))
+    model = InMemoryAccessModel.__new__(InMemoryAccessModel)
+    InMemoryAccessModel.__init__(model, db=None)  # type: ignore[arg-type]
+    model.apply_local(envelopes)
+    principals = [
+        AccessClaims(sub=f"usr_{i}", roles=roles, department_ids=deps, iat=0, exp=2**31)
+        for i in range(5)
+        for roles, deps in [
+            (("physician",), ("dep_0",)),
+            (("department_staff",), ("dep_1", "dep_2")),
+            (("auditor",), ("dep_0",)),
+            (("service_desk",), ()),
+        ]
+    ]
+    checked = 0
+    for p in principals:
+        for uid in model.certainly_open(p):
+            d = model.decide(p, uid)
+            assert d.images and not d.anonymized, (p.sub, p.roles, uid, d)
+            checked += 1
+        if p.sub == "usr_3":
+            assert model.certainly_open(p) == set(), "deactivated"
+    assert checked > 100

@@ -15,6 +15,7 @@ from studyshare.plumbing.errors import RuleViolation
 from studyshare.plumbing.http import problem_responses
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.domain.access import AccessDecision
+from studyshare.study_store.domain.access_rules import AccessDecisionsUnavailable
 from studyshare.study_store.domain.report import ReportFormat
 from studyshare.study_store.entrypoints.dependencies import (
     AccessLogDep,
@@ -293,7 +294,7 @@ def _matches(
     response_model=StudyList,
     summary="Every study the caller may open (own department's, shared with them or their "
     "groups, their group practice colleagues'), filterable and paginated",
-    responses=problem_responses(401, 422),
+    responses=problem_responses(401, 422, 503),
 )
 async def list_studies(
     principal: CurrentPrincipal,
@@ -306,64 +307,40 @@ async def list_studies(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> StudyList:
-    rows: list[tuple[dict[str, Any], AccessDecision]] = []
-    if principal.kind == "user" and principal.has_role("service_desk"):
-        return _service_desk_list(
-            principal, model, patient_id, date_from, date_to, modality, q, offset, limit
-        )
-    for uid in model.candidate_studies(principal):
+    if model.age_s > model.max_staleness_s:
+        raise AccessDecisionsUnavailable("access decisions are temporarily unavailable")
+    # Studies certainly open and never anonymized (own department's, own, or all for the
+    # service desk) are filtered on their metadata and decided only when on the page shown:
+    # a department's whole archive costs no decision per study.
+    certain = model.certainly_open(principal)
+    rows: list[tuple[dict[str, Any], AccessDecision | None]] = []
+    for uid in certain | model.candidate_studies(principal):
         study = model.studies.get(uid)
-        if study is None:
+        if study is None or "study_uid" not in study:
             continue
-        decision = model.decide(principal, uid)
-        if decision.images and _matches(
-            study, decision, patient_id, date_from, date_to, modality, q
+        decision = None if uid in certain else model.decide(principal, uid)
+        if (decision is None or decision.images) and _matches(
+            study, decision or _CLEAR, patient_id, date_from, date_to, modality, q
         ):
             rows.append((study, decision))
-    rows.sort(key=lambda r: (r[0].get("study_date") or "", r[0].get("study_uid")), reverse=True)
-    page = rows[offset : offset + limit]
-    return StudyList(
-        items=[_summary(model, principal, s, d) for s, d in page],
-        total=len(rows),
-        offset=offset,
-        limit=limit,
-    )
-
-
-def _service_desk_list(
-    principal: AccessClaims,
-    model: InMemoryAccessModel,
-    patient_id: str | None,
-    date_from: date | None,
-    date_to: date | None,
-    modality: str | None,
-    q: str | None,
-    offset: int,
-    limit: int,
-) -> StudyList:
-    """The service desk may open every study, never anonymized: filter on the metadata and
-    decide only the page shown (a decision per study of the whole store would be slow)."""
-    clear = AccessDecision(
-        study_uid="",
-        images=True,
-        report="read",
-        download=False,
-        anonymized=False,
-        via="service_desk",
-        reason="",
-    )
-    rows = [
-        s
-        for s in model.studies.values()
-        if "study_uid" in s and _matches(s, clear, patient_id, date_from, date_to, modality, q)
-    ]
-    rows.sort(key=lambda s: (s.get("study_date") or "", s["study_uid"]), reverse=True)
+    rows.sort(key=lambda r: (r[0].get("study_date") or "", r[0]["study_uid"]), reverse=True)
     items = []
-    for study in rows[offset : offset + limit]:
-        decision = model.decide(principal, study["study_uid"])
+    for study, decision in rows[offset : offset + limit]:
+        decision = decision or model.decide(principal, study["study_uid"])
         if decision.images:
             items.append(_summary(model, principal, study, decision))
     return StudyList(items=items, total=len(rows), offset=offset, limit=limit)
+
+
+_CLEAR = AccessDecision(
+    study_uid="",
+    images=True,
+    report="read",
+    download=False,
+    anonymized=False,
+    via="department",
+    reason="",
+)
 
 
 @router.get(
