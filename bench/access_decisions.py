@@ -89,6 +89,22 @@ def main() -> None:
     per, buffered = asyncio.run(record())
     print(f"access_log.record: {per * 1e6:.1f} us per access ({buffered} event(s) buffered)")
 
+    from studyshare.study_store.entrypoints.studies import list_studies
+
+    staff = AccessClaims(
+        sub="usr_staff", roles=("department_staff",), department_ids=("dep_1",), iat=0, exp=2**31
+    )
+    desk = AccessClaims(sub="usr_desk", roles=("service_desk",), iat=0, exp=2**31)
+    for who, claims in (("department staff", staff), ("service desk", desk)):
+        started = time.perf_counter()
+        page = asyncio.run(list_studies(claims, model, limit=50))
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        print(f"overview for {who}: {page.total} studies, first page in {elapsed_ms:.1f} ms")
+        started = time.perf_counter()
+        visible = model.visible_studies(claims)
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        print(f"visible_studies (QIDO) for {who}: {len(visible)} in {elapsed_ms:.1f} ms")
+
 
 if __name__ == "__main__":
     main()

@@ -449,10 +449,16 @@ class InMemoryAccessModel:
 
     def visible_studies(self, principal: AccessClaims) -> list[str]:
         """The studies the caller may open now (QIDO and the overview)."""
+        if self.age_s > self.max_staleness_s:
+            return []
+        certain = self.certainly_open(principal)
         return sorted(
-            uid
-            for uid in self.candidate_studies(principal)
-            if uid in self.studies and self.decide(principal, uid).images
+            certain
+            | {
+                uid
+                for uid in self.candidate_studies(principal) - certain
+                if uid in self.studies and self.decide(principal, uid).images
+            }
         )
 
     def usable_buckets(self, principal: AccessClaims, study_uid: str) -> list[Doc]:
