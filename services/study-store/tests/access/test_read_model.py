@@ -171,3 +171,12 @@ def test_certainly_open_studies_are_always_decided_open_and_in_the_clear():
         if p.sub == "usr_3":
             assert model.certainly_open(p) == set(), "deactivated"
     assert checked > 100
+
+
+def test_a_malformed_event_is_skipped_not_stalling_later_revocations():
+    history = _history()
+    broken = history[2].model_copy(update={"payload": {"bucket_id": "bkt_1", "scope": "nope"}})
+    docs: dict = {}
+    for e in [history[0], history[1], broken, *history[3:]]:
+        fold(docs, e)
+    assert docs["bucket:bkt_1"]["locked"], "the events after the malformed one still apply"

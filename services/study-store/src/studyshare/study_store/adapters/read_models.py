@@ -27,11 +27,15 @@ from collections.abc import Callable, MutableMapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.events import identity as ie
 from studyshare.contracts.events import registry
 from studyshare.contracts.events import share as se
 from studyshare.contracts.events import study as st
+from studyshare.plumbing.logging import get_logger
+
+log = get_logger(__name__)
 
 ACCESS_PROJECTION = "access_decisions"
 Doc = dict[str, Any]
@@ -126,7 +130,18 @@ def _already_applied(doc: Doc, envelope: EventEnvelope) -> bool:
 def fold(docs: Docs, envelope: EventEnvelope) -> str | None:
     """Apply one event to the document it changes (created when missing); return its id, or
     None when the event changes nothing here (irrelevant, or already applied)."""
-    doc_id = doc_id_for(envelope)
+    try:
+        doc_id = doc_id_for(envelope)
+        payload = registry.payload(envelope) if doc_id is not None else None
+    except (KeyError, TypeError, ValidationError):
+        # A malformed event must not stall every later revocation behind it: skip, loudly.
+        log.error(
+            "access_read_model.undecodable_event",
+            event_type=envelope.event_type,
+            event_id=str(envelope.event_id),
+            aggregate_id=envelope.aggregate_id,
+        )
+        return None
     if doc_id is None:
         return None
     kind = doc_id.split(":", 1)[0]
@@ -135,7 +150,6 @@ def fold(docs: Docs, envelope: EventEnvelope) -> str | None:
         doc = {"_id": doc_id, "kind": kind}
     if _already_applied(doc, envelope):
         return None
-    payload = registry.payload(envelope)
     handler = _FOLDS.get(envelope.event_type)
     if payload is None or handler is None:
         return None
