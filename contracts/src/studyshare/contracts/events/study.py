@@ -116,9 +116,13 @@ class StudyDownloaded(DomainEvent):
 
 @registry.register
 class BreakTheGlassUsed(DomainEvent):
-    """A user opened a study without a grant, giving a reason: always a security alert."""
+    """A user opened a study without a grant, giving a reason: always a security alert.
 
-    aggregate_type = "Study"
+    Aggregate: a `BreakTheGlass` record of its own (`btg_<random>`, one event), so unlocking
+    never contends with writes on the study's own stream.
+    """
+
+    aggregate_type = "BreakTheGlass"
 
     study_uid: str
     user_id: str

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from studyshare.contracts.routes import SERVICE_BY_NAME
-from studyshare.plumbing.settings import ServiceSettings
+from studyshare.study_store.access_settings import AccessSettings
 
 
-class StudyStoreSettings(ServiceSettings):
+class StudyStoreSettings(AccessSettings):
     service_name: str = "study-store"
     http_port: int = SERVICE_BY_NAME["study-store"].port
     blob_dir: Path = Path(".run/blobs")

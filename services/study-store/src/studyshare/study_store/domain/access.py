@@ -7,6 +7,7 @@ only consume `AccessDecision` through `entrypoints.dependencies`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 ReportAccess = Literal["none", "read", "write"]
@@ -25,6 +26,12 @@ class AccessDecision:
     group_id: str | None = None
     reference_number: str | None = None
     anonymous_number: str | None = None
+    valid_until: datetime | None = None
+    """When this access ends by itself (None: unlimited or not time-bound)."""
+    refusal: str | None = None
+    """Why images may not be seen: a stable code (see `access_rules.REFUSALS`), else None."""
+    two_factor_bucket_id: str | None = None
+    """A two-factor bucket the caller may unlock with an OTP (set with `two_factor_required`)."""
 
     @property
     def allowed(self) -> bool:

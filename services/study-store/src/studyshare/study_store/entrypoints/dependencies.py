@@ -1,8 +1,9 @@
 """Route dependencies shared by every study-store router.
 
 `StudyAccess` resolves the caller's `AccessDecision` for the `{study_uid}` of the route and
-refuses (403/404) when images may not be seen; routes then check `decision.report`,
-`decision.download` and `decision.anonymized` themselves.
+refuses (403/404/423, problem+json with the rule) when images may not be seen; routes then check
+`decision.report`, `decision.download` and `decision.anonymized` themselves, and register the
+access with `AccessLogDep.record(decision, principal, action)`.
 """
 
 from __future__ import annotations
@@ -10,18 +11,51 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.plumbing.auth import CurrentPrincipal
+from studyshare.plumbing.eventstore import EventStore
+from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.domain.access import AccessDecision
+from studyshare.study_store.domain.access_rules import refuse
+from studyshare.study_store.service_layer.access_log import AccessLog
+from studyshare.study_store.settings import StudyStoreSettings
 
 
 async def study_access(
     study_uid: str, principal: CurrentPrincipal, request: Request
 ) -> AccessDecision:
-    """Ask the in-memory access model (installed on `app.state.access_model`)."""
+    """Ask the in-memory access model (installed on `app.state.access_model`); refuse when the
+    caller may not see the images."""
     decision = request.app.state.access_model.decide(principal, study_uid)
     request.state.access_decision = decision
+    refuse(decision)
     return decision
 
 
+def _model(request: Request) -> InMemoryAccessModel:
+    return request.app.state.access_model
+
+
+def _access_log(request: Request) -> AccessLog:
+    return request.app.state.access_log
+
+
+def _store(request: Request) -> EventStore:
+    return request.app.state.event_store
+
+
+def _db(request: Request) -> AsyncDatabase:
+    return request.app.state.db
+
+
+def _settings(request: Request) -> StudyStoreSettings:
+    return request.app.state.settings
+
+
 StudyAccess = Annotated[AccessDecision, Depends(study_access)]
+AccessModelDep = Annotated[InMemoryAccessModel, Depends(_model)]
+AccessLogDep = Annotated[AccessLog, Depends(_access_log)]
+EventStoreDep = Annotated[EventStore, Depends(_store)]
+DatabaseDep = Annotated[AsyncDatabase, Depends(_db)]
+SettingsDep = Annotated[StudyStoreSettings, Depends(_settings)]

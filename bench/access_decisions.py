@@ -1,0 +1,110 @@
+"""Cost of the study store's in-memory access decision and access registration (hot path).
+
+`uv run python bench/access_decisions.py` — prints figures; no infrastructure needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+from studyshare.contracts.envelope import Actor
+from studyshare.contracts.events.share import RecipientRef, StudyShared
+from studyshare.contracts.events.study import StudyReceived
+from studyshare.contracts.tokens import AccessClaims
+from studyshare.plumbing.eventstore import envelope_for
+from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.service_layer.access_log import AccessLog
+
+STUDIES, BUCKETS = 20_000, 20_000
+
+
+def main() -> None:
+    model = InMemoryAccessModel.__new__(InMemoryAccessModel)
+    model.clock = lambda: datetime.now(UTC)
+    model.patient_report_default = "read"
+    model.patient_download_default = False
+    model._pending = []
+    model.refreshed_at = time.monotonic()
+    model.max_staleness_s = 3600.0
+    model._reset()
+    envelopes = []
+    for n in range(STUDIES):
+        uid = f"1.2.3.{n}"
+        envelopes.append(
+            envelope_for(
+                StudyReceived(study_uid=uid, department_id=f"dep_{n % 50}"),
+                aggregate_id=uid,
+                aggregate_version=1,
+                actor=Actor(),
+            )
+        )
+    for n in range(BUCKETS):
+        envelopes.append(
+            envelope_for(
+                StudyShared(
+                    bucket_id=f"bkt_{n}",
+                    study_uids=(f"1.2.3.{n}", f"1.2.3.{(n * 7) % STUDIES}"),
+                    recipients=(RecipientRef(recipient_id=f"usr_{n % 2000}", kind="user"),),
+                    sender_id="usr_s",
+                    access_level="images_report_read",
+                    reason="r",
+                    language="en",
+                    valid_until=datetime.now(UTC) + timedelta(days=30),
+                ),
+                aggregate_id=f"bkt_{n}",
+                aggregate_version=1,
+                actor=Actor(),
+            )
+        )
+    started = time.perf_counter()
+    model.apply_local(envelopes)
+    model._pending = []
+    print(f"indexed {len(envelopes)} documents in {time.perf_counter() - started:.2f}s")
+    principal = AccessClaims(sub="usr_7", roles=("physician",), iat=0, exp=2**31)
+    uids = [f"1.2.3.{n}" for n in range(0, STUDIES, 7)]
+    started = time.perf_counter()
+    rounds = 50_000
+    allowed = 0
+    for i in range(rounds):
+        allowed += model.decide(principal, uids[i % len(uids)]).images
+    per = (time.perf_counter() - started) / rounds
+    print(f"decide: {per * 1e6:.1f} us per decision ({1 / per:,.0f}/s, {allowed} allowed)")
+    started = time.perf_counter()
+    visible = model.visible_studies(principal)
+    print(
+        f"visible_studies: {len(visible)} studies in {(time.perf_counter() - started) * 1e3:.1f} ms"
+    )
+
+    async def record():
+        log = AccessLog.__new__(AccessLog)
+        AccessLog.__init__(log, store=None, window_s=60)  # type: ignore[arg-type]
+        d = model.decide(principal, visible[0])
+        t = time.perf_counter()
+        for _ in range(rounds):
+            log.record(d, principal, "instances")
+        return (time.perf_counter() - t) / rounds, log.buffered
+
+    per, buffered = asyncio.run(record())
+    print(f"access_log.record: {per * 1e6:.1f} us per access ({buffered} event(s) buffered)")
+
+    from studyshare.study_store.entrypoints.studies import list_studies
+
+    staff = AccessClaims(
+        sub="usr_staff", roles=("department_staff",), department_ids=("dep_1",), iat=0, exp=2**31
+    )
+    desk = AccessClaims(sub="usr_desk", roles=("service_desk",), iat=0, exp=2**31)
+    for who, claims in (("department staff", staff), ("service desk", desk)):
+        started = time.perf_counter()
+        page = asyncio.run(list_studies(claims, model, limit=50))
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        print(f"overview for {who}: {page.total} studies, first page in {elapsed_ms:.1f} ms")
+        started = time.perf_counter()
+        visible = model.visible_studies(claims)
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        print(f"visible_studies (QIDO) for {who}: {len(visible)} in {elapsed_ms:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

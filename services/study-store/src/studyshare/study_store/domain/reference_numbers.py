@@ -1,0 +1,186 @@
+"""Patient reference numbers (`ref_<number>`): issued per the sending department's complexity
+rule, optionally valid from/to, revocable, regenerable, with a pincode set after payment.
+
+A number that breaks the department's current rule is flagged (`complies_with_rule` false) and
+cannot be used to open the study; "regenerate" replaces such numbers by new ones.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import date, datetime
+
+from studyshare.contracts.events.identity import ReferenceNumberRule
+from studyshare.contracts.events.study import (
+    PincodeSet,
+    ReferenceNumberIssued,
+    ReferenceNumberRevoked,
+)
+from studyshare.plumbing.aggregate import Aggregate
+from studyshare.plumbing.errors import Conflict, Forbidden, NotFound, RuleViolation
+
+# No 0/O, 1/I/L: patients type these numbers from paper.
+ALPHABETS = {
+    "digits": "0123456789",
+    "alphanumeric": "ABCDEFGHJKMNPQRSTUVWXYZ23456789",
+}
+MANAGER_ROLES = ("department_staff", "department_admin")
+
+
+class ReferenceNumberTaken(Conflict):
+    pass
+
+
+class ReferenceNumberUnknown(NotFound):
+    pass
+
+
+class ReferenceNumberAlreadyRevoked(Conflict):
+    pass
+
+
+class ReferenceNumberBreaksComplexityRule(RuleViolation):
+    """A flagged number cannot be used, so it gets no pincode either."""
+
+
+class ReferenceNumberValidityInverted(RuleViolation):
+    pass
+
+
+class ReferenceNumbersManagedByStudyDepartmentOnly(Forbidden):
+    pass
+
+
+def stream_id(number: str) -> str:
+    return f"ref_{number}"
+
+
+def generate(rule: ReferenceNumberRule) -> str:
+    """A random number satisfying `rule` (alphanumeric ones hold a letter and a digit)."""
+    alphabet = ALPHABETS[rule.alphabet]
+    length = max(rule.length, 4)
+    while True:
+        number = "".join(secrets.choice(alphabet) for _ in range(length))
+        if complies(number, rule):
+            return number
+
+
+def complies(number: str, rule: ReferenceNumberRule) -> bool:
+    """The department's minimum complexity: long enough, and for an alphanumeric rule a mix of
+    letters and digits (a digits-only number is weaker than the rule asks)."""
+    if len(number) < rule.length or not number.isascii() or not number.isalnum():
+        return False
+    if rule.alphabet == "digits":
+        return number.isdigit()
+    return any(c.isalpha() for c in number) and any(c.isdigit() for c in number)
+
+
+def check_validity(valid_from: datetime | None, valid_to: datetime | None) -> None:
+    if valid_from is not None and valid_to is not None and valid_to <= valid_from:
+        raise ReferenceNumberValidityInverted("'valid to' must come after 'valid from'")
+
+
+def check_may_manage(
+    roles: tuple[str, ...],
+    department_ids: tuple[str, ...],
+    admin_of: tuple[str, ...],
+    study_department_id: str | None,
+) -> str:
+    """Only staff or admins of the study's department, and the service desk, manage numbers.
+
+    Returns the role acted in."""
+    if "service_desk" in roles:
+        return "service_desk"
+    if study_department_id and (
+        study_department_id in admin_of
+        or (study_department_id in department_ids and any(r in roles for r in MANAGER_ROLES))
+    ):
+        return "department_admin" if study_department_id in admin_of else "department_staff"
+    raise ReferenceNumbersManagedByStudyDepartmentOnly(
+        "only staff of the study's sending department or the service desk manage its "
+        "reference numbers"
+    )
+
+
+class ReferenceNumber(Aggregate):
+    aggregate_type = "ReferenceNumber"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.number = aggregate_id.removeprefix("ref_")
+        self.study_uid: str | None = None
+        self.complies_with_rule = True
+        self.revoked = False
+        self.pincode_set = False
+
+    def when_reference_number_issued(self, e: ReferenceNumberIssued) -> None:
+        self.study_uid = e.study_uid
+        self.complies_with_rule = e.complies_with_rule
+
+    def when_reference_number_revoked(self, e: ReferenceNumberRevoked) -> None:
+        self.revoked = True
+
+    def when_pincode_set(self, e: PincodeSet) -> None:
+        self.pincode_set = True
+
+    def issue(
+        self,
+        *,
+        study_uid: str,
+        rule: ReferenceNumberRule,
+        department_id: str | None,
+        issued_by: str,
+        valid_from: datetime | None = None,
+        valid_to: datetime | None = None,
+        patient_birth_date: date | None = None,
+        patient_mobile: str | None = None,
+        pincode_required: bool = False,
+    ) -> list[ReferenceNumberIssued]:
+        if self.exists:
+            raise ReferenceNumberTaken(f"reference number {self.number} is taken")
+        check_validity(valid_from, valid_to)
+        return [
+            ReferenceNumberIssued(
+                reference_number=self.number,
+                study_uid=study_uid,
+                department_id=department_id,
+                valid_from=valid_from,
+                valid_to=valid_to,
+                complies_with_rule=complies(self.number, rule),
+                patient_birth_date=patient_birth_date,
+                patient_mobile=patient_mobile,
+                pincode_required=pincode_required,
+                issued_by=issued_by,
+            )
+        ]
+
+    def _must_be_of(self, study_uid: str) -> None:
+        if not self.exists or self.study_uid != study_uid:
+            raise ReferenceNumberUnknown(f"study has no reference number {self.number}")
+
+    def revoke(self, study_uid: str, revoked_by: str) -> list[ReferenceNumberRevoked]:
+        self._must_be_of(study_uid)
+        if self.revoked:
+            raise ReferenceNumberAlreadyRevoked(f"reference number {self.number} is revoked")
+        return [
+            ReferenceNumberRevoked(
+                reference_number=self.number, study_uid=study_uid, revoked_by=revoked_by
+            )
+        ]
+
+    def set_pincode(self, study_uid: str, pincode_hash: str, set_by: str) -> list[PincodeSet]:
+        self._must_be_of(study_uid)
+        if self.revoked:
+            raise ReferenceNumberAlreadyRevoked(f"reference number {self.number} is revoked")
+        if not self.complies_with_rule:
+            raise ReferenceNumberBreaksComplexityRule(
+                f"reference number {self.number} breaks the complexity rule and is unusable"
+            )
+        return [
+            PincodeSet(
+                reference_number=self.number,
+                study_uid=study_uid,
+                pincode_hash=pincode_hash,
+                set_by=set_by,
+            )
+        ]

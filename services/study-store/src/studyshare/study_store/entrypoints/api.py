@@ -1,0 +1,118 @@
+"""The study store's HTTP application: `create_app()` (uvicorn factory, no arguments).
+
+The lifespan creates the Mongo client, the event store, the in-memory access model (loaded,
+then followed) and the access log (flushed on shutdown), and puts them on `app.state`. The
+DICOM routers of the other half (`dicomweb`, `downloads`, `forwarding_api`) are included when
+importable; their state is installed by `dicomweb.install_dicom(app, db, settings)`, and a module
+may also expose `lifespan(app)` (an async context manager) entered inside ours.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from types import ModuleType
+
+from fastapi import APIRouter, FastAPI
+
+from studyshare.plumbing.eventstore import EventStore
+from studyshare.plumbing.http import create_app as plumbing_app
+from studyshare.plumbing.http import kafka_ready
+from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.mongo import mongo_client
+from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.entrypoints import studies
+from studyshare.study_store.service_layer import reports
+from studyshare.study_store.service_layer.access_log import AccessLog
+from studyshare.study_store.settings import StudyStoreSettings
+
+log = get_logger(__name__)
+
+OPTIONAL_ROUTERS = ("dicomweb", "downloads", "forwarding_api")
+
+
+def optional_modules() -> list[ModuleType]:
+    """The DICOM half's entrypoint modules present in this build."""
+    found = []
+    for name in OPTIONAL_ROUTERS:
+        try:
+            found.append(importlib.import_module(f"studyshare.study_store.entrypoints.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"studyshare.study_store.entrypoints.{name}":
+                raise
+    return found
+
+
+async def ensure_indexes(store: EventStore) -> None:
+    await store.ensure_indexes()
+    # Same key and name as the DICOM half creates (one index, whoever comes first).
+    await store.events.create_index(
+        [("aggregate_type", 1), ("payload.study_uid", 1)], name="by_study"
+    )
+    await reports.ensure_indexes(store.db)
+
+
+def create_app() -> FastAPI:
+    settings = StudyStoreSettings()
+    modules = optional_modules()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = mongo_client(settings)
+        db = client[settings.database_name]
+        store = EventStore(db)
+        await ensure_indexes(store)
+        model = InMemoryAccessModel(
+            db,
+            refresh_interval_s=settings.access_refresh_interval_s,
+            patient_report_default=settings.patient_report_default,
+            patient_download_default=settings.patient_download_default,
+            max_staleness_s=settings.access_max_staleness_s,
+        )
+        await model.start()
+        access_log = AccessLog(
+            store,
+            window_s=settings.access_log_window_s,
+            flush_interval_s=settings.access_log_flush_interval_s,
+        )
+        access_log.start()
+        app.state.mongo_client = client
+        app.state.db = db
+        app.state.event_store = store
+        app.state.access_model = model
+        app.state.access_log = access_log
+        try:
+            async with AsyncExitStack() as stack:
+                for module in modules:
+                    install = getattr(module, "install_dicom", None)
+                    if install is not None:
+                        await install(app, db, settings)
+                    hook = getattr(module, "lifespan", None)
+                    if hook is not None:
+                        await stack.enter_async_context(hook(app))
+                yield
+        finally:
+            await access_log.close()
+            await model.stop()
+            await client.close()
+
+    async def mongo_ping() -> None:
+        await app.state.db.command("ping")
+
+    async def access_model_fresh() -> None:
+        model: InMemoryAccessModel = app.state.access_model
+        if model.age_s > settings.access_max_staleness_s:
+            raise RuntimeError(f"access model not refreshed for {model.age_s:.0f}s")
+
+    routers: list[APIRouter] = [studies.router]
+    routers += [m.router for m in modules if isinstance(getattr(m, "router", None), APIRouter)]
+    app = plumbing_app(
+        settings,
+        title="StudyShare study store",
+        description="Studies, reports, access decisions, reference numbers, DICOMweb.",
+        routers=routers,
+        lifespan=lifespan,
+        readiness=[mongo_ping, access_model_fresh, kafka_ready(settings.kafka_bootstrap)],
+    )
+    return app

@@ -1,0 +1,677 @@
+"""The `/api/studies` routes of the access half: overview, details, report, reference numbers,
+break-the-glass. Every access is registered in the study logging (`AccessLog`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from studyshare.contracts.tokens import AccessClaims
+from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
+from studyshare.plumbing.errors import RuleViolation
+from studyshare.plumbing.http import problem_responses
+from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.domain.access import AccessDecision
+from studyshare.study_store.domain.access_rules import AccessDecisionsUnavailable
+from studyshare.study_store.domain.report import ReportFormat
+from studyshare.study_store.entrypoints.dependencies import (
+    AccessLogDep,
+    AccessModelDep,
+    DatabaseDep,
+    EventStoreDep,
+    SettingsDep,
+    StudyAccess,
+)
+from studyshare.study_store.service_layer import break_glass as break_glass_handler
+from studyshare.study_store.service_layer import reference_numbers as refs
+from studyshare.study_store.service_layer import reports
+
+router = APIRouter(prefix="/api/studies", tags=["studies"])
+
+REFUSALS = problem_responses(401, 403, 404, 422, 423, 503)
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+class AccessView(BaseModel):
+    """The caller's access decision for a study, and why."""
+
+    images: bool
+    report: Literal["none", "read", "write"]
+    download: bool
+    anonymized: bool
+    via: str | None
+    reason: str
+    bucket_id: str | None = None
+    group_id: str | None = None
+    reference_number: str | None = None
+    valid_until: datetime | None = None
+
+    @classmethod
+    def of(cls, d: AccessDecision) -> AccessView:
+        return cls(
+            images=d.images,
+            report=d.report,
+            download=d.download,
+            anonymized=d.anonymized,
+            via=d.via,
+            reason=d.reason,
+            bucket_id=d.bucket_id,
+            group_id=d.group_id,
+            reference_number=d.reference_number,
+            valid_until=d.valid_until,
+        )
+
+
+class StudySummary(BaseModel):
+    study_uid: str
+    patient_id: str | None = Field(None, description="hidden on anonymized shares")
+    patient_initials: str | None = Field(None, description="hidden on anonymized shares")
+    anonymized_name: str | None = Field(
+        None, description="'<number> Anonymous' on anonymized shares"
+    )
+    description: str = ""
+    study_date: date | None = None
+    accession_number: str | None = None
+    modalities: list[str] = []
+    department_id: str | None = None
+    label: str | None = None
+    urgent: bool = False
+    message_state: Literal["none", "unread", "read"] = "none"
+    valid_until: datetime | None = None
+    has_report: bool = False
+    access: AccessView
+
+
+class StudyList(BaseModel):
+    items: list[StudySummary]
+    total: int
+    offset: int
+    limit: int
+
+
+class BucketView(BaseModel):
+    bucket_id: str
+    access_level: str
+    label: str | None = None
+    urgent: bool = False
+    has_message: bool = False
+    valid_until: datetime | None = None
+    unlimited: bool = False
+    anonymize: bool = False
+    two_factor: bool = False
+
+
+class StudyDetail(StudySummary):
+    patient_birth_date: date | None = Field(None, description="hidden on anonymized shares")
+    series_count: int = 0
+    instance_count: int = 0
+    report_version: int | None = None
+    received_at: datetime | None = None
+    buckets: list[BucketView] = []
+
+
+class ReportVersion(BaseModel):
+    version: int
+    format: Literal["text", "pdf"]
+    content_type: str
+    size: int
+    author_id: str
+    updated_at: datetime
+
+
+class ReportView(ReportVersion):
+    study_uid: str
+    text: str | None = Field(None, description="the report itself when it is text")
+    content_url: str
+    versions: list[ReportVersion] = []
+
+
+class ReportText(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(max_length=200_000)
+
+
+class ReferenceNumberView(BaseModel):
+    reference_number: str
+    study_uid: str
+    issued_at: datetime | None = None
+    issued_by: str | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    complies_with_rule: bool = Field(
+        description="false: breaks the department's complexity rule; flagged and unusable"
+    )
+    usable: bool
+    revoked: bool = False
+    revoked_at: datetime | None = None
+    pincode_required: bool = False
+    pincode_set: bool = False
+    pincode_failures: int = Field(0, description="wrong pincodes entered (all time)")
+    pincode_consecutive_failures: int = 0
+    has_mobile: bool = False
+
+
+class ReferenceNumberList(BaseModel):
+    items: list[ReferenceNumberView]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class IssueReferenceNumber(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    patient_mobile: str | None = Field(None, pattern=r"^\+?[0-9 ]{6,20}$")
+    reference_number: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9]{4,32}$",
+        description="an existing number (e.g. from the RIS); flagged if it breaks the rule",
+    )
+
+    _utc = field_validator("valid_from", "valid_to")(_aware)
+
+
+class RegeneratedReferenceNumbers(BaseModel):
+    issued: list[ReferenceNumberView]
+
+
+class Pincode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pincode: str = Field(pattern=r"^[0-9]{4,8}$")
+
+
+class BreakTheGlassRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(max_length=4000, description="mandatory; stored and alerted")
+
+
+class BreakTheGlassResult(BaseModel):
+    study_uid: str
+    valid_until: datetime
+    event_id: str
+    access: AccessView
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _date(raw: str | None) -> date | None:
+    return date.fromisoformat(raw) if raw else None
+
+
+def _message_state(
+    model: InMemoryAccessModel, principal: AccessClaims, uid: str, buckets: list[dict[str, Any]]
+) -> Literal["none", "unread", "read"]:
+    """Unread until the caller opened the study after the newest share carrying a message."""
+    shared = [_aware(b.get("shared_at")) for b in buckets if b.get("has_message")]
+    if not shared:
+        return "none"
+    read_at = _aware(model.reads.get((principal.sub, uid)))
+    newest = max((t for t in shared if t is not None), default=None)
+    if read_at is None or (newest is not None and newest > read_at):
+        return "unread"
+    return "read"
+
+
+def _summary(
+    model: InMemoryAccessModel,
+    principal: AccessClaims,
+    study: dict[str, Any],
+    decision: AccessDecision,
+    cls: type[StudySummary] = StudySummary,
+    **extra: Any,
+) -> Any:
+    uid = study["study_uid"]
+    buckets = model.usable_buckets(principal, uid)
+    anonymized = decision.anonymized
+    labels = [b["label"] for b in buckets if b.get("label")]
+    return cls(
+        study_uid=uid,
+        patient_id=None if anonymized else study.get("patient_id"),
+        patient_initials=None if anonymized else study.get("patient_initials"),
+        anonymized_name=f"{decision.anonymous_number} Anonymous" if anonymized else None,
+        description=study.get("description") or "",
+        study_date=_date(study.get("study_date")),
+        accession_number=study.get("accession_number"),
+        modalities=list(study.get("modalities", ())),
+        department_id=study.get("department_id"),
+        label=labels[0] if labels else None,
+        urgent=any(b.get("urgent") for b in buckets),
+        message_state=_message_state(model, principal, uid, buckets),
+        valid_until=decision.valid_until,
+        has_report=bool(study.get("report_version")) and decision.report != "none",
+        access=AccessView.of(decision),
+        **extra,
+    )
+
+
+def _matches(
+    study: dict[str, Any],
+    decision: AccessDecision,
+    patient_id: str | None,
+    date_from: date | None,
+    date_to: date | None,
+    modality: str | None,
+    q: str | None,
+) -> bool:
+    if patient_id is not None and (decision.anonymized or study.get("patient_id") != patient_id):
+        return False
+    study_date = _date(study.get("study_date"))
+    if date_from is not None and (study_date is None or study_date < date_from):
+        return False
+    if date_to is not None and (study_date is None or study_date > date_to):
+        return False
+    if modality is not None and modality.upper() not in study.get("modalities", ()):
+        return False
+    if q:
+        fields = [study.get("description"), study.get("accession_number")]
+        if not decision.anonymized:
+            fields += [study.get("patient_initials"), study.get("patient_id")]
+        needle = q.casefold()
+        if not any(f and needle in str(f).casefold() for f in fields):
+            return False
+    return True
+
+
+# -- overview and details --------------------------------------------------------------------
+
+
+@router.get(
+    "",
+    response_model=StudyList,
+    summary="Every study the caller may open (own department's, shared with them or their "
+    "groups, their group practice colleagues'), filterable and paginated",
+    responses=problem_responses(401, 422, 503),
+)
+async def list_studies(
+    principal: CurrentPrincipal,
+    model: AccessModelDep,
+    patient_id: Annotated[str | None, Query(max_length=64)] = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    modality: Annotated[str | None, Query(max_length=16)] = None,
+    q: Annotated[str | None, Query(max_length=200, description="free text")] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> StudyList:
+    if model.age_s > model.max_staleness_s:
+        raise AccessDecisionsUnavailable("access decisions are temporarily unavailable")
+    # Studies certainly open and never anonymized (own department's, own, or all for the
+    # service desk) are filtered on their metadata and decided only when on the page shown:
+    # a department's whole archive costs no decision per study.
+    certain = model.certainly_open(principal)
+    rows: list[tuple[dict[str, Any], AccessDecision | None]] = []
+    for uid in certain | model.candidate_studies(principal):
+        study = model.studies.get(uid)
+        if study is None or "study_uid" not in study:
+            continue
+        decision = None if uid in certain else model.decide(principal, uid)
+        if (decision is None or decision.images) and _matches(
+            study, decision or _CLEAR, patient_id, date_from, date_to, modality, q
+        ):
+            rows.append((study, decision))
+    rows.sort(key=lambda r: (r[0].get("study_date") or "", r[0]["study_uid"]), reverse=True)
+    items = []
+    for study, decision in rows[offset : offset + limit]:
+        decision = decision or model.decide(principal, study["study_uid"])
+        if decision.images:
+            items.append(_summary(model, principal, study, decision))
+    return StudyList(items=items, total=len(rows), offset=offset, limit=limit)
+
+
+_CLEAR = AccessDecision(
+    study_uid="",
+    images=True,
+    report="read",
+    download=False,
+    anonymized=False,
+    via="department",
+    reason="",
+)
+
+
+@router.get(
+    "/{study_uid}",
+    response_model=StudyDetail,
+    summary="A study's details and the caller's access decision (registered as a view)",
+    responses=REFUSALS,
+)
+async def get_study(
+    study_uid: str,
+    decision: StudyAccess,
+    principal: CurrentPrincipal,
+    model: AccessModelDep,
+    access_log: AccessLogDep,
+) -> StudyDetail:
+    study = model.studies[study_uid]
+    buckets = model.usable_buckets(principal, study_uid)
+    detail = _summary(
+        model,
+        principal,
+        study,
+        decision,
+        StudyDetail,
+        patient_birth_date=None if decision.anonymized else _date(study.get("patient_birth_date")),
+        series_count=study.get("series_count", 0),
+        instance_count=study.get("instance_count", 0),
+        report_version=study.get("report_version") if decision.report != "none" else None,
+        received_at=study.get("received_at"),
+        buckets=[
+            BucketView(
+                bucket_id=b["bucket_id"],
+                access_level=b.get("access_level", "images"),
+                label=b.get("label"),
+                urgent=bool(b.get("urgent")),
+                has_message=bool(b.get("has_message")),
+                valid_until=b.get("valid_until"),
+                unlimited=bool(b.get("unlimited")),
+                anonymize=bool(b.get("anonymize")),
+                two_factor=bool(b.get("two_factor")),
+            )
+            for b in buckets
+        ],
+    )
+    access_log.record(decision, principal, "view")
+    if principal.kind == "user":
+        model.mark_read(principal.sub, study_uid, datetime.now(UTC))
+    return detail
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def _version(doc: dict[str, Any]) -> ReportVersion:
+    return ReportVersion(
+        version=doc["version"],
+        format=doc["format"],
+        content_type=doc["content_type"],
+        size=doc["size"],
+        author_id=doc["author_id"],
+        updated_at=doc["updated_at"],
+    )
+
+
+async def _report_view(db, doc: dict[str, Any]) -> ReportView:
+    versions = await reports.report_versions(db, doc["study_uid"])
+    text = doc["content"].decode("utf-8", "replace") if doc["format"] == "text" else None
+    return ReportView(
+        **_version(doc).model_dump(),
+        study_uid=doc["study_uid"],
+        text=text,
+        content_url=f"/api/studies/{doc['study_uid']}/report/content?version={doc['version']}",
+        versions=[_version(v) for v in versions],
+    )
+
+
+@router.get(
+    "/{study_uid}/report",
+    response_model=ReportView,
+    summary="The latest report (or `version`), if the access allows reading it",
+    responses=REFUSALS,
+)
+async def get_report(
+    study_uid: str,
+    decision: StudyAccess,
+    principal: CurrentPrincipal,
+    db: DatabaseDep,
+    access_log: AccessLogDep,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> ReportView:
+    doc = await reports.read_report(db, decision, version)
+    access_log.record(decision, principal, "report_read")
+    return await _report_view(db, doc)
+
+
+@router.get(
+    "/{study_uid}/report/content",
+    summary="The report document itself (text/plain or application/pdf)",
+    responses={
+        **REFUSALS,
+        200: {
+            "content": {"text/plain": {}, "application/pdf": {}},
+            "description": "The report",
+        },
+    },
+    response_class=Response,
+)
+async def get_report_content(
+    study_uid: str,
+    decision: StudyAccess,
+    principal: CurrentPrincipal,
+    db: DatabaseDep,
+    access_log: AccessLogDep,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    doc = await reports.read_report(db, decision, version)
+    access_log.record(decision, principal, "report_read")
+    media = doc["content_type"] + ("; charset=utf-8" if doc["format"] == "text" else "")
+    return Response(bytes(doc["content"]), media_type=media)
+
+
+class InvalidReportBody(RuleViolation):
+    pass
+
+
+class UnsupportedReportType(RuleViolation):
+    status = 415
+
+
+async def _report_body(request: Request) -> tuple[ReportFormat, bytes]:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if media == "application/json":
+        try:
+            text = ReportText.model_validate_json(body).text
+        except (ValidationError, json.JSONDecodeError) as exc:
+            raise InvalidReportBody('expected {"text": "..."}') from exc
+        return "text", text.encode()
+    if media == "text/plain":
+        try:
+            return "text", body.decode("utf-8").encode()
+        except UnicodeDecodeError as exc:
+            raise InvalidReportBody("a text report must be UTF-8") from exc
+    if media == "application/pdf":
+        return "pdf", body
+    raise UnsupportedReportType("send application/json {text}, text/plain or application/pdf")
+
+
+@router.put(
+    "/{study_uid}/report",
+    response_model=ReportView,
+    summary="Write a new version of the report (text or PDF), if the access allows writing",
+    responses=problem_responses(401, 403, 404, 409, 413, 415, 422, 423),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": ReportText.model_json_schema()},
+                "text/plain": {"schema": {"type": "string"}},
+                "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
+async def put_report(
+    study_uid: str,
+    request: Request,
+    decision: StudyAccess,
+    principal: CurrentPrincipal,
+    db: DatabaseDep,
+    store: EventStoreDep,
+    access_log: AccessLogDep,
+    model: AccessModelDep,
+) -> ReportView:
+    from studyshare.study_store.domain.report import check_write
+
+    check_write(decision)
+    fmt, content = await _report_body(request)
+    doc, event = await reports.write_report(db, store, decision, principal, fmt, content)
+    model.apply_local([event])
+    access_log.record(decision, principal, "report_write")
+    return await _report_view(db, doc)
+
+
+# -- reference numbers -----------------------------------------------------------------------
+
+
+def _ref_view(model: InMemoryAccessModel, doc: dict[str, Any]) -> ReferenceNumberView:
+    complies = model.reference_complies(doc)
+    now = model.clock()
+    valid_from, valid_to = doc.get("valid_from"), doc.get("valid_to")
+    in_time = (valid_from is None or _aware(valid_from) <= now) and (
+        valid_to is None or now < _aware(valid_to)
+    )
+    return ReferenceNumberView(
+        reference_number=doc["reference_number"],
+        study_uid=doc.get("study_uid", ""),
+        issued_at=doc.get("issued_at"),
+        issued_by=doc.get("issued_by"),
+        valid_from=valid_from,
+        valid_to=valid_to,
+        complies_with_rule=complies,
+        usable=complies and not doc.get("revoked") and in_time,
+        revoked=bool(doc.get("revoked")),
+        revoked_at=doc.get("revoked_at"),
+        pincode_required=bool(doc.get("pincode_required")),
+        pincode_set=bool(doc.get("pincode_set")),
+        pincode_failures=doc.get("pincode_failures", 0),
+        pincode_consecutive_failures=doc.get("pincode_consecutive_failures", 0),
+        has_mobile=bool(doc.get("has_mobile")),
+    )
+
+
+@router.get(
+    "/{study_uid}/reference-numbers",
+    response_model=ReferenceNumberList,
+    summary="The study's patient reference numbers (department staff and service desk)",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def list_reference_numbers(
+    study_uid: str, principal: CurrentUser, model: AccessModelDep
+) -> ReferenceNumberList:
+    refs.manager(model, principal, study_uid)
+    return ReferenceNumberList(items=[_ref_view(model, d) for d in model.references_of(study_uid)])
+
+
+@router.post(
+    "/{study_uid}/reference-numbers",
+    response_model=ReferenceNumberView,
+    status_code=201,
+    summary="Issue a reference number per the sending department's complexity rule",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def issue_reference_number(
+    study_uid: str,
+    body: IssueReferenceNumber,
+    principal: CurrentUser,
+    model: AccessModelDep,
+    store: EventStoreDep,
+) -> ReferenceNumberView:
+    number = await refs.issue(
+        store,
+        model,
+        principal,
+        study_uid,
+        valid_from=body.valid_from,
+        valid_to=body.valid_to,
+        patient_mobile=body.patient_mobile,
+        reference_number=body.reference_number.upper() if body.reference_number else None,
+    )
+    return _ref_view(model, model.refs[number])
+
+
+@router.post(
+    "/{study_uid}/reference-numbers/regenerate",
+    response_model=RegeneratedReferenceNumbers,
+    summary="Replace numbers that break the current rule (and issue one if none is usable)",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def regenerate_reference_numbers(
+    study_uid: str, principal: CurrentUser, model: AccessModelDep, store: EventStoreDep
+) -> RegeneratedReferenceNumbers:
+    issued = await refs.regenerate(store, model, principal, study_uid)
+    return RegeneratedReferenceNumbers(issued=[_ref_view(model, model.refs[n]) for n in issued])
+
+
+@router.delete(
+    "/{study_uid}/reference-numbers/{reference_number}",
+    status_code=204,
+    summary="Revoke a reference number: it no longer opens the study",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def revoke_reference_number(
+    study_uid: str,
+    reference_number: str,
+    principal: CurrentUser,
+    model: AccessModelDep,
+    store: EventStoreDep,
+) -> Response:
+    await refs.revoke(store, model, principal, study_uid, reference_number)
+    return Response(status_code=204)
+
+
+@router.put(
+    "/{study_uid}/reference-numbers/{reference_number}/pincode",
+    status_code=204,
+    summary="Set the pincode handed to the patient after payment (only its hash is kept)",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def set_pincode(
+    study_uid: str,
+    reference_number: str,
+    body: Pincode,
+    principal: CurrentUser,
+    model: AccessModelDep,
+    store: EventStoreDep,
+) -> Response:
+    await refs.set_pincode(store, model, principal, study_uid, reference_number, body.pincode)
+    return Response(status_code=204)
+
+
+# -- break-the-glass -------------------------------------------------------------------------
+
+
+@router.post(
+    "/{study_uid}/break-glass",
+    response_model=BreakTheGlassResult,
+    status_code=201,
+    summary="Open a study without a grant, giving a reason: time-limited, logged and alerted",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def break_glass(
+    study_uid: str,
+    body: BreakTheGlassRequest,
+    principal: CurrentPrincipal,
+    model: AccessModelDep,
+    store: EventStoreDep,
+    settings: SettingsDep,
+) -> BreakTheGlassResult:
+    envelope = await break_glass_handler.break_glass(
+        store,
+        model,
+        principal,
+        study_uid,
+        body.reason,
+        timedelta(hours=settings.break_glass_hours),
+    )
+    decision = model.decide(principal, study_uid)
+    return BreakTheGlassResult(
+        study_uid=study_uid,
+        valid_until=envelope.payload["valid_until"],
+        event_id=str(envelope.event_id),
+        access=AccessView.of(decision),
+    )

@@ -1,0 +1,175 @@
+"""Reference number commands: issue, regenerate, revoke, set the pincode.
+
+Each appends to the number's own stream (`ref_<number>`) and folds the event into the API's
+in-memory access model at once, so a revoked number stops opening the study on the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, datetime
+from typing import Any
+
+from argon2 import PasswordHasher
+
+from studyshare.contracts.envelope import Actor
+from studyshare.contracts.tokens import AccessClaims
+from studyshare.plumbing.aggregate import Repository
+from studyshare.plumbing.eventstore import EventStore
+from studyshare.plumbing.logging import get_logger
+from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.domain.access_rules import StudyNotFound
+from studyshare.study_store.domain.reference_numbers import (
+    ReferenceNumber,
+    ReferenceNumberTaken,
+    check_may_manage,
+    check_validity,
+    generate,
+    stream_id,
+)
+
+log = get_logger(__name__)
+_hasher = PasswordHasher()
+
+
+def _study(model: InMemoryAccessModel, study_uid: str) -> dict[str, Any]:
+    study = model.studies.get(study_uid)
+    if study is None:
+        raise StudyNotFound("no such study")
+    return study
+
+
+def manager(model: InMemoryAccessModel, principal: AccessClaims, study_uid: str) -> Actor:
+    """Check the caller manages this study's reference numbers; the actor they act as."""
+    study = _study(model, study_uid)
+    role = check_may_manage(
+        tuple(principal.roles),
+        tuple(principal.department_ids),
+        tuple(principal.admin_of),
+        study.get("department_id"),
+    )
+    return Actor(kind="user", id=principal.sub, role=role)
+
+
+def _birth_date(study: dict[str, Any]) -> date | None:
+    raw = study.get("patient_birth_date")
+    return date.fromisoformat(raw) if raw else None
+
+
+async def issue(
+    store: EventStore,
+    model: InMemoryAccessModel,
+    principal: AccessClaims,
+    study_uid: str,
+    *,
+    valid_from: datetime | None = None,
+    valid_to: datetime | None = None,
+    patient_mobile: str | None = None,
+    reference_number: str | None = None,
+) -> str:
+    """Issue one number: generated per the department's current rule, or the given one (which
+    is flagged when it breaks the rule). Returns the number."""
+    actor = manager(model, principal, study_uid)
+    check_validity(valid_from, valid_to)
+    study = _study(model, study_uid)
+    department_id = study.get("department_id")
+    rule = model.reference_rule(department_id)
+    policy = model.departments.get(department_id or "", {})
+    repo = Repository(store, ReferenceNumber)
+    for _ in range(10):
+        number = reference_number or generate(rule)
+        try:
+            _, envelopes = await repo.execute(
+                stream_id(number),
+                lambda ref, n=number: ref.issue(
+                    study_uid=study_uid,
+                    rule=rule,
+                    department_id=department_id,
+                    issued_by=principal.sub,
+                    valid_from=valid_from,
+                    valid_to=valid_to,
+                    patient_birth_date=_birth_date(study),
+                    patient_mobile=patient_mobile,
+                    pincode_required=bool(policy.get("payment_required")),
+                ),
+                actor,
+            )
+        except ReferenceNumberTaken:
+            if reference_number is not None:
+                raise
+            continue
+        model.apply_local(envelopes)
+        log.info(
+            "reference_number.issued",
+            study_uid=study_uid,
+            complies=envelopes[0].payload["complies_with_rule"],
+        )
+        return number
+    raise ReferenceNumberTaken("could not find a free reference number")
+
+
+async def revoke(
+    store: EventStore,
+    model: InMemoryAccessModel,
+    principal: AccessClaims,
+    study_uid: str,
+    number: str,
+) -> None:
+    actor = manager(model, principal, study_uid)
+    _, envelopes = await Repository(store, ReferenceNumber).execute(
+        stream_id(number), lambda ref: ref.revoke(study_uid, principal.sub), actor
+    )
+    model.apply_local(envelopes)
+
+
+async def regenerate(
+    store: EventStore, model: InMemoryAccessModel, principal: AccessClaims, study_uid: str
+) -> list[str]:
+    """Replace every usable-looking number that breaks the department's current rule by a new
+    one with the same validity; issue one when the study is left without a usable number."""
+    manager(model, principal, study_uid)
+    issued: list[str] = []
+    active = [r for r in model.references_of(study_uid) if not r.get("revoked")]
+    for ref in active:
+        if model.reference_complies(ref):
+            continue
+        number = ref["reference_number"]
+        # The mobile stays in the number's own stream (the read model keeps only that one exists).
+        first = (await store.load(stream_id(number)) or [None])[0]
+        mobile = first.payload.get("patient_mobile") if first is not None else None
+        await revoke(store, model, principal, study_uid, number)
+        issued.append(
+            await issue(
+                store,
+                model,
+                principal,
+                study_uid,
+                valid_from=ref.get("valid_from"),
+                valid_to=ref.get("valid_to"),
+                patient_mobile=mobile,
+            )
+        )
+    if not any(
+        model.reference_complies(r) and not r.get("revoked") for r in model.references_of(study_uid)
+    ):
+        issued.append(await issue(store, model, principal, study_uid))
+    return issued
+
+
+async def set_pincode(
+    store: EventStore,
+    model: InMemoryAccessModel,
+    principal: AccessClaims,
+    study_uid: str,
+    number: str,
+    pincode: str,
+) -> None:
+    """Only the argon2 hash of the pincode is stored and travels (in `PincodeSet`)."""
+    actor = manager(model, principal, study_uid)
+    pincode_hash = await asyncio.to_thread(_hasher.hash, pincode)
+    _, envelopes = await Repository(store, ReferenceNumber).execute(
+        stream_id(number),
+        lambda ref: ref.set_pincode(study_uid, pincode_hash, principal.sub),
+        actor,
+    )
+    model.apply_local(envelopes)

@@ -1,0 +1,208 @@
+"""The API's in-memory decisions follow the read model: revocation, lock, expiry and 2FA take
+effect on the next request, well under a second after the worker stored the event."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from studyshare.contracts.events.identity import (
+    GroupCreated,
+    GroupMemberRemoved,
+    UserRolesChanged,
+)
+from studyshare.contracts.events.share import (
+    AccessRevoked,
+    BucketLocked,
+    BucketUnlocked,
+    OTPVerified,
+)
+
+from .conftest import now, until
+
+UID = "1.2.826.0.1.3680043.10.1"
+STALENESS_BOUND_S = 0.5
+
+
+async def _status(h, uid, headers) -> int:
+    return (await h.http.get(f"/api/studies/{uid}", headers=headers)).status_code
+
+
+async def _refused_within(h, uid, headers, status: int) -> float:
+    async def refused():
+        return await _status(h, uid, headers) == status
+
+    ok, elapsed = await until(refused, timeout=5)
+    assert ok, f"still not {status} after 5 s"
+    return elapsed
+
+
+async def test_revocation_is_effective_on_the_next_request_without_manual_refresh(harness):
+    h = harness
+    await h.study(UID)
+    await h.share("bkt_rev", [UID], [("usr_doc", "user")])
+    doctor = h.user("usr_doc", "physician")
+    assert await _status(h, UID, doctor) == 200
+    await h.project(
+        h.events(
+            AccessRevoked(
+                bucket_id="bkt_rev",
+                scope="recipient",
+                recipient_id="usr_doc",
+                revoked_by="usr_sender",
+            ),
+            "bkt_rev",
+        )
+    )
+    elapsed = await _refused_within(h, UID, doctor, 403)
+    assert elapsed < STALENESS_BOUND_S, f"revocation took {elapsed:.3f}s"
+    body = (await h.http.get(f"/api/studies/{UID}", headers=doctor)).json()
+    assert body["rule"] == "GrantRevoked"
+    assert UID not in h.model.visible_studies(_claims(h, "usr_doc", "physician"))
+
+
+def _claims(h, sub, *roles, **kw):
+    from studyshare.contracts.tokens import AccessClaims
+
+    return AccessClaims(sub=sub, roles=roles, iat=0, exp=2**31, **kw)
+
+
+async def test_bucket_lock_refuses_everyone_until_unlocked(harness):
+    h = harness
+    await h.study(UID)
+    await h.share("bkt_lock", [UID], [("usr_a", "user"), ("grp_x", "group")])
+    await h.project(
+        h.events(
+            GroupCreated(
+                group_id="grp_x", name="Practice", created_by="u", primary_contact_id="usr_b"
+            ),
+            "grp_x",
+        )
+    )
+    await h.sync()
+    a, b = h.user("usr_a", "physician"), h.user("usr_b", "physician")
+    assert await _status(h, UID, a) == 200 and await _status(h, UID, b) == 200
+    await h.project(
+        h.events(
+            BucketLocked(bucket_id="bkt_lock", recipient_id="usr_a", failed_attempts=5), "bkt_lock"
+        )
+    )
+    assert await _refused_within(h, UID, a, 423) < STALENESS_BOUND_S
+    assert (await h.http.get(f"/api/studies/{UID}", headers=b)).json()["rule"] == "BucketIsLocked"
+    await h.project(
+        h.events(
+            BucketUnlocked(
+                bucket_id="bkt_lock", unlocked_by="usr_desk", unlocked_as="service_desk"
+            ),
+            "bkt_lock",
+        )
+    )
+    assert await _refused_within(h, UID, a, 200) < STALENESS_BOUND_S
+
+
+async def test_expiry_ends_access_by_itself_at_valid_until(harness):
+    h = harness
+    await h.study(UID)
+    await h.share(
+        "bkt_exp", [UID], [("usr_doc", "user")], valid_until=now() + timedelta(seconds=1.5)
+    )
+    doctor = h.user("usr_doc", "physician")
+    assert await _status(h, UID, doctor) == 200
+    await asyncio.sleep(1.6)
+    r = await h.http.get(f"/api/studies/{UID}", headers=doctor)
+    assert r.status_code == 403 and r.json()["rule"] == "GrantExpired"
+
+
+async def test_two_factor_bucket_needs_otp_verified_for_that_user(harness):
+    h = harness
+    await h.study(UID)
+    await h.share("bkt_2fa", [UID], [("usr_doc", "user")], two_factor=True)
+    doctor = h.user("usr_doc", "physician")
+    r = await h.http.get(f"/api/studies/{UID}", headers=doctor)
+    assert r.status_code == 403 and r.json()["rule"] == "TwoFactorVerificationRequired"
+    await h.project(
+        h.events(
+            OTPVerified(
+                bucket_id="bkt_2fa",
+                recipient_id="usr_doc",
+                otp_id="otp_1",
+                verified_until=now() + timedelta(hours=1),
+            ),
+            "bkt_2fa",
+        )
+    )
+    assert await _refused_within(h, UID, doctor, 200) < STALENESS_BOUND_S
+
+
+async def test_group_membership_removal_and_department_change_follow_identity(harness):
+    h = harness
+    await h.study(UID)
+    await h.share("bkt_grp", [UID], [("grp_p", "group")])
+    await h.project(
+        h.events(
+            GroupCreated(
+                group_id="grp_p",
+                name="P",
+                created_by="u",
+                primary_contact_id="usr_p",
+                member_ids=("usr_m",),
+            ),
+            "grp_p",
+        )
+    )
+    member = h.user("usr_m", "physician")
+    assert await _refused_within(h, UID, member, 200) < STALENESS_BOUND_S
+    await h.project(
+        h.events(GroupMemberRemoved(group_id="grp_p", user_id="usr_m", removed_by="usr_p"), "grp_p")
+    )
+    assert await _refused_within(h, UID, member, 403) < STALENESS_BOUND_S
+
+    staff = h.user("usr_s", "department_staff", department_ids=["dep_rad"])
+    assert await _status(h, UID, staff) == 200
+    await h.project(
+        h.events(
+            UserRolesChanged(
+                user_id="usr_s",
+                roles=("department_staff",),
+                department_ids=("dep_other",),
+                admin_of=(),
+                changed_by="usr_admin",
+            ),
+            "usr_s",
+        )
+    )
+    assert await _refused_within(h, UID, staff, 403) < STALENESS_BOUND_S, (
+        "a department left is honoured before the token expires"
+    )
+
+
+async def test_api_restart_loads_the_read_model(harness):
+    """A second API process starting now decides the same from the stored read model."""
+    from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+
+    h = harness
+    await h.study(UID)
+    await h.share("bkt_l", [UID], [("usr_doc", "user")], anonymize=True)
+    fresh = InMemoryAccessModel(h.db)
+    await fresh.load()
+    decision = fresh.decide(_claims(h, "usr_doc", "physician"), UID)
+    assert decision.images and decision.anonymized and decision.report == "none"
+    assert fresh.last_seq == h.model.last_seq > 0
+
+
+async def test_a_model_that_stopped_following_refuses_and_is_not_ready(harness):
+    """Fail closed: a follower that cannot refresh could miss a revocation."""
+    import time
+
+    h = harness
+    await h.study(UID)
+    await h.share("bkt_st", [UID], [("usr_doc", "user")])
+    doctor = h.user("usr_doc", "physician")
+    assert await _status(h, UID, doctor) == 200
+    await h.model.stop()
+    h.model.refreshed_at = time.monotonic() - h.model.max_staleness_s - 1
+    r = await h.http.get(f"/api/studies/{UID}", headers=doctor)
+    assert r.status_code == 503 and r.json()["rule"] == "AccessDecisionsUnavailable"
+    assert (await h.http.get("/readyz")).status_code == 503
+    await h.model.refresh()
+    assert await _status(h, UID, doctor) == 200
