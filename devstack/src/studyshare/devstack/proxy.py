@@ -16,6 +16,7 @@ import httpx
 from prometheus_client import Counter, Histogram
 from starlette.types import Receive, Scope, Send
 from studyshare.devstack.problem import send_problem
+from studyshare.devstack.upstream import HttpToolsTransport
 from studyshare.plumbing.logging import get_logger
 
 log = get_logger(__name__)
@@ -99,8 +100,14 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 
 
 def build_transport(
-    max_connections: int = 1000, max_keepalive_connections: int = 200, shards: int = 32
-) -> ShardedTransport:
+    kind: str = "httptools",
+    max_connections: int = 1000,
+    max_keepalive_connections: int = 200,
+    shards: int = 32,
+) -> httpx.AsyncBaseTransport:
+    """`httptools` (lean, the default) or `httpcore` (httpx's own, sharded)."""
+    if kind == "httptools":
+        return HttpToolsTransport(max_idle_per_origin=max_keepalive_connections)
     limits = httpx.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_keepalive_connections,
