@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 
 import httptools
 import httpx
@@ -138,7 +138,9 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-class _Body(httpx.AsyncByteStream):
+class UpstreamBody(httpx.AsyncByteStream):
+    """A response body; `aclose()` gives the connection back to the pool (or closes it)."""
+
     def __init__(
         self, transport: HttpToolsTransport, key: tuple[str, int], conn: _Connection, timeout
     ) -> None:
@@ -169,32 +171,66 @@ class HttpToolsTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme != "http":
             raise httpx.UnsupportedProtocol("only http:// upstreams")
-        timeouts = request.extensions.get("timeout", {})
-        key = (request.url.host, request.url.port or 80)
-        replayable = isinstance(request.stream, httpx.ByteStream)
+        head, chunked = _request_head(request)
+        status, headers, body = await self.send(
+            (request.url.host, request.url.port or 80),
+            head,
+            request.stream,  # type: ignore[arg-type]
+            chunked=chunked,
+            is_head=request.method == "HEAD",
+            replayable=isinstance(request.stream, httpx.ByteStream),
+            timeouts=request.extensions.get("timeout", {}),
+        )
+        return httpx.Response(
+            status, headers=headers, stream=body, extensions={"http_version": b"HTTP/1.1"}
+        )
+
+    async def send(
+        self,
+        key: tuple[str, int],
+        head: bytes,
+        body: AsyncIterable[bytes] | None,
+        *,
+        chunked: bool,
+        is_head: bool,
+        replayable: bool,
+        timeouts: Mapping[str, float | None],
+    ) -> tuple[int, list[tuple[bytes, bytes]], UpstreamBody]:
+        """One exchange without httpx objects (the gateway's hot path): the request head as
+        bytes, a body to stream, back the status, raw headers and a body stream to close."""
         conn, reused = await self._acquire(key, timeouts.get("connect"))
         try:
-            return await self._exchange(request, key, conn, timeouts)
+            await self._exchange(conn, head, body, chunked, timeouts)
         except (httpx.RemoteProtocolError, httpx.WriteError):
-            stale = reused and replayable and not conn.got_bytes
-            if not stale:
+            if not (reused and replayable and not conn.got_bytes):
                 raise
-        # the upstream had closed that idle keep-alive connection: once more on a fresh one
-        conn, _ = await self._acquire(key, timeouts.get("connect"), fresh=True)
-        return await self._exchange(request, key, conn, timeouts)
+            # the upstream had closed that idle keep-alive connection: once more, fresh
+            conn, _ = await self._acquire(key, timeouts.get("connect"), fresh=True)
+            await self._exchange(conn, head, body, chunked, timeouts)
+        if is_head:
+            # the parser cannot know that no body follows: done, and never reused
+            conn.complete = True
+            conn.closed = True
+        status = conn.parser.get_status_code()
+        return status, conn.headers, UpstreamBody(self, key, conn, timeouts.get("read"))
 
     async def _exchange(
-        self, request: httpx.Request, key: tuple[str, int], conn: _Connection, timeouts: dict
-    ) -> httpx.Response:
+        self,
+        conn: _Connection,
+        head: bytes,
+        body: AsyncIterable[bytes] | None,
+        chunked: bool,
+        timeouts: Mapping[str, float | None],
+    ) -> None:
         """Send the request, wait for the response head; the connection is closed on failure."""
-        head, chunked = _request_head(request)
         try:
             await conn.write(head)
-            try:
-                async with asyncio.timeout(timeouts.get("write")):
-                    await _write_body(conn, request.stream, chunked)  # type: ignore[arg-type]
-            except TimeoutError:
-                raise httpx.WriteTimeout("upstream did not take the body in time") from None
+            if body is not None:
+                try:
+                    async with asyncio.timeout(timeouts.get("write")):
+                        await _write_body(conn, body, chunked)
+                except TimeoutError:
+                    raise httpx.WriteTimeout("upstream did not take the body in time") from None
             try:
                 async with asyncio.timeout(timeouts.get("read")):
                     await conn.head
@@ -203,16 +239,6 @@ class HttpToolsTransport(httpx.AsyncBaseTransport):
         except BaseException:
             conn.close()
             raise
-        if request.method == "HEAD":
-            # the parser cannot know that no body follows: done, and never reused
-            conn.complete = True
-            conn.closed = True
-        return httpx.Response(
-            conn.parser.get_status_code(),
-            headers=conn.headers,
-            stream=_Body(self, key, conn, timeouts.get("read")),
-            extensions={"http_version": b"HTTP/1.1"},
-        )
 
     async def _acquire(
         self, key: tuple[str, int], connect_timeout: float | None, fresh: bool = False
@@ -264,7 +290,7 @@ def _request_head(request: httpx.Request) -> tuple[bytes, bool]:
     return b"\r\n".join(lines) + b"\r\n\r\n", chunked
 
 
-async def _write_body(conn: _Connection, stream: httpx.AsyncByteStream, chunked: bool) -> None:
+async def _write_body(conn: _Connection, stream: AsyncIterable[bytes], chunked: bool) -> None:
     async for chunk in stream:
         if not chunk:
             continue
