@@ -1,4 +1,4 @@
-"""The reverse proxy: one shared pooled `httpx.AsyncClient`, bodies streamed both ways.
+"""The reverse proxy over the shared client's connection pool, bodies streamed both ways.
 
 Pure ASGI on purpose: the gateway is benchmarked in requests/s, so the hot path builds no
 framework request/response objects and logs nothing unless something fails.
@@ -77,8 +77,8 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 
     httpcore's pool scans all of its connections (quadratically) on every request and every
     response close, so one pool of 64 busy connections costs more CPU than the proxying
-    itself; many small pools keep that scan short (about 2x the requests/s at 32 concurrent
-    clients, 2.5x at 128, on a 2-core machine).
+    itself; many small pools keep that scan short (2-3x the requests/s of one pool at 32 and
+    more concurrent clients). Only used with `upstream_transport="httpcore"`.
     """
 
     def __init__(self, shards: int, limits: httpx.Limits) -> None:
