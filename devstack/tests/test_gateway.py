@@ -23,11 +23,21 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(processes: Processes) -> Stack:
+def upstreams(processes: Processes) -> tuple[str, str, str]:
     identity, share = processes.upstream("identity"), processes.upstream("share")
     mail, _ = processes.mailcatcher()
+    return identity, share, mail
+
+
+@pytest.fixture(scope="module", params=["httptools", "httpcore"])
+def stack(
+    request: pytest.FixtureRequest, processes: Processes, upstreams: tuple[str, str, str]
+) -> Stack:
+    """The same tests through both upstream transports."""
+    identity, share, mail = upstreams
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    gateway = processes.gateway({"identity": identity, "share": share, "audit": down}, mail)
+    routes = {"identity": identity, "share": share, "audit": down}
+    gateway = processes.gateway(routes, mail, upstream_transport=request.param)
     return Stack(gateway, identity, share, mail)
 
 
@@ -124,9 +134,10 @@ def test_unknown_path_is_a_404_problem(stack: Stack) -> None:
 
 
 def test_dev_mail_and_sms_reach_the_mail_catcher(stack: Stack) -> None:
-    sms = {"to": "+32470999999", "text": "via the gateway", "sender": "StudyShare"}
+    number = f"+32470{stack.gateway.rsplit(':', 1)[1]:0>6}"  # one per gateway under test
+    sms = {"to": number, "text": "via the gateway", "sender": "StudyShare"}
     assert httpx.post(f"{stack.gateway}/dev/sms", json=sms).status_code == 201
-    listed = httpx.get(f"{stack.gateway}/dev/sms", params={"to": "+32470999999"}).json()
+    listed = httpx.get(f"{stack.gateway}/dev/sms", params={"to": number}).json()
     assert [s["text"] for s in listed] == ["via the gateway"]
     assert httpx.get(f"{stack.gateway}/dev/mail").status_code == 200
 

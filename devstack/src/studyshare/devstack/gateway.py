@@ -60,7 +60,10 @@ class Gateway:
             pool=5.0,
         )
         transport = build_transport(
-            settings.max_connections, settings.max_keepalive_connections, settings.pool_shards
+            settings.upstream_transport,
+            settings.max_connections,
+            settings.max_keepalive_connections,
+            settings.pool_shards,
         )
         self.client = build_client(transport, timeout)
         self.proxy = ReverseProxy(transport, timeout, self.route)

@@ -1,4 +1,4 @@
-"""The reverse proxy: one shared pooled `httpx.AsyncClient`, bodies streamed both ways.
+"""The reverse proxy over the shared client's connection pool, bodies streamed both ways.
 
 Pure ASGI on purpose: the gateway is benchmarked in requests/s, so the hot path builds no
 framework request/response objects and logs nothing unless something fails.
@@ -17,6 +17,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import Receive, Scope, Send
 
 from studyshare.devstack.problem import send_problem
+from studyshare.devstack.upstream import HttpToolsTransport
 from studyshare.plumbing.logging import get_logger
 
 log = get_logger(__name__)
@@ -39,8 +40,10 @@ HOP_BY_HOP = frozenset(
 CORRELATION = b"x-correlation-id"
 FORWARDED_FOR = b"x-forwarded-for"
 #: the gateway is the edge: it sets these itself, whatever the client claims
+#: (and `expect`: uvicorn already answered the client's 100-continue)
 DROP_REQUEST = HOP_BY_HOP | {
     b"host",
+    b"expect",
     CORRELATION,
     FORWARDED_FOR,
     b"x-forwarded-proto",
@@ -75,8 +78,8 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 
     httpcore's pool scans all of its connections (quadratically) on every request and every
     response close, so one pool of 64 busy connections costs more CPU than the proxying
-    itself; many small pools keep that scan short (about 2x the requests/s at 32 concurrent
-    clients, 2.5x at 128, on a 2-core machine).
+    itself; many small pools keep that scan short (2-3x the requests/s of one pool at 32 and
+    more concurrent clients). Only used with `upstream_transport="httpcore"`.
     """
 
     def __init__(self, shards: int, limits: httpx.Limits) -> None:
@@ -100,8 +103,14 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 
 
 def build_transport(
-    max_connections: int = 1000, max_keepalive_connections: int = 200, shards: int = 32
-) -> ShardedTransport:
+    kind: str = "httptools",
+    max_connections: int = 1000,
+    max_keepalive_connections: int = 200,
+    shards: int = 32,
+) -> httpx.AsyncBaseTransport:
+    """`httptools` (lean, the default) or `httpcore` (httpx's own, sharded)."""
+    if kind == "httptools":
+        return HttpToolsTransport(max_idle_per_origin=max_keepalive_connections)
     limits = httpx.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_keepalive_connections,
@@ -120,34 +129,39 @@ def build_client(transport: httpx.AsyncBaseTransport, timeout: httpx.Timeout) ->
 class ReverseProxy:
     """Forwards a request to the upstream the router names and streams the answer back.
 
-    Talks to the shared client's transport directly: a proxy needs none of the client's
-    cookie jar, redirect and auth handling, and skipping them is measurably faster."""
+    With the lean transport it writes the request head itself and builds no httpx objects;
+    with any other httpx transport it goes through `httpx.Request`. Either way it skips the
+    client's cookie jar, redirect and auth handling, which a proxy has no use for."""
 
     def __init__(
         self, transport: httpx.AsyncBaseTransport, timeout: httpx.Timeout, router: Router
     ) -> None:
         self.transport = transport
-        self.timeout = {"timeout": timeout.as_dict()}
+        self.lean = transport if isinstance(transport, HttpToolsTransport) else None
+        self.timeouts = timeout.as_dict()
         self.router = router
+        self._origins: dict[str, tuple[tuple[str, int], bytes, bytes]] = {}
         self._metrics: dict[tuple[str, int], Counter] = {}
         self._latency: dict[str, Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
-        cid = b""
-        forwarded = b""
-        has_body = False
+        cid = forwarded = host = b""
+        length: bytes | None = None
+        streamed = False
         for name, value in raw_headers:
             lname = name.lower()
             if lname == CORRELATION:
                 cid = value[:128]
             elif lname == FORWARDED_FOR:
                 forwarded = value
+            elif lname == b"host":
+                host = value
             elif lname == b"content-length":
-                has_body = value != b"0"
+                length = value
             elif lname == b"transfer-encoding":
-                has_body = True
+                streamed = True
         if not cid:
             cid = uuid.uuid4().hex.encode()
         echo = [(CORRELATION, cid)]
@@ -169,32 +183,56 @@ class ReverseProxy:
         headers.append((FORWARDED_FOR, forwarded + b", " + client_ip if forwarded else client_ip))
         headers.append((CORRELATION, cid))
         headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
-        for k, v in raw_headers:
-            if k == b"host":
-                headers.append((b"x-forwarded-host", v))
-                break
+        if host:
+            headers.append((b"x-forwarded-host", host))
+        has_body = streamed or (length is not None and length != b"0")
+        raw_path = scope.get("raw_path") or quote(path).encode()
+        query = scope["query_string"]
+        method: str = scope["method"]
 
-        raw_path = scope.get("raw_path")
-        url = base + (raw_path.decode("latin-1") if raw_path else quote(path))
-        if scope["query_string"]:
-            url += "?" + scope["query_string"].decode("latin-1")
-        request = httpx.Request(
-            scope["method"],
-            url,
-            headers=headers,
-            content=_body(receive) if has_body else None,
-            extensions=self.timeout,
-        )
         started = time.perf_counter()
         try:
-            response = await self.transport.handle_async_request(request)
+            if self.lean is not None:
+                key, host_header, prefix = self._origin(base)
+                headers.append((b"host", host_header))
+                if has_body and length is None:
+                    headers.append((b"transfer-encoding", b"chunked"))
+                request_target = prefix + raw_path + (b"?" + query if query else b"")
+                head = b"%b %b HTTP/1.1\r\n%b\r\n\r\n" % (
+                    method.encode(),
+                    request_target,
+                    b"\r\n".join(k + b": " + v for k, v in headers),
+                )
+                status, out_headers, stream = await self.lean.send(
+                    key,
+                    head,
+                    _body(receive) if has_body else None,
+                    chunked=has_body and length is None,
+                    is_head=method == "HEAD",
+                    replayable=not has_body,
+                    timeouts=self.timeouts,
+                )
+            else:
+                url = base + raw_path.decode("latin-1")
+                if query:
+                    url += "?" + query.decode("latin-1")
+                request = httpx.Request(
+                    method,
+                    url,
+                    headers=headers,
+                    content=_body(receive) if has_body else None,
+                    extensions={"timeout": self.timeouts},
+                )
+                response = await self.transport.handle_async_request(request)
+                status, out_headers = response.status_code, response.headers.raw
+                stream = response.stream  # type: ignore[assignment]
         except httpx.TimeoutException as exc:
-            status = 503 if isinstance(exc, httpx.PoolTimeout) else 504
-            self._count(name, status)
+            code = 503 if isinstance(exc, httpx.PoolTimeout) else 504
+            self._count(name, code)
             log.warning("gateway.upstream_timeout", upstream=name, error=type(exc).__name__)
             await send_problem(
                 send,
-                status,
+                code,
                 "Upstream timeout",
                 f"The {name} service did not answer in time",
                 echo,
@@ -209,15 +247,13 @@ class ReverseProxy:
             )
             return
         self._observe(name, time.perf_counter() - started)
-        self._count(name, response.status_code)
+        self._count(name, status)
         try:
-            drop = _drop_listed(response.headers.raw, DROP_RESPONSE)
-            out = [(k, v) for k, v in response.headers.raw if k.lower() not in drop]
+            drop = _drop_listed(out_headers, DROP_RESPONSE)
+            out = [(k, v) for k, v in out_headers if k.lower() not in drop]
             out.append((CORRELATION, cid))
-            await send(
-                {"type": "http.response.start", "status": response.status_code, "headers": out}
-            )
-            async for chunk in response.stream:  # type: ignore[union-attr]
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            async for chunk in stream:
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
@@ -226,7 +262,17 @@ class ReverseProxy:
             log.warning("gateway.upstream_broke", upstream=name, error=type(exc).__name__)
             raise
         finally:
-            await response.aclose()
+            await stream.aclose()
+
+    def _origin(self, base: str) -> tuple[tuple[str, int], bytes, bytes]:
+        """`((host, port), Host header, path prefix)` of an upstream base URL, parsed once."""
+        origin = self._origins.get(base)
+        if origin is None:
+            url = httpx.URL(base)
+            host_header = url.netloc
+            origin = ((url.host, url.port or 80), host_header, url.raw_path.rstrip(b"/"))
+            self._origins[base] = origin
+        return origin
 
     def _count(self, upstream: str, status: int) -> None:
         key = (upstream, status)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,6 +38,8 @@ class GatewaySettings(BaseSettings):
     read_timeout_s: float = 300.0
     max_connections: int = 1000
     max_keepalive_connections: int = 200
+    #: `httptools`: the lean transport (default); `httpcore`: httpx's own, in `pool_shards` pools
+    upstream_transport: Literal["httptools", "httpcore"] = "httptools"
     pool_shards: int = Field(default=32, ge=1)
     openapi_cache_s: float = 5.0
 
