@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studyshare.devstack.cli import app, repo_root
 from typer.testing import CliRunner
+
+from studyshare.devstack.cli import app, repo_root
 
 
 def test_commands_are_there() -> None:

@@ -6,6 +6,7 @@ import sys
 
 import httpx
 import pytest
+
 from studyshare.devstack.upstream import HttpToolsTransport
 from studyshare.plumbing.infra import free_port
 
