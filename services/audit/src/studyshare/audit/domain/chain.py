@@ -29,7 +29,7 @@ from studyshare.audit.domain.entries import utc
 
 GENESIS = "0" * 64
 # Fields that are not part of an entry's content: its hash, and the ledger (generation) fields.
-VOLATILE = frozenset({"hash", "seq", "chain_hash", "recorded_at"})
+VOLATILE = frozenset({"hash", "seq", "chain_hash", "prev_chain_hash", "recorded_at"})
 LEDGER_HEAD = "__ledger__"
 
 
@@ -73,6 +73,7 @@ class Ledger:
     def record(self, entry: dict[str, Any]) -> dict[str, Any]:
         self.seq += 1
         entry["seq"] = self.seq
+        entry["prev_chain_hash"] = self.chain_hash
         entry["chain_hash"] = self.chain_hash = ledger_hash(
             self.seq, entry["hash"], self.chain_hash
         )
@@ -98,6 +99,7 @@ class ChainVerifier:
     problems: list[ChainProblem] = field(default_factory=list)
     _expected_seq: int = 1
     _chain: str = GENESIS
+    _misplaced_before: bool = False
     _streams: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # hash, version, seq
 
     def _problem(self, seq: int, kind: ProblemKind, detail: str, entry_id: Any = None) -> None:
@@ -118,18 +120,34 @@ class ChainVerifier:
         elif seq < self._expected_seq:
             self._problem(seq, "reordered", f"seq {seq} appears after seq {self._expected_seq - 1}")
         intact = entry_hash(entry) == entry.get("hash")
-        misplaced = False
+        prev_chain = str(entry.get("prev_chain_hash"))
+        in_place = ledger_hash(seq, str(entry.get("hash")), prev_chain) == entry.get("chain_hash")
         if not intact:
             self._problem(seq, "changed", "the entry no longer matches its hash", entry_id)
-        elif not gap and ledger_hash(seq, entry["hash"], self._chain) != entry.get("chain_hash"):
-            misplaced = True
-            self._problem(seq, "reordered", "the entry is not where it was recorded", entry_id)
-        if not misplaced:
+        elif not in_place:
+            origin = self._recorded_seq(entry, seq)
+            if origin is None:
+                self._problem(seq, "changed", "the entry's ledger fields were rewritten", entry_id)
+            else:
+                self._problem(seq, "reordered", f"the entry was recorded at seq {origin}", entry_id)
+        elif not gap and not self._misplaced_before and prev_chain != self._chain:
+            self._problem(seq - 1, "changed", "the ledger link to the previous entry breaks")
+        if in_place:
             self._check_stream(entry, seq, entry_id)
         else:
             self._remember(entry, seq)
+        self._misplaced_before = not in_place
         self._chain = str(entry.get("chain_hash"))
         self._expected_seq = max(self._expected_seq, seq + 1)
+
+    @staticmethod
+    def _recorded_seq(entry: Mapping[str, Any], seq: int, reach: int = 1000) -> int | None:
+        """Where a moved (but intact) entry was recorded: the seq its ledger hash fits."""
+        hash_, prev = str(entry.get("hash")), str(entry.get("prev_chain_hash"))
+        for candidate in range(max(1, seq - reach), seq + reach + 1):
+            if ledger_hash(candidate, hash_, prev) == entry.get("chain_hash"):
+                return candidate
+        return None
 
     def _check_stream(self, entry: Mapping[str, Any], seq: int, entry_id: Any) -> None:
         stream = str(entry.get("stream"))
@@ -161,8 +179,8 @@ class ChainVerifier:
     def _remember(self, entry: Mapping[str, Any], seq: int) -> None:
         stream = str(entry.get("stream"))
         version = int(entry.get("aggregate_version") or 0)
-        last_version = self._streams.get(stream, (GENESIS, 0, 0))[1]
-        self._streams[stream] = (str(entry.get("hash")), max(version, last_version), seq)
+        if version >= self._streams.get(stream, (GENESIS, 0, 0))[1]:
+            self._streams[stream] = (str(entry.get("hash")), version, seq)
 
     def finish(self, head: Mapping[str, Any] | None) -> None:
         """Compare the end of the walk with the recorded head (catches a removed tail)."""
