@@ -16,7 +16,7 @@ def iso(dt) -> str:
 
 
 async def test_study_logging_lists_every_event_touching_the_study_paginated(api, test_tokens):
-    client, story, ids, _ = api
+    client, _story, ids, _ = api
     auditor = test_tokens.user("usr_auditor", "auditor")
     seen, offset = [], 0
     while offset is not None:

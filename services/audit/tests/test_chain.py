@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import copy
 
-from .scenario import full_story
 from studyshare.audit.domain.chain import GENESIS, ChainVerifier, Ledger, entry_hash, seal
 from studyshare.audit.domain.entries import build_entry
+
+from .scenario import full_story
 
 
 def chained():

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .scenario import full_story
 from studyshare.audit.domain.entries import build_entry
+
+from .scenario import full_story
 
 
 def entries_by_type():
