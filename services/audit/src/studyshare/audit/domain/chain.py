@@ -133,7 +133,7 @@ class ChainVerifier:
         elif not gap and not self._misplaced_before and prev_chain != self._chain:
             self._problem(seq - 1, "changed", "the ledger link to the previous entry breaks")
         if in_place:
-            self._check_stream(entry, seq, entry_id)
+            self._check_stream(entry, seq, entry_id, after_gap=gap)
         else:
             self._remember(entry, seq)
         self._misplaced_before = not in_place
@@ -149,7 +149,9 @@ class ChainVerifier:
                 return candidate
         return None
 
-    def _check_stream(self, entry: Mapping[str, Any], seq: int, entry_id: Any) -> None:
+    def _check_stream(
+        self, entry: Mapping[str, Any], seq: int, entry_id: Any, after_gap: bool = False
+    ) -> None:
         stream = str(entry.get("stream"))
         version = int(entry.get("aggregate_version") or 0)
         last_hash, last_version, last_seq = self._streams.get(stream, (GENESIS, 0, 0))
@@ -162,12 +164,13 @@ class ChainVerifier:
                     entry_id,
                 )
             elif (version and version > last_version + 1) or last_seq == 0:
-                self._problem(
-                    seq,
-                    "removed",
-                    f"the entry before {stream} v{version} in its stream is missing",
-                    entry_id,
-                )
+                if not after_gap:  # else the missing seq just reported explains it
+                    self._problem(
+                        seq,
+                        "removed",
+                        f"the entry before {stream} v{version} in its stream is missing",
+                        entry_id,
+                    )
             else:
                 self._problem(
                     last_seq,
