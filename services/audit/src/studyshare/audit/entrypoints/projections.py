@@ -13,17 +13,45 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from studyshare.audit.adapters.batching import find_in
 from studyshare.audit.domain.chain import GENESIS, LEDGER_HEAD, Ledger, seal
 from studyshare.audit.domain.entries import build_entry
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.topics import TOPICS
-from studyshare.plumbing.projection import Projection, ProjectionContext
+from studyshare.plumbing.projection import (
+    GenerationPointer,
+    Projection,
+    ProjectionContext,
+    collection_name,
+)
 
+RECENT_STREAMS = 300_000  # stream heads remembered per generation (a few dozen MB at most)
 ENTRIES = "entries"
 HEADS = "heads"
 BUCKETS = "buckets"
 STUDIES = "studies"
 REFERENCES = "references"
+
+
+async def ensure_indexes(db: AsyncDatabase, generation: int) -> None:
+    """Create (idempotently) the indexes the audit queries need in one generation."""
+
+    def c(name: str) -> AsyncCollection:
+        return db[collection_name(AuditLogProjection.name, generation, name)]
+
+    entries = c(ENTRIES)
+    await entries.create_index([("seq", ASCENDING)], unique=True)
+    await entries.create_index([("study_uids", ASCENDING), ("occurred_at", ASCENDING)])
+    await entries.create_index([("actors", ASCENDING), ("occurred_at", ASCENDING)])
+    await entries.create_index([("reference_numbers", ASCENDING)])
+    await entries.create_index([("subjects", ASCENDING)])
+    await entries.create_index([("stream", ASCENDING), ("aggregate_version", DESCENDING)])
+    await entries.create_index([("occurred_at", ASCENDING)])
+    await c(STUDIES).create_index([("department_id", ASCENDING)])
+    await c(STUDIES).create_index([("patient_id", ASCENDING)])
+    await c(REFERENCES).create_index([("study_uid", ASCENDING)])
 
 
 def entry_key(stream: str, version: int) -> str:
@@ -44,19 +72,15 @@ class AuditLogProjection(Projection):
     topics: ClassVar[tuple[str, ...]] = tuple(t.name for t in TOPICS)
     collections: ClassVar[tuple[str, ...]] = (ENTRIES, HEADS, BUCKETS, STUDIES, REFERENCES)
 
+    def __init__(self) -> None:
+        self._recent: dict[int, dict[str, tuple[int, str]]] = {}
+
     async def setup(self, ctx: ProjectionContext) -> None:
-        entries = ctx.collection(ENTRIES)
-        await entries.create_index([("seq", ASCENDING)], unique=True)
-        await entries.create_index([("study_uids", ASCENDING), ("occurred_at", ASCENDING)])
-        await entries.create_index([("actors", ASCENDING), ("occurred_at", ASCENDING)])
-        await entries.create_index([("reference_numbers", ASCENDING)])
-        await entries.create_index([("subjects", ASCENDING)])
-        await entries.create_index([("stream", ASCENDING), ("aggregate_version", DESCENDING)])
-        await entries.create_index([("occurred_at", ASCENDING)])
-        await entries.create_index([("event_type", ASCENDING), ("occurred_at", ASCENDING)])
-        await ctx.collection(STUDIES).create_index([("department_id", ASCENDING)])
-        await ctx.collection(STUDIES).create_index([("patient_id", ASCENDING)])
-        await ctx.collection(REFERENCES).create_index([("study_uid", ASCENDING)])
+        """Indexes of the live generation. A generation being rebuilt beside the live one is
+        bulk-loaded without secondary indexes; they are built once it is complete (see
+        `ensure_indexes`), which is much cheaper than maintaining them entry by entry."""
+        if await GenerationPointer(ctx.db, self.name, cache_s=0).current() == ctx.generation:
+            await ensure_indexes(ctx.db, ctx.generation)
 
     async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
         session = ctx.session
@@ -65,14 +89,16 @@ class AuditLogProjection(Projection):
         buckets_c = ctx.collection(BUCKETS)
 
         previous = await self._previous_links(events, ctx)
-        bucket_ids = {
+        recent = self._recent.setdefault(ctx.generation, {})
+        if len(recent) > RECENT_STREAMS:
+            recent.clear()
+        wanted_buckets = {
             str(e.payload.get("bucket_id") or e.aggregate_id)
             for e in events
-            if e.aggregate_type == "Bucket"
+            if e.aggregate_type == "Bucket" and e.event_type != "StudyShared"
         }
         buckets: dict[str, dict[str, Any]] = {
-            d["_id"]: d
-            async for d in buckets_c.find({"_id": {"$in": sorted(bucket_ids)}}, session=session)
+            d["_id"]: d async for d in find_in(buckets_c, "_id", wanted_buckets, session=session)
         }
         head = await heads.find_one({"_id": LEDGER_HEAD}, session=session)
         ledger = Ledger(head["seq"], head["chain_hash"]) if head else Ledger()
@@ -100,12 +126,14 @@ class AuditLogProjection(Projection):
                 "AccessRevoked",
                 "StudyRemovedFromBucket",
             ):
-                if p.get("study_uid") and p.get("scope", "study") == "study":
-                    bucket["removed"].append(p["study_uid"])
+                uid = p.get("study_uid")
+                if uid and p.get("scope", "study") == "study" and uid not in bucket["removed"]:
+                    bucket["removed"].append(uid)
                     changed_buckets.add(bucket_id)
             stream = entry["stream"]
             seal(entry, previous.get(stream, GENESIS))
             previous[stream] = entry["hash"]
+            recent[stream] = (envelope.aggregate_version, entry["hash"])
             ledger.record(entry)
             entry["recorded_at"] = recorded_at
             docs.append(entry)
@@ -145,25 +173,33 @@ class AuditLogProjection(Projection):
     ) -> dict[str, str]:
         """The hash of the entry before each stream's first event in this batch.
 
-        The runner applies an aggregate's events in version order, so the predecessor is
-        normally version - 1 (one `_id` lookup for the whole batch); after a version gap the
-        latest entry of the stream is looked up by index.
+        Usually known from the last batches (`_recent`: version and hash of each stream's last
+        entry written by this process). That memory is trusted only when it holds exactly
+        version - 1, so a batch that was rolled back and retried, or a stream another
+        process wrote meanwhile, falls back to the database: an `_id` lookup of version - 1,
+        then (after a version gap) the stream's latest entry.
         """
+        recent = self._recent.get(ctx.generation, {})
         first: dict[str, int] = {}
         for e in events:
             first.setdefault(e.aggregate_id, e.aggregate_version)
-        wanted = {entry_key(s, v - 1): s for s, v in first.items() if v > 1}
+        found: dict[str, str] = {}
+        wanted: dict[str, str] = {}
+        for stream, version in first.items():
+            if version <= 1:
+                continue
+            known = recent.get(stream)
+            if known is not None and known[0] == version - 1:
+                found[stream] = known[1]
+            else:
+                wanted[entry_key(stream, version - 1)] = stream
         if not wanted:
-            return {}
+            return found
         entries = ctx.collection(ENTRIES)
-        found = {
-            d["stream"]: d["hash"]
-            async for d in entries.find(
-                {"_id": {"$in": sorted(wanted)}},
-                {"stream": 1, "hash": 1},
-                session=ctx.session,
-            )
-        }
+        async for d in find_in(
+            entries, "_id", wanted, {"stream": 1, "hash": 1}, session=ctx.session
+        ):
+            found[d["stream"]] = d["hash"]
         for stream in set(wanted.values()) - set(found):
             latest = await entries.find_one(
                 {"stream": stream, "aggregate_version": {"$lt": first[stream]}},

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
-from studyshare.audit.entrypoints.projections import AuditLogProjection
+from studyshare.audit.entrypoints.projections import AuditLogProjection, ensure_indexes
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.plumbing.projection import ProjectionRunner
 
@@ -21,7 +21,8 @@ async def rebuild_from_envelopes(
     batch_size: int = 5000,
     switch: bool = False,
 ) -> tuple[int, int]:
-    """Apply `envelopes` (in order) to a new generation; return (generation, events applied)."""
+    """Apply `envelopes` (in order) to a new generation, then build its indexes; return
+    (generation, events applied)."""
     runner = ProjectionRunner(AuditLogProjection(), db)
     generation = await runner.pointer.current() + 1
     await runner.drop_generation(generation)
@@ -30,6 +31,7 @@ async def rebuild_from_envelopes(
         applied += await runner.apply_batch(
             envelopes[start : start + batch_size], generation=generation
         )
+    await ensure_indexes(db, generation)
     if switch:
         await runner.pointer.switch(generation)
     return generation, applied
