@@ -19,9 +19,10 @@ from studyshare.audit.entrypoints.projections import (
     REFERENCES,
     STUDIES,
     AuditLogProjection,
+    ensure_indexes,
 )
 from studyshare.plumbing.logging import get_logger
-from studyshare.plumbing.projection import GenerationPointer
+from studyshare.plumbing.projection import GenerationPointer, collection_name
 
 log = get_logger(__name__)
 
@@ -58,9 +59,18 @@ class AuditStore:
     def __init__(self, db: AsyncDatabase) -> None:
         self.db = db
         self.pointer = GenerationPointer(db, AuditLogProjection.name)
+        self._indexed: set[int] = set()
 
     async def _c(self, name: str):
-        return await self.pointer.collection(name)
+        """A collection of the live generation, whose indexes exist before it is read."""
+        generation = await self.pointer.current()
+        if generation not in self._indexed:
+            try:
+                await ensure_indexes(self.db, generation)
+            except PyMongoError as exc:  # e.g. a tampered log with duplicate seqs: still read
+                log.warning("audit.indexes_failed", generation=generation, error=str(exc))
+            self._indexed.add(generation)
+        return self.db[collection_name(AuditLogProjection.name, generation, name)]
 
     # -- lookups ---------------------------------------------------------------------------
     async def study(self, uid: str) -> dict[str, Any] | None:
