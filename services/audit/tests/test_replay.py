@@ -139,6 +139,9 @@ async def test_worker_subprocess_then_replay_command_rebuilds_an_equal_log(
         assert replay.returncode == 0, replay.stderr[-3000:]
         assert "generation 1 live" in replay.stdout
         assert await GenerationPointer(mongo_db, "audit_log").current() == 1
+        indexes = await mongo_db[collection_name("audit_log", 1, "entries")].index_information()
+        assert any(spec["key"] == [("seq", 1)] and spec.get("unique") for spec in indexes.values())
+        assert any(spec["key"][0] == ("study_uids", 1) for spec in indexes.values())
         after = await snapshot(mongo_db, 1)
         assert before["entries"] and after == before
         report = await AuditStore(mongo_db).verify()

@@ -221,7 +221,9 @@ class AuditStore:
             verifier = ChainVerifier()
             async for doc in entries.find({}).sort("seq", ASCENDING):
                 verifier.check(doc)
-            verifier.finish(await head.find_one({"_id": LEDGER_HEAD}))
+            recorded = await head.find_one({"_id": LEDGER_HEAD})
+            verifier.finish(recorded)
+            verifier.head = recorded
             result[label] = verifier
         return result
 

@@ -97,6 +97,7 @@ class ChainVerifier:
 
     checked: int = 0
     problems: list[ChainProblem] = field(default_factory=list)
+    head: Mapping[str, Any] | None = None
     _expected_seq: int = 1
     _chain: str = GENESIS
     _misplaced_before: bool = False

@@ -229,6 +229,10 @@ class ChainReport(BaseModel):
     ok: bool
     checked: int
     problems: list[ChainIssue]
+    head_seq: int = Field(description="last seq the chain head records")
+    head_chain_hash: str | None = Field(
+        default=None, description="the head's chain hash: keep it elsewhere to anchor the log"
+    )
 
 
 class VerifyReport(BaseModel):

@@ -160,6 +160,8 @@ async def verify_report(store: AuditStore) -> dict[str, Any]:
             "ok": v.ok,
             "checked": v.checked,
             "problems": [p.__dict__ for p in v.problems[:1000]],
+            "head_seq": (v.head or {}).get("seq", 0),
+            "head_chain_hash": (v.head or {}).get("chain_hash"),
         }
         for name, v in chains.items()
     }
