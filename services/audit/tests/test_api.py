@@ -109,6 +109,8 @@ async def test_access_tab_lists_grants_break_the_glass_transfers_buckets_and_ref
     alice = next(u for u in tab["users"] if u["recipient_id"] == ids["alice"])
     assert (alice["granted_by"], alice["state"]) == (ids["sender"], "revoked")
     assert [g["recipient_id"] for g in tab["groups"]] == [ids["group"]]
+    assert tab["groups"][0]["name"] == "Practice"
+    assert tab["groups"][0]["members"] == sorted([ids["bob"], ids["dave"]])
     assert tab["break_the_glass"][0]["reason"] == "emergency: patient unconscious"
     assert tab["transfers"][0]["destination_id"] == "PACS_A"
     assert {b["bucket_id"]: b["state"] for b in tab["buckets"]}[ids["bucket2"]] == "revoked"
@@ -133,6 +135,12 @@ async def test_access_at_answers_from_the_log(api, test_tokens):
     assert not any(x.get("bucket_id") == ids["bucket"] for x in r.json()["could_open"])
     r = await client.get(url, params={"t": "not-a-time"}, headers=auditor)
     assert r.status_code == 422
+    naive = (T0 + timedelta(minutes=20, seconds=30)).replace(tzinfo=None).isoformat()
+    r = await client.get(url, params={"t": naive}, headers=auditor)
+    assert r.status_code == 200, "a time without offset is UTC"
+    assert (ids["glass"], "break_the_glass") in {
+        (x["principal_id"], x["via"]) for x in r.json()["could_open"]
+    }
 
 
 async def test_alerts_list_locks_break_the_glass_and_bursts(api, test_tokens):

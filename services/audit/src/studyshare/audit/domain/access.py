@@ -367,6 +367,7 @@ class Directory:
     """Group members and department members, folded from identity entries."""
 
     groups: dict[str, set[str]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
     departments: dict[str, set[str]] = field(default_factory=dict)  # user -> departments
     deactivated: set[str] = field(default_factory=set)
 
@@ -379,6 +380,7 @@ class Directory:
                 members = {*(p.get("member_ids") or []), *(p.get("admin_ids") or [])}
                 members.add(p.get("primary_contact_id"))
                 self.groups[p["group_id"]] = {m for m in members if m}
+                self.names[p["group_id"]] = p.get("name")
             elif t == "GroupMemberAdded":
                 self.groups.setdefault(p["group_id"], set()).add(p["user_id"])
             elif t == "GroupMemberRemoved":

@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 from studyshare.audit.adapters.store import AuditStore, LogFilter
+from studyshare.audit.domain.entries import utc
 from studyshare.audit.entrypoints.schemas import (
     AccessAt,
     AccessOverview,
@@ -51,6 +52,11 @@ StudyParam = Annotated[str, Query(min_length=1, max_length=128, description="Stu
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 
 
+def aware(value: datetime | None) -> datetime | None:
+    """A time without offset is read as UTC."""
+    return None if value is None else utc(value)
+
+
 def _page(items: list[dict], total: int, offset: int, limit: int) -> LogPage:
     following = offset + len(items)
     return LogPage(
@@ -81,7 +87,7 @@ async def study_log(
     offset: Offset = 0,
     limit: Limit = 50,
 ) -> LogPage:
-    f = LogFilter(None, actor, patient_id, event_type, category, since, until)
+    f = LogFilter(None, actor, patient_id, event_type, category, aware(since), aware(until))
     items, total = await q.study_log(principal, uid, f, offset, limit)
     return _page(items, total, offset, limit)
 
@@ -105,7 +111,15 @@ async def log(
     offset: Offset = 0,
     limit: Limit = 50,
 ) -> LogPage:
-    f = LogFilter([study] if study else None, actor, patient_id, event_type, category, since, until)
+    f = LogFilter(
+        [study] if study else None,
+        actor,
+        patient_id,
+        event_type,
+        category,
+        aware(since),
+        aware(until),
+    )
     items, total = await q.log(principal, f, offset, limit)
     return _page(items, total, offset, limit)
 
@@ -132,7 +146,7 @@ async def access_at(
     q: Queries,
     t: Annotated[datetime, Query(description="the moment (ISO 8601)")],
 ) -> AccessAt:
-    return AccessAt.model_validate(await q.access_at(principal, uid, t))
+    return AccessAt.model_validate(await q.access_at(principal, uid, utc(t)))
 
 
 @router.get(
@@ -144,7 +158,7 @@ async def access_at(
 async def alerts(
     principal: CurrentPrincipal, q: Queries, since: Since = None, until: Until = None
 ) -> Alerts:
-    return Alerts.model_validate(await q.alerts(principal, since, until))
+    return Alerts.model_validate(await q.alerts(principal, aware(since), aware(until)))
 
 
 @router.get(

@@ -64,6 +64,8 @@ class Grant(BaseModel):
     state: Literal["active", "locked", "revoked", "expired"]
     revoked_at: datetime | None = None
     revoked_by: str | None = None
+    name: str | None = Field(default=None, description="the group's name (groups only)")
+    members: list[str] | None = Field(default=None, description="the group's members now")
 
 
 class BreakTheGlass(BaseModel):

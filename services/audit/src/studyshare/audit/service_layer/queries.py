@@ -75,7 +75,15 @@ class AuditQueries:
         fold = StudyAccessFold(uid)
         fold.fold(entries)
         now = now or datetime.now(UTC)
-        return {**fold.overview(now), "as_of": now}
+        tab = fold.overview(now)
+        groups = {g["recipient_id"] for g in tab["groups"]}
+        if groups:
+            directory = Directory()
+            directory.fold(await self.store.directory_entries(groups, ()), until=now)
+            for grant in tab["groups"]:
+                grant["name"] = directory.names.get(grant["recipient_id"])
+                grant["members"] = directory.group_members(grant["recipient_id"])
+        return {**tab, "as_of": now}
 
     async def access_at(self, claims: AccessClaims, uid: str, t: datetime) -> dict[str, Any]:
         await self._study_reader(claims, uid)
