@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import Response
@@ -30,8 +30,20 @@ from studyshare.plumbing.http import create_app as create_base_app
 from studyshare.plumbing.http import kafka_ready, mongo_ready, problem_responses
 from studyshare.plumbing.mongo import mongo_client
 
-REFUSALS = problem_responses(401, 403, 422)
-STUDY_REFUSALS = problem_responses(401, 403, 404, 422)
+
+def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`problem_responses`, documented with the media type actually sent
+    (`application/problem+json`; plumbing's helper only documents `application/json`)."""
+    documented = problem_responses(*statuses)
+    for status in statuses:
+        documented[status]["content"] = {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        }
+    return documented
+
+
+REFUSALS = refusals(401, 403, 422)
+STUDY_REFUSALS = refusals(401, 403, 404, 422)
 
 
 def queries(request: Request) -> AuditQueries:
