@@ -328,5 +328,13 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
         bucket_id=i["bucket"],
         note="not yet in the catalogue",
     )  # 32: unknown to this code base, stored generically (no study uid: bucket's studies)
+    ids["admin"] = s.id("usr_depadmin")
+    s.add(
+        identity.DepartmentAdminAssigned(
+            department_id=i["dep"], user_id=ids["admin"], assigned_by="usr_root"
+        ),
+        i["dep"],
+        "usr_root",
+    )  # 33: a department admin, member of the sending department from now on
     ids["download_correlation"] = dl.correlation_id
     return s, ids

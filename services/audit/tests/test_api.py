@@ -133,6 +133,10 @@ async def test_access_at_answers_from_the_log(api, test_tokens):
         url, params={"t": iso(T0 + timedelta(minutes=17, seconds=30))}, headers=auditor
     )
     assert not any(x.get("bucket_id") == ids["bucket"] for x in r.json()["could_open"])
+    r = await client.get(url, params={"t": iso(T0 + timedelta(minutes=40))}, headers=auditor)
+    assert (ids["admin"], "department") in {
+        (x["principal_id"], x["via"]) for x in r.json()["could_open"]
+    }, "assigned department admin opens the department's studies"
     r = await client.get(url, params={"t": "not-a-time"}, headers=auditor)
     assert r.status_code == 422
     naive = (T0 + timedelta(minutes=20, seconds=30)).replace(tzinfo=None).isoformat()

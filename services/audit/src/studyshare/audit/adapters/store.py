@@ -11,6 +11,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
+from studyshare.audit.adapters.batching import find_in
 from studyshare.audit.domain.alerts import BURST_EVENT_TYPES, bursts, single_event_alerts
 from studyshare.audit.domain.chain import GENESIS, LEDGER_HEAD, ChainVerifier, Ledger, seal
 from studyshare.audit.entrypoints.projections import (
@@ -158,31 +159,18 @@ class AuditStore:
         entries = await self._c(ENTRIES)
         groups, departments = sorted(set(group_ids)), sorted(set(department_ids))
         found = [
-            d
-            async for d in entries.find(
-                {"aggregate_type": "Group", "aggregate_id": {"$in": groups}}
-            )
+            d async for d in find_in(entries, "stream", groups, extra={"aggregate_type": "Group"})
         ]
-        users = {
-            d["aggregate_id"]
-            async for d in entries.find(
-                {"aggregate_type": "User", "subjects": {"$in": departments}}, {"aggregate_id": 1}
-            )
-        }
+        naming = [d async for d in find_in(entries, "departments", departments)]
+        users = {d["payload"].get("user_id") for d in naming} - {None}
+        found += [d for d in naming if d["aggregate_type"] != "User"]  # admin assignments
         found += [
             d
-            async for d in entries.find(
-                {
-                    "aggregate_type": "User",
-                    "aggregate_id": {"$in": sorted(users)},
-                    "event_type": {"$in": list(IDENTITY_TYPES)},
-                }
-            )
-        ]
-        found += [
-            d
-            async for d in entries.find(
-                {"event_type": "DepartmentAdminAssigned", "aggregate_id": {"$in": departments}}
+            async for d in find_in(
+                entries,
+                "stream",
+                users,
+                extra={"aggregate_type": "User", "event_type": {"$in": list(IDENTITY_TYPES)}},
             )
         ]
         return found

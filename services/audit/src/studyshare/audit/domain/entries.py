@@ -252,7 +252,7 @@ def build_entry(envelope: EventEnvelope, bucket_studies: Sequence[str] = ()) -> 
     refs = sorted(
         {payload["reference_number"]} if isinstance(payload.get("reference_number"), str) else ()
     )
-    return {
+    entry = {
         "_id": f"{envelope.aggregate_id}:{envelope.aggregate_version}",
         "kind": "event",
         "event_id": str(envelope.event_id),
@@ -273,9 +273,24 @@ def build_entry(envelope: EventEnvelope, bucket_studies: Sequence[str] = ()) -> 
         "study_uids": study_uids_of(envelope, payload, bucket_studies),
         "actors": actors,
         "subjects": sorted(_ids(payload) | set(actors)),
-        "reference_numbers": refs,
         "patient_id": payload.get("patient_id")
         if isinstance(payload.get("patient_id"), str)
         else None,
         "stream": envelope.aggregate_id,
     }
+    # Sparse lookup fields, present only where they mean something (cheap sparse indexes).
+    if refs:
+        entry["reference_numbers"] = refs
+    departments = departments_of(envelope.event_type, payload)
+    if departments:
+        entry["departments"] = departments
+    return entry
+
+
+def departments_of(event_type: str, payload: Mapping[str, Any]) -> list[str]:
+    """Departments a user's identity event names (to expand department grants into members)."""
+    if event_type in ("UserRegistered", "UserRolesChanged"):
+        return sorted({*payload.get("department_ids", []), *payload.get("admin_of", [])})
+    if event_type == "DepartmentAdminAssigned" and isinstance(payload.get("department_id"), str):
+        return [payload["department_id"]]
+    return []
