@@ -61,6 +61,7 @@ class AuditStore:
         self.db = db
         self.pointer = GenerationPointer(db, AuditLogProjection.name)
         self._indexed: set[int] = set()
+        self._reads_indexed = False
 
     async def _c(self, name: str):
         """A collection of the live generation, whose indexes exist before it is read."""
@@ -236,6 +237,9 @@ class AuditStore:
         The API may run several replicas: the head is read and moved in one transaction and
         `seq` is unique, so a concurrent reader loses and retries instead of forking the chain.
         """
+        if not self._reads_indexed:
+            await self.ensure_indexes()
+            self._reads_indexed = True
         reads, heads = self.db[READS], self.db[READS_HEAD]
         last_error: Exception | None = None
         for _ in range(attempts):

@@ -232,8 +232,7 @@ async def start(app: FastAPI, settings: AuditSettings, client=None) -> None:
     client = client or mongo_client(settings)
     app.state.mongo = client
     db = client[settings.database_name]
-    store = AuditStore(db)
-    await store.ensure_indexes()
+    store = AuditStore(db)  # indexes are made on first use: start-up needs no database
     app.state.store = store
     app.state.queries = AuditQueries(store, settings)
 
