@@ -336,5 +336,30 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
         i["dep"],
         "usr_root",
     )  # 33: a department admin, member of the sending department from now on
+    s.add(
+        share.OTPRequested(
+            bucket_id=i["bucket"],
+            recipient_id=i["alice"],
+            otp_id="otp_1",
+            sealed_code="SEALED-SECRET-CODE",
+            expires_at=s.at(10),
+        ),
+        i["bucket"],
+        i["alice"],
+    )  # 34
+    s.add(
+        study.StudyForwardFailed(
+            transfer_id=s.id("trf_rsw"),
+            study_uid=uid,
+            destination_kind="rsw",
+            destination_id="RSW",
+            attempts=2,
+            reason="timeout",
+            requested_by=i["owner"],
+        ),
+        s.id("trf_rsw"),
+        "system-forwarder",
+        kind="system",
+    )  # 35: the regional network did not answer yet
     ids["download_correlation"] = dl.correlation_id
     return s, ids

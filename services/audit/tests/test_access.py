@@ -50,7 +50,11 @@ def test_break_the_glass_list_keeps_who_when_and_why():
 
 def test_transfers_and_downloads_are_listed():
     tab, ids = overview(T0 + timedelta(hours=1))
-    assert [(t["destination_id"], t["status"]) for t in tab["transfers"]] == [("PACS_A", "done")]
+    assert [(t["destination_id"], t["status"]) for t in tab["transfers"]] == [
+        ("PACS_A", "done"),
+        ("RSW", "retrying"),
+    ]
+    assert [(t["destination_id"], t["attempts"]) for t in tab["rsw"]] == [("RSW", 2)]
     assert [d["user_id"] for d in tab["downloads"]] == [ids["owner"]]
 
 

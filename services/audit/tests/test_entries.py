@@ -60,6 +60,7 @@ def test_secrets_and_patient_personal_data_never_reach_the_log():
     assert "$argon2id$secret" not in text
     assert "+32471111111" not in text and "+32470000000" not in text
     assert "J.D." not in text
+    assert "SEALED-SECRET-CODE" not in text
 
 
 def test_unknown_event_types_are_kept_with_their_type_and_payload():
@@ -77,3 +78,29 @@ def test_actor_of_an_access_is_the_user_and_of_a_patient_login_the_reference_num
     login = next(e for e in entries if e["event_type"] == "PatientLoginSucceeded")
     assert f"ref:{ids['ref']}" in login["actors"]
     assert login["reference_numbers"] == [ids["ref"]]
+
+
+def test_a_v1_study_shared_is_upcast_before_it_is_logged():
+    from studyshare.contracts.envelope import EventEnvelope
+
+    v1 = EventEnvelope(
+        event_type="StudyShared",
+        schema_version=1,
+        aggregate_type="Bucket",
+        aggregate_id="bkt_v1",
+        aggregate_version=1,
+        correlation_id="c",
+        payload={
+            "bucket_id": "bkt_v1",
+            "study_uids": ["1.2.3"],
+            "recipient_ids": ["usr_old"],
+            "sender_id": "usr_s",
+            "access_level": "images_report_read",
+            "reason": "r",
+            "language": "en",
+        },
+    )
+    entry = build_entry(v1)
+    assert entry["schema_version"] == 2
+    assert entry["payload"]["recipients"] == [{"recipient_id": "usr_old", "kind": "user"}]
+    assert "usr_old" in entry["subjects"] and entry["study_uids"] == ["1.2.3"]
