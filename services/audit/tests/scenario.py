@@ -361,5 +361,16 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
         "system-forwarder",
         kind="system",
     )  # 35: the regional network did not answer yet
+    s.add(
+        identity.PatientLoginFailed(
+            reference_number=i["ref"],
+            reason="birth_date",
+            failed_attempts=1,
+            source_ip="198.51.100.7",
+        ),
+        f"pat_{i['ref']}",
+        f"ref:{i['ref']}",
+        kind="patient",
+    )  # 36: no study uid in the event: found through its reference number
     ids["download_correlation"] = dl.correlation_id
     return s, ids

@@ -49,6 +49,7 @@ async def test_study_logging_lists_every_event_touching_the_study_paginated(api,
         "PincodeFailed",
         "PatientLoginSucceeded",
         "BucketLabelChanged",
+        "PatientLoginFailed",
     ):
         assert expected in types, expected
     assert "LoginFailed" not in types
@@ -116,6 +117,7 @@ async def test_access_tab_lists_grants_break_the_glass_transfers_buckets_and_ref
     assert {b["bucket_id"]: b["state"] for b in tab["buckets"]}[ids["bucket2"]] == "revoked"
     ref = tab["reference_numbers"][0]
     assert (ref["pincode_set"], ref["pincode_failed_attempts"]) == (True, 2)
+    assert ref["login_failed_attempts"] == 1, "found through the reference number"
 
 
 async def test_access_at_answers_from_the_log(api, test_tokens):
