@@ -163,7 +163,11 @@ def dicom_message(
     ET.SubElement(
         source,
         "AuditSourceTypeCode",
-        {"csd-code": "4", "codeSystemName": "DCM", "originalText": "Application Server Process"},
+        {
+            "csd-code": "4",
+            "codeSystemName": "RFC-3881",
+            "originalText": "Application Server Process",
+        },
     )
     for uid in entry.get("study_uids") or []:
         obj = ET.SubElement(
