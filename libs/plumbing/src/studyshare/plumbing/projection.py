@@ -31,6 +31,7 @@ log = get_logger(__name__)
 
 GENERATIONS = "projection_generations"
 CHECKPOINTS = "_checkpoints"
+IN_CHUNK = 100
 APPLIED = Counter("studyshare_projection_events_total", "Events applied", ["projection", "outcome"])
 
 
@@ -127,8 +128,12 @@ class ProjectionRunner:
     async def _apply(self, envelopes: Sequence[EventEnvelope], ctx: ProjectionContext) -> int:
         checkpoints = ctx.collection(CHECKPOINTS)
         ids = list({e.aggregate_id for e in envelopes})
-        cursor = checkpoints.find({"_id": {"$in": ids}}, session=ctx.session)
-        last = {doc["_id"]: doc["v"] async for doc in cursor}
+        last: dict[str, int] = {}
+        for start in range(0, len(ids), IN_CHUNK):  # a long $in is quadratic on SecantusDB
+            cursor = checkpoints.find(
+                {"_id": {"$in": ids[start : start + IN_CHUNK]}}, session=ctx.session
+            )
+            last.update({doc["_id"]: doc["v"] async for doc in cursor})
         seen = dict(last)
         fresh: list[EventEnvelope] = []
         for envelope in envelopes:
@@ -149,15 +154,20 @@ class ProjectionRunner:
         if not fresh:
             return 0
         await self.projection.apply(fresh, ctx)
-        await checkpoints.bulk_write(
-            [
-                UpdateOne({"_id": aggregate_id}, {"$set": {"v": version}}, upsert=True)
-                for aggregate_id, version in seen.items()
-                if last.get(aggregate_id) != version
-            ],
-            ordered=False,
-            session=ctx.session,
-        )
+        new = [
+            {"_id": aggregate_id, "v": version}
+            for aggregate_id, version in seen.items()
+            if aggregate_id not in last
+        ]
+        if new:  # first event of these aggregates: plain inserts, cheaper than upserts
+            await checkpoints.insert_many(new, ordered=False, session=ctx.session)
+        moved = [
+            UpdateOne({"_id": aggregate_id}, {"$set": {"v": version}})
+            for aggregate_id, version in seen.items()
+            if aggregate_id in last and last[aggregate_id] != version
+        ]
+        if moved:
+            await checkpoints.bulk_write(moved, ordered=False, session=ctx.session)
         APPLIED.labels(self.projection.name, "applied").inc(len(fresh))
         for envelope in fresh:
             structlog.contextvars.bind_contextvars(correlation_id=envelope.correlation_id)

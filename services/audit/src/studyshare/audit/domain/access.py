@@ -1,0 +1,464 @@
+"""The Access tab of a study, and who could open it at a moment, folded from its log entries.
+
+Pure: the caller hands over the entries that touch the study (and, for `access_at`, the
+identity entries of the groups and departments involved), in the order they happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from studyshare.audit.domain.entries import utc
+
+
+def when(value: Any) -> datetime | None:
+    """A timestamp from an entry (datetime) or a payload (ISO string)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return utc(value)
+    return utc(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+
+
+def chronological(entries: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(
+        entries,
+        key=lambda e: (when(e["occurred_at"]), str(e.get("stream")), e.get("aggregate_version", 0)),
+    )
+
+
+@dataclass
+class StudyAccessFold:
+    """Folds a study's entries into the sections of the manual's Access tab."""
+
+    study_uid: str
+    study: dict[str, Any] = field(default_factory=dict)
+    buckets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    break_the_glass: list[dict[str, Any]] = field(default_factory=list)
+    transfers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    downloads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    references: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seen: int = 0
+
+    def fold(self, entries: Iterable[Mapping[str, Any]], until: datetime | None = None) -> None:
+        for entry in chronological(entries):
+            if until is not None and when(entry["occurred_at"]) > until:
+                break
+            self.apply(entry)
+
+    def apply(self, entry: Mapping[str, Any]) -> None:
+        handler = getattr(self, f"_on_{entry['event_type']}", None)
+        self.seen += 1
+        if handler is not None:
+            handler(entry["payload"], entry)
+
+    # -- study ------------------------------------------------------------------------------
+    def _on_StudyReceived(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        self.study = {
+            "department_id": p.get("department_id"),
+            "owner_id": p.get("owner_id"),
+            "patient_id": p.get("patient_id"),
+            "received_at": when(e["occurred_at"]),
+        }
+
+    # -- buckets ----------------------------------------------------------------------------
+    def _on_StudyShared(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        self.buckets[p["bucket_id"]] = {
+            "bucket_id": p["bucket_id"],
+            "parent_bucket_id": p.get("parent_bucket_id"),
+            "sender_id": p.get("sender_id"),
+            "sending_department_id": p.get("sending_department_id"),
+            "study_uids": list(p.get("study_uids") or []),
+            "access_level": p.get("access_level"),
+            "reason": p.get("reason"),
+            "valid_until": when(p.get("valid_until")),
+            "unlimited": bool(p.get("unlimited")),
+            "anonymize": bool(p.get("anonymize")),
+            "two_factor": bool(p.get("two_factor")),
+            "allow_download": bool(p.get("allow_download")),
+            "allow_further_sharing": bool(p.get("allow_further_sharing")),
+            "label": (p.get("label") or {}).get("text"),
+            "granted_at": when(e["occurred_at"]),
+            "recipients": {
+                r["recipient_id"]: {
+                    "recipient_id": r["recipient_id"],
+                    "kind": r.get("kind", "user"),
+                    "email": r.get("email"),
+                    "revoked_at": None,
+                    "revoked_by": None,
+                    "otp_failures": 0,
+                    "verified_until": None,
+                }
+                for r in p.get("recipients") or []
+            },
+            "revoked_at": None,
+            "revoked_by": None,
+            "study_removed_at": None,
+            "study_removed_by": None,
+            "locked_at": None,
+            "failed_attempts": 0,
+            "unlocked_at": None,
+            "unlocked_by": None,
+            "expired_at": None,
+        }
+
+    def _bucket(self, p: Mapping[str, Any]) -> dict[str, Any] | None:
+        return self.buckets.get(str(p.get("bucket_id")))
+
+    def _on_AccessRevoked(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        bucket = self._bucket(p)
+        if bucket is None:
+            return
+        at, by = when(e["occurred_at"]), p.get("revoked_by")
+        if p.get("scope") == "bucket":
+            bucket["revoked_at"], bucket["revoked_by"] = at, by
+        elif p.get("scope") == "study" and p.get("study_uid") == self.study_uid:
+            bucket["study_removed_at"], bucket["study_removed_by"] = at, by
+        elif p.get("scope") == "recipient" and p.get("recipient_id") in bucket["recipients"]:
+            recipient = bucket["recipients"][p["recipient_id"]]
+            recipient["revoked_at"], recipient["revoked_by"] = at, by
+
+    def _on_StudyRemovedFromBucket(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        bucket = self._bucket(p)
+        if bucket is not None and p.get("study_uid") in (None, self.study_uid):
+            bucket["study_removed_at"] = when(e["occurred_at"])
+            bucket["study_removed_by"] = p.get("removed_by") or e.get("actor", {}).get("id")
+
+    def _on_BucketRemoved(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        bucket = self._bucket(p)
+        if bucket is not None and bucket["revoked_at"] is None:
+            bucket["revoked_at"] = when(e["occurred_at"])
+            bucket["revoked_by"] = p.get("removed_by") or e.get("actor", {}).get("id")
+
+    def _on_OTPFailed(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        bucket = self._bucket(p)
+        if bucket is not None:
+            bucket["failed_attempts"] = int(p.get("consecutive_failures") or 0)
+            if p.get("recipient_id") in bucket["recipients"]:
+                bucket["recipients"][p["recipient_id"]]["otp_failures"] += 1
+
+    def _on_OTPVerified(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        bucket = self._bucket(p)
+        if bucket is not None:
+            bucket["failed_attempts"] = 0
+            if p.get("recipient_id") in bucket["recipients"]:
+                bucket["recipients"][p["recipient_id"]]["verified_until"] = when(
+                    p.get("verified_until")
+                )
+
+    def _on_BucketLocked(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        bucket = self._bucket(p)
+        if bucket is not None:
+            bucket["locked_at"] = when(e["occurred_at"])
+            bucket["failed_attempts"] = int(p.get("failed_attempts") or 0)
+            bucket["unlocked_at"] = bucket["unlocked_by"] = None
+
+    def _on_BucketUnlocked(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        bucket = self._bucket(p)
+        if bucket is not None:
+            bucket["unlocked_at"], bucket["unlocked_by"] = (
+                when(e["occurred_at"]),
+                p.get("unlocked_by"),
+            )
+            bucket["locked_at"], bucket["failed_attempts"] = None, 0
+
+    def _on_BucketExpired(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        bucket = self._bucket(p)
+        if bucket is not None:
+            bucket["expired_at"] = when(e["occurred_at"])
+
+    # -- break-the-glass, transfers, downloads ----------------------------------------------
+    def _on_BreakTheGlassUsed(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        self.break_the_glass.append(
+            {
+                "user_id": p.get("user_id"),
+                "reason": p.get("reason"),
+                "department_id": p.get("department_id"),
+                "at": when(e["occurred_at"]),
+                "valid_until": when(p.get("valid_until")),
+            }
+        )
+
+    def _transfer(self, p: Mapping[str, Any], e: Mapping[str, Any], status: str) -> None:
+        self.transfers[str(p.get("transfer_id"))] = {
+            "transfer_id": p.get("transfer_id"),
+            "destination_kind": p.get("destination_kind"),
+            "destination_id": p.get("destination_id"),
+            "status": status,
+            "attempts": int(p.get("attempts") or 0),
+            "reason": p.get("reason"),
+            "requested_by": p.get("requested_by") or e.get("actor", {}).get("id"),
+            "instance_count": p.get("instance_count"),
+            "at": when(e["occurred_at"]),
+        }
+
+    def _on_StudyForwarded(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        self._transfer(p, e, "done")
+
+    def _on_StudyForwardFailed(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        self._transfer(p, e, "failed" if p.get("final") else "retrying")
+
+    def _download(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        # A download may be registered twice (StudyAccessed + StudyDownloaded): one row.
+        key = str(e.get("correlation_id") or e.get("event_id"))
+        self.downloads.setdefault(
+            key,
+            {
+                "user_id": p.get("user_id") or e.get("actor", {}).get("id"),
+                "reference_number": p.get("reference_number"),
+                "via": p.get("via"),
+                "bucket_id": p.get("bucket_id"),
+                "anonymized": bool(p.get("anonymized")),
+                "at": when(e["occurred_at"]),
+            },
+        )
+
+    def _on_StudyDownloaded(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        self._download(p, e)
+
+    def _on_StudyAccessed(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        if p.get("action") == "download":
+            self._download(p, e)
+
+    # -- reference numbers ------------------------------------------------------------------
+    def _reference(self, p: Mapping[str, Any]) -> dict[str, Any] | None:
+        return self.references.get(str(p.get("reference_number")))
+
+    def _on_ReferenceNumberIssued(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        self.references[p["reference_number"]] = {
+            "reference_number": p["reference_number"],
+            "issued_at": when(e["occurred_at"]),
+            "issued_by": p.get("issued_by") or e.get("actor", {}).get("id"),
+            "valid_from": when(p.get("valid_from")),
+            "valid_to": when(p.get("valid_to")),
+            "complies_with_rule": bool(p.get("complies_with_rule", True)),
+            "pincode_required": bool(p.get("pincode_required")),
+            "pincode_set": False,
+            "pincode_set_at": None,
+            "pincode_set_by": None,
+            "pincode_failed_attempts": 0,
+            "login_failed_attempts": 0,
+            "logins": 0,
+            "last_login_at": None,
+            "revoked_at": None,
+            "revoked_by": None,
+        }
+
+    def _on_ReferenceNumberRevoked(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        ref = self._reference(p)
+        if ref is not None:
+            ref["revoked_at"], ref["revoked_by"] = when(e["occurred_at"]), p.get("revoked_by")
+
+    def _on_PincodeSet(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        ref = self._reference(p)
+        if ref is not None:
+            ref.update(
+                pincode_set=True,
+                pincode_set_at=when(e["occurred_at"]),
+                pincode_set_by=p.get("set_by"),
+                pincode_failed_attempts=0,
+            )
+
+    def _on_PincodeFailed(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        ref = self._reference(p)
+        if ref is not None:
+            ref["pincode_failed_attempts"] = max(
+                ref["pincode_failed_attempts"] + 1, int(p.get("failed_attempts") or 0)
+            )
+
+    def _on_PatientLoginFailed(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        ref = self._reference(p)
+        if ref is not None:
+            ref["login_failed_attempts"] = int(p.get("failed_attempts") or 0)
+
+    def _on_PatientLoginSucceeded(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        ref = self._reference(p)
+        if ref is not None:
+            ref["logins"] += 1
+            ref["last_login_at"] = when(e["occurred_at"])
+            ref["login_failed_attempts"] = 0
+
+    # -- states ----------------------------------------------------------------------------
+    @staticmethod
+    def bucket_state(bucket: Mapping[str, Any], at: datetime) -> str:
+        """active, locked, revoked or expired (for this study), as seen at `at`."""
+        if bucket["revoked_at"] or bucket["study_removed_at"]:
+            return "revoked"
+        if bucket["expired_at"] or (
+            not bucket["unlimited"] and bucket["valid_until"] and bucket["valid_until"] <= at
+        ):
+            return "expired"
+        if bucket["locked_at"]:
+            return "locked"
+        return "active"
+
+    @staticmethod
+    def reference_state(ref: Mapping[str, Any], at: datetime) -> str:
+        if ref["revoked_at"]:
+            return "revoked"
+        if not ref["complies_with_rule"]:
+            return "non_compliant"
+        if ref["valid_from"] and at < ref["valid_from"]:
+            return "not_yet_valid"
+        if ref["valid_to"] and at > ref["valid_to"]:
+            return "expired"
+        if ref["pincode_required"] and not ref["pincode_set"]:
+            return "awaiting_pincode"
+        return "active"
+
+    def overview(self, now: datetime) -> dict[str, Any]:
+        """The Access tab: users, groups, break-the-glass, transfers, buckets, references."""
+        grants: list[dict[str, Any]] = []
+        buckets = []
+        for bucket in self.buckets.values():
+            state = self.bucket_state(bucket, now)
+            recipients = []
+            for r in bucket["recipients"].values():
+                r_state = "revoked" if r["revoked_at"] else state
+                recipients.append({**r, "state": r_state})
+                grants.append(
+                    {
+                        "recipient_id": r["recipient_id"],
+                        "kind": r["kind"],
+                        "email": r["email"],
+                        "access_level": bucket["access_level"],
+                        "valid_until": bucket["valid_until"],
+                        "unlimited": bucket["unlimited"],
+                        "granted_at": bucket["granted_at"],
+                        "granted_by": bucket["sender_id"],
+                        "bucket_id": bucket["bucket_id"],
+                        "two_factor": bucket["two_factor"],
+                        "anonymize": bucket["anonymize"],
+                        "state": r_state,
+                        "revoked_at": r["revoked_at"] or bucket["revoked_at"],
+                        "revoked_by": r["revoked_by"] or bucket["revoked_by"],
+                    }
+                )
+            buckets.append({**bucket, "state": state, "recipients": recipients})
+        transfers = sorted(self.transfers.values(), key=lambda t: t["at"])
+        latest_rsw: dict[str, dict[str, Any]] = {}
+        for t in transfers:
+            if t["destination_kind"] == "rsw":
+                latest_rsw[str(t["destination_id"])] = t
+        return {
+            "study_uid": self.study_uid,
+            "department_id": self.study.get("department_id"),
+            "owner_id": self.study.get("owner_id"),
+            "received_at": self.study.get("received_at"),
+            "users": [g for g in grants if g["kind"] in ("user", "email")],
+            "groups": [g for g in grants if g["kind"] == "group"],
+            "departments": [g for g in grants if g["kind"] == "department"],
+            "break_the_glass": self.break_the_glass,
+            "transfers": transfers,
+            "rsw": list(latest_rsw.values()),
+            "downloads": sorted(self.downloads.values(), key=lambda d: d["at"]),
+            "buckets": buckets,
+            "reference_numbers": [
+                {**ref, "state": self.reference_state(ref, now)} for ref in self.references.values()
+            ],
+        }
+
+
+@dataclass
+class Directory:
+    """Group members and department members, folded from identity entries."""
+
+    groups: dict[str, set[str]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+    departments: dict[str, set[str]] = field(default_factory=dict)  # user -> departments
+    deactivated: set[str] = field(default_factory=set)
+
+    def fold(self, entries: Iterable[Mapping[str, Any]], until: datetime) -> None:
+        for e in chronological(entries):
+            if when(e["occurred_at"]) > until:
+                break
+            p, t = e["payload"], e["event_type"]
+            if t == "GroupCreated":
+                members = {*(p.get("member_ids") or []), *(p.get("admin_ids") or [])}
+                members.add(p.get("primary_contact_id"))
+                self.groups[p["group_id"]] = {m for m in members if m}
+                self.names[p["group_id"]] = p.get("name")
+            elif t == "GroupMemberAdded":
+                self.groups.setdefault(p["group_id"], set()).add(p["user_id"])
+            elif t == "GroupMemberRemoved":
+                self.groups.setdefault(p["group_id"], set()).discard(p["user_id"])
+            elif t in ("UserRegistered", "UserRolesChanged"):
+                self.departments[p["user_id"]] = set(p.get("department_ids") or [])
+            elif t == "DepartmentAdminAssigned":
+                self.departments.setdefault(p["user_id"], set()).add(p["department_id"])
+            elif t == "UserDeactivated":
+                self.deactivated.add(p["user_id"])
+
+    def group_members(self, group_id: str) -> list[str]:
+        return sorted(self.groups.get(group_id, set()) - self.deactivated)
+
+    def department_members(self, department_id: str) -> list[str]:
+        return sorted(
+            u
+            for u, deps in self.departments.items()
+            if department_id in deps and u not in self.deactivated
+        )
+
+
+def access_at(fold: StudyAccessFold, directory: Directory, t: datetime) -> list[dict[str, Any]]:
+    """Who could open the study at `t`, and through which grant (fold up to `t` first)."""
+    rows: list[dict[str, Any]] = []
+
+    def add(kind: str, principal: str, via: str, **grant: Any) -> None:
+        rows.append({"principal_kind": kind, "principal_id": principal, "via": via, **grant})
+
+    department = fold.study.get("department_id")
+    if department:
+        add("department", department, "department")
+        for user in directory.department_members(department):
+            add("user", user, "department", through=department)
+    if fold.study.get("owner_id"):
+        add("user", fold.study["owner_id"], "owner")
+    for bucket in fold.buckets.values():
+        if StudyAccessFold.bucket_state(bucket, t) != "active":
+            continue
+        grant = {
+            "bucket_id": bucket["bucket_id"],
+            "access_level": bucket["access_level"],
+            "valid_until": bucket["valid_until"],
+            "granted_at": bucket["granted_at"],
+            "granted_by": bucket["sender_id"],
+            "two_factor": bucket["two_factor"],
+        }
+        for r in bucket["recipients"].values():
+            if r["revoked_at"]:
+                continue
+            if r["kind"] == "group":
+                add("group", r["recipient_id"], "group", **grant)
+                for user in directory.group_members(r["recipient_id"]):
+                    add("user", user, "group", through=r["recipient_id"], **grant)
+            elif r["kind"] == "department":
+                add("department", r["recipient_id"], "grant", **grant)
+                for user in directory.department_members(r["recipient_id"]):
+                    add("user", user, "grant", through=r["recipient_id"], **grant)
+            else:
+                add("user", r["recipient_id"], "grant", **grant)
+    for btg in fold.break_the_glass:
+        if btg["at"] <= t and (btg["valid_until"] is None or t < btg["valid_until"]):
+            add(
+                "user",
+                btg["user_id"],
+                "break_the_glass",
+                reason=btg["reason"],
+                granted_at=btg["at"],
+                valid_until=btg["valid_until"],
+            )
+    for ref in fold.references.values():
+        if StudyAccessFold.reference_state(ref, t) == "active":
+            add(
+                "patient",
+                f"ref:{ref['reference_number']}",
+                "reference_number",
+                reference_number=ref["reference_number"],
+                granted_at=ref["issued_at"],
+                valid_until=ref["valid_to"],
+            )
+    return rows

@@ -1,0 +1,177 @@
+"""Use cases of the audit API: check the reader, record the read (110101), answer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from studyshare.audit.adapters.store import AuditStore, LogFilter
+from studyshare.audit.domain import rules
+from studyshare.audit.domain.access import Directory, StudyAccessFold, access_at
+from studyshare.audit.domain.exports import dicom_export, fhir_bundle
+from studyshare.audit.settings import AuditSettings
+from studyshare.contracts.tokens import AccessClaims
+
+
+class AuditQueries:
+    def __init__(self, store: AuditStore, settings: AuditSettings) -> None:
+        self.store = store
+        self.settings = settings
+
+    async def _record(
+        self, claims: AccessClaims, route: str, study_uid: str | None, **query: Any
+    ) -> None:
+        await self.store.record_read(
+            actor_id=claims.sub,
+            roles=claims.roles,
+            route=route,
+            query={k: v if isinstance(v, str | int | None) else str(v) for k, v in query.items()},
+            study_uid=study_uid,
+        )
+
+    async def _study_reader(self, claims: AccessClaims, uid: str) -> None:
+        rules.check_reader(claims)
+        study = await self.store.study(uid)
+        rules.check_study_reader(claims, (study or {}).get("department_id"))
+
+    async def _known(self, uid: str) -> list[dict[str, Any]]:
+        entries = await self.store.study_entries(uid)
+        if not entries:
+            raise rules.StudyNotInAuditLog(f"no event touched study {uid}")
+        return entries
+
+    async def study_log(
+        self, claims: AccessClaims, uid: str, f: LogFilter, offset: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        await self._study_reader(claims, uid)
+        await self._record(claims, f"/api/audit/studies/{uid}/log", uid, offset=offset)
+        return await self.store.page(
+            LogFilter(**{**f.__dict__, "study_uids": [uid]}), offset, limit
+        )
+
+    async def log(
+        self, claims: AccessClaims, f: LogFilter, offset: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        rules.check_reader(claims)
+        if not rules.reads_everything(claims):
+            mine = await self.store.studies_of_departments(rules.admin_departments(claims))
+            allowed = [u for u in (f.study_uids or mine) if u in set(mine)]
+            f = LogFilter(**{**f.__dict__, "study_uids": allowed})
+        await self._record(
+            claims,
+            "/api/audit/log",
+            None,
+            actor=f.actor,
+            patient_id=f.patient_id,
+            since=f.since,
+            until=f.until,
+        )
+        return await self.store.page(f, offset, limit)
+
+    async def access(self, claims: AccessClaims, uid: str, now: datetime | None = None):
+        await self._study_reader(claims, uid)
+        entries = await self._known(uid)
+        await self._record(claims, f"/api/audit/studies/{uid}/access", uid)
+        fold = StudyAccessFold(uid)
+        fold.fold(entries)
+        now = now or datetime.now(UTC)
+        tab = fold.overview(now)
+        groups = {g["recipient_id"] for g in tab["groups"]}
+        if groups:
+            directory = Directory()
+            directory.fold(await self.store.directory_entries(groups, ()), until=now)
+            for grant in tab["groups"]:
+                grant["name"] = directory.names.get(grant["recipient_id"])
+                grant["members"] = directory.group_members(grant["recipient_id"])
+        return {**tab, "as_of": now}
+
+    async def access_at(self, claims: AccessClaims, uid: str, t: datetime) -> dict[str, Any]:
+        await self._study_reader(claims, uid)
+        entries = await self._known(uid)
+        await self._record(claims, f"/api/audit/studies/{uid}/access-at", uid, t=t)
+        fold = StudyAccessFold(uid)
+        fold.fold(entries, until=t)
+        groups = {
+            r["recipient_id"]
+            for b in fold.buckets.values()
+            for r in b["recipients"].values()
+            if r["kind"] == "group"
+        }
+        departments = {
+            r["recipient_id"]
+            for b in fold.buckets.values()
+            for r in b["recipients"].values()
+            if r["kind"] == "department"
+        }
+        if fold.study.get("department_id"):
+            departments.add(fold.study["department_id"])
+        directory = Directory()
+        directory.fold(await self.store.directory_entries(groups, departments), until=t)
+        return {
+            "study_uid": uid,
+            "at": t,
+            "events_considered": fold.seen,
+            "could_open": access_at(fold, directory, t),
+        }
+
+    async def alerts(
+        self, claims: AccessClaims, since: datetime | None, until: datetime | None
+    ) -> dict[str, Any]:
+        rules.check_reader(claims)
+        until = until or datetime.now(UTC)
+        since = since or until - timedelta(days=30)
+        scope = None
+        if not rules.reads_everything(claims):
+            scope = await self.store.studies_of_departments(rules.admin_departments(claims))
+        await self._record(claims, "/api/audit/alerts", None, since=since, until=until)
+        items = await self.store.alerts(
+            since,
+            until,
+            self.settings.burst_threshold,
+            timedelta(seconds=self.settings.burst_window_s),
+            scope,
+        )
+        return {"since": since, "until": until, "items": items}
+
+    async def _export_entries(self, claims: AccessClaims, uid: str, route: str):
+        await self._study_reader(claims, uid)
+        entries = await self._known(uid)
+        await self._record(claims, route, uid)
+        reads, _ = await self.store.reads(uid, limit=10_000)
+        ordered = sorted(entries, key=lambda e: (e["occurred_at"], e.get("seq", 0)))
+        patients = await self.store.patients_of([uid])
+        return [*ordered, *reads], patients
+
+    async def export_fhir(self, claims: AccessClaims, uid: str) -> dict[str, Any]:
+        entries, patients = await self._export_entries(claims, uid, "/api/audit/export/fhir")
+        return fhir_bundle(entries, self.settings.audit_source_id, patients)
+
+    async def export_dicom(self, claims: AccessClaims, uid: str) -> bytes:
+        entries, patients = await self._export_entries(claims, uid, "/api/audit/export/dicom")
+        return dicom_export(entries, self.settings.audit_source_id, patients)
+
+    async def verify(self, claims: AccessClaims) -> dict[str, Any]:
+        rules.check_operator(claims)
+        await self._record(claims, "/api/audit/verify", None)
+        return await verify_report(self.store)
+
+    async def reads(self, claims: AccessClaims, study_uid: str | None, offset: int, limit: int):
+        rules.check_operator(claims)
+        await self._record(claims, "/api/audit/reads", study_uid)
+        return await self.store.reads(study_uid, limit, offset)
+
+
+async def verify_report(store: AuditStore) -> dict[str, Any]:
+    chains = await store.verify()
+    report: dict[str, Any] = {
+        name: {
+            "ok": v.ok,
+            "checked": v.checked,
+            "problems": [p.__dict__ for p in v.problems[:1000]],
+            "head_seq": (v.head or {}).get("seq", 0),
+            "head_chain_hash": (v.head or {}).get("chain_hash"),
+        }
+        for name, v in chains.items()
+    }
+    report["ok"] = all(v.ok for v in chains.values())
+    return report

@@ -1,0 +1,142 @@
+"""Unit tests of the Access tab (point 2) and of "who could open it at T" (point 3)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from studyshare.audit.domain.access import Directory, StudyAccessFold, access_at
+from studyshare.audit.domain.entries import build_entry
+
+from .scenario import T0, full_story
+
+
+def story_entries():
+    story, ids = full_story(tag="0a0d17ab")
+    buckets = {ids["bucket"]: [ids["uid"]], ids["bucket2"]: [ids["uid"]]}
+    entries = [
+        build_entry(e, buckets.get(e.aggregate_id, []) if e.aggregate_type == "Bucket" else [])
+        for e in story.events
+    ]
+    return entries, ids
+
+
+def overview(now):
+    entries, ids = story_entries()
+    fold = StudyAccessFold(ids["uid"])
+    fold.fold([e for e in entries if ids["uid"] in e["study_uids"]])
+    return fold.overview(now), ids
+
+
+def test_users_and_groups_show_type_validity_and_who_granted_when():
+    tab, ids = overview(T0 + timedelta(hours=1))
+    alice = next(u for u in tab["users"] if u["recipient_id"] == ids["alice"])
+    assert alice["access_level"] == "images_report_read"
+    assert alice["granted_by"] == ids["sender"]
+    assert alice["granted_at"] == T0 + timedelta(minutes=5)
+    assert alice["valid_until"] == T0 + timedelta(minutes=4, days=30)
+    assert alice["state"] == "revoked" and alice["revoked_by"] == ids["sender"]
+    group = tab["groups"][0]
+    assert group["recipient_id"] == ids["group"] and group["state"] == "active"
+    carol = next(u for u in tab["users"] if u["recipient_id"] == ids["carol"])
+    assert carol["unlimited"] and carol["state"] == "revoked"
+
+
+def test_break_the_glass_list_keeps_who_when_and_why():
+    tab, ids = overview(T0 + timedelta(hours=1))
+    assert [(b["user_id"], b["reason"]) for b in tab["break_the_glass"]] == [
+        (ids["glass"], "emergency: patient unconscious")
+    ]
+
+
+def test_transfers_and_downloads_are_listed():
+    tab, ids = overview(T0 + timedelta(hours=1))
+    assert [(t["destination_id"], t["status"]) for t in tab["transfers"]] == [
+        ("PACS_A", "done"),
+        ("RSW", "retrying"),
+    ]
+    assert [(t["destination_id"], t["attempts"]) for t in tab["rsw"]] == [("RSW", 2)]
+    assert [d["user_id"] for d in tab["downloads"]] == [ids["owner"]]
+
+
+def test_buckets_have_their_state_and_recipients():
+    tab, ids = overview(T0 + timedelta(hours=1))
+    states = {b["bucket_id"]: b["state"] for b in tab["buckets"]}
+    assert states == {ids["bucket"]: "active", ids["bucket2"]: "revoked"}
+    bucket = next(b for b in tab["buckets"] if b["bucket_id"] == ids["bucket"])
+    assert bucket["unlocked_by"] == "usr_desk" and bucket["two_factor"]
+    assert {r["recipient_id"]: r["state"] for r in bucket["recipients"]} == {
+        ids["alice"]: "revoked",
+        ids["group"]: "active",
+    }
+    later, _ = overview(T0 + timedelta(days=31))
+    assert {b["bucket_id"]: b["state"] for b in later["buckets"]}[ids["bucket"]] == "expired"
+
+
+def test_bucket_state_is_locked_between_lock_and_unlock():
+    entries, ids = story_entries()
+    fold = StudyAccessFold(ids["uid"])
+    fold.fold(
+        [e for e in entries if ids["uid"] in e["study_uids"]],
+        until=T0 + timedelta(minutes=17),
+    )
+    tab = fold.overview(T0 + timedelta(minutes=17))
+    bucket = next(b for b in tab["buckets"] if b["bucket_id"] == ids["bucket"])
+    assert bucket["state"] == "locked" and bucket["failed_attempts"] == 5
+
+
+def test_reference_numbers_show_validity_pincode_and_failed_attempts():
+    tab, ids = overview(T0 + timedelta(hours=1))
+    (ref,) = tab["reference_numbers"]
+    assert ref["reference_number"] == ids["ref"]
+    assert ref["valid_from"] == T0 + timedelta(minutes=3)
+    assert ref["pincode_required"] and ref["pincode_set"]
+    assert ref["pincode_failed_attempts"] == 2
+    assert ref["logins"] == 1 and ref["state"] == "active"
+    assert "pincode_hash" not in ref
+
+
+def could_open(minutes: float):
+    entries, ids = story_entries()
+    t = T0 + timedelta(minutes=minutes)
+    fold = StudyAccessFold(ids["uid"])
+    fold.fold([e for e in entries if ids["uid"] in e["study_uids"]], until=t)
+    directory = Directory()
+    directory.fold([e for e in entries if e["aggregate_type"] in ("Group", "User")], until=t)
+    rows = access_at(fold, directory, t)
+    return {
+        (r["principal_id"], r["via"], r.get("bucket_id") or r.get("through")) for r in rows
+    }, ids
+
+
+def test_point_in_time_after_the_share_names_recipients_and_group_members():
+    rows, ids = could_open(5.5)
+    assert (ids["alice"], "grant", ids["bucket"]) in rows
+    assert (ids["bob"], "group", ids["bucket"]) in rows
+    assert (ids["dave"], "group", ids["bucket"]) not in rows, "dave joined the group at T0+6"
+    assert (ids["carol"], "department", ids["dep"]) in rows
+    assert (ids["owner"], "owner", None) in rows
+    rows, _ = could_open(6.5)
+    assert (ids["dave"], "group", ids["bucket"]) in rows
+
+
+def test_point_in_time_while_locked_nobody_opens_through_the_bucket():
+    rows, ids = could_open(17.5)
+    assert not any(bucket == ids["bucket"] for _, _, bucket in rows)
+
+
+def test_point_in_time_after_revocation_and_during_break_the_glass():
+    rows, ids = could_open(20.5)
+    assert (ids["alice"], "grant", ids["bucket"]) not in rows
+    assert (ids["bob"], "group", ids["bucket"]) in rows
+    assert (ids["glass"], "break_the_glass", None) in rows
+    rows, _ = could_open(60 * 3)
+    assert (ids["glass"], "break_the_glass", None) not in rows, "break-the-glass lasted an hour"
+
+
+def test_point_in_time_reference_number_needs_its_pincode_and_before_receipt_nobody():
+    rows, ids = could_open(5)
+    assert not any(p == f"ref:{ids['ref']}" for p, _, _ in rows), "pincode not set yet"
+    rows, _ = could_open(21.5)
+    assert (f"ref:{ids['ref']}", "reference_number", None) in rows
+    rows, _ = could_open(0)
+    assert rows == set()

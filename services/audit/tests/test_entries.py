@@ -1,0 +1,106 @@
+"""Unit tests: every event becomes one study-logging entry (issue 7, point 1)."""
+
+from __future__ import annotations
+
+from studyshare.audit.domain.entries import build_entry
+
+from .scenario import full_story
+
+
+def entries_by_type():
+    story, ids = full_story()
+    bucket_studies = {ids["bucket"]: [ids["uid"]], ids["bucket2"]: [ids["uid"]]}
+    out = []
+    for e in story.events:
+        studies = bucket_studies.get(e.aggregate_id, []) if e.aggregate_type == "Bucket" else []
+        out.append(build_entry(e, studies))
+    return out, ids
+
+
+def test_every_event_touching_the_study_names_it_including_bucket_events_without_uid():
+    entries, ids = entries_by_type()
+    touching = {e["event_type"] for e in entries if ids["uid"] in e["study_uids"]}
+    assert {
+        "StudyShared",
+        "StudyAccessed",
+        "ReportUpdated",
+        "StudyDownloaded",
+        "StudyForwarded",
+        "OTPFailed",
+        "BucketLocked",
+        "BucketUnlocked",
+        "AccessRevoked",
+        "BreakTheGlassUsed",
+        "PincodeFailed",
+        "PatientLoginSucceeded",
+        "ReferenceNumberIssued",
+        "BucketLabelChanged",
+    } <= touching
+    assert not any(
+        ids["uid"] in e["study_uids"] for e in entries if e["event_type"] == "LoginFailed"
+    )
+
+
+def test_categories_name_what_happened_in_the_manuals_words():
+    entries, _ = entries_by_type()
+    cats = {(e["event_type"], e["category"]) for e in entries}
+    assert ("OTPFailed", "otp_failure") in cats
+    assert ("BucketLocked", "lock") in cats
+    assert ("BreakTheGlassUsed", "break_the_glass") in cats
+    assert ("StudyDownloaded", "download") in cats
+    assert ("StudyForwarded", "forward") in cats
+    assert ("ReportUpdated", "report_write") in cats
+    assert {c for t, c in cats if t == "StudyAccessed"} == {"view", "report_read"}
+    assert ("PatientLoginSucceeded", "patient_login") in cats
+
+
+def test_secrets_and_patient_personal_data_never_reach_the_log():
+    entries, _ = entries_by_type()
+    text = repr(entries)
+    assert "$argon2id$secret" not in text
+    assert "+32471111111" not in text and "+32470000000" not in text
+    assert "J.D." not in text
+    assert "SEALED-SECRET-CODE" not in text
+
+
+def test_unknown_event_types_are_kept_with_their_type_and_payload():
+    entries, ids = entries_by_type()
+    unknown = next(e for e in entries if e["event_type"] == "BucketLabelChanged")
+    assert unknown["category"] == "other"
+    assert unknown["payload"]["note"] == "not yet in the catalogue"
+    assert unknown["study_uids"] == [ids["uid"]]
+
+
+def test_actor_of_an_access_is_the_user_and_of_a_patient_login_the_reference_number():
+    entries, ids = entries_by_type()
+    view = next(e for e in entries if e["event_type"] == "StudyAccessed")
+    assert ids["alice"] in view["actors"]
+    login = next(e for e in entries if e["event_type"] == "PatientLoginSucceeded")
+    assert f"ref:{ids['ref']}" in login["actors"]
+    assert login["reference_numbers"] == [ids["ref"]]
+
+
+def test_a_v1_study_shared_is_upcast_before_it_is_logged():
+    from studyshare.contracts.envelope import EventEnvelope
+
+    v1 = EventEnvelope(
+        event_type="StudyShared",
+        schema_version=1,
+        aggregate_type="Bucket",
+        aggregate_id="bkt_v1",
+        aggregate_version=1,
+        correlation_id="c",
+        payload={
+            "bucket_id": "bkt_v1",
+            "study_uids": ["1.2.3"],
+            "recipient_ids": ["usr_old"],
+            "sender_id": "usr_s",
+            "access_level": "images_report_read",
+            "reason": "r",
+            "language": "en",
+        },
+    )
+    entry = build_entry(v1)
+    assert entry["schema_version"] == 2
+    assert entry["payload"]["recipients"] == [{"recipient_id": "usr_old", "kind": "user"}]
+    assert "usr_old" in entry["subjects"] and entry["study_uids"] == ["1.2.3"]

@@ -1,0 +1,46 @@
+"""The projection on the real database: batches in one transaction, a rolled-back batch
+retried leaves an unbroken chain, bucket events get the bucket's studies."""
+
+from __future__ import annotations
+
+from studyshare.audit.adapters.store import AuditStore
+from studyshare.audit.entrypoints.projections import AuditLogProjection
+from studyshare.plumbing.projection import GenerationPointer, ProjectionRunner
+
+from .scenario import full_story
+
+
+class FailsOnce(AuditLogProjection):
+    """Writes the batch, then fails before commit: the transaction is rolled back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    async def apply(self, events, ctx) -> None:
+        await super().apply(events, ctx)
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("the database went away before commit")
+
+
+async def test_a_rolled_back_batch_retried_keeps_the_chain_unbroken(mongo_db):
+    story, ids = full_story()
+    projection = FailsOnce()
+    projection.failures = 0
+    runner = ProjectionRunner(projection, mongo_db)
+    await runner.apply_batch(story.events[:12])
+    projection.failures = 1
+    try:
+        await runner.apply_batch(story.events[12:25])
+    except RuntimeError:
+        pass
+    entries = await GenerationPointer(mongo_db, "audit_log").collection("entries")
+    assert await entries.count_documents({}) == 12, "nothing of the failed batch was kept"
+    assert await runner.apply_batch(story.events[12:25]) == 13
+    await runner.apply_batch(story.events[25:])
+    report = await AuditStore(mongo_db).verify()
+    assert report["study_log"].ok, report["study_log"].problems
+    assert report["study_log"].checked == len(story.events)
+    locked = await entries.find_one({"event_type": "BucketLocked"})
+    assert locked["study_uids"] == [ids["uid"]], "bucket events carry the bucket's studies"
