@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from pymongo import AsyncMongoClient
+
 from studyshare.audit.domain.chain import GENESIS, Ledger, seal
 from studyshare.audit.domain.entries import build_entry
 from studyshare.audit.entrypoints.projections import AuditLogProjection, ensure_indexes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from studyshare.audit.entrypoints.api import create_app
 from studyshare.audit.service_layer.rebuild import rebuild_from_envelopes
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from fhir.resources.bundle import Bundle
+
 from studyshare.audit.domain.entries import build_entry
 from studyshare.audit.domain.exports import audit_code, dicom_export, fhir_bundle
 

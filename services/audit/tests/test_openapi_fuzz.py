@@ -11,6 +11,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from pymongo import AsyncMongoClient
+
 from studyshare.audit.entrypoints.api import create_app, start
 from studyshare.audit.settings import AuditSettings
 

@@ -8,6 +8,7 @@ import json
 from typing import Annotated
 
 import typer
+
 from studyshare.audit.adapters.store import AuditStore
 from studyshare.audit.entrypoints.projections import (
     AuditLogProjection,

@@ -11,6 +11,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
+
 from studyshare.audit.adapters.batching import find_in
 from studyshare.audit.domain.alerts import BURST_EVENT_TYPES, bursts, single_event_alerts
 from studyshare.audit.domain.chain import GENESIS, LEDGER_HEAD, ChainVerifier, Ledger, seal

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import to_jsonable_python
+
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.events import registry
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import Response
+
 from studyshare.audit.adapters.store import AuditStore, LogFilter
 from studyshare.audit.domain.entries import utc
 from studyshare.audit.entrypoints.schemas import (

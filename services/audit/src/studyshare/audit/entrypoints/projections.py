@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.audit.adapters.batching import find_in
 from studyshare.audit.domain.chain import GENESIS, LEDGER_HEAD, Ledger, seal
 from studyshare.audit.domain.entries import build_entry

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.audit.entrypoints.projections import AuditLogProjection, ensure_indexes
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.plumbing.projection import ProjectionRunner
