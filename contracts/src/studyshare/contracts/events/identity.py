@@ -73,6 +73,7 @@ class UserProfileChanged(DomainEvent):
     mobile: str | None = None
     mobile_public: bool | None = None
     language: Language | None = None
+    physician_numbers: tuple[PhysicianNumber, ...] | None = None
 
 
 @registry.register
@@ -94,6 +95,37 @@ class UserDeactivated(DomainEvent):
 
     user_id: str
     deactivated_by: str
+
+
+@registry.register
+class PasswordChanged(DomainEvent):
+    """The account's password was replaced (the hash never leaves identity)."""
+
+    aggregate_type = "User"
+
+    user_id: str
+    changed_by: str
+
+
+@registry.register
+class ExternalIdentityLinked(DomainEvent):
+    """An external identity (e.g. Belgian eID) may now log in as this account."""
+
+    aggregate_type = "User"
+
+    user_id: str
+    provider: str
+
+
+@registry.register
+class RefreshTokenReuseDetected(DomainEvent):
+    """A rotated refresh token was presented again: the whole session was revoked."""
+
+    aggregate_type = "User"
+
+    user_id: str
+    session_id: str
+    source_ip: str | None = None
 
 
 @registry.register
@@ -261,6 +293,15 @@ class DepartmentAdminAssigned(DomainEvent):
 
 
 @registry.register
+class DepartmentAdminRemoved(DomainEvent):
+    aggregate_type = "Department"
+
+    department_id: str
+    user_id: str
+    removed_by: str
+
+
+@registry.register
 class PatientLoginSucceeded(DomainEvent):
     aggregate_type = "Patient"
 
@@ -290,6 +331,7 @@ class PatientLoginFailed(DomainEvent):
     ]
     failed_attempts: int
     source_ip: str | None = None
+    locked_until: datetime | None = None
 
 
 @registry.register

@@ -1,0 +1,248 @@
+"""Request and response bodies of the identity API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from studyshare.contracts.events.identity import Language, PacsEndpoint, PhysicianNumber, Profession
+from studyshare.contracts.events.identity import ReferenceNumberRule as RuleModel
+from studyshare.contracts.tokens import Role
+
+Username = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+Name = Field(min_length=1, max_length=100)
+Email = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+Mobile = Field(default=None, max_length=32, pattern=r"^\+?[0-9 ()./-]{6,30}$")
+Code = Field(min_length=4, max_length=12)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(Strict):
+    username: str = Field(min_length=1, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+    otp: str | None = Field(default=None, max_length=12)
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "Bearer"  # noqa: S105 - the token scheme
+
+
+class RefreshRequest(Strict):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class LogoutRequest(Strict):
+    refresh_token: str | None = Field(default=None, max_length=512)
+
+
+class PatientLoginRequest(Strict):
+    reference_number: str = Field(min_length=1, max_length=64)
+    date_of_birth: date
+    pincode: str | None = Field(default=None, max_length=64)
+    otp: str | None = Field(default=None, max_length=12)
+
+
+class PatientTokenResponse(BaseModel):
+    access_token: str
+    expires_in: int
+    expires_at: datetime
+    study_uid: str
+    token_type: str = "Bearer"  # noqa: S105 - the token scheme
+
+
+class Portal(BaseModel):
+    code: str
+    portal_url: str
+
+
+class EnvironmentsResponse(BaseModel):
+    current: str
+    environments: list[Portal]
+
+
+class ProfileFields(Strict):
+    email: str | None = Email
+    email_public: bool = False
+    mobile: str | None = Mobile
+    mobile_public: bool = False
+    language: Language = "en"
+    physician_numbers: list[PhysicianNumber] = Field(default_factory=list, max_length=10)
+
+
+class SelfRegistration(ProfileFields):
+    username: str = Username
+    password: str = Field(min_length=1, max_length=1024)
+    first_name: str = Name
+    last_name: str = Name
+    profession: Profession = "physician"
+    environment: str | None = Field(default=None, min_length=2, max_length=8)
+
+
+class AdminRegistration(SelfRegistration):
+    roles: list[Role] = Field(default_factory=lambda: ["physician"], max_length=5)
+    department_ids: list[str] = Field(default_factory=list, max_length=50)
+    admin_of: list[str] = Field(default_factory=list, max_length=50)
+
+
+class Created(BaseModel):
+    id: str
+
+
+class UserView(BaseModel):
+    user_id: str
+    username: str | None = None
+    first_name: str
+    last_name: str
+    email: str | None = None
+    email_public: bool = False
+    mobile: str | None = None
+    mobile_public: bool = False
+    language: Language = "en"
+    environment: str = "be"
+    profession: str = "physician"
+    physician_numbers: list[PhysicianNumber] = Field(default_factory=list)
+    roles: list[str] = Field(default_factory=list)
+    department_ids: list[str] = Field(default_factory=list)
+    admin_of: list[str] = Field(default_factory=list)
+    status: Literal["pending", "active", "deactivated"] | None = None
+    totp_enabled: bool | None = None
+
+
+class ProfilePatch(Strict):
+    first_name: str | None = Field(default=None, min_length=1, max_length=100)
+    last_name: str | None = Field(default=None, min_length=1, max_length=100)
+    email: str | None = Email
+    email_public: bool | None = None
+    mobile: str | None = Mobile
+    mobile_public: bool | None = None
+    language: Language | None = None
+    physician_numbers: list[PhysicianNumber] | None = Field(default=None, max_length=10)
+
+
+class RolesUpdate(Strict):
+    roles: list[Role] | None = None
+    department_ids: list[str] | None = Field(default=None, max_length=50)
+    admin_of: list[str] | None = Field(default=None, max_length=50)
+
+
+class PasswordChange(Strict):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class TOTPEnrolment(BaseModel):
+    secret: str
+    otpauth_uri: str
+
+
+class TOTPConfirm(Strict):
+    code: str = Code
+
+
+class Recipient(BaseModel):
+    id: str
+    kind: Literal["user", "group", "department"]
+    department_kind: Literal["radiology", "pacs"] | None = None
+    name: str
+    subtitle: str | None = None
+    language: str | None = None
+    match: Literal["exact", "prefix"]
+
+
+class RecipientPage(BaseModel):
+    items: list[Recipient]
+    total: int
+    page: int
+    page_size: int
+
+
+class GroupCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    primary_contact_id: str | None = Field(default=None, max_length=64)
+    admin_ids: list[str] = Field(default_factory=list, max_length=200)
+    member_ids: list[str] = Field(default_factory=list, max_length=500)
+    email: str | None = Email
+
+
+class GroupMember(BaseModel):
+    user_id: str
+    first_name: str
+    last_name: str
+    admin: bool
+    primary_contact: bool
+
+
+class GroupView(BaseModel):
+    group_id: str
+    name: str
+    email: str | None = None
+    primary_contact_id: str
+    members: list[GroupMember]
+
+
+class MemberAdd(Strict):
+    user_id: str = Field(min_length=1, max_length=64)
+    admin: bool = False
+
+
+class GroupConfirmation(GroupView):
+    confirmed_until: datetime
+    due: bool
+
+
+class ConfirmedResponse(BaseModel):
+    group_id: str
+    confirmed_until: datetime
+
+
+class PolicyBody(Strict):
+    default_validity_days: int = Field(default=30, ge=1, le=36500)
+    max_validity_days: int | None = Field(default=None, ge=1, le=36500)
+    unlimited_allowed: bool = True
+    reference_number_rule: RuleModel = RuleModel()
+    payment_required: bool = False
+    patient_otp_required: bool = False
+    hipaa_confirmation_required: bool = False
+
+
+class DepartmentCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    country: str = Field(default="be", min_length=2, max_length=8)
+    kind: Literal["radiology", "pacs"] = "radiology"
+    email: str | None = Email
+    pacs: PacsEndpoint | None = None
+    rsw: PacsEndpoint | None = None
+    policy: PolicyBody | None = None
+
+
+class DepartmentView(BaseModel):
+    department_id: str
+    name: str
+    country: str
+    kind: Literal["radiology", "pacs"]
+    email: str | None = None
+    pacs: PacsEndpoint | None = None
+    rsw: PacsEndpoint | None = None
+    policy: PolicyBody
+    admin_ids: list[str]
+
+
+class UserRef(Strict):
+    user_id: str = Field(min_length=1, max_length=64)
+
+
+class DepartmentMember(Strict):
+    user_id: str = Field(min_length=1, max_length=64)
+    role: Literal["department_staff", "physician"] = "department_staff"
+
+
+class AuthorizationStart(BaseModel):
+    authorization_url: str
+    state: str
