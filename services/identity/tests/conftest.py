@@ -64,7 +64,7 @@ def identity_settings(real_infra, mongo_db, **overrides: Any) -> IdentitySetting
 
 
 @pytest.fixture
-def make_api(real_infra, mongo_db):
+async def make_api(real_infra, mongo_db):
     clients: list[httpx.AsyncClient] = []
 
     async def make(**overrides: Any) -> Api:
@@ -77,7 +77,7 @@ def make_api(real_infra, mongo_db):
 
     yield make
     for client in clients:
-        pass
+        await client.aclose()
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ async def ensure_indexes(db: AsyncDatabase) -> None:
     await db[MEMBERSHIPS].create_index([("user_id", ASCENDING)], name="by_user")
     await db[MEMBERSHIPS].create_index([("confirmed_until", ASCENDING)], name="by_confirmed_until")
     await db[RECIPIENTS].create_index(
-        [("terms", ASCENDING), ("kind", ASCENDING)], name="terms_kind"
+        [("terms", ASCENDING), ("kind_key", ASCENDING)], name="terms_kind"
     )
 
 
@@ -102,6 +102,7 @@ class ReadModels:
         numbers = [p["number"] for p in user.get("physician_numbers") or ()]
         doc = {
             "kind": "user",
+            "kind_key": "user",
             "name": f"{user['first_name']} {user['last_name']}",
             "sort_name": f"{user['last_name']} {user['first_name']}".casefold(),
             "subtitle": ", ".join(
@@ -140,6 +141,7 @@ class ReadModels:
             {"_id": e.group_id},
             {
                 "kind": "group",
+                "kind_key": "group",
                 "name": e.name,
                 "sort_name": e.name.casefold(),
                 "subtitle": None,
@@ -201,6 +203,7 @@ class ReadModels:
             {"_id": e.department_id},
             {
                 "kind": "department",
+                "kind_key": "pacs" if e.kind == "pacs" else "department",
                 "department_kind": e.kind,
                 "name": e.name,
                 "sort_name": e.name.casefold(),

@@ -1,6 +1,10 @@
-"""Recipient search for the share dialog: users, groups and departments (incl. PACS), exact
-matches first, then prefix matches, each by name; always an equality match on the multikey
-`terms` index (see `domain.search`)."""
+"""Recipient search for the share dialog: users, groups and departments (incl. PACS).
+
+Each search is one index scan: `{terms: <most selective word>, kind_key: {$in: kinds}}` on the
+multikey `terms_kind` index, reading only ids, terms and sort names of the candidates (at most
+`MAX_CANDIDATES`); the remaining words and the ranking (exact before prefix, then by name) are
+applied to those, and only the requested page is fetched, by `_id`.
+"""
 
 from __future__ import annotations
 
@@ -8,54 +12,50 @@ from typing import Any, Literal
 
 from pymongo.asynchronous.database import AsyncDatabase
 from studyshare.identity.adapters.read_models import RECIPIENTS
-from studyshare.identity.domain.search import exact_filter, prefix_filter, query_tokens
+from studyshare.identity.domain.search import key_token, query_tokens, rank
 
 RecipientKind = Literal["user", "group", "department", "pacs"]
+KIND_KEYS: dict[str | None, list[str]] = {
+    None: ["user", "group", "department", "pacs"],
+    "user": ["user"],
+    "group": ["group"],
+    "department": ["department", "pacs"],
+    "pacs": ["pacs"],
+}
+MAX_CANDIDATES = 5000
 
 
-def kind_filter(kind: RecipientKind | None) -> dict[str, Any]:
-    if kind is None:
-        return {}
-    if kind == "pacs":
-        return {"kind": "department", "department_kind": "pacs"}
-    return {"kind": kind}
-
-
-def search_filters(q: str, kind: RecipientKind | None) -> tuple[dict, dict] | None:
-    """(exact tier, prefix-only tier) filters for the query, or None when it has no words."""
+def candidate_filter(q: str, kind: RecipientKind | None) -> dict[str, Any] | None:
     tokens = query_tokens(q)
     if not tokens:
         return None
-    exact = {**exact_filter(tokens), **kind_filter(kind)}
-    prefix_only = {
-        "$and": [prefix_filter(tokens), kind_filter(kind), {"$nor": [exact_filter(tokens)]}]
-    }
-    return exact, prefix_only
-
-
-PROJECTION = {"terms": 0}
+    return {"terms": key_token(tokens), "kind_key": {"$in": KIND_KEYS[kind]}}
 
 
 async def search(
     db: AsyncDatabase, q: str, kind: RecipientKind | None, page: int, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
-    filters = search_filters(q, kind)
-    if filters is None:
+    query = candidate_filter(q, kind)
+    if query is None:
         return [], 0
-    exact, prefix_only = filters
+    tokens = query_tokens(q)
     col = db[RECIPIENTS]
-    n_exact = await col.count_documents(exact)
-    n_prefix = await col.count_documents(prefix_only)
-    offset = (page - 1) * page_size
-    items: list[dict[str, Any]] = []
-    if offset < n_exact:
-        cursor = col.find(exact, PROJECTION).sort([("sort_name", 1), ("_id", 1)])
-        items += [{**d, "match": "exact"} async for d in cursor.skip(offset).limit(page_size)]
-    remaining = page_size - len(items)
-    if remaining > 0:
-        cursor = col.find(prefix_only, PROJECTION).sort([("sort_name", 1), ("_id", 1)])
-        items += [
-            {**d, "match": "prefix"}
-            async for d in cursor.skip(max(0, offset - n_exact)).limit(remaining)
-        ]
-    return items, n_exact + n_prefix
+    ranked: list[tuple[int, str, str]] = []
+    cursor = col.find(query, {"terms": 1, "sort_name": 1}).limit(MAX_CANDIDATES)
+    async for doc in cursor:
+        r = rank(tokens, doc["terms"])
+        if r is not None:
+            ranked.append((r, doc.get("sort_name", ""), doc["_id"]))
+    ranked.sort()
+    chosen = ranked[(page - 1) * page_size : page * page_size]
+    if not chosen:
+        return [], len(ranked)
+    docs = {
+        d["_id"]: d async for d in col.find({"_id": {"$in": [c[2] for c in chosen]}}, {"terms": 0})
+    }
+    items = [
+        {**docs[_id], "match": "exact" if r == 0 else "prefix"}
+        for r, _, _id in chosen
+        if _id in docs
+    ]
+    return items, len(ranked)
