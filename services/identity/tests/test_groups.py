@@ -90,7 +90,7 @@ async def test_admins_add_and_remove_members_others_cannot(api):
 async def test_membership_is_due_after_three_months_and_confirming_renews_it(api):
     clock = FakeClock()
     api.identity.clock = clock
-    group_id, ids, _ = await setup_group(api)
+    group_id, _, _ = await setup_group(api)
     member = await api.headers("member", "a-long-password-1")
     [fresh] = (await api.client.get("/api/users/me/group-confirmations", headers=member)).json()
     assert fresh["group_id"] == group_id and fresh["due"] is False
