@@ -136,9 +136,13 @@ async def test_self_registration_cannot_grant_roles_and_usernames_are_unique(api
     taken = await api.client.post("/api/users/register", json=body)
     assert taken.status_code == 409 and taken.json()["rule"] == "UsernameTaken"
     weak = await api.client.post(
-        "/api/users/register", json={**body, "username": "other", "password": "short"}
+        "/api/users/register", json={**body, "username": "other", "password": "my-other-password"}
     )
     assert weak.status_code == 422 and weak.json()["rule"] == "WeakPassword"
+    short = await api.client.post(
+        "/api/users/register", json={**body, "username": "other", "password": "short"}
+    )
+    assert short.status_code == 422 and short.json()["rule"] == "InvalidRequest"
     assert len(await api.events("UserRegistered")) == 2, (
         "desk + one physician, refusals store nothing"
     )
@@ -301,3 +305,23 @@ async def test_eid_login_goes_through_the_external_identity_provider_interface(a
     assert "eid" in methods
     unknown = await api.client.get("/api/auth/external/itsme/start", params={"redirect_uri": "x"})
     assert unknown.status_code == 404
+
+
+async def test_deactivation_ends_every_session_but_the_desk_cannot_deactivate_itself(api):
+    desk = await api.desk()
+    user_id = await api.register(desk, **PROFILE)
+    tokens = (await api.login("dr.peeters", "a-long-password-1")).json()
+    gone = await api.client.post(f"/api/users/{user_id}/deactivate", headers=desk)
+    assert gone.status_code == 204
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert (await api.client.get("/api/users/me", headers=bearer)).status_code == 401
+    refresh = await api.client.post(
+        "/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert refresh.status_code == 401
+    login = await api.login("dr.peeters", "a-long-password-1")
+    assert login.status_code == 403 and login.json()["rule"] == "AccountDeactivated"
+    desk_id = (await api.client.get("/api/users/me", headers=desk)).json()["user_id"]
+    itself = await api.client.post(f"/api/users/{desk_id}/deactivate", headers=desk)
+    assert itself.status_code == 403 and itself.json()["rule"] == "CannotDeactivateYourself"
+    assert [e.payload["user_id"] for e in await api.events("UserDeactivated")] == [user_id]

@@ -177,7 +177,7 @@ async def test_without_a_known_mobile_the_sms_code_cannot_be_sent(api):
 
 async def test_failed_attempts_per_number_lock_it_with_increasing_delay(api):
     await issue(api, "LOCK123456")
-    for attempt in range(1, 6):
+    for _ in range(5):
         response = await patient_login(api, "LOCK123456", birth="2000-01-01")
         assert response.status_code == 401
     locked = await patient_login(api, "LOCK123456")

@@ -74,7 +74,7 @@ async def test_a_wrong_code_does_not_enable_totp_and_enabling_twice_is_refused(a
     secret = (await api.client.post("/api/users/me/totp", headers=me)).json()["secret"]
     wrong = oathtool(secret, clock.now + timedelta(minutes=5))
     refused = await api.client.post("/api/users/me/totp/confirm", json={"code": wrong}, headers=me)
-    assert refused.status_code == 422 and refused.json()["rule"] == "InvalidTOTPCode"
+    assert refused.status_code == 403 and refused.json()["rule"] == "InvalidTOTPCode"
     assert (await api.login("dr.other", "a-long-password-1")).status_code == 200, "still no TOTP"
     ok = await api.client.post(
         "/api/users/me/totp/confirm", json={"code": oathtool(secret, clock.now)}, headers=me

@@ -43,6 +43,10 @@ class AccountDeactivated(Forbidden):
     pass
 
 
+class CannotDeactivateYourself(Forbidden):
+    """The service desk cannot lock itself out; another desk account does it."""
+
+
 class WrongEnvironment(RuleViolation):
     """The account lives in another country's environment; `portal_url` says where."""
 
@@ -103,8 +107,8 @@ class TOTPEnrolmentMissing(Conflict):
     pass
 
 
-class InvalidTOTPCode(RuleViolation):
-    pass
+class InvalidTOTPCode(Forbidden):
+    """The code does not prove possession of the enrolled secret."""
 
 
 class AlreadyMember(Conflict):

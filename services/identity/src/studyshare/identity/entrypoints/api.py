@@ -89,7 +89,7 @@ def _tokens(pair: auth.TokenPair) -> m.TokenResponse:
 @auth_router.post(
     "/api/auth/login",
     response_model=m.TokenResponse,
-    responses=problem_responses(401, 403, 421, 422, 429),
+    responses=problem_responses(400, 401, 403, 421, 422, 429),
     summary="Log in with username, password (and TOTP code when enabled)",
 )
 async def login(body: m.LoginRequest, app: IdentityDep, ip: ClientIP) -> m.TokenResponse:
@@ -99,7 +99,7 @@ async def login(body: m.LoginRequest, app: IdentityDep, ip: ClientIP) -> m.Token
 @auth_router.post(
     "/api/auth/refresh",
     response_model=m.TokenResponse,
-    responses=problem_responses(401, 422),
+    responses=problem_responses(400, 401, 422),
     summary="Exchange a refresh token for new tokens (the old one is spent)",
 )
 async def refresh(body: m.RefreshRequest, app: IdentityDep, ip: ClientIP) -> m.TokenResponse:
@@ -109,7 +109,7 @@ async def refresh(body: m.RefreshRequest, app: IdentityDep, ip: ClientIP) -> m.T
 @auth_router.post(
     "/api/auth/logout",
     status_code=204,
-    responses=problem_responses(401, 422),
+    responses=problem_responses(400, 401, 422),
     summary="End the session of the bearer token and/or the refresh token",
 )
 async def logout(
@@ -122,7 +122,7 @@ async def logout(
 @auth_router.post(
     "/api/auth/patient-login",
     response_model=m.PatientTokenResponse,
-    responses=problem_responses(401, 402, 403, 422, 423, 429),
+    responses=problem_responses(400, 401, 402, 403, 422, 423, 429),
     summary="Patient login: reference number + date of birth (+ pincode, + SMS code)",
 )
 async def patient_login(
@@ -185,7 +185,7 @@ async def external_start(
 @auth_router.get(
     "/api/auth/external/{provider}/callback",
     response_model=m.TokenResponse,
-    responses=problem_responses(401, 404, 422),
+    responses=problem_responses(400, 401, 404, 422),
     summary="Finish an external login; the identity must be linked to an account",
 )
 async def external_callback(
@@ -199,7 +199,7 @@ async def external_callback(
 @auth_router.post(
     "/api/auth/external/{provider}/link",
     status_code=204,
-    responses=problem_responses(401, 404, 422),
+    responses=problem_responses(400, 401, 404, 422),
     summary="Link an external identity to the logged-in account",
 )
 async def external_link(
@@ -238,7 +238,7 @@ def _registration(body: m.SelfRegistration, app: Identity, **extra: Any) -> Regi
     "/api/users",
     status_code=201,
     response_model=m.Created,
-    responses=problem_responses(401, 403, 409, 422),
+    responses=problem_responses(400, 401, 403, 409, 422),
     summary="Register a user (department admin or service desk)",
 )
 async def register_user(
@@ -258,7 +258,7 @@ async def register_user(
     "/api/users/register",
     status_code=201,
     response_model=m.Created,
-    responses=problem_responses(409, 422),
+    responses=problem_responses(400, 409, 422),
     summary="Self-registration; the account waits for the service desk's approval",
 )
 async def self_register(body: m.SelfRegistration, app: IdentityDep, ip: ClientIP) -> m.Created:
@@ -303,7 +303,7 @@ async def me(app: IdentityDep, principal: Principal) -> m.UserView:
 
 
 @users_router.patch(
-    "/api/users/me", response_model=m.UserView, responses=problem_responses(401, 404, 422)
+    "/api/users/me", response_model=m.UserView, responses=problem_responses(400, 401, 404, 422)
 )
 async def patch_me(
     body: m.ProfilePatch, app: IdentityDep, principal: Principal, ip: ClientIP
@@ -318,7 +318,7 @@ async def patch_me(
 @users_router.post(
     "/api/users/me/password",
     status_code=204,
-    responses=problem_responses(401, 422),
+    responses=problem_responses(400, 401, 422),
     summary="Change the password (the current one is required)",
 )
 async def change_password(
@@ -342,7 +342,7 @@ async def totp_begin(app: IdentityDep, principal: Principal) -> m.TOTPEnrolment:
 @users_router.post(
     "/api/users/me/totp/confirm",
     status_code=204,
-    responses=problem_responses(401, 409, 422),
+    responses=problem_responses(400, 401, 403, 409, 422),
     summary="Confirm TOTP enrolment with a code from the authenticator",
 )
 async def totp_confirm(
@@ -379,7 +379,7 @@ async def get_user(user_id: str, app: IdentityDep, principal: Principal) -> m.Us
 @users_router.put(
     "/api/users/{user_id}/roles",
     response_model=m.UserView,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(400, 401, 403, 404, 422),
     summary="Set roles and department memberships (service desk)",
 )
 async def set_roles(
@@ -413,7 +413,7 @@ async def deactivate(
 @users_router.get(
     "/api/recipients",
     response_model=m.RecipientPage,
-    responses=problem_responses(401, 422),
+    responses=problem_responses(400, 401, 422),
     summary="Search recipients: users, groups, departments and PACS (exact matches first)",
 )
 async def recipients(
@@ -442,7 +442,7 @@ async def recipients(
     "/api/groups",
     status_code=201,
     response_model=m.Created,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(400, 401, 403, 404, 422),
     summary="Create a group practice",
 )
 async def create_group(
@@ -471,7 +471,7 @@ async def get_group(group_id: str, app: IdentityDep, principal: Principal) -> di
 @groups_router.post(
     "/api/groups/{group_id}/members",
     status_code=204,
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
     summary="Add a member (group admin or service desk)",
 )
 async def add_group_member(
@@ -484,7 +484,7 @@ async def add_group_member(
 @groups_router.delete(
     "/api/groups/{group_id}/members/{user_id}",
     status_code=204,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(400, 401, 403, 404, 422),
     summary="Remove a member (group admin, service desk, or the member leaving)",
 )
 async def remove_group_member(
@@ -521,7 +521,7 @@ def _policy(body: m.PolicyBody) -> Policy:
     "/api/departments",
     status_code=201,
     response_model=m.Created,
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(400, 401, 403, 422),
     summary="Create a sending department or a PACS destination (service desk)",
 )
 async def create_department(
@@ -567,7 +567,7 @@ async def get_department(
 @departments_router.put(
     "/api/departments/{department_id}/policy",
     status_code=204,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(400, 401, 403, 404, 422),
     summary="Set the department's sharing and patient-access policy",
 )
 async def put_policy(
@@ -580,7 +580,7 @@ async def put_policy(
 @departments_router.post(
     "/api/departments/{department_id}/admins",
     status_code=204,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(400, 401, 403, 404, 422),
     summary="Make a user admin of the department",
 )
 async def add_department_admin(
@@ -605,7 +605,7 @@ async def remove_department_admin(
 @departments_router.post(
     "/api/departments/{department_id}/members",
     status_code=204,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(400, 401, 403, 404, 422),
     summary="Add a user to the department (staff or physician)",
 )
 async def add_department_member(

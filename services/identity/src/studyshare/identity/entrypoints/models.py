@@ -78,7 +78,7 @@ class ProfileFields(Strict):
 
 class SelfRegistration(ProfileFields):
     username: str = Username
-    password: str = Field(min_length=1, max_length=1024)
+    password: str = Field(min_length=10, max_length=1024)
     first_name: str = Name
     last_name: str = Name
     profession: Profession = "physician"
@@ -134,7 +134,7 @@ class RolesUpdate(Strict):
 
 class PasswordChange(Strict):
     current_password: str = Field(min_length=1, max_length=1024)
-    new_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=10, max_length=1024)
 
 
 class TOTPEnrolment(BaseModel):

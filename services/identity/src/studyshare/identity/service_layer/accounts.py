@@ -12,6 +12,7 @@ from studyshare.contracts.tokens import AccessClaims
 from studyshare.identity.adapters.read_models import USERS
 from studyshare.identity.domain import totp
 from studyshare.identity.domain.exceptions import (
+    CannotDeactivateYourself,
     InvalidCredentials,
     InvalidTOTPCode,
     NotAllowed,
@@ -154,6 +155,8 @@ async def set_roles(
 async def deactivate(app: Identity, user_id: str, principal: AccessClaims, ip: str | None) -> None:
     if not principal.has_role("service_desk"):
         raise NotAllowed("only the service desk deactivates accounts")
+    if user_id == principal.sub:
+        raise CannotDeactivateYourself("an account cannot deactivate itself")
     await app.execute(User, user_id, lambda u: u.deactivate(principal.sub), actor_of(principal, ip))
     await app.sessions.revoke_all_of(user_id, app.clock(), "deactivated")
 
