@@ -139,7 +139,9 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return problem(exc.status_code, str(exc.detail), str(exc.detail))
+        response = problem(exc.status_code, str(exc.detail), str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. `Allow` on 405 (RFC 9110)
+        return response
 
     for router in routers:
         app.include_router(router)
@@ -185,4 +187,7 @@ class Problem(BaseModel):
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries documenting problem+json refusals."""
-    return {s: {"model": Problem, "description": "Refused"} for s in statuses}
+    problem_json = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    return {
+        s: {"model": Problem, "description": "Refused", "content": problem_json} for s in statuses
+    }
