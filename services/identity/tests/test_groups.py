@@ -77,7 +77,7 @@ async def test_admins_add_and_remove_members_others_cannot(api):
         f"/api/groups/{group_id}/members/{ids['primary']}", headers=admin
     )
     assert (
-        primary_out.status_code == 422 and primary_out.json()["rule"] == "PrimaryContactCannotLeave"
+        primary_out.status_code == 409 and primary_out.json()["rule"] == "PrimaryContactCannotLeave"
     )
     view = (await api.client.get(f"/api/groups/{group_id}", headers=primary)).json()
     assert [m["user_id"] for m in view["members"]] == [ids["primary"], ids["admin"], ids["new"]]

@@ -181,7 +181,7 @@ async def test_failed_attempts_per_number_lock_it_with_increasing_delay(api):
         response = await patient_login(api, "LOCK123456", birth="2000-01-01")
         assert response.status_code == 401
     locked = await patient_login(api, "LOCK123456")
-    assert locked.status_code == 423 and locked.json()["rule"] == "PatientLoginLocked"
+    assert locked.status_code == 429 and locked.json()["rule"] == "PatientLoginLocked"
     assert 1 <= int(locked.headers["retry-after"]) <= 30
     failures = await api.events("PatientLoginFailed")
     assert [e.payload["failed_attempts"] for e in failures] == [1, 2, 3, 4, 5, 5]

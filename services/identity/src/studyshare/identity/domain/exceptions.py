@@ -5,7 +5,6 @@ from __future__ import annotations
 from studyshare.plumbing.errors import (
     Conflict,
     Forbidden,
-    Locked,
     NotFound,
     RuleViolation,
     TooManyAttempts,
@@ -119,7 +118,7 @@ class NotAMember(NotFound):
     pass
 
 
-class PrimaryContactCannotLeave(RuleViolation):
+class PrimaryContactCannotLeave(Conflict):
     """Name another primary contact before removing this one."""
 
 
@@ -171,7 +170,7 @@ class ReferenceNumberBreaksComplexityRule(Forbidden):
     """Flagged in the Access tab: a number below the department's complexity cannot be used."""
 
 
-class PatientLoginLocked(Locked):
+class PatientLoginLocked(TooManyAttempts):
     """Too many failed attempts on this reference number."""
 
     def __init__(self, detail: str, retry_after_s: int) -> None:

@@ -122,7 +122,7 @@ async def logout(
 @auth_router.post(
     "/api/auth/patient-login",
     response_model=m.PatientTokenResponse,
-    responses=problem_responses(400, 401, 402, 403, 422, 423, 429),
+    responses=problem_responses(400, 401, 402, 403, 422, 429),
     summary="Patient login: reference number + date of birth (+ pincode, + SMS code)",
 )
 async def patient_login(
@@ -229,7 +229,7 @@ def _registration(body: m.SelfRegistration, app: Identity, **extra: Any) -> Regi
         language=body.language,
         environment=body.environment or app.settings.environment_code,
         profession=body.profession,
-        physician_numbers=tuple(body.physician_numbers),
+        physician_numbers=m.physician_numbers(body.physician_numbers),
         **extra,
     )
 
@@ -310,7 +310,7 @@ async def patch_me(
 ) -> m.UserView:
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     if "physician_numbers" in changes:
-        changes["physician_numbers"] = tuple(body.physician_numbers or ())
+        changes["physician_numbers"] = m.physician_numbers(body.physician_numbers)
     await accounts.change_profile(app, principal.sub, changes, principal, ip)
     return _full_view(await accounts.user_doc(app, principal.sub))
 
@@ -484,7 +484,7 @@ async def add_group_member(
 @groups_router.delete(
     "/api/groups/{group_id}/members/{user_id}",
     status_code=204,
-    responses=problem_responses(400, 401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 409),
     summary="Remove a member (group admin, service desk, or the member leaving)",
 )
 async def remove_group_member(
@@ -513,7 +513,7 @@ async def confirm_membership(
 def _policy(body: m.PolicyBody) -> Policy:
     return Policy(
         **body.model_dump(exclude={"reference_number_rule"}),
-        reference_number_rule=body.reference_number_rule,
+        reference_number_rule=m.reference_number_rule(body.reference_number_rule),
     )
 
 
@@ -535,8 +535,8 @@ async def create_department(
         country=body.country,
         kind=body.kind,
         email=body.email,
-        pacs=body.pacs,
-        rsw=body.rsw,
+        pacs=body.pacs.contract() if body.pacs else None,
+        rsw=body.rsw.contract() if body.rsw else None,
         policy=_policy(body.policy) if body.policy else None,
     )
     return m.Created(id=department_id)
@@ -559,7 +559,7 @@ async def get_department(
         email=doc.get("email"),
         pacs=doc.get("pacs"),
         rsw=doc.get("rsw"),
-        policy=m.PolicyBody(**(doc.get("policy") or {})),
+        policy=m.PolicyBody.model_validate(doc.get("policy") or {}),
         admin_ids=doc.get("admin_ids") or [],
     )
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from studyshare.contracts.events.identity import Language, PacsEndpoint, PhysicianNumber, Profession
-from studyshare.contracts.events.identity import ReferenceNumberRule as RuleModel
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from studyshare.contracts.events.identity import (
+    Language,
+    PacsEndpoint,
+    PhysicianNumber,
+    Profession,
+    ReferenceNumberRule,
+    Registry,
+)
 from studyshare.contracts.tokens import Role
 
 Username = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
@@ -17,8 +23,28 @@ Mobile = Field(default=None, max_length=32, pattern=r"^\+?[0-9 ()./-]{6,30}$")
 Code = Field(min_length=4, max_length=12)
 
 
+def physician_numbers(items: list[PhysicianNumberBody] | None) -> tuple[PhysicianNumber, ...]:
+    return tuple(PhysicianNumber(registry=p.registry, number=p.number) for p in items or ())
+
+
+def reference_number_rule(body: RuleBody) -> ReferenceNumberRule:
+    return ReferenceNumberRule(length=body.length, alphabet=body.alphabet)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class PhysicianNumberBody(Strict):
+    registry: Registry
+    number: str = Field(min_length=1, max_length=32)
+
+
+class RuleBody(Strict):
+    """Minimum complexity of the department's reference numbers."""
+
+    length: StrictInt = Field(default=10, ge=4, le=64)
+    alphabet: Literal["digits", "alphanumeric"] = "alphanumeric"
 
 
 class LoginRequest(Strict):
@@ -69,11 +95,11 @@ class EnvironmentsResponse(BaseModel):
 
 class ProfileFields(Strict):
     email: str | None = Email
-    email_public: bool = False
+    email_public: StrictBool = False
     mobile: str | None = Mobile
-    mobile_public: bool = False
+    mobile_public: StrictBool = False
     language: Language = "en"
-    physician_numbers: list[PhysicianNumber] = Field(default_factory=list, max_length=10)
+    physician_numbers: list[PhysicianNumberBody] = Field(default_factory=list, max_length=10)
 
 
 class SelfRegistration(ProfileFields):
@@ -101,9 +127,9 @@ class UserView(BaseModel):
     first_name: str
     last_name: str
     email: str | None = None
-    email_public: bool = False
+    email_public: StrictBool = False
     mobile: str | None = None
-    mobile_public: bool = False
+    mobile_public: StrictBool = False
     language: Language = "en"
     environment: str = "be"
     profession: str = "physician"
@@ -112,18 +138,18 @@ class UserView(BaseModel):
     department_ids: list[str] = Field(default_factory=list)
     admin_of: list[str] = Field(default_factory=list)
     status: Literal["pending", "active", "deactivated"] | None = None
-    totp_enabled: bool | None = None
+    totp_enabled: StrictBool | None = None
 
 
 class ProfilePatch(Strict):
     first_name: str | None = Field(default=None, min_length=1, max_length=100)
     last_name: str | None = Field(default=None, min_length=1, max_length=100)
     email: str | None = Email
-    email_public: bool | None = None
+    email_public: StrictBool | None = None
     mobile: str | None = Mobile
-    mobile_public: bool | None = None
+    mobile_public: StrictBool | None = None
     language: Language | None = None
-    physician_numbers: list[PhysicianNumber] | None = Field(default=None, max_length=10)
+    physician_numbers: list[PhysicianNumberBody] | None = Field(default=None, max_length=10)
 
 
 class RolesUpdate(Strict):
@@ -175,8 +201,8 @@ class GroupMember(BaseModel):
     user_id: str
     first_name: str
     last_name: str
-    admin: bool
-    primary_contact: bool
+    admin: StrictBool
+    primary_contact: StrictBool
 
 
 class GroupView(BaseModel):
@@ -189,12 +215,12 @@ class GroupView(BaseModel):
 
 class MemberAdd(Strict):
     user_id: str = Field(min_length=1, max_length=64)
-    admin: bool = False
+    admin: StrictBool = False
 
 
 class GroupConfirmation(GroupView):
     confirmed_until: datetime
-    due: bool
+    due: StrictBool
 
 
 class ConfirmedResponse(BaseModel):
@@ -203,13 +229,24 @@ class ConfirmedResponse(BaseModel):
 
 
 class PolicyBody(Strict):
-    default_validity_days: int = Field(default=30, ge=1, le=36500)
-    max_validity_days: int | None = Field(default=None, ge=1, le=36500)
-    unlimited_allowed: bool = True
-    reference_number_rule: RuleModel = RuleModel()
-    payment_required: bool = False
-    patient_otp_required: bool = False
-    hipaa_confirmation_required: bool = False
+    default_validity_days: StrictInt = Field(default=30, ge=1, le=36500)
+    max_validity_days: StrictInt | None = Field(default=None, ge=1, le=36500)
+    unlimited_allowed: StrictBool = True
+    reference_number_rule: RuleBody = RuleBody()
+    payment_required: StrictBool = False
+    patient_otp_required: StrictBool = False
+    hipaa_confirmation_required: StrictBool = False
+
+
+class Endpoint(Strict):
+    """A DICOM endpoint (PACS or regional health network)."""
+
+    ae_title: str = Field(min_length=1, max_length=16)
+    host: str = Field(min_length=1, max_length=253)
+    port: StrictInt = Field(ge=1, le=65535)
+
+    def contract(self) -> PacsEndpoint:
+        return PacsEndpoint(ae_title=self.ae_title, host=self.host, port=self.port)
 
 
 class DepartmentCreate(Strict):
@@ -217,8 +254,8 @@ class DepartmentCreate(Strict):
     country: str = Field(default="be", min_length=2, max_length=8)
     kind: Literal["radiology", "pacs"] = "radiology"
     email: str | None = Email
-    pacs: PacsEndpoint | None = None
-    rsw: PacsEndpoint | None = None
+    pacs: Endpoint | None = None
+    rsw: Endpoint | None = None
     policy: PolicyBody | None = None
 
 
