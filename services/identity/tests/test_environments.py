@@ -29,3 +29,19 @@ async def test_the_token_carries_the_environment_of_the_deployment(make_api):
     login = await api.login("dr.dutch", "a-long-password-1")
     assert login.status_code == 200
     assert (await api.verify(login.json()["access_token"])).environment == "nl"
+
+
+async def test_an_account_belongs_to_a_known_environment(api):
+    desk = await api.desk()
+    response = await api.client.post(
+        "/api/users",
+        json={
+            "username": "dr.nowhere",
+            "password": "a-long-password-1",
+            "first_name": "No",
+            "last_name": "Where",
+            "environment": "xx",
+        },
+        headers=desk,
+    )
+    assert response.status_code == 422 and response.json()["rule"] == "UnknownEnvironment"

@@ -54,11 +54,28 @@ class IdentityCLI(ServiceCLI):
         worker.settings = settings
         worker.execute_from_commandline()
 
+    def rebuild_read_models(self) -> None:
+        """Rebuild users, groups, memberships, departments and recipients from the events."""
+        from studyshare.identity.service_layer.rebuild import rebuild_read_models
+
+        settings = self._settings()
+
+        async def run() -> None:
+            client = mongo_client(settings)
+            count = await rebuild_read_models(client[settings.database_name])
+            typer.echo(f"read models rebuilt from {count} events")
+            await client.close()
+
+        asyncio.run(run())
+
 
 cli = IdentityCLI(
     settings=IdentitySettings,
     app_factory="studyshare.identity.entrypoints.api:create_app",
     projections=lambda s: [ReferenceNumbers()],
+)
+cli.app.command("rebuild-read-models", help="Rebuild identity's read models from its events.")(
+    cli.rebuild_read_models
 )
 
 if __name__ == "__main__":

@@ -66,6 +66,10 @@ class RefreshTokenReused(Unauthorized):
     """A rotated refresh token came back: the session is revoked (token theft suspected)."""
 
 
+class UnknownEnvironment(RuleViolation):
+    """Accounts belong to one of the environments in the portal table."""
+
+
 class UsernameTaken(Conflict):
     pass
 
@@ -83,10 +87,6 @@ class DepartmentNotFound(NotFound):
 
 
 class AlreadyApproved(Conflict):
-    pass
-
-
-class NotPendingApproval(Conflict):
     pass
 
 

@@ -24,7 +24,6 @@ from studyshare.contracts.events.identity import (
 from studyshare.contracts.tokens import Role
 from studyshare.identity.domain.exceptions import (
     AlreadyApproved,
-    NotPendingApproval,
     TOTPAlreadyEnabled,
     UserNotFound,
 )
@@ -222,8 +221,3 @@ class User(Aggregate):
     def link_external(self, provider: str) -> list[ExternalIdentityLinked]:
         self._must_exist()
         return [ExternalIdentityLinked(user_id=self.id, provider=provider)]
-
-
-def ensure_pending(user: User) -> None:
-    if not user.pending_approval:
-        raise NotPendingApproval(f"user {user.id} is not waiting for approval")

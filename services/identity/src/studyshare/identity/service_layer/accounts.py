@@ -18,6 +18,7 @@ from studyshare.identity.domain.exceptions import (
     NotAllowed,
     TOTPAlreadyEnabled,
     TOTPEnrolmentMissing,
+    UnknownEnvironment,
     UsernameTaken,
     UserNotFound,
     WeakPassword,
@@ -59,6 +60,8 @@ async def _register(
     actor: Actor,
     check: bool = True,
 ) -> str:
+    if reg.environment not in {app.settings.environment_code, *app.settings.portal_table}:
+        raise UnknownEnvironment(f"there is no environment {reg.environment!r}")
     if check:
         check_password(password, reg.username)
     password_hash = await app.passwords.hash(password)

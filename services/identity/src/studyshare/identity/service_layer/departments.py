@@ -92,7 +92,7 @@ async def assign_admin(
     user's new roles."""
     _desk_or_admin(principal, department_id)
     await department_doc(app, department_id)
-    user = await _user(app, user_id)
+    await _user(app, user_id)
     actor = actor_of(principal, ip)
     await app.execute(
         Department, department_id, lambda d: d.assign_admin(user_id, principal.sub), actor
@@ -108,7 +108,6 @@ async def assign_admin(
         ),
         actor,
     )
-    del user
 
 
 async def remove_admin(
