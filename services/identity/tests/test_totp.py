@@ -94,3 +94,17 @@ def test_matching_step_accepts_one_step_either_side_and_never_a_used_step():
         assert matching_step(secret, code, now, step + delta) is None
     far = oathtool(secret, now + timedelta(seconds=90))
     assert matching_step(secret, far, now, None) is None
+
+
+async def test_two_concurrent_logins_with_the_same_code_let_exactly_one_in(api):
+    import asyncio
+
+    clock = FakeClock(datetime(2026, 3, 2, 9, 0, 5, tzinfo=UTC))
+    api.identity.clock = clock
+    secret, _ = await enrol(api, clock)
+    clock.now += timedelta(seconds=30)
+    code = oathtool(secret, clock.now)
+    results = await asyncio.gather(
+        *(api.login("dr.totp", "a-long-password-1", otp=code) for _ in range(4))
+    )
+    assert sorted(r.status_code for r in results) == [200, 401, 401, 401]

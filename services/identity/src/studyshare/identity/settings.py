@@ -56,6 +56,9 @@ class IdentitySettings(ServiceSettings):
 
     patient_lock_threshold: int = Field(default=5, ge=1)
     patient_otp_ttl_s: int = Field(default=300, ge=30)
+    patient_otp_resend_s: int = Field(
+        default=60, ge=0, description="no second SMS code for a number within this many seconds"
+    )
 
     group_confirmation_days: int = Field(default=91, ge=1)
     reminder_interval_s: float = Field(default=3600.0, gt=0)

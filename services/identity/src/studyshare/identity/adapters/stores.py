@@ -174,10 +174,21 @@ class PatientOTPs:
     def __init__(self, db: AsyncDatabase) -> None:
         self.col = db[PATIENT_OTPS]
 
-    async def put(self, reference_number: str, code: str, expires_at: datetime) -> None:
+    async def recently_issued(self, reference_number: str, since: datetime) -> bool:
+        """A code still valid and sent after `since` (no second SMS within the resend gap)."""
+        doc = await self.col.find_one({"_id": reference_number})
+        return bool(doc and doc.get("issued_at") and doc["issued_at"] > since)
+
+    async def put(
+        self, reference_number: str, code: str, expires_at: datetime, issued_at: datetime
+    ) -> None:
         await self.col.replace_one(
             {"_id": reference_number},
-            {"digest": token_digest(f"{reference_number}:{code}"), "expires_at": expires_at},
+            {
+                "digest": token_digest(f"{reference_number}:{code}"),
+                "expires_at": expires_at,
+                "issued_at": issued_at,
+            },
             upsert=True,
         )
 

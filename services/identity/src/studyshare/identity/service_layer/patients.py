@@ -139,9 +139,12 @@ async def patient_login(
 
 
 async def _issue_otp(app: Identity, ref: ReferenceNumberView, actor: Actor, now: datetime) -> None:
+    gap = timedelta(seconds=app.settings.patient_otp_resend_s)
+    if await app.patient_otps.recently_issued(ref.reference_number, now - gap):
+        return
     code = f"{secrets.randbelow(10**6):06d}"
     expires_at = now + timedelta(seconds=app.settings.patient_otp_ttl_s)
-    await app.patient_otps.put(ref.reference_number, code, expires_at)
+    await app.patient_otps.put(ref.reference_number, code, expires_at, now)
     assert ref.patient_mobile is not None
     await app.execute(
         Patient,
