@@ -172,6 +172,13 @@ async def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_whole_sess
     )
     assert me.status_code == 401
     assert len(await api.events("RefreshTokenReuseDetected")) == 1
+    sid = claims.sid
+    session_stream = [e.event_type for e in await api.identity.store.load(sid)]
+    assert session_stream == ["LoginSucceeded", "LoginSucceeded", "RefreshTokenReuseDetected"]
+    user_stream = await api.identity.store.load(claims.sub)
+    assert [e.event_type for e in user_stream] == ["UserRegistered"], (
+        "logins and refreshes do not grow the user's stream"
+    )
     garbage = await api.client.post("/api/auth/refresh", json={"refresh_token": "nope"})
     assert garbage.status_code == 401 and garbage.json()["rule"] == "InvalidRefreshToken"
 

@@ -9,11 +9,8 @@ from typing import Any
 from studyshare.contracts.events.identity import (
     AccountLocked,
     ExternalIdentityLinked,
-    LoggedOut,
-    LoginSucceeded,
     PasswordChanged,
     PhysicianNumber,
-    RefreshTokenReuseDetected,
     TOTPEnabled,
     UserApproved,
     UserDeactivated,
@@ -200,23 +197,9 @@ class User(Aggregate):
         self._must_exist()
         return [PasswordChanged(user_id=self.id, changed_by=by)]
 
-    def logged_in(self, method: str, session_id: str, ip: str | None) -> list[LoginSucceeded]:
-        self._must_exist()
-        return [
-            LoginSucceeded(user_id=self.id, method=method, session_id=session_id, source_ip=ip)  # type: ignore[arg-type]
-        ]
-
     def lock(self, until: datetime, failures: int) -> list[AccountLocked]:
         self._must_exist()
         return [AccountLocked(user_id=self.id, locked_until=until, consecutive_failures=failures)]
-
-    def logged_out(self, session_id: str) -> list[LoggedOut]:
-        self._must_exist()
-        return [LoggedOut(user_id=self.id, session_id=session_id)]
-
-    def refresh_reused(self, session_id: str, ip: str | None) -> list[RefreshTokenReuseDetected]:
-        self._must_exist()
-        return [RefreshTokenReuseDetected(user_id=self.id, session_id=session_id, source_ip=ip)]
 
     def link_external(self, provider: str) -> list[ExternalIdentityLinked]:
         self._must_exist()

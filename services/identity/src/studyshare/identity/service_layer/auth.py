@@ -27,6 +27,7 @@ from studyshare.identity.domain.exceptions import (
     TOTPRequired,
     WrongEnvironment,
 )
+from studyshare.identity.domain.session import LoginSession
 from studyshare.identity.domain.user import User
 from studyshare.identity.service_layer.context import Identity
 from studyshare.plumbing.aggregate import new_id
@@ -167,9 +168,9 @@ async def open_session(app: Identity, user: dict[str, Any], method: str, ip: str
     refresh = secrets.token_urlsafe(32)
     await app.sessions.open(session_id, user["_id"], refresh, now, app.settings.refresh_token_ttl_s)
     await app.execute(
-        User,
-        user["_id"],
-        lambda u: u.logged_in(method, session_id, ip),
+        LoginSession,
+        session_id,
+        lambda s: s.logged_in(user["_id"], method, ip),
         Actor(kind="user", id=user["_id"], ip=ip),
     )
     log.info("login.succeeded", user_id=user["_id"], method=method)
@@ -194,9 +195,9 @@ async def refresh(app: Identity, refresh_token: str, ip: str | None) -> TokenPai
     if doc.get("used_at") is not None or await app.sessions.use_token(refresh_token, now) is None:
         await app.sessions.revoke(doc["session_id"], now, "refresh_token_reuse")
         await app.execute(
-            User,
-            doc["user_id"],
-            lambda u: u.refresh_reused(doc["session_id"], ip),
+            LoginSession,
+            doc["session_id"],
+            lambda s: s.refresh_reused(doc["user_id"], ip),
             Actor(kind="anonymous", ip=ip),
         )
         log.warning("refresh.reused", user_id=doc["user_id"], session_id=doc["session_id"])
@@ -210,9 +211,9 @@ async def refresh(app: Identity, refresh_token: str, ip: str | None) -> TokenPai
         doc["session_id"], user["_id"], new_refresh, now, app.settings.refresh_token_ttl_s
     )
     await app.execute(
-        User,
-        user["_id"],
-        lambda u: u.logged_in("refresh", doc["session_id"], ip),
+        LoginSession,
+        doc["session_id"],
+        lambda s: s.logged_in(user["_id"], "refresh", ip),
         Actor(kind="user", id=user["_id"], ip=ip),
     )
     return TokenPair(
@@ -240,9 +241,9 @@ async def logout(
     for session_id, user_id in targets.items():
         if await app.sessions.revoke(session_id, now, "logout"):
             await app.execute(
-                User,
-                user_id,
-                lambda u, sid=session_id: u.logged_out(sid),
+                LoginSession,
+                session_id,
+                lambda s, uid=user_id: s.logged_out(uid),
                 Actor(kind="user", id=user_id, ip=ip),
             )
 
