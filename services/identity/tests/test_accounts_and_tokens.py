@@ -111,6 +111,7 @@ async def test_self_registration_waits_for_approval_by_the_service_desk(api):
     )
     assert response.status_code == 201
     user_id = response.json()["id"]
+    assert response.json() == {"id": user_id, "user_id": user_id, "status": "pending"}
     pending = await api.login("dr.peeters", "a-long-password-1")
     assert pending.status_code == 403 and pending.json()["rule"] == "AccountNotApproved"
     wrong = await api.login("dr.peeters", "not-the-password")

@@ -237,13 +237,13 @@ def _registration(body: m.SelfRegistration, app: Identity, **extra: Any) -> Regi
 @users_router.post(
     "/api/users",
     status_code=201,
-    response_model=m.Created,
+    response_model=m.UserCreated,
     responses=problem_responses(400, 401, 403, 409, 422),
     summary="Register a user (department admin or service desk)",
 )
 async def register_user(
     body: m.AdminRegistration, app: IdentityDep, principal: Principal, ip: ClientIP
-) -> m.Created:
+) -> m.UserCreated:
     reg = _registration(
         body,
         app,
@@ -251,19 +251,20 @@ async def register_user(
         department_ids=tuple(body.department_ids),
         admin_of=tuple(body.admin_of),
     )
-    return m.Created(id=await accounts.register_by_admin(app, reg, body.password, principal, ip))
+    user_id = await accounts.register_by_admin(app, reg, body.password, principal, ip)
+    return m.UserCreated(id=user_id, user_id=user_id, status="active")
 
 
 @users_router.post(
     "/api/users/register",
     status_code=201,
-    response_model=m.Created,
+    response_model=m.UserCreated,
     responses=problem_responses(400, 409, 422),
     summary="Self-registration; the account waits for the service desk's approval",
 )
-async def self_register(body: m.SelfRegistration, app: IdentityDep, ip: ClientIP) -> m.Created:
-    reg = _registration(body, app)
-    return m.Created(id=await accounts.self_register(app, reg, body.password, ip))
+async def self_register(body: m.SelfRegistration, app: IdentityDep, ip: ClientIP) -> m.UserCreated:
+    user_id = await accounts.self_register(app, _registration(body, app), body.password, ip)
+    return m.UserCreated(id=user_id, user_id=user_id, status="pending")
 
 
 @users_router.post(
@@ -441,13 +442,13 @@ async def recipients(
 @groups_router.post(
     "/api/groups",
     status_code=201,
-    response_model=m.Created,
+    response_model=m.GroupCreated,
     responses=problem_responses(400, 401, 403, 404, 422),
     summary="Create a group practice",
 )
 async def create_group(
     body: m.GroupCreate, app: IdentityDep, principal: Principal, ip: ClientIP
-) -> m.Created:
+) -> m.GroupCreated:
     group_id = await groups.create_group(
         app,
         principal,
@@ -458,7 +459,7 @@ async def create_group(
         member_ids=body.member_ids,
         email=body.email,
     )
-    return m.Created(id=group_id)
+    return m.GroupCreated(id=group_id, group_id=group_id)
 
 
 @groups_router.get(
@@ -520,13 +521,13 @@ def _policy(body: m.PolicyBody) -> Policy:
 @departments_router.post(
     "/api/departments",
     status_code=201,
-    response_model=m.Created,
+    response_model=m.DepartmentCreated,
     responses=problem_responses(400, 401, 403, 422),
     summary="Create a sending department or a PACS destination (service desk)",
 )
 async def create_department(
     body: m.DepartmentCreate, app: IdentityDep, principal: Principal, ip: ClientIP
-) -> m.Created:
+) -> m.DepartmentCreated:
     department_id = await departments.create_department(
         app,
         principal,
@@ -539,7 +540,7 @@ async def create_department(
         rsw=body.rsw.contract() if body.rsw else None,
         policy=_policy(body.policy) if body.policy else None,
     )
-    return m.Created(id=department_id)
+    return m.DepartmentCreated(id=department_id, department_id=department_id)
 
 
 @departments_router.get(

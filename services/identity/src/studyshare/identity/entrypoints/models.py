@@ -121,6 +121,19 @@ class Created(BaseModel):
     id: str
 
 
+class UserCreated(Created):
+    user_id: str
+    status: Literal["pending", "active"]
+
+
+class GroupCreated(Created):
+    group_id: str
+
+
+class DepartmentCreated(Created):
+    department_id: str
+
+
 class UserView(BaseModel):
     user_id: str
     username: str | None = None
