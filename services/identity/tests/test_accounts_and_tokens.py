@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from studyshare.identity.adapters.eid import ExternalIdentity, ExternalIdentityProvider
+from studyshare.identity.entrypoints.api import create_app
 from studyshare.identity.service_layer.context import Identity
 from studyshare.identity.settings import IdentitySettings
 from studyshare.plumbing.errors import Unauthorized
@@ -250,20 +251,22 @@ async def test_the_development_key_is_generated_once_and_shared_by_every_process
     assert one.jwks() == two.jwks()
 
 
-def test_outside_development_the_signing_key_must_come_from_settings():
+def test_outside_development_the_api_needs_its_signing_key_from_settings():
+    production = {
+        "environment": "production",
+        "kafka_enable_idempotence": True,
+        "otp_seal_public_key": "x" * 44,
+    }
+    without_key = IdentitySettings(**production)  # the relay and the worker never sign
     with pytest.raises(ValueError, match="SIGNING_KEY"):
-        IdentitySettings(
-            environment="production", kafka_enable_idempotence=True, otp_seal_public_key="x" * 44
-        )
+        create_app(without_key)
     signer = TokenSigner(kid="k1")
-    settings = IdentitySettings(
-        environment="production",
-        kafka_enable_idempotence=True,
-        otp_seal_public_key="x" * 44,
-        signing_key_pem=signer.private_pem(),
-        signing_key_id="k1",
+    with_key = IdentitySettings(
+        **production, signing_key_pem=signer.private_pem(), signing_key_id="k1"
     )
-    assert settings.signing_key_id == "k1"
+    assert create_app(with_key).title == "StudyShare identity"
+    with pytest.raises(ValueError, match="BOOTSTRAP_PASSWORD"):
+        IdentitySettings(**production, bootstrap_password="changeme")
 
 
 async def test_the_bootstrap_service_desk_is_created_once(make_api):

@@ -42,7 +42,7 @@ class IdentityCLI(ServiceCLI):
                 if "identity" not in state:
                     client = mongo_client(settings)
                     state["identity"] = await Identity.start(
-                        client[settings.database_name], settings
+                        client[settings.database_name], settings, signing=False
                     )
                 await emit_due_reminders(state["identity"])  # type: ignore[arg-type]
             except Exception:

@@ -74,14 +74,20 @@ class IdentitySettings(ServiceSettings):
     def previous_jwks(self) -> dict[str, Any]:
         return dict(json.loads(self.previous_signing_keys_jwks))
 
+    def check_signing_key(self) -> None:
+        """The API signs tokens: outside development and test its key comes from settings
+        (the relay and the worker never sign and do not need it)."""
+        if self.environment not in {"development", "test"} and not (
+            self.signing_key_pem and self.signing_key_id
+        ):
+            raise ValueError(
+                "STUDYSHARE_SIGNING_KEY_PEM and STUDYSHARE_SIGNING_KEY_ID are required "
+                "outside development and test"
+            )
+
     @model_validator(mode="after")
-    def _keys_outside_development(self) -> IdentitySettings:
+    def _checked(self) -> IdentitySettings:
         if self.environment not in {"development", "test"}:
-            if not self.signing_key_pem or not self.signing_key_id:
-                raise ValueError(
-                    "STUDYSHARE_SIGNING_KEY_PEM and STUDYSHARE_SIGNING_KEY_ID are required "
-                    "outside development and test"
-                )
             if self.bootstrap_password is not None:
                 refuse_placeholder(
                     self.bootstrap_password, "STUDYSHARE_BOOTSTRAP_PASSWORD", self.environment

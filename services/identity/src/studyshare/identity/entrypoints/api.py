@@ -648,6 +648,7 @@ async def start_identity(app: FastAPI, db, settings: IdentitySettings) -> Identi
 
 def create_app(settings: IdentitySettings | None = None) -> FastAPI:
     settings = settings or IdentitySettings()
+    settings.check_signing_key()
     client = mongo_client(settings)
     db = client[settings.database_name]
 

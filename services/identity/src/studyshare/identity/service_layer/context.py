@@ -65,15 +65,24 @@ class Identity:
 
     @classmethod
     async def start(
-        cls, db: AsyncDatabase, settings: IdentitySettings, **overrides: Any
+        cls,
+        db: AsyncDatabase,
+        settings: IdentitySettings,
+        *,
+        signing: bool = True,
+        **overrides: Any,
     ) -> Identity:
-        """Indexes, the signing key (settings, or in development the persisted one)."""
+        """Indexes and the signing key (from settings, or in development the persisted one).
+        Processes that never sign (the worker) pass `signing=False`."""
         await EventStore(db).ensure_indexes()
         await read_models.ensure_indexes(db)
         await stores.ensure_indexes(db)
         if settings.signing_key_pem and settings.signing_key_id:
             signer = TokenSigner.from_pem(settings.signing_key_pem, settings.signing_key_id)
+        elif not signing:
+            signer = TokenSigner(kid="never-published")
         else:
+            settings.check_signing_key()
             signer = await SigningKeys(db).development_signer()
         passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
         return cls(db=db, settings=settings, signer=signer, passwords=passwords, **overrides)
