@@ -26,7 +26,7 @@ from .conftest import FakeClock
 def identity_process(real_infra, mongo_db, tmp_path):
     started: list[subprocess.Popen] = []
 
-    def start(command: str) -> subprocess.Popen:
+    def start(command: str, *extra: str) -> subprocess.Popen:
         env = {
             **os.environ,
             "STUDYSHARE_KAFKA_BOOTSTRAP": real_infra.kafka_bootstrap,
@@ -37,10 +37,12 @@ def identity_process(real_infra, mongo_db, tmp_path):
             "STUDYSHARE_KAFKA_REBALANCE_TIMEOUT_MS": "6000",
             "STUDYSHARE_REMINDER_INTERVAL_S": "1",
             "STUDYSHARE_SERVICE_NAME": f"identity-{mongo_db.name}",
+            "STUDYSHARE_BOOTSTRAP_USER": "desk",
+            "STUDYSHARE_BOOTSTRAP_PASSWORD": "desk-password-1",
         }
         log = open(tmp_path / f"{command}.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "studyshare.identity", command],
+            [sys.executable, "-m", "studyshare.identity", command, *extra],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -155,3 +157,31 @@ async def test_the_relay_publishes_identity_events_keyed_by_aggregate(
     ]
     assert key == user_id.encode()
     assert registered.payload["username"] == "relayed"
+
+
+async def test_other_services_verify_tokens_of_the_api_process_through_its_jwks_url(
+    mongo_db, identity_process
+):
+    import httpx
+    from studyshare.plumbing.auth import JWKSVerifier
+    from studyshare.plumbing.infra import free_port
+
+    port = free_port()
+    identity_process("api", "--port", str(port))
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+
+        async def up():
+            try:
+                return (await client.get("/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        assert await eventually(up, timeout=60)
+        login = await client.post(
+            "/api/auth/login", json={"username": "desk", "password": "desk-password-1"}
+        )
+        assert login.status_code == 200, login.text
+    verifier = JWKSVerifier(f"{base}/.well-known/jwks.json")
+    claims = await verifier.verify(login.json()["access_token"])
+    assert claims.roles == ("service_desk",) and claims.sub.startswith("usr_")
