@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 from studyshare.contracts.events.identity import (
     Language,
     PacsEndpoint,
@@ -15,6 +15,16 @@ from studyshare.contracts.events.identity import (
     Registry,
 )
 from studyshare.contracts.tokens import Role
+
+
+def _integer(value: Any) -> Any:
+    """JSON integers, also written 30.0 (JSON Schema's `integer`); never strings or booleans."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[StrictInt, BeforeValidator(_integer)]
 
 Username = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
 Name = Field(min_length=1, max_length=100)
@@ -43,7 +53,7 @@ class PhysicianNumberBody(Strict):
 class RuleBody(Strict):
     """Minimum complexity of the department's reference numbers."""
 
-    length: StrictInt = Field(default=10, ge=4, le=64)
+    length: JsonInt = Field(default=10, ge=4, le=64)
     alphabet: Literal["digits", "alphanumeric"] = "alphanumeric"
 
 
@@ -242,8 +252,8 @@ class ConfirmedResponse(BaseModel):
 
 
 class PolicyBody(Strict):
-    default_validity_days: StrictInt = Field(default=30, ge=1, le=36500)
-    max_validity_days: StrictInt | None = Field(default=None, ge=1, le=36500)
+    default_validity_days: JsonInt = Field(default=30, ge=1, le=36500)
+    max_validity_days: JsonInt | None = Field(default=None, ge=1, le=36500)
     unlimited_allowed: StrictBool = True
     reference_number_rule: RuleBody = RuleBody()
     payment_required: StrictBool = False
@@ -256,7 +266,7 @@ class Endpoint(Strict):
 
     ae_title: str = Field(min_length=1, max_length=16)
     host: str = Field(min_length=1, max_length=253)
-    port: StrictInt = Field(ge=1, le=65535)
+    port: JsonInt = Field(ge=1, le=65535)
 
     def contract(self) -> PacsEndpoint:
         return PacsEndpoint(ae_title=self.ae_title, host=self.host, port=self.port)
