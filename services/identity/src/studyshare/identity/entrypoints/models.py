@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
+from annotated_types import Ge, Le
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import Strict as StrictMode
 from studyshare.contracts.events.identity import (
     Language,
     PacsEndpoint,
@@ -24,7 +26,14 @@ def _integer(value: Any) -> Any:
     return value
 
 
-JsonInt = Annotated[StrictInt, BeforeValidator(_integer)]
+def json_int(ge: int, le: int) -> Any:
+    """A bounded integer (bounds before the validator, so the OpenAPI keeps min/max)."""
+    return Annotated[int, StrictMode(), Ge(ge), Le(le), BeforeValidator(_integer)]
+
+
+ReferenceLength = json_int(4, 64)
+Days = json_int(1, 36500)
+Port = json_int(1, 65535)
 
 Username = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
 Name = Field(min_length=1, max_length=100)
@@ -53,7 +62,7 @@ class PhysicianNumberBody(Strict):
 class RuleBody(Strict):
     """Minimum complexity of the department's reference numbers."""
 
-    length: JsonInt = Field(default=10, ge=4, le=64)
+    length: ReferenceLength = 10
     alphabet: Literal["digits", "alphanumeric"] = "alphanumeric"
 
 
@@ -252,8 +261,8 @@ class ConfirmedResponse(BaseModel):
 
 
 class PolicyBody(Strict):
-    default_validity_days: JsonInt = Field(default=30, ge=1, le=36500)
-    max_validity_days: JsonInt | None = Field(default=None, ge=1, le=36500)
+    default_validity_days: Days = 30
+    max_validity_days: Days | None = None
     unlimited_allowed: StrictBool = True
     reference_number_rule: RuleBody = RuleBody()
     payment_required: StrictBool = False
@@ -266,7 +275,7 @@ class Endpoint(Strict):
 
     ae_title: str = Field(min_length=1, max_length=16)
     host: str = Field(min_length=1, max_length=253)
-    port: JsonInt = Field(ge=1, le=65535)
+    port: Port
 
     def contract(self) -> PacsEndpoint:
         return PacsEndpoint(ae_title=self.ae_title, host=self.host, port=self.port)
