@@ -118,11 +118,16 @@ async def test_self_registration_waits_for_approval_by_the_service_desk(api):
     wrong = await api.login("dr.peeters", "not-the-password")
     assert wrong.status_code == 401 and wrong.json()["rule"] == "InvalidCredentials"
     desk = await api.desk()
+    waiting = (await api.client.get("/api/users/pending", headers=desk)).json()
+    assert [u["user_id"] for u in waiting] == [user_id] and waiting[0]["status"] == "pending"
     physician = await api.client.post(f"/api/users/{user_id}/approve", headers=desk)
     assert physician.status_code == 204
     again = await api.client.post(f"/api/users/{user_id}/approve", headers=desk)
     assert again.status_code == 409 and again.json()["rule"] == "AlreadyApproved"
     assert (await api.login("dr.peeters", "a-long-password-1")).status_code == 200
+    assert (await api.client.get("/api/users/pending", headers=desk)).json() == []
+    me = await api.headers("dr.peeters", "a-long-password-1")
+    assert (await api.client.get("/api/users/pending", headers=me)).status_code == 403
     assert [e.payload["user_id"] for e in await api.events("UserApproved")] == [user_id]
     reasons = [e.payload["reason"] for e in await api.events("LoginFailed")]
     assert "not_approved" in reasons and "bad_credentials" in reasons

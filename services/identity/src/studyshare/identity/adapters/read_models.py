@@ -28,6 +28,7 @@ USERS, GROUPS, MEMBERSHIPS, DEPARTMENTS, RECIPIENTS = (
 
 async def ensure_indexes(db: AsyncDatabase) -> None:
     await db[USERS].create_index("username_lower", unique=True, name="username")
+    await db[USERS].create_index([("status", ASCENDING)], name="by_status")
     await db[MEMBERSHIPS].create_index([("user_id", ASCENDING)], name="by_user")
     await db[MEMBERSHIPS].create_index([("confirmed_until", ASCENDING)], name="by_confirmed_until")
     await db[RECIPIENTS].create_index(

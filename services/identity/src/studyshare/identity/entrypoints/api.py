@@ -364,6 +364,16 @@ async def my_group_confirmations(app: IdentityDep, principal: Principal) -> list
 
 
 @users_router.get(
+    "/api/users/pending",
+    response_model=list[m.UserView],
+    responses=problem_responses(401, 403),
+    summary="Self-registrations waiting for approval (service desk)",
+)
+async def pending_users(app: IdentityDep, principal: Principal) -> list[m.UserView]:
+    return [_full_view(doc) for doc in await accounts.pending(app, principal)]
+
+
+@users_router.get(
     "/api/users/{user_id}", response_model=m.UserView, responses=problem_responses(401, 404)
 )
 async def get_user(user_id: str, app: IdentityDep, principal: Principal) -> m.UserView:

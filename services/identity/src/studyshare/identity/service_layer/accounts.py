@@ -117,6 +117,14 @@ async def approve(app: Identity, user_id: str, principal: AccessClaims, ip: str 
     await app.execute(User, user_id, lambda u: u.approve(principal.sub), actor_of(principal, ip))
 
 
+async def pending(app: Identity, principal: AccessClaims, limit: int = 500) -> list[dict[str, Any]]:
+    """Self-registrations waiting for the service desk, oldest first."""
+    if not principal.has_role("service_desk"):
+        raise NotAllowed("only the service desk sees pending registrations")
+    cursor = app.db[USERS].find({"status": "pending"}).sort("registered_at", 1).limit(limit)
+    return await cursor.to_list(None)
+
+
 async def user_doc(app: Identity, user_id: str) -> dict[str, Any]:
     doc = await app.db[USERS].find_one({"_id": user_id})
     if doc is None:
