@@ -138,6 +138,26 @@ class TOTPEnabled(DomainEvent):
 
 
 @registry.register
+class TOTPDisabled(DomainEvent):
+    """The service desk removed the second factor (e.g. a lost phone); it can be enrolled anew."""
+
+    aggregate_type = "User"
+
+    user_id: str
+    disabled_by: str
+
+
+@registry.register
+class AccountUnlocked(DomainEvent):
+    """The service desk lifted a brute-force lock before it ran out."""
+
+    aggregate_type = "User"
+
+    user_id: str
+    unlocked_by: str
+
+
+@registry.register
 class LoginSucceeded(DomainEvent):
     aggregate_type = "User"
 

@@ -91,6 +91,9 @@ class ReadModels:
     async def _t_o_t_p_enabled(self, e: Any, env, s) -> None:
         await self._set_user(e.user_id, {"totp_enabled": True}, s)
 
+    async def _t_o_t_p_disabled(self, e: Any, env, s) -> None:
+        await self._set_user(e.user_id, {"totp_enabled": False}, s)
+
     async def _set_user(self, user_id: str, changes: dict[str, Any], s) -> None:
         await self.db[USERS].update_one({"_id": user_id}, {"$set": changes}, session=s)
         await self._index_user(user_id, s)

@@ -62,6 +62,14 @@ class Credentials:
             session=session,
         )
 
+    async def remove_totp(self, user_id: str, session=None) -> None:
+        """The secret goes; the last used step stays, so old codes stay spent."""
+        await self.col.update_one(
+            {"_id": user_id},
+            {"$set": {"totp_secret": None}, "$unset": {"totp_pending_secret": ""}},
+            session=session,
+        )
+
     async def use_totp_step(self, user_id: str, step: int) -> bool:
         """Atomically record `step` as used; False if it (or a later one) already was."""
         result = await self.col.update_one(

@@ -102,6 +102,10 @@ class TOTPAlreadyEnabled(Conflict):
     pass
 
 
+class TOTPNotEnabled(Conflict):
+    pass
+
+
 class TOTPEnrolmentMissing(Conflict):
     pass
 

@@ -8,9 +8,11 @@ from typing import Any
 
 from studyshare.contracts.events.identity import (
     AccountLocked,
+    AccountUnlocked,
     ExternalIdentityLinked,
     PasswordChanged,
     PhysicianNumber,
+    TOTPDisabled,
     TOTPEnabled,
     UserApproved,
     UserDeactivated,
@@ -22,6 +24,7 @@ from studyshare.contracts.tokens import Role
 from studyshare.identity.domain.exceptions import (
     AlreadyApproved,
     TOTPAlreadyEnabled,
+    TOTPNotEnabled,
     UserNotFound,
 )
 from studyshare.plumbing.aggregate import Aggregate
@@ -108,8 +111,14 @@ class User(Aggregate):
     def when_t_o_t_p_enabled(self, e: TOTPEnabled) -> None:
         self.totp_enabled = True
 
+    def when_t_o_t_p_disabled(self, e: TOTPDisabled) -> None:
+        self.totp_enabled = False
+
     def when_account_locked(self, e: AccountLocked) -> None:
         self.locked_until = e.locked_until
+
+    def when_account_unlocked(self, e: AccountUnlocked) -> None:
+        self.locked_until = None
 
     # commands
     @staticmethod
@@ -192,6 +201,16 @@ class User(Aggregate):
         if self.totp_enabled:
             raise TOTPAlreadyEnabled("a second factor is already enabled on this account")
         return [TOTPEnabled(user_id=self.id)]
+
+    def disable_totp(self, by: str) -> list[TOTPDisabled]:
+        self._must_exist()
+        if not self.totp_enabled:
+            raise TOTPNotEnabled("this account has no second factor")
+        return [TOTPDisabled(user_id=self.id, disabled_by=by)]
+
+    def unlock(self, by: str) -> list[AccountUnlocked]:
+        self._must_exist()
+        return [AccountUnlocked(user_id=self.id, unlocked_by=by)]
 
     def change_password(self, by: str) -> list[PasswordChanged]:
         self._must_exist()

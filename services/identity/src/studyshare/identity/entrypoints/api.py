@@ -421,6 +421,43 @@ async def deactivate(
     return Response(status_code=204)
 
 
+@users_router.post(
+    "/api/users/{user_id}/password",
+    status_code=204,
+    responses=problem_responses(400, 401, 403, 404, 422),
+    summary="Set a new password for a user and end their sessions (service desk)",
+)
+async def reset_password(
+    user_id: str, body: m.PasswordReset, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await accounts.reset_password(app, user_id, body.new_password, principal, ip)
+    return Response(status_code=204)
+
+
+@users_router.delete(
+    "/api/users/{user_id}/totp",
+    status_code=204,
+    responses=problem_responses(401, 403, 404, 409),
+    summary="Remove a user's second factor, e.g. a lost phone (service desk)",
+)
+async def disable_totp(
+    user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await accounts.disable_totp(app, user_id, principal, ip)
+    return Response(status_code=204)
+
+
+@users_router.post(
+    "/api/users/{user_id}/unlock",
+    status_code=204,
+    responses=problem_responses(401, 403, 404),
+    summary="Lift a brute-force lock on the account (service desk)",
+)
+async def unlock(user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP) -> Response:
+    await accounts.unlock(app, user_id, principal, ip)
+    return Response(status_code=204)
+
+
 @users_router.get(
     "/api/recipients",
     response_model=m.RecipientPage,

@@ -195,6 +195,10 @@ class PasswordChange(Strict):
     new_password: str = Field(min_length=10, max_length=1024)
 
 
+class PasswordReset(Strict):
+    new_password: str = Field(min_length=10, max_length=1024)
+
+
 class TOTPEnrolment(BaseModel):
     secret: str
     otpauth_uri: str

@@ -194,6 +194,57 @@ async def change_password(
     )
 
 
+async def reset_password(
+    app: Identity, user_id: str, new: str, principal: AccessClaims, ip: str | None
+) -> None:
+    """The service desk sets a new password (the user forgot theirs); every session ends."""
+    if not principal.has_role("service_desk"):
+        raise NotAllowed("only the service desk resets passwords")
+    user = await user_doc(app, user_id)
+    check_password(new, user["username"])
+    new_hash = await app.passwords.hash(new)
+
+    async def store(session) -> None:
+        await app.credentials.set_password(user_id, new_hash, session)
+
+    await app.execute(
+        User,
+        user_id,
+        lambda u: u.change_password(principal.sub),
+        actor_of(principal, ip),
+        also=store,
+    )
+    await app.sessions.revoke_all_of(user_id, app.clock(), "password_reset")
+
+
+async def disable_totp(
+    app: Identity, user_id: str, principal: AccessClaims, ip: str | None
+) -> None:
+    """The service desk removes a lost second factor; the user can enrol a new one."""
+    if not principal.has_role("service_desk"):
+        raise NotAllowed("only the service desk removes a second factor")
+
+    async def remove(session) -> None:
+        await app.credentials.remove_totp(user_id, session)
+
+    await app.execute(
+        User,
+        user_id,
+        lambda u: u.disable_totp(principal.sub),
+        actor_of(principal, ip),
+        also=remove,
+    )
+
+
+async def unlock(app: Identity, user_id: str, principal: AccessClaims, ip: str | None) -> None:
+    """The service desk lifts a brute-force lock on the account's name."""
+    if not principal.has_role("service_desk"):
+        raise NotAllowed("only the service desk unlocks accounts")
+    user = await user_doc(app, user_id)
+    await app.throttle.reset(f"user:{user['username_lower']}")
+    await app.execute(User, user_id, lambda u: u.unlock(principal.sub), actor_of(principal, ip))
+
+
 async def begin_totp(app: Identity, principal: AccessClaims) -> tuple[str, str]:
     """A fresh secret and its otpauth URI; enabled only once a code from it is confirmed."""
     user = await user_doc(app, principal.sub)
