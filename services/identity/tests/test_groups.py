@@ -127,3 +127,35 @@ async def test_due_reminders_are_emitted_once_per_member_and_period(api):
     )
     latest = (await api.events("GroupMembershipConfirmationDue"))[-1]
     assert latest.payload["user_id"] == ids["member"]
+
+
+async def test_admins_name_other_admins_and_another_primary_contact(api):
+    group_id, ids, primary = await setup_group(api)
+    url = f"/api/groups/{group_id}"
+    promoted = await api.client.patch(
+        f"{url}/members/{ids['member']}", json={"admin": True}, headers=primary
+    )
+    assert promoted.status_code == 204
+    handover = await api.client.put(
+        f"{url}/primary-contact", json={"user_id": ids["member"]}, headers=primary
+    )
+    assert handover.status_code == 204
+    view = (await api.client.get(url, headers=primary)).json()
+    assert view["primary_contact_id"] == ids["member"]
+    assert [(m["user_id"], m["admin"]) for m in view["members"]][:1] == [(ids["member"], True)]
+    demote_primary = await api.client.patch(
+        f"{url}/members/{ids['member']}", json={"admin": False}, headers=primary
+    )
+    assert demote_primary.status_code == 409
+    assert demote_primary.json()["rule"] == "PrimaryContactIsAdmin"
+    demoted = await api.client.patch(
+        f"{url}/members/{ids['primary']}", json={"admin": False}, headers=primary
+    )
+    assert demoted.status_code == 204
+    no_longer = await api.client.patch(
+        f"{url}/members/{ids['admin']}", json={"admin": False}, headers=primary
+    )
+    assert no_longer.status_code == 403, "a former admin manages nothing"
+    assert [e.payload["admin"] for e in await api.events("GroupAdminChanged")] == [True, False]
+    [changed] = await api.events("GroupPrimaryContactChanged")
+    assert changed.payload["primary_contact_id"] == ids["member"]

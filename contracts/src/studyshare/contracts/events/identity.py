@@ -234,6 +234,29 @@ class GroupMemberRemoved(DomainEvent):
 
 
 @registry.register
+class GroupAdminChanged(DomainEvent):
+    """A member became a group admin (`admin` true) or stopped being one."""
+
+    aggregate_type = "Group"
+
+    group_id: str
+    user_id: str
+    admin: bool
+    changed_by: str
+
+
+@registry.register
+class GroupPrimaryContactChanged(DomainEvent):
+    """Another member is now the primary contact (always an admin too)."""
+
+    aggregate_type = "Group"
+
+    group_id: str
+    primary_contact_id: str
+    changed_by: str
+
+
+@registry.register
 class GroupMembershipConfirmed(DomainEvent):
     aggregate_type = "Group"
 

@@ -181,6 +181,25 @@ class ReadModels:
         )
         await self.db[MEMBERSHIPS].delete_one({"_id": f"{e.group_id}:{e.user_id}"}, session=s)
 
+    async def _group_admin_changed(self, e: Any, env, s) -> None:
+        group = await self.db[GROUPS].find_one({"_id": e.group_id}, session=s)
+        if group is None:
+            return
+        members = [
+            {**m, "admin": e.admin} if m["user_id"] == e.user_id else m for m in group["members"]
+        ]
+        await self.db[GROUPS].update_one(
+            {"_id": e.group_id}, {"$set": {"members": members}}, session=s
+        )
+        await self.db[MEMBERSHIPS].update_one(
+            {"_id": f"{e.group_id}:{e.user_id}"}, {"$set": {"admin": e.admin}}, session=s
+        )
+
+    async def _group_primary_contact_changed(self, e: Any, env, s) -> None:
+        await self.db[GROUPS].update_one(
+            {"_id": e.group_id}, {"$set": {"primary_contact_id": e.primary_contact_id}}, session=s
+        )
+
     async def _group_membership_confirmed(self, e: Any, env, s) -> None:
         await self.db[MEMBERSHIPS].update_one(
             {"_id": f"{e.group_id}:{e.user_id}"},

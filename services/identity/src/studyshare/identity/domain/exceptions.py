@@ -126,6 +126,10 @@ class PrimaryContactCannotLeave(Conflict):
     """Name another primary contact before removing this one."""
 
 
+class PrimaryContactIsAdmin(Conflict):
+    """The primary contact cannot stop being a group admin."""
+
+
 class DefaultValidityExceedsMaximum(RuleViolation):
     pass
 

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from studyshare.contracts.events.identity import (
+    GroupAdminChanged,
     GroupCreated,
     GroupMemberAdded,
     GroupMemberRemoved,
     GroupMembershipConfirmationDue,
     GroupMembershipConfirmed,
+    GroupPrimaryContactChanged,
 )
 from studyshare.identity.domain.exceptions import (
     AlreadyMember,
@@ -19,6 +21,7 @@ from studyshare.identity.domain.exceptions import (
     NotAllowed,
     NotAMember,
     PrimaryContactCannotLeave,
+    PrimaryContactIsAdmin,
 )
 from studyshare.plumbing.aggregate import Aggregate
 
@@ -54,6 +57,13 @@ class Group(Aggregate):
 
     def when_group_member_removed(self, e: GroupMemberRemoved) -> None:
         self.members.pop(e.user_id, None)
+
+    def when_group_admin_changed(self, e: GroupAdminChanged) -> None:
+        if e.user_id in self.members:
+            self.members[e.user_id].admin = e.admin
+
+    def when_group_primary_contact_changed(self, e: GroupPrimaryContactChanged) -> None:
+        self.primary_contact_id = e.primary_contact_id
 
     def when_group_membership_confirmed(self, e: GroupMembershipConfirmed) -> None:
         if e.user_id in self.members:
@@ -141,6 +151,34 @@ class Group(Aggregate):
         if user_id == self.primary_contact_id:
             raise PrimaryContactCannotLeave("the primary contact cannot be removed from the group")
         return [GroupMemberRemoved(group_id=self.id, user_id=user_id, removed_by=by)]
+
+    def set_admin(self, user_id: str, admin: bool, *, by: str, service_desk: bool) -> list:
+        self._must_exist()
+        self._must_manage(by, service_desk)
+        if user_id not in self.members:
+            raise NotAMember(f"user {user_id} is not a member of group {self.id}")
+        if not admin and user_id == self.primary_contact_id:
+            raise PrimaryContactIsAdmin("the primary contact is always an admin")
+        if self.members[user_id].admin == admin:
+            return []
+        return [GroupAdminChanged(group_id=self.id, user_id=user_id, admin=admin, changed_by=by)]
+
+    def set_primary_contact(self, user_id: str, *, by: str, service_desk: bool) -> list:
+        self._must_exist()
+        self._must_manage(by, service_desk)
+        if user_id not in self.members:
+            raise NotAMember(f"user {user_id} is not a member of group {self.id}")
+        if user_id == self.primary_contact_id:
+            return []
+        events: list = []
+        if not self.members[user_id].admin:
+            events.append(
+                GroupAdminChanged(group_id=self.id, user_id=user_id, admin=True, changed_by=by)
+            )
+        events.append(
+            GroupPrimaryContactChanged(group_id=self.id, primary_contact_id=user_id, changed_by=by)
+        )
+        return events
 
     def confirm_membership(self, user_id: str, now: datetime) -> list:
         self._must_exist()

@@ -542,6 +542,37 @@ async def remove_group_member(
     return Response(status_code=204)
 
 
+@groups_router.patch(
+    "/api/groups/{group_id}/members/{user_id}",
+    status_code=204,
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
+    summary="Make a member a group admin or not (group admin or service desk)",
+)
+async def set_group_admin(
+    group_id: str,
+    user_id: str,
+    body: m.MemberRole,
+    app: IdentityDep,
+    principal: Principal,
+    ip: ClientIP,
+) -> Response:
+    await groups.set_admin(app, group_id, user_id, body.admin, principal, ip)
+    return Response(status_code=204)
+
+
+@groups_router.put(
+    "/api/groups/{group_id}/primary-contact",
+    status_code=204,
+    responses=problem_responses(400, 401, 403, 404, 422),
+    summary="Name another member the primary contact (group admin or service desk)",
+)
+async def set_primary_contact(
+    group_id: str, body: m.UserRef, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await groups.set_primary_contact(app, group_id, body.user_id, principal, ip)
+    return Response(status_code=204)
+
+
 @groups_router.post(
     "/api/groups/{group_id}/confirm-membership",
     response_model=m.ConfirmedResponse,

@@ -254,6 +254,10 @@ class MemberAdd(Strict):
     admin: StrictBool = False
 
 
+class MemberRole(Strict):
+    admin: StrictBool
+
+
 class GroupConfirmation(GroupView):
     confirmed_until: datetime
     due: StrictBool

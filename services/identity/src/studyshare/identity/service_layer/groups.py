@@ -109,6 +109,32 @@ async def remove_member(
     )
 
 
+async def set_admin(
+    app: Identity, group_id: str, user_id: str, admin: bool, principal: AccessClaims, ip
+) -> None:
+    await app.execute(
+        Group,
+        group_id,
+        lambda g: g.set_admin(
+            user_id, admin, by=principal.sub, service_desk=principal.has_role("service_desk")
+        ),
+        actor_of(principal, ip),
+    )
+
+
+async def set_primary_contact(
+    app: Identity, group_id: str, user_id: str, principal: AccessClaims, ip
+) -> None:
+    await app.execute(
+        Group,
+        group_id,
+        lambda g: g.set_primary_contact(
+            user_id, by=principal.sub, service_desk=principal.has_role("service_desk")
+        ),
+        actor_of(principal, ip),
+    )
+
+
 async def confirm_membership(app: Identity, group_id: str, principal: AccessClaims, ip) -> datetime:
     now = app.clock()
     period = _period(app)
