@@ -72,6 +72,10 @@ async def test_read_models_rebuilt_from_the_events_equal_the_live_ones(api):
     await api.client.post(
         f"/api/departments/{ids['rad']}/admins", json={"user_id": ids["jan"]}, headers=desk
     )
+    promoted = await api.client.patch(
+        f"/api/groups/{ids['group']}/members/{ids['jans']}", json={"admin": True}, headers=desk
+    )
+    assert promoted.status_code == 204
     live = await snapshot(api.identity.db)
     assert live["recipients"] and live["memberships"]
     count = await rebuild_read_models(api.identity.db)
