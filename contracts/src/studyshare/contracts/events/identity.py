@@ -74,6 +74,7 @@ class UserProfileChanged(DomainEvent):
     mobile: str | None = None
     mobile_public: bool | None = None
     language: Language | None = None
+    physician_numbers: tuple[PhysicianNumber, ...] | None = None
 
 
 @registry.register
@@ -98,12 +99,63 @@ class UserDeactivated(DomainEvent):
 
 
 @registry.register
+class PasswordChanged(DomainEvent):
+    """The account's password was replaced (the hash never leaves identity)."""
+
+    aggregate_type = "User"
+
+    user_id: str
+    changed_by: str
+
+
+@registry.register
+class ExternalIdentityLinked(DomainEvent):
+    """An external identity (e.g. Belgian eID) may now log in as this account."""
+
+    aggregate_type = "User"
+
+    user_id: str
+    provider: str
+
+
+@registry.register
+class RefreshTokenReuseDetected(DomainEvent):
+    """A rotated refresh token was presented again: the whole session was revoked."""
+
+    aggregate_type = "User"
+
+    user_id: str
+    session_id: str
+    source_ip: str | None = None
+
+
+@registry.register
 class TOTPEnabled(DomainEvent):
     """The account confirmed a second factor (the secret never leaves identity)."""
 
     aggregate_type = "User"
 
     user_id: str
+
+
+@registry.register
+class TOTPDisabled(DomainEvent):
+    """The service desk removed the second factor (e.g. a lost phone); it can be enrolled anew."""
+
+    aggregate_type = "User"
+
+    user_id: str
+    disabled_by: str
+
+
+@registry.register
+class AccountUnlocked(DomainEvent):
+    """The service desk lifted a brute-force lock before it ran out."""
+
+    aggregate_type = "User"
+
+    user_id: str
+    unlocked_by: str
 
 
 @registry.register
@@ -180,6 +232,29 @@ class GroupMemberRemoved(DomainEvent):
     group_id: str
     user_id: str
     removed_by: str
+
+
+@registry.register
+class GroupAdminChanged(DomainEvent):
+    """A member became a group admin (`admin` true) or stopped being one."""
+
+    aggregate_type = "Group"
+
+    group_id: str
+    user_id: str
+    admin: bool
+    changed_by: str
+
+
+@registry.register
+class GroupPrimaryContactChanged(DomainEvent):
+    """Another member is now the primary contact (always an admin too)."""
+
+    aggregate_type = "Group"
+
+    group_id: str
+    primary_contact_id: str
+    changed_by: str
 
 
 @registry.register
@@ -262,6 +337,15 @@ class DepartmentAdminAssigned(DomainEvent):
 
 
 @registry.register
+class DepartmentAdminRemoved(DomainEvent):
+    aggregate_type = "Department"
+
+    department_id: str
+    user_id: str
+    removed_by: str
+
+
+@registry.register
 class PatientLoginSucceeded(DomainEvent):
     aggregate_type = "Patient"
 
@@ -291,6 +375,7 @@ class PatientLoginFailed(DomainEvent):
     ]
     failed_attempts: int
     source_ip: str | None = None
+    locked_until: datetime | None = None
 
 
 @registry.register

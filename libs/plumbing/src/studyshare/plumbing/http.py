@@ -140,7 +140,9 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return problem(exc.status_code, str(exc.detail), str(exc.detail))
+        response = problem(exc.status_code, str(exc.detail), str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. `Allow` on 405 (RFC 9110)
+        return response
 
     for router in routers:
         app.include_router(router)

@@ -1,0 +1,82 @@
+"""`python -m studyshare.identity api|relay|worker|replay`.
+
+The worker runs the reference-number projection and, on a timer, the idempotent group
+membership reminders (`service_layer.groups.emit_due_reminders`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from studyshare.identity.entrypoints.projections import ReferenceNumbers
+from studyshare.identity.settings import IdentitySettings
+from studyshare.plumbing.cli import ServiceCLI, StructlogWorker
+from studyshare.plumbing.kafka import ensure_topics
+from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.mongo import mongo_client
+
+log = get_logger(__name__)
+
+
+class IdentityCLI(ServiceCLI):
+    def worker(
+        self,
+        port: Annotated[int | None, typer.Option(help="Port of the worker's health page")] = None,
+    ) -> None:
+        from studyshare.plumbing.worker import worker_app
+
+        settings = self._settings()
+        assert isinstance(settings, IdentitySettings)
+        asyncio.run(ensure_topics(settings.kafka_bootstrap))
+        app = worker_app(settings, self.projections(settings), web_port=port)
+        state: dict[str, object] = {}
+
+        @app.timer(interval=settings.reminder_interval_s)
+        async def group_reminders() -> None:
+            from studyshare.identity.service_layer.context import Identity
+            from studyshare.identity.service_layer.groups import emit_due_reminders
+
+            try:
+                if "identity" not in state:
+                    client = mongo_client(settings)
+                    state["identity"] = await Identity.start(
+                        client[settings.database_name], settings, signing=False
+                    )
+                await emit_due_reminders(state["identity"])  # type: ignore[arg-type]
+            except Exception:
+                log.exception("group_reminders.failed")
+
+        worker = StructlogWorker(
+            app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False
+        )
+        worker.settings = settings
+        worker.execute_from_commandline()
+
+    def rebuild_read_models(self) -> None:
+        """Rebuild users, groups, memberships, departments and recipients from the events."""
+        from studyshare.identity.service_layer.rebuild import rebuild_read_models
+
+        settings = self._settings()
+
+        async def run() -> None:
+            client = mongo_client(settings)
+            count = await rebuild_read_models(client[settings.database_name])
+            typer.echo(f"read models rebuilt from {count} events")
+            await client.close()
+
+        asyncio.run(run())
+
+
+cli = IdentityCLI(
+    settings=IdentitySettings,
+    app_factory="studyshare.identity.entrypoints.api:create_app",
+    projections=lambda s: [ReferenceNumbers()],
+)
+cli.app.command("rebuild-read-models", help="Rebuild identity's read models from its events.")(
+    cli.rebuild_read_models
+)
+
+if __name__ == "__main__":
+    cli()

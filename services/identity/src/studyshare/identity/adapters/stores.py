@@ -1,0 +1,255 @@
+"""Identity's secret-bearing and hot-path state, never put in events: credentials, sessions
+and refresh tokens, failure counters, patient one-time codes, the development signing key."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+from studyshare.identity.adapters.passwords import token_digest
+from studyshare.identity.domain.lockout import LockoutPolicy
+from studyshare.plumbing.tokens import TokenSigner
+
+CREDENTIALS, SESSIONS, REFRESH, THROTTLE, PATIENT_OTPS, KEYS, EXTERNAL = (
+    "credentials",
+    "sessions",
+    "refresh_tokens",
+    "login_throttle",
+    "patient_otps",
+    "signing_keys",
+    "external_identities",
+)
+
+
+async def ensure_indexes(db: AsyncDatabase) -> None:
+    await db[REFRESH].create_index([("session_id", ASCENDING)], name="by_session")
+    await db[SESSIONS].create_index([("user_id", ASCENDING)], name="by_user")
+
+
+class Credentials:
+    """Password hash and TOTP secret per account (`_id` = user id)."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.col = db[CREDENTIALS]
+
+    async def create(self, user_id: str, password_hash: str, session=None) -> None:
+        await self.col.insert_one(
+            {"_id": user_id, "password_hash": password_hash, "totp_secret": None}, session=session
+        )
+
+    async def get(self, user_id: str) -> dict[str, Any] | None:
+        return await self.col.find_one({"_id": user_id})
+
+    async def set_password(self, user_id: str, password_hash: str, session=None) -> None:
+        await self.col.update_one(
+            {"_id": user_id}, {"$set": {"password_hash": password_hash}}, session=session
+        )
+
+    async def set_pending_totp(self, user_id: str, secret: str) -> None:
+        await self.col.update_one({"_id": user_id}, {"$set": {"totp_pending_secret": secret}})
+
+    async def activate_totp(self, user_id: str, secret: str, step: int, session=None) -> None:
+        await self.col.update_one(
+            {"_id": user_id},
+            {
+                "$set": {"totp_secret": secret, "totp_last_step": step},
+                "$unset": {"totp_pending_secret": ""},
+            },
+            session=session,
+        )
+
+    async def remove_totp(self, user_id: str, session=None) -> None:
+        """The secret goes; the last used step stays, so old codes stay spent."""
+        await self.col.update_one(
+            {"_id": user_id},
+            {"$set": {"totp_secret": None}, "$unset": {"totp_pending_secret": ""}},
+            session=session,
+        )
+
+    async def use_totp_step(self, user_id: str, step: int) -> bool:
+        """Atomically record `step` as used; False if it (or a later one) already was."""
+        result = await self.col.update_one(
+            {
+                "_id": user_id,
+                "$or": [{"totp_last_step": {"$lt": step}}, {"totp_last_step": None}],
+            },
+            {"$set": {"totp_last_step": step}},
+        )
+        return result.modified_count == 1
+
+
+class Sessions:
+    """Login sessions and their rotating refresh tokens (stored as digests)."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.sessions = db[SESSIONS]
+        self.tokens = db[REFRESH]
+
+    async def open(
+        self, session_id: str, user_id: str, refresh_token: str, now: datetime, ttl_s: int
+    ) -> None:
+        await self.sessions.insert_one(
+            {"_id": session_id, "user_id": user_id, "created_at": now, "revoked_at": None}
+        )
+        await self.add_token(session_id, user_id, refresh_token, now, ttl_s)
+
+    async def add_token(
+        self, session_id: str, user_id: str, refresh_token: str, now: datetime, ttl_s: int
+    ) -> None:
+        await self.tokens.insert_one(
+            {
+                "_id": token_digest(refresh_token),
+                "session_id": session_id,
+                "user_id": user_id,
+                "issued_at": now,
+                "expires_at": now + timedelta(seconds=ttl_s),
+                "used_at": None,
+            }
+        )
+
+    async def find_token(self, refresh_token: str) -> dict[str, Any] | None:
+        return await self.tokens.find_one({"_id": token_digest(refresh_token)})
+
+    async def use_token(self, refresh_token: str, now: datetime) -> dict[str, Any] | None:
+        """Mark the token used; None when it was used before (or does not exist)."""
+        return await self.tokens.find_one_and_update(
+            {"_id": token_digest(refresh_token), "used_at": None},
+            {"$set": {"used_at": now}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def get(self, session_id: str) -> dict[str, Any] | None:
+        return await self.sessions.find_one({"_id": session_id})
+
+    async def revoke(self, session_id: str, now: datetime, reason: str) -> bool:
+        result = await self.sessions.update_one(
+            {"_id": session_id, "revoked_at": None},
+            {"$set": {"revoked_at": now, "revoked_reason": reason}},
+        )
+        return result.modified_count == 1
+
+    async def revoke_all_of(self, user_id: str, now: datetime, reason: str) -> None:
+        await self.sessions.update_many(
+            {"user_id": user_id, "revoked_at": None},
+            {"$set": {"revoked_at": now, "revoked_reason": reason}},
+        )
+
+
+class Throttle:
+    """Consecutive failure counters per key (`user:<name>`, `ip:<address>`, ...)."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.col = db[THROTTLE]
+
+    async def locked_until(self, key: str, now: datetime) -> datetime | None:
+        doc = await self.col.find_one({"_id": key})
+        until = doc and doc.get("locked_until")
+        return until if until and until > now else None
+
+    async def fail(
+        self, key: str, now: datetime, policy: LockoutPolicy, window_s: float | None = None
+    ) -> tuple[int, datetime | None]:
+        """Count a failure; return (consecutive failures, locked until)."""
+        if window_s is not None:
+            # failures older than the window are forgotten (a source is not locked forever)
+            await self.col.update_one(
+                {"_id": key, "last_failure_at": {"$lt": now - timedelta(seconds=window_s)}},
+                {"$set": {"failures": 0}},
+            )
+        doc = await self.col.find_one_and_update(
+            {"_id": key},
+            {"$inc": {"failures": 1}, "$set": {"last_failure_at": now}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        failures = int(doc["failures"])
+        until = policy.locked_until(failures, now)
+        if until is not None:
+            await self.col.update_one({"_id": key}, {"$set": {"locked_until": until}})
+        return failures, until
+
+    async def reset(self, key: str) -> None:
+        await self.col.update_one({"_id": key}, {"$set": {"failures": 0, "locked_until": None}})
+
+
+class PatientOTPs:
+    """The pending SMS code of a patient login, as a digest, single use, expiring."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.col = db[PATIENT_OTPS]
+
+    async def recently_issued(self, reference_number: str, since: datetime) -> bool:
+        """A code still valid and sent after `since` (no second SMS within the resend gap)."""
+        doc = await self.col.find_one({"_id": reference_number})
+        return bool(doc and doc.get("issued_at") and doc["issued_at"] > since)
+
+    async def put(
+        self, reference_number: str, code: str, expires_at: datetime, issued_at: datetime
+    ) -> None:
+        await self.col.replace_one(
+            {"_id": reference_number},
+            {
+                "digest": token_digest(f"{reference_number}:{code}"),
+                "expires_at": expires_at,
+                "issued_at": issued_at,
+            },
+            upsert=True,
+        )
+
+    async def consume(self, reference_number: str, code: str, now: datetime) -> bool:
+        doc = await self.col.find_one_and_delete(
+            {
+                "_id": reference_number,
+                "digest": token_digest(f"{reference_number}:{code.strip()}"),
+                "expires_at": {"$gt": now},
+            }
+        )
+        return doc is not None
+
+
+class SigningKeys:
+    """Development only: the generated signing key, shared by every API process."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.col = db[KEYS]
+
+    async def development_signer(self) -> TokenSigner:
+        doc = await self.col.find_one({"_id": "current"})
+        if doc is None:
+            fresh = TokenSigner()
+            try:
+                await self.col.insert_one(
+                    {
+                        "_id": "current",
+                        "pem": fresh.private_pem(),
+                        "kid": fresh.kid,
+                        "created_at": datetime.now(UTC),
+                    }
+                )
+                return fresh
+            except DuplicateKeyError:
+                doc = await self.col.find_one({"_id": "current"})
+        assert doc is not None
+        return TokenSigner.from_pem(doc["pem"], doc["kid"])
+
+
+class ExternalIdentities:
+    """Links `<provider>:<subject>` to an account."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.col = db[EXTERNAL]
+
+    async def user_for(self, provider: str, subject: str) -> str | None:
+        doc = await self.col.find_one({"_id": f"{provider}:{subject}"})
+        return doc["user_id"] if doc else None
+
+    async def link(
+        self, provider: str, subject: str, user_id: str, session: AsyncClientSession | None = None
+    ) -> None:
+        await self.col.replace_one(
+            {"_id": f"{provider}:{subject}"}, {"user_id": user_id}, upsert=True, session=session
+        )

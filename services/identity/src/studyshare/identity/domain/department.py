@@ -1,0 +1,141 @@
+"""The Department aggregate: a sending source (radiology department) or a PACS destination,
+its sharing / patient-access policy and its admins. Pure: no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from studyshare.contracts.events.identity import (
+    DepartmentAdminAssigned,
+    DepartmentAdminRemoved,
+    DepartmentCreated,
+    DepartmentPolicySet,
+    PacsEndpoint,
+    ReferenceNumberRule,
+)
+from studyshare.identity.domain.exceptions import (
+    DefaultValidityExceedsMaximum,
+    DepartmentNotFound,
+    InvalidPolicy,
+    NotAMember,
+    PacsEndpointRequired,
+)
+from studyshare.plumbing.aggregate import Aggregate
+
+
+@dataclass(frozen=True)
+class Policy:
+    default_validity_days: int = 30
+    max_validity_days: int | None = None
+    unlimited_allowed: bool = True
+    reference_number_rule: ReferenceNumberRule = field(default_factory=ReferenceNumberRule)
+    payment_required: bool = False
+    patient_otp_required: bool = False
+    hipaa_confirmation_required: bool = False
+
+    def check(self) -> None:
+        if self.default_validity_days < 1:
+            raise InvalidPolicy("the default validity is at least one day")
+        if self.max_validity_days is not None:
+            if self.max_validity_days < 1:
+                raise InvalidPolicy("the maximum validity is at least one day")
+            if self.default_validity_days > self.max_validity_days:
+                raise DefaultValidityExceedsMaximum(
+                    "the default validity cannot be longer than the maximum validity"
+                )
+        if self.reference_number_rule.length < 4:
+            raise InvalidPolicy("reference numbers are at least 4 characters long")
+
+
+class Department(Aggregate):
+    aggregate_type = "Department"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.name = ""
+        self.kind = "radiology"
+        self.policy = Policy()
+        self.admin_ids: list[str] = []
+
+    def when_department_created(self, e: DepartmentCreated) -> None:
+        self.name, self.kind = e.name, e.kind
+
+    def when_department_policy_set(self, e: DepartmentPolicySet) -> None:
+        self.policy = Policy(
+            **e.model_dump(exclude={"department_id", "set_by", "reference_number_rule"}),
+            reference_number_rule=e.reference_number_rule,
+        )
+
+    def when_department_admin_assigned(self, e: DepartmentAdminAssigned) -> None:
+        if e.user_id not in self.admin_ids:
+            self.admin_ids.append(e.user_id)
+
+    def when_department_admin_removed(self, e: DepartmentAdminRemoved) -> None:
+        if e.user_id in self.admin_ids:
+            self.admin_ids.remove(e.user_id)
+
+    def _must_exist(self) -> None:
+        if not self.exists:
+            raise DepartmentNotFound(f"department {self.id} does not exist")
+
+    @staticmethod
+    def create(
+        department_id: str,
+        *,
+        name: str,
+        country: str,
+        kind: str,
+        email: str | None,
+        pacs: PacsEndpoint | None,
+        rsw: PacsEndpoint | None,
+        created_by: str,
+        policy: Policy | None = None,
+    ) -> list:
+        if kind == "pacs" and pacs is None:
+            raise PacsEndpointRequired("a PACS destination needs its AE title, host and port")
+        policy = policy or Policy()
+        policy.check()
+        return [
+            DepartmentCreated(
+                department_id=department_id,
+                name=name,
+                country=country,
+                kind=kind,  # type: ignore[arg-type]
+                email=email,
+                pacs=pacs,
+                rsw=rsw,
+                created_by=created_by,
+            ),
+            _policy_event(department_id, policy, created_by),
+        ]
+
+    def set_policy(self, policy: Policy, by: str) -> list:
+        self._must_exist()
+        policy.check()
+        return [_policy_event(self.id, policy, by)]
+
+    def assign_admin(self, user_id: str, by: str) -> list:
+        self._must_exist()
+        if user_id in self.admin_ids:
+            return []
+        return [DepartmentAdminAssigned(department_id=self.id, user_id=user_id, assigned_by=by)]
+
+    def remove_admin(self, user_id: str, by: str) -> list:
+        self._must_exist()
+        if user_id not in self.admin_ids:
+            raise NotAMember(f"user {user_id} is not an admin of department {self.id}")
+        return [DepartmentAdminRemoved(department_id=self.id, user_id=user_id, removed_by=by)]
+
+
+def _policy_event(department_id: str, policy: Policy, by: str) -> DepartmentPolicySet:
+    return DepartmentPolicySet(
+        department_id=department_id,
+        default_validity_days=policy.default_validity_days,
+        max_validity_days=policy.max_validity_days,
+        unlimited_allowed=policy.unlimited_allowed,
+        reference_number_rule=policy.reference_number_rule,
+        payment_required=policy.payment_required,
+        patient_otp_required=policy.patient_otp_required,
+        hipaa_confirmation_required=policy.hipaa_confirmation_required,
+        set_by=by,
+    )

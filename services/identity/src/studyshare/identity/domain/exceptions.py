@@ -1,0 +1,197 @@
+"""Identity's refusals, one class per rule; the class name is the `rule` clients see."""
+
+from __future__ import annotations
+
+from studyshare.plumbing.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    RuleViolation,
+    TooManyAttempts,
+    Unauthorized,
+)
+
+GENERIC_LOGIN_REFUSAL = "The username, password or one-time code is not correct."
+GENERIC_PATIENT_REFUSAL = "The reference number, date of birth or pincode is not correct."
+
+
+class InvalidCredentials(Unauthorized):
+    """Same answer whether or not the account exists."""
+
+    def __init__(self, detail: str = GENERIC_LOGIN_REFUSAL) -> None:
+        super().__init__(detail)
+
+
+class TOTPRequired(Unauthorized):
+    """The password was right; the account's second factor is needed too."""
+
+
+class LoginTemporarilyLocked(TooManyAttempts):
+    """Too many failures for this username or source: wait (delay grows with every lock)."""
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class AccountNotApproved(Forbidden):
+    """A self-registered account logs in only after the service desk approved it."""
+
+
+class AccountDeactivated(Forbidden):
+    pass
+
+
+class CannotDeactivateYourself(Forbidden):
+    """The service desk cannot lock itself out; another desk account does it."""
+
+
+class WrongEnvironment(RuleViolation):
+    """The account lives in another country's environment; `portal_url` says where."""
+
+    status = 421
+    title = "Wrong environment"
+
+    def __init__(self, detail: str, environment: str, portal_url: str | None) -> None:
+        super().__init__(detail)
+        self.environment = environment
+        self.portal_url = portal_url
+
+
+class InvalidRefreshToken(Unauthorized):
+    pass
+
+
+class RefreshTokenReused(Unauthorized):
+    """A rotated refresh token came back: the session is revoked (token theft suspected)."""
+
+
+class UnknownEnvironment(RuleViolation):
+    """Accounts belong to one of the environments in the portal table."""
+
+
+class UsernameTaken(Conflict):
+    pass
+
+
+class UserNotFound(NotFound):
+    pass
+
+
+class GroupNotFound(NotFound):
+    pass
+
+
+class DepartmentNotFound(NotFound):
+    pass
+
+
+class AlreadyApproved(Conflict):
+    pass
+
+
+class NotAllowed(Forbidden):
+    """The caller's roles do not allow this command."""
+
+
+class WeakPassword(RuleViolation):
+    pass
+
+
+class TOTPAlreadyEnabled(Conflict):
+    pass
+
+
+class TOTPNotEnabled(Conflict):
+    pass
+
+
+class TOTPEnrolmentMissing(Conflict):
+    pass
+
+
+class InvalidTOTPCode(Forbidden):
+    """The code does not prove possession of the enrolled secret."""
+
+
+class AlreadyMember(Conflict):
+    pass
+
+
+class NotAMember(NotFound):
+    pass
+
+
+class PrimaryContactCannotLeave(Conflict):
+    """Name another primary contact before removing this one."""
+
+
+class PrimaryContactIsAdmin(Conflict):
+    """The primary contact cannot stop being a group admin."""
+
+
+class DefaultValidityExceedsMaximum(RuleViolation):
+    pass
+
+
+class InvalidPolicy(RuleViolation):
+    pass
+
+
+class PacsEndpointRequired(RuleViolation):
+    """A PACS destination needs its DICOM endpoint (AE title, host, port)."""
+
+
+class PatientLoginRefused(Unauthorized):
+    def __init__(self, detail: str = GENERIC_PATIENT_REFUSAL) -> None:
+        super().__init__(detail)
+
+
+class PincodeRequired(Unauthorized):
+    """The department requires payment: the pincode handed over after payment is needed."""
+
+
+class PaymentPending(RuleViolation):
+    """No pincode has been issued yet for this reference number (payment not registered)."""
+
+    status = 402
+    title = "Payment required"
+
+
+class PatientOTPRequired(Unauthorized):
+    """An SMS code was sent to the patient's mobile; log in again with it."""
+
+
+class PatientOTPUnavailable(RuleViolation):
+    """The department requires an SMS code but no mobile number is known for the patient."""
+
+
+class ReferenceNumberWithdrawn(Forbidden):
+    """The reference number was revoked."""
+
+
+class ReferenceNumberOutsideValidity(Forbidden):
+    pass
+
+
+class ReferenceNumberBreaksComplexityRule(Forbidden):
+    """Flagged in the Access tab: a number below the department's complexity cannot be used."""
+
+
+class PatientLoginLocked(TooManyAttempts):
+    """Too many failed attempts on this reference number."""
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class UnknownIdentityProvider(NotFound):
+    pass
+
+
+class ExternalIdentityNotLinked(Unauthorized):
+    """The external identity is valid but linked to no account."""
+
+
+__all__ = ["Conflict", "Forbidden", "NotFound", "RuleViolation", "Unauthorized"]

@@ -1,0 +1,130 @@
+"""Patient login: a reference number + date of birth (+ pincode after payment, + SMS code),
+counted per reference number in the Patient aggregate `pat_<reference number>`. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from studyshare.contracts.events.identity import (
+    PatientLoginFailed,
+    PatientLoginSucceeded,
+    PincodeFailed,
+)
+from studyshare.identity.domain.lockout import LockoutPolicy
+from studyshare.plumbing.aggregate import Aggregate
+
+
+@dataclass(frozen=True)
+class ReferenceNumberView:
+    """What identity knows about a reference number (projected from `study.events`)."""
+
+    reference_number: str
+    study_uid: str
+    department_id: str | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    complies_with_rule: bool = True
+    patient_birth_date: date | None = None
+    patient_mobile: str | None = None
+    pincode_required: bool = False
+    pincode_hash: str | None = None
+    revoked: bool = False
+
+
+def patient_id(reference_number: str) -> str:
+    return f"pat_{reference_number}"
+
+
+def refusal(ref: ReferenceNumberView | None, birth_date: date, now: datetime) -> str | None:
+    """Why the reference number and birth date do not open the study (None: they do).
+
+    The birth date is checked before anything that tells the caller about the number itself.
+    """
+    if ref is None:
+        return "unknown"
+    if ref.patient_birth_date is None or ref.patient_birth_date != birth_date:
+        return "birth_date"
+    if ref.revoked:
+        return "revoked"
+    if not ref.complies_with_rule:
+        return "rule_violation"
+    if (ref.valid_from and now < ref.valid_from) or (ref.valid_to and now >= ref.valid_to):
+        return "outside_validity"
+    return None
+
+
+class Patient(Aggregate):
+    aggregate_type = "Patient"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.failed_attempts = 0
+        self.pincode_failures = 0
+        self.locked_until: datetime | None = None
+
+    def when_patient_login_failed(self, e: PatientLoginFailed) -> None:
+        self.failed_attempts = e.failed_attempts
+        self.locked_until = e.locked_until
+
+    def when_pincode_failed(self, e: PincodeFailed) -> None:
+        self.pincode_failures = e.failed_attempts
+
+    def when_patient_login_succeeded(self, e: PatientLoginSucceeded) -> None:
+        self.failed_attempts = 0
+        self.locked_until = None
+
+    def is_locked(self, now: datetime) -> bool:
+        return self.locked_until is not None and now < self.locked_until
+
+    def fail(
+        self,
+        reference_number: str,
+        reason: str,
+        *,
+        study_uid: str | None,
+        ip: str | None,
+        now: datetime,
+        policy: LockoutPolicy,
+    ) -> list:
+        if reason == "locked":
+            return [
+                PatientLoginFailed(
+                    reference_number=reference_number,
+                    study_uid=study_uid,
+                    reason="locked",
+                    failed_attempts=self.failed_attempts,
+                    source_ip=ip,
+                    locked_until=self.locked_until,
+                )
+            ]
+        failures = self.failed_attempts + 1
+        events: list = [
+            PatientLoginFailed(
+                reference_number=reference_number,
+                study_uid=study_uid,
+                reason=reason,  # type: ignore[arg-type]
+                failed_attempts=failures,
+                source_ip=ip,
+                locked_until=policy.locked_until(failures, now),
+            )
+        ]
+        if reason == "pincode" and study_uid is not None:
+            events.append(
+                PincodeFailed(
+                    reference_number=reference_number,
+                    study_uid=study_uid,
+                    failed_attempts=self.pincode_failures + 1,
+                )
+            )
+        return events
+
+    def succeed(self, reference_number: str, study_uid: str, session_id: str, ip: str | None):
+        return [
+            PatientLoginSucceeded(
+                reference_number=reference_number,
+                study_uid=study_uid,
+                session_id=session_id,
+                source_ip=ip,
+            )
+        ]

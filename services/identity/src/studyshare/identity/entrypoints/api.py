@@ -1,0 +1,768 @@
+"""Identity's HTTP API: logins and tokens, accounts, recipients, groups, departments."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from studyshare.contracts.tokens import AccessClaims
+from studyshare.identity.domain.department import Policy
+from studyshare.identity.domain.exceptions import (
+    LoginTemporarilyLocked,
+    PatientLoginLocked,
+    UnknownIdentityProvider,
+    UserNotFound,
+    WrongEnvironment,
+)
+from studyshare.identity.domain.user import Registration
+from studyshare.identity.entrypoints import models as m
+from studyshare.identity.service_layer import accounts, auth, departments, groups, patients
+from studyshare.identity.service_layer.context import Identity
+from studyshare.identity.service_layer.recipients import RecipientKind, search
+from studyshare.identity.settings import IdentitySettings
+from studyshare.plumbing.auth import JWKSVerifier, current_principal, optional_principal
+from studyshare.plumbing.errors import Unauthorized
+from studyshare.plumbing.http import create_app as plumbing_app
+from studyshare.plumbing.http import kafka_ready, mongo_ready, problem, problem_responses
+from studyshare.plumbing.mongo import mongo_client
+
+
+def get_identity(request: Request) -> Identity:
+    return request.app.state.identity
+
+
+IdentityDep = Annotated[Identity, Depends(get_identity)]
+
+
+def client_ip(request: Request) -> str | None:
+    """The caller's address: the gateway's X-Forwarded-For (first hop), else the peer."""
+    forwarded = request.headers.get("x-forwarded-for", "")
+    first = forwarded.split(",")[0].strip()
+    if first:
+        return first[:64]
+    return request.client.host if request.client else None
+
+
+ClientIP = Annotated[str | None, Depends(client_ip)]
+
+
+async def live_principal(
+    request: Request,
+    app: IdentityDep,
+    principal: Annotated[AccessClaims, Depends(current_principal)],
+) -> AccessClaims:
+    if not await auth.session_is_live(app, principal):
+        raise Unauthorized("the session of this token has ended")
+    return principal
+
+
+async def live_user(principal: Annotated[AccessClaims, Depends(live_principal)]) -> AccessClaims:
+    if principal.kind != "user":
+        raise Unauthorized("this is only for registered users")
+    return principal
+
+
+Principal = Annotated[AccessClaims, Depends(live_user)]
+MaybePrincipal = Annotated[AccessClaims | None, Depends(optional_principal)]
+
+auth_router = APIRouter(tags=["auth"])
+users_router = APIRouter(tags=["users"])
+groups_router = APIRouter(tags=["groups"])
+departments_router = APIRouter(tags=["departments"])
+
+
+def _tokens(pair: auth.TokenPair) -> m.TokenResponse:
+    return m.TokenResponse(
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        expires_in=pair.expires_in,
+        token_type=pair.token_type,
+    )
+
+
+# --- auth -------------------------------------------------------------------------------------
+
+
+@auth_router.post(
+    "/api/auth/login",
+    response_model=m.TokenResponse,
+    responses=problem_responses(400, 401, 403, 421, 422, 429),
+    summary="Log in with username, password (and TOTP code when enabled)",
+)
+async def login(body: m.LoginRequest, app: IdentityDep, ip: ClientIP) -> m.TokenResponse:
+    return _tokens(await auth.login(app, body.username, body.password, body.otp, ip))
+
+
+@auth_router.post(
+    "/api/auth/refresh",
+    response_model=m.TokenResponse,
+    responses=problem_responses(400, 401, 422),
+    summary="Exchange a refresh token for new tokens (the old one is spent)",
+)
+async def refresh(body: m.RefreshRequest, app: IdentityDep, ip: ClientIP) -> m.TokenResponse:
+    return _tokens(await auth.refresh(app, body.refresh_token, ip))
+
+
+@auth_router.post(
+    "/api/auth/logout",
+    status_code=204,
+    responses=problem_responses(400, 401, 422),
+    summary="End the session of the bearer token and/or the refresh token",
+)
+async def logout(
+    app: IdentityDep, ip: ClientIP, principal: MaybePrincipal, body: m.LogoutRequest | None = None
+) -> Response:
+    await auth.logout(app, principal, body.refresh_token if body else None, ip)
+    return Response(status_code=204)
+
+
+@auth_router.post(
+    "/api/auth/patient-login",
+    response_model=m.PatientTokenResponse,
+    responses=problem_responses(400, 401, 402, 403, 422, 429),
+    summary="Patient login: reference number + date of birth (+ pincode, + SMS code)",
+)
+async def patient_login(
+    body: m.PatientLoginRequest, app: IdentityDep, ip: ClientIP
+) -> m.PatientTokenResponse:
+    token = await patients.patient_login(
+        app, body.reference_number, body.date_of_birth, body.pincode, body.otp, ip
+    )
+    return m.PatientTokenResponse(
+        access_token=token.access_token,
+        expires_in=token.expires_in,
+        expires_at=token.expires_at,
+        study_uid=token.study_uid,
+    )
+
+
+@auth_router.get(
+    "/api/auth/environments",
+    response_model=m.EnvironmentsResponse,
+    summary="This deployment's environment and the portals of the others",
+)
+async def environments(app: IdentityDep) -> m.EnvironmentsResponse:
+    return m.EnvironmentsResponse(
+        current=app.settings.environment_code,
+        environments=[
+            m.Portal(code=code, portal_url=url) for code, url in app.settings.portal_table.items()
+        ],
+    )
+
+
+@auth_router.get("/.well-known/jwks.json", summary="Public keys that verify access tokens")
+async def jwks(app: IdentityDep, response: Response) -> dict[str, Any]:
+    response.headers["cache-control"] = "public, max-age=300"
+    return app.jwks()
+
+
+def _provider(request: Request, name: str):
+    providers = getattr(request.app.state, "identity_providers", {})
+    if name not in providers:
+        raise UnknownIdentityProvider(f"no external identity provider {name!r} is configured")
+    return providers[name]
+
+
+@auth_router.get(
+    "/api/auth/external/{provider}/start",
+    response_model=m.AuthorizationStart,
+    responses=problem_responses(404, 422),
+    summary="Start a login at an external identity provider (eID)",
+)
+async def external_start(
+    provider: str,
+    request: Request,
+    redirect_uri: Annotated[str, Query(max_length=2048)],
+) -> m.AuthorizationStart:
+    state = secrets.token_urlsafe(16)
+    url = _provider(request, provider).authorization_url(state, redirect_uri)
+    return m.AuthorizationStart(authorization_url=url, state=state)
+
+
+@auth_router.get(
+    "/api/auth/external/{provider}/callback",
+    response_model=m.TokenResponse,
+    responses=problem_responses(400, 401, 404, 422),
+    summary="Finish an external login; the identity must be linked to an account",
+)
+async def external_callback(
+    provider: str, request: Request, app: IdentityDep, ip: ClientIP
+) -> m.TokenResponse:
+    chosen = _provider(request, provider)
+    params = dict(request.query_params)
+    return _tokens(await auth.login_with_external_identity(app, chosen, params, ip))
+
+
+@auth_router.post(
+    "/api/auth/external/{provider}/link",
+    status_code=204,
+    responses=problem_responses(400, 401, 404, 422),
+    summary="Link an external identity to the logged-in account",
+)
+async def external_link(
+    provider: str,
+    request: Request,
+    app: IdentityDep,
+    principal: Principal,
+    ip: ClientIP,
+    params: dict[str, str],
+) -> Response:
+    await auth.link_external_identity(app, _provider(request, provider), params, principal, ip)
+    return Response(status_code=204)
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+def _registration(body: m.SelfRegistration, app: Identity, **extra: Any) -> Registration:
+    return Registration(
+        username=body.username,
+        first_name=body.first_name,
+        last_name=body.last_name,
+        email=body.email,
+        email_public=body.email_public,
+        mobile=body.mobile,
+        mobile_public=body.mobile_public,
+        language=body.language,
+        environment=body.environment or app.settings.environment_code,
+        profession=body.profession,
+        physician_numbers=m.physician_numbers(body.physician_numbers),
+        **extra,
+    )
+
+
+@users_router.post(
+    "/api/users",
+    status_code=201,
+    response_model=m.UserCreated,
+    responses=problem_responses(400, 401, 403, 409, 422),
+    summary="Register a user (department admin or service desk)",
+)
+async def register_user(
+    body: m.AdminRegistration, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> m.UserCreated:
+    reg = _registration(
+        body,
+        app,
+        roles=tuple(body.roles),
+        department_ids=tuple(body.department_ids),
+        admin_of=tuple(body.admin_of),
+    )
+    user_id = await accounts.register_by_admin(app, reg, body.password, principal, ip)
+    return m.UserCreated(id=user_id, user_id=user_id, status="active")
+
+
+@users_router.post(
+    "/api/users/register",
+    status_code=201,
+    response_model=m.UserCreated,
+    responses=problem_responses(400, 409, 422),
+    summary="Self-registration; the account waits for the service desk's approval",
+)
+async def self_register(body: m.SelfRegistration, app: IdentityDep, ip: ClientIP) -> m.UserCreated:
+    user_id = await accounts.self_register(app, _registration(body, app), body.password, ip)
+    return m.UserCreated(id=user_id, user_id=user_id, status="pending")
+
+
+@users_router.post(
+    "/api/users/{user_id}/approve",
+    status_code=204,
+    responses=problem_responses(401, 403, 404, 409),
+    summary="Approve a self-registered account (service desk)",
+)
+async def approve(user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP) -> Response:
+    await accounts.approve(app, user_id, principal, ip)
+    return Response(status_code=204)
+
+
+def _full_view(doc: dict[str, Any]) -> m.UserView:
+    return m.UserView(
+        user_id=doc["_id"],
+        **{k: v for k, v in doc.items() if k in m.UserView.model_fields and k != "user_id"},
+    )
+
+
+def _public_view(doc: dict[str, Any]) -> m.UserView:
+    view = _full_view(doc)
+    return view.model_copy(
+        update={
+            "username": None,
+            "email": view.email if view.email_public else None,
+            "mobile": view.mobile if view.mobile_public else None,
+            "status": None,
+            "totp_enabled": None,
+        }
+    )
+
+
+@users_router.get("/api/users/me", response_model=m.UserView, responses=problem_responses(401, 404))
+async def me(app: IdentityDep, principal: Principal) -> m.UserView:
+    return _full_view(await accounts.user_doc(app, principal.sub))
+
+
+@users_router.patch(
+    "/api/users/me", response_model=m.UserView, responses=problem_responses(400, 401, 404, 422)
+)
+async def patch_me(
+    body: m.ProfilePatch, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> m.UserView:
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    if "physician_numbers" in changes:
+        changes["physician_numbers"] = m.physician_numbers(body.physician_numbers)
+    await accounts.change_profile(app, principal.sub, changes, principal, ip)
+    return _full_view(await accounts.user_doc(app, principal.sub))
+
+
+@users_router.post(
+    "/api/users/me/password",
+    status_code=204,
+    responses=problem_responses(400, 401, 422),
+    summary="Change the password (the current one is required)",
+)
+async def change_password(
+    body: m.PasswordChange, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await accounts.change_password(app, principal, body.current_password, body.new_password, ip)
+    return Response(status_code=204)
+
+
+@users_router.post(
+    "/api/users/me/totp",
+    response_model=m.TOTPEnrolment,
+    responses=problem_responses(401, 409),
+    summary="Start TOTP enrolment: a secret and its otpauth URI",
+)
+async def totp_begin(app: IdentityDep, principal: Principal) -> m.TOTPEnrolment:
+    secret, uri = await accounts.begin_totp(app, principal)
+    return m.TOTPEnrolment(secret=secret, otpauth_uri=uri)
+
+
+@users_router.post(
+    "/api/users/me/totp/confirm",
+    status_code=204,
+    responses=problem_responses(400, 401, 403, 409, 422),
+    summary="Confirm TOTP enrolment with a code from the authenticator",
+)
+async def totp_confirm(
+    body: m.TOTPConfirm, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await accounts.confirm_totp(app, principal, body.code, ip)
+    return Response(status_code=204)
+
+
+@users_router.get(
+    "/api/users/me/group-confirmations",
+    response_model=list[m.GroupConfirmation],
+    responses=problem_responses(401),
+    summary="My groups, their composition, and whether confirmation is due",
+)
+async def my_group_confirmations(app: IdentityDep, principal: Principal) -> list[dict[str, Any]]:
+    return await groups.confirmations(app, principal.sub)
+
+
+@users_router.get(
+    "/api/users/pending",
+    response_model=list[m.UserView],
+    responses=problem_responses(401, 403),
+    summary="Self-registrations waiting for approval (service desk)",
+)
+async def pending_users(app: IdentityDep, principal: Principal) -> list[m.UserView]:
+    return [_full_view(doc) for doc in await accounts.pending(app, principal)]
+
+
+@users_router.get(
+    "/api/users/{user_id}", response_model=m.UserView, responses=problem_responses(401, 404)
+)
+async def get_user(user_id: str, app: IdentityDep, principal: Principal) -> m.UserView:
+    doc = await accounts.user_doc(app, user_id)
+    if user_id == principal.sub or principal.has_role("service_desk"):
+        return _full_view(doc)
+    if doc["status"] != "active" and not set(doc.get("department_ids") or ()) & set(
+        principal.admin_of
+    ):
+        raise UserNotFound(f"user {user_id} does not exist")
+    return _public_view(doc)
+
+
+@users_router.put(
+    "/api/users/{user_id}/roles",
+    response_model=m.UserView,
+    responses=problem_responses(400, 401, 403, 404, 422),
+    summary="Set roles and department memberships (service desk)",
+)
+async def set_roles(
+    user_id: str, body: m.RolesUpdate, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> m.UserView:
+    await accounts.set_roles(
+        app,
+        user_id,
+        principal,
+        ip,
+        roles=tuple(body.roles) if body.roles is not None else None,
+        department_ids=tuple(body.department_ids) if body.department_ids is not None else None,
+        admin_of=tuple(body.admin_of) if body.admin_of is not None else None,
+    )
+    return _full_view(await accounts.user_doc(app, user_id))
+
+
+@users_router.post(
+    "/api/users/{user_id}/deactivate",
+    status_code=204,
+    responses=problem_responses(401, 403, 404),
+    summary="Deactivate an account and end its sessions (service desk)",
+)
+async def deactivate(
+    user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await accounts.deactivate(app, user_id, principal, ip)
+    return Response(status_code=204)
+
+
+@users_router.post(
+    "/api/users/{user_id}/password",
+    status_code=204,
+    responses=problem_responses(400, 401, 403, 404, 422),
+    summary="Set a new password for a user and end their sessions (service desk)",
+)
+async def reset_password(
+    user_id: str, body: m.PasswordReset, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await accounts.reset_password(app, user_id, body.new_password, principal, ip)
+    return Response(status_code=204)
+
+
+@users_router.delete(
+    "/api/users/{user_id}/totp",
+    status_code=204,
+    responses=problem_responses(401, 403, 404, 409),
+    summary="Remove a user's second factor, e.g. a lost phone (service desk)",
+)
+async def disable_totp(
+    user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await accounts.disable_totp(app, user_id, principal, ip)
+    return Response(status_code=204)
+
+
+@users_router.post(
+    "/api/users/{user_id}/unlock",
+    status_code=204,
+    responses=problem_responses(401, 403, 404),
+    summary="Lift a brute-force lock on the account (service desk)",
+)
+async def unlock(user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP) -> Response:
+    await accounts.unlock(app, user_id, principal, ip)
+    return Response(status_code=204)
+
+
+@users_router.get(
+    "/api/recipients",
+    response_model=m.RecipientPage,
+    responses=problem_responses(400, 401, 422),
+    summary="Search recipients: users, groups, departments and PACS (exact matches first)",
+)
+async def recipients(
+    app: IdentityDep,
+    principal: Principal,
+    q: Annotated[str, Query(min_length=1, max_length=200)],
+    kind: RecipientKind | None = None,
+    page: Annotated[int, Query(ge=1, le=1000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> m.RecipientPage:
+    items, total = await search(app.db, q, kind, page, page_size)
+    return m.RecipientPage(
+        items=[
+            m.Recipient(id=d["_id"], **{k: v for k, v in d.items() if k != "_id"}) for d in items
+        ],
+        total=total,
+        page=page,
+        page_size=page_size,
+    )
+
+
+# --- groups -----------------------------------------------------------------------------------
+
+
+@groups_router.post(
+    "/api/groups",
+    status_code=201,
+    response_model=m.GroupCreated,
+    responses=problem_responses(400, 401, 403, 404, 422),
+    summary="Create a group practice",
+)
+async def create_group(
+    body: m.GroupCreate, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> m.GroupCreated:
+    group_id = await groups.create_group(
+        app,
+        principal,
+        ip,
+        name=body.name,
+        primary_contact_id=body.primary_contact_id,
+        admin_ids=body.admin_ids,
+        member_ids=body.member_ids,
+        email=body.email,
+    )
+    return m.GroupCreated(id=group_id, group_id=group_id)
+
+
+@groups_router.get(
+    "/api/groups/{group_id}", response_model=m.GroupView, responses=problem_responses(401, 404)
+)
+async def get_group(group_id: str, app: IdentityDep, principal: Principal) -> dict[str, Any]:
+    return await groups.group_view(app, group_id)
+
+
+@groups_router.post(
+    "/api/groups/{group_id}/members",
+    status_code=204,
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
+    summary="Add a member (group admin or service desk)",
+)
+async def add_group_member(
+    group_id: str, body: m.MemberAdd, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await groups.add_member(app, group_id, body.user_id, body.admin, principal, ip)
+    return Response(status_code=204)
+
+
+@groups_router.delete(
+    "/api/groups/{group_id}/members/{user_id}",
+    status_code=204,
+    responses=problem_responses(401, 403, 404, 409),
+    summary="Remove a member (group admin, service desk, or the member leaving)",
+)
+async def remove_group_member(
+    group_id: str, user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await groups.remove_member(app, group_id, user_id, principal, ip)
+    return Response(status_code=204)
+
+
+@groups_router.patch(
+    "/api/groups/{group_id}/members/{user_id}",
+    status_code=204,
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
+    summary="Make a member a group admin or not (group admin or service desk)",
+)
+async def set_group_admin(
+    group_id: str,
+    user_id: str,
+    body: m.MemberRole,
+    app: IdentityDep,
+    principal: Principal,
+    ip: ClientIP,
+) -> Response:
+    await groups.set_admin(app, group_id, user_id, body.admin, principal, ip)
+    return Response(status_code=204)
+
+
+@groups_router.put(
+    "/api/groups/{group_id}/primary-contact",
+    status_code=204,
+    responses=problem_responses(400, 401, 403, 404, 422),
+    summary="Name another member the primary contact (group admin or service desk)",
+)
+async def set_primary_contact(
+    group_id: str, body: m.UserRef, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await groups.set_primary_contact(app, group_id, body.user_id, principal, ip)
+    return Response(status_code=204)
+
+
+@groups_router.post(
+    "/api/groups/{group_id}/confirm-membership",
+    response_model=m.ConfirmedResponse,
+    responses=problem_responses(401, 404),
+    summary="Confirm the group's composition (due every 3 months)",
+)
+async def confirm_membership(
+    group_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> m.ConfirmedResponse:
+    until = await groups.confirm_membership(app, group_id, principal, ip)
+    return m.ConfirmedResponse(group_id=group_id, confirmed_until=until)
+
+
+# --- departments ------------------------------------------------------------------------------
+
+
+def _policy(body: m.PolicyBody) -> Policy:
+    return Policy(
+        **body.model_dump(exclude={"reference_number_rule"}),
+        reference_number_rule=m.reference_number_rule(body.reference_number_rule),
+    )
+
+
+@departments_router.post(
+    "/api/departments",
+    status_code=201,
+    response_model=m.DepartmentCreated,
+    responses=problem_responses(400, 401, 403, 422),
+    summary="Create a sending department or a PACS destination (service desk)",
+)
+async def create_department(
+    body: m.DepartmentCreate, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> m.DepartmentCreated:
+    department_id = await departments.create_department(
+        app,
+        principal,
+        ip,
+        name=body.name,
+        country=body.country,
+        kind=body.kind,
+        email=body.email,
+        pacs=body.pacs.contract() if body.pacs else None,
+        rsw=body.rsw.contract() if body.rsw else None,
+        policy=_policy(body.policy) if body.policy else None,
+    )
+    return m.DepartmentCreated(id=department_id, department_id=department_id)
+
+
+@departments_router.get(
+    "/api/departments/{department_id}",
+    response_model=m.DepartmentView,
+    responses=problem_responses(401, 404),
+)
+async def get_department(
+    department_id: str, app: IdentityDep, principal: Principal
+) -> m.DepartmentView:
+    doc = await departments.department_doc(app, department_id)
+    return m.DepartmentView(
+        department_id=doc["_id"],
+        name=doc["name"],
+        country=doc["country"],
+        kind=doc["kind"],
+        email=doc.get("email"),
+        pacs=doc.get("pacs"),
+        rsw=doc.get("rsw"),
+        policy=m.PolicyBody.model_validate(doc.get("policy") or {}),
+        admin_ids=doc.get("admin_ids") or [],
+    )
+
+
+@departments_router.put(
+    "/api/departments/{department_id}/policy",
+    status_code=204,
+    responses=problem_responses(400, 401, 403, 404, 422),
+    summary="Set the department's sharing and patient-access policy",
+)
+async def put_policy(
+    department_id: str, body: m.PolicyBody, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await departments.set_policy(app, department_id, _policy(body), principal, ip)
+    return Response(status_code=204)
+
+
+@departments_router.post(
+    "/api/departments/{department_id}/admins",
+    status_code=204,
+    responses=problem_responses(400, 401, 403, 404, 422),
+    summary="Make a user admin of the department",
+)
+async def add_department_admin(
+    department_id: str, body: m.UserRef, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await departments.assign_admin(app, department_id, body.user_id, principal, ip)
+    return Response(status_code=204)
+
+
+@departments_router.delete(
+    "/api/departments/{department_id}/admins/{user_id}",
+    status_code=204,
+    responses=problem_responses(401, 403, 404),
+)
+async def remove_department_admin(
+    department_id: str, user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await departments.remove_admin(app, department_id, user_id, principal, ip)
+    return Response(status_code=204)
+
+
+@departments_router.post(
+    "/api/departments/{department_id}/members",
+    status_code=204,
+    responses=problem_responses(400, 401, 403, 404, 422),
+    summary="Add a user to the department (staff or physician)",
+)
+async def add_department_member(
+    department_id: str,
+    body: m.DepartmentMember,
+    app: IdentityDep,
+    principal: Principal,
+    ip: ClientIP,
+) -> Response:
+    await departments.add_member(app, department_id, body.user_id, body.role, principal, ip)
+    return Response(status_code=204)
+
+
+@departments_router.delete(
+    "/api/departments/{department_id}/members/{user_id}",
+    status_code=204,
+    responses=problem_responses(401, 403, 404),
+)
+async def remove_department_member(
+    department_id: str, user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await departments.remove_member(app, department_id, user_id, principal, ip)
+    return Response(status_code=204)
+
+
+# --- application ------------------------------------------------------------------------------
+
+
+async def start_identity(app: FastAPI, db, settings: IdentitySettings) -> Identity:
+    """Everything the API needs at start-up (also used by tests that skip the lifespan)."""
+    identity = await Identity.start(db, settings)
+    await accounts.ensure_bootstrap_user(identity)
+    app.state.identity = identity
+    app.state.verifier = JWKSVerifier.from_jwks(identity.jwks())
+    if not hasattr(app.state, "identity_providers"):
+        app.state.identity_providers = {}
+    return identity
+
+
+def create_app(settings: IdentitySettings | None = None) -> FastAPI:
+    settings = settings or IdentitySettings()
+    settings.check_signing_key()
+    client = mongo_client(settings)
+    db = client[settings.database_name]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await start_identity(app, db, settings)
+        try:
+            yield
+        finally:
+            await client.close()
+
+    app = plumbing_app(
+        settings,
+        title="StudyShare identity",
+        description="Accounts, groups, departments, logins and tokens.",
+        routers=[auth_router, users_router, groups_router, departments_router],
+        lifespan=lifespan,
+        readiness=[mongo_ready(db), kafka_ready(settings.kafka_bootstrap)],
+    )
+
+    @app.exception_handler(WrongEnvironment)
+    async def wrong_environment(request: Request, exc: WrongEnvironment) -> Response:
+        return problem(
+            exc.status,
+            exc.title,
+            exc.detail,
+            exc.rule,
+            environment=exc.environment,
+            portal_url=exc.portal_url,
+        )
+
+    async def locked(request: Request, exc: LoginTemporarilyLocked | PatientLoginLocked):
+        response = problem(exc.status, exc.title, exc.detail, exc.rule)
+        response.headers["retry-after"] = str(exc.retry_after_s)
+        return response
+
+    app.add_exception_handler(LoginTemporarilyLocked, locked)
+    app.add_exception_handler(PatientLoginLocked, locked)
+    return app

@@ -1,0 +1,325 @@
+"""Request and response bodies of the identity API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Le
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import Strict as StrictMode
+from studyshare.contracts.events.identity import (
+    Language,
+    PacsEndpoint,
+    PhysicianNumber,
+    Profession,
+    ReferenceNumberRule,
+    Registry,
+)
+from studyshare.contracts.tokens import Role
+
+
+def _integer(value: Any) -> Any:
+    """JSON integers, also written 30.0 (JSON Schema's `integer`); never strings or booleans."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def json_int(ge: int, le: int) -> Any:
+    """A bounded integer (bounds before the validator, so the OpenAPI keeps min/max)."""
+    return Annotated[int, StrictMode(), Ge(ge), Le(le), BeforeValidator(_integer)]
+
+
+ReferenceLength = json_int(4, 64)
+Days = json_int(1, 36500)
+Port = json_int(1, 65535)
+
+Username = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+Name = Field(min_length=1, max_length=100)
+Email = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+Mobile = Field(default=None, max_length=32, pattern=r"^\+?[0-9 ()./-]{6,30}$")
+Code = Field(min_length=4, max_length=12)
+
+
+def physician_numbers(items: list[PhysicianNumberBody] | None) -> tuple[PhysicianNumber, ...]:
+    return tuple(PhysicianNumber(registry=p.registry, number=p.number) for p in items or ())
+
+
+def reference_number_rule(body: RuleBody) -> ReferenceNumberRule:
+    return ReferenceNumberRule(length=body.length, alphabet=body.alphabet)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PhysicianNumberBody(Strict):
+    registry: Registry
+    number: str = Field(min_length=1, max_length=32)
+
+
+class RuleBody(Strict):
+    """Minimum complexity of the department's reference numbers."""
+
+    length: ReferenceLength = 10
+    alphabet: Literal["digits", "alphanumeric"] = "alphanumeric"
+
+
+class LoginRequest(Strict):
+    username: str = Field(min_length=1, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+    otp: str | None = Field(default=None, max_length=12)
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "Bearer"  # noqa: S105 - the token scheme
+
+
+class RefreshRequest(Strict):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class LogoutRequest(Strict):
+    refresh_token: str | None = Field(default=None, max_length=512)
+
+
+class PatientLoginRequest(Strict):
+    reference_number: str = Field(min_length=1, max_length=64)
+    date_of_birth: date
+    pincode: str | None = Field(default=None, max_length=64)
+    otp: str | None = Field(default=None, max_length=12)
+
+
+class PatientTokenResponse(BaseModel):
+    access_token: str
+    expires_in: int
+    expires_at: datetime
+    study_uid: str
+    token_type: str = "Bearer"  # noqa: S105 - the token scheme
+
+
+class Portal(BaseModel):
+    code: str
+    portal_url: str
+
+
+class EnvironmentsResponse(BaseModel):
+    current: str
+    environments: list[Portal]
+
+
+class ProfileFields(Strict):
+    email: str | None = Email
+    email_public: StrictBool = False
+    mobile: str | None = Mobile
+    mobile_public: StrictBool = False
+    language: Language = "en"
+    physician_numbers: list[PhysicianNumberBody] = Field(default_factory=list, max_length=10)
+
+
+class SelfRegistration(ProfileFields):
+    username: str = Username
+    password: str = Field(min_length=10, max_length=1024)
+    first_name: str = Name
+    last_name: str = Name
+    profession: Profession = "physician"
+    environment: str | None = Field(default=None, min_length=2, max_length=8)
+
+
+class AdminRegistration(SelfRegistration):
+    roles: list[Role] = Field(default_factory=lambda: ["physician"], max_length=5)
+    department_ids: list[str] = Field(default_factory=list, max_length=50)
+    admin_of: list[str] = Field(default_factory=list, max_length=50)
+
+
+class Created(BaseModel):
+    id: str
+
+
+class UserCreated(Created):
+    user_id: str
+    status: Literal["pending", "active"]
+
+
+class GroupCreated(Created):
+    group_id: str
+
+
+class DepartmentCreated(Created):
+    department_id: str
+
+
+class UserView(BaseModel):
+    user_id: str
+    username: str | None = None
+    first_name: str
+    last_name: str
+    email: str | None = None
+    email_public: StrictBool = False
+    mobile: str | None = None
+    mobile_public: StrictBool = False
+    language: Language = "en"
+    environment: str = "be"
+    profession: str = "physician"
+    physician_numbers: list[PhysicianNumber] = Field(default_factory=list)
+    roles: list[str] = Field(default_factory=list)
+    department_ids: list[str] = Field(default_factory=list)
+    admin_of: list[str] = Field(default_factory=list)
+    status: Literal["pending", "active", "deactivated"] | None = None
+    totp_enabled: StrictBool | None = None
+
+
+class ProfilePatch(Strict):
+    first_name: str | None = Field(default=None, min_length=1, max_length=100)
+    last_name: str | None = Field(default=None, min_length=1, max_length=100)
+    email: str | None = Email
+    email_public: StrictBool | None = None
+    mobile: str | None = Mobile
+    mobile_public: StrictBool | None = None
+    language: Language | None = None
+    physician_numbers: list[PhysicianNumberBody] | None = Field(default=None, max_length=10)
+
+
+class RolesUpdate(Strict):
+    roles: list[Role] | None = None
+    department_ids: list[str] | None = Field(default=None, max_length=50)
+    admin_of: list[str] | None = Field(default=None, max_length=50)
+
+
+class PasswordChange(Strict):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=10, max_length=1024)
+
+
+class PasswordReset(Strict):
+    new_password: str = Field(min_length=10, max_length=1024)
+
+
+class TOTPEnrolment(BaseModel):
+    secret: str
+    otpauth_uri: str
+
+
+class TOTPConfirm(Strict):
+    code: str = Code
+
+
+class Recipient(BaseModel):
+    id: str
+    kind: Literal["user", "group", "department"]
+    department_kind: Literal["radiology", "pacs"] | None = None
+    name: str
+    subtitle: str | None = None
+    language: str | None = None
+    match: Literal["exact", "prefix"]
+
+
+class RecipientPage(BaseModel):
+    items: list[Recipient]
+    total: int
+    page: int
+    page_size: int
+
+
+class GroupCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    primary_contact_id: str | None = Field(default=None, max_length=64)
+    admin_ids: list[str] = Field(default_factory=list, max_length=200)
+    member_ids: list[str] = Field(default_factory=list, max_length=500)
+    email: str | None = Email
+
+
+class GroupMember(BaseModel):
+    user_id: str
+    first_name: str
+    last_name: str
+    admin: StrictBool
+    primary_contact: StrictBool
+
+
+class GroupView(BaseModel):
+    group_id: str
+    name: str
+    email: str | None = None
+    primary_contact_id: str
+    members: list[GroupMember]
+
+
+class MemberAdd(Strict):
+    user_id: str = Field(min_length=1, max_length=64)
+    admin: StrictBool = False
+
+
+class MemberRole(Strict):
+    admin: StrictBool
+
+
+class GroupConfirmation(GroupView):
+    confirmed_until: datetime
+    due: StrictBool
+
+
+class ConfirmedResponse(BaseModel):
+    group_id: str
+    confirmed_until: datetime
+
+
+class PolicyBody(Strict):
+    default_validity_days: Days = 30
+    max_validity_days: Days | None = None
+    unlimited_allowed: StrictBool = True
+    reference_number_rule: RuleBody = RuleBody()
+    payment_required: StrictBool = False
+    patient_otp_required: StrictBool = False
+    hipaa_confirmation_required: StrictBool = False
+
+
+class Endpoint(Strict):
+    """A DICOM endpoint (PACS or regional health network)."""
+
+    ae_title: str = Field(min_length=1, max_length=16)
+    host: str = Field(min_length=1, max_length=253)
+    port: Port
+
+    def contract(self) -> PacsEndpoint:
+        return PacsEndpoint(ae_title=self.ae_title, host=self.host, port=self.port)
+
+
+class DepartmentCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    country: str = Field(default="be", min_length=2, max_length=8)
+    kind: Literal["radiology", "pacs"] = "radiology"
+    email: str | None = Email
+    pacs: Endpoint | None = None
+    rsw: Endpoint | None = None
+    policy: PolicyBody | None = None
+
+
+class DepartmentView(BaseModel):
+    department_id: str
+    name: str
+    country: str
+    kind: Literal["radiology", "pacs"]
+    email: str | None = None
+    pacs: PacsEndpoint | None = None
+    rsw: PacsEndpoint | None = None
+    policy: PolicyBody
+    admin_ids: list[str]
+
+
+class UserRef(Strict):
+    user_id: str = Field(min_length=1, max_length=64)
+
+
+class DepartmentMember(Strict):
+    user_id: str = Field(min_length=1, max_length=64)
+    role: Literal["department_staff", "physician"] = "department_staff"
+
+
+class AuthorizationStart(BaseModel):
+    authorization_url: str
+    state: str

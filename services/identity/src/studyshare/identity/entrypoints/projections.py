@@ -1,0 +1,91 @@
+"""The worker's read model of other services' events: reference numbers (from `study.events`),
+which the patient login reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from studyshare.contracts.envelope import EventEnvelope
+from studyshare.contracts.events import registry
+from studyshare.contracts.events.study import (
+    PincodeSet,
+    ReferenceNumberIssued,
+    ReferenceNumberRevoked,
+)
+from studyshare.identity.domain.patient import ReferenceNumberView
+from studyshare.plumbing.projection import GenerationPointer, Projection, ProjectionContext
+
+NAME = "reference_numbers"
+COLLECTION = "numbers"
+
+
+class ReferenceNumbers(Projection):
+    """One document per reference number: study, validity, birth date, mobile, pincode hash."""
+
+    name = NAME
+    topics = ("study.events",)
+    collections = (COLLECTION,)
+
+    async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
+        numbers = ctx.collection(COLLECTION)
+        for envelope in events:
+            e = registry.payload(envelope)
+            if isinstance(e, ReferenceNumberIssued):
+                doc = e.model_dump(mode="python", exclude={"reference_number", "issued_by"})
+                doc["patient_birth_date"] = (
+                    e.patient_birth_date.isoformat() if e.patient_birth_date else None
+                )
+                doc.update(revoked=False, issued_at=envelope.occurred_at)
+                await numbers.update_one(
+                    {"_id": e.reference_number},
+                    {"$set": doc, "$setOnInsert": {"pincode_hash": None}},
+                    upsert=True,
+                    session=ctx.session,
+                )
+            elif isinstance(e, ReferenceNumberRevoked):
+                await numbers.update_one(
+                    {"_id": e.reference_number},
+                    {"$set": {"revoked": True, "study_uid": e.study_uid}},
+                    upsert=True,
+                    session=ctx.session,
+                )
+            elif isinstance(e, PincodeSet):
+                await numbers.update_one(
+                    {"_id": e.reference_number},
+                    {"$set": {"pincode_hash": e.pincode_hash, "study_uid": e.study_uid}},
+                    upsert=True,
+                    session=ctx.session,
+                )
+
+
+_pointers: dict[str, GenerationPointer] = {}
+
+
+async def reference_number(db: AsyncDatabase, number: str) -> ReferenceNumberView | None:
+    pointer = _pointers.get(db.name)
+    if pointer is None or pointer.db is not db:
+        pointer = _pointers[db.name] = GenerationPointer(db, NAME)
+    doc = await (await pointer.collection(COLLECTION)).find_one({"_id": number})
+    if doc is None or "valid_to" not in doc:
+        return None
+    return view_of(number, doc)
+
+
+def view_of(number: str, doc: dict[str, Any]) -> ReferenceNumberView:
+    birth = doc.get("patient_birth_date")
+    return ReferenceNumberView(
+        reference_number=number,
+        study_uid=doc["study_uid"],
+        department_id=doc.get("department_id"),
+        valid_from=doc.get("valid_from"),
+        valid_to=doc.get("valid_to"),
+        complies_with_rule=doc.get("complies_with_rule", True),
+        patient_birth_date=date.fromisoformat(birth) if birth else None,
+        patient_mobile=doc.get("patient_mobile"),
+        pincode_required=bool(doc.get("pincode_required")),
+        pincode_hash=doc.get("pincode_hash"),
+        revoked=bool(doc.get("revoked")),
+    )

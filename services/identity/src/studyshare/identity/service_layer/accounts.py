@@ -1,0 +1,303 @@
+"""Accounts: registration (by an admin, or self-registration awaiting approval), approval,
+profile, roles, deactivation, password and TOTP enrolment, the bootstrap service desk."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+from studyshare.contracts.envelope import Actor
+from studyshare.contracts.tokens import AccessClaims
+from studyshare.identity.adapters.read_models import USERS
+from studyshare.identity.domain import totp
+from studyshare.identity.domain.exceptions import (
+    CannotDeactivateYourself,
+    InvalidCredentials,
+    InvalidTOTPCode,
+    NotAllowed,
+    TOTPAlreadyEnabled,
+    TOTPEnrolmentMissing,
+    UnknownEnvironment,
+    UsernameTaken,
+    UserNotFound,
+    WeakPassword,
+)
+from studyshare.identity.domain.user import ROLES, Registration, User
+from studyshare.identity.service_layer.context import Identity
+from studyshare.plumbing.aggregate import new_id
+from studyshare.plumbing.logging import get_logger
+
+log = get_logger(__name__)
+
+MIN_PASSWORD = 10
+
+
+def actor_of(principal: AccessClaims | None, ip: str | None = None) -> Actor:
+    if principal is None:
+        return Actor(kind="anonymous", ip=ip)
+    return Actor(
+        kind=principal.kind,
+        id=principal.sub,
+        role=principal.roles[0] if principal.roles else None,
+        ip=ip,
+    )
+
+
+def check_password(password: str, username: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise WeakPassword(f"a password has at least {MIN_PASSWORD} characters")
+    if username.casefold() in password.casefold():
+        raise WeakPassword("a password must not contain the username")
+
+
+async def _register(
+    app: Identity,
+    reg: Registration,
+    password: str,
+    *,
+    pending: bool,
+    actor: Actor,
+    check: bool = True,
+) -> str:
+    if reg.environment not in {app.settings.environment_code, *app.settings.portal_table}:
+        raise UnknownEnvironment(f"there is no environment {reg.environment!r}")
+    if check:
+        check_password(password, reg.username)
+    password_hash = await app.passwords.hash(password)
+    user_id = new_id("usr")
+
+    async def store_credentials(session) -> None:
+        await app.credentials.create(user_id, password_hash, session)
+
+    try:
+        await app.execute(
+            User,
+            user_id,
+            lambda _: User.register(user_id, reg, pending=pending, registered_by=actor.id),
+            actor,
+            also=store_credentials,
+        )
+    except DuplicateKeyError:
+        raise UsernameTaken(f"the username {reg.username!r} is taken") from None
+    log.info("user.registered", user_id=user_id, pending=pending)
+    return user_id
+
+
+async def register_by_admin(
+    app: Identity, reg: Registration, password: str, principal: AccessClaims, ip: str | None
+) -> str:
+    """The service desk registers anyone; a department admin registers physicians and staff
+    of the departments they administer."""
+    if not principal.has_role("service_desk"):
+        if not principal.has_role("department_admin"):
+            raise NotAllowed("only a department admin or the service desk registers users")
+        allowed = set(principal.admin_of)
+        if not set(reg.department_ids) <= allowed or not set(reg.admin_of) <= allowed:
+            raise NotAllowed("a department admin registers users of their own departments only")
+        if not set(reg.roles) <= {"physician", "department_staff", "department_admin"}:
+            raise NotAllowed("a department admin cannot grant these roles")
+    if set(reg.roles) - set(ROLES):
+        raise NotAllowed(f"unknown roles: {sorted(set(reg.roles) - set(ROLES))}")
+    if reg.admin_of and "department_admin" not in reg.roles:
+        reg = replace(reg, roles=(*reg.roles, "department_admin"))
+    reg = replace(reg, department_ids=tuple(dict.fromkeys((*reg.department_ids, *reg.admin_of))))
+    return await _register(app, reg, password, pending=False, actor=actor_of(principal, ip))
+
+
+async def self_register(app: Identity, reg: Registration, password: str, ip: str | None) -> str:
+    """A physician registers; the account waits for the service desk's approval."""
+    reg = replace(reg, roles=("physician",), department_ids=(), admin_of=())
+    return await _register(app, reg, password, pending=True, actor=Actor(kind="anonymous", ip=ip))
+
+
+async def approve(app: Identity, user_id: str, principal: AccessClaims, ip: str | None) -> None:
+    if not principal.has_role("service_desk"):
+        raise NotAllowed("only the service desk approves registrations")
+    await app.execute(User, user_id, lambda u: u.approve(principal.sub), actor_of(principal, ip))
+
+
+async def pending(app: Identity, principal: AccessClaims, limit: int = 500) -> list[dict[str, Any]]:
+    """Self-registrations waiting for the service desk, oldest first."""
+    if not principal.has_role("service_desk"):
+        raise NotAllowed("only the service desk sees pending registrations")
+    cursor = app.db[USERS].find({"status": "pending"}).sort("registered_at", 1).limit(limit)
+    return await cursor.to_list(None)
+
+
+async def user_doc(app: Identity, user_id: str) -> dict[str, Any]:
+    doc = await app.db[USERS].find_one({"_id": user_id})
+    if doc is None:
+        raise UserNotFound(f"user {user_id} does not exist")
+    return doc
+
+
+async def change_profile(
+    app: Identity, user_id: str, changes: dict[str, Any], principal: AccessClaims, ip: str | None
+) -> None:
+    await app.execute(User, user_id, lambda u: u.change_profile(changes), actor_of(principal, ip))
+
+
+async def set_roles(
+    app: Identity,
+    user_id: str,
+    principal: AccessClaims,
+    ip: str | None,
+    *,
+    roles: tuple[str, ...] | None = None,
+    department_ids: tuple[str, ...] | None = None,
+    admin_of: tuple[str, ...] | None = None,
+) -> User:
+    if not principal.has_role("service_desk"):
+        raise NotAllowed("only the service desk changes roles")
+    if roles is not None and set(roles) - set(ROLES):
+        raise NotAllowed(f"unknown roles: {sorted(set(roles) - set(ROLES))}")
+    user, _ = await app.execute(
+        User,
+        user_id,
+        lambda u: u.set_roles(
+            principal.sub, roles=roles, department_ids=department_ids, admin_of=admin_of
+        ),
+        actor_of(principal, ip),
+    )
+    return user
+
+
+async def deactivate(app: Identity, user_id: str, principal: AccessClaims, ip: str | None) -> None:
+    if not principal.has_role("service_desk"):
+        raise NotAllowed("only the service desk deactivates accounts")
+    if user_id == principal.sub:
+        raise CannotDeactivateYourself("an account cannot deactivate itself")
+    await app.execute(User, user_id, lambda u: u.deactivate(principal.sub), actor_of(principal, ip))
+    await app.sessions.revoke_all_of(user_id, app.clock(), "deactivated")
+
+
+async def change_password(
+    app: Identity, principal: AccessClaims, current: str, new: str, ip: str | None
+) -> None:
+    user = await user_doc(app, principal.sub)
+    creds = await app.credentials.get(principal.sub)
+    if not await app.passwords.verify(creds and creds.get("password_hash"), current):
+        raise InvalidCredentials("the current password is not correct")
+    check_password(new, user["username"])
+    new_hash = await app.passwords.hash(new)
+
+    async def store(session) -> None:
+        await app.credentials.set_password(principal.sub, new_hash, session)
+
+    await app.execute(
+        User,
+        principal.sub,
+        lambda u: u.change_password(principal.sub),
+        actor_of(principal, ip),
+        also=store,
+    )
+
+
+async def reset_password(
+    app: Identity, user_id: str, new: str, principal: AccessClaims, ip: str | None
+) -> None:
+    """The service desk sets a new password (the user forgot theirs); every session ends."""
+    if not principal.has_role("service_desk"):
+        raise NotAllowed("only the service desk resets passwords")
+    user = await user_doc(app, user_id)
+    check_password(new, user["username"])
+    new_hash = await app.passwords.hash(new)
+
+    async def store(session) -> None:
+        await app.credentials.set_password(user_id, new_hash, session)
+
+    await app.execute(
+        User,
+        user_id,
+        lambda u: u.change_password(principal.sub),
+        actor_of(principal, ip),
+        also=store,
+    )
+    await app.sessions.revoke_all_of(user_id, app.clock(), "password_reset")
+
+
+async def disable_totp(
+    app: Identity, user_id: str, principal: AccessClaims, ip: str | None
+) -> None:
+    """The service desk removes a lost second factor; the user can enrol a new one."""
+    if not principal.has_role("service_desk"):
+        raise NotAllowed("only the service desk removes a second factor")
+
+    async def remove(session) -> None:
+        await app.credentials.remove_totp(user_id, session)
+
+    await app.execute(
+        User,
+        user_id,
+        lambda u: u.disable_totp(principal.sub),
+        actor_of(principal, ip),
+        also=remove,
+    )
+
+
+async def unlock(app: Identity, user_id: str, principal: AccessClaims, ip: str | None) -> None:
+    """The service desk lifts a brute-force lock on the account's name."""
+    if not principal.has_role("service_desk"):
+        raise NotAllowed("only the service desk unlocks accounts")
+    user = await user_doc(app, user_id)
+    await app.throttle.reset(f"user:{user['username_lower']}")
+    await app.execute(User, user_id, lambda u: u.unlock(principal.sub), actor_of(principal, ip))
+
+
+async def begin_totp(app: Identity, principal: AccessClaims) -> tuple[str, str]:
+    """A fresh secret and its otpauth URI; enabled only once a code from it is confirmed."""
+    user = await user_doc(app, principal.sub)
+    if user.get("totp_enabled"):
+        raise TOTPAlreadyEnabled("a second factor is already enabled on this account")
+    secret = totp.new_secret()
+    await app.credentials.set_pending_totp(principal.sub, secret)
+    return secret, totp.provisioning_uri(secret, user["username"])
+
+
+async def confirm_totp(app: Identity, principal: AccessClaims, code: str, ip: str | None) -> None:
+    creds = await app.credentials.get(principal.sub) or {}
+    secret = creds.get("totp_pending_secret")
+    if not secret:
+        raise TOTPEnrolmentMissing("start the enrolment first (POST /api/users/me/totp)")
+    step = totp.matching_step(secret, code, app.clock(), creds.get("totp_last_step"))
+    if step is None:
+        raise InvalidTOTPCode("the code does not match the enrolled secret")
+
+    async def activate(session) -> None:
+        await app.credentials.activate_totp(principal.sub, secret, step, session)
+
+    await app.execute(
+        User, principal.sub, lambda u: u.enable_totp(), actor_of(principal, ip), also=activate
+    )
+
+
+async def ensure_bootstrap_user(app: Identity) -> str | None:
+    """The service-desk account from settings, created once (idempotent across restarts and
+    API processes: the username is unique)."""
+    s = app.settings
+    if not s.bootstrap_user or not s.bootstrap_password:
+        return None
+    existing = await app.db[USERS].find_one({"username_lower": s.bootstrap_user.casefold()})
+    if existing is not None:
+        return existing["_id"]
+    reg = Registration(
+        username=s.bootstrap_user,
+        first_name="Service",
+        last_name="Desk",
+        environment=s.environment_code,
+        profession="service_desk",
+        roles=("service_desk",),
+    )
+    try:
+        return await _register(
+            app,
+            reg,
+            s.bootstrap_password,
+            pending=False,
+            actor=Actor.system("bootstrap"),
+            check=False,
+        )
+    except UsernameTaken:
+        existing = await app.db[USERS].find_one({"username_lower": s.bootstrap_user.casefold()})
+        return existing["_id"] if existing else None

@@ -1,0 +1,294 @@
+"""Logins and tokens: password (+ TOTP) login with brute-force protection, rotating refresh
+tokens, logout, and logins through an external identity provider (eID)."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from studyshare.contracts.envelope import Actor
+from studyshare.contracts.events.identity import LoginFailed
+from studyshare.contracts.tokens import AccessClaims
+from studyshare.identity.adapters.eid import ExternalIdentityProvider
+from studyshare.identity.adapters.read_models import USERS
+from studyshare.identity.domain import totp
+from studyshare.identity.domain.exceptions import (
+    GENERIC_LOGIN_REFUSAL,
+    AccountDeactivated,
+    AccountNotApproved,
+    ExternalIdentityNotLinked,
+    InvalidCredentials,
+    InvalidRefreshToken,
+    LoginTemporarilyLocked,
+    RefreshTokenReused,
+    TOTPRequired,
+    WrongEnvironment,
+)
+from studyshare.identity.domain.session import LoginSession
+from studyshare.identity.domain.user import User
+from studyshare.identity.service_layer.context import Identity
+from studyshare.plumbing.aggregate import new_id
+from studyshare.plumbing.errors import Unauthorized
+from studyshare.plumbing.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    session_id: str
+    token_type: str = "Bearer"  # noqa: S105 - the token scheme
+
+
+def access_token(app: Identity, user: dict[str, Any], session_id: str) -> str:
+    return app.signer.sign(
+        ttl_s=app.settings.access_token_ttl_s,
+        sub=user["_id"],
+        kind="user",
+        roles=list(user.get("roles") or ()),
+        department_ids=list(user.get("department_ids") or ()),
+        admin_of=list(user.get("admin_of") or ()),
+        environment=user.get("environment") or app.settings.environment_code,
+        sid=session_id,
+    )
+
+
+def _retry_after(until: datetime, now: datetime) -> int:
+    return max(1, math.ceil((until - now).total_seconds()))
+
+
+async def _refuse(
+    app: Identity,
+    *,
+    reason: str,
+    user: dict[str, Any] | None,
+    username: str,
+    ip: str | None,
+    now: datetime,
+) -> None:
+    """Count the failure per account name and per source, record it, maybe lock."""
+    failures, until = await app.throttle.fail(
+        f"user:{username.casefold()}", now, app.account_lockout
+    )
+    if ip:
+        await app.throttle.fail(
+            f"ip:{ip}", now, app.source_lockout, window_s=app.settings.source_window_s
+        )
+    user_id = user["_id"] if user else None
+    await app.record(
+        LoginFailed(
+            attempt_id=(attempt := new_id("att")),
+            user_id=user_id,
+            reason=reason,  # type: ignore[arg-type]
+            consecutive_failures=failures,
+            source_ip=ip,
+        ),
+        attempt,
+        Actor(kind="anonymous", ip=ip),
+    )
+    if user_id and until is not None:
+        await app.execute(User, user_id, lambda u: u.lock(until, failures), Actor.system("login"))
+    log.info("login.failed", reason=reason, user_id=user_id, failures=failures)
+
+
+async def login(
+    app: Identity, username: str, password: str, otp: str | None, ip: str | None
+) -> TokenPair:
+    now = app.clock()
+    name_key = f"user:{username.casefold()}"
+    for key in (name_key, f"ip:{ip}" if ip else None):
+        if key and (until := await app.throttle.locked_until(key, now)):
+            user = await app.db[USERS].find_one({"username_lower": username.casefold()})
+            await app.record(
+                LoginFailed(
+                    attempt_id=(attempt := new_id("att")),
+                    user_id=user["_id"] if user else None,
+                    reason="locked",
+                    source_ip=ip,
+                ),
+                attempt,
+                Actor(kind="anonymous", ip=ip),
+            )
+            raise LoginTemporarilyLocked(
+                "Too many failed attempts. Try again later.", _retry_after(until, now)
+            )
+    user = await app.db[USERS].find_one({"username_lower": username.casefold()})
+    creds = await app.credentials.get(user["_id"]) if user else None
+    if not await app.passwords.verify(creds and creds.get("password_hash"), password):
+        await _refuse(app, reason="bad_credentials", user=user, username=username, ip=ip, now=now)
+        raise InvalidCredentials()
+    assert user is not None and creds is not None
+    # the password checked out: from here on the caller may learn about the account
+    environment = user.get("environment") or app.settings.environment_code
+    if environment != app.settings.environment_code:
+        await _record_refusal(app, user, "wrong_environment", ip)
+        raise WrongEnvironment(
+            f"This account belongs to the {environment!r} environment; log in on its portal.",
+            environment,
+            app.settings.portal_table.get(environment),
+        )
+    if user["status"] == "pending":
+        await _record_refusal(app, user, "not_approved", ip)
+        raise AccountNotApproved("the account waits for approval by the service desk")
+    if user["status"] != "active":
+        await _record_refusal(app, user, "deactivated", ip)
+        raise AccountDeactivated("the account is deactivated")
+    method = "password"
+    if user.get("totp_enabled"):
+        if not otp:
+            raise TOTPRequired("enter the code of your authenticator app")
+        step = totp.matching_step(creds["totp_secret"], otp, now, creds.get("totp_last_step"))
+        if step is None or not await app.credentials.use_totp_step(user["_id"], step):
+            await _refuse(app, reason="bad_totp", user=user, username=username, ip=ip, now=now)
+            raise InvalidCredentials()
+        method = "password+totp"
+    await app.throttle.reset(name_key)
+    return await open_session(app, user, method, ip)
+
+
+async def _record_refusal(app: Identity, user: dict[str, Any], reason: str, ip: str | None):
+    await app.record(
+        LoginFailed(
+            attempt_id=(a := new_id("att")), user_id=user["_id"], reason=reason, source_ip=ip
+        ),  # type: ignore[arg-type]
+        a,
+        Actor(kind="anonymous", ip=ip),
+    )
+
+
+async def open_session(app: Identity, user: dict[str, Any], method: str, ip: str | None):
+    now = app.clock()
+    session_id = new_id("ses")
+    refresh = secrets.token_urlsafe(32)
+    await app.sessions.open(session_id, user["_id"], refresh, now, app.settings.refresh_token_ttl_s)
+    await app.execute(
+        LoginSession,
+        session_id,
+        lambda s: s.logged_in(user["_id"], method, ip),
+        Actor(kind="user", id=user["_id"], ip=ip),
+    )
+    log.info("login.succeeded", user_id=user["_id"], method=method)
+    return TokenPair(
+        access_token(app, user, session_id),
+        refresh,
+        app.settings.access_token_ttl_s,
+        session_id,
+    )
+
+
+async def refresh(app: Identity, refresh_token: str, ip: str | None) -> TokenPair:
+    """Rotate: the presented token is spent, a new one is issued in the same session. A spent
+    token presented again revokes the whole session (its family)."""
+    now = app.clock()
+    doc = await app.sessions.find_token(refresh_token)
+    if doc is None or doc["expires_at"] <= now:
+        raise InvalidRefreshToken("the refresh token is not valid")
+    session = await app.sessions.get(doc["session_id"])
+    if session is None or session.get("revoked_at") is not None:
+        raise InvalidRefreshToken("the session has ended; log in again")
+    if doc.get("used_at") is not None or await app.sessions.use_token(refresh_token, now) is None:
+        await app.sessions.revoke(doc["session_id"], now, "refresh_token_reuse")
+        await app.execute(
+            LoginSession,
+            doc["session_id"],
+            lambda s: s.refresh_reused(doc["user_id"], ip),
+            Actor(kind="anonymous", ip=ip),
+        )
+        log.warning("refresh.reused", user_id=doc["user_id"], session_id=doc["session_id"])
+        raise RefreshTokenReused("this refresh token was already used; the session is revoked")
+    user = await app.db[USERS].find_one({"_id": doc["user_id"]})
+    if user is None or user["status"] != "active":
+        await app.sessions.revoke(doc["session_id"], now, "account_inactive")
+        raise InvalidRefreshToken("the account is not active")
+    new_refresh = secrets.token_urlsafe(32)
+    await app.sessions.add_token(
+        doc["session_id"], user["_id"], new_refresh, now, app.settings.refresh_token_ttl_s
+    )
+    await app.execute(
+        LoginSession,
+        doc["session_id"],
+        lambda s: s.logged_in(user["_id"], "refresh", ip),
+        Actor(kind="user", id=user["_id"], ip=ip),
+    )
+    return TokenPair(
+        access_token(app, user, doc["session_id"]),
+        new_refresh,
+        app.settings.access_token_ttl_s,
+        doc["session_id"],
+    )
+
+
+async def logout(
+    app: Identity, principal: AccessClaims | None, refresh_token: str | None, ip: str | None
+) -> None:
+    """End the session named by the bearer token and/or the refresh token."""
+    now = app.clock()
+    targets: dict[str, str] = {}
+    if principal is not None and principal.kind == "user" and principal.sid:
+        targets[principal.sid] = principal.sub
+    if refresh_token:
+        doc = await app.sessions.find_token(refresh_token)
+        if doc is not None:
+            targets[doc["session_id"]] = doc["user_id"]
+    if not targets:
+        raise Unauthorized("give the bearer token or the refresh token of the session to end")
+    for session_id, user_id in targets.items():
+        if await app.sessions.revoke(session_id, now, "logout"):
+            await app.execute(
+                LoginSession,
+                session_id,
+                lambda s, uid=user_id: s.logged_out(uid),
+                Actor(kind="user", id=user_id, ip=ip),
+            )
+
+
+async def session_is_live(app: Identity, principal: AccessClaims) -> bool:
+    """Identity's own endpoints also refuse access tokens of ended sessions."""
+    if principal.kind != "user" or not principal.sid:
+        return True
+    session = await app.sessions.get(principal.sid)
+    return session is None or session.get("revoked_at") is None
+
+
+async def login_with_external_identity(
+    app: Identity, provider: ExternalIdentityProvider, callback: dict[str, str], ip: str | None
+) -> TokenPair:
+    """Finish an eID (or other external) login: the provider proves who it is, a link says
+    which account that is."""
+    identity = await provider.complete(callback)
+    user_id = await app.external.user_for(provider.name, identity.subject)
+    if user_id is None:
+        raise ExternalIdentityNotLinked(
+            "this identity is not linked to an account; log in once with your password and link it"
+        )
+    user = await app.db[USERS].find_one({"_id": user_id})
+    if user is None or user["status"] != "active":
+        raise InvalidCredentials(GENERIC_LOGIN_REFUSAL)
+    return await open_session(app, user, "eid", ip)
+
+
+async def link_external_identity(
+    app: Identity,
+    provider: ExternalIdentityProvider,
+    callback: dict[str, str],
+    principal: AccessClaims,
+    ip: str | None,
+) -> None:
+    identity = await provider.complete(callback)
+
+    async def link(session) -> None:
+        await app.external.link(provider.name, identity.subject, principal.sub, session)
+
+    await app.execute(
+        User,
+        principal.sub,
+        lambda u: u.link_external(provider.name),
+        Actor(kind="user", id=principal.sub, ip=ip),
+        also=link,
+    )

@@ -1,0 +1,150 @@
+"""What every command handler needs, built once per process, and the unit of work that
+appends events and updates the read models in one MongoDB transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
+from studyshare.contracts.envelope import Actor, EventEnvelope
+from studyshare.contracts.events import DomainEvent
+from studyshare.identity.adapters import read_models, stores
+from studyshare.identity.adapters.passwords import Passwords
+from studyshare.identity.adapters.read_models import ReadModels
+from studyshare.identity.adapters.stores import (
+    Credentials,
+    ExternalIdentities,
+    PatientOTPs,
+    Sessions,
+    SigningKeys,
+    Throttle,
+)
+from studyshare.identity.domain.lockout import LockoutPolicy
+from studyshare.identity.settings import IdentitySettings
+from studyshare.plumbing.aggregate import Aggregate, Repository
+from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
+from studyshare.plumbing.tokens import TokenSigner
+
+A = TypeVar("A", bound=Aggregate)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Identity:
+    """The identity service's state: stores, keys, policies and a clock (tests replace it)."""
+
+    db: AsyncDatabase
+    settings: IdentitySettings
+    signer: TokenSigner
+    passwords: Passwords
+    clock: Callable[[], datetime] = utcnow
+    store: EventStore = field(init=False)
+    read_models: ReadModels = field(init=False)
+    credentials: Credentials = field(init=False)
+    sessions: Sessions = field(init=False)
+    throttle: Throttle = field(init=False)
+    patient_otps: PatientOTPs = field(init=False)
+    external: ExternalIdentities = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = EventStore(self.db)
+        self.read_models = ReadModels(self.db)
+        self.credentials = Credentials(self.db)
+        self.sessions = Sessions(self.db)
+        self.throttle = Throttle(self.db)
+        self.patient_otps = PatientOTPs(self.db)
+        self.external = ExternalIdentities(self.db)
+
+    @classmethod
+    async def start(
+        cls,
+        db: AsyncDatabase,
+        settings: IdentitySettings,
+        *,
+        signing: bool = True,
+        **overrides: Any,
+    ) -> Identity:
+        """Indexes and the signing key (from settings, or in development the persisted one).
+        Processes that never sign (the worker) pass `signing=False`."""
+        await EventStore(db).ensure_indexes()
+        await read_models.ensure_indexes(db)
+        await stores.ensure_indexes(db)
+        if settings.signing_key_pem and settings.signing_key_id:
+            signer = TokenSigner.from_pem(settings.signing_key_pem, settings.signing_key_id)
+        elif not signing:
+            signer = TokenSigner(kid="never-published")
+        else:
+            settings.check_signing_key()
+            signer = await SigningKeys(db).development_signer()
+        passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
+        return cls(db=db, settings=settings, signer=signer, passwords=passwords, **overrides)
+
+    # policies
+    @property
+    def account_lockout(self) -> LockoutPolicy:
+        s = self.settings
+        return LockoutPolicy(s.account_lock_threshold, s.lock_base_s, s.lock_max_s)
+
+    @property
+    def source_lockout(self) -> LockoutPolicy:
+        s = self.settings
+        return LockoutPolicy(s.source_lock_threshold, s.lock_base_s, s.lock_max_s)
+
+    @property
+    def patient_lockout(self) -> LockoutPolicy:
+        s = self.settings
+        return LockoutPolicy(s.patient_lock_threshold, s.lock_base_s, s.lock_max_s)
+
+    def jwks(self) -> dict[str, Any]:
+        """The current key and the previous ones (rotation), never twice the same kid."""
+        keys = [self.signer.public_jwk()]
+        for key in self.settings.previous_jwks.get("keys", []):
+            if key.get("kid") not in {k["kid"] for k in keys}:
+                keys.append(key)
+        return {"keys": keys}
+
+    # writing
+    async def execute(
+        self,
+        cls: type[A],
+        aggregate_id: str,
+        decide: Callable[[A], list[DomainEvent]],
+        actor: Actor,
+        *,
+        also: Callable[[AsyncClientSession], Awaitable[None]] | None = None,
+        retries: int = 8,
+    ) -> tuple[A, list[EventEnvelope]]:
+        """Load, decide, append and project in one transaction; retry when another writer won."""
+        repo = Repository(self.store, cls)
+        for attempt in range(retries + 1):
+            try:
+                async with self.db.client.start_session() as session:
+                    async with await session.start_transaction():
+                        aggregate, envelopes = await repo.execute(
+                            aggregate_id, decide, actor, session=session
+                        )
+                        await self.read_models.apply(envelopes, session)
+                        if also is not None:
+                            await also(session)
+                return aggregate, envelopes
+            except ConcurrencyConflict:
+                if attempt == retries:
+                    raise
+            except OperationFailure as exc:
+                if attempt == retries or not exc.has_error_label("TransientTransactionError"):
+                    raise
+        raise AssertionError("unreachable")
+
+    async def record(self, event: DomainEvent, aggregate_id: str, actor: Actor) -> None:
+        """Append the first event of a one-event aggregate (e.g. a login attempt)."""
+        await self.store.append(
+            [envelope_for(event, aggregate_id=aggregate_id, aggregate_version=1, actor=actor)]
+        )

@@ -1,0 +1,195 @@
+"""Patient login: reference number + date of birth, plus the pincode when the department
+requires payment, plus an SMS code when the department requires one. The token opens one
+study, within the reference number's validity window. Failures are counted per number."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from studyshare.contracts.envelope import Actor
+from studyshare.contracts.events.identity import PatientOTPIssued
+from studyshare.identity.adapters.read_models import DEPARTMENTS
+from studyshare.identity.domain.exceptions import (
+    LoginTemporarilyLocked,
+    PatientLoginLocked,
+    PatientLoginRefused,
+    PatientOTPRequired,
+    PatientOTPUnavailable,
+    PaymentPending,
+    PincodeRequired,
+    ReferenceNumberBreaksComplexityRule,
+    ReferenceNumberOutsideValidity,
+    ReferenceNumberWithdrawn,
+)
+from studyshare.identity.domain.patient import Patient, ReferenceNumberView, patient_id, refusal
+from studyshare.identity.entrypoints.projections import reference_number
+from studyshare.identity.service_layer.context import Identity
+from studyshare.plumbing.aggregate import Repository, new_id
+from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.sealing import seal
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class PatientToken:
+    access_token: str
+    expires_in: int
+    study_uid: str
+    expires_at: datetime
+    token_type: str = "Bearer"  # noqa: S105 - the token scheme
+
+
+REFUSALS = {
+    "revoked": (ReferenceNumberWithdrawn, "this reference number was withdrawn"),
+    "rule_violation": (
+        ReferenceNumberBreaksComplexityRule,
+        "this reference number does not meet the department's complexity rule",
+    ),
+    "outside_validity": (
+        ReferenceNumberOutsideValidity,
+        "this reference number cannot be used at this time",
+    ),
+}
+
+
+async def _policy(app: Identity, department_id: str | None) -> dict[str, Any]:
+    if not department_id:
+        return {}
+    doc = await app.db[DEPARTMENTS].find_one({"_id": department_id}, {"policy": 1})
+    return (doc or {}).get("policy") or {}
+
+
+async def patient_login(
+    app: Identity,
+    number: str,
+    birth_date: date,
+    pincode: str | None,
+    otp: str | None,
+    ip: str | None,
+) -> PatientToken:
+    now = app.clock()
+    number = number.strip()
+    actor = Actor(kind="patient", id=patient_id(number), ip=ip)
+    if ip and (until := await app.throttle.locked_until(f"patient-ip:{ip}", now)):
+        raise LoginTemporarilyLocked(
+            "Too many failed attempts. Try again later.",
+            max(1, math.ceil((until - now).total_seconds())),
+        )
+    ref = await reference_number(app.db, number)
+    pid = patient_id(number)
+    patient = await Repository(app.store, Patient).get(pid)
+
+    async def fail(reason: str) -> None:
+        study_uid = ref.study_uid if ref else None
+        await app.execute(
+            Patient,
+            pid,
+            lambda p: p.fail(
+                number, reason, study_uid=study_uid, ip=ip, now=now, policy=app.patient_lockout
+            ),
+            actor,
+        )
+        if ip and reason != "locked":
+            await app.throttle.fail(
+                f"patient-ip:{ip}", now, app.source_lockout, window_s=app.settings.source_window_s
+            )
+        log.info("patient_login.failed", reason=reason)
+
+    if patient.is_locked(now):
+        await fail("locked")
+        assert patient.locked_until is not None
+        raise PatientLoginLocked(
+            "Too many failed attempts on this reference number. Try again later.",
+            max(1, math.ceil((patient.locked_until - now).total_seconds())),
+        )
+    reason = refusal(ref, birth_date, now)
+    if reason is not None:
+        await fail(reason)
+        if reason in REFUSALS:
+            cls, detail = REFUSALS[reason]
+            raise cls(detail)
+        raise PatientLoginRefused()
+    assert ref is not None
+    policy = await _policy(app, ref.department_id)
+    if ref.pincode_required or ref.pincode_hash or policy.get("payment_required"):
+        if not ref.pincode_hash:
+            raise PaymentPending("access to this study is available after payment")
+        if not pincode:
+            raise PincodeRequired("enter the pincode you received after payment")
+        if not await app.passwords.verify(ref.pincode_hash, pincode.strip()):
+            await fail("pincode")
+            raise PatientLoginRefused()
+    if policy.get("patient_otp_required"):
+        if not ref.patient_mobile:
+            raise PatientOTPUnavailable(
+                "an SMS code is required but no mobile number is known; contact the department"
+            )
+        if not otp:
+            await _issue_otp(app, ref, actor, now)
+            raise PatientOTPRequired("a code was sent by SMS; log in again with it")
+        if not await app.patient_otps.consume(number, otp, now):
+            await fail("otp")
+            raise PatientLoginRefused("the SMS code is not correct or has expired")
+    return await _succeed(app, ref, pid, actor, ip, now)
+
+
+async def _issue_otp(app: Identity, ref: ReferenceNumberView, actor: Actor, now: datetime) -> None:
+    gap = timedelta(seconds=app.settings.patient_otp_resend_s)
+    if await app.patient_otps.recently_issued(ref.reference_number, now - gap):
+        return
+    code = f"{secrets.randbelow(10**6):06d}"
+    expires_at = now + timedelta(seconds=app.settings.patient_otp_ttl_s)
+    await app.patient_otps.put(ref.reference_number, code, expires_at, now)
+    assert ref.patient_mobile is not None
+    await app.execute(
+        Patient,
+        patient_id(ref.reference_number),
+        lambda p: [
+            PatientOTPIssued(
+                reference_number=ref.reference_number,
+                study_uid=ref.study_uid,
+                mobile=ref.patient_mobile or "",
+                sealed_code=seal(code, app.settings.otp_seal_public_key),
+                expires_at=expires_at,
+            )
+        ],
+        actor,
+    )
+
+
+async def _succeed(
+    app: Identity,
+    ref: ReferenceNumberView,
+    pid: str,
+    actor: Actor,
+    ip: str | None,
+    now: datetime,
+) -> PatientToken:
+    session_id = new_id("ses")
+    await app.execute(
+        Patient,
+        pid,
+        lambda p: p.succeed(ref.reference_number, ref.study_uid, session_id, ip),
+        actor,
+    )
+    ttl = app.settings.patient_token_ttl_s
+    if ref.valid_to is not None:
+        ttl = min(ttl, int((ref.valid_to - now).total_seconds()))
+    ttl = max(ttl, 1)
+    token = app.signer.sign(
+        ttl_s=ttl,
+        sub=pid,
+        kind="patient",
+        roles=[],
+        environment=app.settings.environment_code,
+        study_uid=ref.study_uid,
+        reference_number=ref.reference_number,
+        sid=session_id,
+    )
+    log.info("patient_login.succeeded", study_uid=ref.study_uid)
+    return PatientToken(token, ttl, ref.study_uid, now + timedelta(seconds=ttl))

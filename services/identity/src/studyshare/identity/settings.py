@@ -1,0 +1,97 @@
+"""Identity settings, read from `STUDYSHARE_*` environment variables."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import Field, model_validator
+from studyshare.contracts.routes import SERVICE_BY_NAME
+from studyshare.plumbing.settings import ServiceSettings, refuse_placeholder
+
+
+class IdentitySettings(ServiceSettings):
+    """Everything identity needs: keys, token lifetimes, lockout, environments, bootstrap."""
+
+    service_name: str = "identity"
+    http_port: int = SERVICE_BY_NAME["identity"].port
+
+    signing_key_pem: str | None = Field(
+        default=None,
+        description="Ed25519 private key (PKCS#8 PEM) that signs access tokens; required "
+        "outside development and test (there a key is generated once and kept in the database)",
+    )
+    signing_key_id: str | None = Field(default=None, description="`kid` of the signing key")
+    previous_signing_keys_jwks: str = Field(
+        default='{"keys": []}',
+        description="JWKS (JSON) of retired public keys still published during a rotation",
+    )
+
+    access_token_ttl_s: int = Field(default=900, ge=30)
+    refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    patient_token_ttl_s: int = Field(default=3600, ge=30)
+
+    bootstrap_user: str | None = None
+    bootstrap_password: str | None = None
+
+    environment_code: str = Field(default="be", description="this deployment's country code")
+    portals: str = Field(
+        default=json.dumps(
+            {
+                "be": "https://be.studyshare.example",
+                "nl": "https://nl.studyshare.example",
+                "fr": "https://fr.studyshare.example",
+                "lu": "https://lu.studyshare.example",
+                "de": "https://de.studyshare.example",
+            }
+        ),
+        description="JSON object: environment code -> portal URL",
+    )
+
+    account_lock_threshold: int = Field(default=5, ge=1)
+    source_lock_threshold: int = Field(default=20, ge=1)
+    lock_base_s: float = Field(default=30.0, gt=0)
+    lock_max_s: float = Field(default=3600.0, gt=0)
+    source_window_s: float = Field(default=900.0, gt=0)
+
+    patient_lock_threshold: int = Field(default=5, ge=1)
+    patient_otp_ttl_s: int = Field(default=300, ge=30)
+    patient_otp_resend_s: int = Field(
+        default=60, ge=0, description="no second SMS code for a number within this many seconds"
+    )
+
+    group_confirmation_days: int = Field(default=91, ge=1)
+    reminder_interval_s: float = Field(default=3600.0, gt=0)
+
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65536, ge=8)
+
+    @property
+    def portal_table(self) -> dict[str, str]:
+        return dict(json.loads(self.portals))
+
+    @property
+    def previous_jwks(self) -> dict[str, Any]:
+        return dict(json.loads(self.previous_signing_keys_jwks))
+
+    def check_signing_key(self) -> None:
+        """The API signs tokens: outside development and test its key comes from settings
+        (the relay and the worker never sign and do not need it)."""
+        if self.environment not in {"development", "test"} and not (
+            self.signing_key_pem and self.signing_key_id
+        ):
+            raise ValueError(
+                "STUDYSHARE_SIGNING_KEY_PEM and STUDYSHARE_SIGNING_KEY_ID are required "
+                "outside development and test"
+            )
+
+    @model_validator(mode="after")
+    def _checked(self) -> IdentitySettings:
+        if self.environment not in {"development", "test"}:
+            if self.bootstrap_password is not None:
+                refuse_placeholder(
+                    self.bootstrap_password, "STUDYSHARE_BOOTSTRAP_PASSWORD", self.environment
+                )
+        json.loads(self.portals)
+        json.loads(self.previous_signing_keys_jwks)
+        return self

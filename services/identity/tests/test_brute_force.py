@@ -1,0 +1,113 @@
+"""Issue point 3: failures counted per account and per source, lockout with increasing delay,
+answers that never reveal whether an account exists."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from studyshare.identity.domain.lockout import LockoutPolicy
+
+from .conftest import FakeClock
+
+
+def test_the_lock_delay_doubles_with_every_failure_past_the_threshold():
+    policy = LockoutPolicy(threshold=5, base_s=30, max_s=600)
+    assert [policy.delay_after(n) for n in range(1, 10)] == [0, 0, 0, 0, 30, 60, 120, 240, 480]
+    assert policy.delay_after(20) == 600
+
+
+def _shape(response):
+    body = response.json()
+    return response.status_code, body["rule"], body["detail"], body["title"]
+
+
+async def test_an_account_is_locked_with_increasing_delay_and_answers_never_reveal_existence(api):
+    clock = FakeClock(datetime(2026, 5, 1, 8, 0, tzinfo=UTC))
+    api.identity.clock = clock
+    user_id = await api.register(await api.desk(), username="dr.real")
+    calls: list[str] = []
+    original = api.identity.passwords.hasher
+
+    class Spy:
+        def verify(self, hashed, password):
+            calls.append(hashed)
+            return original.verify(hashed, password)
+
+    api.identity.passwords.hasher = Spy()
+
+    real, ghost = [], []
+    for _ in range(4):
+        real.append(
+            await api.login(
+                "dr.real",
+                "wrong-password",
+            )
+        )
+        ghost.append(await api.login("dr.ghost", "wrong-password"))
+    assert (
+        {_shape(r) for r in real}
+        == {_shape(g) for g in ghost}
+        == {
+            (
+                401,
+                "InvalidCredentials",
+                "The username, password or one-time code is not correct.",
+                "Unauthorized",
+            )
+        }
+    )
+    assert len(calls) == 8 and api.identity.passwords.dummy_hash in calls, (
+        "an unknown account is verified against the dummy hash (same cost)"
+    )
+    fifth_real = await api.login("dr.real", "wrong-password")
+    fifth_ghost = await api.login("dr.ghost", "wrong-password")
+    assert _shape(fifth_real) == _shape(fifth_ghost)
+    locked_real = await api.login("dr.real", "a-long-password-1")
+    locked_ghost = await api.login("dr.ghost", "a-long-password-1")
+    assert _shape(locked_real) == _shape(locked_ghost)
+    assert locked_real.status_code == 429 and locked_real.json()["rule"] == "LoginTemporarilyLocked"
+    assert locked_real.headers["retry-after"] == locked_ghost.headers["retry-after"] == "30"
+
+    [lock] = await api.events("AccountLocked")
+    assert lock.payload["user_id"] == user_id and lock.payload["consecutive_failures"] == 5
+    clock.now += timedelta(seconds=31)
+    sixth = await api.login("dr.real", "wrong-password")
+    assert sixth.status_code == 401
+    relocked = await api.login("dr.real", "a-long-password-1")
+    assert relocked.headers["retry-after"] == "60", "the delay doubles"
+    clock.now += timedelta(seconds=61)
+    assert (await api.login("dr.real", "a-long-password-1")).status_code == 200
+    after_reset = await api.login("dr.real", "wrong-password")
+    assert after_reset.status_code == 401
+    assert (await api.login("dr.real", "a-long-password-1")).status_code == 200, (
+        "a success resets the account's count"
+    )
+    failed = await api.events("LoginFailed")
+    assert {e.payload["user_id"] for e in failed} == {user_id, None}
+    assert any(e.payload["reason"] == "locked" for e in failed)
+
+
+async def test_failures_from_one_source_lock_that_source_across_usernames(make_api):
+    api = await make_api(source_lock_threshold=6)
+    api.identity.clock = FakeClock(datetime(2026, 5, 1, 8, 0, tzinfo=UTC))
+    await api.register(await api.desk(), username="dr.victim")
+    attacker = {"x-forwarded-for": "203.0.113.7, 10.0.0.1"}
+    for i in range(6):
+        response = await api.client.post(
+            "/api/auth/login", json={"username": f"guess{i}", "password": "x"}, headers=attacker
+        )
+        assert response.status_code == 401
+    blocked = await api.client.post(
+        "/api/auth/login",
+        json={"username": "dr.victim", "password": "a-long-password-1"},
+        headers=attacker,
+    )
+    assert blocked.status_code == 429 and blocked.json()["rule"] == "LoginTemporarilyLocked"
+    elsewhere = await api.client.post(
+        "/api/auth/login",
+        json={"username": "dr.victim", "password": "a-long-password-1"},
+        headers={"x-forwarded-for": "198.51.100.2"},
+    )
+    assert elsewhere.status_code == 200, "another source is not affected"
+    sources = {e.payload["source_ip"] for e in await api.events("LoginFailed")}
+    assert sources == {"203.0.113.7"}

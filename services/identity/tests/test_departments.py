@@ -1,0 +1,101 @@
+"""Issue point 6: departments (sending sources, PACS destinations) and their policy, admins;
+the policy travels as events for the other services."""
+
+from __future__ import annotations
+
+
+async def test_service_desk_creates_a_department_with_its_policy_and_admins(api):
+    desk = await api.desk()
+    created = await api.client.post(
+        "/api/departments",
+        json={
+            "name": "Radiologie AZ Delta",
+            "email": "rx@azdelta.be",
+            "rsw": {"ae_title": "RSW", "host": "rsw.example", "port": 11112},
+            "policy": {
+                "default_validity_days": 14,
+                "max_validity_days": 90,
+                "unlimited_allowed": False,
+                "reference_number_rule": {"length": 12, "alphabet": "digits"},
+                "payment_required": True,
+            },
+        },
+        headers=desk,
+    )
+    assert created.status_code == 201, created.text
+    dep = created.json()["id"]
+    view = (await api.client.get(f"/api/departments/{dep}", headers=desk)).json()
+    assert view["policy"]["default_validity_days"] == 14
+    assert view["policy"]["unlimited_allowed"] is False
+    assert view["policy"]["reference_number_rule"] == {"length": 12, "alphabet": "digits"}
+    [policy] = await api.events("DepartmentPolicySet")
+    assert policy.aggregate_id == dep and policy.payload["max_validity_days"] == 90
+    assert policy.payload["payment_required"] is True
+
+    user_id = await api.register(desk, username="future.admin")
+    assigned = await api.client.post(
+        f"/api/departments/{dep}/admins", json={"user_id": user_id}, headers=desk
+    )
+    assert assigned.status_code == 204
+    admin = await api.headers("future.admin", "a-long-password-1")
+    claims = await api.verify(admin["Authorization"].split()[1])
+    assert claims.admin_of == (dep,) and dep in claims.department_ids
+    assert "department_admin" in claims.roles
+    assert [e.payload["user_id"] for e in await api.events("DepartmentAdminAssigned")] == [user_id]
+    assert (await api.client.get(f"/api/departments/{dep}", headers=desk)).json()["admin_ids"] == [
+        user_id
+    ]
+
+    changed = await api.client.put(
+        f"/api/departments/{dep}/policy",
+        json={"default_validity_days": 30, "patient_otp_required": True},
+        headers=admin,
+    )
+    assert changed.status_code == 204
+    latest = (await api.events("DepartmentPolicySet"))[-1]
+    assert latest.payload["patient_otp_required"] is True and latest.payload["set_by"] == user_id
+
+    staff_id = await api.register(desk, username="staff")
+    member = await api.client.post(
+        f"/api/departments/{dep}/members", json={"user_id": staff_id}, headers=admin
+    )
+    assert member.status_code == 204
+    staff = await api.verify(
+        (await api.headers("staff", "a-long-password-1"))["Authorization"].split()[1]
+    )
+    assert staff.department_ids == (dep,) and "department_staff" in staff.roles
+    removed = await api.client.delete(f"/api/departments/{dep}/admins/{user_id}", headers=desk)
+    assert removed.status_code == 204
+    after = await api.verify(
+        (await api.headers("future.admin", "a-long-password-1"))["Authorization"].split()[1]
+    )
+    assert after.admin_of == () and "department_admin" not in after.roles
+    assert len(await api.events("DepartmentAdminRemoved")) == 1
+
+
+async def test_policy_rules_and_permissions(api):
+    desk = await api.desk()
+    dep = (await api.client.post("/api/departments", json={"name": "RX"}, headers=desk)).json()[
+        "id"
+    ]
+    inverted = await api.client.put(
+        f"/api/departments/{dep}/policy",
+        json={"default_validity_days": 60, "max_validity_days": 30},
+        headers=desk,
+    )
+    assert (
+        inverted.status_code == 422 and inverted.json()["rule"] == "DefaultValidityExceedsMaximum"
+    )
+    await api.register(desk, username="outsider")
+    outsider = await api.headers("outsider", "a-long-password-1")
+    refused = await api.client.put(f"/api/departments/{dep}/policy", json={}, headers=outsider)
+    assert refused.status_code == 403
+    not_desk = await api.client.post("/api/departments", json={"name": "X"}, headers=outsider)
+    assert not_desk.status_code == 403
+    no_endpoint = await api.client.post(
+        "/api/departments", json={"name": "PACS", "kind": "pacs"}, headers=desk
+    )
+    assert no_endpoint.status_code == 422 and no_endpoint.json()["rule"] == "PacsEndpointRequired"
+    missing = await api.client.get("/api/departments/dep_nope", headers=desk)
+    assert missing.status_code == 404 and missing.json()["rule"] == "DepartmentNotFound"
+    assert len(await api.events("DepartmentPolicySet")) == 1, "refusals store nothing"

@@ -1,0 +1,161 @@
+"""Issue point 5: group practices, members and admins, primary contact first, membership
+confirmed every 3 months (due list, confirm endpoint, reminder events)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from studyshare.identity.service_layer.groups import emit_due_reminders
+
+from .conftest import FakeClock
+
+
+async def setup_group(api):
+    desk = await api.desk()
+    ids = {
+        name: await api.register(desk, username=name, first_name=name.title(), last_name=last)
+        for name, last in [
+            ("primary", "Zeger"),
+            ("admin", "Aerts"),
+            ("member", "Maes"),
+            ("new", "Nys"),
+        ]
+    }
+    primary = await api.headers("primary", "a-long-password-1")
+    created = await api.client.post(
+        "/api/groups",
+        json={
+            "name": "Praktijk De Linde",
+            "admin_ids": [ids["admin"]],
+            "member_ids": [ids["member"]],
+            "email": "praktijk@delinde.be",
+        },
+        headers=primary,
+    )
+    assert created.status_code == 201, created.text
+    return created.json()["id"], ids, primary
+
+
+async def test_a_group_shows_the_primary_contact_on_top_and_flags_admins(api):
+    group_id, ids, primary = await setup_group(api)
+    view = (await api.client.get(f"/api/groups/{group_id}", headers=primary)).json()
+    assert view["primary_contact_id"] == ids["primary"]
+    assert [(m["user_id"], m["admin"], m["primary_contact"]) for m in view["members"]] == [
+        (ids["primary"], True, True),
+        (ids["admin"], True, False),
+        (ids["member"], False, False),
+    ]
+    [created] = await api.events("GroupCreated")
+    assert created.payload["member_ids"] == [ids["primary"], ids["admin"], ids["member"]]
+
+
+async def test_admins_add_and_remove_members_others_cannot(api):
+    group_id, ids, primary = await setup_group(api)
+    member = await api.headers("member", "a-long-password-1")
+    admin = await api.headers("admin", "a-long-password-1")
+    refused = await api.client.post(
+        f"/api/groups/{group_id}/members", json={"user_id": ids["new"]}, headers=member
+    )
+    assert refused.status_code == 403 and refused.json()["rule"] == "NotAllowed"
+    added = await api.client.post(
+        f"/api/groups/{group_id}/members", json={"user_id": ids["new"]}, headers=admin
+    )
+    assert added.status_code == 204
+    twice = await api.client.post(
+        f"/api/groups/{group_id}/members", json={"user_id": ids["new"]}, headers=admin
+    )
+    assert twice.status_code == 409 and twice.json()["rule"] == "AlreadyMember"
+    ghost = await api.client.post(
+        f"/api/groups/{group_id}/members", json={"user_id": "usr_nobody"}, headers=admin
+    )
+    assert ghost.status_code == 404
+    removed = await api.client.delete(
+        f"/api/groups/{group_id}/members/{ids['member']}", headers=admin
+    )
+    assert removed.status_code == 204
+    primary_out = await api.client.delete(
+        f"/api/groups/{group_id}/members/{ids['primary']}", headers=admin
+    )
+    assert (
+        primary_out.status_code == 409 and primary_out.json()["rule"] == "PrimaryContactCannotLeave"
+    )
+    view = (await api.client.get(f"/api/groups/{group_id}", headers=primary)).json()
+    assert [m["user_id"] for m in view["members"]] == [ids["primary"], ids["admin"], ids["new"]]
+    assert [e.payload["user_id"] for e in await api.events("GroupMemberRemoved")] == [ids["member"]]
+    new = await api.headers("new", "a-long-password-1")
+    leave = await api.client.delete(f"/api/groups/{group_id}/members/{ids['new']}", headers=new)
+    assert leave.status_code == 204, "a member may leave by themselves"
+
+
+async def test_membership_is_due_after_three_months_and_confirming_renews_it(api):
+    clock = FakeClock()
+    api.identity.clock = clock
+    group_id, _, _ = await setup_group(api)
+    member = await api.headers("member", "a-long-password-1")
+    [fresh] = (await api.client.get("/api/users/me/group-confirmations", headers=member)).json()
+    assert fresh["group_id"] == group_id and fresh["due"] is False
+    assert fresh["members"][0]["primary_contact"] is True
+
+    clock.now += timedelta(days=92)
+    [due] = (await api.client.get("/api/users/me/group-confirmations", headers=member)).json()
+    assert due["due"] is True
+    confirmed = await api.client.post(f"/api/groups/{group_id}/confirm-membership", headers=member)
+    assert confirmed.status_code == 200
+    [again] = (await api.client.get("/api/users/me/group-confirmations", headers=member)).json()
+    assert again["due"] is False
+    outsider = await api.headers("new", "a-long-password-1")
+    refused = await api.client.post(f"/api/groups/{group_id}/confirm-membership", headers=outsider)
+    assert refused.status_code == 404 and refused.json()["rule"] == "NotAMember"
+
+
+async def test_due_reminders_are_emitted_once_per_member_and_period(api):
+    clock = FakeClock()
+    api.identity.clock = clock
+    group_id, ids, _ = await setup_group(api)
+    assert await emit_due_reminders(api.identity, clock.now) == 0
+    clock.now += timedelta(days=92)
+    member = await api.headers("member", "a-long-password-1")
+    await api.client.post(f"/api/groups/{group_id}/confirm-membership", headers=member)
+    assert await emit_due_reminders(api.identity, clock.now) == 2, "primary and admin are due"
+    assert await emit_due_reminders(api.identity, clock.now) == 0, "idempotent"
+    reminders = await api.events("GroupMembershipConfirmationDue")
+    assert sorted(e.payload["user_id"] for e in reminders) == sorted([ids["primary"], ids["admin"]])
+    assert all(e.aggregate_id == group_id for e in reminders)
+    clock.now += timedelta(days=92)
+    assert await emit_due_reminders(api.identity, clock.now) == 1, (
+        "only the member's renewed period lapsed anew; the others were reminded for theirs"
+    )
+    latest = (await api.events("GroupMembershipConfirmationDue"))[-1]
+    assert latest.payload["user_id"] == ids["member"]
+
+
+async def test_admins_name_other_admins_and_another_primary_contact(api):
+    group_id, ids, primary = await setup_group(api)
+    url = f"/api/groups/{group_id}"
+    promoted = await api.client.patch(
+        f"{url}/members/{ids['member']}", json={"admin": True}, headers=primary
+    )
+    assert promoted.status_code == 204
+    handover = await api.client.put(
+        f"{url}/primary-contact", json={"user_id": ids["member"]}, headers=primary
+    )
+    assert handover.status_code == 204
+    view = (await api.client.get(url, headers=primary)).json()
+    assert view["primary_contact_id"] == ids["member"]
+    assert [(m["user_id"], m["admin"]) for m in view["members"]][:1] == [(ids["member"], True)]
+    demote_primary = await api.client.patch(
+        f"{url}/members/{ids['member']}", json={"admin": False}, headers=primary
+    )
+    assert demote_primary.status_code == 409
+    assert demote_primary.json()["rule"] == "PrimaryContactIsAdmin"
+    demoted = await api.client.patch(
+        f"{url}/members/{ids['primary']}", json={"admin": False}, headers=primary
+    )
+    assert demoted.status_code == 204
+    no_longer = await api.client.patch(
+        f"{url}/members/{ids['admin']}", json={"admin": False}, headers=primary
+    )
+    assert no_longer.status_code == 403, "a former admin manages nothing"
+    assert [e.payload["admin"] for e in await api.events("GroupAdminChanged")] == [True, False]
+    [changed] = await api.events("GroupPrimaryContactChanged")
+    assert changed.payload["primary_contact_id"] == ids["member"]
