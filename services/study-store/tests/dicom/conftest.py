@@ -225,3 +225,43 @@ def multipart(files: list[Path] | list[bytes], boundary: str = "b0undary-xyz") -
 
 def today() -> date:
     return date.today()
+
+
+@dataclass
+class ServedApp:
+    url: str
+    settings: StudyStoreSettings
+    access: AccessModelDouble
+    access_log: AccessLogRecorder
+    tokens: Any
+
+
+@pytest.fixture
+def served_app(settings, test_tokens):
+    """The app on a real port (uvicorn in a thread), for clients that speak HTTP only."""
+    import threading
+    import time
+
+    import uvicorn
+    from studyshare.plumbing.infra import free_port
+
+    app = build_app(settings)
+    access, access_log = AccessModelDouble(), AccessLogRecorder()
+    app.state.access_model = access
+    app.state.access_log = access_log
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the test server did not start"
+        time.sleep(0.02)
+    test_tokens.install(app)
+    yield ServedApp(f"http://127.0.0.1:{port}", settings, access, access_log, test_tokens)
+    server.should_exit = True
+    thread.join(15)

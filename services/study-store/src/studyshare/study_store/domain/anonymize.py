@@ -92,7 +92,7 @@ def anonymize_dataset(ds: Dataset, key: AnonymizationKey) -> Dataset:
     ds.PatientName = key.patient_name
     ds.PatientID = key.patient_pseudonym
     ds.PatientIdentityRemoved = "NO"
-    ds.DeidentificationMethod = "StudyShare anonymized share: patient name, ID, birth data removed"
+    ds.DeidentificationMethod = "StudyShare anonymized share"
     return ds
 
 
