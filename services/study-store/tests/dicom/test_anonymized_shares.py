@@ -69,7 +69,7 @@ def assert_anonymized(ds) -> None:
 
 
 async def test_every_dicom_object_served_is_rewritten_and_the_originals_stay(dicom_app, shared):
-    study_uid, files, pdf = shared
+    study_uid, files, _pdf = shared
     headers = dicom_app.tokens.user("usr_anon", "physician")
     response = await dicom_app.client.get(f"/dicomweb/studies/{study_uid}", headers=headers)
     assert response.status_code == 200
@@ -110,7 +110,7 @@ async def test_every_dicom_object_served_is_rewritten_and_the_originals_stay(dic
 
 
 async def test_metadata_and_search_answers_are_anonymized_too(dicom_app, shared):
-    study_uid, files, pdf = shared
+    study_uid, _files, _pdf = shared
     headers = dicom_app.tokens.user("usr_anon", "physician")
     metadata = (
         await dicom_app.client.get(f"/dicomweb/studies/{study_uid}/metadata", headers=headers)
@@ -143,7 +143,7 @@ async def test_metadata_and_search_answers_are_anonymized_too(dicom_app, shared)
 
 
 async def test_report_objects_need_report_access_and_are_never_anonymized_out(dicom_app, shared):
-    study_uid, files, pdf = shared
+    study_uid, _files, pdf = shared
     dicom_app.access.allow("usr_images_only", study_uid, report="none", via="group")
     dicom_app.access.allow("usr_reader", study_uid, report="read", via="grant")
     pdf_ds = dcmread(pdf)

@@ -35,9 +35,9 @@ class StoreSCP:
     def start(self) -> StoreSCP:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            ["storescp", "-aet", "PACS", "--output-directory", str(self.directory),
-             str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ["storescp", "-aet", "PACS", "--output-directory", str(self.directory), str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port, 20, self.proc)
         return self
@@ -58,19 +58,24 @@ def pacs(tmp_path):
     scp.stop()
 
 
-async def create_department(db, department_id: str, kind: str = "pacs", pacs_port=None,
-                            rsw_port=None) -> None:
+async def create_department(
+    db, department_id: str, kind: str = "pacs", pacs_port=None, rsw_port=None
+) -> None:
     event = DepartmentCreated(
         department_id=department_id,
         name=f"{kind} {department_id}",
         kind=kind,  # type: ignore[arg-type]
-        pacs=PacsEndpoint(ae_title="PACS", host="127.0.0.1", port=pacs_port) if pacs_port
-        else None,
+        pacs=PacsEndpoint(ae_title="PACS", host="127.0.0.1", port=pacs_port) if pacs_port else None,
         rsw=PacsEndpoint(ae_title="PACS", host="127.0.0.1", port=rsw_port) if rsw_port else None,
         created_by="usr_admin",
     )
-    envelope = envelope_for(event, aggregate_id=department_id, aggregate_version=1,
-                            actor=Actor(id="usr_admin"), correlation_id="c")
+    envelope = envelope_for(
+        event,
+        aggregate_id=department_id,
+        aggregate_version=1,
+        actor=Actor(id="usr_admin"),
+        correlation_id="c",
+    )
     await ProjectionRunner(DepartmentEndpoints(), db).apply_batch([envelope])
 
 
@@ -95,8 +100,9 @@ async def test_forward_to_a_pacs_by_c_store(dicom_app, pacs, tmp_path):
     listed = await dicom_app.client.get("/api/pacs", headers=headers)
     assert {"pacs_id": pacs_id, "name": f"pacs {pacs_id}", "ae_title": "PACS"} in listed.json()
 
-    response = await dicom_app.client.post(f"/api/studies/{study_uid}/forward",
-                                           json={"pacs_id": pacs_id}, headers=headers)
+    response = await dicom_app.client.post(
+        f"/api/studies/{study_uid}/forward", json={"pacs_id": pacs_id}, headers=headers
+    )
     assert response.status_code == 202, response.text
     transfer = response.json()
     assert transfer["transfer_id"].startswith("trf_")
@@ -106,12 +112,15 @@ async def test_forward_to_a_pacs_by_c_store(dicom_app, pacs, tmp_path):
     await run_transfers(dicom_app)
     received = pacs.received()
     assert sorted(str(ds.SOPInstanceUID) for ds in received) == sorted(
-        str(dcmread(f).SOPInstanceUID) for f in files)
+        str(dcmread(f).SOPInstanceUID) for f in files
+    )
     assert all(str(ds.PatientName) == "Doe^Jane" for ds in received)
-    rows = (await dicom_app.client.get(f"/api/studies/{study_uid}/transfers",
-                                       headers=headers)).json()
+    rows = (
+        await dicom_app.client.get(f"/api/studies/{study_uid}/transfers", headers=headers)
+    ).json()
     assert [(r["state"], r["attempts"], r["destination_id"]) for r in rows] == [
-        ("forwarded", 1, pacs_id)]
+        ("forwarded", 1, pacs_id)
+    ]
     events = await EventStore(dicom_app.stores.db).load(transfer["transfer_id"])
     assert [e.event_type for e in events] == ["StudyForwardRequested", "StudyForwarded"]
     assert events[1].payload["instance_count"] == 4
@@ -125,34 +134,40 @@ async def test_a_failed_forward_retries_with_backoff_then_resend_delivers(dicom_
     await create_department(dicom_app.stores.db, pacs_id, pacs_port=port)
     dicom_app.access.allow("usr_fw", study_uid, download=True, via="department")
     headers = dicom_app.tokens.user("usr_fw", "department_staff")
-    transfer_id = (await dicom_app.client.post(f"/api/studies/{study_uid}/forward",
-                                               json={"pacs_id": pacs_id}, headers=headers)
-                   ).json()["transfer_id"]
+    transfer_id = (
+        await dicom_app.client.post(
+            f"/api/studies/{study_uid}/forward", json={"pacs_id": pacs_id}, headers=headers
+        )
+    ).json()["transfer_id"]
     await run_transfers(dicom_app)
     events = await EventStore(dicom_app.stores.db).load(transfer_id)
     failures = [e.payload for e in events if e.event_type == "StudyForwardFailed"]
     assert [(f["attempts"], f["final"]) for f in failures] == [(1, False), (2, True)]
     assert "failed" in failures[0]["reason"]
-    row = (await dicom_app.client.get(f"/api/studies/{study_uid}/transfers",
-                                      headers=headers)).json()[0]
+    row = (
+        await dicom_app.client.get(f"/api/studies/{study_uid}/transfers", headers=headers)
+    ).json()[0]
     assert row["state"] == "failed" and row["last_error"]
 
     scp = StoreSCP(port, tmp_path / "late-pacs").start()
     try:
         resent = await dicom_app.client.post(
-            f"/api/studies/{study_uid}/transfers/{transfer_id}/resend", headers=headers)
+            f"/api/studies/{study_uid}/transfers/{transfer_id}/resend", headers=headers
+        )
         assert resent.status_code == 202, resent.text
         assert resent.json()["state"] == "pending" and resent.json()["rounds"] == 2
         again = await dicom_app.client.post(
-            f"/api/studies/{study_uid}/transfers/{transfer_id}/resend", headers=headers)
+            f"/api/studies/{study_uid}/transfers/{transfer_id}/resend", headers=headers
+        )
         assert again.status_code == 409
         assert again.json()["rule"] == "TransferInProgress"
         await run_transfers(dicom_app)
         assert len(scp.received()) == 2
     finally:
         scp.stop()
-    row = (await dicom_app.client.get(f"/api/studies/{study_uid}/transfers",
-                                      headers=headers)).json()[0]
+    row = (
+        await dicom_app.client.get(f"/api/studies/{study_uid}/transfers", headers=headers)
+    ).json()[0]
     assert row["state"] == "forwarded" and row["rounds"] == 2
 
 
@@ -164,12 +179,14 @@ async def test_forward_needs_download_permission_and_a_known_pacs(dicom_app, pac
     dicom_app.access.allow("usr_viewer", study_uid, download=False, via="grant")
     dicom_app.access.allow("usr_fw", study_uid, download=True, via="grant")
     viewer = dicom_app.tokens.user("usr_viewer", "physician")
-    refused = await dicom_app.client.post(f"/api/studies/{study_uid}/forward",
-                                          json={"pacs_id": radiology}, headers=viewer)
+    refused = await dicom_app.client.post(
+        f"/api/studies/{study_uid}/forward", json={"pacs_id": radiology}, headers=viewer
+    )
     assert refused.status_code == 403 and refused.json()["rule"] == "ForwardNotAllowed"
     forwarder = dicom_app.tokens.user("usr_fw", "physician")
-    unknown = await dicom_app.client.post(f"/api/studies/{study_uid}/forward",
-                                          json={"pacs_id": radiology}, headers=forwarder)
+    unknown = await dicom_app.client.post(
+        f"/api/studies/{study_uid}/forward", json={"pacs_id": radiology}, headers=forwarder
+    )
     assert unknown.status_code == 422 and unknown.json()["rule"] == "UnknownPacs"
     assert await EventStore(dicom_app.stores.db).all_events(aggregate_type="Transfer") == []
 
@@ -179,11 +196,13 @@ async def test_an_anonymized_share_forwards_anonymized_copies(dicom_app, pacs, t
     assert (await upload(dicom_app, files)).status_code == 200
     pacs_id = unique("dep")
     await create_department(dicom_app.stores.db, pacs_id, pacs_port=pacs.port)
-    dicom_app.access.allow("usr_anon", study_uid, download=True, via="grant", anonymized=True,
-                           anonymous_number="77")
+    dicom_app.access.allow(
+        "usr_anon", study_uid, download=True, via="grant", anonymized=True, anonymous_number="77"
+    )
     headers = dicom_app.tokens.user("usr_anon", "physician")
-    response = await dicom_app.client.post(f"/api/studies/{study_uid}/forward",
-                                           json={"pacs_id": pacs_id}, headers=headers)
+    response = await dicom_app.client.post(
+        f"/api/studies/{study_uid}/forward", json={"pacs_id": pacs_id}, headers=headers
+    )
     assert response.json()["anonymized"] is True
     await run_transfers(dicom_app)
     received = pacs.received()
@@ -197,8 +216,7 @@ async def test_rsw_receives_new_studies_with_a_status_per_study_and_a_resend(
     dicom_app, pacs, tmp_path
 ):
     department = unique("dep")
-    await create_department(dicom_app.stores.db, department, kind="radiology",
-                            rsw_port=pacs.port)
+    await create_department(dicom_app.stores.db, department, kind="radiology", rsw_port=pacs.port)
     study_uid, files = write_study(tmp_path / "a", series=1, per_series=2)
     assert (await upload(dicom_app, files, department=department)).status_code == 200
     await run_transfers(dicom_app)

@@ -47,8 +47,12 @@ def study_store_process(real_infra, settings, tmp_path):
             "STUDYSHARE_KAFKA_REBALANCE_TIMEOUT_MS": "6000",
         }
         log = open(tmp_path / f"{command}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "studyshare.study_store", command],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "studyshare.study_store", command],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         started.append(proc)
         return proc
 
@@ -103,13 +107,24 @@ async def test_worker_stores_the_message_and_forwards_a_share_to_a_pacs(
 
     pacs_id = unique("dep")
     department = DepartmentCreated(
-        department_id=pacs_id, name="Hospital PACS", kind="pacs",
+        department_id=pacs_id,
+        name="Hospital PACS",
+        kind="pacs",
         pacs=PacsEndpoint(ae_title="PACS", host="127.0.0.1", port=pacs.port),
         created_by="usr_admin",
     )
-    await publish_upstream(real_infra, [envelope_for(
-        department, aggregate_id=pacs_id, aggregate_version=1, actor=Actor(id="usr_admin"),
-        correlation_id="c-dep")])
+    await publish_upstream(
+        real_infra,
+        [
+            envelope_for(
+                department,
+                aggregate_id=pacs_id,
+                aggregate_version=1,
+                actor=Actor(id="usr_admin"),
+                correlation_id="c-dep",
+            )
+        ],
+    )
     db = dicom_app.stores.db
 
     async def department_known():
@@ -118,8 +133,12 @@ async def test_worker_stores_the_message_and_forwards_a_share_to_a_pacs(
     assert await eventually(department_known), "the worker keeps PACS endpoints"
 
     bucket = unique("bkt")
-    share = shared_envelope(bucket, [study_uid], "Urgent: compare with 2023.", [
-        RecipientRef(recipient_id=pacs_id, kind="department")])
+    share = shared_envelope(
+        bucket,
+        [study_uid],
+        "Urgent: compare with 2023.",
+        [RecipientRef(recipient_id=pacs_id, kind="department")],
+    )
     await publish_upstream(real_infra, [share])
     store = EventStore(db)
 
