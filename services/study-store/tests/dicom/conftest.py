@@ -4,6 +4,7 @@ doubles of the OTHER half of the study store (the access model and the access lo
 from __future__ import annotations
 
 import secrets
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,10 +15,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from studyshare.plumbing.http import create_app
+from studyshare.plumbing.infra import free_port, wait_for_port
 from studyshare.plumbing.mongo import mongo_client
 from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.entrypoints import dicomweb, downloads, forwarding_api
@@ -243,7 +245,6 @@ def served_app(settings, test_tokens):
     import time
 
     import uvicorn
-    from studyshare.plumbing.infra import free_port
 
     app = build_app(settings)
     access, access_log = AccessModelDouble(), AccessLogRecorder()
@@ -265,3 +266,37 @@ def served_app(settings, test_tokens):
     yield ServedApp(f"http://127.0.0.1:{port}", settings, access, access_log, test_tokens)
     server.should_exit = True
     thread.join(15)
+
+
+class StoreSCP:
+    """dcmtk's storescp on a port, started and stopped by its PID."""
+
+    def __init__(self, port: int, directory: Path) -> None:
+        self.port = port
+        self.directory = directory
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> StoreSCP:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["storescp", "-aet", "PACS", "--output-directory", str(self.directory), str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, 20, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def received(self) -> list:
+        return [dcmread(p) for p in sorted(self.directory.iterdir()) if p.is_file()]
+
+
+@pytest.fixture
+def pacs(tmp_path):
+    scp = StoreSCP(free_port(), tmp_path / "pacs").start()
+    yield scp
+    scp.stop()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pytest
 from pydicom import dcmread
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.identity import DepartmentCreated, PacsEndpoint
 from studyshare.plumbing.eventstore import EventStore, envelope_for
-from studyshare.plumbing.infra import free_port, wait_for_port
+from studyshare.plumbing.infra import free_port
 from studyshare.plumbing.projection import ProjectionRunner
 from studyshare.plumbing.testing import unique
 from studyshare.study_store.entrypoints.dicom_projections import (
@@ -18,44 +15,10 @@ from studyshare.study_store.entrypoints.dicom_projections import (
     TransferReactions,
 )
 
-from .conftest import write_study
+from .conftest import StoreSCP, write_study
 from .test_dicomweb import upload
 
 pytestmark = pytest.mark.infra
-
-
-class StoreSCP:
-    """dcmtk's storescp on a port, started and stopped by its PID."""
-
-    def __init__(self, port: int, directory: Path) -> None:
-        self.port = port
-        self.directory = directory
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> StoreSCP:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            ["storescp", "-aet", "PACS", "--output-directory", str(self.directory), str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, 20, self.proc)
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-    def received(self) -> list:
-        return [dcmread(p) for p in sorted(self.directory.iterdir()) if p.is_file()]
-
-
-@pytest.fixture
-def pacs(tmp_path):
-    scp = StoreSCP(free_port(), tmp_path / "pacs").start()
-    yield scp
-    scp.stop()
 
 
 async def create_department(

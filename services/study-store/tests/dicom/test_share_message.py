@@ -18,7 +18,7 @@ from studyshare.study_store.service_layer.messages import store_share_message
 
 from .conftest import write_study
 from .test_dicomweb import parts_of, upload
-from .test_forwarding import create_department, pacs, run_transfers  # noqa: F401
+from .test_forwarding import create_department, run_transfers
 
 pytestmark = pytest.mark.infra
 

@@ -21,7 +21,6 @@ from studyshare.plumbing.testing import unique
 
 from .conftest import write_study
 from .test_dicomweb import upload
-from .test_forwarding import pacs  # noqa: F401
 from .test_share_message import shared_envelope
 
 pytestmark = pytest.mark.infra
