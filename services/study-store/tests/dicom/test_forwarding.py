@@ -150,7 +150,7 @@ async def test_forward_needs_download_permission_and_a_known_pacs(dicom_app, pac
     unknown = await dicom_app.client.post(
         f"/api/studies/{study_uid}/forward", json={"pacs_id": radiology}, headers=forwarder
     )
-    assert unknown.status_code == 422 and unknown.json()["rule"] == "UnknownPacs"
+    assert unknown.status_code == 404 and unknown.json()["rule"] == "UnknownPacs"
     assert await EventStore(dicom_app.stores.db).all_events(aggregate_type="Transfer") == []
 
 

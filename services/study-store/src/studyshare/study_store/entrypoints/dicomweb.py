@@ -32,7 +32,7 @@ from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
 from studyshare.plumbing.errors import Forbidden, NotFound, RuleViolation
-from studyshare.plumbing.http import problem_responses
+from studyshare.plumbing.http import PROBLEM, Problem
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.blobstore import BlobStore
 from studyshare.study_store.adapters.instances import InstanceIndex
@@ -53,6 +53,16 @@ log = get_logger(__name__)
 DICOM_JSON = "application/dicom+json"
 OWNING_PATHS = {"department", "owner", "service_desk", "break_the_glass"}
 ANY_JSON: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for refusals, documented as `application/problem+json` (what the app
+    really answers; `plumbing.http.problem_responses` documents `application/json`)."""
+    schema = Problem.model_json_schema()
+    return {
+        s: {"description": "Refused (RFC 9457 problem)", "content": {PROBLEM: {"schema": schema}}}
+        for s in statuses
+    }
 
 
 # --- state -------------------------------------------------------------------------------
@@ -871,17 +881,19 @@ def read_frames(path: str | Any, numbers: list[int]) -> list[tuple[str, bytes]]:
         frames = list(generate_frames(ds.PixelData, number_of_frames=count))
         media = ENCAPSULATED_MEDIA.get(str(ts), "application/octet-stream")
         return [(media, frames[n - 1]) for n in numbers]
-    size = (
-        int(ds.Rows)
-        * int(ds.Columns)
-        * int(ds.get("SamplesPerPixel", 1))
-        * (int(ds.BitsAllocated) // 8)
-    )
     data = ds.PixelData
+    size = len(data) // count
+    if int(ds.BitsAllocated) >= 8:
+        size = (
+            int(ds.Rows)
+            * int(ds.Columns)
+            * int(ds.get("SamplesPerPixel", 1))
+            * (int(ds.BitsAllocated) // 8)
+        )
     return [("application/octet-stream", bytes(data[(n - 1) * size : n * size])) for n in numbers]
 
 
-def render(
+def _render(
     path: Any,
     frame: int,
     media: Literal["image/png", "image/jpeg"],
@@ -931,6 +943,22 @@ def render(
     return out.getvalue()
 
 
+def render(
+    path: Any,
+    frame: int,
+    media: Literal["image/png", "image/jpeg"],
+    window: tuple[float, float] | None,
+    quality: int,
+) -> bytes:
+    """`_render`, with any decoding trouble answered as NotRenderable (never a 500)."""
+    try:
+        return _render(path, frame, media, window, quality)
+    except RuleViolation:
+        raise
+    except Exception as exc:
+        raise NotRenderable(f"the object cannot be rendered: {type(exc).__name__}") from exc
+
+
 def rendered_media(request: Request) -> Literal["image/png", "image/jpeg"]:
     accept = request.headers.get("accept", "")
     return "image/png" if "image/png" in accept else "image/jpeg"
@@ -977,9 +1005,15 @@ async def retrieve_frames(
     doc = await _one_instance(stores, decision, study_uid, series_uid, sop_uid)
     import anyio
 
-    data = await anyio.to_thread.run_sync(
-        read_frames, stores.blobs.absolute(doc["path"]), frame_numbers(frames)
-    )
+    numbers = frame_numbers(frames)
+    try:
+        data = await anyio.to_thread.run_sync(
+            read_frames, stores.blobs.absolute(doc["path"]), numbers
+        )
+    except RuleViolation:
+        raise
+    except Exception as exc:
+        raise NotRenderable(f"the frames cannot be read: {type(exc).__name__}") from exc
     await record_access(request, decision, principal, "rendered")
     return multipart_frames(data)
 

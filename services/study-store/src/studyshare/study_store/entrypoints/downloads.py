@@ -14,12 +14,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from studyshare.plumbing.auth import CurrentPrincipal
 from studyshare.plumbing.errors import Forbidden
-from studyshare.plumbing.http import problem_responses
 from studyshare.study_store.domain.anonymize import AnonymizationKey
 from studyshare.study_store.entrypoints.dependencies import StudyAccess
 from studyshare.study_store.entrypoints.dicomweb import (
     DicomStores,
     Stores,
+    problem_responses,
     record_access,
     require_images,
     served_bytes,

@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
-from studyshare.plumbing.errors import Forbidden, NotFound, RuleViolation
-from studyshare.plumbing.http import problem_responses
+from studyshare.plumbing.errors import Forbidden, NotFound
 from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.study import ForwardNotAllowed, StudyNotFound
 from studyshare.study_store.entrypoints.dependencies import StudyAccess
@@ -25,6 +24,7 @@ from studyshare.study_store.entrypoints.dicomweb import (
     OWNING_PATHS,
     DicomStores,
     Stores,
+    problem_responses,
     record_access,
     require_images,
 )
@@ -33,7 +33,7 @@ from studyshare.study_store.service_layer.forwarding import Forwarding
 router = APIRouter(tags=["forwarding"])
 
 
-class UnknownPacs(RuleViolation):
+class UnknownPacs(NotFound):
     """The destination is not a department of kind pacs with a PACS endpoint."""
 
 
@@ -125,7 +125,7 @@ async def list_pacs(principal: CurrentUser, fw: ForwardingDep) -> list[PacsView]
     summary="Forward the study to a PACS by C-STORE (performed by the worker, with retries)",
     status_code=202,
     response_model=TransferView,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404),
 )
 async def forward_study(
     study_uid: str,

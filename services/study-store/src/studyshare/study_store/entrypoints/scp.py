@@ -62,6 +62,7 @@ class AssociationBatch:
         self.upload = upload
         self.pending: list[Parsed] = []
         self.paths: dict[str, str] = {}
+        self.foreign: dict[str, bool] = {}
         self.lock = threading.Lock()
 
 
@@ -107,8 +108,10 @@ class StoreSCP:
             return CANNOT_UNDERSTAND
         f = parsed.facts
         try:
-            foreign = self._run(self.ingest._foreign_studies(batch.upload, [parsed]))
-            if foreign:
+            if f.study_uid not in batch.foreign:
+                foreign = self._run(self.ingest.foreign_studies(batch.upload, [parsed]))
+                batch.foreign[f.study_uid] = bool(foreign)
+            if batch.foreign[f.study_uid]:
                 return NOT_AUTHORIZED
             path = self.ingest.blobs.write(f.study_uid, f.series_uid, f.sop_instance_uid, data)
         except Exception:

@@ -238,7 +238,7 @@ class Ingest:
                 )
                 continue
             candidates.append(parsed)
-        foreign = await self._foreign_studies(upload, candidates) if owner_check else set()
+        foreign = await self.foreign_studies(upload, candidates) if owner_check else set()
         accepted = []
         for parsed in candidates:
             f = parsed.facts
@@ -270,7 +270,7 @@ class Ingest:
             )
         return outcomes
 
-    async def _foreign_studies(self, upload: Upload, parsed: Sequence[Parsed]) -> set[str]:
+    async def foreign_studies(self, upload: Upload, parsed: Sequence[Parsed]) -> set[str]:
         uids = list({p.facts.study_uid for p in parsed})
         if not uids:
             return set()
