@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -129,8 +130,17 @@ class StoreSCP:
         with batch.lock:
             pending, batch.pending = batch.pending, []
             paths, batch.paths = batch.paths, {}
-        if pending:
-            self._run(self.ingest.index_batch(batch.upload, pending, paths))
+        if not pending:
+            return
+        for attempt in range(5):
+            try:
+                self._run(self.ingest.index_batch(batch.upload, pending, paths))
+                return
+            except Exception:
+                if attempt == 4:
+                    raise
+                log.warning("scp.flush_retry", batch_id=batch.upload.batch_id, attempt=attempt)
+                time.sleep(0.2 * 2**attempt)
 
     def handle_close(self, event: Any) -> None:
         with self._lock:
