@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+
 from studyshare.plumbing.auth import CurrentPrincipal
 from studyshare.study_store.domain.access import AccessDecision
 
 
-async def study_access(
-    study_uid: str, principal: CurrentPrincipal, request: Request
-) -> AccessDecision:
+async def study_access(study_uid: str, principal: CurrentPrincipal, request: Request
+                       ) -> AccessDecision:
     """Ask the in-memory access model (installed on `app.state.access_model`)."""
     decision = request.app.state.access_model.decide(principal, study_uid)
     request.state.access_decision = decision
