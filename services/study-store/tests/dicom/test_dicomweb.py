@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import zipfile
 
@@ -256,3 +257,17 @@ async def test_download_only_where_the_decision_allows_it(dicom_app, study_files
     assert response.status_code == 403
     assert response.json()["rule"] == "DownloadNotAllowed"
     assert "download" not in dicom_app.access_log.actions(study_uid)
+
+
+async def test_two_concurrent_uploads_of_a_new_study_one_arrival_one_addition(dicom_app, tmp_path):
+    """Both find the study new; one append wins, the other retries and adds its instances."""
+    study_uid, files = write_study(tmp_path / "a", series=2, per_series=3)
+    first, second = await asyncio.gather(
+        upload(dicom_app, files[:3], sub="usr_a"), upload(dicom_app, files[3:], sub="usr_a")
+    )
+    assert first.status_code == second.status_code == 200
+    events = await EventStore(dicom_app.stores.db).load(study_uid)
+    assert sorted(e.event_type for e in events) == ["StudyInstancesAdded", "StudyReceived"]
+    assert sum(e.payload["instance_count"] for e in events) == 6
+    study = await dicom_app.stores.index.study(study_uid)
+    assert study["instance_count"] == 6 and study["series_count"] == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +24,7 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.plumbing.aggregate import new_id
 from studyshare.plumbing.eventstore import (
@@ -105,6 +106,17 @@ def parse(data: bytes) -> Parsed:
         raise NotAnInstance("the file meta information has no transfer syntax")
     return Parsed(
         data=data, dataset=ds, facts=facts(ds), transfer_syntax=ts, meta=instance_json(ds)
+    )
+
+
+def _retryable(exc: Exception) -> bool:
+    """Another upload won: a version or instance taken, or a transaction write conflict."""
+    if isinstance(exc, ConcurrencyConflict | DuplicateKeyError):
+        return True
+    if isinstance(exc, BulkWriteError):
+        return all(e.get("code") == 11000 for e in exc.details.get("writeErrors", []))
+    return isinstance(exc, OperationFailure) and (
+        exc.has_error_label("TransientTransactionError") or exc.code in (112, 251)
     )
 
 
@@ -347,14 +359,10 @@ class Ingest:
                         return await self._index(
                             session, upload, parsed, paths, kind, bucket_id, extra_events
                         )
-            except (ConcurrencyConflict, DuplicateKeyError, BulkWriteError) as exc:
-                if isinstance(exc, BulkWriteError) and not all(
-                    e.get("code") == 11000 for e in exc.details.get("writeErrors", [])
-                ):
+            except (ConcurrencyConflict, OperationFailure) as exc:
+                if not _retryable(exc) or attempt == 7:
                     raise
-                if attempt == 7:
-                    raise
-                await asyncio.sleep(0.02 * (attempt + 1))
+                await asyncio.sleep(0.02 * (attempt + 1) + random.random() * 0.05)
         raise AssertionError("unreachable")
 
     async def _index(
