@@ -103,9 +103,13 @@ async def test_every_dicom_object_served_is_rewritten_and_the_originals_stay(dic
 
     zipped = await dicom_app.client.get(f"/api/studies/{study_uid}/download", headers=headers)
     archive = zipfile.ZipFile(io.BytesIO(zipped.content))
-    assert len(archive.namelist()) == 2
-    for name in archive.namelist():
+    names = [n for n in archive.namelist() if n != "DICOMDIR"]
+    assert len(names) == 2 and "DICOMDIR" in archive.namelist()
+    for name in names:
         assert_anonymized(dcmread(io.BytesIO(archive.read(name))))
+    dicomdir = dcmread(io.BytesIO(archive.read("DICOMDIR")))
+    patient = dicomdir.DirectoryRecordSequence[0]
+    assert str(patient.PatientName) == "Anonymous^4711"
     assert b"Doe" not in zipped.content
 
 

@@ -240,9 +240,17 @@ async def test_wado_retrieve_metadata_frames_rendered_each_guarded_and_logged(di
     zipped = await dicom_app.client.get(urls[-1], headers=headers)
     assert zipped.status_code == 200
     archive = zipfile.ZipFile(io.BytesIO(zipped.content))
-    assert sorted(archive.read(n) for n in archive.namelist()) == sorted(
+    names = archive.namelist()
+    assert "DICOMDIR" in names, "a DICOM File-set viewers import directly"
+    dicomdir = dcmread(io.BytesIO(archive.read("DICOMDIR")))
+    images = [r for r in dicomdir.DirectoryRecordSequence if r.DirectoryRecordType == "IMAGE"]
+    assert len(images) == 2
+    assert sorted(archive.read(n) for n in names if n != "DICOMDIR") == sorted(
         f.read_bytes() for f in files
     )
+    plain = await dicom_app.client.get(f"{urls[-1]}?dicomdir=false", headers=headers)
+    plain_names = zipfile.ZipFile(io.BytesIO(plain.content)).namelist()
+    assert len(plain_names) == 2 and all(n.startswith("DICOM/") for n in plain_names)
 
     actions = dicom_app.access_log.actions(study_uid)
     assert {"instances", "metadata", "rendered", "download"} <= set(actions)

@@ -1,24 +1,31 @@
 """`GET /api/studies/{study_uid}/download`: the study as a ZIP of DICOM files.
 
-Only where the access decision allows download; streamed (the ZIP is written as it is sent),
-anonymized on the way out on anonymized shares, and registered as a `download` access.
+Only where the access decision allows download; anonymized on the way out on anonymized shares,
+and registered as a `download` access. By default the ZIP is a DICOM File-set (a `DICOMDIR`
+at its root, as on a CD), which viewers and PACS import directly; `dicomdir=false` gives the
+plain files by series. The ZIP is written as it is sent.
 """
 
 from __future__ import annotations
 
+import tempfile
 import zipfile
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from pydicom.fileset import FileSet
 from studyshare.plumbing.auth import CurrentPrincipal
 from studyshare.plumbing.errors import Forbidden
+from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.domain.anonymize import AnonymizationKey
 from studyshare.study_store.entrypoints.dependencies import StudyAccess
 from studyshare.study_store.entrypoints.dicomweb import (
     DicomStores,
     Stores,
+    anonymized_bytes,
     problem_responses,
     record_access,
     require_images,
@@ -27,6 +34,7 @@ from studyshare.study_store.entrypoints.dicomweb import (
     visible_instances,
 )
 
+log = get_logger(__name__)
 router = APIRouter(prefix="/api/studies", tags=["studies"])
 
 
@@ -52,6 +60,39 @@ class _Pipe:
     def take(self) -> bytes:
         data, self.chunks = b"".join(self.chunks), []
         return data
+
+
+def dicomdir_stream(
+    stores: DicomStores, docs: list[dict[str, Any]], key: AnonymizationKey | None
+) -> Iterator[bytes]:
+    """A DICOM File-set (DICOMDIR + PT*/ST*/SE*/IM* files) zipped; plain files if pydicom
+    cannot build a file-set for these objects."""
+    with tempfile.TemporaryDirectory(prefix="studyshare-dl-") as tmp:
+        root = Path(tmp)
+        try:
+            fileset = FileSet()
+            for number, doc in enumerate(docs):
+                source = stores.blobs.absolute(doc["path"])
+                if key is not None:
+                    staged = root / "staged" / f"{number}.dcm"
+                    staged.parent.mkdir(exist_ok=True)
+                    staged.write_bytes(anonymized_bytes(stores, doc, key))
+                    source = staged
+                fileset.add(source)
+            fileset.write(root / "fileset")
+        except Exception as exc:
+            log.warning("download.no_fileset", error=type(exc).__name__)
+            yield from zip_stream(stores, docs, key, "DICOM")
+            return
+        pipe = _Pipe()
+        base = root / "fileset"
+        with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
+            for path in sorted(base.rglob("*")):
+                if path.is_file():
+                    archive.write(path, str(path.relative_to(base)))
+                    if pipe.written > 1 << 20:
+                        yield pipe.take()
+        yield pipe.take()
 
 
 def zip_stream(
@@ -88,6 +129,7 @@ async def download_study(
     stores: Stores,
     principal: CurrentPrincipal,
     decision: StudyAccess,
+    dicomdir: Annotated[bool, Query(description="a DICOM File-set with DICOMDIR")] = True,
 ) -> Response:
     require_images(decision)
     if not decision.download:
@@ -95,9 +137,11 @@ async def download_study(
     docs = await visible_instances(stores, decision, study_uid, with_meta=False)
     key = await study_key(stores, decision, study_uid)
     await record_access(request, decision, principal, "download")
-    folder = "DICOM"
+    body = (
+        dicomdir_stream(stores, docs, key) if dicomdir else zip_stream(stores, docs, key, "DICOM")
+    )
     return StreamingResponse(
-        zip_stream(stores, docs, key, folder),
+        body,
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="study-{study_uid}.zip"'},
     )
