@@ -4,7 +4,8 @@
 - `ShareReactions` (share.events): a `StudyShared` with a message stores the message series in
   every study of the bucket; a share with a department of kind pacs forwards the studies there.
 - `TransferReactions` (study.events): performs requested transfers (C-STORE with retries) and
-  sends each newly received study to its department's RSW endpoint, when it has one.
+  sends each newly received study to its department's RSW endpoint, when it has one; instances
+  added later follow it there.
 
 The reactions talk to the network and the disk, so they are not transactional; each effect is
 idempotent through its aggregate (deterministic ids, `StudyMessageStored` once per bucket).
@@ -19,7 +20,11 @@ from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events import payload_of
 from studyshare.contracts.events.identity import DepartmentCreated
 from studyshare.contracts.events.share import StudyShared
-from studyshare.contracts.events.study import StudyForwardRequested, StudyReceived
+from studyshare.contracts.events.study import (
+    StudyForwardRequested,
+    StudyInstancesAdded,
+    StudyReceived,
+)
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import Projection, ProjectionContext
 from studyshare.study_store.adapters.blobstore import BlobStore
@@ -134,6 +139,8 @@ class TransferReactions(Projection):
             if envelope.event_type == "StudyForwardRequested":
                 requested = payload_of(envelope, StudyForwardRequested)
                 await forwarding.perform(requested.transfer_id, str(envelope.event_id))
+            elif envelope.event_type == "StudyInstancesAdded":
+                await self._rsw_follow_up(forwarding, envelope)
             elif envelope.event_type == "StudyReceived":
                 received = payload_of(envelope, StudyReceived)
                 if not received.department_id:
@@ -149,6 +156,19 @@ class TransferReactions(Projection):
                     transfer_id=rsw_transfer_id(received.study_uid, received.department_id),
                     causation_id=str(envelope.event_id),
                 )
+
+    async def _rsw_follow_up(self, forwarding: Forwarding, envelope: EventEnvelope) -> None:
+        """Instances that arrived after the study went to RSW follow it there: the finished
+        RSW transfer is sent again (a pending one will send them anyway)."""
+        added = payload_of(envelope, StudyInstancesAdded)
+        study = await forwarding.index.study(added.study_uid)
+        department_id = (study or {}).get("department_id")
+        if not department_id:
+            return
+        transfer_id = rsw_transfer_id(added.study_uid, department_id)
+        transfer = await forwarding.repo.get(transfer_id)
+        if transfer.exists and transfer.finished:
+            await forwarding.resend(transfer_id, added.study_uid, Actor.system("study-store-rsw"))
 
 
 def rsw_transfer_id(study_uid: str, department_id: str) -> str:
