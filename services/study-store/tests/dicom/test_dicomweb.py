@@ -279,3 +279,30 @@ async def test_two_concurrent_uploads_of_a_new_study_one_arrival_one_addition(di
     assert sum(e.payload["instance_count"] for e in events) == 6
     study = await dicom_app.stores.index.study(study_uid)
     assert study["instance_count"] == 6 and study["series_count"] == 2
+
+
+async def test_thumbnails_of_study_series_and_instance(dicom_app, tmp_path):
+    study_uid, files = write_study(tmp_path / "a", series=2, per_series=3)
+    assert (await upload(dicom_app, files)).status_code == 200
+    ds = dcmread(files[0])
+    base = f"/dicomweb/studies/{study_uid}"
+    stranger = dicom_app.tokens.user("usr_stranger", "physician")
+    assert (await dicom_app.client.get(f"{base}/thumbnail", headers=stranger)).status_code == 403
+    dicom_app.access.allow("usr_viewer", study_uid)
+    headers = dicom_app.tokens.user("usr_viewer", "physician")
+    for url in (
+        f"{base}/thumbnail",
+        f"{base}/series/{ds.SeriesInstanceUID}/thumbnail",
+        f"{base}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/thumbnail",
+    ):
+        response = await dicom_app.client.get(url, params={"viewport": "32,32"}, headers=headers)
+        assert response.status_code == 200, url
+        assert response.headers["content-type"] == "image/jpeg"
+        assert Image.open(io.BytesIO(response.content)).size == (32, 32)
+    bad = await dicom_app.client.get(f"{base}/thumbnail", params={"viewport": "D"}, headers=headers)
+    assert bad.status_code == 422 and bad.json()["rule"] == "InvalidRequest"
+    clamped = await dicom_app.client.get(
+        f"{base}/thumbnail", params={"viewport": "0,9999"}, headers=headers
+    )
+    assert Image.open(io.BytesIO(clamped.content)).size == (1, 1)
+    assert "rendered" in dicom_app.access_log.actions(study_uid)

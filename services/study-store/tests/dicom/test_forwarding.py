@@ -208,7 +208,7 @@ async def test_rsw_receives_new_studies_with_a_status_per_study_and_a_resend(
 async def test_instances_added_after_the_rsw_send_follow_the_study_there(dicom_app, pacs, tmp_path):
     department = unique("dep")
     await create_department(dicom_app.stores.db, department, kind="radiology", rsw_port=pacs.port)
-    study_uid, files = write_study(tmp_path / "a", series=2, per_series=2)
+    _study_uid, files = write_study(tmp_path / "a", series=2, per_series=2)
     assert (await upload(dicom_app, files[:2], department=department)).status_code == 200
     await run_transfers(dicom_app)
     assert len(pacs.received()) == 2

@@ -899,6 +899,7 @@ def _render(
     media: Literal["image/png", "image/jpeg"],
     window: tuple[float, float] | None,
     quality: int,
+    viewport: tuple[int, int] | None = None,
 ) -> bytes:
     """One frame as an 8-bit PNG/JPEG: modality LUT, then VOI (window) LUT, then scaling."""
     from PIL import Image
@@ -935,6 +936,8 @@ def _render(
         if photometric == "MONOCHROME1":
             scaled = 255.0 - scaled
         image = Image.fromarray(scaled.astype(np.uint8), "L")
+    if viewport is not None:
+        image.thumbnail(viewport)
     out = io.BytesIO()
     if media == "image/png":
         image.save(out, format="PNG")
@@ -949,10 +952,11 @@ def render(
     media: Literal["image/png", "image/jpeg"],
     window: tuple[float, float] | None,
     quality: int,
+    viewport: tuple[int, int] | None = None,
 ) -> bytes:
     """`_render`, with any decoding trouble answered as NotRenderable (never a 500)."""
     try:
-        return _render(path, frame, media, window, quality)
+        return _render(path, frame, media, window, quality, viewport)
     except RuleViolation:
         raise
     except Exception as exc:
@@ -965,15 +969,11 @@ def rendered_media(request: Request) -> Literal["image/png", "image/jpeg"]:
 
 
 def parse_window(window: str | None) -> tuple[float, float] | None:
+    """`center,width[,function]` (the pattern of the query checks the form)."""
     if not window:
         return None
-    try:
-        center, width, *_ = (float(v) for v in window.split(","))
-    except ValueError:
-        raise NotRenderable("window is center,width[,function]") from None
-    if width <= 0:
-        raise NotRenderable("the window width must be positive")
-    return center, width
+    center, width = (float(v) for v in window.split(",")[:2])
+    return center, max(width, 1.0)
 
 
 async def _one_instance(
@@ -1018,6 +1018,13 @@ async def retrieve_frames(
     return multipart_frames(data)
 
 
+Window = Annotated[
+    str | None,
+    Query(
+        pattern=r"^-?[0-9]{1,6}(\.[0-9]{1,4})?,[0-9]{1,6}(\.[0-9]{1,4})?(,[A-Z_]{1,16})?$",
+        description="center,width[,function] of the VOI window",
+    ),
+]
 RENDERED = {
     200: {
         "description": "PNG or JPEG",
@@ -1067,7 +1074,7 @@ async def rendered_instance(
     stores: Stores,
     principal: CurrentPrincipal,
     decision: StudyAccess,
-    window: Annotated[str | None, Query(max_length=64)] = None,
+    window: Window = None,
     quality: Annotated[int, Query(ge=1, le=100)] = 90,
 ) -> Response:
     return await _rendered(
@@ -1090,9 +1097,122 @@ async def rendered_frame(
     stores: Stores,
     principal: CurrentPrincipal,
     decision: StudyAccess,
-    window: Annotated[str | None, Query(max_length=64)] = None,
+    window: Window = None,
     quality: Annotated[int, Query(ge=1, le=100)] = 90,
 ) -> Response:
     return await _rendered(
         request, stores, principal, decision, study_uid, series_uid, sop_uid, frame, window, quality
+    )
+
+
+# --- thumbnails --------------------------------------------------------------------------
+
+
+def parse_viewport(viewport: str | None) -> tuple[int, int]:
+    """`width,height`, each kept within 1..1024 (the pattern of the query checks the form)."""
+    if not viewport:
+        return (128, 128)
+    width, height = (min(max(int(v), 1), 1024) for v in viewport.split(",")[:2])
+    return width, height
+
+
+async def _thumbnail(
+    request: Request,
+    stores: DicomStores,
+    principal: AccessClaims,
+    decision: AccessDecision,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+    viewport: str | None,
+) -> Response:
+    """A small rendering of the middle image of the (first image series of the) selection."""
+    import anyio
+
+    require_images(decision)
+    docs = await visible_instances(
+        stores, decision, study_uid, series_uid, sop_uid, with_meta=False
+    )
+    images = [d for d in docs if d.get("has_pixels") and d.get("kind") == "image"]
+    if not images:
+        raise NotRenderable("nothing in this selection has pixel data")
+    first_series = images[0]["series_uid"]
+    images = [d for d in images if d["series_uid"] == first_series]
+    doc = images[len(images) // 2]
+    media = rendered_media(request)
+    frame = ((doc.get("frames") or 1) + 1) // 2  # the middle frame, 1-based
+    data = await anyio.to_thread.run_sync(
+        render,
+        stores.blobs.absolute(doc["path"]),
+        frame,
+        media,
+        None,
+        80,
+        parse_viewport(viewport),
+    )
+    await record_access(request, decision, principal, "rendered")
+    return Response(data, media_type=media)
+
+
+Viewport = Annotated[
+    str | None,
+    Query(pattern=r"^[0-9]{1,4},[0-9]{1,4}$", description="width,height (default 128,128)"),
+]
+
+
+@router.get(
+    "/studies/{study_uid}/thumbnail",
+    summary="WADO-RS: a thumbnail of the study",
+    response_class=Response,
+    responses=RENDERED,
+)
+async def study_thumbnail(
+    study_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+    viewport: Viewport = None,
+) -> Response:
+    return await _thumbnail(request, stores, principal, decision, study_uid, None, None, viewport)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/thumbnail",
+    summary="WADO-RS: a thumbnail of the series",
+    response_class=Response,
+    responses=RENDERED,
+)
+async def series_thumbnail(
+    study_uid: str,
+    series_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+    viewport: Viewport = None,
+) -> Response:
+    return await _thumbnail(
+        request, stores, principal, decision, study_uid, series_uid, None, viewport
+    )
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/thumbnail",
+    summary="WADO-RS: a thumbnail of the instance",
+    response_class=Response,
+    responses=RENDERED,
+)
+async def instance_thumbnail(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+    viewport: Viewport = None,
+) -> Response:
+    return await _thumbnail(
+        request, stores, principal, decision, study_uid, series_uid, sop_uid, viewport
     )
