@@ -175,3 +175,23 @@ async def test_stow_via_single_part_upload_keeps_patient_names_in_the_store(dico
     ).status_code == 200
     study = await dicom_app.stores.index.study(study_uid)
     assert study["patient_name"] == "Doe^Jane"
+
+
+async def test_search_does_not_reveal_hidden_report_series(dicom_app, shared):
+    study_uid, _files, _pdf = shared
+    dicom_app.access.allow("usr_images_only", study_uid, report="none", via="group")
+    dicom_app.access.allow("usr_reader", study_uid, report="read", via="grant")
+
+    async def study_for(sub, **params):
+        headers = dicom_app.tokens.user(sub, "physician")
+        response = await dicom_app.client.get("/dicomweb/studies", params=params, headers=headers)
+        return response.json()
+
+    [hidden] = await study_for("usr_images_only")
+    assert hidden["00080061"]["Value"] == ["CT"]
+    assert hidden["00201206"]["Value"] == [1] and hidden["00201208"]["Value"] == [2]
+    assert await study_for("usr_images_only", ModalitiesInStudy="DOC") == []
+    [shown] = await study_for("usr_reader")
+    assert shown["00080061"]["Value"] == ["CT", "DOC"]
+    assert shown["00201208"]["Value"] == [3]
+    assert len(await study_for("usr_reader", ModalitiesInStudy="DOC")) == 1

@@ -498,11 +498,25 @@ def matches(pattern: str | None, value: Any) -> bool:
     return text.lower() == pattern.lower()
 
 
-def study_json(doc: dict[str, Any], base: str, key: AnonymizationKey | None) -> dict[str, Any]:
+def study_json(
+    doc: dict[str, Any],
+    base: str,
+    key: AnonymizationKey | None,
+    series: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The QIDO study answer; with `series` (those the caller may see) the modalities and
+    counts are of what the caller can open, so hidden reports do not show through."""
     data = dict(doc.get("meta") or {})
-    json_set(data, "ModalitiesInStudy", "CS", list(doc.get("modalities") or []))
-    json_set(data, "NumberOfStudyRelatedSeries", "IS", [doc.get("series_count", 0)])
-    json_set(data, "NumberOfStudyRelatedInstances", "IS", [doc.get("instance_count", 0)])
+    if series is None:
+        modalities = list(doc.get("modalities") or [])
+        series_count, instance_count = doc.get("series_count", 0), doc.get("instance_count", 0)
+    else:
+        modalities = sorted({s.get("modality") or "OT" for s in series})
+        series_count = len(series)
+        instance_count = sum(s.get("instance_count", 0) for s in series)
+    json_set(data, "ModalitiesInStudy", "CS", modalities)
+    json_set(data, "NumberOfStudyRelatedSeries", "IS", [series_count])
+    json_set(data, "NumberOfStudyRelatedInstances", "IS", [instance_count])
     json_set(data, "RetrieveURL", "UR", [f"{base}/dicomweb/studies/{doc['_id']}"])
     return anonymize_json(data, key) if key else data
 
@@ -539,10 +553,9 @@ async def search_studies(
     query: dict[str, Any] = {}
     if StudyDate:
         query["study_date"] = date_query(StudyDate)
-    if ModalitiesInStudy:
-        query["modalities"] = {
-            "$in": [m.strip() for m in ModalitiesInStudy.split(",") if m.strip()]
-        }
+    wanted_modalities = {m.strip() for m in (ModalitiesInStudy or "").split(",") if m.strip()}
+    if wanted_modalities:
+        query["modalities"] = {"$in": sorted(wanted_modalities)}
     if AccessionNumber:
         query["accession_number"] = AccessionNumber
     uids = set(visible_study_uids(request, principal))
@@ -556,11 +569,15 @@ async def search_studies(
         if not decision.images:
             continue
         key = anonymization(decision, stores.settings, doc.get("patient_id"))
-        data = study_json(doc, base, key)
-        # identifying filters match what the caller sees (the pseudonym on anonymized shares)
+        series = [x for x in await stores.index.series_of(doc["_id"]) if may_see(x, decision)]
+        data = study_json(doc, base, key, series)
+        # filters match what the caller sees (the pseudonym on anonymized shares, no hidden
+        # report series)
         if not matches(PatientID, json_value(data, "PatientID")):
             continue
         if not matches(PatientName, json_value(data, "PatientName")):
+            continue
+        if wanted_modalities and not wanted_modalities & {x.get("modality") for x in series}:
             continue
         if skipped < offset:
             skipped += 1
