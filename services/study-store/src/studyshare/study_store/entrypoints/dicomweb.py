@@ -7,7 +7,13 @@ recipients and the study's own department; on anonymized shares every object and
 answer is rewritten on the way out (`domain.anonymize`), the files on disk stay as received.
 Each retrieval is registered with `app.state.access_log.record(decision, principal, action)`.
 
-The app's lifespan installs the stores once with `await install_dicom(app, db, settings)`.
+What these routes need from the rest of the study store (the access half):
+- the app's lifespan calls `await install_dicom(app, db, settings)` once;
+- `app.state.access_model.decide(principal, study_uid) -> AccessDecision` (via `StudyAccess`);
+- `app.state.access_model.visible_studies(principal) -> Iterable[str]`: the study UIDs the
+  caller may open (QIDO-RS searches only those, then asks `decide` for each);
+- `app.state.access_log.record(decision, principal, action)` (sync or async), action one of
+  view | metadata | instances | rendered | download | forward.
 """
 
 from __future__ import annotations
