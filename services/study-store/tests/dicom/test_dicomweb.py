@@ -93,6 +93,18 @@ async def test_studies_uploaded_together_share_one_batch_id(dicom_app, tmp_path)
     batch_c = (await store.load(uid_c))[0].payload["upload_batch_id"]
     assert batch_a == batch_b != batch_c
     assert await dicom_app.stores.index.studies_uploaded_with(uid_a) == sorted([uid_a, uid_b])
+    dicom_app.access.allow("usr_uploader", uid_a)
+    headers = dicom_app.tokens.user("usr_uploader", "department_staff")
+    together = await dicom_app.client.get(
+        f"/api/studies/{uid_a}/uploaded-together", headers=headers
+    )
+    assert together.json()["study_uids"] == [uid_a], "only studies the caller may open"
+    dicom_app.access.allow("usr_uploader", uid_b)
+    dicom_app.access.allow("usr_uploader", uid_c)
+    together = await dicom_app.client.get(
+        f"/api/studies/{uid_a}/uploaded-together", headers=headers
+    )
+    assert together.json()["study_uids"] == sorted([uid_a, uid_b])
 
 
 async def test_stow_refuses_garbage_parts_and_reports_them(dicom_app, tmp_path):

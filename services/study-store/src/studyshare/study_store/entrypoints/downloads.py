@@ -16,9 +16,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
 from pydicom.fileset import FileSet
 from studyshare.plumbing.auth import CurrentPrincipal
-from studyshare.plumbing.errors import Forbidden
+from studyshare.plumbing.errors import Forbidden, NotFound
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.domain.anonymize import AnonymizationKey
 from studyshare.study_store.entrypoints.dependencies import StudyAccess
@@ -145,3 +146,34 @@ async def download_study(
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="study-{study_uid}.zip"'},
     )
+
+
+class UploadedTogether(BaseModel):
+    study_uid: str
+    study_uids: list[str]
+
+
+@router.get(
+    "/{study_uid}/uploaded-together",
+    summary="The studies uploaded together with this one (same STOW request or association)",
+    response_model=UploadedTogether,
+    responses=problem_responses(401, 403, 404),
+)
+async def uploaded_together(
+    study_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+) -> UploadedTogether:
+    """For "share all exams uploaded together": only those the caller may open are listed."""
+    require_images(decision)
+    if await stores.index.study(study_uid) is None:
+        raise NotFound(f"study {study_uid} is not in the store")
+    model = request.app.state.access_model
+    together = [
+        uid
+        for uid in await stores.index.studies_uploaded_with(study_uid)
+        if uid == study_uid or model.decide(principal, uid).images
+    ]
+    return UploadedTogether(study_uid=study_uid, study_uids=together or [study_uid])
