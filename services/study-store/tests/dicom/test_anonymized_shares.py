@@ -195,3 +195,26 @@ async def test_search_does_not_reveal_hidden_report_series(dicom_app, shared):
     assert shown["00080061"]["Value"] == ["CT", "DOC"]
     assert shown["00201208"]["Value"] == [3]
     assert len(await study_for("usr_reader", ModalitiesInStudy="DOC")) == 1
+
+
+async def test_objects_with_burned_in_annotations_are_not_served_on_anonymized_shares(
+    dicom_app, tmp_path
+):
+    study_uid, files = write_study(tmp_path / "b", series=1, per_series=2)
+    burned = dcmread(files[1])
+    burned.BurnedInAnnotation = "YES"
+    burned.save_as(files[1], enforce_file_format=True)
+    assert (await upload(dicom_app, files)).status_code == 200
+    dicom_app.access.allow("usr_anon", study_uid, anonymized=True, anonymous_number="5")
+    dicom_app.access.allow("usr_named", study_uid)
+    for sub, expected in (("usr_anon", 1), ("usr_named", 2)):
+        headers = dicom_app.tokens.user(sub, "physician")
+        response = await dicom_app.client.get(f"/dicomweb/studies/{study_uid}", headers=headers)
+        served = [dcmread(io.BytesIO(p)) for p in parts_of(response)]
+        assert len(served) == expected, sub
+    anon = dicom_app.tokens.user("usr_anon", "physician")
+    url = (
+        f"/dicomweb/studies/{study_uid}/series/{burned.SeriesInstanceUID}"
+        f"/instances/{burned.SOPInstanceUID}/rendered"
+    )
+    assert (await dicom_app.client.get(url, headers=anon)).status_code == 404

@@ -4,7 +4,8 @@ Every study route is guarded by the caller's `AccessDecision` (`StudyAccess`): n
 answer. What is served depends on it: report-bearing objects (SR, encapsulated PDF/CDA) only
 with report access and never on anonymized shares; a share message series only to its bucket's
 recipients and the study's own department; on anonymized shares every object and every JSON
-answer is rewritten on the way out (`domain.anonymize`), the files on disk stay as received.
+answer is rewritten on the way out (`domain.anonymize`), the files on disk stay as received,
+and objects with burned-in annotations (a name may be in the pixels) are not served at all.
 Each retrieval is registered with `app.state.access_log.record(decision, principal, action)`.
 
 What these routes need from the rest of the study store (the access half):
@@ -151,6 +152,8 @@ def require_images(decision: AccessDecision) -> AccessDecision:
 def may_see(doc: dict[str, Any], decision: AccessDecision) -> bool:
     """Whether an instance or series document is served under this decision."""
     kind = doc.get("kind", "image")
+    if decision.anonymized and doc.get("burned_in"):
+        return False  # the patient's name may be written in the pixels
     if kind == "report":
         return decision.report != "none" and not decision.anonymized
     if kind == "message":

@@ -154,6 +154,7 @@ def instance_document(
         "rows": f.rows,
         "columns": f.columns,
         "has_pixels": "PixelData" in parsed.dataset,
+        "burned_in": str(parsed.dataset.get("BurnedInAnnotation", "") or "").upper() == "YES",
         "batch_id": upload.batch_id,
         "received_at": datetime.now(UTC),
         "meta": parsed.meta,
