@@ -160,7 +160,11 @@ class Forwarding:
             )
         docs = await self.index.instances_of(transfer.study_uid, with_meta=False)
         kinds = {"image"} if transfer.anonymous_number else {"image", "report"}
-        paths = [self.blobs.absolute(d["path"]) for d in docs if d.get("kind") in kinds]
+        paths = [
+            self.blobs.absolute(d["path"])
+            for d in docs
+            if d.get("kind") in kinds and not (transfer.anonymous_number and d.get("burned_in"))
+        ]
         transform = None
         if transfer.anonymous_number:
             study = await self.index.study(transfer.study_uid) or {}
