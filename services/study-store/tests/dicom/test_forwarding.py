@@ -217,3 +217,19 @@ async def test_instances_added_after_the_rsw_send_follow_the_study_there(dicom_a
     assert sorted(str(ds.SOPInstanceUID) for ds in pacs.received()) == sorted(
         str(dcmread(f).SOPInstanceUID) for f in files
     )
+
+
+async def test_replaying_the_transfer_reactions_sends_nothing_again(dicom_app, pacs, tmp_path):
+    department = unique("dep")
+    await create_department(dicom_app.stores.db, department, kind="radiology", rsw_port=pacs.port)
+    _study_uid, files = write_study(tmp_path / "a", series=2, per_series=2)
+    assert (await upload(dicom_app, files[:2], department=department)).status_code == 200
+    await run_transfers(dicom_app)
+    assert (await upload(dicom_app, files[2:], department=department)).status_code == 200
+    await run_transfers(dicom_app)
+    store = EventStore(dicom_app.stores.db)
+    before = len(await store.all_events(aggregate_type="Transfer"))
+    replay = ProjectionRunner(TransferReactions(dicom_app.settings), dicom_app.stores.db)
+    replay.projection.name = "dicom_transfers_replay"  # type: ignore[misc]
+    await replay.apply_batch(await store.all_events())
+    assert len(await store.all_events(aggregate_type="Transfer")) == before

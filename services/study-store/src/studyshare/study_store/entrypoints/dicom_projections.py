@@ -29,6 +29,7 @@ from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import Projection, ProjectionContext
 from studyshare.study_store.adapters.blobstore import BlobStore
 from studyshare.study_store.domain.anonymize import anonymous_number_for
+from studyshare.study_store.domain.study import Transfer
 from studyshare.study_store.service_layer.forwarding import (
     DIRECTORY,
     Forwarding,
@@ -159,16 +160,26 @@ class TransferReactions(Projection):
 
     async def _rsw_follow_up(self, forwarding: Forwarding, envelope: EventEnvelope) -> None:
         """Instances that arrived after the study went to RSW follow it there: the finished
-        RSW transfer is sent again (a pending one will send them anyway)."""
+        RSW transfer is sent again (a pending one will send them anyway). A replay resends
+        nothing: only a round older than these instances is followed up."""
         added = payload_of(envelope, StudyInstancesAdded)
         study = await forwarding.index.study(added.study_uid)
         department_id = (study or {}).get("department_id")
         if not department_id:
             return
         transfer_id = rsw_transfer_id(added.study_uid, department_id)
-        transfer = await forwarding.repo.get(transfer_id)
-        if transfer.exists and transfer.finished:
-            await forwarding.resend(transfer_id, added.study_uid, Actor.system("study-store-rsw"))
+        envelopes = await forwarding.store.load(transfer_id)
+        requests = [e for e in envelopes if e.event_type == "StudyForwardRequested"]
+        if not requests or requests[-1].occurred_at >= envelope.occurred_at:
+            return  # no RSW transfer, or its last round started after these instances came
+        transfer = Transfer.rehydrate(transfer_id, envelopes)
+        if transfer.finished:
+            await forwarding.resend(
+                transfer_id,
+                added.study_uid,
+                Actor.system("study-store-rsw"),
+                causation_id=str(envelope.event_id),
+            )
 
 
 def rsw_transfer_id(study_uid: str, department_id: str) -> str:

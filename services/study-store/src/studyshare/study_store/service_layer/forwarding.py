@@ -105,11 +105,15 @@ class Forwarding:
         )
         return transfer
 
-    async def resend(self, transfer_id: str, study_uid: str, actor: Actor) -> Transfer:
+    async def resend(
+        self, transfer_id: str, study_uid: str, actor: Actor, causation_id: str | None = None
+    ) -> Transfer:
         existing = await self.repo.get(transfer_id)
         if not existing.exists or existing.study_uid != study_uid:
             raise TransferNotFound(f"transfer {transfer_id} does not exist for this study")
-        transfer, _ = await self.repo.execute(transfer_id, lambda t: t.resend(actor.id), actor)
+        transfer, _ = await self.repo.execute(
+            transfer_id, lambda t: t.resend(actor.id), actor, causation_id=causation_id
+        )
         return transfer
 
     async def perform(self, transfer_id: str, causation_id: str | None = None) -> Transfer:
