@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+
 from studyshare.identity.entrypoints.api import create_app, start_identity
 from studyshare.identity.service_layer.context import Identity
 from studyshare.identity.settings import IdentitySettings

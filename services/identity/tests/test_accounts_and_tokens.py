@@ -4,6 +4,7 @@ JWKS, logout and refresh revocation, eID behind an interface. Point 9: events fo
 from __future__ import annotations
 
 import pytest
+
 from studyshare.identity.adapters.eid import ExternalIdentity, ExternalIdentityProvider
 from studyshare.identity.entrypoints.api import create_app
 from studyshare.identity.service_layer.context import Identity

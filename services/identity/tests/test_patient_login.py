@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from argon2 import PasswordHasher
+
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.study import (
     PincodeSet,

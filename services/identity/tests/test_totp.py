@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlparse
 
 import pyotp
+
 from studyshare.identity.domain.totp import matching_step
 
 from .conftest import FakeClock

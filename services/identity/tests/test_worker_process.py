@@ -12,6 +12,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events.study import ReferenceNumberIssued
 from studyshare.identity.entrypoints.projections import reference_number
@@ -163,6 +164,7 @@ async def test_other_services_verify_tokens_of_the_api_process_through_its_jwks_
     mongo_db, identity_process
 ):
     import httpx
+
     from studyshare.plumbing.auth import JWKSVerifier
     from studyshare.plumbing.infra import free_port
 

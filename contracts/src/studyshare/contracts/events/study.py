@@ -174,6 +174,29 @@ class PincodeSet(DomainEvent):
 
 
 @registry.register
+class StudyForwardRequested(DomainEvent):
+    """A transfer of a study to a PACS or to the regional health network (RSW) was asked for:
+    by a user (`trigger="manual"`), by a share with a PACS department (`"share"`), on arrival
+    for the department's RSW (`"arrival"`), or again after a failure (`"resend"`).
+
+    The study store's worker performs it by C-STORE, retrying with backoff; the outcome is
+    `StudyForwarded` or `StudyForwardFailed` events on the same `Transfer` (`trf_...`).
+    `anonymous_number` is set when the copy must be anonymized (an anonymized share).
+    """
+
+    aggregate_type = "Transfer"
+
+    transfer_id: str
+    study_uid: str
+    destination_kind: Literal["pacs", "rsw"]
+    destination_id: str
+    trigger: Literal["manual", "share", "arrival", "resend"] = "manual"
+    requested_by: str | None = None
+    bucket_id: str | None = None
+    anonymous_number: str | None = None
+
+
+@registry.register
 class StudyForwarded(DomainEvent):
     """A transfer to a PACS or to the regional health network (RSW) succeeded."""
 

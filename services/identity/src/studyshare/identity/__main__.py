@@ -10,6 +10,7 @@ import asyncio
 from typing import Annotated
 
 import typer
+
 from studyshare.identity.entrypoints.projections import ReferenceNumbers
 from studyshare.identity.settings import IdentitySettings
 from studyshare.plumbing.cli import ServiceCLI, StructlogWorker

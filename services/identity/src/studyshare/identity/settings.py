@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from pydantic import Field, model_validator
+
 from studyshare.contracts.routes import SERVICE_BY_NAME
 from studyshare.plumbing.settings import ServiceSettings, refuse_placeholder
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
-import typer
-
 from studyshare.plumbing.cli import ServiceCLI
 from studyshare.study_store.entrypoints.projections import projections
 from studyshare.study_store.settings import StudyStoreSettings
@@ -19,15 +15,9 @@ cli = ServiceCLI(
 
 @cli.app.command("scp", help="Run the DICOM C-STORE receiver.")
 def scp() -> None:
-    try:
-        module = importlib.import_module("studyshare.study_store.entrypoints.scp")
-    except ModuleNotFoundError as exc:
-        typer.echo("the C-STORE receiver is not part of this build", err=True)
-        raise typer.Exit(2) from exc
-    if hasattr(module, "main"):
-        module.main()
-    else:
-        module.run(StudyStoreSettings())
+    from studyshare.study_store.entrypoints import scp as receiver
+
+    receiver.run(StudyStoreSettings())
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field, model_validator
+
 from studyshare.contracts.routes import SERVICE_BY_NAME
+from studyshare.plumbing.settings import refuse_placeholder
 from studyshare.study_store.access_settings import AccessSettings
 
 
@@ -15,3 +18,24 @@ class StudyStoreSettings(AccessSettings):
     scp_ae_title: str = "STUDYSHARE"
     scp_port: int = 11112
     scu_ae_title: str = "STUDYSHARE"
+    # DICOM half: C-STORE receiver, anonymization, forwarding
+    scp_host: str = "127.0.0.1"
+    scp_calling_ae_departments: dict[str, str] = Field(
+        default_factory=dict,
+        description="calling AE title -> sending department id; other AE titles are refused",
+    )
+    scp_flush_instances: int = Field(default=200, ge=1)
+    stow_max_bytes: int = Field(default=4 * 1024**3, ge=1)
+    anonymization_secret: str = Field(
+        default="dev-secret",
+        description="HMAC key of patient ID pseudonyms on anonymized shares",
+    )
+    forward_max_attempts: int = Field(default=4, ge=1)
+    forward_backoff_s: float = Field(default=2.0, ge=0)
+    forward_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _anonymization_secret_is_real(self) -> StudyStoreSettings:
+        if self.environment == "production":
+            refuse_placeholder(self.anonymization_secret, "anonymization_secret", "production")
+        return self

@@ -10,6 +10,7 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
 from studyshare.identity.adapters.passwords import token_digest
 from studyshare.identity.domain.lockout import LockoutPolicy
 from studyshare.plumbing.tokens import TokenSigner

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.identity.domain.department import Policy
 from studyshare.identity.domain.exceptions import (

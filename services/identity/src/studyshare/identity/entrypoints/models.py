@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge, Le
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from pydantic import Strict as StrictMode
+
 from studyshare.contracts.events.identity import (
     Language,
     PacsEndpoint,

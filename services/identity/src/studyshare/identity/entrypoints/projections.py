@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.events import registry
 from studyshare.contracts.events.study import (

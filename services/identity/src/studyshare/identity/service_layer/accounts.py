@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
+
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.identity.adapters.read_models import USERS

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
+
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events import DomainEvent
 from studyshare.identity.adapters import read_models, stores

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING
+
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.identity.adapters.read_models import GROUPS, MEMBERSHIPS, USERS

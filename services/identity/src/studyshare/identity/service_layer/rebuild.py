@@ -8,6 +8,7 @@ hold secrets and hot-path state that never travel in events) and are kept.
 from __future__ import annotations
 
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.identity.adapters.read_models import (
     DEPARTMENTS,
     GROUPS,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.identity.adapters.read_models import RECIPIENTS
 from studyshare.identity.domain.search import key_token, query_tokens, rank
 

@@ -1,18 +1,14 @@
 """The study store's HTTP application: `create_app()` (uvicorn factory, no arguments).
 
 The lifespan creates the Mongo client, the event store, the in-memory access model (loaded,
-then followed) and the access log (flushed on shutdown), and puts them on `app.state`. The
-DICOM routers of the other half (`dicomweb`, `downloads`, `forwarding_api`) are included when
-importable; their state is installed by `dicomweb.install_dicom(app, db, settings)`, and a module
-may also expose `lifespan(app)` (an async context manager) entered inside ours.
+then followed) and the access log (flushed on shutdown), and puts them on `app.state`; the
+DICOM routers' state is installed by `dicomweb.install_dicom(app, db, settings)`.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from types import ModuleType
+from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
@@ -22,26 +18,12 @@ from studyshare.plumbing.http import kafka_ready
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
-from studyshare.study_store.entrypoints import studies
+from studyshare.study_store.entrypoints import dicomweb, downloads, forwarding_api, studies
 from studyshare.study_store.service_layer import reports
 from studyshare.study_store.service_layer.access_log import AccessLog
 from studyshare.study_store.settings import StudyStoreSettings
 
 log = get_logger(__name__)
-
-OPTIONAL_ROUTERS = ("dicomweb", "downloads", "forwarding_api")
-
-
-def optional_modules() -> list[ModuleType]:
-    """The DICOM half's entrypoint modules present in this build."""
-    found = []
-    for name in OPTIONAL_ROUTERS:
-        try:
-            found.append(importlib.import_module(f"studyshare.study_store.entrypoints.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"studyshare.study_store.entrypoints.{name}":
-                raise
-    return found
 
 
 async def ensure_indexes(store: EventStore) -> None:
@@ -55,7 +37,6 @@ async def ensure_indexes(store: EventStore) -> None:
 
 def create_app() -> FastAPI:
     settings = StudyStoreSettings()
-    modules = optional_modules()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,15 +64,8 @@ def create_app() -> FastAPI:
         app.state.access_model = model
         app.state.access_log = access_log
         try:
-            async with AsyncExitStack() as stack:
-                for module in modules:
-                    install = getattr(module, "install_dicom", None)
-                    if install is not None:
-                        await install(app, db, settings)
-                    hook = getattr(module, "lifespan", None)
-                    if hook is not None:
-                        await stack.enter_async_context(hook(app))
-                yield
+            await dicomweb.install_dicom(app, db, settings)
+            yield
         finally:
             await access_log.close()
             await model.stop()
@@ -105,8 +79,12 @@ def create_app() -> FastAPI:
         if model.age_s > settings.access_max_staleness_s:
             raise RuntimeError(f"access model not refreshed for {model.age_s:.0f}s")
 
-    routers: list[APIRouter] = [studies.router]
-    routers += [m.router for m in modules if isinstance(getattr(m, "router", None), APIRouter)]
+    routers: list[APIRouter] = [
+        studies.router,
+        dicomweb.router,
+        downloads.router,
+        forwarding_api.router,
+    ]
     app = plumbing_app(
         settings,
         title="StudyShare study store",

@@ -2,7 +2,7 @@
 
 `AccessDecisions` folds share, identity and study events into the access read model
 (`adapters.read_models`); the API processes load it at start-up and follow its `seq`. The DICOM
-side's projections (`entrypoints.dicom_projections`, other branch) join when importable.
+side's projections (`entrypoints.dicom_projections`) run beside it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from studyshare.contracts.envelope import EventEnvelope
 from studyshare.plumbing.projection import Projection, ProjectionContext
 from studyshare.plumbing.settings import ServiceSettings
 from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION, doc_id_for, fold
+from studyshare.study_store.entrypoints.dicom_projections import dicom_projections
 
 
 class AccessDecisions(Projection):
@@ -60,28 +61,6 @@ class AccessDecisions(Projection):
             doc["seq"] = first + offset
             writes.append(ReplaceOne({"_id": doc_id}, doc, upsert=True))
         await coll.bulk_write(writes, ordered=True, session=ctx.session)
-
-
-def dicom_projections(settings: ServiceSettings) -> list[Projection]:
-    """The DICOM side's projections, once that branch is merged."""
-    try:
-        from studyshare.study_store.entrypoints import dicom_projections as dicom
-    except ImportError:
-        return []
-    factory = getattr(dicom, "dicom_projections", None) or getattr(dicom, "projections", None)
-    if callable(factory):
-        return list(factory(settings))
-    if hasattr(dicom, "PROJECTIONS"):
-        return [p() if isinstance(p, type) else p for p in dicom.PROJECTIONS]
-    # Otherwise: every concrete Projection class the module defines.
-    return [
-        cls()
-        for cls in vars(dicom).values()
-        if isinstance(cls, type)
-        and issubclass(cls, Projection)
-        and cls.__module__ == dicom.__name__
-        and not getattr(cls, "__abstractmethods__", None)
-    ]
 
 
 def projections(settings: ServiceSettings) -> list[Projection]:

@@ -1,0 +1,143 @@
+"""The DICOM index in MongoDB: studies, series and instances with their DICOM JSON metadata.
+
+Written by ingest (STOW-RS, C-STORE, share messages) in batches, read by QIDO/WADO, downloads
+and forwarding. The pixel data stays on disk (`BlobStore`); documents hold its path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+STUDIES = "dicom_studies"
+SERIES = "dicom_series"
+INSTANCES = "dicom_instances"
+
+InstanceKind = str  # "image" | "report" | "message"
+
+
+class InstanceIndex:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.db = db
+        self.studies = db[STUDIES]
+        self.series = db[SERIES]
+        self.instances = db[INSTANCES]
+
+    async def ensure_indexes(self) -> None:
+        await self.instances.create_index(
+            [("study_uid", ASCENDING), ("series_uid", ASCENDING), ("instance_number", ASCENDING)]
+        )
+        await self.series.create_index([("study_uid", ASCENDING), ("series_number", ASCENDING)])
+        await self.studies.create_index([("study_date", DESCENDING)])
+        await self.studies.create_index([("patient_id", ASCENDING)])
+        await self.studies.create_index([("upload_batch_ids", ASCENDING)])
+
+    async def known_instances(
+        self, sop_uids: Iterable[str], session: AsyncClientSession | None = None
+    ) -> set[str]:
+        ids = list(sop_uids)
+        if not ids:
+            return set()
+        cursor = self.instances.find({"_id": {"$in": ids}}, {"_id": 1}, session=session)
+        return {doc["_id"] async for doc in cursor}
+
+    async def known_series(
+        self, series_uids: Iterable[str], session: AsyncClientSession | None = None
+    ) -> set[str]:
+        ids = list(series_uids)
+        if not ids:
+            return set()
+        cursor = self.series.find({"_id": {"$in": ids}}, {"_id": 1}, session=session)
+        return {doc["_id"] async for doc in cursor}
+
+    async def add(
+        self,
+        instances: list[dict[str, Any]],
+        series: list[tuple[dict[str, Any], int]],
+        studies: list[tuple[dict[str, Any], dict[str, Any]]],
+        session: AsyncClientSession | None = None,
+    ) -> None:
+        """Insert new instances; upsert their series (with the count of new instances) and
+        studies (`(on_insert, update)` pairs). Three bulk writes per batch."""
+        if instances:
+            await self.instances.bulk_write(
+                [InsertOne(doc) for doc in instances], ordered=False, session=session
+            )
+        if series:
+            await self.series.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": doc["_id"]},
+                        {"$setOnInsert": doc, "$inc": {"instance_count": count}},
+                        upsert=True,
+                    )
+                    for doc, count in series
+                ],
+                ordered=False,
+                session=session,
+            )
+        if studies:
+            await self.studies.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": on_insert["_id"]},
+                        {"$setOnInsert": on_insert, **update},
+                        upsert=True,
+                    )
+                    for on_insert, update in studies
+                ],
+                ordered=False,
+                session=session,
+            )
+
+    async def study(self, study_uid: str) -> dict[str, Any] | None:
+        return await self.studies.find_one({"_id": study_uid})
+
+    async def series_of(self, study_uid: str) -> list[dict[str, Any]]:
+        cursor = self.series.find({"study_uid": study_uid}).sort(
+            [("series_number", ASCENDING), ("_id", ASCENDING)]
+        )
+        return [doc async for doc in cursor]
+
+    async def instances_of(
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        with_meta: bool = True,
+    ) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"study_uid": study_uid}
+        if series_uid is not None:
+            query["series_uid"] = series_uid
+        if sop_instance_uid is not None:
+            query["_id"] = sop_instance_uid
+        projection = None if with_meta else {"meta": 0}
+        cursor = self.instances.find(query, projection).sort(
+            [("series_uid", ASCENDING), ("instance_number", ASCENDING), ("_id", ASCENDING)]
+        )
+        return [doc async for doc in cursor]
+
+    async def search_studies(
+        self, study_uids: Iterable[str] | None, query: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Studies matching `query`, restricted to `study_uids` (None: no restriction)."""
+        full = dict(query)
+        if study_uids is not None:
+            full["_id"] = {"$in": list(study_uids)}
+        cursor = self.studies.find(full).sort([("study_date", DESCENDING), ("_id", ASCENDING)])
+        async for doc in cursor:
+            yield doc
+
+    async def studies_uploaded_with(self, study_uid: str) -> list[str]:
+        """Every study sharing an upload batch with this one ("uploaded together")."""
+        doc = await self.studies.find_one({"_id": study_uid}, {"upload_batch_ids": 1})
+        if not doc or not doc.get("upload_batch_ids"):
+            return []
+        cursor = self.studies.find(
+            {"upload_batch_ids": {"$in": doc["upload_batch_ids"]}}, {"_id": 1}
+        )
+        return sorted([d["_id"] async for d in cursor])

@@ -1,0 +1,1235 @@
+"""DICOMweb: STOW-RS (store), QIDO-RS (search) and WADO-RS (retrieve) under `/dicomweb`.
+
+Every study route is guarded by the caller's `AccessDecision` (`StudyAccess`): no images, no
+answer. What is served depends on it: report-bearing objects (SR, encapsulated PDF/CDA) only
+with report access and never on anonymized shares; a share message series only to its bucket's
+recipients and the study's own department; on anonymized shares every object and every JSON
+answer is rewritten on the way out (`domain.anonymize`), the files on disk stay as received,
+and objects with burned-in annotations (a name may be in the pixels) are not served at all.
+Each retrieval is registered with `app.state.access_log.record(decision, principal, action)`.
+
+What these routes need from the rest of the study store (the access half):
+- the app's lifespan calls `await install_dicom(app, db, settings)` once;
+- `app.state.access_model.decide(principal, study_uid) -> AccessDecision` (via `StudyAccess`);
+- `app.state.access_model.visible_studies(principal) -> Iterable[str]`: the study UIDs the
+  caller may open (QIDO-RS searches only those, then asks `decide` for each);
+- `app.state.access_log.record(decision, principal, action)` (sync or async), action one of
+  view | metadata | instances | rendered | download | forward.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import io
+import json
+import mmap
+import secrets
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from pydicom import Dataset, dcmread, dcmwrite
+from pymongo.asynchronous.database import AsyncDatabase
+
+from studyshare.contracts.envelope import Actor
+from studyshare.contracts.tokens import AccessClaims
+from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
+from studyshare.plumbing.errors import Forbidden, NotFound, RuleViolation
+from studyshare.plumbing.http import problem_responses
+from studyshare.plumbing.logging import get_logger
+from studyshare.study_store.adapters.blobstore import BlobStore
+from studyshare.study_store.adapters.instances import InstanceIndex
+from studyshare.study_store.domain.access import AccessDecision
+from studyshare.study_store.domain.anonymize import (
+    AnonymizationKey,
+    anonymize_dataset,
+    anonymize_json,
+    pseudonym_for,
+)
+from studyshare.study_store.domain.dicom_meta import json_set, json_value, tag_key
+from studyshare.study_store.entrypoints.dependencies import StudyAccess
+from studyshare.study_store.service_layer.ingest import Ingest, Outcome, Upload
+from studyshare.study_store.settings import StudyStoreSettings
+
+log = get_logger(__name__)
+
+DICOM_JSON = "application/dicom+json"
+OWNING_PATHS = {"department", "owner", "service_desk", "break_the_glass"}
+ANY_JSON: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
+
+
+# --- state -------------------------------------------------------------------------------
+
+
+@dataclass
+class DicomStores:
+    db: AsyncDatabase
+    settings: StudyStoreSettings
+    blobs: BlobStore
+    index: InstanceIndex
+    ingest: Ingest
+
+
+async def install_dicom(
+    app: FastAPI, db: AsyncDatabase, settings: StudyStoreSettings
+) -> DicomStores:
+    """Create the DICOM stores on `app.state.dicom` (call from the app's lifespan)."""
+    blobs = BlobStore(settings.blob_dir)
+    settings.blob_dir.mkdir(parents=True, exist_ok=True)
+    stores = DicomStores(db, settings, blobs, InstanceIndex(db), Ingest(db, blobs))
+    await stores.ingest.ensure_indexes()
+    await stores.db["events"].create_index(
+        [("aggregate_type", 1), ("payload.study_uid", 1)], name="by_study"
+    )
+    app.state.dicom = stores
+    return stores
+
+
+def dicom_stores(request: Request) -> DicomStores:
+    return request.app.state.dicom
+
+
+Stores = Annotated[DicomStores, Depends(dicom_stores)]
+
+
+# --- refusals ----------------------------------------------------------------------------
+
+
+class NoAccessToStudy(Forbidden):
+    """The caller holds no grant, group, reference number or department access to the study."""
+
+
+class ObjectNotFound(NotFound):
+    """No such study, series, instance or frame (or not one the caller may see)."""
+
+
+class NotRenderable(RuleViolation):
+    """The object has no pixel data the store can render."""
+
+    status = 406
+    title = "Not acceptable"
+
+
+class UnsupportedMediaType(RuleViolation):
+    """STOW-RS takes multipart/related; type="application/dicom" only."""
+
+    status = 415
+    title = "Unsupported media type"
+
+
+class UploadTooLarge(RuleViolation):
+    status = 413
+    title = "Payload too large"
+
+
+class DepartmentNotYours(Forbidden):
+    """An upload can only be filed under one of the uploader's own departments."""
+
+
+# --- access helpers ----------------------------------------------------------------------
+
+
+def require_images(decision: AccessDecision) -> AccessDecision:
+    if not decision.images:
+        raise NoAccessToStudy(f"no access to study {decision.study_uid}")
+    return decision
+
+
+def may_see(doc: dict[str, Any], decision: AccessDecision) -> bool:
+    """Whether an instance or series document is served under this decision."""
+    kind = doc.get("kind", "image")
+    if decision.anonymized and doc.get("burned_in"):
+        return False  # the patient's name may be written in the pixels
+    if kind == "report":
+        return decision.report != "none" and not decision.anonymized
+    if kind == "message":
+        return (decision.bucket_id is not None and decision.bucket_id == doc.get("bucket_id")) or (
+            decision.via in OWNING_PATHS
+        )
+    return True
+
+
+def anonymization(
+    decision: AccessDecision, settings: StudyStoreSettings, patient_id: str | None
+) -> AnonymizationKey | None:
+    if not decision.anonymized:
+        return None
+    number = decision.anonymous_number or "0"
+    return AnonymizationKey(number, pseudonym_for(patient_id or "", settings.anonymization_secret))
+
+
+async def record_access(
+    request: Request, decision: AccessDecision, principal: AccessClaims, action: str
+) -> None:
+    """Register the access for the study logging (the access log coalesces)."""
+    recorder = getattr(request.app.state, "access_log", None)
+    if recorder is None:
+        log.warning("access_log.missing", action=action)
+        return
+    result = recorder.record(decision, principal, action)
+    if inspect.isawaitable(result):
+        await result
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+# --- serving objects ---------------------------------------------------------------------
+
+
+def served_bytes(
+    stores: DicomStores, doc: dict[str, Any], key: AnonymizationKey | None
+) -> Iterator[bytes]:
+    """The Part 10 bytes of an instance: as stored, or rewritten for an anonymized share."""
+    if key is None:
+        yield from stores.blobs.chunks(doc["path"])
+        return
+    yield anonymized_bytes(stores, doc, key)
+
+
+def anonymized_bytes(stores: DicomStores, doc: dict[str, Any], key: AnonymizationKey) -> bytes:
+    ds = dcmread(stores.blobs.absolute(doc["path"]))
+    anonymize_dataset(ds, key)
+    out = io.BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()
+
+
+def multipart_dicom(
+    stores: DicomStores, docs: list[dict[str, Any]], key: AnonymizationKey | None
+) -> StreamingResponse:
+    boundary = secrets.token_hex(16)
+
+    def body() -> Iterator[bytes]:
+        for doc in docs:
+            yield (
+                f"--{boundary}\r\nContent-Type: application/dicom; "
+                f"transfer-syntax={doc.get('transfer_syntax', '')}\r\n\r\n"
+            ).encode()
+            yield from served_bytes(stores, doc, key)
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    return StreamingResponse(
+        body(),
+        media_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
+    )
+
+
+def multipart_frames(frames: list[tuple[str, bytes]]) -> Response:
+    boundary = secrets.token_hex(16)
+    chunks = []
+    for media_type, data in frames:
+        chunks.append(f"--{boundary}\r\nContent-Type: {media_type}\r\n\r\n".encode())
+        chunks.append(data)
+        chunks.append(b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode())
+    main_type = frames[0][0] if frames else "application/octet-stream"
+    return Response(
+        b"".join(chunks),
+        media_type=f'multipart/related; type="{main_type}"; boundary={boundary}',
+    )
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data), status_code=status, media_type=DICOM_JSON)
+
+
+def instance_url(base: str, doc: dict[str, Any]) -> str:
+    return (
+        f"{base}/dicomweb/studies/{doc['study_uid']}/series/{doc['series_uid']}"
+        f"/instances/{doc['_id']}"
+    )
+
+
+def metadata_of(doc: dict[str, Any], base: str, key: AnonymizationKey | None) -> dict[str, Any]:
+    data = dict(doc.get("meta") or {})
+    if doc.get("has_pixels"):
+        frames = ",".join(str(n) for n in range(1, max(doc.get("frames") or 1, 1) + 1))
+        data["7FE00010"] = {"vr": "OW", "BulkDataURI": f"{instance_url(base, doc)}/frames/{frames}"}
+    json_set(data, "RetrieveURL", "UR", [instance_url(base, doc)])
+    return anonymize_json(data, key) if key else data
+
+
+async def visible_instances(
+    stores: DicomStores,
+    decision: AccessDecision,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+    with_meta: bool = True,
+) -> list[dict[str, Any]]:
+    docs = await stores.index.instances_of(study_uid, series_uid, sop_uid, with_meta=with_meta)
+    docs = [d for d in docs if may_see(d, decision)]
+    if not docs:
+        raise ObjectNotFound("no such object in this study")
+    return docs
+
+
+async def study_key(
+    stores: DicomStores, decision: AccessDecision, study_uid: str
+) -> AnonymizationKey | None:
+    if not decision.anonymized:
+        return None
+    study = await stores.index.study(study_uid)
+    return anonymization(decision, stores.settings, (study or {}).get("patient_id"))
+
+
+# --- STOW-RS -----------------------------------------------------------------------------
+
+router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
+
+STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Every instance stored",
+        "content": {DICOM_JSON: {"schema": {"type": "object"}}},
+    },
+    202: {
+        "description": "Some instances failed",
+        "content": {DICOM_JSON: {"schema": {"type": "object"}}},
+    },
+    409: {
+        "description": "No instance stored",
+        "content": {DICOM_JSON: {"schema": {"type": "object"}}},
+    },
+    **problem_responses(400, 401, 403, 413, 415),
+}
+
+
+def boundary_of(content_type: str) -> str:
+    media_type, *params = [p.strip() for p in content_type.split(";")]
+    values = {}
+    for param in params:
+        name, _, value = param.partition("=")
+        values[name.strip().lower()] = value.strip().strip('"')
+    if media_type.lower() != "multipart/related":
+        raise UnsupportedMediaType("STOW-RS takes multipart/related")
+    if values.get("type", "application/dicom").lower() != "application/dicom":
+        raise UnsupportedMediaType('only type="application/dicom" parts are accepted')
+    if not values.get("boundary"):
+        raise UnsupportedMediaType("the multipart body has no boundary")
+    return values["boundary"]
+
+
+def split_multipart(buffer: Any, boundary: str) -> list[tuple[dict[str, str], bytes]]:
+    """(headers, content) of each part of a multipart body held in `buffer` (bytes or mmap)."""
+    delim = b"--" + boundary.encode()
+    start = buffer.find(delim)
+    if start < 0:
+        return []
+    pos = start + len(delim)
+    parts = []
+    while buffer[pos : pos + 2] != b"--":
+        line_end = buffer.find(b"\r\n", pos)
+        if line_end < 0:
+            break
+        part_start = line_end + 2
+        end = buffer.find(b"\r\n" + delim, part_start)
+        if end < 0:
+            break
+        raw = buffer[part_start:end]
+        head, sep, content = bytes(raw).partition(b"\r\n\r\n")
+        if not sep:
+            if raw[:2] == b"\r\n":
+                head, content = b"", bytes(raw[2:])
+            else:
+                head, content = bytes(raw), b""
+        headers = {}
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.strip():
+                headers[name.strip().lower()] = value.strip()
+        parts.append((headers, content))
+        pos = end + 2 + len(delim)
+    return parts
+
+
+def stow_response(outcomes: list[Outcome], base: str, study_uid: str | None) -> Response:
+    stored, failed = Dataset(), []
+    referenced = []
+    for outcome in outcomes:
+        item = Dataset()
+        if outcome.sop_class_uid:
+            item.ReferencedSOPClassUID = outcome.sop_class_uid
+        if outcome.sop_instance_uid:
+            item.ReferencedSOPInstanceUID = outcome.sop_instance_uid
+        if outcome.ok:
+            item.RetrieveURL = (
+                f"{base}/dicomweb/studies/{outcome.study_uid}/series/{outcome.series_uid}"
+                f"/instances/{outcome.sop_instance_uid}"
+            )
+            referenced.append(item)
+        else:
+            item.FailureReason = outcome.failure
+            failed.append(item)
+    if study_uid:
+        stored.RetrieveURL = f"{base}/dicomweb/studies/{study_uid}"
+    if referenced:
+        stored.ReferencedSOPSequence = referenced
+    if failed:
+        stored.FailedSOPSequence = failed
+    status = 200 if not failed else (202 if referenced else 409)
+    return json_response(stored.to_json_dict(), status)
+
+
+def upload_for(principal: AccessClaims, department_id: str | None) -> Upload:
+    if department_id is not None and department_id not in principal.department_ids:
+        raise DepartmentNotYours(f"you are not a member of department {department_id}")
+    department = department_id or (
+        principal.department_ids[0] if principal.department_ids else None
+    )
+    return Upload(
+        via="stow-rs",
+        actor=Actor(kind="user", id=principal.sub, role=(principal.roles or (None,))[0]),
+        department_id=department,
+        owner_id=principal.sub,
+    )
+
+
+async def receive_stow(
+    request: Request,
+    stores: DicomStores,
+    principal: AccessClaims,
+    department_id: str | None,
+    study_uid: str | None,
+) -> Response:
+    boundary = boundary_of(request.headers.get("content-type", ""))
+    upload = upload_for(principal, department_id)
+    with tempfile.TemporaryFile() as spool:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > stores.settings.stow_max_bytes:
+                raise UploadTooLarge("the upload is larger than this store accepts")
+            spool.write(chunk)
+        if size == 0:
+            raise UnsupportedMediaType("the request body is empty")
+        spool.flush()
+        with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as body:
+            parts = split_multipart(body, boundary)
+    objects = [
+        content
+        for headers, content in parts
+        if headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
+        == "application/dicom"
+    ]
+    skipped = len(parts) - len(objects)
+    if not parts:
+        raise UnsupportedMediaType("the multipart body holds no part")
+    outcomes = await stores.ingest.receive(
+        upload, objects, expect_study=study_uid, owner_check=True
+    )
+    outcomes += [Outcome(None, None, None, None, 0xC000, "not application/dicom")] * skipped
+    return stow_response(outcomes, base_url(request), study_uid)
+
+
+@router.post(
+    "/studies",
+    summary="STOW-RS: store instances (multipart/related; type=application/dicom)",
+    response_class=Response,
+    responses=STOW_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/related": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def stow(
+    request: Request,
+    stores: Stores,
+    principal: CurrentUser,
+    department_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    return await receive_stow(request, stores, principal, department_id, None)
+
+
+@router.post(
+    "/studies/{study_uid}",
+    summary="STOW-RS into one study (instances of other studies are refused)",
+    response_class=Response,
+    responses=STOW_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/related": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def stow_study(
+    study_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentUser,
+    department_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    return await receive_stow(request, stores, principal, department_id, study_uid)
+
+
+# --- QIDO-RS -----------------------------------------------------------------------------
+
+
+def date_query(value: str) -> dict[str, str] | str:
+    """DICOM date matching: single date or range (`a-b`, `a-`, `-b`)."""
+    value = value.replace(".", "")
+    if "-" not in value:
+        return value
+    low, _, high = value.partition("-")
+    query = {}
+    if low:
+        query["$gte"] = low
+    if high:
+        query["$lte"] = high
+    return query
+
+
+def matches(pattern: str | None, value: Any) -> bool:
+    if not pattern:
+        return True
+    text = str(value or "")
+    if "*" in pattern or "?" in pattern:
+        return fnmatch.fnmatchcase(text.lower(), pattern.lower())
+    return text.lower() == pattern.lower()
+
+
+def study_json(
+    doc: dict[str, Any],
+    base: str,
+    key: AnonymizationKey | None,
+    series: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The QIDO study answer; with `series` (those the caller may see) the modalities and
+    counts are of what the caller can open, so hidden reports do not show through."""
+    data = dict(doc.get("meta") or {})
+    if series is None:
+        modalities = list(doc.get("modalities") or [])
+        series_count, instance_count = doc.get("series_count", 0), doc.get("instance_count", 0)
+    else:
+        modalities = sorted({s.get("modality") or "OT" for s in series})
+        series_count = len(series)
+        instance_count = sum(s.get("instance_count", 0) for s in series)
+    json_set(data, "ModalitiesInStudy", "CS", modalities)
+    json_set(data, "NumberOfStudyRelatedSeries", "IS", [series_count])
+    json_set(data, "NumberOfStudyRelatedInstances", "IS", [instance_count])
+    json_set(data, "RetrieveURL", "UR", [f"{base}/dicomweb/studies/{doc['_id']}"])
+    return anonymize_json(data, key) if key else data
+
+
+def visible_study_uids(request: Request, principal: AccessClaims) -> Iterable[str]:
+    """The study UIDs the caller may open, from the access model."""
+    return request.app.state.access_model.visible_studies(principal)
+
+
+@router.get(
+    "/studies",
+    summary="QIDO-RS: search the studies the caller may open",
+    response_class=Response,
+    responses={
+        200: {"description": "Matching studies", "content": {DICOM_JSON: {"schema": ANY_JSON}}},
+        **problem_responses(401),
+    },
+)
+async def search_studies(
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    PatientID: Annotated[str | None, Query(max_length=64)] = None,
+    PatientName: Annotated[str | None, Query(max_length=128)] = None,
+    StudyDate: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9.]*-?[0-9.]*$")] = None,
+    ModalitiesInStudy: Annotated[str | None, Query(max_length=64)] = None,
+    StudyInstanceUID: Annotated[str | None, Query(max_length=1024)] = None,
+    AccessionNumber: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    includefield: Annotated[list[str] | None, Query()] = None,
+    fuzzymatching: bool = False,
+) -> Response:
+    query: dict[str, Any] = {}
+    if StudyDate:
+        query["study_date"] = date_query(StudyDate)
+    wanted_modalities = {m.strip() for m in (ModalitiesInStudy or "").split(",") if m.strip()}
+    if wanted_modalities:
+        query["modalities"] = {"$in": sorted(wanted_modalities)}
+    if AccessionNumber:
+        query["accession_number"] = AccessionNumber
+    uids = set(visible_study_uids(request, principal))
+    if StudyInstanceUID:
+        uids &= {u.strip() for u in StudyInstanceUID.split(",")}
+    base = base_url(request)
+    results: list[dict[str, Any]] = []
+    skipped = 0
+    async for doc in stores.index.search_studies(uids, query):
+        decision = request.app.state.access_model.decide(principal, doc["_id"])
+        if not decision.images:
+            continue
+        key = anonymization(decision, stores.settings, doc.get("patient_id"))
+        series = [x for x in await stores.index.series_of(doc["_id"]) if may_see(x, decision)]
+        data = study_json(doc, base, key, series)
+        # filters match what the caller sees (the pseudonym on anonymized shares, no hidden
+        # report series)
+        if not matches(PatientID, json_value(data, "PatientID")):
+            continue
+        if not matches(PatientName, json_value(data, "PatientName")):
+            continue
+        if wanted_modalities and not wanted_modalities & {x.get("modality") for x in series}:
+            continue
+        if skipped < offset:
+            skipped += 1
+            continue
+        results.append(data)
+        if len(results) >= limit:
+            break
+    return json_response(results)
+
+
+@router.get(
+    "/studies/{study_uid}/series",
+    summary="QIDO-RS: the series of a study",
+    response_class=Response,
+    responses={
+        200: {"description": "Series", "content": {DICOM_JSON: {"schema": ANY_JSON}}},
+        **problem_responses(401, 403, 404),
+    },
+)
+async def search_series(
+    study_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+    Modality: Annotated[str | None, Query(max_length=16)] = None,
+    SeriesInstanceUID: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    require_images(decision)
+    study = await stores.index.study(study_uid)
+    if study is None:
+        raise ObjectNotFound(f"study {study_uid} is not in the store")
+    key = anonymization(decision, stores.settings, study.get("patient_id"))
+    base = base_url(request)
+    out = []
+    for series in await stores.index.series_of(study_uid):
+        if not may_see(series, decision):
+            continue
+        if Modality and series.get("modality") != Modality:
+            continue
+        if SeriesInstanceUID and series["_id"] != SeriesInstanceUID:
+            continue
+        data = {**(study.get("meta") or {}), **(series.get("meta") or {})}
+        json_set(data, "NumberOfSeriesRelatedInstances", "IS", [series.get("instance_count", 0)])
+        json_set(
+            data,
+            "RetrieveURL",
+            "UR",
+            [f"{base}/dicomweb/studies/{study_uid}/series/{series['_id']}"],
+        )
+        out.append(anonymize_json(data, key) if key else data)
+    await record_access(request, decision, principal, "view")
+    return json_response(out)
+
+
+async def _search_instances(
+    request: Request,
+    stores: DicomStores,
+    principal: AccessClaims,
+    decision: AccessDecision,
+    study_uid: str,
+    series_uid: str | None,
+) -> Response:
+    require_images(decision)
+    docs = await visible_instances(stores, decision, study_uid, series_uid)
+    key = await study_key(stores, decision, study_uid)
+    base = base_url(request)
+    keep = (
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "SOPClassUID",
+        "InstanceNumber",
+        "Rows",
+        "Columns",
+        "NumberOfFrames",
+        "Modality",
+        "PatientName",
+        "PatientID",
+    )
+    keys = {tag_key(k) for k in keep}
+    out = []
+    for doc in docs:
+        data = {k: v for k, v in (doc.get("meta") or {}).items() if k in keys}
+        json_set(data, "RetrieveURL", "UR", [instance_url(base, doc)])
+        out.append(anonymize_json(data, key) if key else data)
+    await record_access(request, decision, principal, "view")
+    return json_response(out)
+
+
+@router.get(
+    "/studies/{study_uid}/instances",
+    summary="QIDO-RS: the instances of a study",
+    response_class=Response,
+    responses={
+        200: {"description": "Instances", "content": {DICOM_JSON: {"schema": ANY_JSON}}},
+        **problem_responses(401, 403, 404),
+    },
+)
+async def search_study_instances(
+    study_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+) -> Response:
+    return await _search_instances(request, stores, principal, decision, study_uid, None)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances",
+    summary="QIDO-RS: the instances of a series",
+    response_class=Response,
+    responses={
+        200: {"description": "Instances", "content": {DICOM_JSON: {"schema": ANY_JSON}}},
+        **problem_responses(401, 403, 404),
+    },
+)
+async def search_series_instances(
+    study_uid: str,
+    series_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+) -> Response:
+    return await _search_instances(request, stores, principal, decision, study_uid, series_uid)
+
+
+# --- WADO-RS -----------------------------------------------------------------------------
+
+MULTIPART_DICOM = {
+    200: {
+        "description": "multipart/related; type=application/dicom",
+        "content": {"multipart/related": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    **problem_responses(401, 403, 404),
+}
+METADATA = {
+    200: {"description": "DICOM JSON metadata", "content": {DICOM_JSON: {"schema": ANY_JSON}}},
+    **problem_responses(401, 403, 404),
+}
+
+
+async def _retrieve(
+    request: Request,
+    stores: DicomStores,
+    principal: AccessClaims,
+    decision: AccessDecision,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> Response:
+    require_images(decision)
+    docs = await visible_instances(
+        stores, decision, study_uid, series_uid, sop_uid, with_meta=False
+    )
+    key = await study_key(stores, decision, study_uid)
+    await record_access(request, decision, principal, "instances")
+    return multipart_dicom(stores, docs, key)
+
+
+async def _metadata(
+    request: Request,
+    stores: DicomStores,
+    principal: AccessClaims,
+    decision: AccessDecision,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> Response:
+    require_images(decision)
+    docs = await visible_instances(stores, decision, study_uid, series_uid, sop_uid)
+    key = await study_key(stores, decision, study_uid)
+    base = base_url(request)
+    await record_access(request, decision, principal, "metadata")
+    return json_response([metadata_of(doc, base, key) for doc in docs])
+
+
+@router.get(
+    "/studies/{study_uid}",
+    summary="WADO-RS: retrieve a study",
+    response_class=Response,
+    responses=MULTIPART_DICOM,
+)
+async def retrieve_study(
+    study_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+) -> Response:
+    return await _retrieve(request, stores, principal, decision, study_uid)
+
+
+@router.get(
+    "/studies/{study_uid}/metadata",
+    summary="WADO-RS: study metadata",
+    response_class=Response,
+    responses=METADATA,
+)
+async def study_metadata(
+    study_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+) -> Response:
+    return await _metadata(request, stores, principal, decision, study_uid)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}",
+    summary="WADO-RS: retrieve a series",
+    response_class=Response,
+    responses=MULTIPART_DICOM,
+)
+async def retrieve_series(
+    study_uid: str,
+    series_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+) -> Response:
+    return await _retrieve(request, stores, principal, decision, study_uid, series_uid)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/metadata",
+    summary="WADO-RS: series metadata",
+    response_class=Response,
+    responses=METADATA,
+)
+async def series_metadata(
+    study_uid: str,
+    series_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+) -> Response:
+    return await _metadata(request, stores, principal, decision, study_uid, series_uid)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
+    summary="WADO-RS: retrieve an instance",
+    response_class=Response,
+    responses=MULTIPART_DICOM,
+)
+async def retrieve_instance(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+) -> Response:
+    return await _retrieve(request, stores, principal, decision, study_uid, series_uid, sop_uid)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
+    summary="WADO-RS: instance metadata",
+    response_class=Response,
+    responses=METADATA,
+)
+async def instance_metadata(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+) -> Response:
+    return await _metadata(request, stores, principal, decision, study_uid, series_uid, sop_uid)
+
+
+# --- frames and rendered -----------------------------------------------------------------
+
+ENCAPSULATED_MEDIA = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.5": "image/x-dicom-rle",
+}
+
+
+def frame_numbers(text: str) -> list[int]:
+    try:
+        numbers = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise ObjectNotFound("frame numbers are positive integers") from None
+    if not numbers or any(n < 1 for n in numbers) or len(numbers) > 10_000:
+        raise ObjectNotFound("frame numbers are positive integers")
+    return numbers
+
+
+def read_frames(path: str | Any, numbers: list[int]) -> list[tuple[str, bytes]]:
+    ds = dcmread(path)
+    if "PixelData" not in ds:
+        raise NotRenderable("the object has no pixel data")
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    if any(n > count for n in numbers):
+        raise ObjectNotFound(f"the instance has {count} frame(s)")
+    ts = ds.file_meta.TransferSyntaxUID
+    if ts.is_encapsulated:
+        from pydicom.encaps import generate_frames
+
+        frames = list(generate_frames(ds.PixelData, number_of_frames=count))
+        media = ENCAPSULATED_MEDIA.get(str(ts), "application/octet-stream")
+        return [(media, frames[n - 1]) for n in numbers]
+    data = ds.PixelData
+    size = len(data) // count
+    if int(ds.BitsAllocated) >= 8:
+        size = (
+            int(ds.Rows)
+            * int(ds.Columns)
+            * int(ds.get("SamplesPerPixel", 1))
+            * (int(ds.BitsAllocated) // 8)
+        )
+    return [("application/octet-stream", bytes(data[(n - 1) * size : n * size])) for n in numbers]
+
+
+def _render(
+    path: Any,
+    frame: int,
+    media: Literal["image/png", "image/jpeg"],
+    window: tuple[float, float] | None,
+    quality: int,
+    viewport: tuple[int, int] | None = None,
+) -> bytes:
+    """One frame as an 8-bit PNG/JPEG: modality LUT, then VOI (window) LUT, then scaling."""
+    from PIL import Image
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, convert_color_space
+
+    ds = dcmread(path)
+    if "PixelData" not in ds:
+        raise NotRenderable("the object has no pixel data")
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    if frame > count or frame < 1:
+        raise ObjectNotFound(f"the instance has {count} frame(s)")
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        raise NotRenderable(f"the pixel data cannot be decoded here: {exc}") from exc
+    if count > 1:
+        arr = arr[frame - 1]
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if int(ds.get("SamplesPerPixel", 1)) == 3:
+        if photometric.startswith("YBR") and not ds.file_meta.TransferSyntaxUID.is_encapsulated:
+            arr = convert_color_space(arr, photometric, "RGB")
+        image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    else:
+        values = apply_modality_lut(arr, ds).astype(np.float64)
+        if window is not None:
+            center, width = window
+            low, high = center - width / 2, center + width / 2
+        elif "WindowCenter" in ds and "WindowWidth" in ds:
+            values = apply_voi_lut(values, ds).astype(np.float64)
+            low, high = float(values.min()), float(values.max())
+        else:
+            low, high = float(values.min()), float(values.max())
+        scaled = (np.clip(values, low, high) - low) / max(high - low, 1e-9) * 255.0
+        if photometric == "MONOCHROME1":
+            scaled = 255.0 - scaled
+        image = Image.fromarray(scaled.astype(np.uint8), "L")
+    if viewport is not None:
+        image.thumbnail(viewport)
+    out = io.BytesIO()
+    if media == "image/png":
+        image.save(out, format="PNG")
+    else:
+        image.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def render(
+    path: Any,
+    frame: int,
+    media: Literal["image/png", "image/jpeg"],
+    window: tuple[float, float] | None,
+    quality: int,
+    viewport: tuple[int, int] | None = None,
+) -> bytes:
+    """`_render`, with any decoding trouble answered as NotRenderable (never a 500)."""
+    try:
+        return _render(path, frame, media, window, quality, viewport)
+    except RuleViolation:
+        raise
+    except Exception as exc:
+        raise NotRenderable(f"the object cannot be rendered: {type(exc).__name__}") from exc
+
+
+def rendered_media(request: Request) -> Literal["image/png", "image/jpeg"]:
+    accept = request.headers.get("accept", "")
+    return "image/png" if "image/png" in accept else "image/jpeg"
+
+
+def parse_window(window: str | None) -> tuple[float, float] | None:
+    """`center,width[,function]` (the pattern of the query checks the form)."""
+    if not window:
+        return None
+    center, width = (float(v) for v in window.split(",")[:2])
+    return center, max(width, 1.0)
+
+
+async def _one_instance(
+    stores: DicomStores, decision: AccessDecision, study_uid: str, series_uid: str, sop_uid: str
+) -> dict[str, Any]:
+    require_images(decision)
+    docs = await visible_instances(
+        stores, decision, study_uid, series_uid, sop_uid, with_meta=False
+    )
+    return docs[0]
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frames}",
+    summary="WADO-RS: frames (uncompressed pixel data or the stored compressed frames)",
+    response_class=Response,
+    responses=MULTIPART_DICOM,
+)
+async def retrieve_frames(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    frames: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+) -> Response:
+    doc = await _one_instance(stores, decision, study_uid, series_uid, sop_uid)
+    import anyio
+
+    numbers = frame_numbers(frames)
+    try:
+        data = await anyio.to_thread.run_sync(
+            read_frames, stores.blobs.absolute(doc["path"]), numbers
+        )
+    except RuleViolation:
+        raise
+    except Exception as exc:
+        raise NotRenderable(f"the frames cannot be read: {type(exc).__name__}") from exc
+    await record_access(request, decision, principal, "rendered")
+    return multipart_frames(data)
+
+
+Window = Annotated[
+    str | None,
+    Query(
+        pattern=r"^-?[0-9]{1,6}(\.[0-9]{1,4})?,[0-9]{1,6}(\.[0-9]{1,4})?(,[A-Z_]{1,16})?$",
+        description="center,width[,function] of the VOI window",
+    ),
+]
+RENDERED = {
+    200: {
+        "description": "PNG or JPEG",
+        "content": {
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    **problem_responses(401, 403, 404, 406),
+}
+
+
+async def _rendered(
+    request: Request,
+    stores: DicomStores,
+    principal: AccessClaims,
+    decision: AccessDecision,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    frame: int,
+    window: str | None,
+    quality: int,
+) -> Response:
+    import anyio
+
+    doc = await _one_instance(stores, decision, study_uid, series_uid, sop_uid)
+    media = rendered_media(request)
+    data = await anyio.to_thread.run_sync(
+        render, stores.blobs.absolute(doc["path"]), frame, media, parse_window(window), quality
+    )
+    await record_access(request, decision, principal, "rendered")
+    return Response(data, media_type=media)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered",
+    summary="WADO-RS: the instance (first frame) rendered as JPEG or PNG",
+    response_class=Response,
+    responses=RENDERED,
+)
+async def rendered_instance(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+    window: Window = None,
+    quality: Annotated[int, Query(ge=1, le=100)] = 90,
+) -> Response:
+    return await _rendered(
+        request, stores, principal, decision, study_uid, series_uid, sop_uid, 1, window, quality
+    )
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame}/rendered",
+    summary="WADO-RS: one frame rendered as JPEG or PNG",
+    response_class=Response,
+    responses=RENDERED,
+)
+async def rendered_frame(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    frame: Annotated[int, Path(ge=1, le=100_000)],
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+    window: Window = None,
+    quality: Annotated[int, Query(ge=1, le=100)] = 90,
+) -> Response:
+    return await _rendered(
+        request, stores, principal, decision, study_uid, series_uid, sop_uid, frame, window, quality
+    )
+
+
+# --- thumbnails --------------------------------------------------------------------------
+
+
+def parse_viewport(viewport: str | None) -> tuple[int, int]:
+    """`width,height`, each kept within 1..1024 (the pattern of the query checks the form)."""
+    if not viewport:
+        return (128, 128)
+    width, height = (min(max(int(v), 1), 1024) for v in viewport.split(",")[:2])
+    return width, height
+
+
+async def _thumbnail(
+    request: Request,
+    stores: DicomStores,
+    principal: AccessClaims,
+    decision: AccessDecision,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+    viewport: str | None,
+) -> Response:
+    """A small rendering of the middle image of the (first image series of the) selection."""
+    import anyio
+
+    require_images(decision)
+    docs = await visible_instances(
+        stores, decision, study_uid, series_uid, sop_uid, with_meta=False
+    )
+    images = [d for d in docs if d.get("has_pixels") and d.get("kind") == "image"]
+    if not images:
+        raise NotRenderable("nothing in this selection has pixel data")
+    first_series = images[0]["series_uid"]
+    images = [d for d in images if d["series_uid"] == first_series]
+    doc = images[len(images) // 2]
+    media = rendered_media(request)
+    frame = ((doc.get("frames") or 1) + 1) // 2  # the middle frame, 1-based
+    data = await anyio.to_thread.run_sync(
+        render,
+        stores.blobs.absolute(doc["path"]),
+        frame,
+        media,
+        None,
+        80,
+        parse_viewport(viewport),
+    )
+    await record_access(request, decision, principal, "rendered")
+    return Response(data, media_type=media)
+
+
+Viewport = Annotated[
+    str | None,
+    Query(pattern=r"^[0-9]{1,4},[0-9]{1,4}$", description="width,height (default 128,128)"),
+]
+
+
+@router.get(
+    "/studies/{study_uid}/thumbnail",
+    summary="WADO-RS: a thumbnail of the study",
+    response_class=Response,
+    responses=RENDERED,
+)
+async def study_thumbnail(
+    study_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+    viewport: Viewport = None,
+) -> Response:
+    return await _thumbnail(request, stores, principal, decision, study_uid, None, None, viewport)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/thumbnail",
+    summary="WADO-RS: a thumbnail of the series",
+    response_class=Response,
+    responses=RENDERED,
+)
+async def series_thumbnail(
+    study_uid: str,
+    series_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+    viewport: Viewport = None,
+) -> Response:
+    return await _thumbnail(
+        request, stores, principal, decision, study_uid, series_uid, None, viewport
+    )
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/thumbnail",
+    summary="WADO-RS: a thumbnail of the instance",
+    response_class=Response,
+    responses=RENDERED,
+)
+async def instance_thumbnail(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+    viewport: Viewport = None,
+) -> Response:
+    return await _thumbnail(
+        request, stores, principal, decision, study_uid, series_uid, sop_uid, viewport
+    )

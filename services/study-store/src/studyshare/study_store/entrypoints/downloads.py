@@ -1,0 +1,180 @@
+"""`GET /api/studies/{study_uid}/download`: the study as a ZIP of DICOM files.
+
+Only where the access decision allows download; anonymized on the way out on anonymized shares,
+and registered as a `download` access. By default the ZIP is a DICOM File-set (a `DICOMDIR`
+at its root, as on a CD), which viewers and PACS import directly; `dicomdir=false` gives the
+plain files by series. The ZIP is written as it is sent.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+from pydicom.fileset import FileSet
+
+from studyshare.plumbing.auth import CurrentPrincipal
+from studyshare.plumbing.errors import Forbidden, NotFound
+from studyshare.plumbing.logging import get_logger
+from studyshare.study_store.domain.anonymize import AnonymizationKey
+from studyshare.study_store.entrypoints.dependencies import StudyAccess
+from studyshare.study_store.entrypoints.dicomweb import (
+    DicomStores,
+    Stores,
+    anonymized_bytes,
+    problem_responses,
+    record_access,
+    require_images,
+    served_bytes,
+    study_key,
+    visible_instances,
+)
+
+log = get_logger(__name__)
+router = APIRouter(prefix="/api/studies", tags=["studies"])
+
+
+class DownloadNotAllowed(Forbidden):
+    """The share did not allow download (only the images may be viewed)."""
+
+
+class _Pipe:
+    """A write-only, non-seekable sink collecting what zipfile writes."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        self.chunks.append(bytes(data))
+        self.written += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data, self.chunks = b"".join(self.chunks), []
+        return data
+
+
+def dicomdir_stream(
+    stores: DicomStores, docs: list[dict[str, Any]], key: AnonymizationKey | None
+) -> Iterator[bytes]:
+    """A DICOM File-set (DICOMDIR + PT*/ST*/SE*/IM* files) zipped; plain files if pydicom
+    cannot build a file-set for these objects."""
+    with tempfile.TemporaryDirectory(prefix="studyshare-dl-") as tmp:
+        root = Path(tmp)
+        try:
+            fileset = FileSet()
+            for number, doc in enumerate(docs):
+                source = stores.blobs.absolute(doc["path"])
+                if key is not None:
+                    staged = root / "staged" / f"{number}.dcm"
+                    staged.parent.mkdir(exist_ok=True)
+                    staged.write_bytes(anonymized_bytes(stores, doc, key))
+                    source = staged
+                fileset.add(source)
+            fileset.write(root / "fileset")
+        except Exception as exc:
+            log.warning("download.no_fileset", error=type(exc).__name__)
+            yield from zip_stream(stores, docs, key, "DICOM")
+            return
+        pipe = _Pipe()
+        base = root / "fileset"
+        with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
+            for path in sorted(base.rglob("*")):
+                if path.is_file():
+                    archive.write(path, str(path.relative_to(base)))
+                    if pipe.written > 1 << 20:
+                        yield pipe.take()
+        yield pipe.take()
+
+
+def zip_stream(
+    stores: DicomStores, docs: list[dict[str, Any]], key: AnonymizationKey | None, folder: str
+) -> Iterator[bytes]:
+    pipe = _Pipe()
+    with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
+        for number, doc in enumerate(docs, start=1):
+            name = f"{folder}/{doc['series_uid']}/{number:05d}_{doc['_id']}.dcm"
+            with archive.open(name, "w", force_zip64=True) as entry:
+                for chunk in served_bytes(stores, doc, key):
+                    entry.write(chunk)
+                    if pipe.written > 1 << 20:
+                        yield pipe.take()
+            yield pipe.take()
+    yield pipe.take()
+
+
+@router.get(
+    "/{study_uid}/download",
+    summary="Download the study as a ZIP of DICOM files (where download is allowed)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "application/zip",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **problem_responses(401, 403, 404),
+    },
+)
+async def download_study(
+    study_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+    dicomdir: Annotated[bool, Query(description="a DICOM File-set with DICOMDIR")] = True,
+) -> Response:
+    require_images(decision)
+    if not decision.download:
+        raise DownloadNotAllowed("download was not allowed for this study")
+    docs = await visible_instances(stores, decision, study_uid, with_meta=False)
+    key = await study_key(stores, decision, study_uid)
+    await record_access(request, decision, principal, "download")
+    body = (
+        dicomdir_stream(stores, docs, key) if dicomdir else zip_stream(stores, docs, key, "DICOM")
+    )
+    return StreamingResponse(
+        body,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="study-{study_uid}.zip"'},
+    )
+
+
+class UploadedTogether(BaseModel):
+    study_uid: str
+    study_uids: list[str]
+
+
+@router.get(
+    "/{study_uid}/uploaded-together",
+    summary="The studies uploaded together with this one (same STOW request or association)",
+    response_model=UploadedTogether,
+    responses=problem_responses(401, 403, 404),
+)
+async def uploaded_together(
+    study_uid: str,
+    request: Request,
+    stores: Stores,
+    principal: CurrentPrincipal,
+    decision: StudyAccess,
+) -> UploadedTogether:
+    """For "share all exams uploaded together": only those the caller may open are listed."""
+    require_images(decision)
+    if await stores.index.study(study_uid) is None:
+        raise NotFound(f"study {study_uid} is not in the store")
+    model = request.app.state.access_model
+    together = [
+        uid
+        for uid in await stores.index.studies_uploaded_with(study_uid)
+        if uid == study_uid or model.decide(principal, uid).images
+    ]
+    return UploadedTogether(study_uid=study_uid, study_uids=together or [study_uid])

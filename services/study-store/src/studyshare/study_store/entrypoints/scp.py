@@ -1,0 +1,206 @@
+"""The DICOM C-STORE receiver (`python -m studyshare.study_store scp`).
+
+Modalities and PACS push studies to our AE title. The calling AE title says which sending
+department the studies belong to (`scp_calling_ae_departments`); other AE titles are refused at
+association time. Each C-STORE writes its object to disk at once (the success status means the
+object is safe); the index and the study events are written in batches: every
+`scp_flush_instances` objects and when the association ends, with one upload batch id per
+association ("uploaded together").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+
+from studyshare.contracts.envelope import Actor
+from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.mongo import mongo_client
+from studyshare.study_store.adapters.blobstore import BlobStore
+from studyshare.study_store.service_layer.ingest import Ingest, Parsed, Upload, parse
+from studyshare.study_store.settings import StudyStoreSettings
+
+log = get_logger(__name__)
+
+TRANSFER_SYNTAXES = [
+    ImplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.5",
+]
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+NOT_AUTHORIZED = 0x0124
+
+
+class AssociationBatch:
+    """The objects received on one association, not yet indexed."""
+
+    def __init__(self, upload: Upload) -> None:
+        self.upload = upload
+        self.pending: list[Parsed] = []
+        self.paths: dict[str, str] = {}
+        self.foreign: dict[str, bool] = {}
+        self.lock = threading.Lock()
+
+
+class StoreSCP:
+    """Bridges pynetdicom's handler threads to the asyncio ingest on `loop`."""
+
+    def __init__(
+        self, settings: StudyStoreSettings, ingest: Ingest, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.settings = settings
+        self.ingest = ingest
+        self.loop = loop
+        self.batches: dict[int, AssociationBatch] = {}
+        self._lock = threading.Lock()
+
+    def _run(self, coro: Any, timeout: float = 120.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def _batch(self, event: Any) -> AssociationBatch:
+        key = id(event.assoc)
+        with self._lock:
+            batch = self.batches.get(key)
+            if batch is None:
+                calling = event.assoc.requestor.ae_title.strip()
+                department = self.settings.scp_calling_ae_departments.get(calling)
+                batch = AssociationBatch(
+                    Upload(
+                        via="c-store",
+                        actor=Actor(kind="service", id=f"ae:{calling}"),
+                        department_id=department,
+                    )
+                )
+                self.batches[key] = batch
+            return batch
+
+    def handle_store(self, event: Any) -> int:
+        batch = self._batch(event)
+        try:
+            data = event.encoded_dataset()
+            parsed = parse(data)
+        except Exception as exc:
+            log.warning("scp.unreadable", error=str(exc)[:200])
+            return CANNOT_UNDERSTAND
+        f = parsed.facts
+        try:
+            if f.study_uid not in batch.foreign:
+                foreign = self._run(self.ingest.foreign_studies(batch.upload, [parsed]))
+                batch.foreign[f.study_uid] = bool(foreign)
+            if batch.foreign[f.study_uid]:
+                return NOT_AUTHORIZED
+            path = self.ingest.blobs.write(f.study_uid, f.series_uid, f.sop_instance_uid, data)
+        except Exception:
+            log.exception("scp.store_failed")
+            return OUT_OF_RESOURCES
+        with batch.lock:
+            batch.pending.append(parsed)
+            batch.paths[f.sop_instance_uid] = self.ingest.blobs.relative(path)
+            full = len(batch.pending) >= self.settings.scp_flush_instances
+        if full:
+            self.flush(batch)
+        return SUCCESS
+
+    def flush(self, batch: AssociationBatch) -> None:
+        with batch.lock:
+            pending, batch.pending = batch.pending, []
+            paths, batch.paths = batch.paths, {}
+        if not pending:
+            return
+        for attempt in range(5):
+            try:
+                self._run(self.ingest.index_batch(batch.upload, pending, paths))
+                return
+            except Exception:
+                if attempt == 4:
+                    raise
+                log.warning("scp.flush_retry", batch_id=batch.upload.batch_id, attempt=attempt)
+                time.sleep(0.2 * 2**attempt)
+
+    def handle_close(self, event: Any) -> None:
+        with self._lock:
+            batch = self.batches.pop(id(event.assoc), None)
+        if batch is not None:
+            try:
+                self.flush(batch)
+            except Exception:
+                log.exception("scp.flush_failed", batch_id=batch.upload.batch_id)
+
+    def application_entity(self) -> AE:
+        ae = AE(ae_title=self.settings.scp_ae_title)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        ae.maximum_pdu_size = 0
+        if self.settings.scp_calling_ae_departments:
+            ae.require_calling_aet = list(self.settings.scp_calling_ae_departments)
+        return ae
+
+    def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
+        return [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_CONN_CLOSE, self.handle_close)]
+
+
+async def serve(settings: StudyStoreSettings, stop: asyncio.Event) -> None:
+    """Run the SCP until `stop` is set."""
+    client = mongo_client(settings)
+    db = client[settings.database_name]
+    settings.blob_dir.mkdir(parents=True, exist_ok=True)
+    ingest = Ingest(db, BlobStore(settings.blob_dir))
+    await ingest.ensure_indexes()
+    scp = StoreSCP(settings, ingest, asyncio.get_running_loop())
+    ae = scp.application_entity()
+    server = await asyncio.to_thread(
+        ae.start_server,
+        (settings.scp_host, settings.scp_port),
+        block=False,
+        evt_handlers=scp.handlers(),
+    )
+    log.info(
+        "scp.started",
+        ae_title=settings.scp_ae_title,
+        port=settings.scp_port,
+        known_callers=len(settings.scp_calling_ae_departments),
+    )
+    try:
+        await stop.wait()
+    finally:
+        await asyncio.to_thread(server.shutdown)
+        await client.close()
+        log.info("scp.stopped")
+
+
+def run(settings: StudyStoreSettings) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())

@@ -1,0 +1,222 @@
+"""PACS and RSW forwarding: request a transfer, perform it with retries, resend, list.
+
+A transfer (`trf_...`) is requested by an event (`StudyForwardRequested`); the worker performs
+it (`perform`): one C-STORE association per attempt, `StudyForwardFailed` per failed attempt
+with exponential backoff between attempts, `final=True` on the last, `StudyForwarded` on
+success. A resend starts a new round once the previous one has ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import defaultdict
+from typing import Any, Literal
+
+from pydicom import Dataset
+from pymongo.asynchronous.database import AsyncDatabase
+
+from studyshare.contracts.envelope import Actor, EventEnvelope
+from studyshare.plumbing.aggregate import Repository, new_id
+from studyshare.plumbing.eventstore import EventStore, from_document
+from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.projection import GenerationPointer
+from studyshare.study_store.adapters.blobstore import BlobStore
+from studyshare.study_store.adapters.instances import InstanceIndex
+from studyshare.study_store.adapters.pacs import Destination, StoreFailed, send_instances
+from studyshare.study_store.domain.anonymize import (
+    AnonymizationKey,
+    anonymize_dataset,
+    pseudonym_for,
+)
+from studyshare.study_store.domain.study import Transfer, TransferNotFound
+from studyshare.study_store.settings import StudyStoreSettings
+
+log = get_logger(__name__)
+
+DIRECTORY = "dicom_departments"
+Kind = Literal["pacs", "rsw"]
+
+
+def transfer_id_for(*parts: str) -> str:
+    """A deterministic transfer id, so a redelivered trigger requests nothing twice."""
+    return "trf_" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+class DepartmentDirectory:
+    """Departments with their PACS / RSW endpoints, from `identity.events`."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.pointer = GenerationPointer(db, DIRECTORY)
+
+    async def get(self, department_id: str) -> dict[str, Any] | None:
+        return await (await self.pointer.collection("departments")).find_one({"_id": department_id})
+
+    async def pacs_list(self) -> list[dict[str, Any]]:
+        cursor = (
+            (await self.pointer.collection("departments"))
+            .find({"kind": "pacs", "pacs": {"$ne": None}})
+            .sort("name", 1)
+        )
+        return [doc async for doc in cursor]
+
+    async def destination(self, kind: Kind, department_id: str) -> Destination | None:
+        doc = await self.get(department_id)
+        endpoint = (doc or {}).get(kind)
+        if not endpoint:
+            return None
+        return Destination(endpoint["ae_title"], endpoint["host"], int(endpoint["port"]))
+
+
+class Forwarding:
+    def __init__(self, db: AsyncDatabase, blobs: BlobStore, settings: StudyStoreSettings) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.settings = settings
+        self.store = EventStore(db)
+        self.repo: Repository[Transfer] = Repository(self.store, Transfer)
+        self.index = InstanceIndex(db)
+        self.directory = DepartmentDirectory(db)
+
+    async def request(
+        self,
+        study_uid: str,
+        kind: Kind,
+        destination_id: str,
+        actor: Actor,
+        trigger: Literal["manual", "share", "arrival"] = "manual",
+        transfer_id: str | None = None,
+        bucket_id: str | None = None,
+        anonymous_number: str | None = None,
+        causation_id: str | None = None,
+    ) -> Transfer:
+        transfer, _ = await self.repo.execute(
+            transfer_id or new_id("trf"),
+            lambda t: t.request(
+                study_uid=study_uid,
+                destination_kind=kind,
+                destination_id=destination_id,
+                trigger=trigger,
+                requested_by=actor.id if actor.kind == "user" else None,
+                bucket_id=bucket_id,
+                anonymous_number=anonymous_number,
+            ),
+            actor,
+            causation_id=causation_id,
+        )
+        return transfer
+
+    async def resend(
+        self, transfer_id: str, study_uid: str, actor: Actor, causation_id: str | None = None
+    ) -> Transfer:
+        existing = await self.repo.get(transfer_id)
+        if not existing.exists or existing.study_uid != study_uid:
+            raise TransferNotFound(f"transfer {transfer_id} does not exist for this study")
+        transfer, _ = await self.repo.execute(
+            transfer_id, lambda t: t.resend(actor.id), actor, causation_id=causation_id
+        )
+        return transfer
+
+    async def perform(self, transfer_id: str, causation_id: str | None = None) -> Transfer:
+        """Attempt the transfer until it succeeds or the attempts run out."""
+        actor = Actor.system("study-store-forwarding")
+        while True:
+            transfer = await self.repo.get(transfer_id)
+            if not transfer.exists or transfer.finished:
+                return transfer
+            try:
+                count = await self._send(transfer)
+            except Exception as exc:
+                reason = str(exc) if isinstance(exc, StoreFailed) else f"{type(exc).__name__}"
+                log.warning(
+                    "transfer.attempt_failed",
+                    transfer_id=transfer_id,
+                    reason=reason,
+                    attempt=transfer.attempts + 1,
+                )
+                transfer, _ = await self.repo.execute(
+                    transfer_id,
+                    lambda t, reason=reason: t.attempt_failed(
+                        reason, self.settings.forward_max_attempts
+                    ),
+                    actor,
+                    causation_id=causation_id,
+                )
+                if transfer.finished:
+                    return transfer
+                await asyncio.sleep(self.settings.forward_backoff_s * 2 ** (transfer.attempts - 1))
+                continue
+            transfer, _ = await self.repo.execute(
+                transfer_id,
+                lambda t, count=count: t.forwarded(count),
+                actor,
+                causation_id=causation_id,
+            )
+            log.info("transfer.forwarded", transfer_id=transfer_id, instances=count)
+            return transfer
+
+    async def _send(self, transfer: Transfer) -> int:
+        destination = await self.directory.destination(
+            transfer.destination_kind, transfer.destination_id
+        )
+        if destination is None:
+            raise StoreFailed(
+                f"{transfer.destination_id} has no {transfer.destination_kind} endpoint"
+            )
+        docs = await self.index.instances_of(transfer.study_uid, with_meta=False)
+        kinds = {"image"} if transfer.anonymous_number else {"image", "report"}
+        paths = [
+            self.blobs.absolute(d["path"])
+            for d in docs
+            if d.get("kind") in kinds and not (transfer.anonymous_number and d.get("burned_in"))
+        ]
+        transform = None
+        if transfer.anonymous_number:
+            study = await self.index.study(transfer.study_uid) or {}
+            key = AnonymizationKey(
+                transfer.anonymous_number,
+                pseudonym_for(study.get("patient_id") or "", self.settings.anonymization_secret),
+            )
+
+            def transform(ds: Dataset) -> Dataset:
+                return anonymize_dataset(ds, key)
+
+        return await asyncio.to_thread(
+            send_instances,
+            destination,
+            paths,
+            self.settings.scu_ae_title,
+            self.settings.forward_timeout_s,
+            transform,
+        )
+
+    async def transfers_of(self, study_uid: str) -> list[dict[str, Any]]:
+        """Every transfer of the study with its state, folded from the event store."""
+        cursor = self.store.events.find(
+            {"aggregate_type": "Transfer", "payload.study_uid": study_uid}
+        ).sort([("aggregate_id", 1), ("aggregate_version", 1)])
+        streams: dict[str, list[EventEnvelope]] = defaultdict(list)
+        async for doc in cursor:
+            streams[doc["aggregate_id"]].append(from_document(doc))
+        out = []
+        for transfer_id, envelopes in streams.items():
+            transfer = Transfer.rehydrate(transfer_id, envelopes)
+            destination = await self.directory.get(transfer.destination_id) or {}
+            out.append(
+                {
+                    "transfer_id": transfer_id,
+                    "destination_kind": transfer.destination_kind,
+                    "destination_id": transfer.destination_id,
+                    "destination_name": destination.get("name"),
+                    "state": transfer.state,
+                    "attempts": transfer.attempts,
+                    "rounds": transfer.round,
+                    "last_error": transfer.last_error,
+                    "requested_by": transfer.requested_by,
+                    "anonymized": transfer.anonymous_number is not None,
+                    "requested_at": envelopes[0].occurred_at,
+                    "updated_at": envelopes[-1].occurred_at,
+                }
+            )
+        out.sort(key=lambda t: t["requested_at"], reverse=True)
+        return out

@@ -1,0 +1,148 @@
+"""The C-STORE receiver, run as `python -m studyshare.study_store scp`, fed by dcmtk's storescu."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from studyshare.plumbing.eventstore import EventStore
+from studyshare.plumbing.infra import free_port, wait_for_port
+from studyshare.study_store.adapters.instances import InstanceIndex
+
+from .conftest import write_study
+
+pytestmark = pytest.mark.infra
+
+
+@pytest.fixture(scope="module")
+def scp_database(real_infra):
+    """One database for the module's SCP process (started once: it takes seconds)."""
+    from pymongo import MongoClient
+
+    name = f"t_scp_{uuid.uuid4().hex[:10]}"
+    yield name
+    with MongoClient(real_infra.mongo_url) as client:
+        client.drop_database(name)
+
+
+@pytest.fixture
+async def scp_db(real_infra, scp_database):
+    from pymongo import AsyncMongoClient
+
+    client = AsyncMongoClient(real_infra.mongo_url, tz_aware=True)
+    yield client[scp_database]
+    await client.close()
+
+
+@pytest.fixture(scope="module")
+def scp_process(real_infra, scp_database, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("scp")
+    port = free_port()
+    env = {
+        **os.environ,
+        "STUDYSHARE_ENVIRONMENT": "test",
+        "STUDYSHARE_MONGO_URL": real_infra.mongo_url,
+        "STUDYSHARE_KAFKA_BOOTSTRAP": real_infra.kafka_bootstrap,
+        "STUDYSHARE_DATABASE": scp_database,
+        "STUDYSHARE_BLOB_DIR": str(tmp_path / "blobs"),
+        "STUDYSHARE_SCP_PORT": str(port),
+        "STUDYSHARE_SCP_AE_TITLE": "STUDYSHARE",
+        "STUDYSHARE_SCP_CALLING_AE_DEPARTMENTS": json.dumps({"MODALITY1": "dep_ct"}),
+        "STUDYSHARE_SCP_FLUSH_INSTANCES": "3",
+    }
+    log = open(tmp_path / "scp.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "studyshare.study_store", "scp"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, 60, proc)
+    yield port, tmp_path / "blobs"
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def eventually(check, timeout: float = 30.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            return result
+        await asyncio.sleep(0.1)
+
+
+def storescu(port: int, calling: str, files) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            "storescu",
+            "-aet",
+            calling,
+            "-aec",
+            "STUDYSHARE",
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_storescu_sends_two_studies_in_one_association_filed_under_the_ae_department(
+    scp_process, scp_db, tmp_path
+):
+    port, blobs = scp_process
+    mongo_db = scp_db
+    uid_a, files_a = write_study(tmp_path / "a", series=2, per_series=2)
+    uid_b, files_b = write_study(tmp_path / "b", series=1, per_series=3, modality="MR")
+    sent = storescu(port, "MODALITY1", [*files_a, *files_b])
+    assert sent.returncode == 0, sent.stderr.decode()
+
+    index = InstanceIndex(mongo_db)
+
+    async def both_indexed():
+        a, b = await index.study(uid_a), await index.study(uid_b)
+        return a and b and a["instance_count"] == 4 and b["instance_count"] == 3 and (a, b)
+
+    assert await eventually(both_indexed), "both studies indexed after the association"
+    store = EventStore(mongo_db)
+    events_a, events_b = await store.load(uid_a), await store.load(uid_b)
+    assert events_a[0].event_type == "StudyReceived"
+    received = events_a[0].payload
+    assert received["department_id"] == "dep_ct"
+    assert received["received_via"] == "c-store"
+    assert received["owner_id"] is None
+    assert received["patient_initials"] == "J.D."
+    assert events_b[0].payload["upload_batch_id"] == received["upload_batch_id"], (
+        "one association, one upload batch"
+    )
+    assert events_b[0].payload["modalities"] == ["MR"]
+    # flushes every 3 instances: later batches of the same association add instances
+    total = sum(e.payload.get("instance_count", 0) for e in events_a + events_b)
+    assert total == 7
+    assert all(e.event_type in ("StudyReceived", "StudyInstancesAdded") for e in events_a)
+    doc = await mongo_db["dicom_instances"].find_one({"study_uid": uid_a})
+    assert (blobs / doc["path"]).read_bytes()[128:132] == b"DICM"
+
+
+async def test_an_unknown_calling_ae_title_is_refused(scp_process, scp_db, tmp_path):
+    mongo_db = scp_db
+    uid, files = write_study(tmp_path / "a", series=1, per_series=1)
+    sent = storescu(scp_process[0], "STRANGER", files)
+    assert sent.returncode != 0
+    assert await InstanceIndex(mongo_db).study(uid) is None
+    assert await EventStore(mongo_db).load(uid) == []

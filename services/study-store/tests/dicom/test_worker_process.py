@@ -1,0 +1,156 @@
+"""The real worker (`python -m studyshare.study_store worker`) and relay as subprocesses against
+the real broker: a share with a message and a PACS department stores the message series and
+forwards the study to a dcmtk storescp."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from studyshare.contracts.envelope import Actor
+from studyshare.contracts.events.identity import DepartmentCreated, PacsEndpoint
+from studyshare.contracts.events.share import RecipientRef
+from studyshare.plumbing.eventstore import EventStore, envelope_for
+from studyshare.plumbing.kafka import producer
+from studyshare.plumbing.relay import OutboxRelay
+from studyshare.plumbing.testing import unique
+
+from .conftest import write_study
+from .test_dicomweb import upload
+from .test_share_message import shared_envelope
+
+pytestmark = pytest.mark.infra
+
+
+@pytest.fixture
+def study_store_process(real_infra, settings, tmp_path):
+    started: list[subprocess.Popen] = []
+    service = unique("study-store")
+
+    def start(command: str) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "STUDYSHARE_SERVICE_NAME": service,
+            "STUDYSHARE_ENVIRONMENT": "test",
+            "STUDYSHARE_KAFKA_BOOTSTRAP": real_infra.kafka_bootstrap,
+            "STUDYSHARE_MONGO_URL": real_infra.mongo_url,
+            "STUDYSHARE_DATABASE": settings.database_name,
+            "STUDYSHARE_BLOB_DIR": str(settings.blob_dir),
+            "STUDYSHARE_ANONYMIZATION_SECRET": settings.anonymization_secret,
+            "STUDYSHARE_FORWARD_BACKOFF_S": "0.1",
+            "STUDYSHARE_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "STUDYSHARE_KAFKA_REBALANCE_TIMEOUT_MS": "6000",
+        }
+        log = open(tmp_path / f"{command}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "studyshare.study_store", command],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def publish_upstream(real_infra, envelopes) -> None:
+    """Publish other services' events as their relays would (from a scratch outbox)."""
+    client = AsyncMongoClient(real_infra.mongo_url, tz_aware=True)
+    db = client[f"t_upstream_{unique('x')[2:]}"]
+    try:
+        await EventStore(db).append(envelopes)
+        kafka = producer(real_infra.settings())
+        await kafka.start()
+        try:
+            relay = OutboxRelay(db, kafka)
+            while await relay.publish_batch():
+                pass
+        finally:
+            await kafka.stop()
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
+
+
+async def eventually(check, timeout: float = 150.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.25)
+    return await check()
+
+
+async def test_worker_stores_the_message_and_forwards_a_share_to_a_pacs(
+    real_infra, dicom_app, study_store_process, pacs, tmp_path
+):
+    study_uid, files = write_study(tmp_path / "a", series=1, per_series=2)
+    assert (await upload(dicom_app, files)).status_code == 200
+    study_store_process("relay")
+    study_store_process("worker")
+
+    pacs_id = unique("dep")
+    department = DepartmentCreated(
+        department_id=pacs_id,
+        name="Hospital PACS",
+        kind="pacs",
+        pacs=PacsEndpoint(ae_title="PACS", host="127.0.0.1", port=pacs.port),
+        created_by="usr_admin",
+    )
+    await publish_upstream(
+        real_infra,
+        [
+            envelope_for(
+                department,
+                aggregate_id=pacs_id,
+                aggregate_version=1,
+                actor=Actor(id="usr_admin"),
+                correlation_id="c-dep",
+            )
+        ],
+    )
+    db = dicom_app.stores.db
+
+    async def department_known():
+        return await db["dicom_departments.g0.departments"].find_one({"_id": pacs_id})
+
+    assert await eventually(department_known), "the worker keeps PACS endpoints"
+
+    bucket = unique("bkt")
+    share = shared_envelope(
+        bucket,
+        [study_uid],
+        "Urgent: compare with 2023.",
+        [RecipientRef(recipient_id=pacs_id, kind="department")],
+    )
+    await publish_upstream(real_infra, [share])
+    store = EventStore(db)
+
+    async def done():
+        events = await store.all_events()
+        types = [e.event_type for e in events]
+        return "StudyMessageStored" in types and "StudyForwarded" in types and events
+
+    events = await eventually(done)
+    assert events, (tmp_path / "worker.log").read_text()[-3000:]
+    forwarded = next(e for e in events if e.event_type == "StudyForwarded")
+    assert forwarded.payload["destination_id"] == pacs_id
+    assert forwarded.payload["instance_count"] == 2
+    assert len(pacs.received()) == 2
+    assert len([e for e in events if e.event_type == "StudyMessageStored"]) == 1
