@@ -76,9 +76,7 @@ async def publish_upstream(real_infra, envelopes) -> None:
         kafka = producer(real_infra.settings())
         await kafka.start()
         try:
-            relay = OutboxRelay(db, kafka)
-            while await relay.publish_batch():
-                pass
+            await OutboxRelay(db, kafka, settle_s=0).drain()
         finally:
             await kafka.stop()
     finally:
