@@ -30,6 +30,7 @@ REQUESTS = Counter("studyshare_http_requests_total", "HTTP requests", ["method",
 LATENCY = Histogram("studyshare_http_request_seconds", "HTTP latency", ["method", "route"])
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def problem(status: int, title: str, detail: str, rule: str | None = None, **extra: Any):
@@ -78,6 +79,14 @@ class CorrelationMiddleware:
             elapsed = time.perf_counter() - started
             REQUESTS.labels(scope["method"], template, status["code"]).inc()
             LATENCY.labels(scope["method"], template).observe(elapsed)
+            if template not in QUIET_ROUTES:
+                log.info(
+                    "request.handled",
+                    method=scope["method"],
+                    route=template,
+                    status=status["code"],
+                    ms=round(elapsed * 1000, 2),
+                )
 
 
 def health_router(checks: Sequence[ReadinessCheck]) -> APIRouter:

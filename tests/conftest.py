@@ -1,0 +1,39 @@
+"""End-to-end fixtures: the whole platform on this machine, used only through the gateway."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from studyshare.devstack.platform import LocalPlatform, available_services
+
+
+@pytest.fixture(scope="session")
+def platform() -> Iterator[LocalPlatform]:
+    """Broker, database, mail catcher, every service (api, relay, worker) and the gateway,
+    on free ports; stopped by PID at the end of the session."""
+    run_dir = Path(tempfile.mkdtemp(prefix="studyshare-e2e-"))
+    services = [s.name for s in available_services()]
+    with LocalPlatform(run_dir, services=services, ready_timeout=240) as running:
+        yield running
+
+
+@pytest.fixture
+def gateway(platform: LocalPlatform) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=platform.gateway_url, timeout=30) as client:
+        yield client
+
+
+def login(gateway: httpx.Client, username: str, password: str) -> dict[str, str]:
+    response = gateway.post("/api/auth/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+@pytest.fixture
+def service_desk(platform: LocalPlatform, gateway: httpx.Client) -> dict[str, str]:
+    return login(gateway, platform.bootstrap_user, platform.bootstrap_password)
