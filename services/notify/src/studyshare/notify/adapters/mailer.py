@@ -40,7 +40,6 @@ def build_message(
     message["Subject"] = mail.subject
     message["Message-ID"] = message_id_for(notification_id, mail_from)
     message["Date"] = format_datetime(now or datetime.now(UTC))
-    message["Content-Language"] = language
     message["X-StudyShare-Notification"] = notification_id
     message["Auto-Submitted"] = "auto-generated"
     if urgent:
@@ -48,6 +47,7 @@ def build_message(
         message["X-Priority"] = "1"
     message.set_content(mail.text)
     message.add_alternative(mail.html, subtype="html")
+    message["Content-Language"] = language  # after the body: set_content drops Content-*
     return message
 
 
