@@ -249,3 +249,20 @@ async def apply(db, envelopes, settings: NotifySettings | None = None) -> None:
 
     for projection in projections(settings or NotifySettings(environment="test")):
         await ProjectionRunner(projection, db).apply_batch(envelopes)
+
+
+async def drain(sender, timeout: float = 20.0) -> None:
+    """Run the sender until no message is open any more (retries included)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await sender.run_until_idle()
+        if not await sender.store.records.count_documents(
+            {"state": {"$in": ["pending", "sending", "retry"]}}
+        ):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("messages still open after the timeout")
+
+
+async def events_of(db, event_type: str) -> list[dict[str, Any]]:
+    return await db.events.find({"event_type": event_type}).to_list(None)

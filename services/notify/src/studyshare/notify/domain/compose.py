@@ -163,5 +163,5 @@ def registration_pending_context(
     }
 
 
-def otp_context(code: str, expires_at: datetime | None, language: str | None) -> dict[str, Any]:
+def otp_context(code: str, expires_at: datetime | None) -> dict[str, Any]:
     return {"code": code, "expires_at": expires_at.strftime("%H:%M UTC") if expires_at else "-"}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -145,7 +146,12 @@ class Sender:
         try:
             outcome, extra = await self.attempt(doc)
         except Exception as exc:
-            log.exception("notification.attempt_crashed", notification_id=doc["_id"])
+            # the traceback without local variables: a frame may hold a one-time code
+            log.error(
+                "notification.attempt_crashed",
+                notification_id=doc["_id"],
+                traceback="".join(traceback.format_exception(exc)),
+            )
             outcome, extra = Transient(f"internal error: {type(exc).__name__}"), {}
         try:
             return await self.record(doc, outcome, extra)
