@@ -237,3 +237,115 @@ async def test_a_mail_server_that_is_down_is_a_transient_failure(
     record = await mongo_db.deliveries.find_one()
     assert (record["state"], record["attempts"]) == ("parked", 2)
     assert record["reason"].startswith("mail server unreachable")
+
+
+async def test_rebuilding_the_reactions_projection_sends_nothing_again(
+    mongo_db, events, notify_settings, smtp_catcher
+):
+    """A replay builds a new generation from offset 0; the delivery log is outside generations,
+    so every message it finds is already there."""
+    from studyshare.notify.__main__ import projections
+    from studyshare.plumbing.projection import ProjectionRunner
+
+    settings = notify_settings()
+    batch = [
+        events(user_registered("usr_s", "Sam", "S"), "usr_s"),
+        events(user_registered("usr_r", "Rik", "R"), "usr_r"),
+        share_with(events, "bkt_1", "usr_r"),
+    ]
+    await apply(mongo_db, batch)
+    await drain(Sender(mongo_db, settings))
+    for projection in projections(settings):
+        await ProjectionRunner(projection, mongo_db).apply_batch(batch, generation=1)
+    await drain(Sender(mongo_db, settings))
+
+    assert len(smtp_catcher.messages()) == 1
+    assert await mongo_db.deliveries.count_documents({}) == 1
+
+
+async def test_events_older_than_the_reaction_horizon_send_nothing(
+    mongo_db, events, notify_settings, smtp_catcher
+):
+    """A new consumer reading years of history must not mail every old share again."""
+    settings = notify_settings()
+    old = utcnow() - timedelta(days=3)
+    batch = [
+        events(user_registered("usr_s", "Sam", "S"), "usr_s"),
+        events(user_registered("usr_r", "Rik", "R"), "usr_r"),
+        events(
+            StudyShared(
+                bucket_id="bkt_old",
+                study_uids=("1.2.3",),
+                recipients=(RecipientRef(recipient_id="usr_r", kind="user"),),
+                sender_id="usr_s",
+                access_level="images_report_read",
+                reason="r",
+                language="en",
+            ),
+            "bkt_old",
+            occurred_at=old,
+        ),
+    ]
+    await apply(mongo_db, batch, settings)
+    await drain(Sender(mongo_db, settings))
+
+    assert smtp_catcher.messages() == []
+    assert await mongo_db.deliveries.count_documents({}) == 0
+
+
+async def test_an_operator_reads_one_message_and_its_children(
+    mongo_db, events, notify_settings, smtp_catcher, test_tokens
+):
+    from studyshare.contracts.events.identity import GroupCreated
+
+    settings = notify_settings()
+    batch = [
+        events(user_registered("usr_s", "Sam", "S"), "usr_s"),
+        events(user_registered("usr_a", "Ann", "A"), "usr_a"),
+        events(
+            GroupCreated(
+                group_id="grp_1",
+                name="G",
+                primary_contact_id="usr_a",
+                member_ids=("usr_a",),
+                created_by="usr_a",
+            ),
+            "grp_1",
+        ),
+        events(
+            StudyShared(
+                bucket_id="bkt_g",
+                study_uids=("1.2.3",),
+                recipients=(RecipientRef(recipient_id="grp_1", kind="group"),),
+                sender_id="usr_s",
+                access_level="images_report_read",
+                reason="r",
+                language="en",
+            ),
+            "bkt_g",
+        ),
+    ]
+    await apply(mongo_db, batch)
+    await drain(Sender(mongo_db, settings))
+
+    app = create_app()
+    test_tokens.install(app)
+    app.state.db = mongo_db
+    desk = test_tokens.user("usr_desk", "service_desk")
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://notify") as client:
+        cause = str(batch[-1].event_id)
+        listed = await client.get(
+            "/api/notifications", params={"cause_event_id": cause}, headers=desk
+        )
+        by_kind = {i["kind"]: i for i in listed.json()["items"]}
+        assert by_kind["fanout"]["state"] == "expanded"
+        assert by_kind["fanout"]["recipient_id"] == "grp_1"
+        assert by_kind["mail"]["parent_id"] == by_kind["fanout"]["id"]
+        assert by_kind["mail"]["address"] == "usr_a@example.org"
+        one = await client.get(f"/api/notifications/{by_kind['mail']['id']}", headers=desk)
+        assert one.status_code == 200 and one.json()["state"] == "sent"
+        bad = await client.get("/api/notifications/not-an-id", headers=desk)
+        assert bad.status_code == 422
+        missing = await client.get(f"/api/notifications/ntf_{'f' * 24}", headers=desk)
+        assert missing.status_code == 404

@@ -396,3 +396,10 @@ def test_production_refuses_the_development_otp_key_and_sms_token():
     )
     assert ok.otp_seal_private_key == private
     assert NotifySettings(environment="test").otp_seal_private_key == DEV_PRIVATE_KEY
+
+
+def test_sms_settings_also_read_the_kubernetes_secret_names(monkeypatch):
+    monkeypatch.setenv("STUDYSHARE_SMS_API_URL", "https://sms.provider.example/send")
+    monkeypatch.setenv("STUDYSHARE_SMS_API_TOKEN", "tok-1")
+    settings = NotifySettings(environment="test")
+    assert (settings.sms_url, settings.sms_token) == ("https://sms.provider.example/send", "tok-1")

@@ -266,3 +266,54 @@ async def test_mail_goes_to_the_address_the_recipient_has_now(
     await Sender(mongo_db, settings).run_until_idle()
 
     assert [str(m["To"]) for m in smtp_catcher.messages()] == ["An Peeters <an@newmail.example>"]
+
+
+async def test_a_share_mail_waits_for_the_exam_details_then_goes_without_them(
+    mongo_db, events, notify_settings, smtp_catcher
+):
+    """StudyReceived comes from another topic and may lag: the mail waits a while for it."""
+    from datetime import timedelta
+
+    from studyshare.notify.service_layer.sender import utcnow
+
+    settings = notify_settings(study_details_wait_s=60, delivery_max_attempts=10)
+    unknown_study = "1.2.999"
+    share = shared(events, "bkt_1", [user("usr_peeters")], study_uids=(unknown_study,))
+    await apply(mongo_db, [*world(events), share])
+
+    assert await Sender(mongo_db, settings).run_until_idle() == 1
+    record = await mongo_db.deliveries.find_one()
+    assert (
+        record["state"] == "retry" and record["last_error"] == "the exam details are not known yet"
+    )
+    assert smtp_catcher.messages() == []
+
+    later = Sender(mongo_db, settings, clock=lambda: utcnow() + timedelta(seconds=61))
+    await later.run_until_idle()
+    [mail] = smtp_catcher.messages()
+    text = mail.get_body(("plain",)).get_content()
+    assert "Exam: -" in text and f"/studies/{unknown_study}?bucket=bkt_1" in text
+
+
+async def test_a_group_without_reachable_members_gets_the_group_email(
+    mongo_db, events, notify_settings, smtp_catcher
+):
+    settings = notify_settings()
+    contact = events(user_registered("usr_x", "Xavier", "X", email=None), "usr_x")
+    group = events(
+        GroupCreated(
+            group_id="grp_2",
+            name="Praktijk Zuid",
+            primary_contact_id="usr_x",
+            email="secretariaat@zuid.example",
+            created_by="usr_x",
+        ),
+        "grp_2",
+    )
+    share = shared(events, "bkt_2", [RecipientRef(recipient_id="grp_2", kind="group")])
+    await apply(mongo_db, [*world(events), contact, group, share])
+    await Sender(mongo_db, settings).run_until_idle()
+
+    assert [m["To"].addresses[0].addr_spec for m in smtp_catcher.messages()] == [
+        "secretariaat@zuid.example"
+    ]

@@ -154,3 +154,24 @@ async def test_a_code_sealed_for_another_key_is_refused_not_sent(
     [record] = await mongo_db.deliveries.find().to_list(None)
     assert record["reason"] == "the one-time code cannot be opened with notify's key"
     assert json.dumps(record, default=str).count(CODE) == 0
+
+
+async def test_a_crash_while_sending_logs_no_code(
+    mongo_db, events, notify_settings, sms_sink, capfd
+):
+    settings = notify_settings(delivery_max_attempts=1)
+    people = [events(user_registered("usr_r", "Rik", "R", mobile="+32470000001"), "usr_r")]
+    await apply(mongo_db, [*people, otp_requested(events, "bkt_1", "usr_r")])
+    sender = Sender(mongo_db, settings)
+
+    async def broken(to: str, text: str):
+        raise RuntimeError("provider client broke")
+
+    sender.sms.send = broken
+    await drain(sender)
+
+    [record] = await mongo_db.deliveries.find().to_list(None)
+    assert record["state"] == "parked" and "RuntimeError" in record["reason"]
+    out, err = capfd.readouterr()
+    assert "notification.attempt_crashed" in out and "provider client broke" in out
+    assert CODE not in out and CODE not in err

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import SettingsConfigDict
 from studyshare.contracts.routes import SERVICE_BY_NAME
 from studyshare.plumbing.sealing import DEV_PRIVATE_KEY
 from studyshare.plumbing.settings import ServiceSettings, refuse_placeholder
@@ -12,6 +13,10 @@ DEV_SMS_TOKEN = "dev-sms-token"  # noqa: S105 - the local sink's token, refused 
 
 class NotifySettings(ServiceSettings):
     """Where mail and SMS go, how often a failed message is retried, and who the desk is."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STUDYSHARE_", extra="ignore", populate_by_name=True
+    )
 
     service_name: str = "notify"
     http_port: int = SERVICE_BY_NAME["notify"].port
@@ -27,8 +32,15 @@ class NotifySettings(ServiceSettings):
     mail_from: str = "StudyShare <no-reply@studyshare.local>"
 
     # SMS provider (the local sink `/dev/sms` accepts the same JSON)
-    sms_url: str = "http://127.0.0.1:8025/dev/sms"
-    sms_token: str = DEV_SMS_TOKEN
+    # (the Kubernetes Secret `studyshare-notify-sms` names them STUDYSHARE_SMS_API_URL/_TOKEN)
+    sms_url: str = Field(
+        default="http://127.0.0.1:8025/dev/sms",
+        validation_alias=AliasChoices("STUDYSHARE_SMS_URL", "STUDYSHARE_SMS_API_URL"),
+    )
+    sms_token: str = Field(
+        default=DEV_SMS_TOKEN,
+        validation_alias=AliasChoices("STUDYSHARE_SMS_TOKEN", "STUDYSHARE_SMS_API_TOKEN"),
+    )
     sms_sender: str = "StudyShare"
     sms_timeout_s: float = Field(default=10.0, gt=0)
 

@@ -95,7 +95,7 @@ router = APIRouter(prefix="/api/notifications", tags=["notifications"])
 @router.get(
     "",
     summary="Messages of one cause event (or the latest ones), for operators",
-    responses=problem_responses(401, 403),
+    responses=problem_responses(401, 403, 422),
 )
 async def list_notifications(
     request: Request,
@@ -119,7 +119,7 @@ async def list_notifications(
 @router.get(
     "/parked",
     summary="Parked messages (failed after their last retry) with their reason",
-    responses=problem_responses(401, 403),
+    responses=problem_responses(401, 403, 422),
 )
 async def parked(
     request: Request,
@@ -133,7 +133,7 @@ async def parked(
 @router.get(
     "/{notification_id}",
     summary="One message of the delivery log",
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(401, 403, 404, 422),
 )
 async def get_notification(
     request: Request,
@@ -150,7 +150,7 @@ async def get_notification(
     "/{notification_id}/retry",
     status_code=202,
     summary="Send a parked message back to the queue",
-    responses=problem_responses(401, 403, 404, 409),
+    responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def retry(
     request: Request,

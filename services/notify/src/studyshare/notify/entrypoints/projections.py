@@ -99,7 +99,9 @@ def _directory_updates(event: Any) -> list[tuple[str, UpdateOne]]:
         case UserDeactivated():
             return [("users", UpdateOne({"_id": event.user_id}, {"$set": {"active": False}}))]
         case GroupCreated():
-            members = list(dict.fromkeys([*event.member_ids, *event.admin_ids]))
+            members = list(
+                dict.fromkeys([event.primary_contact_id, *event.member_ids, *event.admin_ids])
+            )
             fields = {"name": event.name, "email": event.email, "member_ids": members}
             return [("groups", UpdateOne({"_id": event.group_id}, {"$set": fields}, upsert=True))]
         case GroupMemberAdded():
