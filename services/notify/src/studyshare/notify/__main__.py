@@ -45,7 +45,7 @@ class NotifyCLI(ServiceCLI):
         @app.task
         async def deliver() -> None:
             client = mongo_client(settings)
-            await Sender(client[settings.database_name], settings).run()
+            await Sender(client[settings.database_name], settings).run_forever()
 
         worker = StructlogWorker(
             app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False

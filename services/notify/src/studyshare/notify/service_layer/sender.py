@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nacl.exceptions import CryptoError
+from prometheus_client import Counter
 from pymongo.asynchronous.database import AsyncDatabase
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.notify import NotificationFailed, NotificationSent
@@ -57,6 +58,11 @@ from studyshare.plumbing.sealing import unseal
 
 log = get_logger(__name__)
 
+OUTCOMES = Counter(
+    "studyshare_notifications_total",
+    "Delivery attempts by channel, template and resulting state",
+    ["channel", "template", "state"],
+)
 REDACTED_CODE = "******"
 ACTOR = Actor.system("notify")
 
@@ -121,6 +127,17 @@ class Sender:
             task = asyncio.create_task(self._process_and_release(doc, slots))
             running.add(task)
             task.add_done_callback(running.discard)
+
+    async def run_forever(self, restart_delay_s: float = 1.0) -> None:
+        """`run`, started again after anything but cancellation (the database away at start)."""
+        while True:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sender.crashed")
+                await asyncio.sleep(restart_delay_s)
 
     async def _process_and_release(self, doc: dict[str, Any], slots: asyncio.Semaphore) -> None:
         try:
@@ -216,6 +233,7 @@ class Sender:
                         template=doc["template"],
                     )
                     await self._append(doc, lambda n: n.record_failed(event), session)
+        OUTCOMES.labels(doc["kind"], doc["template"], transition.state).inc()
         log.info(
             f"notification.{transition.state}",
             notification_id=doc["_id"],
