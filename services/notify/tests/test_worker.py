@@ -171,7 +171,8 @@ async def test_worker_killed_after_the_server_accepted_resends_with_the_same_mes
     per_id = Counter(str(m["Message-ID"]) for m in mails)
     assert len(per_id) == len(addresses), "one message per recipient, as a mailbox sees it"
     everything = Counter(str(m["Message-ID"]) for m in smtp_catcher.messages())
-    assert set(everything.values()) == {1, 2}, "messages caught in the window came twice"
+    assert max(everything.values()) == 2, "messages caught in the window came twice"
+    assert set(everything.values()) <= {1, 2}, "and never more than twice"
     records = await mongo_db.deliveries.find({"kind": "mail"}).to_list(None)
     assert {r["state"] for r in records} == {"sent"}
     twice = {r["message_id"] for r in records if everything[r["message_id"]] == 2}
