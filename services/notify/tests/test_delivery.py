@@ -343,6 +343,10 @@ async def test_an_operator_reads_one_message_and_its_children(
         assert by_kind["fanout"]["recipient_id"] == "grp_1"
         assert by_kind["mail"]["parent_id"] == by_kind["fanout"]["id"]
         assert by_kind["mail"]["address"] == "usr_a@example.org"
+        mine = await client.get(
+            "/api/notifications", params={"recipient_id": "usr_a"}, headers=desk
+        )
+        assert [i["id"] for i in mine.json()["items"]] == [by_kind["mail"]["id"]]
         one = await client.get(f"/api/notifications/{by_kind['mail']['id']}", headers=desk)
         assert one.status_code == 200 and one.json()["state"] == "sent"
         bad = await client.get("/api/notifications/not-an-id", headers=desk)

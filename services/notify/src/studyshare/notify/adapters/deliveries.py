@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from studyshare.notify.domain.model import Intent, Target, Transition
@@ -86,6 +86,8 @@ class DeliveryStore:
             [("state", ASCENDING), ("lease_until", ASCENDING)], name="lease"
         )
         await self.records.create_index("cause_event_id", name="cause")
+        await self.records.create_index("recipient_id", name="recipient")
+        await self.records.create_index([("created_at", DESCENDING)], name="newest")
 
     async def add(
         self, docs: Sequence[dict[str, Any]], session: AsyncClientSession | None = None
@@ -168,8 +170,8 @@ class DeliveryStore:
     async def get(self, notification_id: str) -> dict[str, Any] | None:
         return await self.records.find_one({"_id": notification_id})
 
-    async def find(
-        self, query: dict[str, Any], limit: int = 200, sort: str = "created_at"
-    ) -> list[dict[str, Any]]:
-        cursor = self.records.find(query).sort(sort, ASCENDING).limit(limit)
+    async def find(self, query: dict[str, Any], limit: int = 200) -> list[dict[str, Any]]:
+        """Newest first."""
+        cursor = self.records.find(query).sort([("created_at", DESCENDING), ("_id", ASCENDING)])
+        cursor = cursor.limit(limit)
         return await cursor.to_list(None)

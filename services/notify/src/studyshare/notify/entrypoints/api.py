@@ -94,13 +94,14 @@ router = APIRouter(prefix="/api/notifications", tags=["notifications"])
 
 @router.get(
     "",
-    summary="Messages of one cause event (or the latest ones), for operators",
+    summary="Messages of one cause event or recipient (newest first), for operators",
     responses=problem_responses(401, 403, 422),
 )
 async def list_notifications(
     request: Request,
     principal: Operator,
     cause_event_id: Annotated[str | None, Query(max_length=64)] = None,
+    recipient_id: Annotated[str | None, Query(max_length=128)] = None,
     state: Annotated[
         Literal["pending", "sending", "retry", "sent", "parked", "expanded", "skipped"] | None,
         Query(),
@@ -110,6 +111,8 @@ async def list_notifications(
     query: dict[str, Any] = {}
     if cause_event_id is not None:
         query["cause_event_id"] = cause_event_id
+    if recipient_id is not None:
+        query["recipient_id"] = recipient_id
     if state is not None:
         query["state"] = state
     docs = await DeliveryStore(_db(request)).find(query, limit=limit)
