@@ -113,20 +113,30 @@ class Sender:
         slots = asyncio.Semaphore(self.settings.delivery_concurrency)
         running: set[asyncio.Task] = set()
         log.info("sender.started", concurrency=self.settings.delivery_concurrency)
-        while True:
-            await slots.acquire()
-            try:
-                doc = await self.store.claim(self.clock(), self.lease)
-            except Exception:
-                log.exception("sender.claim_failed")
-                doc = None
-            if doc is None:
-                slots.release()
-                await asyncio.sleep(self.settings.sender_poll_s)
-                continue
-            task = asyncio.create_task(self._process_and_release(doc, slots))
-            running.add(task)
-            task.add_done_callback(running.discard)
+        failures = 0
+        try:
+            while True:
+                await slots.acquire()
+                try:
+                    doc = await self.store.claim(self.clock(), self.lease)
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    log.exception("sender.claim_failed", consecutive=failures)
+                    doc = None
+                if doc is None:
+                    slots.release()
+                    idle = self.settings.sender_poll_s * 2 ** min(failures, 5)
+                    await asyncio.sleep(min(idle, 5.0) if failures else idle)
+                    continue
+                task = asyncio.create_task(self._process_and_release(doc, slots))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            # stopping: an attempt cut short leaves its lease to run out (sent again later)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def run_forever(self, restart_delay_s: float = 1.0) -> None:
         """`run`, started again after anything but cancellation (the database away at start)."""
@@ -175,6 +185,10 @@ class Sender:
         except LeaseLost:
             log.warning("notification.lease_lost", notification_id=doc["_id"])
             return "lost"
+        except Exception:
+            # the lease runs out and the message is attempted again (see the module docstring)
+            log.exception("notification.record_failed", notification_id=doc["_id"])
+            return "unrecorded"
 
     async def attempt(self, doc: dict[str, Any]) -> tuple[Outcome, dict[str, Any]]:
         intent = intent_of(doc)
