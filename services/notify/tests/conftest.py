@@ -66,26 +66,38 @@ class Catcher:
 
 
 @pytest.fixture
-def smtp_catcher(tmp_path) -> Iterator[Catcher]:
-    port = infra.free_port()
-    directory = tmp_path / "mail"
-    directory.mkdir()
-    log = open(tmp_path / "smtp.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "smtp_catcher.py"), str(port), str(directory)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+def start_catcher(tmp_path):
+    """Start an SMTP server process (optionally requiring `auth="user:password"`)."""
+    started: list[subprocess.Popen] = []
+
+    def start(name: str = "mail", auth: str | None = None) -> Catcher:
+        port = infra.free_port()
+        directory = tmp_path / name
+        directory.mkdir()
+        env = {**os.environ, **({"CATCHER_AUTH": auth} if auth else {})}
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "smtp_catcher.py"), str(port), str(directory)],
+            stdout=open(tmp_path / f"{name}.log", "wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        started.append(proc)
         infra.wait_for_port(port, 30, proc)
-        yield Catcher(port, directory, proc)
-    finally:
+        return Catcher(port, directory, proc)
+
+    yield start
+    for proc in started:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def smtp_catcher(start_catcher) -> Catcher:
+    return start_catcher()
 
 
 # --- an SMS provider (the same request the local sink takes) ---------------------------------

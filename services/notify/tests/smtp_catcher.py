@@ -12,10 +12,12 @@ While holding, the server writes `DIR/holding`.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Store:
@@ -51,10 +53,30 @@ class Store:
         return "250 OK"
 
 
+def authenticator(expected: str):
+    """`CATCHER_AUTH=user:password`: the server requires that login (AUTH PLAIN/LOGIN)."""
+    user, _, password = expected.partition(":")
+
+    def check(server, session, envelope, mechanism, data) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
+            user.encode(),
+            password.encode(),
+        )
+        return AuthResult(success=ok, handled=False)
+
+    return check
+
+
 def main() -> None:
     port, directory = int(sys.argv[1]), Path(sys.argv[2])
     directory.mkdir(parents=True, exist_ok=True)
-    controller = Controller(Store(directory), hostname="127.0.0.1", port=port)
+    auth = os.environ.get("CATCHER_AUTH")
+    options = (
+        {"authenticator": authenticator(auth), "auth_required": True, "auth_require_tls": False}
+        if auth
+        else {}
+    )
+    controller = Controller(Store(directory), hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
         asyncio.run(asyncio.Event().wait())

@@ -8,10 +8,12 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import RecipientRef, StudyShared
 from studyshare.notify.adapters.deliveries import DeliveryStore
 from studyshare.notify.domain.model import Sent
 from studyshare.notify.entrypoints.api import create_app
+from studyshare.notify.service_layer import operations
 from studyshare.notify.service_layer.sender import LeaseLost, Sender, utcnow
 
 from .conftest import apply, drain, events_of, user_registered
@@ -353,3 +355,31 @@ async def test_an_operator_reads_one_message_and_its_children(
         assert bad.status_code == 422
         missing = await client.get(f"/api/notifications/ntf_{'f' * 24}", headers=desk)
         assert missing.status_code == 404
+
+
+async def test_smtp_credentials_come_from_settings(
+    mongo_db, events, notify_settings, start_catcher
+):
+    """A mail server that requires a login: without the right credentials nothing is
+    accepted (and the message is parked with the server's reply); with them it goes."""
+    secured = start_catcher("secured", auth="notify:s3cret")
+    batch = [
+        events(user_registered("usr_s", "Sam", "S"), "usr_s"),
+        share_with(events, "bkt_1", "ok@example.org"),
+    ]
+    await apply(mongo_db, batch)
+    wrong = notify_settings(
+        smtp_port=secured.port,
+        smtp_username="notify",
+        smtp_password="wrong",
+        delivery_max_attempts=1,
+    )
+    await drain(Sender(mongo_db, wrong))
+    record = await mongo_db.deliveries.find_one()
+    assert record["state"] == "parked" and "535" in record["reason"]
+    assert secured.messages() == []
+
+    await operations.requeue(mongo_db, record["_id"], Actor(id="usr_desk"))
+    right = notify_settings(smtp_port=secured.port, smtp_username="notify", smtp_password="s3cret")
+    await drain(Sender(mongo_db, right))
+    assert [m["To"].addresses[0].addr_spec for m in secured.messages()] == ["ok@example.org"]
