@@ -10,12 +10,15 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from studyshare.contracts.events.share import RecipientRef, StudyShared
+from studyshare.contracts.events.identity import UserProfileChanged
+from studyshare.contracts.events.share import OTPRequested, RecipientRef, StudyShared
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.kafka import producer
 from studyshare.plumbing.relay import OutboxRelay
+from studyshare.plumbing.sealing import DEV_PUBLIC_KEY, seal
 
 from .conftest import user_registered, worker_env
 
@@ -120,14 +123,35 @@ def kill_9(proc: subprocess.Popen) -> None:
 
 
 async def test_worker_killed_before_the_server_accepted_delivers_each_mail_exactly_once(
-    real_infra, mongo_db, source_db, events, smtp_catcher, notify_worker
+    real_infra, mongo_db, source_db, events, smtp_catcher, sms_sink, notify_worker
 ):
-    envelopes, addresses = shares(events, uuid.uuid4().hex[:6], 5)
+    tag = uuid.uuid4().hex[:6]
+    envelopes, addresses = shares(events, tag, 5)
+    mobile = f"+3247{uuid.uuid4().int % 10**7:07d}"
+    envelopes.append(
+        events(UserProfileChanged(user_id=f"usr_{tag}_0", mobile=mobile), f"usr_{tag}_0")
+    )
+    envelopes.append(
+        events(
+            OTPRequested(
+                bucket_id=f"bkt_{tag}_0",
+                recipient_id=f"usr_{tag}_0",
+                otp_id="otp_1",
+                sealed_code=seal("731904", DEV_PUBLIC_KEY),
+                expires_at=datetime.now(UTC) + timedelta(minutes=5),
+            ),
+            f"bkt_{tag}_0",
+        )
+    )
     smtp_catcher.switch("hold-before-accept", True)
     await publish(real_infra, source_db, envelopes)
 
     worker = notify_worker()
     await wait_until(lambda: smtp_catcher.holding)  # mid-send: DATA sent, no reply yet
+    for _ in range(600):  # the SMS is done (its send is not the one this test interrupts)
+        if await mongo_db.deliveries.count_documents({"channel": "sms", "state": "sent"}):
+            break
+        await asyncio.sleep(0.05)
     kill_9(worker)
     await asyncio.sleep(0.3)
     smtp_catcher.switch("hold-before-accept", False)  # the server sees the client gone
@@ -139,8 +163,13 @@ async def test_worker_killed_before_the_server_accepted_delivers_each_mail_exact
     mails = ours(smtp_catcher, addresses)
     assert sorted(m["To"].addresses[0].addr_spec for m in mails) == sorted(addresses)
     assert len({m["Message-ID"] for m in mails}) == len(addresses)
+    [sms] = [m for m in sms_sink.received if m["to"] == mobile]
+    assert "731904" in sms["text"], "the bucket OTP went by SMS through the same worker"
     records = await our_records(mongo_db, addresses)
-    assert Counter(r["state"] for r in records) == {"sent": len(addresses)}
+    assert Counter((r["channel"], r["state"]) for r in records) == {
+        ("mail", "sent"): len(addresses),
+        ("sms", "sent"): 1,
+    }
     assert max(r["attempts"] for r in records) == 2, "the killed send was taken again"
     ids = [r["_id"] for r in records]
     sent = await mongo_db.events.find(
