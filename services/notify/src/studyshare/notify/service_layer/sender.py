@@ -171,7 +171,11 @@ class Sender:
         clear_context()
         bind_correlation_id(doc.get("correlation_id") or doc["cause_event_id"])
         try:
-            outcome, extra = await self.attempt(doc)
+            # an attempt never outlives its lease, or a second sender could take it meanwhile
+            async with asyncio.timeout(self.lease.total_seconds() * 0.8):
+                outcome, extra = await self.attempt(doc)
+        except TimeoutError:
+            outcome, extra = Transient("the attempt took longer than its lease allows"), {}
         except Exception as exc:
             # the traceback without local variables: a frame may hold a one-time code
             log.error(
