@@ -383,3 +383,27 @@ async def test_smtp_credentials_come_from_settings(
     right = notify_settings(smtp_port=secured.port, smtp_username="notify", smtp_password="s3cret")
     await drain(Sender(mongo_db, right))
     assert [m["To"].addresses[0].addr_spec for m in secured.messages()] == ["ok@example.org"]
+
+
+async def test_a_hanging_mail_server_cannot_hold_a_message_past_its_lease(
+    mongo_db, events, notify_settings, smtp_catcher
+):
+    """Otherwise a second sender would take the message while the first still talks to it."""
+    settings = notify_settings(delivery_lease_s=0.5, delivery_max_attempts=5)
+    await apply(
+        mongo_db,
+        [
+            events(user_registered("usr_s", "Sam", "S"), "usr_s"),
+            share_with(events, "bkt_1", "ok@example.org"),
+        ],
+    )
+    smtp_catcher.switch("hold-before-accept", True)
+    sender = Sender(mongo_db, settings)
+    await sender.run_until_idle()
+
+    record = await mongo_db.deliveries.find_one()
+    assert record["state"] == "retry"
+    assert record["last_error"] == "the attempt took longer than its lease allows"
+    smtp_catcher.switch("hold-before-accept", False)
+    await drain(sender)
+    assert len(smtp_catcher.to("ok@example.org")) == 1

@@ -7,6 +7,8 @@ recording it), the receiver sees the same message twice and can keep one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -58,20 +60,21 @@ class SmtpMailer:
     async def send(self, message: EmailMessage) -> Sent | Transient | Permanent:
         """Submit one message; a 5xx reply is permanent, anything else worth a retry."""
         s = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_password,
+            start_tls=s.smtp_starttls,
+            use_tls=s.smtp_tls,
+            tls_context=ssl.create_default_context() if (s.smtp_tls or s.smtp_starttls) else None,
+            timeout=s.smtp_timeout_s,
+        )
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                username=s.smtp_username,
-                password=s.smtp_password,
-                start_tls=s.smtp_starttls,
-                use_tls=s.smtp_tls,
-                tls_context=ssl.create_default_context()
-                if (s.smtp_tls or s.smtp_starttls)
-                else None,
-                timeout=s.smtp_timeout_s,
-            )
+            await client.connect()  # with STARTTLS and AUTH as configured
+            await client.send_message(message)
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await asyncio.wait_for(client.quit(), 1.0)  # accepted already: be brief
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             reason = f"recipient refused by the mail server ({', '.join(map(str, codes))})"
@@ -81,4 +84,8 @@ class SmtpMailer:
             return Permanent(reason) if exc.code >= 500 else Transient(reason)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             return Transient(f"mail server unreachable: {type(exc).__name__}: {exc}"[:300])
+        finally:
+            # drop the connection without waiting for a polite QUIT: an attempt that is cut
+            # short (its lease) must end now, not after another server timeout
+            client.close()
         return Sent(message_id=str(message["Message-ID"]))
