@@ -205,3 +205,25 @@ async def test_a_pending_registration_is_announced_to_the_service_desk(
     assert "Nina New (usr_new, dentist) registered on StudyShare" in (
         mail.get_body(("plain",)).get_content()
     )
+
+
+async def test_an_admin_assignment_seen_before_the_registration_is_kept(
+    mongo_db, events, notify_settings, smtp_catcher
+):
+    """Department and user are different aggregates: their events may arrive in any order."""
+    settings = notify_settings(service_desk_email=None)
+    assigned = events(
+        DepartmentAdminAssigned(department_id="dep_rad", user_id="usr_late", assigned_by="x"),
+        "dep_rad",
+    )
+    registered = events(user_registered("usr_late", "Lou", "Late"), "usr_late")
+    locked = events(
+        BucketLocked(
+            bucket_id="bkt_1", recipient_id="r", failed_attempts=5, sending_department_id="dep_rad"
+        ),
+        "bkt_1",
+    )
+    await apply(mongo_db, [assigned, registered, locked])
+    await drain(Sender(mongo_db, settings))
+
+    assert addresses(smtp_catcher) == ["usr_late@example.org"]

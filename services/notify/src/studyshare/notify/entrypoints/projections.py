@@ -69,10 +69,12 @@ def _directory_updates(event: Any) -> list[tuple[str, UpdateOne]]:
                 "language": event.language,
                 "roles": list(event.roles),
                 "department_ids": list(event.department_ids),
-                "admin_of": list(event.admin_of),
                 "active": True,
             }
-            return [("users", UpdateOne({"_id": event.user_id}, {"$set": fields}, upsert=True))]
+            # merged, not set: a DepartmentAdminAssigned (another aggregate, maybe another
+            # partition) may have been applied before this registration
+            update = {"$set": fields, "$addToSet": {"admin_of": {"$each": list(event.admin_of)}}}
+            return [("users", UpdateOne({"_id": event.user_id}, update, upsert=True))]
         case UserProfileChanged():
             changed = {
                 k: getattr(event, k)
