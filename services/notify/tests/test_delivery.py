@@ -407,3 +407,22 @@ async def test_a_hanging_mail_server_cannot_hold_a_message_past_its_lease(
     smtp_catcher.switch("hold-before-accept", False)
     await drain(sender)
     assert len(smtp_catcher.to("ok@example.org")) == 1
+
+
+async def test_the_api_starts_from_its_settings_and_is_ready(
+    real_infra, mongo_db, monkeypatch, test_tokens
+):
+    monkeypatch.setenv("STUDYSHARE_MONGO_URL", real_infra.mongo_url)
+    monkeypatch.setenv("STUDYSHARE_KAFKA_BOOTSTRAP", real_infra.kafka_bootstrap)
+    monkeypatch.setenv("STUDYSHARE_DATABASE", mongo_db.name)
+    monkeypatch.setenv("STUDYSHARE_ENVIRONMENT", "test")
+    app = create_app()
+    async with app.router.lifespan_context(app):
+        test_tokens.install(app)
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://notify") as client:
+            assert (await client.get("/readyz")).json() == {"status": "ready"}
+            desk = test_tokens.user("usr_desk", "service_desk")
+            response = await client.get("/api/notifications/parked", headers=desk)
+            assert response.status_code == 200 and response.json() == {"items": []}
+    assert "due" in await mongo_db.deliveries.index_information()
