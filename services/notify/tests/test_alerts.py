@@ -227,3 +227,50 @@ async def test_an_admin_assignment_seen_before_the_registration_is_kept(
     await drain(Sender(mongo_db, settings))
 
     assert addresses(smtp_catcher) == ["usr_late@example.org"]
+
+
+async def test_a_reminder_is_sent_once_per_due_date_and_not_after_confirming(
+    mongo_db, events, notify_settings, smtp_catcher
+):
+    from datetime import timedelta
+
+    from studyshare.contracts.events.identity import GroupMembershipConfirmed
+
+    settings = notify_settings()
+    due_since = datetime(2026, 11, 1, tzinfo=UTC)
+    people = [
+        events(user_registered("usr_m", "Mia", "Member"), "usr_m"),
+        events(user_registered("usr_n", "Noor", "Member"), "usr_n"),
+        events(
+            GroupCreated(
+                group_id="grp_5",
+                name="Cabinet Sud",
+                primary_contact_id="usr_m",
+                member_ids=("usr_m", "usr_n"),
+                created_by="x",
+            ),
+            "grp_5",
+        ),
+    ]
+    due = [
+        events(
+            GroupMembershipConfirmationDue(group_id="grp_5", user_id=u, due_since=due_since),
+            "grp_5",
+        )
+        for u in ("usr_m", "usr_m", "usr_n")
+    ]
+    confirmed = events(
+        GroupMembershipConfirmed(
+            group_id="grp_5", user_id="usr_n", confirmed_until=due_since + timedelta(days=91)
+        ),
+        "grp_5",
+    )
+    await apply(mongo_db, [*people, *due, confirmed])
+    await drain(Sender(mongo_db, settings))
+
+    assert addresses(smtp_catcher) == ["usr_m@example.org"]
+    skipped = await mongo_db.deliveries.find({"state": "skipped"}).to_list(None)
+    assert sorted(d["reason"] for d in skipped) == [
+        "already reminded of this due date",
+        "the membership was confirmed meanwhile",
+    ]

@@ -68,6 +68,7 @@ class MongoDirectory:
             name=doc.get("name") or "",
             email=doc.get("email"),
             member_ids=tuple(doc.get("member_ids") or ()),
+            confirmed_until=dict(doc.get("confirmed_until") or {}),
         )
 
     async def department(self, department_id: str | None) -> DepartmentView | None:

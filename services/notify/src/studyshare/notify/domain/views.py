@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,12 @@ class GroupView:
     name: str = ""
     email: str | None = None
     member_ids: tuple[str, ...] = field(default_factory=tuple)
+    confirmed_until: dict[str, datetime] = field(default_factory=dict)
+
+    def confirmed_since(self, user_id: str, due_since: datetime) -> bool:
+        """The member confirmed the composition after the reminder fell due."""
+        until = self.confirmed_until.get(user_id)
+        return until is not None and until > due_since
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from studyshare.contracts.events.identity import (
     GroupCreated,
     GroupMemberAdded,
     GroupMemberRemoved,
+    GroupMembershipConfirmed,
     UserDeactivated,
     UserProfileChanged,
     UserRegistered,
@@ -113,6 +114,10 @@ def _directory_updates(event: Any) -> list[tuple[str, UpdateOne]]:
             return [("groups", op)]
         case GroupMemberRemoved():
             op = UpdateOne({"_id": event.group_id}, {"$pull": {"member_ids": event.user_id}})
+            return [("groups", op)]
+        case GroupMembershipConfirmed():
+            confirmed = {f"confirmed_until.{event.user_id}": event.confirmed_until}
+            op = UpdateOne({"_id": event.group_id}, {"$set": confirmed}, upsert=True)
             return [("groups", op)]
         case DepartmentCreated():
             fields = {"name": event.name, "email": event.email, "kind": event.kind}

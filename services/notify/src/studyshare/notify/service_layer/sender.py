@@ -346,6 +346,10 @@ class Sender:
             address = target.email
         else:
             return Permanent(f"a mail cannot go to a {target.kind} target"), {}
+        if intent.template == r.GROUP_CONFIRMATION_DUE:
+            stale = await self._reminder_not_needed(doc, intent)
+            if stale:
+                return stale, {}
         language = language_or_default(
             intent.language or (recipient.language if recipient else None)
         )
@@ -365,6 +369,28 @@ class Sender:
         )
         outcome = await self.mailer.send(message)
         return outcome, {"address": address, "language": language}
+
+    async def _reminder_not_needed(self, doc: dict[str, Any], intent: Intent) -> Skipped | None:
+        """A reminder is moot once the member confirmed, left the group, or was already
+        reminded of the same due date (identity may announce it more than once)."""
+        group_id, due_iso = intent.context["group_id"], intent.context["due_since"]
+        group = await self.directory.group(group_id)
+        if group is not None:
+            if intent.target.id not in group.member_ids:
+                return Skipped("no longer a member of the group")
+            if group.confirmed_since(str(intent.target.id), datetime.fromisoformat(due_iso)):
+                return Skipped("the membership was confirmed meanwhile")
+        already = await self.store.records.find_one(
+            {
+                "_id": {"$ne": doc["_id"]},
+                "template": r.GROUP_CONFIRMATION_DUE,
+                "recipient_id": intent.target.id,
+                "context.group_id": group_id,
+                "context.due_since": due_iso,
+                "state": "sent",
+            }
+        )
+        return Skipped("already reminded of this due date") if already else None
 
     def _may_wait(self, doc: dict[str, Any]) -> bool:
         """Missing details are waited for a while (another topic may lag), then sent without."""
