@@ -231,7 +231,7 @@ def worker_env(real_infra, settings: NotifySettings, service_name: str) -> dict[
         "STUDYSHARE_PUBLIC_BASE_URL": settings.public_base_url,
         "STUDYSHARE_DELIVERY_BACKOFF_BASE_S": "0.1",
         "STUDYSHARE_DELIVERY_BACKOFF_MAX_S": "0.5",
-        "STUDYSHARE_DELIVERY_LEASE_S": "2",
+        "STUDYSHARE_DELIVERY_LEASE_S": "4",
         "STUDYSHARE_STUDY_DETAILS_WAIT_S": "0",
         "STUDYSHARE_SENDER_POLL_S": "0.05",
     }
