@@ -426,3 +426,32 @@ async def test_the_api_starts_from_its_settings_and_is_ready(
             response = await client.get("/api/notifications/parked", headers=desk)
             assert response.status_code == 200 and response.json() == {"items": []}
     assert "due" in await mongo_db.deliveries.index_information()
+
+
+async def test_an_unreadable_event_does_not_block_the_ones_after_it(
+    mongo_db, events, notify_settings, smtp_catcher
+):
+    from studyshare.contracts.envelope import EventEnvelope
+
+    settings = notify_settings()
+    broken = EventEnvelope(
+        event_type="UserRegistered",
+        aggregate_type="User",
+        aggregate_id="usr_broken",
+        aggregate_version=1,
+        correlation_id="c",
+        payload={"user_id": "usr_broken"},
+    )
+    await apply(
+        mongo_db,
+        [
+            broken,
+            events(user_registered("usr_s", "Sam", "S"), "usr_s"),
+            events(user_registered("usr_r", "Rik", "R"), "usr_r"),
+            share_with(events, "bkt_1", "usr_r"),
+        ],
+    )
+    await drain(Sender(mongo_db, settings))
+    assert [m["To"].addresses[0].addr_spec for m in smtp_catcher.messages()] == [
+        "usr_r@example.org"
+    ]

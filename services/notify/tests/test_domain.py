@@ -403,3 +403,18 @@ def test_sms_settings_also_read_the_kubernetes_secret_names(monkeypatch):
     monkeypatch.setenv("STUDYSHARE_SMS_API_TOKEN", "tok-1")
     settings = NotifySettings(environment="test")
     assert (settings.sms_url, settings.sms_token) == ("https://sms.provider.example/send", "tok-1")
+
+
+def test_an_event_whose_payload_breaks_its_schema_asks_for_nothing():
+    from studyshare.contracts.envelope import EventEnvelope
+
+    broken = EventEnvelope(
+        event_type="StudyShared",
+        schema_version=2,
+        aggregate_type="Bucket",
+        aggregate_id="bkt_x",
+        aggregate_version=1,
+        correlation_id="c",
+        payload={"bucket_id": "bkt_x"},
+    )
+    assert reactions(broken) == []

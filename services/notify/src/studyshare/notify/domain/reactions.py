@@ -7,6 +7,7 @@ so a reaction never depends on whether another topic's projection has caught up.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.events import registry
@@ -22,7 +23,7 @@ from studyshare.contracts.events.share import (
     StudyShared,
 )
 from studyshare.contracts.events.study import BreakTheGlassUsed
-from studyshare.notify.domain.model import Intent, Target
+from studyshare.notify.domain.model import Channel, Intent, Target
 
 SHARE = "share"
 INVITATION = "invitation"
@@ -52,10 +53,20 @@ class ReactionOptions:
 def reactions(envelope: EventEnvelope, options: ReactionOptions | None = None) -> list[Intent]:
     """The messages `envelope` asks for; none for events notify does not react to."""
     options = options or ReactionOptions()
-    event = registry.payload(envelope)
+    try:
+        event = registry.payload(envelope)
+    except ValueError:  # a payload that does not fit its schema asks for nothing
+        return []
     cause = str(envelope.event_id)
 
-    def intent(channel, target, template, language, context, **secret) -> Intent:
+    def intent(
+        channel: Channel,
+        target: Target,
+        template: str,
+        language: str | None,
+        context: dict[str, Any],
+        **secret: Any,
+    ) -> Intent:
         return Intent(
             cause, envelope.event_type, channel, target, template, language, context, **secret
         )
@@ -129,7 +140,7 @@ def _share_target(recipient: RecipientRef) -> tuple[Target, str]:
     return Target(recipient.kind, id=recipient.recipient_id), SHARE
 
 
-def _share_context(event: StudyShared) -> dict:
+def _share_context(event: StudyShared) -> dict[str, Any]:
     """What the share mail needs from the event. The reason is never shown to a recipient."""
     return {
         "bucket_id": event.bucket_id,

@@ -52,7 +52,17 @@ class DirectoryProjection(Projection):
     async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
         writes: dict[str, list[UpdateOne]] = {}
         for envelope in events:
-            event = registry.payload(envelope)
+            try:
+                event = registry.payload(envelope)
+            except ValueError:
+                # skipping beats blocking the partition forever; the event id is in the log
+                log.error(
+                    "event.unreadable",
+                    projection=self.name,
+                    event_type=envelope.event_type,
+                    event_id=str(envelope.event_id),
+                )
+                continue
             for collection, op in _directory_updates(event):
                 writes.setdefault(collection, []).append(op)
         for collection, ops in writes.items():
