@@ -1,0 +1,158 @@
+"""Which messages an event asks for (the reactions of notify). Pure: no I/O.
+
+Addresses are not looked up here: a message names its target and is resolved when it is sent,
+so a reaction never depends on whether another topic's projection has caught up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from studyshare.contracts.envelope import EventEnvelope
+from studyshare.contracts.events import registry
+from studyshare.contracts.events.identity import (
+    GroupMembershipConfirmationDue,
+    PatientOTPIssued,
+    UserRegistered,
+)
+from studyshare.contracts.events.share import (
+    BucketLocked,
+    OTPRequested,
+    RecipientRef,
+    StudyShared,
+)
+from studyshare.contracts.events.study import BreakTheGlassUsed
+from studyshare.notify.domain.model import Channel, Intent, Target
+
+SHARE = "share"
+INVITATION = "invitation"
+BUCKET_OTP = "bucket_otp"
+PATIENT_OTP = "patient_otp"
+BUCKET_LOCKED = "bucket_locked"
+BREAK_THE_GLASS = "break_the_glass"
+GROUP_CONFIRMATION_DUE = "group_confirmation_due"
+REGISTRATION_PENDING = "registration_pending"
+
+MAIL_TEMPLATES = (
+    SHARE,
+    INVITATION,
+    BUCKET_LOCKED,
+    BREAK_THE_GLASS,
+    GROUP_CONFIRMATION_DUE,
+    REGISTRATION_PENDING,
+)
+SMS_TEMPLATES = (BUCKET_OTP, PATIENT_OTP)
+
+
+@dataclass(frozen=True)
+class ReactionOptions:
+    notify_pending_registrations: bool = True
+
+
+def reactions(envelope: EventEnvelope, options: ReactionOptions | None = None) -> list[Intent]:
+    """The messages `envelope` asks for; none for events notify does not react to."""
+    options = options or ReactionOptions()
+    try:
+        event = registry.payload(envelope)
+    except ValueError:  # a payload that does not fit its schema asks for nothing
+        return []
+    cause = str(envelope.event_id)
+
+    def intent(
+        channel: Channel,
+        target: Target,
+        template: str,
+        language: str | None,
+        context: dict[str, Any],
+        **secret: Any,
+    ) -> Intent:
+        return Intent(
+            cause, envelope.event_type, channel, target, template, language, context, **secret
+        )
+
+    match event:
+        case StudyShared() if event.send_mail:
+            context = _share_context(event)
+            intents = []
+            for recipient in event.recipients:
+                target, template = _share_target(recipient)
+                intents.append(intent("mail", target, template, event.language, context))
+            return intents
+        case OTPRequested():
+            return [
+                intent(
+                    "sms",
+                    Target("user", id=event.recipient_id),
+                    BUCKET_OTP,
+                    event.language,
+                    {"bucket_id": event.bucket_id},
+                    sealed_code=event.sealed_code,
+                    expires_at=event.expires_at,
+                )
+            ]
+        case PatientOTPIssued():
+            return [
+                intent(
+                    "sms",
+                    Target("mobile", mobile=event.mobile),
+                    PATIENT_OTP,
+                    event.language,
+                    {"reference_number": event.reference_number},
+                    sealed_code=event.sealed_code,
+                    expires_at=event.expires_at,
+                )
+            ]
+        case BucketLocked():
+            context = {
+                "bucket_id": event.bucket_id,
+                "recipient_id": event.recipient_id,
+                "failed_attempts": event.failed_attempts,
+            }
+            target = Target("alert", id=event.sending_department_id)
+            return [intent("mail", target, BUCKET_LOCKED, None, context)]
+        case BreakTheGlassUsed():
+            context = {
+                "study_uid": event.study_uid,
+                "user_id": event.user_id,
+                "reason": event.reason,
+                "valid_until": event.valid_until.isoformat(),
+            }
+            target = Target("alert", id=event.department_id)
+            return [intent("mail", target, BREAK_THE_GLASS, None, context)]
+        case GroupMembershipConfirmationDue():
+            context = {"group_id": event.group_id, "due_since": event.due_since.isoformat()}
+            target = Target("user", id=event.user_id)
+            return [intent("mail", target, GROUP_CONFIRMATION_DUE, None, context)]
+        case UserRegistered() if event.pending_approval and options.notify_pending_registrations:
+            context = {
+                "user_id": event.user_id,
+                "username": event.username,
+                "profession": event.profession,
+            }
+            return [intent("mail", Target("service_desk"), REGISTRATION_PENDING, None, context)]
+    return []
+
+
+def _share_target(recipient: RecipientRef) -> tuple[Target, str]:
+    if recipient.kind == "email":
+        return Target("email", email=recipient.email or recipient.recipient_id), INVITATION
+    return Target(recipient.kind, id=recipient.recipient_id), SHARE
+
+
+def _share_context(event: StudyShared) -> dict[str, Any]:
+    """What the share mail needs from the event. The reason is never shown to a recipient."""
+    return {
+        "bucket_id": event.bucket_id,
+        "study_uids": list(event.study_uids),
+        "sender_id": event.sender_id,
+        "sending_department_id": event.sending_department_id,
+        "anonymize": event.anonymize,
+        "urgent": event.urgent,
+        "message": event.message or None,
+        "valid_until": event.valid_until.isoformat() if event.valid_until else None,
+        "unlimited": event.unlimited,
+        "two_factor": event.two_factor,
+        "access_level": event.access_level,
+        "allow_download": event.allow_download,
+    }

@@ -1,0 +1,37 @@
+"""What operators do with the delivery log: send a parked message back to the queue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from studyshare.contracts.envelope import Actor
+from studyshare.notify.adapters.deliveries import DeliveryStore
+from studyshare.notify.domain.exceptions import NotificationNotFound, NotificationNotParked
+from studyshare.notify.domain.notification import Notification
+from studyshare.plumbing.aggregate import Repository
+from studyshare.plumbing.eventstore import EventStore
+
+
+async def requeue(db: AsyncDatabase, notification_id: str, actor: Actor) -> dict[str, Any]:
+    """Parked -> pending, attempts from zero; `NotificationRequeued` in the same transaction."""
+    store = DeliveryStore(db)
+    doc = await store.get(notification_id)
+    if doc is None:
+        raise NotificationNotFound(f"no notification {notification_id}")
+    if doc["state"] != "parked":
+        raise NotificationNotParked(f"notification {notification_id} is {doc['state']}, not parked")
+    repository = Repository(EventStore(db), Notification)
+    async with db.client.start_session() as session:
+        async with await session.start_transaction():
+            if not await store.requeue(notification_id, datetime.now(UTC), session=session):
+                raise NotificationNotParked(f"notification {notification_id} is no longer parked")
+            await repository.execute(
+                notification_id,
+                lambda n: n.requeue(doc["cause_event_id"], actor.id or "unknown"),
+                actor,
+                causation_id=doc["cause_event_id"],
+                session=session,
+            )
+    return await store.get(notification_id) or doc
