@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events import DomainEvent
 from studyshare.notify.settings import NotifySettings

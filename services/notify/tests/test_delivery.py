@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import RecipientRef, StudyShared
 from studyshare.notify.adapters.deliveries import DeliveryStore

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.identity import (
     GroupMembershipConfirmationDue,

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from bson import json_util
+
 from studyshare.contracts.events.identity import PatientOTPIssued
 from studyshare.contracts.events.share import OTPRequested
 from studyshare.notify.service_layer.sender import Sender

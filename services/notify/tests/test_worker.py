@@ -13,6 +13,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from studyshare.contracts.events.identity import UserProfileChanged
 from studyshare.contracts.events.share import OTPRequested, RecipientRef, StudyShared
 from studyshare.plumbing.eventstore import EventStore
@@ -68,9 +69,7 @@ async def publish(real_infra, db, envelopes) -> None:
     kafka = producer(real_infra.settings())
     await kafka.start()
     try:
-        relay = OutboxRelay(db, kafka)
-        while await relay.publish_batch():
-            pass
+        await OutboxRelay(db, kafka, settle_s=0).drain()
     finally:
         await kafka.stop()
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Annotated
 
 import typer
+
 from studyshare.notify.domain.reactions import ReactionOptions
 from studyshare.notify.entrypoints.projections import DirectoryProjection, ReactionsProjection
 from studyshare.notify.settings import NotifySettings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
+
 from studyshare.contracts.routes import SERVICE_BY_NAME
 from studyshare.plumbing.sealing import DEV_PRIVATE_KEY
 from studyshare.plumbing.settings import ServiceSettings, refuse_placeholder

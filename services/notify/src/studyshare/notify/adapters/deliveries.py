@@ -22,6 +22,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.notify.domain.model import Intent, Target, Transition
 
 DELIVERIES = "deliveries"

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.notify.domain.views import (
     BucketView,
     DepartmentView,

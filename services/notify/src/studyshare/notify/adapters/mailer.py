@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 
 import aiosmtplib
+
 from studyshare.notify.adapters.templates import RenderedMail
 from studyshare.notify.domain.model import Permanent, Sent, Transient
 from studyshare.notify.settings import NotifySettings

@@ -7,6 +7,7 @@ The text holds a one-time code: it is never logged, and errors quote the provide
 from __future__ import annotations
 
 import httpx
+
 from studyshare.notify.domain.model import Permanent, Sent, Transient
 from studyshare.notify.settings import NotifySettings
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import escape
+
 from studyshare.notify.domain.model import language_or_default
 
 _URL = re.compile(r"(https?://[^\s<]+)")

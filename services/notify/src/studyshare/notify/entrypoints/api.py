@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from pydantic import BaseModel, Field
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.notify.adapters.deliveries import DeliveryStore

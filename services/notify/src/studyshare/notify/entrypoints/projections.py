@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import UpdateOne
+
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.events import registry
 from studyshare.contracts.events.identity import (

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.contracts.envelope import Actor
 from studyshare.notify.adapters.deliveries import DeliveryStore
 from studyshare.notify.domain.exceptions import NotificationNotFound, NotificationNotParked

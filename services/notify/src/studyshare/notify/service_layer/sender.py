@@ -26,6 +26,7 @@ from typing import Any
 from nacl.exceptions import CryptoError
 from prometheus_client import Counter
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.notify import NotificationFailed, NotificationSent
 from studyshare.notify.adapters.deliveries import DeliveryStore, intent_of, new_record
