@@ -56,20 +56,19 @@ async def test_relay_killed_mid_batch_loses_nothing_and_duplicates_apply_once(
     store = EventStore(mongo_db)
     await store.ensure_indexes()
     buckets = [unique("bkt") for _ in range(50)]
-    for version in range(1, 41):  # 2000 appends, spread over time like real traffic
-        for bucket in buckets:
-            await store.append(otp_failures(bucket, 1, start=version))
     total = 50 * 40
     events = mongo_db.events
-    await asyncio.sleep(0.3)  # let the appends settle, so the relay sees them all
-
+    relay = tally_process("relay", mongo_db.name)
+    for version in range(1, 41):  # 2000 appends while the relay runs, like real traffic
+        for bucket in buckets:
+            await store.append(otp_failures(bucket, 1, start=version))
+        if version == 15:
+            assert await eventually(lambda: _checkpoint(mongo_db), timeout=60, interval=0.01)
+            os.kill(relay.pid, signal.SIGKILL)
+            relay.wait()
     last = await events.find_one(
         {}, sort=[("recorded_at", -1), ("aggregate_id", -1), ("aggregate_version", -1)]
     )
-    relay = tally_process("relay", mongo_db.name)
-    await eventually(lambda: _checkpoint(mongo_db), timeout=60, interval=0.01)
-    os.kill(relay.pid, signal.SIGKILL)
-    relay.wait()
     assert position_of(await _checkpoint(mongo_db)) < position(last), "killed mid-stream"
 
     tally_process("relay", mongo_db.name)
@@ -118,4 +117,31 @@ def position_of(checkpoint):
             "aggregate_id": checkpoint["aggregate_id"],
             "aggregate_version": checkpoint["version"],
         }
+    )
+
+
+async def test_a_restarted_relay_resumes_after_its_checkpoint(real_infra, mongo_db):
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    first, second = unique("bkt"), unique("bkt")
+    kafka = producer(real_infra.settings())
+    await kafka.start()
+    try:
+        await store.append(otp_failures(first, 3))
+        assert await OutboxRelay(mongo_db, kafka, settle_s=0).drain() == 3
+        await asyncio.sleep(6)  # longer than the relay's first read span
+        await store.append(otp_failures(second, 2))
+        await store.append(otp_failures(first, 1, start=4))
+        assert await OutboxRelay(mongo_db, kafka, settle_s=0).drain() == 3
+    finally:
+        await kafka.stop()
+
+    def ours(messages):
+        return [m for m in messages if m[2].aggregate_id in (first, second)]
+
+    messages = ours(
+        await read_topic(real_infra.kafka_bootstrap, "share.events", lambda m: len(ours(m)) >= 6)
+    )
+    assert sorted((e.aggregate_id, e.aggregate_version) for *_, e in messages) == sorted(
+        [(first, v) for v in range(1, 5)] + [(second, 1), (second, 2)]
     )

@@ -159,6 +159,7 @@ async def test_worker_killed_before_the_server_accepted_delivers_each_mail_exact
     mails = ours(smtp_catcher, addresses)
     assert sorted(m["To"].addresses[0].addr_spec for m in mails) == sorted(addresses)
     assert len({m["Message-ID"] for m in mails}) == len(addresses)
+    await wait_until(lambda: any(m["to"] == mobile for m in sms_sink.received))
     [sms] = [m for m in sms_sink.received if m["to"] == mobile]
     assert "731904" in sms["text"], "the bucket OTP went by SMS through the same worker"
     records = await our_records(mongo_db, addresses)

@@ -121,43 +121,42 @@ class OutboxRelay:
             )
         return self._cursor
 
-    async def _window(self, start: datetime, upper: datetime) -> list[dict[str, Any]]:
-        """Events in [start, upper], read one time span at a time; every read is used, and the
-        span adapts so the next read holds about one batch."""
-        while True:
-            end = min(upper, start + self.span)
-            docs = await self.events.find(
-                {"recorded_at": {"$gte": start, "$lte": end}},
-                RELAY_FIELDS,
-                batch_size=self.batch_size,
-            ).to_list(None)
-            if len(docs) > 2 * self.batch_size:
-                self.span = max(self.span / 2, timedelta(milliseconds=1))
-            elif len(docs) < self.batch_size // 2 and end < upper:
-                self.span = min(self.span * 2, timedelta(days=30))
-            if docs or end >= upper:
-                return docs
-            start = end
+    async def _window(
+        self, start: datetime, upper: datetime
+    ) -> tuple[list[dict[str, Any]], datetime]:
+        """Events in [start, end] for one time span, and `end`; the span adapts so the next
+        read holds about one batch."""
+        end = min(upper, start + self.span)
+        docs = await self.events.find(
+            {"recorded_at": {"$gte": start, "$lte": end}}, RELAY_FIELDS, batch_size=self.batch_size
+        ).to_list(None)
+        if len(docs) > 2 * self.batch_size:
+            self.span = max(self.span / 2, timedelta(milliseconds=1))
+        elif len(docs) < self.batch_size // 2:
+            self.span = min(self.span * 2, timedelta(days=30))
+        return docs, end
 
     async def _next(self) -> list[dict[str, Any]]:
-        """The next window of settled, unsent events, in outbox order (moves the read cursor)."""
+        """The next settled, unsent events in outbox order (moves the read cursor)."""
         cursor = await self.cursor()
         upper = datetime.now(UTC) - self.settle
-        if cursor[0] > upper:
-            return []
         if cursor[0] == EPOCH:
             first = await self.events.find_one({}, {"recorded_at": 1}, sort=[("recorded_at", 1)])
             if first is None:
                 return []
             cursor = (first["recorded_at"].replace(tzinfo=UTC), "", 0)
-        docs = [d for d in await self._window(cursor[0], upper) if position(d) > cursor]
-        if not docs:
-            if cursor[0] < upper:
-                self._cursor = (min(upper, cursor[0] + self.span), "", 0)
-            return []
-        docs.sort(key=position)
-        self._cursor = position(docs[-1])
-        return docs
+        while cursor[0] <= upper:
+            docs, end = await self._window(cursor[0], upper)
+            docs = [d for d in docs if position(d) > cursor]
+            if docs:
+                docs.sort(key=position)
+                self._cursor = position(docs[-1])
+                return docs
+            if end >= upper:
+                break
+            cursor = (end, "", 0)
+            self._cursor = cursor
+        return []
 
     async def _checkpoint(self, at: Position) -> None:
         await self.checkpoints.update_one(
