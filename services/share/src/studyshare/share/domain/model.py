@@ -254,6 +254,11 @@ class Bucket(Aggregate):
         self.locked = False
         self.consecutive_failures = 0
 
+    # plumbing's snake_case of "OTPFailed" is "o_t_p_failed"
+    when_o_t_p_requested = when_otp_requested
+    when_o_t_p_failed = when_otp_failed
+    when_o_t_p_verified = when_otp_verified
+
     # -- views
     @property
     def s(self) -> StudyShared:
