@@ -164,7 +164,9 @@ def policy(**kw: Any) -> DepartmentPolicySet:
 
 @pytest.fixture
 async def env(real_infra, mongo_db, test_tokens) -> AsyncIterator[ShareEnv]:
-    settings = real_infra.settings(ShareSettings, database=mongo_db.name, expiry_interval_seconds=3600)
+    settings = real_infra.settings(
+        ShareSettings, database=mongo_db.name, expiry_interval_seconds=3600
+    )
     app = create_app(settings)
     clock = Clock()
     async with app.router.lifespan_context(app):

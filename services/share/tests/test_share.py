@@ -45,7 +45,9 @@ async def test_images_only_not_allowed_for_user_but_for_a_department(env):
     refused = await env.share(access_level="images", expect=422)
     assert refused["rule"] == "ImagesOnlyNotAllowedForUser"
     assert await env.count() == 0
-    ok = await env.share(access_level="images", recipients=[{"kind": "department", "id": "dep_pacs"}])
+    ok = await env.share(
+        access_level="images", recipients=[{"kind": "department", "id": "dep_pacs"}]
+    )
     assert ok["confirmation"]["report_access"] == "none"
 
 
@@ -161,12 +163,24 @@ async def test_confirmation_is_structured_and_ready_to_copy_text(env):
     assert c["bucket_id"] == out["bucket_id"]
     assert c["sender"] == {"id": "usr_sender", "name": "Dr Sender"}
     assert c["studies"] == [
-        {"study_uid": STUDY_A, "description": "CT thorax", "study_date": None, "patient_initials": "J.D."}
+        {
+            "study_uid": STUDY_A,
+            "description": "CT thorax",
+            "study_date": None,
+            "patient_initials": "J.D.",
+        }
     ]
     assert [r["name"] for r in c["recipients"]] == ["Dr R1", "Group practice Zuid"]
     text = out["confirmation_text"]
-    for expected in ("CT thorax", "Dr R1", "Group practice Zuid", "images and read access",
-                     "Valid until:", "download allowed", "see series 3"):
+    for expected in (
+        "CT thorax",
+        "Dr R1",
+        "Group practice Zuid",
+        "images and read access",
+        "Valid until:",
+        "download allowed",
+        "see series 3",
+    ):
         assert expected in text
     assert "second opinion" not in text  # the reason is never shown
 

@@ -83,7 +83,9 @@ async def test_no_code_without_two_factor_or_without_mobile(env):
     response = await env.client.post(f"/api/shares/{plain}/otp", headers=env.as_("usr_r1"))
     assert response.json()["rule"] == "TwoFactorNotRequired"
     bucket_id = await two_factor_bucket(env, recipients=[{"kind": "user", "id": "usr_nomobile"}])
-    response = await env.client.post(f"/api/shares/{bucket_id}/otp", headers=env.as_("usr_nomobile"))
+    response = await env.client.post(
+        f"/api/shares/{bucket_id}/otp", headers=env.as_("usr_nomobile")
+    )
     assert response.status_code == 422 and response.json()["rule"] == "NoRegisteredMobile"
     assert await env.count(event_type="OTPRequested") == 0
 

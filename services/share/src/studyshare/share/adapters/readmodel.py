@@ -42,6 +42,7 @@ def render(bucket: Bucket) -> dict[str, Any]:
         ],
         "active_recipient_ids": sorted(bucket.active_recipient_ids),
         "access_level": s.access_level,
+        "reason": s.reason,  # for the sender, owner and admins only; never for recipients
         "report_access": effective_report_access(bucket),
         "language": s.language,
         "valid_until": s.valid_until,

@@ -302,7 +302,7 @@ def bucket_out(bucket: Bucket, admin: bool, children: list[str] | None = None) -
     from studyshare.share.adapters.readmodel import render
 
     doc = render(bucket)
-    return bucket_doc_out(doc | {"reason": bucket.reason if admin else None}, children or [])
+    return bucket_doc_out(doc | {"reason": doc["reason"] if admin else None}, children or [])
 
 
 def bucket_doc_out(doc: dict[str, Any], children: list[str]) -> BucketOut:
@@ -310,7 +310,11 @@ def bucket_doc_out(doc: dict[str, Any], children: list[str]) -> BucketOut:
         bucket_id=doc["_id"],
         children=children,
         reason=doc.get("reason"),
-        **{k: v for k, v in doc.items() if k in BucketOut.model_fields and k != "reason"},
+        **{
+            k: v
+            for k, v in doc.items()
+            if k in BucketOut.model_fields and k not in ("reason", "children")
+        },
     )
 
 
