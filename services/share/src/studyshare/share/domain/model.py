@@ -170,6 +170,8 @@ def decide_share(request: ShareRequest, now: datetime, parent: Bucket | None = N
         if not any(r.kind == "group" for r in request.recipients):
             raise rules.LabelScopeNeedsGroupRecipient("a group label needs a group recipient")
     valid_until, unlimited = decide_validity(request, now, parent)
+    if valid_until is not None:  # whole seconds: the same instant in events and read models
+        valid_until = valid_until.replace(microsecond=0)
     return StudyShared(
         bucket_id=request.bucket_id,
         study_uids=tuple(dict.fromkeys(request.study_uids)),
