@@ -74,7 +74,11 @@ async def test_filters_and_pagination(env):
     assert (await mine(env, "usr_r1", study_uid=STUDY_C))["total"] == 1
     page = await mine(env, "usr_r1", limit=2, offset=2)
     assert page["total"] == 3 and len(page["items"]) == 1
-    assert [i["study_uid"] for i in (await mine(env, "usr_r1"))["items"]] == [STUDY_C, STUDY_B, STUDY_A]
+    assert [i["study_uid"] for i in (await mine(env, "usr_r1"))["items"]] == [
+        STUDY_C,
+        STUDY_B,
+        STUDY_A,
+    ]
 
 
 async def test_a_share_is_visible_to_the_recipient_in_the_same_request(env):

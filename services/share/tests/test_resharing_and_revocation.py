@@ -69,7 +69,9 @@ async def test_reshare_validity_never_beyond_the_parents(env):
     refused = await reshare(env, parent, expect=422, valid_until=later)
     assert refused["rule"] == "ValidityExceedsHeld"
     child = await reshare(env, parent)  # the default month is cut to the parent's validity
-    assert datetime.fromisoformat(child["confirmation"]["valid_until"]) == until.replace(microsecond=0)
+    assert datetime.fromisoformat(child["confirmation"]["valid_until"]) == until.replace(
+        microsecond=0
+    )
 
 
 async def test_group_member_reshares_from_a_group_share(env):
