@@ -458,7 +458,7 @@ async def unlock(bucket_id: str, user: CurrentUser, service: Service) -> BucketO
     "/api/shared-with-me",
     response_model=SharedWithMeOut,
     summary="Studies shared with me and with my groups",
-    responses=problem_responses(401),
+    responses=problem_responses(401, 403),
 )
 async def shared_with_me(
     user: CurrentUser,
@@ -485,7 +485,7 @@ async def shared_with_me(
     "/api/favorites",
     response_model=list[FavoriteOut],
     summary="My favourite recipients",
-    responses=problem_responses(401),
+    responses=problem_responses(401, 403),
 )
 async def favorites(user: CurrentUser, service: Service) -> list[FavoriteOut]:
     items = await service.list_favorites(user)
@@ -500,7 +500,7 @@ async def favorites(user: CurrentUser, service: Service) -> list[FavoriteOut]:
     status_code=status.HTTP_201_CREATED,
     response_model=FavoriteOut,
     summary="Add a favourite recipient",
-    responses=problem_responses(401, 422),
+    responses=problem_responses(401, 403, 422),
 )
 async def add_favorite(body: RecipientIn, user: CurrentUser, service: Service) -> FavoriteOut:
     favorite_id, r = await service.add_favorite(user, body.to_input())
@@ -513,7 +513,7 @@ async def add_favorite(body: RecipientIn, user: CurrentUser, service: Service) -
     "/api/favorites/{favorite_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Remove a favourite",
-    responses=problem_responses(401, 404),
+    responses=problem_responses(401, 403, 404),
 )
 async def remove_favorite(favorite_id: str, user: CurrentUser, service: Service) -> None:
     await service.remove_favorite(user, favorite_id)
@@ -523,7 +523,7 @@ async def remove_favorite(favorite_id: str, user: CurrentUser, service: Service)
     "/api/share-preferences",
     response_model=PreferencesOut,
     summary="My remembered two-factor and send-mail defaults",
-    responses=problem_responses(401),
+    responses=problem_responses(401, 403),
 )
 async def share_preferences(user: CurrentUser, service: Service) -> PreferencesOut:
     prefs = await service.share_preferences(user)

@@ -559,14 +559,12 @@ class ShareService:
         return hmac.new(key, f"{bucket_id}|{user_id}|{code}".encode(), hashlib.sha256).hexdigest()
 
     async def _holder(self, principal: AccessClaims, bucket: Bucket) -> str:
+        """How the caller holds the bucket: themselves or a group/department, active first."""
         keys = await self._holder_keys(principal)
-        for key in keys:
-            if key in bucket.active_recipient_ids:
-                return key
-        if keys[0] in {r.recipient_id for r in bucket.s.recipients} or any(
-            k in {r.recipient_id for r in bucket.s.recipients} for k in keys
-        ):
-            return keys[0]
+        everyone = {r.recipient_id for r in bucket.s.recipients}
+        for key in [k for k in keys if k in bucket.active_recipient_ids] + keys:
+            if key in everyone:
+                return key  # a revoked holder is refused by the domain with its rule
         raise rules.BucketNotFound(f"no bucket {bucket.id}")
 
     async def request_otp(self, principal: AccessClaims, bucket_id: str) -> datetime:
