@@ -15,7 +15,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from studyshare.contracts.events.share import AccessLevel, Label
 from studyshare.plumbing.auth import CurrentUser
 from studyshare.plumbing.http import create_app as base_app
-from studyshare.plumbing.http import kafka_ready, mongo_ready, problem_responses
+from studyshare.plumbing.http import kafka_ready, mongo_ready
+from studyshare.plumbing.http import problem_responses as _problem_responses
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
 from studyshare.share.domain.model import Bucket
@@ -29,6 +30,16 @@ from studyshare.share.settings import ShareSettings
 
 log = get_logger(__name__)
 Language = Literal["en", "nl", "fr", "de"]
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Refusals documented as `application/problem+json`, the content type they are sent in."""
+    documented = _problem_responses(*statuses)
+    for entry in documented.values():
+        entry["content"] = {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        }
+    return documented
 
 
 # ---------------------------------------------------------------- request models
