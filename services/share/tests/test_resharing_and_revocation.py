@@ -23,12 +23,24 @@ async def test_reshare_needs_allow_further_sharing(env):
     assert await env.count(event_type="StudyShared") == 1
 
 
-async def test_a_recipient_shares_further_only_through_the_bucket(env):
-    parent = (await env.share(allow_further_sharing=True))["bucket_id"]
-    direct = await env.share(
+async def test_without_parent_bucket_id_the_held_bucket_is_found(env):
+    refused = await env.share(
         sender="usr_r1", recipients=[{"kind": "user", "id": "usr_r2"}], expect=403
     )
-    assert direct["rule"] == "NotAllowedToShareStudy"
+    assert refused["rule"] == "NotAllowedToShareStudy"
+    await env.share()
+    refused = await env.share(
+        sender="usr_r1", recipients=[{"kind": "user", "id": "usr_r2"}], expect=403
+    )
+    assert refused["rule"] == "FurtherSharingNotAllowed"
+    parent = (await env.share(allow_further_sharing=True, allow_download=True))["bucket_id"]
+    child = await env.share(sender="usr_r1", recipients=[{"kind": "user", "id": "usr_r2"}])
+    assert child["confirmation"]["parent_bucket_id"] == parent
+    assert await env.count(event_type="StudyShared") == 3
+
+
+async def test_a_recipient_shares_further_through_the_bucket(env):
+    parent = (await env.share(allow_further_sharing=True))["bucket_id"]
     child = await reshare(env, parent)
     assert child["confirmation"]["parent_bucket_id"] == parent
     [event] = await env.events(aggregate_id=child["bucket_id"])

@@ -26,6 +26,7 @@ from studyshare.share.adapters.readmodel import (
 )
 from studyshare.share.domain import rules
 from studyshare.share.domain.model import (
+    LEVELS,
     Bucket,
     Favorites,
     SharePreferences,
@@ -172,22 +173,21 @@ class ShareService:
                 if uid not in study_uids:
                     study_uids.append(uid)
             studies = await self.directory.studies(study_uids)
+        if parent is None and not self._may_share_directly(principal, study_uids, studies):
+            parent = await self._held_parent(principal, study_uids, now)
+            if parent is None:
+                unknown = [uid for uid in study_uids if uid not in studies]
+                if unknown:
+                    raise rules.StudyNotKnown(f"studies not received (yet): {unknown}")
+                raise rules.NotAllowedToShareStudy(
+                    "you may share only your own or your department's studies, or studies "
+                    "shared with you with 'allow further sharing'"
+                )
         if parent is not None:
             if cmd.include_uploaded_together:
                 study_uids = [u for u in study_uids if u in parent.active_study_uids]
             sending_department = parent.sending_department_id
         else:
-            unknown = [uid for uid in study_uids if uid not in studies]
-            if unknown:
-                raise rules.StudyNotKnown(f"studies not received (yet): {unknown}")
-            for uid in study_uids:
-                study = studies[uid]
-                own_department = study.get("department_id") in principal.department_ids
-                if not (own_department or study.get("owner_id") == principal.sub):
-                    raise rules.NotAllowedToShareStudy(
-                        f"you may not share {uid}: it is neither yours nor your department's; "
-                        "if it was shared with you, share it further with parent_bucket_id"
-                    )
             sending_department = studies[study_uids[0]].get("department_id") if study_uids else None
         recipients = await self._resolve_recipients(cmd.recipients)
         favorites = [r for r in recipients if r.recipient_id in set(cmd.add_to_favorites)]
@@ -247,6 +247,49 @@ class ShareService:
             parent_bucket_id=shared.parent_bucket_id,
         )
         return ShareResult(bucket, confirmation, confirmation_text(confirmation), added)
+
+    @staticmethod
+    def _may_share_directly(
+        principal: AccessClaims, study_uids: list[str], studies: dict[str, dict[str, Any]]
+    ) -> bool:
+        """Every study is known and belongs to the sender's department or to the sender."""
+        return all(
+            uid in studies
+            and (
+                studies[uid].get("department_id") in principal.department_ids
+                or studies[uid].get("owner_id") == principal.sub
+            )
+            for uid in study_uids
+        )
+
+    async def _held_parent(
+        self, principal: AccessClaims, study_uids: list[str], now: datetime
+    ) -> Bucket | None:
+        """A re-share without `parent_bucket_id`: the bucket held by the sender holding all
+        the studies with the most rights, or None when no bucket holds them."""
+        if not study_uids:
+            return None
+        docs = await self.readmodel.held_by(await self._holder_keys(principal), now)
+        holding = [d for d in docs if set(study_uids) <= set(d["active_study_uids"])]
+        if not holding:
+            return None
+        further = [d for d in holding if d["allow_further_sharing"]]
+        if not further:
+            raise rules.FurtherSharingNotAllowed(
+                "these studies were shared with you without 'allow further sharing'"
+            )
+        far = datetime.max.replace(tzinfo=now.tzinfo)
+        best = max(
+            further,
+            key=lambda d: (
+                LEVELS[d["access_level"]],
+                d["allow_download"],
+                not d["anonymize"],
+                not d["two_factor"],
+                far if d["unlimited"] else d["valid_until"],
+            ),
+        )
+        return await self._load(best["_id"])
 
     async def _create(self, shared: StudyShared, actor: Actor, now: datetime) -> Bucket:
         """Append the bucket's first event and its read model in one transaction."""
