@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import AccessLevel, Label, RecipientRef, StudyShared
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.aggregate import Repository, new_id
-from studyshare.plumbing.eventstore import EventStore
+from studyshare.plumbing.eventstore import EventStore, envelope_for
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.sealing import seal
 from studyshare.share.adapters.readmodel import (
@@ -225,17 +226,20 @@ class ShareService:
             check_within_held(request, parent, set(await self._holder_keys(principal)))
         shared = decide_share(request, now, parent)
         bucket = await self._create(shared, actor_of(principal), now)
-        await self.preferences.execute(
-            f"pref_{principal.sub}",
-            lambda p: p.remember(principal.sub, two_factor, send_mail),
-            actor_of(principal),
-        )
+        if prefs.remember(principal.sub, two_factor, send_mail):
+            await self.preferences.execute(
+                f"pref_{principal.sub}",
+                lambda p: p.remember(principal.sub, two_factor, send_mail),
+                actor_of(principal),
+                retries=50,
+            )
         added: list[str] = []
         if favorites:
             _, envelopes = await self.favorites.execute(
                 f"fav_{principal.sub}",
                 lambda f: f.add(principal.sub, favorites),
                 actor_of(principal),
+                retries=50,
             )
             added = [e.payload["favorite_id"] for e in envelopes]
         confirmation = await self.confirmation(bucket)
@@ -292,15 +296,23 @@ class ShareService:
         return await self._load(best["_id"])
 
     async def _create(self, shared: StudyShared, actor: Actor, now: datetime) -> Bucket:
-        """Append the bucket's first event and its read model in one transaction."""
+        """Append the bucket's first event and its read model in one transaction (retried
+        whole on a transient write conflict with concurrent senders)."""
+
+        envelope = envelope_for(
+            shared, aggregate_id=shared.bucket_id, aggregate_version=1, actor=actor
+        )
+
+        async def write(session: AsyncClientSession) -> Bucket:
+            await self.store.append([envelope], session=session)
+            bucket = Bucket(shared.bucket_id)
+            bucket.apply(shared)
+            bucket.shared_at = now
+            await self.readmodel.save(bucket, session=session)
+            return bucket
+
         async with self.db.client.start_session() as session:
-            async with await session.start_transaction():
-                bucket, _ = await self.buckets.execute(
-                    shared.bucket_id, lambda b: [shared], actor, session=session
-                )
-                bucket.shared_at = now
-                await self.readmodel.save(bucket, session=session)
-        return bucket
+            return await session.with_transaction(write)
 
     async def share_again(
         self,
