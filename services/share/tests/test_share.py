@@ -256,3 +256,12 @@ async def test_reason_is_visible_to_the_sender_never_to_recipients(env):
 async def test_unauthenticated_requests_are_refused(env):
     response = await env.client.post("/api/shares", json={})
     assert response.status_code == 401
+
+
+async def test_profile_changes_reach_the_share_language_and_names(env):
+    from studyshare.contracts.events.identity import UserProfileChanged
+
+    await env.seed(UserProfileChanged(user_id="usr_r1", language="de", last_name="Peeters"))
+    out = await env.share()
+    assert out["confirmation"]["language"] == "de"
+    assert out["confirmation"]["recipients"][0]["name"] == "Dr Peeters"

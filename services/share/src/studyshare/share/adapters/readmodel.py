@@ -122,6 +122,14 @@ class BucketReadModel:
         return [doc["_id"] async for doc in cursor]
 
 
+def _named(user: dict[str, Any] | None) -> Any:
+    """Adds the display name ("first last")."""
+    if user is not None:
+        parts = (user.get("first_name"), user.get("last_name"))
+        user["name"] = " ".join(p for p in parts if p) or None
+    return user
+
+
 class DirectoryReader:
     """Reads the worker's directory projection (users, groups, departments, studies)."""
 
@@ -138,10 +146,10 @@ class DirectoryReader:
         return {doc["_id"]: doc async for doc in cursor}
 
     async def user(self, user_id: str) -> dict[str, Any] | None:
-        return await self._one("users", user_id)
+        return _named(await self._one("users", user_id))
 
     async def users(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        return await self._many("users", ids)
+        return {k: _named(v) for k, v in (await self._many("users", ids)).items()}
 
     async def groups(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         return await self._many("groups", ids)

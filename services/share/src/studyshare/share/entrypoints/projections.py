@@ -50,7 +50,8 @@ class Directory(Projection):
                     e.user_id,
                     {
                         "$set": {
-                            "name": f"{e.first_name} {e.last_name}".strip(),
+                            "first_name": e.first_name,
+                            "last_name": e.last_name,
                             "language": e.language,
                             "mobile": e.mobile,
                             "email": e.email,
@@ -64,11 +65,9 @@ class Directory(Projection):
         if kind == "UserProfileChanged":
             fields = {
                 k: getattr(e, k)
-                for k in ("language", "mobile", "email")
+                for k in ("first_name", "last_name", "language", "mobile", "email")
                 if getattr(e, k) is not None
             }
-            if e.first_name is not None or e.last_name is not None:
-                pass  # the display name is refreshed on the next registration-level event
             return [up("users", e.user_id, {"$set": fields})] if fields else []
         if kind == "UserRolesChanged":
             return [
