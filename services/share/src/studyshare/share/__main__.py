@@ -1,0 +1,14 @@
+"""`python -m studyshare.share api|relay|worker|replay`."""
+
+from studyshare.plumbing.cli import ServiceCLI
+from studyshare.share.entrypoints.projections import BucketsCatchUp, Directory
+from studyshare.share.settings import ShareSettings
+
+cli = ServiceCLI(
+    settings=ShareSettings,
+    app_factory="studyshare.share.entrypoints.api:create_app",
+    projections=lambda s: [Directory(), BucketsCatchUp()],
+)
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,194 @@
+"""Mongo read models: the bucket view (rendered inline with every append) and the directory
+(facts from identity and the study store, built by the worker)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+from studyshare.plumbing.eventstore import EventStore
+from studyshare.plumbing.projection import GenerationPointer
+from studyshare.share.domain.model import Bucket, DepartmentPolicy
+from studyshare.share.entrypoints.projections import DIRECTORY
+
+BUCKETS = "buckets_view"
+OTP_CODES = "otp_codes"
+
+
+def effective_report_access(bucket: Bucket) -> str:
+    """What the recipient may do with the report: an anonymized share never opens it."""
+    if bucket.anonymize or bucket.access_level == "images":
+        return "none"
+    return "read" if bucket.access_level == "images_report_read" else "write"
+
+
+def render(bucket: Bucket) -> dict[str, Any]:
+    s = bucket.s
+    return {
+        "_id": bucket.id,
+        "version": bucket.version,
+        "sender_id": s.sender_id,
+        "sending_department_id": s.sending_department_id,
+        "parent_bucket_id": s.parent_bucket_id,
+        "study_uids": list(s.study_uids),
+        "active_study_uids": bucket.active_study_uids,
+        "recipients": [
+            {**r.model_dump(), "revoked": r.recipient_id in bucket.revoked_recipients}
+            for r in s.recipients
+        ],
+        "active_recipient_ids": sorted(bucket.active_recipient_ids),
+        "access_level": s.access_level,
+        "reason": s.reason,  # for the sender, owner and admins only; never for recipients
+        "report_access": effective_report_access(bucket),
+        "language": s.language,
+        "valid_until": s.valid_until,
+        "unlimited": s.unlimited,
+        "anonymize": s.anonymize,
+        "allow_further_sharing": s.allow_further_sharing,
+        "allow_download": s.allow_download,
+        "two_factor": s.two_factor,
+        "send_mail": s.send_mail,
+        "urgent": s.urgent,
+        "label": s.label.model_dump() if s.label else None,
+        "message": s.message,
+        "status": bucket.status,
+        "revoked": bucket.revoked,
+        "expired": bucket.expired,
+        "locked": bucket.locked,
+        "shared_at": bucket.shared_at,
+    }
+
+
+class BucketReadModel:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.db = db
+        self.buckets = db[BUCKETS]
+
+    async def ensure_indexes(self) -> None:
+        await self.buckets.create_index(
+            [("active_recipient_ids", ASCENDING), ("shared_at", DESCENDING)]
+        )
+        await self.buckets.create_index("study_uids")
+        await self.buckets.create_index("parent_bucket_id")
+        await self.buckets.create_index([("status", ASCENDING), ("valid_until", ASCENDING)])
+
+    async def save(self, bucket: Bucket, session: AsyncClientSession | None = None) -> None:
+        """Upsert unless a newer version is already stored (idempotent, order-proof)."""
+        doc = render(bucket)
+        try:
+            await self.buckets.replace_one(
+                {"_id": bucket.id, "version": {"$lt": bucket.version}},
+                doc,
+                upsert=True,
+                session=session,
+            )
+        except DuplicateKeyError:
+            pass  # a newer rendering is stored already
+
+    async def render_from_store(self, store: EventStore, bucket_id: str) -> None:
+        bucket = Bucket.rehydrate(bucket_id, await store.load(bucket_id))
+        if bucket.shared is not None:
+            await self.save(bucket)
+
+    async def get(self, bucket_id: str) -> dict[str, Any] | None:
+        return await self.buckets.find_one({"_id": bucket_id})
+
+    async def children(self, bucket_id: str) -> list[dict[str, Any]]:
+        return await self.buckets.find({"parent_bucket_id": bucket_id}).to_list(None)
+
+    async def of_study(self, study_uid: str) -> list[dict[str, Any]]:
+        cursor = self.buckets.find({"study_uids": study_uid}).sort("shared_at", ASCENDING)
+        return await cursor.to_list(None)
+
+    async def held_by(self, keys: list[str], now: datetime) -> list[dict[str, Any]]:
+        """Active, unexpired buckets of which one of `keys` is an active recipient."""
+        cursor = self.buckets.find(
+            {
+                "active_recipient_ids": {"$in": keys},
+                "status": "active",
+                "$or": [{"unlimited": True}, {"valid_until": {"$gt": now}}],
+            }
+        ).sort("shared_at", DESCENDING)
+        return await cursor.to_list(None)
+
+    async def due_for_expiry(self, now: datetime) -> list[str]:
+        cursor = self.buckets.find(
+            {"status": "active", "unlimited": False, "valid_until": {"$lte": now}}, {"_id": 1}
+        )
+        return [doc["_id"] async for doc in cursor]
+
+
+def _named(user: dict[str, Any] | None) -> Any:
+    """Adds the display name ("first last")."""
+    if user is not None:
+        parts = (user.get("first_name"), user.get("last_name"))
+        user["name"] = " ".join(p for p in parts if p) or None
+    return user
+
+
+class DirectoryReader:
+    """Reads the worker's directory projection (users, groups, departments, studies)."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.pointer = GenerationPointer(db, DIRECTORY)
+
+    async def _one(self, collection: str, _id: str) -> dict[str, Any] | None:
+        return await (await self.pointer.collection(collection)).find_one({"_id": _id})
+
+    async def _many(self, collection: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        cursor = (await self.pointer.collection(collection)).find({"_id": {"$in": ids}})
+        return {doc["_id"]: doc async for doc in cursor}
+
+    async def user(self, user_id: str) -> dict[str, Any] | None:
+        return _named(await self._one("users", user_id))
+
+    async def users(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {k: _named(v) for k, v in (await self._many("users", ids)).items()}
+
+    async def groups(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        return await self._many("groups", ids)
+
+    async def departments(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        return await self._many("departments", ids)
+
+    async def studies(self, uids: list[str]) -> dict[str, dict[str, Any]]:
+        return await self._many("studies", uids)
+
+    async def uploaded_together(self, batch_ids: list[str]) -> list[str]:
+        if not batch_ids:
+            return []
+        cursor = (await self.pointer.collection("studies")).find(
+            {"upload_batch_id": {"$in": batch_ids}}, {"_id": 1}
+        )
+        return [doc["_id"] async for doc in cursor]
+
+    async def groups_of(self, user_id: str) -> list[str]:
+        cursor = (await self.pointer.collection("groups")).find({"member_ids": user_id}, {"_id": 1})
+        return [doc["_id"] async for doc in cursor]
+
+    async def opened(self, user_id: str, study_uids: list[str]) -> set[str]:
+        ids = [f"{user_id}|{uid}" for uid in study_uids]
+        cursor = (await self.pointer.collection("opened")).find({"_id": {"$in": ids}})
+        return {doc["study_uid"] async for doc in cursor}
+
+    async def policy(self, department_id: str | None) -> tuple[DepartmentPolicy, str | None]:
+        """The department's policy (documented defaults when it set none) and its country."""
+        doc = await self._one("departments", department_id) if department_id else None
+        policy = (doc or {}).get("policy") or {}
+        country = (doc or {}).get("country")
+        return (
+            DepartmentPolicy(
+                default_validity_days=policy.get("default_validity_days", 30),
+                max_validity_days=policy.get("max_validity_days"),
+                unlimited_allowed=policy.get("unlimited_allowed", True),
+                hipaa_confirmation_required=bool(policy.get("hipaa_confirmation_required"))
+                or country == "us",
+            ),
+            country,
+        )

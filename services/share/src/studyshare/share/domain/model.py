@@ -1,0 +1,499 @@
+"""Buckets: a share action and its rules. Pure: no I/O, the clock is passed in."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from studyshare.contracts.events.share import (
+    AccessLevel,
+    AccessRevoked,
+    BucketExpired,
+    BucketLocked,
+    BucketUnlocked,
+    FavoriteAdded,
+    FavoriteRemoved,
+    Label,
+    OTPFailed,
+    OTPRequested,
+    OTPVerified,
+    RecipientRef,
+    SharePreferencesRemembered,
+    StudyShared,
+)
+from studyshare.plumbing.aggregate import Aggregate
+from studyshare.share.domain import rules
+
+LEVELS: dict[str, int] = {"images": 0, "images_report_read": 1, "images_report_write": 2}
+MAX_WRONG_OTPS = 5
+DEFAULT_VALIDITY_DAYS = 30
+
+
+@dataclass(frozen=True)
+class DepartmentPolicy:
+    """The sending department's sharing policy (defaults when it set none)."""
+
+    default_validity_days: int = DEFAULT_VALIDITY_DAYS
+    max_validity_days: int | None = None
+    unlimited_allowed: bool = True
+    hipaa_confirmation_required: bool = False
+
+
+@dataclass(frozen=True)
+class ShareRequest:
+    """What the sender asked for, recipients already resolved (with their language)."""
+
+    bucket_id: str
+    sender_id: str
+    study_uids: tuple[str, ...]
+    recipients: tuple[RecipientRef, ...]
+    access_level: AccessLevel
+    reason: str
+    patient_agreed: bool
+    language: str | None = None
+    valid_until: datetime | None = None
+    unlimited: bool = False
+    label: Label | None = None
+    urgent: bool = False
+    anonymize: bool = False
+    allow_further_sharing: bool = False
+    allow_download: bool = False
+    message: str | None = None
+    two_factor: bool = False
+    send_mail: bool = True
+    hipaa_confirmed: bool | None = None
+    sending_department_id: str | None = None
+    policy: DepartmentPolicy = field(default_factory=DepartmentPolicy)
+
+
+def mail_language(recipients: tuple[RecipientRef, ...], fallback: str = "en") -> str:
+    """The language of the majority of recipients, else the first recipient's."""
+    known = [r.language for r in recipients if r.language]
+    if not known:
+        return fallback
+    language, count = Counter(known).most_common(1)[0]
+    if count * 2 > len(recipients):
+        return language
+    return known[0] if recipients[0].language is None else recipients[0].language
+
+
+def decide_validity(
+    request: ShareRequest, now: datetime, parent: Bucket | None
+) -> tuple[datetime | None, bool]:
+    """Default one month (or the department's default); department maximum and the parent's
+    validity are ceilings; unlimited only where allowed."""
+    policy = request.policy
+    if request.unlimited and request.valid_until is not None:
+        raise rules.ValidityChoiceAmbiguous("give either valid_until or unlimited, not both")
+    if request.unlimited:
+        if not policy.unlimited_allowed:
+            raise rules.UnlimitedAccessNotAllowed(
+                "the sending department does not allow unlimited access"
+            )
+        if parent is not None and not parent.unlimited:
+            raise rules.ValidityExceedsHeld(
+                f"your access ends {parent.valid_until:%Y-%m-%d}; you cannot share it unlimited"
+            )
+        return None, True
+    ceiling = now + timedelta(days=policy.max_validity_days) if policy.max_validity_days else None
+    if request.valid_until is None:
+        valid_until = now + timedelta(days=policy.default_validity_days)
+        if ceiling is not None:
+            valid_until = min(valid_until, ceiling)
+        if parent is not None and parent.valid_until is not None:
+            valid_until = min(valid_until, parent.valid_until)
+        return valid_until, False
+    valid_until = request.valid_until
+    if valid_until <= now:
+        raise rules.ValidUntilInPast("valid_until must lie in the future")
+    if ceiling is not None and valid_until > ceiling + timedelta(seconds=60):
+        raise rules.ValidityBeyondDepartmentMaximum(
+            f"the sending department allows at most {policy.max_validity_days} days"
+            f" (until {ceiling:%Y-%m-%d})"
+        )
+    if parent is not None and parent.valid_until is not None and valid_until > parent.valid_until:
+        raise rules.ValidityExceedsHeld(
+            f"your access ends {parent.valid_until:%Y-%m-%d}; share at most until then"
+        )
+    return valid_until, False
+
+
+def check_within_held(request: ShareRequest, parent: Bucket, sharer_id_keys: set[str]) -> None:
+    """Re-sharing: only with allow_further_sharing, never more than the sharer holds."""
+    if not parent.active:
+        raise rules.BucketNotActive(f"bucket {parent.id} is {parent.status}")
+    if not parent.active_recipient_ids & sharer_id_keys:
+        raise rules.NotARecipientOfBucket(f"you are not a recipient of bucket {parent.id}")
+    if not parent.allow_further_sharing:
+        raise rules.FurtherSharingNotAllowed(
+            f"bucket {parent.id} was shared without 'allow further sharing'"
+        )
+    missing = [uid for uid in request.study_uids if uid not in parent.active_study_uids]
+    if missing:
+        raise rules.StudyNotInBucket(f"not shared with you in bucket {parent.id}: {missing}")
+    if LEVELS[request.access_level] > LEVELS[parent.access_level]:
+        raise rules.AccessLevelExceedsHeld(
+            f"you hold {parent.access_level}; you cannot grant {request.access_level}"
+        )
+    if request.allow_download and not parent.allow_download:
+        raise rules.DownloadExceedsHeld("you may not download, so you cannot allow download")
+    if parent.anonymize and not request.anonymize:
+        raise rules.AnonymizationMustStay("the studies were shared with you anonymized")
+    if parent.two_factor and not request.two_factor:
+        raise rules.TwoFactorMustStay("the studies were shared with you under two-factor")
+
+
+def decide_share(request: ShareRequest, now: datetime, parent: Bucket | None = None) -> StudyShared:
+    """Check every rule of a share; the event, or a refusal (nothing stored)."""
+    if not request.study_uids:
+        raise rules.NoStudies("select at least one study")
+    if not request.recipients:
+        raise rules.NoRecipients("add at least one recipient")
+    if not request.reason.strip():
+        raise rules.ReasonRequired("a reason for sharing is mandatory")
+    if not request.patient_agreed:
+        raise rules.PatientConsentRequired(
+            "without the patient's consent the study may not be shared"
+        )
+    if request.access_level == "images":
+        users = [r.recipient_id for r in request.recipients if r.kind in ("user", "email")]
+        if users:
+            raise rules.ImagesOnlyNotAllowedForUser(
+                f"'images only' is not available when sharing with a user: {users}"
+            )
+    if request.policy.hipaa_confirmation_required and not request.hipaa_confirmed:
+        raise rules.HipaaConfirmationRequired(
+            "the sending department requires you to confirm you abide by HIPAA"
+        )
+    if request.label is not None and request.label.scope == "group":
+        if not any(r.kind == "group" for r in request.recipients):
+            raise rules.LabelScopeNeedsGroupRecipient("a group label needs a group recipient")
+    valid_until, unlimited = decide_validity(request, now, parent)
+    if valid_until is not None:  # whole seconds: the same instant in events and read models
+        valid_until = valid_until.replace(microsecond=0)
+    return StudyShared(
+        bucket_id=request.bucket_id,
+        study_uids=tuple(dict.fromkeys(request.study_uids)),
+        recipients=request.recipients,
+        sender_id=request.sender_id,
+        sending_department_id=request.sending_department_id,
+        parent_bucket_id=parent.id if parent is not None else None,
+        access_level=request.access_level,
+        reason=request.reason.strip(),
+        language=request.language or mail_language(request.recipients),
+        valid_until=valid_until,
+        unlimited=unlimited,
+        anonymize=request.anonymize,
+        allow_further_sharing=request.allow_further_sharing,
+        allow_download=request.allow_download,
+        two_factor=request.two_factor,
+        send_mail=request.send_mail,
+        urgent=request.urgent,
+        label=request.label,
+        message=request.message or None,
+        patient_agreed=True,
+        hipaa_confirmed=request.hipaa_confirmed,
+    )
+
+
+class Bucket(Aggregate):
+    """One share action: studies, recipients, parameters, and the two-factor lock."""
+
+    aggregate_type = "Bucket"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.shared: StudyShared | None = None
+        self.revoked_recipients: set[str] = set()
+        self.removed_studies: set[str] = set()
+        self.revoked = False
+        self.expired = False
+        self.locked = False
+        self.consecutive_failures = 0
+        self.used_otps: set[str] = set()
+        self.requested_otps: dict[str, datetime] = {}
+        self.verified_until: dict[str, datetime] = {}
+        self.shared_at: datetime | None = None
+
+    @classmethod
+    def rehydrate(cls, aggregate_id, envelopes):  # type: ignore[override]
+        bucket = super().rehydrate(aggregate_id, envelopes)
+        if envelopes:
+            bucket.shared_at = envelopes[0].occurred_at
+        return bucket
+
+    # -- folds
+    def when_study_shared(self, e: StudyShared) -> None:
+        self.shared = e
+
+    def when_access_revoked(self, e: AccessRevoked) -> None:
+        if e.scope == "bucket":
+            self.revoked = True
+        elif e.scope == "recipient" and e.recipient_id:
+            self.revoked_recipients.add(e.recipient_id)
+        elif e.scope == "study" and e.study_uid:
+            self.removed_studies.add(e.study_uid)
+
+    def when_bucket_expired(self, e: BucketExpired) -> None:
+        self.expired = True
+
+    def when_otp_requested(self, e: OTPRequested) -> None:
+        self.requested_otps[e.otp_id] = e.expires_at
+
+    def when_otp_failed(self, e: OTPFailed) -> None:
+        self.consecutive_failures = e.consecutive_failures
+
+    def when_otp_verified(self, e: OTPVerified) -> None:
+        self.used_otps.add(e.otp_id)
+        self.consecutive_failures = 0
+        self.verified_until[e.recipient_id] = e.verified_until
+
+    def when_bucket_locked(self, e: BucketLocked) -> None:
+        self.locked = True
+
+    def when_bucket_unlocked(self, e: BucketUnlocked) -> None:
+        self.locked = False
+        self.consecutive_failures = 0
+
+    # plumbing's snake_case of "OTPFailed" is "o_t_p_failed"
+    when_o_t_p_requested = when_otp_requested
+    when_o_t_p_failed = when_otp_failed
+    when_o_t_p_verified = when_otp_verified
+
+    # -- views
+    @property
+    def s(self) -> StudyShared:
+        if self.shared is None:
+            raise rules.BucketNotFound(f"bucket {self.id} does not exist")
+        return self.shared
+
+    @property
+    def status(self) -> str:
+        if self.revoked:
+            return "revoked"
+        if self.expired:
+            return "expired"
+        if not self.active_study_uids or not self.active_recipient_ids:
+            return "revoked"
+        return "active"
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    def expired_at(self, now: datetime) -> bool:
+        return self.expired or (self.s.valid_until is not None and self.s.valid_until <= now)
+
+    @property
+    def active_recipient_ids(self) -> set[str]:
+        return {r.recipient_id for r in self.s.recipients} - self.revoked_recipients
+
+    @property
+    def active_study_uids(self) -> list[str]:
+        return [uid for uid in self.s.study_uids if uid not in self.removed_studies]
+
+    def __getattr__(self, name: str):  # parameters of the share: bucket.access_level, ...
+        if name not in StudyShared.model_fields:
+            raise AttributeError(name)
+        return getattr(self.s, name)
+
+    # -- commands
+    def revoke(
+        self,
+        scope: str,
+        by: str,
+        *,
+        recipient_id: str | None = None,
+        study_uid: str | None = None,
+        cascade_from: str | None = None,
+    ) -> list[AccessRevoked]:
+        """Revoke a recipient, a study or the whole bucket; effective immediately."""
+        if self.revoked:
+            raise rules.BucketNotActive(f"bucket {self.id} was already revoked")
+        if scope == "recipient":
+            if recipient_id not in {r.recipient_id for r in self.s.recipients}:
+                raise rules.RecipientNotInBucket(f"{recipient_id} is not a recipient of {self.id}")
+            if recipient_id in self.revoked_recipients:
+                raise rules.RecipientAlreadyRevoked(f"{recipient_id} was already revoked")
+        if scope == "study":
+            if study_uid not in self.s.study_uids:
+                raise rules.StudyNotInBucket(f"{study_uid} is not in bucket {self.id}")
+            if study_uid in self.removed_studies:
+                raise rules.StudyAlreadyRemoved(f"{study_uid} was already removed")
+        return [
+            AccessRevoked(
+                bucket_id=self.id,
+                scope=scope,  # type: ignore[arg-type]
+                recipient_id=recipient_id,
+                study_uid=study_uid,
+                revoked_by=by,
+                cascade_from=cascade_from,
+            )
+        ]
+
+    def expire(self, now: datetime) -> list[BucketExpired]:
+        """Once per bucket past `valid_until` (nothing when revoked or not yet due)."""
+        if self.shared is None or self.expired or self.revoked or self.s.valid_until is None:
+            return []
+        if self.s.valid_until > now:
+            return []
+        return [BucketExpired(bucket_id=self.id, valid_until=self.s.valid_until)]
+
+    def _check_otp_allowed(self, recipient_id: str, now: datetime) -> None:
+        if not self.s.two_factor:
+            raise rules.TwoFactorNotRequired(f"bucket {self.id} has no two-factor")
+        if self.locked:
+            raise rules.BucketIsLocked(
+                f"bucket {self.id} is locked after {MAX_WRONG_OTPS} wrong codes; "
+                "ask the service desk or an admin of the sending department to unlock it"
+            )
+        if not self.active or self.expired_at(now):
+            raise rules.BucketNotActive(f"bucket {self.id} is {self.status}")
+        if recipient_id not in self.active_recipient_ids:
+            raise rules.NotARecipientOfBucket(f"you are not a recipient of bucket {self.id}")
+
+    def request_otp(
+        self,
+        holder: str,
+        user_id: str,
+        otp_id: str,
+        sealed_code: str,
+        expires_at: datetime,
+        language: str,
+        now: datetime,
+    ) -> list[OTPRequested]:
+        """`holder` is how the user holds the bucket (themselves or one of their groups)."""
+        self._check_otp_allowed(holder, now)
+        return [
+            OTPRequested(
+                bucket_id=self.id,
+                recipient_id=user_id,
+                otp_id=otp_id,
+                sealed_code=sealed_code,
+                expires_at=expires_at,
+                language=language,
+            )
+        ]
+
+    def verify_otp(
+        self,
+        holder: str,
+        user_id: str,
+        matched_otp_id: str | None,
+        now: datetime,
+        verified_for: timedelta,
+    ) -> list[OTPVerified | OTPFailed | BucketLocked]:
+        """A matching, unexpired, unused code opens the bucket; anything else is a failure,
+        and the fifth failure in a row locks the bucket."""
+        self._check_otp_allowed(holder, now)
+        expires = self.requested_otps.get(matched_otp_id or "")
+        if matched_otp_id and expires and expires > now and matched_otp_id not in self.used_otps:
+            return [
+                OTPVerified(
+                    bucket_id=self.id,
+                    recipient_id=user_id,
+                    otp_id=matched_otp_id,
+                    verified_until=now + verified_for,
+                )
+            ]
+        failures = self.consecutive_failures + 1
+        events: list[OTPVerified | OTPFailed | BucketLocked] = [
+            OTPFailed(bucket_id=self.id, recipient_id=user_id, consecutive_failures=failures)
+        ]
+        if failures >= MAX_WRONG_OTPS:
+            events.append(
+                BucketLocked(
+                    bucket_id=self.id,
+                    recipient_id=user_id,
+                    failed_attempts=failures,
+                    sending_department_id=self.s.sending_department_id,
+                )
+            )
+        return events
+
+    def unlock(self, by: str, roles: tuple[str, ...], admin_of: tuple[str, ...]) -> list:
+        if "service_desk" in roles:
+            unlocked_as = "service_desk"
+        elif self.s.sending_department_id and self.s.sending_department_id in admin_of:
+            unlocked_as = "department_admin"
+        else:
+            raise rules.NotAllowedToUnlock(
+                "only the service desk or an admin of the sending department may unlock"
+            )
+        if not self.locked:
+            raise rules.BucketNotLocked(f"bucket {self.id} is not locked")
+        return [BucketUnlocked(bucket_id=self.id, unlocked_by=by, unlocked_as=unlocked_as)]
+
+
+class Favorites(Aggregate):
+    """A sender's favourite recipients (aggregate `fav_<owner>`)."""
+
+    aggregate_type = "Favorites"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.items: dict[str, RecipientRef] = {}
+
+    def when_favorite_added(self, e: FavoriteAdded) -> None:
+        self.items[e.favorite_id] = e.recipient
+
+    def when_favorite_removed(self, e: FavoriteRemoved) -> None:
+        self.items.pop(e.favorite_id, None)
+
+    def find(self, recipient: RecipientRef) -> str | None:
+        for favorite_id, known in self.items.items():
+            if (known.kind, known.recipient_id) == (recipient.kind, recipient.recipient_id):
+                return favorite_id
+        return None
+
+    def add(self, owner_id: str, recipients: list[RecipientRef]) -> list[FavoriteAdded]:
+        """Once per recipient; already known favourites add nothing."""
+        events, seen = [], set()
+        for recipient in recipients:
+            key = (recipient.kind, recipient.recipient_id)
+            if self.find(recipient) is None and key not in seen:
+                seen.add(key)
+                events.append(
+                    FavoriteAdded(
+                        owner_id=owner_id,
+                        favorite_id=favorite_id_for(recipient),
+                        recipient=recipient,
+                    )
+                )
+        return events
+
+    def remove(self, owner_id: str, favorite_id: str) -> list[FavoriteRemoved]:
+        if favorite_id not in self.items:
+            raise rules.FavoriteNotFound(f"no favourite {favorite_id}")
+        return [FavoriteRemoved(owner_id=owner_id, favorite_id=favorite_id)]
+
+
+def favorite_id_for(recipient: RecipientRef) -> str:
+    """Stable per recipient, so adding twice is recognisable."""
+    return f"fav_{recipient.kind}_{recipient.recipient_id}"
+
+
+class SharePreferences(Aggregate):
+    """The sender's last two-factor and send-mail choices (aggregate `pref_<owner>`)."""
+
+    aggregate_type = "SharePreferences"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.two_factor = False
+        self.send_mail = True
+
+    def when_share_preferences_remembered(self, e: SharePreferencesRemembered) -> None:
+        self.two_factor, self.send_mail = e.two_factor, e.send_mail
+
+    def remember(
+        self, owner_id: str, two_factor: bool, send_mail: bool
+    ) -> list[SharePreferencesRemembered]:
+        if self.exists and (self.two_factor, self.send_mail) == (two_factor, send_mail):
+            return []
+        return [
+            SharePreferencesRemembered(
+                owner_id=owner_id, two_factor=two_factor, send_mail=send_mail
+            )
+        ]

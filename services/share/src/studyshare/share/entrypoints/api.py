@@ -1,0 +1,581 @@
+"""HTTP API of the share service (gateway paths `/api/shares`, `/api/shared-with-me`,
+`/api/favorites`, `/api/share-preferences`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, status
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from studyshare.contracts.events.share import AccessLevel, Label
+from studyshare.plumbing.auth import CurrentUser
+from studyshare.plumbing.http import create_app as base_app
+from studyshare.plumbing.http import kafka_ready, mongo_ready
+from studyshare.plumbing.http import problem_responses as _problem_responses
+from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.mongo import mongo_client
+from studyshare.share.domain.model import Bucket
+from studyshare.share.service_layer.handlers import (
+    RecipientInput,
+    ShareCommand,
+    ShareResult,
+    ShareService,
+)
+from studyshare.share.settings import ShareSettings
+
+log = get_logger(__name__)
+Language = Literal["en", "nl", "fr", "de"]
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Refusals documented as `application/problem+json`, the content type they are sent in."""
+    documented = _problem_responses(*statuses)
+    for entry in documented.values():
+        entry["content"] = {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        }
+    return documented
+
+
+# ---------------------------------------------------------------- request models
+class RecipientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["user", "group", "department", "email"]
+    id: str | None = Field(default=None, min_length=1, max_length=200)
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    language: Language | None = None
+
+    @model_validator(mode="after")
+    def _id_or_email(self) -> RecipientIn:
+        if self.kind == "email" and not self.email:
+            raise ValueError("an email recipient needs `email`")
+        if self.kind != "email" and not self.id:
+            raise ValueError(f"a {self.kind} recipient needs `id`")
+        return self
+
+    def to_input(self) -> RecipientInput:
+        return RecipientInput(self.kind, self.id, self.email, self.language)
+
+
+class LabelIn(BaseModel):
+    text: str = Field(min_length=1, max_length=100)
+    scope: Literal["user", "group"] = "user"
+
+
+class ShareOptions(BaseModel):
+    """Parameters a share-again may override."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    access_level: AccessLevel | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+    language: Language | None = None
+    valid_until: AwareDatetime | None = None
+    unlimited: bool | None = None
+    label: LabelIn | None = None
+    urgent: bool | None = None
+    anonymize: bool | None = None
+    allow_further_sharing: bool | None = None
+    allow_download: bool | None = None
+    message: str | None = Field(default=None, max_length=4000)
+    two_factor: bool | None = None
+    send_mail: bool | None = None
+    add_to_favorites: list[str] | None = Field(default=None, max_length=100)
+
+
+class ShareIn(BaseModel):
+    """A share: studies, recipients and the parameters of the manuals."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    study_uids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(max_length=500)
+    recipients: list[RecipientIn] = Field(max_length=200)
+    access_level: AccessLevel
+    reason: str = Field(default="", max_length=2000)
+    language: Language | None = None
+    valid_until: AwareDatetime | None = None
+    unlimited: bool = False
+    patient_agreed: bool = False
+    label: LabelIn | None = None
+    urgent: bool = False
+    anonymize: bool = False
+    allow_further_sharing: bool = False
+    allow_download: bool = False
+    include_uploaded_together: bool = False
+    message: str | None = Field(default=None, max_length=4000)
+    two_factor: bool | None = None
+    send_mail: bool | None = None
+    hipaa_confirmed: bool | None = None
+    add_to_favorites: list[str] = Field(default_factory=list, max_length=100)
+    parent_bucket_id: str | None = Field(
+        default=None, max_length=100, description="re-share: the bucket you received the studies in"
+    )
+
+    def to_command(self) -> ShareCommand:
+        return ShareCommand(
+            study_uids=tuple(self.study_uids),
+            recipients=tuple(r.to_input() for r in self.recipients),
+            access_level=self.access_level,
+            reason=self.reason,
+            patient_agreed=self.patient_agreed,
+            language=self.language,
+            valid_until=self.valid_until,
+            unlimited=self.unlimited,
+            label=Label(**self.label.model_dump()) if self.label else None,
+            urgent=self.urgent,
+            anonymize=self.anonymize,
+            allow_further_sharing=self.allow_further_sharing,
+            allow_download=self.allow_download,
+            include_uploaded_together=self.include_uploaded_together,
+            message=self.message,
+            two_factor=self.two_factor,
+            send_mail=self.send_mail,
+            hipaa_confirmed=self.hipaa_confirmed,
+            add_to_favorites=tuple(self.add_to_favorites),
+            parent_bucket_id=self.parent_bucket_id,
+        )
+
+
+class ShareAgainIn(ShareOptions):
+    recipients: list[RecipientIn] = Field(max_length=200)
+
+
+class OTPVerifyIn(BaseModel):
+    code: str = Field(min_length=1, max_length=20)
+
+
+# ---------------------------------------------------------------- response models
+class PersonOut(BaseModel):
+    id: str
+    name: str | None = None
+
+
+class LabelOut(BaseModel):
+    text: str
+    scope: Literal["user", "group"]
+
+
+class ConfirmationStudy(BaseModel):
+    study_uid: str
+    description: str | None = None
+    study_date: str | None = None
+    patient_initials: str | None = None
+
+
+class ConfirmationRecipient(BaseModel):
+    id: str
+    kind: Literal["user", "group", "department", "email"]
+    name: str | None = None
+    language: str | None = None
+
+
+class Confirmation(BaseModel):
+    bucket_id: str
+    parent_bucket_id: str | None
+    sender: PersonOut
+    studies: list[ConfirmationStudy]
+    recipients: list[ConfirmationRecipient]
+    access_level: AccessLevel
+    report_access: Literal["none", "read", "write"]
+    valid_until: datetime | None
+    unlimited: bool
+    language: str
+    anonymize: bool
+    allow_further_sharing: bool
+    allow_download: bool
+    two_factor: bool
+    send_mail: bool
+    urgent: bool
+    label: LabelOut | None
+    message: str | None
+    notes: list[str]
+
+
+class ShareOut(BaseModel):
+    bucket_id: str
+    confirmation: Confirmation
+    confirmation_text: str
+    favorites_added: list[str]
+
+
+class BucketRecipientOut(BaseModel):
+    recipient_id: str
+    kind: Literal["user", "group", "department", "email"]
+    email: str | None = None
+    language: str | None = None
+    revoked: bool
+
+
+class BucketOut(BaseModel):
+    """A bucket as its sender, the study owner or an admin sees it (`reason` is hidden from
+    recipients)."""
+
+    bucket_id: str
+    status: Literal["active", "revoked", "expired"]
+    sender_id: str
+    sending_department_id: str | None
+    parent_bucket_id: str | None
+    children: list[str] = []
+    study_uids: list[str]
+    active_study_uids: list[str]
+    recipients: list[BucketRecipientOut]
+    access_level: AccessLevel
+    report_access: Literal["none", "read", "write"]
+    reason: str | None
+    language: str
+    valid_until: datetime | None
+    unlimited: bool
+    anonymize: bool
+    allow_further_sharing: bool
+    allow_download: bool
+    two_factor: bool
+    send_mail: bool
+    urgent: bool
+    label: LabelOut | None
+    message: str | None
+    locked: bool
+    expired: bool
+    shared_at: datetime | None
+
+
+class SharedItemOut(BaseModel):
+    bucket_id: str
+    study_uid: str
+    description: str | None
+    study_date: str | None
+    patient_initials: str | None
+    sender: PersonOut
+    via: list[PersonOut]
+    message: str | None
+    read: bool
+    message_state: Literal["unread", "read"] | None = Field(
+        description="red (unread) until the study is opened, then green (read)"
+    )
+    label: LabelOut | None
+    urgent: bool
+    valid_until: datetime | None
+    unlimited: bool
+    access_level: AccessLevel
+    report_access: Literal["none", "read", "write"]
+    anonymize: bool
+    allow_download: bool
+    allow_further_sharing: bool
+    two_factor: bool
+    locked: bool
+    shared_at: datetime | None
+
+
+class SharedWithMeOut(BaseModel):
+    items: list[SharedItemOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class OTPRequestedOut(BaseModel):
+    expires_at: datetime
+    sent_to: Literal["registered_mobile"] = "registered_mobile"
+
+
+class OTPVerifiedOut(BaseModel):
+    verified_until: datetime
+
+
+class FavoriteOut(BaseModel):
+    favorite_id: str
+    recipient_id: str
+    kind: Literal["user", "group", "department", "email"]
+    email: str | None = None
+
+
+class PreferencesOut(BaseModel):
+    two_factor: bool
+    send_mail: bool
+
+
+# ---------------------------------------------------------------- dependencies
+def get_service(request: Request) -> ShareService:
+    return request.app.state.service
+
+
+Service = Annotated[ShareService, Depends(get_service)]
+
+router = APIRouter(tags=["sharing"])
+
+
+def bucket_out(bucket: Bucket, admin: bool, children: list[str] | None = None) -> BucketOut:
+    from studyshare.share.adapters.readmodel import render
+
+    doc = render(bucket)
+    return bucket_doc_out(doc | {"reason": doc["reason"] if admin else None}, children or [])
+
+
+def bucket_doc_out(doc: dict[str, Any], children: list[str]) -> BucketOut:
+    return BucketOut(
+        bucket_id=doc["_id"],
+        children=children,
+        reason=doc.get("reason"),
+        **{
+            k: v
+            for k, v in doc.items()
+            if k in BucketOut.model_fields and k not in ("reason", "children")
+        },
+    )
+
+
+def share_out(result: ShareResult) -> ShareOut:
+    return ShareOut(
+        bucket_id=result.bucket.id,
+        confirmation=Confirmation(**result.confirmation),
+        confirmation_text=result.confirmation_text,
+        favorites_added=result.favorites_added,
+    )
+
+
+@router.post(
+    "/api/shares",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ShareOut,
+    summary="Share studies with recipients (creates a bucket); answers the confirmation",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def share(body: ShareIn, user: CurrentUser, service: Service) -> ShareOut:
+    return share_out(await service.share(user, body.to_command()))
+
+
+@router.get(
+    "/api/shares",
+    response_model=list[BucketOut],
+    summary="Buckets a study belongs to (the Access tab), with the re-share chain",
+    responses=problem_responses(401, 403, 422),
+)
+async def buckets_of_study(
+    user: CurrentUser, service: Service, study_uid: Annotated[str, Query(min_length=1)]
+) -> list[BucketOut]:
+    docs = await service.buckets_of_study(user, study_uid)
+    return [bucket_doc_out(d, d["children"]) for d in docs]
+
+
+@router.get(
+    "/api/shares/{bucket_id}",
+    response_model=BucketOut,
+    summary="One bucket (recipients see it without the reason)",
+    responses=problem_responses(401, 403, 404),
+)
+async def get_bucket(bucket_id: str, user: CurrentUser, service: Service) -> BucketOut:
+    bucket, admin = await service.view(user, bucket_id)
+    children = [c["_id"] for c in await service.readmodel.children(bucket_id)] if admin else []
+    return bucket_out(bucket, admin, children)
+
+
+@router.post(
+    "/api/shares/{bucket_id}/share-again",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ShareOut,
+    summary="Share the same set of studies again with other recipients",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def share_again(
+    bucket_id: str, body: ShareAgainIn, user: CurrentUser, service: Service
+) -> ShareOut:
+    overrides = body.model_dump(exclude={"recipients"}, exclude_none=True)
+    if body.label is not None:
+        overrides["label"] = Label(**body.label.model_dump())
+    if body.add_to_favorites is not None:
+        overrides["add_to_favorites"] = tuple(body.add_to_favorites)
+    overrides["valid_until"] = body.valid_until
+    result = await service.share_again(
+        user, bucket_id, [r.to_input() for r in body.recipients], overrides
+    )
+    return share_out(result)
+
+
+@router.delete(
+    "/api/shares/{bucket_id}",
+    response_model=BucketOut,
+    summary="Revoke the whole bucket (and everything re-shared from it)",
+    responses=problem_responses(401, 403, 404, 409),
+)
+async def revoke_bucket(bucket_id: str, user: CurrentUser, service: Service) -> BucketOut:
+    return bucket_out(await service.revoke(user, bucket_id, "bucket"), True)
+
+
+@router.delete(
+    "/api/shares/{bucket_id}/recipients/{recipient_id}",
+    response_model=BucketOut,
+    summary="Revoke one recipient's access (and what they re-shared)",
+    responses=problem_responses(401, 403, 404, 409),
+)
+async def revoke_recipient(
+    bucket_id: str, recipient_id: str, user: CurrentUser, service: Service
+) -> BucketOut:
+    bucket = await service.revoke(user, bucket_id, "recipient", recipient_id=recipient_id)
+    return bucket_out(bucket, True)
+
+
+@router.delete(
+    "/api/shares/{bucket_id}/studies/{study_uid}",
+    response_model=BucketOut,
+    summary="Remove one study from the bucket (and from what was re-shared from it)",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def remove_study(
+    bucket_id: str, study_uid: str, user: CurrentUser, service: Service
+) -> BucketOut:
+    bucket = await service.revoke(user, bucket_id, "study", study_uid=study_uid)
+    return bucket_out(bucket, True)
+
+
+@router.post(
+    "/api/shares/{bucket_id}/otp",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=OTPRequestedOut,
+    summary="Ask for a one-time code by SMS (two-factor buckets)",
+    responses=problem_responses(401, 403, 404, 409, 422, 423),
+)
+async def request_otp(bucket_id: str, user: CurrentUser, service: Service) -> OTPRequestedOut:
+    return OTPRequestedOut(expires_at=await service.request_otp(user, bucket_id))
+
+
+@router.post(
+    "/api/shares/{bucket_id}/otp/verify",
+    response_model=OTPVerifiedOut,
+    summary="Enter the one-time code; the 5th wrong code in a row locks the bucket (423)",
+    responses=problem_responses(401, 403, 404, 409, 422, 423),
+)
+async def verify_otp(
+    bucket_id: str, body: OTPVerifyIn, user: CurrentUser, service: Service
+) -> OTPVerifiedOut:
+    return OTPVerifiedOut(verified_until=await service.verify_otp(user, bucket_id, body.code))
+
+
+@router.post(
+    "/api/shares/{bucket_id}/unlock",
+    response_model=BucketOut,
+    summary="Unlock a locked bucket (service desk or admin of the sending department)",
+    responses=problem_responses(401, 403, 404, 409),
+)
+async def unlock(bucket_id: str, user: CurrentUser, service: Service) -> BucketOut:
+    return bucket_out(await service.unlock(user, bucket_id), True)
+
+
+@router.get(
+    "/api/shared-with-me",
+    response_model=SharedWithMeOut,
+    summary="Studies shared with me and with my groups",
+    responses=problem_responses(401, 403),
+)
+async def shared_with_me(
+    user: CurrentUser,
+    service: Service,
+    unread: bool | None = None,
+    urgent: bool | None = None,
+    study_uid: str | None = None,
+    label: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> SharedWithMeOut:
+    items = await service.shared_with_me(
+        user, unread=unread, urgent=urgent, study_uid=study_uid, label=label
+    )
+    return SharedWithMeOut(
+        items=[SharedItemOut(**i) for i in items[offset : offset + limit]],
+        total=len(items),
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get(
+    "/api/favorites",
+    response_model=list[FavoriteOut],
+    summary="My favourite recipients",
+    responses=problem_responses(401, 403),
+)
+async def favorites(user: CurrentUser, service: Service) -> list[FavoriteOut]:
+    items = await service.list_favorites(user)
+    return [
+        FavoriteOut(favorite_id=fid, recipient_id=r.recipient_id, kind=r.kind, email=r.email)
+        for fid, r in items.items()
+    ]
+
+
+@router.post(
+    "/api/favorites",
+    status_code=status.HTTP_201_CREATED,
+    response_model=FavoriteOut,
+    summary="Add a favourite recipient",
+    responses=problem_responses(401, 403, 422),
+)
+async def add_favorite(body: RecipientIn, user: CurrentUser, service: Service) -> FavoriteOut:
+    favorite_id, r = await service.add_favorite(user, body.to_input())
+    return FavoriteOut(
+        favorite_id=favorite_id, recipient_id=r.recipient_id, kind=r.kind, email=r.email
+    )
+
+
+@router.delete(
+    "/api/favorites/{favorite_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a favourite",
+    responses=problem_responses(401, 403, 404),
+)
+async def remove_favorite(favorite_id: str, user: CurrentUser, service: Service) -> None:
+    await service.remove_favorite(user, favorite_id)
+
+
+@router.get(
+    "/api/share-preferences",
+    response_model=PreferencesOut,
+    summary="My remembered two-factor and send-mail defaults",
+    responses=problem_responses(401, 403),
+)
+async def share_preferences(user: CurrentUser, service: Service) -> PreferencesOut:
+    prefs = await service.share_preferences(user)
+    return PreferencesOut(two_factor=prefs.two_factor, send_mail=prefs.send_mail)
+
+
+# ---------------------------------------------------------------- app
+async def expiry_loop(service: ShareService, interval: float) -> None:
+    """Appends `BucketExpired` for buckets past `valid_until` (once per bucket)."""
+    while True:
+        try:
+            await service.expire_due()
+        except Exception as exc:  # keep the loop alive; the next round retries
+            log.warning("expiry.failed", error=str(exc))
+        await asyncio.sleep(interval)
+
+
+def create_app(settings: ShareSettings | None = None) -> FastAPI:
+    settings = settings or ShareSettings()
+    client = mongo_client(settings)
+    db = client[settings.database_name]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = ShareService(db, settings)
+        await service.setup()
+        app.state.service = service
+        task = asyncio.create_task(expiry_loop(service, settings.expiry_interval_seconds))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await client.close()
+
+    return base_app(
+        settings,
+        title="StudyShare share",
+        description="Sharing studies: buckets, recipients, two-factor, revocation.",
+        routers=[router],
+        lifespan=lifespan,
+        readiness=[mongo_ready(db), kafka_ready(settings.kafka_bootstrap)],
+    )

@@ -1,0 +1,169 @@
+"""Read models the worker builds from other services' events (never HTTP), and the catch-up of
+the bucket read model from our own events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pymongo import UpdateOne
+from studyshare.contracts.envelope import EventEnvelope
+from studyshare.contracts.events import registry
+from studyshare.plumbing.eventstore import EventStore
+from studyshare.plumbing.projection import Projection, ProjectionContext
+
+DIRECTORY = "directory"
+
+
+class Directory(Projection):
+    """Users (language, mobile, departments), groups (members), departments (policy, country),
+    studies (department, owner, upload batch) and which studies a user has opened."""
+
+    name = DIRECTORY
+    topics = ("identity.events", "study.events")
+    collections = ("users", "groups", "departments", "studies", "opened")
+
+    async def setup(self, ctx: ProjectionContext) -> None:
+        await ctx.collection("groups").create_index("member_ids")
+        await ctx.collection("studies").create_index("upload_batch_id")
+
+    async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
+        writes: dict[str, list[UpdateOne]] = {c: [] for c in self.collections}
+        for envelope in events:
+            e = registry.payload(envelope)
+            if e is None:
+                continue
+            for collection, op in self._ops(envelope.event_type, e):
+                writes[collection].append(op)
+        for collection, ops in writes.items():
+            if ops:
+                await ctx.collection(collection).bulk_write(ops, ordered=True, session=ctx.session)
+
+    @staticmethod
+    def _ops(kind: str, e) -> list[tuple[str, UpdateOne]]:
+        def up(collection: str, _id: str, update: dict) -> tuple[str, UpdateOne]:
+            return collection, UpdateOne({"_id": _id}, update, upsert=True)
+
+        if kind == "UserRegistered":
+            return [
+                up(
+                    "users",
+                    e.user_id,
+                    {
+                        "$set": {
+                            "first_name": e.first_name,
+                            "last_name": e.last_name,
+                            "language": e.language,
+                            "mobile": e.mobile,
+                            "email": e.email,
+                            "department_ids": list(e.department_ids),
+                            "admin_of": list(e.admin_of),
+                            "active": True,
+                        }
+                    },
+                )
+            ]
+        if kind == "UserProfileChanged":
+            fields = {
+                k: getattr(e, k)
+                for k in ("first_name", "last_name", "language", "mobile", "email")
+                if getattr(e, k) is not None
+            }
+            return [up("users", e.user_id, {"$set": fields})] if fields else []
+        if kind == "UserRolesChanged":
+            return [
+                up(
+                    "users",
+                    e.user_id,
+                    {
+                        "$set": {
+                            "department_ids": list(e.department_ids),
+                            "admin_of": list(e.admin_of),
+                        }
+                    },
+                )
+            ]
+        if kind == "UserDeactivated":
+            return [up("users", e.user_id, {"$set": {"active": False}})]
+        if kind == "GroupCreated":
+            members = list(dict.fromkeys([e.primary_contact_id, *e.admin_ids, *e.member_ids]))
+            return [up("groups", e.group_id, {"$set": {"name": e.name, "member_ids": members}})]
+        if kind == "GroupMemberAdded":
+            return [up("groups", e.group_id, {"$addToSet": {"member_ids": e.user_id}})]
+        if kind == "GroupMemberRemoved":
+            return [up("groups", e.group_id, {"$pull": {"member_ids": e.user_id}})]
+        if kind == "DepartmentCreated":
+            return [
+                up(
+                    "departments",
+                    e.department_id,
+                    {"$set": {"name": e.name, "country": e.country, "kind": e.kind}},
+                )
+            ]
+        if kind == "DepartmentPolicySet":
+            return [
+                up(
+                    "departments",
+                    e.department_id,
+                    {
+                        "$set": {
+                            "policy": {
+                                "default_validity_days": e.default_validity_days,
+                                "max_validity_days": e.max_validity_days,
+                                "unlimited_allowed": e.unlimited_allowed,
+                                "hipaa_confirmation_required": e.hipaa_confirmation_required,
+                            }
+                        }
+                    },
+                )
+            ]
+        if kind == "StudyReceived":
+            return [
+                up(
+                    "studies",
+                    e.study_uid,
+                    {
+                        "$set": {
+                            "department_id": e.department_id,
+                            "owner_id": e.owner_id,
+                            "upload_batch_id": e.upload_batch_id,
+                            "description": e.description,
+                            "patient_initials": e.patient_initials,
+                            "study_date": e.study_date.isoformat() if e.study_date else None,
+                            "modalities": list(e.modalities),
+                        }
+                    },
+                )
+            ]
+        if kind == "StudyAccessed" and e.user_id and e.action in ("view", "metadata", "instances"):
+            return [
+                up(
+                    "opened",
+                    f"{e.user_id}|{e.study_uid}",
+                    {"$set": {"user_id": e.user_id, "study_uid": e.study_uid}},
+                )
+            ]
+        return []
+
+
+class BucketsCatchUp(Projection):
+    """Our own events, through Kafka: re-renders the bucket read model from the event store.
+
+    The API renders it inline with every append; this heals a crash between append and render.
+    """
+
+    name = "buckets_catch_up"
+    topics = ("share.events",)
+    transactional = False
+
+    def __init__(self, directory_db=None) -> None:
+        self.directory_db = directory_db
+
+    async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
+        from studyshare.share.adapters.readmodel import BucketReadModel
+
+        readmodel = BucketReadModel(ctx.db)
+        store = EventStore(ctx.db)
+        for bucket_id in dict.fromkeys(
+            e.aggregate_id for e in events if e.aggregate_type == "Bucket"
+        ):
+            await readmodel.render_from_store(store, bucket_id)

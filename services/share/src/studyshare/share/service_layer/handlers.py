@@ -1,0 +1,768 @@
+"""Command handlers: look up the facts, let the domain decide, append, render the read model."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from studyshare.contracts.envelope import Actor
+from studyshare.contracts.events.share import AccessLevel, Label, RecipientRef, StudyShared
+from studyshare.contracts.tokens import AccessClaims
+from studyshare.plumbing.aggregate import Repository, new_id
+from studyshare.plumbing.eventstore import EventStore, envelope_for
+from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.sealing import seal
+from studyshare.share.adapters.readmodel import (
+    OTP_CODES,
+    BucketReadModel,
+    DirectoryReader,
+    effective_report_access,
+)
+from studyshare.share.domain import rules
+from studyshare.share.domain.model import (
+    LEVELS,
+    Bucket,
+    Favorites,
+    SharePreferences,
+    ShareRequest,
+    check_within_held,
+    decide_share,
+)
+from studyshare.share.settings import ShareSettings
+
+log = get_logger(__name__)
+Clock = Callable[[], datetime]
+OTP_RETRIES = 200
+
+
+@dataclass(frozen=True)
+class RecipientInput:
+    kind: str
+    id: str | None = None
+    email: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class ShareCommand:
+    """A share as the sender asked for it (the API's body, without HTTP)."""
+
+    study_uids: tuple[str, ...]
+    recipients: tuple[RecipientInput, ...]
+    access_level: AccessLevel
+    reason: str
+    patient_agreed: bool
+    language: str | None = None
+    valid_until: datetime | None = None
+    unlimited: bool = False
+    label: Label | None = None
+    urgent: bool = False
+    anonymize: bool = False
+    allow_further_sharing: bool = False
+    allow_download: bool = False
+    include_uploaded_together: bool = False
+    message: str | None = None
+    two_factor: bool | None = None
+    send_mail: bool | None = None
+    hipaa_confirmed: bool | None = None
+    add_to_favorites: tuple[str, ...] = ()
+    parent_bucket_id: str | None = None
+
+
+@dataclass
+class ShareResult:
+    bucket: Bucket
+    confirmation: dict[str, Any]
+    confirmation_text: str
+    favorites_added: list[str] = field(default_factory=list)
+
+
+def actor_of(principal: AccessClaims) -> Actor:
+    role = next(iter(principal.roles), None)
+    return Actor(id=principal.sub, role=role) if role else Actor(id=principal.sub)
+
+
+class ShareService:
+    """The use cases of the share service."""
+
+    def __init__(
+        self, db: AsyncDatabase, settings: ShareSettings, clock: Clock | None = None
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock: Clock = clock or (lambda: datetime.now(UTC))
+        self.store = EventStore(db)
+        self.buckets = Repository(self.store, Bucket)
+        self.favorites = Repository(self.store, Favorites)
+        self.preferences = Repository(self.store, SharePreferences)
+        self.readmodel = BucketReadModel(db)
+        self.directory = DirectoryReader(db)
+
+    async def setup(self) -> None:
+        await self.store.ensure_indexes()
+        await self.readmodel.ensure_indexes()
+        await self.db[OTP_CODES].create_index([("bucket_id", 1), ("user_id", 1), ("mac", 1)])
+
+    # ------------------------------------------------------------------ helpers
+    async def _holder_keys(self, principal: AccessClaims) -> list[str]:
+        """The ids through which a user may hold a bucket: themselves, groups, departments."""
+        return [
+            principal.sub,
+            *await self.directory.groups_of(principal.sub),
+            *principal.department_ids,
+        ]
+
+    async def _load(self, bucket_id: str) -> Bucket:
+        bucket = await self.buckets.get(bucket_id)
+        if bucket.shared is None:
+            raise rules.BucketNotFound(f"no bucket {bucket_id}")
+        return bucket
+
+    async def _resolve_recipients(
+        self, inputs: Sequence[RecipientInput]
+    ) -> tuple[RecipientRef, ...]:
+        ids = {
+            kind: [r.id for r in inputs if r.kind == kind and r.id]
+            for kind in ("user", "group", "department")
+        }
+        known = {
+            "user": await self.directory.users(ids["user"]),
+            "group": await self.directory.groups(ids["group"]),
+            "department": await self.directory.departments(ids["department"]),
+        }
+        resolved: dict[tuple[str, str], RecipientRef] = {}
+        for r in inputs:
+            if r.kind == "email":
+                if not r.email:
+                    raise rules.RecipientNotKnown("an email recipient needs an email address")
+                email = r.email.strip().lower()
+                ref = RecipientRef(
+                    recipient_id=f"email:{email}", kind="email", email=email, language=r.language
+                )
+            else:
+                doc = known[r.kind].get(r.id or "")
+                if doc is None or doc.get("active") is False:
+                    raise rules.RecipientNotKnown(f"unknown {r.kind} recipient {r.id!r}")
+                language = doc.get("language") if r.kind == "user" else r.language
+                ref = RecipientRef(recipient_id=r.id, kind=r.kind, language=language)  # type: ignore[arg-type]
+            resolved.setdefault((ref.kind, ref.recipient_id), ref)
+        return tuple(resolved.values())
+
+    async def _save(self, bucket: Bucket) -> None:
+        await self.readmodel.save(bucket)
+
+    # ------------------------------------------------------------------ share
+    async def share(self, principal: AccessClaims, cmd: ShareCommand) -> ShareResult:
+        """Check everything first; a refusal stores nothing. Then one bucket, in one write
+        together with its read model, then preferences and favourites."""
+        now = self.clock()
+        study_uids = list(dict.fromkeys(cmd.study_uids))
+        parent: Bucket | None = None
+        if cmd.parent_bucket_id:
+            parent = await self._load(cmd.parent_bucket_id)
+        studies = await self.directory.studies(study_uids)
+        if cmd.include_uploaded_together and studies:
+            batches = [s["upload_batch_id"] for s in studies.values() if s.get("upload_batch_id")]
+            for uid in await self.directory.uploaded_together(batches):
+                if uid not in study_uids:
+                    study_uids.append(uid)
+            studies = await self.directory.studies(study_uids)
+        if parent is None and not self._may_share_directly(principal, study_uids, studies):
+            parent = await self._held_parent(principal, study_uids, now)
+            if parent is None:
+                unknown = [uid for uid in study_uids if uid not in studies]
+                if unknown:
+                    raise rules.StudyNotKnown(f"studies not received (yet): {unknown}")
+                raise rules.NotAllowedToShareStudy(
+                    "you may share only your own or your department's studies, or studies "
+                    "shared with you with 'allow further sharing'"
+                )
+        if parent is not None:
+            if cmd.include_uploaded_together:
+                study_uids = [u for u in study_uids if u in parent.active_study_uids]
+            sending_department = parent.sending_department_id
+        else:
+            sending_department = studies[study_uids[0]].get("department_id") if study_uids else None
+        recipients = await self._resolve_recipients(cmd.recipients)
+        favorites = [r for r in recipients if r.recipient_id in set(cmd.add_to_favorites)]
+        missing = set(cmd.add_to_favorites) - {r.recipient_id for r in recipients}
+        if missing:
+            raise rules.FavoriteNotARecipient(f"not among the recipients: {sorted(missing)}")
+        prefs = await self.preferences.get(f"pref_{principal.sub}")
+        two_factor = prefs.two_factor if cmd.two_factor is None else cmd.two_factor
+        send_mail = prefs.send_mail if cmd.send_mail is None else cmd.send_mail
+        policy, _country = await self.directory.policy(sending_department)
+        request = ShareRequest(
+            bucket_id=new_id("bkt"),
+            sender_id=principal.sub,
+            study_uids=tuple(study_uids),
+            recipients=recipients,
+            access_level=cmd.access_level,
+            reason=cmd.reason,
+            patient_agreed=cmd.patient_agreed,
+            language=cmd.language,
+            valid_until=cmd.valid_until,
+            unlimited=cmd.unlimited,
+            label=cmd.label,
+            urgent=cmd.urgent,
+            anonymize=cmd.anonymize,
+            allow_further_sharing=cmd.allow_further_sharing,
+            allow_download=cmd.allow_download,
+            message=cmd.message,
+            two_factor=two_factor,
+            send_mail=send_mail,
+            hipaa_confirmed=cmd.hipaa_confirmed,
+            sending_department_id=sending_department,
+            policy=policy,
+        )
+        if parent is not None:
+            check_within_held(request, parent, set(await self._holder_keys(principal)))
+        shared = decide_share(request, now, parent)
+        bucket = await self._create(shared, actor_of(principal), now)
+        if prefs.remember(principal.sub, two_factor, send_mail):
+            await self.preferences.execute(
+                f"pref_{principal.sub}",
+                lambda p: p.remember(principal.sub, two_factor, send_mail),
+                actor_of(principal),
+                retries=50,
+            )
+        added: list[str] = []
+        if favorites:
+            _, envelopes = await self.favorites.execute(
+                f"fav_{principal.sub}",
+                lambda f: f.add(principal.sub, favorites),
+                actor_of(principal),
+                retries=50,
+            )
+            added = [e.payload["favorite_id"] for e in envelopes]
+        confirmation = await self.confirmation(bucket)
+        log.info(
+            "bucket.shared",
+            bucket_id=bucket.id,
+            studies=len(shared.study_uids),
+            recipients=len(shared.recipients),
+            parent_bucket_id=shared.parent_bucket_id,
+        )
+        return ShareResult(bucket, confirmation, confirmation_text(confirmation), added)
+
+    @staticmethod
+    def _may_share_directly(
+        principal: AccessClaims, study_uids: list[str], studies: dict[str, dict[str, Any]]
+    ) -> bool:
+        """Every study is known and belongs to the sender's department or to the sender."""
+        return all(
+            uid in studies
+            and (
+                studies[uid].get("department_id") in principal.department_ids
+                or studies[uid].get("owner_id") == principal.sub
+            )
+            for uid in study_uids
+        )
+
+    async def _held_parent(
+        self, principal: AccessClaims, study_uids: list[str], now: datetime
+    ) -> Bucket | None:
+        """A re-share without `parent_bucket_id`: the bucket held by the sender holding all
+        the studies with the most rights, or None when no bucket holds them."""
+        if not study_uids:
+            return None
+        docs = await self.readmodel.held_by(await self._holder_keys(principal), now)
+        holding = [d for d in docs if set(study_uids) <= set(d["active_study_uids"])]
+        if not holding:
+            return None
+        further = [d for d in holding if d["allow_further_sharing"]]
+        if not further:
+            raise rules.FurtherSharingNotAllowed(
+                "these studies were shared with you without 'allow further sharing'"
+            )
+        far = datetime.max.replace(tzinfo=now.tzinfo)
+        best = max(
+            further,
+            key=lambda d: (
+                LEVELS[d["access_level"]],
+                d["allow_download"],
+                not d["anonymize"],
+                not d["two_factor"],
+                far if d["unlimited"] else d["valid_until"],
+            ),
+        )
+        return await self._load(best["_id"])
+
+    async def _create(self, shared: StudyShared, actor: Actor, now: datetime) -> Bucket:
+        """Append the bucket's first event and its read model in one transaction (retried
+        whole on a transient write conflict with concurrent senders)."""
+
+        envelope = envelope_for(
+            shared, aggregate_id=shared.bucket_id, aggregate_version=1, actor=actor
+        )
+
+        async def write(session: AsyncClientSession) -> Bucket:
+            await self.store.append([envelope], session=session)
+            bucket = Bucket(shared.bucket_id)
+            bucket.apply(shared)
+            bucket.shared_at = now
+            await self.readmodel.save(bucket, session=session)
+            return bucket
+
+        async with self.db.client.start_session() as session:
+            return await session.with_transaction(write)
+
+    async def share_again(
+        self,
+        principal: AccessClaims,
+        bucket_id: str,
+        recipients: Sequence[RecipientInput],
+        overrides: dict[str, Any],
+    ) -> ShareResult:
+        """The same set of studies, with new recipients, under the same parameters."""
+        original = await self._load(bucket_id)
+        if original.sender_id != principal.sub:
+            raise rules.NotTheSender("only the sender can share this bucket again")
+        s = original.s
+        now = self.clock()
+        valid_until = s.valid_until if s.valid_until and s.valid_until > now else None
+        base: dict[str, Any] = dict(
+            study_uids=tuple(original.active_study_uids),
+            recipients=tuple(recipients),
+            access_level=s.access_level,
+            reason=s.reason,
+            patient_agreed=s.patient_agreed,
+            valid_until=None if s.unlimited else valid_until,
+            unlimited=s.unlimited,
+            label=s.label,
+            urgent=s.urgent,
+            anonymize=s.anonymize,
+            allow_further_sharing=s.allow_further_sharing,
+            allow_download=s.allow_download,
+            message=s.message,
+            two_factor=s.two_factor,
+            send_mail=s.send_mail,
+            hipaa_confirmed=s.hipaa_confirmed,
+            parent_bucket_id=s.parent_bucket_id,
+        )
+        if "valid_until" in overrides and overrides["valid_until"] is not None:
+            base["unlimited"] = False
+        if overrides.get("unlimited"):
+            base["valid_until"] = None
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return await self.share(principal, ShareCommand(**base))
+
+    async def confirmation(self, bucket: Bucket) -> dict[str, Any]:
+        """What was shared with whom until when, as structured data."""
+        s = bucket.s
+        studies = await self.directory.studies(list(s.study_uids))
+        users = await self.directory.users(
+            [r.recipient_id for r in s.recipients if r.kind == "user"] + [s.sender_id]
+        )
+        groups = await self.directory.groups(
+            [r.recipient_id for r in s.recipients if r.kind == "group"]
+        )
+        departments = await self.directory.departments(
+            [r.recipient_id for r in s.recipients if r.kind == "department"]
+        )
+        names = {
+            **{k: v.get("name") for k, v in users.items()},
+            **{k: v.get("name") for k, v in groups.items()},
+            **{k: v.get("name") for k, v in departments.items()},
+        }
+        notes = []
+        if s.anonymize and s.access_level != "images":
+            notes.append("Anonymized: the report is never accessible, whatever the access level.")
+        if s.two_factor:
+            notes.append("Two-factor: recipients must enter a code sent by SMS before access.")
+        if not s.send_mail:
+            notes.append("No e-mail is sent to the recipients.")
+        return {
+            "bucket_id": bucket.id,
+            "parent_bucket_id": s.parent_bucket_id,
+            "sender": {"id": s.sender_id, "name": names.get(s.sender_id)},
+            "studies": [
+                {
+                    "study_uid": uid,
+                    "description": studies.get(uid, {}).get("description"),
+                    "study_date": studies.get(uid, {}).get("study_date"),
+                    "patient_initials": "Anonymous"
+                    if s.anonymize
+                    else studies.get(uid, {}).get("patient_initials"),
+                }
+                for uid in s.study_uids
+            ],
+            "recipients": [
+                {
+                    "id": r.recipient_id,
+                    "kind": r.kind,
+                    "name": names.get(r.recipient_id) or r.email,
+                    "language": r.language,
+                }
+                for r in s.recipients
+            ],
+            "access_level": s.access_level,
+            "report_access": effective_report_access(bucket),
+            "valid_until": s.valid_until,
+            "unlimited": s.unlimited,
+            "language": s.language,
+            "anonymize": s.anonymize,
+            "allow_further_sharing": s.allow_further_sharing,
+            "allow_download": s.allow_download,
+            "two_factor": s.two_factor,
+            "send_mail": s.send_mail,
+            "urgent": s.urgent,
+            "label": s.label.model_dump() if s.label else None,
+            "message": s.message,
+            "notes": notes,
+        }
+
+    # ------------------------------------------------------------------ views
+    async def may_administer(self, principal: AccessClaims, bucket: Bucket | dict) -> bool:
+        """Sender, study owner, admin of the sending department (and service desk, auditor
+        for reading)."""
+        get = (
+            (lambda k: bucket.get(k))
+            if isinstance(bucket, dict)
+            else (lambda k: getattr(bucket, k))
+        )
+        if get("sender_id") == principal.sub:
+            return True
+        if get("sending_department_id") and get("sending_department_id") in principal.admin_of:
+            return True
+        studies = await self.directory.studies(list(get("study_uids")))
+        return any(s.get("owner_id") == principal.sub for s in studies.values())
+
+    async def view(self, principal: AccessClaims, bucket_id: str) -> tuple[Bucket, bool]:
+        """The bucket and whether the caller sees it as its administrator (with the reason)."""
+        bucket = await self._load(bucket_id)
+        if await self.may_administer(principal, bucket) or principal.has_role(
+            "service_desk", "auditor"
+        ):
+            return bucket, True
+        keys = set(await self._holder_keys(principal))
+        if keys & {r.recipient_id for r in bucket.s.recipients}:
+            return bucket, False
+        raise rules.BucketNotFound(f"no bucket {bucket_id}")
+
+    async def buckets_of_study(self, principal: AccessClaims, study_uid: str) -> list[dict]:
+        docs = await self.readmodel.of_study(study_uid)
+        if not principal.has_role("service_desk", "auditor"):
+            docs = [d for d in docs if await self.may_administer(principal, d)]
+        children: dict[str, list[str]] = {}
+        for d in docs:
+            if d.get("parent_bucket_id"):
+                children.setdefault(d["parent_bucket_id"], []).append(d["_id"])
+        return [{**d, "children": children.get(d["_id"], [])} for d in docs]
+
+    async def shared_with_me(
+        self,
+        principal: AccessClaims,
+        *,
+        unread: bool | None = None,
+        urgent: bool | None = None,
+        study_uid: str | None = None,
+        label: str | None = None,
+    ) -> list[dict[str, Any]]:
+        now = self.clock()
+        keys = await self._holder_keys(principal)
+        docs = await self.readmodel.held_by(keys, now)
+        uids = sorted({u for d in docs for u in d["active_study_uids"]})
+        studies = await self.directory.studies(uids)
+        opened = await self.directory.opened(principal.sub, uids)
+        senders = await self.directory.users(sorted({d["sender_id"] for d in docs}))
+        items = []
+        for d in docs:
+            via = [r for r in d["recipients"] if r["recipient_id"] in keys and not r["revoked"]]
+            for uid in d["active_study_uids"]:
+                study = studies.get(uid, {})
+                is_read = uid in opened
+                item = {
+                    "bucket_id": d["_id"],
+                    "study_uid": uid,
+                    "description": study.get("description"),
+                    "study_date": study.get("study_date"),
+                    "patient_initials": "Anonymous"
+                    if d["anonymize"]
+                    else study.get("patient_initials"),
+                    "sender": {
+                        "id": d["sender_id"],
+                        "name": senders.get(d["sender_id"], {}).get("name"),
+                    },
+                    "via": [{"id": r["recipient_id"], "kind": r["kind"]} for r in via],
+                    "message": d["message"],
+                    "read": is_read,
+                    "message_state": None
+                    if not d["message"]
+                    else ("read" if is_read else "unread"),
+                    "label": d["label"],
+                    "urgent": d["urgent"],
+                    "valid_until": d["valid_until"],
+                    "unlimited": d["unlimited"],
+                    "access_level": d["access_level"],
+                    "report_access": d["report_access"],
+                    "anonymize": d["anonymize"],
+                    "allow_download": d["allow_download"],
+                    "allow_further_sharing": d["allow_further_sharing"],
+                    "two_factor": d["two_factor"],
+                    "locked": d["locked"],
+                    "shared_at": d["shared_at"],
+                }
+                if unread is not None and is_read == unread:
+                    continue
+                if urgent is not None and d["urgent"] != urgent:
+                    continue
+                if study_uid and uid != study_uid:
+                    continue
+                if label and (d["label"] or {}).get("text") != label:
+                    continue
+                items.append(item)
+        return items
+
+    # ------------------------------------------------------------------ revocation
+    async def revoke(
+        self,
+        principal: AccessClaims,
+        bucket_id: str,
+        scope: str,
+        *,
+        recipient_id: str | None = None,
+        study_uid: str | None = None,
+    ) -> Bucket:
+        bucket = await self._load(bucket_id)
+        if not await self._may_revoke(principal, bucket, study_uid):
+            raise rules.NotAllowedToRevoke(
+                "only the sender, the study owner or an admin of the sending department may revoke"
+            )
+        bucket, _ = await self.buckets.execute(
+            bucket_id,
+            lambda b: b.revoke(
+                scope, principal.sub, recipient_id=recipient_id, study_uid=study_uid
+            ),
+            actor_of(principal),
+        )
+        await self._save(bucket)
+        await self._cascade(principal, bucket_id, scope, recipient_id, study_uid)
+        return bucket
+
+    async def _may_revoke(
+        self, principal: AccessClaims, bucket: Bucket, study_uid: str | None
+    ) -> bool:
+        if bucket.sender_id == principal.sub:
+            return True
+        if bucket.sending_department_id and bucket.sending_department_id in principal.admin_of:
+            return True
+        uids = [study_uid] if study_uid else list(bucket.study_uids)
+        studies = await self.directory.studies(uids)
+        return any(s.get("owner_id") == principal.sub for s in studies.values())
+
+    async def _cascade(
+        self,
+        principal: AccessClaims,
+        parent_id: str,
+        scope: str,
+        recipient_id: str | None,
+        study_uid: str | None,
+    ) -> None:
+        """Everything re-shared from what was revoked is revoked too, down the chain."""
+        for child in await self.readmodel.children(parent_id):
+            if child["revoked"]:
+                continue
+            child_scope, child_study = "bucket", None
+            if scope == "study":
+                if study_uid not in child["active_study_uids"]:
+                    continue
+                child_scope, child_study = "study", study_uid
+            elif scope == "recipient":
+                sharers = {recipient_id}
+                groups = await self.directory.groups([recipient_id or ""])
+                sharers |= set(groups.get(recipient_id or "", {}).get("member_ids", []))
+                if child["sender_id"] not in sharers:
+                    continue
+            bucket, _ = await self.buckets.execute(
+                child["_id"],
+                lambda b, s=child_scope, u=child_study: (
+                    []
+                    if b.revoked
+                    else b.revoke(s, principal.sub, study_uid=u, cascade_from=parent_id)
+                ),
+                actor_of(principal),
+            )
+            await self._save(bucket)
+            await self._cascade(principal, child["_id"], child_scope, None, child_study)
+
+    async def expire_due(self, now: datetime | None = None) -> list[str]:
+        """Append `BucketExpired` once per bucket past `valid_until`."""
+        now = now or self.clock()
+        expired = []
+        for bucket_id in await self.readmodel.due_for_expiry(now):
+            bucket, envelopes = await self.buckets.execute(
+                bucket_id, lambda b: b.expire(now), Actor(id="system:share-expiry")
+            )
+            await self._save(bucket)
+            if envelopes:
+                expired.append(bucket_id)
+        if expired:
+            log.info("buckets.expired", count=len(expired))
+        return expired
+
+    # ------------------------------------------------------------------ two-factor
+    def _mac(self, bucket_id: str, user_id: str, code: str) -> str:
+        key = self.settings.otp_hmac_secret.encode()
+        return hmac.new(key, f"{bucket_id}|{user_id}|{code}".encode(), hashlib.sha256).hexdigest()
+
+    async def _holder(self, principal: AccessClaims, bucket: Bucket) -> str:
+        """How the caller holds the bucket: themselves or a group/department, active first."""
+        keys = await self._holder_keys(principal)
+        everyone = {r.recipient_id for r in bucket.s.recipients}
+        for key in [k for k in keys if k in bucket.active_recipient_ids] + keys:
+            if key in everyone:
+                return key  # a revoked holder is refused by the domain with its rule
+        raise rules.BucketNotFound(f"no bucket {bucket.id}")
+
+    async def request_otp(self, principal: AccessClaims, bucket_id: str) -> datetime:
+        """A fresh 6-digit code, kept only as a keyed hash; sealed for notify in the event."""
+        now = self.clock()
+        bucket = await self._load(bucket_id)
+        holder = await self._holder(principal, bucket)
+        bucket._check_otp_allowed(holder, now)
+        user = await self.directory.user(principal.sub)
+        if not user or not user.get("mobile"):
+            raise rules.NoRegisteredMobile("register a mobile number to receive the code by SMS")
+        code = f"{secrets.randbelow(10**6):06d}"
+        otp_id = new_id("otp")
+        expires_at = now + timedelta(seconds=self.settings.otp_ttl_seconds)
+        await self.db[OTP_CODES].insert_one(
+            {
+                "_id": otp_id,
+                "bucket_id": bucket_id,
+                "user_id": principal.sub,
+                "mac": self._mac(bucket_id, principal.sub, code),
+                "expires_at": expires_at,
+            }
+        )
+        sealed = seal(code, self.settings.otp_seal_public_key)
+        await self.buckets.execute(
+            bucket_id,
+            lambda b: b.request_otp(
+                holder, principal.sub, otp_id, sealed, expires_at, user.get("language") or "en", now
+            ),
+            actor_of(principal),
+            retries=OTP_RETRIES,
+        )
+        return expires_at
+
+    async def verify_otp(self, principal: AccessClaims, bucket_id: str, code: str) -> datetime:
+        """Each attempt appends at the next version; a conflict reloads and decides again, so
+        five wrong codes lock the bucket however many arrive at once."""
+        now = self.clock()
+        bucket = await self._load(bucket_id)
+        holder = await self._holder(principal, bucket)
+        bucket._check_otp_allowed(holder, now)
+        matched = await self.db[OTP_CODES].find_one(
+            {
+                "bucket_id": bucket_id,
+                "user_id": principal.sub,
+                "mac": self._mac(bucket_id, principal.sub, code.strip()),
+            },
+            sort=[("expires_at", -1)],
+        )
+        otp_id = matched["_id"] if matched else None
+        verified_for = timedelta(hours=self.settings.otp_verified_hours)
+        bucket, envelopes = await self.buckets.execute(
+            bucket_id,
+            lambda b: b.verify_otp(holder, principal.sub, otp_id, now, verified_for),
+            actor_of(principal),
+            retries=OTP_RETRIES,
+        )
+        await self._save(bucket)
+        kinds = [e.event_type for e in envelopes]
+        if "OTPVerified" in kinds:
+            await self.db[OTP_CODES].delete_one({"_id": otp_id})
+            return bucket.verified_until[principal.sub]
+        if "BucketLocked" in kinds:
+            raise rules.BucketIsLocked(
+                f"that was the 5th wrong code in a row: bucket {bucket_id} is now locked"
+            )
+        raise rules.WrongOTP(
+            f"wrong, expired or already used code ({bucket.consecutive_failures} of 5 in a row)"
+        )
+
+    async def unlock(self, principal: AccessClaims, bucket_id: str) -> Bucket:
+        await self._load(bucket_id)
+        bucket, _ = await self.buckets.execute(
+            bucket_id,
+            lambda b: b.unlock(principal.sub, principal.roles, principal.admin_of),
+            actor_of(principal),
+        )
+        await self._save(bucket)
+        return bucket
+
+    # ------------------------------------------------------------------ favourites
+    async def list_favorites(self, principal: AccessClaims) -> dict[str, RecipientRef]:
+        return (await self.favorites.get(f"fav_{principal.sub}")).items
+
+    async def add_favorite(
+        self, principal: AccessClaims, r: RecipientInput
+    ) -> tuple[str, RecipientRef]:
+        (ref,) = await self._resolve_recipients([r])
+        fav, _ = await self.favorites.execute(
+            f"fav_{principal.sub}", lambda f: f.add(principal.sub, [ref]), actor_of(principal)
+        )
+        favorite_id = fav.find(ref)
+        assert favorite_id is not None
+        return favorite_id, ref
+
+    async def remove_favorite(self, principal: AccessClaims, favorite_id: str) -> None:
+        await self.favorites.execute(
+            f"fav_{principal.sub}",
+            lambda f: f.remove(principal.sub, favorite_id),
+            actor_of(principal),
+        )
+
+    async def share_preferences(self, principal: AccessClaims) -> SharePreferences:
+        return await self.preferences.get(f"pref_{principal.sub}")
+
+
+def confirmation_text(c: dict[str, Any]) -> str:
+    """The confirmation as ready-to-copy text."""
+    until = "unlimited" if c["unlimited"] else f"{c['valid_until']:%d/%m/%Y %H:%M} UTC"
+    lines = [
+        f"Shared by {c['sender']['name'] or c['sender']['id']} (bucket {c['bucket_id']})",
+        "",
+        "Studies:",
+    ]
+    for s in c["studies"]:
+        bits = [b for b in (s["patient_initials"], s["description"], s["study_date"]) if b]
+        lines.append(f"  - {' | '.join(bits) or s['study_uid']} ({s['study_uid']})")
+    lines.append("Recipients:")
+    for r in c["recipients"]:
+        lines.append(f"  - {r['name'] or r['id']} ({r['kind']})")
+    level = {
+        "images": "images only",
+        "images_report_read": "images and read access to the report",
+        "images_report_write": "images and write access to the report",
+    }[c["access_level"]]
+    lines += ["", f"Access: {level}", f"Valid until: {until}"]
+    options = [
+        name
+        for name, on in (
+            ("urgent", c["urgent"]),
+            ("anonymized", c["anonymize"]),
+            ("further sharing allowed", c["allow_further_sharing"]),
+            ("download allowed", c["allow_download"]),
+            ("two-factor", c["two_factor"]),
+            ("e-mail sent", c["send_mail"]),
+        )
+        if on
+    ]
+    if options:
+        lines.append(f"Options: {', '.join(options)}")
+    if c["label"]:
+        lines.append(f"Label: {c['label']['text']} ({c['label']['scope']})")
+    if c["message"]:
+        lines.append(f"Message: {c['message']}")
+    lines += c["notes"]
+    return "\n".join(lines)

@@ -1,0 +1,24 @@
+"""Settings of the share service."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from studyshare.contracts.routes import SERVICE_BY_NAME
+from studyshare.plumbing.settings import ServiceSettings, refuse_placeholder
+
+
+class ShareSettings(ServiceSettings):
+    service_name: str = "share"
+    http_port: int = SERVICE_BY_NAME["share"].port
+    otp_hmac_secret: str = Field(
+        default="dev-secret", description="key of the HMAC kept instead of OTP codes"
+    )
+    otp_ttl_seconds: int = Field(default=300, ge=30)
+    otp_verified_hours: int = Field(default=12, ge=1)
+    expiry_interval_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _secret_is_real(self) -> ShareSettings:
+        if self.environment == "production":
+            refuse_placeholder(self.otp_hmac_secret, "STUDYSHARE_OTP_HMAC_SECRET", "production")
+        return self
