@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events import DomainEvent
 from studyshare.contracts.events.identity import (

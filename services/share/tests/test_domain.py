@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import RecipientRef, StudyShared
 from studyshare.plumbing.eventstore import envelope_for

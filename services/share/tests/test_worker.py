@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.identity import UserRegistered
 from studyshare.contracts.events.share import RecipientRef, StudyShared

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import Field, model_validator
+
 from studyshare.contracts.routes import SERVICE_BY_NAME
 from studyshare.plumbing.settings import ServiceSettings, refuse_placeholder
 

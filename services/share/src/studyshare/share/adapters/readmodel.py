@@ -10,6 +10,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.projection import GenerationPointer
 from studyshare.share.domain.model import Bucket, DepartmentPolicy

@@ -12,6 +12,7 @@ from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import AccessLevel, Label, RecipientRef, StudyShared
 from studyshare.contracts.tokens import AccessClaims
