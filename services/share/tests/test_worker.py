@@ -40,9 +40,7 @@ async def publish(real_infra, db, events) -> None:
     kafka = producer(real_infra.settings())
     await kafka.start()
     try:
-        relay = OutboxRelay(db, kafka, batch_size=50)
-        while await relay.publish_batch():
-            pass
+        await OutboxRelay(db, kafka, batch_size=50, settle_s=0).drain()
     finally:
         await kafka.stop()
 
