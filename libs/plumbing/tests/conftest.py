@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,39 +28,13 @@ def otp_failures(bucket_id: str, count: int, start: int = 1, correlation_id: str
 
 
 @pytest.fixture
-def tally_process(real_infra, tmp_path):
+def tally_process(service_processes):
     """Start `tally_service.py <command>` against the test infra and a given database."""
-    started: list[subprocess.Popen] = []
 
     def start(command: str, database: str, *extra: str) -> subprocess.Popen:
-        env = {
-            **os.environ,
-            "STUDYSHARE_SERVICE_NAME": f"tally-{database}",
-            "STUDYSHARE_KAFKA_BOOTSTRAP": real_infra.kafka_bootstrap,
-            "STUDYSHARE_MONGO_URL": real_infra.mongo_url,
-            "STUDYSHARE_DATABASE": database,
-            "STUDYSHARE_ENVIRONMENT": "test",
-            "STUDYSHARE_KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "STUDYSHARE_KAFKA_REBALANCE_TIMEOUT_MS": "6000",
-        }
-        if command == "relay":
-            env["STUDYSHARE_RELAY_BATCH_SIZE"] = "50"
-        log = open(tmp_path / f"{command}-{len(started)}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE / "tally_service.py"), command, *extra],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        started.append(proc)
-        return proc
+        overrides = {"relay_batch_size": "50"} if command == "relay" else {}
+        env = service_processes.env(database, f"tally-{database}", **overrides)
+        argv = [sys.executable, str(HERE / "tally_service.py"), command, *extra]
+        return service_processes.start(argv, env, f"{command}-{len(service_processes.started)}")
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    return start

@@ -5,9 +5,7 @@ timer emits group reminders, and the relay publishes identity events to `identit
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 
@@ -24,42 +22,18 @@ from .conftest import FakeClock
 
 
 @pytest.fixture
-def identity_process(real_infra, mongo_db, tmp_path):
-    started: list[subprocess.Popen] = []
-
+def identity_process(service_processes, mongo_db):
     def start(command: str, *extra: str) -> subprocess.Popen:
-        env = {
-            **os.environ,
-            "STUDYSHARE_KAFKA_BOOTSTRAP": real_infra.kafka_bootstrap,
-            "STUDYSHARE_MONGO_URL": real_infra.mongo_url,
-            "STUDYSHARE_DATABASE": mongo_db.name,
-            "STUDYSHARE_ENVIRONMENT": "test",
-            "STUDYSHARE_KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "STUDYSHARE_KAFKA_REBALANCE_TIMEOUT_MS": "6000",
-            "STUDYSHARE_REMINDER_INTERVAL_S": "1",
-            "STUDYSHARE_SERVICE_NAME": f"identity-{mongo_db.name}",
-            "STUDYSHARE_BOOTSTRAP_USER": "desk",
-            "STUDYSHARE_BOOTSTRAP_PASSWORD": "desk-password-1",
-        }
-        log = open(tmp_path / f"{command}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "studyshare.identity", command, *extra],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        env = service_processes.env(
+            mongo_db.name,
+            f"identity-{mongo_db.name}",
+            reminder_interval_s="1",
+            bootstrap_user="desk",
+            bootstrap_password="desk-password-1",
         )
-        started.append(proc)
-        return proc
+        return service_processes.module("studyshare.identity", command, env, *extra)
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    return start
 
 
 async def eventually(check, timeout: float = 90.0, interval: float = 0.3):

@@ -16,10 +16,8 @@ import pytest
 
 from studyshare.contracts.events.identity import UserProfileChanged
 from studyshare.contracts.events.share import OTPRequested, RecipientRef, StudyShared
-from studyshare.plumbing.eventstore import EventStore
-from studyshare.plumbing.kafka import producer
-from studyshare.plumbing.relay import OutboxRelay
 from studyshare.plumbing.sealing import DEV_PUBLIC_KEY, seal
+from studyshare.plumbing.testing import publish_events
 
 from .conftest import user_registered, worker_env
 
@@ -35,43 +33,19 @@ async def source_db(mongo_db):
 
 
 @pytest.fixture
-def notify_worker(real_infra, notify_settings, tmp_path):
-    started: list[subprocess.Popen] = []
+def notify_worker(service_processes, real_infra, notify_settings):
     service_name = f"notify-{uuid.uuid4().hex[:8]}"  # its own consumer group
 
     def start() -> subprocess.Popen:
         env = worker_env(real_infra, notify_settings(), service_name)
-        log = open(tmp_path / f"worker-{len(started)}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "studyshare.notify", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        started.append(proc)
-        return proc
+        argv = [sys.executable, "-m", "studyshare.notify", "worker"]
+        return service_processes.start(argv, env, f"worker-{len(service_processes.started)}")
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    return start
 
 
 async def publish(real_infra, db, envelopes) -> None:
-    store = EventStore(db)
-    await store.ensure_indexes()
-    await store.append(envelopes)
-    kafka = producer(real_infra.settings())
-    await kafka.start()
-    try:
-        await OutboxRelay(db, kafka, settle_s=0).drain()
-    finally:
-        await kafka.stop()
+    await publish_events(real_infra, envelopes, db)
 
 
 def shares(events, tag: str, n: int) -> tuple[list, list[str]]:

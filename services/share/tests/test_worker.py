@@ -15,11 +15,9 @@ from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.identity import UserRegistered
 from studyshare.contracts.events.share import RecipientRef, StudyShared
 from studyshare.contracts.events.study import StudyReceived
-from studyshare.plumbing.eventstore import EventStore, envelope_for
-from studyshare.plumbing.kafka import producer
+from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.projection import GenerationPointer
-from studyshare.plumbing.relay import OutboxRelay
-from studyshare.plumbing.testing import unique
+from studyshare.plumbing.testing import publish_events, unique
 
 
 async def eventually(check, timeout: float = 90.0):
@@ -34,15 +32,7 @@ async def eventually(check, timeout: float = 90.0):
 
 async def publish(real_infra, db, events) -> None:
     """Store events in a database's outbox and relay them to Kafka, as their service would."""
-    store = EventStore(db)
-    await store.ensure_indexes()
-    await store.append(events)
-    kafka = producer(real_infra.settings())
-    await kafka.start()
-    try:
-        await OutboxRelay(db, kafka, batch_size=50, settle_s=0).drain()
-    finally:
-        await kafka.stop()
+    await publish_events(real_infra, events, db)
 
 
 @pytest.fixture

@@ -5,20 +5,16 @@ forwards the study to a dcmtk storescp."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 
 import pytest
-from pymongo import AsyncMongoClient
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.identity import DepartmentCreated, PacsEndpoint
 from studyshare.contracts.events.share import RecipientRef
 from studyshare.plumbing.eventstore import EventStore, envelope_for
-from studyshare.plumbing.kafka import producer
-from studyshare.plumbing.relay import OutboxRelay
-from studyshare.plumbing.testing import unique
+from studyshare.plumbing.testing import publish_events, unique
 
 from .conftest import write_study
 from .test_dicomweb import upload
@@ -28,60 +24,26 @@ pytestmark = pytest.mark.infra
 
 
 @pytest.fixture
-def study_store_process(real_infra, settings, tmp_path):
-    started: list[subprocess.Popen] = []
+def study_store_process(service_processes, settings):
     service = unique("study-store")
 
     def start(command: str) -> subprocess.Popen:
-        env = {
-            **os.environ,
-            "STUDYSHARE_SERVICE_NAME": service,
-            "STUDYSHARE_ENVIRONMENT": "test",
-            "STUDYSHARE_KAFKA_BOOTSTRAP": real_infra.kafka_bootstrap,
-            "STUDYSHARE_MONGO_URL": real_infra.mongo_url,
-            "STUDYSHARE_DATABASE": settings.database_name,
-            "STUDYSHARE_BLOB_DIR": str(settings.blob_dir),
-            "STUDYSHARE_ANONYMIZATION_SECRET": settings.anonymization_secret,
-            "STUDYSHARE_FORWARD_BACKOFF_S": "0.1",
-            "STUDYSHARE_KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "STUDYSHARE_KAFKA_REBALANCE_TIMEOUT_MS": "6000",
-        }
-        log = open(tmp_path / f"{command}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "studyshare.study_store", command],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        env = service_processes.env(
+            settings.database_name,
+            service,
+            blob_dir=str(settings.blob_dir),
+            anonymization_secret=settings.anonymization_secret,
+            forward_backoff_s="0.1",
         )
-        started.append(proc)
-        return proc
+        argv = [sys.executable, "-m", "studyshare.study_store", command]
+        return service_processes.start(argv, env, command)
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    return start
 
 
 async def publish_upstream(real_infra, envelopes) -> None:
-    """Publish other services' events as their relays would (from a scratch outbox)."""
-    client = AsyncMongoClient(real_infra.mongo_url, tz_aware=True)
-    db = client[f"t_upstream_{unique('x')[2:]}"]
-    try:
-        await EventStore(db).append(envelopes)
-        kafka = producer(real_infra.settings())
-        await kafka.start()
-        try:
-            await OutboxRelay(db, kafka, settle_s=0).drain()
-        finally:
-            await kafka.stop()
-    finally:
-        await client.drop_database(db.name)
-        await client.close()
+    """Publish other services' events as their relays would."""
+    await publish_events(real_infra, envelopes)
 
 
 async def eventually(check, timeout: float = 150.0):

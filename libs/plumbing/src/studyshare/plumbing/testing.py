@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -125,3 +127,87 @@ class TestTokens:
 @pytest.fixture
 def test_tokens() -> TestTokens:
     return TestTokens()
+
+
+class ServiceProcesses:
+    """Starts a service's processes (`python -m <module> <command>`) against the test infra,
+    each logging to a file, and stops them all by PID at the end of the test."""
+
+    def __init__(self, infra: Infra, log_dir: Path) -> None:
+        self.infra = infra
+        self.log_dir = log_dir
+        self.started: list[subprocess.Popen] = []
+
+    def env(self, database: str, service_name: str, **settings: str) -> dict[str, str]:
+        """The environment of a service process: test infra, its database, its own consumer
+        group (from `service_name`), plus `STUDYSHARE_<KEY>` overrides given as `key=value`."""
+        return {
+            **os.environ,
+            "STUDYSHARE_ENVIRONMENT": "test",
+            "STUDYSHARE_KAFKA_BOOTSTRAP": self.infra.kafka_bootstrap,
+            "STUDYSHARE_MONGO_URL": self.infra.mongo_url,
+            "STUDYSHARE_DATABASE": database,
+            "STUDYSHARE_SERVICE_NAME": service_name,
+            "STUDYSHARE_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "STUDYSHARE_KAFKA_REBALANCE_TIMEOUT_MS": "6000",
+            **{f"STUDYSHARE_{key.upper()}": value for key, value in settings.items()},
+        }
+
+    def start(self, argv: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen:
+        log = open(self.log_dir / f"{log_name}.log", "wb")
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        self.started.append(proc)
+        return proc
+
+    def module(
+        self, module: str, command: str, env: dict[str, str], *extra: str
+    ) -> subprocess.Popen:
+        name = f"{command}-{len(self.started)}"
+        return self.start([sys.executable, "-m", module, command, *extra], env, name)
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+@pytest.fixture
+def service_processes(real_infra: Infra, tmp_path: Path) -> Iterator[ServiceProcesses]:
+    processes = ServiceProcesses(real_infra, tmp_path)
+    try:
+        yield processes
+    finally:
+        processes.stop_all()
+
+
+async def publish_events(infra: Infra, envelopes, db=None) -> None:
+    """Publish events as their owning services' relays would: appended to an outbox (`db`, or
+    a scratch one dropped afterwards) and relayed to Kafka; feeds a service with events."""
+    from pymongo import AsyncMongoClient
+
+    from studyshare.plumbing.eventstore import EventStore
+    from studyshare.plumbing.kafka import producer
+    from studyshare.plumbing.relay import OutboxRelay
+
+    client = AsyncMongoClient(infra.mongo_url, tz_aware=True)
+    scratch = db is None
+    db = client[f"t_upstream_{uuid.uuid4().hex[:12]}"] if scratch else client[db.name]
+    try:
+        store = EventStore(db)
+        await store.ensure_indexes()
+        await store.append(list(envelopes))
+        kafka = producer(infra.settings())
+        await kafka.start()
+        try:
+            await OutboxRelay(db, kafka, settle_s=0).drain()
+        finally:
+            await kafka.stop()
+    finally:
+        if scratch:
+            await client.drop_database(db.name)
+        await client.close()
