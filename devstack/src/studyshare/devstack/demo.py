@@ -166,12 +166,18 @@ class DemoLoader:
         )
         return study.study_uid
 
-    def reference_number(self, token: str, study_uid: str) -> str:
+    def reference_number(self, token: str, study_uid: str, wait_s: float = 15.0) -> str:
+        """A just-uploaded study reaches the study store's read side through its worker."""
         path = f"/api/studies/{study_uid}/reference-numbers"
-        try:
-            existing = self.call("GET", path, token).json()
-        except StepFailed:
-            existing = []
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                existing = self.call("GET", path, token).json()
+                break
+            except StepFailed:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         items = existing.get("items", existing) if isinstance(existing, dict) else existing
         if items:
             return _id(items[0], "reference_number")
