@@ -161,12 +161,14 @@ class Throttle:
                 {"_id": key, "last_failure_at": {"$lt": now - timedelta(seconds=window_s)}},
                 {"$set": {"failures": 0}},
             )
-        doc = await self.col.find_one_and_update(
-            {"_id": key},
-            {"$inc": {"failures": 1}, "$set": {"last_failure_at": now}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
+        doc = None
+        while doc is None:  # two racing upserts of a new key: the loser sees None, and retries
+            doc = await self.col.find_one_and_update(
+                {"_id": key},
+                {"$inc": {"failures": 1}, "$set": {"last_failure_at": now}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
         failures = int(doc["failures"])
         until = policy.locked_until(failures, now)
         if until is not None:
