@@ -429,17 +429,20 @@ async def receive_stow(
     return stow_response(outcomes, base_url(request), study_uid)
 
 
+STOW_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/related": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
 @router.post(
     "/studies",
     summary="STOW-RS: store instances (multipart/related; type=application/dicom)",
     response_class=Response,
     responses=STOW_RESPONSES,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"multipart/related": {"schema": {"type": "string", "format": "binary"}}},
-        }
-    },
+    openapi_extra=STOW_REQUEST_BODY,
 )
 async def stow(
     request: Request,
@@ -455,12 +458,7 @@ async def stow(
     summary="STOW-RS into one study (instances of other studies are refused)",
     response_class=Response,
     responses=STOW_RESPONSES,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"multipart/related": {"schema": {"type": "string", "format": "binary"}}},
-        }
-    },
+    openapi_extra=STOW_REQUEST_BODY,
 )
 async def stow_study(
     study_uid: str,
