@@ -54,10 +54,10 @@ class Catcher:
             await asyncio.sleep(0.05)
         return predicate(self.messages())
 
-    def switch(self, name: str, on: bool) -> None:
+    def switch(self, name: str, on: bool, only_to: str | None = None) -> None:
         path = self.directory / name
         if on:
-            path.write_text("on")
+            path.write_text(only_to or "on")
         else:
             path.unlink(missing_ok=True)
 

@@ -25,8 +25,14 @@ class Store:
         self.directory = directory
         self.count = len(list(directory.glob("*.eml")))
 
-    async def _hold(self, switch: str) -> None:
-        if not (self.directory / switch).exists():
+    async def _hold(self, switch: str, envelope) -> None:
+        """Hold while the switch file exists; a switch naming a tag holds only messages to a
+        recipient containing it (other tests' leftover mail passes)."""
+        path = self.directory / switch
+        if not path.exists():
+            return
+        tag = path.read_text().strip()
+        if tag not in ("", "on") and not any(tag in r for r in envelope.rcpt_tos):
             return
         (self.directory / "holding").write_text(switch)
         while (self.directory / switch).exists():
@@ -34,14 +40,14 @@ class Store:
         (self.directory / "holding").unlink(missing_ok=True)
 
     async def handle_DATA(self, server, session, envelope) -> str:
-        await self._hold("hold-before-accept")
+        await self._hold("hold-before-accept", envelope)
         if server.transport is None or server.transport.is_closing():
             return "451 client went away"
         self.count += 1
         tmp = self.directory / f".{self.count}.tmp"
         tmp.write_bytes(envelope.original_content or envelope.content)
         tmp.rename(self.directory / f"{self.count:05d}.eml")
-        await self._hold("hold-after-accept")
+        await self._hold("hold-after-accept", envelope)
         return "250 OK stored"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:

@@ -116,7 +116,7 @@ async def test_worker_killed_before_the_server_accepted_delivers_each_mail_exact
             f"bkt_{tag}_0",
         ),
     )
-    smtp_catcher.switch("hold-before-accept", True)
+    smtp_catcher.switch("hold-before-accept", True, only_to=tag)
     await publish(real_infra, source_db, envelopes)
 
     worker = notify_worker()
@@ -154,8 +154,9 @@ async def test_worker_killed_after_the_server_accepted_resends_with_the_same_mes
 ):
     """The ambiguous window: at-least-once. The copy carries the same Message-ID, so the
     mailbox can keep one; the log records one sent message and one NotificationSent."""
-    envelopes, addresses = shares(events, uuid.uuid4().hex[:6], 2)
-    smtp_catcher.switch("hold-after-accept", True)
+    tag = uuid.uuid4().hex[:6]
+    envelopes, addresses = shares(events, tag, 2)
+    smtp_catcher.switch("hold-after-accept", True, only_to=tag)
     await publish(real_infra, source_db, envelopes)
 
     worker = notify_worker()
