@@ -39,9 +39,17 @@ SHARES_PER_SENDER = 5
 WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "8"))
 WRK_CONNECTIONS = int(os.environ.get("BENCH_WRK_CONNECTIONS", "32"))
 IMAGE_SIZE = 512  # pixels a side, 8 bit: a ~256 KiB instance
-PASSWORD = "Bench-Password-2026!"  # noqa: S105 - throwaway accounts on a throwaway platform
+PASSWORD = "Bench-Password-2026!"
 STUDY = DemoStudy(
-    "bench-study", "BENCH-0001", "Bench^Pat", "19700101", "F", "Bench CT", "OT", "20260101", "ACC-B1"
+    "bench-study",
+    "BENCH-0001",
+    "Bench^Pat",
+    "19700101",
+    "F",
+    "Bench CT",
+    "OT",
+    "20260101",
+    "ACC-B1",
 )
 
 

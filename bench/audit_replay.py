@@ -20,7 +20,6 @@ from pathlib import Path
 from pymongo import AsyncMongoClient
 
 from bench.harness import Figure, LocalInfra
-
 from studyshare.audit.domain.chain import GENESIS, Ledger, seal
 from studyshare.audit.domain.entries import build_entry
 from studyshare.audit.entrypoints.projections import AuditLogProjection, ensure_indexes
