@@ -26,6 +26,7 @@ test: sync test-peers deploy-tools ## every test (unit, integration, end-to-end,
 	$(UV) run pytest
 
 bench: sync ## the benchmark table (figures side by side with their targets)
+	sh bench/install.sh >/dev/null
 	$(UV) run python -m bench
 
 lint: ## ruff lint and format check

@@ -1,28 +1,393 @@
-"""`make bench`: every figure measured in one run, printed side by side with its target."""
+"""`make bench` (`uv run python -m bench`): every figure of issue 9, side by side, in one run.
+
+1. outbox relay vs. a raw aiokafka producer (own broker and database);
+2. audit replay (rebuild) vs. a raw bulk insert of the same documents (same database);
+3. then the whole platform (`LocalPlatform`) plus the baseline app (`bench/baseline_app.py`,
+   uvicorn with the services' flags) routed by the gateway under `/bench`:
+   - access decision: WADO-RS study metadata of a shared study as the recipient vs. the same
+     framework answering a constant, both through the gateway, `wrk` closed loop;
+   - WADO-RS instance retrieve vs. a plain file response of the same bytes, `wrk`;
+   - share command -> visible in the recipient's list, p50/p99, 20 concurrent senders.
+
+Prints a markdown table and the machine. Every process it starts is stopped by PID.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-from bench import audit_replay, relay
-from bench.harness import local_infra, machine, render
+import httpx
 
-NOT_YET = (
-    "access decision through the gateway vs a constant",
-    "share -> visible to the recipient, p50/p99 with 20 senders",
-    "WADO-RS instance retrieve vs a plain file response",
+from bench.harness import Figure, local_infra, machine, render
+from studyshare.devstack.dicomgen import DemoStudy, instance, multipart_related
+from studyshare.devstack.platform import LocalPlatform
+from studyshare.plumbing import infra
+
+SENDERS = 20
+SHARES_PER_SENDER = 5
+WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "8"))
+WRK_CONNECTIONS = int(os.environ.get("BENCH_WRK_CONNECTIONS", "32"))
+IMAGE_SIZE = 512  # pixels a side, 8 bit: a ~256 KiB instance
+PASSWORD = "Bench-Password-2026!"
+STUDY = DemoStudy(
+    "bench-study",
+    "BENCH-0001",
+    "Bench^Pat",
+    "19700101",
+    "F",
+    "Bench CT",
+    "OT",
+    "20260101",
+    "ACC-B1",
 )
 
 
+class BenchPlatform(LocalPlatform):
+    """The platform, with `STUDYSHARE_EXTRA_ROUTES` given to the gateway (routes `/bench`)."""
+
+    extra_routes: dict[str, str] = {}
+
+    def _gateway(self):  # type: ignore[override]
+        process = super()._gateway()
+        process.env["STUDYSHARE_EXTRA_ROUTES"] = json.dumps(self.extra_routes)
+        return process
+
+
+# -- wrk ----------------------------------------------------------------------------------
+
+
+def wrk(url: str, token: str | None = None, accept: str | None = None) -> tuple[float, int]:
+    """(requests/s, non-2xx answers) of a fixed-duration closed loop with keep-alive."""
+    argv = ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s"]
+    if token:
+        argv += ["-H", f"Authorization: Bearer {token}"]
+    if accept:
+        argv += ["-H", f"Accept: {accept}"]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    if errors:
+        print(f"  wrk {url}: {errors.group(0)}", file=sys.stderr)
+    return rate, int(bad.group(1)) if bad else 0
+
+
+# -- setup through the public API -----------------------------------------------------------
+
+
+async def call(client: httpx.AsyncClient, method: str, path: str, token: str | None, **kw):
+    headers = dict(kw.pop("headers", {}))
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    response = await client.request(method, path, headers=headers, **kw)
+    if response.status_code >= 300:
+        raise RuntimeError(f"{method} {path} -> {response.status_code} {response.text[:300]}")
+    return response
+
+
+async def login(client: httpx.AsyncClient, username: str, wait_s: float = 30.0) -> str:
+    deadline = time.monotonic() + wait_s
+    while True:
+        body = {"username": username, "password": PASSWORD}
+        response = await client.post("/api/auth/login", json=body)
+        if response.status_code == 200:
+            return response.json()["access_token"]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"login {username}: {response.status_code} {response.text[:200]}")
+        await asyncio.sleep(0.3)
+
+
+async def create_user(
+    client: httpx.AsyncClient, desk: str, name: str, roles: list[str], department: str | None
+) -> str:
+    body = {
+        "username": name,
+        "password": PASSWORD,
+        "first_name": "Bench",
+        "last_name": name.replace(".", " ").title(),
+        "email": f"{name}@bench.studyshare.local",
+        "mobile": "+32470000009",
+        "roles": roles,
+        "language": "en",
+    }
+    if department:
+        body["department_ids"] = [department]
+        if "department_admin" in roles:
+            body["admin_of"] = [department]
+    answer = (await call(client, "POST", "/api/users", desk, json=body)).json()
+    return answer.get("user_id") or answer["id"]
+
+
+async def until(action, what: str, wait_s: float = 60.0):
+    """Retry `action()` (the read sides are eventually consistent) until it returns truthy."""
+    deadline = time.monotonic() + wait_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = await action()
+            if result:
+                return result
+        except RuntimeError as exc:
+            last = exc
+        await asyncio.sleep(0.3)
+    raise RuntimeError(f"timed out waiting for {what}: {last}")
+
+
+def share_body(recipient_id: str) -> dict:
+    return {
+        "study_uids": [STUDY.study_uid],
+        "recipients": [{"kind": "user", "id": recipient_id}],
+        "access_level": "images_report_read",
+        "reason": "benchmark",
+        "patient_agreed": True,
+        "two_factor": False,
+        "send_mail": False,
+    }
+
+
+async def setup(client: httpx.AsyncClient, platform: LocalPlatform, part10: bytes) -> dict:
+    desk = await login_as(client, platform.bootstrap_user, platform.bootstrap_password)
+    department = {
+        "name": "Radiology (bench)",
+        "country": "be",
+        "kind": "radiology",
+        "email": "radiology@bench.studyshare.local",
+    }
+    dep = (await call(client, "POST", "/api/departments", desk, json=department)).json()
+    dep_id = dep.get("department_id") or dep["id"]
+    admin = "bench.admin"
+    await create_user(client, desk, admin, ["department_admin", "department_staff"], dep_id)
+    senders = [f"bench.sender{i}" for i in range(SENDERS)]
+    recipients = [f"bench.recipient{i}" for i in range(SENDERS)]
+    await asyncio.gather(
+        *(create_user(client, desk, s, ["department_staff"], dep_id) for s in senders)
+    )
+    recipient_ids = await asyncio.gather(
+        *(create_user(client, desk, r, ["physician"], None) for r in recipients)
+    )
+    admin_token = await login(client, admin)
+    body, content_type = multipart_related([part10])
+    await until(
+        lambda: call(
+            client,
+            "POST",
+            "/dicomweb/studies",
+            admin_token,
+            content=body,
+            headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
+        ),
+        "the upload",
+    )
+    sender_tokens = await asyncio.gather(*(login(client, s) for s in senders))
+    recipient_tokens = await asyncio.gather(*(login(client, r) for r in recipients))
+    # the first share waits for the share service to know the study and the recipient
+    await until(
+        lambda: call(
+            client, "POST", "/api/shares", sender_tokens[0], json=share_body(recipient_ids[0])
+        ),
+        "the share service to accept a share",
+    )
+    uid = STUDY.study_uid
+    # the recipient's access reaches the study store
+    await until(
+        lambda: call(client, "GET", f"/dicomweb/studies/{uid}/metadata", recipient_tokens[0]),
+        "the recipient's access in the study store",
+    )
+    return {
+        "sender_tokens": sender_tokens,
+        "recipient_ids": recipient_ids,
+        "recipient_tokens": recipient_tokens,
+    }
+
+
+async def login_as(client: httpx.AsyncClient, username: str, password: str) -> str:
+    body = {"username": username, "password": password}
+    return (await call(client, "POST", "/api/auth/login", None, json=body)).json()["access_token"]
+
+
+# -- figures --------------------------------------------------------------------------------
+
+
+def access_and_retrieve(gateway: str, token: str, size: int) -> list[Figure]:
+    uid = STUDY.study_uid
+    series = instance_uids()
+    metadata_url = f"{gateway}/dicomweb/studies/{uid}/metadata"
+    wrk(metadata_url, token, "application/dicom+json")  # warm-up (shorter would be noisier)
+    ours, bad_ours = wrk(metadata_url, token, "application/dicom+json")
+    base, bad_base = wrk(f"{gateway}/bench/constant")
+    note = f"wrk {WRK_CONNECTIONS} connections, {WRK_SECONDS}s each"
+    if bad_ours or bad_base:
+        note += f"; non-2xx: {bad_ours} ours, {bad_base} baseline"
+    access = Figure(
+        "access decision (WADO-RS metadata as recipient vs constant)",
+        ours,
+        base,
+        "req/s",
+        ">= 0.5 x constant",
+        ours / base >= 0.5 and not bad_ours,
+        note,
+    )
+    instance_url = f"{gateway}/dicomweb/studies/{uid}/series/{series[0]}/instances/{series[1]}"
+    accept = 'multipart/related; type="application/dicom"'
+    ours, bad_ours = wrk(instance_url, token, accept)
+    base, bad_base = wrk(f"{gateway}/bench/file")
+    mb = size / 1e6
+    note = f"{size / 1024:.0f} KiB instance; {note}"
+    if bad_ours or bad_base:
+        note += f"; non-2xx: {bad_ours} ours, {bad_base} baseline"
+    retrieve = Figure(
+        "WADO-RS instance retrieve vs plain file",
+        ours * mb,
+        base * mb,
+        "MB/s",
+        ">= 0.5 x file",
+        ours / base >= 0.5 and not bad_ours,
+        note,
+    )
+    return [access, retrieve]
+
+
+def instance_uids() -> tuple[str, str]:
+    from studyshare.devstack.dicomgen import stable_uid
+
+    return stable_uid(f"{STUDY.key}/1"), stable_uid(f"{STUDY.key}/1/1")
+
+
+async def share_latency(client: httpx.AsyncClient, users: dict) -> Figure:
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def sender(i: int) -> None:
+        token, recipient = users["sender_tokens"][i], users["recipient_ids"][i]
+        seen_by = {"Authorization": f"Bearer {users['recipient_tokens'][i]}"}
+        for _ in range(SHARES_PER_SENDER):
+            started = time.perf_counter()
+            response = await client.post(
+                "/api/shares",
+                json=share_body(recipient),
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            if response.status_code != 201:
+                errors.append(f"{response.status_code} {response.text[:100]}")
+                continue
+            bucket = response.json()["bucket_id"]
+            deadline = started + 30
+            while time.perf_counter() < deadline:
+                listed = await client.get(
+                    "/api/shared-with-me", params={"limit": 200}, headers=seen_by
+                )
+                if listed.status_code == 200 and any(
+                    item["bucket_id"] == bucket for item in listed.json()["items"]
+                ):
+                    latencies.append(time.perf_counter() - started)
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                errors.append(f"{bucket} not visible after 30 s")
+
+    await asyncio.gather(*(sender(i) for i in range(SENDERS)))
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1e3
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3
+    note = f"p50 {p50:.0f} ms; {len(latencies)} shares, {SENDERS} concurrent senders"
+    if errors:
+        note += f"; {len(errors)} failed ({errors[0]})"
+    return Figure(
+        "share -> visible in recipient list, p99",
+        p99,
+        None,
+        "ms",
+        "p99 <= 500 ms",
+        p99 <= 500 and not errors,
+        note,
+    )
+
+
+def platform_figures() -> list[Figure]:
+    run_dir = Path(tempfile.mkdtemp(prefix="studyshare-bench-platform-"))
+    part10 = instance(STUDY, 1, 1, size=IMAGE_SIZE)
+    file = run_dir / "instance.dcm"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    file.write_bytes(part10)
+    port = infra.free_port()
+    baseline = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.baseline_app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env=os.environ | {"BENCH_FILE": str(file)},
+        cwd=Path(__file__).parents[1],
+    )
+    platform = BenchPlatform(run_dir, ready_timeout=240)
+    platform.extra_routes = {"/bench": f"http://127.0.0.1:{port}"}
+    try:
+        infra.wait_for_port(port, 30.0, baseline)
+        with platform:
+
+            async def prepare_and_share() -> tuple[dict, Figure]:
+                limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+                async with httpx.AsyncClient(
+                    base_url=platform.gateway_url, timeout=60, limits=limits, trust_env=False
+                ) as client:
+                    users = await setup(client, platform, part10)
+                    return users, await share_latency(client, users)
+
+            users, latency = asyncio.run(prepare_and_share())
+            figures = access_and_retrieve(
+                platform.gateway_url, users["recipient_tokens"][0], len(part10)
+            )
+            return [*figures, latency]
+    finally:
+        baseline.terminate()
+        try:
+            baseline.wait(10)
+        except subprocess.TimeoutExpired:
+            baseline.kill()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def main() -> None:
-    figures = []
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: run bench/install.sh")
+    from bench import audit_replay, relay
+
+    started = time.monotonic()
+    figures: list[Figure] = []
     with local_infra() as env:
         figures.append(asyncio.run(relay.measure(env)))
-    figures.append(asyncio.run(audit_replay.measure()))
-    print(f"StudyShare benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}\n")
+        figures.append(asyncio.run(audit_replay.measure(env)))
+    figures = [*platform_figures(), *figures]
+    print()
+    print(f"StudyShare benchmarks, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {machine()}")
+    print()
     print(render(figures))
-    print("\nnot measured yet: " + "; ".join(NOT_YET))
+    print()
+    print(f"({time.monotonic() - started:.0f} s)")
 
 
 if __name__ == "__main__":
