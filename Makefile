@@ -3,7 +3,6 @@
 
 # uv from PATH, else the one installed with pip
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
-SERVICES := $(notdir $(patsubst %/Dockerfile,%,$(wildcard services/*/Dockerfile)))
 VERSION  := 0.1.0
 DOCKER   ?= docker
 
@@ -57,7 +56,11 @@ images: ## one image per service (needs a Docker engine; not part of test)
 	  echo "make images: '$(DOCKER)' not found; build the images where a Docker engine exists" >&2; exit 1; }
 	@$(DOCKER) info >/dev/null 2>&1 || { \
 	  echo "make images: no Docker engine answers ('$(DOCKER) info' failed); start one or build elsewhere" >&2; exit 1; }
-	@set -e; for service in $(SERVICES); do \
+	@$(UV) run python -c 'from studyshare.contracts.routes import SERVICES; \
+	  print("\n".join(f"{s.name} {s.package} {s.port}" for s in SERVICES))' | \
+	while read -r service package port; do \
 	  echo "== studyshare-$$service:$(VERSION)"; \
-	  $(DOCKER) build -f services/$$service/Dockerfile -t studyshare-$$service:$(VERSION) .; \
+	  $(DOCKER) build --build-arg SERVICE=$$service --build-arg MODULE=studyshare.$$package \
+	    --build-arg PORT=$$port --build-arg WORKER_PORT=$$((port + 100)) \
+	    -t studyshare-$$service:$(VERSION) . || exit 1; \
 	done
