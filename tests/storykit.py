@@ -22,6 +22,7 @@ T = TypeVar("T")
 PROBLEM = "application/problem+json"
 RETRY_UNTIL_KNOWN = {"StudyNotKnown", "RecipientNotKnown"}
 OTP_CODE = re.compile(r"\b(\d{6})\b")
+SLOW_WAIT_S = 2.0
 
 
 class NotYet(AssertionError):
@@ -36,6 +37,9 @@ def wait_for(check: Callable[[], T | None], what: str, timeout: float = 20.0) ->
     while True:
         result = check()
         if result:
+            waited = time.monotonic() - (deadline - timeout)
+            if waited > SLOW_WAIT_S:
+                print(f"waited {waited:.1f}s for {what}")  # shown with `pytest -s`
             return result
         if time.monotonic() > deadline:
             raise NotYet(f"timed out after {timeout:.0f}s waiting for {what}; last: {result!r}")
@@ -241,6 +245,21 @@ class Gateway:
             if page.get("next_offset") is None:
                 return entries
             offset = page["next_offset"]
+
+    def access_tab(
+        self,
+        reader: Person | dict[str, str],
+        uid: str,
+        holds: Callable[[dict[str, Any]], bool],
+        what: str,
+    ) -> dict[str, Any]:
+        """The study's Access tab (audit) once `holds` is true of it."""
+
+        def tab() -> dict[str, Any] | None:
+            r = self.client.get(f"/api/audit/studies/{uid}/access", headers=_headers(reader))
+            return r.json() if r.status_code == 200 and holds(r.json()) else None
+
+        return wait_for(tab, f"the Access tab of {uid} showing {what}")
 
     def logged(
         self,
