@@ -308,3 +308,9 @@ def by_actor(user_id: str, **payload: Any) -> Callable[[dict[str, Any]], bool]:
 
 def anything(_: dict[str, Any]) -> bool:
     return True
+
+
+def bucket_steps(entries: list[dict[str, Any]], bucket_id: str) -> list[str]:
+    """The event types of one bucket in the study logging, in the bucket's own order."""
+    mine = [e for e in entries if e.get("aggregate_id") == bucket_id]
+    return [e["event_type"] for e in sorted(mine, key=lambda e: e["aggregate_version"])]

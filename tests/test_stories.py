@@ -24,6 +24,7 @@ from .storykit import (
     Person,
     about_bucket,
     anything,
+    bucket_steps,
     by_actor,
     in_seconds,
     ok,
@@ -313,7 +314,7 @@ def test_colleague_enters_four_wrong_otps_then_the_right_one_and_sees_images_not
         assert "00100030" not in instance or not instance["00100030"].get("Value")
     assert ok(api.report(cast.sender, uid))["text"] == "No abnormalities."
 
-    api.logged(
+    entries = api.logged(
         cast.admin,
         uid,
         [("OTPRequested", about_bucket(bucket_id))]
@@ -326,8 +327,16 @@ def test_colleague_enters_four_wrong_otps_then_the_right_one_and_sees_images_not
             ("StudyAccessed", by_actor(colleague.user_id, action="view", anonymized=True)),
             ("StudyAccessed", by_actor(colleague.user_id, action="metadata")),
             ("ReportUpdated", by_actor(cast.sender.user_id)),
+            ("OTPFailed", lambda e: e["aggregate_id"] == bucket_id and e["aggregate_version"] == 8),
         ],
     )
+    assert bucket_steps(entries, bucket_id) == [
+        "StudyShared",
+        "OTPRequested",
+        *["OTPFailed"] * 4,
+        "OTPVerified",
+        "OTPFailed",  # the code entered a second time
+    ]
 
 
 def test_third_party_five_wrong_otps_lock_the_bucket_until_the_department_admin_unlocks(
@@ -405,6 +414,15 @@ def test_third_party_five_wrong_otps_lock_the_bucket_until_the_department_admin_
             ("OTPVerified", by_actor(third.user_id)),
         ],
     )
+    assert bucket_steps(entries, bucket_id) == [
+        "StudyShared",
+        *["OTPRequested", "OTPVerified"],  # the colleague
+        "OTPRequested",
+        *["OTPFailed"] * 5,
+        "BucketLocked",
+        "BucketUnlocked",
+        *["OTPRequested", "OTPVerified"],  # the third party, after the unlock
+    ]
     lock = next(e for e in entries if e["event_type"] == "BucketLocked")
     assert lock["alert"] == "bucket_locked" and lock["payload"]["failed_attempts"] == 5
 
