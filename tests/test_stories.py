@@ -252,8 +252,22 @@ def test_share_two_studies_with_colleague_and_group_mail_in_their_language(
         [
             ("StudyReceived", anything),
             ("StudyShared", about_bucket(bucket_id)),
+            ("StudyMessageStored", about_bucket(bucket_id)),
         ],
     )
+    # the message is stored with each study as its own series (a DICOM SR), seen over QIDO-RS
+    for study in (first, second):
+        series = wait_for(
+            lambda u=study.study_uid: [
+                s
+                for s in ok(
+                    api.client.get(f"/dicomweb/studies/{u}/series", headers=cast.sender.headers)
+                )
+                if s["00080060"]["Value"] == ["SR"]
+            ],
+            "the message series",
+        )
+        assert len(series) == 1
 
 
 def test_colleague_enters_four_wrong_otps_then_the_right_one_and_sees_images_not_report(
