@@ -38,6 +38,8 @@ STUDY_BIRTH_DATE = "19800214"
 # Revocation reaches the study store's access decisions through the outbox relay, the broker,
 # the study store's worker and its API's 0.1 s refresh: "at once" is this bound end to end.
 REVOCATION_BOUND_S = 3.0
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 
 
 @pytest.fixture(scope="module")
@@ -285,10 +287,19 @@ def test_colleague_enters_four_wrong_otps_then_the_right_one_and_sees_images_not
             two_factor=True,
             anonymize=True,
             send_mail=False,
+            message="Please compare with the previous exam.",
         ),
         201,
     )["bucket_id"]
     colleague = cast.colleague
+
+    def message_state() -> str | None:
+        mine = ok(api.client.get("/api/shared-with-me", headers=colleague.headers))
+        return next(
+            (i["message_state"] for i in mine["items"] if i["bucket_id"] == bucket_id), None
+        )
+
+    assert wait_for(message_state, "the share in the colleague's list") == "unread"
 
     blocked = wait_for(
         lambda: (r := api.study(colleague, uid)).json().get("rule") != "NoAccessToStudy" and r,
@@ -319,9 +330,17 @@ def test_colleague_enters_four_wrong_otps_then_the_right_one_and_sees_images_not
     assert detail["anonymized_name"].endswith(" Anonymous")
     assert detail["has_report"] is False
     problem(api.report(colleague, uid), 403, "ReportNotAvailableOnAnonymizedShare")
+    problem(
+        api.client.get(f"/api/studies/{uid}/download", headers=colleague.headers),
+        403,
+        "DownloadNotAllowed",
+    )
+    wait_for(lambda: message_state() == "read", "the message marked read once the study opened")
 
     metadata = ok(api.client.get(f"/dicomweb/studies/{uid}/metadata", headers=colleague.headers))
-    assert len(metadata) == 2
+    sop_classes = sorted(i["00080016"]["Value"][0] for i in metadata)
+    expected = sorted([SECONDARY_CAPTURE, SECONDARY_CAPTURE, BASIC_TEXT_SR])
+    assert sop_classes == expected, "the two images and the message series"
     for instance in metadata:
         name = instance["00100010"]["Value"][0]["Alphabetic"]
         assert name.startswith("Anonymous^") and "Alice" not in name
