@@ -270,6 +270,10 @@ def test_share_two_studies_with_colleague_and_group_mail_in_their_language(
             "the message series",
         )
         assert len(series) == 1
+        wait_for(
+            lambda u=study.study_uid: ok(api.study(cast.sender, u))["series_count"] == 2,
+            "the message series counted in the study's details",
+        )
 
 
 def test_colleague_enters_four_wrong_otps_then_the_right_one_and_sees_images_not_report(
