@@ -11,6 +11,14 @@ import pytest
 
 from studyshare.devstack.platform import LocalPlatform, available_services
 
+# Shorter periods than production so the stories see their effects within seconds: accesses
+# reach the study logging per 1 s window instead of per minute, and the share service looks for
+# buckets past `valid_until` every second instead of every 30 s.
+E2E_SETTINGS = {
+    "STUDYSHARE_ACCESS_LOG_WINDOW_S": "1",
+    "STUDYSHARE_EXPIRY_INTERVAL_SECONDS": "1",
+}
+
 
 @pytest.fixture(scope="session")
 def platform() -> Iterator[LocalPlatform]:
@@ -18,7 +26,9 @@ def platform() -> Iterator[LocalPlatform]:
     on free ports; stopped by PID at the end of the session."""
     run_dir = Path(tempfile.mkdtemp(prefix="studyshare-e2e-"))
     services = [s.name for s in available_services()]
-    with LocalPlatform(run_dir, services=services, ready_timeout=240) as running:
+    with LocalPlatform(
+        run_dir, services=services, ready_timeout=240, extra_env=E2E_SETTINGS
+    ) as running:
         yield running
 
 

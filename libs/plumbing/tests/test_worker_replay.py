@@ -122,3 +122,19 @@ async def test_worker_killed_mid_stream_loses_nothing_and_applies_each_event_onc
     assert await applied.count_documents({"aggregate_id": {"$in": buckets}}) == 2000
     counts = await mongo_db["tally.g0.counts"].find({"_id": {"$in": buckets}}).to_list(None)
     assert sorted(d["n"] for d in counts) == [50] * 40
+
+
+async def test_worker_log_is_one_json_object_per_line(
+    real_infra, mongo_db, tally_process, service_processes
+):
+    """faust's start-up spinner must not glue a terminal escape to the next JSON log line
+    (log readers parse each line that starts with `{`)."""
+    tally_process("worker", mongo_db.name)
+    marker = unique("bkt")
+    await publish_raw(real_infra.settings(), otp_failures(marker, 1))
+    counts = mongo_db["tally.g0.counts"]
+    assert await eventually(lambda: counts.find_one({"_id": marker}), timeout=90)
+    (log_file,) = service_processes.log_dir.glob("worker-*.log")
+    text = log_file.read_text(errors="replace")
+    assert "event.applied" in text
+    assert "\x1b" not in text, "a terminal escape in the worker's log"

@@ -6,7 +6,11 @@ import random
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import AccessRevoked, BucketLocked, OTPVerified
-from studyshare.contracts.events.study import ReferenceNumberIssued, ReferenceNumberRevoked
+from studyshare.contracts.events.study import (
+    ReferenceNumberIssued,
+    ReferenceNumberRevoked,
+    StudyMessageStored,
+)
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.projection import ProjectionRunner
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
@@ -180,3 +184,17 @@ def test_a_malformed_event_is_skipped_not_stalling_later_revocations():
     for e in [history[0], history[1], broken, *history[3:]]:
         fold(docs, e)
     assert docs["bucket:bkt_1"]["locked"], "the events after the malformed one still apply"
+
+
+def test_a_share_message_counts_as_one_more_series_of_the_study():
+    """The message is stored with the study as its own series (one text SR): the study's
+    details count it, once, however often the event is delivered."""
+    ev = Events()
+    uid = "1.2.9"
+    received = ev(study_received(uid, series_count=1, instance_count=2), uid)
+    message = ev(StudyMessageStored(study_uid=uid, bucket_id="bkt_m", series_uid="1.2.9.9"), uid)
+    docs: dict = {}
+    for e in (received, message, message):
+        fold(docs, e)
+    study = docs[f"study:{uid}"]
+    assert (study["series_count"], study["instance_count"]) == (2, 3)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import faust
 import typer
@@ -30,6 +30,12 @@ class StructlogWorker(faust.Worker):
     """A faust worker that keeps our JSON logging instead of installing its own."""
 
     settings: ServiceSettings
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # faust's start-up spinner writes a terminal escape (show cursor) to stdout even when
+        # it is a log file, glued to the front of the next JSON log line: no spinner.
+        self.spinner = None
 
     def _setup_logging(self) -> None:
         configure_logging(

@@ -5,7 +5,7 @@ One collection (`access_decisions.g<N>.docs`) holds every document the access mo
 
 | kind | key | from |
 |---|---|---|
-| study | study uid | StudyReceived, StudyInstancesAdded, ReportUpdated |
+| study | study uid | StudyReceived, StudyInstancesAdded, StudyMessageStored, ReportUpdated |
 | bucket | bucket id | StudyShared, AccessRevoked, BucketLocked/Unlocked, BucketExpired |
 | otp | bucket id, recipient id | OTPVerified |
 | group | group id | GroupCreated, GroupMemberAdded/Removed |
@@ -61,6 +61,7 @@ RELEVANT = {
     "DepartmentPolicySet",
     "StudyReceived",
     "StudyInstancesAdded",
+    "StudyMessageStored",
     "ReportUpdated",
     "BreakTheGlassUsed",
     "ReferenceNumberIssued",
@@ -87,7 +88,7 @@ def doc_id_for(envelope: EventEnvelope) -> str | None:
             return f"user:{p['user_id']}"
         case "DepartmentCreated" | "DepartmentPolicySet":
             return f"department:{p['department_id']}"
-        case "StudyReceived" | "StudyInstancesAdded" | "ReportUpdated":
+        case "StudyReceived" | "StudyInstancesAdded" | "StudyMessageStored" | "ReportUpdated":
             return f"study:{p['study_uid']}"
         case "BreakTheGlassUsed":
             return f"btg:{p['user_id']}:{p['study_uid']}"
@@ -312,6 +313,14 @@ def _study_instances_added(doc: Doc, e: st.StudyInstancesAdded, env: EventEnvelo
     doc["instance_count"] = doc.get("instance_count", 0) + e.instance_count
 
 
+def _study_message_stored(doc: Doc, e: st.StudyMessageStored, env: EventEnvelope) -> None:
+    """A share message is one more series of one instance (a text SR) in the study."""
+    doc.setdefault("study_uid", e.study_uid)
+    doc["series_count"] = doc.get("series_count", 0) + 1
+    doc["added_instances"] = doc.get("added_instances", 0) + 1
+    doc["instance_count"] = doc.get("instance_count", 0) + 1
+
+
 def _report_updated(doc: Doc, e: st.ReportUpdated, env: EventEnvelope) -> None:
     doc.setdefault("study_uid", e.study_uid)
     doc["report_version"] = max(doc.get("report_version", 0), e.report_version)
@@ -383,6 +392,7 @@ _FOLDS: dict[str, Callable[[Doc, Any, EventEnvelope], None]] = {
     "DepartmentPolicySet": _department_policy_set,
     "StudyReceived": _study_received,
     "StudyInstancesAdded": _study_instances_added,
+    "StudyMessageStored": _study_message_stored,
     "ReportUpdated": _report_updated,
     "BreakTheGlassUsed": _break_the_glass_used,
     "ReferenceNumberIssued": _reference_number_issued,
