@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -211,3 +212,89 @@ async def publish_events(infra: Infra, envelopes, db=None) -> None:
         if scratch:
             await client.drop_database(db.name)
         await client.close()
+
+
+def fuzz_settings(max_examples: int):
+    """Hypothesis settings for fuzzing a live API with schemathesis: a bounded number of
+    examples, the same ones every run (derandomized), no deadline and no health check (real
+    I/O is slow and uneven here), and no shrinking (it would replay requests for minutes)."""
+    from hypothesis import HealthCheck, Phase, settings
+
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+    )
+
+
+#: the keys of schemathesis' transport kwargs that an httpx request takes
+TRANSPORT_KEYS = ("method", "url", "params", "headers", "json", "content", "data")
+
+
+def httpx_request(transport_kwargs: dict) -> dict:
+    """The arguments of `httpx.(Async)Client.request` for schemathesis' transport kwargs."""
+    request = {k: v for k, v in transport_kwargs.items() if k in TRANSPORT_KEYS}
+    if isinstance(request.get("data"), bytes | str):  # a raw body, which httpx calls content
+        request["content"] = request.pop("data")
+    return request
+
+
+class LoopThread:
+    """An event loop on a thread of its own: drives an app and its database client from
+    synchronous (hypothesis) tests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def run(self, coroutine, timeout: float = 60):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def caller(self, http):
+        """`call(transport_kwargs) -> httpx.Response` through `http` (an httpx.AsyncClient)."""
+
+        def call(kwargs: dict):
+            return self.run(http.request(**httpx_request(kwargs)))
+
+        return call
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def fuzz_operation(
+    operation,
+    call,
+    headers: dict[str, str],
+    *,
+    aim=None,
+    max_examples: int = 10,
+    excluded_checks=(),
+    base_url: str = "http://a",
+) -> list[str]:
+    """Generated requests for one schemathesis operation, each aimed (`aim(case)`, e.g. at real
+    ids), sent through `call(transport_kwargs)` (URLs under `base_url`) and checked with every
+    check but `excluded_checks`; the failures, described."""
+    from hypothesis import given
+
+    failures: list[str] = []
+
+    @fuzz_settings(max_examples)
+    @given(case=operation.as_strategy())
+    def check(case) -> None:
+        if aim is not None:
+            aim(case)
+        kwargs = case.as_transport_kwargs(base_url=base_url, headers=headers)
+        response = call(kwargs)
+        try:
+            case.validate_response(
+                response, transport_kwargs=kwargs, excluded_checks=list(excluded_checks)
+            )
+        except (Exception, BaseExceptionGroup) as exc:
+            failures.append(f"{operation.method.upper()} {operation.path}: {str(exc)[:600]}")
+
+    check()
+    return failures
