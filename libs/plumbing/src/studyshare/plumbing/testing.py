@@ -268,33 +268,52 @@ class LoopThread:
 def fuzz_operation(
     operation,
     call,
-    headers: dict[str, str],
+    headers: dict[str, str] | None = None,
     *,
+    senders=None,
     aim=None,
     max_examples: int = 10,
+    checks=None,
     excluded_checks=(),
     base_url: str = "http://a",
+    negative: bool = False,
 ) -> list[str]:
-    """Generated requests for one schemathesis operation, each aimed (`aim(case)`, e.g. at real
-    ids), sent through `call(transport_kwargs)` (URLs under `base_url`) and checked with every
-    check but `excluded_checks`; the failures, described."""
+    """Generated requests for one schemathesis operation (`negative`: ones its schema refuses),
+    each aimed (`aim(case)`, e.g. at real ids), sent through `call(transport_kwargs)` (URLs under
+    `base_url`) with `headers`, or once as each of `senders(case)` (`{who: headers}`), and
+    checked (`checks`, or every check, less `excluded_checks`); the failures, described (the
+    first one of each case)."""
     from hypothesis import given
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+
+    mode = GenerationMode.NEGATIVE if negative else GenerationMode.POSITIVE
 
     failures: list[str] = []
+    label = f"{operation.method.upper()} {operation.path}"
 
     @fuzz_settings(max_examples)
-    @given(case=operation.as_strategy())
+    @given(case=operation.as_strategy(generation_mode=mode))
     def check(case) -> None:
         if aim is not None:
             aim(case)
-        kwargs = case.as_transport_kwargs(base_url=base_url, headers=headers)
-        response = call(kwargs)
-        try:
-            case.validate_response(
-                response, transport_kwargs=kwargs, excluded_checks=list(excluded_checks)
-            )
-        except (Exception, BaseExceptionGroup) as exc:
-            failures.append(f"{operation.method.upper()} {operation.path}: {str(exc)[:600]}")
+        for who, sent_with in (senders(case) if senders else {"": headers or {}}).items():
+            kwargs = case.as_transport_kwargs(base_url=base_url, headers=sent_with)
+            response = call(kwargs)
+            try:
+                case.validate_response(
+                    response,
+                    checks=checks,
+                    excluded_checks=list(excluded_checks),
+                    transport_kwargs=kwargs,
+                )
+            except (Exception, BaseExceptionGroup) as exc:
+                failures.append(f"{label}{f' as {who}' if who else ''}: {str(exc)[:1500]}")
+                return
 
-    check()
+    try:
+        check()
+    except Unsatisfiable:
+        if not negative:
+            raise  # an operation with nothing to break (e.g. no parameters) has no bad request
     return failures
