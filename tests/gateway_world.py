@@ -4,8 +4,10 @@ user and share that destructive operations may use up."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +39,11 @@ class World:
     spare_sessions: dict[str, dict[str, str]]
 
     def aim(self, case: Any) -> None:
-        """Point the case's path parameters at real data, so that answers are not all 404."""
+        """Point the case's path parameters at real data, so that answers are not all 404; about
+        one case in five keeps its generated ones (the same cases every run)."""
+        generated = json.dumps(case.path_parameters or {}, sort_keys=True, default=str)
+        if zlib.crc32(generated.encode()) % 5 == 0:
+            return
         ids = dict(self.ids)
         if any(word in f"{case.method.upper()} {case.path}" for word in SPENDING):
             ids.update(self.spare_ids)
