@@ -73,6 +73,10 @@ def demo_app(settings, readiness=()):
             raise NoSuchThing("there is no such thing")
         return {"name": name, "by": principal.sub}
 
+    @router.get("/broken")
+    async def broken():
+        raise OverflowError("patient Doe^Jane: MongoDB can only handle up to 8-byte ints")
+
     @router.get("/desk", dependencies=[require_roles("service_desk")])
     async def desk():
         return {"ok": True}
@@ -127,3 +131,17 @@ def test_openapi_documents_every_refusal_as_problem_json():
     assert "default" in operation["responses"]
     assert "Problem" in schema["components"]["schemas"]
     assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+async def test_an_unexpected_error_is_a_500_problem_without_its_text():
+    """Regression (found by fuzzing the gateway): a bug answered `text/plain`, while every
+    operation documents its refusals as problem+json."""
+    app = demo_app(ServiceSettings(environment="test"))
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        response = await c.get("/broken", headers={"x-correlation-id": "corr-500"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == 500 and "corr-500" in body["detail"]
+    assert "Doe" not in response.text and "MongoDB" not in response.text

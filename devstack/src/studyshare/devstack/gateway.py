@@ -35,10 +35,58 @@ log = get_logger(__name__)
 
 MAIL_CATCHER = "mailcatcher"
 OWN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+_STATES = {"type": "object", "additionalProperties": {"type": "string"}}
+_READY = {
+    "type": "object",
+    "properties": {"status": {"const": "ready"}, "services": _STATES},
+    "required": ["status", "services"],
+}
+_NOT_READY = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "status": {"type": "integer"},
+        "title": {"type": "string"},
+        "detail": {"type": "string"},
+        "services": _STATES,
+        "not_ready": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["status", "title", "detail", "services", "not_ready"],
+}
+
+
+def _answer(description: str, schema: dict[str, Any], media_type: str = "application/json"):
+    return {"description": description, "content": {media_type: {"schema": schema}}}
+
+
 OWN_OPENAPI_PATHS: dict[str, Any] = {
-    "/healthz": {"get": {"summary": "Gateway liveness", "tags": ["operations"], "responses": {}}},
+    "/healthz": {
+        "get": {
+            "summary": "Gateway liveness",
+            "tags": ["operations"],
+            "responses": {
+                "200": _answer(
+                    "The gateway answers",
+                    {
+                        "type": "object",
+                        "properties": {"status": {"const": "ok"}},
+                        "required": ["status"],
+                    },
+                )
+            },
+        }
+    },
     "/readyz": {
-        "get": {"summary": "Every service is ready", "tags": ["operations"], "responses": {}}
+        "get": {
+            "summary": "Every service is ready",
+            "tags": ["operations"],
+            "responses": {
+                "200": _answer("Every service (and the mail catcher) is ready", _READY),
+                "503": _answer(
+                    "Some are not: `not_ready` names them", _NOT_READY, PROBLEM.decode()
+                ),
+            },
+        }
     },
 }
 

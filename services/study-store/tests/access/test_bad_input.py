@@ -58,3 +58,17 @@ async def test_malformed_requests_are_refused_with_problem_json(harness):
         assert r.json()["detail"], (url, r.text)
     bad_token = {"Authorization": "Bearer not-a-token"}
     assert (await h.http.get("/api/studies", headers=bad_token)).status_code == 401
+
+
+async def test_a_report_version_beyond_64_bits_is_refused_not_a_crash(harness):
+    """Regression (found by fuzzing the gateway): the database cannot compare such a number,
+    and reading that report version answered 500."""
+    await harness.study(UID)
+    staff = harness.user("usr_s", "department_staff", department_ids=["dep_rad"])
+    for path in ("report", "report/content"):
+        r = await harness.http.get(
+            f"/api/studies/{UID}/{path}", params={"version": 2**63}, headers=staff
+        )
+        assert r.status_code == 422, (path, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert "version" in r.json()["detail"]

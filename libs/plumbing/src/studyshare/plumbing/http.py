@@ -20,7 +20,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from studyshare.plumbing.auth import JWKSVerifier
 from studyshare.plumbing.errors import RuleViolation
-from studyshare.plumbing.logging import bind_correlation_id, clear_context, get_logger
+from studyshare.plumbing.logging import (
+    bind_correlation_id,
+    clear_context,
+    current_correlation_id,
+    get_logger,
+)
 from studyshare.plumbing.settings import ServiceSettings
 
 log = get_logger(__name__)
@@ -152,6 +157,13 @@ def create_app(
         response = problem(exc.status_code, str(exc.detail), str(exc.detail))
         response.headers.update(exc.headers or {})  # e.g. `Allow` on 405 (RFC 9110)
         return response
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        """A bug: the server logs it with its traceback; the caller gets a problem, as
+        documented, without the exception's text (it may hold data)."""
+        cid = current_correlation_id()
+        return problem(500, "Internal error", f"Unexpected error (correlation id {cid})")
 
     for router in routers:
         app.include_router(router)

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -211,3 +212,108 @@ async def publish_events(infra: Infra, envelopes, db=None) -> None:
         if scratch:
             await client.drop_database(db.name)
         await client.close()
+
+
+def fuzz_settings(max_examples: int):
+    """Hypothesis settings for fuzzing a live API with schemathesis: a bounded number of
+    examples, the same ones every run (derandomized), no deadline and no health check (real
+    I/O is slow and uneven here), and no shrinking (it would replay requests for minutes)."""
+    from hypothesis import HealthCheck, Phase, settings
+
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+    )
+
+
+#: the keys of schemathesis' transport kwargs that an httpx request takes
+TRANSPORT_KEYS = ("method", "url", "params", "headers", "json", "content", "data")
+
+
+def httpx_request(transport_kwargs: dict) -> dict:
+    """The arguments of `httpx.(Async)Client.request` for schemathesis' transport kwargs."""
+    request = {k: v for k, v in transport_kwargs.items() if k in TRANSPORT_KEYS}
+    if isinstance(request.get("data"), bytes | str):  # a raw body, which httpx calls content
+        request["content"] = request.pop("data")
+    return request
+
+
+class LoopThread:
+    """An event loop on a thread of its own: drives an app and its database client from
+    synchronous (hypothesis) tests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def run(self, coroutine, timeout: float = 60):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def caller(self, http):
+        """`call(transport_kwargs) -> httpx.Response` through `http` (an httpx.AsyncClient)."""
+
+        def call(kwargs: dict):
+            return self.run(http.request(**httpx_request(kwargs)))
+
+        return call
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def fuzz_operation(
+    operation,
+    call,
+    headers: dict[str, str] | None = None,
+    *,
+    senders=None,
+    aim=None,
+    max_examples: int = 10,
+    checks=None,
+    excluded_checks=(),
+    base_url: str = "http://a",
+    negative: bool = False,
+) -> list[str]:
+    """Generated requests for one schemathesis operation (`negative`: ones its schema refuses),
+    each aimed (`aim(case)`, e.g. at real ids), sent through `call(transport_kwargs)` (URLs under
+    `base_url`) with `headers`, or once as each of `senders(case)` (`{who: headers}`), and
+    checked (`checks`, or every check, less `excluded_checks`); the failures, described (the
+    first one of each case)."""
+    from hypothesis import given
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+
+    mode = GenerationMode.NEGATIVE if negative else GenerationMode.POSITIVE
+
+    failures: list[str] = []
+    label = f"{operation.method.upper()} {operation.path}"
+
+    @fuzz_settings(max_examples)
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def check(case) -> None:
+        if aim is not None:
+            aim(case)
+        for who, sent_with in (senders(case) if senders else {"": headers or {}}).items():
+            kwargs = case.as_transport_kwargs(base_url=base_url, headers=sent_with)
+            response = call(kwargs)
+            try:
+                case.validate_response(
+                    response,
+                    checks=checks,
+                    excluded_checks=list(excluded_checks),
+                    transport_kwargs=kwargs,
+                )
+            except (Exception, BaseExceptionGroup) as exc:
+                failures.append(f"{label}{f' as {who}' if who else ''}: {str(exc)[:1500]}")
+                return
+
+    try:
+        check()
+    except Unsatisfiable:
+        if not negative:
+            raise  # an operation with nothing to break (e.g. no parameters) has no bad request
+    return failures

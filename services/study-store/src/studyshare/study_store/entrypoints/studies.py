@@ -417,6 +417,10 @@ async def _report_view(db, doc: dict[str, Any]) -> ReportView:
     )
 
 
+#: a report version; the database holds 64-bit integers, so a larger one cannot exist
+ReportVersionQuery = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
+
+
 @router.get(
     "/{study_uid}/report",
     response_model=ReportView,
@@ -429,7 +433,7 @@ async def get_report(
     principal: CurrentPrincipal,
     db: DatabaseDep,
     access_log: AccessLogDep,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: ReportVersionQuery = None,
 ) -> ReportView:
     doc = await reports.read_report(db, decision, version)
     access_log.record(decision, principal, "report_read")
@@ -454,7 +458,7 @@ async def get_report_content(
     principal: CurrentPrincipal,
     db: DatabaseDep,
     access_log: AccessLogDep,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: ReportVersionQuery = None,
 ) -> Response:
     doc = await reports.read_report(db, decision, version)
     access_log.record(decision, principal, "report_read")
