@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from studyshare.identity.domain.lockout import LockoutPolicy
+from studyshare.identity.entrypoints.api import client_address
 
 from .conftest import FakeClock
 
@@ -91,10 +92,13 @@ async def test_failures_from_one_source_lock_that_source_across_usernames(make_a
     api = await make_api(source_lock_threshold=6)
     api.identity.clock = FakeClock(datetime(2026, 5, 1, 8, 0, tzinfo=UTC))
     await api.register(await api.desk(), username="dr.victim")
-    attacker = {"x-forwarded-for": "203.0.113.7, 10.0.0.1"}
+    attacker = {"x-forwarded-for": "203.0.113.7"}
     for i in range(6):
+        # What the client itself puts in X-Forwarded-For changes nothing: the gateway appends
+        # the address it saw, and only that entry is trusted.
+        forged = {"x-forwarded-for": f"10.9.8.{i}, 203.0.113.7"}
         response = await api.client.post(
-            "/api/auth/login", json={"username": f"guess{i}", "password": "x"}, headers=attacker
+            "/api/auth/login", json={"username": f"guess{i}", "password": "x"}, headers=forged
         )
         assert response.status_code == 401
     blocked = await api.client.post(
@@ -111,3 +115,14 @@ async def test_failures_from_one_source_lock_that_source_across_usernames(make_a
     assert elsewhere.status_code == 200, "another source is not affected"
     sources = {e.payload["source_ip"] for e in await api.events("LoginFailed")}
     assert sources == {"203.0.113.7"}
+
+
+def test_the_caller_is_the_address_the_outermost_trusted_proxy_saw():
+    assert client_address("203.0.113.7", "10.0.0.5", trusted_proxies=1) == "203.0.113.7"
+    assert client_address("1.1.1.1, 203.0.113.7", "10.0.0.5", trusted_proxies=1) == "203.0.113.7"
+    assert client_address("1.1.1.1, 203.0.113.7, 10.0.0.9", None, trusted_proxies=2) == (
+        "203.0.113.7"
+    )
+    assert client_address("203.0.113.7", "10.0.0.5", trusted_proxies=3) == "203.0.113.7"
+    assert client_address("1.1.1.1", "10.0.0.5", trusted_proxies=0) == "10.0.0.5"
+    assert client_address(" , ", "10.0.0.5", trusted_proxies=1) == "10.0.0.5"

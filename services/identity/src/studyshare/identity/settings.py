@@ -49,6 +49,12 @@ class IdentitySettings(ServiceSettings):
         description="JSON object: environment code -> portal URL",
     )
 
+    trusted_proxies: int = Field(
+        default=1,
+        ge=0,
+        description="proxies in front of identity that append to X-Forwarded-For (the gateway "
+        "or the Ingress); the caller is the entry the outermost of them appended",
+    )
     account_lock_threshold: int = Field(default=5, ge=1)
     source_lock_threshold: int = Field(default=20, ge=1)
     lock_base_s: float = Field(default=30.0, gt=0)

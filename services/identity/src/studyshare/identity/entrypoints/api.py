@@ -38,13 +38,27 @@ def get_identity(request: Request) -> Identity:
 IdentityDep = Annotated[Identity, Depends(get_identity)]
 
 
+def client_address(forwarded_for: str, peer: str | None, trusted_proxies: int) -> str | None:
+    """The caller's address as the outermost trusted proxy saw it.
+
+    Each proxy appends the address it received the request from to X-Forwarded-For, so only
+    the last `trusted_proxies` entries were written by proxies we run; anything to their left
+    came from the client and may be forged (the per-source login lockout must not be
+    escapable by sending a different header each time). With no trusted proxy, the peer.
+    """
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    if trusted_proxies <= 0 or not hops:
+        return peer
+    return hops[-min(trusted_proxies, len(hops))][:64]
+
+
 def client_ip(request: Request) -> str | None:
-    """The caller's address: the gateway's X-Forwarded-For (first hop), else the peer."""
-    forwarded = request.headers.get("x-forwarded-for", "")
-    first = forwarded.split(",")[0].strip()
-    if first:
-        return first[:64]
-    return request.client.host if request.client else None
+    """The caller's address (see `client_address`)."""
+    return client_address(
+        request.headers.get("x-forwarded-for", ""),
+        request.client.host if request.client else None,
+        request.app.state.identity.settings.trusted_proxies,
+    )
 
 
 ClientIP = Annotated[str | None, Depends(client_ip)]
