@@ -11,17 +11,20 @@ Afterwards, with the event store as the truth:
 - every acknowledged (2xx) share is stored, visible to each recipient, in the study logging
   and produced exactly one mail per recipient (matched by a token unique to the share). One
   window no sender can close: SMTP accepted a mail and the SIGKILL came before notify recorded
-  it. Notify then sends it again (at-least-once, `notify.service_layer.sender`) with the same
-  `Message-ID`, which receiving mail systems use to drop the copy. So the test allows a second
-  copy only with the same `Message-ID` and only of a message notify held a claim on at the
-  instant of the kill; any other second mail fails it. The notify kill is aimed at that
-  window (it comes while a message is being sent);
+  its acceptance (a single write right after the server's reply, `handed_over`). Notify then
+  sends it again (at-least-once, `notify.service_layer.sender`) with the same `Message-ID`,
+  which receiving mail systems use to drop the copy. So the test allows a second copy only
+  with the same `Message-ID` and only of a message notify was sending, not yet handed over,
+  at the instant of the kill; any other second mail fails it. The notify kill is aimed at
+  that window (it comes while a message is being sent);
 - an unacknowledged share is either complete in the same way (stored, only its answer was
   lost) or leaves nothing visible: no list entry, no audit entry, no mail;
-- every projection (read model fed by events) equals a rebuild from offset 0 of the same
-  topics: the reference a fault-free consumer builds from the very events the faulty run
-  published. A second fault-free run would share differently timed events and ids, so it
-  could never be compared document by document; the rebuild can.
+- every read model (a projection with its own collections; reactions are checked through
+  their effects above) equals a rebuild from offset 0 of the same topics: the reference a
+  fault-free consumer builds from the very events the faulty run published. A second
+  fault-free run would share differently timed events and ids, so it could never be compared
+  document by document; the rebuild can. The rebuild's checkpoints in turn equal the last
+  version of every aggregate in the event stores, so no event was lost on its way to Kafka.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pymongo import AsyncMongoClient
 from studyshare.contracts.routes import SERVICE_BY_NAME
 from studyshare.devstack.dicomgen import DemoStudy, instance, multipart_related
 from studyshare.devstack.platform import LocalPlatform, port_in_use
+from studyshare.plumbing.projection import CHECKPOINTS
 from studyshare.plumbing.snapshot import differences, live_state, rebuilt_state
 
 FAULTED = ("notify", "identity", "share", "study-store", "audit")
@@ -114,6 +118,9 @@ async def login(client: httpx.AsyncClient, username: str, password: str = PASSWO
         return response.json()["access_token"] if response.status_code == 200 else None
 
     return await eventually(attempt, 60, f"login of {username}")
+
+
+Cause = tuple[str, str]
 
 
 @dataclass
@@ -286,8 +293,7 @@ async def phase(
 
         await eventually(streaming, 60, f"shares before killing {name}")
         await eventually(mid_request, 60, f"{name} at work", interval=0.01)
-        for process in processes:
-            platform.kill(process)
+        platform.kill_together(processes)
         if after_kill is not None:
             await after_kill()
         await asyncio.sleep(DOWN_S)
@@ -402,13 +408,16 @@ async def sending(db, recipient_ids: list[str]) -> bool:
     return await db["deliveries"].count_documents(query) > 0
 
 
-async def cut_off(db, recipient_ids: list[str]) -> set[tuple[str, str]]:
-    """(bucket id, recipient id) of every share mail notify held a claim on: called right
-    after notify was killed, these are the messages whose hand-off to SMTP was cut off."""
+async def cut_off(db, recipient_ids: list[str]) -> tuple[set[Cause], set[Cause]]:
+    """Called right after notify was killed: the share mails it held a claim on, as (bucket id,
+    recipient id), split into those whose acceptance by the server was not noted yet (the
+    window where a copy may follow) and those already handed over (never sent again)."""
     query = {"recipient_id": {"$in": recipient_ids}, "state": "sending"}
-    return {
-        (d["context"]["bucket_id"], d["recipient_id"]) async for d in db["deliveries"].find(query)
-    }
+    open_, handed = set(), set()
+    async for d in db["deliveries"].find(query):
+        cause = (d["context"]["bucket_id"], d["recipient_id"])
+        (handed if d.get("handed_over") else open_).add(cause)
+    return open_, handed
 
 
 async def deliveries_settled(db, recipient_ids: list[str]) -> bool:
@@ -436,10 +445,26 @@ def read_models(platform: LocalPlatform, name: str) -> tuple[str, list]:
     return settings.database_name, [p for p in cli.projections(settings) if p.collections]
 
 
+async def stream_heads(mongo: AsyncMongoClient, platform: LocalPlatform, topics) -> dict:
+    """The last version of every aggregate stored on `topics`, over every service's event
+    store: what a projection of those topics must have applied (its checkpoints)."""
+    heads: dict[str, dict[str, Any]] = {}
+    for service in platform.chosen:
+        events = mongo[f"{platform.database_prefix}{service.package}"]["events"]
+        query = {"topic": {"$in": list(topics)}}
+        async for doc in events.find(query, {"aggregate_id": 1, "aggregate_version": 1}):
+            key, version = doc["aggregate_id"], doc["aggregate_version"]
+            if version > heads.get(key, {"v": 0})["v"]:
+                heads[key] = {"_id": key, "v": version}
+    return heads
+
+
 async def projection_differences(
     mongo: AsyncMongoClient, platform: LocalPlatform
 ) -> tuple[dict[str, list[str]], list[str]]:
-    """Differences of every read model from its rebuild, and the read models compared."""
+    """Differences of every read model from its rebuild and of the rebuild's checkpoints from
+    the event stores (an event lost between outbox and broker would be missing from both
+    the live model and the rebuild); and the read models compared."""
     found, compared = {}, []
     for name in FAULTED:
         database, projections = read_models(platform, name)
@@ -450,7 +475,10 @@ async def projection_differences(
             rebuilt = await rebuilt_state(db, projection, platform.kafka_bootstrap, idle_s=3.0)
             assert any(live.get(c) for c in projection.collections), f"{label} is empty"
             compared.append(label)
-            diff = differences(live, rebuilt)
+            stored = {CHECKPOINTS: await stream_heads(mongo, platform, projection.topics)}
+            diff = differences(live, rebuilt) + differences(
+                {CHECKPOINTS: rebuilt.get(CHECKPOINTS, {})}, stored
+            )
             if diff:
                 found[label] = diff
     return found, compared
@@ -485,10 +513,13 @@ async def test_kill_9_of_each_service_loses_no_share_sends_no_mail_twice_and_con
         async def notify_sending() -> bool:
             return await sending(notify_db, cast.recipient_ids)
 
-        cut: set[tuple[str, str]] = set()
+        cut: set[Cause] = set()
+        handed: set[Cause] = set()
 
         async def note_cut_off() -> None:
-            cut.update(await cut_off(notify_db, cast.recipient_ids))
+            open_, done = await cut_off(notify_db, cast.recipient_ids)
+            cut.update(open_)
+            handed.update(done)
 
         for name in FAULTED:
             if name == "notify":
@@ -549,8 +580,9 @@ async def test_kill_9_of_each_service_loses_no_share_sends_no_mail_twice_and_con
     print(
         f"{len(stream.attempts)} attempts, {len(acknowledged)} acknowledged, "
         f"{len(stored)} stored ({len(answerless)} without an answer), "
-        f"{sum(len(m) for m in seen.mails)} mails ({len(resent)} copies of a message whose "
-        f"hand-off to SMTP a kill cut off; {len(cut)} were cut off)"
+        f"{sum(len(m) for m in seen.mails)} mails; the notify kill cut off {len(cut)} mails "
+        f"before and {len(handed)} after the server's acceptance was noted: "
+        f"{len(resent)} copies"
     )
     for service in FAULTED:
         outcomes = Counter(str(a.status) for a in stream.attempts if a.service == service)
