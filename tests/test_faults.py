@@ -471,6 +471,15 @@ async def projection_differences(
         db = mongo[database]
         for projection in projections:
             label = f"{name}.{projection.name}"
+
+            async def caught_up(db=db, projection=projection) -> bool:
+                """The live model applied the last stored event of every aggregate (events
+                of reactions, such as the study-store's share messages, come late)."""
+                heads = await stream_heads(mongo, platform, projection.topics)
+                checkpoints = (await live_state(db, projection)).get(CHECKPOINTS, {})
+                return all(checkpoints.get(k, {}).get("v", 0) >= h["v"] for k, h in heads.items())
+
+            await eventually(caught_up, 180, f"{label} to apply every stored event")
             live = await live_state(db, projection)
             rebuilt = await rebuilt_state(db, projection, platform.kafka_bootstrap, idle_s=3.0)
             assert any(live.get(c) for c in projection.collections), f"{label} is empty"
