@@ -119,5 +119,14 @@ def test_services_get_their_processes_and_settings(tmp_path: Path) -> None:
         assert httpx.get(f"{platform.gateway_url}/api/notifications/env").status_code == 200
         assert platform.pids()["notify-api"] != pids["notify-api"]
         assert all(p.alive() for p in platform.processes.values())
+
+        together = ["notify-relay", "notify-worker"]  # a whole service at once (fault tests)
+        platform.kill_together(together)
+        assert not any(platform.processes[name].alive() for name in together)
+        assert platform.processes["notify-api"].alive()
+        for name in together:
+            platform.restart(name)
+        platform.wait_ready(30)
+        assert all(p.alive() for p in platform.processes.values())
         pids = platform.pids()
     assert not any(_running(pid) for pid in pids.values())

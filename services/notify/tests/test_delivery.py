@@ -117,6 +117,42 @@ async def test_a_sender_that_died_mid_send_is_replaced_when_its_lease_runs_out(
     assert len(await events_of(mongo_db, "NotificationSent")) == 1
 
 
+async def test_a_sender_killed_while_recording_an_accepted_mail_does_not_send_it_again(
+    mongo_db, events, notify_settings, smtp_catcher
+):
+    """The server accepted the mail and the sender heard so, then died before the outcome
+    was recorded (the recording transaction is the slow part of an attempt). The hand-off
+    stored right after the server's reply tells the next sender: it records the message as
+    sent without a second copy."""
+    settings = notify_settings(delivery_lease_s=30)
+    await apply(
+        mongo_db,
+        [
+            events(user_registered("usr_s", "Sam", "S"), "usr_s"),
+            events(user_registered("usr_r", "Rik", "R"), "usr_r"),
+            share_with(events, "bkt_1", "usr_r"),
+        ],
+    )
+
+    class KilledWhileRecording(Sender):
+        async def record(self, doc, outcome, extra):
+            raise RuntimeError("SIGKILL")
+
+    assert await KilledWhileRecording(mongo_db, settings).run_until_idle() == 1
+    assert len(smtp_catcher.messages()) == 1
+    assert (await mongo_db.deliveries.find_one())["state"] == "sending"
+
+    later = Sender(mongo_db, settings, clock=lambda: utcnow() + timedelta(seconds=31))
+    assert await later.run_until_idle() == 1
+
+    [mail] = smtp_catcher.messages()
+    record = await mongo_db.deliveries.find_one()
+    assert (record["state"], record["attempts"]) == ("sent", 2)
+    assert record["message_id"] == mail["Message-ID"]
+    assert record["address"] == "usr_r@example.org"
+    assert len(await events_of(mongo_db, "NotificationSent")) == 1
+
+
 async def test_transient_failures_back_off_then_park_and_an_operator_requeues(
     mongo_db, events, notify_settings, smtp_catcher, test_tokens
 ):

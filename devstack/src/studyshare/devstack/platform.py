@@ -224,6 +224,14 @@ class LocalPlatform:
         """kill -9 one process (fault tests); `restart(name)` brings it back."""
         self._process(name).kill()
 
+    def kill_together(self, names: Iterable[str]) -> None:
+        """kill -9 several processes in the same instant (e.g. all of one service), then reap."""
+        processes = [self._process(name) for name in names]
+        for process in processes:
+            process.send_kill()
+        for process in processes:
+            process.kill()
+
     def restart(self, name: str, wait: bool = True) -> None:
         """kill -9 the named process (e.g. `share-api`, `gateway`, `broker`) and start it again."""
         process = self._process(name)

@@ -75,6 +75,13 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGTERM)
 
+    def send_kill(self) -> None:
+        """kill -9 without waiting, to this PID only (`kill()` reaps it)."""
+        if self.alive():
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+
     def kill(self) -> None:
         """kill -9 and reap, to this PID only."""
         if self.alive():

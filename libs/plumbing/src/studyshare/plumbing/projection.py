@@ -15,7 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import structlog
 from prometheus_client import Counter
@@ -64,6 +64,12 @@ class Projection(ABC):
     @abstractmethod
     async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
         """Apply new (never before applied) events, in order, using `ctx.session`."""
+
+    def comparable(self, collection: str, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """The part of a stored document that a rebuild from offset 0 must reproduce exactly;
+        `None` leaves the document out. Override to drop what depends on delivery order,
+        batching or the clock (sequence numbers, recording times)."""
+        return doc
 
 
 class GenerationPointer:

@@ -34,6 +34,7 @@ HEADS = "heads"
 BUCKETS = "buckets"
 STUDIES = "studies"
 REFERENCES = "references"
+LEDGER_FIELDS = frozenset({"seq", "chain_hash", "prev_chain_hash", "recorded_at"})
 
 
 async def ensure_indexes(db: AsyncDatabase, generation: int) -> None:
@@ -82,6 +83,13 @@ class AuditLogProjection(Projection):
         `ensure_indexes`), which is much cheaper than maintaining them entry by entry."""
         if await GenerationPointer(ctx.db, self.name, cache_s=0).current() == ctx.generation:
             await ensure_indexes(ctx.db, ctx.generation)
+
+    def comparable(self, collection: str, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """Entries and stream links must be rebuilt exactly; the ledger order (`seq`,
+        `chain_hash`) and recording times follow delivery order, so they may differ."""
+        if collection in (ENTRIES, HEADS):
+            return {k: v for k, v in doc.items() if k not in LEDGER_FIELDS}
+        return doc
 
     async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
         session = ctx.session

@@ -123,6 +123,17 @@ class DeliveryStore:
             return_document=ReturnDocument.AFTER,
         )
 
+    async def hand_over(
+        self, doc: dict[str, Any], message_id: str | None, extra: dict[str, Any], now: datetime
+    ) -> None:
+        """Note at once, in one small write, that the server accepted this attempt's message:
+        if the sender dies before `finish`, the next attempt records it instead of sending
+        it again."""
+        handed = {"at": now, "message_id": message_id, "extra": extra}
+        await self.records.update_one(
+            {"_id": doc["_id"], "claim": doc["claim"]}, {"$set": {"handed_over": handed}}
+        )
+
     async def finish(
         self,
         doc: dict[str, Any],

@@ -5,8 +5,12 @@ the text from what notify knows at that moment -> hand it to SMTP or the SMS pro
 the outcome. Recording `sent` and appending `NotificationSent` happen in one transaction, so the
 event exists exactly once per message.
 
+The server's acceptance is noted at once (`handed_over`, one small write) before the slower
+recording transaction; a sender that dies after that note is followed by one that only
+records the message as sent.
+
 The ambiguous window, and our choice: if the process dies after the mail server (or SMS
-provider) accepted a message but before the record says `sent`, nothing on our side can tell
+provider) accepted a message but before that note is stored, nothing on our side can tell
 whether it went out. The lease then runs out and the message is sent again: **at-least-once**.
 A lost share mail or one-time code is worse than a second copy, and the second copy of a mail
 carries the same `Message-ID` (derived from the notification id), so a receiving mail system
@@ -185,6 +189,11 @@ class Sender:
                 traceback="".join(traceback.format_exception(exc)),
             )
             outcome, extra = Transient(f"internal error: {type(exc).__name__}"), {}
+        if isinstance(outcome, Sent) and not doc.get("handed_over"):
+            try:
+                await self.store.hand_over(doc, outcome.message_id, extra, self.clock())
+            except Exception:
+                log.exception("notification.hand_over_failed", notification_id=doc["_id"])
         try:
             return await self.record(doc, outcome, extra)
         except LeaseLost:
@@ -196,6 +205,9 @@ class Sender:
             return "unrecorded"
 
     async def attempt(self, doc: dict[str, Any]) -> tuple[Outcome, dict[str, Any]]:
+        handed = doc.get("handed_over")
+        if handed:  # an earlier attempt's message was accepted; only its record is missing
+            return Sent(message_id=handed.get("message_id")), dict(handed.get("extra") or {})
         intent = intent_of(doc)
         if doc["kind"] == "fanout":
             return await self.expand(doc, intent), {}
