@@ -3,6 +3,9 @@ import os
 import signal
 from collections import defaultdict
 
+from aiokafka.partitioner import DefaultPartitioner
+
+from studyshare.plumbing import relay as relay_module
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.kafka import producer
 from studyshare.plumbing.relay import OutboxRelay, position
@@ -145,3 +148,40 @@ async def test_a_restarted_relay_resumes_after_its_checkpoint(real_infra, mongo_
     assert sorted((e.aggregate_id, e.aggregate_version) for *_, e in messages) == sorted(
         [(first, v) for v in range(1, 5)] + [(second, 1), (second, 2)]
     )
+
+
+async def test_a_relay_without_checkpoint_reads_a_large_outbox_oldest_first(
+    real_infra, mongo_db, monkeypatch
+):
+    """More events than one first read holds: the first read falls back to the oldest
+    events in order, then the windows carry on; every message lands on the partition the
+    producer's default partitioner picks for its key."""
+    monkeypatch.setattr(relay_module, "FIRST_READ", 25)
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    buckets = [unique("bkt") for _ in range(4)]
+    for version in range(1, 16):
+        for bucket in buckets:
+            await store.append(otp_failures(bucket, 1, start=version))
+    kafka = producer(real_infra.settings())
+    await kafka.start()
+    try:
+        relay = OutboxRelay(mongo_db, kafka, batch_size=10, settle_s=0)
+        assert len(await relay._next()) == 25, "the first read is the oldest FIRST_READ events"
+        relay._cursor = None  # start over from the (absent) checkpoint
+        assert await relay.drain() == 60
+        partitions = sorted(await kafka.partitions_for("share.events"))
+    finally:
+        await kafka.stop()
+
+    def ours(messages):
+        return [m for m in messages if m[2].aggregate_id in buckets]
+
+    messages = ours(
+        await read_topic(real_infra.kafka_bootstrap, "share.events", lambda m: len(ours(m)) >= 60)
+    )
+    per_bucket = defaultdict(list)
+    for key, partition, envelope in messages:
+        per_bucket[envelope.aggregate_id].append(envelope.aggregate_version)
+        assert partition == DefaultPartitioner()(key, partitions, partitions)
+    assert per_bucket == {b: list(range(1, 16)) for b in buckets}
