@@ -185,3 +185,58 @@ async def test_a_relay_without_checkpoint_reads_a_large_outbox_oldest_first(
         per_bucket[envelope.aggregate_id].append(envelope.aggregate_version)
         assert partition == DefaultPartitioner()(key, partitions, partitions)
     assert per_bucket == {b: list(range(1, 16)) for b in buckets}
+
+
+async def test_a_failed_publish_is_sent_again_from_the_checkpoint_in_order(real_infra, mongo_db):
+    """The broker refuses a batch while newer events are appended: the running relay goes
+    back to its checkpoint and sends that batch again before the newer events (the sweep
+    would only catch it up after them, out of order)."""
+    from aiokafka.errors import KafkaConnectionError
+
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    buckets = [unique("bkt") for _ in range(3)]
+    for version in range(1, 11):
+        for bucket in buckets:
+            await store.append(otp_failures(bucket, 1, start=version))
+    kafka = producer(real_infra.settings())
+    await kafka.start()
+    relay = OutboxRelay(mongo_db, kafka, settle_s=0, idle_poll_s=0.01)
+    enqueue, refused = relay._enqueue, []
+
+    async def refused_once(docs):
+        if not refused:
+            refused.append(len(docs))
+            for bucket in buckets:
+                await store.append(otp_failures(bucket, 1, start=11))
+            raise KafkaConnectionError("broker unavailable")
+        return await enqueue(docs)
+
+    relay._enqueue = refused_once
+    running = asyncio.create_task(relay.run())
+    try:
+        await eventually(lambda: asyncio.sleep(0, refused), timeout=30)
+        last = await mongo_db.events.find_one(
+            {}, sort=[("recorded_at", -1), ("aggregate_id", -1), ("aggregate_version", -1)]
+        )
+
+        async def relayed_everything():
+            checkpoint = await _checkpoint(mongo_db)
+            return checkpoint is not None and position_of(checkpoint) >= position(last)
+
+        assert await eventually(relayed_everything, timeout=60)
+    finally:
+        relay.stop()
+        await running
+        await kafka.stop()
+
+    def ours(messages):
+        return [m for m in messages if m[2].aggregate_id in buckets]
+
+    messages = ours(
+        await read_topic(real_infra.kafka_bootstrap, "share.events", lambda m: len(ours(m)) >= 33)
+    )
+    per_bucket = defaultdict(list)
+    for *_, envelope in messages:
+        per_bucket[envelope.aggregate_id].append(envelope.aggregate_version)
+    assert per_bucket == {b: list(range(1, 12)) for b in buckets}, "each version once, in order"

@@ -301,6 +301,7 @@ class OutboxRelay:
                     await self.sweep()
             except Exception:
                 log.exception("relay.batch_failed")
+                self._cursor = None  # resume from the checkpoint: re-send the batch, in order
                 published = 0
                 await asyncio.sleep(1)
             if not published:
