@@ -240,3 +240,32 @@ async def test_a_failed_publish_is_sent_again_from_the_checkpoint_in_order(real_
     for *_, envelope in messages:
         per_bucket[envelope.aggregate_id].append(envelope.aggregate_version)
     assert per_bucket == {b: list(range(1, 12)) for b in buckets}, "each version once, in order"
+
+
+async def test_a_quiet_relay_wakes_up_when_an_event_is_appended(real_infra, mongo_db):
+    """No polling while quiet (poll interval 60 s here): the outbox's change stream wakes the
+    relay, which publishes the new event once it has settled."""
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    bucket = unique("bkt")
+    kafka = producer(real_infra.settings())
+    await kafka.start()
+    relay = OutboxRelay(mongo_db, kafka, settle_s=0.25, idle_poll_s=60, sweep_interval_s=60)
+    running = asyncio.create_task(relay.run())
+    try:
+        assert await eventually(lambda: asyncio.sleep(0, relay._watching), timeout=30)
+        await asyncio.sleep(0.5)  # the relay is idle, waiting
+        await store.append(otp_failures(bucket, 2))
+        appended = asyncio.get_running_loop().time()
+        last = await mongo_db.events.find_one({"aggregate_id": bucket, "aggregate_version": 2})
+
+        async def published():
+            checkpoint = await _checkpoint(mongo_db)
+            return checkpoint is not None and position_of(checkpoint) >= position(last)
+
+        assert await eventually(published, timeout=20, interval=0.02)
+        assert asyncio.get_running_loop().time() - appended < 10, "woken, not polled"
+    finally:
+        relay.stop()
+        await running
+        await kafka.stop()

@@ -10,11 +10,15 @@ consumers skip what they have already applied.
 An append that commits later than `settle` after its `recorded_at` would fall behind the
 checkpoint; the sweep recounts the recent past every `sweep_interval_s` and publishes whatever
 it finds missing, so such an event is late but never lost.
+
+A quiet relay does not poll: a change stream of the outbox wakes it when an event is
+inserted, and it reads once that event has settled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter as Tally
@@ -52,6 +56,7 @@ _ENVELOPE_FIELDS = (
     "payload",
 )
 
+WATCH_RETRY_S = 5.0  # polling in between
 FIRST_READ = 50_000  # events read at once by a relay without a checkpoint (memory bound)
 Position = tuple[datetime, str, int]
 RELAY_FIELDS = {
@@ -120,6 +125,8 @@ class OutboxRelay:
         self._recent: OrderedDict[str, datetime] = OrderedDict()
         self._last_sweep = 0.0
         self._stopping = asyncio.Event()
+        self._appended = asyncio.Event()
+        self._watching = False
 
     async def cursor(self) -> Position:
         if self._cursor is None:
@@ -292,23 +299,64 @@ class OutboxRelay:
         log.debug("relay.published", count=len(docs))
 
     async def run(self) -> None:
-        """Publish until stopped; poll briefly when the outbox is quiet."""
+        """Publish until stopped. A quiet relay waits for the database to report a new event
+        (a change stream of the outbox), then for it to settle; where change streams are
+        unavailable it polls every `idle_poll_s`."""
+        watcher = asyncio.create_task(self._watch())
+        try:
+            while not self._stopping.is_set():
+                try:
+                    published = await self.drain()
+                    if time.monotonic() - self._last_sweep > self.sweep_interval_s:
+                        self._last_sweep = time.monotonic()
+                        await self.sweep()
+                except Exception:
+                    log.exception("relay.batch_failed")
+                    self._cursor = None  # resume from the checkpoint: re-send the batch, in order
+                    published = 0
+                    await asyncio.sleep(1)
+                if not published:
+                    await self._idle()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _idle(self) -> None:
+        """Until an event appended since the last wake-up has settled, the next sweep is due,
+        or the relay stops."""
+        if not self._appended.is_set():
+            wait = self.sweep_interval_s if self._watching else self.idle_poll_s
+            woken = asyncio.ensure_future(self._appended.wait())
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait({woken, stopping}, timeout=wait, return_when="FIRST_COMPLETED")
+            finally:
+                woken.cancel()
+                stopping.cancel()
+        if self._appended.is_set() and not self._stopping.is_set():
+            self._appended.clear()  # appends from now on wake the relay again
+            await asyncio.sleep(self.settle.total_seconds())
+
+    async def _watch(self) -> None:
+        """Set `_appended` whenever an event is inserted into the outbox (change stream);
+        on failure, fall back to polling for a while and try again."""
         while not self._stopping.is_set():
             try:
-                published = await self.drain()
-                if time.monotonic() - self._last_sweep > self.sweep_interval_s:
-                    self._last_sweep = time.monotonic()
-                    await self.sweep()
-            except Exception:
-                log.exception("relay.batch_failed")
-                self._cursor = None  # resume from the checkpoint: re-send the batch, in order
-                published = 0
-                await asyncio.sleep(1)
-            if not published:
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), self.idle_poll_s)
-                except TimeoutError:
-                    pass
+                async with await self.events.watch(
+                    [{"$match": {"operationType": "insert"}}, {"$project": {"_id": 1}}],
+                    max_await_time_ms=int(self.sweep_interval_s * 1000),
+                ) as changes:
+                    self._watching = True
+                    async for _ in changes:
+                        self._appended.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("relay.change_stream_unavailable", error=str(exc))
+            finally:
+                self._watching = False
+            await asyncio.sleep(WATCH_RETRY_S)
 
     def stop(self) -> None:
         self._stopping.set()
