@@ -14,6 +14,7 @@ Prints a markdown table and the machine. Every process it starts is stopped by P
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
 import json
@@ -266,6 +267,7 @@ def instance_uids() -> tuple[str, str]:
 
 async def share_latency(client: httpx.AsyncClient, users: dict) -> Figure:
     latencies: list[float] = []
+    answered: list[float] = []  # the share command's own answer time (diagnostic)
     errors: list[str] = []
 
     async def sender(i: int) -> None:
@@ -281,6 +283,7 @@ async def share_latency(client: httpx.AsyncClient, users: dict) -> Figure:
             if response.status_code != 201:
                 errors.append(f"{response.status_code} {response.text[:100]}")
                 continue
+            answered.append(time.perf_counter() - started)
             bucket = response.json()["bucket_id"]
             deadline = started + 30
             while time.perf_counter() < deadline:
@@ -300,7 +303,11 @@ async def share_latency(client: httpx.AsyncClient, users: dict) -> Figure:
     latencies.sort()
     p50 = statistics.median(latencies) * 1e3
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3
-    note = f"p50 {p50:.0f} ms; {len(latencies)} shares, {SENDERS} concurrent senders"
+    command_p50 = statistics.median(answered) * 1e3 if answered else float("nan")
+    note = (
+        f"p50 {p50:.0f} ms (command answered: p50 {command_p50:.0f} ms); "
+        f"{len(latencies)} shares, {SENDERS} concurrent senders"
+    )
     if errors:
         note += f"; {len(errors)} failed ({errors[0]})"
     return Figure(
@@ -314,7 +321,7 @@ async def share_latency(client: httpx.AsyncClient, users: dict) -> Figure:
     )
 
 
-def platform_figures() -> list[Figure]:
+def platform_figures(parts: set[str]) -> list[Figure]:
     run_dir = Path(tempfile.mkdtemp(prefix="studyshare-bench-platform-"))
     part10 = instance(STUDY, 1, 1, size=IMAGE_SIZE)
     file = run_dir / "instance.dcm"
@@ -355,13 +362,16 @@ def platform_figures() -> list[Figure]:
                     base_url=platform.gateway_url, timeout=60, limits=limits, trust_env=False
                 ) as client:
                     users = await setup(client, platform, part10)
-                    return users, await share_latency(client, users)
+                    latency = await share_latency(client, users) if "share" in parts else None
+                    return users, latency
 
             users, latency = asyncio.run(prepare_and_share())
-            figures = access_and_retrieve(
-                platform.gateway_url, users["recipient_tokens"][0], len(part10)
-            )
-            return [*figures, latency]
+            figures = []
+            if "http" in parts:
+                figures = access_and_retrieve(
+                    platform.gateway_url, users["recipient_tokens"][0], len(part10)
+                )
+            return [*figures, *([latency] if latency else [])]
     finally:
         baseline.terminate()
         try:
@@ -371,17 +381,39 @@ def platform_figures() -> list[Figure]:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+PARTS = ("http", "share", "relay", "replay")
+
+
+def chosen_parts(argv: list[str]) -> set[str]:
+    """`--only relay,replay` runs some parts (to iterate); no argument runs them all."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts among {', '.join(PARTS)} (http and share start the platform)",
+    )
+    parts = {p.strip() for p in parser.parse_args(argv).only.split(",") if p.strip()}
+    if unknown := parts - set(PARTS):
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    return parts
+
+
 def main() -> None:
-    if shutil.which("wrk") is None:
+    parts = chosen_parts(sys.argv[1:])
+    if "http" in parts and shutil.which("wrk") is None:
         sys.exit("wrk is missing: run bench/install.sh")
     from bench import audit_replay, relay
 
     started = time.monotonic()
     figures: list[Figure] = []
-    with local_infra() as env:
-        figures.append(asyncio.run(relay.measure(env)))
-        figures.append(asyncio.run(audit_replay.measure(env)))
-    figures = [*platform_figures(), *figures]
+    if parts & {"relay", "replay"}:
+        with local_infra() as env:
+            if "relay" in parts:
+                figures.append(asyncio.run(relay.measure(env)))
+            if "replay" in parts:
+                figures.append(asyncio.run(audit_replay.measure(env)))
+    if parts & {"http", "share"}:
+        figures = [*platform_figures(parts), *figures]
     print()
     print(f"StudyShare benchmarks, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {machine()}")
     print()

@@ -3,6 +3,9 @@ import os
 import signal
 from collections import defaultdict
 
+from aiokafka.partitioner import DefaultPartitioner
+
+from studyshare.plumbing import relay as relay_module
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.kafka import producer
 from studyshare.plumbing.relay import OutboxRelay, position
@@ -145,3 +148,124 @@ async def test_a_restarted_relay_resumes_after_its_checkpoint(real_infra, mongo_
     assert sorted((e.aggregate_id, e.aggregate_version) for *_, e in messages) == sorted(
         [(first, v) for v in range(1, 5)] + [(second, 1), (second, 2)]
     )
+
+
+async def test_a_relay_without_checkpoint_reads_a_large_outbox_oldest_first(
+    real_infra, mongo_db, monkeypatch
+):
+    """More events than one first read holds: the first read falls back to the oldest
+    events in order, then the windows carry on; every message lands on the partition the
+    producer's default partitioner picks for its key."""
+    monkeypatch.setattr(relay_module, "FIRST_READ", 25)
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    buckets = [unique("bkt") for _ in range(4)]
+    for version in range(1, 16):
+        for bucket in buckets:
+            await store.append(otp_failures(bucket, 1, start=version))
+    kafka = producer(real_infra.settings())
+    await kafka.start()
+    try:
+        relay = OutboxRelay(mongo_db, kafka, batch_size=10, settle_s=0)
+        assert len(await relay._next()) == 25, "the first read is the oldest FIRST_READ events"
+        relay._cursor = None  # start over from the (absent) checkpoint
+        assert await relay.drain() == 60
+        partitions = sorted(await kafka.partitions_for("share.events"))
+    finally:
+        await kafka.stop()
+
+    def ours(messages):
+        return [m for m in messages if m[2].aggregate_id in buckets]
+
+    messages = ours(
+        await read_topic(real_infra.kafka_bootstrap, "share.events", lambda m: len(ours(m)) >= 60)
+    )
+    per_bucket = defaultdict(list)
+    for key, partition, envelope in messages:
+        per_bucket[envelope.aggregate_id].append(envelope.aggregate_version)
+        assert partition == DefaultPartitioner()(key, partitions, partitions)
+    assert per_bucket == {b: list(range(1, 16)) for b in buckets}
+
+
+async def test_a_failed_publish_is_sent_again_from_the_checkpoint_in_order(real_infra, mongo_db):
+    """The broker refuses a batch while newer events are appended: the running relay goes
+    back to its checkpoint and sends that batch again before the newer events (the sweep
+    would only catch it up after them, out of order)."""
+    from aiokafka.errors import KafkaConnectionError
+
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    buckets = [unique("bkt") for _ in range(3)]
+    for version in range(1, 11):
+        for bucket in buckets:
+            await store.append(otp_failures(bucket, 1, start=version))
+    kafka = producer(real_infra.settings())
+    await kafka.start()
+    relay = OutboxRelay(mongo_db, kafka, settle_s=0, idle_poll_s=0.01)
+    enqueue, refused = relay._enqueue, []
+
+    async def refused_once(docs):
+        if not refused:
+            refused.append(len(docs))
+            for bucket in buckets:
+                await store.append(otp_failures(bucket, 1, start=11))
+            raise KafkaConnectionError("broker unavailable")
+        return await enqueue(docs)
+
+    relay._enqueue = refused_once
+    running = asyncio.create_task(relay.run())
+    try:
+        await eventually(lambda: asyncio.sleep(0, refused), timeout=30)
+        last = await mongo_db.events.find_one(
+            {}, sort=[("recorded_at", -1), ("aggregate_id", -1), ("aggregate_version", -1)]
+        )
+
+        async def relayed_everything():
+            checkpoint = await _checkpoint(mongo_db)
+            return checkpoint is not None and position_of(checkpoint) >= position(last)
+
+        assert await eventually(relayed_everything, timeout=60)
+    finally:
+        relay.stop()
+        await running
+        await kafka.stop()
+
+    def ours(messages):
+        return [m for m in messages if m[2].aggregate_id in buckets]
+
+    messages = ours(
+        await read_topic(real_infra.kafka_bootstrap, "share.events", lambda m: len(ours(m)) >= 33)
+    )
+    per_bucket = defaultdict(list)
+    for *_, envelope in messages:
+        per_bucket[envelope.aggregate_id].append(envelope.aggregate_version)
+    assert per_bucket == {b: list(range(1, 12)) for b in buckets}, "each version once, in order"
+
+
+async def test_a_quiet_relay_wakes_up_when_an_event_is_appended(real_infra, mongo_db):
+    """No polling while quiet (poll interval 60 s here): the outbox's change stream wakes the
+    relay, which publishes the new event once it has settled."""
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    bucket = unique("bkt")
+    kafka = producer(real_infra.settings())
+    await kafka.start()
+    relay = OutboxRelay(mongo_db, kafka, settle_s=0.25, idle_poll_s=60, sweep_interval_s=60)
+    running = asyncio.create_task(relay.run())
+    try:
+        assert await eventually(lambda: asyncio.sleep(0, relay._watching), timeout=30)
+        await asyncio.sleep(0.5)  # the relay is idle, waiting
+        await store.append(otp_failures(bucket, 2))
+        appended = asyncio.get_running_loop().time()
+        last = await mongo_db.events.find_one({"aggregate_id": bucket, "aggregate_version": 2})
+
+        async def published():
+            checkpoint = await _checkpoint(mongo_db)
+            return checkpoint is not None and position_of(checkpoint) >= position(last)
+
+        assert await eventually(published, timeout=20, interval=0.02)
+        assert asyncio.get_running_loop().time() - appended < 10, "woken, not polled"
+    finally:
+        relay.stop()
+        await running
+        await kafka.stop()

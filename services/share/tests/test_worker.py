@@ -136,3 +136,47 @@ async def test_worker_builds_the_directory_and_heals_the_bucket_read_model(
 async def _all(check):
     values = await check()
     return values if all(values) else None
+
+
+async def test_catch_up_renders_only_buckets_whose_rendering_is_behind(mongo_db):
+    """A bucket rendered inline (version up to date) is left alone; one rendered behind its
+    events (crash between append and render) is re-rendered from the event store."""
+    from studyshare.contracts.events.share import AccessRevoked
+    from studyshare.plumbing.eventstore import EventStore
+    from studyshare.plumbing.projection import ProjectionContext
+    from studyshare.share.entrypoints.projections import BucketsCatchUp
+
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    current, behind = unique("bkt"), unique("bkt")
+    envelopes = []
+    for bucket_id in (current, behind):
+        shared = StudyShared(
+            bucket_id=bucket_id,
+            study_uids=("1.2.3",),
+            recipients=(RecipientRef(recipient_id="usr_r", kind="user"),),
+            sender_id="usr_s",
+            access_level="images_report_read",
+            reason="r",
+            language="en",
+        )
+        revoked = AccessRevoked(bucket_id=bucket_id, scope="bucket", revoked_by="usr_s")
+        envelopes += [
+            envelope_for(shared, aggregate_id=bucket_id, aggregate_version=1, actor=Actor(id="s")),
+            envelope_for(revoked, aggregate_id=bucket_id, aggregate_version=2, actor=Actor(id="s")),
+        ]
+    await store.append(envelopes[:2])
+    await store.append(envelopes[2:])
+    views = mongo_db.buckets_view
+    await views.insert_many(
+        [
+            {"_id": current, "version": 2, "marker": "inline rendering"},
+            {"_id": behind, "version": 1, "status": "active", "marker": "stale"},
+        ]
+    )
+
+    await BucketsCatchUp().apply(envelopes, ProjectionContext(mongo_db, "buckets_catch_up", 0))
+
+    assert (await views.find_one({"_id": current}))["marker"] == "inline rendering"
+    healed = await views.find_one({"_id": behind})
+    assert healed["version"] == 2 and healed["status"] == "revoked" and "marker" not in healed

@@ -95,6 +95,13 @@ class BucketReadModel:
         if bucket.shared is not None:
             await self.save(bucket)
 
+    async def versions(self, bucket_ids: list[str]) -> dict[str, int]:
+        """The rendered version of each of these buckets that has a rendering."""
+        if not bucket_ids:
+            return {}
+        cursor = self.buckets.find({"_id": {"$in": bucket_ids}}, {"version": 1})
+        return {doc["_id"]: doc.get("version", 0) async for doc in cursor}
+
     async def get(self, bucket_id: str) -> dict[str, Any] | None:
         return await self.buckets.find_one({"_id": bucket_id})
 

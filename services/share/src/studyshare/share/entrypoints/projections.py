@@ -164,7 +164,11 @@ class BucketsCatchUp(Projection):
 
         readmodel = BucketReadModel(ctx.db)
         store = EventStore(ctx.db)
-        for bucket_id in dict.fromkeys(
-            e.aggregate_id for e in events if e.aggregate_type == "Bucket"
-        ):
-            await readmodel.render_from_store(store, bucket_id)
+        latest: dict[str, int] = {}
+        for e in events:
+            if e.aggregate_type == "Bucket":
+                latest[e.aggregate_id] = max(e.aggregate_version, latest.get(e.aggregate_id, 0))
+        rendered = await readmodel.versions(list(latest))
+        for bucket_id, version in latest.items():
+            if rendered.get(bucket_id, 0) < version:  # usually rendered inline already
+                await readmodel.render_from_store(store, bucket_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -358,15 +359,15 @@ class ShareService:
     async def confirmation(self, bucket: Bucket) -> dict[str, Any]:
         """What was shared with whom until when, as structured data."""
         s = bucket.s
-        studies = await self.directory.studies(list(s.study_uids))
-        users = await self.directory.users(
-            [r.recipient_id for r in s.recipients if r.kind == "user"] + [s.sender_id]
-        )
-        groups = await self.directory.groups(
-            [r.recipient_id for r in s.recipients if r.kind == "group"]
-        )
-        departments = await self.directory.departments(
-            [r.recipient_id for r in s.recipients if r.kind == "department"]
+        studies, users, groups, departments = await asyncio.gather(  # independent reads
+            self.directory.studies(list(s.study_uids)),
+            self.directory.users(
+                [r.recipient_id for r in s.recipients if r.kind == "user"] + [s.sender_id]
+            ),
+            self.directory.groups([r.recipient_id for r in s.recipients if r.kind == "group"]),
+            self.directory.departments(
+                [r.recipient_id for r in s.recipients if r.kind == "department"]
+            ),
         )
         names = {
             **{k: v.get("name") for k, v in users.items()},
@@ -471,9 +472,11 @@ class ShareService:
         keys = await self._holder_keys(principal)
         docs = await self.readmodel.held_by(keys, now)
         uids = sorted({u for d in docs for u in d["active_study_uids"]})
-        studies = await self.directory.studies(uids)
-        opened = await self.directory.opened(principal.sub, uids)
-        senders = await self.directory.users(sorted({d["sender_id"] for d in docs}))
+        studies, opened, senders = await asyncio.gather(  # independent reads
+            self.directory.studies(uids),
+            self.directory.opened(principal.sub, uids),
+            self.directory.users(sorted({d["sender_id"] for d in docs})),
+        )
         items = []
         for d in docs:
             via = [r for r in d["recipients"] if r["recipient_id"] in keys and not r["revoked"]]
