@@ -26,7 +26,7 @@ import json
 import mmap
 import secrets
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -43,6 +43,7 @@ from studyshare.plumbing.errors import Forbidden, NotFound, RuleViolation
 from studyshare.plumbing.http import problem_responses
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.blobstore import BlobStore
+from studyshare.study_store.adapters.instance_cache import StudyInstances
 from studyshare.study_store.adapters.instances import InstanceIndex
 from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.anonymize import (
@@ -73,6 +74,7 @@ class DicomStores:
     blobs: BlobStore
     index: InstanceIndex
     ingest: Ingest
+    instances: StudyInstances
 
 
 async def install_dicom(
@@ -81,7 +83,10 @@ async def install_dicom(
     """Create the DICOM stores on `app.state.dicom` (call from the app's lifespan)."""
     blobs = BlobStore(settings.blob_dir)
     settings.blob_dir.mkdir(parents=True, exist_ok=True)
-    stores = DicomStores(db, settings, blobs, InstanceIndex(db), Ingest(db, blobs))
+    index = InstanceIndex(db)
+    instances = StudyInstances(index, study_version(app), ttl_s=settings.instance_cache_ttl_s)
+    ingest = Ingest(db, blobs, on_indexed=instances.forget)
+    stores = DicomStores(db, settings, blobs, index, ingest, instances)
     await stores.ingest.ensure_indexes()
     await stores.db["events"].create_index(
         [("aggregate_type", 1), ("payload.study_uid", 1)], name="by_study"
@@ -90,7 +95,18 @@ async def install_dicom(
     return stores
 
 
-def dicom_stores(request: Request) -> DicomStores:
+def study_version(app: FastAPI) -> Callable[[str], Hashable]:
+    """The access model's copy of a study changes with every batch of instances stored."""
+
+    def version(study_uid: str) -> Hashable:
+        studies = getattr(getattr(app.state, "access_model", None), "studies", None)
+        study = studies.get(study_uid) if studies is not None else None
+        return None if study is None else (study.get("seq"), study.get("instance_count"))
+
+    return version
+
+
+async def dicom_stores(request: Request) -> DicomStores:
     return request.app.state.dicom
 
 
@@ -263,9 +279,9 @@ async def visible_instances(
     study_uid: str,
     series_uid: str | None = None,
     sop_uid: str | None = None,
-    with_meta: bool = True,
 ) -> list[dict[str, Any]]:
-    docs = await stores.index.instances_of(study_uid, series_uid, sop_uid, with_meta=with_meta)
+    """The instance documents the decision lets the caller see (shared: do not change them)."""
+    docs = await stores.instances.instances_of(study_uid, series_uid, sop_uid)
     docs = [d for d in docs if may_see(d, decision)]
     if not docs:
         raise ObjectNotFound("no such object in this study")
@@ -730,9 +746,7 @@ async def _retrieve(
     sop_uid: str | None = None,
 ) -> Response:
     require_images(decision)
-    docs = await visible_instances(
-        stores, decision, study_uid, series_uid, sop_uid, with_meta=False
-    )
+    docs = await visible_instances(stores, decision, study_uid, series_uid, sop_uid)
     key = await study_key(stores, decision, study_uid)
     await record_access(request, decision, principal, "instances")
     return multipart_dicom(stores, docs, key)
@@ -752,7 +766,17 @@ async def _metadata(
     key = await study_key(stores, decision, study_uid)
     base = base_url(request)
     await record_access(request, decision, principal, "metadata")
-    return json_response([metadata_of(doc, base, key) for doc in docs])
+    if key is not None:
+        return json_response([metadata_of(doc, base, key) for doc in docs])
+    parts = [
+        stores.instances.rendered(
+            study_uid,
+            ("metadata", base, doc["_id"]),
+            lambda doc=doc: json.dumps(metadata_of(doc, base, None)).encode(),
+        )
+        for doc in docs
+    ]
+    return Response(b"[" + b", ".join(parts) + b"]", media_type=DICOM_JSON)
 
 
 @router.get(
@@ -995,9 +1019,7 @@ async def _one_instance(
     stores: DicomStores, decision: AccessDecision, study_uid: str, series_uid: str, sop_uid: str
 ) -> dict[str, Any]:
     require_images(decision)
-    docs = await visible_instances(
-        stores, decision, study_uid, series_uid, sop_uid, with_meta=False
-    )
+    docs = await visible_instances(stores, decision, study_uid, series_uid, sop_uid)
     return docs[0]
 
 
@@ -1145,9 +1167,7 @@ async def _thumbnail(
     import anyio
 
     require_images(decision)
-    docs = await visible_instances(
-        stores, decision, study_uid, series_uid, sop_uid, with_meta=False
-    )
+    docs = await visible_instances(stores, decision, study_uid, series_uid, sop_uid)
     images = [d for d in docs if d.get("has_pixels") and d.get("kind") == "image"]
     if not images:
         raise NotRenderable("nothing in this selection has pixel data")
