@@ -62,6 +62,8 @@ log = get_logger(__name__)
 DICOM_JSON = "application/dicom+json"
 OWNING_PATHS = {"department", "owner", "service_desk", "break_the_glass"}
 ANY_JSON: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
+#: WADO-RS answers up to this many bytes of instances from memory, larger ones are streamed
+INLINE_BYTES = 1024 * 1024
 
 
 # --- state -------------------------------------------------------------------------------
@@ -219,23 +221,33 @@ def anonymized_bytes(stores: DicomStores, doc: dict[str, Any], key: Anonymizatio
 
 def multipart_dicom(
     stores: DicomStores, docs: list[dict[str, Any]], key: AnonymizationKey | None
-) -> StreamingResponse:
+) -> Response:
+    """The instances as multipart/related: small ones (up to `INLINE_BYTES` in all, as
+    received) read at once into one body with a length; others streamed (read in a thread)."""
     boundary = secrets.token_hex(16)
+    media_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+    def head(doc: dict[str, Any]) -> bytes:
+        return (
+            f"--{boundary}\r\nContent-Type: application/dicom; "
+            f"transfer-syntax={doc.get('transfer_syntax', '')}\r\n\r\n"
+        ).encode()
+
+    tail = f"--{boundary}--\r\n".encode()
+    if key is None and sum(doc.get("size") or INLINE_BYTES for doc in docs) <= INLINE_BYTES:
+        parts = []
+        for doc in docs:
+            parts += [head(doc), stores.blobs.read(doc["path"]), b"\r\n"]
+        return Response(b"".join([*parts, tail]), media_type=media_type)
 
     def body() -> Iterator[bytes]:
         for doc in docs:
-            yield (
-                f"--{boundary}\r\nContent-Type: application/dicom; "
-                f"transfer-syntax={doc.get('transfer_syntax', '')}\r\n\r\n"
-            ).encode()
+            yield head(doc)
             yield from served_bytes(stores, doc, key)
             yield b"\r\n"
-        yield f"--{boundary}--\r\n".encode()
+        yield tail
 
-    return StreamingResponse(
-        body(),
-        media_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
-    )
+    return StreamingResponse(body(), media_type=media_type)
 
 
 def multipart_frames(frames: list[tuple[str, bytes]]) -> Response:
