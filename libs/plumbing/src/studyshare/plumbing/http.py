@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from studyshare.plumbing.auth import JWKSVerifier
 from studyshare.plumbing.errors import RuleViolation
+from studyshare.plumbing.hot import HotRoute, HotRoutes
 from studyshare.plumbing.logging import bind_correlation_id, clear_context, get_logger
 from studyshare.plumbing.settings import ServiceSettings
 
@@ -63,16 +64,27 @@ class CorrelationMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        cid = self.bind(scope)
+        await self.run(self.app, scope, receive, send, cid, time.perf_counter())
+
+    @staticmethod
+    def bind(scope: Scope) -> str:
+        """Bind the request's correlation id (or a new one) to the logs; return it."""
         cid = ""
         for name, value in scope.get("headers") or ():
             if name == b"x-correlation-id":
                 cid = value.decode("latin-1")[:128]
                 break
         cid = cid or str(uuid.uuid4())
-        echo = (b"x-correlation-id", cid.encode("latin-1"))
         clear_context()
         bind_correlation_id(cid)
-        started = time.perf_counter()
+        return cid
+
+    async def run(
+        self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, cid: str, started: float
+    ) -> None:
+        """Run `app` for the request, echo the correlation id, count, time and log it."""
+        echo = (b"x-correlation-id", cid.encode("latin-1"))
         status = 500
 
         async def send_with_id(message: Message) -> None:
@@ -83,7 +95,7 @@ class CorrelationMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await app(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
@@ -112,6 +124,26 @@ class CorrelationMiddleware:
             )
             self._metrics[key] = children
         return children
+
+
+class ServiceApp(FastAPI):
+    """FastAPI, with hot routes (`studyshare.plumbing.hot`) tried before the whole stack."""
+
+    hot: HotRoutes | None = None
+    correlation: CorrelationMiddleware | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.hot is not None and scope["type"] == "http":
+            found = self.hot.match(scope)
+            if found is not None:
+                started = time.perf_counter()
+                cid = CorrelationMiddleware.bind(scope)
+                scope["app"] = self
+                response = await self.hot.attempt(*found, scope, receive)
+                if response is not None and self.correlation is not None:
+                    await self.correlation.run(response, scope, receive, send, cid, started)
+                    return
+        await super().__call__(scope, receive, send)
 
 
 def health_router(checks: Sequence[ReadinessCheck]) -> APIRouter:
@@ -144,6 +176,7 @@ def create_app(
     lifespan: Callable[[FastAPI], Any] | None = None,
     readiness: Sequence[ReadinessCheck] = (),
     description: str = "",
+    hot_routes: Sequence[HotRoute] = (),
 ) -> FastAPI:
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
@@ -155,7 +188,7 @@ def create_app(
             async with lifespan(app):
                 yield
 
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=run)
+    app = ServiceApp(title=title, description=description, version="1.0.0", lifespan=run)
     app.add_middleware(CorrelationMiddleware)
 
     @app.exception_handler(RuleViolation)
@@ -182,6 +215,10 @@ def create_app(
         app.include_router(router)
     app.include_router(health_router(readiness))
     install_problem_openapi(app)
+    if hot_routes:
+        app.hot = HotRoutes(hot_routes)
+        app.hot.bind(app.routes)
+        app.correlation = CorrelationMiddleware(app)
     return app
 
 

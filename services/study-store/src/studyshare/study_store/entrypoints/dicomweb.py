@@ -38,8 +38,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
+from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser, current_principal
 from studyshare.plumbing.errors import Forbidden, NotFound, RuleViolation
+from studyshare.plumbing.hot import HotRoute
 from studyshare.plumbing.http import problem_responses
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.blobstore import BlobStore
@@ -53,7 +54,7 @@ from studyshare.study_store.domain.anonymize import (
     pseudonym_for,
 )
 from studyshare.study_store.domain.dicom_meta import json_set, json_value, tag_key
-from studyshare.study_store.entrypoints.dependencies import StudyAccess
+from studyshare.study_store.entrypoints.dependencies import StudyAccess, study_access
 from studyshare.study_store.service_layer.ingest import Ingest, Outcome, Upload
 from studyshare.study_store.settings import StudyStoreSettings
 
@@ -891,6 +892,56 @@ async def instance_metadata(
     decision: StudyAccess,
 ) -> Response:
     return await _metadata(request, stores, principal, decision, study_uid, series_uid, sop_uid)
+
+
+# --- hot routes: the same reads without FastAPI's stack (`studyshare.plumbing.hot`) ----------
+
+
+async def _hot_read(request: Request, read, study_uid: str, *uids: str) -> Response:
+    principal = await current_principal(request)
+    decision = await study_access(study_uid, principal, request)
+    return await read(request, request.app.state.dicom, principal, decision, study_uid, *uids)
+
+
+async def hot_retrieve_study(request: Request, study_uid: str) -> Response:
+    return await _hot_read(request, _retrieve, study_uid)
+
+
+async def hot_study_metadata(request: Request, study_uid: str) -> Response:
+    return await _hot_read(request, _metadata, study_uid)
+
+
+async def hot_series_metadata(request: Request, study_uid: str, series_uid: str) -> Response:
+    return await _hot_read(request, _metadata, study_uid, series_uid)
+
+
+async def hot_instance_metadata(
+    request: Request, study_uid: str, series_uid: str, sop_uid: str
+) -> Response:
+    return await _hot_read(request, _metadata, study_uid, series_uid, sop_uid)
+
+
+async def hot_retrieve_series(request: Request, study_uid: str, series_uid: str) -> Response:
+    return await _hot_read(request, _retrieve, study_uid, series_uid)
+
+
+async def hot_retrieve_instance(
+    request: Request, study_uid: str, series_uid: str, sop_uid: str
+) -> Response:
+    return await _hot_read(request, _retrieve, study_uid, series_uid, sop_uid)
+
+
+STUDY = "/dicomweb/studies/{study_uid}"
+SERIES = STUDY + "/series/{series_uid}"
+INSTANCE = SERIES + "/instances/{sop_uid}"
+HOT_ROUTES = [
+    HotRoute(STUDY, hot_retrieve_study),
+    HotRoute(STUDY + "/metadata", hot_study_metadata),
+    HotRoute(SERIES + "/metadata", hot_series_metadata),
+    HotRoute(INSTANCE + "/metadata", hot_instance_metadata),
+    HotRoute(SERIES, hot_retrieve_series),
+    HotRoute(INSTANCE, hot_retrieve_instance),
+]
 
 
 # --- frames and rendered -----------------------------------------------------------------
