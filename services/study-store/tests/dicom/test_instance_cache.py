@@ -115,3 +115,21 @@ async def ingest_files(ingest: Ingest, files) -> None:
         path = ingest.blobs.write(f.study_uid, f.series_uid, f.sop_instance_uid, p.data)
         paths[f.sop_instance_uid] = ingest.blobs.relative(path)
     await ingest.index_batch(upload, parsed, paths)
+
+
+async def test_least_recently_read_studies_make_room(settings, mongo_db, tmp_path):
+    ingest = Ingest(mongo_db, blob_store(settings))
+    first, first_files = write_study(tmp_path / "a", series=1, per_series=2)
+    second, second_files = write_study(tmp_path / "b", series=1, per_series=2)
+    await ingest_files(ingest, first_files + second_files)
+    queries = []
+
+    class CountingIndex(InstanceIndex):
+        async def instances_of(self, study_uid, *args, **kwargs):
+            queries.append(study_uid)
+            return await super().instances_of(study_uid, *args, **kwargs)
+
+    cache = StudyInstances(CountingIndex(mongo_db), max_instances=3)
+    for uid in (first, first, second, second, first):
+        assert len(await cache.instances_of(uid)) == 2
+    assert queries == [first, second, first], "4 documents do not fit in 3"

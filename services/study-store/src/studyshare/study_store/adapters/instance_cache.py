@@ -9,7 +9,8 @@ A study's entry is dropped and fetched again
 - at once, when this process indexes instances of it (`forget`, called by ingest: STOW-RS);
 - when its `version` changes: the access model's copy of the study (its `seq` moves with every
   `StudyReceived`/`StudyInstancesAdded` written by any process: C-STORE, share messages);
-- in any case `ttl_s` after it was fetched.
+- in any case `ttl_s` after it was fetched;
+- when the least recently read studies make room (`max_instances` documents in all).
 Concurrent misses of one study share one query; a fetch that overlapped a `forget` is not
 kept.
 """
@@ -46,15 +47,16 @@ class StudyInstances:
         version: Callable[[str], Hashable] = lambda _: None,
         *,
         ttl_s: float = 2.0,
-        max_studies: int = 256,
+        max_instances: int = 20_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.index = index
         self.version = version
         self.ttl_s = ttl_s
-        self.max_studies = max_studies
+        self.max_instances = max_instances
         self.clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._held = 0  # instance documents in all entries
         self._fetching: dict[str, asyncio.Future[_Entry]] = {}
         self._forgets = 0
 
@@ -85,7 +87,7 @@ class StudyInstances:
 
     def forget(self, study_uid: str) -> None:
         """Drop the study now (its instances changed in this process)."""
-        self._entries.pop(study_uid, None)
+        self._drop(study_uid)
         self._fetching.pop(study_uid, None)
         self._forgets += 1
 
@@ -96,7 +98,7 @@ class StudyInstances:
             if entry.version == version and self.clock() - entry.fetched_at < self.ttl_s:
                 self._entries.move_to_end(study_uid)
                 return entry
-            self._entries.pop(study_uid, None)
+            self._drop(study_uid)
         pending = self._fetching.get(study_uid)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -118,8 +120,16 @@ class StudyInstances:
             if self._fetching.get(study_uid) is future:
                 del self._fetching[study_uid]
         future.set_result(entry)
-        if self._forgets == forgets:  # nothing changed here meanwhile
+        if self._forgets == forgets and len(docs) <= self.max_instances:
+            # nothing changed here meanwhile; the least recently read studies make room
+            self._drop(study_uid)
             self._entries[study_uid] = entry
-            while len(self._entries) > self.max_studies:
-                self._entries.popitem(last=False)
+            self._held += len(docs)
+            while self._held > self.max_instances:
+                self._drop(next(iter(self._entries)))
         return entry
+
+    def _drop(self, study_uid: str) -> None:
+        entry = self._entries.pop(study_uid, None)
+        if entry is not None:
+            self._held -= len(entry.docs)
