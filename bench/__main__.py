@@ -10,6 +10,7 @@
    - share command -> visible in the recipient's list, p50/p99, 20 concurrent senders.
 
 Prints a markdown table and the machine. Every process it starts is stopped by PID.
+`--only access,wado` (names: access, wado, share, relay, audit) measures only some figures.
 """
 
 from __future__ import annotations
@@ -220,17 +221,31 @@ async def login_as(client: httpx.AsyncClient, username: str, password: str) -> s
 # -- figures --------------------------------------------------------------------------------
 
 
-def access_and_retrieve(gateway: str, token: str, size: int) -> list[Figure]:
+FIGURES = ("access", "wado", "share", "relay", "audit")
+
+
+def access_and_retrieve(
+    gateway: str, token: str, size: int, only: frozenset[str] = frozenset(FIGURES)
+) -> list[Figure]:
     uid = STUDY.study_uid
     series = instance_uids()
     metadata_url = f"{gateway}/dicomweb/studies/{uid}/metadata"
     wrk(metadata_url, token, "application/dicom+json")  # warm-up (shorter would be noisier)
+    figures: list[Figure] = []
+    note = f"wrk {WRK_CONNECTIONS} connections, {WRK_SECONDS}s each"
+    if "access" in only:
+        figures.append(access_figure(gateway, metadata_url, token, note))
+    if "wado" in only:
+        figures.append(retrieve_figure(gateway, token, size, uid, series, note))
+    return figures
+
+
+def access_figure(gateway: str, metadata_url: str, token: str, note: str) -> Figure:
     ours, bad_ours = wrk(metadata_url, token, "application/dicom+json")
     base, bad_base = wrk(f"{gateway}/bench/constant")
-    note = f"wrk {WRK_CONNECTIONS} connections, {WRK_SECONDS}s each"
     if bad_ours or bad_base:
         note += f"; non-2xx: {bad_ours} ours, {bad_base} baseline"
-    access = Figure(
+    return Figure(
         "access decision (WADO-RS metadata as recipient vs constant)",
         ours,
         base,
@@ -239,6 +254,11 @@ def access_and_retrieve(gateway: str, token: str, size: int) -> list[Figure]:
         ours / base >= 0.5 and not bad_ours,
         note,
     )
+
+
+def retrieve_figure(
+    gateway: str, token: str, size: int, uid: str, series: tuple[str, str], note: str
+) -> Figure:
     instance_url = f"{gateway}/dicomweb/studies/{uid}/series/{series[0]}/instances/{series[1]}"
     accept = 'multipart/related; type="application/dicom"'
     ours, bad_ours = wrk(instance_url, token, accept)
@@ -247,7 +267,7 @@ def access_and_retrieve(gateway: str, token: str, size: int) -> list[Figure]:
     note = f"{size / 1024:.0f} KiB instance; {note}"
     if bad_ours or bad_base:
         note += f"; non-2xx: {bad_ours} ours, {bad_base} baseline"
-    retrieve = Figure(
+    return Figure(
         "WADO-RS instance retrieve vs plain file",
         ours * mb,
         base * mb,
@@ -256,7 +276,6 @@ def access_and_retrieve(gateway: str, token: str, size: int) -> list[Figure]:
         ours / base >= 0.5 and not bad_ours,
         note,
     )
-    return [access, retrieve]
 
 
 def instance_uids() -> tuple[str, str]:
@@ -321,7 +340,7 @@ async def share_latency(client: httpx.AsyncClient, users: dict) -> Figure:
     )
 
 
-def platform_figures(parts: set[str]) -> list[Figure]:
+def platform_figures(only: frozenset[str]) -> list[Figure]:
     run_dir = Path(tempfile.mkdtemp(prefix="studyshare-bench-platform-"))
     part10 = instance(STUDY, 1, 1, size=IMAGE_SIZE)
     file = run_dir / "instance.dcm"
@@ -362,16 +381,16 @@ def platform_figures(parts: set[str]) -> list[Figure]:
                     base_url=platform.gateway_url, timeout=60, limits=limits, trust_env=False
                 ) as client:
                     users = await setup(client, platform, part10)
-                    latency = await share_latency(client, users) if "share" in parts else None
-                    return users, latency
+                    if "share" not in only:
+                        return users, None
+                    return users, await share_latency(client, users)
 
             users, latency = asyncio.run(prepare_and_share())
             figures = []
-            if "http" in parts:
-                figures = access_and_retrieve(
-                    platform.gateway_url, users["recipient_tokens"][0], len(part10)
-                )
-            return [*figures, *([latency] if latency else [])]
+            if only & {"access", "wado"}:
+                token = users["recipient_tokens"][0]
+                figures = access_and_retrieve(platform.gateway_url, token, len(part10), only)
+            return [*figures, latency] if latency else figures
     finally:
         baseline.terminate()
         try:
@@ -381,39 +400,35 @@ def platform_figures(parts: set[str]) -> list[Figure]:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-PARTS = ("http", "share", "relay", "replay")
-
-
-def chosen_parts(argv: list[str]) -> set[str]:
-    """`--only relay,replay` runs some parts (to iterate); no argument runs them all."""
+def parse_only(argv: list[str] | None = None) -> frozenset[str]:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--only",
-        default=",".join(PARTS),
-        help=f"comma-separated parts among {', '.join(PARTS)} (http and share start the platform)",
+        default=",".join(FIGURES),
+        help=f"comma-separated figures to measure (default: all of {', '.join(FIGURES)})",
     )
-    parts = {p.strip() for p in parser.parse_args(argv).only.split(",") if p.strip()}
-    if unknown := parts - set(PARTS):
-        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
-    return parts
+    only = frozenset(name.strip() for name in parser.parse_args(argv).only.split(",") if name)
+    if unknown := only - set(FIGURES):
+        parser.error(f"unknown figures: {', '.join(sorted(unknown))}")
+    return only
 
 
 def main() -> None:
-    parts = chosen_parts(sys.argv[1:])
-    if "http" in parts and shutil.which("wrk") is None:
+    only = parse_only()
+    if shutil.which("wrk") is None:
         sys.exit("wrk is missing: run bench/install.sh")
     from bench import audit_replay, relay
 
     started = time.monotonic()
     figures: list[Figure] = []
-    if parts & {"relay", "replay"}:
+    if only & {"relay", "audit"}:
         with local_infra() as env:
-            if "relay" in parts:
+            if "relay" in only:
                 figures.append(asyncio.run(relay.measure(env)))
-            if "replay" in parts:
+            if "audit" in only:
                 figures.append(asyncio.run(audit_replay.measure(env)))
-    if parts & {"http", "share"}:
-        figures = [*platform_figures(parts), *figures]
+    if only & {"access", "wado", "share"}:
+        figures = [*platform_figures(only), *figures]
     print()
     print(f"StudyShare benchmarks, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {machine()}")
     print()

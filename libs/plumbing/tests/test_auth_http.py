@@ -1,5 +1,6 @@
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -47,6 +48,37 @@ async def test_tokens_are_verified_against_a_jwks_url(jwks_server):
     assert claims.sub == "usr_1" and claims.roles == ("physician",)
     await verifier.verify(signer.sign(sub="usr_2"))
     assert len(hits) == 1, "the key set is cached"
+
+
+async def test_a_remembered_token_still_expires_to_the_second(jwks_server):
+    signer, url, _ = jwks_server
+    now = [time.time()]
+    verifier = JWKSVerifier(url, clock=lambda: now[0])
+    token = signer.sign(sub="usr_1", ttl_s=60)
+    claims = await verifier.verify(token)
+    now[0] = claims.exp - 0.5
+    assert (await verifier.verify(token)).sub == "usr_1"
+    now[0] = claims.exp
+    with pytest.raises(Unauthorized, match="expired"):
+        await verifier.verify(token)
+    with pytest.raises(Unauthorized, match="expired"):
+        await verifier.verify(token)
+
+
+async def test_only_the_exact_verified_token_is_remembered(jwks_server):
+    signer, url, _ = jwks_server
+    verifier = JWKSVerifier(url, max_remembered=2)
+    token = signer.sign(sub="usr_1")
+    await verifier.verify(token)
+    head, payload, _ = token.split(".")
+    forged = TokenSigner(kid=signer.kid).sign(sub="usr_1")
+    with pytest.raises(Unauthorized, match="not valid"):
+        await verifier.verify(".".join([head, payload, forged.split(".")[2]]))
+    others = [signer.sign(sub=f"usr_{i}") for i in range(3)]
+    for other in others:
+        await verifier.verify(other)
+    assert len(verifier._verified) == 2, "the oldest are forgotten"
+    assert (await verifier.verify(token)).sub == "usr_1"
 
 
 async def test_expired_foreign_and_garbage_tokens_are_refused(jwks_server):

@@ -206,3 +206,43 @@ async def test_a_model_that_stopped_following_refuses_and_is_not_ready(harness):
     assert (await h.http.get("/readyz")).status_code == 503
     await h.model.refresh()
     assert await _status(h, UID, doctor) == 200
+
+
+async def test_a_decision_weighs_only_the_buckets_naming_the_caller(harness):
+    """A study shared with many others: only the caller's buckets (revoked ones too) count."""
+    h = harness
+    await h.study(UID)
+    for i in range(30):
+        await h.share(f"bkt_other{i}", [UID], [(f"usr_other{i}", "user")])
+    await h.share("bkt_mine", [UID], [("usr_doc", "user")])
+    await h.share("bkt_was_mine", [UID], [("usr_doc", "user")])
+    await h.project(
+        h.events(
+            AccessRevoked(
+                bucket_id="bkt_was_mine",
+                scope="recipient",
+                recipient_id="usr_doc",
+                revoked_by="usr_sender",
+            ),
+            "bkt_was_mine",
+        )
+    )
+    doctor = _claims(h, "usr_doc", "physician")
+
+    async def weighed() -> list[str]:
+        subject = h.model.subject(doctor)
+        return [b.bucket_id for b in h.model.facts(subject, UID).buckets]
+
+    def revoked_for_me() -> bool:
+        bucket = h.model.buckets.get("bkt_was_mine")
+        return bucket is not None and "usr_doc" in bucket.revoked_recipient_ids
+
+    deadline = asyncio.get_running_loop().time() + 5
+    while not revoked_for_me() or "bkt_mine" not in h.model.buckets:
+        assert asyncio.get_running_loop().time() < deadline, "the shares did not arrive"
+        await asyncio.sleep(0.05)
+    assert await weighed() == ["bkt_mine", "bkt_was_mine"]
+    decision = h.model.decide(doctor, UID)
+    assert decision.images and decision.bucket_id == "bkt_mine"
+    stranger = h.model.decide(_claims(h, "usr_nobody", "physician"), UID)
+    assert not stranger.images and stranger.refusal != "revoked"

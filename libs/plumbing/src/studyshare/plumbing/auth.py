@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import httpx
@@ -20,15 +21,33 @@ ALGORITHMS = ["EdDSA", "ES256", "RS256"]
 
 
 class JWKSVerifier:
-    """Verifies access tokens; caches the key set and refetches it for an unknown key id."""
+    """Verifies access tokens; caches the key set and refetches it for an unknown key id.
 
-    def __init__(self, jwks_url: str, cache_seconds: int = 300, min_refetch_s: float = 5.0):
+    A token that verified once is remembered (up to `max_remembered`, oldest forgotten first)
+    with its claims, so a client's next requests skip the signature check (most of the cost of
+    a small authorized request). Only its expiry still changes with time: it is checked on
+    every use, to the second as PyJWT does (`exp <= now` is expired). A new key set forgets
+    every remembered token, so a withdrawn key ends its tokens at the next refresh.
+    """
+
+    def __init__(
+        self,
+        jwks_url: str,
+        cache_seconds: int = 300,
+        min_refetch_s: float = 5.0,
+        max_remembered: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ):
         self.jwks_url = jwks_url
         self.cache_seconds = cache_seconds
         self.min_refetch_s = min_refetch_s
+        self.max_remembered = max_remembered
+        self.clock = clock
         self._keys: dict[str, Any] = {}
+        self._jwks: dict[str, Any] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        self._verified: dict[str, AccessClaims] = {}
 
     @classmethod
     def from_jwks(cls, jwks: dict[str, Any]) -> JWKSVerifier:
@@ -46,7 +65,11 @@ class JWKSVerifier:
             async with httpx.AsyncClient(timeout=5) as client:
                 response = await client.get(self.jwks_url)
                 response.raise_for_status()
-            keyset = jwt.PyJWKSet.from_dict(response.json())
+            jwks = response.json()
+            keyset = jwt.PyJWKSet.from_dict(jwks)
+            if jwks != self._jwks:
+                self._verified.clear()
+            self._jwks = jwks
             self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
             self._fetched_at = time.monotonic()
 
@@ -60,6 +83,18 @@ class JWKSVerifier:
         return self._keys[kid]
 
     async def verify(self, token: str) -> AccessClaims:
+        claims = self._verified.get(token)
+        if claims is not None and time.monotonic() - self._fetched_at <= self.cache_seconds:
+            if claims.exp <= self.clock():
+                raise Unauthorized("the access token has expired")
+            return claims
+        claims = await self._verify_signed(token)
+        if len(self._verified) >= self.max_remembered:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = claims
+        return claims
+
+    async def _verify_signed(self, token: str) -> AccessClaims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

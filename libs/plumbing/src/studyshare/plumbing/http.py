@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from studyshare.plumbing.auth import JWKSVerifier
 from studyshare.plumbing.errors import RuleViolation
+from studyshare.plumbing.hot import HotRoute, HotRoutes
 from studyshare.plumbing.logging import (
     bind_correlation_id,
     clear_context,
@@ -53,45 +54,101 @@ def problem(status: int, title: str, detail: str, rule: str | None = None, **ext
 
 class CorrelationMiddleware:
     """Binds `X-Correlation-ID` (or a new one) to the request's logs and events, echoes it back,
-    and records request metrics. Pure ASGI, so it costs little on hot paths."""
+    and records request metrics. Pure ASGI, so it costs little on hot paths.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Every request is counted and timed; the `request.handled` line is written at info level
+    for refusals, failures and slow requests (`slow_s`), at debug level for the rest (a log
+    line per successful read cost about a tenth of a WADO-RS metadata request)."""
+
+    def __init__(self, app: ASGIApp, slow_s: float = 1.0) -> None:
         self.app = app
+        self.slow_s = slow_s
+        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        cid = headers.get(b"x-correlation-id", b"").decode("latin-1")[:128] or str(uuid.uuid4())
+        cid = self.bind(scope)
+        await self.run(self.app, scope, receive, send, cid, time.perf_counter())
+
+    @staticmethod
+    def bind(scope: Scope) -> str:
+        """Bind the request's correlation id (or a new one) to the logs; return it."""
+        cid = ""
+        for name, value in scope.get("headers") or ():
+            if name == b"x-correlation-id":
+                cid = value.decode("latin-1")[:128]
+                break
+        cid = cid or str(uuid.uuid4())
         clear_context()
         bind_correlation_id(cid)
-        started = time.perf_counter()
-        status = {"code": 500}
+        return cid
+
+    async def run(
+        self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, cid: str, started: float
+    ) -> None:
+        """Run `app` for the request, echo the correlation id, count, time and log it."""
+        echo = (b"x-correlation-id", cid.encode("latin-1"))
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-correlation-id", cid.encode())]
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), echo]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await app(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             elapsed = time.perf_counter() - started
-            REQUESTS.labels(scope["method"], template, status["code"]).inc()
-            LATENCY.labels(scope["method"], template).observe(elapsed)
+            count, latency = self._children(scope["method"], template, status)
+            count.inc()
+            latency.observe(elapsed)
             if template not in QUIET_ROUTES:
-                log.info(
+                line = log.info if status >= 400 or elapsed >= self.slow_s else log.debug
+                line(
                     "request.handled",
                     method=scope["method"],
                     route=template,
-                    status=status["code"],
+                    status=status,
                     ms=round(elapsed * 1000, 2),
                 )
+
+    def _children(self, method: str, template: str, status: int) -> tuple[Any, Any]:
+        """The metric children of one (method, route, status), looked up once."""
+        key = (method, template, status)
+        children = self._metrics.get(key)
+        if children is None:
+            children = (
+                REQUESTS.labels(method, template, status),
+                LATENCY.labels(method, template),
+            )
+            self._metrics[key] = children
+        return children
+
+
+class ServiceApp(FastAPI):
+    """FastAPI, with hot routes (`studyshare.plumbing.hot`) tried before the whole stack."""
+
+    hot: HotRoutes | None = None
+    correlation: CorrelationMiddleware | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.hot is not None and scope["type"] == "http":
+            found = self.hot.match(scope)
+            if found is not None:
+                started = time.perf_counter()
+                cid = CorrelationMiddleware.bind(scope)
+                scope["app"] = self
+                response = await self.hot.attempt(*found, scope, receive)
+                if response is not None and self.correlation is not None:
+                    await self.correlation.run(response, scope, receive, send, cid, started)
+                    return
+        await super().__call__(scope, receive, send)
 
 
 def health_router(checks: Sequence[ReadinessCheck]) -> APIRouter:
@@ -124,6 +181,7 @@ def create_app(
     lifespan: Callable[[FastAPI], Any] | None = None,
     readiness: Sequence[ReadinessCheck] = (),
     description: str = "",
+    hot_routes: Sequence[HotRoute] = (),
 ) -> FastAPI:
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
@@ -135,7 +193,7 @@ def create_app(
             async with lifespan(app):
                 yield
 
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=run)
+    app = ServiceApp(title=title, description=description, version="1.0.0", lifespan=run)
     app.add_middleware(CorrelationMiddleware)
 
     @app.exception_handler(RuleViolation)
@@ -169,6 +227,10 @@ def create_app(
         app.include_router(router)
     app.include_router(health_router(readiness))
     install_problem_openapi(app)
+    if hot_routes:
+        app.hot = HotRoutes(hot_routes)
+        app.hot.bind(app.routes)
+        app.correlation = CorrelationMiddleware(app)
     return app
 
 

@@ -26,6 +26,11 @@ class StudyStoreSettings(AccessSettings):
     )
     scp_flush_instances: int = Field(default=200, ge=1)
     stow_max_bytes: int = Field(default=4 * 1024**3, ge=1)
+    instance_cache_ttl_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="WADO-RS keeps a study's instance documents in memory at most this long",
+    )
     anonymization_secret: str = Field(
         default="dev-secret",
         description="HMAC key of patient ID pseudonyms on anonymized shares",

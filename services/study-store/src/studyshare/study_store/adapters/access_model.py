@@ -359,9 +359,7 @@ class InMemoryAccessModel:
             now=self.clock(),
             study=study,
             buckets=tuple(
-                self.buckets[b]
-                for b in sorted(self.buckets_by_study.get(study_uid, ()))
-                if b in self.buckets
+                self.buckets[b] for b in sorted(self.reachable_buckets(subject, study_uid))
             ),
             parents=self.buckets,
             otp_verified_until=self.otp,
@@ -374,6 +372,21 @@ class InMemoryAccessModel:
                 else bool(patient_download)
             ),
         )
+
+    def reachable_buckets(self, subject: Subject, study_uid: str) -> set[str]:
+        """The study's buckets naming the subject, its departments, groups or group colleagues
+        among their recipients (revoked ones too): no other bucket can grant or refuse it
+        (`access_rules.evaluate_grant`), however many others share the study."""
+        of_study = self.buckets_by_study.get(study_uid)
+        found: set[str] = set()
+        if not of_study:
+            return found
+        names = (subject.id, *subject.department_ids, *subject.group_ids, *subject.colleagues)
+        for name in names:
+            theirs = self.buckets_by_recipient.get(name)
+            if theirs:
+                found |= theirs & of_study
+        return {b for b in found if b in self.buckets}
 
     def reference_complies(self, ref: Doc) -> bool:
         """Flagged when issued so, or when it breaks the department's current rule."""

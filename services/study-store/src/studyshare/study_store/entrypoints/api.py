@@ -92,5 +92,6 @@ def create_app() -> FastAPI:
         routers=routers,
         lifespan=lifespan,
         readiness=[mongo_ping, access_model_fresh, kafka_ready(settings.kafka_bootstrap)],
+        hot_routes=dicomweb.HOT_ROUTES,
     )
     return app

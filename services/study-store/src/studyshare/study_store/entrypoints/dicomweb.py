@@ -26,7 +26,7 @@ import json
 import mmap
 import secrets
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -38,11 +38,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
+from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser, current_principal
 from studyshare.plumbing.errors import Forbidden, NotFound, RuleViolation
+from studyshare.plumbing.hot import HotRoute
 from studyshare.plumbing.http import problem_responses
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.blobstore import BlobStore
+from studyshare.study_store.adapters.instance_cache import StudyInstances
 from studyshare.study_store.adapters.instances import InstanceIndex
 from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.anonymize import (
@@ -52,7 +54,7 @@ from studyshare.study_store.domain.anonymize import (
     pseudonym_for,
 )
 from studyshare.study_store.domain.dicom_meta import json_set, json_value, tag_key
-from studyshare.study_store.entrypoints.dependencies import StudyAccess
+from studyshare.study_store.entrypoints.dependencies import StudyAccess, study_access
 from studyshare.study_store.service_layer.ingest import Ingest, Outcome, Upload
 from studyshare.study_store.settings import StudyStoreSettings
 
@@ -61,6 +63,8 @@ log = get_logger(__name__)
 DICOM_JSON = "application/dicom+json"
 OWNING_PATHS = {"department", "owner", "service_desk", "break_the_glass"}
 ANY_JSON: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
+#: WADO-RS answers up to this many bytes of instances from memory, larger ones are streamed
+INLINE_BYTES = 1024 * 1024
 
 
 # --- state -------------------------------------------------------------------------------
@@ -73,6 +77,7 @@ class DicomStores:
     blobs: BlobStore
     index: InstanceIndex
     ingest: Ingest
+    instances: StudyInstances
 
 
 async def install_dicom(
@@ -81,7 +86,10 @@ async def install_dicom(
     """Create the DICOM stores on `app.state.dicom` (call from the app's lifespan)."""
     blobs = BlobStore(settings.blob_dir)
     settings.blob_dir.mkdir(parents=True, exist_ok=True)
-    stores = DicomStores(db, settings, blobs, InstanceIndex(db), Ingest(db, blobs))
+    index = InstanceIndex(db)
+    instances = StudyInstances(index, study_version(app), ttl_s=settings.instance_cache_ttl_s)
+    ingest = Ingest(db, blobs, on_indexed=instances.forget)
+    stores = DicomStores(db, settings, blobs, index, ingest, instances)
     await stores.ingest.ensure_indexes()
     await stores.db["events"].create_index(
         [("aggregate_type", 1), ("payload.study_uid", 1)], name="by_study"
@@ -90,7 +98,18 @@ async def install_dicom(
     return stores
 
 
-def dicom_stores(request: Request) -> DicomStores:
+def study_version(app: FastAPI) -> Callable[[str], Hashable]:
+    """The access model's copy of a study changes with every batch of instances stored."""
+
+    def version(study_uid: str) -> Hashable:
+        studies = getattr(getattr(app.state, "access_model", None), "studies", None)
+        study = studies.get(study_uid) if studies is not None else None
+        return None if study is None else (study.get("seq"), study.get("instance_count"))
+
+    return version
+
+
+async def dicom_stores(request: Request) -> DicomStores:
     return request.app.state.dicom
 
 
@@ -203,23 +222,33 @@ def anonymized_bytes(stores: DicomStores, doc: dict[str, Any], key: Anonymizatio
 
 def multipart_dicom(
     stores: DicomStores, docs: list[dict[str, Any]], key: AnonymizationKey | None
-) -> StreamingResponse:
+) -> Response:
+    """The instances as multipart/related: small ones (up to `INLINE_BYTES` in all, as
+    received) read at once into one body with a length; others streamed (read in a thread)."""
     boundary = secrets.token_hex(16)
+    media_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+    def head(doc: dict[str, Any]) -> bytes:
+        return (
+            f"--{boundary}\r\nContent-Type: application/dicom; "
+            f"transfer-syntax={doc.get('transfer_syntax', '')}\r\n\r\n"
+        ).encode()
+
+    tail = f"--{boundary}--\r\n".encode()
+    if key is None and sum(doc.get("size") or INLINE_BYTES for doc in docs) <= INLINE_BYTES:
+        parts = []
+        for doc in docs:
+            parts += [head(doc), stores.blobs.read(doc["path"]), b"\r\n"]
+        return Response(b"".join([*parts, tail]), media_type=media_type)
 
     def body() -> Iterator[bytes]:
         for doc in docs:
-            yield (
-                f"--{boundary}\r\nContent-Type: application/dicom; "
-                f"transfer-syntax={doc.get('transfer_syntax', '')}\r\n\r\n"
-            ).encode()
+            yield head(doc)
             yield from served_bytes(stores, doc, key)
             yield b"\r\n"
-        yield f"--{boundary}--\r\n".encode()
+        yield tail
 
-    return StreamingResponse(
-        body(),
-        media_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
-    )
+    return StreamingResponse(body(), media_type=media_type)
 
 
 def multipart_frames(frames: list[tuple[str, bytes]]) -> Response:
@@ -263,9 +292,9 @@ async def visible_instances(
     study_uid: str,
     series_uid: str | None = None,
     sop_uid: str | None = None,
-    with_meta: bool = True,
 ) -> list[dict[str, Any]]:
-    docs = await stores.index.instances_of(study_uid, series_uid, sop_uid, with_meta=with_meta)
+    """The instance documents the decision lets the caller see (shared: do not change them)."""
+    docs = await stores.instances.instances_of(study_uid, series_uid, sop_uid)
     docs = [d for d in docs if may_see(d, decision)]
     if not docs:
         raise ObjectNotFound("no such object in this study")
@@ -730,9 +759,7 @@ async def _retrieve(
     sop_uid: str | None = None,
 ) -> Response:
     require_images(decision)
-    docs = await visible_instances(
-        stores, decision, study_uid, series_uid, sop_uid, with_meta=False
-    )
+    docs = await visible_instances(stores, decision, study_uid, series_uid, sop_uid)
     key = await study_key(stores, decision, study_uid)
     await record_access(request, decision, principal, "instances")
     return multipart_dicom(stores, docs, key)
@@ -752,7 +779,17 @@ async def _metadata(
     key = await study_key(stores, decision, study_uid)
     base = base_url(request)
     await record_access(request, decision, principal, "metadata")
-    return json_response([metadata_of(doc, base, key) for doc in docs])
+    if key is not None:
+        return json_response([metadata_of(doc, base, key) for doc in docs])
+    parts = [
+        stores.instances.rendered(
+            study_uid,
+            ("metadata", base, doc["_id"]),
+            lambda doc=doc: json.dumps(metadata_of(doc, base, None)).encode(),
+        )
+        for doc in docs
+    ]
+    return Response(b"[" + b", ".join(parts) + b"]", media_type=DICOM_JSON)
 
 
 @router.get(
@@ -855,6 +892,56 @@ async def instance_metadata(
     decision: StudyAccess,
 ) -> Response:
     return await _metadata(request, stores, principal, decision, study_uid, series_uid, sop_uid)
+
+
+# --- hot routes: the same reads without FastAPI's stack (`studyshare.plumbing.hot`) ----------
+
+
+async def _hot_read(request: Request, read, study_uid: str, *uids: str) -> Response:
+    principal = await current_principal(request)
+    decision = await study_access(study_uid, principal, request)
+    return await read(request, request.app.state.dicom, principal, decision, study_uid, *uids)
+
+
+async def hot_retrieve_study(request: Request, study_uid: str) -> Response:
+    return await _hot_read(request, _retrieve, study_uid)
+
+
+async def hot_study_metadata(request: Request, study_uid: str) -> Response:
+    return await _hot_read(request, _metadata, study_uid)
+
+
+async def hot_series_metadata(request: Request, study_uid: str, series_uid: str) -> Response:
+    return await _hot_read(request, _metadata, study_uid, series_uid)
+
+
+async def hot_instance_metadata(
+    request: Request, study_uid: str, series_uid: str, sop_uid: str
+) -> Response:
+    return await _hot_read(request, _metadata, study_uid, series_uid, sop_uid)
+
+
+async def hot_retrieve_series(request: Request, study_uid: str, series_uid: str) -> Response:
+    return await _hot_read(request, _retrieve, study_uid, series_uid)
+
+
+async def hot_retrieve_instance(
+    request: Request, study_uid: str, series_uid: str, sop_uid: str
+) -> Response:
+    return await _hot_read(request, _retrieve, study_uid, series_uid, sop_uid)
+
+
+STUDY = "/dicomweb/studies/{study_uid}"
+SERIES = STUDY + "/series/{series_uid}"
+INSTANCE = SERIES + "/instances/{sop_uid}"
+HOT_ROUTES = [
+    HotRoute(STUDY, hot_retrieve_study),
+    HotRoute(STUDY + "/metadata", hot_study_metadata),
+    HotRoute(SERIES + "/metadata", hot_series_metadata),
+    HotRoute(INSTANCE + "/metadata", hot_instance_metadata),
+    HotRoute(SERIES, hot_retrieve_series),
+    HotRoute(INSTANCE, hot_retrieve_instance),
+]
 
 
 # --- frames and rendered -----------------------------------------------------------------
@@ -995,9 +1082,7 @@ async def _one_instance(
     stores: DicomStores, decision: AccessDecision, study_uid: str, series_uid: str, sop_uid: str
 ) -> dict[str, Any]:
     require_images(decision)
-    docs = await visible_instances(
-        stores, decision, study_uid, series_uid, sop_uid, with_meta=False
-    )
+    docs = await visible_instances(stores, decision, study_uid, series_uid, sop_uid)
     return docs[0]
 
 
@@ -1145,9 +1230,7 @@ async def _thumbnail(
     import anyio
 
     require_images(decision)
-    docs = await visible_instances(
-        stores, decision, study_uid, series_uid, sop_uid, with_meta=False
-    )
+    docs = await visible_instances(stores, decision, study_uid, series_uid, sop_uid)
     images = [d for d in docs if d.get("has_pixels") and d.get("kind") == "image"]
     if not images:
         raise NotRenderable("nothing in this selection has pixel data")

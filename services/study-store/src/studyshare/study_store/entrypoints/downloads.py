@@ -136,7 +136,7 @@ async def download_study(
     require_images(decision)
     if not decision.download:
         raise DownloadNotAllowed("download was not allowed for this study")
-    docs = await visible_instances(stores, decision, study_uid, with_meta=False)
+    docs = await visible_instances(stores, decision, study_uid)
     key = await study_key(stores, decision, study_uid)
     await record_access(request, decision, principal, "download")
     body = (

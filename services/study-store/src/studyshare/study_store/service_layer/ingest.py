@@ -224,11 +224,18 @@ async def load_studies(
 class Ingest:
     """Stores uploads: blobs first, then index and events in one transaction."""
 
-    def __init__(self, db: AsyncDatabase, blobs: BlobStore) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        blobs: BlobStore,
+        on_indexed: Callable[[str], None] | None = None,
+    ) -> None:
         self.db = db
         self.blobs = blobs
         self.index = InstanceIndex(db)
         self.store = EventStore(db)
+        #: told each study uid whose instances a batch indexed (after its transaction ended)
+        self.on_indexed = on_indexed
 
     async def ensure_indexes(self) -> None:
         await self.store.ensure_indexes()
@@ -354,6 +361,22 @@ class Ingest:
         `extra_events(session)` decides further events inside the same transaction."""
         if not parsed and extra_events is None:
             return set()
+        try:
+            return await self._index_retried(upload, parsed, paths, kind, bucket_id, extra_events)
+        finally:
+            if self.on_indexed is not None:
+                for study_uid in {p.facts.study_uid for p in parsed}:
+                    self.on_indexed(study_uid)
+
+    async def _index_retried(
+        self,
+        upload: Upload,
+        parsed: Sequence[Parsed],
+        paths: dict[str, str],
+        kind: str | None,
+        bucket_id: str | None,
+        extra_events: ExtraEvents | None,
+    ) -> set[str]:
         for attempt in range(8):
             try:
                 async with self.db.client.start_session() as session:
