@@ -363,6 +363,8 @@ def platform_figures(only: frozenset[str]) -> list[Figure]:
             "--http",
             "httptools",
             "--no-access-log",
+            "--timeout-keep-alive",
+            "75",
             "--log-level",
             "warning",
         ],

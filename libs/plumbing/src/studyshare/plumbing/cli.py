@@ -79,6 +79,7 @@ class ServiceCLI:
             port=port or settings.http_port,
             log_config=None,
             access_log=False,
+            timeout_keep_alive=settings.http_keep_alive_s,
             loop="uvloop",
             http="httptools",
         )

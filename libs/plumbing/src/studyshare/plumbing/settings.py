@@ -30,6 +30,13 @@ class ServiceSettings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    http_keep_alive_s: int = Field(
+        default=75,
+        ge=1,
+        description="how long an idle keep-alive connection stays open; longer than the idle "
+        "time of the proxy in front (gateway 30 s, ingress-nginx 60 s), so that the proxy, not "
+        "the service, closes it and never sends a request into a connection being closed",
+    )
     public_base_url: str = "http://127.0.0.1:8080"
 
     jwks_url: str = "http://127.0.0.1:8101/.well-known/jwks.json"
