@@ -55,3 +55,15 @@ def test_policy_of_a_department_without_one_is_the_documented_default():
     assert (policy.default_validity_days, policy.unlimited_allowed) == (30, True)
     assert policy.hipaa_confirmation_required and country == "us"
     assert policy_of(None)[0].hipaa_confirmation_required is False
+
+
+def test_buckets_held_directly_and_through_a_group_merge_newest_first_once():
+    from datetime import UTC, datetime
+
+    from studyshare.share.service_layer.handlers import newest_first
+
+    day = [datetime(2026, 1, d, tzinfo=UTC) for d in (1, 2, 3)]
+    direct = [{"_id": "b3", "shared_at": day[2]}, {"_id": "b1", "shared_at": day[0]}]
+    via_group = [{"_id": "b2", "shared_at": day[1]}, {"_id": "b1", "shared_at": day[0]}]
+    merged = newest_first(direct + via_group + [{"_id": "b0", "shared_at": None}])
+    assert [d["_id"] for d in merged] == ["b3", "b2", "b1", "b0"]

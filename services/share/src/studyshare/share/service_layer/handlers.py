@@ -405,8 +405,13 @@ class ShareService:
         label: str | None = None,
     ) -> list[dict[str, Any]]:
         now = self.clock()
-        keys = await self._holder_keys(principal)
-        docs = await self.readmodel.held_by(keys, now)
+        own = [principal.sub, *principal.department_ids]
+        groups, docs = await asyncio.gather(  # the user's groups while their own buckets load
+            self.directory.groups_of(principal.sub), self.readmodel.held_by(own, now)
+        )
+        keys = [principal.sub, *groups, *principal.department_ids]
+        if groups:
+            docs = newest_first(docs + await self.readmodel.held_by(groups, now))
         uids = sorted({u for d in docs for u in d["active_study_uids"]})
         studies, opened, senders = await asyncio.gather(  # independent reads
             self.directory.studies(uids),
@@ -664,6 +669,14 @@ class ShareService:
 
     async def share_preferences(self, principal: AccessClaims) -> SharePreferences:
         return await self.preferences.get(f"pref_{principal.sub}")
+
+
+def newest_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bucket views without duplicates, the latest shared first."""
+    unique = {d["_id"]: d for d in docs}.values()
+    return sorted(
+        unique, key=lambda d: (d["shared_at"] is not None, d["shared_at"] or 0), reverse=True
+    )
 
 
 def resolve_recipients(
