@@ -12,10 +12,13 @@ class CommandCounter(monitoring.CommandListener):
     def __init__(self) -> None:
         self.database: str | None = None
         self.commands: list[str] = []
+        self.finds: list[str] = []  # the collection of each `find`
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if self.database and event.database_name in (self.database, "admin"):
             self.commands.append(event.command_name)
+            if event.command_name == "find":
+                self.finds.append(str(event.command["find"]))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -29,7 +32,12 @@ monitoring.register(COUNTER)  # applies to the clients created after import, the
 
 
 async def test_a_share_reads_the_directory_once_and_writes_in_one_transaction(env):
-    await env.share()  # the sender's preferences are remembered by the first share
+    COUNTER.database, COUNTER.finds = env.db.name, []
+    try:
+        await env.share()  # the sender's preferences are remembered by the first share
+    finally:
+        COUNTER.database = None
+    assert COUNTER.finds.count("events") == 1, COUNTER.finds  # read once, not again to write
     await env.service.directory.pointer.current()  # the generation pointer is cached
     COUNTER.database, COUNTER.commands = env.db.name, []
     try:

@@ -235,6 +235,7 @@ class ShareService:
                 lambda p: p.remember(principal.sub, two_factor, send_mail),
                 actor_of(principal),
                 retries=50,
+                loaded=prefs,
             )
         added: list[str] = []
         if favorites:
