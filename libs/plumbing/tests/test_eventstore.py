@@ -60,6 +60,28 @@ async def test_repository_retries_so_concurrent_commands_all_land_in_order(mongo
     assert bucket.failures == 5
 
 
+async def test_execute_decides_first_on_the_aggregate_the_caller_loaded(mongo_db):
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    repo = Repository(store, FailureCounter)
+    await repo.execute("bkt_5", FailureCounter.fail, Actor(id="r"))
+    stale = await repo.get("bkt_5")
+    await repo.execute("bkt_5", FailureCounter.fail, Actor(id="r"))
+    decided_on: list[int] = []
+
+    def fail(counter: FailureCounter) -> list[OTPFailed]:
+        decided_on.append(counter.version)
+        return counter.fail()
+
+    bucket, _ = await repo.execute("bkt_5", fail, Actor(id="r"), loaded=stale)
+    assert decided_on == [1, 2]  # the stale copy lost the race: reloaded and decided again
+    assert (bucket.version, bucket.failures) == (3, 3)
+    fresh = await repo.get("bkt_5")
+    await repo.execute("bkt_5", fail, Actor(id="r"), loaded=fresh)
+    assert decided_on == [1, 2, 3]
+    assert (await repo.get("bkt_5")).failures == 4
+
+
 async def test_loaded_events_keep_their_envelope(mongo_db):
     store = EventStore(mongo_db)
     await store.ensure_indexes()

@@ -78,10 +78,16 @@ class Repository(Generic[A]):
         causation_id: str | None = None,
         retries: int = 5,
         session: AsyncClientSession | None = None,
+        loaded: A | None = None,
     ) -> tuple[A, list[EventEnvelope]]:
-        """Load, decide, append; on a concurrent write reload and decide again."""
+        """Load, decide, append; on a concurrent write reload and decide again. `loaded`, the
+        aggregate as the caller just read it, spares the first load (not to be decided on
+        again: it is changed in place when the append succeeds)."""
         for attempt in range(retries + 1):
-            aggregate = await self.get(aggregate_id, session)
+            if attempt == 0 and loaded is not None:
+                aggregate = loaded
+            else:
+                aggregate = await self.get(aggregate_id, session)
             events = list(decide(aggregate))
             envelopes = [
                 envelope_for(

@@ -90,6 +90,10 @@ class BucketReadModel:
         except DuplicateKeyError:
             pass  # a newer rendering is stored already
 
+    async def insert(self, bucket: Bucket, session: AsyncClientSession | None = None) -> None:
+        """The first rendering of a new bucket (written with its first event)."""
+        await self.buckets.insert_one(render(bucket), session=session)
+
     async def render_from_store(self, store: EventStore, bucket_id: str) -> None:
         bucket = Bucket.rehydrate(bucket_id, await store.load(bucket_id))
         if bucket.shared is not None:
@@ -187,16 +191,20 @@ class DirectoryReader:
 
     async def policy(self, department_id: str | None) -> tuple[DepartmentPolicy, str | None]:
         """The department's policy (documented defaults when it set none) and its country."""
-        doc = await self._one("departments", department_id) if department_id else None
-        policy = (doc or {}).get("policy") or {}
-        country = (doc or {}).get("country")
-        return (
-            DepartmentPolicy(
-                default_validity_days=policy.get("default_validity_days", 30),
-                max_validity_days=policy.get("max_validity_days"),
-                unlimited_allowed=policy.get("unlimited_allowed", True),
-                hipaa_confirmation_required=bool(policy.get("hipaa_confirmation_required"))
-                or country == "us",
-            ),
-            country,
-        )
+        return policy_of(await self._one("departments", department_id) if department_id else None)
+
+
+def policy_of(department: dict[str, Any] | None) -> tuple[DepartmentPolicy, str | None]:
+    """A department's policy (documented defaults when it set none) and its country."""
+    policy = (department or {}).get("policy") or {}
+    country = (department or {}).get("country")
+    return (
+        DepartmentPolicy(
+            default_validity_days=policy.get("default_validity_days", 30),
+            max_validity_days=policy.get("max_validity_days"),
+            unlimited_allowed=policy.get("unlimited_allowed", True),
+            hipaa_confirmation_required=bool(policy.get("hipaa_confirmation_required"))
+            or country == "us",
+        ),
+        country,
+    )

@@ -26,6 +26,7 @@ from studyshare.share.adapters.readmodel import (
     BucketReadModel,
     DirectoryReader,
     effective_report_access,
+    policy_of,
 )
 from studyshare.share.domain import rules
 from studyshare.share.domain.model import (
@@ -127,35 +128,29 @@ class ShareService:
             raise rules.BucketNotFound(f"no bucket {bucket_id}")
         return bucket
 
+    async def _directory_facts(
+        self,
+        inputs: Sequence[RecipientInput],
+        users: Sequence[str] = (),
+        departments: Sequence[str] = (),
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """The directory entries of these recipients (plus `users` and `departments`), by
+        kind, read concurrently."""
+        ids = {
+            kind: sorted({r.id for r in inputs if r.kind == kind and r.id})
+            for kind in ("user", "group", "department")
+        }
+        found = await asyncio.gather(  # independent reads
+            self.directory.users(sorted(set(ids["user"]) | set(users))),
+            self.directory.groups(ids["group"]),
+            self.directory.departments(sorted(set(ids["department"]) | set(departments))),
+        )
+        return dict(zip(("user", "group", "department"), found, strict=True))
+
     async def _resolve_recipients(
         self, inputs: Sequence[RecipientInput]
     ) -> tuple[RecipientRef, ...]:
-        ids = {
-            kind: [r.id for r in inputs if r.kind == kind and r.id]
-            for kind in ("user", "group", "department")
-        }
-        known = {
-            "user": await self.directory.users(ids["user"]),
-            "group": await self.directory.groups(ids["group"]),
-            "department": await self.directory.departments(ids["department"]),
-        }
-        resolved: dict[tuple[str, str], RecipientRef] = {}
-        for r in inputs:
-            if r.kind == "email":
-                if not r.email:
-                    raise rules.RecipientNotKnown("an email recipient needs an email address")
-                email = r.email.strip().lower()
-                ref = RecipientRef(
-                    recipient_id=f"email:{email}", kind="email", email=email, language=r.language
-                )
-            else:
-                doc = known[r.kind].get(r.id or "")
-                if doc is None or doc.get("active") is False:
-                    raise rules.RecipientNotKnown(f"unknown {r.kind} recipient {r.id!r}")
-                language = doc.get("language") if r.kind == "user" else r.language
-                ref = RecipientRef(recipient_id=r.id, kind=r.kind, language=language)  # type: ignore[arg-type]
-            resolved.setdefault((ref.kind, ref.recipient_id), ref)
-        return tuple(resolved.values())
+        return resolve_recipients(inputs, await self._directory_facts(inputs))
 
     async def _save(self, bucket: Bucket) -> None:
         await self.readmodel.save(bucket)
@@ -169,7 +164,11 @@ class ShareService:
         parent: Bucket | None = None
         if cmd.parent_bucket_id:
             parent = await self._load(cmd.parent_bucket_id)
-        studies = await self.directory.studies(study_uids)
+        studies, known, prefs = await asyncio.gather(  # independent reads
+            self.directory.studies(study_uids),
+            self._directory_facts(cmd.recipients, [principal.sub], principal.department_ids),
+            self.preferences.get(f"pref_{principal.sub}"),
+        )
         if cmd.include_uploaded_together and studies:
             batches = [s["upload_batch_id"] for s in studies.values() if s.get("upload_batch_id")]
             for uid in await self.directory.uploaded_together(batches):
@@ -192,15 +191,17 @@ class ShareService:
             sending_department = parent.sending_department_id
         else:
             sending_department = studies[study_uids[0]].get("department_id") if study_uids else None
-        recipients = await self._resolve_recipients(cmd.recipients)
+        recipients = resolve_recipients(cmd.recipients, known)
         favorites = [r for r in recipients if r.recipient_id in set(cmd.add_to_favorites)]
         missing = set(cmd.add_to_favorites) - {r.recipient_id for r in recipients}
         if missing:
             raise rules.FavoriteNotARecipient(f"not among the recipients: {sorted(missing)}")
-        prefs = await self.preferences.get(f"pref_{principal.sub}")
         two_factor = prefs.two_factor if cmd.two_factor is None else cmd.two_factor
         send_mail = prefs.send_mail if cmd.send_mail is None else cmd.send_mail
-        policy, _country = await self.directory.policy(sending_department)
+        if sending_department in known["department"]:
+            policy, _country = policy_of(known["department"][sending_department])
+        else:
+            policy, _country = await self.directory.policy(sending_department)
         request = ShareRequest(
             bucket_id=new_id("bkt"),
             sender_id=principal.sub,
@@ -234,6 +235,7 @@ class ShareService:
                 lambda p: p.remember(principal.sub, two_factor, send_mail),
                 actor_of(principal),
                 retries=50,
+                loaded=prefs,
             )
         added: list[str] = []
         if favorites:
@@ -244,7 +246,7 @@ class ShareService:
                 retries=50,
             )
             added = [e.payload["favorite_id"] for e in envelopes]
-        confirmation = await self.confirmation(bucket)
+        confirmation = confirmation_of(bucket, studies, known)
         log.info(
             "bucket.shared",
             bucket_id=bucket.id,
@@ -310,7 +312,7 @@ class ShareService:
             bucket = Bucket(shared.bucket_id)
             bucket.apply(shared)
             bucket.shared_at = now
-            await self.readmodel.save(bucket, session=session)
+            await self.readmodel.insert(bucket, session=session)
             return bucket
 
         async with self.db.client.start_session() as session:
@@ -355,71 +357,6 @@ class ShareService:
             base["valid_until"] = None
         base.update({k: v for k, v in overrides.items() if v is not None})
         return await self.share(principal, ShareCommand(**base))
-
-    async def confirmation(self, bucket: Bucket) -> dict[str, Any]:
-        """What was shared with whom until when, as structured data."""
-        s = bucket.s
-        studies, users, groups, departments = await asyncio.gather(  # independent reads
-            self.directory.studies(list(s.study_uids)),
-            self.directory.users(
-                [r.recipient_id for r in s.recipients if r.kind == "user"] + [s.sender_id]
-            ),
-            self.directory.groups([r.recipient_id for r in s.recipients if r.kind == "group"]),
-            self.directory.departments(
-                [r.recipient_id for r in s.recipients if r.kind == "department"]
-            ),
-        )
-        names = {
-            **{k: v.get("name") for k, v in users.items()},
-            **{k: v.get("name") for k, v in groups.items()},
-            **{k: v.get("name") for k, v in departments.items()},
-        }
-        notes = []
-        if s.anonymize and s.access_level != "images":
-            notes.append("Anonymized: the report is never accessible, whatever the access level.")
-        if s.two_factor:
-            notes.append("Two-factor: recipients must enter a code sent by SMS before access.")
-        if not s.send_mail:
-            notes.append("No e-mail is sent to the recipients.")
-        return {
-            "bucket_id": bucket.id,
-            "parent_bucket_id": s.parent_bucket_id,
-            "sender": {"id": s.sender_id, "name": names.get(s.sender_id)},
-            "studies": [
-                {
-                    "study_uid": uid,
-                    "description": studies.get(uid, {}).get("description"),
-                    "study_date": studies.get(uid, {}).get("study_date"),
-                    "patient_initials": "Anonymous"
-                    if s.anonymize
-                    else studies.get(uid, {}).get("patient_initials"),
-                }
-                for uid in s.study_uids
-            ],
-            "recipients": [
-                {
-                    "id": r.recipient_id,
-                    "kind": r.kind,
-                    "name": names.get(r.recipient_id) or r.email,
-                    "language": r.language,
-                }
-                for r in s.recipients
-            ],
-            "access_level": s.access_level,
-            "report_access": effective_report_access(bucket),
-            "valid_until": s.valid_until,
-            "unlimited": s.unlimited,
-            "language": s.language,
-            "anonymize": s.anonymize,
-            "allow_further_sharing": s.allow_further_sharing,
-            "allow_download": s.allow_download,
-            "two_factor": s.two_factor,
-            "send_mail": s.send_mail,
-            "urgent": s.urgent,
-            "label": s.label.model_dump() if s.label else None,
-            "message": s.message,
-            "notes": notes,
-        }
 
     # ------------------------------------------------------------------ views
     async def may_administer(self, principal: AccessClaims, bucket: Bucket | dict) -> bool:
@@ -469,8 +406,13 @@ class ShareService:
         label: str | None = None,
     ) -> list[dict[str, Any]]:
         now = self.clock()
-        keys = await self._holder_keys(principal)
-        docs = await self.readmodel.held_by(keys, now)
+        own = [principal.sub, *principal.department_ids]
+        groups, docs = await asyncio.gather(  # the user's groups while their own buckets load
+            self.directory.groups_of(principal.sub), self.readmodel.held_by(own, now)
+        )
+        keys = [principal.sub, *groups, *principal.department_ids]
+        if groups:
+            docs = newest_first(docs + await self.readmodel.held_by(groups, now))
         uids = sorted({u for d in docs for u in d["active_study_uids"]})
         studies, opened, senders = await asyncio.gather(  # independent reads
             self.directory.studies(uids),
@@ -728,6 +670,99 @@ class ShareService:
 
     async def share_preferences(self, principal: AccessClaims) -> SharePreferences:
         return await self.preferences.get(f"pref_{principal.sub}")
+
+
+def newest_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bucket views without duplicates, the latest shared first."""
+    unique = {d["_id"]: d for d in docs}.values()
+    return sorted(
+        unique, key=lambda d: (d["shared_at"] is not None, d["shared_at"] or 0), reverse=True
+    )
+
+
+def resolve_recipients(
+    inputs: Sequence[RecipientInput], known: dict[str, dict[str, dict[str, Any]]]
+) -> tuple[RecipientRef, ...]:
+    """The recipients as references, refusing unknown or inactive users, groups, departments."""
+    resolved: dict[tuple[str, str], RecipientRef] = {}
+    for r in inputs:
+        if r.kind == "email":
+            if not r.email:
+                raise rules.RecipientNotKnown("an email recipient needs an email address")
+            email = r.email.strip().lower()
+            ref = RecipientRef(
+                recipient_id=f"email:{email}", kind="email", email=email, language=r.language
+            )
+        else:
+            doc = known[r.kind].get(r.id or "")
+            if doc is None or doc.get("active") is False:
+                raise rules.RecipientNotKnown(f"unknown {r.kind} recipient {r.id!r}")
+            language = doc.get("language") if r.kind == "user" else r.language
+            ref = RecipientRef(recipient_id=r.id, kind=r.kind, language=language)  # type: ignore[arg-type]
+        resolved.setdefault((ref.kind, ref.recipient_id), ref)
+    return tuple(resolved.values())
+
+
+def confirmation_of(
+    bucket: Bucket,
+    studies: dict[str, dict[str, Any]],
+    known: dict[str, dict[str, dict[str, Any]]],
+) -> dict[str, Any]:
+    """The confirmation from the directory entries already read (studies, and users, groups,
+    departments by kind, including the sender)."""
+    s = bucket.s
+    users, groups, departments = known["user"], known["group"], known["department"]
+    names = {
+        **{k: v.get("name") for k, v in users.items()},
+        **{k: v.get("name") for k, v in groups.items()},
+        **{k: v.get("name") for k, v in departments.items()},
+    }
+    notes = []
+    if s.anonymize and s.access_level != "images":
+        notes.append("Anonymized: the report is never accessible, whatever the access level.")
+    if s.two_factor:
+        notes.append("Two-factor: recipients must enter a code sent by SMS before access.")
+    if not s.send_mail:
+        notes.append("No e-mail is sent to the recipients.")
+    return {
+        "bucket_id": bucket.id,
+        "parent_bucket_id": s.parent_bucket_id,
+        "sender": {"id": s.sender_id, "name": names.get(s.sender_id)},
+        "studies": [
+            {
+                "study_uid": uid,
+                "description": studies.get(uid, {}).get("description"),
+                "study_date": studies.get(uid, {}).get("study_date"),
+                "patient_initials": "Anonymous"
+                if s.anonymize
+                else studies.get(uid, {}).get("patient_initials"),
+            }
+            for uid in s.study_uids
+        ],
+        "recipients": [
+            {
+                "id": r.recipient_id,
+                "kind": r.kind,
+                "name": names.get(r.recipient_id) or r.email,
+                "language": r.language,
+            }
+            for r in s.recipients
+        ],
+        "access_level": s.access_level,
+        "report_access": effective_report_access(bucket),
+        "valid_until": s.valid_until,
+        "unlimited": s.unlimited,
+        "language": s.language,
+        "anonymize": s.anonymize,
+        "allow_further_sharing": s.allow_further_sharing,
+        "allow_download": s.allow_download,
+        "two_factor": s.two_factor,
+        "send_mail": s.send_mail,
+        "urgent": s.urgent,
+        "label": s.label.model_dump() if s.label else None,
+        "message": s.message,
+        "notes": notes,
+    }
 
 
 def confirmation_text(c: dict[str, Any]) -> str:
