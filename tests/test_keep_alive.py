@@ -8,6 +8,7 @@ keep an idle connection longer than the proxy does (`STUDYSHARE_HTTP_KEEP_ALIVE_
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from urllib.parse import urlsplit
@@ -19,14 +20,20 @@ IDLE_S = 6.5
 
 
 def exchange(conn: socket.socket, host: str) -> bytes:
+    """One GET /healthz on `conn`: the whole answer (head and `Content-Length` body), or what
+    arrived before the service closed the connection."""
     conn.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
     answer = b""
-    while b"\r\n\r\n" not in answer:
+    while True:
+        head, sep, body = answer.partition(b"\r\n\r\n")
+        if sep:
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if length and len(body) >= int(length.group(1)):
+                return answer
         chunk = conn.recv(4096)
         if not chunk:
-            break
+            return answer
         answer += chunk
-    return answer
 
 
 def test_a_service_keeps_an_idle_connection_longer_than_the_gateway_does(

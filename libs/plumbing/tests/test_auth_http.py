@@ -177,3 +177,29 @@ async def test_an_unexpected_error_is_a_500_problem_without_its_text():
     body = response.json()
     assert body["status"] == 500 and "corr-500" in body["detail"]
     assert "Doe" not in response.text and "MongoDB" not in response.text
+
+
+async def test_commands_are_logged_at_info_and_successful_reads_at_debug():
+    from structlog.testing import capture_logs
+
+    router = APIRouter()
+
+    @router.get("/things")
+    async def things() -> dict:
+        return {}
+
+    @router.post("/things", status_code=201)
+    async def add_thing() -> dict:
+        return {}
+
+    app = create_app(ServiceSettings(), title="demo", routers=[router])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        with capture_logs() as logs:
+            assert (await client.get("/things")).status_code == 200
+            assert (await client.post("/things")).status_code == 201
+            assert (await client.get("/nothing")).status_code == 404
+    handled = [
+        (e["method"], e["status"], e["log_level"]) for e in logs if e["event"] == "request.handled"
+    ]
+    assert handled == [("GET", 200, "debug"), ("POST", 201, "info"), ("GET", 404, "info")]

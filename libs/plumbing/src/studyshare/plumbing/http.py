@@ -52,13 +52,18 @@ def problem(status: int, title: str, detail: str, rule: str | None = None, **ext
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
+#: methods whose successful, fast answers are logged at debug level only
+READS = frozenset({"GET", "HEAD"})
+
+
 class CorrelationMiddleware:
     """Binds `X-Correlation-ID` (or a new one) to the request's logs and events, echoes it back,
     and records request metrics. Pure ASGI, so it costs little on hot paths.
 
     Every request is counted and timed; the `request.handled` line is written at info level
-    for refusals, failures and slow requests (`slow_s`), at debug level for the rest (a log
-    line per successful read cost about a tenth of a WADO-RS metadata request)."""
+    for commands (any method but GET and HEAD), refusals, failures and slow requests (`slow_s`),
+    at debug level for successful reads (a log line per read cost about a tenth of a WADO-RS
+    metadata request; reads of studies are in the study logging anyway)."""
 
     def __init__(self, app: ASGIApp, slow_s: float = 1.0) -> None:
         self.app = app
@@ -109,7 +114,8 @@ class CorrelationMiddleware:
             count.inc()
             latency.observe(elapsed)
             if template not in QUIET_ROUTES:
-                line = log.info if status >= 400 or elapsed >= self.slow_s else log.debug
+                quiet = scope["method"] in READS and status < 400 and elapsed < self.slow_s
+                line = log.debug if quiet else log.info
                 line(
                     "request.handled",
                     method=scope["method"],
