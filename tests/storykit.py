@@ -195,6 +195,10 @@ class Gateway:
         except NotYet:
             return last[0]
 
+    def shared(self, by: Person, **body: Any) -> str:
+        """Share, expecting it to be accepted; the new bucket's id."""
+        return ok(self.share(by, **body), 201)["bucket_id"]
+
     def request_otp(self, who: Person, bucket_id: str) -> str:
         """Ask for a one-time code and read it from the SMS sent to the registered mobile."""
         before = {s["id"] for s in self.sms_to(who.mobile)}

@@ -282,19 +282,16 @@ def test_colleague_enters_four_wrong_otps_then_the_right_one_and_sees_images_not
     study = upload(api, cast, "CT abdomen")
     uid = study.study_uid
     write_report(api, cast.sender, uid, "No abnormalities.")
-    bucket_id = ok(
-        api.share(
-            cast.sender,
-            study_uids=[uid],
-            recipients=[user(cast.colleague)],
-            access_level="images_report_read",
-            two_factor=True,
-            anonymize=True,
-            send_mail=False,
-            message="Please compare with the previous exam.",
-        ),
-        201,
-    )["bucket_id"]
+    bucket_id = api.shared(
+        cast.sender,
+        study_uids=[uid],
+        recipients=[user(cast.colleague)],
+        access_level="images_report_read",
+        two_factor=True,
+        anonymize=True,
+        send_mail=False,
+        message="Please compare with the previous exam.",
+    )
     colleague = cast.colleague
 
     def message_state() -> str | None:
@@ -380,17 +377,14 @@ def test_third_party_five_wrong_otps_lock_the_bucket_until_the_department_admin_
     api: Gateway, cast: SimpleNamespace
 ):
     uid = upload(api, cast, "CT brain").study_uid
-    bucket_id = ok(
-        api.share(
-            cast.sender,
-            study_uids=[uid],
-            recipients=[user(cast.colleague), {"kind": "group", "id": cast.group_id}],
-            access_level="images_report_read",
-            two_factor=True,
-            send_mail=False,
-        ),
-        201,
-    )["bucket_id"]
+    bucket_id = api.shared(
+        cast.sender,
+        study_uids=[uid],
+        recipients=[user(cast.colleague), {"kind": "group", "id": cast.group_id}],
+        access_level="images_report_read",
+        two_factor=True,
+        send_mail=False,
+    )
     colleague, third = cast.colleague, cast.third
     ok(api.verify_otp(colleague, bucket_id, api.request_otp(colleague, bucket_id)))
     wait_for(lambda: api.study(colleague, uid).status_code == 200, "the colleague's access")
@@ -469,17 +463,14 @@ def test_sender_revokes_and_access_ends_within_the_staleness_bound(
 ):
     uid = upload(api, cast, "X-ray hand").study_uid
     write_report(api, cast.sender, uid, "Fracture of the fifth metacarpal.")
-    bucket_id = ok(
-        api.share(
-            cast.sender,
-            study_uids=[uid],
-            recipients=[user(cast.colleague), {"kind": "group", "id": cast.group_id}],
-            access_level="images_report_read",
-            two_factor=False,
-            send_mail=False,
-        ),
-        201,
-    )["bucket_id"]
+    bucket_id = api.shared(
+        cast.sender,
+        study_uids=[uid],
+        recipients=[user(cast.colleague), {"kind": "group", "id": cast.group_id}],
+        access_level="images_report_read",
+        two_factor=False,
+        send_mail=False,
+    )
     colleague, member = cast.colleague, cast.member
     for person in (colleague, member):
         wait_for(lambda p=person: api.study(p, uid).status_code == 200, "the grant")
@@ -654,18 +645,15 @@ def test_reshare_only_with_allow_further_sharing_and_never_more_than_held(
     allowed = upload(api, cast, "CT sinus").study_uid
     denied = upload(api, cast, "CT sinus follow-up").study_uid
     colleague, third = cast.colleague, cast.third
-    parent_id = ok(
-        api.share(
-            cast.sender,
-            study_uids=[allowed],
-            recipients=[user(colleague)],
-            access_level="images_report_read",
-            allow_further_sharing=True,
-            two_factor=False,
-            send_mail=False,
-        ),
-        201,
-    )["bucket_id"]
+    parent_id = api.shared(
+        cast.sender,
+        study_uids=[allowed],
+        recipients=[user(colleague)],
+        access_level="images_report_read",
+        allow_further_sharing=True,
+        two_factor=False,
+        send_mail=False,
+    )
     ok(
         api.share(
             cast.sender,

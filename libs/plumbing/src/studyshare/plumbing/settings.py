@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -52,6 +54,8 @@ class ServiceSettings(BaseSettings):
     relay_idle_poll_ms: int = Field(default=50, ge=1)
     consumer_batch_size: int = Field(default=200, ge=1)
     consumer_batch_within_s: float = Field(default=0.05, gt=0)
+    # faust's own scratch directory (its table stores are in memory): not the working tree.
+    worker_data_dir: Path = Path(tempfile.gettempdir()) / "studyshare-worker"
 
     @property
     def database_name(self) -> str:

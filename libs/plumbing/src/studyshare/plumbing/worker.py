@@ -36,10 +36,12 @@ def worker_app(
     *,
     web_port: int | None = None,
 ) -> faust.App:
+    settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"studyshare-{settings.service_name}-worker",
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        datadir=str(settings.worker_data_dir / "{conf.name}"),
         processing_guarantee="at_least_once",
         broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,

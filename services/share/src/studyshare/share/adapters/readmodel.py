@@ -27,6 +27,26 @@ def effective_report_access(bucket: Bucket) -> str:
     return "read" if bucket.access_level == "images_report_read" else "write"
 
 
+def share_options(bucket: Bucket) -> dict[str, Any]:
+    """What the sender chose for this share, as the bucket view and the confirmation show it."""
+    s = bucket.s
+    return {
+        "access_level": s.access_level,
+        "report_access": effective_report_access(bucket),
+        "language": s.language,
+        "valid_until": s.valid_until,
+        "unlimited": s.unlimited,
+        "anonymize": s.anonymize,
+        "allow_further_sharing": s.allow_further_sharing,
+        "allow_download": s.allow_download,
+        "two_factor": s.two_factor,
+        "send_mail": s.send_mail,
+        "urgent": s.urgent,
+        "label": s.label.model_dump() if s.label else None,
+        "message": s.message,
+    }
+
+
 def render(bucket: Bucket) -> dict[str, Any]:
     s = bucket.s
     return {
@@ -42,20 +62,8 @@ def render(bucket: Bucket) -> dict[str, Any]:
             for r in s.recipients
         ],
         "active_recipient_ids": sorted(bucket.active_recipient_ids),
-        "access_level": s.access_level,
         "reason": s.reason,  # for the sender, owner and admins only; never for recipients
-        "report_access": effective_report_access(bucket),
-        "language": s.language,
-        "valid_until": s.valid_until,
-        "unlimited": s.unlimited,
-        "anonymize": s.anonymize,
-        "allow_further_sharing": s.allow_further_sharing,
-        "allow_download": s.allow_download,
-        "two_factor": s.two_factor,
-        "send_mail": s.send_mail,
-        "urgent": s.urgent,
-        "label": s.label.model_dump() if s.label else None,
-        "message": s.message,
+        **share_options(bucket),
         "status": bucket.status,
         "revoked": bucket.revoked,
         "expired": bucket.expired,

@@ -25,8 +25,8 @@ from studyshare.share.adapters.readmodel import (
     OTP_CODES,
     BucketReadModel,
     DirectoryReader,
-    effective_report_access,
     policy_of,
+    share_options,
 )
 from studyshare.share.domain import rules
 from studyshare.share.domain.model import (
@@ -748,19 +748,7 @@ def confirmation_of(
             }
             for r in s.recipients
         ],
-        "access_level": s.access_level,
-        "report_access": effective_report_access(bucket),
-        "valid_until": s.valid_until,
-        "unlimited": s.unlimited,
-        "language": s.language,
-        "anonymize": s.anonymize,
-        "allow_further_sharing": s.allow_further_sharing,
-        "allow_download": s.allow_download,
-        "two_factor": s.two_factor,
-        "send_mail": s.send_mail,
-        "urgent": s.urgent,
-        "label": s.label.model_dump() if s.label else None,
-        "message": s.message,
+        **share_options(bucket),
         "notes": notes,
     }
 
