@@ -18,9 +18,11 @@ import zlib
 
 from studyshare.audit.adapters.store import AuditStore
 from studyshare.audit.domain.chain import VOLATILE
+from studyshare.audit.entrypoints.projections import AuditLogProjection
 from studyshare.audit.service_layer.rebuild import rebuild_from_envelopes
 from studyshare.plumbing.kafka import producer
 from studyshare.plumbing.projection import GenerationPointer, collection_name
+from studyshare.plumbing.replay import replay_projection
 
 from .scenario import full_story
 
@@ -166,3 +168,21 @@ async def test_worker_subprocess_then_replay_command_rebuilds_an_equal_log(
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
+
+
+async def test_kafka_replay_switches_to_a_generation_that_already_has_its_indexes(
+    real_infra, mongo_db
+):
+    """Indexes are built before the switch: the audit worker builds them only for a generation
+    that is live when it sees a batch, so nobody else would build them after a replay."""
+    story, ids = full_story()
+    await publish(real_infra.settings(), story.events)
+    generation, applied = await replay_projection(
+        AuditLogProjection(), mongo_db, real_infra.kafka_bootstrap, idle_s=1.0
+    )
+    assert applied >= len(story.events)
+    assert await GenerationPointer(mongo_db, "audit_log").current() == generation
+    entries = mongo_db[collection_name("audit_log", generation, "entries")]
+    keys = [spec["key"] for spec in (await entries.index_information()).values()]
+    assert [("seq", 1)] in keys and [("study_uids", 1), ("occurred_at", 1)] in keys
+    assert await entries.count_documents({"study_uids": ids["uid"]}) > 0

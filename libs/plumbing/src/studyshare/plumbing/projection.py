@@ -65,6 +65,11 @@ class Projection(ABC):
     async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
         """Apply new (never before applied) events, in order, using `ctx.session`."""
 
+    async def prepare_live(self, ctx: ProjectionContext) -> None:
+        """Make a rebuilt generation ready for readers before it goes live (its indexes);
+        by default what `setup` creates."""
+        await self.setup(ctx)
+
     def comparable(self, collection: str, doc: dict[str, Any]) -> dict[str, Any] | None:
         """The part of a stored document that a rebuild from offset 0 must reproduce exactly;
         `None` leaves the document out. Override to drop what depends on delivery order,
@@ -187,6 +192,11 @@ class ProjectionRunner:
             )
         structlog.contextvars.unbind_contextvars("correlation_id")
         return len(fresh)
+
+    async def prepare_live(self, generation: int) -> None:
+        """Build what `generation` needs before readers are switched to it."""
+        ctx = ProjectionContext(self.db, self.projection.name, generation)
+        await self.projection.prepare_live(ctx)
 
     async def drop_generation(self, generation: int) -> None:
         prefix = f"{self.projection.name}.g{generation}."

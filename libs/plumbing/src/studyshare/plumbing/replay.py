@@ -2,7 +2,8 @@
 
 The replay reads every partition of the projection's topics from the beginning with a plain
 aiokafka consumer (no group, no committed offsets) and stops once the topics stay quiet for
-`idle_s`. It never asks the broker for end offsets.
+`idle_s`. It never asks the broker for end offsets. The new generation is made ready for
+readers (`Projection.prepare_live`: its indexes) before the pointer is switched to it.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ async def replay_projection(
             seconds=round(time.monotonic() - started, 3),
         )
         if switch:
+            await runner.prepare_live(new)  # its indexes, before any reader sees it
             await runner.pointer.switch(new)
             applied += await read_into(runner, consumer, new, idle_s)
             await runner.drop_generation(old)

@@ -84,6 +84,10 @@ class AuditLogProjection(Projection):
         if await GenerationPointer(ctx.db, self.name, cache_s=0).current() == ctx.generation:
             await ensure_indexes(ctx.db, ctx.generation)
 
+    async def prepare_live(self, ctx: ProjectionContext) -> None:
+        """All indexes, built once the generation is loaded (see `setup`)."""
+        await ensure_indexes(ctx.db, ctx.generation)
+
     def comparable(self, collection: str, doc: dict[str, Any]) -> dict[str, Any] | None:
         """Entries and stream links must be rebuilt exactly; the ledger order (`seq`,
         `chain_hash`) and recording times follow delivery order, so they may differ."""

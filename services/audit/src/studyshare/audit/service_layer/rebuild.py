@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from studyshare.audit.entrypoints.projections import AuditLogProjection, ensure_indexes
+from studyshare.audit.entrypoints.projections import AuditLogProjection
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.plumbing.projection import ProjectionRunner
 
@@ -38,7 +38,7 @@ async def rebuild_from_envelopes(
             envelopes[start : start + batch_size], generation=generation
         )
     if build_indexes or switch:  # a live generation always has its indexes
-        await ensure_indexes(db, generation)
+        await runner.prepare_live(generation)
     if switch:
         await runner.pointer.switch(generation)
     return generation, applied
