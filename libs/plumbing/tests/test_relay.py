@@ -150,12 +150,13 @@ async def test_a_restarted_relay_resumes_after_its_checkpoint(real_infra, mongo_
     )
 
 
-async def test_a_relay_without_checkpoint_reads_a_large_outbox_oldest_first(
+async def test_a_relay_without_checkpoint_scans_a_large_outbox_then_follows_windows(
     real_infra, mongo_db, monkeypatch
 ):
-    """More events than one first read holds: the first read falls back to the oldest
-    events in order, then the windows carry on; every message lands on the partition the
-    producer's default partitioner picks for its key."""
+    """More events than the first scan reads: the scan publishes the first FIRST_READ in
+    insertion order, the windows carry on after its newest position; each aggregate's
+    versions arrive in order, and every message lands on the partition the producer's
+    default partitioner picks for its key."""
     monkeypatch.setattr(relay_module, "FIRST_READ", 25)
     store = EventStore(mongo_db)
     await store.ensure_indexes()
@@ -167,9 +168,8 @@ async def test_a_relay_without_checkpoint_reads_a_large_outbox_oldest_first(
     await kafka.start()
     try:
         relay = OutboxRelay(mongo_db, kafka, batch_size=10, settle_s=0)
-        assert len(await relay._next()) == 25, "the first read is the oldest FIRST_READ events"
-        relay._cursor = None  # start over from the (absent) checkpoint
-        assert await relay.drain() == 60
+        assert await relay._publish_scan() == 25, "the first scan reads FIRST_READ events"
+        assert await relay.drain() == 35, "the windows carry on after the scan"
         partitions = sorted(await kafka.partitions_for("share.events"))
     finally:
         await kafka.stop()

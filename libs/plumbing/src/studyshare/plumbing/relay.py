@@ -11,6 +11,11 @@ An append that commits later than `settle` after its `recorded_at` would fall be
 checkpoint; the sweep recounts the recent past every `sweep_interval_s` and publishes whatever
 it finds missing, so such an event is late but never lost.
 
+A relay without a checkpoint reads the outbox once in insertion order (a plain collection scan,
+the database's cheapest read), publishing each batch the database returns while it returns the
+next, and checkpoints after the whole scan is acknowledged. Insertion order keeps each aggregate's
+versions in order: version n+1 is only appended once version n has committed.
+
 A quiet relay does not poll: a change stream of the outbox wakes it when an event is
 inserted, and it reads once that event has settled.
 """
@@ -23,9 +28,10 @@ import json
 import time
 from collections import Counter as Tally
 from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -57,7 +63,8 @@ _ENVELOPE_FIELDS = (
 )
 
 WATCH_RETRY_S = 5.0  # polling in between
-FIRST_READ = 50_000  # events read at once by a relay without a checkpoint (memory bound)
+FIRST_READ = 50_000  # events the first scan of a relay without a checkpoint reads at most
+READ_AHEAD = 2  # batches read from the database while the current one is published
 Position = tuple[datetime, str, int]
 RELAY_FIELDS = {
     "topic": 1,
@@ -155,33 +162,48 @@ class OutboxRelay:
             self.span = min(self.span * 4, timedelta(days=30))
         return docs, end
 
-    async def _first(self, upper: datetime) -> list[dict[str, Any]]:
-        """The oldest settled events, for a relay without a checkpoint.
+    async def _scan(self, upper: datetime) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The first `FIRST_READ` events of the outbox in insertion order, settled ones only,
+        in batches as the database returns them. Finding the oldest event alone would cost
+        the database a scan of the whole outbox; whole documents cost it less than a
+        projection of them."""
+        cursor = self.events.find({}, batch_size=self.batch_size, limit=FIRST_READ)
+        try:
+            while docs := await cursor.to_list(self.batch_size):
+                yield [d for d in docs if position(d)[0] <= upper]
+        finally:
+            await cursor.close()
 
-        Finding the oldest event alone costs the database a scan of the whole outbox, so a
-        plain collection scan (its cheapest read) returns the events themselves when there
-        are at most `FIRST_READ` of them; a larger outbox is read oldest first, in order."""
-        docs = await self.events.find({}, RELAY_FIELDS).limit(FIRST_READ).to_list(None)
-        if len(docs) == FIRST_READ:
-            docs = await (
-                self.events.find({"recorded_at": {"$lte": upper}}, RELAY_FIELDS)
-                .sort([("recorded_at", 1), ("aggregate_id", 1), ("aggregate_version", 1)])
-                .limit(FIRST_READ)
-                .to_list(None)
-            )
-        return [d for d in docs if position(d)[0] <= upper]
+    async def _publish_scan(self) -> int:
+        """Publish the first scan of a relay without a checkpoint (see `_scan`); checkpoint
+        its newest position once every batch is acknowledged. Events the scan did not reach
+        are newer, or late commits the sweep finds."""
+        upper = datetime.now(UTC) - self.settle
+        delivered: list[asyncio.Future] = []
+        scanned: list[list[dict[str, Any]]] = []
+        newest: Position | None = None
+        async with contextlib.aclosing(read_ahead(self._scan(upper), READ_AHEAD)) as batches:
+            async for docs in batches:
+                if docs:
+                    delivered += await self._enqueue(docs)
+                    scanned.append(docs)
+                    last = max(map(position, docs))
+                    newest = last if newest is None else max(newest, last)
+        if newest is None:
+            return 0
+        await asyncio.gather(*delivered)
+        for docs in scanned:
+            self._sent(docs)
+        await self._checkpoint(newest)
+        self._cursor = newest
+        return sum(map(len, scanned))
 
     async def _next(self) -> list[dict[str, Any]]:
-        """The next settled, unsent events in outbox order (moves the read cursor)."""
+        """The next settled, unsent events after the checkpoint, in outbox order (moves the
+        read cursor)."""
         cursor = await self.cursor()
         upper = datetime.now(UTC) - self.settle
-        if cursor[0] == EPOCH:
-            docs = await self._first(upper)
-            if docs:
-                docs.sort(key=position)
-                self._cursor = position(docs[-1])
-            return docs
-        while cursor[0] <= upper:
+        while EPOCH < cursor[0] <= upper:
             docs, end = await self._window(cursor[0], upper)
             docs = [d for d in docs if position(d) > cursor]
             if docs:
@@ -202,20 +224,13 @@ class OutboxRelay:
         )
         BEHIND.set((datetime.now(UTC) - at[0]).total_seconds())
 
-    async def publish_batch(self) -> int:
-        """Publish the next window of events; return how many were sent."""
-        docs = await self._next()
-        if docs:
-            await asyncio.gather(*await self._enqueue(docs))
-            self._sent(docs)
-            await self._checkpoint(position(docs[-1]))
-        return len(docs)
-
     async def drain(self) -> int:
         """Publish everything settled now. The next window is read while the current one is
         handed to the producer and acknowledged; the checkpoint only follows acknowledged
         batches."""
         total = 0
+        if (await self.cursor())[0] == EPOCH:
+            total = await self._publish_scan()
         docs = await self._next()
         while docs:
             reading = asyncio.ensure_future(self._next())
@@ -360,3 +375,35 @@ class OutboxRelay:
 
     def stop(self) -> None:
         self._stopping.set()
+
+
+T = TypeVar("T")
+
+
+async def read_ahead(source: AsyncGenerator[T, None], depth: int) -> AsyncIterator[T]:
+    """The items of `source`, up to `depth` of them read ahead while the caller handles the
+    current one (a database read in flight while a batch is published)."""
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue(depth)
+
+    async def pump() -> None:
+        try:
+            async with contextlib.aclosing(source):
+                async for item in source:
+                    await queue.put((True, item))
+            await queue.put((False, None))
+        except Exception as exc:  # handed to the reader, raised there
+            await queue.put((False, exc))
+
+    pumping = asyncio.create_task(pump())
+    try:
+        while True:
+            more, item = await queue.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        pumping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pumping
