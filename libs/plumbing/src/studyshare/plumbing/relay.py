@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
@@ -75,6 +76,9 @@ RELAY_FIELDS = {
     "correlation_id": 1,
     "wire": 1,
 }
+
+
+_stored_position = itemgetter("recorded_at", "aggregate_id", "aggregate_version")
 
 
 def position(doc: dict[str, Any]) -> Position:
@@ -166,11 +170,15 @@ class OutboxRelay:
         """The first `FIRST_READ` events of the outbox in insertion order, settled ones only,
         in batches as the database returns them. Finding the oldest event alone would cost
         the database a scan of the whole outbox; whole documents cost it less than a
-        projection of them."""
-        cursor = self.events.find({}, batch_size=self.batch_size, limit=FIRST_READ)
+        projection of them, and naive UTC times cost the relay half as much to decode."""
+        naive = self.events.codec_options.with_options(tz_aware=False, tzinfo=None)
+        cursor = self.events.with_options(codec_options=naive).find(
+            {}, batch_size=self.batch_size, limit=FIRST_READ
+        )
+        settled = upper.astimezone(UTC).replace(tzinfo=None)
         try:
             while docs := await cursor.to_list(self.batch_size):
-                yield [d for d in docs if position(d)[0] <= upper]
+                yield [d for d in docs if d["recorded_at"] <= settled]
         finally:
             await cursor.close()
 
@@ -180,23 +188,22 @@ class OutboxRelay:
         are newer, or late commits the sweep finds."""
         upper = datetime.now(UTC) - self.settle
         delivered: list[asyncio.Future] = []
-        scanned: list[list[dict[str, Any]]] = []
-        newest: Position | None = None
+        scanned: list[dict[str, Any]] = []  # the newest event of each batch
+        sent: list[dict[str, Any]] = []
         async with contextlib.aclosing(read_ahead(self._scan(upper), READ_AHEAD)) as batches:
             async for docs in batches:
                 if docs:
                     delivered += await self._enqueue(docs)
-                    scanned.append(docs)
-                    last = max(map(position, docs))
-                    newest = last if newest is None else max(newest, last)
-        if newest is None:
+                    scanned.append(max(docs, key=_stored_position))
+                    sent += docs
+        if not scanned:
             return 0
+        newest = position(max(scanned, key=_stored_position))
         await asyncio.gather(*delivered)
-        for docs in scanned:
-            self._sent(docs)
+        self._sent(sent)
         await self._checkpoint(newest)
         self._cursor = newest
-        return sum(map(len, scanned))
+        return len(sent)
 
     async def _next(self) -> list[dict[str, Any]]:
         """The next settled, unsent events after the checkpoint, in outbox order (moves the
