@@ -27,7 +27,7 @@ import contextlib
 import json
 import time
 from collections import Counter as Tally
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from prometheus_client import Counter, Gauge
+from pymongo import CursorType
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.plumbing.eventstore import EVENTS_COLLECTION
@@ -168,16 +169,19 @@ class OutboxRelay:
 
     async def _scan(self, upper: datetime) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The first `FIRST_READ` events of the outbox in insertion order, settled ones only,
-        in batches as the database returns them. Finding the oldest event alone would cost
-        the database a scan of the whole outbox; whole documents cost it less than a
-        projection of them, and naive UTC times cost the relay half as much to decode."""
+        in batches as the database streams them (an exhaust cursor: no round trip per
+        batch). Finding the oldest event alone would cost the database a scan of the whole
+        outbox; whole documents cost it less than a projection of them, and naive UTC times
+        cost the relay half as much to decode."""
         naive = self.events.codec_options.with_options(tz_aware=False, tzinfo=None)
         cursor = self.events.with_options(codec_options=naive).find(
-            {}, batch_size=self.batch_size, limit=FIRST_READ
+            {}, batch_size=self.batch_size, cursor_type=CursorType.EXHAUST
         )
         settled = upper.astimezone(UTC).replace(tzinfo=None)
+        left = FIRST_READ
         try:
-            while docs := await cursor.to_list(self.batch_size):
+            while left > 0 and (docs := await cursor.to_list(min(self.batch_size, left))):
+                left -= len(docs)
                 yield [d for d in docs if d["recorded_at"] <= settled]
         finally:
             await cursor.close()
@@ -185,25 +189,35 @@ class OutboxRelay:
     async def _publish_scan(self) -> int:
         """Publish the first scan of a relay without a checkpoint (see `_scan`); checkpoint
         its newest position once every batch is acknowledged. Events the scan did not reach
-        are newer, or late commits the sweep finds."""
+        are newer, or late commits the sweep finds. Batches are let go once acknowledged."""
         upper = datetime.now(UTC) - self.settle
-        delivered: list[asyncio.Future] = []
-        scanned: list[dict[str, Any]] = []  # the newest event of each batch
-        sent: list[dict[str, Any]] = []
+        sending: deque[tuple[list[asyncio.Future], list[dict[str, Any]]]] = deque()
+        newest: dict[str, Any] | None = None
+        total = 0
         async with contextlib.aclosing(read_ahead(self._scan(upper), READ_AHEAD)) as batches:
             async for docs in batches:
                 if docs:
-                    delivered += await self._enqueue(docs)
-                    scanned.append(max(docs, key=_stored_position))
-                    sent += docs
-        if not scanned:
+                    sending.append((await self._enqueue(docs), docs))
+                    last = max(docs, key=_stored_position)
+                    if newest is None or _stored_position(last) > _stored_position(newest):
+                        newest = {k: last[k] for k in RELAY_FIELDS}
+                    total += len(docs)
+                while sending and all(f.done() for f in sending[0][0]):
+                    self._delivered(*sending.popleft())
+        while sending:
+            futures, docs = sending.popleft()
+            await asyncio.gather(*futures)
+            self._delivered(futures, docs)
+        if newest is None:
             return 0
-        newest = position(max(scanned, key=_stored_position))
-        await asyncio.gather(*delivered)
-        self._sent(sent)
-        await self._checkpoint(newest)
-        self._cursor = newest
-        return len(sent)
+        await self._checkpoint(position(newest))
+        self._cursor = position(newest)
+        return total
+
+    def _delivered(self, futures: list[asyncio.Future], docs: list[dict[str, Any]]) -> None:
+        for future in futures:
+            future.result()  # raises if the broker refused the batch
+        self._sent(docs)
 
     async def _next(self) -> list[dict[str, Any]]:
         """The next settled, unsent events after the checkpoint, in outbox order (moves the
