@@ -11,10 +11,11 @@ An append that commits later than `settle` after its `recorded_at` would fall be
 checkpoint; the sweep recounts the recent past every `sweep_interval_s` and publishes whatever
 it finds missing, so such an event is late but never lost.
 
-A relay without a checkpoint reads the outbox once in insertion order (a plain collection scan,
-the database's cheapest read), publishing each batch the database returns while it returns the
-next, and checkpoints after the whole scan is acknowledged. Insertion order keeps each aggregate's
-versions in order: version n+1 is only appended once version n has committed.
+A relay without a checkpoint first scans the outbox (up to `FIRST_READ` events) in insertion
+order, a plain collection scan, the database's cheapest read: it publishes each batch while the
+database streams the next and checkpoints the scan's newest event once all are acknowledged; the
+windows carry on from there. Insertion order keeps each aggregate's versions in order: version
+n+1 is only appended once version n has committed.
 
 A quiet relay does not poll: a change stream of the outbox wakes it when an event is
 inserted, and it reads once that event has settled.
@@ -246,9 +247,9 @@ class OutboxRelay:
         BEHIND.set((datetime.now(UTC) - at[0]).total_seconds())
 
     async def drain(self) -> int:
-        """Publish everything settled now. The next window is read while the current one is
-        handed to the producer and acknowledged; the checkpoint only follows acknowledged
-        batches."""
+        """Publish everything settled now: the first scan of a relay without a checkpoint,
+        then windows. The next window is read while the current one is handed to the producer
+        and acknowledged; the checkpoint only follows acknowledged batches."""
         total = 0
         if (await self.cursor())[0] == EPOCH:
             total = await self._publish_scan()
