@@ -2,11 +2,13 @@ import asyncio
 import os
 import signal
 from collections import defaultdict
+from datetime import timedelta
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from studyshare.plumbing import relay as relay_module
-from studyshare.plumbing.eventstore import EventStore
+from studyshare.plumbing.eventstore import EventStore, to_document
 from studyshare.plumbing.kafka import producer
 from studyshare.plumbing.relay import OutboxRelay, position
 from studyshare.plumbing.testing import unique
@@ -15,98 +17,49 @@ from .conftest import otp_failures
 from .kafka_reading import eventually, read_topic
 
 
-async def test_relay_publishes_every_event_keyed_by_aggregate_in_order(real_infra, mongo_db):
+@pytest.fixture
+async def store(mongo_db):
     store = EventStore(mongo_db)
     await store.ensure_indexes()
-    buckets = [unique("bkt") for _ in range(3)]
-    for version in range(1, 21):
-        for bucket in buckets:
-            await store.append(otp_failures(bucket, 1, start=version))
+    return store
+
+
+@pytest.fixture
+async def kafka(real_infra):
     kafka = producer(real_infra.settings())
     await kafka.start()
-    try:
-        relay = OutboxRelay(mongo_db, kafka, batch_size=7, settle_s=0.05)
-        await asyncio.sleep(0.1)
-        assert await relay.drain() == 60
-        assert await relay.drain() == 0, "nothing is sent twice by the forward scan"
-        assert await relay.sweep() == 0, "the sweep finds nothing missing"
-    finally:
-        await kafka.stop()
-
-    def ours(messages):
-        return [m for m in messages if m[2].aggregate_id in buckets]
-
-    messages = ours(
-        await read_topic(real_infra.kafka_bootstrap, "share.events", lambda m: len(ours(m)) >= 60)
-    )
-    per_bucket = defaultdict(list)
-    partitions = defaultdict(set)
-    for key, partition, envelope in messages:
-        assert key == envelope.aggregate_id.encode()
-        per_bucket[envelope.aggregate_id].append(envelope.aggregate_version)
-        partitions[envelope.aggregate_id].add(partition)
-    assert {b: versions for b, versions in per_bucket.items()} == {
-        b: list(range(1, 21)) for b in buckets
-    }
-    assert all(len(p) == 1 for p in partitions.values()), "one aggregate, one partition"
+    yield kafka
+    await kafka.stop()
 
 
-async def test_relay_killed_mid_batch_loses_nothing_and_duplicates_apply_once(
-    real_infra, mongo_db, tally_process
-):
-    """kill -9 the relay while it publishes, restart it: every event reaches Kafka, none is
-    lost, and the worker applies the re-sent duplicates once."""
-    store = EventStore(mongo_db)
-    await store.ensure_indexes()
-    buckets = [unique("bkt") for _ in range(50)]
-    total = 50 * 40
-    events = mongo_db.events
-    relay = tally_process("relay", mongo_db.name)
-    for version in range(1, 41):  # 2000 appends while the relay runs, like real traffic
+async def append_rounds(store, buckets, versions):
+    """One event per bucket and version, the buckets interleaved version by version."""
+    for version in versions:
         for bucket in buckets:
             await store.append(otp_failures(bucket, 1, start=version))
-        if version == 15:
-            assert await eventually(lambda: _checkpoint(mongo_db), timeout=60, interval=0.01)
-            os.kill(relay.pid, signal.SIGKILL)
-            relay.wait()
-    last = await events.find_one(
+
+
+async def published(real_infra, buckets, count, timeout=30.0):
+    """(key, partition, envelope) of the messages of `buckets` on share.events, once `count`
+    distinct events of theirs have arrived."""
+    ours = set(buckets)
+
+    def of_ours(messages):
+        return [m for m in messages if m[2].aggregate_id in ours]
+
+    messages = await read_topic(
+        real_infra.kafka_bootstrap,
+        "share.events",
+        lambda m: len({e.event_id for *_, e in of_ours(m)}) >= count,
+        timeout=timeout,
+    )
+    return of_ours(messages)
+
+
+async def newest_event(db):
+    return await db.events.find_one(
         {}, sort=[("recorded_at", -1), ("aggregate_id", -1), ("aggregate_version", -1)]
     )
-    assert position_of(await _checkpoint(mongo_db)) < position(last), "killed mid-stream"
-
-    tally_process("relay", mongo_db.name)
-
-    async def relayed_everything():
-        checkpoint = await _checkpoint(mongo_db)
-        return checkpoint is not None and position_of(checkpoint) >= position(last)
-
-    assert await eventually(relayed_everything, timeout=120)
-
-    def ours(messages):
-        return [m for m in messages if m[2].aggregate_id in set(buckets)]
-
-    messages = ours(
-        await read_topic(
-            real_infra.kafka_bootstrap,
-            "share.events",
-            lambda m: len({e.event_id for *_, e in ours(m)}) >= total,
-            timeout=120,
-        )
-    )
-    assert len({e.event_id for *_, e in messages}) == total, "every event reached Kafka"
-
-    tally_process("worker", mongo_db.name)
-    counts = mongo_db["tally.g0.counts"]
-
-    async def all_applied():
-        docs = await counts.find({"_id": {"$in": buckets}}).to_list(None)
-        return len(docs) == 50 and all(d["n"] >= 40 for d in docs) and docs
-
-    docs = await eventually(all_applied, timeout=120)
-    assert docs, "the worker applied every event"
-    await asyncio.sleep(1)
-    docs = await counts.find({"_id": {"$in": buckets}}).to_list(None)
-    assert sorted(d["n"] for d in docs) == [40] * 50, "each event applied exactly once"
 
 
 async def _checkpoint(db):
@@ -123,92 +76,143 @@ def position_of(checkpoint):
     )
 
 
-async def test_a_restarted_relay_resumes_after_its_checkpoint(real_infra, mongo_db):
-    store = EventStore(mongo_db)
-    await store.ensure_indexes()
+async def checkpointed(db, event) -> bool:
+    """Whether the relay's checkpoint has reached `event`."""
+    checkpoint = await _checkpoint(db)
+    return checkpoint is not None and position_of(checkpoint) >= position(event)
+
+
+def versions_by_bucket(messages):
+    per_bucket = defaultdict(list)
+    for *_, envelope in messages:
+        per_bucket[envelope.aggregate_id].append(envelope.aggregate_version)
+    return per_bucket
+
+
+async def test_relay_publishes_every_event_keyed_by_aggregate_in_order(real_infra, store, kafka):
+    buckets = [unique("bkt") for _ in range(3)]
+    await append_rounds(store, buckets, range(1, 21))
+    relay = OutboxRelay(store.db, kafka, batch_size=7, settle_s=0.05)
+    await asyncio.sleep(0.1)
+    assert await relay.drain() == 60
+    assert await relay.drain() == 0, "nothing is sent twice by the forward scan"
+    assert await relay.sweep() == 0, "the sweep finds nothing missing"
+
+    messages = await published(real_infra, buckets, 60)
+    partitions = defaultdict(set)
+    for key, partition, envelope in messages:
+        assert key == envelope.aggregate_id.encode()
+        partitions[envelope.aggregate_id].add(partition)
+    assert versions_by_bucket(messages) == {b: list(range(1, 21)) for b in buckets}
+    assert all(len(p) == 1 for p in partitions.values()), "one aggregate, one partition"
+
+
+async def test_relay_killed_mid_batch_loses_nothing_and_duplicates_apply_once(
+    real_infra, mongo_db, store, tally_process
+):
+    """kill -9 the relay while it publishes, restart it: every event reaches Kafka, none is
+    lost, and the worker applies the re-sent duplicates once."""
+    buckets = [unique("bkt") for _ in range(50)]
+    total = 50 * 40
+    relay = tally_process("relay", mongo_db.name)
+    for version in range(1, 41):  # 2000 appends while the relay runs, like real traffic
+        await append_rounds(store, buckets, [version])
+        if version == 15:
+            assert await eventually(lambda: _checkpoint(mongo_db), timeout=60, interval=0.01)
+            os.kill(relay.pid, signal.SIGKILL)
+            relay.wait()
+    last = await newest_event(mongo_db)
+    assert not await checkpointed(mongo_db, last), "killed mid-stream"
+
+    tally_process("relay", mongo_db.name)
+    assert await eventually(lambda: checkpointed(mongo_db, last), timeout=120)
+    messages = await published(real_infra, buckets, total, timeout=120)
+    assert len({e.event_id for *_, e in messages}) == total, "every event reached Kafka"
+
+    tally_process("worker", mongo_db.name)
+    counts = mongo_db["tally.g0.counts"]
+
+    async def all_applied():
+        docs = await counts.find({"_id": {"$in": buckets}}).to_list(None)
+        return len(docs) == 50 and all(d["n"] >= 40 for d in docs) and docs
+
+    docs = await eventually(all_applied, timeout=120)
+    assert docs, "the worker applied every event"
+    await asyncio.sleep(1)
+    docs = await counts.find({"_id": {"$in": buckets}}).to_list(None)
+    assert sorted(d["n"] for d in docs) == [40] * 50, "each event applied exactly once"
+
+
+async def test_a_restarted_relay_resumes_after_its_checkpoint(real_infra, store, kafka):
     first, second = unique("bkt"), unique("bkt")
-    kafka = producer(real_infra.settings())
-    await kafka.start()
-    try:
-        await store.append(otp_failures(first, 3))
-        assert await OutboxRelay(mongo_db, kafka, settle_s=0).drain() == 3
-        await asyncio.sleep(6)  # longer than the relay's first read span
-        await store.append(otp_failures(second, 2))
-        await store.append(otp_failures(first, 1, start=4))
-        assert await OutboxRelay(mongo_db, kafka, settle_s=0).drain() == 3
-    finally:
-        await kafka.stop()
+    await store.append(otp_failures(first, 3))
+    assert await OutboxRelay(store.db, kafka, settle_s=0).drain() == 3
+    await asyncio.sleep(6)  # longer than the relay's first read span
+    await store.append(otp_failures(second, 2))
+    await store.append(otp_failures(first, 1, start=4))
+    assert await OutboxRelay(store.db, kafka, settle_s=0).drain() == 3
 
-    def ours(messages):
-        return [m for m in messages if m[2].aggregate_id in (first, second)]
-
-    messages = ours(
-        await read_topic(real_infra.kafka_bootstrap, "share.events", lambda m: len(ours(m)) >= 6)
-    )
+    messages = await published(real_infra, [first, second], 6)
     assert sorted((e.aggregate_id, e.aggregate_version) for *_, e in messages) == sorted(
         [(first, v) for v in range(1, 5)] + [(second, 1), (second, 2)]
     )
 
 
-async def test_a_relay_without_checkpoint_reads_a_large_outbox_oldest_first(
-    real_infra, mongo_db, monkeypatch
+async def test_a_relay_without_checkpoint_scans_a_large_outbox_then_follows_windows(
+    real_infra, store, kafka, monkeypatch
 ):
-    """More events than one first read holds: the first read falls back to the oldest
-    events in order, then the windows carry on; every message lands on the partition the
-    producer's default partitioner picks for its key."""
+    """More events than the first scan reads: the scan publishes the first FIRST_READ in
+    insertion order, the windows carry on after its newest position; each aggregate's
+    versions arrive in order, and every message lands on the partition the producer's
+    default partitioner picks for its key."""
     monkeypatch.setattr(relay_module, "FIRST_READ", 25)
-    store = EventStore(mongo_db)
-    await store.ensure_indexes()
     buckets = [unique("bkt") for _ in range(4)]
-    for version in range(1, 16):
-        for bucket in buckets:
-            await store.append(otp_failures(bucket, 1, start=version))
-    kafka = producer(real_infra.settings())
-    await kafka.start()
-    try:
-        relay = OutboxRelay(mongo_db, kafka, batch_size=10, settle_s=0)
-        assert len(await relay._next()) == 25, "the first read is the oldest FIRST_READ events"
-        relay._cursor = None  # start over from the (absent) checkpoint
-        assert await relay.drain() == 60
-        partitions = sorted(await kafka.partitions_for("share.events"))
-    finally:
-        await kafka.stop()
+    await append_rounds(store, buckets, range(1, 16))
+    relay = OutboxRelay(store.db, kafka, batch_size=10, settle_s=0)
+    assert await relay._publish_scan() == 25, "the first scan reads FIRST_READ events"
+    assert await relay.drain() == 35, "the windows carry on after the scan"
+    partitions = sorted(await kafka.partitions_for("share.events"))
 
-    def ours(messages):
-        return [m for m in messages if m[2].aggregate_id in buckets]
-
-    messages = ours(
-        await read_topic(real_infra.kafka_bootstrap, "share.events", lambda m: len(ours(m)) >= 60)
-    )
-    per_bucket = defaultdict(list)
-    for key, partition, envelope in messages:
-        per_bucket[envelope.aggregate_id].append(envelope.aggregate_version)
+    messages = await published(real_infra, buckets, 60)
+    for key, partition, _ in messages:
         assert partition == DefaultPartitioner()(key, partitions, partitions)
-    assert per_bucket == {b: list(range(1, 16)) for b in buckets}
+    assert versions_by_bucket(messages) == {b: list(range(1, 16)) for b in buckets}
 
 
-async def test_a_failed_publish_is_sent_again_from_the_checkpoint_in_order(real_infra, mongo_db):
+async def test_an_event_committed_behind_the_checkpoint_is_swept_up(real_infra, store, kafka):
+    """An append that commits later than the settle window, behind the checkpoint: the
+    forward read has passed its time, the sweep publishes it, once."""
+    early, late = unique("bkt"), unique("bkt")
+    await store.append(otp_failures(early, 3))
+    relay = OutboxRelay(store.db, kafka, settle_s=0)
+    assert await relay.drain() == 3
+    stamp = (await _checkpoint(store.db))["recorded_at"] - timedelta(seconds=1)
+    await store.events.insert_one(to_document(otp_failures(late, 1)[0], stamp))
+    assert await relay.drain() == 0, "behind the checkpoint: the forward read passes it by"
+    assert await relay.sweep() == 1
+    assert await relay.sweep() == 0, "swept once"
+
+    messages = await published(real_infra, [late], 1)
+    assert [(e.aggregate_id, e.aggregate_version) for *_, e in messages] == [(late, 1)]
+
+
+async def test_a_failed_publish_is_sent_again_from_the_checkpoint_in_order(
+    real_infra, store, kafka
+):
     """The broker refuses a batch while newer events are appended: the running relay goes
     back to its checkpoint and sends that batch again before the newer events (the sweep
     would only catch it up after them, out of order)."""
     from aiokafka.errors import KafkaConnectionError
 
-    store = EventStore(mongo_db)
-    await store.ensure_indexes()
     buckets = [unique("bkt") for _ in range(3)]
-    for version in range(1, 11):
-        for bucket in buckets:
-            await store.append(otp_failures(bucket, 1, start=version))
-    kafka = producer(real_infra.settings())
-    await kafka.start()
-    relay = OutboxRelay(mongo_db, kafka, settle_s=0, idle_poll_s=0.01)
+    await append_rounds(store, buckets, range(1, 11))
+    relay = OutboxRelay(store.db, kafka, settle_s=0, idle_poll_s=0.01)
     enqueue, refused = relay._enqueue, []
 
     async def refused_once(docs):
         if not refused:
             refused.append(len(docs))
-            for bucket in buckets:
-                await store.append(otp_failures(bucket, 1, start=11))
+            await append_rounds(store, buckets, [11])
             raise KafkaConnectionError("broker unavailable")
         return await enqueue(docs)
 
@@ -216,56 +220,32 @@ async def test_a_failed_publish_is_sent_again_from_the_checkpoint_in_order(real_
     running = asyncio.create_task(relay.run())
     try:
         await eventually(lambda: asyncio.sleep(0, refused), timeout=30)
-        last = await mongo_db.events.find_one(
-            {}, sort=[("recorded_at", -1), ("aggregate_id", -1), ("aggregate_version", -1)]
-        )
-
-        async def relayed_everything():
-            checkpoint = await _checkpoint(mongo_db)
-            return checkpoint is not None and position_of(checkpoint) >= position(last)
-
-        assert await eventually(relayed_everything, timeout=60)
+        last = await newest_event(store.db)
+        assert await eventually(lambda: checkpointed(store.db, last), timeout=60)
     finally:
         relay.stop()
         await running
-        await kafka.stop()
 
-    def ours(messages):
-        return [m for m in messages if m[2].aggregate_id in buckets]
-
-    messages = ours(
-        await read_topic(real_infra.kafka_bootstrap, "share.events", lambda m: len(ours(m)) >= 33)
+    messages = await published(real_infra, buckets, 33)
+    assert versions_by_bucket(messages) == {b: list(range(1, 12)) for b in buckets}, (
+        "each version once, in order"
     )
-    per_bucket = defaultdict(list)
-    for *_, envelope in messages:
-        per_bucket[envelope.aggregate_id].append(envelope.aggregate_version)
-    assert per_bucket == {b: list(range(1, 12)) for b in buckets}, "each version once, in order"
 
 
-async def test_a_quiet_relay_wakes_up_when_an_event_is_appended(real_infra, mongo_db):
+async def test_a_quiet_relay_wakes_up_when_an_event_is_appended(real_infra, store, kafka):
     """No polling while quiet (poll interval 60 s here): the outbox's change stream wakes the
     relay, which publishes the new event once it has settled."""
-    store = EventStore(mongo_db)
-    await store.ensure_indexes()
     bucket = unique("bkt")
-    kafka = producer(real_infra.settings())
-    await kafka.start()
-    relay = OutboxRelay(mongo_db, kafka, settle_s=0.25, idle_poll_s=60, sweep_interval_s=60)
+    relay = OutboxRelay(store.db, kafka, settle_s=0.25, idle_poll_s=60, sweep_interval_s=60)
     running = asyncio.create_task(relay.run())
     try:
         assert await eventually(lambda: asyncio.sleep(0, relay._watching), timeout=30)
         await asyncio.sleep(0.5)  # the relay is idle, waiting
         await store.append(otp_failures(bucket, 2))
         appended = asyncio.get_running_loop().time()
-        last = await mongo_db.events.find_one({"aggregate_id": bucket, "aggregate_version": 2})
-
-        async def published():
-            checkpoint = await _checkpoint(mongo_db)
-            return checkpoint is not None and position_of(checkpoint) >= position(last)
-
-        assert await eventually(published, timeout=20, interval=0.02)
+        last = await store.events.find_one({"aggregate_id": bucket, "aggregate_version": 2})
+        assert await eventually(lambda: checkpointed(store.db, last), timeout=20, interval=0.02)
         assert asyncio.get_running_loop().time() - appended < 10, "woken, not polled"
     finally:
         relay.stop()
         await running
-        await kafka.stop()

@@ -11,6 +11,12 @@ An append that commits later than `settle` after its `recorded_at` would fall be
 checkpoint; the sweep recounts the recent past every `sweep_interval_s` and publishes whatever
 it finds missing, so such an event is late but never lost.
 
+A relay without a checkpoint first scans the outbox (up to `FIRST_READ` events) in insertion
+order, a plain collection scan, the database's cheapest read: it publishes each batch while the
+database streams the next and checkpoints the scan's newest event once all are acknowledged; the
+windows carry on from there. Insertion order keeps each aggregate's versions in order: version
+n+1 is only appended once version n has committed.
+
 A quiet relay does not poll: a change stream of the outbox wakes it when an event is
 inserted, and it reads once that event has settled.
 """
@@ -22,14 +28,17 @@ import contextlib
 import json
 import time
 from collections import Counter as Tally
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from operator import itemgetter
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from prometheus_client import Counter, Gauge
+from pymongo import CursorType
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.plumbing.eventstore import EVENTS_COLLECTION
@@ -57,7 +66,8 @@ _ENVELOPE_FIELDS = (
 )
 
 WATCH_RETRY_S = 5.0  # polling in between
-FIRST_READ = 50_000  # events read at once by a relay without a checkpoint (memory bound)
+FIRST_READ = 50_000  # events the first scan of a relay without a checkpoint reads at most
+READ_AHEAD = 2  # batches read from the database while the current one is published
 Position = tuple[datetime, str, int]
 RELAY_FIELDS = {
     "topic": 1,
@@ -68,6 +78,9 @@ RELAY_FIELDS = {
     "correlation_id": 1,
     "wire": 1,
 }
+
+
+_stored_position = itemgetter("recorded_at", "aggregate_id", "aggregate_version")
 
 
 def position(doc: dict[str, Any]) -> Position:
@@ -155,33 +168,64 @@ class OutboxRelay:
             self.span = min(self.span * 4, timedelta(days=30))
         return docs, end
 
-    async def _first(self, upper: datetime) -> list[dict[str, Any]]:
-        """The oldest settled events, for a relay without a checkpoint.
+    async def _scan(self, upper: datetime) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The first `FIRST_READ` events of the outbox in insertion order, settled ones only,
+        in batches as the database streams them (an exhaust cursor: no round trip per
+        batch). Finding the oldest event alone would cost the database a scan of the whole
+        outbox; whole documents cost it less than a projection of them, and naive UTC times
+        cost the relay half as much to decode."""
+        naive = self.events.codec_options.with_options(tz_aware=False, tzinfo=None)
+        cursor = self.events.with_options(codec_options=naive).find(
+            {}, batch_size=self.batch_size, cursor_type=CursorType.EXHAUST
+        )
+        settled = upper.astimezone(UTC).replace(tzinfo=None)
+        left = FIRST_READ
+        try:
+            while left > 0 and (docs := await cursor.to_list(min(self.batch_size, left))):
+                left -= len(docs)
+                yield [d for d in docs if d["recorded_at"] <= settled]
+        finally:
+            await cursor.close()
 
-        Finding the oldest event alone costs the database a scan of the whole outbox, so a
-        plain collection scan (its cheapest read) returns the events themselves when there
-        are at most `FIRST_READ` of them; a larger outbox is read oldest first, in order."""
-        docs = await self.events.find({}, RELAY_FIELDS).limit(FIRST_READ).to_list(None)
-        if len(docs) == FIRST_READ:
-            docs = await (
-                self.events.find({"recorded_at": {"$lte": upper}}, RELAY_FIELDS)
-                .sort([("recorded_at", 1), ("aggregate_id", 1), ("aggregate_version", 1)])
-                .limit(FIRST_READ)
-                .to_list(None)
-            )
-        return [d for d in docs if position(d)[0] <= upper]
+    async def _publish_scan(self) -> int:
+        """Publish the first scan of a relay without a checkpoint (see `_scan`); checkpoint
+        its newest position once every batch is acknowledged. Events the scan did not reach
+        are newer, or late commits the sweep finds. Batches are let go once acknowledged."""
+        upper = datetime.now(UTC) - self.settle
+        sending: deque[tuple[list[asyncio.Future], list[dict[str, Any]]]] = deque()
+        newest: dict[str, Any] | None = None
+        total = 0
+        async with contextlib.aclosing(read_ahead(self._scan(upper), READ_AHEAD)) as batches:
+            async for docs in batches:
+                if docs:
+                    sending.append((await self._enqueue(docs), docs))
+                    last = max(docs, key=_stored_position)
+                    if newest is None or _stored_position(last) > _stored_position(newest):
+                        newest = {k: last[k] for k in RELAY_FIELDS}
+                    total += len(docs)
+                while sending and all(f.done() for f in sending[0][0]):
+                    self._delivered(*sending.popleft())
+        while sending:
+            futures, docs = sending.popleft()
+            await asyncio.gather(*futures)
+            self._delivered(futures, docs)
+        if newest is None:
+            return 0
+        await self._checkpoint(position(newest))
+        self._cursor = position(newest)
+        return total
+
+    def _delivered(self, futures: list[asyncio.Future], docs: list[dict[str, Any]]) -> None:
+        for future in futures:
+            future.result()  # raises if the broker refused the batch
+        self._sent(docs)
 
     async def _next(self) -> list[dict[str, Any]]:
-        """The next settled, unsent events in outbox order (moves the read cursor)."""
+        """The next settled, unsent events after the checkpoint, in outbox order (moves the
+        read cursor)."""
         cursor = await self.cursor()
         upper = datetime.now(UTC) - self.settle
-        if cursor[0] == EPOCH:
-            docs = await self._first(upper)
-            if docs:
-                docs.sort(key=position)
-                self._cursor = position(docs[-1])
-            return docs
-        while cursor[0] <= upper:
+        while EPOCH < cursor[0] <= upper:
             docs, end = await self._window(cursor[0], upper)
             docs = [d for d in docs if position(d) > cursor]
             if docs:
@@ -202,20 +246,13 @@ class OutboxRelay:
         )
         BEHIND.set((datetime.now(UTC) - at[0]).total_seconds())
 
-    async def publish_batch(self) -> int:
-        """Publish the next window of events; return how many were sent."""
-        docs = await self._next()
-        if docs:
-            await asyncio.gather(*await self._enqueue(docs))
-            self._sent(docs)
-            await self._checkpoint(position(docs[-1]))
-        return len(docs)
-
     async def drain(self) -> int:
-        """Publish everything settled now. The next window is read while the current one is
-        handed to the producer and acknowledged; the checkpoint only follows acknowledged
-        batches."""
+        """Publish everything settled now: the first scan of a relay without a checkpoint,
+        then windows. The next window is read while the current one is handed to the producer
+        and acknowledged; the checkpoint only follows acknowledged batches."""
         total = 0
+        if (await self.cursor())[0] == EPOCH:
+            total = await self._publish_scan()
         docs = await self._next()
         while docs:
             reading = asyncio.ensure_future(self._next())
@@ -360,3 +397,35 @@ class OutboxRelay:
 
     def stop(self) -> None:
         self._stopping.set()
+
+
+T = TypeVar("T")
+
+
+async def read_ahead(source: AsyncGenerator[T, None], depth: int) -> AsyncIterator[T]:
+    """The items of `source`, up to `depth` of them read ahead while the caller handles the
+    current one (a database read in flight while a batch is published)."""
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue(depth)
+
+    async def pump() -> None:
+        try:
+            async with contextlib.aclosing(source):
+                async for item in source:
+                    await queue.put((True, item))
+            await queue.put((False, None))
+        except Exception as exc:  # handed to the reader, raised there
+            await queue.put((False, exc))
+
+    pumping = asyncio.create_task(pump())
+    try:
+        while True:
+            more, item = await queue.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        pumping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pumping
