@@ -27,7 +27,7 @@ def api(platform: LocalPlatform) -> Iterator[Gateway]:
 
 @pytest.fixture(scope="module")
 def world(api: Gateway, platform: LocalPlatform) -> SimpleNamespace:
-    """A department and a physician of it who uploaded one study."""
+    """A department and a physician (and admin) of it who uploaded one study."""
     desk = api.login(platform.bootstrap_user, platform.bootstrap_password)
     department_id = ok(
         api.client.post(
@@ -37,7 +37,13 @@ def world(api: Gateway, platform: LocalPlatform) -> SimpleNamespace:
         ),
         201,
     )["department_id"]
-    physician = api.register(desk, "Pieter", roles=["physician"], department_ids=[department_id])
+    physician = api.register(  # also the department's admin: audit lets them read its log
+        desk,
+        "Pieter",
+        roles=["physician", "department_admin"],
+        department_ids=[department_id],
+        admin_of=[department_id],
+    )
     study = api.upload(physician, "CT logout", "Logout^Alice", "19800214")
     return SimpleNamespace(desk=desk, department_id=department_id, physician=physician, study=study)
 
@@ -46,7 +52,7 @@ def reads(api: Gateway, uid: str) -> dict[str, Callable[[dict[str, str]], httpx.
     """One read per service that verifies tokens locally."""
     c = api.client
     return {
-        "share": lambda h: c.get("/api/shares", headers=h),
+        "share": lambda h: c.get("/api/shares", params={"study_uid": uid}, headers=h),
         "study-store": lambda h: c.get(f"/api/studies/{uid}", headers=h),
         "study-store hot": lambda h: c.get(f"/dicomweb/studies/{uid}/metadata", headers=h),
         "audit": lambda h: c.get(f"/api/audit/studies/{uid}/log", headers=h),
