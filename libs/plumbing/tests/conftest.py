@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,8 @@ import pytest
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import OTPFailed
 from studyshare.plumbing.eventstore import envelope_for
+from studyshare.plumbing.infra import free_port
+from studyshare.plumbing.tokens import TokenSigner
 
 HERE = Path(__file__).parent
 
@@ -38,3 +43,27 @@ def tally_process(service_processes):
         return service_processes.start(argv, env, f"{command}-{len(service_processes.started)}")
 
     return start
+
+
+@pytest.fixture
+def jwks_server():
+    """A real HTTP server publishing a JWKS, like identity's /.well-known/jwks.json."""
+    signer = TokenSigner()
+    body = json.dumps(signer.jwks()).encode()
+    hits = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield signer, f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json", hits
+    server.shutdown()

@@ -1,7 +1,4 @@
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -14,30 +11,6 @@ from studyshare.plumbing.http import create_app, kafka_ready, mongo_ready
 from studyshare.plumbing.infra import free_port
 from studyshare.plumbing.settings import ServiceSettings
 from studyshare.plumbing.tokens import TokenSigner
-
-
-@pytest.fixture
-def jwks_server():
-    """A real HTTP server publishing a JWKS, like identity's /.well-known/jwks.json."""
-    signer = TokenSigner()
-    body = json.dumps(signer.jwks()).encode()
-    hits = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield signer, f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json", hits
-    server.shutdown()
 
 
 async def test_tokens_are_verified_against_a_jwks_url(jwks_server):

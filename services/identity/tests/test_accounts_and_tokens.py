@@ -198,7 +198,8 @@ async def test_logout_revokes_the_session_and_its_refresh_token(api):
     assert (await api.client.get("/api/users/me", headers=bearer)).status_code == 200
     out = await api.client.post("/api/auth/logout", headers=bearer)
     assert out.status_code == 204
-    assert (await api.client.get("/api/users/me", headers=bearer)).status_code == 401
+    ended = await api.client.get("/api/users/me", headers=bearer)
+    assert ended.status_code == 401 and ended.json()["rule"] == "SessionEnded"
     refreshed = await api.client.post(
         "/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
     )

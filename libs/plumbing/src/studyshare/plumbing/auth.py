@@ -14,10 +14,15 @@ from fastapi import Depends, Request
 from studyshare.contracts.tokens import AUDIENCE, ISSUER, AccessClaims
 from studyshare.plumbing.errors import Forbidden, Unauthorized
 from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.revocations import SessionRevocations
 
 log = get_logger(__name__)
 
 ALGORITHMS = ["EdDSA", "ES256", "RS256"]
+
+
+class SessionEnded(Unauthorized):
+    """The token is genuine and unexpired, but identity ended its session or account."""
 
 
 class JWKSVerifier:
@@ -28,6 +33,9 @@ class JWKSVerifier:
     a small authorized request). Only its expiry still changes with time: it is checked on
     every use, to the second as PyJWT does (`exp <= now` is expired). A new key set forgets
     every remembered token, so a withdrawn key ends its tokens at the next refresh.
+
+    With `revocations` (kept current from `identity.events`), every use of a token, remembered
+    or not, is refused with `SessionEnded` once identity ended its session or account.
     """
 
     def __init__(
@@ -37,12 +45,14 @@ class JWKSVerifier:
         min_refetch_s: float = 5.0,
         max_remembered: int = 10_000,
         clock: Callable[[], float] = time.time,
+        revocations: SessionRevocations | None = None,
     ):
         self.jwks_url = jwks_url
         self.cache_seconds = cache_seconds
         self.min_refetch_s = min_refetch_s
         self.max_remembered = max_remembered
         self.clock = clock
+        self.revocations = revocations
         self._keys: dict[str, Any] = {}
         self._jwks: dict[str, Any] = {}
         self._fetched_at = 0.0
@@ -87,12 +97,21 @@ class JWKSVerifier:
         if claims is not None and time.monotonic() - self._fetched_at <= self.cache_seconds:
             if claims.exp <= self.clock():
                 raise Unauthorized("the access token has expired")
+            self._check_live(claims)
             return claims
         claims = await self._verify_signed(token)
         if len(self._verified) >= self.max_remembered:
             del self._verified[next(iter(self._verified))]
         self._verified[token] = claims
+        self._check_live(claims)
         return claims
+
+    def _check_live(self, claims: AccessClaims) -> None:
+        if self.revocations is None:
+            return
+        reason = self.revocations.refusal(claims)
+        if reason is not None:
+            raise SessionEnded(f"{reason}; this access token no longer works, log in again")
 
     async def _verify_signed(self, token: str) -> AccessClaims:
         try:

@@ -27,6 +27,8 @@ from studyshare.plumbing.logging import (
     current_correlation_id,
     get_logger,
 )
+from studyshare.plumbing.revocation_feed import RevocationFeed
+from studyshare.plumbing.revocations import SessionRevocations
 from studyshare.plumbing.settings import ServiceSettings
 
 log = get_logger(__name__)
@@ -192,12 +194,28 @@ def create_app(
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.verifier = JWKSVerifier(settings.jwks_url, settings.jwks_cache_seconds)
-        if lifespan is None:
-            yield
-        else:
-            async with lifespan(app):
+        revocations = SessionRevocations(settings.session_revocation_keep_s)
+        app.state.verifier = JWKSVerifier(
+            settings.jwks_url,
+            settings.jwks_cache_seconds,
+            revocations=revocations if settings.session_revocation_feed else None,
+        )
+        feed = RevocationFeed(
+            settings.kafka_bootstrap,
+            revocations,
+            client_id=f"{settings.service_name}-revocations",
+        )
+        app.state.revocation_feed = feed
+        if settings.session_revocation_feed:
+            feed.start()
+        try:
+            if lifespan is None:
                 yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            await feed.stop()
 
     app = ServiceApp(title=title, description=description, version="1.0.0", lifespan=run)
     app.add_middleware(CorrelationMiddleware)

@@ -43,6 +43,17 @@ class ServiceSettings(BaseSettings):
 
     jwks_url: str = "http://127.0.0.1:8101/.well-known/jwks.json"
     jwks_cache_seconds: int = 300
+    session_revocation_feed: bool = Field(
+        default=True,
+        description="follow identity.events in the API process and refuse access tokens of "
+        "ended sessions (logout, refresh-token reuse) and accounts (deactivated, password reset)",
+    )
+    session_revocation_keep_s: int = Field(
+        default=3600,
+        ge=60,
+        description="how long an ended session is remembered: at least the longest access "
+        "token lifetime identity issues (users 900 s, patients 3600 s)",
+    )
 
     otp_seal_public_key: str = Field(
         default="Fi3sEQTJ/M5ku/UX0rPry+wsvaVxPmr8SiXlIExAXi0=",

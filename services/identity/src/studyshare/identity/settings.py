@@ -28,6 +28,10 @@ class IdentitySettings(ServiceSettings):
         description="JWKS (JSON) of retired public keys still published during a rotation",
     )
 
+    session_revocation_feed: bool = Field(
+        default=False,
+        description="identity checks its own sessions store on every request instead",
+    )
     access_token_ttl_s: int = Field(default=900, ge=30)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
     patient_token_ttl_s: int = Field(default=3600, ge=30)

@@ -24,7 +24,12 @@ from studyshare.identity.service_layer import accounts, auth, departments, group
 from studyshare.identity.service_layer.context import Identity
 from studyshare.identity.service_layer.recipients import RecipientKind, search
 from studyshare.identity.settings import IdentitySettings
-from studyshare.plumbing.auth import JWKSVerifier, current_principal, optional_principal
+from studyshare.plumbing.auth import (
+    JWKSVerifier,
+    SessionEnded,
+    current_principal,
+    optional_principal,
+)
 from studyshare.plumbing.errors import Unauthorized
 from studyshare.plumbing.http import create_app as plumbing_app
 from studyshare.plumbing.http import kafka_ready, mongo_ready, problem, problem_responses
@@ -70,7 +75,7 @@ async def live_principal(
     principal: Annotated[AccessClaims, Depends(current_principal)],
 ) -> AccessClaims:
     if not await auth.session_is_live(app, principal):
-        raise Unauthorized("the session of this token has ended")
+        raise SessionEnded("the session of this token has ended; log in again")
     return principal
 
 

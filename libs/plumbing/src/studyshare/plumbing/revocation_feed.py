@@ -1,0 +1,136 @@
+"""Keeps a `SessionRevocations` current from `identity.events`, inside an API process.
+
+A consumer without a group reads every partition of the identity topic from the beginning
+(the list is rebuilt on each start; events older than the list keeps are skipped) and then
+follows it. Only the session-ending events are decoded (the relay's `event_type` header
+says which). End offsets are never used (Tansu reports them wrong): "caught up" is the first
+poll that brings nothing. When the broker cannot be reached, or the topic does not exist yet,
+the API still serves; the feed logs a warning and tries again, re-reading from the
+beginning (folding an event twice is harmless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from studyshare.contracts.envelope import EventEnvelope
+from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.revocations import EVENT_TYPES, SessionRevocations
+
+log = get_logger(__name__)
+
+IDENTITY_TOPIC = "identity.events"
+
+
+class TopicMissing(RuntimeError):
+    """The identity topic does not exist (yet)."""
+
+
+class RevocationFeed:
+    def __init__(
+        self,
+        bootstrap: str,
+        revocations: SessionRevocations,
+        *,
+        topic: str = IDENTITY_TOPIC,
+        client_id: str = "studyshare-revocations",
+        retry_s: float = 1.0,
+        max_retry_s: float = 15.0,
+        poll_ms: int = 500,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.revocations = revocations
+        self.topic = topic
+        self.client_id = client_id
+        self.retry_s = retry_s
+        self.max_retry_s = max_retry_s
+        self.poll_ms = poll_ms
+        self.caught_up = False
+        self.failures = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Follow the topic in the background (never blocks the API's start)."""
+        self._task = asyncio.create_task(
+            self.run(), name="session-revocation-feed", context=contextvars.Context()
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        """Follow the topic for ever, starting again after any failure."""
+        delay = self.retry_s
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                self.caught_up = False
+                log.warning(
+                    "session_revocations.feed_unavailable",
+                    topic=self.topic,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_retry_s)
+            else:
+                delay = self.retry_s
+
+    async def _follow(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.poll_ms,
+            client_id=self.client_id,
+        )
+        await consumer.start()
+        try:
+            if self.topic not in await consumer.topics():
+                raise TopicMissing(f"topic {self.topic} does not exist yet")
+            partitions = consumer.partitions_for_topic(self.topic) or set()
+            consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
+            await consumer.seek_to_beginning()
+            started, read = time.monotonic(), 0
+            while True:
+                batches = await consumer.getmany(timeout_ms=self.poll_ms)
+                for messages in batches.values():
+                    read += len(messages)
+                    for message in messages:
+                        self._fold(message.headers, message.value)
+                if not batches and not self.caught_up:
+                    self.caught_up = True
+                    log.info(
+                        "session_revocations.caught_up",
+                        events_read=read,
+                        ended=len(self.revocations),
+                        ms=round((time.monotonic() - started) * 1000),
+                    )
+        finally:
+            await consumer.stop()
+
+    def _fold(self, headers, value: bytes | None) -> None:
+        kind = next((v for k, v in headers or () if k == "event_type"), None)
+        if value is None or (kind is not None and kind.decode() not in EVENT_TYPES):
+            return
+        try:
+            envelope = EventEnvelope.from_json_bytes(value)
+        except ValueError:
+            log.warning("session_revocations.unreadable_event", topic=self.topic)
+            return
+        if envelope.event_type in EVENT_TYPES and self.revocations.apply(envelope):
+            log.debug("session_revocations.ended", event_type=envelope.event_type)

@@ -1,0 +1,109 @@
+"""Session revocations: which login sessions, and whose access, identity ended lately.
+
+Every service verifies access tokens itself (JWKS), so a token would stay good until it
+expires. Identity ends a session on logout (`LoggedOut`) and on refresh-token reuse
+(`RefreshTokenReuseDetected`), and all sessions of an account when the account is
+deactivated (`UserDeactivated`) or the service desk resets its password (`PasswordChanged` by
+someone else; a user changing their own password keeps their sessions, as in identity).
+`SessionRevocations` folds those events into two small maps and answers, per token, whether
+it is still good. Pure: no I/O; `revocation_feed.RevocationFeed` keeps it current.
+
+An ended session or account is kept `keep_s` seconds (the longest lifetime of an access
+token): after that every token issued before the end has expired anyway, so it is pruned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from studyshare.contracts.envelope import EventEnvelope
+from studyshare.contracts.tokens import AccessClaims
+
+#: the identity events that end sessions, and the reason a refused token is given
+SESSION_ENDING = {
+    "LoggedOut": "the session was logged out",
+    "RefreshTokenReuseDetected": "the session was revoked (its refresh token was reused)",
+}
+ACCESS_ENDING = {
+    "UserDeactivated": "the account was deactivated",
+    "PasswordChanged": "the account's password was reset",
+}
+EVENT_TYPES = frozenset(SESSION_ENDING) | frozenset(ACCESS_ENDING)
+
+
+class SessionRevocations:
+    """Ended sessions (`sid` -> when, why) and ended accounts (`sub` -> when, why).
+
+    A token of an ended session is refused whenever it was issued; a token of an ended account
+    only if issued at or before the end (`iat` is whole seconds, so a login within the same
+    second as the end is refused too: the safe side).
+    """
+
+    def __init__(
+        self,
+        keep_s: float = 3600,
+        clock: Callable[[], float] = time.time,
+        prune_every_s: float = 30.0,
+    ) -> None:
+        self.keep_s = keep_s
+        self.clock = clock
+        self.prune_every_s = prune_every_s
+        self._sessions: dict[str, tuple[float, str]] = {}
+        self._accounts: dict[str, tuple[float, str]] = {}
+        self._pruned_at = clock()
+
+    def __len__(self) -> int:
+        return len(self._sessions) + len(self._accounts)
+
+    def apply(self, envelope: EventEnvelope) -> bool:
+        """Fold one identity event; True when it ended a session or an account's access."""
+        kind, payload = envelope.event_type, envelope.payload
+        at = envelope.occurred_at.timestamp()
+        if kind in SESSION_ENDING and payload.get("session_id"):
+            return self.end_session(payload["session_id"], at, SESSION_ENDING[kind])
+        if kind == "PasswordChanged" and payload.get("changed_by") == payload.get("user_id"):
+            return False  # the user changed it: identity keeps their sessions
+        if kind in ACCESS_ENDING and payload.get("user_id"):
+            return self.end_access(payload["user_id"], at, ACCESS_ENDING[kind])
+        return False
+
+    def end_session(self, session_id: str, at: float, reason: str) -> bool:
+        if at < self.clock() - self.keep_s:
+            return False
+        self._sessions[session_id] = (at, reason)
+        return True
+
+    def end_access(self, user_id: str, at: float, reason: str) -> bool:
+        if at < self.clock() - self.keep_s:
+            return False
+        known = self._accounts.get(user_id)
+        if known is None or known[0] < at:
+            self._accounts[user_id] = (at, reason)
+        return True
+
+    def refusal(self, claims: AccessClaims) -> str | None:
+        """Why the token's session or account has ended, or None while it is good."""
+        if self.clock() - self._pruned_at > self.prune_every_s:
+            self.prune()
+        if claims.sid is not None:
+            ended = self._sessions.get(claims.sid)
+            if ended is not None:
+                return ended[1]
+        if claims.kind == "user":
+            ended = self._accounts.get(claims.sub)
+            if ended is not None and claims.iat <= ended[0]:
+                return ended[1]
+        return None
+
+    def prune(self) -> int:
+        """Forget ends older than `keep_s`; how many were forgotten."""
+        now = self.clock()
+        self._pruned_at = now
+        oldest = now - self.keep_s
+        forgotten = 0
+        for ended in (self._sessions, self._accounts):
+            for key in [k for k, (at, _) in ended.items() if at < oldest]:
+                del ended[key]
+                forgotten += 1
+        return forgotten

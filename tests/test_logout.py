@@ -1,0 +1,125 @@
+"""A logged-out or revoked session's access token stops working at every service, through the
+gateway only: share, study-store (hot DICOMweb route included) and audit verify tokens
+themselves, and learn of ended sessions from `identity.events`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from studyshare.devstack.platform import LocalPlatform
+
+from .storykit import Gateway, ok, problem, unique
+
+#: logout answered -> the same token refused everywhere (relay, broker, each API's feed)
+SESSION_END_BOUND_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def api(platform: LocalPlatform) -> Iterator[Gateway]:
+    with httpx.Client(base_url=platform.gateway_url, timeout=30, trust_env=False) as client:
+        yield Gateway(client)
+
+
+@pytest.fixture(scope="module")
+def world(api: Gateway, platform: LocalPlatform) -> SimpleNamespace:
+    """A department and a physician (and admin) of it who uploaded one study."""
+    desk = api.login(platform.bootstrap_user, platform.bootstrap_password)
+    department_id = ok(
+        api.client.post(
+            "/api/departments",
+            json={"name": f"Radiology {unique('')}", "country": "be", "kind": "radiology"},
+            headers=desk,
+        ),
+        201,
+    )["department_id"]
+    physician = api.register(  # also the department's admin: audit lets them read its log
+        desk,
+        "Pieter",
+        roles=["physician", "department_admin"],
+        department_ids=[department_id],
+        admin_of=[department_id],
+    )
+    study = api.upload(physician, "CT logout", "Logout^Alice", "19800214")
+    return SimpleNamespace(desk=desk, department_id=department_id, physician=physician, study=study)
+
+
+def reads(api: Gateway, uid: str) -> dict[str, Callable[[dict[str, str]], httpx.Response]]:
+    """One read per service that verifies tokens locally."""
+    c = api.client
+    return {
+        "share": lambda h: c.get("/api/shares", params={"study_uid": uid}, headers=h),
+        "study-store": lambda h: c.get(f"/api/studies/{uid}", headers=h),
+        "study-store hot": lambda h: c.get(f"/dicomweb/studies/{uid}/metadata", headers=h),
+        "audit": lambda h: c.get(f"/api/audit/studies/{uid}/log", headers=h),
+    }
+
+
+def refused_everywhere(
+    reads: dict[str, Callable[[dict[str, str]], httpx.Response]], headers: dict[str, str]
+) -> tuple[dict[str, float], dict[str, httpx.Response]]:
+    """Poll every read until each answers 401; seconds until each did, and the refusals."""
+    start = time.monotonic()
+    took: dict[str, float] = {}
+    refusals: dict[str, httpx.Response] = {}
+    while len(took) < len(reads):
+        for name, read in reads.items():
+            if name in took:
+                continue
+            response = read(headers)
+            if response.status_code == 401:
+                took[name], refusals[name] = time.monotonic() - start, response
+        elapsed = time.monotonic() - start
+        assert elapsed <= SESSION_END_BOUND_S, f"still accepted after {elapsed:.2f}s: {took}"
+        time.sleep(0.02)
+    return took, refusals
+
+
+def test_a_logged_out_token_is_refused_by_every_service_within_the_bound(
+    api: Gateway, world: SimpleNamespace
+):
+    physician = world.physician
+    headers = api.login(physician.username, physician.password)
+    other_session = api.login(physician.username, physician.password)
+    services = reads(api, world.study.study_uid)
+    for name, read in services.items():
+        response = read(headers)
+        assert response.status_code == 200, (name, response.status_code, response.text)
+
+    ok(api.client.post("/api/auth/logout", headers=headers), 204)
+    took, refusals = refused_everywhere(services, headers)
+    print(f"logout -> 401 per service (s): { {k: round(v, 2) for k, v in took.items()} }")
+    for response in refusals.values():
+        body = problem(response, 401, "SessionEnded")
+        assert "logged out" in body["detail"]
+    for name, read in services.items():
+        assert read(other_session).status_code == 200, f"{name}: the other session lives on"
+
+
+def test_a_password_reset_by_the_service_desk_ends_every_session_of_the_account(
+    api: Gateway, world: SimpleNamespace
+):
+    physician = world.physician
+    first = api.login(physician.username, physician.password)
+    second = api.login(physician.username, physician.password)
+    services = reads(api, world.study.study_uid)
+    assert services["share"](first).status_code == 200
+    physician.password = f"Reset-{unique('')}-Pass!"
+    ok(
+        api.client.post(
+            f"/api/users/{physician.user_id}/password",
+            json={"new_password": physician.password},
+            headers=world.desk,
+        ),
+        204,
+    )
+    for headers in (first, second):
+        _, refusals = refused_everywhere(services, headers)
+        assert "password was reset" in problem(refusals["share"], 401, "SessionEnded")["detail"]
+    time.sleep(1.1)  # a token issued within the second of the reset is refused too
+    fresh = api.login(physician.username, physician.password)
+    assert services["share"](fresh).status_code == 200
