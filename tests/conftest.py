@@ -11,6 +11,8 @@ import pytest
 
 from studyshare.devstack.platform import LocalPlatform, available_services
 
+from .storykit import Gateway
+
 # Shorter periods than production so the stories see their effects within seconds: accesses
 # reach the study logging per 1 s window instead of per minute, and the share service looks for
 # buckets past `valid_until` every second instead of every 30 s.
@@ -30,6 +32,13 @@ def platform() -> Iterator[LocalPlatform]:
         run_dir, services=services, ready_timeout=240, extra_env=E2E_SETTINGS
     ) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def api(platform: LocalPlatform) -> Iterator[Gateway]:
+    """The platform's public API as the stories use it (`storykit.Gateway`)."""
+    with httpx.Client(base_url=platform.gateway_url, timeout=30, trust_env=False) as client:
+        yield Gateway(client)
 
 
 @pytest.fixture

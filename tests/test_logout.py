@@ -5,7 +5,7 @@ themselves, and learn of ended sessions from `identity.events`."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import httpx
@@ -17,12 +17,6 @@ from .storykit import Gateway, ok, problem, unique
 
 #: logout answered -> the same token refused everywhere (relay, broker, each API's feed)
 SESSION_END_BOUND_S = 3.0
-
-
-@pytest.fixture(scope="module")
-def api(platform: LocalPlatform) -> Iterator[Gateway]:
-    with httpx.Client(base_url=platform.gateway_url, timeout=30, trust_env=False) as client:
-        yield Gateway(client)
 
 
 @pytest.fixture(scope="module")

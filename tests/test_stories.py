@@ -10,7 +10,6 @@ studies, so no story's grant opens another story's study.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from types import SimpleNamespace
 
@@ -40,12 +39,6 @@ STUDY_BIRTH_DATE = "19800214"
 REVOCATION_BOUND_S = 3.0
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
-
-
-@pytest.fixture(scope="module")
-def api(platform: LocalPlatform) -> Iterator[Gateway]:
-    with httpx.Client(base_url=platform.gateway_url, timeout=30, trust_env=False) as client:
-        yield Gateway(client)
 
 
 @pytest.fixture(scope="module")

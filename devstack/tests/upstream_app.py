@@ -71,7 +71,8 @@ def build(name: str):
     async def thing() -> dict:
         return {"value": "x" if name == "identity" else 1}
 
-    settings = ServiceSettings(service_name=name, environment="test")
+    # a stand-in for a service, without a broker: no identity events to follow
+    settings = ServiceSettings(service_name=name, environment="test", session_revocation_feed=False)
     return create_app(settings, title=name, routers=[router])
 
 

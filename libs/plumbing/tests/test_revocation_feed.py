@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -113,7 +114,11 @@ async def test_an_api_refuses_tokens_of_sessions_ended_before_and_after_it_start
 
     restarted = things_app(settings)
     async with restarted.router.lifespan_context(restarted):
-        assert await eventually(lambda: _true(restarted.state.revocation_feed.caught_up), 30)
+        transport = httpx.ASGITransport(restarted)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            ready = await client.get("/readyz")  # waits up to 2 s for the catch-up
+        assert ready.status_code == 200, ready.json()
+        assert restarted.state.revocation_feed.caught_up, "ready only once caught up"
         for token in (early_token, late_token):
             status, body = await status_of(restarted, token)
             assert status == 401 and body["rule"] == "SessionEnded", "rebuilt from the topic"
@@ -135,6 +140,8 @@ async def test_the_feed_waits_for_a_broker_that_is_not_there_yet(real_infra, mon
         try:
             assert await eventually(lambda: _true(feed.failures >= 1), timeout=30)
             assert any(e["event"] == "session_revocations.feed_unavailable" for e in logs)
+            with pytest.raises(RuntimeError, match="not yet read"):
+                await feed.ready(wait_s=0.2)  # an API in this state answers /readyz 503
             late_broker = await asyncio.to_thread(broker(port, Path(tmp_path) / "b.log").start)
             await ensure_topics(bootstrap)
             settings = real_infra.settings(kafka_bootstrap=bootstrap)
@@ -144,6 +151,7 @@ async def test_the_feed_waits_for_a_broker_that_is_not_there_yet(real_infra, mon
             assert await eventually(
                 lambda: _true(revocations.refusal(token) is not None), timeout=30
             )
+            await feed.ready(wait_s=10)
         finally:
             await feed.stop()
             if late_broker is not None:

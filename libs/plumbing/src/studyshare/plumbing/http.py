@@ -249,7 +249,13 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
-    app.include_router(health_router(readiness))
+
+    async def revocations_ready() -> None:
+        feed = getattr(app.state, "revocation_feed", None)
+        if feed is not None:
+            await feed.ready()
+
+    app.include_router(health_router([*readiness, revocations_ready]))
     install_problem_openapi(app)
     if hot_routes:
         app.hot = HotRoutes(hot_routes)

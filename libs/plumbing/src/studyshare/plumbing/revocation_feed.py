@@ -50,9 +50,26 @@ class RevocationFeed:
         self.retry_s = retry_s
         self.max_retry_s = max_retry_s
         self.poll_ms = poll_ms
-        self.caught_up = False
         self.failures = 0
+        self._caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def caught_up(self) -> bool:
+        return self._caught_up.is_set()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    async def ready(self, wait_s: float = 2.0) -> None:
+        """Readiness: a started feed has read the topic up to now (waits up to `wait_s`), so
+        a new API process accepts no token of a session that already ended."""
+        if self.running and not self.caught_up:
+            try:
+                await asyncio.wait_for(self._caught_up.wait(), wait_s)
+            except TimeoutError:
+                raise RuntimeError(f"session revocations not yet read from {self.topic}") from None
 
     def start(self) -> None:
         """Follow the topic in the background (never blocks the API's start)."""
@@ -77,7 +94,7 @@ class RevocationFeed:
                 raise
             except Exception as exc:
                 self.failures += 1
-                self.caught_up = False
+                self._caught_up.clear()
                 log.warning(
                     "session_revocations.feed_unavailable",
                     topic=self.topic,
@@ -113,7 +130,7 @@ class RevocationFeed:
                     for message in messages:
                         self._fold(message.headers, message.value)
                 if not batches and not self.caught_up:
-                    self.caught_up = True
+                    self._caught_up.set()
                     log.info(
                         "session_revocations.caught_up",
                         events_read=read,
