@@ -53,7 +53,7 @@ async def test_a_killed_clients_transaction_is_aborted_and_stops_blocking(tmp_pa
         await asyncio.wait_for(
             client.ward.beds.update_one({"_id": 0}, {"$set": {"v": 2}}), LIFETIME_S + 10
         )
-        assert time.monotonic() - killed_at >= LIFETIME_S - 0.5, "it waited for the lifetime"
+        assert time.monotonic() - killed_at >= LIFETIME_S - 1.0, "it waited for the lifetime"
         assert await client.ward.beds.find().to_list(None) == [{"_id": 0, "v": 2}], (
             "the killed transaction's writes were rolled back"
         )
