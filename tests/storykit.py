@@ -121,6 +121,11 @@ class Gateway:
 
         return wait_for(attempt, f"login of {username}")
 
+    def radiology_department(self, by: dict[str, str], name: str) -> str:
+        """Create a Belgian radiology department as `by` (the service desk); its id."""
+        body = {"name": name, "country": "be", "kind": "radiology"}
+        return ok(self.client.post("/api/departments", json=body, headers=by), 201)["department_id"]
+
     def register(self, by: dict[str, str], first_name: str, **fields: Any) -> Person:
         """Register an account as `by` (service desk or department admin) and log it in."""
         tag = unique("")

@@ -23,14 +23,7 @@ SESSION_END_BOUND_S = 3.0
 def world(api: Gateway, platform: LocalPlatform) -> SimpleNamespace:
     """A department and a physician (and admin) of it who uploaded one study."""
     desk = api.login(platform.bootstrap_user, platform.bootstrap_password)
-    department_id = ok(
-        api.client.post(
-            "/api/departments",
-            json={"name": f"Radiology {unique('')}", "country": "be", "kind": "radiology"},
-            headers=desk,
-        ),
-        201,
-    )["department_id"]
+    department_id = api.radiology_department(desk, f"Radiology {unique('')}")
     physician = api.register(  # also the department's admin: audit lets them read its log
         desk,
         "Pieter",

@@ -48,14 +48,7 @@ def cast(api: Gateway, platform: LocalPlatform) -> SimpleNamespace:
     group practice are physicians outside the department."""
     desk = api.login(platform.bootstrap_user, platform.bootstrap_password)
     tag = unique("")
-    department_id = ok(
-        api.client.post(
-            "/api/departments",
-            json={"name": f"Radiology {tag}", "country": "be", "kind": "radiology"},
-            headers=desk,
-        ),
-        201,
-    )["department_id"]
+    department_id = api.radiology_department(desk, f"Radiology {tag}")
     admin = api.register(
         desk,
         "Rita",
