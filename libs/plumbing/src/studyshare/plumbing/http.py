@@ -194,20 +194,19 @@ def create_app(
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        revocations = SessionRevocations(settings.session_revocation_keep_s)
+        revocations, feed = None, None
+        if settings.session_revocation_feed:
+            revocations = SessionRevocations(settings.session_revocation_keep_s)
+            feed = RevocationFeed(
+                settings.kafka_bootstrap,
+                revocations,
+                client_id=f"{settings.service_name}-revocations",
+            )
+            feed.start()
         app.state.verifier = JWKSVerifier(
-            settings.jwks_url,
-            settings.jwks_cache_seconds,
-            revocations=revocations if settings.session_revocation_feed else None,
-        )
-        feed = RevocationFeed(
-            settings.kafka_bootstrap,
-            revocations,
-            client_id=f"{settings.service_name}-revocations",
+            settings.jwks_url, settings.jwks_cache_seconds, revocations=revocations
         )
         app.state.revocation_feed = feed
-        if settings.session_revocation_feed:
-            feed.start()
         try:
             if lifespan is None:
                 yield
@@ -215,7 +214,8 @@ def create_app(
                 async with lifespan(app):
                     yield
         finally:
-            await feed.stop()
+            if feed is not None:
+                await feed.stop()
 
     app = ServiceApp(title=title, description=description, version="1.0.0", lifespan=run)
     app.add_middleware(CorrelationMiddleware)

@@ -193,15 +193,14 @@ class OutboxRelay:
         are newer, or late commits the sweep finds. Batches are let go once acknowledged."""
         upper = datetime.now(UTC) - self.settle
         sending: deque[tuple[list[asyncio.Future], list[dict[str, Any]]]] = deque()
-        newest: dict[str, Any] | None = None
+        newest: Position | None = None
         total = 0
         async with contextlib.aclosing(read_ahead(self._scan(upper), READ_AHEAD)) as batches:
             async for docs in batches:
                 if docs:
                     sending.append((await self._enqueue(docs), docs))
-                    last = max(docs, key=_stored_position)
-                    if newest is None or _stored_position(last) > _stored_position(newest):
-                        newest = {k: last[k] for k in RELAY_FIELDS}
+                    last = position(max(docs, key=_stored_position))
+                    newest = last if newest is None else max(newest, last)
                     total += len(docs)
                 while sending and all(f.done() for f in sending[0][0]):
                     self._delivered(*sending.popleft())
@@ -211,8 +210,8 @@ class OutboxRelay:
             self._delivered(futures, docs)
         if newest is None:
             return 0
-        await self._checkpoint(position(newest))
-        self._cursor = position(newest)
+        await self._checkpoint(newest)
+        self._cursor = newest
         return total
 
     def _delivered(self, futures: list[asyncio.Future], docs: list[dict[str, Any]]) -> None:

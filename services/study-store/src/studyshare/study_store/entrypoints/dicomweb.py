@@ -40,7 +40,7 @@ from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser, current_principal
 from studyshare.plumbing.errors import Forbidden, NotFound, RuleViolation
-from studyshare.plumbing.hot import HotRoute
+from studyshare.plumbing.hot import HotHandler, HotRoute
 from studyshare.plumbing.http import problem_responses
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.blobstore import BlobStore
@@ -897,50 +897,29 @@ async def instance_metadata(
 # --- hot routes: the same reads without FastAPI's stack (`studyshare.plumbing.hot`) ----------
 
 
-async def _hot_read(request: Request, read, study_uid: str, *uids: str) -> Response:
-    principal = await current_principal(request)
-    decision = await study_access(study_uid, principal, request)
-    return await read(request, request.app.state.dicom, principal, decision, study_uid, *uids)
+def _hot(read: Callable[..., Any]) -> HotHandler:
+    """A hot handler for `read` (`_retrieve`, `_metadata`): the same token check and access
+    decision as the route's dependencies; path parameters arrive in path order."""
 
+    async def handler(request: Request, study_uid: str, **uids: str) -> Response:
+        principal = await current_principal(request)
+        decision = await study_access(study_uid, principal, request)
+        stores = request.app.state.dicom
+        return await read(request, stores, principal, decision, study_uid, *uids.values())
 
-async def hot_retrieve_study(request: Request, study_uid: str) -> Response:
-    return await _hot_read(request, _retrieve, study_uid)
-
-
-async def hot_study_metadata(request: Request, study_uid: str) -> Response:
-    return await _hot_read(request, _metadata, study_uid)
-
-
-async def hot_series_metadata(request: Request, study_uid: str, series_uid: str) -> Response:
-    return await _hot_read(request, _metadata, study_uid, series_uid)
-
-
-async def hot_instance_metadata(
-    request: Request, study_uid: str, series_uid: str, sop_uid: str
-) -> Response:
-    return await _hot_read(request, _metadata, study_uid, series_uid, sop_uid)
-
-
-async def hot_retrieve_series(request: Request, study_uid: str, series_uid: str) -> Response:
-    return await _hot_read(request, _retrieve, study_uid, series_uid)
-
-
-async def hot_retrieve_instance(
-    request: Request, study_uid: str, series_uid: str, sop_uid: str
-) -> Response:
-    return await _hot_read(request, _retrieve, study_uid, series_uid, sop_uid)
+    return handler
 
 
 STUDY = "/dicomweb/studies/{study_uid}"
 SERIES = STUDY + "/series/{series_uid}"
 INSTANCE = SERIES + "/instances/{sop_uid}"
 HOT_ROUTES = [
-    HotRoute(STUDY, hot_retrieve_study),
-    HotRoute(STUDY + "/metadata", hot_study_metadata),
-    HotRoute(SERIES + "/metadata", hot_series_metadata),
-    HotRoute(INSTANCE + "/metadata", hot_instance_metadata),
-    HotRoute(SERIES, hot_retrieve_series),
-    HotRoute(INSTANCE, hot_retrieve_instance),
+    HotRoute(STUDY, _hot(_retrieve)),
+    HotRoute(STUDY + "/metadata", _hot(_metadata)),
+    HotRoute(SERIES + "/metadata", _hot(_metadata)),
+    HotRoute(INSTANCE + "/metadata", _hot(_metadata)),
+    HotRoute(SERIES, _hot(_retrieve)),
+    HotRoute(INSTANCE, _hot(_retrieve)),
 ]
 
 
