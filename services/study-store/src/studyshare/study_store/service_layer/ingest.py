@@ -361,29 +361,24 @@ class Ingest:
         `extra_events(session)` decides further events inside the same transaction."""
         if not parsed and extra_events is None:
             return set()
+
+        async def in_transaction(session: AsyncClientSession) -> set[str]:
+            return await self._index(session, upload, parsed, paths, kind, bucket_id, extra_events)
+
         try:
-            return await self._index_retried(upload, parsed, paths, kind, bucket_id, extra_events)
+            return await self._retried(in_transaction)
         finally:
             if self.on_indexed is not None:
                 for study_uid in {p.facts.study_uid for p in parsed}:
                     self.on_indexed(study_uid)
 
-    async def _index_retried(
-        self,
-        upload: Upload,
-        parsed: Sequence[Parsed],
-        paths: dict[str, str],
-        kind: str | None,
-        bucket_id: str | None,
-        extra_events: ExtraEvents | None,
-    ) -> set[str]:
+    async def _retried(self, work: Callable[[AsyncClientSession], Awaitable[set[str]]]) -> set[str]:
+        """`work` in a transaction, retried whole when a concurrent upload won."""
         for attempt in range(8):
             try:
                 async with self.db.client.start_session() as session:
                     async with await session.start_transaction():
-                        return await self._index(
-                            session, upload, parsed, paths, kind, bucket_id, extra_events
-                        )
+                        return await work(session)
             except (ConcurrencyConflict, OperationFailure) as exc:
                 if not _retryable(exc) or attempt == 7:
                     raise
