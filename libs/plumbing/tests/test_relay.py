@@ -2,7 +2,7 @@ import asyncio
 import os
 import signal
 from collections import defaultdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -177,6 +177,28 @@ async def test_a_relay_without_checkpoint_scans_a_large_outbox_then_follows_wind
     for key, partition, _ in messages:
         assert partition == DefaultPartitioner()(key, partitions, partitions)
     assert versions_by_bucket(messages) == {b: list(range(1, 16)) for b in buckets}
+
+
+async def test_a_scan_cut_short_leaves_no_later_inserted_event_behind_its_checkpoint(
+    real_infra, store, kafka, monkeypatch
+):
+    """Events inserted after the last one the first scan reads can sort before it: stamped
+    in the same millisecond with a smaller aggregate id, or stamped earlier and committed
+    later (within the settle window). The windows publish both; nothing goes out twice."""
+    monkeypatch.setattr(relay_module, "FIRST_READ", 3)
+    stamp = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+    buckets = sorted(unique("bkt") for _ in range(5))
+    stamps = [stamp - timedelta(milliseconds=100)] + [stamp] * 4
+    for bucket, recorded in reversed(list(zip(buckets, stamps, strict=True))):
+        await store.events.insert_one(to_document(otp_failures(bucket, 1)[0], recorded))
+    relay = OutboxRelay(store.db, kafka, settle_s=0.25)
+    assert await relay._publish_scan() == 3, "the scan reads the three inserted first"
+    assert await relay.drain() == 2, "the windows publish the two inserted after them"
+    assert await relay.drain() == 0
+    assert await relay.sweep() == 0, "nothing left for the sweep"
+
+    messages = await published(real_infra, buckets, 5)
+    assert sorted(e.aggregate_id for *_, e in messages) == buckets, "each event once"
 
 
 async def test_an_event_committed_behind_the_checkpoint_is_swept_up(real_infra, store, kafka):

@@ -13,9 +13,12 @@ it finds missing, so such an event is late but never lost.
 
 A relay without a checkpoint first scans the outbox (up to `FIRST_READ` events) in insertion
 order, a plain collection scan, the database's cheapest read: it publishes each batch while the
-database streams the next and checkpoints the scan's newest event once all are acknowledged; the
-windows carry on from there. Insertion order keeps each aggregate's versions in order: version
-n+1 is only appended once version n has committed.
+database streams the next and checkpoints once all are acknowledged; the windows carry on from
+there. Insertion order keeps each aggregate's versions in order: version n+1 is only appended
+once version n has committed. A scan that read the whole outbox checkpoints its newest event.
+A scan cut short by `FIRST_READ` has left events inserted after it whose position may sort
+before its newest (the same millisecond, or stamped up to `settle` earlier): its checkpoint is
+`settle` before its newest event, and the windows skip what the scan already sent.
 
 A quiet relay does not poll: a change stream of the outbox wakes it when an event is
 inserted, and it reads once that event has settled.
@@ -140,6 +143,7 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._appended = asyncio.Event()
         self._watching = False
+        self._scan_cut = False
 
     async def cursor(self) -> Position:
         if self._cursor is None:
@@ -179,18 +183,23 @@ class OutboxRelay:
             {}, batch_size=self.batch_size, cursor_type=CursorType.EXHAUST
         )
         settled = upper.astimezone(UTC).replace(tzinfo=None)
+        self._scan_cut = False
         left = FIRST_READ
         try:
-            while left > 0 and (docs := await cursor.to_list(min(self.batch_size, left))):
+            while docs := await cursor.to_list(min(self.batch_size, left)):
                 left -= len(docs)
                 yield [d for d in docs if d["recorded_at"] <= settled]
+                if left == 0:
+                    self._scan_cut = True
+                    return
         finally:
             await cursor.close()
 
     async def _publish_scan(self) -> int:
         """Publish the first scan of a relay without a checkpoint (see `_scan`); checkpoint
-        its newest position once every batch is acknowledged. Events the scan did not reach
-        are newer, or late commits the sweep finds. Batches are let go once acknowledged."""
+        once every batch is acknowledged: at its newest position when the scan read the whole
+        outbox, `settle` earlier when `FIRST_READ` cut it short (see the module's docstring).
+        Batches are let go once acknowledged."""
         upper = datetime.now(UTC) - self.settle
         sending: deque[tuple[list[asyncio.Future], list[dict[str, Any]]]] = deque()
         newest: Position | None = None
@@ -210,6 +219,8 @@ class OutboxRelay:
             self._delivered(futures, docs)
         if newest is None:
             return 0
+        if self._scan_cut:
+            newest = (newest[0] - self.settle, "", 0)
         await self._checkpoint(newest)
         self._cursor = newest
         return total
@@ -226,11 +237,14 @@ class OutboxRelay:
         upper = datetime.now(UTC) - self.settle
         while EPOCH < cursor[0] <= upper:
             docs, end = await self._window(cursor[0], upper)
-            docs = [d for d in docs if position(d) > cursor]
-            if docs:
-                docs.sort(key=position)
-                self._cursor = position(docs[-1])
-                return docs
+            docs = sorted((d for d in docs if position(d) > cursor), key=position)
+            unsent = [d for d in docs if d["_id"] not in self._recent]
+            if unsent:
+                self._cursor = position(unsent[-1])
+                return unsent
+            if docs:  # all sent already (after a scan cut short)
+                cursor = self._cursor = position(docs[-1])
+                continue
             if end >= upper:
                 break
             cursor = (end, "", 0)
