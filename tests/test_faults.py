@@ -54,7 +54,7 @@ SENDERS = 4
 RECIPIENTS = 2
 BEFORE_KILL = 8  # share attempts of a phase before the kill
 AFTER_READY = 6  # acknowledged shares after the service is back
-UNTIL_READY = 30  # share attempts of a phase at most until the service is back
+UNTIL_READY = 30  # share attempts at most between the kill and the service's return
 DOWN_S = 1.5  # how long the service stays dead
 PASSWORD = "Fault-Test-2026!"
 
@@ -266,12 +266,13 @@ async def phase(
     processes = [p for p in platform.processes if p.startswith(f"{name}-")]
     assert processes, f"no processes of {name}: {sorted(platform.processes)}"
     first = len(stream.attempts)
+    killed_at: list[int] = []  # number of attempts when the service was killed
     ready_at: list[int] = []  # number of attempts when the service was back
     stop = asyncio.Event()
 
     async def sender(token: str) -> None:
         while not stop.is_set():
-            if not ready_at and len(stream.attempts) - first >= UNTIL_READY:
+            if killed_at and not ready_at and len(stream.attempts) - killed_at[0] >= UNTIL_READY:
                 await asyncio.sleep(0.5)  # enough shares in flight while it restarts
                 continue
             await share_once(client, cast, token, name, stream)
@@ -292,8 +293,9 @@ async def phase(
             return in_flight and (busy is None or await busy())
 
         await eventually(streaming, 60, f"shares before killing {name}")
-        await eventually(mid_request, 60, f"{name} at work", interval=0.01)
+        await eventually(mid_request, 120, f"{name} at work", interval=0.01)
         platform.kill_together(processes)
+        killed_at.append(len(stream.attempts))
         if after_kill is not None:
             await after_kill()
         await asyncio.sleep(DOWN_S)

@@ -166,7 +166,13 @@ def health_router(checks: Sequence[ReadinessCheck]) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Readiness: broker and database answer")
+    @router.get(
+        "/readyz",
+        summary="Readiness: broker and database answer, ended sessions are known",
+        description="503 with the reason until every check passes: the broker and the "
+        "database answer and, where the service follows it, the feed of ended sessions has "
+        "caught up (a process that is not ready would still accept a logged-out token).",
+    )
     async def readyz() -> Response:
         try:
             await asyncio.wait_for(asyncio.gather(*(check() for check in checks)), 3)
