@@ -126,6 +126,28 @@ async def test_an_api_refuses_tokens_of_sessions_ended_before_and_after_it_start
         assert (await status_of(restarted, other))[0] == 200
 
 
+async def test_a_starting_feed_reads_only_what_the_list_could_still_keep(real_infra, mongo_db):
+    """A feed that keeps ended sessions 3 s starts at the broker's offsets for 3 s ago: the
+    ten logouts sent before are not read again, the one sent since is."""
+    settings = real_infra.settings()
+    user = unique("usr")
+    for _ in range(10):
+        await publish_logout(mongo_db, settings, user, unique("ses"))
+    await asyncio.sleep(4)
+    recent = unique("ses")
+    await publish_logout(mongo_db, settings, user, recent)
+
+    revocations = SessionRevocations(keep_s=3)
+    feed = RevocationFeed(real_infra.kafka_bootstrap, revocations, clock_skew_s=0)
+    feed.start()
+    try:
+        await feed.ready(wait_s=30)
+        assert revocations.refusal(_claims(user, recent)) is not None
+        assert feed.events_read < 10, f"read {feed.events_read} messages older than kept"
+    finally:
+        await feed.stop()
+
+
 async def test_the_feed_waits_for_a_broker_that_is_not_there_yet(real_infra, mongo_db, tmp_path):
     """The API starts without a broker; the feed warns, retries, and follows once it is up."""
     from structlog.testing import capture_logs

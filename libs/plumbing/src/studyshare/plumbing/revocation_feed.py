@@ -1,12 +1,15 @@
 """Keeps a `SessionRevocations` current from `identity.events`, inside an API process.
 
-A consumer without a group reads every partition of the identity topic from the beginning
-(the list is rebuilt on each start; events older than the list keeps are skipped) and then
-follows it. Only the session-ending events are decoded (the relay's `event_type` header
-says which). End offsets are never used (Tansu reports them wrong): "caught up" is the first
-poll that brings nothing. When the broker cannot be reached, or the topic does not exist yet,
-the API still serves; the feed logs a warning and tries again, re-reading from the
-beginning (folding an event twice is harmless).
+A consumer without a group reads every partition of the identity topic from the first
+message the list could still keep, and then follows it; the list is rebuilt on each start. A
+message's timestamp is when the relay sent it, never before the event occurred, so starting
+at the broker's offsets for `now - keep_s - clock_skew_s` skips only events the list would
+drop anyway: a start reads the last hour of the topic, not its whole history (see
+`_seek_to_kept`). Only the session-ending events are decoded (the relay's `event_type` header
+says which). "Caught up" is the first poll that brings nothing, never a comparison with end
+offsets (Tansu reports them too low). When the broker cannot be reached, or the topic does
+not exist yet, the API still serves; the feed logs a warning and tries again (folding an
+event twice is harmless).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextvars
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.plumbing.logging import get_logger
@@ -42,6 +46,7 @@ class RevocationFeed:
         retry_s: float = 1.0,
         max_retry_s: float = 15.0,
         poll_ms: int = 500,
+        clock_skew_s: float = 300.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.revocations = revocations
@@ -50,7 +55,9 @@ class RevocationFeed:
         self.retry_s = retry_s
         self.max_retry_s = max_retry_s
         self.poll_ms = poll_ms
+        self.clock_skew_s = clock_skew_s
         self.failures = 0
+        self.events_read = 0  # messages read since the last (re)start
         self._caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -119,26 +126,52 @@ class RevocationFeed:
         try:
             if self.topic not in await consumer.topics():
                 raise TopicMissing(f"topic {self.topic} does not exist yet")
-            partitions = consumer.partitions_for_topic(self.topic) or set()
-            consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
-            await consumer.seek_to_beginning()
-            started, read = time.monotonic(), 0
+            partitions = [
+                TopicPartition(self.topic, p)
+                for p in sorted(consumer.partitions_for_topic(self.topic) or ())
+            ]
+            consumer.assign(partitions)
+            await self._seek_to_kept(consumer, partitions)
+            started, self.events_read = time.monotonic(), 0
             while True:
                 batches = await consumer.getmany(timeout_ms=self.poll_ms)
                 for messages in batches.values():
-                    read += len(messages)
+                    self.events_read += len(messages)
                     for message in messages:
                         self._fold(message.headers, message.value)
                 if not batches and not self.caught_up:
                     self._caught_up.set()
                     log.info(
                         "session_revocations.caught_up",
-                        events_read=read,
+                        events_read=self.events_read,
                         ended=len(self.revocations),
                         ms=round((time.monotonic() - started) * 1000),
                     )
         finally:
             await consumer.stop()
+
+    async def _seek_to_kept(
+        self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+    ) -> None:
+        """Each partition at its first message sent since the oldest end the list keeps (less
+        the clock skew allowed between hosts). A partition with no such message starts at the
+        end offset asked for before the search, so a message sent meanwhile is read; an end
+        offset that is too low (Tansu's) only re-reads a few. Where the broker cannot search
+        by time, every partition starts at its beginning."""
+        since = self.revocations.clock() - self.revocations.keep_s - self.clock_skew_s
+        try:
+            ends = await consumer.end_offsets(partitions)
+            found = await consumer.offsets_for_times(
+                {tp: max(int(since * 1000), 0) for tp in partitions}
+            )
+        except KafkaError as exc:
+            log.warning("session_revocations.no_offsets_by_time", error=repr(exc))
+            await consumer.seek_to_beginning(*partitions)
+            return
+        for tp in partitions:
+            at = found.get(tp)
+            # no message since: None from Kafka, a timestamp of -1 from Tansu
+            consumer.seek(tp, at.offset if at is not None and at.timestamp >= 0 else ends[tp])
 
     def _fold(self, headers, value: bytes | None) -> None:
         kind = next((v for k, v in headers or () if k == "event_type"), None)
