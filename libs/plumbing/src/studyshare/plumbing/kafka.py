@@ -1,18 +1,40 @@
-"""Kafka adapters: producer settings and topic creation from the topic table."""
+"""Kafka adapters: producer settings, topic creation from the topic table, reading events."""
 
 from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.topics import TOPICS, Topic
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.settings import ServiceSettings
 
 log = get_logger(__name__)
+
+
+def decode(raw: bytes) -> EventEnvelope | None:
+    """The envelope of a message, or None (logged) for one that is not an event."""
+    try:
+        return EventEnvelope.from_json_bytes(raw)
+    except ValueError:
+        log.error("event.undecodable", size=len(raw))
+        return None
+
+
+async def topic_partitions(
+    consumer: AIOKafkaConsumer, topics: tuple[str, ...]
+) -> list[TopicPartition]:
+    """Every partition of `topics` the broker knows now (none for a missing topic)."""
+    await consumer._client.force_metadata_update()
+    return [
+        TopicPartition(topic, partition)
+        for topic in topics
+        for partition in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
 
 
 def producer(settings: ServiceSettings, **overrides: object) -> AIOKafkaProducer:

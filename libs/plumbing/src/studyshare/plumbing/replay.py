@@ -10,23 +10,14 @@ from __future__ import annotations
 
 import time
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from pymongo.asynchronous.database import AsyncDatabase
 
+from studyshare.plumbing.kafka import decode, topic_partitions
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import Projection, ProjectionRunner
-from studyshare.plumbing.worker import decode
 
 log = get_logger(__name__)
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topics: tuple[str, ...]) -> list[TopicPartition]:
-    await consumer._client.force_metadata_update()
-    result = []
-    for topic in topics:
-        for partition in consumer.partitions_for_topic(topic) or ():
-            result.append(TopicPartition(topic, partition))
-    return result
 
 
 async def read_into(
@@ -69,7 +60,7 @@ async def replay_projection(
     )
     await consumer.start()
     try:
-        consumer.assign(await _partitions(consumer, projection.topics))
+        consumer.assign(await topic_partitions(consumer, projection.topics))
         await consumer.seek_to_beginning()
         started = time.monotonic()
         applied = await read_into(runner, consumer, new, idle_s)

@@ -22,7 +22,7 @@ import time
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from studyshare.contracts.envelope import EventEnvelope
+from studyshare.plumbing.kafka import decode, topic_partitions
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.revocations import EVENT_TYPES, SessionRevocations
 
@@ -124,12 +124,9 @@ class RevocationFeed:
         )
         await consumer.start()
         try:
-            if self.topic not in await consumer.topics():
+            partitions = await topic_partitions(consumer, (self.topic,))
+            if not partitions:
                 raise TopicMissing(f"topic {self.topic} does not exist yet")
-            partitions = [
-                TopicPartition(self.topic, p)
-                for p in sorted(consumer.partitions_for_topic(self.topic) or ())
-            ]
             consumer.assign(partitions)
             await self._seek_to_kept(consumer, partitions)
             started, self.events_read = time.monotonic(), 0
@@ -177,10 +174,8 @@ class RevocationFeed:
         kind = next((v for k, v in headers or () if k == "event_type"), None)
         if value is None or (kind is not None and kind.decode() not in EVENT_TYPES):
             return
-        try:
-            envelope = EventEnvelope.from_json_bytes(value)
-        except ValueError:
-            log.warning("session_revocations.unreadable_event", topic=self.topic)
+        envelope = decode(value)
+        if envelope is None:
             return
         if envelope.event_type in EVENT_TYPES and self.revocations.apply(envelope):
             log.debug("session_revocations.ended", event_type=envelope.event_type)

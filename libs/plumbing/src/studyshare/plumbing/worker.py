@@ -14,20 +14,13 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from studyshare.contracts.envelope import EventEnvelope
+from studyshare.plumbing.kafka import decode
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
 from studyshare.plumbing.projection import Projection, ProjectionRunner
 from studyshare.plumbing.settings import ServiceSettings
 
 log = get_logger(__name__)
-
-
-def decode(raw: bytes) -> EventEnvelope | None:
-    try:
-        return EventEnvelope.from_json_bytes(raw)
-    except ValueError:
-        log.error("event.undecodable", size=len(raw))
-        return None
 
 
 def worker_app(
