@@ -143,7 +143,6 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._appended = asyncio.Event()
         self._watching = False
-        self._scan_cut = False
 
     async def cursor(self) -> Position:
         if self._cursor is None:
@@ -172,40 +171,38 @@ class OutboxRelay:
             self.span = min(self.span * 4, timedelta(days=30))
         return docs, end
 
-    async def _scan(self, upper: datetime) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """The first `FIRST_READ` events of the outbox in insertion order, settled ones only,
-        in batches as the database streams them (an exhaust cursor: no round trip per
-        batch). Finding the oldest event alone would cost the database a scan of the whole
-        outbox; whole documents cost it less than a projection of them, and naive UTC times
-        cost the relay half as much to decode."""
+    async def _scan(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The first `FIRST_READ` events of the outbox in insertion order, in batches as the
+        database streams them (an exhaust cursor: no round trip per batch). Finding the oldest
+        event alone would cost the database a scan of the whole outbox; whole documents cost
+        it less than a projection of them, and naive UTC times cost the relay half as much to
+        decode."""
         naive = self.events.codec_options.with_options(tz_aware=False, tzinfo=None)
         cursor = self.events.with_options(codec_options=naive).find(
             {}, batch_size=self.batch_size, cursor_type=CursorType.EXHAUST
         )
-        settled = upper.astimezone(UTC).replace(tzinfo=None)
-        self._scan_cut = False
         left = FIRST_READ
         try:
-            while docs := await cursor.to_list(min(self.batch_size, left)):
+            while left > 0 and (docs := await cursor.to_list(min(self.batch_size, left))):
                 left -= len(docs)
-                yield [d for d in docs if d["recorded_at"] <= settled]
-                if left == 0:
-                    self._scan_cut = True
-                    return
+                yield docs
         finally:
             await cursor.close()
 
     async def _publish_scan(self) -> int:
-        """Publish the first scan of a relay without a checkpoint (see `_scan`); checkpoint
-        once every batch is acknowledged: at its newest position when the scan read the whole
-        outbox, `settle` earlier when `FIRST_READ` cut it short (see the module's docstring).
-        Batches are let go once acknowledged."""
+        """Publish the settled events of the first scan of a relay without a checkpoint (see
+        `_scan`); checkpoint once every batch is acknowledged: at its newest position when the
+        scan read the whole outbox, `settle` earlier when `FIRST_READ` cut it short (see the
+        module's docstring). Batches are let go once acknowledged."""
         upper = datetime.now(UTC) - self.settle
+        settled = upper.replace(tzinfo=None)  # the scan decodes stored times as naive UTC
         sending: deque[tuple[list[asyncio.Future], list[dict[str, Any]]]] = deque()
         newest: Position | None = None
-        total = 0
-        async with contextlib.aclosing(read_ahead(self._scan(upper), READ_AHEAD)) as batches:
-            async for docs in batches:
+        read = total = 0
+        async with contextlib.aclosing(read_ahead(self._scan(), READ_AHEAD)) as batches:
+            async for batch in batches:
+                read += len(batch)
+                docs = [d for d in batch if d["recorded_at"] <= settled]
                 if docs:
                     sending.append((await self._enqueue(docs), docs))
                     last = position(max(docs, key=_stored_position))
@@ -219,7 +216,7 @@ class OutboxRelay:
             self._delivered(futures, docs)
         if newest is None:
             return 0
-        if self._scan_cut:
+        if read == FIRST_READ:  # cut short: later inserts may sort before `newest`
             newest = (newest[0] - self.settle, "", 0)
         await self._checkpoint(newest)
         self._cursor = newest
