@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ OVERLAYS = ("dev", "prod")
 # Strict validation against the schemas of the oldest and newest Kubernetes we support.
 KUBERNETES_VERSIONS = ("1.32.0", "1.35.0")
 # Custom resources (Strimzi): no core schema; checked structurally below.
-CUSTOM_KINDS = {"kafka.strimzi.io/v1beta2": {"Kafka", "KafkaNodePool", "KafkaTopic"}}
+CUSTOM_KINDS = {"kafka.strimzi.io/v1beta2": {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"}}
 SERVICE_DIRS = sorted(p.name for p in (ROOT / "services").iterdir() if p.is_dir())
 
 
@@ -221,13 +222,17 @@ def test_settings_are_valid_for_the_services(
     expected = "production" if overlay == "prod" else "development"
     assert data["STUDYSHARE_ENVIRONMENT"] == expected
     assert data["STUDYSHARE_KAFKA_ENABLE_IDEMPOTENCE"] == "true"
-    assert data["STUDYSHARE_KAFKA_BOOTSTRAP"] == "studyshare-kafka-bootstrap:9092"
+    assert data["STUDYSHARE_KAFKA_BOOTSTRAP"] == "studyshare-kafka-bootstrap:9093"
+    assert data["STUDYSHARE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert data["STUDYSHARE_JWKS_URL"].startswith("http://identity-api/")
     for key, value in data.items():
         monkeypatch.setenv(key, value)
     # what the studyshare-otp-sealing Secret provides (a real key pair, never the dev one)
     monkeypatch.setenv("STUDYSHARE_OTP_SEAL_PUBLIC_KEY", generate_keypair()[1])
-    settings = ServiceSettings()  # raises when production lacks idempotence
+    # what the Deployment sets from the service's KafkaUser and its Secret
+    monkeypatch.setenv("STUDYSHARE_KAFKA_USERNAME", "studyshare-share")
+    monkeypatch.setenv("STUDYSHARE_KAFKA_PASSWORD", "scram-password")
+    settings = ServiceSettings()  # raises when production lacks idempotence or TLS + SASL
     assert settings.environment == expected
     assert settings.http_host == "0.0.0.0"
 
@@ -306,7 +311,7 @@ def test_service_reaches_only_kafka_mongodb_and_jwks(
             assert selects(policy, labels), workload
     identity = service("identity")
     allowed = {
-        ("strimzi.io/broker-role", 9092),
+        ("strimzi.io/broker-role", 9093),
         ("app.kubernetes.io/name=mongodb", 27017),
         ("app.kubernetes.io/component=api,app.kubernetes.io/name=identity", identity.port),
     }
@@ -353,10 +358,76 @@ def test_service_reaches_only_kafka_mongodb_and_jwks(
 def test_kafka_listener_admits_only_studyshare_pods(rendered: dict, overlay: str) -> None:
     kafka = one(rendered[overlay], "Kafka", "studyshare")
     (listener,) = kafka["spec"]["kafka"]["listeners"]
-    assert listener["port"] == 9092
+    assert listener["port"] == 9093
+    assert listener["tls"] is True
+    assert listener["authentication"] == {"type": "scram-sha-512"}
+    assert kafka["spec"]["kafka"]["authorization"] == {"type": "simple"}
     assert listener["networkPolicyPeers"] == [
         {"podSelector": {"matchLabels": {"studyshare.io/tier": "app"}}}
     ]
+
+
+def acl_operations(user: dict[str, Any], kind: str) -> dict[str, set[str]]:
+    """Resource name -> allowed operations, for one resource type of a KafkaUser."""
+    found: dict[str, set[str]] = {}
+    for acl in user["spec"]["authorization"]["acls"]:
+        assert acl["resource"]["patternType"] == "literal", acl
+        assert acl.get("type", "allow") == "allow", acl
+        if acl["resource"]["type"] == kind:
+            found.setdefault(acl["resource"]["name"], set()).update(acl["operations"])
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("name", SERVICE_DIRS)
+def test_each_service_writes_only_its_own_topic_as_its_own_kafka_user(
+    rendered: dict, overlay: str, name: str
+) -> None:
+    objects = rendered[overlay]
+    svc = service(name)
+    user = one(objects, "KafkaUser", f"studyshare-{name}")
+    assert user["metadata"]["labels"]["strimzi.io/cluster"] == "studyshare"
+    assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+    topics = acl_operations(user, "topic")
+    writable = {topic for topic, ops in topics.items() if ops & {"Write", "All", "Alter"}}
+    assert writable == {t.name for t in TOPICS if t.owner == name}
+    readable = {topic for topic, ops in topics.items() if "Read" in ops}
+    assert readable == set(svc.reads)
+    assert not any(ops & {"Delete", "Create", "AlterConfigs"} for ops in topics.values())
+    groups = acl_operations(user, "group")
+    assert groups == ({f"studyshare-{name}-worker": {"Read"}} if svc.has_worker else {})
+    assert set(acl_operations(user, "cluster")) == set()
+    for workload, _ in pods(objects):
+        deployment = next(
+            (w for w in workloads(objects) if w["metadata"]["name"] == workload), None
+        )
+        if (
+            deployment is None
+            or deployment["metadata"]["labels"].get("app.kubernetes.io/name") != name
+        ):
+            continue
+        spec = pod_spec(deployment)
+        ca = {v["name"]: v for v in spec["volumes"]}["kafka-ca"]
+        assert ca["secret"]["secretName"] == "studyshare-cluster-ca-cert"
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert env["STUDYSHARE_KAFKA_USERNAME"]["value"] == f"studyshare-{name}"
+            secret = env["STUDYSHARE_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"]
+            assert secret == {"name": f"studyshare-{name}", "key": "password"}
+            mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+            assert mounts["kafka-ca"] == "/etc/studyshare/kafka-ca"
+
+
+@pytest.mark.parametrize("name", SERVICE_DIRS)
+def test_a_service_reads_exactly_the_topics_its_processes_consume(name: str) -> None:
+    """Its projections' topics, and identity.events where its API follows ended sessions."""
+    svc = service(name)
+    module = importlib.import_module(f"studyshare.{svc.package}.__main__")
+    settings = module.cli.settings()
+    consumed = {topic for p in module.cli.projections(settings) for topic in p.topics}
+    if settings.session_revocation_feed:
+        consumed.add("identity.events")
+    assert consumed == set(svc.reads)
 
 
 # --- MongoDB -----------------------------------------------------------------------------
@@ -413,7 +484,9 @@ def test_prod_commits_no_secret_and_documents_every_reference(rendered: dict) ->
 
 def test_dev_generates_every_referenced_secret(rendered: dict) -> None:
     objects = rendered["dev"]
-    assert secret_refs(objects) <= set(by_kind(objects, "Secret"))
+    # Strimzi makes these itself: a KafkaUser's password and the cluster CA certificate.
+    made_by_strimzi = set(by_kind(objects, "KafkaUser")) | {"studyshare-cluster-ca-cert"}
+    assert secret_refs(objects) - made_by_strimzi <= set(by_kind(objects, "Secret"))
 
 
 def test_no_secret_material_is_tracked() -> None:

@@ -371,26 +371,32 @@ def test_the_mail_carries_its_headers():
 # --- settings ------------------------------------------------------------------------------------
 
 
+PRODUCTION_KAFKA = {
+    "environment": "production",
+    "kafka_enable_idempotence": True,
+    "kafka_security_protocol": "SASL_SSL",
+    "kafka_username": "notify",
+    "kafka_password": "scram-password",
+}
+
+
 def test_production_refuses_the_development_otp_key_and_sms_token():
     private, public = generate_keypair()
     with pytest.raises(ValueError, match="development OTP sealing key"):
         NotifySettings(
-            environment="production",
-            kafka_enable_idempotence=True,
+            **PRODUCTION_KAFKA,
             otp_seal_public_key=public,
             otp_seal_private_key=DEV_PRIVATE_KEY,
             sms_token="real",
         )
     with pytest.raises(ValueError, match="SMS_TOKEN"):
         NotifySettings(
-            environment="production",
-            kafka_enable_idempotence=True,
+            **PRODUCTION_KAFKA,
             otp_seal_public_key=public,
             otp_seal_private_key=private,
         )
     ok = NotifySettings(
-        environment="production",
-        kafka_enable_idempotence=True,
+        **PRODUCTION_KAFKA,
         otp_seal_public_key=public,
         otp_seal_private_key=private,
         sms_token="provider-token-123",

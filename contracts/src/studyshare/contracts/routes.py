@@ -14,6 +14,9 @@ class Service:
     package: str
     port: int
     prefixes: tuple[str, ...]
+    reads: tuple[str, ...] = ()
+    """The topics its workers and API processes consume; on Kubernetes its Kafka user may read
+    these and write only the topic it owns (`topics.TOPICS`)."""
     has_relay: bool = True
     has_worker: bool = True
 
@@ -31,16 +34,37 @@ SERVICES: tuple[Service, ...] = (
             "/api/departments",
             "/.well-known",
         ),
+        reads=("study.events",),
     ),
     Service(
         "share",
         "share",
         8102,
         ("/api/shares", "/api/shared-with-me", "/api/favorites", "/api/share-preferences"),
+        reads=("identity.events", "share.events", "study.events"),
     ),
-    Service("study-store", "study_store", 8103, ("/dicomweb", "/api/studies", "/api/pacs")),
-    Service("notify", "notify", 8104, ("/api/notifications",)),
-    Service("audit", "audit", 8105, ("/api/audit",), has_relay=False),
+    Service(
+        "study-store",
+        "study_store",
+        8103,
+        ("/dicomweb", "/api/studies", "/api/pacs"),
+        reads=("identity.events", "share.events", "study.events"),
+    ),
+    Service(
+        "notify",
+        "notify",
+        8104,
+        ("/api/notifications",),
+        reads=("identity.events", "share.events", "study.events"),
+    ),
+    Service(
+        "audit",
+        "audit",
+        8105,
+        ("/api/audit",),
+        reads=("identity.events", "notify.events", "share.events", "study.events"),
+        has_relay=False,
+    ),
 )
 
 SERVICE_BY_NAME = {s.name: s for s in SERVICES}

@@ -88,7 +88,7 @@ class ServiceCLI:
         settings = self._settings()
 
         async def run() -> None:
-            await ensure_topics(settings.kafka_bootstrap)
+            await ensure_topics(settings.kafka)
             client = mongo_client(settings)
             kafka = producer(settings)
             await kafka.start()
@@ -119,7 +119,7 @@ class ServiceCLI:
         from studyshare.plumbing.worker import worker_app
 
         settings = self._settings()
-        asyncio.run(ensure_topics(settings.kafka_bootstrap))
+        asyncio.run(ensure_topics(settings.kafka))
         app = worker_app(settings, self.projections(settings), web_port=port)
         worker = StructlogWorker(
             app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False
@@ -137,7 +137,7 @@ class ServiceCLI:
         async def run() -> None:
             client = mongo_client(settings)
             generation, applied = await replay_projection(
-                chosen[0], client[settings.database_name], settings.kafka_bootstrap
+                chosen[0], client[settings.database_name], settings.kafka
             )
             typer.echo(f"{projection}: generation {generation} live, {applied} events applied")
             await client.close()

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from studyshare.plumbing.auth import JWKSVerifier
 from studyshare.plumbing.errors import RuleViolation
 from studyshare.plumbing.hot import HotRoute, HotRoutes
+from studyshare.plumbing.kafka_connection import KafkaConnection, kafka_connection
 from studyshare.plumbing.logging import (
     bind_correlation_id,
     clear_context,
@@ -204,7 +205,7 @@ def create_app(
         if settings.session_revocation_feed:
             revocations = SessionRevocations(settings.session_revocation_keep_s)
             feed = RevocationFeed(
-                settings.kafka_bootstrap,
+                settings.kafka,
                 revocations,
                 client_id=f"{settings.service_name}-revocations",
             )
@@ -311,16 +312,17 @@ def mongo_ready(db) -> ReadinessCheck:
     return check
 
 
-def kafka_ready(bootstrap: str) -> ReadinessCheck:
+def kafka_ready(bootstrap: str | KafkaConnection) -> ReadinessCheck:
     """The broker answers a metadata request (cached for two seconds)."""
     state = {"ok_at": 0.0}
+    options = kafka_connection(bootstrap).client_options()
 
     async def check() -> None:
         if time.monotonic() - state["ok_at"] < 2:
             return
         from aiokafka import AIOKafkaClient
 
-        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+        client = AIOKafkaClient(**options, request_timeout_ms=2000)
         try:
             await client.bootstrap()
         finally:

@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.topics import TOPICS, Topic
+from studyshare.plumbing.kafka_connection import KafkaConnection, kafka_connection
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.settings import ServiceSettings
 
@@ -39,7 +40,7 @@ async def topic_partitions(
 
 def producer(settings: ServiceSettings, **overrides: object) -> AIOKafkaProducer:
     options: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        **settings.kafka.client_options(),
         "acks": "all",
         "enable_idempotence": settings.kafka_enable_idempotence,
         "linger_ms": 2,
@@ -51,7 +52,7 @@ def producer(settings: ServiceSettings, **overrides: object) -> AIOKafkaProducer
 
 
 async def ensure_topics(
-    bootstrap: str,
+    bootstrap: str | KafkaConnection,
     topics: tuple[Topic, ...] = TOPICS,
     *,
     replication_factor: int | None = 1,
@@ -59,7 +60,9 @@ async def ensure_topics(
 ) -> None:
     """Create every topic of the table that is missing, waiting for the broker to answer."""
     for attempt in range(attempts):
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="studyshare-topics")
+        admin = AIOKafkaAdminClient(
+            **kafka_connection(bootstrap).client_options(), client_id="studyshare-topics"
+        )
         try:
             await admin.start()
             existing = set(await admin.list_topics())

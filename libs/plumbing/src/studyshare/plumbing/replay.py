@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.plumbing.kafka import decode, topic_partitions
+from studyshare.plumbing.kafka_connection import KafkaConnection, kafka_connection
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import Projection, ProjectionRunner
 
@@ -41,7 +42,7 @@ async def read_into(
 async def replay_projection(
     projection: Projection,
     db: AsyncDatabase,
-    bootstrap: str,
+    bootstrap: str | KafkaConnection,
     *,
     idle_s: float = 2.0,
     switch: bool = True,
@@ -52,7 +53,7 @@ async def replay_projection(
     new = old + 1
     await runner.drop_generation(new)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka_connection(bootstrap).client_options(),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from studyshare.plumbing.kafka import decode, topic_partitions
+from studyshare.plumbing.kafka_connection import KafkaConnection, kafka_connection
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.revocations import EVENT_TYPES, SessionRevocations
 
@@ -38,7 +39,7 @@ class TopicMissing(RuntimeError):
 class RevocationFeed:
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: str | KafkaConnection,
         revocations: SessionRevocations,
         *,
         topic: str = IDENTITY_TOPIC,
@@ -48,7 +49,7 @@ class RevocationFeed:
         poll_ms: int = 500,
         clock_skew_s: float = 300.0,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = kafka_connection(bootstrap)
         self.revocations = revocations
         self.topic = topic
         self.client_id = client_id
@@ -115,7 +116,7 @@ class RevocationFeed:
 
     async def _follow(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **self.kafka.client_options(),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

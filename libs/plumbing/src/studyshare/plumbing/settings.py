@@ -6,8 +6,10 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from studyshare.plumbing.kafka_connection import KafkaConnection, SaslMechanism, SecurityProtocol
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev-secret"}
 
@@ -26,6 +28,17 @@ class ServiceSettings(BaseSettings):
     database: str | None = None
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="SASL_SSL on Kubernetes (Strimzi's tls listener, one KafkaUser per "
+        "service); PLAINTEXT only for the local broker on loopback",
+    )
+    kafka_sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="the cluster CA certificate (Strimzi's `ca.crt`)"
+    )
     kafka_enable_idempotence: bool = False
     kafka_session_timeout_ms: int = 10_000
     kafka_rebalance_timeout_ms: int = 10_000
@@ -69,6 +82,17 @@ class ServiceSettings(BaseSettings):
     worker_data_dir: Path = Path(tempfile.gettempdir()) / "studyshare-worker"
 
     @property
+    def kafka(self) -> KafkaConnection:
+        return KafkaConnection(
+            bootstrap=self.kafka_bootstrap,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_username,
+            password=self.kafka_password.get_secret_value() if self.kafka_password else None,
+            ssl_cafile=self.kafka_ssl_cafile,
+        )
+
+    @property
     def database_name(self) -> str:
         return self.database or f"studyshare_{self.service_name.replace('-', '_')}"
 
@@ -76,6 +100,15 @@ class ServiceSettings(BaseSettings):
     def _production_is_strict(self) -> ServiceSettings:
         if self.environment == "production" and not self.kafka_enable_idempotence:
             raise ValueError("production requires STUDYSHARE_KAFKA_ENABLE_IDEMPOTENCE=true")
+        if self.environment == "production" and self.kafka_security_protocol != "SASL_SSL":
+            raise ValueError(
+                "production requires STUDYSHARE_KAFKA_SECURITY_PROTOCOL=SASL_SSL "
+                "(TLS and the service's own Kafka user)"
+            )
+        if self.kafka.uses_sasl and not (self.kafka_username and self.kafka_password):
+            raise ValueError(
+                "STUDYSHARE_KAFKA_USERNAME and STUDYSHARE_KAFKA_PASSWORD are required with SASL"
+            )
         from studyshare.plumbing.sealing import check_not_dev_key
 
         check_not_dev_key(self.otp_seal_public_key, self.environment)

@@ -32,7 +32,8 @@ def worker_app(
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"studyshare-{settings.service_name}-worker",
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=settings.kafka.faust_credentials(),
         store="memory://",
         datadir=str(settings.worker_data_dir / "{conf.name}"),
         processing_guarantee="at_least_once",

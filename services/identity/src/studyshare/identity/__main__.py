@@ -30,7 +30,7 @@ class IdentityCLI(ServiceCLI):
 
         settings = self._settings()
         assert isinstance(settings, IdentitySettings)
-        asyncio.run(ensure_topics(settings.kafka_bootstrap))
+        asyncio.run(ensure_topics(settings.kafka))
         app = worker_app(settings, self.projections(settings), web_port=port)
         state: dict[str, object] = {}
 

@@ -40,7 +40,7 @@ class NotifyCLI(ServiceCLI):
 
         settings = self._settings()
         assert isinstance(settings, NotifySettings)
-        asyncio.run(ensure_topics(settings.kafka_bootstrap))
+        asyncio.run(ensure_topics(settings.kafka))
         app = worker_app(settings, self.projections(settings), web_port=port)
 
         @app.task

@@ -257,5 +257,5 @@ def create_app() -> FastAPI:
         description="Study logging, access overview, exports and tamper evidence, from the log.",
         routers=[router],
         lifespan=lifespan,
-        readiness=[mongo_ready(db), kafka_ready(settings.kafka_bootstrap)],
+        readiness=[mongo_ready(db), kafka_ready(settings.kafka)],
     )

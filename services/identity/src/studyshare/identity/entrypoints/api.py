@@ -764,7 +764,7 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
         description="Accounts, groups, departments, logins and tokens.",
         routers=[auth_router, users_router, groups_router, departments_router],
         lifespan=lifespan,
-        readiness=[mongo_ready(db), kafka_ready(settings.kafka_bootstrap)],
+        readiness=[mongo_ready(db), kafka_ready(settings.kafka)],
     )
 
     @app.exception_handler(WrongEnvironment)

@@ -187,5 +187,5 @@ def create_app() -> FastAPI:
         description="Mail and SMS delivery log: parked messages and retries, for operators.",
         routers=[router],
         lifespan=lifespan,
-        readiness=[mongo_ready(db), kafka_ready(settings.kafka_bootstrap)],
+        readiness=[mongo_ready(db), kafka_ready(settings.kafka)],
     )

@@ -578,5 +578,5 @@ def create_app(settings: ShareSettings | None = None) -> FastAPI:
         description="Sharing studies: buckets, recipients, two-factor, revocation.",
         routers=[router],
         lifespan=lifespan,
-        readiness=[mongo_ready(db), kafka_ready(settings.kafka_bootstrap)],
+        readiness=[mongo_ready(db), kafka_ready(settings.kafka)],
     )

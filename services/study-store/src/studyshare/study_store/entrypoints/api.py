@@ -91,7 +91,7 @@ def create_app() -> FastAPI:
         description="Studies, reports, access decisions, reference numbers, DICOMweb.",
         routers=routers,
         lifespan=lifespan,
-        readiness=[mongo_ping, access_model_fresh, kafka_ready(settings.kafka_bootstrap)],
+        readiness=[mongo_ping, access_model_fresh, kafka_ready(settings.kafka)],
         hot_routes=dicomweb.HOT_ROUTES,
     )
     return app
