@@ -397,16 +397,10 @@ def test_each_service_writes_only_its_own_topic_as_its_own_kafka_user(
     groups = acl_operations(user, "group")
     assert groups == ({f"studyshare-{name}-worker": {"Read"}} if svc.has_worker else {})
     assert set(acl_operations(user, "cluster")) == set()
-    for workload, _ in pods(objects):
-        deployment = next(
-            (w for w in workloads(objects) if w["metadata"]["name"] == workload), None
-        )
-        if (
-            deployment is None
-            or deployment["metadata"]["labels"].get("app.kubernetes.io/name") != name
-        ):
+    for workload in workloads(objects):
+        if workload["metadata"]["labels"].get("app.kubernetes.io/name") != name:
             continue
-        spec = pod_spec(deployment)
+        spec = pod_spec(workload)
         ca = {v["name"]: v for v in spec["volumes"]}["kafka-ca"]
         assert ca["secret"]["secretName"] == "studyshare-cluster-ca-cert"
         for container in spec.get("initContainers", []) + spec["containers"]:
