@@ -10,6 +10,7 @@ from studyshare.identity.entrypoints.api import create_app
 from studyshare.identity.service_layer.context import Identity
 from studyshare.identity.settings import IdentitySettings
 from studyshare.plumbing.errors import Unauthorized
+from studyshare.plumbing.testing import production_settings
 from studyshare.plumbing.tokens import TokenSigner
 
 from .conftest import DESK
@@ -259,11 +260,7 @@ async def test_the_development_key_is_generated_once_and_shared_by_every_process
 
 
 def test_outside_development_the_api_needs_its_signing_key_from_settings():
-    production = {
-        "environment": "production",
-        "kafka_enable_idempotence": True,
-        "otp_seal_public_key": "x" * 44,
-    }
+    production = {**production_settings("identity"), "otp_seal_public_key": "x" * 44}
     without_key = IdentitySettings(**production)  # the relay and the worker never sign
     with pytest.raises(ValueError, match="SIGNING_KEY"):
         create_app(without_key)

@@ -41,6 +41,7 @@ from studyshare.notify.domain.views import StudyView, UserView
 from studyshare.notify.settings import NotifySettings
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.sealing import DEV_PRIVATE_KEY, generate_keypair
+from studyshare.plumbing.testing import production_settings
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -371,13 +372,7 @@ def test_the_mail_carries_its_headers():
 # --- settings ------------------------------------------------------------------------------------
 
 
-PRODUCTION_KAFKA = {
-    "environment": "production",
-    "kafka_enable_idempotence": True,
-    "kafka_security_protocol": "SASL_SSL",
-    "kafka_username": "notify",
-    "kafka_password": "scram-password",
-}
+PRODUCTION_KAFKA = production_settings("notify")
 
 
 def test_production_refuses_the_development_otp_key_and_sms_token():

@@ -231,6 +231,18 @@ def fuzz_settings(max_examples: int):
 
 
 #: the keys of schemathesis' transport kwargs that an httpx request takes
+def production_settings(service: str) -> dict:
+    """The settings a service needs to start with `environment=production`: an idempotent
+    producer and its own Kafka user over SASL_SSL."""
+    return {
+        "environment": "production",
+        "kafka_enable_idempotence": True,
+        "kafka_security_protocol": "SASL_SSL",
+        "kafka_username": service,
+        "kafka_password": "scram-password",
+    }
+
+
 TRANSPORT_KEYS = ("method", "url", "params", "headers", "json", "content", "data")
 
 
