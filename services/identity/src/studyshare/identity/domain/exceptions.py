@@ -122,6 +122,20 @@ class NotAMember(NotFound):
     pass
 
 
+class AlreadyInvited(Conflict):
+    """The user has an open invitation to this group already."""
+
+
+class NotInvited(NotFound):
+    """There is no open invitation of this user to this group (never made, declined, withdrawn,
+    or already accepted)."""
+
+
+class MembershipNotAccepted(Conflict):
+    """The user is invited but not yet a member: nothing a member may do or be (admin, primary
+    contact) until they accept or the service desk approves."""
+
+
 class PrimaryContactCannotLeave(Conflict):
     """Name another primary contact before removing this one."""
 

@@ -394,6 +394,16 @@ async def pending_users(app: IdentityDep, principal: Principal) -> list[m.UserVi
 
 
 @users_router.get(
+    "/api/users/me/group-invitations",
+    response_model=list[m.GroupInvitation],
+    responses=problem_responses(401),
+    summary="Groups I am invited to; accept or decline each",
+)
+async def my_group_invitations(app: IdentityDep, principal: Principal) -> list[dict[str, Any]]:
+    return await groups.invitations(app, principal.sub)
+
+
+@users_router.get(
     "/api/users/{user_id}", response_model=m.UserView, responses=problem_responses(401, 404)
 )
 async def get_user(user_id: str, app: IdentityDep, principal: Principal) -> m.UserView:
@@ -533,14 +543,15 @@ async def create_group(
     "/api/groups/{group_id}", response_model=m.GroupView, responses=problem_responses(401, 404)
 )
 async def get_group(group_id: str, app: IdentityDep, principal: Principal) -> dict[str, Any]:
-    return await groups.group_view(app, group_id)
+    """Members and the service desk only; admins and the service desk also see invitations."""
+    return await groups.group_view(app, group_id, principal)
 
 
 @groups_router.post(
     "/api/groups/{group_id}/members",
     status_code=204,
     responses=problem_responses(400, 401, 403, 404, 409, 422),
-    summary="Add a member (group admin or service desk)",
+    summary="Invite a member (group admin); the service desk adds one at once",
 )
 async def add_group_member(
     group_id: str, body: m.MemberAdd, app: IdentityDep, principal: Principal, ip: ClientIP
@@ -553,7 +564,8 @@ async def add_group_member(
     "/api/groups/{group_id}/members/{user_id}",
     status_code=204,
     responses=problem_responses(401, 403, 404, 409),
-    summary="Remove a member (group admin, service desk, or the member leaving)",
+    summary="Remove a member or withdraw an invitation (group admin, service desk); leave or"
+    " decline (the user themselves)",
 )
 async def remove_group_member(
     group_id: str, user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
@@ -590,6 +602,45 @@ async def set_primary_contact(
     group_id: str, body: m.UserRef, app: IdentityDep, principal: Principal, ip: ClientIP
 ) -> Response:
     await groups.set_primary_contact(app, group_id, body.user_id, principal, ip)
+    return Response(status_code=204)
+
+
+@groups_router.post(
+    "/api/groups/{group_id}/accept-membership",
+    status_code=204,
+    responses=problem_responses(401, 404, 409),
+    summary="Accept an invitation to the group: a member from now on",
+)
+async def accept_membership(
+    group_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await groups.accept_membership(app, group_id, principal, ip)
+    return Response(status_code=204)
+
+
+@groups_router.post(
+    "/api/groups/{group_id}/decline-membership",
+    status_code=204,
+    responses=problem_responses(401, 404, 409),
+    summary="Decline an invitation to the group",
+)
+async def decline_membership(
+    group_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await groups.decline_membership(app, group_id, principal, ip)
+    return Response(status_code=204)
+
+
+@groups_router.post(
+    "/api/groups/{group_id}/members/{user_id}/approve",
+    status_code=204,
+    responses=problem_responses(401, 403, 404, 409),
+    summary="Accept an invitation on the invitee's behalf (service desk)",
+)
+async def approve_membership(
+    group_id: str, user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await groups.approve_membership(app, group_id, user_id, principal, ip)
     return Response(status_code=204)
 
 

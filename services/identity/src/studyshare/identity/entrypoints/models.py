@@ -242,12 +242,34 @@ class GroupMember(BaseModel):
     primary_contact: StrictBool
 
 
+class GroupInvitee(BaseModel):
+    user_id: str
+    first_name: str
+    last_name: str
+    admin: StrictBool
+    invited_by: str
+
+
 class GroupView(BaseModel):
     group_id: str
     name: str
     email: str | None = None
     primary_contact_id: str
     members: list[GroupMember]
+    invited: list[GroupInvitee] | None = Field(
+        default=None, description="Open invitations; shown to group admins and the service desk"
+    )
+
+
+class GroupInvitation(BaseModel):
+    """An open invitation to join a group, as the invitee sees it (no composition yet)."""
+
+    group_id: str
+    group_name: str
+    admin: StrictBool
+    invited_by: str
+    invited_by_name: str
+    invited_at: datetime
 
 
 class MemberAdd(Strict):
