@@ -163,7 +163,7 @@ class LoginSucceeded(DomainEvent):
     aggregate_type = "User"
 
     user_id: str
-    method: Literal["password", "password+totp", "eid", "refresh"]
+    method: Literal["password", "password+totp", "eid", "eid+totp", "refresh"]
     session_id: str
     source_ip: str | None = None
 

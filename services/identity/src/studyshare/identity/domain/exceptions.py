@@ -23,7 +23,21 @@ class InvalidCredentials(Unauthorized):
 
 
 class TOTPRequired(Unauthorized):
-    """The password was right; the account's second factor is needed too."""
+    """The password was right; the account's second factor is needed too. After an external
+    login, `login_ticket` names the login waiting for the code."""
+
+    def __init__(self, detail: str, login_ticket: str | None = None) -> None:
+        super().__init__(detail)
+        self.login_ticket = login_ticket
+
+
+class ExternalLoginStateInvalid(Unauthorized):
+    """The callback's `state` was not handed out by this service for this provider (and, to
+    link an identity, to this user), was used already, or expired: start again."""
+
+
+class ExternalLoginTicketInvalid(Unauthorized):
+    """The ticket of an external login waiting for its TOTP code is unknown, used or expired."""
 
 
 class LoginTemporarilyLocked(TooManyAttempts):

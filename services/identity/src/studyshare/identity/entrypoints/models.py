@@ -328,10 +328,16 @@ class DepartmentView(BaseModel):
     country: str
     kind: Literal["radiology", "pacs"]
     email: str | None = None
-    pacs: PacsEndpoint | None = None
-    rsw: PacsEndpoint | None = None
+    pacs: PacsEndpoint | None = Field(
+        default=None, description="Shown to the department's admins and the service desk"
+    )
+    rsw: PacsEndpoint | None = Field(
+        default=None, description="Shown to the department's admins and the service desk"
+    )
     policy: PolicyBody
-    admin_ids: list[str]
+    admin_ids: list[str] | None = Field(
+        default=None, description="Shown to the department's admins and the service desk"
+    )
 
 
 class UserRef(Strict):
@@ -341,6 +347,11 @@ class UserRef(Strict):
 class DepartmentMember(Strict):
     user_id: str = Field(min_length=1, max_length=64)
     role: Literal["department_staff", "physician"] = "department_staff"
+
+
+class ExternalTOTP(Strict):
+    login_ticket: str = Field(min_length=1, max_length=200)
+    otp: str = Field(min_length=6, max_length=8, pattern=r"^\d+$")
 
 
 class AuthorizationStart(BaseModel):
