@@ -110,6 +110,27 @@ async def test_http_app_answers_problem_json_with_the_rule_and_echoes_correlatio
         assert desk.status_code == 200
 
 
+async def test_a_client_correlation_id_is_taken_only_in_a_safe_format(test_tokens):
+    """Issue 15, point 11: the client's id reaches every log line and event envelope of the
+    request, so only a short token of letters, digits and `._:-` is taken; else a new one."""
+    import re
+
+    app = demo_app(ServiceSettings(environment="test"))
+    test_tokens.install(app)
+    fresh = re.compile(r"^[0-9a-f-]{36}$")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+        for safe in ("corr-42", "e2e-0b7f2c1e-3d5a-4c2b-9f1e-2a6b8c9d0e1f", "trace:1.2_3"):
+            r = await c.get(
+                "/things/a", headers={**test_tokens.user("u"), "x-correlation-id": safe}
+            )
+            assert r.headers["x-correlation-id"] == safe
+        for unsafe in ("a" * 65, "x y", "<b>", "-leading", "a\tb", b"\xfc"):
+            r = await c.get(
+                "/things/a", headers={**test_tokens.user("u"), "x-correlation-id": unsafe}
+            )
+            assert fresh.match(r.headers["x-correlation-id"]), unsafe
+
+
 async def test_readyz_needs_broker_and_database_and_metrics_are_exposed(real_infra, mongo_db):
     settings = real_infra.settings()
     live = demo_app(settings, [mongo_ready(mongo_db), kafka_ready(settings.kafka_bootstrap)])

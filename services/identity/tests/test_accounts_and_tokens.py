@@ -295,25 +295,42 @@ class FakeEid:
         return ExternalIdentity(subject=params["subject"])
 
 
+async def eid_state(api, headers: dict[str, str] | None = None) -> str:
+    """Start an external login (as the logged-in user of `headers`, to link); its state."""
+    start = await api.client.get(
+        "/api/auth/external/be-eid/start",
+        params={"redirect_uri": "https://portal/cb"},
+        headers=headers or {},
+    )
+    assert start.status_code == 200, start.text
+    assert start.json()["authorization_url"].startswith("https://eid.example/authorize")
+    return start.json()["state"]
+
+
 async def test_eid_login_goes_through_the_external_identity_provider_interface(api):
     assert isinstance(FakeEid(), ExternalIdentityProvider)
     api.app.state.identity_providers = {"be-eid": FakeEid()}
     user_id = await api.register(await api.desk(), **PROFILE)
-    start = await api.client.get(
-        "/api/auth/external/be-eid/start", params={"redirect_uri": "https://portal/cb"}
-    )
-    assert start.json()["authorization_url"].startswith("https://eid.example/authorize")
     callback = {"subject": "hash-of-rrn", "signature": "valid"}
-    unlinked = await api.client.get("/api/auth/external/be-eid/callback", params=callback)
+    unlinked = await api.client.get(
+        "/api/auth/external/be-eid/callback", params={**callback, "state": await eid_state(api)}
+    )
     assert unlinked.status_code == 401 and unlinked.json()["rule"] == "ExternalIdentityNotLinked"
     me = await api.headers("dr.peeters", "a-long-password-1")
-    linked = await api.client.post("/api/auth/external/be-eid/link", json=callback, headers=me)
+    linked = await api.client.post(
+        "/api/auth/external/be-eid/link",
+        json={**callback, "state": await eid_state(api, me)},
+        headers=me,
+    )
     assert linked.status_code == 204
-    login = await api.client.get("/api/auth/external/be-eid/callback", params=callback)
+    login = await api.client.get(
+        "/api/auth/external/be-eid/callback", params={**callback, "state": await eid_state(api)}
+    )
     assert login.status_code == 200
     assert (await api.verify(login.json()["access_token"])).sub == user_id
     forged = await api.client.get(
-        "/api/auth/external/be-eid/callback", params={**callback, "signature": "x"}
+        "/api/auth/external/be-eid/callback",
+        params={**callback, "signature": "x", "state": await eid_state(api)},
     )
     assert forged.status_code == 401
     methods = [e.payload["method"] for e in await api.events("LoginSucceeded")]

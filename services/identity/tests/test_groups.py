@@ -1,5 +1,6 @@
 """Issue point 5: group practices, members and admins, primary contact first, membership
-confirmed every 3 months (due list, confirm endpoint, reminder events)."""
+confirmed every 3 months (due list, confirm endpoint, reminder events). Issue 15, point 1:
+whoever a founder or admin names is invited and a member only once they accept."""
 
 from __future__ import annotations
 
@@ -33,7 +34,16 @@ async def setup_group(api):
         headers=primary,
     )
     assert created.status_code == 201, created.text
-    return created.json()["id"], ids, primary
+    group_id = created.json()["id"]
+    for name in ("admin", "member"):
+        await accept(api, group_id, name)
+    return group_id, ids, primary
+
+
+async def accept(api, group_id: str, username: str) -> None:
+    invitee = await api.headers(username, "a-long-password-1")
+    accepted = await api.client.post(f"/api/groups/{group_id}/accept-membership", headers=invitee)
+    assert accepted.status_code == 204, accepted.text
 
 
 async def test_a_group_shows_the_primary_contact_on_top_and_flags_admins(api):
@@ -46,7 +56,12 @@ async def test_a_group_shows_the_primary_contact_on_top_and_flags_admins(api):
         (ids["member"], False, False),
     ]
     [created] = await api.events("GroupCreated")
-    assert created.payload["member_ids"] == [ids["primary"], ids["admin"], ids["member"]]
+    assert created.payload["member_ids"] == [ids["primary"]], "the others were invited"
+    invited = await api.events("GroupMemberInvited")
+    assert [(e.payload["user_id"], e.payload["admin"]) for e in invited] == [
+        (ids["admin"], True),
+        (ids["member"], False),
+    ]
 
 
 async def test_admins_add_and_remove_members_others_cannot(api):
@@ -64,7 +79,12 @@ async def test_admins_add_and_remove_members_others_cannot(api):
     twice = await api.client.post(
         f"/api/groups/{group_id}/members", json={"user_id": ids["new"]}, headers=admin
     )
-    assert twice.status_code == 409 and twice.json()["rule"] == "AlreadyMember"
+    assert twice.status_code == 409 and twice.json()["rule"] == "AlreadyInvited"
+    await accept(api, group_id, "new")
+    again = await api.client.post(
+        f"/api/groups/{group_id}/members", json={"user_id": ids["new"]}, headers=admin
+    )
+    assert again.status_code == 409 and again.json()["rule"] == "AlreadyMember"
     ghost = await api.client.post(
         f"/api/groups/{group_id}/members", json={"user_id": "usr_nobody"}, headers=admin
     )
@@ -159,3 +179,36 @@ async def test_admins_name_other_admins_and_another_primary_contact(api):
     assert [e.payload["admin"] for e in await api.events("GroupAdminChanged")] == [True, False]
     [changed] = await api.events("GroupPrimaryContactChanged")
     assert changed.payload["primary_contact_id"] == ids["member"]
+
+
+async def test_an_invitee_sees_the_invitation_not_the_group_until_accepting(api):
+    desk = await api.desk()
+    founder_id = await api.register(desk, username="founder", first_name="Fien", last_name="Claes")
+    invitee_id = await api.register(desk, username="invitee", first_name="Ivo", last_name="Smet")
+    founder = await api.headers("founder", "a-long-password-1")
+    invitee = await api.headers("invitee", "a-long-password-1")
+    created = await api.client.post(
+        "/api/groups", json={"name": "Praktijk Oost", "member_ids": [invitee_id]}, headers=founder
+    )
+    group_id = created.json()["id"]
+    url = f"/api/groups/{group_id}"
+    hidden = await api.client.get(url, headers=invitee)
+    assert hidden.status_code == 404 and hidden.json()["rule"] == "GroupNotFound"
+    view = (await api.client.get(url, headers=founder)).json()
+    assert [m["user_id"] for m in view["members"]] == [founder_id]
+    assert [(i["user_id"], i["invited_by"]) for i in view["invited"]] == [(invitee_id, founder_id)]
+    assert (await api.client.get(url, headers=desk)).json()["invited"][0]["user_id"] == invitee_id
+    [invitation] = (await api.client.get("/api/users/me/group-invitations", headers=invitee)).json()
+    assert invitation["group_name"] == "Praktijk Oost"
+    assert (invitation["invited_by"], invitation["invited_by_name"]) == (founder_id, "Fien Claes")
+    assert not (await api.client.get("/api/users/me/group-confirmations", headers=invitee)).json()
+    stranger = await api.client.post(f"{url}/members/{invitee_id}/approve", headers=founder)
+    assert stranger.status_code == 403 and stranger.json()["rule"] == "NotAllowed"
+    accepted = await api.client.post(f"{url}/accept-membership", headers=invitee)
+    assert accepted.status_code == 204
+    member_view = (await api.client.get(url, headers=invitee)).json()
+    assert {m["user_id"] for m in member_view["members"]} == {founder_id, invitee_id}
+    assert member_view["invited"] is None, "invitations are for admins"
+    assert not (await api.client.get("/api/users/me/group-invitations", headers=invitee)).json()
+    [added] = (await api.events("GroupMemberAdded"))[-1:]
+    assert (added.payload["added_by"], added.payload["approved_by"]) == (founder_id, invitee_id)

@@ -8,6 +8,7 @@ import pytest
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.identity import (
+    GroupMemberInvited,
     GroupMembershipConfirmationDue,
     PatientOTPIssued,
     UserRegistered,
@@ -168,6 +169,11 @@ def test_alerts_reminders_and_registrations():
         envelope(GroupMembershipConfirmationDue(group_id="g", user_id="u", due_since=NOW))
     )
     assert due.target == Target("user", id="u") and due.template == "group_confirmation_due"
+    [invited] = reactions(
+        envelope(GroupMemberInvited(group_id="g", user_id="u", invited_by="usr_f"))
+    )
+    assert invited.target == Target("user", id="u") and invited.template == "group_invitation"
+    assert invited.context == {"group_id": "g", "invited_by": "usr_f"}
     pending = UserRegistered(
         user_id="u", username="u", first_name="A", last_name="B", pending_approval=True
     )
@@ -301,6 +307,12 @@ def test_every_template_renders_in_every_language(language):
             "link": "l",
         },
         "group_confirmation_due": {"recipient_name": "A", "group_name": "G", "link": "l"},
+        "group_invitation": {
+            "recipient_name": "A",
+            "group_name": "G",
+            "inviter_name": "I",
+            "link": "l",
+        },
         "registration_pending": {
             "recipient_name": None,
             "registrant_name": "N",

@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from studyshare.devstack.problem import send_problem
 from studyshare.devstack.upstream import HttpToolsTransport
-from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.logging import get_logger, safe_correlation_id
 
 log = get_logger(__name__)
 
@@ -153,7 +153,7 @@ class ReverseProxy:
         for name, value in raw_headers:
             lname = name.lower()
             if lname == CORRELATION:
-                cid = value[:128]
+                cid = (safe_correlation_id(value.decode("latin-1")) or "").encode()
             elif lname == FORWARDED_FOR:
                 forwarded = value
             elif lname == b"host":
@@ -163,7 +163,7 @@ class ReverseProxy:
             elif lname == b"transfer-encoding":
                 streamed = True
         if not cid:
-            cid = uuid.uuid4().hex.encode()
+            cid = str(uuid.uuid4()).encode()
         echo = [(CORRELATION, cid)]
 
         target = self.router(path)

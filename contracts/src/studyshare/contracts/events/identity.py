@@ -163,7 +163,7 @@ class LoginSucceeded(DomainEvent):
     aggregate_type = "User"
 
     user_id: str
-    method: Literal["password", "password+totp", "eid", "refresh"]
+    method: Literal["password", "password+totp", "eid", "eid+totp", "refresh"]
     session_id: str
     source_ip: str | None = None
 
@@ -202,7 +202,12 @@ class LoggedOut(DomainEvent):
 
 @registry.register
 class GroupCreated(DomainEvent):
-    """A group practice; its primary contact comes first in every composition shown."""
+    """A group practice; its primary contact comes first in every composition shown.
+
+    `member_ids` and `admin_ids` are members from this moment (the founder; everyone the
+    service desk named). Anyone else a founder names is invited (`GroupMemberInvited`) and
+    becomes a member only with a `GroupMemberAdded`, once they accept or the service desk
+    approves."""
 
     aggregate_type = "Group"
 
@@ -217,12 +222,52 @@ class GroupCreated(DomainEvent):
 
 @registry.register
 class GroupMemberAdded(DomainEvent):
+    """The user is a member from now on: the only event (with `GroupCreated`) that makes one.
+    `added_by` asked for it; `approved_by` agreed to it: the member themselves (accepting an
+    invitation, or founding the group) or the service desk. None on events before issue 15."""
+
     aggregate_type = "Group"
 
     group_id: str
     user_id: str
     admin: bool = False
     added_by: str
+    approved_by: str | None = None
+
+
+@registry.register
+class GroupMemberInvited(DomainEvent):
+    """The user was asked to join the group (as an admin when `admin`). No membership yet: the
+    invitee sees nothing of the group and the group nothing of theirs until a
+    `GroupMemberAdded` (they accept, or the service desk approves)."""
+
+    aggregate_type = "Group"
+
+    group_id: str
+    user_id: str
+    admin: bool = False
+    invited_by: str
+
+
+@registry.register
+class GroupInvitationDeclined(DomainEvent):
+    """The invitee said no; the invitation is gone."""
+
+    aggregate_type = "Group"
+
+    group_id: str
+    user_id: str
+
+
+@registry.register
+class GroupInvitationWithdrawn(DomainEvent):
+    """A group admin or the service desk took the invitation back before it was accepted."""
+
+    aggregate_type = "Group"
+
+    group_id: str
+    user_id: str
+    withdrawn_by: str
 
 
 @registry.register

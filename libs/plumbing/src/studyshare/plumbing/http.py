@@ -27,6 +27,7 @@ from studyshare.plumbing.logging import (
     clear_context,
     current_correlation_id,
     get_logger,
+    safe_correlation_id,
 )
 from studyshare.plumbing.revocation_feed import RevocationFeed
 from studyshare.plumbing.revocations import SessionRevocations
@@ -60,7 +61,8 @@ READS = frozenset({"GET", "HEAD"})
 
 
 class CorrelationMiddleware:
-    """Binds `X-Correlation-ID` (or a new one) to the request's logs and events, echoes it back,
+    """Binds `X-Correlation-ID` (or a new one, unless the client's is in the safe format of
+    `plumbing.logging.SAFE_CORRELATION_ID`) to the request's logs and events, echoes it back,
     and records request metrics. Pure ASGI, so it costs little on hot paths.
 
     Every request is counted and timed; the `request.handled` line is written at info level
@@ -83,10 +85,10 @@ class CorrelationMiddleware:
     @staticmethod
     def bind(scope: Scope) -> str:
         """Bind the request's correlation id (or a new one) to the logs; return it."""
-        cid = ""
+        cid = None
         for name, value in scope.get("headers") or ():
             if name == b"x-correlation-id":
-                cid = value.decode("latin-1")[:128]
+                cid = safe_correlation_id(value.decode("latin-1"))
                 break
         cid = cid or str(uuid.uuid4())
         clear_context()

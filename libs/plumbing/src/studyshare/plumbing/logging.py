@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import uuid
 from contextvars import ContextVar
@@ -29,6 +30,20 @@ REDACTED_KEYS = frozenset(
         "date_of_birth",
     }
 )
+
+
+#: what a client's `X-Correlation-ID` may look like to be taken: a short token of letters,
+#: digits and `._:-` (a UUID, `e2e-<uuid>`, a trace id). Anything else (too long, spaces,
+#: control characters, markup) is replaced by a fresh id: it would reach every log line and
+#: event envelope of the request.
+SAFE_CORRELATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def safe_correlation_id(value: str | None) -> str | None:
+    """`value` if it is a safe correlation id, else None (the caller makes a new one)."""
+    if value and SAFE_CORRELATION_ID.fullmatch(value):
+        return value
+    return None
 
 
 def current_correlation_id() -> str:

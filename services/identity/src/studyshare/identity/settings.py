@@ -34,6 +34,12 @@ class IdentitySettings(ServiceSettings):
     )
     access_token_ttl_s: int = Field(default=900, ge=30)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    external_login_state_ttl_s: int = Field(
+        default=600, ge=30, description="How long the `state` of an external login start holds"
+    )
+    external_login_totp_ttl_s: int = Field(
+        default=300, ge=30, description="How long an external login waits for its TOTP code"
+    )
     patient_token_ttl_s: int = Field(default=3600, ge=30)
 
     bootstrap_user: str | None = None

@@ -202,8 +202,9 @@ class StudyAccessFold:
         self._transfer(p, e, "failed" if p.get("final") else "retrying")
 
     def _download(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
-        # A download may be registered twice (StudyAccessed + StudyDownloaded): one row.
-        key = str(e.get("correlation_id") or e.get("event_id"))
+        # One row per registered download. Never keyed by the correlation id: a client chooses
+        # it (X-Correlation-ID), and one id sent with every download showed a single row.
+        key = str(e.get("event_id"))
         self.downloads.setdefault(
             key,
             {

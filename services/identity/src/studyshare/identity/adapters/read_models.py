@@ -1,7 +1,8 @@
 """Identity's read models of its own events, updated inline in the command's transaction.
 
 Collections: `users`, `groups`, `memberships` (one per group member, with the confirmation
-dates), `departments` and `recipients` (the search index of the share dialog).
+dates), `invitations` (one per open invitation to a group), `departments` and `recipients` (the
+search index of the share dialog).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from studyshare.contracts.events import registry
 from studyshare.identity.domain.search import terms_for, user_terms
 from studyshare.plumbing.errors import snake
 
-USERS, GROUPS, MEMBERSHIPS, DEPARTMENTS, RECIPIENTS = (
+USERS, GROUPS, MEMBERSHIPS, INVITATIONS, DEPARTMENTS, RECIPIENTS = (
     "users",
     "groups",
     "memberships",
+    "invitations",
     "departments",
     "recipients",
 )
@@ -32,6 +34,8 @@ async def ensure_indexes(db: AsyncDatabase) -> None:
     await db[USERS].create_index([("status", ASCENDING)], name="by_status")
     await db[MEMBERSHIPS].create_index([("user_id", ASCENDING)], name="by_user")
     await db[MEMBERSHIPS].create_index([("confirmed_until", ASCENDING)], name="by_confirmed_until")
+    await db[INVITATIONS].create_index([("user_id", ASCENDING)], name="by_user")
+    await db[INVITATIONS].create_index([("group_id", ASCENDING)], name="by_group")
     await db[RECIPIENTS].create_index(
         [("terms", ASCENDING), ("kind_key", ASCENDING)], name="terms_kind"
     )
@@ -156,7 +160,28 @@ class ReadModels:
             session=s,
         )
 
+    async def _group_member_invited(self, e: Any, env: EventEnvelope, s) -> None:
+        await self.db[INVITATIONS].replace_one(
+            {"_id": f"{e.group_id}:{e.user_id}"},
+            {
+                "group_id": e.group_id,
+                "user_id": e.user_id,
+                "admin": e.admin,
+                "invited_by": e.invited_by,
+                "invited_at": env.occurred_at,
+            },
+            upsert=True,
+            session=s,
+        )
+
+    async def _group_invitation_declined(self, e: Any, env: EventEnvelope, s) -> None:
+        await self.db[INVITATIONS].delete_one({"_id": f"{e.group_id}:{e.user_id}"}, session=s)
+
+    async def _group_invitation_withdrawn(self, e: Any, env: EventEnvelope, s) -> None:
+        await self.db[INVITATIONS].delete_one({"_id": f"{e.group_id}:{e.user_id}"}, session=s)
+
     async def _group_member_added(self, e: Any, env: EventEnvelope, s) -> None:
+        await self.db[INVITATIONS].delete_one({"_id": f"{e.group_id}:{e.user_id}"}, session=s)
         await self.db[GROUPS].update_one(
             {"_id": e.group_id},
             {"$push": {"members": {"user_id": e.user_id, "admin": e.admin}}},

@@ -24,6 +24,7 @@ CREDENTIALS, SESSIONS, REFRESH, THROTTLE, PATIENT_OTPS, KEYS, EXTERNAL = (
     "signing_keys",
     "external_identities",
 )
+EXTERNAL_STATES, EXTERNAL_TICKETS = ("external_login_states", "external_login_tickets")
 
 
 async def ensure_indexes(db: AsyncDatabase) -> None:
@@ -255,4 +256,48 @@ class ExternalIdentities:
     ) -> None:
         await self.col.replace_one(
             {"_id": f"{provider}:{subject}"}, {"user_id": user_id}, upsert=True, session=session
+        )
+
+
+class ExternalLogins:
+    """The one-time values of an external login, kept as digests: the `state` handed out at its
+    start (bound to the provider, and to the user who links an identity) and the ticket of a
+    login that waits for the account's TOTP code. Each is taken once, before it expires."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.states = db[EXTERNAL_STATES]
+        self.tickets = db[EXTERNAL_TICKETS]
+
+    async def put_state(
+        self, state: str, provider: str, user_id: str | None, expires_at: datetime
+    ) -> None:
+        await self.states.insert_one(
+            {
+                "_id": token_digest(state),
+                "provider": provider,
+                "user_id": user_id,
+                "expires_at": expires_at,
+            }
+        )
+
+    async def take_state(self, state: str, provider: str, now: datetime) -> dict[str, Any] | None:
+        return await self.states.find_one_and_delete(
+            {"_id": token_digest(state), "provider": provider, "expires_at": {"$gt": now}}
+        )
+
+    async def put_ticket(
+        self, ticket: str, provider: str, user_id: str, expires_at: datetime
+    ) -> None:
+        await self.tickets.insert_one(
+            {
+                "_id": token_digest(ticket),
+                "provider": provider,
+                "user_id": user_id,
+                "expires_at": expires_at,
+            }
+        )
+
+    async def take_ticket(self, ticket: str, provider: str, now: datetime) -> dict[str, Any] | None:
+        return await self.tickets.find_one_and_delete(
+            {"_id": token_digest(ticket), "provider": provider, "expires_at": {"$gt": now}}
         )

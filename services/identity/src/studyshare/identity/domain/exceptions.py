@@ -23,7 +23,21 @@ class InvalidCredentials(Unauthorized):
 
 
 class TOTPRequired(Unauthorized):
-    """The password was right; the account's second factor is needed too."""
+    """The password was right; the account's second factor is needed too. After an external
+    login, `login_ticket` names the login waiting for the code."""
+
+    def __init__(self, detail: str, login_ticket: str | None = None) -> None:
+        super().__init__(detail)
+        self.login_ticket = login_ticket
+
+
+class ExternalLoginStateInvalid(Unauthorized):
+    """The callback's `state` was not handed out by this service for this provider (and, to
+    link an identity, to this user), was used already, or expired: start again."""
+
+
+class ExternalLoginTicketInvalid(Unauthorized):
+    """The ticket of an external login waiting for its TOTP code is unknown, used or expired."""
 
 
 class LoginTemporarilyLocked(TooManyAttempts):
@@ -120,6 +134,20 @@ class AlreadyMember(Conflict):
 
 class NotAMember(NotFound):
     pass
+
+
+class AlreadyInvited(Conflict):
+    """The user has an open invitation to this group already."""
+
+
+class NotInvited(NotFound):
+    """There is no open invitation of this user to this group (never made, declined, withdrawn,
+    or already accepted)."""
+
+
+class MembershipNotAccepted(Conflict):
+    """The user is invited but not yet a member: nothing a member may do or be (admin, primary
+    contact) until they accept or the service desk approves."""
 
 
 class PrimaryContactCannotLeave(Conflict):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ from studyshare.identity.domain.department import Policy
 from studyshare.identity.domain.exceptions import (
     LoginTemporarilyLocked,
     PatientLoginLocked,
+    TOTPRequired,
     UnknownIdentityProvider,
     UserNotFound,
     WrongEnvironment,
@@ -195,10 +195,15 @@ def _provider(request: Request, name: str):
 async def external_start(
     provider: str,
     request: Request,
+    app: IdentityDep,
+    principal: MaybePrincipal,
     redirect_uri: Annotated[str, Query(max_length=2048)],
 ) -> m.AuthorizationStart:
-    state = secrets.token_urlsafe(16)
-    url = _provider(request, provider).authorization_url(state, redirect_uri)
+    """The `state` comes back on the callback, which refuses any other (single use, expiring;
+    bound to the user when a logged-in user starts a login to link the identity)."""
+    url, state = await auth.start_external_login(
+        app, _provider(request, provider), redirect_uri, principal
+    )
     return m.AuthorizationStart(authorization_url=url, state=state)
 
 
@@ -206,7 +211,8 @@ async def external_start(
     "/api/auth/external/{provider}/callback",
     response_model=m.TokenResponse,
     responses=problem_responses(400, 401, 404, 422),
-    summary="Finish an external login; the identity must be linked to an account",
+    summary="Finish an external login (its `state` checked); the identity must be linked to an"
+    " account; an account with TOTP answers 401 TOTPRequired with a `login_ticket`",
 )
 async def external_callback(
     provider: str, request: Request, app: IdentityDep, ip: ClientIP
@@ -214,6 +220,21 @@ async def external_callback(
     chosen = _provider(request, provider)
     params = dict(request.query_params)
     return _tokens(await auth.login_with_external_identity(app, chosen, params, ip))
+
+
+@auth_router.post(
+    "/api/auth/external/{provider}/totp",
+    response_model=m.TokenResponse,
+    responses=problem_responses(400, 401, 404, 422, 429),
+    summary="Finish an external login of an account with TOTP: its `login_ticket` and the code",
+)
+async def external_totp(
+    provider: str, body: m.ExternalTOTP, request: Request, app: IdentityDep, ip: ClientIP
+) -> m.TokenResponse:
+    chosen = _provider(request, provider)
+    return _tokens(
+        await auth.finish_external_login_with_totp(app, chosen, body.login_ticket, body.otp, ip)
+    )
 
 
 @auth_router.post(
@@ -306,15 +327,29 @@ def _full_view(doc: dict[str, Any]) -> m.UserView:
 
 
 def _public_view(doc: dict[str, Any]) -> m.UserView:
+    """What anyone may know of a user: the recipient search's public contact data. Account,
+    roles and department memberships are for those who administer the user."""
     view = _full_view(doc)
     return view.model_copy(
         update={
             "username": None,
             "email": view.email if view.email_public else None,
             "mobile": view.mobile if view.mobile_public else None,
+            "roles": [],
+            "department_ids": [],
+            "admin_of": [],
             "status": None,
             "totp_enabled": None,
         }
+    )
+
+
+def administers_user(principal: AccessClaims, doc: dict[str, Any]) -> bool:
+    """The user themselves, the service desk, or an admin of one of the user's departments."""
+    return (
+        principal.sub == doc["_id"]
+        or principal.has_role("service_desk")
+        or bool(set(doc.get("department_ids") or ()) & set(principal.admin_of))
     )
 
 
@@ -384,6 +419,16 @@ async def my_group_confirmations(app: IdentityDep, principal: Principal) -> list
 
 
 @users_router.get(
+    "/api/users/me/group-invitations",
+    response_model=list[m.GroupInvitation],
+    responses=problem_responses(401),
+    summary="Groups I am invited to; accept or decline each",
+)
+async def my_group_invitations(app: IdentityDep, principal: Principal) -> list[dict[str, Any]]:
+    return await groups.invitations(app, principal.sub)
+
+
+@users_router.get(
     "/api/users/pending",
     response_model=list[m.UserView],
     responses=problem_responses(401, 403),
@@ -398,11 +443,9 @@ async def pending_users(app: IdentityDep, principal: Principal) -> list[m.UserVi
 )
 async def get_user(user_id: str, app: IdentityDep, principal: Principal) -> m.UserView:
     doc = await accounts.user_doc(app, user_id)
-    if user_id == principal.sub or principal.has_role("service_desk"):
+    if administers_user(principal, doc):
         return _full_view(doc)
-    if doc["status"] != "active" and not set(doc.get("department_ids") or ()) & set(
-        principal.admin_of
-    ):
+    if doc["status"] != "active":
         raise UserNotFound(f"user {user_id} does not exist")
     return _public_view(doc)
 
@@ -533,14 +576,15 @@ async def create_group(
     "/api/groups/{group_id}", response_model=m.GroupView, responses=problem_responses(401, 404)
 )
 async def get_group(group_id: str, app: IdentityDep, principal: Principal) -> dict[str, Any]:
-    return await groups.group_view(app, group_id)
+    """Members and the service desk only; admins and the service desk also see invitations."""
+    return await groups.group_view(app, group_id, principal)
 
 
 @groups_router.post(
     "/api/groups/{group_id}/members",
     status_code=204,
     responses=problem_responses(400, 401, 403, 404, 409, 422),
-    summary="Add a member (group admin or service desk)",
+    summary="Invite a member (group admin); the service desk adds one at once",
 )
 async def add_group_member(
     group_id: str, body: m.MemberAdd, app: IdentityDep, principal: Principal, ip: ClientIP
@@ -553,7 +597,8 @@ async def add_group_member(
     "/api/groups/{group_id}/members/{user_id}",
     status_code=204,
     responses=problem_responses(401, 403, 404, 409),
-    summary="Remove a member (group admin, service desk, or the member leaving)",
+    summary="Remove a member or withdraw an invitation (group admin, service desk); leave or"
+    " decline (the user themselves)",
 )
 async def remove_group_member(
     group_id: str, user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
@@ -590,6 +635,45 @@ async def set_primary_contact(
     group_id: str, body: m.UserRef, app: IdentityDep, principal: Principal, ip: ClientIP
 ) -> Response:
     await groups.set_primary_contact(app, group_id, body.user_id, principal, ip)
+    return Response(status_code=204)
+
+
+@groups_router.post(
+    "/api/groups/{group_id}/accept-membership",
+    status_code=204,
+    responses=problem_responses(401, 404, 409),
+    summary="Accept an invitation to the group: a member from now on",
+)
+async def accept_membership(
+    group_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await groups.accept_membership(app, group_id, principal, ip)
+    return Response(status_code=204)
+
+
+@groups_router.post(
+    "/api/groups/{group_id}/decline-membership",
+    status_code=204,
+    responses=problem_responses(401, 404, 409),
+    summary="Decline an invitation to the group",
+)
+async def decline_membership(
+    group_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await groups.decline_membership(app, group_id, principal, ip)
+    return Response(status_code=204)
+
+
+@groups_router.post(
+    "/api/groups/{group_id}/members/{user_id}/approve",
+    status_code=204,
+    responses=problem_responses(401, 403, 404, 409),
+    summary="Accept an invitation on the invitee's behalf (service desk)",
+)
+async def approve_membership(
+    group_id: str, user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> Response:
+    await groups.approve_membership(app, group_id, user_id, principal, ip)
     return Response(status_code=204)
 
 
@@ -649,17 +733,20 @@ async def create_department(
 async def get_department(
     department_id: str, app: IdentityDep, principal: Principal
 ) -> m.DepartmentView:
+    """Anyone sees the name, kind, contact and policy; network addresses (PACS, RSW) and who
+    administers the department only its admins and the service desk."""
     doc = await departments.department_doc(app, department_id)
+    full = principal.has_role("service_desk") or department_id in principal.admin_of
     return m.DepartmentView(
         department_id=doc["_id"],
         name=doc["name"],
         country=doc["country"],
         kind=doc["kind"],
         email=doc.get("email"),
-        pacs=doc.get("pacs"),
-        rsw=doc.get("rsw"),
+        pacs=doc.get("pacs") if full else None,
+        rsw=doc.get("rsw") if full else None,
         policy=m.PolicyBody.model_validate(doc.get("policy") or {}),
-        admin_ids=doc.get("admin_ids") or [],
+        admin_ids=(doc.get("admin_ids") or []) if full else None,
     )
 
 
@@ -782,6 +869,11 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
         response = problem(exc.status, exc.title, exc.detail, exc.rule)
         response.headers["retry-after"] = str(exc.retry_after_s)
         return response
+
+    @app.exception_handler(TOTPRequired)
+    async def totp_required(request: Request, exc: TOTPRequired) -> Response:
+        extra = {"login_ticket": exc.login_ticket} if exc.login_ticket else {}
+        return problem(exc.status, exc.title, exc.detail, exc.rule, **extra)
 
     app.add_exception_handler(LoginTemporarilyLocked, locked)
     app.add_exception_handler(PatientLoginLocked, locked)

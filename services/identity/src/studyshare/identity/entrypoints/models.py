@@ -242,12 +242,34 @@ class GroupMember(BaseModel):
     primary_contact: StrictBool
 
 
+class GroupInvitee(BaseModel):
+    user_id: str
+    first_name: str
+    last_name: str
+    admin: StrictBool
+    invited_by: str
+
+
 class GroupView(BaseModel):
     group_id: str
     name: str
     email: str | None = None
     primary_contact_id: str
     members: list[GroupMember]
+    invited: list[GroupInvitee] | None = Field(
+        default=None, description="Open invitations; shown to group admins and the service desk"
+    )
+
+
+class GroupInvitation(BaseModel):
+    """An open invitation to join a group, as the invitee sees it (no composition yet)."""
+
+    group_id: str
+    group_name: str
+    admin: StrictBool
+    invited_by: str
+    invited_by_name: str
+    invited_at: datetime
 
 
 class MemberAdd(Strict):
@@ -306,10 +328,16 @@ class DepartmentView(BaseModel):
     country: str
     kind: Literal["radiology", "pacs"]
     email: str | None = None
-    pacs: PacsEndpoint | None = None
-    rsw: PacsEndpoint | None = None
+    pacs: PacsEndpoint | None = Field(
+        default=None, description="Shown to the department's admins and the service desk"
+    )
+    rsw: PacsEndpoint | None = Field(
+        default=None, description="Shown to the department's admins and the service desk"
+    )
     policy: PolicyBody
-    admin_ids: list[str]
+    admin_ids: list[str] | None = Field(
+        default=None, description="Shown to the department's admins and the service desk"
+    )
 
 
 class UserRef(Strict):
@@ -319,6 +347,11 @@ class UserRef(Strict):
 class DepartmentMember(Strict):
     user_id: str = Field(min_length=1, max_length=64)
     role: Literal["department_staff", "physician"] = "department_staff"
+
+
+class ExternalTOTP(Strict):
+    login_ticket: str = Field(min_length=1, max_length=200)
+    otp: str = Field(min_length=6, max_length=8, pattern=r"^\d+$")
 
 
 class AuthorizationStart(BaseModel):

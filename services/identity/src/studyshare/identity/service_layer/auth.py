@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from studyshare.contracts.envelope import Actor
@@ -20,6 +20,8 @@ from studyshare.identity.domain.exceptions import (
     AccountDeactivated,
     AccountNotApproved,
     ExternalIdentityNotLinked,
+    ExternalLoginStateInvalid,
+    ExternalLoginTicketInvalid,
     InvalidCredentials,
     InvalidRefreshToken,
     LoginTemporarilyLocked,
@@ -256,11 +258,41 @@ async def session_is_live(app: Identity, principal: AccessClaims) -> bool:
     return session is None or session.get("revoked_at") is None
 
 
+async def start_external_login(
+    app: Identity,
+    provider: ExternalIdentityProvider,
+    redirect_uri: str,
+    principal: AccessClaims | None,
+) -> tuple[str, str]:
+    """Where to send the browser, and the `state` it must bring back: single use, for this
+    provider, expiring; bound to the user when a logged-in user starts it (to link)."""
+    state = secrets.token_urlsafe(32)
+    expires_at = app.clock() + timedelta(seconds=app.settings.external_login_state_ttl_s)
+    user_id = principal.sub if principal is not None and principal.kind == "user" else None
+    await app.external_logins.put_state(state, provider.name, user_id, expires_at)
+    return provider.authorization_url(state, redirect_uri), state
+
+
+async def _take_state(
+    app: Identity, provider: ExternalIdentityProvider, callback: dict[str, str]
+) -> dict[str, Any]:
+    state = callback.get("state") or ""
+    doc = await app.external_logins.take_state(state, provider.name, app.clock()) if state else None
+    if doc is None:
+        raise ExternalLoginStateInvalid(
+            "this external login was not started here, was finished already, or expired"
+        )
+    return doc
+
+
 async def login_with_external_identity(
     app: Identity, provider: ExternalIdentityProvider, callback: dict[str, str], ip: str | None
 ) -> TokenPair:
-    """Finish an eID (or other external) login: the provider proves who it is, a link says
-    which account that is."""
+    """Finish an eID (or other external) login: the `state` must be one this service handed
+    out, the provider proves who it is, a link says which account that is; an account with
+    TOTP then needs its code (`TOTPRequired` with a `login_ticket` for
+    `finish_external_login_with_totp`)."""
+    await _take_state(app, provider, callback)
     identity = await provider.complete(callback)
     user_id = await app.external.user_for(provider.name, identity.subject)
     if user_id is None:
@@ -270,7 +302,43 @@ async def login_with_external_identity(
     user = await app.db[USERS].find_one({"_id": user_id})
     if user is None or user["status"] != "active":
         raise InvalidCredentials(GENERIC_LOGIN_REFUSAL)
+    if user.get("totp_enabled"):
+        ticket = secrets.token_urlsafe(32)
+        expires_at = app.clock() + timedelta(seconds=app.settings.external_login_totp_ttl_s)
+        await app.external_logins.put_ticket(ticket, provider.name, user_id, expires_at)
+        raise TOTPRequired("enter the code of your authenticator app", login_ticket=ticket)
     return await open_session(app, user, "eid", ip)
+
+
+async def finish_external_login_with_totp(
+    app: Identity, provider: ExternalIdentityProvider, ticket: str, otp: str, ip: str | None
+) -> TokenPair:
+    """The second step of an external login of an account with TOTP. The ticket is single use:
+    a wrong code counts as a failed login of the account (and may lock it), and the external
+    login starts again."""
+    now = app.clock()
+    doc = await app.external_logins.take_ticket(ticket, provider.name, now)
+    if doc is None:
+        raise ExternalLoginTicketInvalid("this login waits for no code; start it again")
+    user = await app.db[USERS].find_one({"_id": doc["user_id"]})
+    if user is None or user["status"] != "active":
+        raise InvalidCredentials(GENERIC_LOGIN_REFUSAL)
+    username = user["username"]
+    if until := await app.throttle.locked_until(f"user:{username.casefold()}", now):
+        raise LoginTemporarilyLocked(
+            "Too many failed attempts. Try again later.", _retry_after(until, now)
+        )
+    creds = await app.credentials.get(user["_id"])
+    step = (
+        totp.matching_step(creds["totp_secret"], otp, now, creds.get("totp_last_step"))
+        if creds and creds.get("totp_secret")
+        else None
+    )
+    if step is None or not await app.credentials.use_totp_step(user["_id"], step):
+        await _refuse(app, reason="bad_totp", user=user, username=username, ip=ip, now=now)
+        raise InvalidCredentials()
+    await app.throttle.reset(f"user:{username.casefold()}")
+    return await open_session(app, user, "eid+totp", ip)
 
 
 async def link_external_identity(
@@ -280,6 +348,12 @@ async def link_external_identity(
     principal: AccessClaims,
     ip: str | None,
 ) -> None:
+    """Link the identity the provider vouches for to the caller's account: only with a `state`
+    this caller started (else an attacker's identity could be linked to a victim's account by
+    having the victim's browser finish the attacker's login)."""
+    state = await _take_state(app, provider, callback)
+    if state.get("user_id") != principal.sub:
+        raise ExternalLoginStateInvalid("this external login was started by someone else")
     identity = await provider.complete(callback)
 
     async def link(session) -> None:

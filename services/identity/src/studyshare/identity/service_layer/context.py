@@ -20,6 +20,7 @@ from studyshare.identity.adapters.read_models import ReadModels
 from studyshare.identity.adapters.stores import (
     Credentials,
     ExternalIdentities,
+    ExternalLogins,
     PatientOTPs,
     Sessions,
     SigningKeys,
@@ -54,6 +55,7 @@ class Identity:
     throttle: Throttle = field(init=False)
     patient_otps: PatientOTPs = field(init=False)
     external: ExternalIdentities = field(init=False)
+    external_logins: ExternalLogins = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = EventStore(self.db)
@@ -63,6 +65,7 @@ class Identity:
         self.throttle = Throttle(self.db)
         self.patient_otps = PatientOTPs(self.db)
         self.external = ExternalIdentities(self.db)
+        self.external_logins = ExternalLogins(self.db)
 
     @classmethod
     async def start(

@@ -1,5 +1,6 @@
-"""Group practices: creation, members and admins, and the 3-monthly membership confirmation
-(due list, confirm, reminder events)."""
+"""Group practices: creation, invitations (accepted by the invitee or approved by the service
+desk), members and admins, and the 3-monthly membership confirmation (due list, confirm,
+reminder events)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pymongo import ASCENDING
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.identity.adapters.read_models import GROUPS, MEMBERSHIPS, USERS
+from studyshare.identity.adapters.read_models import GROUPS, INVITATIONS, MEMBERSHIPS, USERS
 from studyshare.identity.domain.exceptions import GroupNotFound, NotAllowed, UserNotFound
 from studyshare.identity.domain.group import Group
 from studyshare.identity.service_layer.accounts import actor_of
@@ -49,7 +50,8 @@ async def create_group(
     email: str | None,
 ) -> str:
     """Any physician may found a group practice (and is its primary contact unless the service
-    desk names another)."""
+    desk names another). Everyone else a founder names is invited, not made a member; whom the
+    service desk names is a member at once."""
     if principal.kind != "user":
         raise NotAllowed("only registered users create groups")
     primary = primary_contact_id or principal.sub
@@ -69,6 +71,7 @@ async def create_group(
             member_ids=tuple(member_ids),
             email=email,
             created_by=principal.sub,
+            service_desk=principal.has_role("service_desk"),
             now=now,
             period=period,
         )
@@ -92,6 +95,40 @@ async def add_member(
             by=principal.sub,
             service_desk=principal.has_role("service_desk"),
             now=now,
+        )
+
+    await app.execute(Group, group_id, decide, actor_of(principal, ip))
+
+
+async def accept_membership(app: Identity, group_id: str, principal: AccessClaims, ip) -> None:
+    """The invitee accepts: from now on a member, and a colleague of the other members."""
+    now = app.clock()
+    period = _period(app)
+
+    def decide(group: Group) -> list:
+        group.period = period
+        return group.accept_invitation(principal.sub, now)
+
+    await app.execute(Group, group_id, decide, actor_of(principal, ip))
+
+
+async def decline_membership(app: Identity, group_id: str, principal: AccessClaims, ip) -> None:
+    await app.execute(
+        Group, group_id, lambda g: g.decline_invitation(principal.sub), actor_of(principal, ip)
+    )
+
+
+async def approve_membership(
+    app: Identity, group_id: str, user_id: str, principal: AccessClaims, ip
+) -> None:
+    """The service desk accepts an invitation on the invitee's behalf."""
+    now = app.clock()
+    period = _period(app)
+
+    def decide(group: Group) -> list:
+        group.period = period
+        return group.approve_invitation(
+            user_id, by=principal.sub, service_desk=principal.has_role("service_desk"), now=now
         )
 
     await app.execute(Group, group_id, decide, actor_of(principal, ip))
@@ -148,18 +185,35 @@ async def confirm_membership(app: Identity, group_id: str, principal: AccessClai
     return envelopes[0].payload["confirmed_until"]
 
 
-async def group_view(app: Identity, group_id: str) -> dict[str, Any]:
-    """The composition as the manual shows it: primary contact on top, admins flagged."""
+async def _names(app: Identity, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+    return {
+        u["_id"]: u
+        async for u in app.db[USERS].find(
+            {"_id": {"$in": user_ids}}, {"first_name": 1, "last_name": 1}
+        )
+    }
+
+
+async def group_view(
+    app: Identity, group_id: str, viewer: AccessClaims | None = None
+) -> dict[str, Any]:
+    """The composition as the manual shows it: primary contact on top, admins flagged. A
+    `viewer` must be a member or the service desk (anyone else, an invitee too, is told the
+    group does not exist); group admins and the service desk also see the open invitations."""
     group = await app.db[GROUPS].find_one({"_id": group_id})
     if group is None:
         raise GroupNotFound(f"group {group_id} does not exist")
-    ids = [m["user_id"] for m in group["members"]]
-    users = {
-        u["_id"]: u
-        async for u in app.db[USERS].find(
-            {"_id": {"$in": ids}}, {"first_name": 1, "last_name": 1, "physician_numbers": 1}
-        )
-    }
+    mine = next((m for m in group["members"] if viewer and m["user_id"] == viewer.sub), None)
+    desk = viewer is not None and viewer.has_role("service_desk")
+    if viewer is not None and mine is None and not desk:
+        raise GroupNotFound(f"group {group_id} does not exist")
+    invited = (
+        [i async for i in app.db[INVITATIONS].find({"group_id": group_id}).sort("_id")]
+        if desk or (mine and mine["admin"])
+        else None
+    )
+    ids = [m["user_id"] for m in group["members"]] + [i["user_id"] for i in invited or ()]
+    users = await _names(app, ids)
     members = [
         {
             "user_id": m["user_id"],
@@ -177,7 +231,53 @@ async def group_view(app: Identity, group_id: str) -> dict[str, Any]:
         "email": group.get("email"),
         "primary_contact_id": group["primary_contact_id"],
         "members": members,
+        "invited": None
+        if invited is None
+        else [
+            {
+                "user_id": i["user_id"],
+                "first_name": users.get(i["user_id"], {}).get("first_name", ""),
+                "last_name": users.get(i["user_id"], {}).get("last_name", ""),
+                "admin": i["admin"],
+                "invited_by": i["invited_by"],
+            }
+            for i in invited
+        ],
     }
+
+
+async def invitations(app: Identity, user_id: str) -> list[dict[str, Any]]:
+    """The user's open invitations: which group, who asked, as admin or not. Not the group's
+    composition: that is for members."""
+    found = [
+        i async for i in app.db[INVITATIONS].find({"user_id": user_id}).sort("group_id", ASCENDING)
+    ]
+    groups = {
+        g["_id"]: g["name"]
+        async for g in app.db[GROUPS].find(
+            {"_id": {"$in": [i["group_id"] for i in found]}}, {"name": 1}
+        )
+    }
+    inviters = await _names(app, [i["invited_by"] for i in found])
+    return [
+        {
+            "group_id": i["group_id"],
+            "group_name": groups.get(i["group_id"], ""),
+            "admin": i["admin"],
+            "invited_by": i["invited_by"],
+            "invited_by_name": " ".join(
+                filter(
+                    None,
+                    (
+                        inviters.get(i["invited_by"], {}).get("first_name"),
+                        inviters.get(i["invited_by"], {}).get("last_name"),
+                    ),
+                )
+            ),
+            "invited_at": i["invited_at"],
+        }
+        for i in found
+    ]
 
 
 async def confirmations(app: Identity, user_id: str) -> list[dict[str, Any]]:

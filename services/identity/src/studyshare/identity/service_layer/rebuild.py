@@ -1,8 +1,8 @@
 """Drop identity's own read models and rebuild them from its event stream.
 
-The inline read models (`users`, `groups`, `memberships`, `departments`, `recipients`) are pure
-functions of the events; credentials, sessions and failure counters are not read models (they
-hold secrets and hot-path state that never travel in events) and are kept.
+The inline read models (`users`, `groups`, `memberships`, `invitations`, `departments`,
+`recipients`) are pure functions of the events; credentials, sessions and failure counters are
+not read models (they hold secrets and hot-path state that never travel in events) and are kept.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from studyshare.identity.adapters.read_models import (
     DEPARTMENTS,
     GROUPS,
+    INVITATIONS,
     MEMBERSHIPS,
     RECIPIENTS,
     USERS,
@@ -20,7 +21,7 @@ from studyshare.identity.adapters.read_models import (
 )
 from studyshare.plumbing.eventstore import EventStore
 
-READ_MODELS = (USERS, GROUPS, MEMBERSHIPS, DEPARTMENTS, RECIPIENTS)
+READ_MODELS = (USERS, GROUPS, MEMBERSHIPS, INVITATIONS, DEPARTMENTS, RECIPIENTS)
 
 
 async def rebuild_read_models(db: AsyncDatabase) -> int:

@@ -147,6 +147,23 @@ def group_confirmation_context(
     }
 
 
+def group_invitation_context(
+    context: Mapping[str, Any],
+    *,
+    base_url: str,
+    recipient: UserView | None,
+    group: GroupView | None,
+    inviter: UserView | None,
+) -> dict[str, Any]:
+    """The invitee learns which group and who asked; not its members (that is for members)."""
+    return {
+        "recipient_name": recipient.name if recipient else None,
+        "group_name": (group.name if group else "") or context["group_id"],
+        "inviter_name": (inviter.name if inviter else "") or context["invited_by"],
+        "link": f"{base_url.rstrip('/')}/group-invitations",
+    }
+
+
 def registration_pending_context(
     context: Mapping[str, Any],
     *,

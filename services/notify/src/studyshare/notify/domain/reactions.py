@@ -12,6 +12,7 @@ from typing import Any
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.events import registry
 from studyshare.contracts.events.identity import (
+    GroupMemberInvited,
     GroupMembershipConfirmationDue,
     PatientOTPIssued,
     UserRegistered,
@@ -32,6 +33,7 @@ PATIENT_OTP = "patient_otp"
 BUCKET_LOCKED = "bucket_locked"
 BREAK_THE_GLASS = "break_the_glass"
 GROUP_CONFIRMATION_DUE = "group_confirmation_due"
+GROUP_INVITATION = "group_invitation"
 REGISTRATION_PENDING = "registration_pending"
 
 MAIL_TEMPLATES = (
@@ -40,6 +42,7 @@ MAIL_TEMPLATES = (
     BUCKET_LOCKED,
     BREAK_THE_GLASS,
     GROUP_CONFIRMATION_DUE,
+    GROUP_INVITATION,
     REGISTRATION_PENDING,
 )
 SMS_TEMPLATES = (BUCKET_OTP, PATIENT_OTP)
@@ -124,6 +127,10 @@ def reactions(envelope: EventEnvelope, options: ReactionOptions | None = None) -
             context = {"group_id": event.group_id, "due_since": event.due_since.isoformat()}
             target = Target("user", id=event.user_id)
             return [intent("mail", target, GROUP_CONFIRMATION_DUE, None, context)]
+        case GroupMemberInvited():
+            context = {"group_id": event.group_id, "invited_by": event.invited_by}
+            target = Target("user", id=event.user_id)
+            return [intent("mail", target, GROUP_INVITATION, None, context)]
         case UserRegistered() if event.pending_approval and options.notify_pending_registrations:
             context = {
                 "user_id": event.user_id,

@@ -463,6 +463,14 @@ class Sender:
             return compose.group_confirmation_context(
                 ctx, base_url=base, recipient=recipient, group=await d.group(ctx["group_id"])
             )
+        if template == r.GROUP_INVITATION:
+            group = await d.group(ctx["group_id"])
+            inviter = await d.user(ctx.get("invited_by"))
+            if (group is None or inviter is None) and self._may_wait(doc):
+                return Transient("the group or the inviter is not known yet")
+            return compose.group_invitation_context(
+                ctx, base_url=base, recipient=recipient, group=group, inviter=inviter
+            )
         if template == r.REGISTRATION_PENDING:
             return compose.registration_pending_context(
                 ctx, base_url=base, recipient=recipient, registrant=await d.user(ctx["user_id"])
