@@ -3,6 +3,7 @@ answers that never reveal whether an account exists."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from studyshare.identity.domain.lockout import LockoutPolicy
@@ -15,6 +16,61 @@ def test_the_lock_delay_doubles_with_every_failure_past_the_threshold():
     policy = LockoutPolicy(threshold=5, base_s=30, max_s=600)
     assert [policy.delay_after(n) for n in range(1, 10)] == [0, 0, 0, 0, 30, 60, 120, 240, 480]
     assert policy.delay_after(20) == 600
+
+
+def test_a_failure_count_decays_after_a_quiet_period_counted_from_the_end_of_its_lock():
+    policy = LockoutPolicy(threshold=5, base_s=30, max_s=600, decay_s=900)
+    now = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
+    assert not policy.forgets(None, None, now)
+    assert not policy.forgets(now - timedelta(seconds=899), None, now)
+    assert policy.forgets(now - timedelta(seconds=900), None, now)
+    long_lock = now - timedelta(seconds=100)
+    assert not policy.forgets(now - timedelta(hours=2), long_lock, now), "locked until recently"
+    assert policy.forgets(now - timedelta(hours=2), now - timedelta(seconds=901), now)
+    assert policy.forgotten_before(now) == now - timedelta(seconds=900)
+
+
+def test_guesses_left_up_to_the_threshold_then_one_per_ended_lock():
+    policy = LockoutPolicy(threshold=5)
+    assert [policy.attempts_left(n) for n in range(0, 8)] == [5, 4, 3, 2, 1, 1, 1, 1]
+
+
+async def test_twenty_guesses_at_once_are_evaluated_at_most_five_times(api):
+    """Checking the lock and counting the failure are one step: guesses racing each other
+    cannot all pass the check before any of them is counted."""
+    await api.register(await api.desk(), username="dr.raced")
+    calls: list[str] = []
+    original = api.identity.passwords.hasher
+
+    class Spy:
+        def verify(self, hashed, password):
+            calls.append(password)
+            return original.verify(hashed, password)
+
+    api.identity.passwords.hasher = Spy()
+    answers = await asyncio.gather(*(api.login("dr.raced", f"wrong-{i}") for i in range(20)))
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [401] * 5 + [429] * 15, statuses
+    assert len(calls) == 5
+    failed = await api.events("LoginFailed")
+    assert sorted(e.payload["consecutive_failures"] for e in failed) == [1, 2, 3, 4, 5]
+    [lock] = await api.events("AccountLocked")
+    assert lock.payload["consecutive_failures"] == 5
+
+
+async def test_a_quiet_account_starts_counting_again(api):
+    clock = FakeClock(datetime(2026, 5, 1, 8, 0, tzinfo=UTC))
+    api.identity.clock = clock
+    await api.register(await api.desk(), username="dr.quiet")
+    for _ in range(4):
+        assert (await api.login("dr.quiet", "wrong-password")).status_code == 401
+    clock.now += timedelta(seconds=api.identity.settings.failure_decay_s + 1)
+    for _ in range(4):
+        assert (await api.login("dr.quiet", "wrong-password")).status_code == 401, (
+            "the four old failures were forgotten"
+        )
+    failed = await api.events("LoginFailed")
+    assert [e.payload["consecutive_failures"] for e in failed] == [1, 2, 3, 4, 1, 2, 3, 4]
 
 
 def _shape(response):
@@ -85,7 +141,9 @@ async def test_an_account_is_locked_with_increasing_delay_and_answers_never_reve
     )
     failed = await api.events("LoginFailed")
     assert {e.payload["user_id"] for e in failed} == {user_id, None}
-    assert any(e.payload["reason"] == "locked" for e in failed)
+    assert not any(e.payload["reason"] == "locked" for e in failed), (
+        "a login refused while locked writes no event"
+    )
 
 
 async def test_failures_from_one_source_lock_that_source_across_usernames(make_api):

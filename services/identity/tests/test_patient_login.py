@@ -4,6 +4,7 @@ counted and limited."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -187,7 +188,31 @@ async def test_failed_attempts_per_number_lock_it_with_increasing_delay(api):
     assert locked.status_code == 429 and locked.json()["rule"] == "PatientLoginLocked"
     assert 1 <= int(locked.headers["retry-after"]) <= 30
     failures = await api.events("PatientLoginFailed")
-    assert [e.payload["failed_attempts"] for e in failures] == [1, 2, 3, 4, 5, 5]
+    assert [e.payload["failed_attempts"] for e in failures] == [1, 2, 3, 4, 5], (
+        "a login refused while the number is locked writes no event"
+    )
     assert failures[4].payload["locked_until"] is not None
-    assert failures[-1].payload["reason"] == "locked"
     assert len(await api.events("PatientLoginSucceeded")) == 0
+
+
+async def test_twenty_pincode_guesses_at_once_are_evaluated_at_most_five_times(api):
+    await issue(api, "RACE123456", pincode_required=True)
+    await feed(
+        api,
+        PincodeSet(
+            reference_number="RACE123456",
+            study_uid="1.2.826.0.1.RACE123456",
+            pincode_hash=PasswordHasher().hash("4321"),
+            set_by="usr_rx",
+        ),
+        "ref_RACE123456",
+        2,
+    )
+    answers = await asyncio.gather(
+        *(patient_login(api, "RACE123456", pincode=f"{1000 + i}") for i in range(20))
+    )
+    rules = sorted((r.status_code, r.json()["rule"]) for r in answers)
+    assert rules == [(401, "PatientLoginRefused")] * 5 + [(429, "PatientLoginLocked")] * 15
+    failures = await api.events("PatientLoginFailed")
+    assert sorted(e.payload["failed_attempts"] for e in failures) == [1, 2, 3, 4, 5]
+    assert len(await api.events("PincodeFailed")) == 5

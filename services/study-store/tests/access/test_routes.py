@@ -414,7 +414,7 @@ async def test_every_access_reaches_the_study_logging_coalesced(harness):
     await h.http.put(f"/api/studies/{A}/report", json={"text": "ok"}, headers=doctor)
     await h.http.get(f"/api/studies/{A}/report", headers=doctor)
     decision = h.model.decide(_claims("usr_doc"), A)
-    h.app.state.access_log.record(decision, _claims("usr_doc"), "download")
+    await h.app.state.access_log.record(decision, _claims("usr_doc"), "download")
     await h.app.state.access_log.flush(everything=True)
     accessed = await _events(h, "StudyAccessed")
     by_action = {e["payload"]["action"]: e for e in accessed}

@@ -20,6 +20,8 @@ AccessAction = Literal[
     "report_write",
     "download",
     "forward",
+    "search",
+    "list",
 ]
 
 
@@ -99,6 +101,24 @@ class StudyAccessed(DomainEvent):
     bucket_id: str | None = None
     group_id: str | None = None
     anonymized: bool = False
+    count: int = 1
+
+
+@registry.register
+class StudyAccessRefused(DomainEvent):
+    """An access to an exam that was refused, named by the rule that refused it (coalesced like
+    `StudyAccessed`: per actor, study, action and rule per window, `count` refusals).
+
+    Aggregate: a `StudyAccess` record of its own, like `StudyAccessed`.
+    """
+
+    aggregate_type = "StudyAccess"
+
+    study_uid: str
+    action: AccessAction
+    rule: str
+    user_id: str | None = None
+    reference_number: str | None = None
     count: int = 1
 
 

@@ -69,7 +69,15 @@ class IdentitySettings(ServiceSettings):
     source_lock_threshold: int = Field(default=20, ge=1)
     lock_base_s: float = Field(default=30.0, gt=0)
     lock_max_s: float = Field(default=3600.0, gt=0)
-    source_window_s: float = Field(default=900.0, gt=0)
+    source_window_s: float = Field(
+        default=900.0, gt=0, description="a source's failure count decays after this long"
+    )
+    failure_decay_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="an account's or reference number's failure count is forgotten this long "
+        "after its last failure (or the end of its lock)",
+    )
 
     patient_lock_threshold: int = Field(default=5, ge=1)
     patient_otp_ttl_s: int = Field(default=300, ge=30)

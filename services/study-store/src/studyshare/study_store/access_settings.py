@@ -17,7 +17,10 @@ class AccessSettings(ServiceSettings):
         default=30.0, gt=0, description="refuse decisions when the model stopped following"
     )
     access_log_window_s: float = Field(
-        default=60.0, gt=0, description="coalescing window of StudyAccessed (crash loses <= one)"
+        default=60.0,
+        gt=0,
+        description="coalescing window of StudyAccessed (each access is stored before "
+        "its answer; a window only sets how many accesses one event stands for)",
     )
     access_log_flush_interval_s: float = Field(default=1.0, gt=0)
     break_glass_hours: float = Field(default=24.0, gt=0, le=168)

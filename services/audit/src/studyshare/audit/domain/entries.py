@@ -66,6 +66,7 @@ DOER_FIELDS = (
 USER_IS_DOER = frozenset(
     {
         "StudyAccessed",
+        "StudyAccessRefused",
         "StudyDownloaded",
         "BreakTheGlassUsed",
         "LoginSucceeded",
@@ -92,6 +93,7 @@ CATEGORY = {
     "StudyMessageStored": "study",
     "ReportUpdated": "report_write",
     "StudyDownloaded": "download",
+    "StudyAccessRefused": "access_refused",
     "BreakTheGlassUsed": "break_the_glass",
     "ReferenceNumberIssued": "reference_number",
     "ReferenceNumberRevoked": "revocation",
@@ -116,6 +118,8 @@ ACCESS_CATEGORY = {
     "report_write": "report_write",
     "download": "download",
     "forward": "forward",
+    "search": "search",
+    "list": "search",
 }
 FAILURES = frozenset(
     {
@@ -125,6 +129,7 @@ FAILURES = frozenset(
         "LoginFailed",
         "StudyForwardFailed",
         "NotificationFailed",
+        "StudyAccessRefused",
     }
 )
 # Security alerts raised by a single event (bursts are found over many, see `alerts`).
@@ -224,6 +229,11 @@ def summary_of(event_type: str, payload: Mapping[str, Any], actors: Sequence[str
         case "StudyAccessed":
             count = p.get("count", 1)
             return f"{who} {p.get('action')} via {p.get('via')}" + (
+                f" ({count}x)" if count and count > 1 else ""
+            )
+        case "StudyAccessRefused":
+            count = p.get("count", 1)
+            return f"{who} refused {p.get('action')} ({p.get('rule')})" + (
                 f" ({count}x)" if count and count > 1 else ""
             )
         case "OTPFailed":

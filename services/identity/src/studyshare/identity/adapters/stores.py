@@ -3,6 +3,7 @@ and refresh tokens, failure counters, patient one-time codes, the development si
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -141,43 +142,103 @@ class Sessions:
         )
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """A guess admitted by `Throttle.admit`, already counted as the `failures`-th failure."""
+
+    key: str
+    failures: int
+    policy: LockoutPolicy
+
+
 class Throttle:
-    """Consecutive failure counters per key (`user:<name>`, `ip:<address>`, ...)."""
+    """Consecutive failure counters per key (`user:<name>`, `ip:<address>`, `patient:<number>`).
+
+    A guess is admitted and counted as a failure in one atomic step (`find_one_and_update`
+    guarded by "not locked and attempts left"), before the secret is evaluated; so however many
+    guesses arrive at once, at most the policy's threshold of them are evaluated before the lock,
+    and one per ended lock after it. A guess refused here writes nothing. The outcome then
+    settles the count: `failed` may lock the key, `succeeded` clears it, `release` gives back a
+    count that was no guess (a code was only asked for, the account is pending, ...).
+
+    Document: `failures` (consecutive, the admitted in flight included), `remaining` (guesses
+    left before the next lock), `locked_until`, `last_failure_at`.
+    """
 
     def __init__(self, db: AsyncDatabase) -> None:
         self.col = db[THROTTLE]
 
-    async def locked_until(self, key: str, now: datetime) -> datetime | None:
-        doc = await self.col.find_one({"_id": key})
-        until = doc and doc.get("locked_until")
-        return until if until and until > now else None
-
-    async def fail(
-        self, key: str, now: datetime, policy: LockoutPolicy, window_s: float | None = None
-    ) -> tuple[int, datetime | None]:
-        """Count a failure; return (consecutive failures, locked until)."""
-        if window_s is not None:
-            # failures older than the window are forgotten (a source is not locked forever)
-            await self.col.update_one(
-                {"_id": key, "last_failure_at": {"$lt": now - timedelta(seconds=window_s)}},
-                {"$set": {"failures": 0}},
-            )
-        doc = None
-        while doc is None:  # two racing upserts of a new key: the loser sees None, and retries
+    async def admit(self, key: str, now: datetime, policy: LockoutPolicy) -> Attempt | datetime:
+        """Count a guess in advance: the `Attempt`, or the time until which `key` is locked."""
+        cutoff = policy.forgotten_before(now)
+        await self.col.delete_one(  # the decay: see LockoutPolicy.forgets
+            {
+                "_id": key,
+                "last_failure_at": {"$lte": cutoff},
+                "$or": [{"locked_until": None}, {"locked_until": {"$lte": cutoff}}],
+            }
+        )
+        open_now = {
+            "_id": key,
+            "remaining": {"$gt": 0},
+            "$or": [{"locked_until": None}, {"locked_until": {"$lte": now}}],
+        }
+        count = {"$inc": {"failures": 1, "remaining": -1}, "$set": {"last_failure_at": now}}
+        for _ in range(2):
             doc = await self.col.find_one_and_update(
-                {"_id": key},
-                {"$inc": {"failures": 1}, "$set": {"last_failure_at": now}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
+                open_now, count, return_document=ReturnDocument.AFTER
             )
-        failures = int(doc["failures"])
-        until = policy.locked_until(failures, now)
+            if doc is not None:
+                return Attempt(key, int(doc["failures"]), policy)
+            current = await self.col.find_one({"_id": key})
+            if current is not None:
+                until = current.get("locked_until")
+                # no guess left and no lock yet: the last admitted guess is being evaluated
+                return until if until and until > now else now + timedelta(seconds=1)
+            try:
+                await self.col.insert_one(
+                    {
+                        "_id": key,
+                        "failures": 1,
+                        "remaining": policy.attempts_left(1),
+                        "locked_until": None,
+                        "last_failure_at": now,
+                    }
+                )
+                return Attempt(key, 1, policy)
+            except DuplicateKeyError:
+                continue  # a concurrent first guess created it: count against that one
+        return now + timedelta(seconds=1)
+
+    async def failed(self, attempt: Attempt, now: datetime) -> datetime | None:
+        """The guess was wrong (it is counted already): lock the key when the policy says so;
+        the time it is locked until."""
+        until = attempt.policy.locked_until(attempt.failures, now)
         if until is not None:
-            await self.col.update_one({"_id": key}, {"$set": {"locked_until": until}})
-        return failures, until
+            await self.col.update_one(
+                {"_id": attempt.key},
+                {
+                    "$set": {
+                        "locked_until": until,
+                        "remaining": attempt.policy.attempts_left(attempt.failures),
+                    }
+                },
+            )
+        return until
+
+    async def succeeded(self, attempt: Attempt) -> None:
+        """The secret was right: the key's count starts again."""
+        await self.reset(attempt.key)
+
+    async def release(self, attempt: Attempt) -> None:
+        """The admitted request turned out to be no guess: give its count back."""
+        await self.col.update_one(
+            {"_id": attempt.key, "failures": {"$gt": 0}},
+            {"$inc": {"failures": -1, "remaining": 1}},
+        )
 
     async def reset(self, key: str) -> None:
-        await self.col.update_one({"_id": key}, {"$set": {"failures": 0, "locked_until": None}})
+        await self.col.delete_one({"_id": key})
 
 
 class PatientOTPs:

@@ -11,7 +11,6 @@ from studyshare.contracts.events.identity import (
     PatientLoginSucceeded,
     PincodeFailed,
 )
-from studyshare.identity.domain.lockout import LockoutPolicy
 from studyshare.plumbing.aggregate import Aggregate
 
 
@@ -84,21 +83,12 @@ class Patient(Aggregate):
         *,
         study_uid: str | None,
         ip: str | None,
-        now: datetime,
-        policy: LockoutPolicy,
+        failures: int,
+        locked_until: datetime | None,
     ) -> list:
-        if reason == "locked":
-            return [
-                PatientLoginFailed(
-                    reference_number=reference_number,
-                    study_uid=study_uid,
-                    reason="locked",
-                    failed_attempts=self.failed_attempts,
-                    source_ip=ip,
-                    locked_until=self.locked_until,
-                )
-            ]
-        failures = self.failed_attempts + 1
+        """A wrong guess, the `failures`-th in a row as the number's failure counter admitted
+        it (a guess refused while the number is locked is never evaluated, and records
+        nothing); `locked_until` when it locked the number."""
         events: list = [
             PatientLoginFailed(
                 reference_number=reference_number,
@@ -106,7 +96,7 @@ class Patient(Aggregate):
                 reason=reason,  # type: ignore[arg-type]
                 failed_attempts=failures,
                 source_ip=ip,
-                locked_until=policy.locked_until(failures, now),
+                locked_until=locked_until,
             )
         ]
         if reason == "pincode" and study_uid is not None:

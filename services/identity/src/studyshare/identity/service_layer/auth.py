@@ -3,7 +3,6 @@ tokens, logout, and logins through an external identity provider (eID)."""
 
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,6 +13,7 @@ from studyshare.contracts.events.identity import LoginFailed
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.identity.adapters.eid import ExternalIdentityProvider
 from studyshare.identity.adapters.read_models import USERS
+from studyshare.identity.adapters.stores import Attempt
 from studyshare.identity.domain import totp
 from studyshare.identity.domain.exceptions import (
     GENERIC_LOGIN_REFUSAL,
@@ -31,7 +31,9 @@ from studyshare.identity.domain.exceptions import (
 )
 from studyshare.identity.domain.session import LoginSession
 from studyshare.identity.domain.user import User
+from studyshare.identity.service_layer import throttling
 from studyshare.identity.service_layer.context import Identity
+from studyshare.identity.service_layer.throttling import Gate
 from studyshare.plumbing.aggregate import new_id
 from studyshare.plumbing.errors import Unauthorized
 from studyshare.plumbing.logging import get_logger
@@ -61,27 +63,23 @@ def access_token(app: Identity, user: dict[str, Any], session_id: str) -> str:
     )
 
 
-def _retry_after(until: datetime, now: datetime) -> int:
-    return max(1, math.ceil((until - now).total_seconds()))
+def _locked(retry_after_s: int) -> LoginTemporarilyLocked:
+    return LoginTemporarilyLocked("Too many failed attempts. Try again later.", retry_after_s)
 
 
 async def _refuse(
     app: Identity,
+    attempts: list[Attempt],
     *,
     reason: str,
     user: dict[str, Any] | None,
-    username: str,
     ip: str | None,
     now: datetime,
 ) -> None:
-    """Count the failure per account name and per source, record it, maybe lock."""
-    failures, until = await app.throttle.fail(
-        f"user:{username.casefold()}", now, app.account_lockout
-    )
-    if ip:
-        await app.throttle.fail(
-            f"ip:{ip}", now, app.source_lockout, window_s=app.settings.source_window_s
-        )
+    """The admitted guess was wrong (counted per account name and per source already):
+    record it, maybe lock."""
+    until, *_ = await throttling.failed(app, attempts, app.clock())  # from this failure on
+    failures = attempts[0].failures
     user_id = user["_id"] if user else None
     await app.record(
         LoginFailed(
@@ -102,33 +100,23 @@ async def _refuse(
 async def login(
     app: Identity, username: str, password: str, otp: str | None, ip: str | None
 ) -> TokenPair:
+    """Check a password (+ TOTP code) only once the account name and the source admitted the
+    guess: a locked name or source is refused before anything is read or written."""
     now = app.clock()
-    name_key = f"user:{username.casefold()}"
-    for key in (name_key, f"ip:{ip}" if ip else None):
-        if key and (until := await app.throttle.locked_until(key, now)):
-            user = await app.db[USERS].find_one({"username_lower": username.casefold()})
-            await app.record(
-                LoginFailed(
-                    attempt_id=(attempt := new_id("att")),
-                    user_id=user["_id"] if user else None,
-                    reason="locked",
-                    source_ip=ip,
-                ),
-                attempt,
-                Actor(kind="anonymous", ip=ip),
-            )
-            raise LoginTemporarilyLocked(
-                "Too many failed attempts. Try again later.", _retry_after(until, now)
-            )
+    gates = [Gate(f"user:{username.casefold()}", app.account_lockout, _locked)]
+    if ip:
+        gates.append(Gate(f"ip:{ip}", app.source_lockout, _locked))
+    attempts = await throttling.admit(app, gates, now)
     user = await app.db[USERS].find_one({"username_lower": username.casefold()})
     creds = await app.credentials.get(user["_id"]) if user else None
     if not await app.passwords.verify(creds and creds.get("password_hash"), password):
-        await _refuse(app, reason="bad_credentials", user=user, username=username, ip=ip, now=now)
+        await _refuse(app, attempts, reason="bad_credentials", user=user, ip=ip, now=now)
         raise InvalidCredentials()
     assert user is not None and creds is not None
     # the password checked out: from here on the caller may learn about the account
     environment = user.get("environment") or app.settings.environment_code
     if environment != app.settings.environment_code:
+        await throttling.release(app, attempts)
         await _record_refusal(app, user, "wrong_environment", ip)
         raise WrongEnvironment(
             f"This account belongs to the {environment!r} environment; log in on its portal.",
@@ -136,21 +124,26 @@ async def login(
             app.settings.portal_table.get(environment),
         )
     if user["status"] == "pending":
+        await throttling.release(app, attempts)
         await _record_refusal(app, user, "not_approved", ip)
         raise AccountNotApproved("the account waits for approval by the service desk")
     if user["status"] != "active":
+        await throttling.release(app, attempts)
         await _record_refusal(app, user, "deactivated", ip)
         raise AccountDeactivated("the account is deactivated")
     method = "password"
     if user.get("totp_enabled"):
         if not otp:
+            await throttling.release(app, attempts)
             raise TOTPRequired("enter the code of your authenticator app")
         step = totp.matching_step(creds["totp_secret"], otp, now, creds.get("totp_last_step"))
         if step is None or not await app.credentials.use_totp_step(user["_id"], step):
-            await _refuse(app, reason="bad_totp", user=user, username=username, ip=ip, now=now)
+            await _refuse(app, attempts, reason="bad_totp", user=user, ip=ip, now=now)
             raise InvalidCredentials()
         method = "password+totp"
-    await app.throttle.reset(name_key)
+    name, *source = attempts
+    await app.throttle.succeeded(name)
+    await throttling.release(app, source)
     return await open_session(app, user, method, ip)
 
 

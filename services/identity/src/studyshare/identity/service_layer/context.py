@@ -95,17 +95,23 @@ class Identity:
     @property
     def account_lockout(self) -> LockoutPolicy:
         s = self.settings
-        return LockoutPolicy(s.account_lock_threshold, s.lock_base_s, s.lock_max_s)
+        return LockoutPolicy(
+            s.account_lock_threshold, s.lock_base_s, s.lock_max_s, s.failure_decay_s
+        )
 
     @property
     def source_lockout(self) -> LockoutPolicy:
         s = self.settings
-        return LockoutPolicy(s.source_lock_threshold, s.lock_base_s, s.lock_max_s)
+        return LockoutPolicy(
+            s.source_lock_threshold, s.lock_base_s, s.lock_max_s, s.source_window_s
+        )
 
     @property
     def patient_lockout(self) -> LockoutPolicy:
         s = self.settings
-        return LockoutPolicy(s.patient_lock_threshold, s.lock_base_s, s.lock_max_s)
+        return LockoutPolicy(
+            s.patient_lock_threshold, s.lock_base_s, s.lock_max_s, s.failure_decay_s
+        )
 
     def jwks(self) -> dict[str, Any]:
         """The current key and the previous ones (rotation), never twice the same kid."""

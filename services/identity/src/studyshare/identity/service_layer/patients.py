@@ -4,7 +4,6 @@ study, within the reference number's validity window. Failures are counted per n
 
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -27,8 +26,10 @@ from studyshare.identity.domain.exceptions import (
 )
 from studyshare.identity.domain.patient import Patient, ReferenceNumberView, patient_id, refusal
 from studyshare.identity.entrypoints.projections import reference_number
+from studyshare.identity.service_layer import throttling
 from studyshare.identity.service_layer.context import Identity
-from studyshare.plumbing.aggregate import Repository, new_id
+from studyshare.identity.service_layer.throttling import Gate
+from studyshare.plumbing.aggregate import new_id
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.sealing import seal
 
@@ -72,41 +73,37 @@ async def patient_login(
     otp: str | None,
     ip: str | None,
 ) -> PatientToken:
+    """Every guess passes the reference number's counter and the source's first (admitted and
+    counted in one atomic step); a number or source that is locked is refused and nothing is
+    written."""
     now = app.clock()
     number = number.strip()
     actor = Actor(kind="patient", id=patient_id(number), ip=ip)
-    if ip and (until := await app.throttle.locked_until(f"patient-ip:{ip}", now)):
-        raise LoginTemporarilyLocked(
-            "Too many failed attempts. Try again later.",
-            max(1, math.ceil((until - now).total_seconds())),
-        )
+    gates = [Gate(f"patient:{number}", app.patient_lockout, _number_locked)]
+    if ip:
+        gates.append(Gate(f"patient-ip:{ip}", app.source_lockout, _source_locked))
+    attempts = await throttling.admit(app, gates, now)
     ref = await reference_number(app.db, number)
     pid = patient_id(number)
-    patient = await Repository(app.store, Patient).get(pid)
 
     async def fail(reason: str) -> None:
+        until, *_ = await throttling.failed(app, attempts, app.clock())
         study_uid = ref.study_uid if ref else None
         await app.execute(
             Patient,
             pid,
             lambda p: p.fail(
-                number, reason, study_uid=study_uid, ip=ip, now=now, policy=app.patient_lockout
+                number,
+                reason,
+                study_uid=study_uid,
+                ip=ip,
+                failures=attempts[0].failures,
+                locked_until=until,
             ),
             actor,
         )
-        if ip and reason != "locked":
-            await app.throttle.fail(
-                f"patient-ip:{ip}", now, app.source_lockout, window_s=app.settings.source_window_s
-            )
         log.info("patient_login.failed", reason=reason)
 
-    if patient.is_locked(now):
-        await fail("locked")
-        assert patient.locked_until is not None
-        raise PatientLoginLocked(
-            "Too many failed attempts on this reference number. Try again later.",
-            max(1, math.ceil((patient.locked_until - now).total_seconds())),
-        )
     reason = refusal(ref, birth_date, now)
     if reason is not None:
         await fail(reason)
@@ -118,24 +115,41 @@ async def patient_login(
     policy = await _policy(app, ref.department_id)
     if ref.pincode_required or ref.pincode_hash or policy.get("payment_required"):
         if not ref.pincode_hash:
+            await throttling.release(app, attempts)
             raise PaymentPending("access to this study is available after payment")
         if not pincode:
+            await throttling.release(app, attempts)
             raise PincodeRequired("enter the pincode you received after payment")
         if not await app.passwords.verify(ref.pincode_hash, pincode.strip()):
             await fail("pincode")
             raise PatientLoginRefused()
     if policy.get("patient_otp_required"):
         if not ref.patient_mobile:
+            await throttling.release(app, attempts)
             raise PatientOTPUnavailable(
                 "an SMS code is required but no mobile number is known; contact the department"
             )
         if not otp:
+            await throttling.release(app, attempts)
             await _issue_otp(app, ref, actor, now)
             raise PatientOTPRequired("a code was sent by SMS; log in again with it")
         if not await app.patient_otps.consume(number, otp, now):
             await fail("otp")
             raise PatientLoginRefused("the SMS code is not correct or has expired")
+    counted, *source = attempts
+    await app.throttle.succeeded(counted)
+    await throttling.release(app, source)
     return await _succeed(app, ref, pid, actor, ip, now)
+
+
+def _number_locked(retry_after_s: int) -> PatientLoginLocked:
+    return PatientLoginLocked(
+        "Too many failed attempts on this reference number. Try again later.", retry_after_s
+    )
+
+
+def _source_locked(retry_after_s: int) -> LoginTemporarilyLocked:
+    return LoginTemporarilyLocked("Too many failed attempts. Try again later.", retry_after_s)
 
 
 async def _issue_otp(app: Identity, ref: ReferenceNumberView, actor: Actor, now: datetime) -> None:

@@ -57,6 +57,7 @@ def create_app() -> FastAPI:
             window_s=settings.access_log_window_s,
             flush_interval_s=settings.access_log_flush_interval_s,
         )
+        await access_log.ensure_indexes()
         access_log.start()
         app.state.mongo_client = client
         app.state.db = db

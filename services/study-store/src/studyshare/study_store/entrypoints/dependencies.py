@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.plumbing.auth import CurrentPrincipal
+from studyshare.plumbing.errors import RuleViolation
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.domain.access import AccessDecision
@@ -26,11 +27,35 @@ async def study_access(
     study_uid: str, principal: CurrentPrincipal, request: Request
 ) -> AccessDecision:
     """Ask the in-memory access model (installed on `app.state.access_model`); refuse when the
-    caller may not see the images."""
+    caller may not see the images, the refusal registered in the study logging first."""
     decision = request.app.state.access_model.decide(principal, study_uid)
     request.state.access_decision = decision
-    refuse(decision)
+    try:
+        refuse(decision)
+    except RuleViolation as refusal:
+        refused = getattr(getattr(request.app.state, "access_log", None), "refused", None)
+        if refused is not None:
+            action = requested_action(request.method, request.url.path)
+            await refused(decision, principal, action, type(refusal).__name__)
+        raise
     return decision
+
+
+def requested_action(method: str, path: str) -> str:
+    """The access action a study route stands for (as the study logging names it)."""
+    if path.endswith("/report"):
+        return "report_read" if method in ("GET", "HEAD") else "report_write"
+    if path.endswith("/download"):
+        return "download"
+    if path.endswith("/forward"):
+        return "forward"
+    if path.endswith("/metadata"):
+        return "metadata"
+    if "/rendered" in path or "/thumbnail" in path:
+        return "rendered"
+    if path.startswith("/dicomweb/") and not path.endswith(("/series", "/instances")):
+        return "instances"
+    return "view"
 
 
 def _model(request: Request) -> InMemoryAccessModel:

@@ -19,6 +19,7 @@ What these routes need from the rest of the study store (the access half):
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import inspect
 import io
@@ -590,6 +591,7 @@ async def search_studies(
         uids &= {u.strip() for u in StudyInstanceUID.split(",")}
     base = base_url(request)
     results: list[dict[str, Any]] = []
+    found: list[AccessDecision] = []
     skipped = 0
     async for doc in stores.index.search_studies(uids, query):
         decision = request.app.state.access_model.decide(principal, doc["_id"])
@@ -610,8 +612,11 @@ async def search_studies(
             skipped += 1
             continue
         results.append(data)
+        found.append(decision)
         if len(results) >= limit:
             break
+    # each study returned is registered as searched, stored before the answer leaves
+    await asyncio.gather(*(record_access(request, d, principal, "search") for d in found))
     return json_response(results)
 
 

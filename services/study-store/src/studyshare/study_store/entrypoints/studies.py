@@ -3,6 +3,7 @@ break-the-glass. Every access is registered in the study logging (`AccessLog`)."
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -307,6 +308,7 @@ async def list_studies(
     q: Annotated[str | None, Query(max_length=200, description="free text")] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    access_log: AccessLogDep = None,  # type: ignore[assignment]
 ) -> StudyList:
     if model.age_s > model.max_staleness_s:
         raise AccessDecisionsUnavailable("access decisions are temporarily unavailable")
@@ -326,10 +328,14 @@ async def list_studies(
             rows.append((study, decision))
     rows.sort(key=lambda r: (r[0].get("study_date") or "", r[0]["study_uid"]), reverse=True)
     items = []
+    listed: list[AccessDecision] = []
     for study, decision in rows[offset : offset + limit]:
         decision = decision or model.decide(principal, study["study_uid"])
         if decision.images:
             items.append(_summary(model, principal, study, decision))
+            listed.append(decision)
+    if access_log is not None:  # each study on the page is registered as listed
+        await asyncio.gather(*(access_log.record(d, principal, "list") for d in listed))
     return StudyList(items=items, total=len(rows), offset=offset, limit=limit)
 
 
@@ -385,7 +391,7 @@ async def get_study(
             for b in buckets
         ],
     )
-    access_log.record(decision, principal, "view")
+    await access_log.record(decision, principal, "view")
     if principal.kind == "user":
         model.mark_read(principal.sub, study_uid, datetime.now(UTC))
     return detail
@@ -436,7 +442,7 @@ async def get_report(
     version: ReportVersionQuery = None,
 ) -> ReportView:
     doc = await reports.read_report(db, decision, version)
-    access_log.record(decision, principal, "report_read")
+    await access_log.record(decision, principal, "report_read")
     return await _report_view(db, doc)
 
 
@@ -461,7 +467,7 @@ async def get_report_content(
     version: ReportVersionQuery = None,
 ) -> Response:
     doc = await reports.read_report(db, decision, version)
-    access_log.record(decision, principal, "report_read")
+    await access_log.record(decision, principal, "report_read")
     media = doc["content_type"] + ("; charset=utf-8" if doc["format"] == "text" else "")
     return Response(bytes(doc["content"]), media_type=media)
 
@@ -525,7 +531,7 @@ async def put_report(
     fmt, content = await _report_body(request)
     doc, event = await reports.write_report(db, store, decision, principal, fmt, content)
     model.apply_local([event])
-    access_log.record(decision, principal, "report_write")
+    await access_log.record(decision, principal, "report_write")
     return await _report_view(db, doc)
 
 

@@ -1,31 +1,38 @@
-"""The study logging of every access, coalesced so the WADO hot path costs no database write.
+"""The study logging of every access: stored before its answer leaves, coalesced per window.
 
-`record(decision, principal, action)` only counts in memory: one `StudyAccessed` event per
-(actor, study, action, path) and coalescing window (default: the calendar minute), with
-`count` = how many accesses it stands for. A background task writes the windows that closed
-with one `insert_many` every `flush_interval_s`; downloads are never coalesced: each is its own
-`StudyDownloaded`, written at the next flush (woken at once). The events go to the service's
-events collection (the outbox) and reach audit through the relay like every other event.
+`await record(decision, principal, action)` counts the access in a tally document of the
+`access_tallies` collection, one per (actor, study, action, path, window) (default window: the
+calendar minute), and returns once that count is written: the answer leaves only after its
+access is stored, so a crash (kill -9) loses none. Concurrent accesses share one write (group
+commit: while one `bulk_write` of `$inc` upserts is in flight, the next batch gathers), so the
+hot WADO routes cost a share of one database write each, not a write each. A refusal is
+registered the same way, as `StudyAccessRefused` named by the rule that refused it; a download
+is a tally of its own (never coalesced).
 
-Durability: a crash (kill -9) loses at most the accesses of the open window (<= one minute by
-default, `access_log_window_s`) plus the downloads of the last `flush_interval_s`; a normal
-shutdown flushes everything, open windows included (`close()`, called by the API lifespan).
-A failed write is retried at the next flush: nothing is dropped while the process lives.
+`flush()` (a background task, every `flush_interval_s`) turns the tallies of closed windows
+into events (`StudyAccessed` with `count`, `StudyAccessRefused`, `StudyDownloaded`) in one
+transaction that appends them to the events collection (the outbox, relayed to audit) and
+deletes the tallies. Any process of the service flushes any closed tally, so those left by a
+killed process are flushed by the next one; a normal shutdown flushes open windows too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import Counter, Gauge
+from pymongo import UpdateOne
 
 from studyshare.contracts.envelope import Actor, EventEnvelope
-from studyshare.contracts.events.study import StudyAccessed, StudyDownloaded
+from studyshare.contracts.events import DomainEvent
+from studyshare.contracts.events.study import StudyAccessed, StudyAccessRefused, StudyDownloaded
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.aggregate import new_id
 from studyshare.plumbing.eventstore import EventStore, envelope_for
@@ -35,9 +42,17 @@ from studyshare.study_store.domain.access import AccessDecision
 log = get_logger(__name__)
 
 RECORDED = Counter("studyshare_study_access_recorded_total", "Accesses recorded", ["action"])
+REFUSED = Counter("studyshare_study_access_refused_total", "Refusals recorded", ["action"])
 WRITTEN = Counter("studyshare_study_access_events_total", "Access events written", ["type"])
-BUFFERED = Gauge("studyshare_study_access_buffered", "Coalesced access records not yet written")
+COMMITS = Counter("studyshare_study_access_commits_total", "Group commits of access tallies")
+BUFFERED = Gauge("studyshare_study_access_buffered", "Access counts waiting for their write")
 
+TALLIES = "access_tallies"
+EVENT_TYPES: dict[str, type[DomainEvent]] = {
+    "StudyAccessed": StudyAccessed,
+    "StudyAccessRefused": StudyAccessRefused,
+    "StudyDownloaded": StudyDownloaded,
+}
 ACTIONS = (
     "view",
     "metadata",
@@ -47,17 +62,16 @@ ACTIONS = (
     "forward",
     "report_read",
     "report_write",
+    "search",
+    "list",
 )
 
 
 @dataclass
-class _Tally:
-    window_start: float
-    window_end: float
-    first_at: datetime
-    event: StudyAccessed
-    actor: Actor
-    correlation_id: str
+class _Pending:
+    """Counts of one tally not yet written, and what its document starts with."""
+
+    first: dict[str, Any]
     count: int = 1
 
 
@@ -73,7 +87,8 @@ def actor_of(principal: AccessClaims, via: str | None = None) -> Actor:
 
 
 class AccessLog:
-    """Coalesces access registrations and writes them in batches."""
+    """Registers accesses durably (group commit of tally counts) and turns closed tallies into
+    events."""
 
     def __init__(
         self,
@@ -81,143 +96,194 @@ class AccessLog:
         *,
         window_s: float = 60.0,
         flush_interval_s: float = 1.0,
-        max_buffered: int = 5000,
+        flush_batch: int = 2000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.tallies = store.db[TALLIES]
         self.window_s = window_s
         self.flush_interval_s = flush_interval_s
-        self.max_buffered = max_buffered
+        self.flush_batch = flush_batch
         self.clock = clock
-        self._tallies: dict[tuple, _Tally] = {}
-        self._ready: list[EventEnvelope] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._written: asyncio.Future[None] | None = None
+        self._dirty = asyncio.Event()
+        self._writer: asyncio.Task | None = None
+        self._flusher: asyncio.Task | None = None
         self._lock = asyncio.Lock()
-        self._retrying = False
 
-    def record(self, decision: AccessDecision, principal: AccessClaims, action: str):
-        """Register one access (never blocks, never touches the database).
+    async def ensure_indexes(self) -> None:
+        await self.tallies.create_index("window_end", name="by_window_end")
 
-        Returns an already finished future, so `await access_log.record(...)` works too."""
+    # -- registering ----------------------------------------------------------------------
+
+    def record(self, decision: AccessDecision, principal: AccessClaims, action: str) -> Awaitable:
+        """Register one access (a refusal when the decision allows no images); await the
+        result: it resolves once the access is stored."""
         if action not in ACTIONS:
             raise ValueError(f"unknown access action {action!r}")
         if not decision.images:
-            # A refusal is not an access; it must never read as one in the study logging.
-            log.info("access.refused", study_uid=decision.study_uid, refusal=decision.refusal)
-            return _done()
+            return self.refused(decision, principal, action, decision.refusal or "no_grant")
         RECORDED.labels(action).inc()
         via = decision.via or "grant"
         user_id = principal.sub if principal.kind == "user" else None
         reference_number = decision.reference_number or principal.reference_number
+        actor = actor_of(principal, via)
         now = self.clock()
         if action == "download":
-            self._ready.append(
-                envelope_for(
-                    StudyDownloaded(
-                        study_uid=decision.study_uid,
-                        via=via,
-                        user_id=user_id,
-                        reference_number=reference_number,
-                        bucket_id=decision.bucket_id,
-                        anonymized=decision.anonymized,
-                    ),
-                    aggregate_id=new_id("acc"),
-                    aggregate_version=1,
-                    actor=actor_of(principal, via),
-                    occurred_at=datetime.fromtimestamp(now, UTC),
-                )
+            event: DomainEvent = StudyDownloaded(
+                study_uid=decision.study_uid,
+                via=via,
+                user_id=user_id,
+                reference_number=reference_number,
+                bucket_id=decision.bucket_id,
+                anonymized=decision.anonymized,
             )
-            self._wake.set()
-        else:
-            start = now - (now % self.window_s)
-            key = (
-                principal.kind,
-                principal.sub,
-                decision.study_uid,
-                action,
-                via,
-                decision.bucket_id,
-                decision.group_id,
-                decision.anonymized,
-                start,
-            )
-            tally = self._tallies.get(key)
-            if tally is None:
-                self._tallies[key] = _Tally(
-                    window_start=start,
-                    window_end=start + self.window_s,
-                    first_at=datetime.fromtimestamp(now, UTC),
-                    event=StudyAccessed(
-                        study_uid=decision.study_uid,
-                        action=action,
-                        via=via,
-                        user_id=user_id,
-                        reference_number=reference_number,
-                        bucket_id=decision.bucket_id,
-                        group_id=decision.group_id,
-                        anonymized=decision.anonymized,
-                    ),
-                    actor=actor_of(principal, via),
-                    correlation_id=current_correlation_id(),
-                )
-            else:
-                tally.count += 1
-            if len(self._tallies) >= self.max_buffered:
-                self._wake.set()
-        BUFFERED.set(len(self._tallies) + len(self._ready))
-        return _done()
+            return self._count(new_id("dl"), event, actor, now, window_end=now)
+        start = now - (now % self.window_s)
+        key = (
+            "accessed",
+            principal.kind,
+            principal.sub,
+            decision.study_uid,
+            action,
+            via,
+            decision.bucket_id,
+            decision.group_id,
+            decision.anonymized,
+            start,
+        )
+        return self._count(
+            _tally_id(key),
+            StudyAccessed(
+                study_uid=decision.study_uid,
+                action=action,  # type: ignore[arg-type]
+                via=via,
+                user_id=user_id,
+                reference_number=reference_number,
+                bucket_id=decision.bucket_id,
+                group_id=decision.group_id,
+                anonymized=decision.anonymized,
+            ),
+            actor,
+            now,
+            window_end=start + self.window_s,
+        )
 
-    def _take(self, everything: bool) -> list[EventEnvelope]:
+    def refused(
+        self, decision: AccessDecision, principal: AccessClaims, action: str, rule: str
+    ) -> Awaitable:
+        """Register a refused access, named by the rule that refused it."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown access action {action!r}")
+        REFUSED.labels(action).inc()
+        log.info("access.refused", study_uid=decision.study_uid, rule=rule, action=action)
         now = self.clock()
-        crowded = len(self._tallies) >= self.max_buffered
-        closing = [
-            k for k, t in self._tallies.items() if everything or crowded or t.window_end <= now
-        ]
-        batch = self._ready
-        self._ready = []
-        for key in closing:
-            t = self._tallies.pop(key)
-            batch.append(
-                envelope_for(
-                    t.event.model_copy(update={"count": t.count}),
-                    aggregate_id=new_id("acc"),
-                    aggregate_version=1,
-                    actor=t.actor,
-                    correlation_id=t.correlation_id,
-                    occurred_at=t.first_at,
-                )
+        start = now - (now % self.window_s)
+        key = ("refused", principal.kind, principal.sub, decision.study_uid, action, rule, start)
+        return self._count(
+            _tally_id(key),
+            StudyAccessRefused(
+                study_uid=decision.study_uid,
+                action=action,  # type: ignore[arg-type]
+                rule=rule,
+                user_id=principal.sub if principal.kind == "user" else None,
+                reference_number=principal.reference_number,
+            ),
+            actor_of(principal),
+            now,
+            window_end=start + self.window_s,
+        )
+
+    def _count(
+        self, tally_id: str, event: DomainEvent, actor: Actor, now: float, *, window_end: float
+    ) -> Awaitable:
+        pending = self._pending.get(tally_id)
+        if pending is None:
+            self._pending[tally_id] = _Pending(
+                {
+                    "aggregate_id": new_id("acc"),
+                    "event_type": event.event_type,
+                    "payload": event.model_dump(mode="json"),
+                    "actor": actor.model_dump(mode="json"),
+                    "correlation_id": current_correlation_id(),
+                    "first_at": datetime.fromtimestamp(now, UTC),
+                    "window_end": window_end,
+                }
             )
-        return batch
+        else:
+            pending.count += 1
+        BUFFERED.set(len(self._pending))
+        if self._written is None:
+            self._written = asyncio.get_running_loop().create_future()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="access-log-writer")
+        self._dirty.set()
+        # one shared future per batch: a cancelled request must not cancel the others' wait
+        return asyncio.shield(self._written)
+
+    async def _write_loop(self) -> None:
+        """Group commit: one `bulk_write` at a time; what arrives meanwhile is the next batch."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            batch, written = self._pending, self._written
+            self._pending, self._written = {}, None
+            if written is None:
+                continue
+            try:
+                await self.tallies.bulk_write(
+                    [
+                        UpdateOne(
+                            {"_id": tally_id},
+                            {"$inc": {"count": p.count}, "$setOnInsert": p.first},
+                            upsert=True,
+                        )
+                        for tally_id, p in batch.items()
+                    ],
+                    ordered=False,
+                )
+            except Exception as exc:  # the requests waiting on it fail: nothing unlogged leaves
+                log.exception("access_log.write_failed", tallies=len(batch))
+                written.set_exception(exc)
+                written.exception()  # retrieved: the waiters raise it themselves
+            else:
+                COMMITS.inc()
+                written.set_result(None)
+            BUFFERED.set(len(self._pending))
+
+    # -- turning closed tallies into events ----------------------------------------------
 
     async def flush(self, everything: bool = False) -> int:
-        """Write what is due (everything: open windows too); return how many events."""
+        """Append the events of the closed tallies (everything: open windows too), deleting the
+        tallies in the same transaction; how many events."""
         async with self._lock:
-            batch = self._take(everything)
-            if not batch:
-                return 0
-            if self._retrying:
-                # A failed insert_many may have stored a prefix of the batch: skip it.
-                ids = [str(e.event_id) for e in batch]
-                stored = {d["_id"] async for d in self.store.events.find({"_id": {"$in": ids}})}
-                batch = [e for e in batch if str(e.event_id) not in stored]
-            try:
-                await self.store.append(batch)
-            except Exception:
-                self._ready = batch + self._ready  # retried at the next flush
-                self._retrying = True
-                raise
-            self._retrying = False
-            for envelope in batch:
-                WRITTEN.labels(envelope.event_type).inc()
-            BUFFERED.set(len(self._tallies) + len(self._ready))
-            return len(batch)
+            query: dict[str, Any] = {} if everything else {"window_end": {"$lte": self.clock()}}
+            written = 0
+            while True:
+                async with self.store.db.client.start_session() as session:
+                    async with await session.start_transaction():
+                        docs = (
+                            await self.tallies.find(query, session=session)
+                            .limit(self.flush_batch)
+                            .to_list(None)
+                        )
+                        if not docs:
+                            return written
+                        envelopes = [_envelope(doc) for doc in docs]
+                        await self.tallies.delete_many(
+                            {"_id": {"$in": [d["_id"] for d in docs]}}, session=session
+                        )
+                        await self.store.append(envelopes, session=session)
+                for envelope in envelopes:
+                    WRITTEN.labels(envelope.event_type).inc()
+                written += len(envelopes)
+                if len(docs) < self.flush_batch:
+                    return written
 
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
-            self._wake.clear()
+            await asyncio.sleep(self.flush_interval_s)
             try:
                 await self.flush()
             except asyncio.CancelledError:
@@ -226,28 +292,48 @@ class AccessLog:
                 log.exception("access_log.flush_failed")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="access-log-flush")
+        self._flusher = asyncio.create_task(self.run(), name="access-log-flush")
 
     async def close(self) -> None:
-        """Stop the flusher and write everything, open windows included."""
-        if self._task is not None:
-            self._task.cancel()
+        """Stop the flusher, write what waits, and flush everything, open windows included."""
+        for task in (self._flusher,):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._flusher = None
+        if self._written is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._written)
+        if self._writer is not None:
+            self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await self._writer
+            self._writer = None
         written = await self.flush(everything=True)
         log.info("access_log.closed", written=written)
 
     @property
     def buffered(self) -> int:
-        return len(self._tallies) + len(self._ready)
+        """Access counts not yet written (their requests are still waiting)."""
+        return len(self._pending)
 
 
-def _done() -> asyncio.Future | None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-    future = loop.create_future()
-    future.set_result(None)
-    return future
+def _tally_id(key: tuple) -> str:
+    return hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+
+
+def _envelope(doc: dict[str, Any]) -> EventEnvelope:
+    cls = EVENT_TYPES[doc["event_type"]]
+    payload = dict(doc["payload"])
+    if "count" in cls.model_fields:
+        payload["count"] = int(doc["count"])
+    first_at = doc["first_at"]
+    return envelope_for(
+        cls.model_validate(payload),
+        aggregate_id=doc["aggregate_id"],
+        aggregate_version=1,
+        actor=Actor.model_validate(doc["actor"]),
+        correlation_id=doc.get("correlation_id"),
+        occurred_at=first_at if first_at.tzinfo else first_at.replace(tzinfo=UTC),
+    )
