@@ -335,6 +335,31 @@ class InMemoryAccessModel:
             token_study_uid=principal.study_uid,
         )
 
+    def holder(self, user_id: str) -> Subject:
+        """A re-share's sender as identity knows them now (no token: the departments and groups
+        they are in today), to tell whether they still hold the parent grant."""
+        known = self.users.get(user_id, {})
+        departments = (*known.get("department_ids", ()), *known.get("admin_of", ()))
+        return Subject(
+            id=user_id,
+            department_ids=frozenset(departments),
+            group_ids=frozenset(self.groups_of_user.get(user_id, ())),
+        )
+
+    def senders(self, buckets: Iterable[Bucket]) -> dict[str, Subject]:
+        """The senders of the re-shares among `buckets` and up their parent chains."""
+        found: dict[str, Subject] = {}
+        for bucket in buckets:
+            seen = 0
+            while bucket.parent_bucket_id is not None and seen <= 16:
+                if bucket.sender_id not in found:
+                    found[bucket.sender_id] = self.holder(bucket.sender_id)
+                parent = self.buckets.get(bucket.parent_bucket_id)
+                if parent is None:
+                    break
+                bucket, seen = parent, seen + 1
+        return found
+
     def facts(self, subject: Subject, study_uid: str) -> AccessFacts:
         doc = self.studies.get(study_uid)
         study = (
@@ -355,14 +380,14 @@ class InMemoryAccessModel:
         policy = self.departments.get(doc.get("department_id") or "", {}) if doc else {}
         patient_report = policy.get("patient_report_access") or self.patient_report_default
         patient_download = policy.get("patient_download_allowed")
+        buckets = tuple(self.buckets[b] for b in sorted(self.reachable_buckets(subject, study_uid)))
         return AccessFacts(
             now=self.clock(),
             study=study,
-            buckets=tuple(
-                self.buckets[b] for b in sorted(self.reachable_buckets(subject, study_uid))
-            ),
+            buckets=buckets,
             parents=self.buckets,
             otp_verified_until=self.otp,
+            senders=self.senders(buckets),
             break_glass_until=self.break_glass.get((subject.id, study_uid)),
             reference=reference,
             patient_report=patient_report if patient_report in ("none", "read") else "read",
