@@ -1,5 +1,6 @@
-"""Issue 15, point 3, in "who could open it at T": a re-share counts only while its sender
-holds the parent grant (the study store's rule)."""
+"""Issue 15, points 3 and 4, in "who could open it at T": a re-share counts only while its
+sender holds the parent grant; break-the-glass never over a bucket the user was in that was
+revoked, expired or locked (the study store's rules)."""
 
 from __future__ import annotations
 
@@ -87,3 +88,21 @@ def test_a_sender_leaving_the_department_or_group_ends_their_reshares():
 def test_an_unknown_parent_holds_nothing():
     orphan = shared(4, "bkt_o", [("usr_t3", "user")], sender_id="usr_x", parent_bucket_id="bkt_?")
     assert ("usr_t3", "grant", "bkt_o") not in could_open([*BASE, orphan], 6)
+
+
+def test_break_the_glass_never_over_a_bucket_the_user_was_in():
+    glass = entry(
+        6,
+        "BreakTheGlassUsed",
+        "btg_1",
+        user_id="usr_t1",
+        study_uid=UID,
+        reason="er",
+        valid_until=(T0 + timedelta(hours=1)).isoformat(),
+    )
+    entries = [*BASE, glass]
+    assert ("usr_t1", "break_the_glass", None) in could_open(entries, 7)
+    revoked = entry(8, "AccessRevoked", "bkt_c1", bucket_id="bkt_c1", scope="bucket",
+                    revoked_by="usr_mid")  # fmt: skip
+    rows = could_open([*entries, revoked], 9)
+    assert ("usr_t1", "break_the_glass", None) not in rows

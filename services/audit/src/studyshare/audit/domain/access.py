@@ -438,6 +438,20 @@ def parent_holds(
     return False
 
 
+def glass_stopped(fold: StudyAccessFold, directory: Directory, user_id: str, t: datetime) -> bool:
+    """Break-the-glass never opens over a bucket the user was in that was revoked, expired or
+    locked at `t` (the study store's rule)."""
+    for bucket in fold.buckets.values():
+        routes = _routes(directory, bucket, user_id)
+        if not routes:
+            continue
+        if StudyAccessFold.bucket_state(bucket, t) != "active":
+            return True
+        if all(r["revoked_at"] for r in routes) or not parent_holds(fold, directory, bucket, t):
+            return True
+    return False
+
+
 def access_at(fold: StudyAccessFold, directory: Directory, t: datetime) -> list[dict[str, Any]]:
     """Who could open the study at `t`, and through which grant (fold up to `t` first)."""
     rows: list[dict[str, Any]] = []
@@ -479,7 +493,11 @@ def access_at(fold: StudyAccessFold, directory: Directory, t: datetime) -> list[
             else:
                 add("user", r["recipient_id"], "grant", **grant)
     for btg in fold.break_the_glass:
-        if btg["at"] <= t and (btg["valid_until"] is None or t < btg["valid_until"]):
+        if (
+            btg["at"] <= t
+            and (btg["valid_until"] is None or t < btg["valid_until"])
+            and not glass_stopped(fold, directory, btg["user_id"], t)
+        ):
             add(
                 "user",
                 btg["user_id"],

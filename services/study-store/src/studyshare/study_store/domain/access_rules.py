@@ -8,7 +8,9 @@ output is one `AccessDecision`. Paths to a study, from the manuals:
 - grant: a bucket shared with the user, or with a department the user belongs to;
 - group: a bucket shared with one of the user's groups, or with / owned by a group colleague
   (group practices see each other's studies);
-- break_the_glass: an unlock with a reason, for a limited time;
+- break_the_glass: an unlock with a reason, for a limited time, while the study department's
+  policy lets the caller (`domain.break_glass`) and never over a bucket the caller was in that
+  was revoked, expired or locked;
 - service_desk: sees every study (each access is audited like any other);
 - reference_number: a patient token opens exactly the study of its reference number.
 
@@ -64,6 +66,8 @@ Refusal = Literal[
     "deactivated",
     "stale",
 ]
+# A broken glass never opens over a bucket the caller was in that ended or holds them back.
+GLASS_STOPPERS = frozenset({"revoked", "expired", "locked", "two_factor_required"})
 # The more telling refusal wins when several grants fail for different reasons.
 _REFUSAL_RANK = {"two_factor_required": 4, "locked": 3, "expired": 2, "revoked": 1}
 
@@ -122,6 +126,7 @@ class Subject:
     deactivated: bool = False
     reference_number: str | None = None
     token_study_uid: str | None = None
+    environment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -377,7 +382,11 @@ def decide(subject: Subject, study_uid: str, facts: AccessFacts) -> AccessDecisi
             candidates.append(outcome)
         elif isinstance(outcome, str):
             refusals.append((outcome, bucket))
-    if facts.break_glass_until is not None and facts.now < facts.break_glass_until:
+    if (
+        facts.break_glass_until is not None
+        and facts.now < facts.break_glass_until
+        and not any(code in GLASS_STOPPERS for code, _ in refusals)
+    ):
         candidates.append(
             _Candidate(
                 "break_the_glass",
