@@ -220,13 +220,14 @@ def test_department_recipient_gives_every_department_member_access():
 def test_reshare_falls_when_its_parent_bucket_is_revoked():
     parent = bucket(bucket_id="bkt_p", recipients=(Recipient("usr_sender", "user"),))
     child = bucket(bucket_id="bkt_c", parent_bucket_id="bkt_p", sender_id="usr_sender")
-    assert decide(DOCTOR, UID, facts(child, parents={"bkt_p": parent})).images
+    senders = {"usr_sender": Subject(id="usr_sender")}
+    assert decide(DOCTOR, UID, facts(child, parents={"bkt_p": parent}, senders=senders)).images
     for broken in (
         replace(parent, revoked=True),
         replace(parent, revoked_recipient_ids=frozenset({"usr_sender"})),
         replace(parent, valid_until=NOW - timedelta(seconds=1)),
     ):
-        d = decide(DOCTOR, UID, facts(child, parents={"bkt_p": broken}))
+        d = decide(DOCTOR, UID, facts(child, parents={"bkt_p": broken}, senders=senders))
         assert d.refusal == "revoked"
 
 

@@ -13,6 +13,7 @@ from studyshare.study_store.domain.break_glass import (
     BreakTheGlassNotAllowed,
     BreakTheGlassNotNeeded,
     BreakTheGlassReasonRequired,
+    GlassFacts,
     break_the_glass,
 )
 from studyshare.study_store.domain.reference_numbers import (
@@ -134,6 +135,9 @@ def btg(**kw):
         department_id="dep_1",
         reason="patient on ER, unconscious",
         current=decision(images=False, via=None, report="none"),
+        glass=GlassFacts(
+            study_known=True, policy="environment", environment="be", caller_environment="be"
+        ),
         now=NOW,
         duration=timedelta(hours=24),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from studyshare.contracts.events.identity import (
+    DepartmentCreated,
     DepartmentPolicySet,
     GroupCreated,
     PincodeFailed,
@@ -362,8 +363,22 @@ async def test_only_the_study_department_manages_reference_numbers(harness):
 # -- break-the-glass -------------------------------------------------------------------------
 
 
+async def _glass_policy(h, department_id: str, who: str, institution: str | None = None) -> None:
+    created = DepartmentCreated(
+        department_id=department_id,
+        name=department_id,
+        country="be",
+        created_by="usr_desk",
+        institution_id=institution,
+    )
+    policy = DepartmentPolicySet(department_id=department_id, set_by="usr_x", break_the_glass=who)
+    await h.project(h.events(created, department_id), h.events(policy, department_id))
+    await h.sync()
+
+
 async def test_break_the_glass_needs_a_reason_is_logged_and_opens_for_a_limited_time(harness):
     h = harness
+    await _glass_policy(h, "dep_other", "environment")
     await h.study(A, department_id="dep_other")
     doctor = h.user("usr_er", "physician", department_ids=["dep_er"])
     assert (await h.http.get(f"/api/studies/{A}", headers=doctor)).status_code == 403
@@ -393,6 +408,37 @@ async def test_break_the_glass_needs_a_reason_is_logged_and_opens_for_a_limited_
     patient = h.tokens.patient("X1", A)
     r = await h.http.post(f"/api/studies/{A}/break-glass", json={"reason": "x"}, headers=patient)
     assert r.status_code == 403
+
+
+async def test_break_the_glass_follows_the_department_policy_and_hides_unknown_studies(harness):
+    h = harness
+    await _glass_policy(h, "dep_src", "institution", institution="inst_1")
+    await _glass_policy(h, "dep_sister", "institution", institution="inst_1")
+    await _glass_policy(h, "dep_far", "institution")
+    await h.study(A, department_id="dep_src")
+    sister = h.user("usr_sis", "department_staff", department_ids=["dep_sister"])
+    far = h.user("usr_far", "physician", department_ids=["dep_far"])
+    auditor = h.user("usr_aud", "auditor", "physician", department_ids=["dep_sister"])
+    body = {"reason": "unconscious patient"}
+    refused = await h.http.post(f"/api/studies/{A}/break-glass", json=body, headers=far)
+    assert refused.status_code == 403 and refused.json()["rule"] == "BreakTheGlassNotAllowed"
+    unknown = await h.http.post("/api/studies/9.9.9/break-glass", json=body, headers=far)
+    assert (unknown.status_code, unknown.headers["content-type"]) == (
+        refused.status_code,
+        refused.headers["content-type"],
+    )
+    assert {k: v for k, v in unknown.json().items() if k != "instance"} == {
+        k: v for k, v in refused.json().items() if k != "instance"
+    }
+    r = await h.http.post(f"/api/studies/{A}/break-glass", json=body, headers=auditor)
+    assert r.status_code == 403 and r.json()["rule"] == "BreakTheGlassNotAllowed"
+    r = await h.http.post(f"/api/studies/{A}/break-glass", json=body, headers=sister)
+    assert r.status_code == 201, r.text
+    assert await _events(h, "BreakTheGlassUsed") != []
+
+    # A stricter policy ends the unlock at the next decision.
+    await _glass_policy(h, "dep_src", "nobody", institution="inst_1")
+    assert (await h.http.get(f"/api/studies/{A}", headers=sister)).status_code == 403
 
 
 # -- study logging ---------------------------------------------------------------------------

@@ -9,7 +9,11 @@ import sys
 import time
 from datetime import timedelta
 
-from studyshare.contracts.events.identity import GroupCreated
+from studyshare.contracts.events.identity import (
+    DepartmentCreated,
+    DepartmentPolicySet,
+    GroupCreated,
+)
 from studyshare.contracts.events.share import AccessRevoked, BucketLocked
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.kafka import producer
@@ -73,6 +77,17 @@ async def test_worker_subprocess_feeds_decisions_and_revocation_is_fast(
                     group_id=group, name="Practice", created_by="u", primary_contact_id="usr_member"
                 ),
                 group,
+            ),
+            # Any physician of the environment may break the glass on dep_other's studies.
+            h.events(
+                DepartmentCreated(department_id="dep_other", name="Other", created_by="u"),
+                "dep_other",
+            ),
+            h.events(
+                DepartmentPolicySet(
+                    department_id="dep_other", set_by="u", break_the_glass="environment"
+                ),
+                "dep_other",
             ),
         )
         doctor = h.user("usr_doc", "physician")

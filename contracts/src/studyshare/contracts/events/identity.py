@@ -18,6 +18,9 @@ Profession = Literal[
     "physician", "dentist", "specialist", "department_staff", "service_desk", "auditor", "other"
 ]
 Registry = Literal["RIZIV", "BIG", "INSEE", "HIN", "UCGN", "PNB", "NPI"]
+BreakTheGlassPolicy = Literal["institution", "nobody", "environment"]
+"""Who may break the glass on a department's studies: the staff and physicians of the same
+institution (default), nobody, or any approved physician of the same environment."""
 
 
 class PhysicianNumber(BaseModel):
@@ -353,6 +356,9 @@ class DepartmentCreated(DomainEvent):
     pacs: PacsEndpoint | None = None
     rsw: PacsEndpoint | None = None
     created_by: str
+    institution_id: str | None = None
+    """The institution (hospital) the department belongs to; departments of one institution
+    share it. None: the department is an institution of its own."""
 
 
 @registry.register
@@ -370,6 +376,8 @@ class DepartmentPolicySet(DomainEvent):
     patient_otp_required: bool = False
     hipaa_confirmation_required: bool = False
     set_by: str
+    break_the_glass: BreakTheGlassPolicy = "institution"
+    """Who may break the glass on the department's studies (never an auditor)."""
 
 
 @registry.register

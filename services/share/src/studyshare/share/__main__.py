@@ -1,13 +1,17 @@
 """`python -m studyshare.share api|relay|worker|replay`."""
 
 from studyshare.plumbing.cli import ServiceCLI
-from studyshare.share.entrypoints.projections import BucketsCatchUp, Directory
+from studyshare.share.entrypoints.projections import (
+    BucketsCatchUp,
+    Directory,
+    MembershipCascade,
+)
 from studyshare.share.settings import ShareSettings
 
 cli = ServiceCLI(
     settings=ShareSettings,
     app_factory="studyshare.share.entrypoints.api:create_app",
-    projections=lambda s: [Directory(), BucketsCatchUp()],
+    projections=lambda s: [Directory(), BucketsCatchUp(), MembershipCascade(s)],
 )
 
 if __name__ == "__main__":

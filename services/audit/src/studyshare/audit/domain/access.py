@@ -404,6 +404,55 @@ class Directory:
         )
 
 
+def _routes(directory: Directory, bucket: Mapping[str, Any], user_id: str) -> list[dict[str, Any]]:
+    """The bucket's recipients through which the user is (or was, if revoked) a recipient: in
+    their own name, or a group or department they are in (as the study store decides)."""
+    found = []
+    for r in bucket["recipients"].values():
+        rid, kind = r["recipient_id"], r["kind"]
+        if (
+            (kind in ("user", "email") and rid == user_id)
+            or (kind == "group" and user_id in directory.groups.get(rid, ()))
+            or (kind == "department" and rid in directory.departments.get(user_id, ()))
+        ):
+            found.append(r)
+    return found
+
+
+def parent_holds(
+    fold: StudyAccessFold, directory: Directory, bucket: Mapping[str, Any], t: datetime
+) -> bool:
+    """A re-share counts only while its sender still holds the parent grant (a recipient not
+    revoked, in their own name or through a group or department they are in at `t`) and the
+    parent still holds the study, up the chain; an unknown parent holds nothing."""
+    for _ in range(17):
+        parent_id = bucket.get("parent_bucket_id")
+        if not parent_id:
+            return True
+        parent = fold.buckets.get(parent_id)
+        if parent is None or StudyAccessFold.bucket_state(parent, t) not in ("active", "locked"):
+            return False
+        routes = _routes(directory, parent, str(bucket.get("sender_id")))
+        if not any(r["revoked_at"] is None for r in routes):
+            return False
+        bucket = parent
+    return False
+
+
+def glass_stopped(fold: StudyAccessFold, directory: Directory, user_id: str, t: datetime) -> bool:
+    """Break-the-glass never opens over a bucket the user was in that was revoked, expired or
+    locked at `t` (the study store's rule)."""
+    for bucket in fold.buckets.values():
+        routes = _routes(directory, bucket, user_id)
+        if not routes:
+            continue
+        if StudyAccessFold.bucket_state(bucket, t) != "active":
+            return True
+        if all(r["revoked_at"] for r in routes) or not parent_holds(fold, directory, bucket, t):
+            return True
+    return False
+
+
 def access_at(fold: StudyAccessFold, directory: Directory, t: datetime) -> list[dict[str, Any]]:
     """Who could open the study at `t`, and through which grant (fold up to `t` first)."""
     rows: list[dict[str, Any]] = []
@@ -420,6 +469,8 @@ def access_at(fold: StudyAccessFold, directory: Directory, t: datetime) -> list[
         add("user", fold.study["owner_id"], "owner")
     for bucket in fold.buckets.values():
         if StudyAccessFold.bucket_state(bucket, t) != "active":
+            continue
+        if not parent_holds(fold, directory, bucket, t):
             continue
         grant = {
             "bucket_id": bucket["bucket_id"],
@@ -443,7 +494,11 @@ def access_at(fold: StudyAccessFold, directory: Directory, t: datetime) -> list[
             else:
                 add("user", r["recipient_id"], "grant", **grant)
     for btg in fold.break_the_glass:
-        if btg["at"] <= t and (btg["valid_until"] is None or t < btg["valid_until"]):
+        if (
+            btg["at"] <= t
+            and (btg["valid_until"] is None or t < btg["valid_until"])
+            and not glass_stopped(fold, directory, btg["user_id"], t)
+        ):
             add(
                 "user",
                 btg["user_id"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from studyshare.contracts.events.identity import (
+    BreakTheGlassPolicy,
     DepartmentAdminAssigned,
     DepartmentAdminRemoved,
     DepartmentCreated,
@@ -32,6 +33,7 @@ class Policy:
     payment_required: bool = False
     patient_otp_required: bool = False
     hipaa_confirmation_required: bool = False
+    break_the_glass: BreakTheGlassPolicy = "institution"
 
     def check(self) -> None:
         if self.default_validity_days < 1:
@@ -90,6 +92,7 @@ class Department(Aggregate):
         rsw: PacsEndpoint | None,
         created_by: str,
         policy: Policy | None = None,
+        institution_id: str | None = None,
     ) -> list:
         if kind == "pacs" and pacs is None:
             raise PacsEndpointRequired("a PACS destination needs its AE title, host and port")
@@ -105,6 +108,7 @@ class Department(Aggregate):
                 pacs=pacs,
                 rsw=rsw,
                 created_by=created_by,
+                institution_id=institution_id,
             ),
             _policy_event(department_id, policy, created_by),
         ]
@@ -137,5 +141,6 @@ def _policy_event(department_id: str, policy: Policy, by: str) -> DepartmentPoli
         payment_required=policy.payment_required,
         patient_otp_required=policy.patient_otp_required,
         hipaa_confirmation_required=policy.hipaa_confirmation_required,
+        break_the_glass=policy.break_the_glass,
         set_by=by,
     )

@@ -721,6 +721,7 @@ async def create_department(
         pacs=body.pacs.contract() if body.pacs else None,
         rsw=body.rsw.contract() if body.rsw else None,
         policy=_policy(body.policy) if body.policy else None,
+        institution_id=body.institution_id,
     )
     return m.DepartmentCreated(id=department_id, department_id=department_id)
 
@@ -747,6 +748,7 @@ async def get_department(
         rsw=doc.get("rsw") if full else None,
         policy=m.PolicyBody.model_validate(doc.get("policy") or {}),
         admin_ids=(doc.get("admin_ids") or []) if full else None,
+        institution_id=doc.get("institution_id"),
     )
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from pydantic import Strict as StrictMode
 
 from studyshare.contracts.events.identity import (
+    BreakTheGlassPolicy,
     Language,
     PacsEndpoint,
     PhysicianNumber,
@@ -299,6 +300,12 @@ class PolicyBody(Strict):
     payment_required: StrictBool = False
     patient_otp_required: StrictBool = False
     hipaa_confirmation_required: StrictBool = False
+    break_the_glass: BreakTheGlassPolicy = Field(
+        default="institution",
+        description="who may break the glass on the department's studies: the staff and "
+        "physicians of the same institution, nobody, or any approved physician of the same "
+        "environment (never an auditor)",
+    )
 
 
 class Endpoint(Strict):
@@ -320,6 +327,12 @@ class DepartmentCreate(Strict):
     pacs: Endpoint | None = None
     rsw: Endpoint | None = None
     policy: PolicyBody | None = None
+    institution_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="the institution (hospital) the department belongs to; departments of one "
+        "institution share it (none: the department is an institution of its own)",
+    )
 
 
 class DepartmentView(BaseModel):
@@ -338,6 +351,7 @@ class DepartmentView(BaseModel):
     admin_ids: list[str] | None = Field(
         default=None, description="Shown to the department's admins and the service desk"
     )
+    institution_id: str | None = None
 
 
 class UserRef(Strict):

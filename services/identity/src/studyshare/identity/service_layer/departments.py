@@ -37,6 +37,7 @@ async def create_department(
     pacs: PacsEndpoint | None,
     rsw: PacsEndpoint | None,
     policy: Policy | None,
+    institution_id: str | None = None,
 ) -> str:
     _desk(principal)
     department_id = new_id("dep")
@@ -53,6 +54,7 @@ async def create_department(
             rsw=rsw,
             created_by=principal.sub,
             policy=policy,
+            institution_id=institution_id,
         ),
         actor_of(principal, ip),
     )

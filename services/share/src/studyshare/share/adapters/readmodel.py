@@ -83,6 +83,7 @@ class BucketReadModel:
         )
         await self.buckets.create_index("study_uids")
         await self.buckets.create_index("parent_bucket_id")
+        await self.buckets.create_index("sender_id")
         await self.buckets.create_index([("status", ASCENDING), ("valid_until", ASCENDING)])
 
     async def save(self, bucket: Bucket, session: AsyncClientSession | None = None) -> None:
@@ -119,6 +120,18 @@ class BucketReadModel:
 
     async def children(self, bucket_id: str) -> list[dict[str, Any]]:
         return await self.buckets.find({"parent_bucket_id": bucket_id}).to_list(None)
+
+    async def reshares_sent_by(self, user_id: str, before: datetime) -> list[dict[str, Any]]:
+        """The user's re-shares (buckets with a parent) shared before `before`, not revoked."""
+        cursor = self.buckets.find(
+            {
+                "sender_id": user_id,
+                "parent_bucket_id": {"$ne": None},
+                "revoked": False,
+                "shared_at": {"$lte": before},
+            }
+        )
+        return await cursor.to_list(None)
 
     async def of_study(self, study_uid: str) -> list[dict[str, Any]]:
         cursor = self.buckets.find({"study_uids": study_uid}).sort("shared_at", ASCENDING)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -119,11 +120,18 @@ def decide_validity(
     return valid_until, False
 
 
+def holds_bucket(active_recipient_ids: Iterable[str], holder_keys: Iterable[str]) -> bool:
+    """A user holds a bucket while one of their keys (themselves, a group or a department they
+    are in now) is one of its recipients not revoked. A re-share is valid only while its sender
+    holds the parent bucket."""
+    return not set(active_recipient_ids).isdisjoint(holder_keys)
+
+
 def check_within_held(request: ShareRequest, parent: Bucket, sharer_id_keys: set[str]) -> None:
     """Re-sharing: only with allow_further_sharing, never more than the sharer holds."""
     if not parent.active:
         raise rules.BucketNotActive(f"bucket {parent.id} is {parent.status}")
-    if not parent.active_recipient_ids & sharer_id_keys:
+    if not holds_bucket(parent.active_recipient_ids, sharer_id_keys):
         raise rules.NotARecipientOfBucket(f"you are not a recipient of bucket {parent.id}")
     if not parent.allow_further_sharing:
         raise rules.FurtherSharingNotAllowed(

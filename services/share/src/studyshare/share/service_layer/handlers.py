@@ -37,12 +37,14 @@ from studyshare.share.domain.model import (
     ShareRequest,
     check_within_held,
     decide_share,
+    holds_bucket,
 )
 from studyshare.share.settings import ShareSettings
 
 log = get_logger(__name__)
 Clock = Callable[[], datetime]
 OTP_RETRIES = 200
+CASCADE_ACTOR = "system:share-cascade"
 
 
 @dataclass(frozen=True)
@@ -115,12 +117,16 @@ class ShareService:
 
     # ------------------------------------------------------------------ helpers
     async def _holder_keys(self, principal: AccessClaims) -> list[str]:
-        """The ids through which a user may hold a bucket: themselves, groups, departments."""
-        return [
-            principal.sub,
-            *await self.directory.groups_of(principal.sub),
-            *principal.department_ids,
-        ]
+        """The ids through which a user may hold a bucket: themselves, groups, departments
+        (the token's, narrowed to those identity still lists once it knows the user)."""
+        user, groups = await asyncio.gather(
+            self.directory.user(principal.sub), self.directory.groups_of(principal.sub)
+        )
+        departments = list(principal.department_ids)
+        if user is not None:
+            now_in = {*user.get("department_ids", ()), *user.get("admin_of", ())}
+            departments = [d for d in departments if d in now_in]
+        return [principal.sub, *groups, *departments]
 
     async def _load(self, bucket_id: str) -> Bucket:
         bucket = await self.buckets.get(bucket_id)
@@ -490,7 +496,7 @@ class ShareService:
             actor_of(principal),
         )
         await self._save(bucket)
-        await self._cascade(principal, bucket_id, scope, recipient_id, study_uid)
+        await self._cascade(principal.sub, actor_of(principal), bucket_id, scope, study_uid)
         return bucket
 
     async def _may_revoke(
@@ -504,15 +510,28 @@ class ShareService:
         studies = await self.directory.studies(uids)
         return any(s.get("owner_id") == principal.sub for s in studies.values())
 
+    async def holder_keys_of(self, user_id: str, *, left: str | None = None) -> set[str]:
+        """The ids through which a user holds buckets now, from the directory (not a token):
+        themselves, their groups, their departments; `left` is one they just left."""
+        user, groups = await asyncio.gather(
+            self.directory.user(user_id), self.directory.groups_of(user_id)
+        )
+        user = user or {}
+        keys = {user_id, *groups, *user.get("department_ids", ()), *user.get("admin_of", ())}
+        return keys - {left} if left else keys
+
     async def _cascade(
         self,
-        principal: AccessClaims,
+        by: str,
+        actor: Actor,
         parent_id: str,
         scope: str,
-        recipient_id: str | None,
         study_uid: str | None,
     ) -> None:
-        """Everything re-shared from what was revoked is revoked too, down the chain."""
+        """Everything re-shared from what was revoked is revoked too, down the chain: a whole
+        bucket or a study ends its re-shares; a revoked recipient (a user, a group, a
+        department) ends the re-shares of every sender who no longer holds the bucket."""
+        parent = await self.readmodel.get(parent_id) if scope == "recipient" else None
         for child in await self.readmodel.children(parent_id):
             if child["revoked"]:
                 continue
@@ -521,23 +540,52 @@ class ShareService:
                 if study_uid not in child["active_study_uids"]:
                     continue
                 child_scope, child_study = "study", study_uid
-            elif scope == "recipient":
-                sharers = {recipient_id}
-                groups = await self.directory.groups([recipient_id or ""])
-                sharers |= set(groups.get(recipient_id or "", {}).get("member_ids", []))
-                if child["sender_id"] not in sharers:
+            elif scope == "recipient" and parent is not None:
+                keys = await self.holder_keys_of(child["sender_id"])
+                if holds_bucket(parent["active_recipient_ids"], keys):
                     continue
-            bucket, _ = await self.buckets.execute(
-                child["_id"],
-                lambda b, s=child_scope, u=child_study: (
-                    []
-                    if b.revoked
-                    else b.revoke(s, principal.sub, study_uid=u, cascade_from=parent_id)
-                ),
-                actor_of(principal),
-            )
-            await self._save(bucket)
-            await self._cascade(principal, child["_id"], child_scope, None, child_study)
+            await self._revoke_child(by, actor, parent_id, child["_id"], child_scope, child_study)
+
+    async def _revoke_child(
+        self,
+        by: str,
+        actor: Actor,
+        parent_id: str,
+        child_id: str,
+        scope: str,
+        study_uid: str | None,
+    ) -> None:
+        bucket, _ = await self.buckets.execute(
+            child_id,
+            lambda b: (
+                []
+                if b.revoked
+                else b.revoke(scope, by, study_uid=study_uid, cascade_from=parent_id)
+            ),
+            actor,
+        )
+        await self._save(bucket)
+        await self._cascade(by, actor, child_id, scope, study_uid)
+
+    async def end_reshares_no_longer_held(
+        self, user_id: str, keys: set[str], by: str, left_at: datetime
+    ) -> list[str]:
+        """A user left a department or group at `left_at`: every re-share they sent before from
+        a bucket they no longer hold (through `keys`, what they are in now) ends, with what was
+        re-shared from it. Idempotent: an ended re-share is skipped."""
+        ended: list[str] = []
+        actor = Actor.system(CASCADE_ACTOR)
+        for child in await self.readmodel.reshares_sent_by(user_id, before=left_at):
+            parent = await self.readmodel.get(child["parent_bucket_id"])
+            if parent is None or parent["revoked"]:
+                continue
+            if holds_bucket(parent["active_recipient_ids"], keys):
+                continue
+            await self._revoke_child(by, actor, parent["_id"], child["_id"], "bucket", None)
+            ended.append(child["_id"])
+        if ended:
+            log.info("reshares.ended_with_membership", user_id=user_id, buckets=len(ended))
+        return ended
 
     async def expire_due(self, now: datetime | None = None) -> list[str]:
         """Append `BucketExpired` once per bucket past `valid_until`."""

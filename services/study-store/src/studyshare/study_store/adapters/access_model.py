@@ -34,6 +34,7 @@ from studyshare.plumbing.projection import GenerationPointer, collection_name
 from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION, Doc, doc_id_for, fold
 from studyshare.study_store.domain.access import AccessDecision, ReportAccess
 from studyshare.study_store.domain.access_rules import (
+    GLASS_STOPPERS,
     STUDY_ROLES,
     AccessFacts,
     Bucket,
@@ -44,6 +45,7 @@ from studyshare.study_store.domain.access_rules import (
     decide,
     evaluate_grant,
 )
+from studyshare.study_store.domain.break_glass import GlassFacts, why_not_break_the_glass
 
 log = get_logger(__name__)
 LOCAL_OVERLAY_S = 300.0
@@ -333,7 +335,33 @@ class InMemoryAccessModel:
             deactivated=deactivated,
             reference_number=principal.reference_number,
             token_study_uid=principal.study_uid,
+            environment=principal.environment,
         )
+
+    def holder(self, user_id: str) -> Subject:
+        """A re-share's sender as identity knows them now (no token: the departments and groups
+        they are in today), to tell whether they still hold the parent grant."""
+        known = self.users.get(user_id, {})
+        departments = (*known.get("department_ids", ()), *known.get("admin_of", ()))
+        return Subject(
+            id=user_id,
+            department_ids=frozenset(departments),
+            group_ids=frozenset(self.groups_of_user.get(user_id, ())),
+        )
+
+    def senders(self, buckets: Iterable[Bucket]) -> dict[str, Subject]:
+        """The senders of the re-shares among `buckets` and up their parent chains."""
+        found: dict[str, Subject] = {}
+        for bucket in buckets:
+            seen = 0
+            while bucket.parent_bucket_id is not None and seen <= 16:
+                if bucket.sender_id not in found:
+                    found[bucket.sender_id] = self.holder(bucket.sender_id)
+                parent = self.buckets.get(bucket.parent_bucket_id)
+                if parent is None:
+                    break
+                bucket, seen = parent, seen + 1
+        return found
 
     def facts(self, subject: Subject, study_uid: str) -> AccessFacts:
         doc = self.studies.get(study_uid)
@@ -355,15 +383,15 @@ class InMemoryAccessModel:
         policy = self.departments.get(doc.get("department_id") or "", {}) if doc else {}
         patient_report = policy.get("patient_report_access") or self.patient_report_default
         patient_download = policy.get("patient_download_allowed")
+        buckets = tuple(self.buckets[b] for b in sorted(self.reachable_buckets(subject, study_uid)))
         return AccessFacts(
             now=self.clock(),
             study=study,
-            buckets=tuple(
-                self.buckets[b] for b in sorted(self.reachable_buckets(subject, study_uid))
-            ),
+            buckets=buckets,
             parents=self.buckets,
             otp_verified_until=self.otp,
-            break_glass_until=self.break_glass.get((subject.id, study_uid)),
+            senders=self.senders(buckets),
+            break_glass_until=self.break_glass_until(subject, study_uid, doc),
             reference=reference,
             patient_report=patient_report if patient_report in ("none", "read") else "read",
             patient_download=(
@@ -372,6 +400,56 @@ class InMemoryAccessModel:
                 else bool(patient_download)
             ),
         )
+
+    def institution_of(self, department_id: str | None) -> str | None:
+        """A department's institution: the one it names, else the department itself."""
+        if not department_id:
+            return None
+        return self.departments.get(department_id, {}).get("institution_id") or department_id
+
+    def glass_facts(
+        self, subject: Subject, study: Doc | None, bucket_refusal: str | None = None
+    ) -> GlassFacts:
+        """What the study department's break-the-glass policy needs to know of the caller."""
+        if study is None:
+            return GlassFacts(study_known=False)
+        department_id = study.get("department_id")
+        department = self.departments.get(department_id or "", {})
+        return GlassFacts(
+            study_known=True,
+            policy=department.get("break_the_glass") or "institution",
+            institution_id=self.institution_of(department_id),
+            environment=department.get("country"),
+            caller_institutions=frozenset(
+                i for d in subject.department_ids if (i := self.institution_of(d))
+            ),
+            caller_environment=subject.environment,
+            bucket_refusal=bucket_refusal,
+        )
+
+    def break_glass_until(
+        self, subject: Subject, study_uid: str, study: Doc | None
+    ) -> datetime | None:
+        """The end of the caller's unlock of the study, while the department's policy still
+        lets them break the glass (a policy made stricter ends earlier unlocks)."""
+        until = self.break_glass.get((subject.id, study_uid))
+        if until is None or study is None:
+            return None
+        why_not = why_not_break_the_glass(
+            subject.kind, subject.roles, self.glass_facts(subject, study)
+        )
+        return until if why_not is None else None
+
+    def break_glass_facts(self, principal: AccessClaims, study_uid: str) -> GlassFacts:
+        """The facts for a break-the-glass command, the caller's buckets of the study too."""
+        subject = self.subject(principal)
+        study = self.studies.get(study_uid)
+        if study is None:
+            return self.glass_facts(subject, None)
+        facts = self.facts(subject, study_uid)
+        outcomes = (evaluate_grant(subject, b, study_uid, facts) for b in facts.buckets)
+        stopper = next((o for o in outcomes if isinstance(o, str) and o in GLASS_STOPPERS), None)
+        return self.glass_facts(subject, study, stopper)
 
     def reachable_buckets(self, subject: Subject, study_uid: str) -> set[str]:
         """The study's buckets naming the subject, its departments, groups or group colleagues

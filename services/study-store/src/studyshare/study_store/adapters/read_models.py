@@ -271,7 +271,13 @@ def _user_deactivated(doc: Doc, e: ie.UserDeactivated, env: EventEnvelope) -> No
 
 
 def _department_created(doc: Doc, e: ie.DepartmentCreated, env: EventEnvelope) -> None:
-    doc.update(department_id=e.department_id, name=e.name, department_kind=e.kind)
+    doc.update(
+        department_id=e.department_id,
+        name=e.name,
+        department_kind=e.kind,
+        country=e.country,
+        institution_id=e.institution_id,
+    )
 
 
 def _department_policy_set(doc: Doc, e: ie.DepartmentPolicySet, env: EventEnvelope) -> None:
@@ -281,6 +287,7 @@ def _department_policy_set(doc: Doc, e: ie.DepartmentPolicySet, env: EventEnvelo
         reference_number_rule=e.reference_number_rule.model_dump(),
         payment_required=e.payment_required,
         patient_otp_required=e.patient_otp_required,
+        break_the_glass=e.break_the_glass,
         # Not (yet) in the contract: honoured when identity adds them, else the settings decide.
         patient_report_access=raw.get("patient_report_access"),
         patient_download_allowed=raw.get("patient_download_allowed"),

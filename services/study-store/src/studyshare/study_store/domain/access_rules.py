@@ -8,7 +8,9 @@ output is one `AccessDecision`. Paths to a study, from the manuals:
 - grant: a bucket shared with the user, or with a department the user belongs to;
 - group: a bucket shared with one of the user's groups, or with / owned by a group colleague
   (group practices see each other's studies);
-- break_the_glass: an unlock with a reason, for a limited time;
+- break_the_glass: an unlock with a reason, for a limited time, while the study department's
+  policy lets the caller (`domain.break_glass`) and never over a bucket the caller was in that
+  was revoked, expired or locked;
 - service_desk: sees every study (each access is audited like any other);
 - reference_number: a patient token opens exactly the study of its reference number.
 
@@ -64,6 +66,8 @@ Refusal = Literal[
     "deactivated",
     "stale",
 ]
+# A broken glass never opens over a bucket the caller was in that ended or holds them back.
+GLASS_STOPPERS = frozenset({"revoked", "expired", "locked", "two_factor_required"})
 # The more telling refusal wins when several grants fail for different reasons.
 _REFUSAL_RANK = {"two_factor_required": 4, "locked": 3, "expired": 2, "revoked": 1}
 
@@ -122,6 +126,7 @@ class Subject:
     deactivated: bool = False
     reference_number: str | None = None
     token_study_uid: str | None = None
+    environment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,9 @@ class AccessFacts:
     buckets: tuple[Bucket, ...] = ()
     parents: Mapping[str, Bucket] = field(default_factory=dict)
     otp_verified_until: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
+    senders: Mapping[str, Subject] = field(default_factory=dict)
+    """The senders of re-shares on the way up from `buckets`, as identity knows them now
+    (own id, departments, groups): a re-share holds only while its sender holds its parent."""
     break_glass_until: datetime | None = None
     reference: ReferenceFacts | None = None
     patient_report: ReportAccess = "read"
@@ -195,16 +203,26 @@ def _was_recipient(subject: Subject, bucket: Bucket) -> bool:
     return _route(subject, unrevoked) is not None
 
 
+def sender_holds(sender: Subject | None, parent: Bucket) -> bool:
+    """Does the sender of a re-share still hold its parent grant: a recipient of the parent in
+    their own name, or through a department or group they are still in, not revoked?"""
+    if sender is None:
+        return False
+    holder = Subject(id=sender.id, department_ids=sender.department_ids, group_ids=sender.group_ids)
+    return _route(holder, parent) is not None
+
+
 def _parent_holds(bucket: Bucket, study_uid: str, facts: AccessFacts, depth: int = 0) -> bool:
-    """A re-share holds only while the bucket it came from still grants its sender the study."""
-    if bucket.parent_bucket_id is None or depth > 16:
+    """A re-share holds only while the bucket it came from still grants its sender the study
+    (and that bucket's own parent still holds, up the chain). An unknown parent holds nothing."""
+    if bucket.parent_bucket_id is None:
         return True
     parent = facts.parents.get(bucket.parent_bucket_id)
-    if parent is None:
-        return True  # not known (yet): the share service checked it when sharing
+    if parent is None or depth > 16:
+        return False
     if parent.revoked or not parent.holds_study(study_uid) or not parent.current(facts.now):
         return False
-    if bucket.sender_id and bucket.sender_id in parent.revoked_recipient_ids:
+    if not sender_holds(facts.senders.get(bucket.sender_id), parent):
         return False
     return _parent_holds(parent, study_uid, facts, depth + 1)
 
@@ -364,7 +382,11 @@ def decide(subject: Subject, study_uid: str, facts: AccessFacts) -> AccessDecisi
             candidates.append(outcome)
         elif isinstance(outcome, str):
             refusals.append((outcome, bucket))
-    if facts.break_glass_until is not None and facts.now < facts.break_glass_until:
+    if (
+        facts.break_glass_until is not None
+        and facts.now < facts.break_glass_until
+        and not any(code in GLASS_STOPPERS for code, _ in refusals)
+    ):
         candidates.append(
             _Candidate(
                 "break_the_glass",

@@ -659,8 +659,12 @@ async def set_pincode(
     "/{study_uid}/break-glass",
     response_model=BreakTheGlassResult,
     status_code=201,
-    summary="Open a study without a grant, giving a reason: time-limited, logged and alerted",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    summary="Open a study without a grant, giving a reason, as the study department's policy "
+    "allows: time-limited, logged and alerted",
+    description="Refused (403 `BreakTheGlassNotAllowed`) when the department's "
+    "`break_the_glass` policy does not let the caller, for auditors, over a revoked, locked or "
+    "expired bucket the caller was in, and, with the very same answer, for an unknown study.",
+    responses=problem_responses(401, 403, 409, 422),
 )
 async def break_glass(
     study_uid: str,

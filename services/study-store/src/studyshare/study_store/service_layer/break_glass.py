@@ -1,4 +1,6 @@
-"""The break-the-glass command: unlock a study for a limited time, always alerted."""
+"""The break-the-glass command: unlock a study for a limited time, as the study department's
+policy allows; always logged and alerted. A refusal is logged with its reason and answered
+without one; an unknown study is answered like a refusal."""
 
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ from studyshare.plumbing.aggregate import new_id
 from studyshare.plumbing.eventstore import EventStore, envelope_for
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
-from studyshare.study_store.domain.access_rules import StudyNotFound
-from studyshare.study_store.domain.break_glass import break_the_glass
+from studyshare.study_store.domain.break_glass import (
+    BreakTheGlassNotAllowed,
+    break_the_glass,
+    why_not_break_the_glass,
+)
 
 log = get_logger(__name__)
 
@@ -25,19 +30,28 @@ async def break_glass(
     duration: timedelta,
 ) -> EventEnvelope:
     study = model.studies.get(study_uid)
-    if study is None:
-        raise StudyNotFound("no such study")
-    event = break_the_glass(
-        kind=principal.kind,
-        roles=tuple(principal.roles),
-        user_id=principal.sub,
-        study_uid=study_uid,
-        department_id=study.get("department_id"),
-        reason=reason,
-        current=model.decide(principal, study_uid),
-        now=model.clock(),
-        duration=duration,
-    )
+    glass = model.break_glass_facts(principal, study_uid)
+    try:
+        event = break_the_glass(
+            kind=principal.kind,
+            roles=tuple(principal.roles),
+            user_id=principal.sub,
+            study_uid=study_uid,
+            department_id=study.get("department_id") if study else None,
+            reason=reason,
+            current=model.decide(principal, study_uid),
+            glass=glass,
+            now=model.clock(),
+            duration=duration,
+        )
+    except BreakTheGlassNotAllowed:
+        log.warning(
+            "security.break_the_glass_refused",
+            study_uid=study_uid,
+            user_id=principal.sub,
+            why=why_not_break_the_glass(principal.kind, frozenset(principal.roles), glass),
+        )
+        raise
     envelope = envelope_for(
         event,
         aggregate_id=new_id("btg"),
