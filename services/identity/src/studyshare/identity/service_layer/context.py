@@ -20,6 +20,7 @@ from studyshare.identity.adapters.read_models import ReadModels
 from studyshare.identity.adapters.stores import (
     Credentials,
     ExternalIdentities,
+    MobileChanges,
     PatientOTPs,
     Sessions,
     SigningKeys,
@@ -53,6 +54,7 @@ class Identity:
     sessions: Sessions = field(init=False)
     throttle: Throttle = field(init=False)
     patient_otps: PatientOTPs = field(init=False)
+    mobile_changes: MobileChanges = field(init=False)
     external: ExternalIdentities = field(init=False)
 
     def __post_init__(self) -> None:
@@ -62,6 +64,7 @@ class Identity:
         self.sessions = Sessions(self.db)
         self.throttle = Throttle(self.db)
         self.patient_otps = PatientOTPs(self.db)
+        self.mobile_changes = MobileChanges(self.db)
         self.external = ExternalIdentities(self.db)
 
     @classmethod

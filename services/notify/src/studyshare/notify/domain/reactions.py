@@ -13,6 +13,8 @@ from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.events import registry
 from studyshare.contracts.events.identity import (
     GroupMembershipConfirmationDue,
+    MobileChangeRequested,
+    MobileNumberChanged,
     PatientOTPIssued,
     UserRegistered,
 )
@@ -33,6 +35,8 @@ BUCKET_LOCKED = "bucket_locked"
 BREAK_THE_GLASS = "break_the_glass"
 GROUP_CONFIRMATION_DUE = "group_confirmation_due"
 REGISTRATION_PENDING = "registration_pending"
+MOBILE_CHANGE_CODE = "mobile_change_code"
+MOBILE_CHANGED = "mobile_changed"
 
 MAIL_TEMPLATES = (
     SHARE,
@@ -42,7 +46,9 @@ MAIL_TEMPLATES = (
     GROUP_CONFIRMATION_DUE,
     REGISTRATION_PENDING,
 )
-SMS_TEMPLATES = (BUCKET_OTP, PATIENT_OTP)
+SMS_TEMPLATES = (BUCKET_OTP, PATIENT_OTP, MOBILE_CHANGE_CODE, MOBILE_CHANGED)
+# SMS that carry a one-time code (sealed in the event, opened only to send it)
+CODE_SMS_TEMPLATES = (BUCKET_OTP, PATIENT_OTP, MOBILE_CHANGE_CODE)
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,28 @@ def reactions(envelope: EventEnvelope, options: ReactionOptions | None = None) -
                     {"reference_number": event.reference_number},
                     sealed_code=event.sealed_code,
                     expires_at=event.expires_at,
+                )
+            ]
+        case MobileChangeRequested():
+            return [
+                intent(
+                    "sms",
+                    Target("mobile", mobile=event.mobile),
+                    MOBILE_CHANGE_CODE,
+                    event.language,
+                    {"user_id": event.user_id},
+                    sealed_code=event.sealed_code,
+                    expires_at=event.expires_at,
+                )
+            ]
+        case MobileNumberChanged() if event.previous_mobile:
+            return [
+                intent(
+                    "sms",
+                    Target("mobile", mobile=event.previous_mobile),
+                    MOBILE_CHANGED,
+                    event.language,
+                    {"user_id": event.user_id, "changed_at": envelope.occurred_at.isoformat()},
                 )
             ]
         case BucketLocked():
