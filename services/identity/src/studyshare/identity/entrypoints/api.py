@@ -325,7 +325,10 @@ async def me(app: IdentityDep, principal: Principal) -> m.UserView:
 
 
 @users_router.patch(
-    "/api/users/me", response_model=m.UserView, responses=problem_responses(400, 401, 404, 422)
+    "/api/users/me",
+    response_model=m.UserView,
+    responses=problem_responses(400, 401, 403, 404, 422),
+    summary="Change one's profile; names, e-mail and physician numbers need current_password",
 )
 async def patch_me(
     body: m.ProfilePatch, app: IdentityDep, principal: Principal, ip: ClientIP

@@ -345,7 +345,7 @@ def share_out(result: ShareResult) -> ShareOut:
     status_code=status.HTTP_201_CREATED,
     response_model=ShareOut,
     summary="Share studies with recipients (creates a bucket); answers the confirmation",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(401, 403, 404, 409, 422, 423),
 )
 async def share(body: ShareIn, user: CurrentUser, service: Service) -> ShareOut:
     return share_out(await service.share(user, body.to_command()))
@@ -381,7 +381,7 @@ async def get_bucket(bucket_id: str, user: CurrentUser, service: Service) -> Buc
     status_code=status.HTTP_201_CREATED,
     response_model=ShareOut,
     summary="Share the same set of studies again with other recipients",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(401, 403, 404, 409, 422, 423),
 )
 async def share_again(
     bucket_id: str, body: ShareAgainIn, user: CurrentUser, service: Service
