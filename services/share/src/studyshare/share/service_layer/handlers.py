@@ -626,7 +626,12 @@ class ShareService:
             await self.db[OTP_CODES].delete_one({"_id": otp_id})
             raise
         await self.db[OTP_CODES].delete_many(  # voided by the new code
-            {"bucket_id": bucket_id, "user_id": principal.sub, "expires_at": {"$lt": expires_at}}
+            {
+                "bucket_id": bucket_id,
+                "user_id": principal.sub,
+                "expires_at": {"$lte": expires_at},
+                "_id": {"$ne": otp_id},
+            }
         )
         return expires_at
 
