@@ -176,3 +176,40 @@ async def test_a_crash_while_sending_logs_no_code(
     out, err = capfd.readouterr()
     assert "notification.attempt_crashed" in out and "provider client broke" in out
     assert CODE not in out and CODE not in err
+
+
+async def test_a_mobile_change_sends_the_code_to_the_new_number_and_tells_the_old_one(
+    mongo_db, events, notify_settings, sms_sink
+):
+    """Issue 15, point 2: the code to the new number (sealed, never kept), a notice without
+    any code or number to the previous one, in the user's language."""
+    from studyshare.contracts.events.identity import MobileChangeRequested, MobileNumberChanged
+
+    settings = notify_settings()
+    requested = events(
+        MobileChangeRequested(
+            user_id="usr_m",
+            change_id="mob_1",
+            mobile="+32470000099",
+            sealed_code=seal("731902", DEV_PUBLIC_KEY),
+            expires_at=soon(5),
+            language="fr",
+        ),
+        "usr_m",
+    )
+    changed = events(
+        MobileNumberChanged(
+            user_id="usr_m", change_id="mob_1", previous_mobile="+32470000003", language="fr"
+        ),
+        "usr_m",
+    )
+    await apply(mongo_db, [requested, changed])
+    await drain(Sender(mongo_db, settings))
+
+    by_number = {sms["to"]: sms["text"] for sms in sms_sink.received}
+    assert set(by_number) == {"+32470000099", "+32470000003"}
+    assert "731902" in by_number["+32470000099"] and "nouveau" in by_number["+32470000099"]
+    notice = by_number["+32470000003"]
+    assert "modifié" in notice and "731902" not in notice and "+32470000099" not in notice
+    records = json_util.dumps(await mongo_db.deliveries.find().to_list(None))
+    assert "731902" not in records

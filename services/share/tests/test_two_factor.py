@@ -169,3 +169,34 @@ async def test_service_desk_unlocks(env):
     assert desk.status_code == 200
     [unlocked] = await env.events(event_type="BucketUnlocked")
     assert unlocked["payload"]["unlocked_as"] == "service_desk"
+
+
+async def test_asking_too_often_is_refused_with_retry_after_and_no_event(env):
+    """Issue 15, point 2: rate limit per recipient and bucket; a new code voids the old."""
+    bucket_id = await two_factor_bucket(env)
+    first = await request_code(env, bucket_id)
+    for _ in range(env.service.settings.otp_requests_per_window - 1):
+        asked = await env.client.post(f"/api/shares/{bucket_id}/otp", headers=env.as_("usr_r1"))
+        assert asked.status_code == 202
+    refused = await env.client.post(f"/api/shares/{bucket_id}/otp", headers=env.as_("usr_r1"))
+    assert refused.status_code == 429 and refused.json()["rule"] == "OTPRequestedTooOften"
+    assert int(refused.headers["retry-after"]) > 0
+    assert (
+        await env.count(event_type="OTPRequested") == env.service.settings.otp_requests_per_window
+    )
+    assert await env.db.otp_codes.count_documents({}) == 1, "only the newest code is kept"
+    voided = await verify(env, bucket_id, first)
+    assert voided.status_code == 401 and voided.json()["rule"] == "WrongOTP"
+
+
+async def test_the_code_is_recorded_for_the_session_that_entered_it(env):
+    bucket_id = await two_factor_bucket(env)
+    code = await request_code(env, bucket_id)
+    entered = await env.client.post(
+        f"/api/shares/{bucket_id}/otp/verify",
+        json={"code": code},
+        headers=env.as_("usr_r1", sid="ses_a"),
+    )
+    assert entered.status_code == 200, entered.text
+    [verified] = await env.events(event_type="OTPVerified")
+    assert verified["payload"]["session_id"] == "ses_a"

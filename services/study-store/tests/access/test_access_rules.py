@@ -121,7 +121,7 @@ def test_two_factor_bucket_opens_only_after_otp_verified_until_verified_until():
     assert pending.refusal == "two_factor_required" and pending.two_factor_bucket_id == "bkt_1"
     with pytest.raises(TwoFactorVerificationRequired):
         refuse(pending)
-    verified = {("bkt_1", "usr_doc"): NOW + timedelta(hours=1)}
+    verified = {("bkt_1", "usr_doc", None): NOW + timedelta(hours=1)}
     assert decide(DOCTOR, UID, facts(b, otp_verified_until=verified)).images
     later = NOW + timedelta(hours=1)
     again = decide(DOCTOR, UID, facts(b, otp_verified_until=verified, now=later))
@@ -132,8 +132,19 @@ def test_otp_verified_by_another_recipient_does_not_open_it_for_me():
     b = bucket(
         two_factor=True, recipients=(Recipient("usr_doc", "user"), Recipient("usr_x", "user"))
     )
-    verified = {("bkt_1", "usr_x"): NOW + timedelta(hours=1)}
+    verified = {("bkt_1", "usr_x", None): NOW + timedelta(hours=1)}
     assert not decide(DOCTOR, UID, facts(b, otp_verified_until=verified)).images
+
+
+def test_otp_verified_opens_the_bucket_in_the_session_that_entered_it_only():
+    """Issue 15, point 2: not for 12 hours of any session of the recipient."""
+    b = bucket(two_factor=True)
+    verified = {("bkt_1", "usr_doc", "ses_a"): NOW + timedelta(hours=1)}
+    in_a = replace(DOCTOR, session_id="ses_a")
+    assert decide(in_a, UID, facts(b, otp_verified_until=verified)).images
+    for other in (replace(DOCTOR, session_id="ses_b"), DOCTOR):
+        refused = decide(other, UID, facts(b, otp_verified_until=verified))
+        assert refused.refusal == "two_factor_required"
 
 
 def test_anonymized_share_never_gives_the_report_and_numbers_are_stable():

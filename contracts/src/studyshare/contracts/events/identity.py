@@ -81,6 +81,35 @@ class UserProfileChanged(DomainEvent):
 
 
 @registry.register
+class MobileChangeRequested(DomainEvent):
+    """The user (having given their current password) asked to register a new mobile number;
+    notify sends a code to that new number. The code is sealed for notify only. The number
+    changes only when the code comes back (`UserProfileChanged`, then `MobileNumberChanged`)."""
+
+    aggregate_type = "User"
+
+    user_id: str
+    change_id: str
+    mobile: str
+    sealed_code: str
+    expires_at: datetime
+    language: Language = "en"
+
+
+@registry.register
+class MobileNumberChanged(DomainEvent):
+    """The user confirmed a new mobile number with the code sent to it; notify tells the
+    previous number (follows the `UserProfileChanged` that carries the new number)."""
+
+    aggregate_type = "User"
+
+    user_id: str
+    change_id: str
+    previous_mobile: str | None = None
+    language: Language = "en"
+
+
+@registry.register
 class UserRolesChanged(DomainEvent):
     """The account's roles and department memberships now are exactly these."""
 

@@ -113,7 +113,9 @@ class BucketLocked(DomainEvent):
 
 @registry.register
 class OTPRequested(DomainEvent):
-    """A recipient asked for a code; notify sends it by SMS. The code is sealed for notify."""
+    """A recipient asked for a code; notify sends it by SMS. The code is sealed for notify.
+    It voids every earlier code of that recipient on the bucket. `requested_at` counts the
+    requests against the rate limit (unset on events stored before it was added)."""
 
     aggregate_type = "Bucket"
 
@@ -123,12 +125,14 @@ class OTPRequested(DomainEvent):
     sealed_code: str
     expires_at: datetime
     language: str = "en"
+    requested_at: datetime | None = None
 
 
 @registry.register
 class OTPVerified(DomainEvent):
     """The recipient proved the second factor; their access through this bucket is open
-    until `verified_until`."""
+    until `verified_until`, in the login session that entered the code (`session_id`, the
+    token's `sid`) only. Events stored before `session_id` was added open no session."""
 
     aggregate_type = "Bucket"
 
@@ -136,6 +140,7 @@ class OTPVerified(DomainEvent):
     recipient_id: str
     otp_id: str
     verified_until: datetime
+    session_id: str | None = None
 
 
 @registry.register

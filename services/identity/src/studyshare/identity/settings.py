@@ -85,6 +85,13 @@ class IdentitySettings(ServiceSettings):
         default=60, ge=0, description="no second SMS code for a number within this many seconds"
     )
 
+    mobile_change_code_ttl_s: int = Field(
+        default=600, ge=30, description="how long the code sent to a new mobile number holds"
+    )
+    mobile_change_resend_s: int = Field(
+        default=30, ge=0, description="no second code for a new mobile number within this gap"
+    )
+
     group_confirmation_days: int = Field(default=91, ge=1)
     reminder_interval_s: float = Field(default=3600.0, gt=0)
 

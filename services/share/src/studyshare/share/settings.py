@@ -15,7 +15,13 @@ class ShareSettings(ServiceSettings):
         default="dev-secret", description="key of the HMAC kept instead of OTP codes"
     )
     otp_ttl_seconds: int = Field(default=300, ge=30)
-    otp_verified_hours: int = Field(default=12, ge=1)
+    otp_verified_hours: int = Field(
+        default=12, ge=1, description="how long a code opens the bucket, in its session only"
+    )
+    otp_requests_per_window: int = Field(
+        default=3, ge=1, description="codes a recipient may ask for per bucket and window"
+    )
+    otp_request_window_seconds: int = Field(default=600, ge=1)
     expiry_interval_seconds: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")

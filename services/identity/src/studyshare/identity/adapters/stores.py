@@ -16,7 +16,7 @@ from studyshare.identity.adapters.passwords import token_digest
 from studyshare.identity.domain.lockout import LockoutPolicy
 from studyshare.plumbing.tokens import TokenSigner
 
-CREDENTIALS, SESSIONS, REFRESH, THROTTLE, PATIENT_OTPS, KEYS, EXTERNAL = (
+CREDENTIALS, SESSIONS, REFRESH, THROTTLE, PATIENT_OTPS, KEYS, EXTERNAL, MOBILE_CHANGES = (
     "credentials",
     "sessions",
     "refresh_tokens",
@@ -24,8 +24,10 @@ CREDENTIALS, SESSIONS, REFRESH, THROTTLE, PATIENT_OTPS, KEYS, EXTERNAL = (
     "patient_otps",
     "signing_keys",
     "external_identities",
+    "mobile_changes",
 )
 EXTERNAL_STATES, EXTERNAL_TICKETS = ("external_login_states", "external_login_tickets")
+MAX_WRONG_MOBILE_CODES = 5
 
 
 async def ensure_indexes(db: AsyncDatabase) -> None:
@@ -274,6 +276,77 @@ class PatientOTPs:
             }
         )
         return doc is not None
+
+
+class MobileChanges:
+    """The pending change of an account's mobile number (`_id` = user id): the new number
+    and its code as a digest, single use, expiring; a new request replaces (voids) it, and
+    the fifth wrong code drops it."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.col = db[MOBILE_CHANGES]
+
+    async def requested_after(self, user_id: str, since: datetime) -> datetime | None:
+        """When the pending change was asked for, if after `since` (the resend gap)."""
+        doc = await self.col.find_one({"_id": user_id})
+        if doc and doc.get("requested_at") and _aware(doc["requested_at"]) > since:
+            return _aware(doc["requested_at"])
+        return None
+
+    async def put(
+        self,
+        user_id: str,
+        change_id: str,
+        mobile: str,
+        code: str,
+        expires_at: datetime,
+        requested_at: datetime,
+        session: AsyncClientSession | None = None,
+    ) -> None:
+        await self.col.replace_one(
+            {"_id": user_id},
+            {
+                "change_id": change_id,
+                "mobile": mobile,
+                "digest": token_digest(f"{user_id}:{change_id}:{code}"),
+                "expires_at": expires_at,
+                "requested_at": requested_at,
+                "wrong_codes": 0,
+            },
+            upsert=True,
+            session=session,
+        )
+
+    async def consume(self, user_id: str, code: str, now: datetime) -> dict[str, Any] | None:
+        """The pending change when `code` is its code (then it is gone), else None (a wrong
+        code is counted; the fifth drops the change)."""
+        doc = await self.col.find_one({"_id": user_id})
+        if doc is None:
+            return None
+        digest = token_digest(f"{user_id}:{doc['change_id']}:{code.strip()}")
+        taken = await self.col.find_one_and_delete(
+            {
+                "_id": user_id,
+                "change_id": doc["change_id"],
+                "digest": digest,
+                "expires_at": {"$gt": now},
+                "wrong_codes": {"$lt": MAX_WRONG_MOBILE_CODES},
+            }
+        )
+        if taken is not None:
+            return taken
+        counted = await self.col.find_one_and_update(
+            {"_id": user_id, "change_id": doc["change_id"]},
+            {"$inc": {"wrong_codes": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if counted is not None and counted["wrong_codes"] >= MAX_WRONG_MOBILE_CODES:
+            await self.col.delete_one({"_id": user_id, "change_id": doc["change_id"]})
+        return None
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 class SigningKeys:

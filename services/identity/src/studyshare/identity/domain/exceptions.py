@@ -128,6 +128,29 @@ class InvalidTOTPCode(Forbidden):
     """The code does not prove possession of the enrolled secret."""
 
 
+# Changing who one is (profile)
+class CurrentPasswordRequired(Forbidden):
+    """Changing one's names, e-mail, physician numbers or mobile needs the current password."""
+
+
+class MobileChangeNeedsCode(RuleViolation):
+    """A new mobile number is registered only with the code sent to it
+    (`POST /api/users/me/mobile`, then `POST /api/users/me/mobile/confirm`)."""
+
+
+class WrongMobileChangeCode(Forbidden):
+    """The code is wrong, expired, already used or voided by a newer one; five wrong codes
+    void the pending change."""
+
+
+class MobileChangeRequestedTooOften(TooManyAttempts):
+    """A code for a new mobile number was sent moments ago; wait before asking again."""
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 class AlreadyMember(Conflict):
     pass
 

@@ -10,6 +10,8 @@ from studyshare.contracts.events.identity import (
     AccountLocked,
     AccountUnlocked,
     ExternalIdentityLinked,
+    MobileChangeRequested,
+    MobileNumberChanged,
     PasswordChanged,
     PhysicianNumber,
     TOTPDisabled,
@@ -23,6 +25,8 @@ from studyshare.contracts.events.identity import (
 from studyshare.contracts.tokens import Role
 from studyshare.identity.domain.exceptions import (
     AlreadyApproved,
+    CurrentPasswordRequired,
+    MobileChangeNeedsCode,
     TOTPAlreadyEnabled,
     TOTPNotEnabled,
     UserNotFound,
@@ -46,6 +50,8 @@ PROFILE_FIELDS = (
     "language",
     "physician_numbers",
 )
+# Who one is: changing these needs the current password (the mobile also a code sent to it).
+PASSWORD_GUARDED_FIELDS = ("first_name", "last_name", "email", "physician_numbers", "mobile")
 
 
 @dataclass(frozen=True)
@@ -157,14 +163,61 @@ class User(Aggregate):
             raise AlreadyApproved(f"user {self.id} is not waiting for approval")
         return [UserApproved(user_id=self.id, approved_by=by)]
 
-    def change_profile(self, changes: dict[str, Any]) -> list[UserProfileChanged]:
+    def change_profile(
+        self, changes: dict[str, Any], *, password_confirmed: bool = False
+    ) -> list[UserProfileChanged]:
+        """Names, e-mail and physician numbers only with the current password confirmed; the
+        mobile never here (`request_mobile_change`, `confirm_mobile_change`)."""
         self._must_exist()
+        if changes.get("mobile") is not None:
+            raise MobileChangeNeedsCode(
+                "a new mobile number needs the code sent to it: POST /api/users/me/mobile"
+            )
+        guarded = sorted(k for k in PASSWORD_GUARDED_FIELDS if changes.get(k) is not None)
+        if guarded and not password_confirmed:
+            raise CurrentPasswordRequired(
+                f"changing {', '.join(guarded)} needs your current password (current_password)"
+            )
         changed = {
             k: v
             for k, v in changes.items()
             if k in PROFILE_FIELDS and v is not None and self.profile.get(k) != v
         }
         return [UserProfileChanged(user_id=self.id, **changed)] if changed else []
+
+    def request_mobile_change(
+        self, change_id: str, mobile: str, sealed_code: str, expires_at: datetime
+    ) -> list[MobileChangeRequested]:
+        """The current password was confirmed; a code goes to the new number (sealed for
+        notify). It voids any earlier pending change."""
+        self._must_exist()
+        return [
+            MobileChangeRequested(
+                user_id=self.id,
+                change_id=change_id,
+                mobile=mobile,
+                sealed_code=sealed_code,
+                expires_at=expires_at,
+                language=self.profile.get("language") or "en",
+            )
+        ]
+
+    def confirm_mobile_change(
+        self, change_id: str, mobile: str
+    ) -> list[UserProfileChanged | MobileNumberChanged]:
+        """The code sent to the new number came back: the number changes, and the previous
+        number is told."""
+        self._must_exist()
+        previous = self.profile.get("mobile")
+        return [
+            UserProfileChanged(user_id=self.id, mobile=mobile),
+            MobileNumberChanged(
+                user_id=self.id,
+                change_id=change_id,
+                previous_mobile=previous if previous != mobile else None,
+                language=self.profile.get("language") or "en",
+            ),
+        ]
 
     def set_roles(
         self,

@@ -12,6 +12,7 @@ from studyshare.contracts.tokens import AccessClaims
 from studyshare.identity.domain.department import Policy
 from studyshare.identity.domain.exceptions import (
     LoginTemporarilyLocked,
+    MobileChangeRequestedTooOften,
     PatientLoginLocked,
     TOTPRequired,
     UnknownIdentityProvider,
@@ -359,15 +360,48 @@ async def me(app: IdentityDep, principal: Principal) -> m.UserView:
 
 
 @users_router.patch(
-    "/api/users/me", response_model=m.UserView, responses=problem_responses(400, 401, 404, 422)
+    "/api/users/me",
+    response_model=m.UserView,
+    responses=problem_responses(400, 401, 403, 404, 422),
+    summary="Change one's profile; names, e-mail and physician numbers need current_password",
 )
 async def patch_me(
     body: m.ProfilePatch, app: IdentityDep, principal: Principal, ip: ClientIP
 ) -> m.UserView:
-    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    changes = body.model_dump(exclude_unset=True, exclude_none=True, exclude={"current_password"})
     if "physician_numbers" in changes:
         changes["physician_numbers"] = m.physician_numbers(body.physician_numbers)
-    await accounts.change_profile(app, principal.sub, changes, principal, ip)
+    await accounts.change_profile(app, principal.sub, changes, principal, ip, body.current_password)
+    return _full_view(await accounts.user_doc(app, principal.sub))
+
+
+@users_router.post(
+    "/api/users/me/mobile",
+    status_code=202,
+    response_model=m.MobileChangeRequested,
+    responses=problem_responses(401, 403, 422, 429),
+    summary="Change the mobile number: the current password, then a code is sent to the new "
+    "number (confirm it with /api/users/me/mobile/confirm)",
+)
+async def request_mobile_change(
+    body: m.MobileChange, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> m.MobileChangeRequested:
+    expires_at = await accounts.request_mobile_change(
+        app, principal, body.mobile, body.current_password, ip
+    )
+    return m.MobileChangeRequested(expires_at=expires_at)
+
+
+@users_router.post(
+    "/api/users/me/mobile/confirm",
+    response_model=m.UserView,
+    responses=problem_responses(401, 403, 404, 422),
+    summary="Enter the code sent to the new mobile number; the previous number is told",
+)
+async def confirm_mobile_change(
+    body: m.MobileChangeConfirm, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> m.UserView:
+    await accounts.confirm_mobile_change(app, principal, body.code, ip)
     return _full_view(await accounts.user_doc(app, principal.sub))
 
 
@@ -867,7 +901,10 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
             portal_url=exc.portal_url,
         )
 
-    async def locked(request: Request, exc: LoginTemporarilyLocked | PatientLoginLocked):
+    async def locked(
+        request: Request,
+        exc: LoginTemporarilyLocked | PatientLoginLocked | MobileChangeRequestedTooOften,
+    ):
         response = problem(exc.status, exc.title, exc.detail, exc.rule)
         response.headers["retry-after"] = str(exc.retry_after_s)
         return response
@@ -879,4 +916,5 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
 
     app.add_exception_handler(LoginTemporarilyLocked, locked)
     app.add_exception_handler(PatientLoginLocked, locked)
+    app.add_exception_handler(MobileChangeRequestedTooOften, locked)
     return app

@@ -176,6 +176,10 @@ class UserView(BaseModel):
 
 
 class ProfilePatch(Strict):
+    """Names, e-mail and physician numbers need `current_password`; a new mobile number goes
+    through `POST /api/users/me/mobile` (a code is sent to it)."""
+
+    current_password: str | None = Field(default=None, min_length=1, max_length=1024)
     first_name: str | None = Field(default=None, min_length=1, max_length=100)
     last_name: str | None = Field(default=None, min_length=1, max_length=100)
     email: str | None = Email
@@ -207,6 +211,21 @@ class TOTPEnrolment(BaseModel):
 
 
 class TOTPConfirm(Strict):
+    code: str = Code
+
+
+class MobileChange(Strict):
+    """A new mobile number: the current password, then a code is sent to the new number."""
+
+    mobile: str = Field(max_length=32, pattern=r"^\+?[0-9 ()./-]{6,30}$")
+    current_password: str | None = Field(default=None, min_length=1, max_length=1024)
+
+
+class MobileChangeRequested(BaseModel):
+    expires_at: datetime
+
+
+class MobileChangeConfirm(Strict):
     code: str = Code
 
 

@@ -3,7 +3,9 @@ profile, roles, deactivation, password and TOTP enrolment, the bootstrap service
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
@@ -14,8 +16,10 @@ from studyshare.identity.adapters.read_models import USERS
 from studyshare.identity.domain import totp
 from studyshare.identity.domain.exceptions import (
     CannotDeactivateYourself,
+    CurrentPasswordRequired,
     InvalidCredentials,
     InvalidTOTPCode,
+    MobileChangeRequestedTooOften,
     NotAllowed,
     TOTPAlreadyEnabled,
     TOTPEnrolmentMissing,
@@ -23,11 +27,13 @@ from studyshare.identity.domain.exceptions import (
     UsernameTaken,
     UserNotFound,
     WeakPassword,
+    WrongMobileChangeCode,
 )
-from studyshare.identity.domain.user import ROLES, Registration, User
+from studyshare.identity.domain.user import PASSWORD_GUARDED_FIELDS, ROLES, Registration, User
 from studyshare.identity.service_layer.context import Identity
 from studyshare.plumbing.aggregate import new_id
 from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.sealing import seal
 
 log = get_logger(__name__)
 
@@ -133,10 +139,100 @@ async def user_doc(app: Identity, user_id: str) -> dict[str, Any]:
     return doc
 
 
-async def change_profile(
-    app: Identity, user_id: str, changes: dict[str, Any], principal: AccessClaims, ip: str | None
+async def confirm_current_password(
+    app: Identity, user_id: str, current_password: str | None
 ) -> None:
-    await app.execute(User, user_id, lambda u: u.change_profile(changes), actor_of(principal, ip))
+    """The caller proves they are the account holder, not just a holder of its token."""
+    if not current_password:
+        raise CurrentPasswordRequired("this change needs your current password (current_password)")
+    creds = await app.credentials.get(user_id)
+    if not await app.passwords.verify(creds and creds.get("password_hash"), current_password):
+        raise InvalidCredentials("the current password is not correct")
+
+
+async def change_profile(
+    app: Identity,
+    user_id: str,
+    changes: dict[str, Any],
+    principal: AccessClaims,
+    ip: str | None,
+    current_password: str | None = None,
+) -> None:
+    """Language and visibility freely; names, e-mail and physician numbers with the current
+    password; the mobile only through `request_mobile_change` (the domain refuses it here)."""
+    confirmed = False
+    if changes.get("mobile") is None and any(
+        changes.get(k) is not None for k in PASSWORD_GUARDED_FIELDS
+    ):
+        await confirm_current_password(app, user_id, current_password)
+        confirmed = True
+    await app.execute(
+        User,
+        user_id,
+        lambda u: u.change_profile(changes, password_confirmed=confirmed),
+        actor_of(principal, ip),
+    )
+
+
+async def request_mobile_change(
+    app: Identity,
+    principal: AccessClaims,
+    mobile: str,
+    current_password: str | None,
+    ip: str | None,
+) -> datetime:
+    """Current password first; then a code to the new number (sealed for notify in the
+    event, kept here as a digest only). A new request voids the pending one; one per
+    `mobile_change_resend_s`."""
+    await confirm_current_password(app, principal.sub, current_password)
+    now = app.clock()
+    gap = timedelta(seconds=app.settings.mobile_change_resend_s)
+    last = await app.mobile_changes.requested_after(principal.sub, now - gap)
+    if last is not None:
+        wait = int((last + gap - now).total_seconds()) + 1
+        raise MobileChangeRequestedTooOften(
+            "a code for a new mobile number was sent moments ago; wait before asking again",
+            retry_after_s=max(1, wait),
+        )
+    code = f"{secrets.randbelow(10**6):06d}"
+    change_id = new_id("mob")
+    expires_at = now + timedelta(seconds=app.settings.mobile_change_code_ttl_s)
+
+    async def remember(session) -> None:
+        await app.mobile_changes.put(
+            principal.sub, change_id, mobile, code, expires_at, now, session=session
+        )
+
+    await app.execute(
+        User,
+        principal.sub,
+        lambda u: u.request_mobile_change(
+            change_id, mobile, seal(code, app.settings.otp_seal_public_key), expires_at
+        ),
+        actor_of(principal, ip),
+        also=remember,
+    )
+    log.info("mobile_change.requested", user_id=principal.sub, change_id=change_id)
+    return expires_at
+
+
+async def confirm_mobile_change(
+    app: Identity, principal: AccessClaims, code: str, ip: str | None
+) -> None:
+    """The code sent to the new number: the number changes and the previous one is told."""
+    pending = await app.mobile_changes.consume(principal.sub, code, app.clock())
+    if pending is None:
+        raise WrongMobileChangeCode(
+            "the code is wrong, expired, already used or voided by a newer one "
+            "(ask for a code with POST /api/users/me/mobile)"
+        )
+    await app.execute(
+        User,
+        principal.sub,
+        lambda u: u.confirm_mobile_change(pending["change_id"], pending["mobile"]),
+        actor_of(principal, ip),
+    )
+    log.info("mobile_change.confirmed", user_id=principal.sub, change_id=pending["change_id"])
 
 
 async def set_roles(

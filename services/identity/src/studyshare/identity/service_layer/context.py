@@ -21,6 +21,7 @@ from studyshare.identity.adapters.stores import (
     Credentials,
     ExternalIdentities,
     ExternalLogins,
+    MobileChanges,
     PatientOTPs,
     Sessions,
     SigningKeys,
@@ -54,6 +55,7 @@ class Identity:
     sessions: Sessions = field(init=False)
     throttle: Throttle = field(init=False)
     patient_otps: PatientOTPs = field(init=False)
+    mobile_changes: MobileChanges = field(init=False)
     external: ExternalIdentities = field(init=False)
     external_logins: ExternalLogins = field(init=False)
 
@@ -64,6 +66,7 @@ class Identity:
         self.sessions = Sessions(self.db)
         self.throttle = Throttle(self.db)
         self.patient_otps = PatientOTPs(self.db)
+        self.mobile_changes = MobileChanges(self.db)
         self.external = ExternalIdentities(self.db)
         self.external_logins = ExternalLogins(self.db)
 

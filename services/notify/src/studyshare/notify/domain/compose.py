@@ -180,5 +180,12 @@ def registration_pending_context(
     }
 
 
+def notice_context(context: Mapping[str, Any]) -> dict[str, Any]:
+    """An SMS without a code (e.g. the previous number told of a change): when it happened."""
+    changed_at = context.get("changed_at")
+    when = datetime.fromisoformat(changed_at) if changed_at else None
+    return {"changed_at": when.strftime("%d/%m/%Y %H:%M UTC") if when else "-"}
+
+
 def otp_context(code: str, expires_at: datetime | None) -> dict[str, Any]:
     return {"code": code, "expires_at": expires_at.strftime("%H:%M UTC") if expires_at else "-"}

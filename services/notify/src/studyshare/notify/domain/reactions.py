@@ -14,6 +14,8 @@ from studyshare.contracts.events import registry
 from studyshare.contracts.events.identity import (
     GroupMemberInvited,
     GroupMembershipConfirmationDue,
+    MobileChangeRequested,
+    MobileNumberChanged,
     PatientOTPIssued,
     UserRegistered,
 )
@@ -35,6 +37,8 @@ BREAK_THE_GLASS = "break_the_glass"
 GROUP_CONFIRMATION_DUE = "group_confirmation_due"
 GROUP_INVITATION = "group_invitation"
 REGISTRATION_PENDING = "registration_pending"
+MOBILE_CHANGE_CODE = "mobile_change_code"
+MOBILE_CHANGED = "mobile_changed"
 
 MAIL_TEMPLATES = (
     SHARE,
@@ -45,7 +49,9 @@ MAIL_TEMPLATES = (
     GROUP_INVITATION,
     REGISTRATION_PENDING,
 )
-SMS_TEMPLATES = (BUCKET_OTP, PATIENT_OTP)
+SMS_TEMPLATES = (BUCKET_OTP, PATIENT_OTP, MOBILE_CHANGE_CODE, MOBILE_CHANGED)
+# SMS that carry a one-time code (sealed in the event, opened only to send it)
+CODE_SMS_TEMPLATES = (BUCKET_OTP, PATIENT_OTP, MOBILE_CHANGE_CODE)
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,28 @@ def reactions(envelope: EventEnvelope, options: ReactionOptions | None = None) -
                     {"reference_number": event.reference_number},
                     sealed_code=event.sealed_code,
                     expires_at=event.expires_at,
+                )
+            ]
+        case MobileChangeRequested():
+            return [
+                intent(
+                    "sms",
+                    Target("mobile", mobile=event.mobile),
+                    MOBILE_CHANGE_CODE,
+                    event.language,
+                    {"user_id": event.user_id},
+                    sealed_code=event.sealed_code,
+                    expires_at=event.expires_at,
+                )
+            ]
+        case MobileNumberChanged() if event.previous_mobile:
+            return [
+                intent(
+                    "sms",
+                    Target("mobile", mobile=event.previous_mobile),
+                    MOBILE_CHANGED,
+                    event.language,
+                    {"user_id": event.user_id, "changed_at": envelope.occurred_at.isoformat()},
                 )
             ]
         case BucketLocked():

@@ -481,7 +481,8 @@ class Sender:
 
     async def send_sms(self, doc: dict[str, Any], intent: Intent) -> tuple[Outcome, dict[str, Any]]:
         now = self.clock()
-        if not intent.sealed_code:
+        with_code = intent.template in r.CODE_SMS_TEMPLATES
+        if with_code and not intent.sealed_code:
             return Permanent("the one-time code is no longer available"), {}
         if intent.expires_at is not None and intent.expires_at <= now:
             return Permanent("the one-time code expired before it could be sent"), {}
@@ -501,6 +502,10 @@ class Sender:
         language = language_or_default(
             intent.language or (recipient.language if recipient else None)
         )
+        if not with_code:  # a notice: nothing secret in it
+            text = render_sms(intent.template, language, compose.notice_context(intent.context))
+            outcome = await self.sms.send(mobile, text)
+            return outcome, {"address": mobile, "language": language, "redacted_text": text}
         try:
             code = unseal(intent.sealed_code, self.settings.otp_seal_private_key)
         except (CryptoError, ValueError):

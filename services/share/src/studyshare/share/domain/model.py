@@ -32,6 +32,15 @@ DEFAULT_VALIDITY_DAYS = 30
 
 
 @dataclass(frozen=True)
+class OTPRequestLimit:
+    """At most `max_requests` codes per recipient and bucket within `window`: each one is an
+    SMS, and every new code voids the previous one."""
+
+    max_requests: int = 3
+    window: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
 class DepartmentPolicy:
     """The sending department's sharing policy (defaults when it set none)."""
 
@@ -127,8 +136,17 @@ def holds_bucket(active_recipient_ids: Iterable[str], holder_keys: Iterable[str]
     return not set(active_recipient_ids).isdisjoint(holder_keys)
 
 
-def check_within_held(request: ShareRequest, parent: Bucket, sharer_id_keys: set[str]) -> None:
-    """Re-sharing: only with allow_further_sharing, never more than the sharer holds."""
+def check_within_held(
+    request: ShareRequest,
+    parent: Bucket,
+    sharer_id_keys: set[str],
+    *,
+    session_id: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Re-sharing: only with allow_further_sharing, never more than the sharer holds; from a
+    two-factor bucket only while it is not locked and once the sharer entered the code in
+    this login session (`session_id`), as for opening it."""
     if not parent.active:
         raise rules.BucketNotActive(f"bucket {parent.id} is {parent.status}")
     if not holds_bucket(parent.active_recipient_ids, sharer_id_keys):
@@ -150,6 +168,16 @@ def check_within_held(request: ShareRequest, parent: Bucket, sharer_id_keys: set
         raise rules.AnonymizationMustStay("the studies were shared with you anonymized")
     if parent.two_factor and not request.two_factor:
         raise rules.TwoFactorMustStay("the studies were shared with you under two-factor")
+    if parent.two_factor:
+        if parent.locked:
+            raise rules.BucketIsLocked(
+                f"bucket {parent.id} is locked after {MAX_WRONG_OTPS} wrong codes; "
+                "nothing can be shared from it until it is unlocked"
+            )
+        if now is None or not parent.verified_for(request.sender_id, session_id, now):
+            raise rules.TwoFactorVerificationRequired(
+                f"enter the one-time password of bucket {parent.id} before sharing from it"
+            )
 
 
 def decide_share(request: ShareRequest, now: datetime, parent: Bucket | None = None) -> StudyShared:
@@ -221,7 +249,11 @@ class Bucket(Aggregate):
         self.consecutive_failures = 0
         self.used_otps: set[str] = set()
         self.requested_otps: dict[str, datetime] = {}
-        self.verified_until: dict[str, datetime] = {}
+        self.latest_otp: dict[str, str] = {}
+        """Per recipient, the only code still usable: a new code voids the previous one."""
+        self.otp_requests: dict[str, list[datetime]] = {}
+        self.verified_until: dict[tuple[str, str | None], datetime] = {}
+        """Per (recipient, login session that entered the code)."""
         self.shared_at: datetime | None = None
 
     @classmethod
@@ -248,6 +280,9 @@ class Bucket(Aggregate):
 
     def when_otp_requested(self, e: OTPRequested) -> None:
         self.requested_otps[e.otp_id] = e.expires_at
+        self.latest_otp[e.recipient_id] = e.otp_id
+        if e.requested_at is not None:
+            self.otp_requests.setdefault(e.recipient_id, []).append(e.requested_at)
 
     def when_otp_failed(self, e: OTPFailed) -> None:
         self.consecutive_failures = e.consecutive_failures
@@ -255,7 +290,7 @@ class Bucket(Aggregate):
     def when_otp_verified(self, e: OTPVerified) -> None:
         self.used_otps.add(e.otp_id)
         self.consecutive_failures = 0
-        self.verified_until[e.recipient_id] = e.verified_until
+        self.verified_until[(e.recipient_id, e.session_id)] = e.verified_until
 
     def when_bucket_locked(self, e: BucketLocked) -> None:
         self.locked = True
@@ -289,6 +324,11 @@ class Bucket(Aggregate):
     @property
     def active(self) -> bool:
         return self.status == "active"
+
+    def verified_for(self, user_id: str, session_id: str | None, now: datetime) -> bool:
+        """Did this user enter a code of this bucket in this login session, still valid?"""
+        until = self.verified_until.get((user_id, session_id))
+        return until is not None and until > now
 
     def expired_at(self, now: datetime) -> bool:
         return self.expired or (self.s.valid_until is not None and self.s.valid_until <= now)
@@ -370,9 +410,21 @@ class Bucket(Aggregate):
         expires_at: datetime,
         language: str,
         now: datetime,
+        limit: OTPRequestLimit | None = None,
     ) -> list[OTPRequested]:
-        """`holder` is how the user holds the bucket (themselves or one of their groups)."""
+        """`holder` is how the user holds the bucket (themselves or one of their groups).
+        At most `limit.max_requests` codes per `limit.window`; the new code voids the
+        previous ones."""
         self._check_otp_allowed(holder, now)
+        limit = limit or OTPRequestLimit()
+        recent = sorted(t for t in self.otp_requests.get(user_id, ()) if t > now - limit.window)
+        if len(recent) >= limit.max_requests:
+            wait = recent[-limit.max_requests] + limit.window - now
+            raise rules.OTPRequestedTooOften(
+                f"{limit.max_requests} codes were sent for bucket {self.id} in the last "
+                f"{int(limit.window.total_seconds() // 60)} minutes; use the last one or wait",
+                retry_after_s=max(1, int(wait.total_seconds()) + 1),
+            )
         return [
             OTPRequested(
                 bucket_id=self.id,
@@ -381,6 +433,7 @@ class Bucket(Aggregate):
                 sealed_code=sealed_code,
                 expires_at=expires_at,
                 language=language,
+                requested_at=now,
             )
         ]
 
@@ -391,18 +444,27 @@ class Bucket(Aggregate):
         matched_otp_id: str | None,
         now: datetime,
         verified_for: timedelta,
+        session_id: str | None = None,
     ) -> list[OTPVerified | OTPFailed | BucketLocked]:
-        """A matching, unexpired, unused code opens the bucket; anything else is a failure,
+        """The user's latest code, unexpired and unused, opens the bucket for the login
+        session that entered it; anything else (an earlier, voided code too) is a failure,
         and the fifth failure in a row locks the bucket."""
         self._check_otp_allowed(holder, now)
         expires = self.requested_otps.get(matched_otp_id or "")
-        if matched_otp_id and expires and expires > now and matched_otp_id not in self.used_otps:
+        if (
+            matched_otp_id
+            and matched_otp_id == self.latest_otp.get(user_id)
+            and expires
+            and expires > now
+            and matched_otp_id not in self.used_otps
+        ):
             return [
                 OTPVerified(
                     bucket_id=self.id,
                     recipient_id=user_id,
                     otp_id=matched_otp_id,
                     verified_until=now + verified_for,
+                    session_id=session_id,
                 )
             ]
         failures = self.consecutive_failures + 1

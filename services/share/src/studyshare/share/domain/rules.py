@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from studyshare.plumbing.errors import Conflict, Forbidden, Locked, NotFound, RuleViolation
+from studyshare.plumbing.errors import (
+    Conflict,
+    Forbidden,
+    Locked,
+    NotFound,
+    RuleViolation,
+    TooManyAttempts,
+)
 
 
 class ImagesOnlyNotAllowedForUser(RuleViolation):
@@ -136,6 +143,19 @@ class NotTheSender(Forbidden):
 class BucketIsLocked(Locked):
     """Five wrong codes in a row locked the bucket; the service desk or an admin of the
     sending department must unlock it."""
+
+
+class TwoFactorVerificationRequired(Forbidden):
+    """On a two-factor bucket the recipient must enter the code (in this login session)
+    before re-sharing from it."""
+
+
+class OTPRequestedTooOften(TooManyAttempts):
+    """Too many codes asked for on this bucket lately; wait before asking again."""
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
 
 
 class TwoFactorNotRequired(RuleViolation):

@@ -10,16 +10,17 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from studyshare.contracts.events.share import AccessLevel, Label
 from studyshare.plumbing.auth import CurrentUser
 from studyshare.plumbing.http import create_app as base_app
-from studyshare.plumbing.http import kafka_ready, mongo_ready
+from studyshare.plumbing.http import kafka_ready, mongo_ready, problem
 from studyshare.plumbing.http import problem_responses as _problem_responses
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
+from studyshare.share.domain import rules
 from studyshare.share.domain.model import Bucket
 from studyshare.share.service_layer.handlers import (
     RecipientInput,
@@ -344,7 +345,7 @@ def share_out(result: ShareResult) -> ShareOut:
     status_code=status.HTTP_201_CREATED,
     response_model=ShareOut,
     summary="Share studies with recipients (creates a bucket); answers the confirmation",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(401, 403, 404, 409, 422, 423),
 )
 async def share(body: ShareIn, user: CurrentUser, service: Service) -> ShareOut:
     return share_out(await service.share(user, body.to_command()))
@@ -380,7 +381,7 @@ async def get_bucket(bucket_id: str, user: CurrentUser, service: Service) -> Buc
     status_code=status.HTTP_201_CREATED,
     response_model=ShareOut,
     summary="Share the same set of studies again with other recipients",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(401, 403, 404, 409, 422, 423),
 )
 async def share_again(
     bucket_id: str, body: ShareAgainIn, user: CurrentUser, service: Service
@@ -437,8 +438,10 @@ async def remove_study(
     "/api/shares/{bucket_id}/otp",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=OTPRequestedOut,
-    summary="Ask for a one-time code by SMS (two-factor buckets)",
-    responses=problem_responses(401, 403, 404, 409, 422, 423),
+    summary="Ask for a one-time code by SMS (two-factor buckets); it voids the previous one",
+    description="Rate-limited per recipient and bucket: 429 `OTPRequestedTooOften` with "
+    "`Retry-After`. The code opens the bucket only in the login session that enters it.",
+    responses=problem_responses(401, 403, 404, 409, 422, 423, 429),
 )
 async def request_otp(bucket_id: str, user: CurrentUser, service: Service) -> OTPRequestedOut:
     return OTPRequestedOut(expires_at=await service.request_otp(user, bucket_id))
@@ -572,7 +575,7 @@ def create_app(settings: ShareSettings | None = None) -> FastAPI:
                 await task
             await client.close()
 
-    return base_app(
+    app = base_app(
         settings,
         title="StudyShare share",
         description="Sharing studies: buckets, recipients, two-factor, revocation.",
@@ -580,3 +583,11 @@ def create_app(settings: ShareSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         readiness=[mongo_ready(db), kafka_ready(settings.kafka)],
     )
+
+    @app.exception_handler(rules.OTPRequestedTooOften)
+    async def too_often(request: Request, exc: rules.OTPRequestedTooOften) -> Response:
+        response = problem(exc.status, exc.title, exc.detail, exc.rule)
+        response.headers["retry-after"] = str(exc.retry_after_s)
+        return response
+
+    return app

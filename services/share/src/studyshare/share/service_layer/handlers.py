@@ -33,6 +33,7 @@ from studyshare.share.domain.model import (
     LEVELS,
     Bucket,
     Favorites,
+    OTPRequestLimit,
     SharePreferences,
     ShareRequest,
     check_within_held,
@@ -232,7 +233,13 @@ class ShareService:
             policy=policy,
         )
         if parent is not None:
-            check_within_held(request, parent, set(await self._holder_keys(principal)))
+            check_within_held(
+                request,
+                parent,
+                set(await self._holder_keys(principal)),
+                session_id=principal.sid,
+                now=now,
+            )
         shared = decide_share(request, now, parent)
         bucket = await self._create(shared, actor_of(principal), now)
         if prefs.remember(principal.sub, two_factor, send_mail):
@@ -616,8 +623,16 @@ class ShareService:
                 return key  # a revoked holder is refused by the domain with its rule
         raise rules.BucketNotFound(f"no bucket {bucket.id}")
 
+    @property
+    def otp_request_limit(self) -> OTPRequestLimit:
+        return OTPRequestLimit(
+            self.settings.otp_requests_per_window,
+            timedelta(seconds=self.settings.otp_request_window_seconds),
+        )
+
     async def request_otp(self, principal: AccessClaims, bucket_id: str) -> datetime:
-        """A fresh 6-digit code, kept only as a keyed hash; sealed for notify in the event."""
+        """A fresh 6-digit code, kept only as a keyed hash; sealed for notify in the event.
+        Rate-limited per recipient and bucket; it voids the recipient's earlier codes."""
         now = self.clock()
         bucket = await self._load(bucket_id)
         holder = await self._holder(principal, bucket)
@@ -638,13 +653,33 @@ class ShareService:
             }
         )
         sealed = seal(code, self.settings.otp_seal_public_key)
-        await self.buckets.execute(
-            bucket_id,
-            lambda b: b.request_otp(
-                holder, principal.sub, otp_id, sealed, expires_at, user.get("language") or "en", now
-            ),
-            actor_of(principal),
-            retries=OTP_RETRIES,
+        limit = self.otp_request_limit
+        try:
+            await self.buckets.execute(
+                bucket_id,
+                lambda b: b.request_otp(
+                    holder,
+                    principal.sub,
+                    otp_id,
+                    sealed,
+                    expires_at,
+                    user.get("language") or "en",
+                    now,
+                    limit,
+                ),
+                actor_of(principal),
+                retries=OTP_RETRIES,
+            )
+        except BaseException:
+            await self.db[OTP_CODES].delete_one({"_id": otp_id})
+            raise
+        await self.db[OTP_CODES].delete_many(  # voided by the new code
+            {
+                "bucket_id": bucket_id,
+                "user_id": principal.sub,
+                "expires_at": {"$lte": expires_at},
+                "_id": {"$ne": otp_id},
+            }
         )
         return expires_at
 
@@ -667,7 +702,7 @@ class ShareService:
         verified_for = timedelta(hours=self.settings.otp_verified_hours)
         bucket, envelopes = await self.buckets.execute(
             bucket_id,
-            lambda b: b.verify_otp(holder, principal.sub, otp_id, now, verified_for),
+            lambda b: b.verify_otp(holder, principal.sub, otp_id, now, verified_for, principal.sid),
             actor_of(principal),
             retries=OTP_RETRIES,
         )
@@ -675,7 +710,7 @@ class ShareService:
         kinds = [e.event_type for e in envelopes]
         if "OTPVerified" in kinds:
             await self.db[OTP_CODES].delete_one({"_id": otp_id})
-            return bucket.verified_until[principal.sub]
+            return bucket.verified_until[(principal.sub, principal.sid)]
         if "BucketLocked" in kinds:
             raise rules.BucketIsLocked(
                 f"that was the 5th wrong code in a row: bucket {bucket_id} is now locked"

@@ -124,7 +124,7 @@ class InMemoryAccessModel:
         self.groups_of_user: dict[str, set[str]] = defaultdict(set)
         self.users: dict[str, Doc] = {}
         self.departments: dict[str, Doc] = {}
-        self.otp: dict[tuple[str, str], datetime] = {}
+        self.otp: dict[tuple[str, str, str | None], datetime] = {}
         self.break_glass: dict[tuple[str, str], datetime] = {}
         self.break_glass_by_user: dict[str, set[str]] = defaultdict(set)
         self.refs: dict[str, Doc] = {}
@@ -280,11 +280,11 @@ class InMemoryAccessModel:
             else:
                 self.departments[key] = doc
         elif kind == "otp":
-            pair = (doc.get("bucket_id", ""), doc.get("recipient_id", ""))
+            triple = (doc.get("bucket_id", ""), doc.get("recipient_id", ""), doc.get("session_id"))
             if remove:
-                self.otp.pop(pair, None)
+                self.otp.pop(triple, None)
             elif doc.get("verified_until"):
-                self.otp[pair] = _aware(doc["verified_until"])
+                self.otp[triple] = _aware(doc["verified_until"])
         elif kind == "btg":
             pair = (doc.get("user_id", ""), doc.get("study_uid", ""))
             if remove:
@@ -336,6 +336,7 @@ class InMemoryAccessModel:
             reference_number=principal.reference_number,
             token_study_uid=principal.study_uid,
             environment=principal.environment,
+            session_id=principal.sid,
         )
 
     def holder(self, user_id: str) -> Subject:

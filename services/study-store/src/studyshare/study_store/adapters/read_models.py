@@ -7,7 +7,7 @@ One collection (`access_decisions.g<N>.docs`) holds every document the access mo
 |---|---|---|
 | study | study uid | StudyReceived, StudyInstancesAdded, StudyMessageStored, ReportUpdated |
 | bucket | bucket id | StudyShared, AccessRevoked, BucketLocked/Unlocked, BucketExpired |
-| otp | bucket id, recipient id | OTPVerified |
+| otp | bucket id, recipient id, session id | OTPVerified (the code opens its session only) |
 | group | group id | GroupCreated, GroupMemberAdded/Removed |
 | user | user id | UserRegistered, UserRolesChanged, UserDeactivated |
 | department | department id | DepartmentCreated, DepartmentPolicySet |
@@ -81,7 +81,7 @@ def doc_id_for(envelope: EventEnvelope) -> str | None:
         case "StudyShared" | "AccessRevoked" | "BucketLocked" | "BucketUnlocked" | "BucketExpired":
             return f"bucket:{p['bucket_id']}"
         case "OTPVerified":
-            return f"otp:{p['bucket_id']}:{p['recipient_id']}"
+            return f"otp:{p['bucket_id']}:{p['recipient_id']}:{p.get('session_id') or ''}"
         case "GroupCreated" | "GroupMemberAdded" | "GroupMemberRemoved":
             return f"group:{p['group_id']}"
         case "UserRegistered" | "UserRolesChanged" | "UserDeactivated":
@@ -217,7 +217,7 @@ def _bucket_expired(doc: Doc, e: se.BucketExpired, env: EventEnvelope) -> None:
 
 
 def _otp_verified(doc: Doc, e: se.OTPVerified, env: EventEnvelope) -> None:
-    doc.update(bucket_id=e.bucket_id, recipient_id=e.recipient_id)
+    doc.update(bucket_id=e.bucket_id, recipient_id=e.recipient_id, session_id=e.session_id)
     doc["verified_until"] = _later(doc.get("verified_until"), _utc(e.verified_until))
 
 

@@ -17,7 +17,8 @@ output is one `AccessDecision`. Paths to a study, from the manuals:
 A grant counts only while it is current: the bucket and the recipient are not revoked, the
 study is still in the bucket, `valid_until` has not passed, the bucket is not locked, the
 parent bucket (re-share) still holds, and on a two-factor bucket the user verified an OTP that
-is still valid. Anonymized grants never give the report; images-only grants neither. Several
+is still valid, in the login session of this token (`Subject.session_id`, the token's `sid`).
+Anonymized grants never give the report; images-only grants neither. Several
 paths combine to the most permissive non-anonymized one (report and download merged over the
 non-anonymized paths); only when every path is anonymized is the decision anonymized.
 """
@@ -127,6 +128,8 @@ class Subject:
     reference_number: str | None = None
     token_study_uid: str | None = None
     environment: str | None = None
+    session_id: str | None = None
+    """The token's login session (`sid`): a two-factor code opens its bucket in it only."""
 
 
 @dataclass(frozen=True)
@@ -154,10 +157,11 @@ class AccessFacts:
     study: StudyFacts | None
     buckets: tuple[Bucket, ...] = ()
     parents: Mapping[str, Bucket] = field(default_factory=dict)
-    otp_verified_until: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
     senders: Mapping[str, Subject] = field(default_factory=dict)
     """The senders of re-shares on the way up from `buckets`, as identity knows them now
     (own id, departments, groups): a re-share holds only while its sender holds its parent."""
+    otp_verified_until: Mapping[tuple[str, str, str | None], datetime] = field(default_factory=dict)
+    """(bucket id, user id, session id) -> until when the code entered in that session holds."""
     break_glass_until: datetime | None = None
     reference: ReferenceFacts | None = None
     patient_report: ReportAccess = "read"
@@ -259,7 +263,7 @@ def evaluate_grant(
     if bucket.locked:
         return "locked"
     if bucket.two_factor:
-        until = facts.otp_verified_until.get((bucket.bucket_id, subject.id))
+        until = facts.otp_verified_until.get((bucket.bucket_id, subject.id, subject.session_id))
         if until is None or until <= facts.now:
             return "two_factor_required"
     end = bucket.ends_at()
