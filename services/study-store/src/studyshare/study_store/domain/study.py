@@ -114,6 +114,11 @@ class StudyNotFound(NotFound):
     """No study with this Study Instance UID is stored."""
 
 
+class InstanceAlreadyStored(Conflict):
+    """A stored instance is never replaced: its SOP Instance UID is already stored with other
+    content (the same content again is accepted as already stored)."""
+
+
 class TransferNotFound(NotFound):
     """No transfer with this id exists for this study."""
 

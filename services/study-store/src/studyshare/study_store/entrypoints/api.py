@@ -93,5 +93,6 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
         readiness=[mongo_ping, access_model_fresh, kafka_ready(settings.kafka_bootstrap)],
         hot_routes=dicomweb.HOT_ROUTES,
+        body_limits={(method, path): settings.stow_max_bytes for method, path in dicomweb.STOW},
     )
     return app
