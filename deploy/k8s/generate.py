@@ -9,7 +9,9 @@ What is generated (never edit these files by hand):
 - `kafka-users.yaml`: one Strimzi `KafkaUser` per service (SCRAM-SHA-512 over the TLS
   listener) whose ACLs let it write only the topic it owns and read the topics it consumes
   (`Service.reads`) with its own consumer group.
-- `ingress.yaml`: the API gateway, one path per prefix of `studyshare.contracts.routes.SERVICES`.
+- `ingress.yaml`: the API gateway, one path per prefix of `studyshare.contracts.routes.SERVICES`
+  with the request body limit of `DEFAULT_BODY_MAX_BYTES`, and one Ingress per larger limit of
+  `BODY_LIMITS` (STOW-RS, reports) with just those routes.
 - `apps/<service>.yaml`: per service a ServiceAccount, the `api`, `worker` and `relay`
   Deployments, the Services, HorizontalPodAutoscalers, PodDisruptionBudgets and the
   NetworkPolicy, with ports taken from the route table.
@@ -27,7 +29,12 @@ from typing import Any
 
 import yaml
 
-from studyshare.contracts.routes import SERVICES, Service
+from studyshare.contracts.routes import (
+    BODY_LIMITS,
+    DEFAULT_BODY_MAX_BYTES,
+    SERVICES,
+    Service,
+)
 from studyshare.contracts.topics import TOPICS
 
 HERE = Path(__file__).resolve().parent
@@ -600,34 +607,77 @@ def kafka_users() -> list[dict[str, Any]]:
     return users
 
 
-def ingress() -> dict[str, Any]:
-    paths = [
-        {
-            "path": prefix,
-            "pathType": "Prefix",
-            "backend": {"service": {"name": f"{s.name}-api", "port": {"name": "http"}}},
-        }
-        for s in SERVICES
-        for prefix in s.prefixes
-    ]
+def nginx_size(n: int) -> str:
+    """A byte count as nginx writes sizes (`client_max_body_size`): 64k, 9m, 4g."""
+    for suffix, unit in (("g", 1024**3), ("m", 1024**2), ("k", 1024)):
+        if n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)
+
+
+def ingress_object(name: str, annotations: dict[str, str], paths: list[dict]) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
         "metadata": {
-            "name": "studyshare-gateway",
+            "name": name,
             "labels": {
                 "app.kubernetes.io/name": "gateway",
                 "app.kubernetes.io/part-of": "studyshare",
             },
-            "annotations": {
-                # DICOM uploads (STOW-RS) are large; streaming avoids buffering them on disk.
-                "nginx.ingress.kubernetes.io/proxy-body-size": "2g",
-                "nginx.ingress.kubernetes.io/proxy-request-buffering": "off",
-                "nginx.ingress.kubernetes.io/proxy-read-timeout": "300",
-            },
+            "annotations": annotations,
         },
         "spec": {"ingressClassName": "nginx", "rules": [{"http": {"paths": paths}}]},
     }
+
+
+def backend(service: str) -> dict[str, Any]:
+    return {"service": {"name": f"{service}-api", "port": {"name": "http"}}}
+
+
+def ingresses() -> list[dict[str, Any]]:
+    """The API gateway: one path per prefix of the route table, request bodies bounded like
+    the services bound them (`DEFAULT_BODY_MAX_BYTES`); and one Ingress per larger limit of
+    `BODY_LIMITS` (DICOM uploads, reports) holding exactly those routes, as regular
+    expressions (ingress-nginx then matches every path of the host as a regex, longest first)."""
+    paths = [
+        {"path": prefix, "pathType": "Prefix", "backend": backend(s.name)}
+        for s in SERVICES
+        for prefix in s.prefixes
+    ]
+    out = [
+        ingress_object(
+            "studyshare-gateway",
+            {
+                "nginx.ingress.kubernetes.io/proxy-body-size": nginx_size(DEFAULT_BODY_MAX_BYTES),
+                "nginx.ingress.kubernetes.io/proxy-read-timeout": "300",
+            },
+            paths,
+        )
+    ]
+    for size in sorted({b.max_bytes for b in BODY_LIMITS}):
+        routes = [b for b in BODY_LIMITS if b.max_bytes == size]
+        out.append(
+            ingress_object(
+                f"studyshare-gateway-body-{nginx_size(size)}",
+                {
+                    # large uploads stream through instead of being buffered on disk
+                    "nginx.ingress.kubernetes.io/proxy-body-size": nginx_size(size),
+                    "nginx.ingress.kubernetes.io/proxy-request-buffering": "off",
+                    "nginx.ingress.kubernetes.io/proxy-read-timeout": "300",
+                    "nginx.ingress.kubernetes.io/use-regex": "true",
+                },
+                [
+                    {
+                        "path": b.path_regex.removeprefix("^"),
+                        "pathType": "ImplementationSpecific",
+                        "backend": backend(b.service),
+                    }
+                    for b in sorted({(b.path, b.service): b for b in routes}.values(), key=str)
+                ],
+            )
+        )
+    return out
 
 
 def dump(objects: list[dict[str, Any]]) -> str:
@@ -640,7 +690,7 @@ def render() -> dict[Path, str]:
     files = {
         OUT / "topics.yaml": dump(kafka_topics()),
         OUT / "kafka-users.yaml": dump(kafka_users()),
-        OUT / "ingress.yaml": dump([ingress()]),
+        OUT / "ingress.yaml": dump(ingresses()),
     }
     for service in SERVICES:
         files[OUT / "apps" / f"{service.name}.yaml"] = dump(app_objects(service))

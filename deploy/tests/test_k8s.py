@@ -11,7 +11,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from studyshare.contracts.routes import SERVICES, Service
+from studyshare.contracts.routes import (
+    BODY_LIMITS,
+    DEFAULT_BODY_MAX_BYTES,
+    SERVICES,
+    Service,
+)
 from studyshare.contracts.topics import TOPICS
 from studyshare.plumbing.sealing import generate_keypair
 from studyshare.plumbing.settings import ServiceSettings
@@ -258,6 +263,42 @@ def test_ingress_routes_are_the_route_table(rendered: dict, overlay: str) -> Non
     assert rule["host"]
     if overlay == "prod":
         assert ingress["spec"]["tls"][0]["hosts"] == [rule["host"]]
+
+
+BODY_SIZE = "nginx.ingress.kubernetes.io/proxy-body-size"
+
+
+def nginx_bytes(size: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingress_body_limits_match_the_services(rendered: dict, overlay: str) -> None:
+    """The Ingress lets through no larger request body than the service behind it takes: the
+    route table's default everywhere, and each larger limit only on its own routes."""
+    ingresses = by_kind(rendered[overlay], "Ingress")
+    main = ingresses.pop("studyshare-gateway")
+    assert nginx_bytes(main["metadata"]["annotations"][BODY_SIZE]) == DEFAULT_BODY_MAX_BYTES
+    host = main["spec"]["rules"][0]["host"]
+    found = set()
+    for ingress in ingresses.values():
+        annotations = ingress["metadata"]["annotations"]
+        assert annotations["nginx.ingress.kubernetes.io/use-regex"] == "true"
+        (rule,) = ingress["spec"]["rules"]
+        assert rule["host"] == host, "every part of the gateway serves the same host"
+        if overlay == "prod":
+            assert ingress["spec"]["tls"] == main["spec"]["tls"]
+        for path in rule["http"]["paths"]:
+            found.add(
+                (
+                    path["path"],
+                    path["backend"]["service"]["name"],
+                    nginx_bytes(annotations[BODY_SIZE]),
+                )
+            )
+    expected = {(b.path_regex[1:], f"{b.service}-api", b.max_bytes) for b in BODY_LIMITS}
+    assert found == expected
 
 
 # --- network policies --------------------------------------------------------------------

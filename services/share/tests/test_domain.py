@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -111,6 +112,23 @@ def test_reshare_within_what_is_held():
     shared = decide_share(child, NOW, parent)
     assert shared.parent_bucket_id == "bkt_1"
     assert shared.valid_until <= parent.valid_until
+
+
+def test_a_share_to_a_pacs_needs_the_sharers_download_permission():
+    pacs = ref("dep_pacs", kind="department")
+    child = request(
+        bucket_id="bkt_2",
+        sender_id="usr_r",
+        recipients=(pacs,),
+        access_level="images",
+        pacs_recipient_ids=("dep_pacs",),
+    )
+    without = bucket_from(decide_share(request(allow_further_sharing=True), NOW))
+    with pytest.raises(rules.PacsShareNeedsDownload):
+        check_within_held(child, without, {"usr_r"})
+    check_within_held(replace(child, pacs_recipient_ids=()), without, {"usr_r"})
+    held = request(allow_further_sharing=True, allow_download=True)
+    check_within_held(child, bucket_from(decide_share(held, NOW)), {"usr_r"})
 
 
 def test_five_wrong_codes_lock_the_bucket_and_unlock_rules():

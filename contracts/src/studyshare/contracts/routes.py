@@ -1,10 +1,12 @@
-"""The public route table: which service answers which path prefix.
+"""The public route table: which service answers which path prefix, and how large a request
+body each route takes.
 
 The local gateway and the Kubernetes Ingress are both built from this table.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -80,3 +82,58 @@ def service_for_path(path: str) -> Service | None:
             ):
                 best = (len(prefix), service)
     return best[1] if best else None
+
+
+# --- request bodies -----------------------------------------------------------------------
+#: Every route takes a request body of at most this many bytes unless `BODY_LIMITS` names it:
+#: the JSON commands are small. A larger body is refused (413 problem+json, rule
+#: `RequestBodyTooLarge`) before it is read: by its Content-Length, or once it has streamed
+#: past the limit. The Ingress allows the same sizes (`deploy/k8s/generate.py`).
+DEFAULT_BODY_MAX_BYTES = 64 * 1024
+#: STOW-RS uploads (the study store streams their parts to the blob store)
+STOW_MAX_BYTES = 4 * 1024**3
+#: a report: a PDF of 8 MiB, or 200,000 characters of text as JSON
+REPORT_MAX_BYTES = 9 * 1024**2
+
+
+@dataclass(frozen=True)
+class BodyLimit:
+    """A route that takes a larger request body than `DEFAULT_BODY_MAX_BYTES`."""
+
+    service: str
+    method: str
+    path: str
+    """The route's path template, e.g. `/api/studies/{study_uid}/report`."""
+    max_bytes: int
+
+    @property
+    def path_regex(self) -> str:
+        return path_regex(self.path)
+
+
+def path_regex(template: str) -> str:
+    """A path template (`/a/{b}/c`) as an anchored regular expression, one segment for each
+    `{parameter}` (the Ingress and the services' body limits match paths with it)."""
+    out, rest = "^", template
+    while "{" in rest:
+        head, _, tail = rest.partition("{")
+        out += re.escape(head) + "[^/]+"
+        rest = tail.partition("}")[2]
+    return out + re.escape(rest) + "$"
+
+
+#: a share: up to 500 study UIDs and 200 recipients (each within its validated length)
+SHARE_MAX_BYTES = 256 * 1024
+
+BODY_LIMITS: tuple[BodyLimit, ...] = (
+    BodyLimit("share", "POST", "/api/shares", SHARE_MAX_BYTES),
+    BodyLimit("share", "POST", "/api/shares/{bucket_id}/share-again", SHARE_MAX_BYTES),
+    BodyLimit("study-store", "POST", "/dicomweb/studies", STOW_MAX_BYTES),
+    BodyLimit("study-store", "POST", "/dicomweb/studies/{study_uid}", STOW_MAX_BYTES),
+    BodyLimit("study-store", "PUT", "/api/studies/{study_uid}/report", REPORT_MAX_BYTES),
+)
+
+
+def body_limits_of(service: str) -> dict[tuple[str, str], int]:
+    """`(method, path template) -> max bytes` of the routes of `service` with a larger body."""
+    return {(b.method, b.path): b.max_bytes for b in BODY_LIMITS if b.service == service}

@@ -11,6 +11,8 @@ from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from studyshare.study_store.adapters.blobstore import digest_of
+
 from .conftest import multipart, write_study
 from .test_dicomweb import parts_of, upload
 
@@ -86,7 +88,10 @@ async def test_every_dicom_object_served_is_rewritten_and_the_originals_stay(dic
         original = dcmread(f)
         on_disk = dcmread(
             dicom_app.stores.blobs.path_for(
-                study_uid, original.SeriesInstanceUID, original.SOPInstanceUID
+                study_uid,
+                original.SeriesInstanceUID,
+                original.SOPInstanceUID,
+                digest_of(f.read_bytes()),
             )
         )
         assert str(on_disk.PatientName) == "Doe^Jane"

@@ -146,3 +146,42 @@ async def test_an_unknown_calling_ae_title_is_refused(scp_process, scp_db, tmp_p
     assert sent.returncode != 0
     assert await InstanceIndex(mongo_db).study(uid) is None
     assert await EventStore(mongo_db).load(uid) == []
+
+
+async def test_a_known_instance_with_other_content_is_refused_never_replaced(
+    scp_process, scp_db, tmp_path
+):
+    """Issue 15, point 7: a second C-STORE of a stored SOP Instance UID with other content is
+    refused (0x0111, logged); the stored file and its index stay as they were."""
+    import hashlib
+
+    from pydicom import dcmread
+
+    port, blobs = scp_process
+    uid, files = write_study(tmp_path / "a", series=1, per_series=2)
+    assert storescu(port, "MODALITY1", files).returncode == 0
+    index = InstanceIndex(scp_db)
+
+    async def indexed():
+        study = await index.study(uid)
+        return study and study["instance_count"] == 2
+
+    assert await eventually(indexed)
+    sop_uid = str(dcmread(files[0]).SOPInstanceUID)
+    before = await scp_db["dicom_instances"].find_one({"_id": sop_uid})
+    stored = (blobs / before["path"]).read_bytes()
+    assert before["sha256"] == hashlib.sha256(stored).hexdigest()
+    ds = dcmread(files[0])
+    ds.PatientName = "Mallory^Eve"
+    forged = tmp_path / "forged.dcm"
+    ds.save_as(forged)
+    storescu(port, "MODALITY1", [forged, files[0]])
+    await asyncio.sleep(1.0)  # the association's batch is flushed when it ends
+
+    after = await scp_db["dicom_instances"].find_one({"_id": sop_uid})
+    assert after == before
+    assert (blobs / after["path"]).read_bytes() == stored
+    assert b"Mallory" not in b"".join(p.read_bytes() for p in blobs.rglob("*.dcm"))
+    assert (await index.study(uid))["instance_count"] == 2
+    events = await EventStore(scp_db).load(uid)
+    assert [e.event_type for e in events] == ["StudyReceived"]

@@ -11,6 +11,7 @@ from PIL import Image
 from pydicom import dcmread
 
 from studyshare.plumbing.eventstore import EventStore
+from studyshare.study_store.adapters.blobstore import digest_of
 
 from .conftest import multipart, write_study
 
@@ -62,7 +63,7 @@ async def test_stow_stores_instances_and_the_first_batch_is_a_study_received(dic
     for f in files:
         ds = dcmread(f)
         on_disk = dicom_app.stores.blobs.path_for(
-            study_uid, ds.SeriesInstanceUID, ds.SOPInstanceUID
+            study_uid, ds.SeriesInstanceUID, ds.SOPInstanceUID, digest_of(f.read_bytes())
         )
         assert on_disk.read_bytes() == f.read_bytes(), "stored exactly as received"
 

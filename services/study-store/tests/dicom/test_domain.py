@@ -31,7 +31,15 @@ from studyshare.study_store.domain.study import (
     TransferInProgress,
     TransferNotFound,
 )
-from studyshare.study_store.entrypoints.dicomweb import date_query, matches, split_multipart
+from studyshare.study_store.entrypoints.dicomweb import (
+    MAX_FRAME_LIST,
+    FrameListTooLong,
+    ObjectNotFound,
+    date_query,
+    frame_numbers,
+    matches,
+    split_multipart,
+)
 
 KEY = AnonymizationKey("4711", "ANON-1234")
 
@@ -109,6 +117,30 @@ def test_a_transfer_fails_per_attempt_final_at_the_last_and_resends_only_when_en
     assert (transfer.state, transfer.attempts, transfer.round) == ("pending", 0, 2)
     [done] = transfer.forwarded(4)
     assert done.attempts == 1 and done.instance_count == 4
+
+
+def test_a_transfer_carries_the_report_only_where_the_forwarder_may_read_it():
+    def requested(**kw) -> Transfer:
+        transfer = Transfer("trf_r")
+        [event] = transfer.request(
+            study_uid="1.2.3",
+            destination_kind="pacs",
+            destination_id="dep_p",
+            trigger="manual",
+            requested_by="usr_1",
+            **kw,
+        )
+        transfer.apply(event)
+        return transfer
+
+    assert requested().include_report
+    images_only = requested(include_report=False)
+    assert not images_only.include_report
+    assert not requested(anonymous_number="7").include_report, "never on an anonymized copy"
+    [failed] = images_only.attempt_failed("refused", max_attempts=1)
+    images_only.apply(failed)
+    [again] = images_only.resend("usr_2")
+    assert again.include_report is False
 
 
 def patient() -> Dataset:
@@ -206,3 +238,15 @@ def test_multipart_bodies_split_into_parts_with_or_without_headers():
     assert parts[1][1] == b"EF"
     client_style = b"\r\n--b\r\nContent-Type: application/dicom\r\n\r\n\x00\r\n--b--"
     assert split_multipart(client_style, "b") == [({"content-type": "application/dicom"}, b"\x00")]
+
+
+def test_frame_lists_are_bounded_and_deduplicated():
+    assert frame_numbers("3,1,3,1,2") == [3, 1, 2]
+    assert frame_numbers(",".join(["1"] * MAX_FRAME_LIST)) == [1]
+    with pytest.raises(FrameListTooLong):
+        frame_numbers(",".join(["1"] * (MAX_FRAME_LIST + 1)))
+    with pytest.raises(FrameListTooLong):
+        frame_numbers("," * 5000)
+    for bad in ("0", "a", "", "-1"):
+        with pytest.raises(ObjectNotFound):
+            frame_numbers(bad)

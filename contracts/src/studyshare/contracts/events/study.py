@@ -202,6 +202,9 @@ class StudyForwardRequested(DomainEvent):
     The study store's worker performs it by C-STORE, retrying with backoff; the outcome is
     `StudyForwarded` or `StudyForwardFailed` events on the same `Transfer` (`trf_...`).
     `anonymous_number` is set when the copy must be anonymized (an anonymized share).
+    `include_report` says whether report instances (SR, encapsulated PDF/CDA) go too: only
+    when the forwarder may read the report (never for images-only or anonymized access);
+    events stored before it existed sent them (`True`).
     """
 
     aggregate_type = "Transfer"
@@ -214,6 +217,7 @@ class StudyForwardRequested(DomainEvent):
     requested_by: str | None = None
     bucket_id: str | None = None
     anonymous_number: str | None = None
+    include_report: bool = True
 
 
 @registry.register

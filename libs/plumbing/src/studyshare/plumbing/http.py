@@ -1,12 +1,12 @@
 """The FastAPI application every service starts from: correlation ids, problem+json errors,
-health, readiness and Prometheus metrics."""
+request bodies bounded per route, health, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,7 +18,9 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from studyshare.contracts.routes import body_limits_of
 from studyshare.plumbing.auth import JWKSVerifier
+from studyshare.plumbing.bodylimit import BodyLimitMiddleware, BodyLimits
 from studyshare.plumbing.errors import RuleViolation
 from studyshare.plumbing.hot import HotRoute, HotRoutes
 from studyshare.plumbing.kafka_connection import KafkaConnection, kafka_connection
@@ -199,7 +201,12 @@ def create_app(
     readiness: Sequence[ReadinessCheck] = (),
     description: str = "",
     hot_routes: Sequence[HotRoute] = (),
+    body_limits: Mapping[tuple[str, str], int] | None = None,
 ) -> FastAPI:
+    """The service's app. Request bodies are bounded (`plumbing.bodylimit`): by
+    `settings.http_body_max_bytes`, and for the routes `(method, path template)` of
+    `studyshare.contracts.routes.BODY_LIMITS` (overridden by `body_limits`) by their own."""
+
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
@@ -227,6 +234,10 @@ def create_app(
                 await feed.stop()
 
     app = ServiceApp(title=title, description=description, version="1.0.0", lifespan=run)
+    limits = body_limits_of(settings.service_name) | dict(body_limits or {})
+    app.add_middleware(  # inside the correlation middleware: refusals are counted and logged
+        BodyLimitMiddleware, limits=BodyLimits(settings.http_body_max_bytes, limits)
+    )
     app.add_middleware(CorrelationMiddleware)
 
     @app.exception_handler(RuleViolation)

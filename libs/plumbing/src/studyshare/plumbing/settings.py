@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from studyshare.contracts.routes import DEFAULT_BODY_MAX_BYTES
 from studyshare.plumbing.kafka_connection import KafkaConnection, SaslMechanism, SecurityProtocol
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev-secret"}
@@ -51,6 +52,12 @@ class ServiceSettings(BaseSettings):
         description="how long an idle keep-alive connection stays open; longer than the idle "
         "time of the proxy in front (gateway 30 s, ingress-nginx 60 s), so that the proxy, not "
         "the service, closes it and never sends a request into a connection being closed",
+    )
+    http_body_max_bytes: int = Field(
+        default=DEFAULT_BODY_MAX_BYTES,
+        ge=1024,
+        description="the largest request body a route takes unless it has its own limit "
+        "(studyshare.contracts.routes.BODY_LIMITS); larger ones get 413 before they are read",
     )
     public_base_url: str = "http://127.0.0.1:8080"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from studyshare.contracts.routes import SERVICE_BY_NAME
+from studyshare.contracts.routes import SERVICE_BY_NAME, STOW_MAX_BYTES
 from studyshare.plumbing.settings import refuse_placeholder
 from studyshare.study_store.access_settings import AccessSettings
 
@@ -25,7 +25,11 @@ class StudyStoreSettings(AccessSettings):
         description="calling AE title -> sending department id; other AE titles are refused",
     )
     scp_flush_instances: int = Field(default=200, ge=1)
-    stow_max_bytes: int = Field(default=4 * 1024**3, ge=1)
+    stow_max_bytes: int = Field(
+        default=STOW_MAX_BYTES,
+        ge=1,
+        description="the largest STOW-RS request body (the Ingress allows contracts' value)",
+    )
     instance_cache_ttl_s: float = Field(
         default=2.0,
         ge=0,

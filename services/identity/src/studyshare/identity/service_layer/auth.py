@@ -317,10 +317,10 @@ async def finish_external_login_with_totp(
     if user is None or user["status"] != "active":
         raise InvalidCredentials(GENERIC_LOGIN_REFUSAL)
     username = user["username"]
-    if until := await app.throttle.locked_until(f"user:{username.casefold()}", now):
-        raise LoginTemporarilyLocked(
-            "Too many failed attempts. Try again later.", _retry_after(until, now)
-        )
+    gates = [Gate(f"user:{username.casefold()}", app.account_lockout, _locked)]
+    if ip:
+        gates.append(Gate(f"ip:{ip}", app.source_lockout, _locked))
+    attempts = await throttling.admit(app, gates, now)
     creds = await app.credentials.get(user["_id"])
     step = (
         totp.matching_step(creds["totp_secret"], otp, now, creds.get("totp_last_step"))
@@ -328,9 +328,11 @@ async def finish_external_login_with_totp(
         else None
     )
     if step is None or not await app.credentials.use_totp_step(user["_id"], step):
-        await _refuse(app, reason="bad_totp", user=user, username=username, ip=ip, now=now)
+        await _refuse(app, attempts, reason="bad_totp", user=user, ip=ip, now=now)
         raise InvalidCredentials()
-    await app.throttle.reset(f"user:{username.casefold()}")
+    name, *source = attempts
+    await app.throttle.succeeded(name)
+    await throttling.release(app, source)
     return await open_session(app, user, "eid+totp", ip)
 
 

@@ -75,6 +75,8 @@ class ShareRequest:
     hipaa_confirmed: bool | None = None
     sending_department_id: str | None = None
     policy: DepartmentPolicy = field(default_factory=DepartmentPolicy)
+    pacs_recipient_ids: tuple[str, ...] = ()
+    """The department recipients that are a PACS (the share forwards the studies there)."""
 
 
 def mail_language(recipients: tuple[RecipientRef, ...], fallback: str = "en") -> str:
@@ -164,6 +166,10 @@ def check_within_held(
         )
     if request.allow_download and not parent.allow_download:
         raise rules.DownloadExceedsHeld("you may not download, so you cannot allow download")
+    if request.pacs_recipient_ids and not parent.allow_download:
+        raise rules.PacsShareNeedsDownload(
+            f"you may not download, so you cannot share with a PACS: {request.pacs_recipient_ids}"
+        )
     if parent.anonymize and not request.anonymize:
         raise rules.AnonymizationMustStay("the studies were shared with you anonymized")
     if parent.two_factor and not request.two_factor:

@@ -85,6 +85,11 @@ class StudyNotInBucket(RuleViolation):
     """The study is not (or no longer) part of this bucket."""
 
 
+class PacsShareNeedsDownload(Forbidden):
+    """A share to a PACS department copies the studies out of StudyShare: the sharer must be
+    allowed to download them."""
+
+
 class AccessLevelExceedsHeld(RuleViolation):
     """You cannot grant more access to the report than you hold."""
 

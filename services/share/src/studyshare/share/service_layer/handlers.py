@@ -231,6 +231,7 @@ class ShareService:
             hipaa_confirmed=cmd.hipaa_confirmed,
             sending_department_id=sending_department,
             policy=policy,
+            pacs_recipient_ids=pacs_recipients(recipients, known),
         )
         if parent is not None:
             check_within_held(
@@ -784,6 +785,18 @@ def resolve_recipients(
             ref = RecipientRef(recipient_id=r.id, kind=r.kind, language=language)  # type: ignore[arg-type]
         resolved.setdefault((ref.kind, ref.recipient_id), ref)
     return tuple(resolved.values())
+
+
+def pacs_recipients(
+    recipients: Sequence[RecipientRef], known: dict[str, dict[str, dict[str, Any]]]
+) -> tuple[str, ...]:
+    """The department recipients of kind pacs (a share forwards the studies to them)."""
+    return tuple(
+        r.recipient_id
+        for r in recipients
+        if r.kind == "department"
+        and known["department"].get(r.recipient_id, {}).get("kind") == "pacs"
+    )
 
 
 def confirmation_of(

@@ -45,6 +45,16 @@ class InstanceIndex:
         cursor = self.instances.find({"_id": {"$in": ids}}, {"_id": 1}, session=session)
         return {doc["_id"] async for doc in cursor}
 
+    async def digests(
+        self, sop_uids: Iterable[str], session: AsyncClientSession | None = None
+    ) -> dict[str, str | None]:
+        """The SHA-256 of each instance's content (None where indexed before they were kept)."""
+        ids = list(sop_uids)
+        if not ids:
+            return {}
+        cursor = self.instances.find({"_id": {"$in": ids}}, {"sha256": 1}, session=session)
+        return {doc["_id"]: doc.get("sha256") async for doc in cursor}
+
     async def known_series(
         self, series_uids: Iterable[str], session: AsyncClientSession | None = None
     ) -> set[str]:

@@ -163,16 +163,16 @@ def subset_json(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, Any]:
 def instance_json(ds: Dataset, bulk_uri: str | None = None) -> dict[str, Any]:
     """Full DICOM JSON of an instance with pixel data replaced by a BulkDataURI."""
     stripped = Dataset()
-    for element in ds:
-        if element.tag in PIXEL_TAGS:
+    for tag in ds.keys():  # by tag: the pixel data of a spooled object is never read
+        if tag in PIXEL_TAGS:
             continue
-        stripped.add(element)
+        stripped.add(ds[tag])
     try:
         data = stripped.to_json_dict(bulk_data_threshold=64 * 1024, bulk_data_element_handler=_drop)
     except Exception:
         data = _lenient_json(stripped)
     if bulk_uri and "PixelData" in ds:
-        vr = ds["PixelData"].VR if "PixelData" in ds else "OW"
+        vr = ds.get_item(0x7FE00010).VR or "OW"
         data["7FE00010"] = {"vr": vr if vr in ("OB", "OW") else "OW", "BulkDataURI": bulk_uri}
     return data
 

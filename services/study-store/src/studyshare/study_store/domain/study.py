@@ -114,6 +114,11 @@ class StudyNotFound(NotFound):
     """No study with this Study Instance UID is stored."""
 
 
+class InstanceAlreadyStored(Conflict):
+    """A stored instance is never replaced: its SOP Instance UID is already stored with other
+    content (the same content again is accepted as already stored)."""
+
+
 class TransferNotFound(NotFound):
     """No transfer with this id exists for this study."""
 
@@ -149,6 +154,7 @@ class Transfer(Aggregate):
         self.anonymous_number: str | None = None
         self.bucket_id: str | None = None
         self.requested_by: str | None = None
+        self.include_report = True
 
     def when_study_forward_requested(self, event: StudyForwardRequested) -> None:
         self.study_uid = event.study_uid
@@ -158,6 +164,7 @@ class Transfer(Aggregate):
             self.anonymous_number = event.anonymous_number
             self.bucket_id = event.bucket_id
             self.requested_by = event.requested_by
+            self.include_report = event.include_report
         self.state = "pending"
         self.round += 1
         self.attempts = 0
@@ -186,8 +193,10 @@ class Transfer(Aggregate):
         requested_by: str | None,
         bucket_id: str | None = None,
         anonymous_number: str | None = None,
+        include_report: bool = True,
     ) -> Sequence[StudyForwardRequested]:
-        """A new transfer; asking again for an existing one (a redelivery) adds nothing."""
+        """A new transfer; asking again for an existing one (a redelivery) adds nothing.
+        `include_report`: whether the forwarder may read the report (else only images go)."""
         if self.exists:
             return []
         return [
@@ -200,6 +209,7 @@ class Transfer(Aggregate):
                 requested_by=requested_by,
                 bucket_id=bucket_id,
                 anonymous_number=anonymous_number,
+                include_report=include_report and anonymous_number is None,
             )
         ]
 
@@ -218,6 +228,7 @@ class Transfer(Aggregate):
                 requested_by=requested_by,
                 bucket_id=self.bucket_id,
                 anonymous_number=self.anonymous_number,
+                include_report=self.include_report,
             )
         ]
 

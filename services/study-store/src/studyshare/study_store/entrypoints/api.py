@@ -94,5 +94,6 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
         readiness=[mongo_ping, access_model_fresh, kafka_ready(settings.kafka)],
         hot_routes=dicomweb.HOT_ROUTES,
+        body_limits={(method, path): settings.stow_max_bytes for method, path in dicomweb.STOW},
     )
     return app

@@ -2,7 +2,9 @@
 
 - `DepartmentEndpoints` (identity.events): departments with their kind and PACS/RSW endpoints.
 - `ShareReactions` (share.events): a `StudyShared` with a message stores the message series in
-  every study of the bucket; a share with a department of kind pacs forwards the studies there.
+  every study of the bucket; a share with a department of kind pacs forwards the studies there
+  (the report only when the share's access level includes it; the share service refused the
+  share unless the sharer may download).
 - `TransferReactions` (study.events): performs requested transfers (C-STORE with retries) and
   sends each newly received study to its department's RSW endpoint, when it has one; instances
   added later follow it there.
@@ -124,6 +126,7 @@ class ShareReactions(Projection):
                         if shared.anonymize
                         else None,
                         causation_id=causation,
+                        include_report=shared.access_level != "images" and not shared.anonymize,
                     )
 
 

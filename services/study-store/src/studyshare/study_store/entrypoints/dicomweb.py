@@ -24,9 +24,7 @@ import fnmatch
 import inspect
 import io
 import json
-import mmap
 import secrets
-import tempfile
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -44,9 +42,10 @@ from studyshare.plumbing.errors import Forbidden, NotFound, RuleViolation
 from studyshare.plumbing.hot import HotHandler, HotRoute
 from studyshare.plumbing.http import problem_responses
 from studyshare.plumbing.logging import get_logger
-from studyshare.study_store.adapters.blobstore import BlobStore
+from studyshare.study_store.adapters.blobstore import BlobStore, SpoolFile
 from studyshare.study_store.adapters.instance_cache import StudyInstances
 from studyshare.study_store.adapters.instances import InstanceIndex
+from studyshare.study_store.adapters.multipart import MultipartError, MultipartSpooler
 from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.anonymize import (
     AnonymizationKey,
@@ -431,33 +430,67 @@ async def receive_stow(
 ) -> Response:
     boundary = boundary_of(request.headers.get("content-type", ""))
     upload = upload_for(principal, department_id)
-    with tempfile.TemporaryFile() as spool:
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > stores.settings.stow_max_bytes:
-                raise UploadTooLarge("the upload is larger than this store accepts")
-            spool.write(chunk)
+    parts: list[tuple[dict[str, str], SpoolFile]] = []
+
+    def open_part(headers: dict[str, str]) -> SpoolFile:
+        sink = stores.blobs.spool()
+        parts.append((headers, sink))
+        return sink
+
+    spooler = MultipartSpooler(boundary, open_part)
+    try:
+        size = await spool_body(request, spooler, stores.settings.stow_max_bytes)
         if size == 0:
             raise UnsupportedMediaType("the request body is empty")
-        spool.flush()
-        with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as body:
-            parts = split_multipart(body, boundary)
-    objects = [
-        content
-        for headers, content in parts
-        if headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
-        == "application/dicom"
-    ]
-    skipped = len(parts) - len(objects)
-    if not parts:
-        raise UnsupportedMediaType("the multipart body holds no part")
-    outcomes = await stores.ingest.receive(
-        upload, objects, expect_study=study_uid, owner_check=True
-    )
+        try:
+            spooler.finish()
+        except MultipartError as exc:
+            raise UnsupportedMediaType(f"the multipart body is malformed: {exc}") from None
+        if not parts:
+            raise UnsupportedMediaType("the multipart body holds no part")
+        objects = [
+            sink.spooled
+            for headers, sink in parts
+            if sink.spooled is not None
+            and headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
+            == "application/dicom"
+        ]
+        skipped = len(parts) - len(objects)
+        outcomes = await stores.ingest.receive(
+            upload, objects, expect_study=study_uid, owner_check=True
+        )
+    finally:
+        await asyncio.to_thread(lambda: [sink.discard() for _, sink in parts])
     outcomes += [Outcome(None, None, None, None, 0xC000, "not application/dicom")] * skipped
     return stow_response(outcomes, base_url(request), study_uid)
 
+
+#: the body is handed to the spooler (a thread: it writes files) about this much at a time
+SPOOL_FEED_BYTES = 1024 * 1024
+
+
+async def spool_body(request: Request, spooler: MultipartSpooler, max_bytes: int) -> int:
+    """Stream the request body into the spooler's part files; the bytes read."""
+    size, pending, pending_size = 0, [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise UploadTooLarge("the upload is larger than this store accepts")
+            pending.append(chunk)
+            pending_size += len(chunk)
+            if pending_size >= SPOOL_FEED_BYTES:
+                await asyncio.to_thread(spooler.feed, b"".join(pending))
+                pending, pending_size = [], 0
+        if pending:
+            await asyncio.to_thread(spooler.feed, b"".join(pending))
+    except MultipartError as exc:
+        raise UnsupportedMediaType(f"the multipart body is malformed: {exc}") from None
+    return size
+
+
+#: the STOW-RS routes: their request bodies are bounded by `settings.stow_max_bytes`
+STOW = (("POST", "/dicomweb/studies"), ("POST", "/dicomweb/studies/{study_uid}"))
 
 STOW_REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
@@ -943,14 +976,28 @@ ENCAPSULATED_MEDIA = {
 }
 
 
+#: the most frame numbers one WADO-RS frames request may list
+MAX_FRAME_LIST = 1000
+
+
+class FrameListTooLong(RuleViolation):
+    """A frames request lists at most `MAX_FRAME_LIST` frame numbers."""
+
+    status = 400
+    title = "Bad request"
+
+
 def frame_numbers(text: str) -> list[int]:
+    """The distinct frame numbers asked for, in the order first asked (each served once)."""
+    if text.count(",") >= MAX_FRAME_LIST:
+        raise FrameListTooLong(f"ask for at most {MAX_FRAME_LIST} frames per request")
     try:
         numbers = [int(n) for n in text.split(",") if n.strip()]
     except ValueError:
         raise ObjectNotFound("frame numbers are positive integers") from None
-    if not numbers or any(n < 1 for n in numbers) or len(numbers) > 10_000:
+    if not numbers or any(n < 1 for n in numbers):
         raise ObjectNotFound("frame numbers are positive integers")
-    return numbers
+    return list(dict.fromkeys(numbers))
 
 
 def read_frames(path: str | Any, numbers: list[int]) -> list[tuple[str, bytes]]:
@@ -1073,8 +1120,10 @@ async def _one_instance(
 @router.get(
     "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frames}",
     summary="WADO-RS: frames (uncompressed pixel data or the stored compressed frames)",
+    description=f"At most {MAX_FRAME_LIST} frame numbers (400 `FrameListTooLong`); a frame "
+    "asked for twice is served once.",
     response_class=Response,
-    responses=MULTIPART_DICOM,
+    responses={**MULTIPART_DICOM, **problem_responses(400)},
 )
 async def retrieve_frames(
     study_uid: str,
@@ -1086,10 +1135,10 @@ async def retrieve_frames(
     principal: CurrentPrincipal,
     decision: StudyAccess,
 ) -> Response:
+    numbers = frame_numbers(frames)  # refused before the instance is looked up or read
     doc = await _one_instance(stores, decision, study_uid, series_uid, sop_uid)
     import anyio
 
-    numbers = frame_numbers(frames)
     try:
         data = await anyio.to_thread.run_sync(
             read_frames, stores.blobs.absolute(doc["path"]), numbers

@@ -149,6 +149,7 @@ async def forward_study(
         actor_of(principal),
         bucket_id=decision.bucket_id,
         anonymous_number=(decision.anonymous_number or "0") if decision.anonymized else None,
+        include_report=decision.report != "none" and not decision.anonymized,
     )
     await record_access(request, decision, principal, "forward")
     return await view(fw, study_uid, transfer.id)

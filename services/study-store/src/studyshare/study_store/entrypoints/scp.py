@@ -2,10 +2,11 @@
 
 Modalities and PACS push studies to our AE title. The calling AE title says which sending
 department the studies belong to (`scp_calling_ae_departments`); other AE titles are refused at
-association time. Each C-STORE writes its object to disk at once (the success status means the
-object is safe); the index and the study events are written in batches: every
-`scp_flush_instances` objects and when the association ends, with one upload batch id per
-association ("uploaded together").
+association time. A known SOP Instance UID with other content is refused (status 0x0111,
+logged): a stored instance is never replaced. Each C-STORE writes its object to disk at once
+(the success status means the object is safe); the index and the study events are written in
+batches: every `scp_flush_instances` objects and when the association ends, with one upload
+batch id per association ("uploaded together").
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 NOT_AUTHORIZED = 0x0124
+#: the SOP Instance UID is stored with other content (PS3.7 C.4: "Duplicate SOP instance")
+DUPLICATE_SOP_INSTANCE = 0x0111
 
 
 class AssociationBatch:
@@ -65,6 +68,7 @@ class AssociationBatch:
         self.pending: list[Parsed] = []
         self.paths: dict[str, str] = {}
         self.foreign: dict[str, bool] = {}
+        self.digests: dict[str, str] = {}
         self.lock = threading.Lock()
 
 
@@ -115,11 +119,28 @@ class StoreSCP:
                 batch.foreign[f.study_uid] = bool(foreign)
             if batch.foreign[f.study_uid]:
                 return NOT_AUTHORIZED
-            path = self.ingest.blobs.write(f.study_uid, f.series_uid, f.sop_instance_uid, data)
+            with batch.lock:
+                pending = batch.digests.get(f.sop_instance_uid)
+            if pending is None:
+                stored = self._run(self.ingest.stored_digests([f.sop_instance_uid]))
+                pending = stored.get(f.sop_instance_uid)
+            if pending is not None:
+                if pending == parsed.sha256:
+                    return SUCCESS  # the same content again: nothing to store
+                log.warning(
+                    "scp.instance_already_stored",
+                    sop_instance_uid=f.sop_instance_uid,
+                    calling_ae=batch.upload.actor.id,
+                )
+                return DUPLICATE_SOP_INSTANCE  # a stored instance is never replaced
+            path = self.ingest.blobs.write(
+                f.study_uid, f.series_uid, f.sop_instance_uid, data, parsed.sha256
+            )
         except Exception:
             log.exception("scp.store_failed")
             return OUT_OF_RESOURCES
         with batch.lock:
+            batch.digests[f.sop_instance_uid] = parsed.sha256
             batch.pending.append(parsed)
             batch.paths[f.sop_instance_uid] = self.ingest.blobs.relative(path)
             full = len(batch.pending) >= self.settings.scp_flush_instances

@@ -89,6 +89,7 @@ class Forwarding:
         bucket_id: str | None = None,
         anonymous_number: str | None = None,
         causation_id: str | None = None,
+        include_report: bool = True,
     ) -> Transfer:
         transfer, _ = await self.repo.execute(
             transfer_id or new_id("trf"),
@@ -100,6 +101,7 @@ class Forwarding:
                 requested_by=actor.id if actor.kind == "user" else None,
                 bucket_id=bucket_id,
                 anonymous_number=anonymous_number,
+                include_report=include_report,
             ),
             actor,
             causation_id=causation_id,
@@ -164,7 +166,9 @@ class Forwarding:
                 f"{transfer.destination_id} has no {transfer.destination_kind} endpoint"
             )
         docs = await self.index.instances_of(transfer.study_uid, with_meta=False)
-        kinds = {"image"} if transfer.anonymous_number else {"image", "report"}
+        # the report only where the forwarder may read it (never on images-only or anonymized)
+        reports = transfer.include_report and not transfer.anonymous_number
+        kinds = {"image", "report"} if reports else {"image"}
         paths = [
             self.blobs.absolute(d["path"])
             for d in docs

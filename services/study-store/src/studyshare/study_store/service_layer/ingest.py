@@ -4,7 +4,10 @@ Each object is parsed, written to disk as received, and indexed; per study of th
 event is appended: `StudyReceived` for a study never seen, else `StudyInstancesAdded`. The index
 writes and the events of one batch go in one MongoDB transaction (three bulk writes plus one
 `insert_many` of events), so the write rate stays far below SecantusDB's ~700 writes/s even for
-large studies. Sending the same instance again stores nothing new.
+large studies. Sending the same instance again stores nothing new; sending a known SOP
+Instance UID with other content is refused (`InstanceAlreadyStored`): a stored instance is
+never replaced. STOW-RS parts arrive as spool files of the blob store (`Spooled`), read from
+disk with their pixel data left there.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from studyshare.plumbing.eventstore import (
     from_document,
 )
 from studyshare.plumbing.logging import get_logger
-from studyshare.study_store.adapters.blobstore import BlobStore
+from studyshare.study_store.adapters.blobstore import BlobStore, Spooled, digest_of
 from studyshare.study_store.adapters.instances import InstanceIndex
 from studyshare.study_store.domain.dicom_meta import (
     SERIES_TAGS,
@@ -47,7 +50,7 @@ from studyshare.study_store.domain.dicom_meta import (
     instance_json,
     subset_json,
 )
-from studyshare.study_store.domain.study import ReceivedBatch, Study
+from studyshare.study_store.domain.study import InstanceAlreadyStored, ReceivedBatch, Study
 
 log = get_logger(__name__)
 
@@ -75,11 +78,15 @@ class Upload:
 
 @dataclass
 class Parsed:
-    data: bytes
+    data: bytes | None
+    """The object's bytes, or None when it is a spooled file (`source`)."""
     dataset: Dataset
     facts: InstanceFacts
     transfer_syntax: str
     meta: dict[str, Any]
+    sha256: str = ""
+    size: int = 0
+    source: Spooled | None = None
 
 
 @dataclass(frozen=True)
@@ -99,14 +106,36 @@ class Outcome:
         return self.failure is None
 
 
+#: elements larger than this stay on disk until read (the pixel data of a spooled object)
+DEFER_BYTES = 64 * 1024
+
+
 def parse(data: bytes) -> Parsed:
     """A Part 10 object, or NotAnInstance / InvalidDicomError."""
-    ds = dcmread(io.BytesIO(data))
+    return _parsed(dcmread(io.BytesIO(data)), data=data, sha256=digest_of(data), size=len(data))
+
+
+def parse_spooled(spooled: Spooled) -> Parsed:
+    """A Part 10 object spooled to disk; its large elements are not read."""
+    ds = dcmread(spooled.path, defer_size=DEFER_BYTES)
+    return _parsed(ds, data=None, sha256=spooled.sha256, size=spooled.size, source=spooled)
+
+
+def _parsed(
+    ds: Dataset, data: bytes | None, sha256: str, size: int, source: Spooled | None = None
+) -> Parsed:
     ts = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
     if not ts:
         raise NotAnInstance("the file meta information has no transfer syntax")
     return Parsed(
-        data=data, dataset=ds, facts=facts(ds), transfer_syntax=ts, meta=instance_json(ds)
+        data=data,
+        dataset=ds,
+        facts=facts(ds),
+        transfer_syntax=ts,
+        meta=instance_json(ds),
+        sha256=sha256,
+        size=size,
+        source=source,
     )
 
 
@@ -121,12 +150,12 @@ def _retryable(exc: Exception) -> bool:
     )
 
 
-def _parse_all(objects: Sequence[bytes]) -> list[Parsed | str]:
+def _parse_all(objects: Sequence[bytes | Spooled]) -> list[Parsed | str]:
     """Parse each object; a string says why one is not a storable instance."""
     out: list[Parsed | str] = []
     for data in objects:
         try:
-            out.append(parse(data))
+            out.append(parse_spooled(data) if isinstance(data, Spooled) else parse(data))
         except (InvalidDicomError, NotAnInstance, ValueError, EOFError, KeyError) as exc:
             out.append(str(exc)[:200] or type(exc).__name__)
     return out
@@ -149,7 +178,8 @@ def instance_document(
         "kind": kind,
         "bucket_id": bucket_id,
         "path": path,
-        "size": len(parsed.data),
+        "size": parsed.size,
+        "sha256": parsed.sha256,
         "transfer_syntax": parsed.transfer_syntax,
         "frames": f.number_of_frames,
         "rows": f.rows,
@@ -244,14 +274,16 @@ class Ingest:
     async def receive(
         self,
         upload: Upload,
-        objects: Sequence[bytes],
+        objects: Sequence[bytes | Spooled],
         expect_study: str | None = None,
         owner_check: bool = True,
     ) -> list[Outcome]:
         """Parse, store and index a batch of Part 10 objects; one outcome per object.
 
         With `owner_check`, instances of a study already stored for another department and
-        another owner are refused: nobody can slip objects into someone else's study.
+        another owner are refused: nobody can slip objects into someone else's study. A known
+        SOP Instance UID with other content refuses the whole batch (`InstanceAlreadyStored`,
+        nothing stored).
         """
         outcomes: list[Outcome] = []
         candidates: list[Parsed] = []
@@ -292,10 +324,19 @@ class Ingest:
                 )
             else:
                 accepted.append(parsed)
+        stored = await self.refuse_replacements(accepted)
         parsed_at = time.perf_counter()
-        paths = await asyncio.to_thread(self._write_blobs, accepted)
+        new = [p for p in accepted if p.facts.sop_instance_uid not in stored]
+        paths = await asyncio.to_thread(self._write_blobs, new)
         written_at = time.perf_counter()
-        known = await self.index_batch(upload, accepted, paths)
+        try:
+            known = stored | await self.index_batch(upload, new, paths)
+        except InstanceAlreadyStored:
+            # another upload indexed other content first: our files (named by their digest,
+            # so never the winner's) go
+            for path in paths.values():
+                self.blobs.remove(path)
+            raise
         log.info(
             "dicom.upload_timing",
             batch_id=upload.batch_id,
@@ -333,12 +374,56 @@ class Ingest:
             )
         }
 
+    async def stored_digests(
+        self, sop_uids: Sequence[str], session: AsyncClientSession | None = None
+    ) -> dict[str, str]:
+        """The SHA-256 of each stored instance among `sop_uids` (read from its file for
+        instances indexed before digests were kept)."""
+        if not sop_uids:
+            return {}
+        cursor = self.index.instances.find(
+            {"_id": {"$in": list(sop_uids)}}, {"sha256": 1, "path": 1}, session=session
+        )
+        out = {}
+        async for doc in cursor:
+            out[doc["_id"]] = doc.get("sha256") or await asyncio.to_thread(
+                self.blobs.digest, doc["path"]
+            )
+        return out
+
+    async def refuse_replacements(self, parsed: Sequence[Parsed]) -> set[str]:
+        """A stored instance is never replaced: a known SOP Instance UID (or one twice in the
+        batch) with other content refuses the batch. Returns those already stored as sent."""
+        digests: dict[str, str] = {}
+        clashes = set()
+        for p in parsed:
+            uid = p.facts.sop_instance_uid
+            if digests.setdefault(uid, p.sha256) != p.sha256:
+                clashes.add(uid)
+        stored = await self.stored_digests(list(digests))
+        clashes |= {uid for uid, digest in stored.items() if digests[uid] != digest}
+        if clashes:
+            log.warning("dicom.instance_already_stored", instances=sorted(clashes)[:20])
+            raise InstanceAlreadyStored(
+                f"{len(clashes)} instance(s) already stored with other content (a stored "
+                f"instance is never replaced; give a new SOP Instance UID): "
+                f"{', '.join(sorted(clashes)[:5])}"
+            )
+        return set(stored)
+
     def _write_blobs(self, parsed: Sequence[Parsed]) -> dict[str, str]:
-        """Write (and fsync) the files a few at a time: the disk latencies overlap."""
+        """Write (and fsync) the files a few at a time: the disk latencies overlap. Spooled
+        objects are already on disk: they are linked into place."""
 
         def write(p: Parsed) -> tuple[str, str]:
             f = p.facts
-            path = self.blobs.write(f.study_uid, f.series_uid, f.sop_instance_uid, p.data)
+            if p.source is not None:
+                path = self.blobs.place(p.source, f.study_uid, f.series_uid, f.sop_instance_uid)
+            else:
+                assert p.data is not None
+                path = self.blobs.write(
+                    f.study_uid, f.series_uid, f.sop_instance_uid, p.data, p.sha256
+                )
             return f.sop_instance_uid, self.blobs.relative(path)
 
         if len(parsed) <= 1:
@@ -397,6 +482,13 @@ class Ingest:
     ) -> set[str]:
         unique = {p.facts.sop_instance_uid: p for p in parsed}
         known = await self.index.known_instances(unique, session)
+        other = [  # (a share message is written by the study store itself, once per bucket)
+            uid
+            for uid, digest in (await self.index.digests(known, session)).items()
+            if digest and digest != unique[uid].sha256 and upload.via != "message"
+        ]
+        if other:  # a concurrent upload indexed other content since `refuse_replacements`
+            raise InstanceAlreadyStored(f"already stored with other content: {other[:5]}")
         new = [p for uid, p in unique.items() if uid not in known]
         known_series = await self.index.known_series({p.facts.series_uid for p in new}, session)
         by_study: dict[str, list[Parsed]] = defaultdict(list)

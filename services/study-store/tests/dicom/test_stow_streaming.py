@@ -1,0 +1,97 @@
+"""STOW-RS parts stream to the blob store: the multipart body is split while it arrives, each
+part written to a spool file (hashed as it goes), never held in memory whole (issue 15, 8)."""
+
+from __future__ import annotations
+
+import hashlib
+import tracemalloc
+
+import pytest
+
+from studyshare.study_store.adapters.blobstore import BlobStore
+from studyshare.study_store.adapters.multipart import MultipartError, MultipartSpooler
+from studyshare.study_store.entrypoints.dicomweb import split_multipart
+
+
+class Sink:
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+        self.data = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def spool(body: bytes, boundary: str, chunk: int) -> list[Sink]:
+    sinks: list[Sink] = []
+
+    def open_part(headers: dict[str, str]) -> Sink:
+        sinks.append(Sink(headers))
+        return sinks[-1]
+
+    spooler = MultipartSpooler(boundary, open_part)
+    for start in range(0, len(body), chunk):
+        spooler.feed(body[start : start + chunk])
+    assert spooler.finish() == len(sinks)
+    return sinks
+
+
+BODY = (
+    b"preamble\r\n--b0undary\r\nContent-Type: application/dicom\r\n\r\nfirst\r\n--\r\n"
+    b"part\r\n--b0undary  \r\n\r\nno headers\r\n--b0undary\r\nContent-Type: text/plain\r\n"
+    b"X-Other: 1\r\n\r\n\r\n--b0undary--\r\nepilogue --b0undary"
+)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 11, 64, len(BODY)])
+def test_parts_split_the_same_whatever_the_chunks(chunk: int) -> None:
+    sinks = spool(BODY, "b0undary", chunk)
+    assert [(s.headers, bytes(s.data), s.closed) for s in sinks] == [
+        ({"content-type": "application/dicom"}, b"first\r\n--\r\npart", True),
+        ({}, b"no headers", True),
+        ({"content-type": "text/plain", "x-other": "1"}, b"", True),
+    ]
+    assert [(h, c) for h, c in split_multipart(BODY, "b0undary")][:2] == [
+        (s.headers, bytes(s.data)) for s in sinks[:2]
+    ]
+
+
+def test_a_body_cut_inside_a_part_is_refused() -> None:
+    with pytest.raises(MultipartError):
+        spool(b"--b\r\n\r\nhalf a part", "b", 4)
+    with pytest.raises(MultipartError):
+        spool(b"--b\r\n" + b"X: y\r\n" * 5000, "b", 1024)
+
+
+def test_a_large_part_goes_to_disk_not_to_memory(tmp_path) -> None:
+    blobs = BlobStore(tmp_path)
+    payload = bytes(range(256)) * (32 * 1024)  # 8 MiB
+    body = b"--xyz\r\nContent-Type: application/dicom\r\n\r\n" + payload + b"\r\n--xyz--\r\n"
+    files = []
+
+    def open_part(headers: dict[str, str]):
+        files.append(blobs.spool())
+        return files[-1]
+
+    spooler = MultipartSpooler("xyz", open_part)
+    tracemalloc.start()
+    try:
+        for start in range(0, len(body), 64 * 1024):
+            spooler.feed(body[start : start + 64 * 1024])
+        spooler.finish()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024, f"peak {peak} bytes while spooling an 8 MiB part"
+    (spooled,) = [f.spooled for f in files]
+    assert spooled is not None and spooled.size == len(payload)
+    assert spooled.sha256 == hashlib.sha256(payload).hexdigest()
+    assert spooled.path.read_bytes() == payload
+    placed = blobs.place(spooled, "1.2.3", "1.2.3.4", "1.2.3.4.5")
+    assert placed.name == f"1.2.3.4.5.{spooled.sha256[:16]}.dcm"
+    files[0].discard()
+    assert not spooled.path.exists() and placed.read_bytes() == payload
