@@ -19,6 +19,7 @@ from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.entrypoints import dicomweb, downloads, forwarding_api, studies
+from studyshare.study_store.entrypoints.anonymized_uids import RemappedUidPaths
 from studyshare.study_store.service_layer import reports
 from studyshare.study_store.service_layer.access_log import AccessLog
 from studyshare.study_store.settings import StudyStoreSettings
@@ -94,4 +95,5 @@ def create_app() -> FastAPI:
         readiness=[mongo_ping, access_model_fresh, kafka_ready(settings.kafka_bootstrap)],
         hot_routes=dicomweb.HOT_ROUTES,
     )
+    app.add_middleware(RemappedUidPaths)  # remapped UIDs of anonymized shares
     return app
