@@ -4,8 +4,9 @@ Level Confidentiality Profile, on every path a recipient reads.
 A study whose instances fill every Annex E attribute (identifying text holds `LEAK`, dates
 `LEAK_DATE`, a private block too) is shared anonymized with two physicians in two buckets.
 Through the gateway, QIDO-RS, WADO-RS metadata, instances, frames, rendered images, thumbnails,
-the download, the share mail and `/api/studies` must show no identifying value, no real UID and
-no real date; the two shares must not be linkable (their pseudonym, UIDs and dates differ);
+the download, the share mail, `/api/studies` and `/api/shared-with-me` must show no identifying
+value, no real UID and no real date; the two shares must not be linkable (their pseudonym, UIDs
+and dates differ);
 objects that may carry burned-in text (US, BurnedInAnnotation missing or YES) are not served.
 """
 
@@ -160,7 +161,7 @@ def test_anonymized_shares_serve_nothing_identifying_on_any_path(
         h = recipient.headers
         get = api.client.get
 
-        # /api/studies: list and details
+        # /api/studies: list and details; /api/shared-with-me
         item = shared_study(api, recipient)
         leaks.check("/api/studies", json.dumps(item))
         anon_uid = item["study_uid"]
@@ -168,6 +169,10 @@ def test_anonymized_shares_serve_nothing_identifying_on_any_path(
         assert item["access"]["anonymized"] and item["accession_number"] in (None, "")
         detail = ok(api.study(recipient, anon_uid))
         leaks.check("/api/studies/{uid}", json.dumps(detail))
+        mine = ok(get("/api/shared-with-me", headers=h))
+        leaks.check("/api/shared-with-me", json.dumps(mine))
+        assert [i["study_uid"] for i in mine["items"]] == [anon_uid]
+        assert mine["items"][0]["study_date"] == item["study_date"], "the same shifted date"
 
         # QIDO-RS
         found = ok(get("/dicomweb/studies", headers=h))
@@ -236,6 +241,7 @@ def test_anonymized_shares_serve_nothing_identifying_on_any_path(
                 for name in dicoms:
                     leaks.check(f"download {name}", archive.read(name))
             assert len([n for n in dicoms if "DICOMDIR" not in n]) == 2
+            assert ("DICOMDIR" in dicoms) == (not params), "a DICOM File-set by default"
 
         # the share mail
         mail = api.mail_about(recipient.email, buckets[recipient.user_id])

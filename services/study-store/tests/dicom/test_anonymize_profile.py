@@ -84,7 +84,7 @@ def test_no_annex_e_value_and_no_private_attribute_survives():
         if (
             tag in ANNEX_E
             and tag not in SHIFTED_DATES | KEPT_TIMES
-            and element.keyword not in ("PatientName", "PatientID")
+            and element.keyword not in ("PatientName", "PatientID", "StudyID")
         ):
             assert element.VR == "UI" or int(element.tag) in KEPT_EMPTY, element
             assert element.VR == "UI" or not element.value, element
@@ -94,6 +94,7 @@ def test_no_annex_e_value_and_no_private_attribute_survives():
     codes = {i.CodeValue for i in ds.DeidentificationMethodCodeSequence}
     assert codes == {"113100", "113107"}
     assert "AccessionNumber" in ds and not ds.AccessionNumber, "type 2: kept empty (Z)"
+    assert ds.StudyID == "ANON", "Z, as a dummy value (a DICOMDIR's STUDY record needs one)"
 
 
 def test_unknown_standard_attributes_are_left_out_allow_list():

@@ -7,7 +7,8 @@ Per share (bucket) one key, derived from the store's secret and the bucket id:
 - an attribute outside that table survives only when it is on `KEPT` (what describes the image:
   pixel module, geometry, LUTs, acquisition technique): any other is removed;
 - the patient becomes "Anonymous^<number>" with a patient ID pseudonym of the bucket;
-- UIDs the profile says U are remapped to `2.25.<HMAC of the bucket key and the UID>`, and so
+- UIDs the profile says U are remapped to `2.25.<HMAC of the bucket key and the UID>`
+  (`studyshare.contracts.anonymized`, which the share service uses too), and so
   are the UIDs in the URLs the store writes into its answers (RetrieveURL, BulkDataURI);
 - dates of `SHIFTED_DATES` are moved by the bucket's offset (the profile's Retain Longitudinal
   Temporal Information with Modified Dates option; the times of day stay);
@@ -24,13 +25,14 @@ import hmac
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from pydicom import Dataset
 from pydicom.datadict import tag_for_keyword
 from pydicom.sequence import Sequence
 
+from studyshare.contracts.anonymized import bucket_key, keyed, remap_uid, shifted
 from studyshare.study_store.domain.confidentiality_profile import (
     ANNEX_E,
     KEPT_EMPTY,
@@ -38,8 +40,6 @@ from studyshare.study_store.domain.confidentiality_profile import (
 )
 
 ANONYMOUS_FAMILY_NAME = "Anonymous"
-#: the longest shift of dates, in days (the shift is 1..MAX_SHIFT_DAYS days back)
-MAX_SHIFT_DAYS = 3650
 #: (LO, at most 64 characters) the codes below say the same
 DEIDENTIFICATION_METHOD = "PS3.15 E.1 Basic Profile, Modified Dates Option (StudyShare)"
 #: (code value, meaning) of the profile and option applied (CID 7050, scheme DCM)
@@ -226,6 +226,8 @@ SHIFTED_DATES = _tags(
 )
 #: times of day kept beside their shifted dates (the Modified Dates option)
 KEPT_TIMES = _tags("StudyTime", "SeriesTime", "AcquisitionTime", "ContentTime")
+#: Z attributes given a dummy value instead (Z allows one): a DICOMDIR's STUDY record needs one
+DUMMIES = {tag_for_keyword("StudyID"): "ANON"}
 PATIENT_NAME = tag_for_keyword("PatientName")
 PATIENT_ID = tag_for_keyword("PatientID")
 PIXEL_DATA = tag_for_keyword("PixelData")
@@ -234,25 +236,6 @@ assert PATIENT_NAME is not None and PATIENT_ID is not None and RETRIEVE_URL is n
 assert not KEPT & frozenset(ANNEX_E), "the allow-list keeps no attribute of the profile"
 
 _URL_UID = re.compile(r"/(studies|series|instances)/([0-9]+(?:\.[0-9]+)+)")
-
-
-def bucket_key(secret: str, bucket_id: str) -> bytes:
-    """The key of one anonymized share: every pseudonym, UID and date shift derives from it."""
-    return hmac.new(secret.encode(), f"bucket\x00{bucket_id}".encode(), hashlib.sha256).digest()
-
-
-def _mac(key: bytes, purpose: str, value: str) -> bytes:
-    return hmac.new(key, f"{purpose}\x00{value}".encode(), hashlib.sha256).digest()
-
-
-def remap_uid(key: bytes, uid: str) -> str:
-    """`2.25.<int>`: the same UID maps to the same value within one share, to unrelated
-    values in two shares (128 bits, as a UUID-derived UID)."""
-    return f"2.25.{int.from_bytes(_mac(key, 'uid', uid.strip())[:16], 'big')}"
-
-
-def shift_days(key: bytes) -> int:
-    return int.from_bytes(_mac(key, "date", "")[:4], "big") % MAX_SHIFT_DAYS + 1
 
 
 @dataclass(frozen=True)
@@ -268,7 +251,7 @@ class AnonymizationKey:
         cls, secret: str, bucket_id: str, number: str, patient_id: str | None
     ) -> AnonymizationKey:
         key = bucket_key(secret, bucket_id)
-        pseudonym = _mac(key, "patient", patient_id or "").hex()[:16].upper()
+        pseudonym = keyed(key, "patient", patient_id or "").hex()[:16].upper()
         return cls(number, key, f"ANON-{pseudonym}")
 
     @property
@@ -290,13 +273,10 @@ class AnonymizationKey:
             day = date(int(text[:4]), int(text[4:6]), int(text[6:8]))
         except ValueError:
             return None
-        shifted = day - timedelta(days=shift_days(self.key))
-        return shifted.strftime("%Y%m%d") + text[8:]
+        return shifted(self.key, day).strftime("%Y%m%d") + text[8:]
 
     def iso_date(self, day: date | None) -> date | None:
-        if day is None:
-            return None
-        return day - timedelta(days=shift_days(self.key))
+        return None if day is None else shifted(self.key, day)
 
 
 def pseudonym_for(patient_id: str, secret: str) -> str:
@@ -335,7 +315,9 @@ def _json_first(data: dict[str, Any], tag: str) -> Any:
 
 # --- the rules, once for both forms ----------------------------------------------------------
 
-KEEP, DROP, EMPTY, NAME, PID, UIDS, DATE, URL = "keep drop empty name pid uids date url".split()
+KEEP, DROP, EMPTY, DUMMY, NAME, PID, UIDS, DATE, URL = (
+    "keep drop empty dummy name pid uids date url".split()
+)
 
 
 def action(tag: int, vr: str, message: bool = False) -> str:
@@ -356,6 +338,8 @@ def action(tag: int, vr: str, message: bool = False) -> str:
         return URL
     if message and tag in MESSAGE_CONTENT:
         return KEEP  # the text the sender wrote for the recipients (its D content sequence)
+    if tag in DUMMIES:
+        return DUMMY
     if tag in ANNEX_E:
         return EMPTY if tag in KEPT_EMPTY else DROP
     if tag in KEPT:
@@ -396,6 +380,8 @@ def _rewrite_dataset(ds: Dataset, key: AnonymizationKey, message: bool) -> None:
             del ds[tag]
         elif what == EMPTY:
             element.value = Sequence() if element.VR == "SQ" else None
+        elif what == DUMMY:
+            element.value = DUMMIES[int(tag)]
         elif what == NAME:
             element.value = key.patient_name
         elif what == PID:
@@ -463,6 +449,8 @@ def _rewrite_json(data: dict[str, Any], key: AnonymizationKey, message: bool) ->
             continue
         if what == EMPTY:
             out[tag_text] = {"vr": vr}
+        elif what == DUMMY:
+            out[tag_text] = {"vr": vr, "Value": [DUMMIES[tag]]}
         elif what == NAME:
             out[tag_text] = {"vr": "PN", "Value": [{"Alphabetic": key.patient_name}]}
         elif what == PID:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from studyshare.study_store.domain.anonymize import bucket_key, remap_uid
+from studyshare.contracts.anonymized import bucket_key, remap_uid
 
 #: (bucket id, study UIDs) of every anonymized bucket
 AnonymizedBuckets = Callable[[], Iterable[tuple[str, Iterable[str]]]]
