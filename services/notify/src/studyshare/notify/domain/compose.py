@@ -29,10 +29,10 @@ def study_link(base_url: str, study_uid: str, bucket_id: str) -> str:
 
 
 def anonymized_study_link(base_url: str, bucket_id: str, position: int) -> str:
-    """`{public_base_url}/studies?bucket={bucket_id}&study={position}`: an anonymized share's
+    """`{public_base_url}/shared-with-me/{position}?bucket={bucket_id}`: an anonymized share's
     study by its place in the bucket, for its UID is only ever shown remapped."""
-    query = urlencode({"bucket": bucket_id, "study": position})
-    return f"{base_url.rstrip('/')}/studies?{query}"
+    query = urlencode({"bucket": bucket_id})
+    return f"{base_url.rstrip('/')}/shared-with-me/{position}?{query}"
 
 
 def _date(iso: str | None, language: str) -> str | None:
