@@ -171,7 +171,9 @@ async def test_anonymized_share_never_reveals_the_patients_initials(
     assert "J.D." not in raw and "J.D" not in mail.get_body(("plain",)).get_content()
     text = mail.get_body(("plain",)).get_content()
     assert text.count("Patient: Anonymous") == 2
-    assert "CT thorax" in text and "MR knee" in text
+    assert "CT thorax" not in text and "MR knee" not in text, "PS3.15 Annex E: no description"
+    assert STUDY not in raw and STUDY_2 not in raw, "no study UID: links name the bucket"
+    assert "shared-with-me/2?bucket=bkt_anon" in text
     assert mail["Subject"] == "Jan Janssens shared 2 exams with you"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
@@ -88,3 +89,109 @@ def multipart_related(parts: list[bytes], boundary: str | None = None) -> tuple[
     )
     body += b"--" + boundary.encode() + b"--\r\n"
     return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+#: the marker every identifying text value of `annex_e_instance` carries
+LEAK = "LEAK"
+#: the date every DA/DT attribute of `annex_e_instance` holds
+LEAK_DATE = "19710203"
+
+
+def annex_e_tags() -> list[int]:
+    """The attributes of the DICOM PS3.15 Annex E Basic Application Level Confidentiality
+    Profile (table E.1-1, as packaged by `dicom-anonymizer`) that pydicom's dictionary knows."""
+    from dicomanonymizer.dicom_anonymization_databases import dicomfields_2026c as table
+    from pydicom.datadict import dictionary_has_tag
+
+    tags = {(group << 16) | element for group, element, *_ in table.ALL_TAGS}
+    return sorted(t for t in tags if t >> 16 not in (0x0000, 0x0002) and dictionary_has_tag(t))
+
+
+def _leak_value(tag: int, vr: str, key: str) -> Any:
+    text = f"{LEAK}{tag:08X}"
+    if vr == "PN":
+        return f"{LEAK}^PN{tag:08X}"
+    if vr == "UI":
+        return stable_uid(f"{key}/leak/{tag:08X}")
+    if vr == "DA":
+        return LEAK_DATE
+    if vr == "DT":
+        return f"{LEAK_DATE}101500"
+    if vr == "TM":
+        return "101500"
+    if vr == "AS":
+        return "042Y"
+    if vr in ("DS", "FD", "FL"):
+        return "7.5" if vr == "DS" else 7.5
+    if vr in ("IS", "US", "SS", "UL", "SL"):
+        return "7" if vr == "IS" else 7
+    if vr in ("OB", "OW", "UN"):
+        return f"{text}-BYTES".encode()
+    if vr == "UR":
+        return f"http://leak.example/{text}"
+    if vr == "SQ":
+        item = Dataset()
+        item.CodeMeaning = f"{text}-ITEM"
+        return [item]
+    return text
+
+
+def annex_e_instance(
+    study: DemoStudy,
+    series: int = 1,
+    number: int = 1,
+    *,
+    modality: str = "CT",
+    burned_in: str | None = "NO",
+    size: int = 16,
+) -> bytes:
+    """One image of `study` with every PS3.15 Annex E attribute filled: identifying text holds
+    `LEAK`, dates `LEAK_DATE`, UIDs their own value, plus a private block holding `LEAK`. For
+    checking that nothing identifying survives anonymization. `burned_in=None` leaves
+    BurnedInAnnotation out."""
+    from pydicom.datadict import dictionary_VR
+    from pydicom.uid import CTImageStorage, UltrasoundImageStorage
+
+    sop_class = UltrasoundImageStorage if modality == "US" else CTImageStorage
+    sop_uid = stable_uid(f"{study.key}/{series}/{number}")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = stable_uid("studyshare-devstack")
+
+    ds = Dataset()
+    ds.file_meta = meta
+    for tag in annex_e_tags():
+        vr = dictionary_VR(tag)
+        vr = vr.split(" or ")[0]
+        ds.add_new(tag, vr, _leak_value(tag, vr, study.key))
+    block = ds.private_block(0x0009, f"{LEAK} CREATOR", create=True)
+    block.add_new(0x01, "LO", f"{LEAK}PRIVATE")
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study.study_uid
+    ds.SeriesInstanceUID = stable_uid(f"{study.key}/{series}")
+    ds.PatientID = study.patient_id
+    ds.PatientName = study.patient_name
+    ds.PatientBirthDate = study.birth_date
+    ds.StudyDate = study.study_date
+    ds.AccessionNumber = study.accession
+    ds.Modality = modality
+    ds.SeriesNumber = series
+    ds.InstanceNumber = number
+    if burned_in is not None:
+        ds.BurnedInAnnotation = burned_in
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = size
+    ds.Columns = size
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes((x * 255 // max(1, size - 1)) for _ in range(size) for x in range(size))
+
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

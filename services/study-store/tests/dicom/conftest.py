@@ -61,6 +61,7 @@ def write_study(
             ds.SOPInstanceUID = generate_uid()
             ds.SOPClassUID = sop_class
             ds.Modality = modality
+            ds.BurnedInAnnotation = "NO"  # served on anonymized shares too
             ds.StudyDate = study_date
             ds.StudyTime = "101500"
             ds.AccessionNumber = f"ACC{secrets.randbelow(10**6):06d}"

@@ -66,8 +66,8 @@ def assert_anonymized(ds) -> None:
     assert str(ds.PatientName) == "Anonymous^4711"
     assert ds.PatientName.family_name == "Anonymous" and ds.PatientName.given_name == "4711"
     assert ds.PatientID.startswith("ANON-") and ds.PatientID != "PID-0001"
-    for keyword in ("PatientBirthDate", "PatientAddress", "OtherPatientIDs"):
-        assert keyword not in ds
+    for keyword in ("PatientBirthDate", "PatientAddress", "OtherPatientIDs", "AccessionNumber"):
+        assert not ds.get(keyword)
 
 
 async def test_every_dicom_object_served_is_rewritten_and_the_originals_stay(dicom_app, shared):
@@ -98,13 +98,17 @@ async def test_every_dicom_object_served_is_rewritten_and_the_originals_stay(dic
         assert on_disk.PatientBirthDate == "19800214"
         assert on_disk.PatientID == "PID-0001"
 
-    one = served[0]
+    one = dcmread(files[0])
     instance = (
         f"/dicomweb/studies/{study_uid}/series/{one.SeriesInstanceUID}"
         f"/instances/{one.SOPInstanceUID}"
     )
     single = await dicom_app.client.get(instance, headers=headers)
-    assert_anonymized(dcmread(io.BytesIO(parts_of(single)[0])))
+    served_one = dcmread(io.BytesIO(parts_of(single)[0]))
+    assert_anonymized(served_one)
+    assert served_one.SOPInstanceUID != one.SOPInstanceUID, "UIDs remapped for the share"
+    assert served_one.StudyInstanceUID not in (study_uid, served[0].SOPInstanceUID)
+    assert served_one.SOPInstanceUID in {ds.SOPInstanceUID for ds in served}
 
     zipped = await dicom_app.client.get(f"/api/studies/{study_uid}/download", headers=headers)
     archive = zipfile.ZipFile(io.BytesIO(zipped.content))

@@ -41,7 +41,7 @@ from studyshare.study_store.entrypoints.dicomweb import (
     split_multipart,
 )
 
-KEY = AnonymizationKey("4711", "ANON-1234")
+KEY = AnonymizationKey.for_share("s", "bkt_1", "4711", "PID-0001")
 
 
 def batch(count: int = 3, series: tuple[str, ...] = ("1.2.1",)) -> ReceivedBatch:
@@ -162,22 +162,19 @@ def test_anonymized_first_name_is_a_number_and_last_name_anonymous_everywhere():
     ds = anonymize_dataset(patient(), KEY)
     assert ds.PatientName.family_name == "Anonymous"
     assert ds.PatientName.given_name == "4711"
-    assert ds.PatientID == "ANON-1234"
-    assert "PatientBirthDate" not in ds and "PatientAddress" not in ds
+    assert ds.PatientID == KEY.patient_pseudonym and ds.PatientID.startswith("ANON-")
+    assert not ds.get("PatientBirthDate") and "PatientAddress" not in ds
     assert "OtherPatientIDs" not in ds
-    assert ds.PatientSex == "F", "clinically useful, not identifying on its own"
-    assert str(ds.ReferencedStudySequence[0].PatientName) == "Anonymous^4711"
-    assert "PatientBirthDate" not in ds.ReferencedStudySequence[0]
+    assert not ds.get("PatientSex"), "PS3.15 Annex E: Z (kept empty)"
+    assert not ds.ReferencedStudySequence, "PS3.15 Annex E: X/Z (kept empty)"
 
 
 def test_anonymized_json_matches_the_anonymized_dataset():
     data = anonymize_json(patient().to_json_dict(), KEY)
     assert data["00100010"]["Value"][0]["Alphabetic"] == "Anonymous^4711"
-    assert data["00100020"]["Value"] == ["ANON-1234"]
-    assert "00100030" not in data and "00101040" not in data
-    nested = data["00081110"]["Value"][0]
-    assert nested["00100010"]["Value"][0]["Alphabetic"] == "Anonymous^4711"
-    assert "00100030" not in nested
+    assert data["00100020"]["Value"] == [KEY.patient_pseudonym]
+    assert not data["00100030"].get("Value") and "00101040" not in data
+    assert data["00081110"] == {"vr": "SQ"}, "kept empty"
 
 
 def test_pseudonyms_and_numbers_are_stable_and_distinct():

@@ -173,7 +173,9 @@ async def test_an_anonymized_share_forwards_anonymized_copies(dicom_app, pacs, t
     assert len(received) == 2
     for ds in received:
         assert str(ds.PatientName) == "Anonymous^77"
-        assert "PatientBirthDate" not in ds
+        assert not ds.get("PatientBirthDate") and not ds.get("AccessionNumber")
+        assert ds.StudyInstanceUID != study_uid, "UIDs remapped for the share (PS3.15 Annex E)"
+        assert ds.PatientIdentityRemoved == "YES"
 
 
 async def test_rsw_receives_new_studies_with_a_status_per_study_and_a_resend(

@@ -14,6 +14,11 @@ class ShareSettings(ServiceSettings):
     otp_hmac_secret: str = Field(
         default="dev-secret", description="key of the HMAC kept instead of OTP codes"
     )
+    anonymization_secret: str = Field(
+        default="dev-secret",
+        description="the study store's key of anonymized shares (their remapped UIDs and "
+        "shifted dates in 'shared with me'); the same value as the study store's",
+    )
     otp_ttl_seconds: int = Field(default=300, ge=30)
     otp_verified_hours: int = Field(
         default=12, ge=1, description="how long a code opens the bucket, in its session only"
@@ -28,4 +33,7 @@ class ShareSettings(ServiceSettings):
     def _secret_is_real(self) -> ShareSettings:
         if self.environment == "production":
             refuse_placeholder(self.otp_hmac_secret, "STUDYSHARE_OTP_HMAC_SECRET", "production")
+            refuse_placeholder(
+                self.anonymization_secret, "STUDYSHARE_ANONYMIZATION_SECRET", "production"
+            )
         return self

@@ -37,7 +37,8 @@ class StudyStoreSettings(AccessSettings):
     )
     anonymization_secret: str = Field(
         default="dev-secret",
-        description="HMAC key of patient ID pseudonyms on anonymized shares",
+        description="HMAC key of anonymized shares (per bucket: patient pseudonym, remapped "
+        "UIDs, date shift); the share service needs the same value",
     )
     forward_max_attempts: int = Field(default=4, ge=1)
     forward_backoff_s: float = Field(default=2.0, ge=0)

@@ -28,6 +28,13 @@ def study_link(base_url: str, study_uid: str, bucket_id: str) -> str:
     return f"{base_url.rstrip('/')}/studies/{quote(study_uid)}?{urlencode({'bucket': bucket_id})}"
 
 
+def anonymized_study_link(base_url: str, bucket_id: str, position: int) -> str:
+    """`{public_base_url}/shared-with-me/{position}?bucket={bucket_id}`: an anonymized share's
+    study by its place in the bucket, for its UID is only ever shown remapped."""
+    query = urlencode({"bucket": bucket_id})
+    return f"{base_url.rstrip('/')}/shared-with-me/{position}?{query}"
+
+
 def _date(iso: str | None, language: str) -> str | None:
     return format_date(datetime.fromisoformat(iso), language) if iso else None
 
@@ -51,12 +58,21 @@ def share_context(
     lang = language_or_default(language)
     anonymize = bool(context.get("anonymize"))
     items = []
-    for uid in context["study_uids"]:
+    for position, uid in enumerate(context["study_uids"], start=1):
         study = studies.get(uid)
         if anonymize:
-            patient = ANONYMOUS[lang]
-        else:
-            patient = study.patient_initials if study and study.patient_initials else None
+            # PS3.15 Annex E: no UID, description or date of the exam on an anonymized share
+            items.append(
+                {
+                    "uid": None,
+                    "patient": ANONYMOUS[lang],
+                    "description": None,
+                    "date": None,
+                    "link": anonymized_study_link(base_url, context["bucket_id"], position),
+                }
+            )
+            continue
+        patient = study.patient_initials if study and study.patient_initials else None
         items.append(
             {
                 "uid": uid,

@@ -29,6 +29,7 @@ from studyshare.share.adapters.readmodel import (
     share_options,
 )
 from studyshare.share.domain import rules
+from studyshare.share.domain.anonymized import anonymized_study
 from studyshare.share.domain.model import (
     LEVELS,
     Bucket,
@@ -438,10 +439,16 @@ class ShareService:
             via = [r for r in d["recipients"] if r["recipient_id"] in keys and not r["revoked"]]
             for uid in d["active_study_uids"]:
                 study = studies.get(uid, {})
+                if d["anonymize"]:  # as the study store shows it (PS3.15 Annex E)
+                    study, shown_uid = anonymized_study(
+                        self.settings.anonymization_secret, d["_id"], uid, study
+                    )
+                else:
+                    shown_uid = uid
                 is_read = uid in opened
                 item = {
                     "bucket_id": d["_id"],
-                    "study_uid": uid,
+                    "study_uid": shown_uid,
                     "description": study.get("description"),
                     "study_date": study.get("study_date"),
                     "patient_initials": "Anonymous"
@@ -474,7 +481,7 @@ class ShareService:
                     continue
                 if urgent is not None and d["urgent"] != urgent:
                     continue
-                if study_uid and uid != study_uid:
+                if study_uid and shown_uid != study_uid:
                     continue
                 if label and (d["label"] or {}).get("text") != label:
                     continue

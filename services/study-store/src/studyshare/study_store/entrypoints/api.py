@@ -19,6 +19,7 @@ from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.entrypoints import dicomweb, downloads, forwarding_api, studies
+from studyshare.study_store.entrypoints.anonymized_uids import RemappedUidPaths
 from studyshare.study_store.service_layer import reports
 from studyshare.study_store.service_layer.access_log import AccessLog
 from studyshare.study_store.settings import StudyStoreSettings
@@ -96,4 +97,5 @@ def create_app() -> FastAPI:
         hot_routes=dicomweb.HOT_ROUTES,
         body_limits={(method, path): settings.stow_max_bytes for method, path in dicomweb.STOW},
     )
+    app.add_middleware(RemappedUidPaths)  # remapped UIDs of anonymized shares
     return app

@@ -51,9 +51,10 @@ from studyshare.study_store.domain.anonymize import (
     AnonymizationKey,
     anonymize_dataset,
     anonymize_json,
-    pseudonym_for,
+    may_carry_burned_in_text,
 )
 from studyshare.study_store.domain.dicom_meta import json_set, json_value, tag_key
+from studyshare.study_store.entrypoints.anonymized_uids import real_study_uids
 from studyshare.study_store.entrypoints.dependencies import StudyAccess, study_access
 from studyshare.study_store.service_layer.ingest import Ingest, Outcome, Upload
 from studyshare.study_store.settings import StudyStoreSettings
@@ -162,7 +163,7 @@ def require_images(decision: AccessDecision) -> AccessDecision:
 def may_see(doc: dict[str, Any], decision: AccessDecision) -> bool:
     """Whether an instance or series document is served under this decision."""
     kind = doc.get("kind", "image")
-    if decision.anonymized and doc.get("burned_in"):
+    if decision.anonymized and may_carry_burned_in_text(doc):
         return False  # the patient's name may be written in the pixels
     if kind == "report":
         return decision.report != "none" and not decision.anonymized
@@ -178,8 +179,12 @@ def anonymization(
 ) -> AnonymizationKey | None:
     if not decision.anonymized:
         return None
-    number = decision.anonymous_number or "0"
-    return AnonymizationKey(number, pseudonym_for(patient_id or "", settings.anonymization_secret))
+    return AnonymizationKey.for_share(
+        settings.anonymization_secret,
+        decision.bucket_id or "",
+        decision.anonymous_number or "0",
+        patient_id,
+    )
 
 
 async def record_access(
@@ -214,7 +219,7 @@ def served_bytes(
 
 def anonymized_bytes(stores: DicomStores, doc: dict[str, Any], key: AnonymizationKey) -> bytes:
     ds = dcmread(stores.blobs.absolute(doc["path"]))
-    anonymize_dataset(ds, key)
+    anonymize_dataset(ds, key, message=doc.get("kind") == "message")
     out = io.BytesIO()
     dcmwrite(out, ds, enforce_file_format=True)
     return out.getvalue()
@@ -283,7 +288,7 @@ def metadata_of(doc: dict[str, Any], base: str, key: AnonymizationKey | None) ->
         frames = ",".join(str(n) for n in range(1, max(doc.get("frames") or 1, 1) + 1))
         data["7FE00010"] = {"vr": "OW", "BulkDataURI": f"{instance_url(base, doc)}/frames/{frames}"}
     json_set(data, "RetrieveURL", "UR", [instance_url(base, doc)])
-    return anonymize_json(data, key) if key else data
+    return anonymize_json(data, key, message=doc.get("kind") == "message") if key else data
 
 
 async def visible_instances(
@@ -550,6 +555,17 @@ def date_query(value: str) -> dict[str, str] | str:
     return query
 
 
+def date_matches(value: str | None, data: dict[str, Any]) -> bool:
+    """A StudyDate query against the date an answer shows (an anonymized share's shifted one)."""
+    if not value:
+        return True
+    shown = str(json_value(data, "StudyDate") or "")
+    query = date_query(value)
+    if isinstance(query, str):
+        return shown == query
+    return bool(shown) and query.get("$gte", "") <= shown <= query.get("$lte", "99999999")
+
+
 def matches(pattern: str | None, value: Any) -> bool:
     if not pattern:
         return True
@@ -621,7 +637,7 @@ async def search_studies(
         query["accession_number"] = AccessionNumber
     uids = set(visible_study_uids(request, principal))
     if StudyInstanceUID:
-        uids &= {u.strip() for u in StudyInstanceUID.split(",")}
+        uids &= real_study_uids(request.app.state, StudyInstanceUID.split(","))
     base = base_url(request)
     results: list[dict[str, Any]] = []
     found: list[AccessDecision] = []
@@ -633,8 +649,10 @@ async def search_studies(
         key = anonymization(decision, stores.settings, doc.get("patient_id"))
         series = [x for x in await stores.index.series_of(doc["_id"]) if may_see(x, decision)]
         data = study_json(doc, base, key, series)
-        # filters match what the caller sees (the pseudonym on anonymized shares, no hidden
-        # report series)
+        # filters match what the caller sees (the pseudonym, shifted dates and no accession
+        # number on anonymized shares, no hidden report series)
+        if key is not None and (AccessionNumber or not date_matches(StudyDate, data)):
+            continue
         if not matches(PatientID, json_value(data, "PatientID")):
             continue
         if not matches(PatientName, json_value(data, "PatientName")):

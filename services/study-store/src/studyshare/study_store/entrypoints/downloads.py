@@ -103,7 +103,10 @@ def zip_stream(
     pipe = _Pipe()
     with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
         for number, doc in enumerate(docs, start=1):
-            name = f"{folder}/{doc['series_uid']}/{number:05d}_{doc['_id']}.dcm"
+            series_uid, sop_uid = doc["series_uid"], doc["_id"]
+            if key is not None:
+                series_uid, sop_uid = key.uid(series_uid), key.uid(sop_uid)
+            name = f"{folder}/{series_uid}/{number:05d}_{sop_uid}.dcm"
             with archive.open(name, "w", force_zip64=True) as entry:
                 for chunk in served_bytes(stores, doc, key):
                     entry.write(chunk)
@@ -145,7 +148,11 @@ async def download_study(
     return StreamingResponse(
         body,
         media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="study-{study_uid}.zip"'},
+        headers={
+            "Content-Disposition": (
+                f'attachment; filename="study-{key.uid(study_uid) if key else study_uid}.zip"'
+            )
+        },
     )
 
 
@@ -171,6 +178,9 @@ async def uploaded_together(
     require_images(decision)
     if await stores.index.study(study_uid) is None:
         raise NotFound(f"study {study_uid} is not in the store")
+    key = await study_key(stores, decision, study_uid)
+    if key is not None:  # an anonymized share shows no other study of the patient
+        return UploadedTogether(study_uid=key.uid(study_uid), study_uids=[key.uid(study_uid)])
     model = request.app.state.access_model
     together = [
         uid

@@ -18,6 +18,7 @@ from studyshare.plumbing.http import problem_responses
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.access_rules import AccessDecisionsUnavailable
+from studyshare.study_store.domain.anonymize import AnonymizationKey
 from studyshare.study_store.domain.report import ReportFormat
 from studyshare.study_store.entrypoints.dependencies import (
     AccessLogDep,
@@ -228,11 +229,21 @@ def _message_state(
     return "read"
 
 
+def _key(decision: AccessDecision, study: dict[str, Any], secret: str) -> AnonymizationKey | None:
+    """The anonymized share's key (its UIDs, dates and pseudonym), None when not anonymized."""
+    if not decision.anonymized:
+        return None
+    return AnonymizationKey.for_share(
+        secret, decision.bucket_id or "", decision.anonymous_number or "0", study.get("patient_id")
+    )
+
+
 def _summary(
     model: InMemoryAccessModel,
     principal: AccessClaims,
     study: dict[str, Any],
     decision: AccessDecision,
+    secret: str,
     cls: type[StudySummary] = StudySummary,
     **extra: Any,
 ) -> Any:
@@ -240,6 +251,20 @@ def _summary(
     buckets = model.usable_buckets(principal, uid)
     anonymized = decision.anonymized
     labels = [b["label"] for b in buckets if b.get("label")]
+    key = _key(decision, study, secret)
+    if key is not None:  # PS3.15 Annex E: no accession number or description, shifted date
+        return cls(
+            study_uid=key.uid(uid),
+            anonymized_name=f"{decision.anonymous_number} Anonymous",
+            study_date=key.iso_date(_date(study.get("study_date"))),
+            modalities=list(study.get("modalities", ())),
+            label=labels[0] if labels else None,
+            urgent=any(b.get("urgent") for b in buckets),
+            message_state=_message_state(model, principal, uid, buckets),
+            valid_until=decision.valid_until,
+            access=AccessView.of(decision),
+            **extra,
+        )
     return cls(
         study_uid=uid,
         patient_id=None if anonymized else study.get("patient_id"),
@@ -268,10 +293,16 @@ def _matches(
     date_to: date | None,
     modality: str | None,
     q: str | None,
+    secret: str = "",
 ) -> bool:
     if patient_id is not None and (decision.anonymized or study.get("patient_id") != patient_id):
         return False
     study_date = _date(study.get("study_date"))
+    key = _key(decision, study, secret)
+    if key is not None:  # filters match what an anonymized share shows: shifted dates, no text
+        study_date = key.iso_date(study_date)
+        if q:
+            return False
     if date_from is not None and (study_date is None or study_date < date_from):
         return False
     if date_to is not None and (study_date is None or study_date > date_to):
@@ -301,6 +332,7 @@ def _matches(
 async def list_studies(
     principal: CurrentPrincipal,
     model: AccessModelDep,
+    settings: SettingsDep,
     patient_id: Annotated[str | None, Query(max_length=64)] = None,
     date_from: date | None = None,
     date_to: date | None = None,
@@ -323,7 +355,14 @@ async def list_studies(
             continue
         decision = None if uid in certain else model.decide(principal, uid)
         if (decision is None or decision.images) and _matches(
-            study, decision or _CLEAR, patient_id, date_from, date_to, modality, q
+            study,
+            decision or _CLEAR,
+            patient_id,
+            date_from,
+            date_to,
+            modality,
+            q,
+            settings.anonymization_secret,
         ):
             rows.append((study, decision))
     rows.sort(key=lambda r: (r[0].get("study_date") or "", r[0]["study_uid"]), reverse=True)
@@ -332,7 +371,7 @@ async def list_studies(
     for study, decision in rows[offset : offset + limit]:
         decision = decision or model.decide(principal, study["study_uid"])
         if decision.images:
-            items.append(_summary(model, principal, study, decision))
+            items.append(_summary(model, principal, study, decision, settings.anonymization_secret))
             listed.append(decision)
     if access_log is not None:  # each study on the page is registered as listed
         await asyncio.gather(*(access_log.record(d, principal, "list") for d in listed))
@@ -362,6 +401,7 @@ async def get_study(
     principal: CurrentPrincipal,
     model: AccessModelDep,
     access_log: AccessLogDep,
+    settings: SettingsDep,
 ) -> StudyDetail:
     study = model.studies[study_uid]
     buckets = model.usable_buckets(principal, study_uid)
@@ -370,6 +410,7 @@ async def get_study(
         principal,
         study,
         decision,
+        settings.anonymization_secret,
         StudyDetail,
         patient_birth_date=None if decision.anonymized else _date(study.get("patient_birth_date")),
         series_count=study.get("series_count", 0),

@@ -27,7 +27,7 @@ from studyshare.study_store.adapters.pacs import Destination, StoreFailed, send_
 from studyshare.study_store.domain.anonymize import (
     AnonymizationKey,
     anonymize_dataset,
-    pseudonym_for,
+    may_carry_burned_in_text,
 )
 from studyshare.study_store.domain.study import Transfer, TransferNotFound
 from studyshare.study_store.settings import StudyStoreSettings
@@ -165,21 +165,24 @@ class Forwarding:
             raise StoreFailed(
                 f"{transfer.destination_id} has no {transfer.destination_kind} endpoint"
             )
-        docs = await self.index.instances_of(transfer.study_uid, with_meta=False)
+        anonymized = transfer.anonymous_number is not None
+        docs = await self.index.instances_of(transfer.study_uid, with_meta=anonymized)
         # the report only where the forwarder may read it (never on images-only or anonymized)
-        reports = transfer.include_report and not transfer.anonymous_number
+        reports = transfer.include_report and not anonymized
         kinds = {"image", "report"} if reports else {"image"}
         paths = [
             self.blobs.absolute(d["path"])
             for d in docs
-            if d.get("kind") in kinds and not (transfer.anonymous_number and d.get("burned_in"))
+            if d.get("kind") in kinds and not (anonymized and may_carry_burned_in_text(d))
         ]
         transform = None
-        if transfer.anonymous_number:
+        if transfer.anonymous_number is not None:
             study = await self.index.study(transfer.study_uid) or {}
-            key = AnonymizationKey(
+            key = AnonymizationKey.for_share(
+                self.settings.anonymization_secret,
+                transfer.bucket_id or "",
                 transfer.anonymous_number,
-                pseudonym_for(study.get("patient_id") or "", self.settings.anonymization_secret),
+                study.get("patient_id"),
             )
 
             def transform(ds: Dataset) -> Dataset:

@@ -1,0 +1,62 @@
+"""Remapped UIDs of anonymized shares back to the real ones (no infra)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from studyshare.contracts.anonymized import bucket_key, remap_uid
+from studyshare.study_store.entrypoints.anonymized_uids import real_path, real_study_uids
+
+SECRET = "unit-test-secret"
+STUDY, OTHER, SERIES, SOP = "1.2.3", "1.2.4", "1.2.3.1", "1.2.3.1.1"
+
+
+def state() -> SimpleNamespace:
+    async def instances_of(study_uid: str) -> list[dict]:
+        return [{"_id": SOP, "series_uid": SERIES}] if study_uid == STUDY else []
+
+    model = SimpleNamespace(
+        studies={STUDY: {}, OTHER: {}},
+        buckets={
+            "bkt_anon": SimpleNamespace(anonymize=True),
+            "bkt_clear": SimpleNamespace(anonymize=False),
+        },
+        bucket_docs={"bkt_anon": {"study_uids": [STUDY]}, "bkt_clear": {"study_uids": [OTHER]}},
+    )
+    return SimpleNamespace(
+        access_model=model,
+        settings=SimpleNamespace(anonymization_secret=SECRET),
+        dicom=SimpleNamespace(instances=SimpleNamespace(instances_of=instances_of)),
+    )
+
+
+def remapped(uid: str, bucket: str = "bkt_anon") -> str:
+    return remap_uid(bucket_key(SECRET, bucket), uid)
+
+
+async def test_a_remapped_path_names_the_real_study_series_and_instance():
+    s = state()
+    path = (
+        f"/dicomweb/studies/{remapped(STUDY)}/series/{remapped(SERIES)}"
+        f"/instances/{remapped(SOP)}/frames/1"
+    )
+    assert await real_path(s, path) == (
+        f"/dicomweb/studies/{STUDY}/series/{SERIES}/instances/{SOP}/frames/1"
+    )
+    assert await real_path(s, f"/api/studies/{remapped(STUDY)}/download") == (
+        f"/api/studies/{STUDY}/download"
+    )
+
+
+async def test_real_uids_and_unknown_ones_pass_untouched():
+    s = state()
+    assert await real_path(s, f"/dicomweb/studies/{STUDY}/metadata") is None
+    assert await real_path(s, "/dicomweb/studies/2.25.1/metadata") is None
+    # a study of a bucket that does not anonymize has no remapped UID
+    assert await real_path(s, f"/dicomweb/studies/{remapped(OTHER, 'bkt_clear')}") is None
+    # another bucket's remapping is not this one's
+    assert await real_path(s, f"/dicomweb/studies/{remapped(STUDY, 'bkt_other')}") is None
+
+
+def test_qido_study_filters_take_remapped_uids():
+    assert real_study_uids(state(), [f" {remapped(STUDY)}", OTHER]) == {STUDY, OTHER}
