@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from studyshare.contracts.routes import SERVICES, Service
+from studyshare.contracts.routes import PORTAL, SERVICES, Service
 from studyshare.contracts.topics import TOPICS
 from studyshare.plumbing.sealing import generate_keypair
 from studyshare.plumbing.settings import ServiceSettings
@@ -243,8 +243,11 @@ def test_ingress_routes_are_the_route_table(rendered: dict, overlay: str) -> Non
     routes = {
         p["path"]: (p["pathType"], p["backend"]["service"]["name"]) for p in rule["http"]["paths"]
     }
-    expected = {prefix: ("Prefix", f"{s.name}-api") for s in SERVICES for prefix in s.prefixes}
+    expected = {
+        prefix: ("Prefix", f"{s.name}-api") for s in (*SERVICES, PORTAL) for prefix in s.prefixes
+    }
     assert routes == expected
+    assert routes["/"] == ("Prefix", "portal-api")  # every page path; the longest prefix wins
     services = by_kind(objects, "Service")
     for path in rule["http"]["paths"]:
         backend = path["backend"]["service"]
