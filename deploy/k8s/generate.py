@@ -514,6 +514,8 @@ def portal_objects() -> list[dict[str, Any]]:
     container["env"] = [
         {"name": "STUDYSHARE_HTTP_PORT", "value": str(PORTAL.port)},
         {"name": "STUDYSHARE_PORTAL_API_URL", "value": PORTAL_API_URL},
+        # the shared settings refuse the development key in production
+        *(e for e in env(PORTAL) if e["name"] == "STUDYSHARE_OTP_SEAL_PUBLIC_KEY"),
     ]
     policy = network_policy(PORTAL)
     policy["spec"]["egress"] = [

@@ -26,8 +26,11 @@ router = APIRouter(include_in_schema=False)
 
 #: images shown on the study page (a later viewer shows them all)
 MAX_IMAGES = 24
-#: after a confirmed code the access decision follows the share service's event: wait this long
-OTP_SETTLE_S = 6.0
+#: after a confirmed code the access decision follows the share service's event (relay, broker,
+#: the study store's worker): the page waits a few seconds, then reloads itself for at most a
+#: minute ("opening the study") instead of asking for the code again
+OTP_SETTLE_S = 60.0
+OTP_WAIT_S = 4.0
 SERIES_UID, SOP_UID, INSTANCE_NUMBER = "0020000E", "00080018", "00200013"
 
 
@@ -76,14 +79,18 @@ async def study_page(request: Request, uid: str, bucket: str | None = None) -> R
     session = require_login(request)
     api = api_of(request)
     path = f"/api/studies/{quote(uid)}"
+    loop = asyncio.get_running_loop()
     settle_until = session.pending.get("otp_verified", {}).get(uid, 0.0)
+    wait_until = min(settle_until, loop.time() + OTP_WAIT_S)
     while True:
         try:
             study = await api.call(session, "GET", path)
             break
         except ApiProblem as problem:
-            loop = asyncio.get_running_loop()
-            if problem.rule == "TwoFactorVerificationRequired" and loop.time() < settle_until:
+            settling = problem.rule == "TwoFactorVerificationRequired" and (
+                loop.time() < settle_until
+            )
+            if settling and loop.time() < wait_until:
                 await asyncio.sleep(0.3)
                 continue
             item = await _shared_item(request, uid, bucket)
@@ -98,6 +105,7 @@ async def study_page(request: Request, uid: str, bucket: str | None = None) -> R
                 bucket=bucket or (item or {}).get("bucket_id"),
                 images=[],
                 report=None,
+                opening=settling,
             )
     access = study.get("access") or {}
     bucket = bucket or access.get("bucket_id")
@@ -116,6 +124,7 @@ async def study_page(request: Request, uid: str, bucket: str | None = None) -> R
         bucket=bucket,
         images=images,
         report=report,
+        opening=False,
     )
 
 
