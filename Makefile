@@ -25,7 +25,7 @@ run: sync ## the whole platform on one machine, demo data, gateway URL printed; 
 infra: sync ## only the broker (9092) and the database (27017)
 	$(UV) run studyshare-dev infra
 
-test: sync test-peers deploy-tools ## every test (unit, integration, end-to-end, k8s manifests)
+test: test-peers sync deploy-tools ## every test (unit, integration, end-to-end, k8s manifests)
 	$(UV) run pytest
 
 bench: sync ## the benchmark table (figures side by side with their targets)

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException
+from selenium.common.exceptions import NoSuchElementException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -69,9 +69,13 @@ class Page:
         self.driver.get(url)
 
     def wait(self, css: str, timeout: float = WAIT_S):
-        return WebDriverWait(self.driver, timeout).until(
-            ec.visibility_of_element_located((By.CSS_SELECTOR, css))
-        )
+        try:
+            return WebDriverWait(self.driver, timeout).until(
+                ec.visibility_of_element_located((By.CSS_SELECTOR, css))
+            )
+        except TimeoutException:
+            self.shot(f"timeout-waiting-for-{re.sub(r'[^a-z]+', '-', css)}")
+            raise
 
     def wait_text(self, text: str, timeout: float = WAIT_S) -> None:
         WebDriverWait(self.driver, timeout).until(lambda d: text in d.page_source)
@@ -222,6 +226,11 @@ def test_share_follow_the_mail_two_factor_images_dutch_and_patient(
     recipient.open(f"/studies/{uid}?bucket={bucket}")
     recipient.wait_text("Bericht van de afzender")
     recipient.shot("study-dutch")
+    recipient.driver.set_window_size(390, 844)  # a phone
+    recipient.shot("study-phone")
+    recipient.open("/studies")
+    recipient.wait("#shared-studies")
+    recipient.shot("study-list-phone")
 
     # -- a patient with a reference number ----------------------------------------------
     issued = ok(

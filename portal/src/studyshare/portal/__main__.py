@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
@@ -25,6 +26,8 @@ def api(
     """Serve the portal (pages, static files, /healthz, /readyz, /metrics)."""
     settings = PortalSettings()
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    for chatty in ("httpx", "httpcore"):  # one line per API call otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     uvicorn.run(
         "studyshare.portal.app:create_app",
         factory=True,

@@ -77,9 +77,14 @@ class PublicAPI:
     async def send(self, session: Session, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """The raw answer (refreshing the tokens once when needed)."""
         await self._fresh(session)
-        response = await self.client.request(method, path, headers=_bearer(session), **kwargs)
+        extra = kwargs.pop("headers", None) or {}
+        response = await self.client.request(
+            method, path, headers={**extra, **_bearer(session)}, **kwargs
+        )
         if _token_refused(response) and await self._refresh(session):
-            response = await self.client.request(method, path, headers=_bearer(session), **kwargs)
+            response = await self.client.request(
+                method, path, headers={**extra, **_bearer(session)}, **kwargs
+            )
         if _token_refused(response):
             raise SessionEnded(401, problem_of(response).body)
         return response
