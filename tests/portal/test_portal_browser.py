@@ -115,6 +115,16 @@ class Page:
         self.driver.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
 
 
+def images_loaded(page: Page) -> None:
+    """Every image of the study page decoded (naturalWidth > 0), none broken."""
+    WebDriverWait(page.driver, WAIT_S).until(
+        lambda d: d.execute_script(
+            "const all = Array.from(document.querySelectorAll('#images img'));"
+            "return all.length > 0 && all.every(i => i.complete && i.naturalWidth > 0)"
+        )
+    )
+
+
 def test_share_follow_the_mail_two_factor_images_dutch_and_patient(
     api: Gateway,
     cast: SimpleNamespace,
@@ -203,12 +213,7 @@ def test_share_follow_the_mail_two_factor_images_dutch_and_patient(
     recipient.fill("code", code)
     recipient.click("#otp-verify")
     recipient.wait("#images img")
-    WebDriverWait(recipient.driver, WAIT_S).until(
-        lambda d: d.execute_script(
-            "return Array.from(document.querySelectorAll('#images img'))"
-            ".some(i => i.complete && i.naturalWidth > 0)"
-        )
-    )
+    images_loaded(recipient)
     assert MESSAGE in recipient.driver.find_element(By.ID, "share-message").text
     assert not recipient.has("#report"), "an anonymized share never shows the report"
     assert REPORT not in recipient.driver.page_source
@@ -267,6 +272,7 @@ def test_share_follow_the_mail_two_factor_images_dutch_and_patient(
     patient.wait("#study-details")
     assert patient.path() == f"/studies/{uid}"
     patient.wait("#images img")
+    images_loaded(patient)
     patient.shot("own-study")
     patient.open("/studies")
     patient.wait("#study-details")

@@ -32,6 +32,8 @@ MAX_IMAGES = 24
 OTP_SETTLE_S = 60.0
 OTP_WAIT_S = 4.0
 SERIES_UID, SOP_UID, INSTANCE_NUMBER = "0020000E", "00080018", "00200013"
+#: only instances with pixel rows are images (the message series is a structured report)
+ROWS = "00280010"
 
 
 @router.get("/studies")
@@ -155,7 +157,7 @@ async def _images(request: Request, uid: str) -> list[dict[str, str]]:
             "number": value(i, INSTANCE_NUMBER) or 0,
         }
         for i in metadata or []
-        if value(i, SERIES_UID) and value(i, SOP_UID)
+        if value(i, SERIES_UID) and value(i, SOP_UID) and value(i, ROWS)
     ]
     images.sort(key=lambda i: (i["series"], int(i["number"] or 0)))
     return images[:MAX_IMAGES]
