@@ -26,6 +26,7 @@ COPY pyproject.toml uv.lock ./
 COPY contracts/pyproject.toml contracts/
 COPY libs/plumbing/pyproject.toml libs/plumbing/
 COPY devstack/pyproject.toml devstack/
+COPY portal/pyproject.toml portal/
 COPY services/identity/pyproject.toml services/identity/
 COPY services/share/pyproject.toml services/share/
 COPY services/study-store/pyproject.toml services/study-store/

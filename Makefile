@@ -6,14 +6,18 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 VERSION  := 0.1.0
 DOCKER   ?= docker
 
-.PHONY: help sync run infra test lint format contracts images k8s k8s-check deploy-tools test-peers bench
+.PHONY: help sync portal-assets run infra test lint format contracts images k8s k8s-check deploy-tools test-peers bench
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
-sync: ## install every package of the workspace from uv.lock
+sync: ## install every package of the workspace from uv.lock, and the portal's pinned htmx
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==0.13.9"
 	$(UV) sync --frozen
+	python3 portal/install_assets.py
+
+portal-assets: ## the portal's third-party files (npm pack, integrity checked; portal/assets.json)
+	python3 portal/install_assets.py
 
 run: sync ## the whole platform on one machine, demo data, gateway URL printed; Ctrl-C stops it
 	$(UV) run studyshare-dev run
@@ -21,7 +25,7 @@ run: sync ## the whole platform on one machine, demo data, gateway URL printed; 
 infra: sync ## only the broker (9092) and the database (27017)
 	$(UV) run studyshare-dev infra
 
-test: sync test-peers deploy-tools ## every test (unit, integration, end-to-end, k8s manifests)
+test: test-peers sync deploy-tools ## every test (unit, integration, end-to-end, k8s manifests)
 	$(UV) run pytest
 
 bench: sync ## the benchmark table (figures side by side with their targets)
@@ -48,7 +52,7 @@ k8s-check: ## fail when deploy/k8s/base/generated drifts from contracts/
 deploy-tools: ## the pinned kubectl the manifest tests render with
 	bash deploy/install-tools.sh
 
-test-peers: ## Debian packages the tests use as real peers (kcat, oathtool, dcmtk)
+test-peers: ## Debian packages the tests use as real peers (kcat, oathtool, dcmtk, chromium, npm)
 	bash scripts/install-test-peers.sh
 
 images: ## one image per service (needs a Docker engine; not part of test)

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The real peers the tests talk to, from Debian: kcat (Kafka client), oathtool (RFC 6238
-# codes) and dcmtk (storescu/storescp, a real PACS). Idempotent; needs root or sudo to install.
+# codes), dcmtk (storescu/storescp, a real PACS), chromium + chromium-driver (the portal's
+# browser tests, driven by selenium) and npm (fetches the portal's pinned htmx). Idempotent;
+# needs root or sudo to install.
 set -euo pipefail
 missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v oathtool >/dev/null 2>&1 || missing+=(oathtool)
 command -v storescp >/dev/null 2>&1 || missing+=(dcmtk)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 ((${#missing[@]})) || exit 0
 sudo=""
 [[ $(id -u) -eq 0 ]] || sudo="sudo"

@@ -15,6 +15,8 @@ What is generated (never edit these files by hand):
 - `apps/<service>.yaml`: per service a ServiceAccount, the `api`, `worker` and `relay`
   Deployments, the Services, HorizontalPodAutoscalers, PodDisruptionBudgets and the
   NetworkPolicy, with ports taken from the route table.
+- `apps/portal.yaml`: the web portal (`routes.PORTAL`, the Ingress's default path `/`): one
+  replica (its sessions live in memory), calling the public API through the ingress controller.
 
 Everything else (Kafka cluster, MongoDB replica set, default-deny policies) is plain YAML in
 `base/`, and the environments differ only through the overlays.
@@ -32,6 +34,7 @@ import yaml
 from studyshare.contracts.routes import (
     BODY_LIMITS,
     DEFAULT_BODY_MAX_BYTES,
+    PORTAL,
     SERVICES,
     Service,
 )
@@ -535,6 +538,42 @@ def app_objects(service: Service) -> list[dict[str, Any]]:
     return objects
 
 
+#: the portal calls the public API where a browser would: through the ingress controller
+PORTAL_API_URL = "http://ingress-nginx-controller.ingress-nginx.svc"
+INGRESS_CONTROLLER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
+}
+
+
+def portal_objects() -> list[dict[str, Any]]:
+    """The portal: no database, no Kafka; in from and out to the ingress controller only."""
+    app = deployment(PORTAL, "api")
+    app["spec"]["replicas"] = 1  # sessions in memory (portal/README): one pod, no HPA
+    container = pod_spec_of(app)["containers"][0]
+    container["env"] = [
+        {"name": "STUDYSHARE_HTTP_PORT", "value": str(PORTAL.port)},
+        {"name": "STUDYSHARE_PORTAL_API_URL", "value": PORTAL_API_URL},
+        # the shared settings refuse the development key in production
+        *(e for e in env(PORTAL) if e["name"] == "STUDYSHARE_OTP_SEAL_PUBLIC_KEY"),
+    ]
+    policy = network_policy(PORTAL)
+    policy["spec"]["egress"] = [
+        {"to": [INGRESS_CONTROLLER], "ports": [{"protocol": "TCP", "port": 80}]},
+    ]
+    return [
+        service_account(PORTAL),
+        app,
+        k8s_service(PORTAL, "api"),
+        pdb(PORTAL, "api"),
+        policy,
+    ]
+
+
+def pod_spec_of(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
 def kafka_topics() -> list[dict[str, Any]]:
     return [
         {
@@ -642,7 +681,7 @@ def ingresses() -> list[dict[str, Any]]:
     expressions (ingress-nginx then matches every path of the host as a regex, longest first)."""
     paths = [
         {"path": prefix, "pathType": "Prefix", "backend": backend(s.name)}
-        for s in SERVICES
+        for s in (*SERVICES, PORTAL)
         for prefix in s.prefixes
     ]
     out = [
@@ -694,6 +733,7 @@ def render() -> dict[Path, str]:
     }
     for service in SERVICES:
         files[OUT / "apps" / f"{service.name}.yaml"] = dump(app_objects(service))
+    files[OUT / "apps" / f"{PORTAL.name}.yaml"] = dump(portal_objects())
     resources = sorted(str(p.relative_to(OUT)) for p in files)
     files[OUT / "kustomization.yaml"] = HEADER + yaml.safe_dump(
         {

@@ -14,6 +14,7 @@ import yaml
 from studyshare.contracts.routes import (
     BODY_LIMITS,
     DEFAULT_BODY_MAX_BYTES,
+    PORTAL,
     SERVICES,
     Service,
 )
@@ -253,8 +254,11 @@ def test_ingress_routes_are_the_route_table(rendered: dict, overlay: str) -> Non
     routes = {
         p["path"]: (p["pathType"], p["backend"]["service"]["name"]) for p in rule["http"]["paths"]
     }
-    expected = {prefix: ("Prefix", f"{s.name}-api") for s in SERVICES for prefix in s.prefixes}
+    expected = {
+        prefix: ("Prefix", f"{s.name}-api") for s in (*SERVICES, PORTAL) for prefix in s.prefixes
+    }
     assert routes == expected
+    assert routes["/"] == ("Prefix", "portal-api")  # every page path; the longest prefix wins
     services = by_kind(objects, "Service")
     for path in rule["http"]["paths"]:
         backend = path["backend"]["service"]

@@ -71,6 +71,11 @@ SERVICES: tuple[Service, ...] = (
 
 SERVICE_BY_NAME = {s.name: s for s in SERVICES}
 
+#: The web portal (`studyshare.portal`): pages for people, a frontend of the routes above. It
+#: answers every path no service prefix matches (`/`, `/login`, `/studies/{uid}`, the links in
+#: mails and SMS); it has no events, no relay and no worker.
+PORTAL = Service("portal", "portal", 8106, ("/",), has_relay=False, has_worker=False)
+
 
 def service_for_path(path: str) -> Service | None:
     """The service whose prefix matches `path` (longest prefix wins)."""
@@ -82,6 +87,11 @@ def service_for_path(path: str) -> Service | None:
             ):
                 best = (len(prefix), service)
     return best[1] if best else None
+
+
+def upstream_for_path(path: str) -> Service:
+    """The service for `path`, else the portal (the default route of the gateway)."""
+    return service_for_path(path) or PORTAL
 
 
 # --- request bodies -----------------------------------------------------------------------

@@ -107,6 +107,7 @@ def _print_summary(platform: LocalPlatform, logins: list[tuple[str, str, str]]) 
     lines = [
         "",
         f"StudyShare gateway   {platform.gateway_url}   (API docs: {platform.gateway_url}/docs)",
+        *([f"portal               {platform.portal_url}   (log in below)"] * bool(platform.portal)),
         f"mail + SMS catcher   {platform.mail_url}   (SMTP 127.0.0.1:{platform.ports.smtp})",
         f"logs                 {platform.logs}",
         "logins:",

@@ -1,6 +1,7 @@
 """The gateway: one public port for the whole platform.
 
-Routes by `studyshare.contracts.routes.service_for_path` (and `/dev/...` to the mail catcher),
+Routes by `studyshare.contracts.routes.service_for_path` (and `/dev/...` to the mail catcher;
+every other path to the portal when the portal is one of its upstreams),
 serves a merged OpenAPI document at `/openapi.json`, Swagger UI at `/docs`, and its own
 `/healthz`, `/readyz` (every upstream ready) and `/metrics`.
 """
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from studyshare.contracts.routes import service_for_path
+from studyshare.contracts.routes import PORTAL, service_for_path
 from studyshare.devstack.openapi import fetch_documents, merge_documents
 from studyshare.devstack.problem import PROBLEM, problem_body
 from studyshare.devstack.proxy import ReverseProxy, build_client, build_transport
@@ -142,7 +143,9 @@ class Gateway:
                 return prefix, url
         service = service_for_path(path)
         if service is None:
-            return None
+            if PORTAL.name not in self.upstreams:
+                return None
+            service = PORTAL
         return service.name, self.upstreams.get(service.name)
 
     @asynccontextmanager

@@ -1,8 +1,8 @@
 """`LocalPlatform`: the whole platform on one machine, as child processes stopped by PID.
 
 Broker (Tansu) and database (SecantusDB), the topics, the mail catcher, every chosen
-service's `api`, `relay` and `worker`, and the gateway. Used by `make run`, end-to-end tests
-and benchmarks:
+service's `api`, `relay` and `worker`, the portal (with identity) and the gateway. Used by
+`make run`, end-to-end tests and benchmarks:
 
     with LocalPlatform(run_dir) as platform:
         httpx.get(platform.gateway_url + "/api/...")
@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from studyshare.contracts.routes import SERVICE_BY_NAME, SERVICES, Service
+from studyshare.contracts.routes import PORTAL, SERVICE_BY_NAME, SERVICES, Service
 from studyshare.devstack.processes import ManagedProcess, stop_all
 from studyshare.devstack.settings import LOCALHOST
 from studyshare.plumbing import infra
@@ -73,6 +73,7 @@ class Ports:
     apis: Mapping[str, int]
     workers: Mapping[str, int]
     dicom: int
+    portal: int = PORTAL.port
 
     @classmethod
     def fixed(cls) -> Ports:
@@ -101,6 +102,7 @@ class Ports:
             apis={s.name: p() for s in SERVICES},
             workers={s.name: p() for s in SERVICES},
             dicom=p(),
+            portal=p(),
         )
 
     def all_for(self, services: Iterable[Service]) -> list[int]:
@@ -127,6 +129,8 @@ class LocalPlatform:
     fresh: bool = True
     #: ready also means every worker's health port answers (faust takes a few seconds)
     wait_for_workers: bool = True
+    #: run the web portal (`studyshare.portal`); None: when identity is one of the services
+    portal: bool | None = None
     #: how to run a service (default `python -m studyshare.<package>`); tests pass a fake
     command: Callable[[Service], list[str]] = field(default=lambda s: service_command(s))
     processes: dict[str, ManagedProcess] = field(default_factory=dict, init=False)
@@ -140,12 +144,19 @@ class LocalPlatform:
         if unknown:
             raise ValueError(f"unknown services {unknown}; known: {sorted(SERVICE_BY_NAME)}")
         self.chosen: list[Service] = [SERVICE_BY_NAME[n] for n in names]
+        if self.portal is None:
+            self.portal = "identity" in names
 
     # -- addresses -------------------------------------------------------------------------
 
     @property
     def gateway_url(self) -> str:
         return f"http://{LOCALHOST}:{self.ports.gateway}"
+
+    @property
+    def portal_url(self) -> str:
+        """The portal's pages, through the gateway (`/`)."""
+        return f"{self.gateway_url}/"
 
     @property
     def mail_url(self) -> str:
@@ -183,12 +194,15 @@ class LocalPlatform:
     def start(self) -> LocalPlatform:
         """Everything, then wait for the gateway's `/readyz`; on failure nothing is left running."""
         try:
-            self._check_ports_free(self.ports.all_for(self.chosen))
+            ports = self.ports.all_for(self.chosen)
+            self._check_ports_free([*ports, self.ports.portal] if self.portal else ports)
             self.start_infra()
             self._launch(self._mailcatcher(), self.ports.smtp, self.ports.mail_http)
             for service in self.chosen:
                 for process in self._service_processes(service):
                     self._launch(process)
+            if self.portal:
+                self._launch(self._portal(), self.ports.portal)
             self._launch(self._gateway(), self.ports.gateway)
             self.wait_ready()
         except BaseException:
@@ -309,8 +323,24 @@ class LocalPlatform:
         argv = [sys.executable, "-m", "studyshare.devstack", "mailcatcher"]
         return self._process_for("mailcatcher", argv, env, self.ports.mail_http)
 
+    def _portal(self) -> ManagedProcess:
+        """The portal calls the public API through the gateway, like any browser client."""
+        env = (
+            self._base_env()
+            | {
+                "STUDYSHARE_ENVIRONMENT": "development",
+                "STUDYSHARE_HTTP_PORT": str(self.ports.portal),
+                "STUDYSHARE_PORTAL_API_URL": self.gateway_url,
+            }
+            | dict(self.extra_env)
+        )
+        argv = [sys.executable, "-m", "studyshare.portal", "api", "--port", str(self.ports.portal)]
+        return self._process_for("portal", argv, env, self.ports.portal)
+
     def _gateway(self) -> ManagedProcess:
         upstreams = {s.name: self.api_url(s.name) for s in self.chosen}
+        if self.portal:
+            upstreams[PORTAL.name] = f"http://{LOCALHOST}:{self.ports.portal}"
         env = self._base_env() | {
             "STUDYSHARE_GATEWAY_PORT": str(self.ports.gateway),
             "STUDYSHARE_UPSTREAMS": json.dumps(upstreams),

@@ -7,14 +7,14 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from studyshare.contracts.routes import SERVICES
+from studyshare.contracts.routes import PORTAL, SERVICES
 
 LOCALHOST = "127.0.0.1"
 
 
 def default_upstreams() -> dict[str, str]:
-    """Every service of the route table at its local port."""
-    return {s.name: f"http://{LOCALHOST}:{s.port}" for s in SERVICES}
+    """Every service of the route table (and the portal) at its local port."""
+    return {s.name: f"http://{LOCALHOST}:{s.port}" for s in (*SERVICES, PORTAL)}
 
 
 class GatewaySettings(BaseSettings):

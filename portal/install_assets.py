@@ -1,0 +1,115 @@
+"""Install the portal's pinned third-party assets (htmx) from the npm registry.
+
+    python3 portal/install_assets.py           # fetch what is missing or stale, check, extract
+    python3 portal/install_assets.py --check   # exit 1 unless every file is installed
+
+For each package of `portal/assets.json`: `npm pack name@version` into a scratch directory,
+the tarball's SHA-512 compared with the pinned `integrity` (Subresource Integrity form, as
+`npm view name@version dist.integrity` prints it), then only the listed files are extracted
+into `portal/src/studyshare/portal/static/vendor/` (git-ignored). A stamp file records what is
+installed, so a second run does nothing. Standard library only: it runs before `uv sync`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = HERE / "assets.json"
+VENDOR = HERE / "src" / "studyshare" / "portal" / "static" / "vendor"
+STAMP = VENDOR / ".installed.json"
+
+
+class IntegrityError(RuntimeError):
+    """The tarball is not the one pinned."""
+
+
+def integrity_of(data: bytes) -> str:
+    return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+
+
+def pack(name: str, version: str, scratch: Path) -> Path:
+    """`npm pack name@version` (the registry's tarball, no install scripts run)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SystemExit("install_assets: npm is missing (apt-get install npm)")
+    out = subprocess.run(  # noqa: S603 - fixed argv, the package is pinned in the manifest
+        [npm, "pack", f"{name}@{version}", "--json", "--pack-destination", str(scratch)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=scratch,
+    )
+    (entry,) = json.loads(out.stdout)
+    return scratch / entry["filename"]
+
+
+def extract(tarball: Path, files: dict[str, str]) -> None:
+    """Only the listed members, each to its flat name under VENDOR."""
+    VENDOR.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball, "r:gz") as archive:
+        for member_name, target in files.items():
+            member = archive.getmember(member_name)
+            if not member.isfile():
+                raise IntegrityError(f"{member_name} is not a regular file")
+            source = archive.extractfile(member)
+            assert source is not None
+            (VENDOR / Path(target).name).write_bytes(source.read())
+
+
+def install(package: dict, scratch: Path) -> None:
+    tarball = pack(package["name"], package["version"], scratch)
+    found = integrity_of(tarball.read_bytes())
+    if found != package["integrity"]:
+        raise IntegrityError(
+            f"{package['name']}@{package['version']}: integrity {found} is not the pinned "
+            f"{package['integrity']}"
+        )
+    extract(tarball, package["files"])
+
+
+def installed() -> dict:
+    try:
+        return json.loads(STAMP.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def is_current(package: dict, stamp: dict) -> bool:
+    key = f"{package['name']}@{package['version']}"
+    return stamp.get(key) == package["integrity"] and all(
+        (VENDOR / Path(target).name).is_file() for target in package["files"].values()
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail unless installed")
+    args = parser.parse_args(argv)
+    packages = json.loads(MANIFEST.read_text())["packages"]
+    stamp = installed()
+    stale = [p for p in packages if not is_current(p, stamp)]
+    if args.check:
+        for package in stale:
+            print(f"missing: {package['name']}@{package['version']} (run {Path(__file__).name})")
+        return 1 if stale else 0
+    for package in stale:
+        with tempfile.TemporaryDirectory(prefix="portal-assets-") as scratch:
+            install(package, Path(scratch))
+        stamp[f"{package['name']}@{package['version']}"] = package["integrity"]
+        STAMP.write_text(json.dumps(stamp, indent=2) + "\n")
+        print(f"install_assets: {package['name']}@{package['version']} checked and installed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

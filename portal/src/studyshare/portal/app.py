@@ -1,0 +1,95 @@
+"""The portal's FastAPI app: sessions, security headers, pages, static files, health."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+
+from studyshare.plumbing.http import create_app as create_service_app
+from studyshare.plumbing.logging import get_logger
+from studyshare.portal.adapters.public_api import PublicAPI, SessionEnded
+from studyshare.portal.pages import account, info, shares, studies
+from studyshare.portal.security import SECURITY_HEADERS, CsrfRefused
+from studyshare.portal.sessions import COOKIE, SessionStore
+from studyshare.portal.settings import PortalSettings
+from studyshare.portal.web import LoginRequired, here, login_redirect, render
+
+log = get_logger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = None) -> FastAPI:
+    settings = settings or PortalSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await app.state.api.aclose()
+
+    app = create_service_app(
+        settings,
+        title="StudyShare portal",
+        routers=[account.router, studies.router, shares.router, info.router],
+        lifespan=lifespan,
+    )
+    app.openapi_url = None  # pages, not an API: the gateway's /openapi.json leaves them out
+    app.state.portal_settings = settings
+    app.state.sessions = SessionStore(settings.portal_session_idle_s, settings.portal_session_max)
+    app.state.api = api or PublicAPI(settings.portal_api_url, settings.portal_api_timeout_s)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.middleware("http")
+    async def sessions_and_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        store: SessionStore = app.state.sessions
+        sent = request.cookies.get(COOKIE)
+        session = store.get(sent) or store.new()
+        request.state.session = session
+        response = await call_next(request)
+        if session.id != sent and store.get(session.id) is session:
+            response.set_cookie(
+                COOKIE,
+                session.id,
+                httponly=True,
+                samesite="lax",
+                secure=settings.secure_cookies,
+                path="/",
+            )
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        return login_redirect(request, exc.next_url)
+
+    @app.exception_handler(SessionEnded)
+    async def session_ended(request: Request, exc: SessionEnded) -> Response:
+        request.state.session.sign_out()
+        return login_redirect(request, here(request) if request.method == "GET" else "/studies")
+
+    @app.exception_handler(CsrfRefused)
+    async def csrf_refused(request: Request, exc: CsrfRefused) -> Response:
+        log.info("portal.csrf_refused", path=request.url.path)
+        return render(request, "error.html", 403, message_key="error.csrf")
+
+    @app.exception_handler(httpx.TransportError)
+    async def api_unreachable(request: Request, exc: httpx.TransportError) -> Response:
+        log.warning("portal.api_unreachable", error=type(exc).__name__)
+        return render(request, "error.html", 503, message_key="error.unavailable")
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return render(request, "error.html", 404, message_key="error.not_found")
+
+    return app

@@ -1,0 +1,147 @@
+"""Logging in (password and TOTP; patient with reference number), out, and the language."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from studyshare.portal import i18n
+from studyshare.portal.adapters.public_api import ApiProblem, SessionEnded
+from studyshare.portal.security import read_form, safe_next
+from studyshare.portal.web import api_of, checked, redirect, render, session_of
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    session = session_of(request)
+    if not session.logged_in:
+        return redirect("/login")
+    if session.patient:
+        return redirect(f"/studies/{session.user.get('study_uid', '')}")
+    return redirect("/studies")
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str | None = None) -> Response:
+    session = session_of(request)
+    target = safe_next(next)
+    if session.logged_in and not session.patient:
+        return redirect(target)
+    return render(request, "login.html", next=target, asked=bool(next), form={}, error=None)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    session = await checked(request)
+    form = await read_form(request)
+    target = safe_next(form.get("next"))
+    body: dict[str, Any] = {
+        "username": form.get("username", "").strip(),
+        "password": form.get("password", ""),
+    }
+    if form.get("otp", "").strip():
+        body["otp"] = form["otp"].strip()
+    try:
+        tokens = await api_of(request).anonymous("POST", "/api/auth/login", json=body)
+    except ApiProblem as problem:
+        totp = problem.rule in ("TOTPRequired", "InvalidTOTPCode") or "otp" in body
+        return render(
+            request,
+            "login.html",
+            problem.status if problem.status >= 400 else 400,
+            next=target,
+            asked=False,
+            form={"username": body["username"], "totp": totp},
+            error=problem.detail,
+        )
+    sessions = request.app.state.sessions
+    sessions.rotate(session)
+    session.sign_in(tokens)
+    await _load_user(request)
+    return redirect(target)
+
+
+async def _load_user(request: Request) -> None:
+    """`GET /api/users/me`: the name in the header and the user's language."""
+    session = session_of(request)
+    try:
+        me = await api_of(request).call(session, "GET", "/api/users/me")
+    except (ApiProblem, SessionEnded):
+        return
+    session.user = me or {}
+    session.language = i18n.supported(session.user.get("language")) or session.language
+
+
+@router.get("/patient-login")
+async def patient_login_page(request: Request) -> Response:
+    return render(request, "patient_login.html", form={}, error=None)
+
+
+@router.post("/patient-login")
+async def patient_login(request: Request) -> Response:
+    session = await checked(request)
+    form = await read_form(request)
+    body: dict[str, Any] = {
+        "reference_number": form.get("reference_number", "").strip(),
+        "date_of_birth": form.get("date_of_birth", "").strip(),
+    }
+    for field in ("pincode", "otp"):
+        if form.get(field, "").strip():
+            body[field] = form[field].strip()
+    try:
+        tokens = await api_of(request).anonymous("POST", "/api/auth/patient-login", json=body)
+    except ApiProblem as problem:
+        shown = {
+            "reference_number": body["reference_number"],
+            "date_of_birth": body["date_of_birth"],
+            "pincode": problem.rule == "PincodeRequired" or "pincode" in body,
+            "otp": problem.rule in ("PatientOTPRequired",) or "otp" in body,
+        }
+        return render(
+            request,
+            "patient_login.html",
+            problem.status,
+            form=shown,
+            error=None
+            if problem.rule in ("PincodeRequired", "PatientOTPRequired")
+            else problem.detail,
+            rule=problem.rule,
+        )
+    request.app.state.sessions.rotate(session)
+    session.sign_in(tokens, patient=True)
+    session.user = {"study_uid": tokens.get("study_uid")}
+    return redirect(f"/studies/{tokens.get('study_uid', '')}")
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    session = await checked(request)
+    await api_of(request).logout(session)
+    language = session.language
+    request.app.state.sessions.drop(session)
+    fresh = request.app.state.sessions.new()
+    fresh.language = language
+    request.state.session = fresh
+    return redirect("/login")
+
+
+@router.post("/language")
+async def switch_language(request: Request) -> Response:
+    """The switcher: this session's language, and the user's own when logged in."""
+    session = await checked(request)
+    form = await read_form(request)
+    language = i18n.supported(form.get("language"))
+    if language:
+        session.language = language
+        if session.logged_in and not session.patient:
+            try:
+                await api_of(request).call(
+                    session, "PATCH", "/api/users/me", json={"language": language}
+                )
+            except ApiProblem:
+                pass  # the page still switches; the profile keeps its language
+    return redirect(safe_next(form.get("next"), "/"))
