@@ -181,6 +181,16 @@ WAIT_FOR_TOPICS = (
 
 
 OTP_SEALING_SECRET = "studyshare-otp-sealing"  # noqa: S105 - a Secret name
+#: per service, the keys only it holds: env var -> (Secret, key)
+SERVICE_SECRETS: dict[str, dict[str, tuple[str, str]]] = {
+    "share": {
+        "STUDYSHARE_OTP_HMAC_SECRET": ("studyshare-share-otp-hmac", "secret"),
+        "STUDYSHARE_ANONYMIZATION_SECRET": ("studyshare-anonymization", "secret"),
+    },
+    "study-store": {
+        "STUDYSHARE_ANONYMIZATION_SECRET": ("studyshare-anonymization", "secret"),
+    },
+}
 
 
 def kafka_user(service: Service) -> str:
@@ -206,6 +216,10 @@ def env(service: Service) -> list[dict[str, Any]]:
             "name": "STUDYSHARE_OTP_SEAL_PUBLIC_KEY",
             "valueFrom": {"secretKeyRef": {"name": OTP_SEALING_SECRET, "key": "public-key"}},
         },
+        *(
+            {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+            for name, (secret, key) in SERVICE_SECRETS.get(service.name, {}).items()
+        ),
     ]
 
 

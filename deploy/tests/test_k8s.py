@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,66 @@ def test_settings_are_valid_for_the_services(
     settings = ServiceSettings()  # raises when production lacks idempotence or TLS + SASL
     assert settings.environment == expected
     assert settings.http_host == "0.0.0.0"
+
+
+#: the keys of the Secrets a container takes whole (`envFrom`), as deploy/README.md lists them
+ENV_SECRETS = {
+    "studyshare-notify-smtp": (
+        "STUDYSHARE_SMTP_HOST",
+        "STUDYSHARE_SMTP_USERNAME",
+        "STUDYSHARE_SMTP_PASSWORD",
+    ),
+    "studyshare-notify-sms": ("STUDYSHARE_SMS_API_URL", "STUDYSHARE_SMS_API_TOKEN"),
+}
+
+
+def settings_class(service_name: str) -> type[ServiceSettings]:
+    module = importlib.import_module(f"studyshare.{service_name.replace('-', '_')}.settings")
+    return next(
+        v
+        for v in vars(module).values()
+        if isinstance(v, type) and issubclass(v, ServiceSettings) and v is not ServiceSettings
+    )
+
+
+@pytest.mark.parametrize("name", [s.name for s in SERVICES])
+def test_each_production_process_starts_with_what_its_manifest_gives_it(
+    rendered: dict, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every process of a service in prod gets each secret its settings insist on (a missing
+    one would leave a placeholder that production refuses): the ConfigMap plus the container's
+    env, every Secret key given a fresh random value."""
+    objects = rendered["prod"]
+    (config,) = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("studyshare-config-")
+    ]
+    deployments = [
+        d for d in by_kind(objects, "Deployment").values() if d["metadata"]["name"].startswith(name)
+    ]
+    assert deployments
+    for deployment in deployments:
+        (container,) = pod_spec(deployment)["containers"]
+        with monkeypatch.context() as env:
+            for key, value in config["data"].items():
+                env.setenv(key, value)
+            for var in container["env"]:
+                if "value" in var:
+                    env.setenv(var["name"], var["value"])
+                elif var["name"] == "STUDYSHARE_OTP_SEAL_PUBLIC_KEY":
+                    env.setenv(var["name"], generate_keypair()[1])
+                elif var["name"] == "STUDYSHARE_OTP_SEAL_PRIVATE_KEY":
+                    env.setenv(var["name"], generate_keypair()[0])
+                elif "secretKeyRef" in var.get("valueFrom", {}):
+                    env.setenv(var["name"], secrets.token_urlsafe(32))
+            for source in container["envFrom"]:
+                for key in ENV_SECRETS.get(source.get("secretRef", {}).get("name"), ()):
+                    env.setenv(key, secrets.token_urlsafe(16))
+            settings = settings_class(name)()
+            if deployment["metadata"]["name"] == "notify-worker":
+                settings.require_delivery_secrets()
+        assert settings.environment == "production", deployment["metadata"]["name"]
 
 
 # --- gateway -----------------------------------------------------------------------------

@@ -389,26 +389,18 @@ PRODUCTION_KAFKA = production_settings("notify")
 
 def test_production_refuses_the_development_otp_key_and_sms_token():
     private, public = generate_keypair()
+    production = {**PRODUCTION_KAFKA, "otp_seal_public_key": public}
     with pytest.raises(ValueError, match="development OTP sealing key"):
         NotifySettings(
-            **PRODUCTION_KAFKA,
-            otp_seal_public_key=public,
-            otp_seal_private_key=DEV_PRIVATE_KEY,
-            sms_token="real",
-        )
+            **production, otp_seal_private_key=DEV_PRIVATE_KEY, sms_token="real"
+        ).require_delivery_secrets()
     with pytest.raises(ValueError, match="SMS_TOKEN"):
-        NotifySettings(
-            **PRODUCTION_KAFKA,
-            otp_seal_public_key=public,
-            otp_seal_private_key=private,
-        )
-    ok = NotifySettings(
-        **PRODUCTION_KAFKA,
-        otp_seal_public_key=public,
-        otp_seal_private_key=private,
-        sms_token="provider-token-123",
-    )
+        NotifySettings(**production, otp_seal_private_key=private).require_delivery_secrets()
+    ok = NotifySettings(**production, otp_seal_private_key=private, sms_token="provider-token-1")
+    ok.require_delivery_secrets()
     assert ok.otp_seal_private_key == private
+    # the API and the relay hold neither secret
+    NotifySettings(**production)
     assert NotifySettings(environment="test").otp_seal_private_key == DEV_PRIVATE_KEY
 
 

@@ -40,6 +40,7 @@ class NotifyCLI(ServiceCLI):
 
         settings = self._settings()
         assert isinstance(settings, NotifySettings)
+        settings.require_delivery_secrets()
         asyncio.run(ensure_topics(settings.kafka))
         app = worker_app(settings, self.projections(settings), web_port=port)
 

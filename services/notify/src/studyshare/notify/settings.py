@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from studyshare.contracts.routes import SERVICE_BY_NAME
@@ -72,12 +72,12 @@ class NotifySettings(ServiceSettings):
         description="events older than this (a fresh consumer reading history) send nothing",
     )
 
-    @model_validator(mode="after")
-    def _notify_secrets_are_real_in_production(self) -> NotifySettings:
+    def require_delivery_secrets(self) -> None:
+        """The sender (the worker) opens sealed codes and texts them: in production it refuses
+        the development key and token. The API and the relay never hold these secrets."""
         if self.environment == "production":
             if self.otp_seal_private_key == DEV_PRIVATE_KEY:
                 raise ValueError("the development OTP sealing key must not be used in production")
             refuse_placeholder(self.sms_token, "STUDYSHARE_SMS_TOKEN", self.environment)
             if self.sms_token == DEV_SMS_TOKEN:
                 raise ValueError("STUDYSHARE_SMS_TOKEN must be set to a real token in production")
-        return self
