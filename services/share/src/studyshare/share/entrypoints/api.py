@@ -249,6 +249,10 @@ class BucketOut(BaseModel):
 class SharedItemOut(BaseModel):
     bucket_id: str
     study_uid: str
+    position: int = Field(
+        description="the study's place in the share (1-based), as the share mail numbers it: "
+        "an anonymized share's mail links `/shared-with-me/{position}?bucket=`"
+    )
     description: str | None
     study_date: str | None
     patient_initials: str | None
@@ -482,11 +486,12 @@ async def shared_with_me(
     urgent: bool | None = None,
     study_uid: str | None = None,
     label: str | None = None,
+    bucket_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> SharedWithMeOut:
     items = await service.shared_with_me(
-        user, unread=unread, urgent=urgent, study_uid=study_uid, label=label
+        user, unread=unread, urgent=urgent, study_uid=study_uid, label=label, bucket_id=bucket_id
     )
     return SharedWithMeOut(
         items=[SharedItemOut(**i) for i in items[offset : offset + limit]],

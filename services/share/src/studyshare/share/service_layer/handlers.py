@@ -419,6 +419,7 @@ class ShareService:
         urgent: bool | None = None,
         study_uid: str | None = None,
         label: str | None = None,
+        bucket_id: str | None = None,
     ) -> list[dict[str, Any]]:
         now = self.clock()
         own = [principal.sub, *principal.department_ids]
@@ -428,6 +429,8 @@ class ShareService:
         keys = [principal.sub, *groups, *principal.department_ids]
         if groups:
             docs = newest_first(docs + await self.readmodel.held_by(groups, now))
+        if bucket_id is not None:
+            docs = [d for d in docs if d["_id"] == bucket_id]
         uids = sorted({u for d in docs for u in d["active_study_uids"]})
         studies, opened, senders = await asyncio.gather(  # independent reads
             self.directory.studies(uids),
@@ -449,6 +452,7 @@ class ShareService:
                 item = {
                     "bucket_id": d["_id"],
                     "study_uid": shown_uid,
+                    "position": d["study_uids"].index(uid) + 1 if uid in d["study_uids"] else 0,
                     "description": study.get("description"),
                     "study_date": study.get("study_date"),
                     "patient_initials": "Anonymous"
