@@ -333,7 +333,13 @@ def test_withdraw_unlock_and_remove_call_the_share_apis(client: TestClient, fake
         follow_redirects=False,
     )
     assert done.status_code == 303 and done.headers["location"].endswith("/access#users")
-    assert "The access is withdrawn." in client.get(done.headers["location"]).text
+    assert 'id="notice-users"' not in client.get("/studies/9.9/access").text  # another study
+    client.post(
+        f"/studies/{UID}/access/withdraw",
+        data={"csrf": token, "bucket": "bkt_1", "recipient": "email:x@y.org"},
+        follow_redirects=False,
+    )
+    assert 'id="notice-users">The access is withdrawn.' in client.get(f"/studies/{UID}/access").text
     for action in ("unlock", "remove-study"):
         client.post(f"/studies/{UID}/access/buckets/bkt_1/{action}", data={"csrf": token})
     assert fake.sent("POST", "/api/shares/bkt_1/unlock")
@@ -402,6 +408,9 @@ def test_the_study_logging_passes_the_filters_and_pages(client: TestClient, fake
     fake.routes[("GET", log)] = httpx.Response(
         200, json={"items": [entry], "total": 101, "offset": 0, "limit": 100, "next_offset": 100}
     )
+    fake.routes[("GET", "/api/users/usr_claire")] = httpx.Response(
+        200, json={"user_id": "usr_claire", "first_name": "Claire", "last_name": "Story"}
+    )
     page = client.get(f"/studies/{UID}/logging", params={"category": "lock", "from": "2026-12-01"})
     assert page.status_code == 200
     assert fake.sent("GET", log)[-1][0] == {
@@ -411,6 +420,7 @@ def test_the_study_logging_passes_the_filters_and_pages(client: TestClient, fake
         "limit": "100",
     }
     assert "bucket locked after 5 wrong OTPs" in page.text and "101 registrations" in page.text
+    assert "Claire Story" in page.text  # the actor by name (identity's public view)
     assert 'href="?category=lock&amp;from=2026-12-01&amp;offset=100"' in page.text
     assert "&#34;failed_attempts&#34;: 5" in page.text  # every recorded field, escaped
 

@@ -9,7 +9,7 @@ API lets this user see. Every action is the API's own route; its refusal is show
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -25,8 +25,6 @@ from studyshare.portal.web import (
     TEMPLATES,
     api_of,
     checked,
-    flash,
-    flash_problem,
     redirect,
     render,
     require_login,
@@ -216,6 +214,30 @@ def issue_request(form: dict[str, str]) -> dict[str, Any]:
     return body
 
 
+# -- names -----------------------------------------------------------------------------------
+
+#: ids a page shows by name, and the public view that names them (identity's)
+NAMED = {"usr_": "/api/users/{}", "dep_": "/api/departments/{}"}
+MAX_NAMED = 40
+
+
+async def names_of(request: Request, ids: Iterable[str | None]) -> dict[str, str]:
+    """The names of the users and departments among `ids` (at most `MAX_NAMED`), from their
+    public views; an id identity does not name for this user keeps showing as the id."""
+    wanted = sorted({i for i in ids if i and i.startswith(tuple(NAMED))})[:MAX_NAMED]
+
+    async def one(some_id: str) -> tuple[str, str | None]:
+        path = NAMED[some_id[:4]].format(quote(some_id, safe=""))
+        try:
+            doc = await api_of(request).call(session_of(request), "GET", path)
+        except ApiProblem:
+            return some_id, None
+        parts = (doc.get("first_name"), doc.get("last_name"))
+        return some_id, doc.get("name") or " ".join(p for p in parts if p) or None
+
+    return {i: name for i, name in await asyncio.gather(*(one(i) for i in wanted)) if name}
+
+
 # -- the page --------------------------------------------------------------------------------
 
 
@@ -247,24 +269,53 @@ async def access_tab(request: Request, uid: str) -> Response:
         "rsw": section_of(rsw),
         "references": section_of(refs, lambda r: reference_rows(r.get("items", []))),
     }
+    once = session.pending.pop("access_feedback", None) or {}
+    if once.get("uid") != uid:
+        once = {}
+    glass_and_transfers = [
+        *(g.get("user_id") for g in sections["break_glass"].data or ()),
+        *(x.get("requested_by") for x in sections["transfers"].data or ()),
+    ]
     return render(
         request,
         "access.html",
         uid=uid,
         sections=sections,
+        names=await names_of(request, glass_and_transfers),
         shown=any(s.shown for s in sections.values()),
         tabs=tabs_for(session.user, None, current="access"),
         current="access",
-        field_problems=session.pending.pop("field_problems", {}),
-        issue_values=session.pending.pop("issue_values", {}),
+        section_notices=once.get("notices", {}),
+        field_problems=once.get("problems", {}),
+        issue_values=once.get("values", {}),
     )
 
 
 # -- the actions -----------------------------------------------------------------------------
 
 
-def _back(uid: str, anchor: str) -> str:
-    return f"/studies/{quote(uid, safe='')}/access#{anchor}"
+def _back(uid: str, section: str) -> str:
+    return f"/studies/{quote(uid, safe='')}/access#{section}"
+
+
+def feedback(session: Session, uid: str) -> dict[str, dict[str, Any]]:
+    """What the Access tab of `uid` shows once after an action: notices per section, refusals
+    per control, the issue form's values (feedback about another study is dropped)."""
+    kept = session.pending.get("access_feedback")
+    if not kept or kept.get("uid") != uid:
+        kept = {"uid": uid, "notices": {}, "problems": {}, "values": {}}
+        session.pending["access_feedback"] = kept
+    return kept
+
+
+def _done(session: Session, uid: str, section: str, key: str) -> None:
+    """A notice shown once at the top of the section acted on (the page opens there)."""
+    feedback(session, uid)["notices"][section] = key
+
+
+def _refused(session: Session, uid: str, field: str, detail: str) -> None:
+    """The API's refusal, shown once next to the control that asked."""
+    feedback(session, uid)["problems"][field] = detail
 
 
 async def _act(
@@ -273,21 +324,20 @@ async def _act(
     method: str,
     path: str,
     done: str,
-    back: str,
-    field: str | None = None,
+    back: tuple[str, str],
+    field: str,
     **kwargs: Any,
 ) -> Response:
-    """One API action; its refusal is shown next to `field` (else on top of the page)."""
+    """One API action, then back to its section (`back`: study uid, section); its refusal is
+    shown next to `field`, the control that asked for it."""
+    uid, section = back
     try:
         await api_of(request).call(session, method, path, **kwargs)
     except ApiProblem as problem:
-        if field:
-            session.pending.setdefault("field_problems", {})[field] = problem.detail
-        else:
-            flash_problem(request, problem.detail)
+        _refused(session, uid, field, problem.detail)
     else:
-        flash(request, done)
-    return redirect(back)
+        _done(session, uid, section, done)
+    return redirect(_back(uid, section))
 
 
 async def _acting(request: Request) -> tuple[Session, dict[str, str]]:
@@ -307,7 +357,7 @@ async def withdraw(request: Request, uid: str) -> Response:
         "DELETE",
         f"/api/shares/{quote(bucket, safe='')}/recipients/{quote(recipient, safe='')}",
         "access_tab.withdrawn",
-        _back(uid, "users"),
+        (uid, "users"),
         field=f"grant:{bucket}:{recipient}",
     )
 
@@ -330,7 +380,7 @@ async def bucket_action(request: Request, uid: str, bucket: str, action: str) ->
         return render(request, "error.html", 404, message_key="error.not_found")
     method, path, done = routes[action]
     return await _act(
-        request, session, method, path, done, _back(uid, "buckets"), field=f"bucket:{bucket}"
+        request, session, method, path, done, (uid, "buckets"), field=f"bucket:{bucket}"
     )
 
 
@@ -344,7 +394,7 @@ async def resend(request: Request, uid: str, transfer: str) -> Response:
         "POST",
         f"/api/studies/{q}/transfers/{quote(transfer, safe='')}/resend",
         "access_tab.resent",
-        _back(uid, "transfers"),
+        (uid, "transfers"),
         field=f"transfer:{transfer}",
     )
 
@@ -358,7 +408,7 @@ async def send_rsw(request: Request, uid: str) -> Response:
         "POST",
         f"/api/studies/{quote(uid, safe='')}/rsw",
         "access_tab.rsw_sent",
-        _back(uid, "rsw"),
+        (uid, "rsw"),
         field="rsw",
     )
 
@@ -372,12 +422,12 @@ async def issue(request: Request, uid: str) -> Response:
             session, "POST", f"/api/studies/{quote(uid, safe='')}/reference-numbers", json=body
         )
     except ApiProblem as problem:
-        session.pending.setdefault("field_problems", {})["issue"] = problem.detail
-        session.pending["issue_values"] = {
+        _refused(session, uid, "issue", problem.detail)
+        feedback(session, uid)["values"] = {
             k: form.get(k, "") for k in ("valid_from", "valid_to", "patient_mobile")
         }
     else:
-        flash(request, "access_tab.issued")
+        _done(session, uid, "reference-numbers", "access_tab.issued")
     return redirect(_back(uid, "reference-numbers"))
 
 
@@ -390,7 +440,7 @@ async def regenerate(request: Request, uid: str) -> Response:
         "POST",
         f"/api/studies/{quote(uid, safe='')}/reference-numbers/regenerate",
         "access_tab.regenerated",
-        _back(uid, "reference-numbers"),
+        (uid, "reference-numbers"),
         field="regenerate",
     )
 
@@ -405,7 +455,7 @@ async def revoke_number(request: Request, uid: str, number: str) -> Response:
         "DELETE",
         f"/api/studies/{q}/reference-numbers/{quote(number, safe='')}",
         "access_tab.number_revoked",
-        _back(uid, "reference-numbers"),
+        (uid, "reference-numbers"),
         field=f"ref:{number}",
     )
 
@@ -420,7 +470,7 @@ async def set_pincode(request: Request, uid: str, number: str) -> Response:
         "PUT",
         f"/api/studies/{q}/reference-numbers/{quote(number, safe='')}/pincode",
         "access_tab.pincode_set",
-        _back(uid, "reference-numbers"),
+        (uid, "reference-numbers"),
         field=f"pincode:{number}",
         json={"pincode": form.get("pincode", "").strip()},
     )

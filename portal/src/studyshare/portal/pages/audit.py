@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from studyshare.portal.adapters.public_api import ApiProblem, problem_of
-from studyshare.portal.pages.access import tabs_for
+from studyshare.portal.pages.access import names_of, tabs_for
 from studyshare.portal.security import NO_STORE
 from studyshare.portal.web import api_of, flash_problem, redirect, render, require_login
 
@@ -150,13 +150,15 @@ async def _log_page(
     except ApiProblem as refused:
         status, problem = refused.status, refused.detail
         problem_field = field_of(refused, tuple(FILTERS.values()))
+    rows = entry_rows(page["items"]) if page else []
     return render(
         request,
         template.pop("template"),
         status,
         query=query,
         page=page,
-        rows=entry_rows(page["items"]) if page else [],
+        rows=rows,
+        names=await names_of(request, (r["who"] for r in rows)),
         pages=pages_of(query, page) if page else {},
         problem=problem,
         problem_field=problem_field,
@@ -219,12 +221,15 @@ async def access_at(request: Request, uid: str, t: str = "") -> Response:
             )
         except ApiProblem as refused:
             problem = refused.detail
+    rows = (answer or {}).get("could_open") or []
+    named = [r.get(k) for r in rows for k in ("principal_id", "granted_by", "through")]
     return render(
         request,
         "audit_access_at.html",
         uid=uid,
         moment_asked=t.strip(),
         answer=answer,
+        names=await names_of(request, named),
         problem=problem,
         tabs=tabs_for(session.user, None, current="logging"),
         current="logging",
@@ -265,7 +270,15 @@ async def alerts(request: Request) -> Response:
         answer = await api_of(request).call(session, "GET", "/api/audit/alerts", params=params)
     except ApiProblem as refused:
         problem = refused.detail
-    return render(request, "audit_alerts.html", query=query, answer=answer, problem=problem)
+    keys = [a.get("key_value") for a in (answer or {}).get("items", [])]
+    return render(
+        request,
+        "audit_alerts.html",
+        query=query,
+        answer=answer,
+        problem=problem,
+        names=await names_of(request, keys),
+    )
 
 
 @router.get("/audit/verify")
