@@ -419,7 +419,7 @@ def test_the_study_logging_passes_the_filters_and_pages(client: TestClient, fake
         "offset": "0",
         "limit": "100",
     }
-    assert "bucket locked after 5 wrong OTPs" in page.text and "101 registrations" in page.text
+    assert "bucket locked after 5 wrong OTPs" in page.text and "Registrations: 101" in page.text
     assert "Claire Story" in page.text  # the actor by name (identity's public view)
     assert 'href="?category=lock&amp;from=2026-12-01&amp;offset=100"' in page.text
     assert "&#34;failed_attempts&#34;: 5" in page.text  # every recorded field, escaped

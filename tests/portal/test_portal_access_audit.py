@@ -137,6 +137,12 @@ def test_a_locked_share_is_unlocked_on_the_access_tab_and_the_auditor_finds_ever
     admin.wait_text("The bucket is unlocked.")
     assert admin.wait(f"#bucket-{bucket}").get_attribute("data-state") == "active"
     admin.shot("access-tab-unlocked")
+    admin.click("button.lang[value=nl]")
+    admin.wait_text("Toegang tot het onderzoek")
+    assert admin.wait(f"#bucket-{bucket}").text.count("actief") == 1
+    admin.shot("access-tab-dutch")
+    admin.click("button.lang[value=en]")
+    admin.wait_text("Access to the study")
 
     # ... and issues a reference number with a pincode there
     admin.click("#issue")
@@ -174,6 +180,10 @@ def test_a_locked_share_is_unlocked_on_the_access_tab_and_the_auditor_finds_ever
     assert grant.get_attribute("data-state") == "active"
     assert not sender.has("#reference-numbers"), "a physician does not manage reference numbers"
     sender.shot("access-tab")
+    sender.click(f"#revoke-{bucket}")  # the cross asks: this study, or the full bucket?
+    sender.wait(f"#bucket-{bucket} .remove-study")
+    assert sender.wait(f"#bucket-{bucket} .revoke-bucket").is_displayed()
+    sender.shot("access-tab-revoke-choice")
     grant.find_element(By.CSS_SELECTOR, "button.withdraw").click()
     sender.wait_text("The access is withdrawn.")
     withdrawn = sender.wait(f"tr.grant[data-recipient='{people.colleague.user_id}']")
