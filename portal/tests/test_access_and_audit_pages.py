@@ -529,3 +529,40 @@ def test_the_study_page_offers_the_tabs_the_user_may_use(client: TestClient, fak
         200, json={**study, "access": {"via": "grant"}}
     )
     assert 'id="tab-access"' not in client.get(f"/studies/{UID}").text
+
+
+def test_transfers_rsw_and_reference_numbers_actions_call_the_study_store(
+    client: TestClient, fake: FakeAPI
+) -> None:
+    q = f"/api/studies/{UID}"
+    admin_routes(
+        fake,
+        {
+            ("GET", f"{q}/rsw"): httpx.Response(200, json={"department_id": "dep_1"}),
+            ("POST", f"{q}/transfers/trf_1/resend"): httpx.Response(202, json={}),
+            ("POST", f"{q}/rsw"): problem(404, "NoRswEndpoint", "no RSW endpoint any more"),
+            ("POST", f"{q}/reference-numbers/regenerate"): httpx.Response(200, json={"issued": []}),
+            ("DELETE", f"{q}/reference-numbers/AB12CD34"): httpx.Response(204),
+        },
+    )
+    page = client.get(f"/studies/{UID}/access").text
+    assert 'id="rsw"' in page and "Not sent to the regional health network yet." in page
+    assert 'class="resend"' in page  # a failed transfer may be sent again
+    token = csrf(client, f"/studies/{UID}/access")
+    page = client.post(f"/studies/{UID}/access/transfers/trf_1/resend", data={"csrf": token})
+    assert 'id="notice-transfers">The study is being sent again.' in page.text
+    page = client.post(f"/studies/{UID}/access/rsw", data={"csrf": token})
+    assert 'id="problem-rsw">no RSW endpoint any more' in page.text
+    page = client.post(f"/studies/{UID}/access/reference-numbers/regenerate", data={"csrf": token})
+    assert "The reference numbers are regenerated." in page.text
+    page = client.post(
+        f"/studies/{UID}/access/reference-numbers/AB12CD34/revoke", data={"csrf": token}
+    )
+    assert "The reference number is revoked." in page.text
+    for method, path in (
+        ("POST", f"{q}/transfers/trf_1/resend"),
+        ("POST", f"{q}/rsw"),
+        ("POST", f"{q}/reference-numbers/regenerate"),
+        ("DELETE", f"{q}/reference-numbers/AB12CD34"),
+    ):
+        assert len(fake.sent(method, path)) == 1, path
