@@ -528,7 +528,7 @@ def test_the_study_page_offers_the_tabs_the_user_may_use(client: TestClient, fak
     fake.routes[("GET", f"/api/studies/{UID}")] = httpx.Response(
         200, json={**study, "access": {"via": "grant"}}
     )
-    assert 'id="tab-access"' not in client.get(f"/studies/{UID}").text
+    assert 'class="tabs"' not in client.get(f"/studies/{UID}").text  # one tab: no tab bar
 
 
 def test_transfers_rsw_and_reference_numbers_actions_call_the_study_store(
