@@ -209,6 +209,9 @@ class ShareOut(BaseModel):
 class BucketRecipientOut(BaseModel):
     recipient_id: str
     kind: Literal["user", "group", "department", "email"]
+    name: str | None = Field(
+        default=None, description="the user's, group's or department's name (Access tab only)"
+    )
     email: str | None = None
     language: str | None = None
     revoked: bool
@@ -221,6 +224,7 @@ class BucketOut(BaseModel):
     bucket_id: str
     status: Literal["active", "revoked", "expired"]
     sender_id: str
+    sender_name: str | None = Field(default=None, description="the sender's name (Access tab)")
     sending_department_id: str | None
     parent_bucket_id: str | None
     children: list[str] = []
@@ -358,7 +362,8 @@ async def share(body: ShareIn, user: CurrentUser, service: Service) -> ShareOut:
 @router.get(
     "/api/shares",
     response_model=list[BucketOut],
-    summary="Buckets a study belongs to (the Access tab), with the re-share chain",
+    summary="Buckets a study belongs to (the Access tab), with the re-share chain and the "
+    "names of the senders and recipients",
     responses=problem_responses(401, 403, 422),
 )
 async def buckets_of_study(
