@@ -32,6 +32,14 @@ class IdentitySettings(ServiceSettings):
         default=False,
         description="identity checks its own sessions store on every request instead",
     )
+    session_barrier_timeout_s: float = Field(
+        default=7.0,
+        gt=0,
+        description="a logout (refresh-token reuse, deactivation, password reset) answers once "
+        "every API process following the ended sessions has the end, or after this long "
+        "(then with `StudyShare-Propagated: false`); longer than a follower's lease, so a "
+        "process that died is waited out",
+    )
     access_token_ttl_s: int = Field(default=900, ge=30)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
     external_login_state_ttl_s: int = Field(

@@ -18,8 +18,10 @@ from studyshare.plumbing.auth import CurrentUser
 from studyshare.plumbing.http import create_app as base_app
 from studyshare.plumbing.http import kafka_ready, mongo_ready, problem
 from studyshare.plumbing.http import problem_responses as _problem_responses
+from studyshare.plumbing.internal import InternalClient
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
+from studyshare.share.adapters.study_store import AccessBarrierClient
 from studyshare.share.domain import rules
 from studyshare.share.domain.model import Bucket
 from studyshare.share.service_layer.handlers import (
@@ -565,6 +567,12 @@ def create_app(settings: ShareSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = ShareService(db, settings)
         await service.setup()
+        if settings.study_store_internal_url:
+            service.access_barrier = AccessBarrierClient(
+                InternalClient.for_settings(settings, settings.study_store_internal_url),
+                service.store,
+                timeout_s=settings.access_barrier_timeout_s,
+            )
         app.state.service = service
         task = asyncio.create_task(expiry_loop(service, settings.expiry_interval_seconds))
         try:
@@ -573,6 +581,8 @@ def create_app(settings: ShareSettings | None = None) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if service.access_barrier is not None:
+                await service.access_barrier.close()
             await client.close()
 
     app = base_app(
