@@ -89,12 +89,21 @@ def internal_caller(*admitted: str) -> Any:
 class InternalClient:
     """Calls another service's internal routes as this service (one pooled HTTP client)."""
 
-    def __init__(self, base_url: str, caller: str, token: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        caller: str,
+        token: str,
+        *,
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.caller = caller
         self.http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=timeout_s,
             trust_env=False,
+            transport=transport,
             headers={CALLER_HEADER: caller, "authorization": f"Bearer {token}"},
         )
 
