@@ -7,9 +7,10 @@ above the last one seen. A replay (new generation) is noticed within a second an
 everything.
 
 It is a follower (`studyshare.plumbing.followers`): it records in the study store's
-`access_followers` how far it has read (one upsert when that moved, else every quarter lease)
-and decides only while its lease holds, i.e. its last recorded beat started less than
-`lease_s` ago; after that every decision is refused (503 `AccessDecisionsUnavailable`). A
+`access_followers` how far it has read (one upsert when that moved, else every quarter lease,
+from a loop of its own) and decides only while its lease holds, i.e. the read its last stored
+beat reported started less than `lease_s` ago; after that every decision is refused (503
+`AccessDecisionsUnavailable`). A
 revocation or lock is handed to the study store by the share service (`access_barrier`),
 which answers once every follower has read it: the recipient's next request is refused.
 
@@ -116,9 +117,11 @@ class InMemoryAccessModel:
         self.pointer = GenerationPointer(db, ACCESS_PROJECTION, cache_s=1.0)
         self.generation = -1
         self.last_seq = 0
+        self.read_at: float | None = None
         self._beaten: tuple[int, int] | None = None
+        self._moved = asyncio.Event()
         self._nudged = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
         self._pending: list[tuple[float, EventEnvelope]] = []
         self._reset()
 
@@ -161,7 +164,7 @@ class InMemoryAccessModel:
             self._put(doc)
         self.generation = generation
         self._reapply_pending()
-        await self._beat(started)
+        self._read(started)
         log.info("access_model.loaded", generation=generation, docs=len(self.docs))
 
     async def refresh(self) -> int:
@@ -181,28 +184,48 @@ class InMemoryAccessModel:
             self._reapply_pending(doc["_id"])
             self.last_seq = max(self.last_seq, doc.get("seq", 0))
             changed += 1
-        await self._beat(started)
+        self._read(started)
         return changed
 
-    async def _beat(self, started: float) -> None:
-        """Record how far this model has read (when that moved, or a quarter lease passed
-        since the last beat) and renew the lease from `started`, the moment before the read
-        the beat stands for. Without a registry (tools, tests) the read renews it."""
+    def _read(self, started: float) -> None:
+        """A read that started at `started` succeeded: the beat loop reports it (at once when
+        the position moved). Without a registry (tools, tests) the read renews the lease."""
+        self.read_at = started
         if self.registry is None:
             self.lease.renew(started)
+        elif (self.generation, self.last_seq) != self._beaten:
+            self._moved.set()
+
+    async def beat(self) -> None:
+        """Record how far this model has read, and renew the lease from the start of that
+        read (before the beat, so a barrier never takes it for later than it is)."""
+        if self.registry is None or self.read_at is None:
             return
-        position = (self.generation, self.last_seq)
-        age = self.lease.age_s
-        if position == self._beaten and age is not None and age < self.lease.duration_s / 4:
-            return
+        position, read_at = (self.generation, self.last_seq), self.read_at
         await self.registry.beat(
-            self.follower_id,
-            self.last_seq,
-            generation=self.generation,
-            lease_s=self.lease.duration_s,
+            self.follower_id, position[1], generation=position[0], lease_s=self.lease.duration_s
         )
         self._beaten = position
-        self.lease.renew(started)
+        self.lease.renew(read_at)
+
+    async def _beat_loop(self) -> None:
+        """Beat when the position moved, else every quarter lease; apart from the refresh
+        loop, so a slow write never delays the next read."""
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), self.lease.duration_s / 4)
+            self._moved.clear()
+            try:
+                await self.beat()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.exception("access_model.beat_failed", failures=failures)
+                await asyncio.sleep(self.refresh_interval_s)
 
     def nudge(self) -> None:
         """Refresh now rather than at the next interval (a barrier is waiting)."""
@@ -232,16 +255,20 @@ class InMemoryAccessModel:
                 self.follower_id, JOINING, generation=-1, lease_s=self.lease.duration_s
             )
         await self.load()
-        self._task = asyncio.create_task(self.run(), name="access-model-follow")
+        await self.beat()
+        self._tasks = [
+            asyncio.create_task(self.run(), name="access-model-follow"),
+            asyncio.create_task(self._beat_loop(), name="access-model-beat"),
+        ]
 
     async def stop(self) -> None:
         """Decide nothing more, stop following, and leave the followers."""
         self.lease.lapse()
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
         if self.registry is not None:
             with contextlib.suppress(Exception):
                 await self.registry.leave(self.follower_id)
