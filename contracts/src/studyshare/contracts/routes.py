@@ -120,9 +120,10 @@ INTERNAL_ROUTES: tuple[InternalRoute, ...] = (
     InternalRoute(
         "identity", "DELETE", "/internal/session-ends/followers/{follower}", SESSION_FOLLOWERS
     ),
-    # a revocation or lock (share) hands its bucket's events to the access model and waits
-    # until every study-store API process decides on them
-    InternalRoute("study-store", "POST", "/internal/access/barrier", ("share",)),
+    # a command narrowing access (share: revocation, lock; identity: membership, roles,
+    # policy, deactivation) hands its aggregates' events to the access model and waits until
+    # every study-store API process decides on them
+    InternalRoute("study-store", "POST", "/internal/access/barrier", ("share", "identity")),
 )
 
 

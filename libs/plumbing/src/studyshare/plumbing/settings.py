@@ -91,6 +91,19 @@ class ServiceSettings(BaseSettings):
     session_poll_wait_s: float = Field(
         default=2.0, gt=0, description="how long identity holds a poll that brings nothing"
     )
+    study_store_internal_url: str | None = Field(
+        default=None,
+        description="the study store's API for service-to-service calls: a command that "
+        "narrows access (share: revocation, lock; identity: membership, roles, policy, "
+        "deactivation) answers once every study-store API process decides on it",
+    )
+    access_barrier_timeout_s: float = Field(
+        default=7.0,
+        gt=0,
+        description="how long such a command waits for the study store to confirm (longer "
+        "than its lease, so a study-store process that died is waited out); then it answers "
+        "anyway, with `StudyShare-Propagated: false`",
+    )
     follower_clock_skew_s: float = Field(
         default=1.0,
         ge=0,

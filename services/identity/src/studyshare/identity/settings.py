@@ -132,6 +132,11 @@ class IdentitySettings(ServiceSettings):
                 refuse_placeholder(
                     self.bootstrap_password, "STUDYSHARE_BOOTSTRAP_PASSWORD", self.environment
                 )
+        if self.environment == "production" and not self.study_store_internal_url:
+            raise ValueError(
+                "production requires STUDYSHARE_STUDY_STORE_INTERNAL_URL: a member leaving a "
+                "group or department must reach the study store before the command answers"
+            )
         json.loads(self.portals)
         json.loads(self.previous_signing_keys_jwks)
         return self

@@ -28,18 +28,6 @@ class ShareSettings(ServiceSettings):
     )
     otp_request_window_seconds: int = Field(default=600, ge=1)
     expiry_interval_seconds: float = Field(default=30.0, gt=0)
-    study_store_internal_url: str | None = Field(
-        default=None,
-        description="the study store's API for service-to-service calls: a revocation or lock "
-        "answers once every study-store API process decides on it (production requires it)",
-    )
-    access_barrier_timeout_s: float = Field(
-        default=7.0,
-        gt=0,
-        description="how long a revocation or lock waits for the study store to confirm "
-        "(longer than its lease, so a study-store process that died is waited out); then it "
-        "answers anyway, with `StudyShare-Propagated: false`",
-    )
 
     @model_validator(mode="after")
     def _secret_is_real(self) -> ShareSettings:

@@ -26,6 +26,7 @@ from studyshare.identity.service_layer import accounts, auth, departments, group
 from studyshare.identity.service_layer.context import Identity
 from studyshare.identity.service_layer.recipients import RecipientKind, search
 from studyshare.identity.settings import IdentitySettings
+from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.auth import (
     JWKSVerifier,
     SessionEnded,
@@ -938,10 +939,13 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         identity = await start_identity(app, db, settings)
         identity.session_ends.start()
+        identity.access_barrier = AccessBarrierClient.for_settings(settings, identity.store)
         try:
             yield
         finally:
             await identity.session_ends.stop()
+            if identity.access_barrier is not None:
+                await identity.access_barrier.close()
             await client.close()
 
     app = plumbing_app(

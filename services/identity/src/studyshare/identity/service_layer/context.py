@@ -3,6 +3,7 @@ appends events and updates the read models in one MongoDB transaction."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from studyshare.identity.adapters.stores import (
 from studyshare.identity.domain.lockout import LockoutPolicy
 from studyshare.identity.settings import IdentitySettings
 from studyshare.plumbing import propagation
+from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.aggregate import Aggregate, Repository
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
 from studyshare.plumbing.followers import FollowerRegistry
@@ -39,6 +41,14 @@ from studyshare.plumbing.revocations import ending_of
 from studyshare.plumbing.tokens import TokenSigner
 
 log = get_logger(__name__)
+
+#: identity events that may narrow who opens which study in the study store's access model
+#: (a member leaving a group, a user leaving a department or losing a role, a stricter
+#: break-the-glass policy, a deactivated account): their command answers once every
+#: study-store API process decides on them (`plumbing.access_barrier`)
+NARROWS_STUDY_ACCESS = frozenset(
+    {"GroupMemberRemoved", "UserRolesChanged", "UserDeactivated", "DepartmentPolicySet"}
+)
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -67,6 +77,7 @@ class Identity:
     external_logins: ExternalLogins = field(init=False)
     session_ends: SessionEnds = field(init=False)
     session_followers: FollowerRegistry = field(init=False)
+    access_barrier: AccessBarrierClient | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.store = EventStore(self.db)
@@ -161,7 +172,9 @@ class Identity:
                         await self.read_models.apply(envelopes, session)
                         if also is not None:
                             await also(session)
-                await self.end_sessions(envelopes)
+                await asyncio.gather(  # both wait for followers, independently
+                    self.end_sessions(envelopes), self.narrow_study_access(envelopes)
+                )
                 return aggregate, envelopes
             except ConcurrencyConflict:
                 if attempt == retries:
@@ -191,6 +204,15 @@ class Identity:
             behind=outcome.behind,
             ms=round(outcome.waited_s * 1000, 1),
         )
+
+    async def narrow_study_access(self, envelopes: list[EventEnvelope]) -> None:
+        """After a commit that may narrow access to studies: the study store decides on it
+        everywhere before the command answers (without a barrier configured, nothing)."""
+        if self.access_barrier is None:
+            return
+        changed = [e.aggregate_id for e in envelopes if e.event_type in NARROWS_STUDY_ACCESS]
+        if changed:
+            await self.access_barrier.propagate(changed)
 
     async def record(self, event: DomainEvent, aggregate_id: str, actor: Actor) -> None:
         """Append the first event of a one-event aggregate (e.g. a login attempt)."""

@@ -14,14 +14,13 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, statu
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from studyshare.contracts.events.share import AccessLevel, Label
+from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.auth import CurrentUser
 from studyshare.plumbing.http import create_app as base_app
 from studyshare.plumbing.http import kafka_ready, mongo_ready, problem
 from studyshare.plumbing.http import problem_responses as _problem_responses
-from studyshare.plumbing.internal import InternalClient
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
-from studyshare.share.adapters.study_store import AccessBarrierClient
 from studyshare.share.domain import rules
 from studyshare.share.domain.model import Bucket
 from studyshare.share.service_layer.handlers import (
@@ -577,12 +576,7 @@ def create_app(settings: ShareSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = ShareService(db, settings)
         await service.setup()
-        if settings.study_store_internal_url:
-            service.access_barrier = AccessBarrierClient(
-                InternalClient.for_settings(settings, settings.study_store_internal_url),
-                service.store,
-                timeout_s=settings.access_barrier_timeout_s,
-            )
+        service.access_barrier = AccessBarrierClient.for_settings(settings, service.store)
         app.state.service = service
         task = asyncio.create_task(expiry_loop(service, settings.expiry_interval_seconds))
         try:

@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import AccessLevel, Label, RecipientRef, StudyShared
 from studyshare.contracts.tokens import AccessClaims
+from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.aggregate import Repository, new_id
 from studyshare.plumbing.eventstore import EventStore, envelope_for
 from studyshare.plumbing.logging import get_logger
@@ -28,7 +29,6 @@ from studyshare.share.adapters.readmodel import (
     policy_of,
     share_options,
 )
-from studyshare.share.adapters.study_store import AccessBarrierClient
 from studyshare.share.domain import rules
 from studyshare.share.domain.anonymized import anonymized_study
 from studyshare.share.domain.model import (
@@ -550,7 +550,7 @@ class ShareService:
 
     async def _propagate(self, bucket_ids: Sequence[str]) -> None:
         """Before answering: the study store decides on these buckets' events everywhere
-        (`adapters.study_store.AccessBarrierClient`); without one configured, nothing."""
+        (`plumbing.access_barrier`); without one configured, nothing."""
         if self.access_barrier is not None:
             await self.access_barrier.propagate(bucket_ids)
 

@@ -1,8 +1,16 @@
-"""The study store as the share service calls it: the access barrier (an internal route)."""
+"""The study store's access barrier as its callers use it (an internal route).
+
+A command of the share service (a revocation, a lock) or of identity (a member leaving a
+group or a department, a stricter department policy, a deactivation) that narrows who may open
+studies hands the study store the whole streams of the aggregates it changed, right after its
+commit, and answers once every study-store API process decides on them
+(`study_store.service_layer.access_barrier`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from studyshare.plumbing import propagation
 from studyshare.plumbing.eventstore import EventStore
@@ -15,8 +23,9 @@ BARRIER = "/internal/access/barrier"
 
 
 class AccessBarrierClient:
-    """Hands the study store the whole streams of buckets just revoked or locked (as the relay
-    will publish them) and waits until every study-store API process decides on them.
+    """Hands the study store the whole streams of aggregates just changed (as the relay will
+    publish them, from this service's event store) and waits until every study-store API
+    process decides on them.
 
     The commands it serves have committed already: when the study store cannot confirm within
     `timeout_s` (or cannot be reached), the command still succeeds, its answer says
@@ -27,10 +36,10 @@ class AccessBarrierClient:
         self.store = store
         self.timeout_s = timeout_s
 
-    async def propagate(self, bucket_ids: Sequence[str]) -> bool:
+    async def propagate(self, aggregate_ids: Sequence[str]) -> bool:
         events = []
-        for bucket_id in dict.fromkeys(bucket_ids):
-            events += await self.store.load_as_published(bucket_id)
+        for aggregate_id in dict.fromkeys(aggregate_ids):
+            events += await self.store.load_as_published(aggregate_id)
         confirmed, detail = False, None
         try:
             response = await self.client.request(
@@ -51,7 +60,7 @@ class AccessBarrierClient:
         line = log.info if confirmed else log.warning
         line(
             "access_barrier.confirmed" if confirmed else "access_barrier.not_confirmed",
-            buckets=list(dict.fromkeys(bucket_ids)),
+            aggregates=list(dict.fromkeys(aggregate_ids)),
             events=len(events),
             answer=detail,
         )
@@ -59,3 +68,11 @@ class AccessBarrierClient:
 
     async def close(self) -> None:
         await self.client.close()
+
+    @classmethod
+    def for_settings(cls, settings: Any, store: EventStore) -> AccessBarrierClient | None:
+        """The client when `STUDYSHARE_STUDY_STORE_INTERNAL_URL` is set, else None."""
+        if not settings.study_store_internal_url:
+            return None
+        client = InternalClient.for_settings(settings, settings.study_store_internal_url)
+        return cls(client, store, timeout_s=settings.access_barrier_timeout_s)
