@@ -45,7 +45,7 @@ class SessionEndFeed:
         revocations: SessionRevocations,
         *,
         follower: str,
-        lease_s: float = 5.0,
+        lease_s: float = 10.0,
         wait_s: float = 2.0,
         retry_s: float = 0.25,
         path: str = SESSION_ENDS_PATH,

@@ -83,7 +83,7 @@ class ServiceSettings(BaseSettings):
         "session_revocation_feed is on)",
     )
     session_lease_s: float = Field(
-        default=5.0,
+        default=10.0,
         gt=0,
         description="an API process refuses every token (503 SessionStatusUnknown) when its "
         "last successful poll of identity's ended sessions was sent longer ago than this",
@@ -98,7 +98,7 @@ class ServiceSettings(BaseSettings):
         "deactivation) answers once every study-store API process decides on it",
     )
     access_barrier_timeout_s: float = Field(
-        default=7.0,
+        default=12.0,
         gt=0,
         description="how long such a command waits for the study store to confirm (longer "
         "than its lease, so a study-store process that died is waited out); then it answers "

@@ -33,7 +33,7 @@ class IdentitySettings(ServiceSettings):
         description="identity checks its own sessions store on every request instead",
     )
     session_barrier_timeout_s: float = Field(
-        default=7.0,
+        default=12.0,
         gt=0,
         description="a logout (refresh-token reuse, deactivation, password reset) answers once "
         "every API process following the ended sessions has the end, or after this long "

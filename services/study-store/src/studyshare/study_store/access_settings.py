@@ -14,14 +14,14 @@ class AccessSettings(ServiceSettings):
         default=0.1, gt=0, description="how often an API process follows the access read model"
     )
     access_lease_s: float = Field(
-        default=5.0,
+        default=10.0,
         gt=0,
         description="an API process decides only while its last recorded beat in "
         "`access_followers` started less than this ago (else 503 AccessDecisionsUnavailable); "
         "a barrier waits at most this long for a process that stopped answering",
     )
     access_barrier_max_wait_s: float = Field(
-        default=7.0,
+        default=12.0,
         gt=0,
         description="the longest a barrier (POST /internal/access/barrier) waits for every "
         "API process to decide on the events it was given",

@@ -93,6 +93,13 @@ async def live_user(principal: Annotated[AccessClaims, Depends(live_principal)])
 Principal = Annotated[AccessClaims, Depends(live_user)]
 MaybePrincipal = Annotated[AccessClaims | None, Depends(optional_principal)]
 
+#: commands ending sessions: every API process has the end before the answer (issue 15, 13)
+SESSION_END = (
+    "Answers once every API process of the other services has the end, so the ended token's "
+    "next request is refused everywhere (401 `SessionEnded`): header "
+    "`StudyShare-Propagated: true` (`false`: not confirmed in time; the end is stored)."
+)
+
 auth_router = APIRouter(tags=["auth"])
 users_router = APIRouter(tags=["users"])
 groups_router = APIRouter(tags=["groups"])
@@ -136,6 +143,7 @@ async def refresh(body: m.RefreshRequest, app: IdentityDep, ip: ClientIP) -> m.T
     status_code=204,
     responses=problem_responses(400, 401, 422),
     summary="End the session of the bearer token and/or the refresh token",
+    description=SESSION_END,
 )
 async def logout(
     app: IdentityDep, ip: ClientIP, principal: MaybePrincipal, body: m.LogoutRequest | None = None
@@ -514,6 +522,7 @@ async def set_roles(
     status_code=204,
     responses=problem_responses(401, 403, 404),
     summary="Deactivate an account and end its sessions (service desk)",
+    description=SESSION_END,
 )
 async def deactivate(
     user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
@@ -527,6 +536,7 @@ async def deactivate(
     status_code=204,
     responses=problem_responses(400, 401, 403, 404, 422),
     summary="Set a new password for a user and end their sessions (service desk)",
+    description=SESSION_END,
 )
 async def reset_password(
     user_id: str, body: m.PasswordReset, app: IdentityDep, principal: Principal, ip: ClientIP
@@ -871,7 +881,7 @@ async def session_ends(
     caller: Annotated[str, internal_caller(*internal_callers("identity", "GET", SESSION_ENDS))],
     after: Annotated[int | None, Query(ge=0)] = None,
     wait_s: Annotated[float, Query(ge=0, le=10)] = 2.0,
-    lease_s: Annotated[float, Query(ge=0.5, le=60)] = 5.0,
+    lease_s: Annotated[float, Query(ge=0.5, le=60)] = 10.0,
 ) -> dict[str, Any]:
     """An API process's long poll (`plumbing.session_feed`): it has every end up to `after`
     (none yet: all kept ends are returned). Recorded as the process's beat *before* the ends

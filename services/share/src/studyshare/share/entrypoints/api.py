@@ -35,6 +35,14 @@ log = get_logger(__name__)
 Language = Literal["en", "nl", "fr", "de"]
 
 
+#: the revocation routes' answers: decided on by every study-store process (issue 15, point 13)
+AT_ONCE = (
+    "Answers once every study-store API process decides on it, so the recipient's next "
+    "request is refused: header `StudyShare-Propagated: true` (`false`: the study store did "
+    "not confirm in time; the revocation is stored and takes effect through Kafka)."
+)
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """Refusals documented as `application/problem+json`, the content type they are sent in."""
     documented = _problem_responses(*statuses)
@@ -412,6 +420,7 @@ async def share_again(
     "/api/shares/{bucket_id}",
     response_model=BucketOut,
     summary="Revoke the whole bucket (and everything re-shared from it)",
+    description=AT_ONCE,
     responses=problem_responses(401, 403, 404, 409),
 )
 async def revoke_bucket(bucket_id: str, user: CurrentUser, service: Service) -> BucketOut:
@@ -422,6 +431,7 @@ async def revoke_bucket(bucket_id: str, user: CurrentUser, service: Service) -> 
     "/api/shares/{bucket_id}/recipients/{recipient_id}",
     response_model=BucketOut,
     summary="Revoke one recipient's access (and what they re-shared)",
+    description=AT_ONCE,
     responses=problem_responses(401, 403, 404, 409),
 )
 async def revoke_recipient(
@@ -435,6 +445,7 @@ async def revoke_recipient(
     "/api/shares/{bucket_id}/studies/{study_uid}",
     response_model=BucketOut,
     summary="Remove one study from the bucket (and from what was re-shared from it)",
+    description=AT_ONCE,
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def remove_study(
@@ -461,6 +472,8 @@ async def request_otp(bucket_id: str, user: CurrentUser, service: Service) -> OT
     "/api/shares/{bucket_id}/otp/verify",
     response_model=OTPVerifiedOut,
     summary="Enter the one-time code; the 5th wrong code in a row locks the bucket (423)",
+    description="The 423 of the 5th wrong code answers once every study-store API process "
+    "decides on the lock (`StudyShare-Propagated: true`).",
     responses=problem_responses(401, 403, 404, 409, 422, 423),
 )
 async def verify_otp(

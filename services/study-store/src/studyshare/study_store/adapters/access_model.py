@@ -102,7 +102,7 @@ class InMemoryAccessModel:
         patient_report_default: ReportAccess = "read",
         patient_download_default: bool = False,
         clock: Callable[[], datetime] = utcnow,
-        lease_s: float = 5.0,
+        lease_s: float = 10.0,
         registry: FollowerRegistry | None = None,
         follower_id: str = "access-model",
     ) -> None:

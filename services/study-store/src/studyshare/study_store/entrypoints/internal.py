@@ -20,7 +20,7 @@ BARRIER_MAX_BYTES = 8 * 1024**2
 
 class BarrierIn(BaseModel):
     events: list[EventEnvelope] = Field(min_length=1, max_length=5000)
-    timeout_s: float = Field(default=7.0, gt=0, le=60)
+    timeout_s: float = Field(default=12.0, gt=0, le=60)
 
 
 class BarrierOut(BaseModel):
