@@ -7,7 +7,8 @@ point 13 on the whole local platform.
 For each round: a recipient opens a shared study, the sender revokes them (timed), then the
 recipient's WADO-RS metadata request (a hot route) is repeated until refused; a user reads a
 study, logs out (timed), and the same token is tried at the study store until refused. Prints
-p50 / p95 / max of each. Every process it starts is stopped by PID.
+p50 / p95 / max of each, and how many requests after the answers were still granted. Every
+process it starts is stopped by PID.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ def until(check, what: str, timeout: float = 60.0):
     raise TimeoutError(what)
 
 
-def refused_after(request) -> float:
-    """Seconds from now until `request()` is no longer 200."""
-    started = time.monotonic()
+def refused_after(request) -> tuple[int, float]:
+    """How many `request()`s from now were still granted (200), and for how many seconds."""
+    started, granted = time.monotonic(), 0
     while request().status_code == 200:
+        granted += 1
         time.sleep(0.005)
-    return time.monotonic() - started
+    return granted, (time.monotonic() - started) if granted else 0.0
 
 
 def login(c: httpx.Client, username: str, password: str) -> dict[str, str]:
@@ -100,7 +102,7 @@ def main(rounds: int) -> None:
         metadata = f"/dicomweb/studies/{uid}/metadata"
         until(lambda: c.get(metadata, headers=sender).status_code == 200, "the study")
 
-        answers, lags = [], []
+        answers, lags, served = [], [], []
         for n in range(rounds):
             user_id, recipient = register(c, desk, f"r{n}", roles=["physician"])
             share = {
@@ -125,9 +127,11 @@ def main(rounds: int) -> None:
             r = c.delete(f"/api/shares/{bucket}/recipients/{user_id}", headers=sender)
             answers.append(time.monotonic() - started)
             assert r.status_code == 200, r.text
-            lags.append(refused_after(lambda h=recipient: c.get(metadata, headers=h)))
+            granted, lag = refused_after(lambda h=recipient: c.get(metadata, headers=h))
+            served.append(granted)
+            lags.append(lag)
 
-        logouts, session_lags = [], []
+        logouts, session_lags, session_served = [], [], []
         for _ in range(rounds):
             token = login(c, platform.bootstrap_user, platform.bootstrap_password)
             assert c.get(metadata, headers=token).status_code == 200
@@ -135,12 +139,15 @@ def main(rounds: int) -> None:
             r = c.post("/api/auth/logout", headers=token)
             logouts.append(time.monotonic() - started)
             assert r.status_code == 204, r.text
-            session_lags.append(refused_after(lambda t=token: c.get(metadata, headers=t)))
+            granted, lag = refused_after(lambda t=token: c.get(metadata, headers=t))
+            session_served.append(granted)
+            session_lags.append(lag)
 
     print(summary("revoke a recipient: answer", answers))
-    print(summary("  then still served for", lags))
+    print(summary("  then still served for", lags), f"({sum(served)} requests granted)")
     print(summary("logout: answer", logouts))
-    print(summary("  then the token still served for", session_lags))
+    print(summary("  then the token still served for", session_lags), end=" ")
+    print(f"({sum(session_served)} requests granted)")
 
 
 if __name__ == "__main__":
