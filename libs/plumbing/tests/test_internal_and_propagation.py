@@ -86,6 +86,15 @@ def test_production_settings_refuse_a_follower_without_identity_or_with_dev_cred
         ServiceSettings(
             **base, identity_internal_url="http://identity-api", internal_token="dev-internal-x"
         )
+    with pytest.raises(
+        ValueError, match=r"INTERNAL_CALLERS with the credentials of \['identity', 'share'\]"
+    ):
+        ServiceSettings(
+            **base,
+            service_name="study-store",
+            identity_internal_url="http://identity-api",
+            internal_token="t" * 32,
+        )
 
 
 def app_with(router: APIRouter):

@@ -158,6 +158,13 @@ class ServiceSettings(BaseSettings):
             _dev_secret(t) for t in self.internal_callers.values()
         ):
             raise ValueError("development internal credentials are refused in production")
+        from studyshare.contracts.routes import INTERNAL_ROUTES
+
+        admitted = {c for r in INTERNAL_ROUTES if r.service == self.service_name for c in r.callers}
+        if missing := sorted(admitted - set(self.internal_callers)):
+            raise ValueError(
+                f"production requires STUDYSHARE_INTERNAL_CALLERS with the credentials of {missing}"
+            )
 
     @property
     def database_name(self) -> str:
