@@ -14,6 +14,7 @@ from studyshare.contracts.events.share import RecipientRef, StudyShared
 from studyshare.contracts.events.study import StudyReceived
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.eventstore import envelope_for
+from studyshare.plumbing.followers import Lease
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.service_layer.access_log import AccessLog
 
@@ -26,8 +27,8 @@ def main() -> None:
     model.patient_report_default = "read"
     model.patient_download_default = False
     model._pending = []
-    model.refreshed_at = time.monotonic()
-    model.max_staleness_s = 3600.0
+    model.lease = Lease(3600.0)
+    model.lease.renew(time.monotonic())
     model._reset()
     envelopes = []
     for n in range(STUDIES):

@@ -63,6 +63,15 @@ def refused_after(
         time.sleep(0.01)
 
 
+def refused_now(request: Callable[[], httpx.Response], what: str) -> httpx.Response:
+    """The request sent right after a revocation, lock or logout answered: already refused
+    (the command answers once every process deciding on it has it; issue 15, point 13)."""
+    response = request()
+    if response.status_code == 200:
+        raise AssertionError(f"{what}: still granted right after the answer")
+    return response
+
+
 def problem(response: httpx.Response, status: int, rule: str | None = None) -> dict[str, Any]:
     """Assert a refusal: the status, problem+json, a reason, and the rule's stable name."""
     assert response.status_code == status, (response.status_code, response.text)

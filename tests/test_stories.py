@@ -28,15 +28,12 @@ from .storykit import (
     in_seconds,
     ok,
     problem,
-    refused_after,
+    refused_now,
     unique,
     wait_for,
 )
 
 STUDY_BIRTH_DATE = "19800214"
-# Revocation reaches the study store's access decisions through the outbox relay, the broker,
-# the study store's worker and its API's 0.1 s refresh: "at once" is this bound end to end.
-REVOCATION_BOUND_S = 3.0
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -391,10 +388,7 @@ def test_third_party_five_wrong_otps_lock_the_bucket_until_the_department_admin_
         423,
         "BucketIsLocked",
     )
-    blocked = wait_for(
-        lambda: (r := api.study(colleague, uid)).status_code == 423 and r,
-        "the lock in the study store",
-    )
+    blocked = refused_now(lambda: api.study(colleague, uid), "the lock in the study store")
     problem(blocked, 423, "BucketIsLocked")
     alert = api.mail_about(cast.admin.email, bucket_id)
     assert "locked after 5 wrong one-time passwords" in alert["subject"]
@@ -448,9 +442,7 @@ def test_third_party_five_wrong_otps_lock_the_bucket_until_the_department_admin_
     assert lock["alert"] == "bucket_locked" and lock["payload"]["failed_attempts"] == 5
 
 
-def test_sender_revokes_and_access_ends_within_the_staleness_bound(
-    api: Gateway, cast: SimpleNamespace
-):
+def test_sender_revokes_and_access_ends_on_the_next_request(api: Gateway, cast: SimpleNamespace):
     uid = upload(api, cast, "X-ray hand").study_uid
     write_report(api, cast.sender, uid, "Fracture of the fifth metacarpal.")
     bucket_id = api.shared(
@@ -480,19 +472,14 @@ def test_sender_revokes_and_access_ends_within_the_staleness_bound(
     assert [
         r["revoked"] for r in revoked["recipients"] if r["recipient_id"] == colleague.user_id
     ] == [True]
-    refused, lag = refused_after(
-        lambda: api.study(colleague, uid), REVOCATION_BOUND_S, "revoked recipient"
-    )
+    refused = refused_now(lambda: api.study(colleague, uid), "revoked recipient")
     problem(refused, 403, "GrantRevoked")
     problem(api.report(colleague, uid), 403, "GrantRevoked")
     ok(api.study(member, uid))
 
     whole = ok(api.client.delete(f"/api/shares/{bucket_id}", headers=cast.sender.headers))
     assert whole["status"] == "revoked"
-    refused, lag_bucket = refused_after(
-        lambda: api.study(member, uid), REVOCATION_BOUND_S, "revoked bucket"
-    )
-    print(f"revocation lag: recipient {lag * 1000:.0f} ms, bucket {lag_bucket * 1000:.0f} ms")
+    refused = refused_now(lambda: api.study(member, uid), "revoked bucket")
     problem(refused, 403, "GrantRevoked")
     problem(
         api.client.get(f"/dicomweb/studies/{uid}/metadata", headers=member.headers),
@@ -698,10 +685,7 @@ def test_reshare_only_with_allow_further_sharing_and_never_more_than_held(
     assert tree["children"] == [child_id]
 
     ok(api.client.delete(f"/api/shares/{parent_id}", headers=cast.sender.headers))
-    refused, lag = refused_after(
-        lambda: api.study(third, allowed), REVOCATION_BOUND_S, "re-share of a revoked bucket"
-    )
-    print(f"revocation lag: cascade to the re-share {lag * 1000:.0f} ms")
+    refused = refused_now(lambda: api.study(third, allowed), "re-share of a revoked bucket")
     problem(refused, 403, "GrantRevoked")
 
     api.logged(

@@ -14,7 +14,11 @@ What is generated (never edit these files by hand):
   `BODY_LIMITS` (STOW-RS, reports) with just those routes.
 - `apps/<service>.yaml`: per service a ServiceAccount, the `api`, `worker` and `relay`
   Deployments, the Services, HorizontalPodAutoscalers, PodDisruptionBudgets and the
-  NetworkPolicy, with ports taken from the route table.
+  NetworkPolicy, with ports taken from the route table. Service-to-service calls
+  (`INTERNAL_ROUTES`: a logout waits for every API's list of ended sessions, a revocation for
+  the study store's access model) open the NetworkPolicies between exactly those API pods,
+  and each service gets its own internal credential (Secret `studyshare-<svc>-internal`) and
+  those of the services it admits.
 - `apps/portal.yaml`: the web portal (`routes.PORTAL`, the Ingress's default path `/`): one
   replica (its sessions live in memory), calling the public API through the ingress controller.
 
@@ -34,7 +38,9 @@ import yaml
 from studyshare.contracts.routes import (
     BODY_LIMITS,
     DEFAULT_BODY_MAX_BYTES,
+    INTERNAL_ROUTES,
     PORTAL,
+    SERVICE_BY_NAME,
     SERVICES,
     Service,
 )
@@ -193,6 +199,46 @@ SERVICE_SECRETS: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 
+def internal_secret(service: str) -> str:
+    """The Secret holding a service's credential on the others' internal routes."""
+    return f"studyshare-{service}-internal"
+
+
+def internal_callers(service: Service) -> list[str]:
+    """The services admitted to one of `service`'s internal routes."""
+    return sorted({c for r in INTERNAL_ROUTES if r.service == service.name for c in r.callers})
+
+
+def internal_callees(service: Service) -> list[str]:
+    """The services whose internal routes `service` calls."""
+    return sorted({r.service for r in INTERNAL_ROUTES if service.name in r.callers})
+
+
+def internal_env(service: Service) -> list[dict[str, Any]]:
+    """Its own credential, and `STUDYSHARE_INTERNAL_CALLERS` (JSON) built from the callers'
+    Secrets by Kubernetes' `$(VAR)` expansion, so no credential is copied between Secrets."""
+    own = {
+        "name": "STUDYSHARE_INTERNAL_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": internal_secret(service.name), "key": "token"}},
+    }
+    callers = internal_callers(service)
+    if not callers:
+        return [own]
+
+    def var(caller: str) -> str:
+        return f"INTERNAL_CALLER_{caller.upper().replace('-', '_')}"
+
+    tokens = [
+        {
+            "name": var(caller),
+            "valueFrom": {"secretKeyRef": {"name": internal_secret(caller), "key": "token"}},
+        }
+        for caller in callers
+    ]
+    joined = ", ".join(f'"{caller}": "$({var(caller)})"' for caller in callers)
+    return [own, *tokens, {"name": "STUDYSHARE_INTERNAL_CALLERS", "value": "{" + joined + "}"}]
+
+
 def kafka_user(service: Service) -> str:
     """The service's `KafkaUser`; Strimzi puts its password in a Secret of the same name."""
     return f"studyshare-{service.name}"
@@ -220,6 +266,7 @@ def env(service: Service) -> list[dict[str, Any]]:
             {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
             for name, (secret, key) in SERVICE_SECRETS.get(service.name, {}).items()
         ),
+        *internal_env(service),
     ]
 
 
@@ -459,7 +506,9 @@ def pdb(service: Service, component: str) -> dict[str, Any]:
 
 
 def network_policy(service: Service) -> dict[str, Any]:
-    """Only Kafka, MongoDB, identity's JWKS (and DNS, allowed namespace-wide) go out."""
+    """Only Kafka, MongoDB, identity's JWKS and the internal routes it calls (and DNS, allowed
+    namespace-wide) go out; in come the ingress controller, Prometheus and the callers of its
+    internal routes (identity: every StudyShare pod, for the JWKS)."""
     identity = next(s for s in SERVICES if s.name == "identity")
     own_ports = [{"protocol": "TCP", "port": service.port}]
     if service.has_worker:
@@ -494,6 +543,16 @@ def network_policy(service: Service) -> dict[str, Any]:
                 "ports": [{"protocol": "TCP", "port": service.port}],
             }
         )
+    elif callers := internal_callers(service):
+        ingress.append(
+            {
+                "from": [
+                    {"podSelector": {"matchLabels": selector(SERVICE_BY_NAME[c], "api")}}
+                    for c in callers
+                ],
+                "ports": [{"protocol": "TCP", "port": service.port}],
+            }
+        )
     egress: list[dict[str, Any]] = [
         {
             "to": [
@@ -516,6 +575,14 @@ def network_policy(service: Service) -> dict[str, Any]:
             "to": [{"podSelector": {"matchLabels": selector(identity, "api")}}],
             "ports": [{"protocol": "TCP", "port": identity.port}],
         },
+        *(
+            {
+                "to": [{"podSelector": {"matchLabels": selector(SERVICE_BY_NAME[c], "api")}}],
+                "ports": [{"protocol": "TCP", "port": SERVICE_BY_NAME[c].port}],
+            }
+            for c in internal_callees(service)
+            if c != "identity"
+        ),
         *EXTRA_EGRESS.get(service.name, []),
     ]
     return {

@@ -15,6 +15,7 @@ import yaml
 from studyshare.contracts.routes import (
     BODY_LIMITS,
     DEFAULT_BODY_MAX_BYTES,
+    INTERNAL_ROUTES,
     PORTAL,
     SERVICES,
     Service,
@@ -239,6 +240,8 @@ def test_settings_are_valid_for_the_services(
     # what the Deployment sets from the service's KafkaUser and its Secret
     monkeypatch.setenv("STUDYSHARE_KAFKA_USERNAME", "studyshare-share")
     monkeypatch.setenv("STUDYSHARE_KAFKA_PASSWORD", "scram-password")
+    # ... and from the service's internal credential (studyshare-<svc>-internal)
+    monkeypatch.setenv("STUDYSHARE_INTERNAL_TOKEN", secrets.token_urlsafe(32))
     settings = ServiceSettings()  # raises when production lacks idempotence or TLS + SASL
     assert settings.environment == expected
     assert settings.http_host == "0.0.0.0"
@@ -286,15 +289,18 @@ def test_each_production_process_starts_with_what_its_manifest_gives_it(
         with monkeypatch.context() as env:
             for key, value in config["data"].items():
                 env.setenv(key, value)
+            given: dict[str, str] = {}
             for var in container["env"]:
-                if "value" in var:
-                    env.setenv(var["name"], var["value"])
+                if "value" in var:  # Kubernetes expands $(NAME) of the variables above
+                    value = re.sub(r"\$\((\w+)\)", lambda m, g=given: g[m.group(1)], var["value"])
+                    env.setenv(var["name"], value)
                 elif var["name"] == "STUDYSHARE_OTP_SEAL_PUBLIC_KEY":
                     env.setenv(var["name"], generate_keypair()[1])
                 elif var["name"] == "STUDYSHARE_OTP_SEAL_PRIVATE_KEY":
                     env.setenv(var["name"], generate_keypair()[0])
                 elif "secretKeyRef" in var.get("valueFrom", {}):
-                    env.setenv(var["name"], secrets.token_urlsafe(32))
+                    given[var["name"]] = secrets.token_urlsafe(32)
+                    env.setenv(var["name"], given[var["name"]])
             for source in container["envFrom"]:
                 for key in ENV_SECRETS.get(source.get("secretRef", {}).get("name"), ()):
                     env.setenv(key, secrets.token_urlsafe(16))
@@ -421,6 +427,11 @@ def test_service_reaches_only_kafka_mongodb_and_jwks(
         ("app.kubernetes.io/name=mongodb", 27017),
         ("app.kubernetes.io/component=api,app.kubernetes.io/name=identity", identity.port),
     }
+    for route in INTERNAL_ROUTES:  # the internal routes it calls (identity's: JWKS already)
+        if name in route.callers:
+            callee = service(route.service)
+            labels = f"app.kubernetes.io/component=api,app.kubernetes.io/name={callee.name}"
+            allowed.add((labels, callee.port))
     seen = set()
     external_ports: set[int] = set()
     for rule in policy["spec"]["egress"]:
@@ -455,9 +466,20 @@ def test_service_reaches_only_kafka_mongodb_and_jwks(
     svc = service(name)
     metrics = (svc.port, svc.port + 100) if svc.has_worker else (svc.port,)
     expected = {("ingress-nginx", (svc.port,)), ("monitoring", metrics)}
-    if name == "identity":
+    callers = {c for r in INTERNAL_ROUTES if r.service == name for c in r.callers}
+    if name == "identity" or callers:
         expected.add(("this-namespace", (svc.port,)))
     assert sources == expected
+    if callers and name != "identity":  # only the API pods of the services it admits
+        (rule,) = [r for r in policy["spec"]["ingress"] if source(r) == "this-namespace"]
+        admitted = {
+            peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for peer in rule["from"]
+        }
+        assert admitted == callers
+        assert all(
+            peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "api"
+            for peer in rule["from"]
+        )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

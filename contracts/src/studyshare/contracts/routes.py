@@ -94,6 +94,47 @@ def upstream_for_path(path: str) -> Service:
     return service_for_path(path) or PORTAL
 
 
+# --- internal routes ----------------------------------------------------------------------
+#: Service-to-service routes live under this prefix, which no public prefix covers: the
+#: gateway and the Ingress send such paths to the portal (404), never to a service.
+INTERNAL_PREFIX = "/internal"
+
+
+@dataclass(frozen=True)
+class InternalRoute:
+    """A route one service calls on another (`studyshare.plumbing.internal`): answered by
+    `service`, admitting only `callers` (each with its own credential)."""
+
+    service: str
+    method: str
+    path: str
+    callers: tuple[str, ...]
+
+
+#: every service whose API processes follow identity's list of ended sessions
+SESSION_FOLLOWERS = ("share", "study-store", "notify", "audit")
+
+INTERNAL_ROUTES: tuple[InternalRoute, ...] = (
+    # an API process long-polls the ended sessions; a logout waits for every such process
+    InternalRoute("identity", "GET", "/internal/session-ends", SESSION_FOLLOWERS),
+    InternalRoute(
+        "identity", "DELETE", "/internal/session-ends/followers/{follower}", SESSION_FOLLOWERS
+    ),
+    # a command narrowing access (share: revocation, lock; identity: membership, roles,
+    # policy, deactivation) hands its aggregates' events to the access model and waits until
+    # every study-store API process decides on them
+    InternalRoute("study-store", "POST", "/internal/access/barrier", ("share", "identity")),
+)
+
+
+def internal_callers(service: str, method: str, path: str) -> tuple[str, ...]:
+    """The services admitted to one internal route of `service`."""
+    for route in INTERNAL_ROUTES:
+        if (route.service, route.method, route.path) == (service, method, path):
+            return route.callers
+    raise LookupError(f"no internal route {method} {path} of {service}")
+
+
 # --- request bodies -----------------------------------------------------------------------
 #: Every route takes a request body of at most this many bytes unless `BODY_LIMITS` names it:
 #: the JSON commands are small. A larger body is refused (413 problem+json, rule

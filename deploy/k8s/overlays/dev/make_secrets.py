@@ -78,6 +78,7 @@ def files() -> dict[str, Callable[[], str]]:
     }
     for service in SERVICES:
         made[f"{service.name}-mongo.env"] = lambda s=service.name: service_env(s)
+        made[f"{service.name}-internal/token"] = lambda: secrets.token_urlsafe(32)
     return made
 
 

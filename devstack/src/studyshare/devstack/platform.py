@@ -15,6 +15,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -146,6 +147,8 @@ class LocalPlatform:
         self.chosen: list[Service] = [SERVICE_BY_NAME[n] for n in names]
         if self.portal is None:
             self.portal = "identity" in names
+        #: each service's credential on the others' internal routes, new for every platform
+        self.internal_tokens = {s.name: secrets.token_urlsafe(24) for s in SERVICES}
 
     # -- addresses -------------------------------------------------------------------------
 
@@ -386,7 +389,21 @@ class LocalPlatform:
         }
         if self.sms_token:
             env["STUDYSHARE_SMS_TOKEN"] = self.sms_token
-        return env | dict(self.extra_env)
+        return env | self.internal_env(service) | dict(self.extra_env)
+
+    def internal_env(self, service: Service) -> dict[str, str]:
+        """Service-to-service calls (`plumbing.internal`): the service's own credential, those
+        of every service it may admit, and the addresses of the services it calls."""
+        chosen = {s.name for s in self.chosen}
+        env = {
+            "STUDYSHARE_INTERNAL_TOKEN": self.internal_tokens[service.name],
+            "STUDYSHARE_INTERNAL_CALLERS": json.dumps(self.internal_tokens),
+        }
+        if "identity" in chosen:
+            env["STUDYSHARE_IDENTITY_INTERNAL_URL"] = self.api_url("identity")
+        if "study-store" in chosen:
+            env["STUDYSHARE_STUDY_STORE_INTERNAL_URL"] = self.api_url("study-store")
+        return env
 
     def _base_env(self) -> dict[str, str]:
         """Our environment without inherited `STUDYSHARE_*` settings (they would leak into

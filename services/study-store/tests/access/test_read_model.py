@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import AccessRevoked, BucketLocked, OTPVerified
@@ -156,6 +157,7 @@ def test_certainly_open_studies_are_always_decided_open_and_in_the_clear():
     model = InMemoryAccessModel.__new__(InMemoryAccessModel)
     InMemoryAccessModel.__init__(model, db=None)  # type: ignore[arg-type]
     model.apply_local(envelopes)
+    model.lease.renew(time.monotonic())  # as a successful read would
     principals = [
         AccessClaims(sub=f"usr_{i}", roles=roles, department_ids=deps, iat=0, exp=2**31)
         for i in range(5)

@@ -110,6 +110,8 @@ def no_access(study_uid: str) -> AccessDecision:
 class AccessModelDouble:
     """Stands in for the access decision read model of the other half of the study store."""
 
+    fresh = True  # its lease holds: it may decide
+
     def __init__(self) -> None:
         self.decisions: dict[tuple[str, str], AccessDecision] = {}
 

@@ -12,7 +12,7 @@ import jwt
 from fastapi import Depends, Request
 
 from studyshare.contracts.tokens import AUDIENCE, ISSUER, AccessClaims
-from studyshare.plumbing.errors import Forbidden, Unauthorized
+from studyshare.plumbing.errors import Forbidden, RuleViolation, Unauthorized
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.revocations import SessionRevocations
 
@@ -25,6 +25,14 @@ class SessionEnded(Unauthorized):
     """The token is genuine and unexpired, but identity ended its session or account."""
 
 
+class SessionStatusUnknown(RuleViolation):
+    """This process cannot tell now whether the token's session has ended (it lost touch
+    with identity's list of ended sessions for longer than its lease): refused, not 401."""
+
+    status = 503
+    title = "Service unavailable"
+
+
 class JWKSVerifier:
     """Verifies access tokens; caches the key set and refetches it for an unknown key id.
 
@@ -34,8 +42,10 @@ class JWKSVerifier:
     every use, to the second as PyJWT does (`exp <= now` is expired). A new key set forgets
     every remembered token, so a withdrawn key ends its tokens at the next refresh.
 
-    With `revocations` (kept current from `identity.events`), every use of a token, remembered
-    or not, is refused with `SessionEnded` once identity ended its session or account.
+    With `revocations` (kept current from identity), every use of a token, remembered or not,
+    is refused with `SessionEnded` once identity ended its session or account. With
+    `available` (the lease of `session_feed.SessionEndFeed`), every token is refused with
+    `SessionStatusUnknown` while it says False: the list of ends may be missing one.
     """
 
     def __init__(
@@ -46,6 +56,7 @@ class JWKSVerifier:
         max_remembered: int = 10_000,
         clock: Callable[[], float] = time.time,
         revocations: SessionRevocations | None = None,
+        available: Callable[[], bool] | None = None,
     ):
         self.jwks_url = jwks_url
         self.cache_seconds = cache_seconds
@@ -53,6 +64,7 @@ class JWKSVerifier:
         self.max_remembered = max_remembered
         self.clock = clock
         self.revocations = revocations
+        self.available = available
         self._keys: dict[str, Any] = {}
         self._jwks: dict[str, Any] = {}
         self._fetched_at = 0.0
@@ -107,6 +119,10 @@ class JWKSVerifier:
         return claims
 
     def _check_live(self, claims: AccessClaims) -> None:
+        if self.available is not None and not self.available():
+            raise SessionStatusUnknown(
+                "this service cannot confirm right now that the session is still open; retry"
+            )
         if self.revocations is None:
             return
         reason = self.revocations.refusal(claims)

@@ -96,6 +96,13 @@ class EventStore:
         )
         return [from_document(doc) async for doc in cursor]
 
+    async def load_as_published(self, aggregate_id: str) -> list[EventEnvelope]:
+        """The stream as the relay publishes it (the stored `wire` bytes, not upcast)."""
+        cursor = self.events.find({"aggregate_id": aggregate_id}, {"wire": 1}).sort(
+            "aggregate_version", ASCENDING
+        )
+        return [EventEnvelope.from_json_bytes(doc["wire"]) async for doc in cursor]
+
     async def append(
         self, envelopes: Sequence[EventEnvelope], session: AsyncClientSession | None = None
     ) -> None:

@@ -19,10 +19,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from studyshare.contracts.routes import body_limits_of
+from studyshare.plumbing import propagation
 from studyshare.plumbing.auth import JWKSVerifier
 from studyshare.plumbing.bodylimit import BodyLimitMiddleware, BodyLimits
 from studyshare.plumbing.errors import RuleViolation
 from studyshare.plumbing.hot import HotRoute, HotRoutes
+from studyshare.plumbing.internal import InternalClient
 from studyshare.plumbing.kafka_connection import KafkaConnection, kafka_connection
 from studyshare.plumbing.logging import (
     bind_correlation_id,
@@ -33,6 +35,7 @@ from studyshare.plumbing.logging import (
 )
 from studyshare.plumbing.revocation_feed import RevocationFeed
 from studyshare.plumbing.revocations import SessionRevocations
+from studyshare.plumbing.session_feed import SessionEndFeed, follower_id
 from studyshare.plumbing.settings import ServiceSettings
 
 log = get_logger(__name__)
@@ -100,15 +103,20 @@ class CorrelationMiddleware:
     async def run(
         self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, cid: str, started: float
     ) -> None:
-        """Run `app` for the request, echo the correlation id, count, time and log it."""
+        """Run `app` for the request, echo the correlation id, count, time and log it; say
+        whether what the command narrowed reached every follower (`plumbing.propagation`)."""
         echo = (b"x-correlation-id", cid.encode("latin-1"))
         status = 500
+        propagated = propagation.begin()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), echo]
+                extra = [echo]
+                if (said := propagation.header(propagated)) is not None:
+                    extra.append(said)
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
         try:
@@ -210,7 +218,7 @@ def create_app(
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        revocations, feed = None, None
+        revocations, feed, ends = None, None, None
         if settings.session_revocation_feed:
             revocations = SessionRevocations(settings.session_revocation_keep_s)
             feed = RevocationFeed(
@@ -219,10 +227,23 @@ def create_app(
                 client_id=f"{settings.service_name}-revocations",
             )
             feed.start()
+            if settings.identity_internal_url:
+                ends = SessionEndFeed(
+                    InternalClient.for_settings(settings, settings.identity_internal_url),
+                    revocations,
+                    follower=follower_id(settings.service_name),
+                    lease_s=settings.session_lease_s,
+                    wait_s=settings.session_poll_wait_s,
+                )
+                ends.start()
         app.state.verifier = JWKSVerifier(
-            settings.jwks_url, settings.jwks_cache_seconds, revocations=revocations
+            settings.jwks_url,
+            settings.jwks_cache_seconds,
+            revocations=revocations,
+            available=(lambda: ends.fresh) if ends is not None else None,
         )
         app.state.revocation_feed = feed
+        app.state.session_feed = ends
         try:
             if lifespan is None:
                 yield
@@ -230,6 +251,8 @@ def create_app(
                 async with lifespan(app):
                     yield
         finally:
+            if ends is not None:
+                await ends.stop()
             if feed is not None:
                 await feed.stop()
 
@@ -274,6 +297,9 @@ def create_app(
         feed = getattr(app.state, "revocation_feed", None)
         if feed is not None:
             await feed.ready()
+        ends = getattr(app.state, "session_feed", None)
+        if ends is not None:
+            await ends.ready()
 
     app.include_router(health_router([*readiness, revocations_ready]))
     install_problem_openapi(app)

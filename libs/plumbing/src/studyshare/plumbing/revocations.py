@@ -6,7 +6,9 @@ expires. Identity ends a session on logout (`LoggedOut`) and on refresh-token re
 deactivated (`UserDeactivated`) or the service desk resets its password (`PasswordChanged` by
 someone else; a user changing their own password keeps their sessions, as in identity).
 `SessionRevocations` folds those events into two small maps and answers, per token, whether
-it is still good. Pure: no I/O; `revocation_feed.RevocationFeed` keeps it current.
+it is still good. Pure: no I/O. Two feeds keep it current: `session_feed.SessionEndFeed`
+(identity's list of ends, long-polled; a logout waits for it) and
+`revocation_feed.RevocationFeed` (`identity.events` on Kafka, a second path).
 
 An ended session or account is kept `keep_s` seconds (the longest lifetime of an access
 token): after that every token issued before the end has expired anyway, so it is pruned.
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.tokens import AccessClaims
@@ -30,6 +34,38 @@ ACCESS_ENDING = {
     "PasswordChanged": "the account's password was reset",
 }
 EVENT_TYPES = frozenset(SESSION_ENDING) | frozenset(ACCESS_ENDING)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """One end: a session (`key` is its id) or an account's access (`key` is the user id),
+    at `at` (seconds since the epoch, when the event occurred)."""
+
+    kind: Literal["session", "account"]
+    key: str
+    at: float
+    reason: str
+
+    def as_record(self) -> dict[str, Any]:
+        return {"kind": self.kind, "key": self.key, "at": self.at, "reason": self.reason}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Ending:
+        kind = "account" if record.get("kind") == "account" else "session"
+        return cls(kind, str(record["key"]), float(record["at"]), str(record["reason"]))
+
+
+def ending_of(envelope: EventEnvelope) -> Ending | None:
+    """The end an identity event stands for, if any."""
+    kind, payload = envelope.event_type, envelope.payload
+    at = envelope.occurred_at.timestamp()
+    if kind in SESSION_ENDING and payload.get("session_id"):
+        return Ending("session", payload["session_id"], at, SESSION_ENDING[kind])
+    if kind == "PasswordChanged" and payload.get("changed_by") == payload.get("user_id"):
+        return None  # the user changed it: identity keeps their sessions
+    if kind in ACCESS_ENDING and payload.get("user_id"):
+        return Ending("account", payload["user_id"], at, ACCESS_ENDING[kind])
+    return None
 
 
 class SessionRevocations:
@@ -58,15 +94,14 @@ class SessionRevocations:
 
     def apply(self, envelope: EventEnvelope) -> bool:
         """Fold one identity event; True when it ended a session or an account's access."""
-        kind, payload = envelope.event_type, envelope.payload
-        at = envelope.occurred_at.timestamp()
-        if kind in SESSION_ENDING and payload.get("session_id"):
-            return self.end_session(payload["session_id"], at, SESSION_ENDING[kind])
-        if kind == "PasswordChanged" and payload.get("changed_by") == payload.get("user_id"):
-            return False  # the user changed it: identity keeps their sessions
-        if kind in ACCESS_ENDING and payload.get("user_id"):
-            return self.end_access(payload["user_id"], at, ACCESS_ENDING[kind])
-        return False
+        ending = ending_of(envelope)
+        return ending is not None and self.fold(ending)
+
+    def fold(self, ending: Ending) -> bool:
+        """Remember one end (from an event or from identity's list of ends)."""
+        if ending.kind == "session":
+            return self.end_session(ending.key, ending.at, ending.reason)
+        return self.end_access(ending.key, ending.at, ending.reason)
 
     def end_session(self, session_id: str, at: float, reason: str) -> bool:
         if at < self.clock() - self.keep_s:

@@ -75,6 +75,53 @@ class ServiceSettings(BaseSettings):
         "token lifetime identity issues (users 900 s, patients 3600 s)",
     )
 
+    identity_internal_url: str | None = Field(
+        default=None,
+        description="identity's API for service-to-service calls: an API process long-polls "
+        "its list of ended sessions (a logout answers once every process has it); unset, "
+        "ended sessions arrive only through identity.events (production requires it where "
+        "session_revocation_feed is on)",
+    )
+    session_lease_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="an API process refuses every token (503 SessionStatusUnknown) when its "
+        "last successful poll of identity's ended sessions was sent longer ago than this",
+    )
+    session_poll_wait_s: float = Field(
+        default=2.0, gt=0, description="how long identity holds a poll that brings nothing"
+    )
+    study_store_internal_url: str | None = Field(
+        default=None,
+        description="the study store's API for service-to-service calls: a command that "
+        "narrows access (share: revocation, lock; identity: membership, roles, policy, "
+        "deactivation) answers once every study-store API process decides on it",
+    )
+    access_barrier_timeout_s: float = Field(
+        default=12.0,
+        gt=0,
+        description="how long such a command waits for the study store to confirm (longer "
+        "than its lease, so a study-store process that died is waited out); then it answers "
+        "anyway, with `StudyShare-Propagated: false`",
+    )
+    follower_clock_skew_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="how far hosts' clocks may differ: a barrier takes a follower whose last "
+        "beat is older than its lease plus this as gone (NTP keeps clocks far closer)",
+    )
+    internal_token: SecretStr | None = Field(
+        default=None,
+        description="this service's credential on other services' internal routes "
+        "(/internal/...); `dev-internal-<service>` outside production",
+    )
+    internal_callers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="the credentials of the services admitted to this service's internal "
+        "routes, JSON {service: token}; outside production a missing one is "
+        "`dev-internal-<service>`",
+    )
+
     otp_seal_public_key: str = Field(
         default="Fi3sEQTJ/M5ku/UX0rPry+wsvaVxPmr8SiXlIExAXi0=",
         description="notify's public key; one-time codes in events are sealed with it",
@@ -99,6 +146,26 @@ class ServiceSettings(BaseSettings):
             ssl_cafile=self.kafka_ssl_cafile,
         )
 
+    def _check_internal_credentials(self) -> None:
+        if self.session_revocation_feed and not self.identity_internal_url:
+            raise ValueError(
+                "production requires STUDYSHARE_IDENTITY_INTERNAL_URL: a logout must reach "
+                "this API's processes before it answers"
+            )
+        if self.identity_internal_url and not self.internal_token:
+            raise ValueError("production requires STUDYSHARE_INTERNAL_TOKEN")
+        if _dev_secret(self.internal_token) or any(
+            _dev_secret(t) for t in self.internal_callers.values()
+        ):
+            raise ValueError("development internal credentials are refused in production")
+        from studyshare.contracts.routes import INTERNAL_ROUTES
+
+        admitted = {c for r in INTERNAL_ROUTES if r.service == self.service_name for c in r.callers}
+        if missing := sorted(admitted - set(self.internal_callers)):
+            raise ValueError(
+                f"production requires STUDYSHARE_INTERNAL_CALLERS with the credentials of {missing}"
+            )
+
     @property
     def database_name(self) -> str:
         return self.database or f"studyshare_{self.service_name.replace('-', '_')}"
@@ -112,6 +179,8 @@ class ServiceSettings(BaseSettings):
                 "production requires STUDYSHARE_KAFKA_SECURITY_PROTOCOL=SASL_SSL "
                 "(TLS and the service's own Kafka user)"
             )
+        if self.environment == "production":
+            self._check_internal_credentials()
         if self.kafka.uses_sasl and not (self.kafka_username and self.kafka_password):
             raise ValueError(
                 "STUDYSHARE_KAFKA_USERNAME and STUDYSHARE_KAFKA_PASSWORD are required with SASL"
@@ -120,6 +189,12 @@ class ServiceSettings(BaseSettings):
 
         check_not_dev_key(self.otp_seal_public_key, self.environment)
         return self
+
+
+def _dev_secret(value: SecretStr | None) -> bool:
+    from studyshare.plumbing.internal import DEV_PREFIX
+
+    return value is not None and value.get_secret_value().startswith(DEV_PREFIX)
 
 
 def refuse_placeholder(value: str, name: str, environment: str) -> str:

@@ -233,13 +233,21 @@ def fuzz_settings(max_examples: int):
 #: the keys of schemathesis' transport kwargs that an httpx request takes
 def production_settings(service: str) -> dict:
     """The settings a service needs to start with `environment=production`: an idempotent
-    producer and its own Kafka user over SASL_SSL."""
+    producer and its own Kafka user over SASL_SSL, its internal credential, those of the
+    services it admits, and the internal routes it calls."""
+    from studyshare.contracts.routes import INTERNAL_ROUTES
+
+    callers = {c for r in INTERNAL_ROUTES if r.service == service for c in r.callers}
     return {
         "environment": "production",
         "kafka_enable_idempotence": True,
         "kafka_security_protocol": "SASL_SSL",
         "kafka_username": service,
         "kafka_password": "scram-password",
+        "internal_token": f"internal-{service}-" + "k" * 24,
+        "internal_callers": {c: f"internal-{c}-" + "k" * 24 for c in sorted(callers)},
+        "identity_internal_url": "http://identity-api",
+        "study_store_internal_url": "http://study-store-api",
     }
 
 

@@ -32,6 +32,14 @@ class IdentitySettings(ServiceSettings):
         default=False,
         description="identity checks its own sessions store on every request instead",
     )
+    session_barrier_timeout_s: float = Field(
+        default=12.0,
+        gt=0,
+        description="a logout (refresh-token reuse, deactivation, password reset) answers once "
+        "every API process following the ended sessions has the end, or after this long "
+        "(then with `StudyShare-Propagated: false`); longer than a follower's lease, so a "
+        "process that died is waited out",
+    )
     access_token_ttl_s: int = Field(default=900, ge=30)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
     external_login_state_ttl_s: int = Field(
@@ -124,6 +132,11 @@ class IdentitySettings(ServiceSettings):
                 refuse_placeholder(
                     self.bootstrap_password, "STUDYSHARE_BOOTSTRAP_PASSWORD", self.environment
                 )
+        if self.environment == "production" and not self.study_store_internal_url:
+            raise ValueError(
+                "production requires STUDYSHARE_STUDY_STORE_INTERNAL_URL: a member leaving a "
+                "group or department must reach the study store before the command answers"
+            )
         json.loads(self.portals)
         json.loads(self.previous_signing_keys_jwks)
         return self

@@ -36,4 +36,9 @@ class ShareSettings(ServiceSettings):
             refuse_placeholder(
                 self.anonymization_secret, "STUDYSHARE_ANONYMIZATION_SECRET", "production"
             )
+            if not self.study_store_internal_url:
+                raise ValueError(
+                    "production requires STUDYSHARE_STUDY_STORE_INTERNAL_URL: a revocation "
+                    "must reach the study store before it answers"
+                )
         return self

@@ -13,8 +13,18 @@ class AccessSettings(ServiceSettings):
     access_refresh_interval_s: float = Field(
         default=0.1, gt=0, description="how often an API process follows the access read model"
     )
-    access_max_staleness_s: float = Field(
-        default=30.0, gt=0, description="refuse decisions when the model stopped following"
+    access_lease_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="an API process decides only while its last recorded beat in "
+        "`access_followers` started less than this ago (else 503 AccessDecisionsUnavailable); "
+        "a barrier waits at most this long for a process that stopped answering",
+    )
+    access_barrier_max_wait_s: float = Field(
+        default=12.0,
+        gt=0,
+        description="the longest a barrier (POST /internal/access/barrier) waits for every "
+        "API process to decide on the events it was given",
     )
     access_log_window_s: float = Field(
         default=60.0,

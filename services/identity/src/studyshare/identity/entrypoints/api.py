@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 
+from studyshare.contracts.routes import internal_callers
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.identity.domain.department import Policy
 from studyshare.identity.domain.exceptions import (
@@ -25,6 +26,7 @@ from studyshare.identity.service_layer import accounts, auth, departments, group
 from studyshare.identity.service_layer.context import Identity
 from studyshare.identity.service_layer.recipients import RecipientKind, search
 from studyshare.identity.settings import IdentitySettings
+from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.auth import (
     JWKSVerifier,
     SessionEnded,
@@ -32,8 +34,10 @@ from studyshare.plumbing.auth import (
     optional_principal,
 )
 from studyshare.plumbing.errors import Unauthorized
+from studyshare.plumbing.followers import JOINING
 from studyshare.plumbing.http import create_app as plumbing_app
 from studyshare.plumbing.http import kafka_ready, mongo_ready, problem, problem_responses
+from studyshare.plumbing.internal import internal_caller
 from studyshare.plumbing.mongo import mongo_client
 
 
@@ -89,6 +93,13 @@ async def live_user(principal: Annotated[AccessClaims, Depends(live_principal)])
 Principal = Annotated[AccessClaims, Depends(live_user)]
 MaybePrincipal = Annotated[AccessClaims | None, Depends(optional_principal)]
 
+#: commands ending sessions: every API process has the end before the answer (issue 15, 13)
+SESSION_END = (
+    "Answers once every API process of the other services has the end, so the ended token's "
+    "next request is refused everywhere (401 `SessionEnded`): header "
+    "`StudyShare-Propagated: true` (`false`: not confirmed in time; the end is stored)."
+)
+
 auth_router = APIRouter(tags=["auth"])
 users_router = APIRouter(tags=["users"])
 groups_router = APIRouter(tags=["groups"])
@@ -132,6 +143,7 @@ async def refresh(body: m.RefreshRequest, app: IdentityDep, ip: ClientIP) -> m.T
     status_code=204,
     responses=problem_responses(400, 401, 422),
     summary="End the session of the bearer token and/or the refresh token",
+    description=SESSION_END,
 )
 async def logout(
     app: IdentityDep, ip: ClientIP, principal: MaybePrincipal, body: m.LogoutRequest | None = None
@@ -510,6 +522,7 @@ async def set_roles(
     status_code=204,
     responses=problem_responses(401, 403, 404),
     summary="Deactivate an account and end its sessions (service desk)",
+    description=SESSION_END,
 )
 async def deactivate(
     user_id: str, app: IdentityDep, principal: Principal, ip: ClientIP
@@ -523,6 +536,7 @@ async def deactivate(
     status_code=204,
     responses=problem_responses(400, 401, 403, 404, 422),
     summary="Set a new password for a user and end their sessions (service desk)",
+    description=SESSION_END,
 )
 async def reset_password(
     user_id: str, body: m.PasswordReset, app: IdentityDep, principal: Principal, ip: ClientIP
@@ -853,6 +867,64 @@ async def remove_department_member(
     return Response(status_code=204)
 
 
+# --- internal: the list of ended sessions -----------------------------------------------------
+
+internal_router = APIRouter(include_in_schema=False)
+SESSION_ENDS = "/internal/session-ends"
+FOLLOWER_ID = Query(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
+
+
+@internal_router.get(SESSION_ENDS)
+async def session_ends(
+    app: IdentityDep,
+    follower: Annotated[str, FOLLOWER_ID],
+    caller: Annotated[str, internal_caller(*internal_callers("identity", "GET", SESSION_ENDS))],
+    after: Annotated[int | None, Query(ge=0)] = None,
+    wait_s: Annotated[float, Query(ge=0, le=10)] = 2.0,
+    lease_s: Annotated[float, Query(ge=0.5, le=60)] = 10.0,
+) -> dict[str, Any]:
+    """An API process's long poll (`plumbing.session_feed`): it has every end up to `after`
+    (none yet: all kept ends are returned). Recorded as the process's beat *before* the ends
+    are read, so a logout either waits for this process or its end is in this answer."""
+    await app.session_followers.beat(
+        follower, JOINING if after is None else after, lease_s=lease_s, service=caller
+    )
+    ends = await app.session_ends.after(after)
+    if not ends and after is not None:
+        await app.session_ends.wait_beyond(after, wait_s)
+        ends = await app.session_ends.after(after)
+    position = max([after or 0, *(int(e["_id"]) for e in ends)])
+    return {
+        "position": position,
+        "ends": [
+            {
+                "seq": int(e["_id"]),
+                "kind": e["kind"],
+                "key": e["key"],
+                "at": e["at"],
+                "reason": e["reason"],
+            }
+            for e in ends
+        ],
+    }
+
+
+@internal_router.delete(SESSION_ENDS + "/followers/{follower}", status_code=204)
+async def leave_session_ends(
+    follower: str,
+    app: IdentityDep,
+    caller: Annotated[
+        str,
+        internal_caller(
+            *internal_callers("identity", "DELETE", SESSION_ENDS + "/followers/{follower}")
+        ),
+    ],
+) -> Response:
+    """A stopping API process answers nothing more: logouts need not wait for it."""
+    await app.session_followers.leave(follower)
+    return Response(status_code=204)
+
+
 # --- application ------------------------------------------------------------------------------
 
 
@@ -875,17 +947,22 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await start_identity(app, db, settings)
+        identity = await start_identity(app, db, settings)
+        identity.session_ends.start()
+        identity.access_barrier = AccessBarrierClient.for_settings(settings, identity.store)
         try:
             yield
         finally:
+            await identity.session_ends.stop()
+            if identity.access_barrier is not None:
+                await identity.access_barrier.close()
             await client.close()
 
     app = plumbing_app(
         settings,
         title="StudyShare identity",
         description="Accounts, groups, departments, logins and tokens.",
-        routers=[auth_router, users_router, groups_router, departments_router],
+        routers=[auth_router, users_router, groups_router, departments_router, internal_router],
         lifespan=lifespan,
         readiness=[mongo_ready(db), kafka_ready(settings.kafka)],
     )

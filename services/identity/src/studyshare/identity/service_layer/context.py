@@ -3,6 +3,7 @@ appends events and updates the read models in one MongoDB transaction."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from studyshare.contracts.events import DomainEvent
 from studyshare.identity.adapters import read_models, stores
 from studyshare.identity.adapters.passwords import Passwords
 from studyshare.identity.adapters.read_models import ReadModels
+from studyshare.identity.adapters.session_ends import SESSION_FOLLOWERS, SessionEnds
 from studyshare.identity.adapters.stores import (
     Credentials,
     ExternalIdentities,
@@ -29,9 +31,24 @@ from studyshare.identity.adapters.stores import (
 )
 from studyshare.identity.domain.lockout import LockoutPolicy
 from studyshare.identity.settings import IdentitySettings
+from studyshare.plumbing import propagation
+from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.aggregate import Aggregate, Repository
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
+from studyshare.plumbing.followers import FollowerRegistry
+from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.revocations import ending_of
 from studyshare.plumbing.tokens import TokenSigner
+
+log = get_logger(__name__)
+
+#: identity events that may narrow who opens which study in the study store's access model
+#: (a member leaving a group, a user leaving a department or losing a role, a stricter
+#: break-the-glass policy, a deactivated account): their command answers once every
+#: study-store API process decides on them (`plumbing.access_barrier`)
+NARROWS_STUDY_ACCESS = frozenset(
+    {"GroupMemberRemoved", "UserRolesChanged", "UserDeactivated", "DepartmentPolicySet"}
+)
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -58,6 +75,9 @@ class Identity:
     mobile_changes: MobileChanges = field(init=False)
     external: ExternalIdentities = field(init=False)
     external_logins: ExternalLogins = field(init=False)
+    session_ends: SessionEnds = field(init=False)
+    session_followers: FollowerRegistry = field(init=False)
+    access_barrier: AccessBarrierClient | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.store = EventStore(self.db)
@@ -69,6 +89,10 @@ class Identity:
         self.mobile_changes = MobileChanges(self.db)
         self.external = ExternalIdentities(self.db)
         self.external_logins = ExternalLogins(self.db)
+        self.session_ends = SessionEnds(self.db, keep_s=self.settings.session_revocation_keep_s)
+        self.session_followers = FollowerRegistry(
+            self.db[SESSION_FOLLOWERS], clock_skew_s=self.settings.follower_clock_skew_s
+        )
 
     @classmethod
     async def start(
@@ -84,6 +108,7 @@ class Identity:
         await EventStore(db).ensure_indexes()
         await read_models.ensure_indexes(db)
         await stores.ensure_indexes(db)
+        await SessionEnds(db).ensure_indexes()
         if settings.signing_key_pem and settings.signing_key_id:
             signer = TokenSigner.from_pem(settings.signing_key_pem, settings.signing_key_id)
         elif not signing:
@@ -147,6 +172,9 @@ class Identity:
                         await self.read_models.apply(envelopes, session)
                         if also is not None:
                             await also(session)
+                await asyncio.gather(  # both wait for followers, independently
+                    self.end_sessions(envelopes), self.narrow_study_access(envelopes)
+                )
                 return aggregate, envelopes
             except ConcurrencyConflict:
                 if attempt == retries:
@@ -155,6 +183,36 @@ class Identity:
                 if attempt == retries or not exc.has_error_label("TransientTransactionError"):
                     raise
         raise AssertionError("unreachable")
+
+    async def end_sessions(self, envelopes: list[EventEnvelope]) -> None:
+        """After a commit: list the sessions and accounts its events ended, and wait until
+        every API process following that list has them (or certainly answers nothing more),
+        so the command's answer comes after the last request the ended token got through."""
+        endings = [e for e in map(ending_of, envelopes) if e is not None]
+        if not endings:
+            return
+        seq = await self.session_ends.record(endings)
+        outcome = await self.session_followers.wait_for(
+            seq, timeout_s=self.settings.session_barrier_timeout_s
+        )
+        propagation.note(outcome.confirmed)
+        line = log.info if outcome.confirmed else log.warning
+        line(
+            "session_ends.propagated" if outcome.confirmed else "session_ends.not_confirmed",
+            seq=seq,
+            followers=outcome.followers,
+            behind=outcome.behind,
+            ms=round(outcome.waited_s * 1000, 1),
+        )
+
+    async def narrow_study_access(self, envelopes: list[EventEnvelope]) -> None:
+        """After a commit that may narrow access to studies: the study store decides on it
+        everywhere before the command answers (without a barrier configured, nothing)."""
+        if self.access_barrier is None:
+            return
+        changed = [e.aggregate_id for e in envelopes if e.event_type in NARROWS_STUDY_ACCESS]
+        if changed:
+            await self.access_barrier.propagate(changed)
 
     async def record(self, event: DomainEvent, aggregate_id: str, actor: Actor) -> None:
         """Append the first event of a one-event aggregate (e.g. a login attempt)."""

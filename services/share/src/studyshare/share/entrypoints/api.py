@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, statu
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from studyshare.contracts.events.share import AccessLevel, Label
+from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.auth import CurrentUser
 from studyshare.plumbing.http import create_app as base_app
 from studyshare.plumbing.http import kafka_ready, mongo_ready, problem
@@ -32,6 +33,14 @@ from studyshare.share.settings import ShareSettings
 
 log = get_logger(__name__)
 Language = Literal["en", "nl", "fr", "de"]
+
+
+#: the revocation routes' answers: decided on by every study-store process (issue 15, point 13)
+AT_ONCE = (
+    "Answers once every study-store API process decides on it, so the recipient's next "
+    "request is refused: header `StudyShare-Propagated: true` (`false`: the study store did "
+    "not confirm in time; the revocation is stored and takes effect through Kafka)."
+)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -411,6 +420,7 @@ async def share_again(
     "/api/shares/{bucket_id}",
     response_model=BucketOut,
     summary="Revoke the whole bucket (and everything re-shared from it)",
+    description=AT_ONCE,
     responses=problem_responses(401, 403, 404, 409),
 )
 async def revoke_bucket(bucket_id: str, user: CurrentUser, service: Service) -> BucketOut:
@@ -421,6 +431,7 @@ async def revoke_bucket(bucket_id: str, user: CurrentUser, service: Service) -> 
     "/api/shares/{bucket_id}/recipients/{recipient_id}",
     response_model=BucketOut,
     summary="Revoke one recipient's access (and what they re-shared)",
+    description=AT_ONCE,
     responses=problem_responses(401, 403, 404, 409),
 )
 async def revoke_recipient(
@@ -434,6 +445,7 @@ async def revoke_recipient(
     "/api/shares/{bucket_id}/studies/{study_uid}",
     response_model=BucketOut,
     summary="Remove one study from the bucket (and from what was re-shared from it)",
+    description=AT_ONCE,
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def remove_study(
@@ -460,6 +472,8 @@ async def request_otp(bucket_id: str, user: CurrentUser, service: Service) -> OT
     "/api/shares/{bucket_id}/otp/verify",
     response_model=OTPVerifiedOut,
     summary="Enter the one-time code; the 5th wrong code in a row locks the bucket (423)",
+    description="The 423 of the 5th wrong code answers once every study-store API process "
+    "decides on the lock (`StudyShare-Propagated: true`).",
     responses=problem_responses(401, 403, 404, 409, 422, 423),
 )
 async def verify_otp(
@@ -575,6 +589,7 @@ def create_app(settings: ShareSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = ShareService(db, settings)
         await service.setup()
+        service.access_barrier = AccessBarrierClient.for_settings(settings, service.store)
         app.state.service = service
         task = asyncio.create_task(expiry_loop(service, settings.expiry_interval_seconds))
         try:
@@ -583,6 +598,8 @@ def create_app(settings: ShareSettings | None = None) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if service.access_barrier is not None:
+                await service.access_barrier.close()
             await client.close()
 
     app = base_app(

@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import AccessLevel, Label, RecipientRef, StudyShared
 from studyshare.contracts.tokens import AccessClaims
+from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.aggregate import Repository, new_id
 from studyshare.plumbing.eventstore import EventStore, envelope_for
 from studyshare.plumbing.logging import get_logger
@@ -111,6 +112,7 @@ class ShareService:
         self.preferences = Repository(self.store, SharePreferences)
         self.readmodel = BucketReadModel(db)
         self.directory = DirectoryReader(db)
+        self.access_barrier: AccessBarrierClient | None = None
 
     async def setup(self) -> None:
         await self.store.ensure_indexes()
@@ -542,8 +544,15 @@ class ShareService:
             actor_of(principal),
         )
         await self._save(bucket)
-        await self._cascade(principal.sub, actor_of(principal), bucket_id, scope, study_uid)
+        ended = await self._cascade(principal.sub, actor_of(principal), bucket_id, scope, study_uid)
+        await self._propagate([bucket_id, *ended])
         return bucket
+
+    async def _propagate(self, bucket_ids: Sequence[str]) -> None:
+        """Before answering: the study store decides on these buckets' events everywhere
+        (`plumbing.access_barrier`); without one configured, nothing."""
+        if self.access_barrier is not None:
+            await self.access_barrier.propagate(bucket_ids)
 
     async def _may_revoke(
         self, principal: AccessClaims, bucket: Bucket, study_uid: str | None
@@ -573,10 +582,12 @@ class ShareService:
         parent_id: str,
         scope: str,
         study_uid: str | None,
-    ) -> None:
+    ) -> list[str]:
         """Everything re-shared from what was revoked is revoked too, down the chain: a whole
         bucket or a study ends its re-shares; a revoked recipient (a user, a group, a
-        department) ends the re-shares of every sender who no longer holds the bucket."""
+        department) ends the re-shares of every sender who no longer holds the bucket.
+        Returns the re-shares it revoked."""
+        ended: list[str] = []
         parent = await self.readmodel.get(parent_id) if scope == "recipient" else None
         for child in await self.readmodel.children(parent_id):
             if child["revoked"]:
@@ -590,7 +601,10 @@ class ShareService:
                 keys = await self.holder_keys_of(child["sender_id"])
                 if holds_bucket(parent["active_recipient_ids"], keys):
                     continue
-            await self._revoke_child(by, actor, parent_id, child["_id"], child_scope, child_study)
+            ended += await self._revoke_child(
+                by, actor, parent_id, child["_id"], child_scope, child_study
+            )
+        return ended
 
     async def _revoke_child(
         self,
@@ -600,7 +614,8 @@ class ShareService:
         child_id: str,
         scope: str,
         study_uid: str | None,
-    ) -> None:
+    ) -> list[str]:
+        """Revoke one re-share and what was re-shared from it; the buckets revoked."""
         bucket, _ = await self.buckets.execute(
             child_id,
             lambda b: (
@@ -611,7 +626,7 @@ class ShareService:
             actor,
         )
         await self._save(bucket)
-        await self._cascade(by, actor, child_id, scope, study_uid)
+        return [child_id, *await self._cascade(by, actor, child_id, scope, study_uid)]
 
     async def end_reshares_no_longer_held(
         self, user_id: str, keys: set[str], by: str, left_at: datetime
@@ -751,6 +766,7 @@ class ShareService:
             await self.db[OTP_CODES].delete_one({"_id": otp_id})
             return bucket.verified_until[(principal.sub, principal.sid)]
         if "BucketLocked" in kinds:
+            await self._propagate([bucket_id])
             raise rules.BucketIsLocked(
                 f"that was the 5th wrong code in a row: bucket {bucket_id} is now locked"
             )

@@ -3,10 +3,16 @@
 At start-up it loads the live generation of the `access_decisions` read model (built by the
 worker from share, identity and study events) and then follows it: every
 `refresh_interval_s` (default 0.1 s) one indexed query fetches the documents whose `seq` is
-above the last one seen. Staleness bound: an event is decided on at most
-`relay poll + worker batch window + refresh_interval_s` after it was stored by its service
-(about 0.05 + 0.05 + 0.1 s locally); the test suite measures it (revocation, lock, 2FA). A
-replay (new generation) is noticed within a second and reloads everything.
+above the last one seen. A replay (new generation) is noticed within a second and reloads
+everything.
+
+It is a follower (`studyshare.plumbing.followers`): it records in the study store's
+`access_followers` how far it has read (one upsert when that moved, else every quarter lease,
+from a loop of its own) and decides only while its lease holds, i.e. the read its last stored
+beat reported started less than `lease_s` ago; after that every decision is refused (503
+`AccessDecisionsUnavailable`). A
+revocation or lock is handed to the study store by the share service (`access_barrier`),
+which answers once every follower has read it: the recipient's next request is refused.
 
 Events of this service that change access (break-the-glass, reference numbers, read messages)
 are also folded in memory at once by the request that appends them (`apply_local`), so the
@@ -29,6 +35,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.tokens import AccessClaims
+from studyshare.plumbing.followers import JOINING, FollowerRegistry, Lease
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import GenerationPointer, collection_name
 from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION, Doc, doc_id_for, fold
@@ -95,10 +102,14 @@ class InMemoryAccessModel:
         patient_report_default: ReportAccess = "read",
         patient_download_default: bool = False,
         clock: Callable[[], datetime] = utcnow,
-        max_staleness_s: float = 30.0,
+        lease_s: float = 10.0,
+        registry: FollowerRegistry | None = None,
+        follower_id: str = "access-model",
     ) -> None:
         self.db = db
-        self.max_staleness_s = max_staleness_s
+        self.lease = Lease(lease_s)
+        self.registry = registry
+        self.follower_id = follower_id
         self.refresh_interval_s = refresh_interval_s
         self.patient_report_default = patient_report_default
         self.patient_download_default = patient_download_default
@@ -106,8 +117,11 @@ class InMemoryAccessModel:
         self.pointer = GenerationPointer(db, ACCESS_PROJECTION, cache_s=1.0)
         self.generation = -1
         self.last_seq = 0
-        self.refreshed_at = time.monotonic()
-        self._task: asyncio.Task | None = None
+        self.read_at: float | None = None
+        self._beaten: tuple[int, int] | None = None
+        self._moved = asyncio.Event()
+        self._nudged = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
         self._pending: list[tuple[float, EventEnvelope]] = []
         self._reset()
 
@@ -138,6 +152,7 @@ class InMemoryAccessModel:
 
     async def load(self) -> None:
         """Load the live generation completely."""
+        started = time.monotonic()
         generation = await self.pointer.current()
         self._reset()
         # The committed counter *before* the scan: a document rewritten while we scan has a
@@ -149,11 +164,12 @@ class InMemoryAccessModel:
             self._put(doc)
         self.generation = generation
         self._reapply_pending()
-        self.refreshed_at = time.monotonic()
+        self._read(started)
         log.info("access_model.loaded", generation=generation, docs=len(self.docs))
 
     async def refresh(self) -> int:
         """Fetch what changed since the last refresh; return how many documents changed."""
+        started = time.monotonic()
         if await self.pointer.current() != self.generation:
             await self.load()
             return len(self.docs)
@@ -168,8 +184,52 @@ class InMemoryAccessModel:
             self._reapply_pending(doc["_id"])
             self.last_seq = max(self.last_seq, doc.get("seq", 0))
             changed += 1
-        self.refreshed_at = time.monotonic()
+        self._read(started)
         return changed
+
+    def _read(self, started: float) -> None:
+        """A read that started at `started` succeeded: the beat loop reports it (at once when
+        the position moved). Without a registry (tools, tests) the read renews the lease."""
+        self.read_at = started
+        if self.registry is None:
+            self.lease.renew(started)
+        elif (self.generation, self.last_seq) != self._beaten:
+            self._moved.set()
+
+    async def beat(self) -> None:
+        """Record how far this model has read, and renew the lease from the start of that
+        read (before the beat, so a barrier never takes it for later than it is)."""
+        if self.registry is None or self.read_at is None:
+            return
+        position, read_at = (self.generation, self.last_seq), self.read_at
+        await self.registry.beat(
+            self.follower_id, position[1], generation=position[0], lease_s=self.lease.duration_s
+        )
+        self._beaten = position
+        self.lease.renew(read_at)
+
+    async def _beat_loop(self) -> None:
+        """Beat when the position moved, else every quarter lease; apart from the refresh
+        loop, so a slow write never delays the next read."""
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), self.lease.duration_s / 4)
+            self._moved.clear()
+            try:
+                await self.beat()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.exception("access_model.beat_failed", failures=failures)
+                await asyncio.sleep(self.refresh_interval_s)
+
+    def nudge(self) -> None:
+        """Refresh now rather than at the next interval (a barrier is waiting)."""
+        self._nudged.set()
 
     async def run(self) -> None:
         failures = 0
@@ -184,18 +244,34 @@ class InMemoryAccessModel:
                 if failures in (1, 10) or failures % 100 == 0:
                     log.exception("access_model.refresh_failed", failures=failures)
             delay = self.refresh_interval_s * min(2**failures, 20)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudged.wait(), delay)
+            self._nudged.clear()
 
     async def start(self) -> None:
+        """Join the followers (before loading: see `plumbing.followers`), load, follow."""
+        if self.registry is not None:
+            await self.registry.beat(
+                self.follower_id, JOINING, generation=-1, lease_s=self.lease.duration_s
+            )
         await self.load()
-        self._task = asyncio.create_task(self.run(), name="access-model-follow")
+        await self.beat()
+        self._tasks = [
+            asyncio.create_task(self.run(), name="access-model-follow"),
+            asyncio.create_task(self._beat_loop(), name="access-model-beat"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """Decide nothing more, stop following, and leave the followers."""
+        self.lease.lapse()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
+        if self.registry is not None:
+            with contextlib.suppress(Exception):
+                await self.registry.leave(self.follower_id)
 
     def apply_local(self, envelopes: Iterable[EventEnvelope]) -> None:
         """Fold this process's own fresh events now, ahead of the worker."""
@@ -483,13 +559,14 @@ class InMemoryAccessModel:
         return ReferenceNumberRule.model_validate(raw) if raw else ReferenceNumberRule()
 
     @property
-    def age_s(self) -> float:
-        """Seconds since the read model was last followed successfully."""
-        return time.monotonic() - self.refreshed_at
+    def fresh(self) -> bool:
+        """Whether this model may decide: its lease holds (see the module)."""
+        return self.lease.fresh
 
     def decide(self, principal: AccessClaims, study_uid: str) -> AccessDecision:
-        if self.age_s > self.max_staleness_s:
-            # Fail closed: a model that stopped following could miss a revocation.
+        if not self.lease.fresh:
+            # Fail closed: a barrier may have taken this model as gone, or it stopped following
+            # and could miss a revocation.
             return AccessDecision(
                 study_uid=study_uid,
                 images=False,
@@ -542,7 +619,7 @@ class InMemoryAccessModel:
 
     def visible_studies(self, principal: AccessClaims) -> list[str]:
         """The studies the caller may open now (QIDO and the overview)."""
-        if self.age_s > self.max_staleness_s:
+        if not self.lease.fresh:
             return []
         certain = self.certainly_open(principal)
         return sorted(
@@ -577,5 +654,5 @@ class InMemoryAccessModel:
             "docs": len(self.docs),
             "studies": len(self.studies),
             "buckets": len(self.buckets),
-            "age_s": round(self.age_s, 3),
+            "lease_age_s": None if (age := self.lease.age_s) is None else round(age, 3),
         }

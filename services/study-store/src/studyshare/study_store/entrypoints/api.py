@@ -13,14 +13,25 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from studyshare.plumbing.eventstore import EventStore
+from studyshare.plumbing.followers import FollowerRegistry
 from studyshare.plumbing.http import create_app as plumbing_app
 from studyshare.plumbing.http import kafka_ready
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
+from studyshare.plumbing.projection import ProjectionRunner
+from studyshare.plumbing.session_feed import follower_id
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
-from studyshare.study_store.entrypoints import dicomweb, downloads, forwarding_api, studies
+from studyshare.study_store.entrypoints import (
+    dicomweb,
+    downloads,
+    forwarding_api,
+    internal,
+    studies,
+)
 from studyshare.study_store.entrypoints.anonymized_uids import RemappedUidPaths
+from studyshare.study_store.entrypoints.projections import AccessDecisions
 from studyshare.study_store.service_layer import reports
+from studyshare.study_store.service_layer.access_barrier import ACCESS_FOLLOWERS, AccessBarrier
 from studyshare.study_store.service_layer.access_log import AccessLog
 from studyshare.study_store.settings import StudyStoreSettings
 
@@ -45,12 +56,18 @@ def create_app() -> FastAPI:
         db = client[settings.database_name]
         store = EventStore(db)
         await ensure_indexes(store)
+        followers = FollowerRegistry(
+            db[ACCESS_FOLLOWERS], clock_skew_s=settings.follower_clock_skew_s
+        )
+        await followers.forget_gone(older_than_s=3600)
         model = InMemoryAccessModel(
             db,
             refresh_interval_s=settings.access_refresh_interval_s,
             patient_report_default=settings.patient_report_default,
             patient_download_default=settings.patient_download_default,
-            max_staleness_s=settings.access_max_staleness_s,
+            lease_s=settings.access_lease_s,
+            registry=followers,
+            follower_id=follower_id(settings.service_name),
         )
         await model.start()
         access_log = AccessLog(
@@ -65,6 +82,13 @@ def create_app() -> FastAPI:
         app.state.event_store = store
         app.state.access_model = model
         app.state.access_log = access_log
+        app.state.access_barrier = AccessBarrier(
+            db,
+            model,
+            followers,
+            ProjectionRunner(AccessDecisions(), db),
+            max_wait_s=settings.access_barrier_max_wait_s,
+        )
         try:
             await dicomweb.install_dicom(app, db, settings)
             yield
@@ -78,14 +102,15 @@ def create_app() -> FastAPI:
 
     async def access_model_fresh() -> None:
         model: InMemoryAccessModel = app.state.access_model
-        if model.age_s > settings.access_max_staleness_s:
-            raise RuntimeError(f"access model not refreshed for {model.age_s:.0f}s")
+        if not model.fresh:
+            raise RuntimeError(f"access model lease lapsed: {model.stats()}")
 
     routers: list[APIRouter] = [
         studies.router,
         dicomweb.router,
         downloads.router,
         forwarding_api.router,
+        internal.router,
     ]
     app = plumbing_app(
         settings,
@@ -95,7 +120,10 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
         readiness=[mongo_ping, access_model_fresh, kafka_ready(settings.kafka)],
         hot_routes=dicomweb.HOT_ROUTES,
-        body_limits={(method, path): settings.stow_max_bytes for method, path in dicomweb.STOW},
+        body_limits={
+            **{(method, path): settings.stow_max_bytes for method, path in dicomweb.STOW},
+            ("POST", internal.BARRIER): internal.BARRIER_MAX_BYTES,
+        },
     )
     app.add_middleware(RemappedUidPaths)  # remapped UIDs of anonymized shares
     return app

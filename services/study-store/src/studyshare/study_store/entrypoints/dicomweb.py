@@ -47,6 +47,7 @@ from studyshare.study_store.adapters.instance_cache import StudyInstances
 from studyshare.study_store.adapters.instances import InstanceIndex
 from studyshare.study_store.adapters.multipart import MultipartError, MultipartSpooler
 from studyshare.study_store.domain.access import AccessDecision
+from studyshare.study_store.domain.access_rules import AccessDecisionsUnavailable
 from studyshare.study_store.domain.anonymize import (
     AnonymizationKey,
     anonymize_dataset,
@@ -599,8 +600,12 @@ def study_json(
 
 
 def visible_study_uids(request: Request, principal: AccessClaims) -> Iterable[str]:
-    """The study UIDs the caller may open, from the access model."""
-    return request.app.state.access_model.visible_studies(principal)
+    """The study UIDs the caller may open, from the access model (503 while it may not
+    decide: an empty answer would look like revoked access)."""
+    model = request.app.state.access_model
+    if not model.fresh:
+        raise AccessDecisionsUnavailable("access decisions are temporarily unavailable")
+    return model.visible_studies(principal)
 
 
 @router.get(
@@ -609,7 +614,7 @@ def visible_study_uids(request: Request, principal: AccessClaims) -> Iterable[st
     response_class=Response,
     responses={
         200: {"description": "Matching studies", "content": {DICOM_JSON: {"schema": ANY_JSON}}},
-        **problem_responses(401),
+        **problem_responses(401, 503),
     },
 )
 async def search_studies(

@@ -342,7 +342,7 @@ async def list_studies(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     access_log: AccessLogDep = None,  # type: ignore[assignment]
 ) -> StudyList:
-    if model.age_s > model.max_staleness_s:
+    if not model.fresh:
         raise AccessDecisionsUnavailable("access decisions are temporarily unavailable")
     # Studies certainly open and never anonymized (own department's, own, or all for the
     # service desk) are filtered on their metadata and decided only when on the page shown:
