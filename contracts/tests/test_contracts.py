@@ -6,6 +6,7 @@ from pydantic import ValidationError
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events import registry
 from studyshare.contracts.events.share import StudyShared
+from studyshare.contracts.events.study import PincodeSet
 from studyshare.contracts.generate import drift
 from studyshare.contracts.routes import service_for_path
 from studyshare.contracts.topics import TOPICS, topic_for_aggregate
@@ -53,6 +54,28 @@ def test_a_stored_v1_study_shared_is_upcast_to_v2_on_read():
     recipients = [(r.recipient_id, r.kind) for r in event.recipients]
     assert recipients == [("u-2", "user"), ("u-3", "user")]
     assert stored.payload["recipient_ids"] == ["u-2", "u-3"], "stored events are never rewritten"
+
+
+def test_a_stored_v1_pincode_set_keeps_its_hash_only_under_the_legacy_name():
+    stored = EventEnvelope(
+        event_type="PincodeSet",
+        schema_version=1,
+        aggregate_type="ReferenceNumber",
+        aggregate_id="ref_AB12",
+        aggregate_version=2,
+        correlation_id="c-1",
+        payload={
+            "reference_number": "AB12",
+            "study_uid": "1.2.3",
+            "pincode_hash": "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA",
+            "set_by": "u-1",
+        },
+    )
+    event = registry.payload(stored)
+    assert isinstance(event, PincodeSet)
+    assert event.legacy_pincode_hash == stored.payload["pincode_hash"]
+    assert event.sealed_pincode is None
+    assert "pincode_hash" not in registry.upcast(stored).payload
 
 
 def test_payloads_ignore_unknown_fields_and_are_frozen():

@@ -187,6 +187,7 @@ WAIT_FOR_TOPICS = (
 
 
 OTP_SEALING_SECRET = "studyshare-otp-sealing"  # noqa: S105 - a Secret name
+PINCODE_SEALING_SECRET = "studyshare-pincode-sealing"  # noqa: S105 - a Secret name
 #: per service, the keys only it holds: env var -> (Secret, key)
 SERVICE_SECRETS: dict[str, dict[str, tuple[str, str]]] = {
     "share": {
@@ -195,6 +196,8 @@ SERVICE_SECRETS: dict[str, dict[str, tuple[str, str]]] = {
     },
     "study-store": {
         "STUDYSHARE_ANONYMIZATION_SECRET": ("studyshare-anonymization", "secret"),
+        # seals pincodes to identity; only identity's worker holds the private key
+        "STUDYSHARE_PINCODE_SEAL_PUBLIC_KEY": (PINCODE_SEALING_SECRET, "public-key"),
     },
 }
 
@@ -347,6 +350,29 @@ def deployment(service: Service, component: str) -> dict[str, Any]:
                 "name": "signing-keys",
                 "secret": {"secretName": "studyshare-identity-signing", "defaultMode": 0o440},
             }
+        )
+    if service.name == "identity" and component == "worker":
+        # it alone opens the pincodes sealed into PincodeSet (the reference-number projection);
+        # retired keys (a JSON list, after a rotation) still open the older events on a replay
+        container["env"].extend(
+            [
+                {
+                    "name": "STUDYSHARE_PINCODE_SEAL_PRIVATE_KEY",
+                    "valueFrom": {
+                        "secretKeyRef": {"name": PINCODE_SEALING_SECRET, "key": "private-key"}
+                    },
+                },
+                {
+                    "name": "STUDYSHARE_PINCODE_SEAL_PREVIOUS_PRIVATE_KEYS",
+                    "valueFrom": {
+                        "secretKeyRef": {
+                            "name": PINCODE_SEALING_SECRET,
+                            "key": "previous-private-keys",
+                            "optional": True,
+                        }
+                    },
+                },
+            ]
         )
     if service.name == "notify" and component == "worker":
         container["env"].append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import secrets
 from pathlib import Path
@@ -294,10 +295,12 @@ def test_each_production_process_starts_with_what_its_manifest_gives_it(
                 if "value" in var:  # Kubernetes expands $(NAME) of the variables above
                     value = re.sub(r"\$\((\w+)\)", lambda m, g=given: g[m.group(1)], var["value"])
                     env.setenv(var["name"], value)
-                elif var["name"] == "STUDYSHARE_OTP_SEAL_PUBLIC_KEY":
+                elif var["name"].endswith("_SEAL_PUBLIC_KEY"):
                     env.setenv(var["name"], generate_keypair()[1])
-                elif var["name"] == "STUDYSHARE_OTP_SEAL_PRIVATE_KEY":
+                elif var["name"].endswith("_SEAL_PRIVATE_KEY"):
                     env.setenv(var["name"], generate_keypair()[0])
+                elif var["name"].endswith("_SEAL_PREVIOUS_PRIVATE_KEYS"):
+                    env.setenv(var["name"], json.dumps([generate_keypair()[0]]))
                 elif "secretKeyRef" in var.get("valueFrom", {}):
                     given[var["name"]] = secrets.token_urlsafe(32)
                     env.setenv(var["name"], given[var["name"]])
@@ -307,7 +310,33 @@ def test_each_production_process_starts_with_what_its_manifest_gives_it(
             settings = settings_class(name)()
             if deployment["metadata"]["name"] == "notify-worker":
                 settings.require_delivery_secrets()
+            if deployment["metadata"]["name"] == "identity-worker":
+                settings.pincode_opening_keys()
         assert settings.environment == "production", deployment["metadata"]["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_identity_worker_holds_the_pincode_key_and_only_the_study_store_seals(
+    rendered: dict, overlay: str
+) -> None:
+    """The pincode travels in `study.events` sealed to identity: the study store gets the
+    public key, identity's worker (which opens it) the private key, and nobody else either."""
+    holders: dict[str, set[str]] = {}
+    for workload in workloads(rendered[overlay]):
+        spec = pod_spec(workload)
+        for container in spec["containers"] + spec.get("initContainers", []):
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef", {})
+                if ref.get("name", "").startswith("studyshare-pincode-sealing"):  # dev: -<hash>
+                    key = f"{var['name']}={ref['key']}"
+                    holders.setdefault(key, set()).add(workload["metadata"]["name"])
+    sealers = holders.pop("STUDYSHARE_PINCODE_SEAL_PUBLIC_KEY=public-key")
+    assert "study-store-api" in sealers
+    assert all(name.startswith("study-store-") for name in sealers), sealers
+    assert holders == {
+        "STUDYSHARE_PINCODE_SEAL_PRIVATE_KEY=private-key": {"identity-worker"},
+        "STUDYSHARE_PINCODE_SEAL_PREVIOUS_PRIVATE_KEYS=previous-private-keys": {"identity-worker"},
+    }
 
 
 # --- gateway -----------------------------------------------------------------------------

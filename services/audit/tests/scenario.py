@@ -268,7 +268,7 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
         study.PincodeSet(
             reference_number=i["ref"],
             study_uid=uid,
-            pincode_hash="$argon2id$secret",
+            sealed_pincode="SEALED-PINCODE",
             set_by=i["owner"],
         ),
         f"ref_{i['ref']}",

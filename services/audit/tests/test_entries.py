@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from studyshare.audit.domain.entries import build_entry
+from studyshare.contracts.envelope import EventEnvelope
 
 from .scenario import full_story
 
@@ -57,10 +58,29 @@ def test_categories_name_what_happened_in_the_manuals_words():
 def test_secrets_and_patient_personal_data_never_reach_the_log():
     entries, _ = entries_by_type()
     text = repr(entries)
-    assert "$argon2id$secret" not in text
+    assert "SEALED-PINCODE" not in text
     assert "+32471111111" not in text and "+32470000000" not in text
     assert "J.D." not in text
     assert "SEALED-SECRET-CODE" not in text
+
+
+def test_a_v1_pincode_set_keeps_its_hash_out_of_the_log():
+    v1 = EventEnvelope(
+        event_type="PincodeSet",
+        schema_version=1,
+        aggregate_type="ReferenceNumber",
+        aggregate_id="ref_AB12",
+        aggregate_version=2,
+        correlation_id="c-1",
+        payload={
+            "reference_number": "AB12",
+            "study_uid": "1.2.3",
+            "pincode_hash": "$argon2id$v1-secret",
+            "set_by": "usr_1",
+        },
+    )
+    entry = build_entry(v1)
+    assert entry["payload"] == {"reference_number": "AB12", "study_uid": "1.2.3", "set_by": "usr_1"}
 
 
 def test_unknown_event_types_are_kept_with_their_type_and_payload():

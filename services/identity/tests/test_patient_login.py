@@ -10,16 +10,28 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from argon2 import PasswordHasher
 
-from studyshare.contracts.envelope import Actor
+from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events.study import (
     PincodeSet,
     ReferenceNumberIssued,
     ReferenceNumberRevoked,
 )
-from studyshare.identity.entrypoints.projections import ReferenceNumbers
+from studyshare.identity.__main__ import projections
+from studyshare.identity.entrypoints.projections import COLLECTION, NAME
+from studyshare.identity.settings import IdentitySettings
 from studyshare.plumbing.eventstore import envelope_for
-from studyshare.plumbing.projection import ProjectionRunner
-from studyshare.plumbing.sealing import DEV_PRIVATE_KEY, unseal
+from studyshare.plumbing.projection import GenerationPointer, ProjectionRunner
+from studyshare.plumbing.sealing import (
+    DEV_PINCODE_PRIVATE_KEY,
+    DEV_PINCODE_PUBLIC_KEY,
+    DEV_PRIVATE_KEY,
+    DEV_PUBLIC_KEY,
+    generate_keypair,
+    seal_pincode,
+    unseal,
+)
+from studyshare.plumbing.snapshot import differences, generation_state
+from studyshare.plumbing.testing import production_settings
 
 BIRTH = "1980-04-12"
 NOW = datetime.now(UTC)
@@ -40,11 +52,35 @@ async def issue(api, number: str, version: int = 1, **fields):
 
 
 async def feed(api, event, aggregate_id: str, version: int):
-    runner = ProjectionRunner(ReferenceNumbers(), api.identity.db)
     envelope = envelope_for(
         event, aggregate_id=aggregate_id, aggregate_version=version, actor=Actor(id="usr_rx")
     )
+    await feed_envelope(api, envelope)
+
+
+async def feed_envelope(api, envelope: EventEnvelope):
+    """Apply one envelope with the worker's own projection (as its settings build it)."""
+    [reference_numbers] = projections(api.identity.settings)
+    runner = ProjectionRunner(reference_numbers, api.identity.db)
     assert await runner.apply_batch([envelope]) == 1
+
+
+def pincode_set(number: str, pincode: str, public_key: str = DEV_PINCODE_PUBLIC_KEY, **fields):
+    """The `PincodeSet` the study store writes: the pincode sealed to identity's key."""
+    values = {
+        "reference_number": number,
+        "study_uid": f"1.2.826.0.1.{number}",
+        "sealed_pincode": seal_pincode(number, pincode, public_key),
+        "set_by": "usr_rx",
+    }
+    values.update(fields)
+    return PincodeSet(**values)
+
+
+async def kept_hash(api, number: str) -> str | None:
+    numbers = await GenerationPointer(api.identity.db, NAME, cache_s=0).collection(COLLECTION)
+    doc = await numbers.find_one({"_id": number})
+    return doc["pincode_hash"]
 
 
 async def patient_login(api, number: str, birth: str = BIRTH, **extra):
@@ -125,17 +161,7 @@ async def test_payment_requires_the_pincode_and_wrong_pincodes_are_counted(api):
     await issue(api, "PAY1234567", department_id=dep)
     pending = await patient_login(api, "PAY1234567")
     assert pending.status_code == 402 and pending.json()["rule"] == "PaymentPending"
-    await feed(
-        api,
-        PincodeSet(
-            reference_number="PAY1234567",
-            study_uid="1.2.826.0.1.PAY1234567",
-            pincode_hash=PasswordHasher().hash("4321"),
-            set_by="usr_rx",
-        ),
-        "ref_PAY1234567",
-        2,
-    )
+    await feed(api, pincode_set("PAY1234567", "4321"), "ref_PAY1234567", 2)
     missing = await patient_login(api, "PAY1234567")
     assert missing.status_code == 401 and missing.json()["rule"] == "PincodeRequired"
     wrong = await patient_login(api, "PAY1234567", pincode="0000")
@@ -148,6 +174,117 @@ async def test_payment_requires_the_pincode_and_wrong_pincodes_are_counted(api):
     }
     ok = await patient_login(api, "PAY1234567", pincode="4321")
     assert ok.status_code == 200
+
+
+async def test_identity_keeps_only_its_own_argon2_hash_of_the_sealed_pincode(api):
+    await issue(api, "SEAL123456", pincode_required=True)
+    await feed(api, pincode_set("SEAL123456", "8642"), "ref_SEAL123456", 2)
+    kept = await kept_hash(api, "SEAL123456")
+    assert kept is not None and kept.startswith("$argon2id$")
+    assert PasswordHasher().verify(kept, "8642")
+    assert (await patient_login(api, "SEAL123456", pincode="8642")).status_code == 200
+
+
+async def test_a_rebuild_keeps_the_same_pincodes_though_each_hash_is_salted_anew(api):
+    [reference_numbers] = projections(api.identity.settings)
+    runner = ProjectionRunner(reference_numbers, api.identity.db)
+    events = [
+        envelope_for(event, aggregate_id="ref_SALT123456", aggregate_version=n, actor=Actor())
+        for n, event in enumerate(
+            [
+                ReferenceNumberIssued(
+                    reference_number="SALT123456", study_uid="1.2.3", valid_to=NOW
+                ),
+                pincode_set("SALT123456", "1122"),
+            ],
+            start=1,
+        )
+    ]
+    for generation in (1, 2):
+        assert await runner.apply_batch(events, generation=generation) == 2
+    one = await generation_state(api.identity.db, reference_numbers, 1)
+    two = await generation_state(api.identity.db, reference_numbers, 2)
+    assert differences(one, two) == []
+    assert one["numbers"]["SALT123456"]["pincode_kept"] is True
+
+
+@pytest.mark.parametrize(
+    ("sealed_for", "public_key"),
+    [
+        ("OTHER12345", DEV_PINCODE_PUBLIC_KEY),  # a box copied from another reference number
+        ("COPY123456", DEV_PUBLIC_KEY),  # sealed to notify's key, not identity's
+        ("COPY123456", generate_keypair()[1]),  # sealed to a key identity never held
+    ],
+)
+async def test_a_pincode_identity_cannot_open_for_this_number_opens_nothing(
+    api, sealed_for, public_key
+):
+    await issue(api, "COPY123456", pincode_required=True)
+    event = pincode_set(
+        "COPY123456",
+        "1357",
+        sealed_pincode=seal_pincode(sealed_for, "1357", public_key),
+    )
+    await feed(api, event, "ref_COPY123456", 2)
+    assert await kept_hash(api, "COPY123456") is None
+    response = await patient_login(api, "COPY123456", pincode="1357")
+    assert response.status_code == 402 and response.json()["rule"] == "PaymentPending"
+
+
+async def test_a_pincode_sealed_before_a_key_rotation_opens_with_the_retired_key(make_api):
+    retired_private, retired_public = generate_keypair()
+    current_private, _ = generate_keypair()
+    api = await make_api(
+        pincode_seal_private_key=current_private,
+        pincode_seal_previous_private_keys=[retired_private],
+    )
+    await issue(api, "ROTA123456", pincode_required=True)
+    await feed(api, pincode_set("ROTA123456", "2468", retired_public), "ref_ROTA123456", 2)
+    assert (await patient_login(api, "ROTA123456", pincode="2468")).status_code == 200
+
+
+def test_only_the_worker_holds_the_pincode_key_and_never_the_development_one_in_production():
+    production = {
+        **production_settings("identity"),
+        "otp_seal_public_key": generate_keypair()[1],
+        "argon2_memory_kib": 64,
+    }
+    api_or_relay = IdentitySettings(**production)  # they start without the pincode key
+    with pytest.raises(ValueError, match="pincode sealing key"):
+        projections(api_or_relay)
+    private, _ = generate_keypair()
+    with pytest.raises(ValueError, match="pincode sealing key"):
+        projections(
+            IdentitySettings(
+                **production,
+                pincode_seal_private_key=private,
+                pincode_seal_previous_private_keys=[DEV_PINCODE_PRIVATE_KEY],
+            )
+        )
+    [worker] = projections(IdentitySettings(**production, pincode_seal_private_key=private))
+    assert worker.pincodes.private_keys == (private,)
+
+
+async def test_a_stored_v1_pincode_set_still_lets_the_patient_in_on_replay(api):
+    await issue(api, "OLD1234567", pincode_required=True)
+    v1 = EventEnvelope(
+        event_type="PincodeSet",
+        schema_version=1,
+        aggregate_type="ReferenceNumber",
+        aggregate_id="ref_OLD1234567",
+        aggregate_version=2,
+        correlation_id="c-v1",
+        payload={
+            "reference_number": "OLD1234567",
+            "study_uid": "1.2.826.0.1.OLD1234567",
+            "pincode_hash": PasswordHasher().hash("9753"),
+            "set_by": "usr_rx",
+        },
+    )
+    await feed_envelope(api, v1)
+    wrong = await patient_login(api, "OLD1234567", pincode="9754")
+    assert wrong.status_code == 401 and wrong.json()["rule"] == "PatientLoginRefused"
+    assert (await patient_login(api, "OLD1234567", pincode="9753")).status_code == 200
 
 
 async def test_an_sms_code_is_sent_sealed_for_notify_and_then_accepted_once(api):
@@ -197,17 +334,7 @@ async def test_failed_attempts_per_number_lock_it_with_increasing_delay(api):
 
 async def test_twenty_pincode_guesses_at_once_are_evaluated_at_most_five_times(api):
     await issue(api, "RACE123456", pincode_required=True)
-    await feed(
-        api,
-        PincodeSet(
-            reference_number="RACE123456",
-            study_uid="1.2.826.0.1.RACE123456",
-            pincode_hash=PasswordHasher().hash("4321"),
-            set_by="usr_rx",
-        ),
-        "ref_RACE123456",
-        2,
-    )
+    await feed(api, pincode_set("RACE123456", "4321"), "ref_RACE123456", 2)
     answers = await asyncio.gather(
         *(patient_login(api, "RACE123456", pincode=f"{1000 + i}") for i in range(20))
     )

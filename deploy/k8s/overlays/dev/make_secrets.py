@@ -46,8 +46,9 @@ def ed25519_pem() -> str:
 
 
 @functools.cache
-def sealing_keys() -> tuple[str, str]:
-    """notify's OTP sealing key pair (private, public), the same for both files of one run."""
+def sealing_keys(purpose: str) -> tuple[str, str]:
+    """A sealing key pair (private, public) per purpose, the same for both files of one run:
+    `otp` (notify's), `pincode` (identity's)."""
     return generate_keypair()
 
 
@@ -67,8 +68,10 @@ def files() -> dict[str, Callable[[], str]]:
             "STUDYSHARE_SMTP_HOST=smtp.invalid\nSTUDYSHARE_SMTP_PORT=587\n"
             f"STUDYSHARE_SMTP_USERNAME=studyshare\nSTUDYSHARE_SMTP_PASSWORD={secrets.token_hex(16)}\n"
         ),
-        "otp-sealing/public-key": lambda: sealing_keys()[1],
-        "otp-sealing/private-key": lambda: sealing_keys()[0],
+        "otp-sealing/public-key": lambda: sealing_keys("otp")[1],
+        "otp-sealing/private-key": lambda: sealing_keys("otp")[0],
+        "pincode-sealing/public-key": lambda: sealing_keys("pincode")[1],
+        "pincode-sealing/private-key": lambda: sealing_keys("pincode")[0],
         "anonymization/secret": lambda: secrets.token_urlsafe(48),
         "share-otp-hmac/secret": lambda: secrets.token_urlsafe(48),
         "notify-sms.env": lambda: (

@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+from studyshare.plumbing.sealing import DEV_PINCODE_PUBLIC_KEY, generate_keypair
+from studyshare.plumbing.testing import production_settings
 from studyshare.study_store.entrypoints.projections import AccessDecisions, projections
 from studyshare.study_store.settings import StudyStoreSettings
 
@@ -52,3 +56,18 @@ def test_cli_offers_api_relay_worker_replay_and_scp():
     ).stdout
     for command in ("api", "relay", "worker", "replay", "scp"):
         assert command in out
+
+
+def test_production_seals_pincodes_only_with_a_real_identity_key():
+    production = {
+        **production_settings("study-store"),
+        "otp_seal_public_key": generate_keypair()[1],
+        "anonymization_secret": "a-real-anonymization-key",
+    }
+    with pytest.raises(ValueError, match="pincode sealing key"):
+        StudyStoreSettings(**production)
+    with pytest.raises(ValueError, match="32-byte"):
+        StudyStoreSettings(**production, pincode_seal_public_key="not-a-key")
+    public = generate_keypair()[1]
+    assert StudyStoreSettings(**production, pincode_seal_public_key=public)
+    assert StudyStoreSettings().pincode_seal_public_key == DEV_PINCODE_PUBLIC_KEY

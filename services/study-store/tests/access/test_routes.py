@@ -12,6 +12,7 @@ from studyshare.contracts.events.identity import (
     ReferenceNumberRule,
 )
 from studyshare.contracts.events.share import AccessRevoked
+from studyshare.plumbing.sealing import DEV_PINCODE_PRIVATE_KEY, DEV_PRIVATE_KEY, open_pincode
 
 from .conftest import now
 
@@ -243,7 +244,7 @@ async def test_reference_numbers_follow_the_department_rule_and_open_the_study_f
     assert r.status_code == 200 and r.json()["access"]["via"] == "reference_number"
     assert (await h.http.get(f"/api/studies/{B}", headers=patient)).status_code == 404
 
-    # pincode after payment: only the argon2 hash travels
+    # pincode after payment: it travels only sealed to identity, bound to its number
     r = await h.http.put(
         f"/api/studies/{A}/reference-numbers/{number}/pincode",
         json={"pincode": "4321"},
@@ -251,8 +252,12 @@ async def test_reference_numbers_follow_the_department_rule_and_open_the_study_f
     )
     assert r.status_code == 204
     [pin] = await _events(h, "PincodeSet")
-    assert pin["payload"]["pincode_hash"].startswith("$argon2")
-    assert "4321" not in str(pin)
+    assert pin["schema_version"] == 2
+    assert set(pin["payload"]) == {"reference_number", "study_uid", "sealed_pincode", "set_by"}
+    sealed = pin["payload"]["sealed_pincode"]
+    assert open_pincode(sealed, number, [DEV_PINCODE_PRIVATE_KEY]) == "4321"
+    assert open_pincode(sealed, number, [DEV_PRIVATE_KEY]) is None, "not notify's to open"
+    assert "4321" not in str(pin) and "$argon2" not in str(pin)
 
     # failed attempts counted by identity are shown
     for n in (1, 2):

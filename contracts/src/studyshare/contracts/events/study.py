@@ -4,7 +4,9 @@ transfers."""
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import Field
 
 from studyshare.contracts.events.base import DomainEvent, registry
 
@@ -183,14 +185,35 @@ class ReferenceNumberRevoked(DomainEvent):
 
 @registry.register
 class PincodeSet(DomainEvent):
-    """A pincode handed to the patient after payment; only its argon2 hash travels."""
+    """A pincode handed to the patient after payment, sealed to identity.
+
+    `sealed_pincode` is a libsodium sealed box to identity's pincode key
+    (`studyshare.plumbing.sealing.seal_pincode`, bound to the reference number): only identity
+    opens it, and keeps an argon2 hash of its own. Neither the pincode nor anything to test a
+    guess against travels.
+
+    v1 carried the pincode's argon2 `pincode_hash`, which anyone reading the topic could attack
+    offline; the upcaster below keeps it as `legacy_pincode_hash` so that a replay still knows
+    those pincodes. New events never carry it.
+    """
 
     aggregate_type = "ReferenceNumber"
+    schema_version = 2
 
     reference_number: str
     study_uid: str
-    pincode_hash: str
+    sealed_pincode: str | None = None
+    #: read from upcast v1 events only; never written
+    legacy_pincode_hash: str | None = Field(default=None, exclude=True)
     set_by: str
+
+
+@registry.upcaster("PincodeSet", from_version=1)
+def _pincode_set_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1's hash is kept under its legacy name; nothing was sealed then."""
+    upcast = {k: v for k, v in payload.items() if k != "pincode_hash"}
+    upcast["legacy_pincode_hash"] = payload.get("pincode_hash")
+    return upcast
 
 
 @registry.register

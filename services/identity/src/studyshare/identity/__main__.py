@@ -1,7 +1,8 @@
 """`python -m studyshare.identity api|relay|worker|replay`.
 
-The worker runs the reference-number projection and, on a timer, the idempotent group
-membership reminders (`service_layer.groups.emit_due_reminders`).
+The worker runs the reference-number projection (which opens the pincodes sealed to identity,
+so it alone holds the pincode key) and, on a timer, the idempotent group membership reminders
+(`service_layer.groups.emit_due_reminders`).
 """
 
 from __future__ import annotations
@@ -11,14 +12,25 @@ from typing import Annotated
 
 import typer
 
+from studyshare.identity.adapters.passwords import Passwords
+from studyshare.identity.adapters.pincodes import PincodeKeeper
 from studyshare.identity.entrypoints.projections import ReferenceNumbers
 from studyshare.identity.settings import IdentitySettings
 from studyshare.plumbing.cli import ServiceCLI, StructlogWorker
 from studyshare.plumbing.kafka import ensure_topics
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
+from studyshare.plumbing.projection import Projection
+from studyshare.plumbing.settings import ServiceSettings
 
 log = get_logger(__name__)
+
+
+def projections(settings: ServiceSettings) -> list[Projection]:
+    """The worker's (and a replay's) projections; refuses a missing pincode key in production."""
+    assert isinstance(settings, IdentitySettings)
+    passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
+    return [ReferenceNumbers(PincodeKeeper(settings.pincode_opening_keys(), passwords))]
 
 
 class IdentityCLI(ServiceCLI):
@@ -73,7 +85,7 @@ class IdentityCLI(ServiceCLI):
 cli = IdentityCLI(
     settings=IdentitySettings,
     app_factory="studyshare.identity.entrypoints.api:create_app",
-    projections=lambda s: [ReferenceNumbers()],
+    projections=projections,
 )
 cli.app.command("rebuild-read-models", help="Rebuild identity's read models from its events.")(
     cli.rebuild_read_models

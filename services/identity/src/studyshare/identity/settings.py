@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from studyshare.contracts.routes import SERVICE_BY_NAME
+from studyshare.plumbing.sealing import DEV_PINCODE_PRIVATE_KEY, check_key, check_not_dev_key
 from studyshare.plumbing.settings import ServiceSettings, refuse_placeholder
 
 
@@ -106,6 +107,17 @@ class IdentitySettings(ServiceSettings):
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65536, ge=8)
 
+    pincode_seal_private_key: str = Field(
+        default=DEV_PINCODE_PRIVATE_KEY,
+        description="opens the pincodes the study store seals into `PincodeSet`; only the "
+        "worker (and a replay of its projection) needs it",
+    )
+    pincode_seal_previous_private_keys: list[str] = Field(
+        default_factory=list,
+        description="JSON list of retired pincode keys, still tried so that a replay from "
+        "offset 0 opens the pincodes sealed before a rotation",
+    )
+
     @property
     def portal_table(self) -> dict[str, str]:
         return dict(json.loads(self.portals))
@@ -124,6 +136,17 @@ class IdentitySettings(ServiceSettings):
                 "STUDYSHARE_SIGNING_KEY_PEM and STUDYSHARE_SIGNING_KEY_ID are required "
                 "outside development and test"
             )
+
+    def pincode_opening_keys(self) -> list[str]:
+        """The keys that open sealed pincodes, current first. The worker asks for them: in
+        production it refuses the development key (the API and the relay never hold it)."""
+        check_key(self.pincode_seal_private_key, "STUDYSHARE_PINCODE_SEAL_PRIVATE_KEY")
+        for key in self.pincode_seal_previous_private_keys:
+            check_key(key, "each of STUDYSHARE_PINCODE_SEAL_PREVIOUS_PRIVATE_KEYS")
+        keys = [self.pincode_seal_private_key, *self.pincode_seal_previous_private_keys]
+        for key in keys:
+            check_not_dev_key(key, self.environment, "pincode sealing key")
+        return keys
 
     @model_validator(mode="after")
     def _checked(self) -> IdentitySettings:

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from studyshare.contracts.routes import SERVICE_BY_NAME, STOW_MAX_BYTES
+from studyshare.plumbing.sealing import DEV_PINCODE_PUBLIC_KEY, check_key, check_not_dev_key
 from studyshare.plumbing.settings import refuse_placeholder
 from studyshare.study_store.access_settings import AccessSettings
 
@@ -40,12 +41,19 @@ class StudyStoreSettings(AccessSettings):
         description="HMAC key of anonymized shares (per bucket: patient pseudonym, remapped "
         "UIDs, date shift); the share service needs the same value",
     )
+    pincode_seal_public_key: str = Field(
+        default=DEV_PINCODE_PUBLIC_KEY,
+        description="identity's public pincode sealing key: a pincode travels in `PincodeSet` "
+        "only sealed with it (identity alone holds the private key)",
+    )
     forward_max_attempts: int = Field(default=4, ge=1)
     forward_backoff_s: float = Field(default=2.0, ge=0)
     forward_timeout_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
-    def _anonymization_secret_is_real(self) -> StudyStoreSettings:
+    def _secrets_are_real(self) -> StudyStoreSettings:
         if self.environment == "production":
             refuse_placeholder(self.anonymization_secret, "anonymization_secret", "production")
+        check_key(self.pincode_seal_public_key, "STUDYSHARE_PINCODE_SEAL_PUBLIC_KEY")
+        check_not_dev_key(self.pincode_seal_public_key, self.environment, "pincode sealing key")
         return self

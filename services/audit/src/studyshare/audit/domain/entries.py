@@ -28,6 +28,8 @@ DROPPED_KEYS = frozenset(
         "otp",
         "pincode",
         "pincode_hash",
+        "sealed_pincode",
+        "legacy_pincode_hash",
         "password",
         "password_hash",
         "token",

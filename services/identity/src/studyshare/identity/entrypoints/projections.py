@@ -16,6 +16,7 @@ from studyshare.contracts.events.study import (
     ReferenceNumberIssued,
     ReferenceNumberRevoked,
 )
+from studyshare.identity.adapters.pincodes import PincodeKeeper
 from studyshare.identity.domain.patient import ReferenceNumberView
 from studyshare.plumbing.projection import GenerationPointer, Projection, ProjectionContext
 
@@ -24,16 +25,23 @@ COLLECTION = "numbers"
 
 
 class ReferenceNumbers(Projection):
-    """One document per reference number: study, validity, birth date, mobile, pincode hash."""
+    """One document per reference number: study, validity, birth date, mobile, and the argon2
+    hash identity made of the pincode it opened (`PincodeKeeper`)."""
 
     name = NAME
     topics = ("study.events",)
     collections = (COLLECTION,)
 
+    def __init__(self, pincodes: PincodeKeeper) -> None:
+        self.pincodes = pincodes
+
     async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
         numbers = ctx.collection(COLLECTION)
-        for envelope in events:
-            e = registry.payload(envelope)
+        payloads = [registry.payload(envelope) for envelope in events]
+        # one argon2 hash at a time (each takes its memory cost), before the first write
+        pincode_sets = [e for e in payloads if isinstance(e, PincodeSet)]
+        hashes = iter([await self.pincodes.hash_of(e) for e in pincode_sets])
+        for envelope, e in zip(events, payloads, strict=True):
             if isinstance(e, ReferenceNumberIssued):
                 doc = e.model_dump(mode="python", exclude={"reference_number", "issued_by"})
                 doc["patient_birth_date"] = (
@@ -56,10 +64,17 @@ class ReferenceNumbers(Projection):
             elif isinstance(e, PincodeSet):
                 await numbers.update_one(
                     {"_id": e.reference_number},
-                    {"$set": {"pincode_hash": e.pincode_hash, "study_uid": e.study_uid}},
+                    {"$set": {"pincode_hash": next(hashes), "study_uid": e.study_uid}},
                     upsert=True,
                     session=ctx.session,
                 )
+
+    def comparable(self, collection: str, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """A rebuild hashes each pincode anew (another salt): compare whether one is kept."""
+        if collection != COLLECTION or "pincode_hash" not in doc:
+            return doc
+        kept = {k: v for k, v in doc.items() if k != "pincode_hash"}
+        return {**kept, "pincode_kept": doc["pincode_hash"] is not None}
 
 
 _pointers: dict[str, GenerationPointer] = {}

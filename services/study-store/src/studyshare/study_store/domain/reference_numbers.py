@@ -168,7 +168,8 @@ class ReferenceNumber(Aggregate):
             )
         ]
 
-    def set_pincode(self, study_uid: str, pincode_hash: str, set_by: str) -> list[PincodeSet]:
+    def set_pincode(self, study_uid: str, sealed_pincode: str, set_by: str) -> list[PincodeSet]:
+        """`sealed_pincode`: the pincode sealed to identity (no hash of it is ever kept here)."""
         self._must_be_of(study_uid)
         if self.revoked:
             raise ReferenceNumberAlreadyRevoked(f"reference number {self.number} is revoked")
@@ -180,7 +181,7 @@ class ReferenceNumber(Aggregate):
             PincodeSet(
                 reference_number=self.number,
                 study_uid=study_uid,
-                pincode_hash=pincode_hash,
+                sealed_pincode=sealed_pincode,
                 set_by=set_by,
             )
         ]

@@ -678,7 +678,7 @@ async def revoke_reference_number(
 @router.put(
     "/{study_uid}/reference-numbers/{reference_number}/pincode",
     status_code=204,
-    summary="Set the pincode handed to the patient after payment (only its hash is kept)",
+    summary="Set the pincode handed to the patient after payment (kept only sealed to identity)",
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def set_pincode(
@@ -688,8 +688,17 @@ async def set_pincode(
     principal: CurrentUser,
     model: AccessModelDep,
     store: EventStoreDep,
+    settings: SettingsDep,
 ) -> Response:
-    await refs.set_pincode(store, model, principal, study_uid, reference_number, body.pincode)
+    await refs.set_pincode(
+        store,
+        model,
+        principal,
+        study_uid,
+        reference_number,
+        body.pincode,
+        settings.pincode_seal_public_key,
+    )
     return Response(status_code=204)
 
 

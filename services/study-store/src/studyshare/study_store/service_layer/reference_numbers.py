@@ -6,17 +6,15 @@ in-memory access model at once, so a revoked number stops opening the study on t
 
 from __future__ import annotations
 
-import asyncio
 from datetime import date, datetime
 from typing import Any
-
-from argon2 import PasswordHasher
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.aggregate import Repository
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.sealing import seal_pincode
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.domain.access_rules import StudyNotFound
 from studyshare.study_store.domain.reference_numbers import (
@@ -29,7 +27,6 @@ from studyshare.study_store.domain.reference_numbers import (
 )
 
 log = get_logger(__name__)
-_hasher = PasswordHasher()
 
 
 def _study(model: InMemoryAccessModel, study_uid: str) -> dict[str, Any]:
@@ -163,13 +160,14 @@ async def set_pincode(
     study_uid: str,
     number: str,
     pincode: str,
+    identity_public_key: str,
 ) -> None:
-    """Only the argon2 hash of the pincode is stored and travels (in `PincodeSet`)."""
+    """The pincode is stored and travels (in `PincodeSet`) only sealed to identity's key."""
     actor = manager(model, principal, study_uid)
-    pincode_hash = await asyncio.to_thread(_hasher.hash, pincode)
+    sealed = seal_pincode(number, pincode, identity_public_key)
     _, envelopes = await Repository(store, ReferenceNumber).execute(
         stream_id(number),
-        lambda ref: ref.set_pincode(study_uid, pincode_hash, principal.sub),
+        lambda ref: ref.set_pincode(study_uid, sealed, principal.sub),
         actor,
     )
     model.apply_local(envelopes)
