@@ -13,30 +13,6 @@ from studyshare.portal.web import render, require_login
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/register")
-async def register(request: Request, email: str = "", bucket: str = "") -> Response:
-    """The invitation link of a mail to a new recipient by e-mail."""
-    return render(
-        request,
-        "info.html",
-        title="info.register.title",
-        text="info.register.text",
-        links=[("/login", "login")],
-    )
-
-
-@router.get("/group-confirmations")
-async def group_confirmations(request: Request) -> Response:
-    require_login(request)
-    return render(
-        request,
-        "info.html",
-        title="info.group.title",
-        text="info.group.text",
-        links=[("/studies", "studies")],
-    )
-
-
 @router.get("/studies/{uid}/logging")
 async def study_logging(request: Request, uid: str) -> Response:
     require_login(request)
@@ -46,16 +22,4 @@ async def study_logging(request: Request, uid: str) -> Response:
         title="info.logging.title",
         text="info.logging.text",
         links=[(f"/studies/{quote(uid)}", "study.title"), ("/studies", "studies")],
-    )
-
-
-@router.get("/users/{user_id}")
-async def user_page(request: Request, user_id: str) -> Response:
-    require_login(request)
-    return render(
-        request,
-        "info.html",
-        title="info.user.title",
-        text="info.user.text",
-        links=[("/studies", "studies")],
     )
