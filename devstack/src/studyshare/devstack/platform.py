@@ -331,6 +331,7 @@ class LocalPlatform:
                 "STUDYSHARE_ENVIRONMENT": "development",
                 "STUDYSHARE_HTTP_PORT": str(self.ports.portal),
                 "STUDYSHARE_PORTAL_API_URL": self.gateway_url,
+                "STUDYSHARE_PUBLIC_BASE_URL": self.gateway_url,
             }
             | dict(self.extra_env)
         )
@@ -386,6 +387,8 @@ class LocalPlatform:
         }
         if self.sms_token:
             env["STUDYSHARE_SMS_TOKEN"] = self.sms_token
+        if service.name == "identity":  # the stand-in eID provider, on this machine only
+            env["STUDYSHARE_DEMO_EID"] = "true"
         return env | dict(self.extra_env)
 
     def _base_env(self) -> dict[str, str]:

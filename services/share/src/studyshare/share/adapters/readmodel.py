@@ -133,6 +133,18 @@ class BucketReadModel:
         )
         return await cursor.to_list(None)
 
+    async def sent_by(self, user_id: str, limit: int, offset: int) -> tuple[list[dict], int]:
+        """A page of the buckets the user sent, the latest first, and how many there are."""
+        query = {"sender_id": user_id}
+        total = await self.buckets.count_documents(query)
+        cursor = (
+            self.buckets.find(query)
+            .sort([("shared_at", DESCENDING), ("_id", DESCENDING)])  # a stable page order
+            .skip(offset)
+            .limit(limit)
+        )
+        return await cursor.to_list(None), total
+
     async def of_study(self, study_uid: str) -> list[dict[str, Any]]:
         cursor = self.buckets.find({"study_uids": study_uid}).sort("shared_at", ASCENDING)
         return await cursor.to_list(None)

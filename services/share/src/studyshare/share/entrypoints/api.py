@@ -212,6 +212,7 @@ class BucketRecipientOut(BaseModel):
     email: str | None = None
     language: str | None = None
     revoked: bool
+    name: str | None = Field(default=None, description="display name (in my shares)")
 
 
 class BucketOut(BaseModel):
@@ -244,6 +245,19 @@ class BucketOut(BaseModel):
     locked: bool
     expired: bool
     shared_at: datetime | None
+
+
+class SentBucketOut(BucketOut):
+    """A bucket in "my shares": its studies as its confirmation names them."""
+
+    studies: list[ConfirmationStudy]
+
+
+class SentBucketsOut(BaseModel):
+    items: list[SentBucketOut]
+    total: int
+    limit: int
+    offset: int
 
 
 class SharedItemOut(BaseModel):
@@ -294,6 +308,7 @@ class FavoriteOut(BaseModel):
     recipient_id: str
     kind: Literal["user", "group", "department", "email"]
     email: str | None = None
+    name: str | None = Field(default=None, description="display name of the recipient")
 
 
 class PreferencesOut(BaseModel):
@@ -362,6 +377,29 @@ async def buckets_of_study(
 ) -> list[BucketOut]:
     docs = await service.buckets_of_study(user, study_uid)
     return [bucket_doc_out(d, d["children"]) for d in docs]
+
+
+@router.get(
+    "/api/shares/sent",
+    response_model=SentBucketsOut,
+    summary="My shares: the buckets I sent, the latest first",
+    responses=problem_responses(401, 403, 422),
+)
+async def sent_buckets(
+    user: CurrentUser,
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> SentBucketsOut:
+    docs, total = await service.sent_by_me(user, limit, offset)
+    return SentBucketsOut(
+        items=[
+            SentBucketOut(**bucket_doc_out(d, []).model_dump(), studies=d["studies"]) for d in docs
+        ],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
 
 
 @router.get(
@@ -504,8 +542,15 @@ async def shared_with_me(
 )
 async def favorites(user: CurrentUser, service: Service) -> list[FavoriteOut]:
     items = await service.list_favorites(user)
+    names = await service.recipient_names(items.values())
     return [
-        FavoriteOut(favorite_id=fid, recipient_id=r.recipient_id, kind=r.kind, email=r.email)
+        FavoriteOut(
+            favorite_id=fid,
+            recipient_id=r.recipient_id,
+            kind=r.kind,
+            email=r.email,
+            name=names.get(r.recipient_id),
+        )
         for fid, r in items.items()
     ]
 
