@@ -118,7 +118,10 @@ async def register(request: Request) -> Response:
         201,
         username=body["username"],
         user_id=(created or {}).get("user_id"),
-        invitation=invitation_link(body["email"] or "", bucket) if bucket else None,
+        login="/login?next=" + quote(invitation_link(body["email"] or "", bucket), safe="")
+        if bucket
+        else "/login",
+        invitation=bool(bucket),
     )
 
 
