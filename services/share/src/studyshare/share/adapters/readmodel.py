@@ -58,10 +58,15 @@ def render(bucket: Bucket) -> dict[str, Any]:
         "study_uids": list(s.study_uids),
         "active_study_uids": bucket.active_study_uids,
         "recipients": [
-            {**r.model_dump(), "revoked": r.recipient_id in bucket.revoked_recipients}
+            {
+                **r.model_dump(),
+                "revoked": r.recipient_id in bucket.revoked_recipients,
+                "user_id": bucket.accepted.get(r.recipient_id),
+            }
             for r in s.recipients
         ],
-        "active_recipient_ids": sorted(bucket.active_recipient_ids),
+        # who holds it: the active recipients and the accounts that accepted an invitation
+        "active_recipient_ids": sorted(bucket.holder_ids),
         "reason": s.reason,  # for the sender, owner and admins only; never for recipients
         **share_options(bucket),
         "status": bucket.status,

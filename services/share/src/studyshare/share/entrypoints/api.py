@@ -212,6 +212,9 @@ class BucketRecipientOut(BaseModel):
     email: str | None = None
     language: str | None = None
     revoked: bool
+    user_id: str | None = Field(
+        default=None, description="the account that accepted an invitation by e-mail"
+    )
     name: str | None = Field(default=None, description="display name (in my shares)")
 
 
@@ -470,6 +473,16 @@ async def remove_study(
 ) -> BucketOut:
     bucket = await service.revoke(user, bucket_id, "study", study_uid=study_uid)
     return bucket_out(bucket, True)
+
+
+@router.post(
+    "/api/shares/{bucket_id}/accept-invitation",
+    response_model=BucketOut,
+    summary="Accept an invitation by e-mail with the account registered with that address",
+    responses=problem_responses(401, 403, 404, 409),
+)
+async def accept_invitation(bucket_id: str, user: CurrentUser, service: Service) -> BucketOut:
+    return bucket_out(await service.accept_invitation(user, bucket_id), False)
 
 
 @router.post(

@@ -396,8 +396,8 @@ class ShareService:
             "service_desk", "auditor"
         ):
             return bucket, True
-        keys = set(await self._holder_keys(principal))
-        if keys & {r.recipient_id for r in bucket.s.recipients}:
+        keys = await self._holder_keys(principal)
+        if any(bucket.recipient_of(key) for key in keys):
             return bucket, False
         raise rules.BucketNotFound(f"no bucket {bucket_id}")
 
@@ -436,7 +436,11 @@ class ShareService:
         )
         items = []
         for d in docs:
-            via = [r for r in d["recipients"] if r["recipient_id"] in keys and not r["revoked"]]
+            via = [
+                r
+                for r in d["recipients"]
+                if (r["recipient_id"] in keys or r.get("user_id") in keys) and not r["revoked"]
+            ]
             for uid in d["active_study_uids"]:
                 study = studies.get(uid, {})
                 if d["anonymize"]:  # as the study store shows it (PS3.15 Annex E)
@@ -516,6 +520,19 @@ class ShareService:
             }
             for d in docs
         ], total
+
+    async def accept_invitation(self, principal: AccessClaims, bucket_id: str) -> Bucket:
+        """The caller's account, registered with the invited e-mail address (as identity
+        told the directory), takes the place of the bucket's e-mail recipient."""
+        user = await self.directory.user(principal.sub)
+        email = (user or {}).get("email")
+        bucket, _ = await self.buckets.execute(
+            bucket_id,
+            lambda b: b.accept_invitation(principal.sub, email, self.clock()),
+            actor_of(principal),
+        )
+        await self._save(bucket)
+        return bucket
 
     # ------------------------------------------------------------------ revocation
     async def revoke(
@@ -654,10 +671,10 @@ class ShareService:
     async def _holder(self, principal: AccessClaims, bucket: Bucket) -> str:
         """How the caller holds the bucket: themselves or a group/department, active first."""
         keys = await self._holder_keys(principal)
-        everyone = {r.recipient_id for r in bucket.s.recipients}
-        for key in [k for k in keys if k in bucket.active_recipient_ids] + keys:
-            if key in everyone:
-                return key  # a revoked holder is refused by the domain with its rule
+        for key in [k for k in keys if k in bucket.holder_ids] + keys:
+            recipient = bucket.recipient_of(key)
+            if recipient is not None:
+                return recipient  # a revoked holder is refused by the domain with its rule
         raise rules.BucketNotFound(f"no bucket {bucket.id}")
 
     @property
