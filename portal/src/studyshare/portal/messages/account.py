@@ -4,6 +4,7 @@ list's filters and colleagues, and my shares."""
 
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {
+        "register.fix": "The registration was refused: see the reasons beside the fields below.",
         "fav.title": "Favourites: click one to add it as a recipient.",
         "fav.star": "Add to my favourites",
         "fav.hint": "Tick the star of a chosen recipient: they join your favourites once the share is done.",
@@ -187,6 +188,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "myshares.older": "Older",
     },
     "nl": {
+        "register.fix": "De registratie werd geweigerd: zie de redenen bij de velden hieronder.",
         "fav.title": "Favorieten: klik erop om als ontvanger toe te voegen.",
         "fav.star": "Aan mijn favorieten toevoegen",
         "fav.hint": "Vink de ster van een gekozen ontvanger aan: die komt bij uw favorieten zodra er gedeeld is.",
@@ -370,6 +372,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "myshares.older": "Oudere",
     },
     "fr": {
+        "register.fix": "L'inscription a été refusée : voyez les raisons à côté des champs ci-dessous.",
         "fav.title": "Favoris : cliquez sur l'un d'eux pour l'ajouter comme destinataire.",
         "fav.star": "Ajouter à mes favoris",
         "fav.hint": "Cochez l'étoile d'un destinataire choisi : il rejoint vos favoris une fois le partage effectué.",
@@ -553,6 +556,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "myshares.older": "Plus anciens",
     },
     "de": {
+        "register.fix": "Die Registrierung wurde abgelehnt: die Gründe stehen bei den Feldern unten.",
         "fav.title": "Favoriten: klicken Sie einen an, um ihn als Empfänger hinzuzufügen.",
         "fav.star": "Zu meinen Favoriten hinzufügen",
         "fav.hint": "Markieren Sie den Stern eines gewählten Empfängers: er wird nach dem Teilen zu Ihren Favoriten hinzugefügt.",

@@ -7,6 +7,7 @@ invitation, which the API grants only to the account with that e-mail address.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -30,6 +31,8 @@ from studyshare.portal.web import (
 
 router = APIRouter(include_in_schema=False)
 
+#: how long accepting an invitation waits for the study store's access decision to follow
+SETTLE_S, SETTLE_POLL_S = 20.0, 1.0
 PROFESSIONS = ("physician", "dentist", "specialist", "department_staff", "other")
 REGISTRIES = ("RIZIV", "BIG", "INSEE", "HIN", "UCGN", "PNB", "NPI")
 RULES = {"UsernameTaken": "username", "WeakPassword": "password"}
@@ -148,5 +151,22 @@ async def accept_invitation(request: Request, bucket_id: str) -> Response:
     flash(request, "invitation.accepted")
     uids = (bucket or {}).get("study_uids") or []
     if len(uids) == 1:
+        await _settled(request, uids[0])
         return redirect(f"/studies/{quote(uids[0])}?bucket={quote(bucket_id)}")
     return redirect("/studies")  # several studies: the list shows them all
+
+
+async def _settled(request: Request, uid: str) -> None:
+    """The study store learns of the acceptance from the share service's event (relay,
+    broker, its worker): wait for its access decision a little, rather than open the study
+    page on a refusal (the API decides; the page only waits for it)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + SETTLE_S
+    while True:
+        try:
+            await api_of(request).call(request.state.session, "GET", f"/api/studies/{quote(uid)}")
+            return
+        except ApiProblem:
+            if loop.time() + SETTLE_POLL_S > until:
+                return
+            await asyncio.sleep(SETTLE_POLL_S)
