@@ -264,7 +264,7 @@ def test_the_profile_enrols_totp_with_a_qr_code_drawn_here(
     started = post(client, "/profile/totp", {}, "/profile")
     assert started.status_code == 303
     page = client.get("/profile")
-    assert '<svg xmlns="http://www.w3.org/2000/svg"' in page.text
+    assert '<svg xmlns="http://www.w3.org/2000/svg" viewBox=' in page.text
     assert "JBSWY3DPEHPK3PXP" in page.text
     assert " style=" not in page.text and "<script>" not in page.text, "the CSP allows neither"
     fake.answer(
@@ -283,6 +283,7 @@ def test_the_profile_enrols_totp_with_a_qr_code_drawn_here(
 def test_qr_codes_are_plain_svg() -> None:
     svg = str(qr_svg(OTPAUTH))
     assert svg.startswith("<svg") and "<path" in svg and "style" not in svg
+    assert 'viewBox="0 0 ' in svg and "width=" not in svg, "scales with the page, never cropped"
 
 
 def test_language_password_and_mobile_go_to_their_routes(client: TestClient, fake: FakeAPI):

@@ -68,7 +68,7 @@ async def login(request: Request) -> Response:
             next=target,
             asked=False,
             form={"username": body["username"], "totp": totp},
-            error=problem.detail,
+            error=None if elsewhere else problem.detail,  # the page says it in its language
             portal_url=problem.body.get("portal_url") if elsewhere else None,
             environment=problem.body.get("environment"),
             providers=await eid.providers(request),

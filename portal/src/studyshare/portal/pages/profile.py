@@ -46,7 +46,14 @@ def qr_svg(data: str) -> Markup:
     """`data` as a QR code, an inline SVG without style attributes (the CSP allows none)."""
     out = io.BytesIO()
     segno.make(data, error="m").save(
-        out, kind="svg", xmldecl=False, scale=5, border=4, svgclass="qr", lineclass="qr-line"
+        out,
+        kind="svg",
+        xmldecl=False,
+        scale=5,
+        border=4,
+        svgclass="qr",
+        lineclass="qr-line",
+        omitsize=True,  # a viewBox: the stylesheet sizes it without cropping
     )
     return Markup(out.getvalue().decode())  # noqa: S704 - segno's own SVG, no user markup
 
