@@ -296,8 +296,8 @@ class LocalPlatform:
         self.processes[process.name] = process
         process.start()
         for port in ports:
-            try:
-                infra.wait_for_port(port, 60.0, process.proc)
+            try:  # as long as the platform may take to be ready: all start at once
+                infra.wait_for_port(port, self.ready_timeout, process.proc)
             except (RuntimeError, TimeoutError) as exc:
                 raise PlatformError(
                     f"{process.name} did not open port {port}: {exc}\n"
