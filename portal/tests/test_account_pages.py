@@ -195,6 +195,11 @@ def test_the_login_offers_the_identity_providers_and_starts_their_login(
         "/api/auth/external/be-eid/callback",
         problem(401, "TOTPRequired", "enter your code", login_ticket="t1"),
     )
+    client.get("/login/eid/be-eid?next=/groups", follow_redirects=False)
+    foreign = client.get("/login/eid/be-eid/callback?state=someone-elses&code=c")
+    assert foreign.status_code == 401, "only the state this browser started comes back"
+    assert not fake.sent("GET", "/api/auth/external/be-eid/callback")
+    client.get("/login/eid/be-eid?next=/groups", follow_redirects=False)
     step = client.get("/login/eid/be-eid/callback?state=s1&code=c")
     assert 'id="eid-totp-form"' in step.text
     fake.answer(

@@ -8,6 +8,7 @@ TOTP (`.../totp` with the `login_ticket`), or links the identity (`.../link`).
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 from urllib.parse import quote
 
@@ -64,6 +65,7 @@ async def start(
         "provider": provider,
         "mode": "link" if linking else "login",
         "next": safe_next(next),
+        "state": answer["state"],  # only this browser's own start comes back (login CSRF)
     }
     return RedirectResponse(answer["authorization_url"], status_code=303)
 
@@ -73,7 +75,11 @@ async def callback(request: Request, provider: str) -> Response:
     session = session_of(request)
     started = session.pending.pop("eid", None)
     params = dict(request.query_params)
-    if not started or started.get("provider") != provider:
+    if (
+        not started
+        or started.get("provider") != provider
+        or not secrets.compare_digest(str(started.get("state")), params.get("state", ""))
+    ):
         return await _refused(request, None, "/studies")
     path = f"/api/auth/external/{quote(provider)}"
     if started["mode"] == "link":
