@@ -15,11 +15,12 @@ from studyshare.plumbing.http import create_app as create_service_app
 from studyshare.plumbing.logging import get_logger
 from studyshare.portal.adapters.public_api import PublicAPI, SessionEnded
 from studyshare.portal.pages import (
+    access,
     account,
+    audit,
     desk,
     eid,
     groups,
-    info,
     my_shares,
     profile,
     register,
@@ -59,7 +60,8 @@ def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = N
             groups.router,
             profile.router,
             desk.router,
-            info.router,
+            access.router,
+            audit.router,
         ],
         lifespan=lifespan,
     )
