@@ -238,7 +238,11 @@ def test_the_share_form_becomes_the_apis_share_request() -> None:
             "two_factor": ["on"],
             "valid_until": ["2027-01-31"],
             "label": ["lung"],
+            "label_scope": ["group"],
             "message": ["Please look"],
+            "hipaa_confirmed": ["on"],
+            "include_uploaded_together": ["on"],
+            "favorite": ["usr_1", "usr_not_chosen"],
         }
     )
     assert body["recipients"] == [
@@ -248,4 +252,7 @@ def test_the_share_form_becomes_the_apis_share_request() -> None:
     assert body["two_factor"] is True and body["send_mail"] is False
     assert body["anonymize"] is False and body["patient_agreed"] is True
     assert body["valid_until"] == "2027-01-31T23:59:59+00:00"
-    assert body["label"] == {"text": "lung"} and body["message"] == "Please look"
+    assert body["label"] == {"text": "lung", "scope": "group"}
+    assert body["message"] == "Please look"
+    assert body["hipaa_confirmed"] is True and body["include_uploaded_together"] is True
+    assert body["add_to_favorites"] == ["usr_1"], "only a chosen recipient's star counts"

@@ -140,3 +140,44 @@ def test_point_in_time_reference_number_needs_its_pincode_and_before_receipt_nob
     assert (f"ref:{ids['ref']}", "reference_number", None) in rows
     rows, _ = could_open(0)
     assert rows == set()
+
+
+def test_an_accepted_invitation_counts_for_its_account_from_the_moment_it_was_accepted():
+    from studyshare.contracts.events import share, study
+
+    from .scenario import Story
+
+    s = Story(tag="1nv17e")
+    uid, bucket, invited = "1.2.826.0.1.777", s.id("bkt"), "email:new@example.org"
+    s.add(study.StudyReceived(study_uid=uid, department_id="dep_x", owner_id="usr_o"), uid)
+    s.add(
+        share.StudyShared(
+            bucket_id=bucket,
+            study_uids=(uid,),
+            recipients=(share.RecipientRef(recipient_id=invited, kind="email"),),
+            sender_id="usr_o",
+            access_level="images_report_read",
+            reason="second opinion",
+            language="en",
+            valid_until=T0 + timedelta(days=30),
+        ),
+        bucket,
+        "usr_o",
+    )
+    s.add(
+        share.InvitationAccepted(bucket_id=bucket, recipient_id=invited, user_id="usr_new"),
+        bucket,
+        "usr_new",
+        step=10,
+    )
+    entries = [build_entry(e, [uid] if e.aggregate_type == "Bucket" else []) for e in s.events]
+    assert "usr_new accepted the invitation" in entries[-1]["summary"]
+
+    def who(minutes: float) -> set[str]:
+        t = T0 + timedelta(minutes=minutes)
+        fold = StudyAccessFold(uid)
+        fold.fold(entries, until=t)
+        return {r["principal_id"] for r in access_at(fold, Directory(), t)}
+
+    assert invited in who(5) and "usr_new" not in who(5), "before accepting: the address"
+    assert "usr_new" in who(13) and invited not in who(13)

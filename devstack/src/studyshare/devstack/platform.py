@@ -299,8 +299,8 @@ class LocalPlatform:
         self.processes[process.name] = process
         process.start()
         for port in ports:
-            try:
-                infra.wait_for_port(port, 60.0, process.proc)
+            try:  # as long as the platform may take to be ready: all start at once
+                infra.wait_for_port(port, self.ready_timeout, process.proc)
             except (RuntimeError, TimeoutError) as exc:
                 raise PlatformError(
                     f"{process.name} did not open port {port}: {exc}\n"
@@ -334,6 +334,7 @@ class LocalPlatform:
                 "STUDYSHARE_ENVIRONMENT": "development",
                 "STUDYSHARE_HTTP_PORT": str(self.ports.portal),
                 "STUDYSHARE_PORTAL_API_URL": self.gateway_url,
+                "STUDYSHARE_PUBLIC_BASE_URL": self.gateway_url,
             }
             | dict(self.extra_env)
         )
@@ -389,6 +390,8 @@ class LocalPlatform:
         }
         if self.sms_token:
             env["STUDYSHARE_SMS_TOKEN"] = self.sms_token
+        if service.name == "identity":  # the stand-in eID provider, on this machine only
+            env["STUDYSHARE_DEMO_EID"] = "true"
         return env | self.internal_env(service) | dict(self.extra_env)
 
     def internal_env(self, service: Service) -> dict[str, str]:

@@ -14,7 +14,19 @@ from fastapi.staticfiles import StaticFiles
 from studyshare.plumbing.http import create_app as create_service_app
 from studyshare.plumbing.logging import get_logger
 from studyshare.portal.adapters.public_api import PublicAPI, SessionEnded
-from studyshare.portal.pages import access, account, audit, info, shares, studies
+from studyshare.portal.pages import (
+    access,
+    account,
+    audit,
+    desk,
+    eid,
+    groups,
+    my_shares,
+    profile,
+    register,
+    shares,
+    studies,
+)
 from studyshare.portal.security import SECURITY_HEADERS, CsrfRefused
 from studyshare.portal.sessions import COOKIE, SessionStore
 from studyshare.portal.settings import PortalSettings
@@ -40,9 +52,14 @@ def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = N
         title="StudyShare portal",
         routers=[
             account.router,
+            eid.router,
+            register.router,
             studies.router,
+            my_shares.router,
             shares.router,
-            info.router,
+            groups.router,
+            profile.router,
+            desk.router,
             access.router,
             audit.router,
         ],

@@ -200,3 +200,35 @@ def test_a_share_message_counts_as_one_more_series_of_the_study():
         fold(docs, e)
     study = docs[f"study:{uid}"]
     assert (study["series_count"], study["instance_count"]) == (2, 3)
+
+
+def test_an_accepted_invitation_opens_the_e_mail_recipients_grant_to_that_account():
+    """The account that accepted an invitation by e-mail holds the e-mail recipient's grant
+    (also as a colleague's); revoking the e-mail recipient ends it."""
+    from studyshare.contracts.events.share import InvitationAccepted
+    from studyshare.contracts.tokens import AccessClaims
+
+    ev = Events()
+    uid, invited = "1.7.1", "email:new@example.org"
+    model = InMemoryAccessModel.__new__(InMemoryAccessModel)
+    InMemoryAccessModel.__init__(model, db=None)  # type: ignore[arg-type]
+    model.apply_local(
+        [
+            ev(study_received(uid), uid),
+            ev(study_shared("bkt_inv", [uid], [(invited, "email")]), "bkt_inv"),
+        ]
+    )
+    newcomer = AccessClaims(sub="usr_new", roles=("physician",), iat=0, exp=2**31)
+    assert not model.decide(newcomer, uid).images, "an invitation is nobody's until accepted"
+    accepted = InvitationAccepted(bucket_id="bkt_inv", recipient_id=invited, user_id="usr_new")
+    model.apply_local([ev(accepted, "bkt_inv")])
+    decision = model.decide(newcomer, uid)
+    assert decision.images and decision.via == "grant" and decision.bucket_id == "bkt_inv"
+    assert uid in model.candidate_studies(newcomer)
+    other = AccessClaims(sub="usr_other", roles=("physician",), iat=0, exp=2**31)
+    assert not model.decide(other, uid).images
+    revoked = AccessRevoked(
+        bucket_id="bkt_inv", scope="recipient", recipient_id=invited, revoked_by="usr_sender"
+    )
+    model.apply_local([ev(revoked, "bkt_inv")])
+    assert model.decide(newcomer, uid).refusal == "revoked"

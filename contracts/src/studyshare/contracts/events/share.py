@@ -163,6 +163,19 @@ class BucketExpired(DomainEvent):
 
 
 @registry.register
+class InvitationAccepted(DomainEvent):
+    """A new recipient invited by e-mail accepted the invitation with their account (the
+    one registered with that address): from now on `user_id` holds the bucket as its
+    recipient `recipient_id` (`email:<address>`), and revoking that recipient revokes them."""
+
+    aggregate_type = "Bucket"
+
+    bucket_id: str
+    recipient_id: str
+    user_id: str
+
+
+@registry.register
 class FavoriteAdded(DomainEvent):
     aggregate_type = "Favorites"
 

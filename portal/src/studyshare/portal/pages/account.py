@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from studyshare.portal import i18n
 from studyshare.portal.adapters.public_api import ApiProblem, SessionEnded
+from studyshare.portal.pages import eid, groups
 from studyshare.portal.security import read_form, safe_next
+from studyshare.portal.sessions import Session
 from studyshare.portal.web import api_of, checked, redirect, render, session_of
 
 router = APIRouter(include_in_schema=False)
@@ -31,7 +34,15 @@ async def login_page(request: Request, next: str | None = None) -> Response:
     target = safe_next(next)
     if session.logged_in and not session.patient:
         return redirect(target)
-    return render(request, "login.html", next=target, asked=bool(next), form={}, error=None)
+    return render(
+        request,
+        "login.html",
+        next=target,
+        asked=bool(next),
+        form={},
+        error=None,
+        providers=await eid.providers(request),
+    )
 
 
 @router.post("/login")
@@ -49,6 +60,7 @@ async def login(request: Request) -> Response:
         tokens = await api_of(request).anonymous("POST", "/api/auth/login", json=body)
     except ApiProblem as problem:
         totp = problem.rule in ("TOTPRequired", "InvalidTOTPCode") or "otp" in body
+        elsewhere = problem.rule == "WrongEnvironment"  # the account lives in another country
         return render(
             request,
             "login.html",
@@ -56,12 +68,24 @@ async def login(request: Request) -> Response:
             next=target,
             asked=False,
             form={"username": body["username"], "totp": totp},
-            error=problem.detail,
+            error=None if elsewhere else problem.detail,  # the page says it in its language
+            portal_url=problem.body.get("portal_url") if elsewhere else None,
+            environment=problem.body.get("environment"),
+            providers=await eid.providers(request),
         )
-    sessions = request.app.state.sessions
-    sessions.rotate(session)
+    return await signed_in(request, session, tokens, target)
+
+
+async def signed_in(
+    request: Request, session: Session, tokens: dict[str, Any], target: str
+) -> Response:
+    """A new session id for the logged-in user, their profile, then `target`, by way of the
+    group membership confirmation while one is due (every three months)."""
+    request.app.state.sessions.rotate(session)
     session.sign_in(tokens)
     await _load_user(request)
+    if await groups.due_confirmations(request, session):
+        return redirect(f"/group-confirmations?next={quote(target, safe='')}")
     return redirect(target)
 
 

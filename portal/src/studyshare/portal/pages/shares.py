@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -27,22 +28,48 @@ router = APIRouter(include_in_schema=False)
 ACCESS_LEVELS = ("images_report_read", "images_report_write", "images")
 DEFAULT_VALIDITY = timedelta(days=31)
 #: form checkboxes that are booleans of the share request, as named there
-OPTIONS = ("urgent", "anonymize", "allow_further_sharing", "allow_download", "two_factor")
+OPTIONS = (
+    "urgent",
+    "anonymize",
+    "allow_further_sharing",
+    "allow_download",
+    "two_factor",
+    "include_uploaded_together",
+)
+#: the dialog's field beside which a refusal of the share API is shown (by its rule)
+RULE_FIELDS = {
+    "ReasonRequired": "reason",
+    "PatientConsentRequired": "patient_agreed",
+    "HipaaConfirmationRequired": "hipaa_confirmed",
+    "ImagesOnlyNotAllowedForUser": "access_level",
+    "AccessLevelExceedsHeld": "access_level",
+    "ValidityBeyondDepartmentMaximum": "valid_until",
+    "ValidUntilInPast": "valid_until",
+    "ValidityChoiceAmbiguous": "valid_until",
+    "ValidityExceedsHeld": "valid_until",
+    "UnlimitedAccessNotAllowed": "valid_until",
+    "NoRecipients": "recipient",
+    "RecipientNotKnown": "recipient",
+    "FavoriteNotARecipient": "recipient",
+    "LabelScopeNeedsGroupRecipient": "label",
+    "DownloadExceedsHeld": "allow_download",
+    "PacsShareNeedsDownload": "allow_download",
+    "AnonymizationMustStay": "anonymize",
+    "TwoFactorMustStay": "two_factor",
+}
 
 
 @router.get("/share")
 async def share_dialog(request: Request) -> Response:
-    session = require_login(request)
+    require_login(request)
     uids = request.query_params.getlist("study")
     preferences = await _preferences(request)
     values = {
         "access_level": "images_report_read",
-        "valid_until": (date.today() + DEFAULT_VALIDITY).isoformat(),
         "two_factor": preferences.get("two_factor", False),
         "send_mail": preferences.get("send_mail", True),
     }
-    del session
-    return await _dialog(request, uids, values, recipients=[], error=None)
+    return await _dialog(request, uids, values, recipients=[], error=None, defaults=True)
 
 
 async def _preferences(request: Request) -> dict[str, Any]:
@@ -60,17 +87,27 @@ async def _dialog(
     recipients: list[dict[str, str]],
     error: str | None,
     status: int = 200,
+    *,
+    defaults: bool = False,
+    rule: str | None = None,
 ) -> Response:
+    """The dialog: the studies, the department's policy (its default and maximum validity,
+    whether unlimited is allowed, HIPAA), my favourites; the refusal beside its field."""
+    api, session = api_of(request), request.state.session
     studies = []
     for uid in uids[:50]:
         try:
-            studies.append(
-                await api_of(request).call(
-                    request.state.session, "GET", f"/api/studies/{quote(uid)}"
-                )
-            )
+            studies.append(await api.call(session, "GET", f"/api/studies/{quote(uid)}"))
         except ApiProblem:
             studies.append({"study_uid": uid})
+    department = next((s["department_id"] for s in studies if s.get("department_id")), None)
+    policy, favorites = await asyncio.gather(_policy(request, department), _favorites(request))
+    today = date.today()
+    days = policy.get("default_validity_days") or DEFAULT_VALIDITY.days
+    most = policy.get("max_validity_days")
+    if defaults:
+        values["valid_until"] = (today + timedelta(days=min(days, most or days))).isoformat()
+    chosen = {r["id"] for r in recipients}
     return render(
         request,
         "share.html",
@@ -79,8 +116,38 @@ async def _dialog(
         values=values,
         recipients=recipients,
         error=error,
+        error_field=RULE_FIELDS.get(rule or ""),
         access_levels=ACCESS_LEVELS,
+        policy=policy,
+        max_date=(today + timedelta(days=most)).isoformat() if most else None,
+        hipaa=bool(policy.get("hipaa_confirmation_required"))
+        or rule == "HipaaConfirmationRequired"
+        or bool(values.get("hipaa_confirmed")),
+        may_allow_download=all((s.get("access") or {}).get("download") for s in studies),
+        favorites=[f for f in favorites if f.get("kind") != "email"],
+        starred={f["recipient_id"] for f in favorites} | set(values.get("favorites", [])),
+        chosen=chosen,
     )
+
+
+async def _policy(request: Request, department_id: str | None) -> dict[str, Any]:
+    """The sending department's sharing policy (its defaults; the API enforces it)."""
+    if not department_id:
+        return {}
+    try:
+        department = await api_of(request).call(
+            request.state.session, "GET", f"/api/departments/{quote(department_id)}"
+        )
+    except ApiProblem:
+        return {}
+    return (department or {}).get("policy") or {}
+
+
+async def _favorites(request: Request) -> list[dict[str, Any]]:
+    try:
+        return await api_of(request).call(request.state.session, "GET", "/api/favorites") or []
+    except ApiProblem:
+        return []
 
 
 @router.get("/share/recipients")
@@ -100,11 +167,20 @@ async def recipient_search(request: Request, q: str = "") -> Response:
 
 
 @router.get("/share/recipient")
-async def recipient_chip(request: Request, kind: str, id: str, name: str = "") -> Response:
-    """A chosen recipient (a chip with its hidden field); the API checks the id at sharing."""
+async def recipient_chip(
+    request: Request, kind: str, id: str, name: str = "", starred: bool = False
+) -> Response:
+    """A chosen recipient (a chip with its hidden field and its star); the API checks the id
+    at sharing."""
     require_login(request)
     chip = {"kind": kind, "id": id, "name": name or id}
-    return render(request, "partials/recipient_chip.html", chip=chip, clear_results=True)
+    return render(
+        request,
+        "partials/recipient_chip.html",
+        chip=chip,
+        clear_results=True,
+        starred={id} if starred else set(),
+    )
 
 
 @router.get("/share/nothing")
@@ -159,9 +235,13 @@ def share_request(form: dict[str, list[str]]) -> dict[str, Any]:
     elif one("valid_until"):
         body["valid_until"] = _valid_until(one("valid_until"))
     if one("label"):
-        body["label"] = {"text": one("label")}
+        body["label"] = {"text": one("label"), "scope": one("label_scope") or "user"}
     if one("message"):
         body["message"] = one("message")
+    if one("hipaa_confirmed") == "on":
+        body["hipaa_confirmed"] = True
+    chosen = {r["id"] for r in recipients if r.get("id")}
+    body["add_to_favorites"] = [f for f in dict.fromkeys(form.get("favorite", [])) if f in chosen]
     return body
 
 
@@ -174,11 +254,20 @@ async def share(request: Request) -> Response:
     try:
         result = await api_of(request).call(session, "POST", "/api/shares", json=body)
     except ApiProblem as problem:
-        values = {k: v[-1] for k, v in form.items() if k not in ("recipient", "study", "csrf")}
-        for flag in (*OPTIONS, "send_mail", "patient_agreed", "unlimited"):
+        values: dict[str, Any] = {
+            k: v[-1] for k, v in form.items() if k not in ("recipient", "study", "csrf")
+        }
+        for flag in (*OPTIONS, "send_mail", "patient_agreed", "unlimited", "hipaa_confirmed"):
             values[flag] = values.get(flag) == "on"
+        values["favorites"] = form.get("favorite", [])
         return await _dialog(
-            request, body["study_uids"], values, _recipients(form), problem.detail, 422
+            request,
+            body["study_uids"],
+            values,
+            _recipients(form),
+            problem.detail,
+            422,
+            rule=problem.rule,
         )
     return render(
         request,

@@ -36,27 +36,60 @@ SERIES_UID, SOP_UID, INSTANCE_NUMBER = "0020000E", "00080018", "00200013"
 ROWS = "00280010"
 
 
+#: the study list's filters, as the API's query parameters (`GET /api/studies`)
+STUDY_FILTERS = ("q", "modality", "date_from", "date_to", "patient_id")
+#: and those of `GET /api/shared-with-me` (booleans as the checkbox sends them)
+SHARED_FILTERS = ("unread", "urgent", "label")
+
+
+def list_queries(params: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The filter form's values as the query parameters of the two lists."""
+    studies = {k: params[k].strip() for k in STUDY_FILTERS if params.get(k, "").strip()}
+    shared = {k: "true" for k in ("unread", "urgent") if params.get(k) == "on"}
+    if params.get("label", "").strip():
+        shared["label"] = params["label"].strip()
+    return studies, shared
+
+
 @router.get("/studies")
 async def study_list(request: Request) -> Response:
+    """Own department's, shared with me and my groups, my practice colleagues' (the API's
+    `access.via` says which), filtered by the API."""
     session = require_login(request)
     if session.patient:
         return redirect(f"/studies/{quote(session.user.get('study_uid') or '')}")
     api = api_of(request)
+    filters = dict(request.query_params)
+    study_params, shared_params = list_queries(filters)
     own, shared = await asyncio.gather(
-        api.call(session, "GET", "/api/studies"),
-        api.call(session, "GET", "/api/shared-with-me"),
+        api.call(session, "GET", "/api/studies", params=study_params),
+        api.call(session, "GET", "/api/shared-with-me", params=shared_params),
         return_exceptions=True,
     )
     problems = [r.detail for r in (own, shared) if isinstance(r, ApiProblem)]
     for result in (own, shared):
         if isinstance(result, BaseException) and not isinstance(result, ApiProblem):
             raise result
+    studies = [] if isinstance(own, BaseException) else own.get("items", [])
+    shared_items = [] if isinstance(shared, BaseException) else shared.get("items", [])
+    shared_buckets = {i.get("bucket_id") for i in shared_items}
+
+    def via(item: dict[str, Any]) -> str | None:
+        return (item.get("access") or {}).get("via")
+
     return render(
         request,
         "studies.html",
-        own=[] if isinstance(own, BaseException) else own.get("items", []),
-        shared=[] if isinstance(shared, BaseException) else shared.get("items", []),
+        own=[s for s in studies if via(s) not in ("grant", "group")],
+        colleagues=[
+            s
+            for s in studies
+            if via(s) == "group" and (s.get("access") or {}).get("bucket_id") not in shared_buckets
+        ],
+        shared=shared_items,
         errors=problems,
+        filters=filters,
+        filtered=bool(study_params or shared_params),
     )
 
 

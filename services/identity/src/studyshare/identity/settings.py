@@ -50,6 +50,10 @@ class IdentitySettings(ServiceSettings):
         default=300, ge=30, description="How long an external login waits for its TOTP code"
     )
     patient_token_ttl_s: int = Field(default=3600, ge=30)
+    demo_eid: bool = Field(
+        default=False,
+        description="offer the stand-in eID provider `demo-eid` (development and test only)",
+    )
 
     bootstrap_user: str | None = None
     bootstrap_password: str | None = None
@@ -151,6 +155,8 @@ class IdentitySettings(ServiceSettings):
     @model_validator(mode="after")
     def _checked(self) -> IdentitySettings:
         if self.environment not in {"development", "test"}:
+            if self.demo_eid:
+                raise ValueError("STUDYSHARE_DEMO_EID is for development and test only")
             if self.bootstrap_password is not None:
                 refuse_placeholder(
                     self.bootstrap_password, "STUDYSHARE_BOOTSTRAP_PASSWORD", self.environment

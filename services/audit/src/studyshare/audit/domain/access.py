@@ -91,6 +91,8 @@ class StudyAccessFold:
                     "revoked_by": None,
                     "otp_failures": 0,
                     "verified_until": None,
+                    "user_id": None,
+                    "accepted_at": None,
                 }
                 for r in p.get("recipients") or []
             },
@@ -120,6 +122,15 @@ class StudyAccessFold:
         elif p.get("scope") == "recipient" and p.get("recipient_id") in bucket["recipients"]:
             recipient = bucket["recipients"][p["recipient_id"]]
             recipient["revoked_at"], recipient["revoked_by"] = at, by
+
+    def _on_InvitationAccepted(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
+        bucket = self._bucket(p)
+        if bucket is not None and p.get("recipient_id") in bucket["recipients"]:
+            recipient = bucket["recipients"][p["recipient_id"]]
+            recipient["user_id"], recipient["accepted_at"] = (
+                p.get("user_id"),
+                when(e["occurred_at"]),
+            )
 
     def _on_StudyRemovedFromBucket(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
         bucket = self._bucket(p)
@@ -411,7 +422,7 @@ def _routes(directory: Directory, bucket: Mapping[str, Any], user_id: str) -> li
     for r in bucket["recipients"].values():
         rid, kind = r["recipient_id"], r["kind"]
         if (
-            (kind in ("user", "email") and rid == user_id)
+            (kind in ("user", "email") and (r.get("user_id") or rid) == user_id)
             or (kind == "group" and user_id in directory.groups.get(rid, ()))
             or (kind == "department" and rid in directory.departments.get(user_id, ()))
         ):
@@ -491,6 +502,8 @@ def access_at(fold: StudyAccessFold, directory: Directory, t: datetime) -> list[
                 add("department", r["recipient_id"], "grant", **grant)
                 for user in directory.department_members(r["recipient_id"]):
                     add("user", user, "grant", through=r["recipient_id"], **grant)
+            elif r.get("user_id") and r.get("accepted_at") and r["accepted_at"] <= t:
+                add("user", r["user_id"], "grant", through=r["recipient_id"], **grant)
             else:
                 add("user", r["recipient_id"], "grant", **grant)
     for btg in fold.break_the_glass:

@@ -81,6 +81,7 @@ RECIPIENT_IS_DOER = frozenset({"OTPFailed", "OTPVerified", "OTPRequested", "Buck
 
 CATEGORY = {
     "StudyShared": "share",
+    "InvitationAccepted": "share",
     "AccessRevoked": "revocation",
     "OTPRequested": "otp",
     "OTPVerified": "otp",
@@ -225,6 +226,8 @@ def summary_of(event_type: str, payload: Mapping[str, Any], actors: Sequence[str
                 f"{p.get('sender_id')} shared {len(p.get('study_uids') or [])} study(ies) with "
                 f"{len(p.get('recipients') or [])} recipient(s), {p.get('access_level')}, {until}"
             )
+        case "InvitationAccepted":
+            return f"{p.get('user_id')} accepted the invitation sent to {p.get('recipient_id')}"
         case "AccessRevoked":
             target = p.get("recipient_id") or p.get("study_uid") or p.get("bucket_id")
             return f"{p.get('revoked_by')} revoked {p.get('scope')} access ({target})"

@@ -17,8 +17,14 @@ StudyShare ships no real eID integration. A deployment plugs one in by implement
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlencode
+
+from studyshare.plumbing.errors import Unauthorized
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,9 @@ class ExternalIdentity:
 
 @runtime_checkable
 class ExternalIdentityProvider(Protocol):
+    """`name` is the provider's path segment; a `label` attribute, when present, is what
+    the portal's button says."""
+
     name: str
 
     def authorization_url(self, state: str, redirect_uri: str) -> str:
@@ -42,3 +51,41 @@ class ExternalIdentityProvider(Protocol):
     async def complete(self, params: dict[str, str]) -> ExternalIdentity:
         """Verify the provider's callback; raise `Unauthorized` if it does not hold."""
         ...
+
+
+class DemoEid:
+    """A stand-in eID for development and tests (`STUDYSHARE_DEMO_EID`, refused elsewhere):
+    its "authentication" is a page of identity that asks a national register number and
+    sends the browser back with the number's digest as `subject`, signed with a key of this
+    process, which `complete` checks. It exercises the whole external-login path (state,
+    callback, link, TOTP step) without a real provider."""
+
+    name = "demo-eid"
+    label = "eID (demo)"
+
+    def __init__(self, public_base_url: str) -> None:
+        self.public_base_url = public_base_url.rstrip("/")
+        self._key = secrets.token_bytes(32)
+
+    def authorization_url(self, state: str, redirect_uri: str) -> str:
+        query = urlencode({"state": state, "redirect_uri": redirect_uri})
+        return f"{self.public_base_url}/api/auth/external/{self.name}/authorize?{query}"
+
+    def allows(self, redirect_uri: str) -> bool:
+        """Only back to our own portal: the demo page is no open redirect."""
+        return redirect_uri.startswith(self.public_base_url + "/")
+
+    def answer(self, state: str, national_number: str) -> dict[str, str]:
+        """The callback's parameters for someone who proved `national_number`."""
+        subject = hashlib.sha256(f"demo-eid:{national_number.strip()}".encode()).hexdigest()
+        return {"state": state, "subject": subject, "signature": self._sign(state, subject)}
+
+    def _sign(self, state: str, subject: str) -> str:
+        return hmac.new(self._key, f"{state}\x00{subject}".encode(), hashlib.sha256).hexdigest()
+
+    async def complete(self, params: dict[str, str]) -> ExternalIdentity:
+        state, subject = params.get("state", ""), params.get("subject", "")
+        signature = params.get("signature", "")
+        if not subject or not hmac.compare_digest(signature, self._sign(state, subject)):
+            raise Unauthorized("the demo eID answer is not signed by this process")
+        return ExternalIdentity(subject=subject)

@@ -246,6 +246,14 @@ class Throttle:
     async def reset(self, key: str) -> None:
         await self.col.delete_one({"_id": key})
 
+    async def locked(self, prefix: str, now: datetime) -> dict[str, dict[str, Any]]:
+        """The keys starting with `prefix` (e.g. `user:`) locked at `now`, without the
+        prefix, with their counters."""
+        cursor = self.col.find(
+            {"_id": {"$gte": prefix, "$lt": prefix + "\uffff"}, "locked_until": {"$gt": now}}
+        )
+        return {doc["_id"].removeprefix(prefix): doc async for doc in cursor}
+
 
 class PatientOTPs:
     """The pending SMS code of a patient login, as a digest, single use, expiring."""

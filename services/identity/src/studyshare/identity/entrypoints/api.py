@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from html import escape
 from typing import Annotated, Any
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from studyshare.contracts.routes import internal_callers
 from studyshare.contracts.tokens import AccessClaims
+from studyshare.identity.adapters.eid import DemoEid
 from studyshare.identity.domain.department import Policy
 from studyshare.identity.domain.exceptions import (
     LoginTemporarilyLocked,
@@ -192,6 +196,21 @@ async def jwks(app: IdentityDep, response: Response) -> dict[str, Any]:
     return app.jwks()
 
 
+@auth_router.get(
+    "/api/auth/external",
+    response_model=m.ExternalProviders,
+    summary="The external identity providers (eID) one can log in with",
+)
+async def external_providers(request: Request) -> m.ExternalProviders:
+    providers = getattr(request.app.state, "identity_providers", {})
+    return m.ExternalProviders(
+        providers=[
+            m.ExternalProvider(name=name, label=getattr(p, "label", None) or name)
+            for name, p in sorted(providers.items())
+        ]
+    )
+
+
 def _provider(request: Request, name: str):
     providers = getattr(request.app.state, "identity_providers", {})
     if name not in providers:
@@ -266,6 +285,53 @@ async def external_link(
 ) -> Response:
     await auth.link_external_identity(app, _provider(request, provider), params, principal, ip)
     return Response(status_code=204)
+
+
+demo_eid_router = APIRouter(tags=["auth"], include_in_schema=False)
+
+DEMO_EID_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>Demo eID</title></head>
+<body><main><h1>Demo eID</h1>
+<p>A stand-in for the electronic identity card, for development and tests only.</p>
+<form method="post" action="/api/auth/external/demo-eid/authorize">
+<input type="hidden" name="state" value="{state}">
+<input type="hidden" name="redirect_uri" value="{redirect_uri}">
+<label>National register number <input name="national_number" id="national-number" required></label>
+<button type="submit" id="demo-eid-sign-in">Sign in with the demo eID</button>
+</form></main></body></html>"""
+
+
+def _demo_eid(request: Request) -> DemoEid:
+    provider = getattr(request.app.state, "identity_providers", {}).get(DemoEid.name)
+    if not isinstance(provider, DemoEid):
+        raise UnknownIdentityProvider("the demo eID is not offered here")
+    return provider
+
+
+@demo_eid_router.get("/api/auth/external/demo-eid/authorize")
+async def demo_eid_page(
+    request: Request,
+    state: Annotated[str, Query(max_length=200)],
+    redirect_uri: Annotated[str, Query(max_length=2048)],
+) -> Response:
+    """The demo provider's own page (a real provider's lives elsewhere)."""
+    if not _demo_eid(request).allows(redirect_uri):
+        raise UnknownIdentityProvider("the demo eID returns only to this platform's portal")
+    page = DEMO_EID_PAGE.format(state=escape(state), redirect_uri=escape(redirect_uri))
+    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+
+@demo_eid_router.post("/api/auth/external/demo-eid/authorize")
+async def demo_eid_sign_in(request: Request) -> Response:
+    form = parse_qs((await request.body()).decode(errors="replace"))
+    state, redirect_uri, number = (
+        (form.get(k) or [""])[0] for k in ("state", "redirect_uri", "national_number")
+    )
+    provider = _demo_eid(request)
+    if not provider.allows(redirect_uri) or not number.strip():
+        raise UnknownIdentityProvider("the demo eID returns only to this platform's portal")
+    query = urlencode(provider.answer(state, number))
+    return RedirectResponse(f"{redirect_uri}?{query}", status_code=303)
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -485,6 +551,36 @@ async def pending_users(app: IdentityDep, principal: Principal) -> list[m.UserVi
 
 
 @users_router.get(
+    "/api/users",
+    response_model=m.AccountPage,
+    responses=problem_responses(401, 403, 422),
+    summary="Find accounts of any status by the start of the username or the e-mail address "
+    "(service desk)",
+)
+async def search_accounts(
+    app: IdentityDep, principal: Principal, q: Annotated[str, Query(min_length=1, max_length=254)]
+) -> m.AccountPage:
+    return m.AccountPage(items=[_full_view(d) for d in await accounts.search(app, principal, q)])
+
+
+@users_router.get(
+    "/api/users/locked",
+    response_model=list[m.LockedAccount],
+    responses=problem_responses(401, 403),
+    summary="Accounts locked now after failed logins (service desk)",
+)
+async def locked_accounts(app: IdentityDep, principal: Principal) -> list[m.LockedAccount]:
+    return [
+        m.LockedAccount(
+            **_full_view(doc).model_dump(),
+            locked_until=doc["locked_until"],
+            failures=doc["failures"],
+        )
+        for doc in await accounts.locked(app, principal)
+    ]
+
+
+@users_router.get(
     "/api/users/{user_id}", response_model=m.UserView, responses=problem_responses(401, 404)
 )
 async def get_user(user_id: str, app: IdentityDep, principal: Principal) -> m.UserView:
@@ -618,6 +714,16 @@ async def create_group(
         email=body.email,
     )
     return m.GroupCreated(id=group_id, group_id=group_id)
+
+
+@groups_router.get(
+    "/api/groups/invitations",
+    response_model=list[m.OpenInvitation],
+    responses=problem_responses(401, 403),
+    summary="Every open invitation to a group, oldest first (service desk)",
+)
+async def open_invitations(app: IdentityDep, principal: Principal) -> list[dict[str, Any]]:
+    return await groups.open_invitations(app, principal)
 
 
 @groups_router.get(
@@ -936,6 +1042,8 @@ async def start_identity(app: FastAPI, db, settings: IdentitySettings) -> Identi
     app.state.verifier = JWKSVerifier.from_jwks(identity.jwks())
     if not hasattr(app.state, "identity_providers"):
         app.state.identity_providers = {}
+    if settings.demo_eid:
+        app.state.identity_providers.setdefault(DemoEid.name, DemoEid(settings.public_base_url))
     return identity
 
 
@@ -962,7 +1070,14 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
         settings,
         title="StudyShare identity",
         description="Accounts, groups, departments, logins and tokens.",
-        routers=[auth_router, users_router, groups_router, departments_router, internal_router],
+        routers=[
+            auth_router,
+            users_router,
+            groups_router,
+            departments_router,
+            internal_router,
+            *([demo_eid_router] if settings.demo_eid else []),
+        ],
         lifespan=lifespan,
         readiness=[mongo_ready(db), kafka_ready(settings.kafka)],
     )

@@ -387,6 +387,37 @@ class ExternalTOTP(Strict):
     otp: str = Field(min_length=6, max_length=8, pattern=r"^\d+$")
 
 
+class ExternalProvider(BaseModel):
+    name: str = Field(description="the `{provider}` of the external-login routes")
+    label: str = Field(description="what a login button says")
+
+
+class ExternalProviders(BaseModel):
+    providers: list[ExternalProvider]
+
+
+class LockedAccount(UserView):
+    locked_until: datetime
+    failures: int = Field(description="consecutive failed logins of the account's name")
+
+
+class AccountPage(BaseModel):
+    items: list[UserView]
+
+
+class OpenInvitation(BaseModel):
+    """An invitation to a group nobody accepted yet, as the service desk sees it."""
+
+    group_id: str
+    group_name: str
+    user_id: str
+    user_name: str
+    admin: StrictBool
+    invited_by: str
+    invited_by_name: str
+    invited_at: datetime
+
+
 class AuthorizationStart(BaseModel):
     authorization_url: str
     state: str

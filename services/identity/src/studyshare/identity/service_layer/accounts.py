@@ -132,6 +132,41 @@ async def pending(app: Identity, principal: AccessClaims, limit: int = 500) -> l
     return await cursor.to_list(None)
 
 
+async def search(
+    app: Identity, principal: AccessClaims, q: str, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The service desk finds an account, whatever its status, by the start of its username
+    or by its e-mail address."""
+    if not principal.has_role("service_desk"):
+        raise NotAllowed("only the service desk searches accounts")
+    needle = q.strip().casefold()
+    if not needle:
+        return []
+    by_name = {"username_lower": {"$gte": needle, "$lt": needle + "\uffff"}}
+    by_email = {"email": {"$in": sorted({q.strip(), needle})}}
+    cursor = app.db[USERS].find({"$or": [by_name, by_email]}).sort("username_lower", 1)
+    return await cursor.limit(limit).to_list(None)
+
+
+async def locked(app: Identity, principal: AccessClaims) -> list[dict[str, Any]]:
+    """Accounts whose name is locked now after failed logins, with until when (service
+    desk; `unlock` lifts it). Failures of names no account has are not listed."""
+    if not principal.has_role("service_desk"):
+        raise NotAllowed("only the service desk sees locked accounts")
+    locks = await app.throttle.locked("user:", app.clock())
+    if not locks:
+        return []
+    cursor = app.db[USERS].find({"username_lower": {"$in": sorted(locks)}})
+    return [
+        {
+            **doc,
+            "locked_until": locks[doc["username_lower"]]["locked_until"],
+            "failures": int(locks[doc["username_lower"]].get("failures", 0)),
+        }
+        async for doc in cursor.sort("username_lower", 1)
+    ]
+
+
 async def user_doc(app: Identity, user_id: str) -> dict[str, Any]:
     doc = await app.db[USERS].find_one({"_id": user_id})
     if doc is None:

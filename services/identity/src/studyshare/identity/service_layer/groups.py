@@ -246,6 +246,41 @@ async def group_view(
     }
 
 
+async def open_invitations(
+    app: Identity, principal: AccessClaims, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Every open invitation, oldest first, for the service desk to accept on the invitee's
+    behalf (`approve_membership`)."""
+    if not principal.has_role("service_desk"):
+        raise NotAllowed("only the service desk sees every open invitation")
+    found = await app.db[INVITATIONS].find({}).sort("invited_at", ASCENDING).to_list(limit)
+    groups = {
+        g["_id"]: g["name"]
+        async for g in app.db[GROUPS].find(
+            {"_id": {"$in": [i["group_id"] for i in found]}}, {"name": 1}
+        )
+    }
+    people = await _names(app, [i[k] for i in found for k in ("user_id", "invited_by")])
+
+    def name(user_id: str) -> str:
+        person = people.get(user_id, {})
+        return " ".join(filter(None, (person.get("first_name"), person.get("last_name"))))
+
+    return [
+        {
+            "group_id": i["group_id"],
+            "group_name": groups.get(i["group_id"], ""),
+            "user_id": i["user_id"],
+            "user_name": name(i["user_id"]),
+            "admin": i["admin"],
+            "invited_by": i["invited_by"],
+            "invited_by_name": name(i["invited_by"]),
+            "invited_at": i["invited_at"],
+        }
+        for i in found
+    ]
+
+
 async def invitations(app: Identity, user_id: str) -> list[dict[str, Any]]:
     """The user's open invitations: which group, who asked, as admin or not. Not the group's
     composition: that is for members."""

@@ -58,10 +58,15 @@ def render(bucket: Bucket) -> dict[str, Any]:
         "study_uids": list(s.study_uids),
         "active_study_uids": bucket.active_study_uids,
         "recipients": [
-            {**r.model_dump(), "revoked": r.recipient_id in bucket.revoked_recipients}
+            {
+                **r.model_dump(),
+                "revoked": r.recipient_id in bucket.revoked_recipients,
+                "user_id": bucket.accepted.get(r.recipient_id),
+            }
             for r in s.recipients
         ],
-        "active_recipient_ids": sorted(bucket.active_recipient_ids),
+        # who holds it: the active recipients and the accounts that accepted an invitation
+        "active_recipient_ids": sorted(bucket.holder_ids),
         "reason": s.reason,  # for the sender, owner and admins only; never for recipients
         **share_options(bucket),
         "status": bucket.status,
@@ -132,6 +137,18 @@ class BucketReadModel:
             }
         )
         return await cursor.to_list(None)
+
+    async def sent_by(self, user_id: str, limit: int, offset: int) -> tuple[list[dict], int]:
+        """A page of the buckets the user sent, the latest first, and how many there are."""
+        query = {"sender_id": user_id}
+        total = await self.buckets.count_documents(query)
+        cursor = (
+            self.buckets.find(query)
+            .sort([("shared_at", DESCENDING), ("_id", DESCENDING)])  # a stable page order
+            .skip(offset)
+            .limit(limit)
+        )
+        return await cursor.to_list(None), total
 
     async def of_study(self, study_uid: str) -> list[dict[str, Any]]:
         cursor = self.buckets.find({"study_uids": study_uid}).sort("shared_at", ASCENDING)

@@ -15,6 +15,7 @@ from studyshare.contracts.events.share import (
     BucketUnlocked,
     FavoriteAdded,
     FavoriteRemoved,
+    InvitationAccepted,
     Label,
     OTPFailed,
     OTPRequested,
@@ -151,7 +152,7 @@ def check_within_held(
     this login session (`session_id`), as for opening it."""
     if not parent.active:
         raise rules.BucketNotActive(f"bucket {parent.id} is {parent.status}")
-    if not holds_bucket(parent.active_recipient_ids, sharer_id_keys):
+    if not holds_bucket(parent.holder_ids, sharer_id_keys):
         raise rules.NotARecipientOfBucket(f"you are not a recipient of bucket {parent.id}")
     if not parent.allow_further_sharing:
         raise rules.FurtherSharingNotAllowed(
@@ -260,6 +261,8 @@ class Bucket(Aggregate):
         self.otp_requests: dict[str, list[datetime]] = {}
         self.verified_until: dict[tuple[str, str | None], datetime] = {}
         """Per (recipient, login session that entered the code)."""
+        self.accepted: dict[str, str] = {}
+        """E-mail recipients whose invitation an account accepted: recipient id -> user id."""
         self.shared_at: datetime | None = None
 
     @classmethod
@@ -283,6 +286,9 @@ class Bucket(Aggregate):
 
     def when_bucket_expired(self, e: BucketExpired) -> None:
         self.expired = True
+
+    def when_invitation_accepted(self, e: InvitationAccepted) -> None:
+        self.accepted[e.recipient_id] = e.user_id
 
     def when_otp_requested(self, e: OTPRequested) -> None:
         self.requested_otps[e.otp_id] = e.expires_at
@@ -344,6 +350,19 @@ class Bucket(Aggregate):
         return {r.recipient_id for r in self.s.recipients} - self.revoked_recipients
 
     @property
+    def holder_ids(self) -> set[str]:
+        """Who holds the bucket now: its active recipients, and for an e-mail recipient the
+        account that accepted the invitation."""
+        active = self.active_recipient_ids
+        return active | {user for rid, user in self.accepted.items() if rid in active}
+
+    def recipient_of(self, key: str) -> str | None:
+        """The recipient a holder key (a user, group or department id) stands for."""
+        if key in {r.recipient_id for r in self.s.recipients}:
+            return key
+        return next((rid for rid, user in self.accepted.items() if user == key), None)
+
+    @property
     def active_study_uids(self) -> list[str]:
         return [uid for uid in self.s.study_uids if uid not in self.removed_studies]
 
@@ -385,6 +404,28 @@ class Bucket(Aggregate):
                 cascade_from=cascade_from,
             )
         ]
+
+    def accept_invitation(
+        self, user_id: str, email: str | None, now: datetime
+    ) -> list[InvitationAccepted]:
+        """The account registered with the invited e-mail address takes the place of the
+        e-mail recipient (once; accepting again changes nothing)."""
+        if not self.active or self.expired_at(now):
+            raise rules.BucketNotActive(f"bucket {self.id} is {self.status}")
+        recipient_id = f"email:{(email or '').strip().lower()}"
+        invited = {r.recipient_id for r in self.s.recipients if r.kind == "email"}
+        if not email or recipient_id not in invited:
+            raise rules.InvitationNotForYou(
+                "this invitation was sent to another e-mail address than your account's"
+            )
+        if recipient_id in self.revoked_recipients:
+            raise rules.RecipientAlreadyRevoked(f"the invitation of {self.id} was withdrawn")
+        holder = self.accepted.get(recipient_id)
+        if holder == user_id:
+            return []
+        if holder is not None:
+            raise rules.InvitationAlreadyAccepted("another account already accepted it")
+        return [InvitationAccepted(bucket_id=self.id, recipient_id=recipient_id, user_id=user_id)]
 
     def expire(self, now: datetime) -> list[BucketExpired]:
         """Once per bucket past `valid_until` (nothing when revoked or not yet due)."""

@@ -123,6 +123,14 @@ class RecipientAlreadyRevoked(Conflict):
     """This recipient's access was already revoked."""
 
 
+class InvitationNotForYou(Forbidden):
+    """An invitation by e-mail is accepted only by the account registered with that address."""
+
+
+class InvitationAlreadyAccepted(Conflict):
+    """Another account already accepted this invitation."""
+
+
 class StudyAlreadyRemoved(Conflict):
     """This study was already removed from the bucket."""
 

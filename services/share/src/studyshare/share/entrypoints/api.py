@@ -224,6 +224,10 @@ class BucketRecipientOut(BaseModel):
     email: str | None = None
     language: str | None = None
     revoked: bool
+    user_id: str | None = Field(
+        default=None, description="the account that accepted an invitation by e-mail"
+    )
+    name: str | None = Field(default=None, description="display name (in my shares)")
 
 
 class BucketOut(BaseModel):
@@ -257,6 +261,19 @@ class BucketOut(BaseModel):
     locked: bool
     expired: bool
     shared_at: datetime | None
+
+
+class SentBucketOut(BucketOut):
+    """A bucket in "my shares": its studies as its confirmation names them."""
+
+    studies: list[ConfirmationStudy]
+
+
+class SentBucketsOut(BaseModel):
+    items: list[SentBucketOut]
+    total: int
+    limit: int
+    offset: int
 
 
 class SharedItemOut(BaseModel):
@@ -311,6 +328,7 @@ class FavoriteOut(BaseModel):
     recipient_id: str
     kind: Literal["user", "group", "department", "email"]
     email: str | None = None
+    name: str | None = Field(default=None, description="display name of the recipient")
 
 
 class PreferencesOut(BaseModel):
@@ -380,6 +398,29 @@ async def buckets_of_study(
 ) -> list[BucketOut]:
     docs = await service.buckets_of_study(user, study_uid)
     return [bucket_doc_out(d, d["children"]) for d in docs]
+
+
+@router.get(
+    "/api/shares/sent",
+    response_model=SentBucketsOut,
+    summary="My shares: the buckets I sent, the latest first",
+    responses=problem_responses(401, 403, 422),
+)
+async def sent_buckets(
+    user: CurrentUser,
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> SentBucketsOut:
+    docs, total = await service.sent_by_me(user, limit, offset)
+    return SentBucketsOut(
+        items=[
+            SentBucketOut(**bucket_doc_out(d, []).model_dump(), studies=d["studies"]) for d in docs
+        ],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
 
 
 @router.get(
@@ -456,6 +497,16 @@ async def remove_study(
 
 
 @router.post(
+    "/api/shares/{bucket_id}/accept-invitation",
+    response_model=BucketOut,
+    summary="Accept an invitation by e-mail with the account registered with that address",
+    responses=problem_responses(401, 403, 404, 409),
+)
+async def accept_invitation(bucket_id: str, user: CurrentUser, service: Service) -> BucketOut:
+    return bucket_out(await service.accept_invitation(user, bucket_id), False)
+
+
+@router.post(
     "/api/shares/{bucket_id}/otp",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=OTPRequestedOut,
@@ -528,8 +579,15 @@ async def shared_with_me(
 )
 async def favorites(user: CurrentUser, service: Service) -> list[FavoriteOut]:
     items = await service.list_favorites(user)
+    names = await service.recipient_names(items.values())
     return [
-        FavoriteOut(favorite_id=fid, recipient_id=r.recipient_id, kind=r.kind, email=r.email)
+        FavoriteOut(
+            favorite_id=fid,
+            recipient_id=r.recipient_id,
+            kind=r.kind,
+            email=r.email,
+            name=names.get(r.recipient_id),
+        )
         for fid, r in items.items()
     ]
 

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -398,8 +398,8 @@ class ShareService:
             "service_desk", "auditor"
         ):
             return bucket, True
-        keys = set(await self._holder_keys(principal))
-        if keys & {r.recipient_id for r in bucket.s.recipients}:
+        keys = await self._holder_keys(principal)
+        if any(bucket.recipient_of(key) for key in keys):
             return bucket, False
         raise rules.BucketNotFound(f"no bucket {bucket_id}")
 
@@ -468,7 +468,11 @@ class ShareService:
         )
         items = []
         for d in docs:
-            via = [r for r in d["recipients"] if r["recipient_id"] in keys and not r["revoked"]]
+            via = [
+                r
+                for r in d["recipients"]
+                if (r["recipient_id"] in keys or r.get("user_id") in keys) and not r["revoked"]
+            ]
             for uid in d["active_study_uids"]:
                 study = studies.get(uid, {})
                 if d["anonymize"]:  # as the study store shows it (PS3.15 Annex E)
@@ -520,6 +524,48 @@ class ShareService:
                     continue
                 items.append(item)
         return items
+
+    async def sent_by_me(
+        self, principal: AccessClaims, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """ "My shares": the buckets the caller sent, the latest first, each with its studies
+        (as its confirmation lists them) and its recipients' names."""
+        docs, total = await self.readmodel.sent_by(principal.sub, limit, offset)
+        uids = sorted({u for d in docs for u in d["study_uids"]})
+        inputs = [
+            RecipientInput(r["kind"], r["recipient_id"])
+            for d in docs
+            for r in d["recipients"]
+            if r["kind"] != "email"
+        ]
+        studies, known = await asyncio.gather(
+            self.directory.studies(uids), self._directory_facts(inputs)
+        )
+        names = names_of(known)
+        return [
+            {
+                **d,
+                "studies": study_lines(d["study_uids"], studies, d["anonymize"]),
+                "recipients": [
+                    {**r, "name": names.get(r["recipient_id"]) or r.get("email")}
+                    for r in d["recipients"]
+                ],
+            }
+            for d in docs
+        ], total
+
+    async def accept_invitation(self, principal: AccessClaims, bucket_id: str) -> Bucket:
+        """The caller's account, registered with the invited e-mail address (as identity
+        told the directory), takes the place of the bucket's e-mail recipient."""
+        user = await self.directory.user(principal.sub)
+        email = (user or {}).get("email")
+        bucket, _ = await self.buckets.execute(
+            bucket_id,
+            lambda b: b.accept_invitation(principal.sub, email, self.clock()),
+            actor_of(principal),
+        )
+        await self._save(bucket)
+        return bucket
 
     # ------------------------------------------------------------------ revocation
     async def revoke(
@@ -671,10 +717,10 @@ class ShareService:
     async def _holder(self, principal: AccessClaims, bucket: Bucket) -> str:
         """How the caller holds the bucket: themselves or a group/department, active first."""
         keys = await self._holder_keys(principal)
-        everyone = {r.recipient_id for r in bucket.s.recipients}
-        for key in [k for k in keys if k in bucket.active_recipient_ids] + keys:
-            if key in everyone:
-                return key  # a revoked holder is refused by the domain with its rule
+        for key in [k for k in keys if k in bucket.holder_ids] + keys:
+            recipient = bucket.recipient_of(key)
+            if recipient is not None:
+                return recipient  # a revoked holder is refused by the domain with its rule
         raise rules.BucketNotFound(f"no bucket {bucket.id}")
 
     @property
@@ -788,6 +834,15 @@ class ShareService:
     async def list_favorites(self, principal: AccessClaims) -> dict[str, RecipientRef]:
         return (await self.favorites.get(f"fav_{principal.sub}")).items
 
+    async def recipient_names(self, refs: Iterable[RecipientRef]) -> dict[str, str | None]:
+        """Display names of recipients from the directory (an e-mail recipient: its address)."""
+        refs = list(refs)
+        known = await self._directory_facts(
+            [RecipientInput(r.kind, r.recipient_id) for r in refs if r.kind != "email"]
+        )
+        names = names_of(known)
+        return {r.recipient_id: names.get(r.recipient_id) or r.email for r in refs}
+
     async def add_favorite(
         self, principal: AccessClaims, r: RecipientInput
     ) -> tuple[str, RecipientRef]:
@@ -853,6 +908,33 @@ def pacs_recipients(
     )
 
 
+def names_of(known: dict[str, dict[str, dict[str, Any]]]) -> dict[str, str | None]:
+    """Display names by id of directory entries read by kind (users, groups, departments)."""
+    return {
+        **{k: v.get("name") for k, v in known["user"].items()},
+        **{k: v.get("name") for k, v in known["group"].items()},
+        **{k: v.get("name") for k, v in known["department"].items()},
+    }
+
+
+def study_lines(
+    uids: Sequence[str], studies: dict[str, dict[str, Any]], anonymize: bool
+) -> list[dict[str, Any]]:
+    """The studies of a bucket as its confirmation names them (initials hidden when
+    anonymized)."""
+    return [
+        {
+            "study_uid": uid,
+            "description": studies.get(uid, {}).get("description"),
+            "study_date": studies.get(uid, {}).get("study_date"),
+            "patient_initials": "Anonymous"
+            if anonymize
+            else studies.get(uid, {}).get("patient_initials"),
+        }
+        for uid in uids
+    ]
+
+
 def confirmation_of(
     bucket: Bucket,
     studies: dict[str, dict[str, Any]],
@@ -861,12 +943,7 @@ def confirmation_of(
     """The confirmation from the directory entries already read (studies, and users, groups,
     departments by kind, including the sender)."""
     s = bucket.s
-    users, groups, departments = known["user"], known["group"], known["department"]
-    names = {
-        **{k: v.get("name") for k, v in users.items()},
-        **{k: v.get("name") for k, v in groups.items()},
-        **{k: v.get("name") for k, v in departments.items()},
-    }
+    names = names_of(known)
     notes = []
     if s.anonymize and s.access_level != "images":
         notes.append("Anonymized: the report is never accessible, whatever the access level.")
@@ -878,17 +955,7 @@ def confirmation_of(
         "bucket_id": bucket.id,
         "parent_bucket_id": s.parent_bucket_id,
         "sender": {"id": s.sender_id, "name": names.get(s.sender_id)},
-        "studies": [
-            {
-                "study_uid": uid,
-                "description": studies.get(uid, {}).get("description"),
-                "study_date": studies.get(uid, {}).get("study_date"),
-                "patient_initials": "Anonymous"
-                if s.anonymize
-                else studies.get(uid, {}).get("patient_initials"),
-            }
-            for uid in s.study_uids
-        ],
+        "studies": study_lines(s.study_uids, studies, s.anonymize),
         "recipients": [
             {
                 "id": r.recipient_id,

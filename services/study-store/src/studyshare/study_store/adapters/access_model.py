@@ -73,7 +73,12 @@ def bucket_from_doc(doc: Doc) -> Bucket:
         bucket_id=doc.get("bucket_id") or doc["_id"].split(":", 1)[1],
         study_uids=frozenset(doc.get("study_uids", ())),
         recipients=tuple(
-            Recipient(r["recipient_id"], r["kind"]) for r in doc.get("recipients", ())
+            Recipient(
+                r["recipient_id"],
+                r["kind"],
+                (doc.get("accepted") or {}).get(r["recipient_id"]),
+            )
+            for r in doc.get("recipients", ())
         ),
         access_level=doc.get("access_level", "images"),
         sender_id=doc.get("sender_id") or "",
@@ -338,6 +343,8 @@ class InMemoryAccessModel:
                 link(self.buckets_by_study, uid, key)
             for r in doc.get("recipients", ()):
                 link(self.buckets_by_recipient, r["recipient_id"], key)
+            for user_id in (doc.get("accepted") or {}).values():
+                link(self.buckets_by_recipient, user_id, key)
         elif kind == "group":
             if remove:
                 self.groups.pop(key, None)

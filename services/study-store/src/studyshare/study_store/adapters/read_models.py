@@ -6,7 +6,8 @@ One collection (`access_decisions.g<N>.docs`) holds every document the access mo
 | kind | key | from |
 |---|---|---|
 | study | study uid | StudyReceived, StudyInstancesAdded, StudyMessageStored, ReportUpdated |
-| bucket | bucket id | StudyShared, AccessRevoked, BucketLocked/Unlocked, BucketExpired |
+| bucket | bucket id | StudyShared, AccessRevoked, BucketLocked/Unlocked, BucketExpired, |
+|  |  | InvitationAccepted (the account holding an e-mail recipient's grant) |
 | otp | bucket id, recipient id, session id | OTPVerified (the code opens its session only) |
 | group | group id | GroupCreated, GroupMemberAdded/Removed |
 | user | user id | UserRegistered, UserRolesChanged, UserDeactivated |
@@ -50,6 +51,7 @@ RELEVANT = {
     "BucketLocked",
     "BucketUnlocked",
     "BucketExpired",
+    "InvitationAccepted",
     "OTPVerified",
     "GroupCreated",
     "GroupMemberAdded",
@@ -78,7 +80,14 @@ def doc_id_for(envelope: EventEnvelope) -> str | None:
         return None
     p = envelope.payload
     match envelope.event_type:
-        case "StudyShared" | "AccessRevoked" | "BucketLocked" | "BucketUnlocked" | "BucketExpired":
+        case (
+            "StudyShared"
+            | "AccessRevoked"
+            | "BucketLocked"
+            | "BucketUnlocked"
+            | "BucketExpired"
+            | "InvitationAccepted"
+        ):
             return f"bucket:{p['bucket_id']}"
         case "OTPVerified":
             return f"otp:{p['bucket_id']}:{p['recipient_id']}:{p.get('session_id') or ''}"
@@ -199,6 +208,12 @@ def _access_revoked(doc: Doc, e: se.AccessRevoked, env: EventEnvelope) -> None:
         doc["revoked_recipient_ids"] = sorted(
             {*doc.get("revoked_recipient_ids", []), e.recipient_id}
         )
+
+
+def _invitation_accepted(doc: Doc, e: se.InvitationAccepted, env: EventEnvelope) -> None:
+    """The account that accepted an invitation by e-mail holds the e-mail recipient's grant."""
+    doc.setdefault("bucket_id", e.bucket_id)
+    doc["accepted"] = {**doc.get("accepted", {}), e.recipient_id: e.user_id}
 
 
 def _bucket_locked(doc: Doc, e: se.BucketLocked, env: EventEnvelope) -> None:
@@ -388,6 +403,7 @@ _FOLDS: dict[str, Callable[[Doc, Any, EventEnvelope], None]] = {
     "BucketLocked": _bucket_locked,
     "BucketUnlocked": _bucket_unlocked,
     "BucketExpired": _bucket_expired,
+    "InvitationAccepted": _invitation_accepted,
     "OTPVerified": _otp_verified,
     "GroupCreated": _group_created,
     "GroupMemberAdded": _group_member_added,

@@ -77,6 +77,13 @@ _REFUSAL_RANK = {"two_factor_required": 4, "locked": 3, "expired": 2, "revoked":
 class Recipient:
     recipient_id: str
     kind: str
+    user_id: str | None = None
+    """An e-mail recipient: the account that accepted the invitation (it holds the grant)."""
+
+    @property
+    def holder(self) -> str:
+        """The user id a user or e-mail recipient stands for."""
+        return self.user_id or self.recipient_id
 
 
 @dataclass(frozen=True)
@@ -187,14 +194,14 @@ def _route(subject: Subject, bucket: Bucket) -> tuple[Recipient, str, str | None
     for r in bucket.recipients:
         if r.recipient_id in bucket.revoked_recipient_ids:
             continue
-        if r.kind in ("user", "email") and r.recipient_id == subject.id:
+        if r.kind in ("user", "email") and r.holder == subject.id:
             routes.append((r, "grant", None))
         elif r.kind == "department" and r.recipient_id in subject.department_ids:
             routes.append((r, "grant", None))
         elif r.kind == "group" and r.recipient_id in subject.group_ids:
             routes.append((r, "group", r.recipient_id))
-        elif r.kind in ("user", "email") and r.recipient_id in subject.colleagues:
-            routes.append((r, "group", subject.colleagues[r.recipient_id]))
+        elif r.kind in ("user", "email") and r.holder in subject.colleagues:
+            routes.append((r, "group", subject.colleagues[r.holder]))
     routes.sort(key=lambda x: -PATH_PRIORITY[x[1]])
     return routes[0] if routes else None
 

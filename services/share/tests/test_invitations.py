@@ -1,0 +1,68 @@
+"""Accepting an invitation by e-mail: only the account registered with the invited address
+takes the e-mail recipient's place; from then on it holds the bucket like a user recipient
+(its list, two-factor), and revoking the e-mail recipient ends it."""
+
+from __future__ import annotations
+
+from .conftest import user
+
+INVITED = "New.Colleague@Example.org"
+
+
+async def test_the_account_with_the_invited_address_accepts_and_holds_the_bucket(env):
+    await env.seed(
+        user("usr_new", email="new.colleague@example.org"),
+        user("usr_other", email="someone@example.org"),
+    )
+    out = await env.share(recipients=[{"kind": "email", "email": INVITED}], two_factor=True)
+    bucket = out["bucket_id"]
+    path = f"/api/shares/{bucket}/accept-invitation"
+    before = await env.client.get("/api/shared-with-me", headers=env.as_("usr_new"))
+    assert before.json()["items"] == [], "an invitation is nobody's until accepted"
+
+    other = await env.client.post(path, headers=env.as_("usr_other"))
+    assert other.status_code == 403 and other.json()["rule"] == "InvitationNotForYou"
+    accepted = await env.client.post(path, headers=env.as_("usr_new"))
+    assert accepted.status_code == 200, accepted.text
+    [recipient] = accepted.json()["recipients"]
+    assert (recipient["recipient_id"], recipient["user_id"]) == (
+        "email:new.colleague@example.org",
+        "usr_new",
+    )
+    assert accepted.json()["reason"] is None, "a recipient never sees the reason"
+    again = await env.client.post(path, headers=env.as_("usr_new"))
+    assert again.status_code == 200
+    assert await env.count(event_type="InvitationAccepted") == 1, "accepted once"
+
+    items = (await env.client.get("/api/shared-with-me", headers=env.as_("usr_new"))).json()
+    assert [(i["bucket_id"], i["via"]) for i in items["items"]] == [
+        (bucket, [{"id": "email:new.colleague@example.org", "name": None}])
+    ]
+    seen = await env.client.get(f"/api/shares/{bucket}", headers=env.as_("usr_new"))
+    assert seen.status_code == 200
+    code = await env.client.post(f"/api/shares/{bucket}/otp", headers=env.as_("usr_new"))
+    assert code.status_code == 202, code.text
+    [requested] = await env.events(event_type="OTPRequested")
+    assert requested["payload"]["recipient_id"] == "usr_new", "the SMS goes to the account"
+
+    revoked = await env.client.delete(
+        f"/api/shares/{bucket}/recipients/email:new.colleague@example.org",
+        headers=env.as_("usr_sender"),
+    )
+    assert revoked.status_code == 200, revoked.text
+    after = await env.client.get("/api/shared-with-me", headers=env.as_("usr_new"))
+    assert after.json()["items"] == []
+    late = await env.client.post(path, headers=env.as_("usr_new"))
+    assert late.status_code == 409
+
+
+async def test_an_account_without_the_address_or_a_user_share_has_nothing_to_accept(env):
+    out = await env.share()  # shared with a user, no invitation
+    refused = await env.client.post(
+        f"/api/shares/{out['bucket_id']}/accept-invitation", headers=env.as_("usr_r1")
+    )
+    assert refused.status_code == 403 and refused.json()["rule"] == "InvitationNotForYou"
+    missing = await env.client.post(
+        "/api/shares/bkt_nope/accept-invitation", headers=env.as_("usr_r1")
+    )
+    assert missing.status_code == 404
