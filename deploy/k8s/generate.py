@@ -189,6 +189,7 @@ SERVICE_SECRETS: dict[str, dict[str, tuple[str, str]]] = {
     },
     "study-store": {
         "STUDYSHARE_ANONYMIZATION_SECRET": ("studyshare-anonymization", "secret"),
+        "STUDYSHARE_VIEWER_TOKEN_SECRET": ("studyshare-study-store-viewer-token", "secret"),
     },
 }
 

@@ -18,7 +18,13 @@ from studyshare.plumbing.http import kafka_ready
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
-from studyshare.study_store.entrypoints import dicomweb, downloads, forwarding_api, studies
+from studyshare.study_store.entrypoints import (
+    dicomweb,
+    downloads,
+    forwarding_api,
+    studies,
+    viewer,
+)
 from studyshare.study_store.entrypoints.anonymized_uids import RemappedUidPaths
 from studyshare.study_store.service_layer import reports
 from studyshare.study_store.service_layer.access_log import AccessLog
@@ -86,6 +92,7 @@ def create_app() -> FastAPI:
         dicomweb.router,
         downloads.router,
         forwarding_api.router,
+        viewer.router,
     ]
     app = plumbing_app(
         settings,
