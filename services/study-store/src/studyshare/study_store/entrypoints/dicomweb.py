@@ -27,6 +27,7 @@ import fnmatch
 import inspect
 import io
 import json
+import re
 import secrets
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
@@ -213,7 +214,19 @@ async def record_access(
         await result
 
 
+#: a host (and port) as the gateway or the Ingress controller forwards it
+FORWARDED_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
 def base_url(request: Request) -> str:
+    """Where the caller reached the store: the gateway's (or the Ingress controller's)
+    `X-Forwarded-Host` and `-Proto` when given, else the request's own. URLs in answers
+    (RetrieveURL, BulkDataURI) are built on it, so a browser behind the gateway can follow
+    them."""
+    host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+    proto = request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
+    if host and FORWARDED_HOST.match(host) and proto in ("http", "https"):
+        return f"{proto}://{host}"
     return str(request.base_url).rstrip("/")
 
 
