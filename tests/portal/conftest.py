@@ -54,6 +54,8 @@ def browser_factory(tmp_path: Path) -> Iterator[Callable[[], webdriver.Chrome]]:
         profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
         options.add_argument(f"--user-data-dir={profile}")
         options.add_argument("--lang=en-US")
+        # the console (a page's errors) and the network log (the viewer's requests) for tests
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
         driver = webdriver.Chrome(
             service=Service(executable_path=str(CHROMEDRIVER)), options=options
         )

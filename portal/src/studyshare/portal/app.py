@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from studyshare.plumbing.http import create_app as create_service_app
 from studyshare.plumbing.logging import get_logger
 from studyshare.portal.adapters.public_api import PublicAPI, SessionEnded
-from studyshare.portal.pages import access, account, audit, info, shares, studies
+from studyshare.portal.pages import access, account, audit, info, shares, studies, viewer
 from studyshare.portal.security import SECURITY_HEADERS, CsrfRefused
 from studyshare.portal.sessions import COOKIE, SessionStore
 from studyshare.portal.settings import PortalSettings
@@ -45,6 +45,7 @@ def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = N
             info.router,
             access.router,
             audit.router,
+            viewer.router,
         ],
         lifespan=lifespan,
     )
