@@ -15,10 +15,12 @@ from .storykit import Gateway
 
 # Shorter periods than production so the stories see their effects within seconds: accesses
 # reach the study logging per 1 s window instead of per minute, and the share service looks for
-# buckets past `valid_until` every second instead of every 30 s.
+# buckets past `valid_until` every second instead of every 30 s; the image viewer renews its
+# viewer token every 15 s instead of every 150 s.
 E2E_SETTINGS = {
     "STUDYSHARE_ACCESS_LOG_WINDOW_S": "1",
     "STUDYSHARE_EXPIRY_INTERVAL_SECONDS": "1",
+    "STUDYSHARE_VIEWER_TOKEN_TTL_S": "30",
 }
 
 
