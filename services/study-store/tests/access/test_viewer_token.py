@@ -281,3 +281,18 @@ def test_a_viewer_token_lives_no_longer_than_its_access_token(tmp_path: Path) ->
     token, expires_in = tokens.issue(holder, ViewerScope(study_uid="1.2", via="grant"))
     assert expires_in == 60
     assert tokens.verify(token).exp == 1_000_060
+
+
+async def test_a_patient_opens_the_viewer_on_their_one_study(harness, shared):
+    h = harness
+    uid, _series, _sop, other = shared
+    staff = h.user(STAFF, "department_staff", department_ids=["dep_rad"])
+    issued = await h.http.post(f"/api/studies/{uid}/reference-numbers", json={}, headers=staff)
+    assert issued.status_code == 201, issued.text
+    number = issued.json()["reference_number"]
+    viewer = bearer((await viewer_token(h, uid, h.tokens.patient(number, uid)))["token"])
+    assert (
+        await h.http.get(f"/dicomweb/studies/{uid}/metadata", headers=viewer)
+    ).status_code == 200
+    refused = await h.http.get(f"/dicomweb/studies/{other}/metadata", headers=viewer)
+    assert refused.status_code == 404
