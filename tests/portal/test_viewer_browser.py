@@ -26,6 +26,7 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -36,6 +37,8 @@ from ..storykit import Gateway, ok, unique, wait_for
 from .test_portal_browser import WAIT_S, Page
 
 REPORT = "Confidential finding: never for an images-only share."
+#: OHIF loads 48 MB of script (compiled once per browser profile) before its first image
+VIEWER_LOAD_S = 180.0
 #: the viewer adds no delay of its own (every request is decided by the study store's access
 #: model): this is the revocation's way to the model (share's relay, Kafka, the store's worker),
 #: with room for a machine loaded by other work (well under a second when idle)
@@ -121,6 +124,12 @@ return {width: canvas.width, height: canvas.height, levels: levels.size,
         lit: lit / (data.length / 4)};
 """
 
+COVERED = """
+const box = document.querySelector('canvas.cornerstone-canvas').getBoundingClientRect();
+const top = document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);
+return document.querySelector('.studyshare-ended').contains(top);
+"""
+
 FETCH_STATUS = """
 const [url, authorization, done] = arguments;
 fetch(url, {headers: {Authorization: authorization, Accept: 'application/dicom+json'}})
@@ -128,21 +137,58 @@ fetch(url, {headers: {Authorization: authorization, Accept: 'application/dicom+j
 """
 
 
-def viewer_authorization(driver: webdriver.Chrome) -> str:
-    """The Authorization header of a DICOMweb request the viewer made (the network log)."""
-    for entry in driver.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message["method"] != "Network.requestWillBeSent":
-            continue
-        request = message["params"]["request"]
-        authorization = request["headers"].get("Authorization")
-        if "/dicomweb/" in request["url"] and authorization:
-            return authorization
-    raise AssertionError("the viewer made no DICOMweb request with a token")
+class ViewerTokens:
+    """What the browser's network log shows of the viewer's tokens: those the portal issued
+    it (`POST /viewer/token`, renewed at half their life) and those its DICOMweb requests
+    carried. (Chrome hands out each log entry once.)"""
+
+    def __init__(self, driver: webdriver.Chrome) -> None:
+        self.driver = driver
+        self.issued: list[str] = []
+        self.sent: set[str] = set()
+        self.answers: set[str] = set()
+
+    def read(self) -> None:
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            method, params = message["method"], message["params"]
+            if method == "Network.requestWillBeSent":
+                request = params["request"]
+                if "/dicomweb/" in request["url"] and "Authorization" in request["headers"]:
+                    self.sent.add(request["headers"]["Authorization"])
+            elif method == "Network.responseReceived":
+                response = params["response"]
+                if response["url"].endswith("/viewer/token") and response["status"] == 200:
+                    self.answers.add(params["requestId"])
+            elif method == "Network.loadingFinished" and params["requestId"] in self.answers:
+                try:
+                    body = self.driver.execute_cdp_cmd(
+                        "Network.getResponseBody", {"requestId": params["requestId"]}
+                    )
+                except WebDriverException:
+                    continue  # another tab's (closed since: the Weasis link's)
+                self.issued.append("Bearer " + json.loads(body["body"])["token"])
+
+    def current(self) -> str:
+        """The token the viewer's next request carries (the last it was issued)."""
+        self.read()
+        assert self.issued, "the viewer was issued no token"
+        return self.issued[-1]
 
 
 def status_in_page(driver: webdriver.Chrome, url: str, authorization: str) -> object:
     return driver.execute_async_script(FETCH_STATUS, url, authorization)
+
+
+def until(page: Page, check: Callable[[webdriver.Chrome], object], what: str, timeout: float):
+    """`check`'s first truthy answer; on a timeout a screenshot, and the page's console errors
+    in the failure."""
+    try:
+        return WebDriverWait(page.driver, timeout).until(check)
+    except TimeoutException:
+        page.shot(f"timeout-{what.replace(' ', '-')[:40]}")
+        errors = [e["message"][:300] for e in page.driver.get_log("browser")][-15:]
+        pytest.fail(f"no {what} after {timeout:.0f} s at {page.path()}; console: {errors}")
 
 
 def loaded(page: Page) -> None:
@@ -186,11 +232,16 @@ def test_the_recipient_views_the_study_until_the_sender_withdraws_it(
     assert REPORT not in recipient.driver.page_source
     assert "Alice" not in recipient.driver.find_element(By.ID, "study-details").text
     recipient.shot("study-page")
+    study_tab = recipient.driver.current_window_handle
+    recipient.driver.switch_to.new_window("tab")  # weasis:// leads nowhere here: its own tab
+    recipient.open(f"/studies/{cast.study}?bucket={cast.bucket}")
     loaded(recipient)
     recipient.click("#open-weasis")
     weasis = WebDriverWait(recipient.driver, WAIT_S).until(
         lambda d: d.find_element(By.ID, "open-weasis").get_attribute("data-href")
     )
+    recipient.driver.close()
+    recipient.driver.switch_to.window(study_tab)
     assert weasis.startswith("weasis://%24dicom%3Ars")
     command = unquote(weasis.removeprefix("weasis://"))
     assert command.startswith(f'$dicom:rs --url "{base}/dicomweb" -r "studyUID=2.25.')
@@ -204,9 +255,13 @@ def test_the_recipient_views_the_study_until_the_sender_withdraws_it(
         assert source.status_code == 200, "Weasis's DICOMweb source answers with that token"
 
     # -- the viewer: the image on its canvas, the pseudonym in its header ---------------------
+    loaded(recipient)
     recipient.click("#open-viewer")
-    WebDriverWait(recipient.driver, WAIT_S).until(
-        lambda d: (d.execute_script(CANVAS_PIXELS) or {}).get("lit", 0) > 0.2
+    until(
+        recipient,
+        lambda d: (d.execute_script(CANVAS_PIXELS) or {}).get("lit", 0) > 0.2,
+        "the image on the viewer's canvas",
+        VIEWER_LOAD_S,
     )
     assert recipient.path().startswith(f"/viewer/viewer?StudyInstanceUIDs={seen_uid}")
     pixels = recipient.driver.execute_script(CANVAS_PIXELS)
@@ -220,7 +275,9 @@ def test_the_recipient_views_the_study_until_the_sender_withdraws_it(
     recipient.shot("viewer")
 
     # -- the viewer's token: this study's DICOMweb reads, nothing else ------------------------
-    authorization = viewer_authorization(recipient.driver)
+    tokens = ViewerTokens(recipient.driver)
+    authorization = tokens.current()
+    assert tokens.sent and tokens.sent <= set(tokens.issued), "OHIF sends the viewer's tokens"
     series = f"{base}/dicomweb/studies/{seen_uid}/series"
     assert status_in_page(recipient.driver, series, authorization) == 200
     with httpx.Client(base_url=base, timeout=30, trust_env=False) as client:
@@ -239,21 +296,28 @@ def test_the_recipient_views_the_study_until_the_sender_withdraws_it(
     WebDriverWait(sender.driver, WAIT_S).until(lambda d: not d.find_elements(By.ID, "revoke"))
     withdrawn = time.monotonic()
     sender.shot("share-withdrawn")
-    wait_for(
-        lambda: status_in_page(recipient.driver, series, authorization) == 403 or None,
+    refused_with = wait_for(
+        lambda: (
+            token
+            if status_in_page(recipient.driver, series, token := tokens.current()) == 403
+            else None
+        ),
         "the viewer's request refused",
         timeout=REFUSED_WITHIN_S + 10,
     )
     elapsed = time.monotonic() - withdrawn
     assert elapsed < REFUSED_WITHIN_S, f"refused only {elapsed:.1f} s after the withdrawal"
     with httpx.Client(base_url=base, timeout=30, trust_env=False) as client:
-        answer = client.get(series, headers={"Authorization": authorization})
+        answer = client.get(series, headers={"Authorization": refused_with})
         assert answer.status_code == 403 and answer.json()["rule"] == "GrantRevoked"
         metadata = f"/dicomweb/studies/{seen_uid}/metadata"
-        assert client.get(metadata, headers={"Authorization": weasis_token}).status_code == 403
+        weasis_now = client.get(metadata, headers={"Authorization": weasis_token})
+        # refused: withdrawn, unless it expired already (viewer tokens live 30 s in these tests)
+        assert weasis_now.status_code in (401, 403), weasis_now.status_code
     # the viewer learns it when it renews its token (half its life: 15 s in these tests)
     notice = recipient.wait(".studyshare-ended", timeout=30 + REFUSED_WITHIN_S)
     assert "revoked" in notice.text and "Back to the study" in notice.text
+    assert recipient.driver.execute_script(COVERED), "the notice covers the images"
     recipient.shot("viewer-after-withdrawal")
 
     # -- opening the viewer again goes back to the study page, which says why -----------------

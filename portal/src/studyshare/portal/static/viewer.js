@@ -49,21 +49,23 @@
     ask().then(keep, ended);
   }
 
-  // The study store refused: say so over the viewer, with the way back to the study page
-  // (which tells why: revoked, locked, expired, a code to enter).
+  // The study store refused: say so over the images (they are no longer to be seen), with the
+  // way back to the study page (which tells why: revoked, locked, expired, a code to enter).
   function ended(problem) {
     window.clearTimeout(renewal);
     if (document.querySelector(".studyshare-ended")) return;
-    var notice = document.createElement("div");
-    notice.className = "studyshare-ended";
+    var cover = document.createElement("div");
+    cover.className = "studyshare-ended";
+    var notice = document.createElement("p");
     notice.setAttribute("role", "alert");
     var detail = problem && problem.detail ? " (" + problem.detail + ")" : "";
-    notice.textContent = meta("studyshare-ended") + detail;
+    notice.textContent = meta("studyshare-ended") + detail + " ";
     var back = document.createElement("a");
     back.href = studyPage;
     back.textContent = meta("studyshare-back");
     notice.appendChild(back);
-    document.body.appendChild(notice);
+    cover.appendChild(notice);
+    document.body.appendChild(cover);
   }
 
   window.config = async function (ohif) {
