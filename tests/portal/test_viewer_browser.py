@@ -218,13 +218,13 @@ def test_the_recipient_views_the_study_until_the_sender_withdraws_it(
     api: Gateway,
     cast: SimpleNamespace,
     platform: LocalPlatform,
-    browser_factory: Callable[[], webdriver.Chrome],
+    browser_factory: Callable[..., webdriver.Chrome],
     screenshots: Path,
 ) -> None:
     base = platform.gateway_url
 
     # -- the colleague opens the study: details, no report, "open in Weasis" -----------------
-    recipient = Page(browser_factory(), base, screenshots, "4-viewer")
+    recipient = Page(browser_factory(logs=True), base, screenshots, "4-viewer")
     recipient.open(f"/studies/{cast.study}?bucket={cast.bucket}")
     recipient.login(cast.colleague.username, cast.colleague.password)
     recipient.wait("#study-details")
