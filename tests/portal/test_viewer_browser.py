@@ -224,7 +224,7 @@ def test_the_recipient_views_the_study_until_the_sender_withdraws_it(
     base = platform.gateway_url
 
     # -- the colleague opens the study: details, no report, "open in Weasis" -----------------
-    recipient = Page(browser_factory(logs=True), base, screenshots, "4-viewer")
+    recipient = Page(browser_factory(logs=True), base, screenshots, "8-viewer")
     recipient.open(f"/studies/{cast.study}?bucket={cast.bucket}")
     recipient.login(cast.colleague.username, cast.colleague.password)
     recipient.wait("#study-details")
@@ -288,7 +288,7 @@ def test_the_recipient_views_the_study_until_the_sender_withdraws_it(
         assert [s["0020000D"]["Value"][0] for s in found] == [seen_uid]
 
     # -- the sender withdraws the share; the open viewer's next request is refused ------------
-    sender = Page(browser_factory(), base, screenshots, "5-sender")
+    sender = Page(browser_factory(), base, screenshots, "9-viewer-sender")
     sender.open(f"/shares/{cast.bucket}")
     sender.login(cast.sender.username, cast.sender.password)
     sender.wait("#revoke")
