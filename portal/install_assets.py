@@ -1,13 +1,17 @@
-"""Install the portal's pinned third-party assets (htmx) from the npm registry.
+"""Install the portal's pinned third-party assets (htmx, the OHIF viewer) from the npm registry.
 
     python3 portal/install_assets.py           # fetch what is missing or stale, check, extract
     python3 portal/install_assets.py --check   # exit 1 unless every file is installed
 
 For each package of `portal/assets.json`: `npm pack name@version` into a scratch directory,
 the tarball's SHA-512 compared with the pinned `integrity` (Subresource Integrity form, as
-`npm view name@version dist.integrity` prints it), then only the listed files are extracted
-into `portal/src/studyshare/portal/static/vendor/` (git-ignored). A stamp file records what is
-installed, so a second run does nothing. Standard library only: it runs before `uv sync`.
+`npm view name@version dist.integrity` prints it), then only what the manifest names is
+extracted: `files`, each to its flat name in `portal/src/studyshare/portal/static/vendor/`, or
+a `tree` (a directory of the package, less `exclude`) into its own directory of the portal
+package, with the manifest's `rewrite` of exact strings in files of the named suffixes (each
+must be found, so a new version that no longer needs it fails loudly). Both places are
+git-ignored. A stamp file records what is installed, so a second run does nothing. Standard
+library only: it runs before `uv sync`.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "assets.json"
-VENDOR = HERE / "src" / "studyshare" / "portal" / "static" / "vendor"
+PACKAGE = HERE / "src" / "studyshare" / "portal"
+VENDOR = PACKAGE / "static" / "vendor"
 STAMP = VENDOR / ".installed.json"
+#: written last into an installed tree: what it holds (a tree without it is incomplete)
+TREE_MARK = ".installed"
 
 
 class IntegrityError(RuntimeError):
@@ -66,6 +73,45 @@ def extract(tarball: Path, files: dict[str, str]) -> None:
             (VENDOR / Path(target).name).write_bytes(source.read())
 
 
+def extract_tree(tarball: Path, tree: dict, mark: str) -> None:
+    """The regular files under `tree["from"]` (less `exclude`) into `tree["into"]` (relative to
+    the portal package), rewritten per `tree["rewrite"]`; swapped in whole once complete."""
+    target = PACKAGE / tree["into"]
+    prefix = tree["from"]
+    excluded = tuple(prefix + e for e in tree.get("exclude", ()))
+    rewrites: dict[str, list[list[str]]] = tree.get("rewrite", {})
+    found = {(suffix, old) for suffix, pairs in rewrites.items() for old, _ in pairs}
+    staging = target.with_name(target.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    with tarfile.open(tarball, "r:gz") as archive:
+        for member in archive.getmembers():
+            name = member.name
+            if not name.startswith(prefix) or name.startswith(excluded) or not member.isfile():
+                continue
+            relative = Path(name[len(prefix) :])
+            if relative.is_absolute() or ".." in relative.parts:
+                raise IntegrityError(f"{name} leaves its directory")
+            source = archive.extractfile(member)
+            assert source is not None
+            data = source.read()
+            for suffix, pairs in rewrites.items():
+                if not name.endswith(suffix):
+                    continue
+                for old, new in pairs:
+                    if old.encode() in data:
+                        data = data.replace(old.encode(), new.encode())
+                        found.discard((suffix, old))
+            destination = staging / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(data)
+    if found:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise IntegrityError(f"rewrites that matched nothing: {sorted(found)}")
+    (staging / TREE_MARK).write_text(mark + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
 def install(package: dict, scratch: Path) -> None:
     tarball = pack(package["name"], package["version"], scratch)
     found = integrity_of(tarball.read_bytes())
@@ -74,7 +120,10 @@ def install(package: dict, scratch: Path) -> None:
             f"{package['name']}@{package['version']}: integrity {found} is not the pinned "
             f"{package['integrity']}"
         )
-    extract(tarball, package["files"])
+    if "tree" in package:
+        extract_tree(tarball, package["tree"], f"{key_of(package)} {package['integrity']}")
+    else:
+        extract(tarball, package["files"])
 
 
 def installed() -> dict:
@@ -84,11 +133,18 @@ def installed() -> dict:
         return {}
 
 
+def key_of(package: dict) -> str:
+    return f"{package['name']}@{package['version']}"
+
+
 def is_current(package: dict, stamp: dict) -> bool:
-    key = f"{package['name']}@{package['version']}"
-    return stamp.get(key) == package["integrity"] and all(
-        (VENDOR / Path(target).name).is_file() for target in package["files"].values()
-    )
+    if stamp.get(key_of(package)) != package["integrity"]:
+        return False
+    if "tree" in package:
+        mark = PACKAGE / package["tree"]["into"] / TREE_MARK
+        expected = f"{key_of(package)} {package['integrity']}"
+        return mark.is_file() and mark.read_text().strip() == expected
+    return all((VENDOR / Path(target).name).is_file() for target in package["files"].values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,14 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     stale = [p for p in packages if not is_current(p, stamp)]
     if args.check:
         for package in stale:
-            print(f"missing: {package['name']}@{package['version']} (run {Path(__file__).name})")
+            print(f"missing: {key_of(package)} (run {Path(__file__).name})")
         return 1 if stale else 0
     for package in stale:
         with tempfile.TemporaryDirectory(prefix="portal-assets-") as scratch:
             install(package, Path(scratch))
-        stamp[f"{package['name']}@{package['version']}"] = package["integrity"]
+        stamp[key_of(package)] = package["integrity"]
+        VENDOR.mkdir(parents=True, exist_ok=True)
         STAMP.write_text(json.dumps(stamp, indent=2) + "\n")
-        print(f"install_assets: {package['name']}@{package['version']} checked and installed")
+        print(f"install_assets: {key_of(package)} checked and installed")
     return 0
 
 

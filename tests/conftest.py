@@ -15,7 +15,8 @@ from .storykit import Gateway
 
 # Shorter periods than production so the stories see their effects within seconds: accesses
 # reach the study logging per 1 s window instead of per minute, and the share service looks for
-# buckets past `valid_until` every second instead of every 30 s. Identity hashes with a cheap
+# buckets past `valid_until` every second instead of every 30 s; the image viewer renews its
+# viewer token every 15 s instead of every 150 s. Identity hashes with a cheap
 # argon2 (as its own tests do): its worker hashes each pincode it opens from `PincodeSet`, and
 # the stories take audit having a reference number's events as the sign that identity has too
 # (a login probe before that counts as a failure on the number).
@@ -24,6 +25,7 @@ E2E_SETTINGS = {
     "STUDYSHARE_EXPIRY_INTERVAL_SECONDS": "1",
     "STUDYSHARE_ARGON2_TIME_COST": "1",
     "STUDYSHARE_ARGON2_MEMORY_KIB": "8192",
+    "STUDYSHARE_VIEWER_TOKEN_TTL_S": "30",
 }
 
 

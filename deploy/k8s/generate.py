@@ -198,6 +198,7 @@ SERVICE_SECRETS: dict[str, dict[str, tuple[str, str]]] = {
         "STUDYSHARE_ANONYMIZATION_SECRET": ("studyshare-anonymization", "secret"),
         # seals pincodes to identity; only identity's worker holds the private key
         "STUDYSHARE_PINCODE_SEAL_PUBLIC_KEY": (PINCODE_SEALING_SECRET, "public-key"),
+        "STUDYSHARE_VIEWER_TOKEN_SECRET": ("studyshare-study-store-viewer-token", "secret"),
     },
 }
 

@@ -40,13 +40,14 @@ def screenshots() -> Path:
 
 
 @pytest.fixture
-def browser_factory(tmp_path: Path) -> Iterator[Callable[[], webdriver.Chrome]]:
-    """New browsers (each its own profile, so its own cookies); all quit at the end."""
+def browser_factory(tmp_path: Path) -> Iterator[Callable[..., webdriver.Chrome]]:
+    """New browsers (each its own profile, so its own cookies); all quit at the end.
+    `start(logs=True)` records the browser's console and network log (`driver.get_log`)."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.fail("chromium and chromium-driver are missing: bash scripts/install-test-peers.sh")
     started: list[webdriver.Chrome] = []
 
-    def start() -> webdriver.Chrome:
+    def start(logs: bool = False) -> webdriver.Chrome:
         options = webdriver.ChromeOptions()
         options.binary_location = str(CHROMIUM)
         for flag in FLAGS:
@@ -54,6 +55,8 @@ def browser_factory(tmp_path: Path) -> Iterator[Callable[[], webdriver.Chrome]]:
         profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
         options.add_argument(f"--user-data-dir={profile}")
         options.add_argument("--lang=en-US")
+        if logs:
+            options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
         driver = webdriver.Chrome(
             service=Service(executable_path=str(CHROMEDRIVER)), options=options
         )

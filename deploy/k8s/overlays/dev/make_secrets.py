@@ -74,6 +74,7 @@ def files() -> dict[str, Callable[[], str]]:
         "pincode-sealing/private-key": lambda: sealing_keys("pincode")[0],
         "anonymization/secret": lambda: secrets.token_urlsafe(48),
         "share-otp-hmac/secret": lambda: secrets.token_urlsafe(48),
+        "viewer-token/secret": lambda: secrets.token_urlsafe(48),
         "notify-sms.env": lambda: (
             "STUDYSHARE_SMS_API_URL=https://sms.invalid/v1/messages\n"
             f"STUDYSHARE_SMS_API_TOKEN={secrets.token_hex(16)}\n"

@@ -26,6 +26,7 @@ from studyshare.portal.pages import (
     register,
     shares,
     studies,
+    viewer,
 )
 from studyshare.portal.security import SECURITY_HEADERS, CsrfRefused
 from studyshare.portal.sessions import COOKIE, SessionStore
@@ -62,6 +63,7 @@ def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = N
             desk.router,
             access.router,
             audit.router,
+            viewer.router,
         ],
         lifespan=lifespan,
     )

@@ -63,6 +63,7 @@ def test_production_seals_pincodes_only_with_a_real_identity_key():
         **production_settings("study-store"),
         "otp_seal_public_key": generate_keypair()[1],
         "anonymization_secret": "a-real-anonymization-key",
+        "viewer_token_secret": "a-real-viewer-token-key",
     }
     with pytest.raises(ValueError, match="pincode sealing key"):
         StudyStoreSettings(**production)

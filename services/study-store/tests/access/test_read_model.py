@@ -218,6 +218,7 @@ def test_an_accepted_invitation_opens_the_e_mail_recipients_grant_to_that_accoun
             ev(study_shared("bkt_inv", [uid], [(invited, "email")]), "bkt_inv"),
         ]
     )
+    model.lease.renew(time.monotonic())  # as a successful read would
     newcomer = AccessClaims(sub="usr_new", roles=("physician",), iat=0, exp=2**31)
     assert not model.decide(newcomer, uid).images, "an invitation is nobody's until accepted"
     accepted = InvitationAccepted(bucket_id="bkt_inv", recipient_id=invited, user_id="usr_new")

@@ -109,16 +109,17 @@ class JWKSVerifier:
         if claims is not None and time.monotonic() - self._fetched_at <= self.cache_seconds:
             if claims.exp <= self.clock():
                 raise Unauthorized("the access token has expired")
-            self._check_live(claims)
+            self.check_live(claims)
             return claims
         claims = await self._verify_signed(token)
         if len(self._verified) >= self.max_remembered:
             del self._verified[next(iter(self._verified))]
         self._verified[token] = claims
-        self._check_live(claims)
+        self.check_live(claims)
         return claims
 
-    def _check_live(self, claims: AccessClaims) -> None:
+    def check_live(self, claims: AccessClaims, kind: str = "access token") -> None:
+        """Refuse claims whose session identity ended, or when that cannot be told now."""
         if self.available is not None and not self.available():
             raise SessionStatusUnknown(
                 "this service cannot confirm right now that the session is still open; retry"
@@ -127,7 +128,7 @@ class JWKSVerifier:
             return
         reason = self.revocations.refusal(claims)
         if reason is not None:
-            raise SessionEnded(f"{reason}; this access token no longer works, log in again")
+            raise SessionEnded(f"{reason}; this {kind} no longer works, log in again")
 
     async def _verify_signed(self, token: str) -> AccessClaims:
         try:

@@ -3,9 +3,9 @@ of language -> key -> text with the same keys in every language (`tests` check i
 
 from __future__ import annotations
 
-from studyshare.portal.messages import access, account, audit, core
+from studyshare.portal.messages import access, account, audit, core, viewer
 
-AREAS = (core, access, audit, account)
+AREAS = (core, access, audit, account, viewer)
 
 
 def catalogue() -> dict[str, dict[str, str]]:

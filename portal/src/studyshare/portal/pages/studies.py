@@ -159,7 +159,8 @@ async def study_page(request: Request, uid: str, bucket: str | None = None) -> R
             )
     access = study.get("access") or {}
     bucket = bucket or access.get("bucket_id")
-    item = await _shared_item(request, uid, bucket)
+    # an anonymized share lists the study by the UID it shows (the API's `study_uid`)
+    item = await _shared_item(request, study.get("study_uid") or uid, bucket)
     images, report = await asyncio.gather(
         _images(request, uid) if access.get("images") else _nothing(),
         _report(request, uid) if access.get("report") in ("read", "write") else _nothing(),

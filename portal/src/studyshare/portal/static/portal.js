@@ -22,6 +22,32 @@
     }
   });
 
+  // "Open in Weasis": a fresh viewer token for the study, then its weasis:// link.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-weasis]");
+    if (!button) return;
+    var headers = JSON.parse(document.body.getAttribute("hx-headers") || "{}");
+    headers["Content-Type"] = "application/x-www-form-urlencoded";
+    var failed = function () {
+      var notice = document.getElementById(button.getAttribute("data-failed"));
+      if (notice) notice.hidden = false;
+    };
+    fetch("/viewer/token", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: headers,
+      body: new URLSearchParams({ study: button.getAttribute("data-weasis") }).toString(),
+    })
+      .then(function (response) {
+        if (!response.ok) throw response.status;
+        return response.json();
+      })
+      .then(function (issued) {
+        button.setAttribute("data-href", issued.weasis);
+        window.location.href = issued.weasis;
+      }, failed);
+  });
+
   function fallback(text) {
     var area = document.createElement("textarea");
     area.value = text;

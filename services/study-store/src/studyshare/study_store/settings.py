@@ -46,6 +46,18 @@ class StudyStoreSettings(AccessSettings):
         description="identity's public pincode sealing key: a pincode travels in `PincodeSet` "
         "only sealed with it (identity alone holds the private key)",
     )
+    viewer_token_secret: str = Field(
+        default="dev-secret",
+        description="HMAC key of the viewer tokens the study store issues to the image viewer "
+        "(every API process of the service needs the same value; no other service needs it)",
+    )
+    viewer_token_ttl_s: int = Field(
+        default=300,
+        ge=30,
+        le=3600,
+        description="a viewer token lives this long at most (the portal renews it while the "
+        "viewer is open), never longer than the access token it was issued for",
+    )
     forward_max_attempts: int = Field(default=4, ge=1)
     forward_backoff_s: float = Field(default=2.0, ge=0)
     forward_timeout_s: float = Field(default=30.0, gt=0)
@@ -54,6 +66,7 @@ class StudyStoreSettings(AccessSettings):
     def _secrets_are_real(self) -> StudyStoreSettings:
         if self.environment == "production":
             refuse_placeholder(self.anonymization_secret, "anonymization_secret", "production")
+            refuse_placeholder(self.viewer_token_secret, "viewer_token_secret", "production")
         check_key(self.pincode_seal_public_key, "STUDYSHARE_PINCODE_SEAL_PUBLIC_KEY")
         check_not_dev_key(self.pincode_seal_public_key, self.environment, "pincode sealing key")
         return self

@@ -53,6 +53,7 @@ from studyshare.study_store.domain.access_rules import (
     evaluate_grant,
 )
 from studyshare.study_store.domain.break_glass import GlassFacts, why_not_break_the_glass
+from studyshare.study_store.domain.viewer import ViewerClaims, narrowed
 
 log = get_logger(__name__)
 LOCAL_OVERLAY_S = 300.0
@@ -585,7 +586,7 @@ class InMemoryAccessModel:
                 reason="access decisions are temporarily unavailable",
             )
         subject = self.subject(principal)
-        return decide(subject, study_uid, self.facts(subject, study_uid))
+        return narrowed(principal, decide(subject, study_uid, self.facts(subject, study_uid)))
 
     def candidate_studies(self, principal: AccessClaims) -> set[str]:
         """Every study a path could lead to (each is then decided)."""
@@ -625,9 +626,13 @@ class InMemoryAccessModel:
         return found
 
     def visible_studies(self, principal: AccessClaims) -> list[str]:
-        """The studies the caller may open now (QIDO and the overview)."""
+        """The studies the caller may open now (QIDO and the overview); a viewer token's
+        one study at most."""
         if not self.lease.fresh:
             return []
+        if isinstance(principal, ViewerClaims):
+            uid = principal.viewer.study_uid
+            return [uid] if uid in self.studies and self.decide(principal, uid).images else []
         certain = self.certainly_open(principal)
         return sorted(
             certain

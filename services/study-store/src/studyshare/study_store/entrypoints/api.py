@@ -27,6 +27,7 @@ from studyshare.study_store.entrypoints import (
     forwarding_api,
     internal,
     studies,
+    viewer,
 )
 from studyshare.study_store.entrypoints.anonymized_uids import RemappedUidPaths
 from studyshare.study_store.entrypoints.projections import AccessDecisions
@@ -111,6 +112,7 @@ def create_app() -> FastAPI:
         downloads.router,
         forwarding_api.router,
         internal.router,
+        viewer.router,
     ]
     app = plumbing_app(
         settings,

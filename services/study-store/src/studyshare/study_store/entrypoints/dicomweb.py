@@ -1,16 +1,19 @@
 """DICOMweb: STOW-RS (store), QIDO-RS (search) and WADO-RS (retrieve) under `/dicomweb`.
 
-Every study route is guarded by the caller's `AccessDecision` (`StudyAccess`): no images, no
-answer. What is served depends on it: report-bearing objects (SR, encapsulated PDF/CDA) only
-with report access and never on anonymized shares; a share message series only to its bucket's
-recipients and the study's own department; on anonymized shares every object and every JSON
-answer is rewritten on the way out (`domain.anonymize`), the files on disk stay as received,
-and objects with burned-in annotations (a name may be in the pixels) are not served at all.
-Each retrieval is registered with `app.state.access_log.record(decision, principal, action)`.
+Every study route is guarded by the caller's `AccessDecision` (`ReaderStudyAccess`): no
+images, no answer. What is served depends on it: report-bearing objects (SR, encapsulated
+PDF/CDA) only with report access and never on anonymized shares; a share message series only to
+its bucket's recipients and the study's own department; on anonymized shares every object and
+every JSON answer is rewritten on the way out (`domain.anonymize`), the files on disk stay as
+received, and objects with burned-in annotations (a name may be in the pixels) are not served
+at all. The read routes also take the image viewer's viewer token (`domain.viewer`): one
+study, through one grant, decided by the access model on every request. Each retrieval is
+registered with `app.state.access_log.record(decision, principal, action)`.
 
 What these routes need from the rest of the study store (the access half):
 - the app's lifespan calls `await install_dicom(app, db, settings)` once;
-- `app.state.access_model.decide(principal, study_uid) -> AccessDecision` (via `StudyAccess`);
+- `app.state.access_model.decide(principal, study_uid) -> AccessDecision` (via
+  `ReaderStudyAccess`);
 - `app.state.access_model.visible_studies(principal) -> Iterable[str]`: the study UIDs the
   caller may open (QIDO-RS searches only those, then asks `decide` for each);
 - `app.state.access_log.record(decision, principal, action)` (sync or async), action one of
@@ -24,6 +27,7 @@ import fnmatch
 import inspect
 import io
 import json
+import re
 import secrets
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
@@ -33,11 +37,12 @@ import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydicom import Dataset, dcmread, dcmwrite
+from pydicom.uid import ExplicitVRLittleEndian
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser, current_principal
+from studyshare.plumbing.auth import CurrentUser
 from studyshare.plumbing.errors import Forbidden, NotFound, RuleViolation
 from studyshare.plumbing.hot import HotHandler, HotRoute
 from studyshare.plumbing.http import problem_responses
@@ -46,6 +51,7 @@ from studyshare.study_store.adapters.blobstore import BlobStore, SpoolFile
 from studyshare.study_store.adapters.instance_cache import StudyInstances
 from studyshare.study_store.adapters.instances import InstanceIndex
 from studyshare.study_store.adapters.multipart import MultipartError, MultipartSpooler
+from studyshare.study_store.adapters.viewer_tokens import ViewerTokens
 from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.access_rules import AccessDecisionsUnavailable
 from studyshare.study_store.domain.anonymize import (
@@ -56,7 +62,12 @@ from studyshare.study_store.domain.anonymize import (
 )
 from studyshare.study_store.domain.dicom_meta import json_set, json_value, tag_key
 from studyshare.study_store.entrypoints.anonymized_uids import real_study_uids
-from studyshare.study_store.entrypoints.dependencies import StudyAccess, study_access
+from studyshare.study_store.entrypoints.dependencies import (
+    DicomReader,
+    ReaderStudyAccess,
+    dicom_reader,
+    study_access,
+)
 from studyshare.study_store.service_layer.ingest import Ingest, Outcome, Upload
 from studyshare.study_store.settings import StudyStoreSettings
 
@@ -97,6 +108,9 @@ async def install_dicom(
         [("aggregate_type", 1), ("payload.study_uid", 1)], name="by_study"
     )
     app.state.dicom = stores
+    app.state.viewer_tokens = ViewerTokens(
+        settings.viewer_token_secret, settings.viewer_token_ttl_s
+    )
     return stores
 
 
@@ -201,7 +215,19 @@ async def record_access(
         await result
 
 
+#: a host (and port) as the gateway or the Ingress controller forwards it
+FORWARDED_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
 def base_url(request: Request) -> str:
+    """Where the caller reached the store: the gateway's (or the Ingress controller's)
+    `X-Forwarded-Host` and `-Proto` when given, else the request's own. URLs in answers
+    (RetrieveURL, BulkDataURI) are built on it, so a browser behind the gateway can follow
+    them."""
+    host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+    proto = request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
+    if host and FORWARDED_HOST.match(host) and proto in ("http", "https"):
+        return f"{proto}://{host}"
     return str(request.base_url).rstrip("/")
 
 
@@ -258,14 +284,15 @@ def multipart_dicom(
 
 
 def multipart_frames(frames: list[tuple[str, bytes]]) -> Response:
+    """Frames as multipart/related, each part with its Content-Type (and transfer syntax)."""
     boundary = secrets.token_hex(16)
     chunks = []
-    for media_type, data in frames:
-        chunks.append(f"--{boundary}\r\nContent-Type: {media_type}\r\n\r\n".encode())
+    for content_type, data in frames:
+        chunks.append(f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode())
         chunks.append(data)
         chunks.append(b"\r\n")
     chunks.append(f"--{boundary}--\r\n".encode())
-    main_type = frames[0][0] if frames else "application/octet-stream"
+    main_type = frames[0][0].split(";")[0] if frames else "application/octet-stream"
     return Response(
         b"".join(chunks),
         media_type=f'multipart/related; type="{main_type}"; boundary={boundary}',
@@ -620,7 +647,7 @@ def visible_study_uids(request: Request, principal: AccessClaims) -> Iterable[st
 async def search_studies(
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
+    principal: DicomReader,
     PatientID: Annotated[str | None, Query(max_length=64)] = None,
     PatientName: Annotated[str | None, Query(max_length=128)] = None,
     StudyDate: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9.]*-?[0-9.]*$")] = None,
@@ -689,8 +716,8 @@ async def search_series(
     study_uid: str,
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
     Modality: Annotated[str | None, Query(max_length=16)] = None,
     SeriesInstanceUID: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
@@ -769,8 +796,8 @@ async def search_study_instances(
     study_uid: str,
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
 ) -> Response:
     return await _search_instances(request, stores, principal, decision, study_uid, None)
 
@@ -789,8 +816,8 @@ async def search_series_instances(
     series_uid: str,
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
 ) -> Response:
     return await _search_instances(request, stores, principal, decision, study_uid, series_uid)
 
@@ -863,8 +890,8 @@ async def retrieve_study(
     study_uid: str,
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
 ) -> Response:
     return await _retrieve(request, stores, principal, decision, study_uid)
 
@@ -879,8 +906,8 @@ async def study_metadata(
     study_uid: str,
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
 ) -> Response:
     return await _metadata(request, stores, principal, decision, study_uid)
 
@@ -896,8 +923,8 @@ async def retrieve_series(
     series_uid: str,
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
 ) -> Response:
     return await _retrieve(request, stores, principal, decision, study_uid, series_uid)
 
@@ -913,8 +940,8 @@ async def series_metadata(
     series_uid: str,
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
 ) -> Response:
     return await _metadata(request, stores, principal, decision, study_uid, series_uid)
 
@@ -931,8 +958,8 @@ async def retrieve_instance(
     sop_uid: str,
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
 ) -> Response:
     return await _retrieve(request, stores, principal, decision, study_uid, series_uid, sop_uid)
 
@@ -949,8 +976,8 @@ async def instance_metadata(
     sop_uid: str,
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
 ) -> Response:
     return await _metadata(request, stores, principal, decision, study_uid, series_uid, sop_uid)
 
@@ -963,7 +990,7 @@ def _hot(read: Callable[..., Any]) -> HotHandler:
     decision as the route's dependencies; path parameters arrive in path order."""
 
     async def handler(request: Request, study_uid: str, **uids: str) -> Response:
-        principal = await current_principal(request)
+        principal = await dicom_reader(request)
         decision = await study_access(study_uid, principal, request)
         stores = request.app.state.dicom
         return await read(request, stores, principal, decision, study_uid, *uids.values())
@@ -1024,6 +1051,9 @@ def frame_numbers(text: str) -> list[int]:
 
 
 def read_frames(path: str | Any, numbers: list[int]) -> list[tuple[str, bytes]]:
+    """The frames asked for, each with the Content-Type of its part: the media type and the
+    `transfer-syntax` its bytes are in (PS3.18 8.7.3): a compressed frame as stored, an
+    uncompressed one as Explicit VR Little Endian (big endian pixels are swapped)."""
     ds = dcmread(path)
     if "PixelData" not in ds:
         raise NotRenderable("the object has no pixel data")
@@ -1036,17 +1066,16 @@ def read_frames(path: str | Any, numbers: list[int]) -> list[tuple[str, bytes]]:
 
         frames = list(generate_frames(ds.PixelData, number_of_frames=count))
         media = ENCAPSULATED_MEDIA.get(str(ts), "application/octet-stream")
-        return [(media, frames[n - 1]) for n in numbers]
+        return [(f"{media}; transfer-syntax={ts}", frames[n - 1]) for n in numbers]
     data = ds.PixelData
+    bits = int(ds.BitsAllocated)
+    if not ts.is_little_endian and bits in (16, 32):
+        data = np.frombuffer(data, dtype=f">u{bits // 8}").astype(f"<u{bits // 8}").tobytes()
     size = len(data) // count
-    if int(ds.BitsAllocated) >= 8:
-        size = (
-            int(ds.Rows)
-            * int(ds.Columns)
-            * int(ds.get("SamplesPerPixel", 1))
-            * (int(ds.BitsAllocated) // 8)
-        )
-    return [("application/octet-stream", bytes(data[(n - 1) * size : n * size])) for n in numbers]
+    if bits >= 8:
+        size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * (bits // 8)
+    media = f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}"
+    return [(media, bytes(data[(n - 1) * size : n * size])) for n in numbers]
 
 
 def _render(
@@ -1155,8 +1184,8 @@ async def retrieve_frames(
     frames: str,
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
 ) -> Response:
     numbers = frame_numbers(frames)  # refused before the instance is looked up or read
     doc = await _one_instance(stores, decision, study_uid, series_uid, sop_uid)
@@ -1228,8 +1257,8 @@ async def rendered_instance(
     sop_uid: str,
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
     window: Window = None,
     quality: Annotated[int, Query(ge=1, le=100)] = 90,
 ) -> Response:
@@ -1251,8 +1280,8 @@ async def rendered_frame(
     frame: Annotated[int, Path(ge=1, le=100_000)],
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
     window: Window = None,
     quality: Annotated[int, Query(ge=1, le=100)] = 90,
 ) -> Response:
@@ -1324,8 +1353,8 @@ async def study_thumbnail(
     study_uid: str,
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
     viewport: Viewport = None,
 ) -> Response:
     return await _thumbnail(request, stores, principal, decision, study_uid, None, None, viewport)
@@ -1342,8 +1371,8 @@ async def series_thumbnail(
     series_uid: str,
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
     viewport: Viewport = None,
 ) -> Response:
     return await _thumbnail(
@@ -1363,8 +1392,8 @@ async def instance_thumbnail(
     sop_uid: str,
     request: Request,
     stores: Stores,
-    principal: CurrentPrincipal,
-    decision: StudyAccess,
+    principal: DicomReader,
+    decision: ReaderStudyAccess,
     viewport: Viewport = None,
 ) -> Response:
     return await _thumbnail(
