@@ -260,7 +260,10 @@ def settings_class(service_name: str) -> type[ServiceSettings]:
     return next(
         v
         for v in vars(module).values()
-        if isinstance(v, type) and issubclass(v, ServiceSettings) and v is not ServiceSettings
+        if isinstance(v, type)
+        and issubclass(v, ServiceSettings)
+        and v.__module__ == module.__name__
+        and v.model_fields["service_name"].default == service_name
     )
 
 
