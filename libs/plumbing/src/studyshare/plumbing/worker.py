@@ -115,7 +115,8 @@ def worker_app(
 
         @app.page("/metrics")
         async def metrics(web, request):
-            return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+            # aiohttp takes the charset apart from the content type, so in the header as is
+            return web.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return app
 
