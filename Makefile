@@ -52,7 +52,7 @@ k8s-check: ## fail when deploy/k8s/base/generated drifts from contracts/
 deploy-tools: ## the pinned kubectl the manifest tests render with
 	bash deploy/install-tools.sh
 
-test-peers: ## Debian packages the tests use as real peers (kcat, oathtool, dcmtk, chromium, npm)
+test-peers: ## Debian packages the tests use as real peers (kcat, oathtool, dcmtk, chromium, npm, promtool)
 	bash scripts/install-test-peers.sh
 
 images: ## one image per service (needs a Docker engine; not part of test)

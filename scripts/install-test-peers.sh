@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The real peers the tests talk to, from Debian: kcat (Kafka client), oathtool (RFC 6238
 # codes), dcmtk (storescu/storescp, a real PACS), chromium + chromium-driver (the portal's
-# browser tests, driven by selenium) and npm (fetches the portal's pinned htmx). Idempotent;
-# needs root or sudo to install.
+# browser tests, driven by selenium), npm (fetches the portal's pinned htmx) and prometheus
+# (for its promtool: the alert rules are checked and unit-tested, deploy/tests/test_monitoring.py;
+# the server itself is not started). Idempotent; needs root or sudo to install.
 set -euo pipefail
 missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
@@ -11,6 +12,7 @@ command -v storescp >/dev/null 2>&1 || missing+=(dcmtk)
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 ((${#missing[@]})) || exit 0
 sudo=""
 [[ $(id -u) -eq 0 ]] || sudo="sudo"

@@ -15,11 +15,11 @@ import yaml
 
 from studyshare.contracts.routes import (
     BODY_LIMITS,
-    DEFAULT_BODY_MAX_BYTES,
     INTERNAL_ROUTES,
     PORTAL,
     SERVICES,
     Service,
+    body_limits_of,
 )
 from studyshare.contracts.topics import TOPICS
 from studyshare.plumbing.sealing import generate_keypair
@@ -30,8 +30,14 @@ K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
 # Strict validation against the schemas of the oldest and newest Kubernetes we support.
 KUBERNETES_VERSIONS = ("1.32.0", "1.35.0")
-# Custom resources (Strimzi): no core schema; checked structurally below.
-CUSTOM_KINDS = {"kafka.strimzi.io/v1beta2": {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"}}
+# Custom resources: no core schema; checked structurally below (and in test_monitoring.py).
+CUSTOM_KINDS = {
+    "kafka.strimzi.io/v1": {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"},
+    "gateway.networking.k8s.io/v1": {"Gateway", "HTTPRoute"},
+    "gateway.envoyproxy.io/v1alpha1": {"EnvoyProxy"},
+    "monitoring.coreos.com/v1": {"ServiceMonitor", "PodMonitor", "PrometheusRule"},
+    "keda.sh/v1alpha1": {"ScaledObject", "TriggerAuthentication"},
+}
 SERVICE_DIRS = sorted(p.name for p in (ROOT / "services").iterdir() if p.is_dir())
 
 
@@ -113,9 +119,17 @@ def test_core_objects_validate_strictly(rendered: dict, overlay: str, version: s
 def test_strimzi_resources_are_well_formed(rendered: dict, overlay: str) -> None:
     objects = rendered[overlay]
     kafka = one(objects, "Kafka", "studyshare")
-    assert kafka["metadata"]["annotations"]["strimzi.io/kraft"] == "enabled"
-    assert kafka["metadata"]["annotations"]["strimzi.io/node-pools"] == "enabled"
-    assert "zookeeper" not in kafka["spec"]
+    # the v1 API (Strimzi 0.49+; 1.0 serves nothing else): KRaft and node pools are the only
+    # mode, so their former annotations are gone, as are the fields v1 removed
+    assert kafka["apiVersion"] == "kafka.strimzi.io/v1"
+    assert not kafka["metadata"].get("annotations", {}).keys() & {
+        "strimzi.io/kraft",
+        "strimzi.io/node-pools",
+    }
+    assert not kafka["spec"].keys() & {"zookeeper", "jmxTrans"}
+    assert not kafka["spec"]["kafka"].keys() & {"replicas", "storage", "resources"}
+    for operator in kafka["spec"]["entityOperator"].values():
+        assert "reconciliationIntervalSeconds" not in operator
     assert re.fullmatch(r"\d+\.\d+\.\d+", kafka["spec"]["kafka"]["version"])
     config = kafka["spec"]["kafka"]["config"]
     assert config["min.insync.replicas"] == 2
@@ -127,8 +141,12 @@ def test_strimzi_resources_are_well_formed(rendered: dict, overlay: str) -> None
     assert set(pool["spec"]["roles"]) == {"controller", "broker"}
     topics = by_kind(objects, "KafkaTopic")
     assert {t["spec"]["topicName"] for t in topics.values()} == {t.name for t in TOPICS}
+    for user in by_kind(objects, "KafkaUser").values():
+        for acl in user["spec"]["authorization"]["acls"]:
+            assert "operation" not in acl and acl["operations"], "v1 knows only `operations`"
     for obj in objects:
         if obj["apiVersion"].startswith("kafka.strimzi.io"):
+            assert obj["apiVersion"] == "kafka.strimzi.io/v1", obj["metadata"]["name"]
             assert obj["kind"] in CUSTOM_KINDS[obj["apiVersion"]]
             assert obj["metadata"]["namespace"] == "studyshare"
             assert set(obj) == {"apiVersion", "kind", "metadata", "spec"}
@@ -163,13 +181,19 @@ def test_service_has_its_processes(rendered: dict, overlay: str, name: str) -> N
         k8s_service = one(objects, "Service", f"{name}-{component}")
         assert k8s_service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
         assert k8s_service["spec"]["ports"][0]["targetPort"] == "http"
-        hpa = one(objects, "HorizontalPodAutoscaler", f"{name}-{component}")
-        assert hpa["spec"]["scaleTargetRef"]["name"] == f"{name}-{component}"
-        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+        if component == "worker" and overlay == "prod":
+            # KEDA's ScaledObject makes (and owns) the worker's HPA: none is generated
+            assert f"{name}-worker" not in by_kind(objects, "HorizontalPodAutoscaler")
+            scaled = one(objects, "ScaledObject", f"{name}-worker")
+            assert scaled["spec"]["scaleTargetRef"]["name"] == f"{name}-worker"
+        else:
+            hpa = one(objects, "HorizontalPodAutoscaler", f"{name}-{component}")
+            assert hpa["spec"]["scaleTargetRef"]["name"] == f"{name}-{component}"
+            assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
         assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
         pdb = one(objects, "PodDisruptionBudget", f"{name}-{component}")
         assert pdb["spec"]["selector"]["matchLabels"] == k8s_service["spec"]["selector"]
-    if svc.has_worker:
+    if svc.has_worker and overlay == "dev":
         # More consumers than partitions would sit idle.
         hpa = one(objects, "HorizontalPodAutoscaler", f"{name}-worker")
         assert hpa["spec"]["maxReplicas"] <= min(t.partitions for t in TOPICS)
@@ -179,7 +203,10 @@ def test_service_has_its_processes(rendered: dict, overlay: str, name: str) -> N
         assert relays["spec"]["replicas"] == 1
         assert relays["spec"]["strategy"]["type"] == "Recreate"
         container = pod_spec(relays)["containers"][0]
-        assert container["args"] == ["relay"]
+        assert container["args"] == ["relay", "--port", str(svc.port + 200)]
+        assert container["ports"] == [
+            {"name": "metrics", "containerPort": svc.port + 200, "protocol": "TCP"}
+        ]
         assert "exec" in container["readinessProbe"] and "exec" in container["livenessProbe"]
         one(objects, "PodDisruptionBudget", f"{name}-relay")
     else:
@@ -264,7 +291,10 @@ def settings_class(service_name: str) -> type[ServiceSettings]:
     return next(
         v
         for v in vars(module).values()
-        if isinstance(v, type) and issubclass(v, ServiceSettings) and v is not ServiceSettings
+        if isinstance(v, type)
+        and issubclass(v, ServiceSettings)
+        and v.__module__ == module.__name__
+        and v.model_fields["service_name"].default == service_name
     )
 
 
@@ -342,63 +372,84 @@ def test_only_identity_worker_holds_the_pincode_key_and_only_the_study_store_sea
 # --- gateway -----------------------------------------------------------------------------
 
 
+def routes_of(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        name: route
+        for name, route in by_kind(objects, "HTTPRoute").items()
+        if "studyshare.io/service" in route["metadata"]["labels"]
+    }
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_ingress_routes_are_the_route_table(rendered: dict, overlay: str) -> None:
+def test_http_routes_are_the_route_table(rendered: dict, overlay: str) -> None:
+    """One HTTPRoute per service, one PathPrefix rule per prefix of the route table, to its
+    API's Service on a port it has; the portal takes `/` (the longest prefix wins)."""
     objects = rendered[overlay]
-    ingress = one(objects, "Ingress", "studyshare-gateway")
-    (rule,) = ingress["spec"]["rules"]
-    routes = {
-        p["path"]: (p["pathType"], p["backend"]["service"]["name"]) for p in rule["http"]["paths"]
-    }
-    expected = {
-        prefix: ("Prefix", f"{s.name}-api") for s in (*SERVICES, PORTAL) for prefix in s.prefixes
-    }
-    assert routes == expected
-    assert routes["/"] == ("Prefix", "portal-api")  # every page path; the longest prefix wins
+    assert not by_kind(objects, "Ingress"), "the gateway is the Gateway API's, no Ingress"
+    routes = routes_of(objects)
+    assert set(routes) == {f"studyshare-{s.name}" for s in (*SERVICES, PORTAL)}
+    found = {}
     services = by_kind(objects, "Service")
-    for path in rule["http"]["paths"]:
-        backend = path["backend"]["service"]
-        ports = {p["name"] for p in services[backend["name"]]["spec"]["ports"]}
-        assert backend["port"]["name"] in ports
-    assert rule["host"]
-    if overlay == "prod":
-        assert ingress["spec"]["tls"][0]["hosts"] == [rule["host"]]
-
-
-BODY_SIZE = "nginx.ingress.kubernetes.io/proxy-body-size"
-
-
-def nginx_bytes(size: str) -> int:
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+    for route in routes.values():
+        for rule in route["spec"]["rules"]:
+            (match,) = rule["matches"]
+            (backend,) = rule["backendRefs"]
+            assert set(match) == {"path"}, "routes match paths only (core conformance)"
+            found[match["path"]["value"]] = (match["path"]["type"], backend["name"])
+            ports = {p["port"] for p in services[backend["name"]]["spec"]["ports"]}
+            assert backend["port"] in ports
+            assert rule["timeouts"]["request"].endswith("s")
+    expected = {
+        prefix: ("PathPrefix", f"{s.name}-api")
+        for s in (*SERVICES, PORTAL)
+        for prefix in s.prefixes
+    }
+    assert found == expected
+    assert found["/"] == ("PathPrefix", "portal-api")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_ingress_body_limits_match_the_services(rendered: dict, overlay: str) -> None:
-    """The Ingress lets through no larger request body than the service behind it takes: the
-    route table's default everywhere, and each larger limit only on its own routes."""
-    ingresses = by_kind(rendered[overlay], "Ingress")
-    main = ingresses.pop("studyshare-gateway")
-    assert nginx_bytes(main["metadata"]["annotations"][BODY_SIZE]) == DEFAULT_BODY_MAX_BYTES
-    host = main["spec"]["rules"][0]["host"]
-    found = set()
-    for ingress in ingresses.values():
-        annotations = ingress["metadata"]["annotations"]
-        assert annotations["nginx.ingress.kubernetes.io/use-regex"] == "true"
-        (rule,) = ingress["spec"]["rules"]
-        assert rule["host"] == host, "every part of the gateway serves the same host"
-        if overlay == "prod":
-            assert ingress["spec"]["tls"] == main["spec"]["tls"]
-        for path in rule["http"]["paths"]:
-            found.add(
-                (
-                    path["path"],
-                    path["backend"]["service"]["name"],
-                    nginx_bytes(annotations[BODY_SIZE]),
-                )
-            )
-    expected = {(b.path_regex[1:], f"{b.service}-api", b.max_bytes) for b in BODY_LIMITS}
-    assert found == expected
+def test_the_gateway_serves_every_route_on_one_host(rendered: dict, overlay: str) -> None:
+    objects = rendered[overlay]
+    gateway = one(objects, "Gateway", "studyshare")
+    listeners = {listener["name"]: listener for listener in gateway["spec"]["listeners"]}
+    hosts = {tuple(r["spec"]["hostnames"]) for r in by_kind(objects, "HTTPRoute").values()}
+    assert len(hosts) == 1 and len(next(iter(hosts))) == 1
+    (host,) = next(iter(hosts))
+    sections = {r["spec"]["parentRefs"][0]["sectionName"] for r in routes_of(objects).values()}
+    labels = gateway["spec"]["infrastructure"]["labels"]
+    assert labels == {"studyshare.io/gateway-proxy": "studyshare"}  # NetworkPolicies admit it
+    if overlay == "prod":
+        https = listeners["https"]
+        assert https["protocol"] == "HTTPS" and https["port"] == 443
+        assert https["hostname"] == host
+        assert https["tls"]["certificateRefs"] == [{"kind": "Secret", "name": "studyshare-tls"}]
+        assert sections == {"https"}
+        redirect = one(objects, "HTTPRoute", "studyshare-https-redirect")
+        assert redirect["spec"]["parentRefs"] == [{"name": "studyshare", "sectionName": "http"}]
+        (rule,) = redirect["spec"]["rules"]
+        assert rule["filters"][0]["requestRedirect"]["scheme"] == "https"
+        assert "backendRefs" not in rule
+    else:
+        assert set(listeners) == {"http"} and sections == {"http"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_object_depends_on_ingress_nginx(rendered: dict, overlay: str) -> None:
+    text = yaml.safe_dump_all(rendered[overlay])
+    assert "nginx.ingress.kubernetes.io" not in text
+    assert "ingress-nginx" not in text
+
+
+def test_request_bodies_are_bounded_by_the_services_not_the_gateway() -> None:
+    """The routes carry no body limit (no controller-neutral field exists): each service
+    refuses a larger body itself (413 before reading it), the larger limits of the route
+    table only on their own routes (libs/plumbing/tests/test_body_limits.py)."""
+    for service in SERVICES:
+        assert body_limits_of(service.name) == {
+            (b.method, b.path): b.max_bytes for b in BODY_LIMITS if b.service == service.name
+        }
+    assert {b.service for b in BODY_LIMITS} <= {s.name for s in SERVICES}
 
 
 # --- network policies --------------------------------------------------------------------
@@ -483,18 +534,28 @@ def test_service_reaches_only_kafka_mongodb_and_jwks(
     if name == "notify":
         assert external_ports == {25, 465, 587, 443}  # SMTP and the SMS provider's HTTPS
 
-    # Ingress: the ingress controller on the API port, Prometheus on the metrics ports, and
+    # Ingress: the gateway's proxies on the API port, Prometheus on the metrics ports, and
     # for identity every StudyShare pod (JWKS).
     def source(rule: dict[str, Any]) -> str:
-        namespace = rule["from"][0].get("namespaceSelector", {}).get("matchLabels", {})
+        peer = rule["from"][0]
+        if peer.get("podSelector", {}).get("matchLabels") == {
+            "studyshare.io/gateway-proxy": "studyshare"
+        }:
+            assert peer["namespaceSelector"] == {}  # wherever the controller runs them
+            return "gateway"
+        namespace = peer.get("namespaceSelector", {}).get("matchLabels", {})
         return namespace.get("kubernetes.io/metadata.name", "this-namespace")
 
     sources = {
         (source(r), tuple(sorted(p["port"] for p in r["ports"]))) for r in policy["spec"]["ingress"]
     }
     svc = service(name)
-    metrics = (svc.port, svc.port + 100) if svc.has_worker else (svc.port,)
-    expected = {("ingress-nginx", (svc.port,)), ("monitoring", metrics)}
+    metrics = (
+        svc.port,
+        *((svc.port + 100,) if svc.has_worker else ()),
+        *((svc.port + 200,) if svc.has_relay else ()),
+    )
+    expected = {("gateway", (svc.port,)), ("monitoring", metrics)}
     callers = {c for r in INTERNAL_ROUTES if r.service == name for c in r.callers}
     if name == "identity" or callers:
         expected.add(("this-namespace", (svc.port,)))
@@ -519,9 +580,14 @@ def test_kafka_listener_admits_only_studyshare_pods(rendered: dict, overlay: str
     assert listener["tls"] is True
     assert listener["authentication"] == {"type": "scram-sha-512"}
     assert kafka["spec"]["kafka"]["authorization"] == {"type": "simple"}
-    assert listener["networkPolicyPeers"] == [
-        {"podSelector": {"matchLabels": {"studyshare.io/tier": "app"}}}
-    ]
+    studyshare = {"podSelector": {"matchLabels": {"studyshare.io/tier": "app"}}}
+    keda = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}},
+        "podSelector": {"matchLabels": {"app": "keda-operator"}},
+    }
+    # prod: KEDA's operator too, which reads the workers' lag (it scales them there only)
+    expected = [studyshare, keda] if overlay == "prod" else [studyshare]
+    assert listener["networkPolicyPeers"] == expected
 
 
 def acl_operations(user: dict[str, Any], kind: str) -> dict[str, set[str]]:
@@ -658,3 +724,47 @@ def test_replay_job_template_never_runs_by_itself(rendered: dict) -> None:
         container = pod_spec(cron)["containers"][0]
         assert container["args"] == ["replay", "PROJECTION_NAME"]
         assert container["image"].rsplit(":", 1)[0].endswith("audit")
+
+
+# --- worker scaling on Kafka lag (KEDA, prod) --------------------------------------------
+
+
+@pytest.mark.parametrize("name", [s.name for s in SERVICES if s.has_worker])
+def test_each_prod_worker_scales_on_its_consumer_lag(rendered: dict, name: str) -> None:
+    objects = rendered["prod"]
+    svc = service(name)
+    scaled = one(objects, "ScaledObject", f"{name}-worker")
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": f"{name}-worker",
+    }
+    partitions = min(t.partitions for t in TOPICS if t.name in svc.reads)
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= partitions
+    kafka, cpu = spec["triggers"]
+    assert cpu["type"] == "cpu"
+    assert kafka["type"] == "kafka"
+    metadata = kafka["metadata"]
+    assert metadata["consumerGroup"] == f"studyshare-{name}-worker"  # the faust app id
+    assert metadata["bootstrapServers"] == "studyshare-kafka-bootstrap:9093"
+    assert (metadata["sasl"], metadata["tls"]) == ("scram_sha512", "enable")
+    assert int(metadata["lagThreshold"]) > 0 and metadata["offsetResetPolicy"] == "earliest"
+    auth = one(objects, "TriggerAuthentication", kafka["authenticationRef"]["name"])
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    assert refs == {
+        "password": (f"studyshare-{name}", "password"),
+        "ca": ("studyshare-cluster-ca-cert", "ca.crt"),
+    }
+    (username,) = auth["spec"]["env"]
+    worker = pod_spec(one(objects, "Deployment", f"{name}-worker"))["containers"][0]
+    assert username["containerName"] == worker["name"]
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert env[username["name"]] == f"studyshare-{name}"  # the worker's own KafkaUser
+    for obj in (scaled, auth):
+        assert obj["metadata"]["namespace"] == "studyshare"
+
+
+def test_dev_scales_workers_on_cpu_only(rendered: dict) -> None:
+    assert not by_kind(rendered["dev"], "ScaledObject")
+    assert not by_kind(rendered["dev"], "TriggerAuthentication")

@@ -72,6 +72,7 @@ def files() -> dict[str, Callable[[], str]]:
         "otp-sealing/private-key": lambda: sealing_keys("otp")[0],
         "pincode-sealing/public-key": lambda: sealing_keys("pincode")[1],
         "pincode-sealing/private-key": lambda: sealing_keys("pincode")[0],
+        # the HMAC keys of anonymized shares (share and study-store) and of two-factor codes
         "anonymization/secret": lambda: secrets.token_urlsafe(48),
         "share-otp-hmac/secret": lambda: secrets.token_urlsafe(48),
         "viewer-token/secret": lambda: secrets.token_urlsafe(48),

@@ -9,6 +9,7 @@ import typer
 import uvicorn
 
 from studyshare.plumbing.logging import configure_logging
+from studyshare.plumbing.tracing import configure_tracing
 from studyshare.portal.settings import PortalSettings
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -26,6 +27,7 @@ def api(
     """Serve the portal (pages, static files, /healthz, /readyz, /metrics)."""
     settings = PortalSettings()
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    configure_tracing(settings, "api")
     for chatty in ("httpx", "httpcore"):  # one line per API call otherwise
         logging.getLogger(chatty).setLevel(logging.WARNING)
     uvicorn.run(

@@ -1,7 +1,8 @@
 """The command line every service shares: `api`, `relay`, `worker`, `replay`.
 
 A service's `__main__` builds a `ServiceCLI` with its settings class, app factory and
-projections; each command is one process (one Kubernetes Deployment).
+projections; each command is one process (one Kubernetes Deployment). Every process sets up
+its logging and, when an OTLP endpoint is configured, its traces (`plumbing.tracing`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from studyshare.plumbing.projection import Projection
 from studyshare.plumbing.relay import OutboxRelay
 from studyshare.plumbing.replay import replay_projection
 from studyshare.plumbing.settings import ServiceSettings
+from studyshare.plumbing.tracing import configure_tracing
 
 log = get_logger(__name__)
 
@@ -62,16 +64,18 @@ class ServiceCLI:
         self.app.command("worker", help="Run the projections and reactions.")(self.worker)
         self.app.command("replay", help="Rebuild a projection from offset 0.")(self.replay)
 
-    def _settings(self) -> ServiceSettings:
+    def _settings(self, process: str) -> ServiceSettings:
         settings = self.settings()
         configure_logging(settings.service_name, settings.log_level, settings.log_json)
+        if configure_tracing(settings, process):
+            log.info("tracing.enabled", endpoint=settings.otel_exporter_otlp_endpoint)
         return settings
 
     def api(
         self,
         port: Annotated[int | None, typer.Option(help="Override STUDYSHARE_HTTP_PORT")] = None,
     ) -> None:
-        settings = self._settings()
+        settings = self._settings("api")
         uvicorn.run(
             self.app_factory,
             factory=True,
@@ -84,8 +88,17 @@ class ServiceCLI:
             http="httptools",
         )
 
-    def relay(self) -> None:
-        settings = self._settings()
+    def relay(
+        self,
+        port: Annotated[
+            int | None, typer.Option(help="Serve Prometheus /metrics on this port")
+        ] = None,
+    ) -> None:
+        settings = self._settings("relay")
+        if port is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(port, addr=settings.http_host)
 
         async def run() -> None:
             await ensure_topics(settings.kafka)
@@ -118,7 +131,7 @@ class ServiceCLI:
     ) -> None:
         from studyshare.plumbing.worker import worker_app
 
-        settings = self._settings()
+        settings = self._settings("worker")
         asyncio.run(ensure_topics(settings.kafka))
         app = worker_app(settings, self.projections(settings), web_port=port)
         worker = StructlogWorker(
@@ -128,7 +141,7 @@ class ServiceCLI:
         worker.execute_from_commandline()
 
     def replay(self, projection: Annotated[str, typer.Argument(help="Projection name")]) -> None:
-        settings = self._settings()
+        settings = self._settings("replay")
         chosen = [p for p in self.projections(settings) if p.name == projection]
         if not chosen:
             names = ", ".join(p.name for p in self.projections(settings))

@@ -22,6 +22,7 @@ from studyshare.contracts.events import DomainEvent, registry
 from studyshare.contracts.topics import topic_for_aggregate
 from studyshare.plumbing.errors import Conflict
 from studyshare.plumbing.logging import current_correlation_id
+from studyshare.plumbing.tracing import current_carrier
 
 EVENTS_COLLECTION = "events"
 
@@ -55,13 +56,19 @@ def envelope_for(
     )
 
 
-def to_document(envelope: EventEnvelope, recorded_at: datetime) -> dict[str, Any]:
-    """The stored form: queryable fields plus `wire`, the exact bytes the relay publishes."""
+def to_document(
+    envelope: EventEnvelope, recorded_at: datetime, trace: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The stored form: queryable fields plus `wire`, the exact bytes the relay publishes, and
+    `trace`, the W3C trace context of the work that appended it (`plumbing.tracing`; the relay
+    continues that trace in the message headers)."""
     doc = envelope.model_dump(mode="python")
     doc["_id"] = str(doc.pop("event_id"))
     doc["topic"] = topic_for_aggregate(envelope.aggregate_type)
     doc["recorded_at"] = recorded_at
     doc["wire"] = envelope.to_json_bytes()
+    if trace:
+        doc["trace"] = trace
     return doc
 
 
@@ -69,7 +76,7 @@ def from_document(doc: dict[str, Any]) -> EventEnvelope:
     data = {
         k: v
         for k, v in doc.items()
-        if k not in {"_id", "topic", "recorded_at", "published", "published_at"}
+        if k not in {"_id", "topic", "recorded_at", "published", "published_at", "wire", "trace"}
     }
     data["event_id"] = doc["_id"]
     return registry.upcast(EventEnvelope.model_validate(data))
@@ -111,7 +118,8 @@ class EventStore:
             return
         now = datetime.now(UTC)
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        docs = [to_document(e, max(now, e.occurred_at)) for e in envelopes]
+        trace = current_carrier()
+        docs = [to_document(e, max(now, e.occurred_at), trace) for e in envelopes]
         try:
             if len(docs) == 1:
                 await self.events.insert_one(docs[0], session=session)

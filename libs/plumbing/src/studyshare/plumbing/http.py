@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from studyshare.contracts.routes import body_limits_of
-from studyshare.plumbing import propagation
+from studyshare.plumbing import propagation, tracing
 from studyshare.plumbing.auth import JWKSVerifier
 from studyshare.plumbing.bodylimit import BodyLimitMiddleware, BodyLimits
 from studyshare.plumbing.errors import RuleViolation
@@ -33,6 +33,7 @@ from studyshare.plumbing.logging import (
     get_logger,
     safe_correlation_id,
 )
+from studyshare.plumbing.metrics import record_readiness
 from studyshare.plumbing.revocation_feed import RevocationFeed
 from studyshare.plumbing.revocations import SessionRevocations
 from studyshare.plumbing.session_feed import SessionEndFeed, follower_id
@@ -190,7 +191,9 @@ def health_router(checks: Sequence[ReadinessCheck]) -> APIRouter:
         try:
             await asyncio.wait_for(asyncio.gather(*(check() for check in checks)), 3)
         except Exception as exc:
+            record_readiness(False)
             return problem(503, "Not ready", str(exc) or type(exc).__name__)
+        record_readiness(True)
         return JSONResponse({"status": "ready"})
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
@@ -303,6 +306,7 @@ def create_app(
 
     app.include_router(health_router([*readiness, revocations_ready]))
     install_problem_openapi(app)
+    tracing.instrument_app(app)
     if hot_routes:
         app.hot = HotRoutes(hot_routes)
         app.hot.bind(app.routes)

@@ -22,6 +22,14 @@ before its newest (the same millisecond, or stamped up to `settle` earlier): its
 
 A quiet relay does not poll: a change stream of the outbox wakes it when an event is
 inserted, and it reads once that event has settled.
+
+An event appended inside a trace (`plumbing.tracing`) is sent under a producer span, a child of
+the trace context stored with it, whose `traceparent` goes into the message headers; the span
+ends when the broker has acknowledged the message.
+
+`studyshare_relay_behind_seconds` is the age of the oldest event not yet published: 0 once a
+drain has published everything settled, the age of the batch just acknowledged while it works
+through a backlog, and the age of the first unpublished event while publishing fails.
 """
 
 from __future__ import annotations
@@ -40,18 +48,25 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
+from opentelemetry.trace import SpanKind, set_span_in_context
 from prometheus_client import Counter, Gauge
 from pymongo import CursorType
 from pymongo.asynchronous.database import AsyncDatabase
 
+from studyshare.plumbing import tracing
 from studyshare.plumbing.eventstore import EVENTS_COLLECTION
 from studyshare.plumbing.logging import get_logger
 
 log = get_logger(__name__)
 
-PUBLISHED = Counter("studyshare_relay_published_total", "Events published by the relay", ["topic"])
+PUBLISHED = Counter(
+    "studyshare_relay_published_total",
+    "Events published by the relay (at least once: a re-sent batch counts again)",
+    ["topic", "event_type"],
+)
 SWEPT = Counter("studyshare_relay_swept_total", "Late events found by the sweep")
-BEHIND = Gauge("studyshare_relay_behind_seconds", "Age of the relay checkpoint")
+FAILURES = Counter("studyshare_relay_failures_total", "Batches the relay failed to publish")
+BEHIND = Gauge("studyshare_relay_behind_seconds", "Age of the oldest event not yet published")
 
 CHECKPOINTS = "relay_checkpoints"
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -80,6 +95,7 @@ RELAY_FIELDS = {
     "event_type": 1,
     "correlation_id": 1,
     "wire": 1,
+    "trace": 1,
 }
 
 
@@ -309,6 +325,7 @@ class OutboxRelay:
         partitioner gives its key, and a partition's batches are delivered in order."""
         futures: list[asyncio.Future] = []
         open_batches: dict[tuple[str, int], Any] = {}
+        spans: dict[tuple[str, int], list[Any]] = {}
         counts: dict[str, int] = {}
         for doc in docs:
             topic, key = doc["topic"], doc["aggregate_id"].encode()
@@ -319,6 +336,7 @@ class OutboxRelay:
                 ("event_type", doc["event_type"].encode()),
                 ("correlation_id", (doc.get("correlation_id") or "").encode()),
             ]
+            span = self._producer_span(doc, tp, headers)
             value = message_value(doc)
             batch = open_batches.get(tp)
             if (
@@ -326,23 +344,62 @@ class OutboxRelay:
                 or batch.append(timestamp=None, key=key, value=value, headers=headers) is None
             ):
                 if batch is not None:
-                    futures.append(await self._submit(batch, tp))
+                    futures.append(await self._submit(batch, tp, spans.pop(tp, [])))
                 batch = open_batches[tp] = self.producer.create_batch()
                 if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                    tracing.end_all([span] if span else [], ValueError("too large"))
                     raise ValueError(f"event {doc['_id']} does not fit in a producer batch")
+            if span is not None:
+                spans.setdefault(tp, []).append(span)
         for tp, batch in open_batches.items():
-            futures.append(await self._submit(batch, tp))
+            futures.append(await self._submit(batch, tp, spans.pop(tp, [])))
         return futures
 
-    async def _submit(self, batch: Any, tp: tuple[str, int]) -> asyncio.Future:
+    @staticmethod
+    def _producer_span(
+        doc: dict[str, Any], tp: tuple[str, int], headers: list[tuple[str, bytes]]
+    ) -> Any:
+        """For an event appended inside a trace: a producer span, child of the stored context,
+        whose context goes into `headers`."""
+        parent = tracing.context_from_carrier(doc.get("trace"))
+        if parent is None:
+            return None
+        span = tracing.tracer().start_span(
+            f"{tp[0]} publish",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes=tracing.messaging_attributes(
+                tp[0],
+                "publish",
+                **{
+                    "messaging.destination.partition.id": str(tp[1]),
+                    "messaging.kafka.message.key": doc["aggregate_id"],
+                    "messaging.message.id": doc["_id"],
+                    "studyshare.event_type": doc["event_type"],
+                },
+            ),
+        )
+        headers.extend(tracing.carrier_headers(set_span_in_context(span)))
+        return span
+
+    async def _submit(
+        self, batch: Any, tp: tuple[str, int], spans: list[Any] | None = None
+    ) -> asyncio.Future:
         batch.close()
-        return await self.producer.send_batch(batch, tp[0], partition=tp[1])
+        future = await self.producer.send_batch(batch, tp[0], partition=tp[1])
+        if spans:
+            future.add_done_callback(
+                lambda done: tracing.end_all(spans, None if done.cancelled() else done.exception())
+            )
+        return future
 
     def _sent(self, docs: list[dict[str, Any]]) -> None:
         for doc in docs:
             self._recent[doc["_id"]] = position(doc)[0]
-        for topic, count in Tally(doc["topic"] for doc in docs).items():
-            PUBLISHED.labels(topic).inc(count)
+        for (topic, event_type), count in Tally(
+            (doc["topic"], doc["event_type"]) for doc in docs
+        ).items():
+            PUBLISHED.labels(topic, event_type).inc(count)
         log.debug("relay.published", count=len(docs))
 
     async def run(self) -> None:
@@ -354,13 +411,17 @@ class OutboxRelay:
             while not self._stopping.is_set():
                 try:
                     published = await self.drain()
+                    if not published:
+                        BEHIND.set(0)
                     if time.monotonic() - self._last_sweep > self.sweep_interval_s:
                         self._last_sweep = time.monotonic()
                         await self.sweep()
                 except Exception:
                     log.exception("relay.batch_failed")
+                    FAILURES.inc()
                     self._cursor = None  # resume from the checkpoint: re-send the batch, in order
                     published = 0
+                    await self._measure_behind()
                     await asyncio.sleep(1)
                 if not published:
                     await self._idle()
@@ -368,6 +429,16 @@ class OutboxRelay:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+    async def _measure_behind(self) -> None:
+        """While publishing fails: the age of the first event after the checkpoint."""
+        with contextlib.suppress(Exception):
+            cursor = await self.cursor()
+            oldest = await self.events.find_one(
+                {"recorded_at": {"$gt": cursor[0]}}, {"recorded_at": 1}, sort=[("recorded_at", 1)]
+            )
+            if oldest is not None:
+                BEHIND.set((datetime.now(UTC) - position(oldest)[0]).total_seconds())
 
     async def _idle(self) -> None:
         """Until an event appended since the last wake-up has settled, the next sweep is due,

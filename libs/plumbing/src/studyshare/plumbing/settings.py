@@ -127,11 +127,27 @@ class ServiceSettings(BaseSettings):
         description="notify's public key; one-time codes in events are sealed with it",
     )
 
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector (e.g. http://otel-collector.monitoring:4318); traces "
+        "are exported there when set, and not recorded at all when not (plumbing.tracing)",
+    )
+    otel_exporter_otlp_timeout_s: float = Field(default=10.0, gt=0)
+    otel_traces_sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="share of new traces recorded; a trace started upstream keeps its decision",
+    )
+
     relay_batch_size: int = Field(default=2000, ge=1)
     relay_settle_ms: int = Field(default=250, ge=0)
     relay_idle_poll_ms: int = Field(default=50, ge=1)
     consumer_batch_size: int = Field(default=200, ge=1)
     consumer_batch_within_s: float = Field(default=0.05, gt=0)
+    consumer_lag_interval_s: float = Field(
+        default=15.0, gt=0, description="how often a worker measures its consumer group's lag"
+    )
     # faust's own scratch directory (its table stores are in memory): not the working tree.
     worker_data_dir: Path = Path(tempfile.gettempdir()) / "studyshare-worker"
 

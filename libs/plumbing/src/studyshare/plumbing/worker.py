@@ -3,19 +3,31 @@
 Each agent takes batches from its topics, applies them through a `ProjectionRunner` (effect and
 checkpoint stored in one transaction) and only then lets faust acknowledge the batch, so offsets
 are committed after the effect is stored. State lives in MongoDB, never in faust tables.
+
+Each event is applied under a consumer span (`plumbing.tracing`), a child of the trace context
+in its message headers; the spans of a batch last as long as its transaction, whose database
+calls hang under the first event's span. The worker also measures its consumer group's lag
+(`plumbing.lag`) every `consumer_lag_interval_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import faust
+from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from studyshare.contracts.envelope import EventEnvelope
+from studyshare.plumbing import tracing
 from studyshare.plumbing.kafka import decode
+from studyshare.plumbing.lag import LagMeter
 from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.metrics import record_readiness
 from studyshare.plumbing.mongo import mongo_client
 from studyshare.plumbing.projection import Projection, ProjectionRunner
 from studyshare.plumbing.settings import ServiceSettings
@@ -59,18 +71,30 @@ def worker_app(
             state["db"] = client[settings.database_name]
         return state["db"]
 
+    group = f"studyshare-{settings.service_name}-worker"
     for projection in projections:
         topic = app.topic(*projection.topics, key_serializer="raw", value_serializer="raw")
 
         async def consume(stream, projection: Projection = projection) -> None:
             runner = ProjectionRunner(projection, await database())
-            async for batch in stream.take(
+            async for events in stream.take_events(
                 settings.consumer_batch_size, within=settings.consumer_batch_within_s
             ):
-                envelopes = [e for e in map(decode, batch) if e is not None]
-                await apply_with_retry(runner, envelopes)
+                await apply_deliveries(runner, [Delivery.of(event) for event in events], group)
 
         app.agent(topic, name=f"{settings.service_name}.{projection.name}", concurrency=1)(consume)
+
+    if projections:
+        meter = LagMeter(settings.kafka, group, sorted({t for p in projections for t in p.topics}))
+
+        @app.timer(interval=settings.consumer_lag_interval_s)
+        async def measure_lag() -> None:
+            try:
+                await meter.measure()
+            except Exception as exc:
+                log.warning("consumer_lag.unavailable", error=str(exc))
+                with contextlib.suppress(Exception):
+                    await meter.close()
 
     if web_port is not None:
 
@@ -84,14 +108,76 @@ def worker_app(
             try:
                 await db.command("ping")
             except Exception as exc:
+                record_readiness(False)
                 return web.json({"status": "unavailable", "detail": str(exc)}, status=503)
+            record_readiness(True)
             return web.json({"status": "ready"})
 
         @app.page("/metrics")
         async def metrics(web, request):
-            return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+            # aiohttp takes the charset apart from the content type, so in the header as is
+            return web.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return app
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One consumed message: its value, where it came from and its headers."""
+
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+    headers: Any = None
+
+    @classmethod
+    def of(cls, event: Any) -> Delivery:
+        """From a faust event (or anything with `.value` and a `.message` like it)."""
+        message = event.message
+        return cls(event.value, message.topic, message.partition, message.offset, message.headers)
+
+
+async def apply_deliveries(runner: ProjectionRunner, deliveries: Sequence[Delivery], group: str):
+    """Decode and apply one batch; each event under a consumer span, a child of the trace
+    context its message carries (when it carries one)."""
+    envelopes, spans = [], []
+    for delivery in deliveries:
+        envelope = decode(delivery.value)
+        if envelope is None:
+            continue
+        envelopes.append(envelope)
+        parent = tracing.context_from_headers(delivery.headers)
+        if parent is not None:
+            spans.append(
+                tracing.tracer().start_span(
+                    f"{delivery.topic} process",
+                    context=parent,
+                    kind=trace.SpanKind.CONSUMER,
+                    attributes=tracing.messaging_attributes(
+                        delivery.topic,
+                        "process",
+                        **{
+                            "messaging.consumer.group.name": group,
+                            "messaging.destination.partition.id": str(delivery.partition),
+                            "messaging.kafka.offset": delivery.offset,
+                            "messaging.message.id": str(envelope.event_id),
+                            "studyshare.projection": runner.projection.name,
+                            "studyshare.event_type": envelope.event_type,
+                        },
+                    ),
+                )
+            )
+    if not spans:
+        await apply_with_retry(runner, envelopes)
+        return
+    try:
+        with trace.use_span(spans[0], end_on_exit=False):
+            await apply_with_retry(runner, envelopes)
+    except BaseException as exc:
+        tracing.end_all(spans, exc)
+        raise
+    tracing.end_all(spans)
 
 
 async def apply_with_retry(runner: ProjectionRunner, envelopes: list[EventEnvelope]) -> None:

@@ -41,7 +41,7 @@ class AuditCLI(ServiceCLI):
         """The shared replay (new generation from offset 0, atomic switch), then the indexes
         of the new generation, which a rebuild loads without them."""
         super().replay(projection)
-        settings = self._settings()
+        settings = self._settings("replay")
 
         async def run() -> None:
             client = mongo_client(settings)
@@ -56,7 +56,7 @@ class AuditCLI(ServiceCLI):
         typer.echo(f"{projection}: indexes of the live generation built")
 
     def verify(self) -> None:
-        settings = self._settings()
+        settings = self._settings("command")
 
         async def run() -> dict:
             client = mongo_client(settings)

@@ -40,7 +40,7 @@ class IdentityCLI(ServiceCLI):
     ) -> None:
         from studyshare.plumbing.worker import worker_app
 
-        settings = self._settings()
+        settings = self._settings("worker")
         assert isinstance(settings, IdentitySettings)
         asyncio.run(ensure_topics(settings.kafka))
         app = worker_app(settings, self.projections(settings), web_port=port)
@@ -71,7 +71,7 @@ class IdentityCLI(ServiceCLI):
         """Rebuild users, groups, memberships, departments and recipients from the events."""
         from studyshare.identity.service_layer.rebuild import rebuild_read_models
 
-        settings = self._settings()
+        settings = self._settings("command")
 
         async def run() -> None:
             client = mongo_client(settings)

@@ -38,7 +38,7 @@ class NotifyCLI(ServiceCLI):
         from studyshare.notify.service_layer.sender import Sender
         from studyshare.plumbing.worker import worker_app
 
-        settings = self._settings()
+        settings = self._settings("worker")
         assert isinstance(settings, NotifySettings)
         settings.require_delivery_secrets()
         asyncio.run(ensure_topics(settings.kafka))
