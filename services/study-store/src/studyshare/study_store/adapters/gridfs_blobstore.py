@@ -235,13 +235,6 @@ class GridFSBlobStore(BlobStore):
         if expected != stop:
             raise BlobCorrupt(f"{doc['filename']}: chunk {expected} is missing")
 
-    async def read_chunk(self, doc: dict[str, Any], n: int) -> bytes:
-        found = await self.chunk_docs.find_one({"files_id": doc["_id"], "n": n}, {"data": 1})
-        data = bytes(found["data"]) if found else b""
-        if len(data) != chunk_length(doc, n):
-            raise BlobCorrupt(f"{doc['filename']}: chunk {n} is missing or cut")
-        return data
-
     def open(self, key: str) -> BinaryIO:
         return self._reader(self.call(self.file(key)))
 
@@ -249,7 +242,8 @@ class GridFSBlobStore(BlobStore):
         return self._reader(self.call(self._file_by_id(ObjectId(spooled.ref))))
 
     def _reader(self, doc: dict[str, Any]) -> BinaryIO:
-        return io.BufferedReader(ChunkReader(self, doc), buffer_size=CHUNK)  # type: ignore[return-value]
+        # not wrapped in io.BufferedReader: pydicom takes one for a named file on disk
+        return ChunkReader(self, doc)  # type: ignore[return-value]
 
     async def keys(self) -> AsyncIterator[str]:
         async for doc in self.files.find(
@@ -359,8 +353,9 @@ class GridFSSpool:
 
 
 class ChunkReader(io.RawIOBase):
-    """A stored object as a seekable raw file for a worker thread: each read fetches (at
-    most) the one chunk under the position, keeping the last chunk fetched."""
+    """A stored object as a seekable binary file for a worker thread. A read fetches the
+    chunks under it (one query), keeping the last one for the small reads that follow; reads
+    return all the bytes asked for up to the end (pydicom relies on it)."""
 
     def __init__(self, store: GridFSBlobStore, doc: dict[str, Any]) -> None:
         self.store = store
@@ -386,13 +381,33 @@ class ChunkReader(io.RawIOBase):
         self.position = base + offset
         return self.position
 
+    def read(self, size: int | None = -1) -> bytes:
+        end = self.length if size is None or size < 0 else min(self.length, self.position + size)
+        if end <= self.position:
+            return b""
+        first, stop = self.position // self.chunk_size, -(-end // self.chunk_size)
+        if self._cached is not None and self._cached[0] == first:
+            chunks = [self._cached[1]]
+            if stop > first + 1:
+                chunks += self._fetch(first + 1, stop)
+        else:
+            chunks = self._fetch(first, stop)
+        self._cached = (stop - 1, chunks[-1])
+        start = self.position - first * self.chunk_size
+        data = b"".join(chunks)[start : start + end - self.position]
+        self.position = end
+        return data
+
+    def _fetch(self, first: int, stop: int) -> list[bytes]:
+        async def collect() -> list[bytes]:
+            return [chunk async for chunk in self.store.chunk_range(self.doc, first, stop)]
+
+        return self.store.call(collect())
+
     def readinto(self, buffer: Any) -> int:
-        if self.position >= self.length:
-            return 0
-        n, start = divmod(self.position, self.chunk_size)
-        if self._cached is None or self._cached[0] != n:
-            self._cached = (n, self.store.call(self.store.read_chunk(self.doc, n)))
-        data = self._cached[1][start : start + len(buffer)]
+        data = self.read(len(buffer))
         buffer[: len(data)] = data
-        self.position += len(data)
         return len(data)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
