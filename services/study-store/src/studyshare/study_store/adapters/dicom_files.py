@@ -33,6 +33,8 @@ PIXEL_DATA = (0x7FE0, 0x0010)
 ITEM = (0xFFFE, 0xE000)
 SEQUENCE_END = (0xFFFE, 0xE0DD)
 UNDEFINED = 0xFFFFFFFF
+#: a frame as read: bytes, or a view of the buffer a large native frame was read into
+Frame = bytes | memoryview
 #: explicit VRs with a 2 reserved bytes + 4 byte length (PS3.5 7.1.2)
 LONG_VRS = {
     b"OB",
@@ -146,7 +148,7 @@ def frame_count(ds: Dataset) -> int:
     return int(ds.get("NumberOfFrames", 1) or 1)
 
 
-def read_frames(source: BinaryIO, numbers: list[int]) -> tuple[str, Iterator[bytes]]:
+def read_frames(source: BinaryIO, numbers: list[int]) -> tuple[str, Iterator[Frame]]:
     """Check the frame numbers (1-based) against the object, then its frames' media type and
     an iterator reading them as stored, one at a time. Blocking."""
     pixels = locate_pixel_data(source)
@@ -164,7 +166,7 @@ def read_frames(source: BinaryIO, numbers: list[int]) -> tuple[str, Iterator[byt
             extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
         endianness = "<" if pixels.little_endian else ">"
 
-        def fragments() -> Iterator[bytes]:
+        def fragments() -> Iterator[Frame]:
             for n in numbers:
                 source.seek(pixels.value_offset)
                 yield get_frame(
@@ -178,10 +180,12 @@ def read_frames(source: BinaryIO, numbers: list[int]) -> tuple[str, Iterator[byt
         return ENCAPSULATED_MEDIA.get(str(ts), "application/octet-stream"), fragments()
     size = _native_frame_size(ds, pixels.length, count)
 
-    def native() -> Iterator[bytes]:
+    def native() -> Iterator[Frame]:
         for n in numbers:
             source.seek(pixels.value_offset + (n - 1) * size)
-            yield source.read(size)
+            frame = bytearray(size)  # filled in place: a large frame is not copied again
+            filled = source.readinto(frame)
+            yield memoryview(frame)[:filled]
 
     return "application/octet-stream", native()
 
@@ -197,7 +201,7 @@ def _native_frame_size(ds: Dataset, length: int, count: int) -> int:
     return length // count
 
 
-def _frames_of_whole(ds: Dataset, numbers: list[int]) -> tuple[str, Iterator[bytes]]:
+def _frames_of_whole(ds: Dataset, numbers: list[int]) -> tuple[str, Iterator[Frame]]:
     if "PixelData" not in ds:
         raise NoPixelData("the object has no pixel data")
     count = frame_count(ds)

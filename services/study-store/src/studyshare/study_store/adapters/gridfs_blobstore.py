@@ -385,29 +385,47 @@ class ChunkReader(io.RawIOBase):
         end = self.length if size is None or size < 0 else min(self.length, self.position + size)
         if end <= self.position:
             return b""
-        first, stop = self.position // self.chunk_size, -(-end // self.chunk_size)
-        if self._cached is not None and self._cached[0] == first:
-            chunks = [self._cached[1]]
-            if stop > first + 1:
-                chunks += self._fetch(first + 1, stop)
-        else:
-            chunks = self._fetch(first, stop)
-        self._cached = (stop - 1, chunks[-1])
-        start = self.position - first * self.chunk_size
-        data = b"".join(chunks)[start : start + end - self.position]
-        self.position = end
-        return data
+        n, start = divmod(self.position, self.chunk_size)
+        if end <= (n + 1) * self.chunk_size:  # within one chunk: the cached one, mostly
+            if self._cached is None or self._cached[0] != n:
+                self._cached = (n, self._fetch(n))
+            data = self._cached[1][start : start + end - self.position]
+            self.position = end
+            return data
+        buffer = bytearray(end - self.position)
+        self.readinto(buffer)
+        return bytes(buffer)
 
-    def _fetch(self, first: int, stop: int) -> list[bytes]:
-        async def collect() -> list[bytes]:
-            return [chunk async for chunk in self.store.chunk_range(self.doc, first, stop)]
+    def _fetch(self, n: int) -> bytes:
+        async def one() -> bytes:
+            return b"".join([chunk async for chunk in self.store.chunk_range(self.doc, n, n + 1)])
 
-        return self.store.call(collect())
+        return self.store.call(one())
 
     def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        """Fill `buffer` from the position: the chunks under it are fetched in one query and
+        copied in as they arrive (no copy of the whole range in between)."""
+        view = memoryview(buffer).cast("B")
+        end = min(self.length, self.position + len(view))
+        if end <= self.position:
+            return 0
+        first, stop = self.position // self.chunk_size, -(-end // self.chunk_size)
+        skip = self.position - first * self.chunk_size
+
+        async def fill() -> None:
+            filled, n = 0, first
+            async for chunk in self.store.chunk_range(self.doc, first, stop):
+                piece = memoryview(chunk)[skip if n == first else 0 :]
+                piece = piece[: len(view) - filled]
+                view[filled : filled + len(piece)] = piece
+                filled += len(piece)
+                self._cached = (n, chunk)
+                n += 1
+
+        self.store.call(fill())
+        count = end - self.position
+        self.position = end
+        return count
 
     def readall(self) -> bytes:
         return self.read(-1)

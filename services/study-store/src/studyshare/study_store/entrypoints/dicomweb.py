@@ -45,6 +45,7 @@ from studyshare.plumbing.http import problem_responses
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.blobstore import BlobStore, SpoolSink, blob_store, opened
 from studyshare.study_store.adapters.dicom_files import (
+    Frame,
     NoPixelData,
     NoSuchFrame,
     anonymized_chunks,
@@ -267,7 +268,7 @@ async def multipart_dicom(
     return StreamingResponse(body(), media_type=media_type)
 
 
-def multipart_frames(media: str, first: list[bytes], rest: Iterator[bytes] | None) -> Response:
+def multipart_frames(media: str, first: list[Frame], rest: Iterator[Frame] | None) -> Response:
     """Frames as multipart/related: the frames read already (`first`) in one body with a
     length, or followed by the `rest`, streamed (each read in a worker thread)."""
     boundary = secrets.token_hex(16)
@@ -280,9 +281,11 @@ def multipart_frames(media: str, first: list[bytes], rest: Iterator[bytes] | Non
             media_type=media_type,
         )
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes | memoryview]:
         for data in first:
-            yield head + data + b"\r\n"
+            yield head
+            yield data
+            yield b"\r\n"
         async for data in iterate_in_threadpool(rest):
             yield head
             yield data
@@ -1028,14 +1031,15 @@ def frame_numbers(text: str) -> list[int]:
 
 def read_frames(
     blobs: BlobStore, key: str, numbers: list[int]
-) -> tuple[str, list[bytes], Iterator[bytes] | None]:
+) -> tuple[str, list[Frame], Iterator[Frame] | None]:
     """Frames of a stored instance, read piecewise (`adapters.dicom_files`): their media type,
     the frames read up to `INLINE_BYTES` (all of them, for most requests), and an iterator
     reading the others one at a time (it closes the object when done). Blocking."""
     source = blobs.open(key)
     try:
         media, frames = read_stored_frames(source, numbers)
-        first, size = [], 0
+        first: list[Frame] = []
+        size = 0
         for data in frames:
             first.append(data)
             size += len(data)
@@ -1054,7 +1058,7 @@ def read_frames(
     return media, first, None
 
 
-def _closing(frames: Iterator[bytes], source: Any) -> Iterator[bytes]:
+def _closing(frames: Iterator[Frame], source: Any) -> Iterator[Frame]:
     try:
         yield from frames
     finally:
