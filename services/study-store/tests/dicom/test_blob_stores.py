@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
+import subprocess
+import sys
 import tracemalloc
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +33,9 @@ from studyshare.study_store.adapters.blobstore import (
 from studyshare.study_store.adapters.dicom_files import anonymized_chunks, read_frames
 from studyshare.study_store.adapters.gridfs_blobstore import BlobCorrupt, GridFSBlobStore
 from studyshare.study_store.domain.anonymize import AnonymizationKey, anonymize_dataset
+
+from .conftest import write_study
+from .test_dicomweb import upload
 
 pytestmark = pytest.mark.infra
 
@@ -248,3 +254,48 @@ async def test_a_large_object_is_read_a_frame_or_a_chunk_at_a_time(mongo_db) -> 
     )
     assert frame_peak < 4 * MiB + 6 * MiB, "the frame (and its copy to bytes), not the object"
     assert copy_peak < 8 * MiB, "a few chunks at a time, not the object"
+
+
+# --- operating it: copy a directory into GridFS, verify against the index ----------------
+
+
+@pytest.mark.parametrize("blob_backend", ["directory"])  # the app stores in the directory
+async def test_a_blob_directory_copied_into_gridfs_verifies_against_the_index(
+    dicom_app, mongo_db, settings, tmp_path
+) -> None:
+    """`blobs copy-dir` then `blobs verify --digests`, as an operator runs them (real
+    processes): every indexed instance found with its digest; a lost object is reported."""
+    _study_uid, files = write_study(tmp_path / "a", series=1, per_series=3)
+    assert (await upload(dicom_app, files)).status_code == 200
+    env = {
+        **os.environ,
+        "STUDYSHARE_ENVIRONMENT": "test",
+        "STUDYSHARE_MONGO_URL": settings.mongo_url,
+        "STUDYSHARE_DATABASE": settings.database_name,
+        "STUDYSHARE_BLOB_BACKEND": "gridfs",
+    }
+
+    def blobs(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "studyshare.study_store", "blobs", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    copied = blobs("copy-dir", str(settings.blob_dir))
+    assert copied.returncode == 0, copied.stderr
+    assert json.loads(copied.stdout.splitlines()[-1]) == {"copied": 3, "already_there": 0}
+    verified = blobs("verify", "--digests")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    summary = json.loads(verified.stdout.splitlines()[-1])
+    assert summary["instances"] == summary["objects"] == 3 and summary["ok"]
+
+    gridfs = GridFSBlobStore(mongo_db)
+    lost = await anext(gridfs.keys())
+    await gridfs.remove(lost)
+    broken = blobs("verify")
+    assert broken.returncode == 1
+    assert json.loads(broken.stdout.splitlines()[-1])["examples"] == [lost]

@@ -116,11 +116,18 @@ class BlobStore(ABC):
     ) -> str:
         """Store one small Part 10 object held in memory; returns its key."""
 
-    @abstractmethod
     async def write_file(
         self, path: Path, study_uid: str, series_uid: str, sop_instance_uid: str, sha256: str
     ) -> str:
         """Store a Part 10 file from local disk (streamed; `sha256` is its digest)."""
+        key = key_for(study_uid, series_uid, sop_instance_uid, sha256)
+        await self.import_file(path, key)
+        return key
+
+    @abstractmethod
+    async def import_file(self, path: Path, key: str) -> None:
+        """Store a file from local disk under `key` as it is, streamed (nothing when the key
+        is there: a key never changes content)."""
 
     @abstractmethod
     async def remove(self, key: str) -> None:
@@ -258,12 +265,10 @@ class DirectoryBlobStore(BlobStore):
         await asyncio.to_thread(self._write, self.root / key, [data])
         return key
 
-    async def write_file(
-        self, path: Path, study_uid: str, series_uid: str, sop_instance_uid: str, sha256: str
-    ) -> str:
-        key = key_for(study_uid, series_uid, sop_instance_uid, sha256)
-        await asyncio.to_thread(self._write, self.root / key, self._file_chunks(path))
-        return key
+    async def import_file(self, path: Path, key: str) -> None:
+        target = self.absolute(key)
+        if not await asyncio.to_thread(target.exists):
+            await asyncio.to_thread(self._write, target, self._file_chunks(path))
 
     @staticmethod
     def _file_chunks(path: Path) -> Iterator[bytes]:

@@ -160,22 +160,21 @@ class GridFSBlobStore(BlobStore):
                 raise
         return key
 
-    async def write_file(
-        self, path: Path, study_uid: str, series_uid: str, sop_instance_uid: str, sha256: str
-    ) -> str:
-        key = key_for(study_uid, series_uid, sop_instance_uid, sha256)
+    async def import_file(self, path: Path, key: str) -> None:
         if await self._exists(key):
-            return key
-        upload = await self.upload(key, {"sha256": sha256})
+            return
+        upload = await self.upload(key, {})
+        hashed = hashlib.sha256()
         try:
             with path.open("rb") as source:
                 while chunk := await asyncio.to_thread(source.read, CHUNK):
+                    hashed.update(chunk)
                     await upload.write(chunk)
+            upload.metadata = {"sha256": hashed.hexdigest()}
             await upload.close()
         except BaseException:
             await upload.abort()
             raise
-        return key
 
     async def remove(self, key: str) -> None:
         async for doc in self.files.find({"filename": key}, {"_id": 1}):
