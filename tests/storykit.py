@@ -158,7 +158,7 @@ class Gateway:
         """A new two-image study (STOW-RS), visible to its uploader once stored."""
         key = unique("story-")
         study = DemoStudy(
-            key, key.upper(), patient, birth_date, "F", description, "OT", "20260301", key[-8:]
+            key, key.upper(), patient, birth_date, "F", description, "CT", "20260301", key[-8:]
         )
         body, content_type = multipart_related([instance(study, 1, 1), instance(study, 1, 2)])
         headers = {**by.headers, "Content-Type": content_type, "Accept": "application/dicom+json"}

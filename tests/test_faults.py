@@ -48,6 +48,7 @@ from studyshare.devstack.dicomgen import DemoStudy, instance, multipart_related
 from studyshare.devstack.platform import LocalPlatform, port_in_use
 from studyshare.plumbing.projection import CHECKPOINTS
 from studyshare.plumbing.snapshot import differences, live_state, rebuilt_state
+from studyshare.study_store.service_layer.access_log import TALLIES
 
 FAULTED = ("notify", "identity", "share", "study-store", "audit")
 SENDERS = 4
@@ -583,6 +584,14 @@ async def test_kill_9_of_each_service_loses_no_share_sends_no_mail_twice_and_con
             # the first share of the test is in the list too, stored like every other one
             assert listed == set(stored.values())
 
+        # the reads above are in the study logging: their tallies become events when their
+        # minute closes; the streams stand still once the study store has flushed them all
+        study_db = mongo[read_models(platform, "study-store")[0]]
+
+        async def accesses_flushed() -> bool:
+            return await study_db[TALLIES].count_documents({}) == 0
+
+        await eventually(accesses_flushed, 150, "the study logging to be flushed")
         diff, compared = await projection_differences(mongo, platform)
         assert not diff, f"projections differ from a rebuild from offset 0: {diff}"
         assert {c.split(".")[0] for c in compared} == set(FAULTED), compared

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, create_model
 
+from studyshare.contracts.routes import STOW_MAX_BYTES
 from studyshare.plumbing.http import create_app
 from studyshare.plumbing.settings import ServiceSettings
 
@@ -71,8 +72,14 @@ def build(name: str):
     async def thing() -> dict:
         return {"value": "x" if name == "identity" else 1}
 
-    # a stand-in for a service, without a broker: no identity events to follow
-    settings = ServiceSettings(service_name=name, environment="test", session_revocation_feed=False)
+    # a stand-in for a service, without a broker: no identity events to follow; it takes
+    # uploads as large as STOW-RS does, so the gateway's streaming is what the tests measure
+    settings = ServiceSettings(
+        service_name=name,
+        environment="test",
+        session_revocation_feed=False,
+        http_body_max_bytes=STOW_MAX_BYTES,
+    )
     return create_app(settings, title=name, routers=[router])
 
 

@@ -195,7 +195,11 @@ def test_share_follow_the_mail_two_factor_images_dutch_and_patient(
     assert recipient.path().startswith("/login?next=")
     recipient.login(cast.colleague.username, cast.colleague.password)
     recipient.wait("#two-factor")
-    assert recipient.path() == f"/studies/{uid}?bucket={bucket}"
+    # an anonymized share: the mail names the study by its place, the page by its remapped UID
+    assert link.endswith(f"/shared-with-me/1?bucket={bucket}")
+    opened = recipient.path()
+    assert opened.startswith("/studies/") and opened.endswith(f"?bucket={bucket}")
+    assert uid not in opened and uid not in recipient.driver.page_source
     assert MESSAGE in recipient.driver.find_element(By.ID, "share-message").text
     recipient.shot("two-factor")
     before = {s["id"] for s in api.sms_to(cast.colleague.mobile)}
@@ -222,13 +226,14 @@ def test_share_follow_the_mail_two_factor_images_dutch_and_patient(
 
     recipient.open("/studies")
     recipient.wait("#shared-studies")
-    recipient.wait_text("CT thorax")
+    recipient.wait_text("Anonymous")
+    assert "CT thorax" not in recipient.driver.page_source, "Annex E: no study description"
     recipient.shot("study-list")
     recipient.click("button.lang[value=nl]")
     recipient.wait_text("Met mij gedeeld")
     assert recipient.driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "nl"
     recipient.shot("study-list-dutch")
-    recipient.open(f"/studies/{uid}?bucket={bucket}")
+    recipient.open(opened)
     recipient.wait_text("Bericht van de afzender")
     recipient.shot("study-dutch")
     recipient.driver.set_window_size(390, 844)  # a phone

@@ -86,3 +86,15 @@ async def test_a_share_is_visible_to_the_recipient_in_the_same_request(env):
     out = await env.share()
     items = (await mine(env, "usr_r1"))["items"]
     assert [i["bucket_id"] for i in items] == [out["bucket_id"]]
+
+
+async def test_each_study_has_its_place_in_the_share_and_a_share_can_be_asked_for_alone(env):
+    """The anonymized share mail links `/shared-with-me/{position}?bucket=`: the portal finds
+    the study by the share and its place in it, as the mail numbers them."""
+    first = await env.share(study_uids=[STUDY_C, STUDY_A])
+    env.clock.now += timedelta(seconds=1)
+    await env.share(study_uids=[STUDY_B])
+    only = await mine(env, "usr_r1", bucket_id=first["bucket_id"])
+    assert only["total"] == 2
+    assert {i["study_uid"]: i["position"] for i in only["items"]} == {STUDY_C: 1, STUDY_A: 2}
+    assert (await mine(env, "usr_r1", bucket_id="bkt_unknown"))["total"] == 0

@@ -202,6 +202,27 @@ async def test_access_tab_is_for_sender_owner_and_admins_only(env):
     assert len(admin.json()) == 1 and admin.json()[0]["reason"] == "second opinion"
 
 
+async def test_access_tab_names_the_sender_and_every_recipient(env):
+    recipients = [
+        {"kind": "user", "id": "usr_r1"},
+        {"kind": "group", "id": "grp_1"},
+        {"kind": "department", "id": "dep_pacs"},
+        {"kind": "email", "email": "new.doctor@example.org"},
+    ]
+    await env.share(recipients=recipients)
+    tab = await env.client.get(
+        "/api/shares", params={"study_uid": STUDY_A}, headers=env.as_("usr_sender")
+    )
+    [bucket] = tab.json()
+    assert bucket["sender_name"] == "Dr Sender"
+    assert {r["recipient_id"]: r["name"] for r in bucket["recipients"]} == {
+        "usr_r1": "Dr R1",
+        "grp_1": "Group practice Zuid",
+        "dep_pacs": "PACS Gent",
+        "email:new.doctor@example.org": None,
+    }
+
+
 async def test_expiry_ends_access_by_itself_and_is_recorded_once(env):
     until = env.clock.now + timedelta(days=2)
     b = (await env.share(valid_until=until.isoformat()))["bucket_id"]

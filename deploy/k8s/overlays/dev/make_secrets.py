@@ -69,6 +69,8 @@ def files() -> dict[str, Callable[[], str]]:
         ),
         "otp-sealing/public-key": lambda: sealing_keys()[1],
         "otp-sealing/private-key": lambda: sealing_keys()[0],
+        "anonymization/secret": lambda: secrets.token_urlsafe(48),
+        "share-otp-hmac/secret": lambda: secrets.token_urlsafe(48),
         "notify-sms.env": lambda: (
             "STUDYSHARE_SMS_API_URL=https://sms.invalid/v1/messages\n"
             f"STUDYSHARE_SMS_API_TOKEN={secrets.token_hex(16)}\n"

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    SecondaryCaptureImageStorage,
+)
 
 #: UUID-derived UIDs (`2.25.<int>`) are valid and need no registered root
 DEMO_NAMESPACE = uuid.UUID("6b1f7a52-3c2e-4f61-9d0e-2f6a1c9e5d10")
@@ -36,18 +41,25 @@ class DemoStudy:
         return stable_uid(f"{self.key}/study")
 
 
+#: the image storage class of a demo study's modality; any other is a Secondary Capture
+IMAGE_CLASSES = {"CT": CTImageStorage, "MR": MRImageStorage}
+
+
 def instance(study: DemoStudy, series: int = 1, number: int = 1, size: int = 16) -> bytes:
-    """One Secondary Capture image (size x size, 8-bit gradient) of `study`, Part 10 bytes."""
+    """One image (size x size, 8-bit gradient) of `study`, Part 10 bytes: a CT or MR image for
+    those modalities, saying it has no burned-in text (so an anonymized share may show it),
+    else a Secondary Capture (which an anonymized share never shows)."""
     sop_uid = stable_uid(f"{study.key}/{series}/{number}")
+    sop_class = IMAGE_CLASSES.get(study.modality, SecondaryCaptureImageStorage)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = stable_uid("studyshare-devstack")
 
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     ds.StudyInstanceUID = study.study_uid
     ds.SeriesInstanceUID = stable_uid(f"{study.key}/{series}")
@@ -64,7 +76,14 @@ def instance(study: DemoStudy, series: int = 1, number: int = 1, size: int = 16)
     ds.Modality = study.modality
     ds.SeriesNumber = series
     ds.InstanceNumber = number
-    ds.ConversionType = "WSD"
+    if sop_class == SecondaryCaptureImageStorage:
+        ds.ConversionType = "WSD"
+    else:
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.BurnedInAnnotation = "NO"
+        if study.modality == "CT":
+            ds.RescaleIntercept = 0
+            ds.RescaleSlope = 1
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = size

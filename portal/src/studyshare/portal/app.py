@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from studyshare.plumbing.http import create_app as create_service_app
 from studyshare.plumbing.logging import get_logger
 from studyshare.portal.adapters.public_api import PublicAPI, SessionEnded
-from studyshare.portal.pages import account, info, shares, studies
+from studyshare.portal.pages import access, account, audit, info, shares, studies
 from studyshare.portal.security import SECURITY_HEADERS, CsrfRefused
 from studyshare.portal.sessions import COOKIE, SessionStore
 from studyshare.portal.settings import PortalSettings
@@ -38,7 +38,14 @@ def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = N
     app = create_service_app(
         settings,
         title="StudyShare portal",
-        routers=[account.router, studies.router, shares.router, info.router],
+        routers=[
+            account.router,
+            studies.router,
+            shares.router,
+            info.router,
+            access.router,
+            audit.router,
+        ],
         lifespan=lifespan,
     )
     app.openapi_url = None  # pages, not an API: the gateway's /openapi.json leaves them out

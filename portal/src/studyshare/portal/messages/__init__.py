@@ -3,9 +3,9 @@ of language -> key -> text with the same keys in every language (`tests` check i
 
 from __future__ import annotations
 
-from studyshare.portal.messages import core
+from studyshare.portal.messages import access, audit, core
 
-AREAS = (core,)
+AREAS = (core, access, audit)
 
 
 def catalogue() -> dict[str, dict[str, str]]:

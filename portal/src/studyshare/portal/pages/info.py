@@ -3,8 +3,6 @@ and links on, so no link of a mail or SMS ends on a 404."""
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -34,18 +32,6 @@ async def group_confirmations(request: Request) -> Response:
         title="info.group.title",
         text="info.group.text",
         links=[("/studies", "studies")],
-    )
-
-
-@router.get("/studies/{uid}/logging")
-async def study_logging(request: Request, uid: str) -> Response:
-    require_login(request)
-    return render(
-        request,
-        "info.html",
-        title="info.logging.title",
-        text="info.logging.text",
-        links=[(f"/studies/{quote(uid)}", "study.title"), ("/studies", "studies")],
     )
 
 

@@ -60,6 +60,21 @@ async def study_list(request: Request) -> Response:
     )
 
 
+@router.get("/shared-with-me/{position}")
+async def anonymized_share_link(request: Request, position: int, bucket: str) -> Response:
+    """The link of an anonymized share's mail: the study by its place in the share (its UID
+    is only ever shown remapped), opened on its study page."""
+    session = require_login(request)
+    shared = await api_of(request).call(
+        session, "GET", "/api/shared-with-me", params={"bucket_id": bucket, "limit": 200}
+    )
+    for item in shared.get("items", []):
+        if item.get("bucket_id") == bucket and item.get("position") == position:
+            uid = quote(item["study_uid"])
+            return redirect(f"/studies/{uid}?bucket={quote(bucket)}")
+    return render(request, "error.html", 404, message_key="error.not_found")
+
+
 async def _shared_item(request: Request, uid: str, bucket: str | None) -> dict[str, Any] | None:
     """The recipient's entry for this study (the message, its read state, the bucket)."""
     session = request.state.session

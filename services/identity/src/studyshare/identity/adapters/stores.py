@@ -186,7 +186,7 @@ class Throttle:
             "$or": [{"locked_until": None}, {"locked_until": {"$lte": now}}],
         }
         count = {"$inc": {"failures": 1, "remaining": -1}, "$set": {"last_failure_at": now}}
-        for _ in range(2):
+        for _ in range(3):
             doc = await self.col.find_one_and_update(
                 open_now, count, return_document=ReturnDocument.AFTER
             )
@@ -195,8 +195,12 @@ class Throttle:
             current = await self.col.find_one({"_id": key})
             if current is not None:
                 until = current.get("locked_until")
-                # no guess left and no lock yet: the last admitted guess is being evaluated
-                return until if until and until > now else now + timedelta(seconds=1)
+                if until and until > now:
+                    return until
+                if current.get("remaining", 0) <= 0:
+                    # no guess left and no lock yet: the last admitted guess is being evaluated
+                    return now + timedelta(seconds=1)
+                continue  # a concurrent first guess created it meanwhile: count against it
             try:
                 await self.col.insert_one(
                     {

@@ -209,6 +209,9 @@ class ShareOut(BaseModel):
 class BucketRecipientOut(BaseModel):
     recipient_id: str
     kind: Literal["user", "group", "department", "email"]
+    name: str | None = Field(
+        default=None, description="the user's, group's or department's name (Access tab only)"
+    )
     email: str | None = None
     language: str | None = None
     revoked: bool
@@ -221,6 +224,7 @@ class BucketOut(BaseModel):
     bucket_id: str
     status: Literal["active", "revoked", "expired"]
     sender_id: str
+    sender_name: str | None = Field(default=None, description="the sender's name (Access tab)")
     sending_department_id: str | None
     parent_bucket_id: str | None
     children: list[str] = []
@@ -249,6 +253,10 @@ class BucketOut(BaseModel):
 class SharedItemOut(BaseModel):
     bucket_id: str
     study_uid: str
+    position: int = Field(
+        description="the study's place in the share (1-based), as the share mail numbers it: "
+        "an anonymized share's mail links `/shared-with-me/{position}?bucket=`"
+    )
     description: str | None
     study_date: str | None
     patient_initials: str | None
@@ -354,7 +362,8 @@ async def share(body: ShareIn, user: CurrentUser, service: Service) -> ShareOut:
 @router.get(
     "/api/shares",
     response_model=list[BucketOut],
-    summary="Buckets a study belongs to (the Access tab), with the re-share chain",
+    summary="Buckets a study belongs to (the Access tab), with the re-share chain and the "
+    "names of the senders and recipients",
     responses=problem_responses(401, 403, 422),
 )
 async def buckets_of_study(
@@ -482,11 +491,12 @@ async def shared_with_me(
     urgent: bool | None = None,
     study_uid: str | None = None,
     label: str | None = None,
+    bucket_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> SharedWithMeOut:
     items = await service.shared_with_me(
-        user, unread=unread, urgent=urgent, study_uid=study_uid, label=label
+        user, unread=unread, urgent=urgent, study_uid=study_uid, label=label, bucket_id=bucket_id
     )
     return SharedWithMeOut(
         items=[SharedItemOut(**i) for i in items[offset : offset + limit]],

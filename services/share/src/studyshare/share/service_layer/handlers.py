@@ -409,7 +409,34 @@ class ShareService:
         for d in docs:
             if d.get("parent_bucket_id"):
                 children.setdefault(d["parent_bucket_id"], []).append(d["_id"])
-        return [{**d, "children": children.get(d["_id"], [])} for d in docs]
+        names = await self.names_in(docs)
+        return [
+            {
+                **d,
+                "children": children.get(d["_id"], []),
+                "sender_name": names.get(d["sender_id"]),
+                "recipients": [
+                    {**r, "name": names.get(r["recipient_id"])} for r in d["recipients"]
+                ],
+            }
+            for d in docs
+        ]
+
+    async def names_in(self, docs: list[dict[str, Any]]) -> dict[str, str]:
+        """The directory's names of the senders and of the user, group and department
+        recipients of these bucket views (the Access tab shows names, not ids)."""
+        wanted: dict[str, set[str]] = {"user": set(), "group": set(), "department": set()}
+        for d in docs:
+            wanted["user"].add(d["sender_id"])
+            for r in d["recipients"]:
+                if r["kind"] in wanted:
+                    wanted[r["kind"]].add(r["recipient_id"])
+        found = await asyncio.gather(
+            self.directory.users(sorted(wanted["user"])),
+            self.directory.groups(sorted(wanted["group"])),
+            self.directory.departments(sorted(wanted["department"])),
+        )
+        return {k: v["name"] for kind in found for k, v in kind.items() if v.get("name")}
 
     async def shared_with_me(
         self,
@@ -419,6 +446,7 @@ class ShareService:
         urgent: bool | None = None,
         study_uid: str | None = None,
         label: str | None = None,
+        bucket_id: str | None = None,
     ) -> list[dict[str, Any]]:
         now = self.clock()
         own = [principal.sub, *principal.department_ids]
@@ -428,6 +456,8 @@ class ShareService:
         keys = [principal.sub, *groups, *principal.department_ids]
         if groups:
             docs = newest_first(docs + await self.readmodel.held_by(groups, now))
+        if bucket_id is not None:
+            docs = [d for d in docs if d["_id"] == bucket_id]
         uids = sorted({u for d in docs for u in d["active_study_uids"]})
         studies, opened, senders = await asyncio.gather(  # independent reads
             self.directory.studies(uids),
@@ -449,6 +479,7 @@ class ShareService:
                 item = {
                     "bucket_id": d["_id"],
                     "study_uid": shown_uid,
+                    "position": d["study_uids"].index(uid) + 1 if uid in d["study_uids"] else 0,
                     "description": study.get("description"),
                     "study_date": study.get("study_date"),
                     "patient_initials": "Anonymous"
