@@ -94,23 +94,29 @@ def peak_rss(proc: subprocess.Popen) -> int:
 class Api:
     """One API process of the study store and an HTTP client for it."""
 
-    def __init__(self, start, name: str) -> None:
+    def __init__(self, start, name: str, log: Path) -> None:
         self.port = free_port()
         self.proc: subprocess.Popen = start("api", name, self.port)
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
 
-    async def ready(self, timeout: float = 240.0) -> None:
+    async def ready(self, timeout: float = 420.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
-        async with httpx.AsyncClient(base_url=self.url, timeout=5) as client:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
             while True:
-                assert self.proc.poll() is None, "the API process ended"
+                assert self.proc.poll() is None, f"the API process ended: {self.tail()}"
                 try:
-                    if (await client.get("/readyz")).status_code == 200:
+                    answer = await client.get("/readyz")
+                    if answer.status_code == 200:
                         return
                 except httpx.TransportError:
-                    pass
-                assert asyncio.get_running_loop().time() < deadline, "API not ready"
+                    answer = None
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"not ready: {answer and answer.text} {self.tail()}")
                 await asyncio.sleep(0.25)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -154,9 +160,9 @@ async def retrieve(api: Api, path: str, headers: dict[str, str]) -> bytes:
             return part_content(b"".join([chunk async for chunk in response.aiter_bytes()]))
 
 
-@pytest.mark.timeout(900)  # six processes started, 48 MiB in and out: minutes on a busy machine
+@pytest.mark.timeout(1500)  # six processes started, 48 MiB in and out: minutes on a busy machine
 async def test_an_instance_stored_through_one_api_is_served_by_the_other_and_after_restarts(
-    study_store, test_tokens, tmp_path
+    study_store, service_processes, test_tokens, tmp_path
 ):
     study_uid, small = write_study(tmp_path / "study", series=1, per_series=2)
     frame5, big = large_instance(tmp_path / "large.dcm", study_uid)
@@ -168,7 +174,11 @@ async def test_an_instance_stored_through_one_api_is_served_by_the_other_and_aft
 
     study_store("relay", "relay")
     study_store("worker", "worker")
-    first, second = Api(study_store, "api-a"), Api(study_store, "api-b")
+    logs = service_processes.log_dir
+    first, second = (
+        Api(study_store, "api-a", logs / "api-a.log"),
+        Api(study_store, "api-b", logs / "api-b.log"),
+    )
     await asyncio.gather(first.ready(), second.ready())
     stored_from = peak_rss(first.proc)
 
@@ -184,13 +194,21 @@ async def test_an_instance_stored_through_one_api_is_served_by_the_other_and_aft
     storing = peak_rss(first.proc) - stored_from
 
     async def visible_on(api: Api) -> None:
-        async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+        """Once the worker has projected the upload, the API's access model lets staff in."""
+        status = None
+        async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
             for _ in range(400):
-                answer = await client.get(f"/dicomweb/studies/{study_uid}/metadata", headers=staff)
-                if answer.status_code == 200 and len(answer.json()) == 3:
+                try:
+                    answer = await client.get(
+                        f"/dicomweb/studies/{study_uid}/metadata", headers=staff
+                    )
+                except httpx.TimeoutException:  # a busy machine
+                    continue
+                status = answer.status_code
+                if status == 200 and len(answer.json()) == 3:
                     return
                 await asyncio.sleep(0.25)
-        raise AssertionError(f"study not visible on {api.url}: {answer.status_code}")
+        raise AssertionError(f"study not visible on {api.url}: {status}")
 
     await visible_on(second)
     served_from = peak_rss(second.proc)
@@ -210,7 +228,7 @@ async def test_an_instance_stored_through_one_api_is_served_by_the_other_and_aft
 
     first.stop()
     second.stop()
-    again = [Api(study_store, "api-c"), Api(study_store, "api-d")]
+    again = [Api(study_store, name, logs / f"{name}.log") for name in ("api-c", "api-d")]
     await asyncio.gather(*(api.ready() for api in again))
     for api in again:
         await visible_on(api)

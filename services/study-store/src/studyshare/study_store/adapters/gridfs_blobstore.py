@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import re
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,7 @@ DEFAULT_CHUNK_BYTES = 255 * 1024
 WRITE_BATCH = 4
 READ_BATCH = 4
 INCOMING = ".incoming/"
+INCOMING_PATTERN = "^" + re.escape(INCOMING)
 SWEEP_AFTER = timedelta(days=1)
 
 
@@ -107,7 +109,7 @@ class GridFSBlobStore(BlobStore):
         cutoff = datetime.now(UTC) - older_than
         removed = 0
         stale = self.files.find(
-            {"filename": {"$regex": f"^{INCOMING}"}, "uploadDate": {"$lt": cutoff}}, {"_id": 1}
+            {"filename": {"$regex": INCOMING_PATTERN}, "uploadDate": {"$lt": cutoff}}, {"_id": 1}
         )
         async for doc in stale:
             await self._delete_id(doc["_id"])
@@ -138,7 +140,7 @@ class GridFSBlobStore(BlobStore):
             await self._delete_id(file_id)  # the same content is there already
             return key
         renamed = await self.files.update_one(
-            {"_id": file_id, "filename": {"$regex": f"^{INCOMING}"}},
+            {"_id": file_id, "filename": {"$regex": INCOMING_PATTERN}},
             {"$set": {"filename": key, "metadata": {"sha256": spooled.sha256}}},
         )
         if renamed.matched_count != 1:
@@ -246,7 +248,7 @@ class GridFSBlobStore(BlobStore):
 
     async def keys(self) -> AsyncIterator[str]:
         async for doc in self.files.find(
-            {"filename": {"$not": {"$regex": f"^{INCOMING}"}}}, {"filename": 1}
+            {"filename": {"$not": {"$regex": INCOMING_PATTERN}}}, {"filename": 1}
         ).sort("filename", ASCENDING):
             yield doc["filename"]
 
