@@ -22,7 +22,10 @@ What is generated (never edit these files by hand):
   (`INTERNAL_ROUTES`: a logout waits for every API's list of ended sessions, a revocation for
   the study store's access model) open the NetworkPolicies between exactly those API pods,
   and each service gets its own internal credential (Secret `studyshare-<svc>-internal`) and
-  those of the services it admits.
+  those of the services it admits. The study store's processes keep DICOM files in GridFS
+  (`blob_store_env`), and it has a DICOM receiver: the `scp` Deployment with its Service on
+  port 11112 and NetworkPolicies for DICOM in (the receiver) and out (PACS forwarding, from
+  the worker) (`dicom_objects`).
 - `apps/portal.yaml`: the web portal (`routes.PORTAL`, the gateway's default path `/`): one
   replica (its sessions live in memory), calling the public API through the gateway.
 - `overlays/prod/generated/keda.yaml`: a KEDA `ScaledObject` per worker (Kafka lag of its
@@ -81,9 +84,10 @@ RESOURCES: dict[str, dict[str, tuple[str, str, str]]] = {
         "api": ("500m", "512Mi", "2Gi"),
         "worker": ("250m", "384Mi", "1Gi"),
         "relay": ("100m", "128Mi", "256Mi"),
+        "scp": ("250m", "256Mi", "1Gi"),
     },
 }
-CPU_LIMIT = {"api": "2", "worker": "1", "relay": "500m"}
+CPU_LIMIT = {"api": "2", "worker": "1", "relay": "500m", "scp": "1"}
 
 # Autoscaling bounds. A worker never usefully exceeds the partitions of its topics.
 MIN_PARTITIONS = min(t.partitions for t in TOPICS)
@@ -662,7 +666,126 @@ def app_objects(service: Service) -> list[dict[str, Any]]:
             objects.append(hpa(service, component))
         objects.append(pdb(service, component))
     objects.append(network_policy(service))
+    if service.name == DICOM_SERVICE:
+        objects = blob_store_env(objects + dicom_objects(service))
     return objects
+
+
+# --- the study store: DICOM files in GridFS, the C-STORE receiver, PACS forwarding -------
+
+DICOM_SERVICE = "study-store"
+DICOM_PORT = 11112
+#: where PACS and the regional network listen (PS3.8: 104, 11112; DICOM TLS 2762)
+PACS_PORTS = (104, 2762, 11112)
+#: scratch (/tmp) of processes that stage one DICOM object at a time on disk: the receiver
+#: (pynetdicom writes each received data set there) and the worker (each object forwarded)
+DICOM_SCRATCH = {"scp": "2Gi", "worker": "2Gi"}
+SCP_CONFIG = "study-store-scp"  # ConfigMap (base/kustomization.yaml): AE title, callers
+
+
+def blob_store_env(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every study-store container keeps DICOM files in GridFS, in the service's own
+    database (shared by all its pods, as durable as the replica set); /tmp stays scratch."""
+    for workload in objects:
+        if workload["kind"] != "Deployment":
+            continue
+        spec = pod_spec_of(workload)
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            container["env"].append({"name": "STUDYSHARE_BLOB_BACKEND", "value": "gridfs"})
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        if component in DICOM_SCRATCH:
+            for volume in spec["volumes"]:
+                if volume["name"] == "tmp":
+                    volume["emptyDir"]["sizeLimit"] = DICOM_SCRATCH[component]
+    return objects
+
+
+def dicom_objects(service: Service) -> list[dict[str, Any]]:
+    """The C-STORE receiver (`python -m studyshare.study_store scp`) and DICOM traffic."""
+    scp = deployment(service, "relay")  # no HTTP; its probes are replaced below
+    scp["metadata"] = meta(f"{service.name}-scp", service, "scp")
+    scp["spec"]["replicas"] = 2
+    scp["spec"]["selector"]["matchLabels"] = selector(service, "scp")
+    scp["spec"]["strategy"] = {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    template = scp["spec"]["template"]
+    template["metadata"]["labels"] = labels(service, "scp")
+    template["metadata"]["annotations"] = {"prometheus.io/scrape": "false"}
+    spec = template["spec"]
+    spec.pop("initContainers")  # it writes MongoDB only; the relay publishes its events
+    spec["terminationGracePeriodSeconds"] = 60  # associations in flight end and flush
+    for constraint in spec["topologySpreadConstraints"]:
+        constraint["labelSelector"]["matchLabels"] = selector(service, "scp")
+    (container,) = spec["containers"]
+    cpu, memory, memory_limit = RESOURCES[service.name]["scp"]
+    container.update(
+        name="scp",
+        args=["scp"],
+        ports=[{"name": "dicom", "containerPort": DICOM_PORT, "protocol": "TCP"}],
+        readinessProbe=tcp_probe(10, 3),
+        livenessProbe=tcp_probe(20, 6),
+        resources={
+            "requests": {"cpu": cpu, "memory": memory},
+            "limits": {"cpu": CPU_LIMIT["scp"], "memory": memory_limit},
+        },
+    )
+    container["envFrom"].append({"configMapRef": {"name": SCP_CONFIG}})
+    container["env"] += [
+        {"name": "STUDYSHARE_SCP_HOST", "value": "0.0.0.0"},  # noqa: S104 (the pod's port)
+        {"name": "STUDYSHARE_SCP_PORT", "value": str(DICOM_PORT)},
+    ]
+    receiver = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(f"{service.name}-scp", service, "scp"),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(service, "scp"),
+            "ports": [
+                {"name": "dicom", "port": DICOM_PORT, "targetPort": "dicom", "protocol": "TCP"}
+            ],
+        },
+    }
+    dicom_in = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(f"studyshare-{service.name}-scp", service, "scp"),
+        "spec": {
+            "podSelector": {"matchLabels": selector(service, "scp")},
+            "policyTypes": ["Ingress"],
+            # modalities and PACS anywhere: the receiver admits only the calling AE titles
+            # of STUDYSHARE_SCP_CALLING_AE_DEPARTMENTS (and, with TLS, their certificates)
+            "ingress": [{"ports": [{"protocol": "TCP", "port": DICOM_PORT}]}],
+        },
+    }
+    dicom_out = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(f"studyshare-{service.name}-forwarding", service, "worker"),
+        "spec": {
+            "podSelector": {"matchLabels": selector(service, "worker")},
+            "policyTypes": ["Egress"],
+            # PACS forwarding runs in the worker; PACS are often on private addresses
+            "egress": [
+                {
+                    "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+                    "ports": [{"protocol": "TCP", "port": port} for port in PACS_PORTS],
+                }
+            ],
+        },
+    }
+    return [scp, receiver, pdb(service, "scp"), dicom_in, dicom_out]
+
+
+def tcp_probe(period: int, failures: int) -> dict[str, Any]:
+    return {
+        "tcpSocket": {"port": "dicom"},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+    }
 
 
 #: the portal calls the public API where a browser would: through the gateway's data plane,

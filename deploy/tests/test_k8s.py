@@ -768,3 +768,109 @@ def test_each_prod_worker_scales_on_its_consumer_lag(rendered: dict, name: str) 
 def test_dev_scales_workers_on_cpu_only(rendered: dict) -> None:
     assert not by_kind(rendered["dev"], "ScaledObject")
     assert not by_kind(rendered["dev"], "TriggerAuthentication")
+
+
+# --- the study store: DICOM files in GridFS, the C-STORE receiver (issue 17) --------------
+
+
+def study_store_workloads(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        w
+        for w in workloads(objects)
+        if w["metadata"]["labels"].get("app.kubernetes.io/name") == "study-store"
+    ]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_study_store_keeps_dicom_files_in_gridfs_not_in_an_empty_dir(
+    rendered: dict, overlay: str
+) -> None:
+    """A pod's emptyDir dies with the pod and is not shared: every study-store process keeps
+    DICOM files in GridFS, and its one emptyDir is /tmp scratch."""
+    found = set()
+    for workload in study_store_workloads(rendered[overlay]):
+        spec = pod_spec(workload)
+        empty_dirs = {v["name"]: v["emptyDir"] for v in spec["volumes"] if "emptyDir" in v}
+        assert set(empty_dirs) <= {"tmp"}, workload["metadata"]["name"]
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert env.get("STUDYSHARE_BLOB_BACKEND") == "gridfs", workload["metadata"]["name"]
+            assert "STUDYSHARE_BLOB_DIR" not in env
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] in empty_dirs:
+                    assert mount["mountPath"] == "/tmp"
+        found.add(workload["metadata"]["labels"]["app.kubernetes.io/component"])
+    assert found == {"api", "worker", "relay", "scp"}
+    (config,) = [
+        o
+        for o in rendered[overlay]
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("studyshare-config-")
+    ]
+    assert "STUDYSHARE_BLOB_BACKEND" not in config["data"], "set per study-store container"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_dicom_receiver_runs_as_its_own_deployment_behind_port_11112(
+    rendered: dict, overlay: str
+) -> None:
+    objects = rendered[overlay]
+    scp = one(objects, "Deployment", "study-store-scp")
+    assert scp["spec"]["replicas"] >= 2
+    spec = pod_spec(scp)
+    (container,) = spec["containers"]
+    assert container["args"] == ["scp"]
+    assert container["ports"] == [{"name": "dicom", "containerPort": 11112, "protocol": "TCP"}]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["STUDYSHARE_SCP_HOST"] == "0.0.0.0" and env["STUDYSHARE_SCP_PORT"] == "11112"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["tcpSocket"]["port"] == "dicom"
+    scratch = {v["name"]: v for v in spec["volumes"]}["tmp"]["emptyDir"]
+    assert scratch["sizeLimit"] == "2Gi", "room for the largest object being received"
+    (scp_config,) = [
+        r["configMapRef"]["name"]
+        for r in container["envFrom"]
+        if r["configMapRef"]["name"].startswith("study-store-scp")
+    ]
+    data = by_kind(objects, "ConfigMap")[scp_config]["data"]
+    assert isinstance(json.loads(data["STUDYSHARE_SCP_CALLING_AE_DEPARTMENTS"]), dict)
+    assert data["STUDYSHARE_SCP_AE_TITLE"]
+
+    service = one(objects, "Service", "study-store-scp")
+    assert service["spec"]["selector"] == scp["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [
+        {"name": "dicom", "port": 11112, "targetPort": "dicom", "protocol": "TCP"}
+    ]
+    pdb = one(objects, "PodDisruptionBudget", "study-store-scp")
+    assert pdb["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+    # in: port 11112 of the receiver, from anywhere (it admits only known calling AE titles);
+    # no other pod is open on it
+    labels = scp["spec"]["template"]["metadata"]["labels"]
+    policies = by_kind(objects, "NetworkPolicy")
+    dicom_in = [
+        (name, rule)
+        for name, p in policies.items()
+        for rule in p["spec"].get("ingress", [])
+        if 11112 in {port["port"] for port in rule["ports"]}
+    ]
+    assert [name for name, _ in dicom_in] == ["studyshare-study-store-scp"]
+    assert selects(policies["studyshare-study-store-scp"], labels)
+    for _, pod_labels in pods(objects):
+        if pod_labels != labels:
+            assert not selects(policies["studyshare-study-store-scp"], pod_labels)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pacs_forwarding_goes_out_from_the_study_store_worker_only(
+    rendered: dict, overlay: str
+) -> None:
+    """The worker performs the transfers (C-STORE to PACS and RSW, often on private
+    addresses): it, and no other pod, may open the DICOM ports anywhere."""
+    objects = rendered[overlay]
+    policies = by_kind(objects, "NetworkPolicy")
+    forwarding = policies["studyshare-study-store-forwarding"]
+    (rule,) = forwarding["spec"]["egress"]
+    assert {p["port"] for p in rule["ports"]} == {104, 2762, 11112}
+    assert rule["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+    for name, pod_labels in pods(objects):
+        assert selects(forwarding, pod_labels) == (name == "study-store-worker"), name

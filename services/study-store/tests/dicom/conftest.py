@@ -3,6 +3,7 @@ doubles of the OTHER half of the study store (the access model and the access lo
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 from collections.abc import AsyncIterator
@@ -199,8 +200,15 @@ def build_app(settings: StudyStoreSettings):
 
 
 @pytest.fixture
-def settings(real_infra, mongo_db, tmp_path) -> StudyStoreSettings:
-    return study_settings(real_infra, mongo_db.name, tmp_path)
+def blob_backend() -> str:
+    """The blob store of the DICOM tests: the directory, or GridFS for the whole suite with
+    `STUDYSHARE_TEST_BLOB_BACKEND=gridfs`; a test may parametrize `blob_backend` itself."""
+    return os.environ.get("STUDYSHARE_TEST_BLOB_BACKEND", "directory")
+
+
+@pytest.fixture
+def settings(real_infra, mongo_db, tmp_path, blob_backend) -> StudyStoreSettings:
+    return study_settings(real_infra, mongo_db.name, tmp_path, blob_backend=blob_backend)
 
 
 @pytest.fixture

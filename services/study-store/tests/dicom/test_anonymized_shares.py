@@ -11,7 +11,7 @@ from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from studyshare.study_store.adapters.blobstore import digest_of
+from studyshare.study_store.adapters.blobstore import digest_of, key_for
 
 from .conftest import multipart, write_study
 from .test_dicomweb import parts_of, upload
@@ -86,14 +86,13 @@ async def test_every_dicom_object_served_is_rewritten_and_the_originals_stay(dic
     assert len(pseudonyms) == 1, "one patient, one stable pseudonym"
     for f in files:
         original = dcmread(f)
-        on_disk = dcmread(
-            dicom_app.stores.blobs.path_for(
-                study_uid,
-                original.SeriesInstanceUID,
-                original.SOPInstanceUID,
-                digest_of(f.read_bytes()),
-            )
+        key = key_for(
+            study_uid,
+            original.SeriesInstanceUID,
+            original.SOPInstanceUID,
+            digest_of(f.read_bytes()),
         )
+        on_disk = dcmread(io.BytesIO(await dicom_app.stores.blobs.read(key)))
         assert str(on_disk.PatientName) == "Doe^Jane"
         assert on_disk.PatientBirthDate == "19800214"
         assert on_disk.PatientID == "PID-0001"

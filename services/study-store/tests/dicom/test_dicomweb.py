@@ -11,7 +11,7 @@ from PIL import Image
 from pydicom import dcmread
 
 from studyshare.plumbing.eventstore import EventStore
-from studyshare.study_store.adapters.blobstore import digest_of
+from studyshare.study_store.adapters.blobstore import digest_of, key_for
 
 from .conftest import multipart, write_study
 
@@ -62,10 +62,9 @@ async def test_stow_stores_instances_and_the_first_batch_is_a_study_received(dic
     assert study["instance_count"] == 6 and study["series_count"] == 2
     for f in files:
         ds = dcmread(f)
-        on_disk = dicom_app.stores.blobs.path_for(
-            study_uid, ds.SeriesInstanceUID, ds.SOPInstanceUID, digest_of(f.read_bytes())
-        )
-        assert on_disk.read_bytes() == f.read_bytes(), "stored exactly as received"
+        key = key_for(study_uid, ds.SeriesInstanceUID, ds.SOPInstanceUID, digest_of(f.read_bytes()))
+        stored = await dicom_app.stores.blobs.read(key)
+        assert stored == f.read_bytes(), "stored exactly as received"
 
 
 async def test_later_instances_append_one_study_instances_added_per_batch(dicom_app, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from pydicom import dcmread
 
 from studyshare.contracts.envelope import Actor
-from studyshare.study_store.adapters.blobstore import BlobStore
+from studyshare.study_store.adapters.blobstore import DirectoryBlobStore
 from studyshare.study_store.adapters.instance_cache import StudyInstances
 from studyshare.study_store.adapters.instances import InstanceIndex
 from studyshare.study_store.service_layer.ingest import Ingest, Upload, parse
@@ -96,9 +96,8 @@ async def test_concurrent_misses_share_one_query_and_a_forget_wins(settings, mon
     assert len(await cache.instances_of(study_uid)) == 2
 
 
-def blob_store(settings) -> BlobStore:
-    settings.blob_dir.mkdir(parents=True, exist_ok=True)
-    return BlobStore(settings.blob_dir)
+def blob_store(settings) -> DirectoryBlobStore:
+    return DirectoryBlobStore(settings.blob_dir)
 
 
 async def ingest_files(ingest: Ingest, files) -> None:
@@ -112,8 +111,8 @@ async def ingest_files(ingest: Ingest, files) -> None:
     paths = {}
     for p in parsed:
         f = p.facts
-        path = ingest.blobs.write(f.study_uid, f.series_uid, f.sop_instance_uid, p.data)
-        paths[f.sop_instance_uid] = ingest.blobs.relative(path)
+        key = await ingest.blobs.write(f.study_uid, f.series_uid, f.sop_instance_uid, p.data)
+        paths[f.sop_instance_uid] = key
     await ingest.index_batch(upload, parsed, paths)
 
 

@@ -1,14 +1,18 @@
 """STOW-RS parts stream to the blob store: the multipart body is split while it arrives, each
-part written to a spool file (hashed as it goes), never held in memory whole (issue 15, 8)."""
+part written to a spool object (hashed as it goes; a file, or a GridFS upload), never held in
+memory whole (issue 15, 8; issue 17, 1)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
-from studyshare.study_store.adapters.blobstore import BlobStore
+from studyshare.study_store.adapters.blobstore import DirectoryBlobStore
+from studyshare.study_store.adapters.gridfs_blobstore import GridFSBlobStore
 from studyshare.study_store.adapters.multipart import MultipartError, MultipartSpooler
 from studyshare.study_store.entrypoints.dicomweb import split_multipart
 
@@ -67,15 +71,15 @@ def test_a_body_cut_inside_a_part_is_refused() -> None:
         spool(b"--b\r\n" + b"X: y\r\n" * 5000, "b", 1024)
 
 
-def test_a_large_part_goes_to_disk_not_to_memory(tmp_path) -> None:
-    blobs = BlobStore(tmp_path)
-    payload = bytes(range(256)) * (32 * 1024)  # 8 MiB
+def spool_large_part(blobs, payload: bytes) -> tuple[list, int]:
+    """Feed one part of `payload` through the spooler into `blobs` spool objects (blocking);
+    the spool sinks and the peak of traced memory while feeding."""
     body = b"--xyz\r\nContent-Type: application/dicom\r\n\r\n" + payload + b"\r\n--xyz--\r\n"
-    files = []
+    sinks = []
 
     def open_part(headers: dict[str, str]):
-        files.append(blobs.spool())
-        return files[-1]
+        sinks.append(blobs.spool())
+        return sinks[-1]
 
     spooler = MultipartSpooler("xyz", open_part)
     tracemalloc.start()
@@ -86,12 +90,44 @@ def test_a_large_part_goes_to_disk_not_to_memory(tmp_path) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    return sinks, peak
+
+
+PAYLOAD = bytes(range(256)) * (32 * 1024)  # 8 MiB
+
+
+async def test_a_large_part_goes_to_disk_not_to_memory(tmp_path) -> None:
+    blobs = DirectoryBlobStore(tmp_path)
+    files, peak = spool_large_part(blobs, PAYLOAD)
     assert peak < 1024 * 1024, f"peak {peak} bytes while spooling an 8 MiB part"
+    (spooled,) = [f.spooled for f in files]
+    assert spooled is not None and spooled.size == len(PAYLOAD)
+    assert spooled.sha256 == hashlib.sha256(PAYLOAD).hexdigest()
+    assert Path(spooled.ref).read_bytes() == PAYLOAD
+    key = await blobs.place(spooled, "1.2.3", "1.2.3.4", "1.2.3.4.5")
+    assert key == f"1.2.3/1.2.3.4/1.2.3.4.5.{spooled.sha256[:16]}.dcm"
+    files[0].discard()
+    assert not Path(spooled.ref).exists() and (tmp_path / key).read_bytes() == PAYLOAD
+
+
+@pytest.mark.infra
+async def test_a_large_part_streams_into_gridfs_not_into_memory(mongo_db) -> None:
+    blobs = GridFSBlobStore(mongo_db)
+    await blobs.setup()
+    payload = PAYLOAD * 3  # 24 MiB
+    files, peak = await asyncio.to_thread(spool_large_part, blobs, payload)
+    # a GridFS chunk being filled, a batch of chunk documents and its encoded message: the
+    # same whatever the size of the object
+    assert peak < 3 * 1024 * 1024, f"peak {peak} bytes while spooling a 24 MiB part"
     (spooled,) = [f.spooled for f in files]
     assert spooled is not None and spooled.size == len(payload)
     assert spooled.sha256 == hashlib.sha256(payload).hexdigest()
-    assert spooled.path.read_bytes() == payload
-    placed = blobs.place(spooled, "1.2.3", "1.2.3.4", "1.2.3.4.5")
-    assert placed.name == f"1.2.3.4.5.{spooled.sha256[:16]}.dcm"
-    files[0].discard()
-    assert not spooled.path.exists() and placed.read_bytes() == payload
+    key = await blobs.place(spooled, "1.2.3", "1.2.3.4", "1.2.3.4.5")
+    await asyncio.to_thread(files[0].discard)  # a placed object stays under its key
+    assert await blobs.read(key) == payload
+    assert [k async for k in blobs.keys()] == [key]
+    # an upload that is discarded before it is placed leaves nothing behind
+    more, _ = await asyncio.to_thread(spool_large_part, blobs, PAYLOAD[:300_000])
+    await asyncio.to_thread(more[0].discard)
+    assert await mongo_db["blobs.files"].count_documents({}) == 1
+    assert await mongo_db["blobs.chunks"].count_documents({}) == -(-len(payload) // (255 * 1024))

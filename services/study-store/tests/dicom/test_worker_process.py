@@ -1,6 +1,7 @@
 """The real worker (`python -m studyshare.study_store worker`) and relay as subprocesses against
 the real broker: a share with a message and a PACS department stores the message series and
-forwards the study to a dcmtk storescp."""
+forwards the study to a dcmtk storescp, on either blob store (PACS forwarding runs in the
+worker: with GridFS it reads what the API stored, issue 17 point 2)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def study_store_process(service_processes, settings):
         env = service_processes.env(
             settings.database_name,
             service,
+            blob_backend=settings.blob_backend,
             blob_dir=str(settings.blob_dir),
             anonymization_secret=settings.anonymization_secret,
             forward_backoff_s="0.1",
@@ -57,8 +59,9 @@ async def eventually(check, timeout: float = 150.0):
     return await check()
 
 
+@pytest.mark.parametrize("blob_backend", ["directory", "gridfs"])
 async def test_worker_stores_the_message_and_forwards_a_share_to_a_pacs(
-    real_infra, dicom_app, study_store_process, pacs, tmp_path
+    real_infra, dicom_app, study_store_process, pacs, tmp_path, blob_backend
 ):
     study_uid, files = write_study(tmp_path / "a", series=1, per_series=2)
     assert (await upload(dicom_app, files)).status_code == 200
@@ -114,3 +117,7 @@ async def test_worker_stores_the_message_and_forwards_a_share_to_a_pacs(
     assert forwarded.payload["instance_count"] == 2
     assert len(pacs.received()) == 2
     assert len([e for e in events if e.event_type == "StudyMessageStored"]) == 1
+    if blob_backend == "gridfs":
+        # the worker read the images and wrote the message series in GridFS, not on its disk
+        assert await db["blobs.files"].count_documents({}) == 3
+        assert not dicom_app.settings.blob_dir.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -15,7 +16,18 @@ from studyshare.study_store.access_settings import AccessSettings
 class StudyStoreSettings(AccessSettings):
     service_name: str = "study-store"
     http_port: int = SERVICE_BY_NAME["study-store"].port
+    blob_backend: Literal["directory", "gridfs"] = Field(
+        default="directory",
+        description="where DICOM files live: a directory (`blob_dir`, one machine) or GridFS "
+        "in the service's database (shared by every process; Kubernetes)",
+    )
     blob_dir: Path = Path(".run/blobs")
+    blob_chunk_bytes: int = Field(
+        default=255 * 1024,
+        ge=16 * 1024,
+        le=8 * 1024 * 1024,
+        description="GridFS chunk size of new objects (a frame read fetches whole chunks)",
+    )
     scp_ae_title: str = "STUDYSHARE"
     scp_port: int = 11112
     scu_ae_title: str = "STUDYSHARE"
@@ -26,6 +38,15 @@ class StudyStoreSettings(AccessSettings):
         description="calling AE title -> sending department id; other AE titles are refused",
     )
     scp_flush_instances: int = Field(default=200, ge=1)
+    scp_tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) of the C-STORE receiver: with it, DICOM over TLS",
+    )
+    scp_tls_key_file: Path | None = Field(default=None, description="its PEM private key")
+    scp_tls_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle: with it, senders must present a certificate it signed",
+    )
     stow_max_bytes: int = Field(
         default=STOW_MAX_BYTES,
         ge=1,
@@ -61,6 +82,14 @@ class StudyStoreSettings(AccessSettings):
     forward_max_attempts: int = Field(default=4, ge=1)
     forward_backoff_s: float = Field(default=2.0, ge=0)
     forward_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_key_with_certificate(self) -> StudyStoreSettings:
+        if (self.scp_tls_cert_file is None) != (self.scp_tls_key_file is None):
+            raise ValueError("scp_tls_cert_file and scp_tls_key_file go together")
+        if self.scp_tls_ca_file is not None and self.scp_tls_cert_file is None:
+            raise ValueError("scp_tls_ca_file needs scp_tls_cert_file")
+        return self
 
     @model_validator(mode="after")
     def _secrets_are_real(self) -> StudyStoreSettings:

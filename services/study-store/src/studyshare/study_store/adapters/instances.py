@@ -1,7 +1,8 @@
 """The DICOM index in MongoDB: studies, series and instances with their DICOM JSON metadata.
 
 Written by ingest (STOW-RS, C-STORE, share messages) in batches, read by QIDO/WADO, downloads
-and forwarding. The pixel data stays on disk (`BlobStore`); documents hold its path.
+and forwarding. The objects stay in the blob store (`BlobStore`); documents hold their key
+(`path`).
 """
 
 from __future__ import annotations

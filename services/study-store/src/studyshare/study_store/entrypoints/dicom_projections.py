@@ -30,7 +30,7 @@ from studyshare.contracts.events.study import (
 )
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import Projection, ProjectionContext
-from studyshare.study_store.adapters.blobstore import BlobStore
+from studyshare.study_store.adapters.blobstore import blob_store
 from studyshare.study_store.domain.anonymize import anonymous_number_for
 from studyshare.study_store.domain.study import Transfer
 from studyshare.study_store.service_layer.forwarding import (
@@ -83,7 +83,7 @@ class ShareReactions(Projection):
         self.settings = settings
 
     async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
-        blobs = BlobStore(self.settings.blob_dir)
+        blobs = blob_store(self.settings, ctx.db)
         ingest = Ingest(ctx.db, blobs)
         forwarding = Forwarding(ctx.db, blobs, self.settings)
         for envelope in events:
@@ -139,7 +139,7 @@ class TransferReactions(Projection):
         self.settings = settings
 
     async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
-        forwarding = Forwarding(ctx.db, BlobStore(self.settings.blob_dir), self.settings)
+        forwarding = Forwarding(ctx.db, blob_store(self.settings, ctx.db), self.settings)
         for envelope in events:
             if envelope.event_type == "StudyForwardRequested":
                 requested = payload_of(envelope, StudyForwardRequested)

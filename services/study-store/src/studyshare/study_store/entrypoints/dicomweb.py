@@ -4,7 +4,7 @@ Every study route is guarded by the caller's `AccessDecision` (`ReaderStudyAcces
 images, no answer. What is served depends on it: report-bearing objects (SR, encapsulated
 PDF/CDA) only with report access and never on anonymized shares; a share message series only to
 its bucket's recipients and the study's own department; on anonymized shares every object and
-every JSON answer is rewritten on the way out (`domain.anonymize`), the files on disk stay as
+every JSON answer is rewritten on the way out (`domain.anonymize`), the stored objects stay as
 received, and objects with burned-in annotations (a name may be in the pixels) are not served
 at all. The read routes also take the image viewer's viewer token (`domain.viewer`): one
 study, through one grant, decided by the access model on every request. Each retrieval is
@@ -29,16 +29,16 @@ import io
 import json
 import re
 import secrets
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydicom import Dataset, dcmread, dcmwrite
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom import Dataset, dcmread
 from pymongo.asynchronous.database import AsyncDatabase
+from starlette.concurrency import iterate_in_threadpool
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
@@ -47,7 +47,16 @@ from studyshare.plumbing.errors import Forbidden, NotFound, RuleViolation
 from studyshare.plumbing.hot import HotHandler, HotRoute
 from studyshare.plumbing.http import problem_responses
 from studyshare.plumbing.logging import get_logger
-from studyshare.study_store.adapters.blobstore import BlobStore, SpoolFile
+from studyshare.study_store.adapters.blobstore import BlobStore, SpoolSink, blob_store, opened
+from studyshare.study_store.adapters.dicom_files import (
+    Frame,
+    NoPixelData,
+    NoSuchFrame,
+    anonymized_chunks,
+    frame_count,
+    locate_pixel_data,
+)
+from studyshare.study_store.adapters.dicom_files import read_frames as read_stored_frames
 from studyshare.study_store.adapters.instance_cache import StudyInstances
 from studyshare.study_store.adapters.instances import InstanceIndex
 from studyshare.study_store.adapters.multipart import MultipartError, MultipartSpooler
@@ -56,7 +65,6 @@ from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.access_rules import AccessDecisionsUnavailable
 from studyshare.study_store.domain.anonymize import (
     AnonymizationKey,
-    anonymize_dataset,
     anonymize_json,
     may_carry_burned_in_text,
 )
@@ -97,8 +105,7 @@ async def install_dicom(
     app: FastAPI, db: AsyncDatabase, settings: StudyStoreSettings
 ) -> DicomStores:
     """Create the DICOM stores on `app.state.dicom` (call from the app's lifespan)."""
-    blobs = BlobStore(settings.blob_dir)
-    settings.blob_dir.mkdir(parents=True, exist_ok=True)
+    blobs = blob_store(settings, db)
     index = InstanceIndex(db)
     instances = StudyInstances(index, study_version(app), ttl_s=settings.instance_cache_ttl_s)
     ingest = Ingest(db, blobs, on_indexed=instances.forget)
@@ -234,29 +241,32 @@ def base_url(request: Request) -> str:
 # --- serving objects ---------------------------------------------------------------------
 
 
-def served_bytes(
+async def served_bytes(
     stores: DicomStores, doc: dict[str, Any], key: AnonymizationKey | None
-) -> Iterator[bytes]:
-    """The Part 10 bytes of an instance: as stored, or rewritten for an anonymized share."""
+) -> AsyncIterator[bytes]:
+    """The Part 10 bytes of an instance, a chunk at a time: as stored, or rewritten for an
+    anonymized share (read in a worker thread)."""
     if key is None:
-        yield from stores.blobs.chunks(doc["path"])
+        async for chunk in stores.blobs.chunks(doc["path"]):
+            yield chunk
         return
-    yield anonymized_bytes(stores, doc, key)
+    async for chunk in iterate_in_threadpool(anonymized_object(stores.blobs, doc, key)):
+        yield chunk
 
 
-def anonymized_bytes(stores: DicomStores, doc: dict[str, Any], key: AnonymizationKey) -> bytes:
-    ds = dcmread(stores.blobs.absolute(doc["path"]))
-    anonymize_dataset(ds, key, message=doc.get("kind") == "message")
-    out = io.BytesIO()
-    dcmwrite(out, ds, enforce_file_format=True)
-    return out.getvalue()
+def anonymized_object(
+    blobs: BlobStore, doc: dict[str, Any], key: AnonymizationKey
+) -> Iterable[bytes]:
+    """A stored instance rewritten for an anonymized share, in chunks. Blocking."""
+    with opened(blobs, doc["path"]) as source:
+        yield from anonymized_chunks(source, key, message=doc.get("kind") == "message")
 
 
-def multipart_dicom(
+async def multipart_dicom(
     stores: DicomStores, docs: list[dict[str, Any]], key: AnonymizationKey | None
 ) -> Response:
     """The instances as multipart/related: small ones (up to `INLINE_BYTES` in all, as
-    received) read at once into one body with a length; others streamed (read in a thread)."""
+    received) read at once into one body with a length; others streamed a chunk at a time."""
     boundary = secrets.token_hex(16)
     media_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
 
@@ -270,33 +280,45 @@ def multipart_dicom(
     if key is None and sum(doc.get("size") or INLINE_BYTES for doc in docs) <= INLINE_BYTES:
         parts = []
         for doc in docs:
-            parts += [head(doc), stores.blobs.read(doc["path"]), b"\r\n"]
+            parts += [head(doc), await stores.blobs.read(doc["path"]), b"\r\n"]
         return Response(b"".join([*parts, tail]), media_type=media_type)
 
-    def body() -> Iterator[bytes]:
+    async def body() -> AsyncIterator[bytes]:
         for doc in docs:
             yield head(doc)
-            yield from served_bytes(stores, doc, key)
+            async for chunk in served_bytes(stores, doc, key):
+                yield chunk
             yield b"\r\n"
         yield tail
 
     return StreamingResponse(body(), media_type=media_type)
 
 
-def multipart_frames(frames: list[tuple[str, bytes]]) -> Response:
-    """Frames as multipart/related, each part with its Content-Type (and transfer syntax)."""
+def multipart_frames(media: str, first: list[Frame], rest: Iterator[Frame] | None) -> Response:
+    """Frames as multipart/related: the frames read already (`first`) in one body with a
+    length, or followed by the `rest`, streamed (each read in a worker thread)."""
     boundary = secrets.token_hex(16)
-    chunks = []
-    for content_type, data in frames:
-        chunks.append(f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode())
-        chunks.append(data)
-        chunks.append(b"\r\n")
-    chunks.append(f"--{boundary}--\r\n".encode())
-    main_type = frames[0][0].split(";")[0] if frames else "application/octet-stream"
-    return Response(
-        b"".join(chunks),
-        media_type=f'multipart/related; type="{main_type}"; boundary={boundary}',
-    )
+    head = f"--{boundary}\r\nContent-Type: {media}\r\n\r\n".encode()
+    tail = f"--{boundary}--\r\n".encode()
+    media_type = f'multipart/related; type="{media.split(";")[0]}"; boundary={boundary}'
+    if rest is None:
+        return Response(
+            b"".join([*(part for data in first for part in (head, data, b"\r\n")), tail]),
+            media_type=media_type,
+        )
+
+    async def body() -> AsyncIterator[bytes | memoryview]:
+        for data in first:
+            yield head
+            yield data
+            yield b"\r\n"
+        async for data in iterate_in_threadpool(rest):
+            yield head
+            yield data
+            yield b"\r\n"
+        yield tail
+
+    return StreamingResponse(body(), media_type=media_type)
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -463,9 +485,9 @@ async def receive_stow(
 ) -> Response:
     boundary = boundary_of(request.headers.get("content-type", ""))
     upload = upload_for(principal, department_id)
-    parts: list[tuple[dict[str, str], SpoolFile]] = []
+    parts: list[tuple[dict[str, str], SpoolSink]] = []
 
-    def open_part(headers: dict[str, str]) -> SpoolFile:
+    def open_part(headers: dict[str, str]) -> SpoolSink:
         sink = stores.blobs.spool()
         parts.append((headers, sink))
         return sink
@@ -850,7 +872,7 @@ async def _retrieve(
     docs = await visible_instances(stores, decision, study_uid, series_uid, sop_uid)
     key = await study_key(stores, decision, study_uid)
     await record_access(request, decision, principal, "instances")
-    return multipart_dicom(stores, docs, key)
+    return await multipart_dicom(stores, docs, key)
 
 
 async def _metadata(
@@ -1013,19 +1035,6 @@ HOT_ROUTES = [
 
 # --- frames and rendered -----------------------------------------------------------------
 
-ENCAPSULATED_MEDIA = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg",
-    "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg",
-    "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls",
-    "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2",
-    "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.5": "image/x-dicom-rle",
-}
-
-
 #: the most frame numbers one WADO-RS frames request may list
 MAX_FRAME_LIST = 1000
 
@@ -1050,58 +1059,58 @@ def frame_numbers(text: str) -> list[int]:
     return list(dict.fromkeys(numbers))
 
 
-def read_frames(path: str | Any, numbers: list[int]) -> list[tuple[str, bytes]]:
-    """The frames asked for, each with the Content-Type of its part: the media type and the
-    `transfer-syntax` its bytes are in (PS3.18 8.7.3): a compressed frame as stored, an
-    uncompressed one as Explicit VR Little Endian (big endian pixels are swapped)."""
-    ds = dcmread(path)
-    if "PixelData" not in ds:
-        raise NotRenderable("the object has no pixel data")
-    count = int(ds.get("NumberOfFrames", 1) or 1)
-    if any(n > count for n in numbers):
-        raise ObjectNotFound(f"the instance has {count} frame(s)")
-    ts = ds.file_meta.TransferSyntaxUID
-    if ts.is_encapsulated:
-        from pydicom.encaps import generate_frames
+def read_frames(
+    blobs: BlobStore, key: str, numbers: list[int]
+) -> tuple[str, list[Frame], Iterator[Frame] | None]:
+    """Frames of a stored instance, read piecewise (`adapters.dicom_files`): their media type,
+    the frames read up to `INLINE_BYTES` (all of them, for most requests), and an iterator
+    reading the others one at a time (it closes the object when done). Blocking."""
+    source = blobs.open(key)
+    try:
+        media, frames = read_stored_frames(source, numbers)
+        first: list[Frame] = []
+        size = 0
+        for data in frames:
+            first.append(data)
+            size += len(data)
+            if size > INLINE_BYTES:
+                return media, first, _closing(frames, source)
+    except NoPixelData as exc:
+        source.close()
+        raise NotRenderable(str(exc)) from None
+    except NoSuchFrame as exc:
+        source.close()
+        raise ObjectNotFound(str(exc)) from None
+    except BaseException:
+        source.close()
+        raise
+    source.close()
+    return media, first, None
 
-        frames = list(generate_frames(ds.PixelData, number_of_frames=count))
-        media = ENCAPSULATED_MEDIA.get(str(ts), "application/octet-stream")
-        return [(f"{media}; transfer-syntax={ts}", frames[n - 1]) for n in numbers]
-    data = ds.PixelData
-    bits = int(ds.BitsAllocated)
-    if not ts.is_little_endian and bits in (16, 32):
-        data = np.frombuffer(data, dtype=f">u{bits // 8}").astype(f"<u{bits // 8}").tobytes()
-    size = len(data) // count
-    if bits >= 8:
-        size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * (bits // 8)
-    media = f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}"
-    return [(media, bytes(data[(n - 1) * size : n * size])) for n in numbers]
+
+def _closing(frames: Iterator[Frame], source: Any) -> Iterator[Frame]:
+    try:
+        yield from frames
+    finally:
+        source.close()
 
 
 def _render(
-    path: Any,
+    blobs: BlobStore,
+    key: str,
     frame: int,
     media: Literal["image/png", "image/jpeg"],
     window: tuple[float, float] | None,
     quality: int,
     viewport: tuple[int, int] | None = None,
 ) -> bytes:
-    """One frame as an 8-bit PNG/JPEG: modality LUT, then VOI (window) LUT, then scaling."""
+    """One frame as an 8-bit PNG/JPEG: modality LUT, then VOI (window) LUT, then scaling.
+    Only that frame's pixel data is read and decoded."""
     from PIL import Image
     from pydicom.pixels import apply_modality_lut, apply_voi_lut, convert_color_space
 
-    ds = dcmread(path)
-    if "PixelData" not in ds:
-        raise NotRenderable("the object has no pixel data")
-    count = int(ds.get("NumberOfFrames", 1) or 1)
-    if frame > count or frame < 1:
-        raise ObjectNotFound(f"the instance has {count} frame(s)")
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:
-        raise NotRenderable(f"the pixel data cannot be decoded here: {exc}") from exc
-    if count > 1:
-        arr = arr[frame - 1]
+    with opened(blobs, key) as source:
+        arr, ds = _frame_array(source, frame)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if int(ds.get("SamplesPerPixel", 1)) == 3:
         if photometric.startswith("YBR") and not ds.file_meta.TransferSyntaxUID.is_encapsulated:
@@ -1131,8 +1140,39 @@ def _render(
     return out.getvalue()
 
 
+def _frame_array(source: Any, frame: int) -> tuple[np.ndarray, Dataset]:
+    """One frame (1-based) decoded, and the data set before the pixel data."""
+    from pydicom.pixels import pixel_array
+
+    pixels = locate_pixel_data(source)
+    if pixels is None:  # no pixel data, or not readable piecewise: the object whole
+        source.seek(0)
+        ds = dcmread(source)
+        if "PixelData" not in ds:
+            raise NotRenderable("the object has no pixel data")
+        count = frame_count(ds)
+        if frame > count or frame < 1:
+            raise ObjectNotFound(f"the instance has {count} frame(s)")
+        whole = _decoded(lambda: ds.pixel_array)
+        return (whole[frame - 1] if count > 1 else whole), ds
+    ds = pixels.header
+    count = frame_count(ds)
+    if frame > count or frame < 1:
+        raise ObjectNotFound(f"the instance has {count} frame(s)")
+    source.seek(0)
+    return _decoded(lambda: pixel_array(source, index=frame - 1)), ds
+
+
+def _decoded(decode: Callable[[], np.ndarray]) -> np.ndarray:
+    try:
+        return decode()
+    except Exception as exc:
+        raise NotRenderable(f"the pixel data cannot be decoded here: {exc}") from exc
+
+
 def render(
-    path: Any,
+    blobs: BlobStore,
+    key: str,
     frame: int,
     media: Literal["image/png", "image/jpeg"],
     window: tuple[float, float] | None,
@@ -1141,7 +1181,7 @@ def render(
 ) -> bytes:
     """`_render`, with any decoding trouble answered as NotRenderable (never a 500)."""
     try:
-        return _render(path, frame, media, window, quality, viewport)
+        return _render(blobs, key, frame, media, window, quality, viewport)
     except RuleViolation:
         raise
     except Exception as exc:
@@ -1192,15 +1232,15 @@ async def retrieve_frames(
     import anyio
 
     try:
-        data = await anyio.to_thread.run_sync(
-            read_frames, stores.blobs.absolute(doc["path"]), numbers
+        media, first, rest = await anyio.to_thread.run_sync(
+            read_frames, stores.blobs, doc["path"], numbers
         )
     except RuleViolation:
         raise
     except Exception as exc:
         raise NotRenderable(f"the frames cannot be read: {type(exc).__name__}") from exc
     await record_access(request, decision, principal, "rendered")
-    return multipart_frames(data)
+    return multipart_frames(media, first, rest)
 
 
 Window = Annotated[
@@ -1239,7 +1279,7 @@ async def _rendered(
     doc = await _one_instance(stores, decision, study_uid, series_uid, sop_uid)
     media = rendered_media(request)
     data = await anyio.to_thread.run_sync(
-        render, stores.blobs.absolute(doc["path"]), frame, media, parse_window(window), quality
+        render, stores.blobs, doc["path"], frame, media, parse_window(window), quality
     )
     await record_access(request, decision, principal, "rendered")
     return Response(data, media_type=media)
@@ -1326,7 +1366,8 @@ async def _thumbnail(
     frame = ((doc.get("frames") or 1) + 1) // 2  # the middle frame, 1-based
     data = await anyio.to_thread.run_sync(
         render,
-        stores.blobs.absolute(doc["path"]),
+        stores.blobs,
+        doc["path"],
         frame,
         media,
         None,

@@ -3,14 +3,16 @@
 Only where the access decision allows download; anonymized on the way out on anonymized shares,
 and registered as a `download` access. By default the ZIP is a DICOM File-set (a `DICOMDIR`
 at its root, as on a CD), which viewers and PACS import directly; `dicomdir=false` gives the
-plain files by series. The ZIP is written as it is sent.
+plain files by series. The ZIP is written as it is sent, each object streamed from the blob
+store (the DICOMDIR is built from the objects' headers only).
 """
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,12 +24,13 @@ from pydicom.fileset import FileSet
 from studyshare.plumbing.auth import CurrentPrincipal
 from studyshare.plumbing.errors import Forbidden, NotFound
 from studyshare.plumbing.logging import get_logger
-from studyshare.study_store.domain.anonymize import AnonymizationKey
+from studyshare.study_store.adapters.blobstore import BlobStore
+from studyshare.study_store.adapters.dicom_files import read_header
+from studyshare.study_store.domain.anonymize import AnonymizationKey, anonymize_dataset
 from studyshare.study_store.entrypoints.dependencies import StudyAccess
 from studyshare.study_store.entrypoints.dicomweb import (
     DicomStores,
     Stores,
-    anonymized_bytes,
     problem_responses,
     record_access,
     require_images,
@@ -64,42 +67,62 @@ class _Pipe:
         return data
 
 
-def dicomdir_stream(
+#: the ZIP is handed on in pieces of about this size
+PIECE = 1 << 20
+
+
+async def dicomdir_stream(
     stores: DicomStores, docs: list[dict[str, Any]], key: AnonymizationKey | None
-) -> Iterator[bytes]:
+) -> AsyncIterator[bytes]:
     """A DICOM File-set (DICOMDIR + PT*/ST*/SE*/IM* files) zipped; plain files if pydicom
     cannot build a file-set for these objects."""
     with tempfile.TemporaryDirectory(prefix="studyshare-dl-") as tmp:
-        root = Path(tmp)
         try:
-            fileset = FileSet()
-            for number, doc in enumerate(docs):
-                source = stores.blobs.absolute(doc["path"])
-                if key is not None:
-                    staged = root / "staged" / f"{number}.dcm"
-                    staged.parent.mkdir(exist_ok=True)
-                    staged.write_bytes(anonymized_bytes(stores, doc, key))
-                    source = staged
-                fileset.add(source)
-            fileset.write(root / "fileset")
+            dicomdir, names = await asyncio.to_thread(
+                fileset_names, stores.blobs, docs, key, Path(tmp)
+            )
         except Exception as exc:
             log.warning("download.no_fileset", error=type(exc).__name__)
-            yield from zip_stream(stores, docs, key, "DICOM")
+            async for piece in zip_stream(stores, docs, key, "DICOM"):
+                yield piece
             return
         pipe = _Pipe()
-        base = root / "fileset"
         with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
-            for path in sorted(base.rglob("*")):
-                if path.is_file():
-                    archive.write(path, str(path.relative_to(base)))
-                    if pipe.written > 1 << 20:
-                        yield pipe.take()
+            archive.writestr("DICOMDIR", dicomdir)
+            for doc in sorted(docs, key=lambda d: names[d["_id"]]):
+                with archive.open(names[doc["_id"]], "w", force_zip64=True) as entry:
+                    async for chunk in served_bytes(stores, doc, key):
+                        entry.write(chunk)
+                        if pipe.written > PIECE:
+                            yield pipe.take()
+                yield pipe.take()
         yield pipe.take()
 
 
-def zip_stream(
+def fileset_names(
+    blobs: BlobStore, docs: list[dict[str, Any]], key: AnonymizationKey | None, root: Path
+) -> tuple[bytes, dict[str, str]]:
+    """The DICOMDIR of a file-set of `docs` and each instance's file ID in it (by SOP
+    Instance UID as stored), built from the instances' headers (as served). Blocking."""
+    fileset = FileSet()
+    for doc in docs:
+        header = read_header(blobs, doc["path"])
+        if key is not None:
+            anonymize_dataset(header, key, message=doc.get("kind") == "message")
+        fileset.add(header)
+    base = root / "fileset"
+    fileset.write(base)
+    served_uid = {(key.uid(d["_id"]) if key else d["_id"]): d["_id"] for d in docs}
+    names = {
+        served_uid[str(instance.SOPInstanceUID)]: str(Path(instance.path).relative_to(base))
+        for instance in fileset
+    }
+    return (base / "DICOMDIR").read_bytes(), names
+
+
+async def zip_stream(
     stores: DicomStores, docs: list[dict[str, Any]], key: AnonymizationKey | None, folder: str
-) -> Iterator[bytes]:
+) -> AsyncIterator[bytes]:
     pipe = _Pipe()
     with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
         for number, doc in enumerate(docs, start=1):
@@ -108,9 +131,9 @@ def zip_stream(
                 series_uid, sop_uid = key.uid(series_uid), key.uid(sop_uid)
             name = f"{folder}/{series_uid}/{number:05d}_{sop_uid}.dcm"
             with archive.open(name, "w", force_zip64=True) as entry:
-                for chunk in served_bytes(stores, doc, key):
+                async for chunk in served_bytes(stores, doc, key):
                     entry.write(chunk)
-                    if pipe.written > 1 << 20:
+                    if pipe.written > PIECE:
                         yield pipe.take()
             yield pipe.take()
     yield pipe.take()

@@ -3,16 +3,24 @@
 Modalities and PACS push studies to our AE title. The calling AE title says which sending
 department the studies belong to (`scp_calling_ae_departments`); other AE titles are refused at
 association time. A known SOP Instance UID with other content is refused (status 0x0111,
-logged): a stored instance is never replaced. Each C-STORE writes its object to disk at once
-(the success status means the object is safe); the index and the study events are written in
-batches: every `scp_flush_instances` objects and when the association ends, with one upload
-batch id per association ("uploaded together").
+logged): a stored instance is never replaced. pynetdicom writes each received data set to a
+temporary file as it arrives (`STORE_RECV_CHUNKED_DATASET`), from which it streams into the
+blob store before the success status is sent (the status means the object is safe); so an
+object is never held in memory whole. The index and the study events are written in batches:
+every `scp_flush_instances` objects and when the association ends, with one upload batch id per
+association ("uploaded together").
+
+TLS: `scp_tls_cert_file` + `scp_tls_key_file` make the receiver speak DICOM over TLS (PS3.15
+B.1, the Basic TLS Secure Transport Connection Profile) on the same port; with
+`scp_tls_ca_file` it also requires a client certificate signed by that CA.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -25,13 +33,14 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import _config as netdicom_config
 from pynetdicom.sop_class import Verification
 
 from studyshare.contracts.envelope import Actor
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
-from studyshare.study_store.adapters.blobstore import BlobStore
-from studyshare.study_store.service_layer.ingest import Ingest, Parsed, Upload, parse
+from studyshare.study_store.adapters.blobstore import blob_store
+from studyshare.study_store.service_layer.ingest import Ingest, Parsed, Upload, parse_file
 from studyshare.study_store.settings import StudyStoreSettings
 
 log = get_logger(__name__)
@@ -107,8 +116,10 @@ class StoreSCP:
     def handle_store(self, event: Any) -> int:
         batch = self._batch(event)
         try:
-            data = event.encoded_dataset()
-            parsed = parse(data)
+            received = event.dataset_path
+            with received.open("rb") as source:
+                sha256 = hashlib.file_digest(source, "sha256").hexdigest()
+            parsed = parse_file(received, sha256, received.stat().st_size)
         except Exception as exc:
             log.warning("scp.unreadable", error=str(exc)[:200])
             return CANNOT_UNDERSTAND
@@ -133,8 +144,10 @@ class StoreSCP:
                     calling_ae=batch.upload.actor.id,
                 )
                 return DUPLICATE_SOP_INSTANCE  # a stored instance is never replaced
-            path = self.ingest.blobs.write(
-                f.study_uid, f.series_uid, f.sop_instance_uid, data, parsed.sha256
+            key = self._run(
+                self.ingest.blobs.write_file(
+                    received, f.study_uid, f.series_uid, f.sop_instance_uid, parsed.sha256
+                )
             )
         except Exception:
             log.exception("scp.store_failed")
@@ -142,7 +155,7 @@ class StoreSCP:
         with batch.lock:
             batch.digests[f.sop_instance_uid] = parsed.sha256
             batch.pending.append(parsed)
-            batch.paths[f.sop_instance_uid] = self.ingest.blobs.relative(path)
+            batch.paths[f.sop_instance_uid] = key
             full = len(batch.pending) >= self.settings.scp_flush_instances
         if full:
             self.flush(batch)
@@ -187,25 +200,41 @@ class StoreSCP:
         return [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_CONN_CLOSE, self.handle_close)]
 
 
+def tls_context(settings: StudyStoreSettings) -> ssl.SSLContext | None:
+    """The server side of DICOM TLS when a certificate is configured (TLS 1.2 or newer)."""
+    if settings.scp_tls_cert_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.scp_tls_cert_file, settings.scp_tls_key_file)
+    if settings.scp_tls_ca_file is not None:
+        context.load_verify_locations(settings.scp_tls_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 async def serve(settings: StudyStoreSettings, stop: asyncio.Event) -> None:
     """Run the SCP until `stop` is set."""
     client = mongo_client(settings)
     db = client[settings.database_name]
-    settings.blob_dir.mkdir(parents=True, exist_ok=True)
-    ingest = Ingest(db, BlobStore(settings.blob_dir))
+    ingest = Ingest(db, blob_store(settings, db))
     await ingest.ensure_indexes()
     scp = StoreSCP(settings, ingest, asyncio.get_running_loop())
     ae = scp.application_entity()
+    netdicom_config.STORE_RECV_CHUNKED_DATASET = True  # data sets to a file, not to memory
     server = await asyncio.to_thread(
         ae.start_server,
         (settings.scp_host, settings.scp_port),
         block=False,
         evt_handlers=scp.handlers(),
+        ssl_context=tls_context(settings),
     )
     log.info(
         "scp.started",
         ae_title=settings.scp_ae_title,
         port=settings.scp_port,
+        tls=settings.scp_tls_cert_file is not None,
+        blob_backend=settings.blob_backend,
         known_callers=len(settings.scp_calling_ae_departments),
     )
     try:

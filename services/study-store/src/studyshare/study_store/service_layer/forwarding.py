@@ -4,16 +4,22 @@ A transfer (`trf_...`) is requested by an event (`StudyForwardRequested`); the w
 it (`perform`): one C-STORE association per attempt, `StudyForwardFailed` per failed attempt
 with exponential backoff between attempts, `final=True` on the last, `StudyForwarded` on
 success. A resend starts a new round once the previous one has ended.
+
+The instances go one at a time, each from a file on local disk (the blob directory's own file,
+or a copy of the object streamed out of GridFS, or the anonymized copy written for an
+anonymized share), so the worker holds no study and no object in memory whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import tempfile
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Literal
 
-from pydicom import Dataset
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.contracts.envelope import Actor, EventEnvelope
@@ -21,14 +27,11 @@ from studyshare.plumbing.aggregate import Repository, new_id
 from studyshare.plumbing.eventstore import EventStore, from_document
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import GenerationPointer
-from studyshare.study_store.adapters.blobstore import BlobStore
+from studyshare.study_store.adapters.blobstore import BlobStore, opened
+from studyshare.study_store.adapters.dicom_files import anonymized_chunks
 from studyshare.study_store.adapters.instances import InstanceIndex
-from studyshare.study_store.adapters.pacs import Destination, StoreFailed, send_instances
-from studyshare.study_store.domain.anonymize import (
-    AnonymizationKey,
-    anonymize_dataset,
-    may_carry_burned_in_text,
-)
+from studyshare.study_store.adapters.pacs import Destination, PacsAssociation, StoreFailed
+from studyshare.study_store.domain.anonymize import AnonymizationKey, may_carry_burned_in_text
 from studyshare.study_store.domain.study import Transfer, TransferNotFound
 from studyshare.study_store.settings import StudyStoreSettings
 
@@ -170,12 +173,12 @@ class Forwarding:
         # the report only where the forwarder may read it (never on images-only or anonymized)
         reports = transfer.include_report and not anonymized
         kinds = {"image", "report"} if reports else {"image"}
-        paths = [
-            self.blobs.absolute(d["path"])
+        sending = [
+            d
             for d in docs
             if d.get("kind") in kinds and not (anonymized and may_carry_burned_in_text(d))
         ]
-        transform = None
+        key = None
         if transfer.anonymous_number is not None:
             study = await self.index.study(transfer.study_uid) or {}
             key = AnonymizationKey.for_share(
@@ -184,18 +187,34 @@ class Forwarding:
                 transfer.anonymous_number,
                 study.get("patient_id"),
             )
-
-            def transform(ds: Dataset) -> Dataset:
-                return anonymize_dataset(ds, key)
-
-        return await asyncio.to_thread(
-            send_instances,
+        if not sending:
+            raise StoreFailed("the study has no instance to send")
+        association = await asyncio.to_thread(
+            PacsAssociation,
             destination,
-            paths,
             self.settings.scu_ae_title,
+            [(d["sop_class_uid"], d.get("transfer_syntax") or "") for d in sending],
             self.settings.forward_timeout_s,
-            transform,
         )
+        try:
+            for doc in sending:
+                await self._send_one(association, doc, key)
+        finally:
+            await asyncio.to_thread(association.release)
+        return len(sending)
+
+    async def _send_one(
+        self, association: PacsAssociation, doc: dict[str, Any], key: AnonymizationKey | None
+    ) -> None:
+        if key is None:
+            async with self.blobs.local_file(doc["path"]) as path:
+                await asyncio.to_thread(association.send_file, path)
+            return
+        path = await asyncio.to_thread(write_anonymized, self.blobs, doc, key)
+        try:
+            await asyncio.to_thread(association.send_file, path)
+        finally:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
 
     async def transfers_of(self, study_uid: str) -> list[dict[str, Any]]:
         """Every transfer of the study with its state, folded from the event store."""
@@ -227,3 +246,16 @@ class Forwarding:
             )
         out.sort(key=lambda t: t["requested_at"], reverse=True)
         return out
+
+
+def write_anonymized(blobs: BlobStore, doc: dict[str, Any], key: AnonymizationKey) -> Path:
+    """The anonymized copy of a stored instance in a temporary file (delete it). Blocking."""
+    fd, name = tempfile.mkstemp(prefix="anonymized-", suffix=".dcm")
+    try:
+        with os.fdopen(fd, "wb") as out, opened(blobs, doc["path"]) as source:
+            for chunk in anonymized_chunks(source, key, message=doc.get("kind") == "message"):
+                out.write(chunk)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)

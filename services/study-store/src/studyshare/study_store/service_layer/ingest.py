@@ -6,8 +6,8 @@ writes and the events of one batch go in one MongoDB transaction (three bulk wri
 `insert_many` of events), so the write rate stays far below SecantusDB's ~700 writes/s even for
 large studies. Sending the same instance again stores nothing new; sending a known SOP
 Instance UID with other content is refused (`InstanceAlreadyStored`): a stored instance is
-never replaced. STOW-RS parts arrive as spool files of the blob store (`Spooled`), read from
-disk with their pixel data left there.
+never replaced. STOW-RS parts arrive as spool objects of the blob store (`Spooled`), C-STORE
+objects as files (`parse_file`); both are parsed with their pixel data left where it is.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydicom import Dataset, dcmread
@@ -79,7 +79,7 @@ class Upload:
 @dataclass
 class Parsed:
     data: bytes | None
-    """The object's bytes, or None when it is a spooled file (`source`)."""
+    """The object's bytes, or None when it is spooled (`source`) or in a file."""
     dataset: Dataset
     facts: InstanceFacts
     transfer_syntax: str
@@ -106,7 +106,7 @@ class Outcome:
         return self.failure is None
 
 
-#: elements larger than this stay on disk until read (the pixel data of a spooled object)
+#: elements larger than this are not read while parsing (the pixel data of a spooled object)
 DEFER_BYTES = 64 * 1024
 
 
@@ -115,10 +115,19 @@ def parse(data: bytes) -> Parsed:
     return _parsed(dcmread(io.BytesIO(data)), data=data, sha256=digest_of(data), size=len(data))
 
 
-def parse_spooled(spooled: Spooled) -> Parsed:
-    """A Part 10 object spooled to disk; its large elements are not read."""
-    ds = dcmread(spooled.path, defer_size=DEFER_BYTES)
-    return _parsed(ds, data=None, sha256=spooled.sha256, size=spooled.size, source=spooled)
+def parse_spooled(spooled: Spooled, blobs: BlobStore) -> Parsed:
+    """A Part 10 object in the blob store's spool; its large elements are not read. Blocking:
+    call from a worker thread."""
+    with blobs.open_spooled(spooled) as source:
+        ds = dcmread(source, defer_size=DEFER_BYTES)
+        return _parsed(ds, data=None, sha256=spooled.sha256, size=spooled.size, source=spooled)
+
+
+def parse_file(path: Path, sha256: str, size: int) -> Parsed:
+    """A Part 10 file on local disk (a received C-STORE object); its large elements are not
+    read. Blocking."""
+    ds = dcmread(path, defer_size=DEFER_BYTES)
+    return _parsed(ds, data=None, sha256=sha256, size=size)
 
 
 def _parsed(
@@ -150,12 +159,12 @@ def _retryable(exc: Exception) -> bool:
     )
 
 
-def _parse_all(objects: Sequence[bytes | Spooled]) -> list[Parsed | str]:
-    """Parse each object; a string says why one is not a storable instance."""
+def _parse_all(objects: Sequence[bytes | Spooled], blobs: BlobStore) -> list[Parsed | str]:
+    """Parse each object; a string says why one is not a storable instance. Blocking."""
     out: list[Parsed | str] = []
     for data in objects:
         try:
-            out.append(parse_spooled(data) if isinstance(data, Spooled) else parse(data))
+            out.append(parse_spooled(data, blobs) if isinstance(data, Spooled) else parse(data))
         except (InvalidDicomError, NotAnInstance, ValueError, EOFError, KeyError) as exc:
             out.append(str(exc)[:200] or type(exc).__name__)
     return out
@@ -270,6 +279,7 @@ class Ingest:
     async def ensure_indexes(self) -> None:
         await self.store.ensure_indexes()
         await self.index.ensure_indexes()
+        await self.blobs.setup()
 
     async def receive(
         self,
@@ -288,7 +298,7 @@ class Ingest:
         outcomes: list[Outcome] = []
         candidates: list[Parsed] = []
         started = time.perf_counter()
-        for item in await asyncio.to_thread(_parse_all, objects):
+        for item in await asyncio.to_thread(_parse_all, objects, self.blobs):
             if isinstance(item, str):
                 outcomes.append(Outcome(None, None, None, None, CANNOT_UNDERSTAND, item))
                 continue
@@ -327,15 +337,15 @@ class Ingest:
         stored = await self.refuse_replacements(accepted)
         parsed_at = time.perf_counter()
         new = [p for p in accepted if p.facts.sop_instance_uid not in stored]
-        paths = await asyncio.to_thread(self._write_blobs, new)
+        paths = await self._store_blobs(new)
         written_at = time.perf_counter()
         try:
             known = stored | await self.index_batch(upload, new, paths)
         except InstanceAlreadyStored:
-            # another upload indexed other content first: our files (named by their digest,
+            # another upload indexed other content first: our objects (named by their digest,
             # so never the winner's) go
             for path in paths.values():
-                self.blobs.remove(path)
+                await self.blobs.remove(path)
             raise
         log.info(
             "dicom.upload_timing",
@@ -386,9 +396,7 @@ class Ingest:
         )
         out = {}
         async for doc in cursor:
-            out[doc["_id"]] = doc.get("sha256") or await asyncio.to_thread(
-                self.blobs.digest, doc["path"]
-            )
+            out[doc["_id"]] = doc.get("sha256") or await self.blobs.digest(doc["path"])
         return out
 
     async def refuse_replacements(self, parsed: Sequence[Parsed]) -> set[str]:
@@ -411,25 +419,26 @@ class Ingest:
             )
         return set(stored)
 
-    def _write_blobs(self, parsed: Sequence[Parsed]) -> dict[str, str]:
-        """Write (and fsync) the files a few at a time: the disk latencies overlap. Spooled
-        objects are already on disk: they are linked into place."""
+    async def _store_blobs(self, parsed: Sequence[Parsed]) -> dict[str, str]:
+        """Store the objects, a few at a time (the write latencies overlap): spooled ones
+        are placed under their key, the others written. SOP instance UID -> key."""
+        gate = asyncio.Semaphore(8)
 
-        def write(p: Parsed) -> tuple[str, str]:
+        async def store(p: Parsed) -> tuple[str, str]:
             f = p.facts
-            if p.source is not None:
-                path = self.blobs.place(p.source, f.study_uid, f.series_uid, f.sop_instance_uid)
-            else:
-                assert p.data is not None
-                path = self.blobs.write(
-                    f.study_uid, f.series_uid, f.sop_instance_uid, p.data, p.sha256
-                )
-            return f.sop_instance_uid, self.blobs.relative(path)
+            async with gate:
+                if p.source is not None:
+                    key = await self.blobs.place(
+                        p.source, f.study_uid, f.series_uid, f.sop_instance_uid
+                    )
+                else:
+                    assert p.data is not None
+                    key = await self.blobs.write(
+                        f.study_uid, f.series_uid, f.sop_instance_uid, p.data
+                    )
+            return f.sop_instance_uid, key
 
-        if len(parsed) <= 1:
-            return dict(map(write, parsed))
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            return dict(pool.map(write, parsed))
+        return dict(await asyncio.gather(*(store(p) for p in parsed)))
 
     async def index_batch(
         self,

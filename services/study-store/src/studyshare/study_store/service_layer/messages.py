@@ -11,7 +11,7 @@ import asyncio
 import io
 from datetime import UTC, datetime
 
-from pydicom import Dataset, dcmread, dcmwrite
+from pydicom import Dataset, dcmwrite
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -20,6 +20,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.logging import get_logger
+from studyshare.study_store.adapters.dicom_files import read_header
 from studyshare.study_store.domain.dicom_meta import BASIC_TEXT_SR
 from studyshare.study_store.service_layer.ingest import Ingest, Upload, load_studies, parse
 
@@ -123,15 +124,11 @@ async def store_share_message(
     ]
     if not sources:
         return False
-    source = await asyncio.to_thread(
-        dcmread, ingest.blobs.absolute(sources[0]["path"]), stop_before_pixels=True
-    )
+    source = await asyncio.to_thread(read_header, ingest.blobs, sources[0]["path"])
     data = message_document(source, bucket_id, text, author_id, when)
     parsed = parse(data)
     f = parsed.facts
-    path = await asyncio.to_thread(
-        ingest.blobs.write, f.study_uid, f.series_uid, f.sop_instance_uid, data
-    )
+    key = await ingest.blobs.write(f.study_uid, f.series_uid, f.sop_instance_uid, data)
     actor = Actor(kind="user", id=author_id)
     upload = Upload(via="message", actor=actor)
 
@@ -151,7 +148,7 @@ async def store_share_message(
     await ingest.index_batch(
         upload,
         [parsed],
-        {f.sop_instance_uid: ingest.blobs.relative(path)},
+        {f.sop_instance_uid: key},
         kind="message",
         bucket_id=bucket_id,
         extra_events=stored_event,
