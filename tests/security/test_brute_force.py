@@ -3,8 +3,9 @@ step, so many guesses sent at once are evaluated at most as often as the rule al
 a guess sent while locked is refused without writing anything; counters decay (unit tests of
 the pure rule in identity's `tests/test_brute_force.py`).
 
-Every guess here comes from the test machine's one address; the source lockout (20 failures)
-must therefore see only the evaluated guesses, never the refused ones.
+Every guess here comes from the test machine's one address, which the end-to-end platform
+lets fail more often than production does (`tests/conftest.py`); the per-source lockout is
+proven in identity's own tests.
 """
 
 from __future__ import annotations
