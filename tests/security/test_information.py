@@ -2,8 +2,10 @@
 
 User details, roles, memberships and department network addresses are visible only to those
 who administer them; the client's `X-Correlation-ID` is taken only in a safe format and never
-as an audit fact. (The `state` and TOTP checks of the external-login callback are proven in
-identity's own tests: no external identity provider runs in the local platform.)
+as an audit fact; the external-login callback takes only a `state` identity handed out, once
+(through the platform's stand-in eID, `STUDYSHARE_DEMO_EID`; its TOTP step is clicked through
+in `tests/portal/test_account_browser.py`, and expiry and linking CSRF are proven in identity's
+own tests).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 import time
 import uuid
 from types import SimpleNamespace
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
@@ -143,3 +146,49 @@ def test_a_correlation_id_is_no_audit_fact_every_download_stays_a_row(
 
     rows = wait_for(three_rows, "three download rows in the Access tab", timeout=30)
     assert [row["user_id"] for row in rows] == [w.staff.user_id] * 3
+
+
+EID = "/api/auth/external/demo-eid"
+
+
+def test_the_external_login_callback_takes_only_a_state_handed_out_here_and_only_once(
+    api: Gateway, platform: LocalPlatform, world: SimpleNamespace
+):
+    redirect = f"{platform.gateway_url}/login/external/demo-eid"
+    number = unique("85.07.30-")
+
+    def start(headers: dict[str, str] | None = None) -> str:
+        started = api.client.get(
+            f"{EID}/start", params={"redirect_uri": redirect}, headers=headers or {}
+        )
+        return ok(started)["state"]
+
+    def signed_by_the_provider(state: str) -> dict[str, str]:
+        """What the provider sends the browser back with (its signature over state and
+        subject): an attacker can obtain this for a state of their choosing."""
+        form = {"state": state, "redirect_uri": redirect, "national_number": number}
+        answer = api.client.post(
+            f"{EID}/authorize",
+            content=urlencode(form),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303, answer.text
+        return dict(parse_qsl(urlsplit(answer.headers["location"]).query))
+
+    user = world.outsider
+    linked = signed_by_the_provider(start(user.headers))
+    ok(api.client.post(f"{EID}/link", json=linked, headers=user.headers), 204)
+
+    forged = signed_by_the_provider("made-up-by-an-attacker")
+    problem(api.client.get(f"{EID}/callback", params=forged), 401, "ExternalLoginStateInvalid")
+    genuine = signed_by_the_provider(start())
+    tokens = ok(api.client.get(f"{EID}/callback", params=genuine))
+    me = ok(api.client.get("/api/users/me", headers=bearer(tokens["access_token"])))
+    assert me["user_id"] == user.user_id
+    replayed = api.client.get(f"{EID}/callback", params=genuine)
+    problem(replayed, 401, "ExternalLoginStateInvalid")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
