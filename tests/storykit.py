@@ -164,10 +164,12 @@ class Gateway:
     # -- studies --------------------------------------------------------------------------
 
     def upload(self, by: Person, description: str, patient: str, birth_date: str) -> DemoStudy:
-        """A new two-image study (STOW-RS), visible to its uploader once stored."""
+        """A new two-image study (STOW-RS), visible to its uploader once stored: MR images
+        when the description starts with "MR", else CT."""
         key = unique("story-")
+        modality = "MR" if description.startswith("MR") else "CT"
         study = DemoStudy(
-            key, key.upper(), patient, birth_date, "F", description, "CT", "20260301", key[-8:]
+            key, key.upper(), patient, birth_date, "F", description, modality, "20260301", key[-8:]
         )
         body, content_type = multipart_related([instance(study, 1, 1), instance(study, 1, 2)])
         headers = {**by.headers, "Content-Type": content_type, "Accept": "application/dicom+json"}
