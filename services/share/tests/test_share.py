@@ -95,15 +95,39 @@ async def test_mail_language_is_the_majority_language_else_the_first_and_overrid
     assert chosen["confirmation"]["language"] == "de"
 
 
-async def test_validity_defaults_to_one_month_without_department_policy(env):
+async def test_validity_defaults_to_one_calendar_month_without_department_policy(env):
+    from datetime import UTC, datetime
+
+    env.clock.now = datetime(2027, 1, 31, 10, 0, 0, tzinfo=UTC)
     out = await env.share()
     until = out["confirmation"]["valid_until"]
     [event] = await env.events(event_type="StudyShared")
     assert event["payload"]["valid_until"] == until
-    from datetime import datetime
+    # 31 January + one month: the last day of February, 28 days later (not 30)
+    assert datetime.fromisoformat(until) == datetime(2027, 2, 28, 10, 0, 0, tzinfo=UTC)
 
-    delta = datetime.fromisoformat(until) - env.clock.now
-    assert timedelta(days=29, hours=23) < delta <= timedelta(days=30)
+
+async def test_a_date_without_a_time_ends_at_the_end_of_that_day_in_the_departments_zone(env):
+    from datetime import UTC, datetime
+
+    env.clock.now = datetime(2027, 1, 31, 10, 0, 0, tzinfo=UTC)
+    # dep_1 sets no zone: its country's (Belgium, CET in February)
+    out = await env.share(valid_until="2027-02-10")
+    assert datetime.fromisoformat(out["confirmation"]["valid_until"]) == datetime(
+        2027, 2, 10, 22, 59, 59, tzinfo=UTC
+    )
+    assert "10/02/2027 22:59 UTC" in out["confirmation_text"]
+    await env.seed(policy(time_zone="America/New_York"))
+    out = await env.share(valid_until="2027-02-10")
+    assert datetime.fromisoformat(out["confirmation"]["valid_until"]) == datetime(
+        2027, 2, 11, 4, 59, 59, tzinfo=UTC
+    )
+    # a time without its offset is refused, not guessed (nor taken for a date)
+    before = await env.count()
+    for ambiguous in ("2027-02-10T00:00", "2027-02-10T18:00", "10/02/2027"):
+        refused = await env.share(valid_until=ambiguous, expect=422)
+        assert refused["status"] == 422
+    assert await env.count() == before
 
 
 async def test_department_default_maximum_and_unlimited_are_enforced(env):

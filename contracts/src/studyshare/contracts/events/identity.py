@@ -407,6 +407,13 @@ class DepartmentPolicySet(DomainEvent):
     set_by: str
     break_the_glass: BreakTheGlassPolicy = "institution"
     """Who may break the glass on the department's studies (never an auditor)."""
+    default_validity_months: int | None = None
+    """When set, the default validity is that many calendar months from the moment of sharing
+    (`default_validity_days` then holds only a rough equivalent, 30 a month, for older readers).
+    None (events written before it existed): `default_validity_days` days."""
+    time_zone: str | None = None
+    """The department's IANA time zone: a validity date chosen without a time ends at the end
+    of that day there. None: the zone of the department's country (UTC when unknown)."""
 
 
 @registry.register

@@ -35,6 +35,7 @@ def json_int(ge: int, le: int) -> Any:
 
 ReferenceLength = json_int(4, 64)
 Days = json_int(1, 36500)
+Months = json_int(1, 1200)
 Port = json_int(1, 65535)
 
 Username = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
@@ -312,7 +313,20 @@ class ConfirmedResponse(BaseModel):
 
 
 class PolicyBody(Strict):
-    default_validity_days: Days = 30
+    default_validity_days: Days | None = Field(
+        default=None,
+        description="the default validity in days; with neither this nor "
+        "default_validity_months, one calendar month",
+    )
+    default_validity_months: Months | None = Field(
+        default=None, description="the default validity in calendar months"
+    )
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        description="IANA time zone: a validity date chosen without a time ends at the end "
+        "of that day there (none: the zone of the department's country)",
+    )
     max_validity_days: Days | None = None
     unlimited_allowed: StrictBool = True
     reference_number_rule: RuleBody = RuleBody()

@@ -13,7 +13,11 @@ from pymongo.errors import DuplicateKeyError
 
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.projection import GenerationPointer
-from studyshare.share.domain.model import Bucket, DepartmentPolicy
+from studyshare.share.domain.model import (
+    Bucket,
+    DepartmentPolicy,
+    department_time_zone,
+)
 from studyshare.share.entrypoints.projections import DIRECTORY
 
 BUCKETS = "buckets_view"
@@ -238,7 +242,14 @@ def policy_of(department: dict[str, Any] | None) -> tuple[DepartmentPolicy, str 
     country = (department or {}).get("country")
     return (
         DepartmentPolicy(
-            default_validity_days=policy.get("default_validity_days", 30),
+            # no policy: the manuals' one month; a policy set before months existed: its days
+            default_validity_days=(
+                policy.get("default_validity_days")
+                if policy.get("default_validity_months") is None
+                else None
+            ),
+            default_validity_months=policy.get("default_validity_months"),
+            time_zone=department_time_zone(policy.get("time_zone"), country),
             max_validity_days=policy.get("max_validity_days"),
             unlimited_allowed=policy.get("unlimited_allowed", True),
             hipaa_confirmation_required=bool(policy.get("hipaa_confirmation_required"))

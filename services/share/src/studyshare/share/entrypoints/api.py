@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from studyshare.contracts.events.share import AccessLevel, Label
 from studyshare.plumbing.access_barrier import AccessBarrierClient
@@ -79,6 +87,22 @@ class LabelIn(BaseModel):
     scope: Literal["user", "group"] = "user"
 
 
+def _date_only(value: Any) -> Any:
+    """A date chosen without a time is written `YYYY-MM-DD` and nothing else."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a date without a time is written YYYY-MM-DD")
+    return value
+
+
+ValidUntil = Annotated[
+    AwareDatetime | Annotated[date, BeforeValidator(_date_only)] | None,
+    Field(
+        description="a moment with its UTC offset, or a date (YYYY-MM-DD) chosen without a "
+        "time: access then ends at the end of that day in the sending department's time zone",
+    ),
+]
+
+
 class ShareOptions(BaseModel):
     """Parameters a share-again may override."""
 
@@ -87,7 +111,7 @@ class ShareOptions(BaseModel):
     access_level: AccessLevel | None = None
     reason: str | None = Field(default=None, max_length=2000)
     language: Language | None = None
-    valid_until: AwareDatetime | None = None
+    valid_until: ValidUntil = None
     unlimited: bool | None = None
     label: LabelIn | None = None
     urgent: bool | None = None
@@ -110,7 +134,7 @@ class ShareIn(BaseModel):
     access_level: AccessLevel
     reason: str = Field(default="", max_length=2000)
     language: Language | None = None
-    valid_until: AwareDatetime | None = None
+    valid_until: ValidUntil = None
     unlimited: bool = False
     patient_agreed: bool = False
     label: LabelIn | None = None

@@ -110,6 +110,8 @@ class Directory(Projection):
                         "$set": {
                             "policy": {
                                 "default_validity_days": e.default_validity_days,
+                                "default_validity_months": e.default_validity_months,
+                                "time_zone": e.time_zone,
                                 "max_validity_days": e.max_validity_days,
                                 "unlimited_allowed": e.unlimited_allowed,
                                 "hipaa_confirmation_required": e.hipaa_confirmation_required,

@@ -8,7 +8,7 @@ import hmac
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -68,7 +68,8 @@ class ShareCommand:
     reason: str
     patient_agreed: bool
     language: str | None = None
-    valid_until: datetime | None = None
+    valid_until: datetime | date | None = None
+    """A date without a time: the end of that day in the sending department's time zone."""
     unlimited: bool = False
     label: Label | None = None
     urgent: bool = False
