@@ -60,6 +60,10 @@ def bucket_from(shared: StudyShared, *more) -> Bucket:
         (["nl", "fr"], "nl"),
         (["nl", "fr", "de"], "nl"),
         ([None, "fr", "fr"], "fr"),
+        # a tie is no majority: the first recipient's language, literally
+        (["nl", "fr", "fr", "nl"], "nl"),
+        (["de", "fr", "fr", "de"], "de"),
+        (["nl", "fr", "fr", "de"], "nl"),
     ],
 )
 def test_mail_language_majority_else_first(languages, expected):

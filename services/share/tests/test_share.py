@@ -95,6 +95,51 @@ async def test_mail_language_is_the_majority_language_else_the_first_and_overrid
     assert chosen["confirmation"]["language"] == "de"
 
 
+async def test_a_groups_or_departments_own_language_counts_when_the_client_sends_none(env):
+    """Issue 16, point 9: the tie rule is the first recipient's language, and a group or a
+    department recipient speaks its own language unless the client names one for it."""
+    from studyshare.contracts.events.identity import DepartmentCreated, GroupCreated
+
+    await env.seed(
+        GroupCreated(
+            group_id="grp_fr",
+            name="Cabinet Sud",
+            primary_contact_id="usr_r2",
+            created_by="usr_admin",
+            language="fr",
+        ),
+        DepartmentCreated(
+            department_id="dep_de", name="Radiologie Eupen", created_by="t", language="de"
+        ),
+    )
+    group, department = {"kind": "group", "id": "grp_fr"}, {"kind": "department", "id": "dep_de"}
+    # a tie (one fr, one de, one nl): the first recipient's language, the group's own
+    tie = await env.share(recipients=[group, department, {"kind": "user", "id": "usr_r1"}])
+    assert tie["confirmation"]["language"] == "fr"
+    tie = await env.share(recipients=[department, group, {"kind": "user", "id": "usr_r1"}])
+    assert tie["confirmation"]["language"] == "de"
+    # two of three speak French once the group's own language counts
+    majority = await env.share(
+        recipients=[{"kind": "user", "id": "usr_r1"}, group, {"kind": "user", "id": "usr_r2"}]
+    )
+    assert majority["confirmation"]["language"] == "fr"
+    # two against two is no majority: the first recipient's (nl), literally
+    even = await env.share(
+        recipients=[
+            {"kind": "user", "id": "usr_r1"},
+            group,
+            {"kind": "user", "id": "usr_r2"},
+            {"kind": "user", "id": "usr_sender"},
+        ]
+    )
+    assert even["confirmation"]["language"] == "nl"
+    # what the client says for a group wins over the group's own
+    told = await env.share(recipients=[{**group, "language": "nl"}, department])
+    assert told["confirmation"]["language"] == "nl"
+    [*_, event] = await env.events(event_type="StudyShared")
+    assert [r["language"] for r in event["payload"]["recipients"]] == ["nl", "de"]
+
+
 async def test_validity_defaults_to_one_calendar_month_without_department_policy(env):
     from datetime import UTC, datetime
 

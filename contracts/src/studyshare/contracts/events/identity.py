@@ -250,6 +250,9 @@ class GroupCreated(DomainEvent):
     member_ids: tuple[str, ...] = ()
     email: str | None = None
     created_by: str
+    language: Language | None = None
+    """The practice's language for mails to it: chosen at creation, else its primary
+    contact's. None on events before it existed."""
 
 
 @registry.register
@@ -388,6 +391,9 @@ class DepartmentCreated(DomainEvent):
     institution_id: str | None = None
     """The institution (hospital) the department belongs to; departments of one institution
     share it. None: the department is an institution of its own."""
+    language: Language | None = None
+    """The department's language for mails to it (a share's mail language counts it). None:
+    not known."""
 
 
 @registry.register

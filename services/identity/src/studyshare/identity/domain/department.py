@@ -117,6 +117,7 @@ class Department(Aggregate):
         created_by: str,
         policy: Policy | None = None,
         institution_id: str | None = None,
+        language: str | None = None,
     ) -> list:
         if kind == "pacs" and pacs is None:
             raise PacsEndpointRequired("a PACS destination needs its AE title, host and port")
@@ -133,6 +134,7 @@ class Department(Aggregate):
                 rsw=rsw,
                 created_by=created_by,
                 institution_id=institution_id,
+                language=language,  # type: ignore[arg-type]
             ),
             _policy_event(department_id, policy, created_by),
         ]

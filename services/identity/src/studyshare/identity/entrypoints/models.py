@@ -253,6 +253,10 @@ class GroupCreate(Strict):
     admin_ids: list[str] = Field(default_factory=list, max_length=200)
     member_ids: list[str] = Field(default_factory=list, max_length=500)
     email: str | None = Email
+    language: Language | None = Field(
+        default=None,
+        description="the practice's language for mails to it (none: its primary contact's)",
+    )
 
 
 class GroupMember(BaseModel):
@@ -360,6 +364,9 @@ class DepartmentCreate(Strict):
     pacs: Endpoint | None = None
     rsw: Endpoint | None = None
     policy: PolicyBody | None = None
+    language: Language | None = Field(
+        default=None, description="the department's language for mails to it"
+    )
     institution_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_.:-]{1,64}$",

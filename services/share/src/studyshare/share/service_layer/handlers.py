@@ -891,7 +891,10 @@ def resolve_recipients(
             doc = known[r.kind].get(r.id or "")
             if doc is None or doc.get("active") is False:
                 raise rules.RecipientNotKnown(f"unknown {r.kind} recipient {r.id!r}")
-            language = doc.get("language") if r.kind == "user" else r.language
+            # a user's own language; a group's or department's as the client says, else its own
+            language = (
+                doc.get("language") if r.kind == "user" else r.language or doc.get("language")
+            )
             ref = RecipientRef(recipient_id=r.id, kind=r.kind, language=language)  # type: ignore[arg-type]
         resolved.setdefault((ref.kind, ref.recipient_id), ref)
     return tuple(resolved.values())
