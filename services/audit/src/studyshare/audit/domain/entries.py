@@ -89,8 +89,6 @@ CATEGORY = {
     "BucketLocked": "lock",
     "BucketUnlocked": "unlock",
     "BucketExpired": "expiry",
-    "StudyRemovedFromBucket": "revocation",
-    "BucketRemoved": "revocation",
     "StudyReceived": "study",
     "StudyInstancesAdded": "study",
     "StudyMessageStored": "study",
