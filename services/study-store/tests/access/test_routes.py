@@ -81,6 +81,27 @@ async def test_overview_lists_department_shared_group_and_colleague_studies(harn
     assert again["items"][0]["message_state"] == "unread"
 
 
+async def test_a_first_open_served_elsewhere_reads_the_message_at_once(harness):
+    """Issue 16, point 12: a study opened through another process (the viewer's WADO-RS
+    routes, another replica) reaches this one as `StudyFirstOpened`, not a minute later as
+    `StudyAccessed`: the message label turns green."""
+    from studyshare.contracts.events.study import StudyFirstOpened
+
+    h = harness
+    await h.study(C, department_id="dep_other", description="knee MR")
+    await h.share("bkt_msg", [C], [("usr_doc", "user")], message="please look")
+    doctor = h.user("usr_doc", "physician")
+    listed = (await h.http.get("/api/studies", headers=doctor)).json()["items"]
+    assert [s["message_state"] for s in listed] == ["unread"]
+    await h.project(
+        h.events(StudyFirstOpened(study_uid=C, user_id="usr_doc", bucket_id="bkt_msg"), "opn_x")
+    )
+    await h.sync()
+    listed = (await h.http.get("/api/studies", headers=doctor)).json()["items"]
+    assert [s["message_state"] for s in listed] == ["read"]
+    assert await _events(h, "StudyAccessed") == [], "nothing of the minute was needed"
+
+
 async def test_overview_filters_and_paginates(harness):
     from datetime import date
 

@@ -146,7 +146,10 @@ class Directory(Projection):
                     },
                 )
             ]
-        if kind == "StudyAccessed" and e.user_id and e.action in ("view", "metadata", "instances"):
+        opened = kind == "StudyFirstOpened" or (  # at once; the minute's accesses later
+            kind == "StudyAccessed" and e.user_id and e.action in ("view", "metadata", "instances")
+        )
+        if opened:
             return [
                 up(
                     "opened",
