@@ -146,3 +146,44 @@ async def test_the_default_validity_is_one_calendar_month_and_the_zone_is_the_de
         assert refused.headers["content-type"].startswith("application/problem+json")
         assert refused.json()["rule"] == rule
     assert len(await api.events("DepartmentPolicySet")) == 3, "refusals store nothing"
+
+
+async def test_patient_access_is_the_departments_policy(api):
+    """Issue 16, point 2: patients reading the report, downloading, the reference numbers'
+    validity and their automatic issue on arrival are set per department."""
+    desk = await api.desk()
+    dep = (await api.client.post("/api/departments", json={"name": "RX"}, headers=desk)).json()[
+        "id"
+    ]
+    [created] = await api.events("DepartmentPolicySet")
+    assert created.payload["reference_numbers_on_arrival"] is False
+    assert created.payload["patient_report_access"] is None  # the deployment's default
+    assert created.payload["reference_number_validity_days"] is None  # no date restriction
+    changed = await api.client.put(
+        f"/api/departments/{dep}/policy",
+        json={
+            "patient_report_access": "none",
+            "patient_download_allowed": True,
+            "reference_number_validity_days": 60,
+            "reference_numbers_on_arrival": True,
+        },
+        headers=desk,
+    )
+    assert changed.status_code == 204, changed.text
+    latest = (await api.events("DepartmentPolicySet"))[-1].payload
+    assert (
+        latest["patient_report_access"],
+        latest["patient_download_allowed"],
+        latest["reference_number_validity_days"],
+        latest["reference_numbers_on_arrival"],
+    ) == ("none", True, 60, True)
+    view = (await api.client.get(f"/api/departments/{dep}", headers=desk)).json()["policy"]
+    assert view["reference_numbers_on_arrival"] is True
+    for body in (
+        {"patient_report_access": "write"},
+        {"reference_number_validity_days": 0},
+        {"reference_numbers_on_arrival": "yes"},
+    ):
+        refused = await api.client.put(f"/api/departments/{dep}/policy", json=body, headers=desk)
+        assert refused.status_code == 422, (body, refused.text)
+    assert len(await api.events("DepartmentPolicySet")) == 2

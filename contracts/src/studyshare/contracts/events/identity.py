@@ -420,6 +420,16 @@ class DepartmentPolicySet(DomainEvent):
     time_zone: str | None = None
     """The department's IANA time zone: a validity date chosen without a time ends at the end
     of that day there. None: the zone of the department's country (UTC when unknown)."""
+    patient_report_access: Literal["none", "read"] | None = None
+    """Whether a patient logged in with a reference number reads the report. None: the study
+    store's deployment default (`STUDYSHARE_PATIENT_REPORT_DEFAULT`)."""
+    patient_download_allowed: bool | None = None
+    """Whether a patient may download the study. None: the deployment default."""
+    reference_number_validity_days: int | None = None
+    """How long a reference number is valid from its issue, "as allowed by the source": its
+    default "valid to", and the latest one staff may set. None: no date restriction."""
+    reference_numbers_on_arrival: bool = False
+    """Issue a reference number automatically when a study of the department arrives."""
 
 
 @registry.register

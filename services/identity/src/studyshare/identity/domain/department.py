@@ -38,6 +38,10 @@ class Policy:
     break_the_glass: BreakTheGlassPolicy = "institution"
     default_validity_months: int | None = None
     time_zone: str | None = None
+    patient_report_access: str | None = None
+    patient_download_allowed: bool | None = None
+    reference_number_validity_days: int | None = None
+    reference_numbers_on_arrival: bool = False
 
     @property
     def months(self) -> int | None:
@@ -69,6 +73,11 @@ class Policy:
                 raise DefaultValidityExceedsMaximum(
                     "the default validity cannot be longer than the maximum validity"
                 )
+        if (
+            self.reference_number_validity_days is not None
+            and self.reference_number_validity_days < 1
+        ):
+            raise InvalidPolicy("a reference number is valid for at least one day")
         if self.reference_number_rule.length < 4:
             raise InvalidPolicy("reference numbers are at least 4 characters long")
 
@@ -173,6 +182,10 @@ def _policy_event(department_id: str, policy: Policy, by: str) -> DepartmentPoli
         default_validity_days=30 * months if months else policy.default_validity_days or 30,
         default_validity_months=months,
         time_zone=policy.time_zone,
+        patient_report_access=policy.patient_report_access,  # type: ignore[arg-type]
+        patient_download_allowed=policy.patient_download_allowed,
+        reference_number_validity_days=policy.reference_number_validity_days,
+        reference_numbers_on_arrival=policy.reference_numbers_on_arrival,
         max_validity_days=policy.max_validity_days,
         unlimited_allowed=policy.unlimited_allowed,
         reference_number_rule=policy.reference_number_rule,

@@ -325,6 +325,23 @@ class PolicyBody(Strict):
     default_validity_months: Months | None = Field(
         default=None, description="the default validity in calendar months"
     )
+    patient_report_access: Literal["none", "read"] | None = Field(
+        default=None,
+        description="whether patients (reference number login) read the report; none: the "
+        "deployment's default",
+    )
+    patient_download_allowed: StrictBool | None = Field(
+        default=None, description="whether patients may download the study"
+    )
+    reference_number_validity_days: Days | None = Field(
+        default=None,
+        description="a reference number is valid this many days from its issue at most "
+        "(its default 'valid to'); none: no date restriction",
+    )
+    reference_numbers_on_arrival: StrictBool = Field(
+        default=False,
+        description="issue a reference number automatically when a study arrives",
+    )
     time_zone: str | None = Field(
         default=None,
         max_length=64,

@@ -299,16 +299,17 @@ def _department_created(doc: Doc, e: ie.DepartmentCreated, env: EventEnvelope) -
 
 
 def _department_policy_set(doc: Doc, e: ie.DepartmentPolicySet, env: EventEnvelope) -> None:
-    raw = env.payload
     doc.update(
         department_id=e.department_id,
         reference_number_rule=e.reference_number_rule.model_dump(),
         payment_required=e.payment_required,
         patient_otp_required=e.patient_otp_required,
         break_the_glass=e.break_the_glass,
-        # Not (yet) in the contract: honoured when identity adds them, else the settings decide.
-        patient_report_access=raw.get("patient_report_access"),
-        patient_download_allowed=raw.get("patient_download_allowed"),
+        # None: the deployment's defaults (settings) decide
+        patient_report_access=e.patient_report_access,
+        patient_download_allowed=e.patient_download_allowed,
+        reference_number_validity_days=e.reference_number_validity_days,
+        reference_numbers_on_arrival=e.reference_numbers_on_arrival,
     )
 
 
