@@ -959,3 +959,60 @@ def test_the_message_turns_read_at_the_first_open_not_a_window_later(
     )
     first = [e for e in entries if e["event_type"] == "StudyFirstOpened"]
     assert len(first) == 1 and first[0]["category"] == "message_read"
+
+
+def test_a_department_issues_reference_numbers_on_arrival_and_keeps_reports_from_patients(
+    api: Gateway, platform: LocalPlatform
+):
+    """Issue 16, point 2: patient access is the sending department's policy. This department
+    issues a reference number as each study arrives, valid 30 days, and patients do not read
+    its reports; its admin finds the number on the Access tab and the patient logs in with it."""
+    from datetime import UTC, timedelta
+
+    desk = api.login(platform.bootstrap_user, platform.bootstrap_password)
+    department_id = api.radiology_department(desk, f"Radiology {unique('')}")
+    ok(
+        api.client.put(
+            f"/api/departments/{department_id}/policy",
+            json={
+                "reference_numbers_on_arrival": True,
+                "reference_number_validity_days": 30,
+                "patient_report_access": "none",
+            },
+            headers=desk,
+        ),
+        204,
+    )
+    admin = api.register(
+        desk,
+        "Greta",
+        roles=["department_admin", "department_staff"],
+        department_ids=[department_id],
+        admin_of=[department_id],
+    )
+    arrived = datetime.now(UTC)
+    uid = api.upload(admin, "CT knee", "Story^Nora", STUDY_BIRTH_DATE).study_uid
+    write_report(api, admin, uid, "No fracture.")
+
+    def numbers() -> list[dict] | None:
+        r = api.client.get(f"/api/studies/{uid}/reference-numbers", headers=admin.headers)
+        items = ok(r)
+        items = items.get("items", items) if isinstance(items, dict) else items
+        return items or None
+
+    [number] = wait_for(numbers, "the reference number issued on arrival")
+    assert number["usable"]
+    valid_to = datetime.fromisoformat(number["valid_to"])
+    assert timedelta(days=29) < valid_to - arrived <= timedelta(days=30, minutes=5)
+    api.logged(admin.headers, uid, [("ReferenceNumberIssued", anything)])
+    birth = f"{STUDY_BIRTH_DATE[:4]}-{STUDY_BIRTH_DATE[4:6]}-{STUDY_BIRTH_DATE[6:]}"
+
+    def patient_login() -> httpx.Response | None:
+        body = {"reference_number": number["reference_number"], "date_of_birth": birth}
+        r = api.client.post("/api/auth/patient-login", json=body)
+        return r if r.status_code == 200 else None
+
+    token = ok(wait_for(patient_login, "the number known to identity"))
+    patient = {"Authorization": f"Bearer {token['access_token']}"}
+    assert ok(api.study(patient, uid))["study_uid"] == uid
+    problem(api.report(patient, uid), 403, "ReportReadNotAllowed")
