@@ -435,8 +435,44 @@ async def sent_buckets(
     service: Service,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    status: Annotated[
+        Literal["active", "revoked", "expired"] | None,
+        Query(description="only the buckets in this state"),
+    ] = None,
+    locked: Annotated[bool | None, Query(description="only locked (or unlocked) ones")] = None,
 ) -> SentBucketsOut:
-    docs, total = await service.sent_by_me(user, limit, offset)
+    docs, total = await service.sent_by_me(user, limit, offset, status=status, locked=locked)
+    return SentBucketsOut(
+        items=[
+            SentBucketOut(**bucket_doc_out(d, []).model_dump(), studies=d["studies"]) for d in docs
+        ],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get(
+    "/api/shares/locked",
+    response_model=SentBucketsOut,
+    summary="Locked buckets of a department, for its admins and the service desk",
+    responses=problem_responses(401, 403, 422),
+)
+async def locked_buckets(
+    user: CurrentUser,
+    service: Service,
+    department_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            description="the sending department (the service desk may leave it out: all)",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> SentBucketsOut:
+    docs, total = await service.locked_buckets(user, department_id, limit, offset)
     return SentBucketsOut(
         items=[
             SentBucketOut(**bucket_doc_out(d, []).model_dump(), studies=d["studies"]) for d in docs
