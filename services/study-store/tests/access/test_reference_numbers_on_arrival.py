@@ -74,3 +74,37 @@ def test_validity_as_allowed_by_the_source():
     assert rn.validity_as_allowed(NOW, None, None, None) == (None, None)
     naive = datetime(2027, 3, 20, 9, 0)
     assert rn.validity_as_allowed(NOW, None, naive, days) == (None, naive.replace(tzinfo=UTC))
+
+
+async def test_the_worker_issues_on_arrival_but_a_replay_leaves_old_studies_alone(mongo_db):
+    """The worker's reaction reads the department from the access read model; an arrival
+    older than the horizon (a replay from offset 0) gets nothing."""
+    from studyshare.contracts.envelope import Actor
+    from studyshare.plumbing.eventstore import envelope_for
+    from studyshare.plumbing.projection import GenerationPointer, ProjectionContext
+    from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION
+    from studyshare.study_store.entrypoints.dicom_projections import (
+        ARRIVAL_HORIZON,
+        ArrivalReactions,
+    )
+
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    docs = await GenerationPointer(mongo_db, ACCESS_PROJECTION).collection("docs")
+    await docs.insert_one(
+        {"_id": "department:dep_rad", "kind": "department", "reference_numbers_on_arrival": True}
+    )
+    now = datetime.now(UTC)
+
+    def arrival(uid: str, at: datetime):
+        return envelope_for(
+            received(uid), aggregate_id=uid, aggregate_version=1, actor=Actor(), occurred_at=at
+        )
+
+    reaction = ArrivalReactions()
+    ctx = ProjectionContext(db=mongo_db, projection=reaction.name, generation=1)
+    await reaction.apply(
+        [arrival("1.2.new", now), arrival("1.2.old", now - ARRIVAL_HORIZON - timedelta(hours=1))],
+        ctx,
+    )
+    assert [e.payload["study_uid"] for e in await _issued(store)] == ["1.2.new"]

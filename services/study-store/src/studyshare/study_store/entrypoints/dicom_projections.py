@@ -16,6 +16,7 @@ idempotent through its aggregate (deterministic ids, `StudyMessageStored` once p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from pymongo import UpdateOne
 
@@ -46,6 +47,9 @@ from studyshare.study_store.service_layer.reference_numbers import issue_on_arri
 from studyshare.study_store.settings import StudyStoreSettings
 
 log = get_logger(__name__)
+
+#: how late an arrival may still get its reference number (the worker was down, lagging)
+ARRIVAL_HORIZON = timedelta(days=1)
 
 
 class DepartmentEndpoints(Projection):
@@ -135,14 +139,19 @@ class ShareReactions(Projection):
 
 class ArrivalReactions(Projection):
     """A study of a department whose policy says `reference_numbers_on_arrival` gets a
-    reference number as it arrives (issue 16, point 2); idempotent per study."""
+    reference number as it arrives (issue 16, point 2); idempotent per study. Arrivals older
+    than `ARRIVAL_HORIZON` are left alone, so a replay from offset 0 after a department turned
+    the policy on issues nothing for its old studies."""
 
     name = "reference_numbers_on_arrival"
     topics = ("study.events",)
     transactional = False
 
     async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
-        arrivals = [e for e in events if e.event_type == "StudyReceived"]
+        horizon = datetime.now(UTC) - ARRIVAL_HORIZON
+        arrivals = [
+            e for e in events if e.event_type == "StudyReceived" and e.occurred_at >= horizon
+        ]
         if not arrivals:
             return
         store = EventStore(ctx.db)
