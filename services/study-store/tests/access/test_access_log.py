@@ -230,3 +230,16 @@ async def test_the_first_open_through_a_bucket_is_appended_at_once_and_only_once
     assert len(await _stored(mongo_db, "StudyFirstOpened")) == 2
     await first.close()
     await second.close()
+
+
+async def test_a_stored_first_open_is_folded_into_this_processs_model_at_once(mongo_db):
+    """The process that served the first open reads the message at once (ahead of the
+    worker); a first open another request stored before is not folded twice."""
+    folded: list = []
+    log = await _log(mongo_db, clock=Clock(1_800_000_000.0), apply_local=folded.extend)
+    await log.record(decision(), user("usr_a"), "metadata")
+    await log.record(decision(), user("usr_a"), "instances")
+    assert [(e.event_type, e.payload["user_id"]) for e in folded] == [
+        ("StudyFirstOpened", "usr_a")
+    ]
+    await log.close()

@@ -102,6 +102,24 @@ async def test_a_first_open_served_elsewhere_reads_the_message_at_once(harness):
     assert await _events(h, "StudyAccessed") == [], "nothing of the minute was needed"
 
 
+async def test_the_process_serving_the_first_open_reads_the_message_at_once(harness):
+    """Issue 16, point 12: opened in the viewer (WADO-RS metadata), the message is read in
+    this process's overview at once, before any worker has the event."""
+    h = harness
+    await h.study(C, department_id="dep_other", description="knee MR")
+    await h.share("bkt_viewer", [C], [("usr_doc", "user")], message="please look")
+    doctor = h.user("usr_doc", "physician")
+    listed = (await h.http.get("/api/studies", headers=doctor)).json()["items"]
+    assert [s["message_state"] for s in listed] == ["unread"]
+    # what the WADO-RS routes do once the metadata is served (the harness has no instances)
+    decision = h.model.decide(_claims("usr_doc"), C)
+    await h.app.state.access_log.record(decision, _claims("usr_doc"), "metadata")
+    listed = (await h.http.get("/api/studies", headers=doctor)).json()["items"]
+    assert [s["message_state"] for s in listed] == ["read"]
+    [opened] = await _events(h, "StudyFirstOpened")
+    assert opened["payload"]["bucket_id"] == "bkt_viewer"
+
+
 async def test_overview_filters_and_paginates(harness):
     from datetime import date
 

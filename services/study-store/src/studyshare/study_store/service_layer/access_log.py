@@ -115,8 +115,11 @@ class AccessLog:
         flush_interval_s: float = 1.0,
         flush_batch: int = 2000,
         clock: Callable[[], float] = time.time,
+        apply_local: Callable[[list[EventEnvelope]], None] | None = None,
     ) -> None:
         self.store = store
+        #: folds a stored first open into this process's access model, ahead of the worker
+        self.apply_local = apply_local
         self.tallies = store.db[TALLIES]
         self.window_s = window_s
         self.flush_interval_s = flush_interval_s
@@ -224,6 +227,8 @@ class AccessLog:
             return
         else:
             FIRST_OPENS.inc()
+            if self.apply_local is not None:
+                self.apply_local([envelope])
         if len(self._opened) >= FIRST_OPENS_REMEMBERED:
             self._opened.pop(next(iter(self._opened)))
         self._opened[opening_id] = None
