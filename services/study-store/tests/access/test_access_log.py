@@ -239,7 +239,5 @@ async def test_a_stored_first_open_is_folded_into_this_processs_model_at_once(mo
     log = await _log(mongo_db, clock=Clock(1_800_000_000.0), apply_local=folded.extend)
     await log.record(decision(), user("usr_a"), "metadata")
     await log.record(decision(), user("usr_a"), "instances")
-    assert [(e.event_type, e.payload["user_id"]) for e in folded] == [
-        ("StudyFirstOpened", "usr_a")
-    ]
+    assert [(e.event_type, e.payload["user_id"]) for e in folded] == [("StudyFirstOpened", "usr_a")]
     await log.close()
