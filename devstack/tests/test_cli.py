@@ -67,6 +67,8 @@ def _run_with(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> tuple[str
     monkeypatch.setattr(demo, "load_demo", fake_load_demo)
     monkeypatch.setattr(cli, "_supervise", lambda platform: None)
     monkeypatch.setattr(cli, "_interrupt_once", lambda: None)
+    # logging configured inside CliRunner would write to its captured stream after it closed
+    monkeypatch.setattr(cli, "_configure_logging", lambda: None)
     result = CliRunner().invoke(app, ["run"], env=env)
     assert result.exit_code == 0, result.output
     return result.output, demo_calls
