@@ -831,3 +831,188 @@ def test_break_the_glass_needs_a_reason_and_is_logged_and_alerted(
         403,
         "AuditLogReadersOnly",
     )
+
+
+# ----------------------------------------------------------------- issue 16: manuals' details
+
+
+def test_a_validity_date_without_a_time_ends_that_evening_in_the_departments_zone(
+    api: Gateway, cast: SimpleNamespace
+):
+    """Issue 16, point 8: the department is Belgian; a date chosen in the calendar ends at
+    23:59:59 Brussels time; with no date at all, access lasts one calendar month."""
+    from datetime import UTC, timedelta
+    from zoneinfo import ZoneInfo
+
+    uid = upload(api, cast, "CT sinus").study_uid
+    brussels = ZoneInfo("Europe/Brussels")
+    day = (datetime.now(brussels) + timedelta(days=10)).date()
+    shared = ok(
+        api.share(
+            cast.sender,
+            study_uids=[uid],
+            recipients=[user(cast.colleague)],
+            access_level="images_report_read",
+            valid_until=day.isoformat(),
+            send_mail=False,
+        ),
+        201,
+    )
+    until = datetime.fromisoformat(shared["confirmation"]["valid_until"]).astimezone(brussels)
+    assert (until.date(), until.hour, until.minute, until.second) == (day, 23, 59, 59)
+    problem(
+        api.share(
+            cast.sender,
+            study_uids=[uid],
+            recipients=[user(cast.colleague)],
+            access_level="images_report_read",
+            valid_until=f"{day.isoformat()}T12:00",  # a time without its offset
+            send_mail=False,
+        ),
+        422,
+    )
+    before = datetime.now(UTC)
+    default = ok(
+        api.share(
+            cast.sender,
+            study_uids=[uid],
+            recipients=[user(cast.colleague)],
+            access_level="images_report_read",
+            send_mail=False,
+        ),
+        201,
+    )
+    until = datetime.fromisoformat(default["confirmation"]["valid_until"])
+    local = before.astimezone(brussels)
+    month = local.month % 12 + 1
+    year = local.year + (local.month == 12)
+    assert until.astimezone(brussels).date().replace(day=1) == local.date().replace(
+        year=year, month=month, day=1
+    ), "one calendar month later"
+
+
+def test_a_tie_mails_in_the_first_recipients_language_a_groups_own_included(
+    api: Gateway, cast: SimpleNamespace
+):
+    """Issue 16, point 9: the practice (its primary contact speaks French) and the Dutch-speaking
+    colleague: no majority, so the first recipient's language, the group's own."""
+    uid = upload(api, cast, "MR shoulder").study_uid
+    group = {"kind": "group", "id": cast.group_id}
+    for recipients, language in (
+        ([group, user(cast.colleague)], "fr"),
+        ([user(cast.colleague), group], "nl"),
+    ):
+        shared = ok(
+            api.share(
+                cast.sender,
+                study_uids=[uid],
+                recipients=recipients,
+                access_level="images_report_read",
+                send_mail=False,
+            ),
+            201,
+        )
+        assert shared["confirmation"]["language"] == language
+
+
+def test_the_message_turns_read_at_the_first_open_not_a_window_later(
+    api: Gateway, cast: SimpleNamespace
+):
+    """Issue 16, point 12: the colleague opens the study in the viewer (WADO-RS metadata, not
+    the study page); the first open is its own event, so the message label turns green
+    promptly (accesses themselves stay batched per window) and the study logging shows it."""
+    uid = upload(api, cast, "CT wrist").study_uid
+    colleague = cast.colleague
+    bucket_id = api.shared(
+        cast.sender,
+        study_uids=[uid],
+        recipients=[user(colleague)],
+        access_level="images_report_read",
+        message=f"Wrist, please {unique('')}",
+        two_factor=False,
+        send_mail=False,
+    )
+
+    def message_state() -> str | None:
+        mine = ok(api.client.get("/api/shared-with-me", headers=colleague.headers))
+        states = [i["message_state"] for i in mine["items"] if i["bucket_id"] == bucket_id]
+        return states[0] if states else None
+
+    assert wait_for(message_state, "the share in the colleague's list") == "unread"
+    metadata = wait_for(
+        lambda: (
+            (
+                r := api.client.get(f"/dicomweb/studies/{uid}/metadata", headers=colleague.headers)
+            ).status_code
+            == 200
+            and r
+        ),
+        "the grant in the study store",
+    )
+    opened = time.monotonic()
+    assert metadata.json()
+    wait_for(lambda: message_state() == "read", "the message marked read", timeout=10)
+    took = time.monotonic() - opened
+    print(f"message read {took:.2f} s after the first open")
+    entries = api.logged(
+        cast.admin, uid, [("StudyFirstOpened", by_actor(colleague.user_id, bucket_id=bucket_id))]
+    )
+    first = [e for e in entries if e["event_type"] == "StudyFirstOpened"]
+    assert len(first) == 1 and first[0]["category"] == "message_read"
+
+
+def test_a_department_issues_reference_numbers_on_arrival_and_keeps_reports_from_patients(
+    api: Gateway, platform: LocalPlatform
+):
+    """Issue 16, point 2: patient access is the sending department's policy. This department
+    issues a reference number as each study arrives, valid 30 days, and patients do not read
+    its reports; its admin finds the number on the Access tab and the patient logs in with it."""
+    from datetime import UTC, timedelta
+
+    desk = api.login(platform.bootstrap_user, platform.bootstrap_password)
+    department_id = api.radiology_department(desk, f"Radiology {unique('')}")
+    ok(
+        api.client.put(
+            f"/api/departments/{department_id}/policy",
+            json={
+                "reference_numbers_on_arrival": True,
+                "reference_number_validity_days": 30,
+                "patient_report_access": "none",
+            },
+            headers=desk,
+        ),
+        204,
+    )
+    admin = api.register(
+        desk,
+        "Greta",
+        roles=["department_admin", "department_staff"],
+        department_ids=[department_id],
+        admin_of=[department_id],
+    )
+    arrived = datetime.now(UTC)
+    uid = api.upload(admin, "CT knee", "Story^Nora", STUDY_BIRTH_DATE).study_uid
+    write_report(api, admin, uid, "No fracture.")
+
+    def numbers() -> list[dict] | None:
+        r = api.client.get(f"/api/studies/{uid}/reference-numbers", headers=admin.headers)
+        items = ok(r)
+        items = items.get("items", items) if isinstance(items, dict) else items
+        return items or None
+
+    [number] = wait_for(numbers, "the reference number issued on arrival")
+    assert number["usable"]
+    valid_to = datetime.fromisoformat(number["valid_to"])
+    assert timedelta(days=29) < valid_to - arrived <= timedelta(days=30, minutes=5)
+    api.logged(admin.headers, uid, [("ReferenceNumberIssued", anything)])
+    birth = f"{STUDY_BIRTH_DATE[:4]}-{STUDY_BIRTH_DATE[4:6]}-{STUDY_BIRTH_DATE[6:]}"
+
+    def patient_login() -> httpx.Response | None:
+        body = {"reference_number": number["reference_number"], "date_of_birth": birth}
+        r = api.client.post("/api/auth/patient-login", json=body)
+        return r if r.status_code == 200 else None
+
+    token = ok(wait_for(patient_login, "the number known to identity"))
+    patient = {"Authorization": f"Bearer {token['access_token']}"}
+    assert ok(api.study(patient, uid))["study_uid"] == uid
+    problem(api.report(patient, uid), 403, "ReportReadNotAllowed")

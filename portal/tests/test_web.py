@@ -251,8 +251,21 @@ def test_the_share_form_becomes_the_apis_share_request() -> None:
     ]
     assert body["two_factor"] is True and body["send_mail"] is False
     assert body["anonymize"] is False and body["patient_agreed"] is True
-    assert body["valid_until"] == "2027-01-31T23:59:59+00:00"
+    # the date itself: the API ends it in the sending department's time zone
+    assert body["valid_until"] == "2027-01-31"
     assert body["label"] == {"text": "lung", "scope": "group"}
     assert body["message"] == "Please look"
     assert body["hipaa_confirmed"] is True and body["include_uploaded_together"] is True
     assert body["add_to_favorites"] == ["usr_1"], "only a chosen recipient's star counts"
+
+
+def test_the_dialogs_default_date_is_one_calendar_month_or_the_policys_days() -> None:
+    from datetime import date
+
+    from studyshare.portal.pages.shares import _default_until
+
+    assert _default_until(date(2027, 1, 31), {}) == date(2027, 2, 28)
+    assert _default_until(date(2027, 1, 31), {"default_validity_months": 3}) == date(2027, 4, 30)
+    assert _default_until(date(2027, 1, 31), {"default_validity_days": 7}) == date(2027, 2, 7)
+    months = {"default_validity_days": None, "default_validity_months": 1}
+    assert _default_until(date(2026, 12, 15), months) == date(2027, 1, 15)

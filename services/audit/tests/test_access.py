@@ -181,3 +181,41 @@ def test_an_accepted_invitation_counts_for_its_account_from_the_moment_it_was_ac
 
     assert invited in who(5) and "usr_new" not in who(5), "before accepting: the address"
     assert "usr_new" in who(13) and invited not in who(13)
+
+
+def test_removing_the_study_from_a_bucket_is_its_revocation_for_that_study_only():
+    """Issue 16, point 10: the Access tab's "remove study from bucket" is `AccessRevoked` with
+    scope `study` (the tab shows who removed it and when); another study's removal does not
+    touch this one."""
+    entries, ids = story_entries()
+    bucket = ids["bucket"]
+    at = T0 + timedelta(minutes=50)
+
+    def revoked(study_uid: str) -> dict:
+        return {
+            "event_id": f"evt-remove-{study_uid}",
+            "event_type": "AccessRevoked",
+            "aggregate_type": "Bucket",
+            "aggregate_id": bucket,
+            "aggregate_version": 99,
+            "occurred_at": at,
+            "actor": {"id": ids["sender"]},
+            "payload": {
+                "bucket_id": bucket,
+                "scope": "study",
+                "study_uid": study_uid,
+                "revoked_by": ids["sender"],
+            },
+            "study_uids": [ids["uid"]],
+        }
+
+    other = StudyAccessFold(ids["uid"])
+    other.fold([*(e for e in entries if ids["uid"] in e["study_uids"]), revoked("1.2.999")])
+    row = next(b for b in other.overview(at)["buckets"] if b["bucket_id"] == bucket)
+    assert row["state"] == "active" and row["study_removed_at"] is None
+
+    fold = StudyAccessFold(ids["uid"])
+    fold.fold([*(e for e in entries if ids["uid"] in e["study_uids"]), revoked(ids["uid"])])
+    row = next(b for b in fold.overview(at)["buckets"] if b["bucket_id"] == bucket)
+    assert row["state"] == "revoked"
+    assert (row["study_removed_at"], row["study_removed_by"]) == (at, ids["sender"])

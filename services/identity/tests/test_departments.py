@@ -99,3 +99,91 @@ async def test_policy_rules_and_permissions(api):
     missing = await api.client.get("/api/departments/dep_nope", headers=desk)
     assert missing.status_code == 404 and missing.json()["rule"] == "DepartmentNotFound"
     assert len(await api.events("DepartmentPolicySet")) == 1, "refusals store nothing"
+
+
+async def test_the_default_validity_is_one_calendar_month_and_the_zone_is_the_departments(api):
+    """Issue 16, point 8: a policy without a default gives one calendar month (the share
+    service adds it in the department's time zone), months or days as the department sets it;
+    an unknown time zone is refused."""
+    desk = await api.desk()
+    dep = (await api.client.post("/api/departments", json={"name": "RX"}, headers=desk)).json()[
+        "id"
+    ]
+    [created] = await api.events("DepartmentPolicySet")
+    assert created.payload["default_validity_months"] == 1
+    assert created.payload["time_zone"] is None  # the country's (share: Europe/Brussels)
+
+    months = await api.client.put(
+        f"/api/departments/{dep}/policy",
+        json={"default_validity_months": 3, "time_zone": "Europe/Amsterdam"},
+        headers=desk,
+    )
+    assert months.status_code == 204, months.text
+    latest = (await api.events("DepartmentPolicySet"))[-1]
+    assert latest.payload["default_validity_months"] == 3
+    assert latest.payload["time_zone"] == "Europe/Amsterdam"
+    view = (await api.client.get(f"/api/departments/{dep}", headers=desk)).json()["policy"]
+    assert (view["default_validity_months"], view["default_validity_days"]) == (3, None)
+    assert view["time_zone"] == "Europe/Amsterdam"
+
+    days = await api.client.put(
+        f"/api/departments/{dep}/policy", json={"default_validity_days": 10}, headers=desk
+    )
+    assert days.status_code == 204
+    latest = (await api.events("DepartmentPolicySet"))[-1]
+    assert (latest.payload["default_validity_days"], latest.payload["default_validity_months"]) == (
+        10,
+        None,
+    )
+
+    for body, rule in [
+        ({"time_zone": "Europe/Atlantis"}, "InvalidPolicy"),
+        ({"default_validity_days": 10, "default_validity_months": 1}, "InvalidPolicy"),
+        ({"default_validity_months": 2, "max_validity_days": 40}, "DefaultValidityExceedsMaximum"),
+    ]:
+        refused = await api.client.put(f"/api/departments/{dep}/policy", json=body, headers=desk)
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["rule"] == rule
+    assert len(await api.events("DepartmentPolicySet")) == 3, "refusals store nothing"
+
+
+async def test_patient_access_is_the_departments_policy(api):
+    """Issue 16, point 2: patients reading the report, downloading, the reference numbers'
+    validity and their automatic issue on arrival are set per department."""
+    desk = await api.desk()
+    dep = (await api.client.post("/api/departments", json={"name": "RX"}, headers=desk)).json()[
+        "id"
+    ]
+    [created] = await api.events("DepartmentPolicySet")
+    assert created.payload["reference_numbers_on_arrival"] is False
+    assert created.payload["patient_report_access"] is None  # the deployment's default
+    assert created.payload["reference_number_validity_days"] is None  # no date restriction
+    changed = await api.client.put(
+        f"/api/departments/{dep}/policy",
+        json={
+            "patient_report_access": "none",
+            "patient_download_allowed": True,
+            "reference_number_validity_days": 60,
+            "reference_numbers_on_arrival": True,
+        },
+        headers=desk,
+    )
+    assert changed.status_code == 204, changed.text
+    latest = (await api.events("DepartmentPolicySet"))[-1].payload
+    assert (
+        latest["patient_report_access"],
+        latest["patient_download_allowed"],
+        latest["reference_number_validity_days"],
+        latest["reference_numbers_on_arrival"],
+    ) == ("none", True, 60, True)
+    view = (await api.client.get(f"/api/departments/{dep}", headers=desk)).json()["policy"]
+    assert view["reference_numbers_on_arrival"] is True
+    for body in (
+        {"patient_report_access": "write"},
+        {"reference_number_validity_days": 0},
+        {"reference_numbers_on_arrival": "yes"},
+    ):
+        refused = await api.client.put(f"/api/departments/{dep}/policy", json=body, headers=desk)
+        assert refused.status_code == 422, (body, refused.text)
+    assert len(await api.events("DepartmentPolicySet")) == 2

@@ -212,3 +212,29 @@ async def test_an_invitee_sees_the_invitation_not_the_group_until_accepting(api)
     assert not (await api.client.get("/api/users/me/group-invitations", headers=invitee)).json()
     [added] = (await api.events("GroupMemberAdded"))[-1:]
     assert (added.payload["added_by"], added.payload["approved_by"]) == (founder_id, invitee_id)
+
+
+async def test_a_practice_speaks_its_chosen_language_else_its_primary_contacts(api):
+    """Issue 16, point 9: a share's mail language counts a group's (and a department's) own
+    language; identity puts it in GroupCreated / DepartmentCreated."""
+    desk = await api.desk()
+    await api.register(desk, username="dokter.fr", language="fr")
+    founder = await api.headers("dokter.fr", "a-long-password-1")
+    default = await api.client.post("/api/groups", json={"name": "Cabinet"}, headers=founder)
+    chosen = await api.client.post(
+        "/api/groups", json={"name": "Praktijk", "language": "nl"}, headers=founder
+    )
+    assert default.status_code == chosen.status_code == 201, default.text
+    languages = {e.aggregate_id: e.payload["language"] for e in await api.events("GroupCreated")}
+    assert languages == {default.json()["id"]: "fr", chosen.json()["id"]: "nl"}
+    bad = await api.client.post(
+        "/api/groups", json={"name": "X", "language": "xx"}, headers=founder
+    )
+    assert bad.status_code == 422
+
+    dep = await api.client.post(
+        "/api/departments", json={"name": "Radiologie Eupen", "language": "de"}, headers=desk
+    )
+    assert dep.status_code == 201, dep.text
+    [created] = await api.events("DepartmentCreated")
+    assert created.payload["language"] == "de"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -15,8 +15,11 @@ from studyshare.share.domain.model import (
     Bucket,
     DepartmentPolicy,
     ShareRequest,
+    add_calendar_months,
     check_within_held,
     decide_share,
+    department_time_zone,
+    end_of_day,
     mail_language,
 )
 
@@ -57,6 +60,10 @@ def bucket_from(shared: StudyShared, *more) -> Bucket:
         (["nl", "fr"], "nl"),
         (["nl", "fr", "de"], "nl"),
         ([None, "fr", "fr"], "fr"),
+        # a tie is no majority: the first recipient's language, literally
+        (["nl", "fr", "fr", "nl"], "nl"),
+        (["de", "fr", "fr", "de"], "de"),
+        (["nl", "fr", "fr", "de"], "nl"),
     ],
 )
 def test_mail_language_majority_else_first(languages, expected):
@@ -79,7 +86,8 @@ def test_reason_and_consent_are_mandatory():
 
 
 def test_validity_default_maximum_unlimited():
-    assert decide_share(request(), NOW).valid_until == NOW + timedelta(days=30)
+    # 1 March + one calendar month is 1 April (31 days), not 30 days
+    assert decide_share(request(), NOW).valid_until == datetime(2026, 4, 1, 12, tzinfo=UTC)
     policy = DepartmentPolicy(
         default_validity_days=60, max_validity_days=14, unlimited_allowed=False
     )
@@ -90,6 +98,73 @@ def test_validity_default_maximum_unlimited():
         decide_share(request(policy=policy, unlimited=True), NOW)
     with pytest.raises(rules.ValidityChoiceAmbiguous):
         decide_share(request(unlimited=True, valid_until=NOW + timedelta(days=1)), NOW)
+
+
+@pytest.mark.parametrize(
+    ("now", "months", "expected"),
+    [
+        # 31 January + one month: the last day of February (29 in a leap year)
+        (datetime(2026, 1, 31, 9, tzinfo=UTC), 1, datetime(2026, 2, 28, 9, tzinfo=UTC)),
+        (datetime(2028, 1, 31, 9, tzinfo=UTC), 1, datetime(2028, 2, 29, 9, tzinfo=UTC)),
+        (datetime(2026, 12, 15, 9, tzinfo=UTC), 1, datetime(2027, 1, 15, 9, tzinfo=UTC)),
+        (datetime(2026, 2, 10, 9, tzinfo=UTC), 12, datetime(2027, 2, 10, 9, tzinfo=UTC)),
+    ],
+)
+def test_one_month_is_one_calendar_month(now, months, expected):
+    assert add_calendar_months(now, months, "UTC") == expected
+    policy = DepartmentPolicy(default_validity_months=months)
+    assert decide_share(request(policy=policy), now).valid_until == expected
+
+
+def test_a_calendar_month_keeps_the_departments_wall_clock_across_summer_time():
+    # 15 March 10:00 in Brussels (CET, 09:00 UTC) + one month: 15 April 10:00 (CEST, 08:00 UTC)
+    now = datetime(2026, 3, 15, 9, tzinfo=UTC)
+    policy = DepartmentPolicy(time_zone="Europe/Brussels")
+    assert decide_share(request(policy=policy), now).valid_until == datetime(
+        2026, 4, 15, 8, tzinfo=UTC
+    )
+
+
+def test_a_default_in_days_stays_in_days():
+    policy = DepartmentPolicy(default_validity_days=30)
+    assert decide_share(request(policy=policy), NOW).valid_until == NOW + timedelta(days=30)
+
+
+def test_a_date_without_a_time_ends_at_the_end_of_that_day_in_the_departments_zone():
+    assert end_of_day(date(2026, 3, 20), "Europe/Brussels") == datetime(
+        2026, 3, 20, 22, 59, 59, tzinfo=UTC
+    )
+    assert end_of_day(date(2026, 7, 20), "Europe/Brussels") == datetime(
+        2026, 7, 20, 21, 59, 59, tzinfo=UTC
+    )
+    brussels = DepartmentPolicy(time_zone="Europe/Brussels")
+    shared = decide_share(request(policy=brussels, valid_until=date(2026, 3, 20)), NOW)
+    assert shared.valid_until == datetime(2026, 3, 20, 22, 59, 59, tzinfo=UTC)
+    new_york = DepartmentPolicy(time_zone="America/New_York")
+    shared = decide_share(request(policy=new_york, valid_until=date(2026, 3, 20)), NOW)
+    assert shared.valid_until == datetime(2026, 3, 21, 3, 59, 59, tzinfo=UTC)
+
+
+def test_a_date_may_be_the_last_day_the_maximum_reaches_not_the_day_after():
+    policy = DepartmentPolicy(max_validity_days=14, time_zone="Europe/Brussels")
+    # NOW is 1 March 13:00 in Brussels: the maximum reaches 15 March 13:00
+    ok = decide_share(request(policy=policy, valid_until=date(2026, 3, 15)), NOW)
+    assert ok.valid_until == datetime(2026, 3, 15, 22, 59, 59, tzinfo=UTC)
+    with pytest.raises(rules.ValidityBeyondDepartmentMaximum):
+        decide_share(request(policy=policy, valid_until=date(2026, 3, 16)), NOW)
+    # today is still valid (until tonight), yesterday is in the past
+    today = decide_share(request(policy=policy, valid_until=date(2026, 3, 1)), NOW)
+    assert today.valid_until == datetime(2026, 3, 1, 22, 59, 59, tzinfo=UTC)
+    with pytest.raises(rules.ValidUntilInPast):
+        decide_share(request(policy=policy, valid_until=date(2026, 2, 28)), NOW)
+
+
+def test_a_departments_zone_is_its_own_else_its_countrys_else_utc():
+    assert department_time_zone("America/Chicago", "be") == "America/Chicago"
+    assert department_time_zone(None, "be") == "Europe/Brussels"
+    assert department_time_zone(None, "NL") == "Europe/Amsterdam"
+    assert department_time_zone(None, "us") == "UTC"
+    assert department_time_zone(None, None) == "UTC"
 
 
 def test_hipaa_when_required():

@@ -54,3 +54,74 @@ async def test_favourites_carry_the_recipients_names(env):
         "grp_1": "Group practice Zuid",
         "dep_1": "Radiology Leuven",
     }
+
+
+async def _locked(env) -> str:
+    from .test_two_factor import request_code, verify, wrong
+
+    bucket_id = (await env.share(two_factor=True))["bucket_id"]
+    code = await request_code(env, bucket_id)
+    for _ in range(5):
+        await verify(env, bucket_id, wrong(code))
+    return bucket_id
+
+
+async def test_my_shares_filter_by_state_and_lock(env):
+    """Issue 16, point 6: every bucket I sent with its state, paginated and filterable."""
+    active = (await env.share())["bucket_id"]
+    revoked = (await env.share())["bucket_id"]
+    gone = await env.client.delete(f"/api/shares/{revoked}", headers=env.as_("usr_sender"))
+    assert gone.status_code == 200, gone.text
+    locked = await _locked(env)
+
+    async def ids(**params) -> list[str]:
+        page = await env.client.get(
+            "/api/shares/sent", params=params, headers=env.as_("usr_sender")
+        )
+        assert page.status_code == 200, page.text
+        assert page.json()["total"] == len(page.json()["items"])
+        return sorted(b["bucket_id"] for b in page.json()["items"])
+
+    assert await ids() == sorted([active, revoked, locked])
+    assert await ids(status="revoked") == [revoked]
+    assert await ids(status="active") == sorted([active, locked])
+    assert await ids(locked="true") == [locked]
+    assert await ids(status="active", locked="false") == [active]
+    bad = await env.client.get(
+        "/api/shares/sent", params={"status": "gone"}, headers=env.as_("usr_sender")
+    )
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_departments_locked_buckets_for_its_admins_and_the_service_desk(env):
+    """Issue 16, point 6: the locked buckets of a department, listed for whoever may unlock
+    them: its admins and the service desk."""
+    locked = await _locked(env)
+    await env.share()  # not locked: not listed
+
+    admin = env.as_("usr_admin", "department_admin", admin_of=["dep_1"])
+    page = await env.client.get(
+        "/api/shares/locked", params={"department_id": "dep_1"}, headers=admin
+    )
+    assert page.status_code == 200, page.text
+    assert [b["bucket_id"] for b in page.json()["items"]] == [locked]
+    assert page.json()["items"][0]["locked"] is True
+    desk = env.as_("usr_desk", "service_desk")
+    everything = await env.client.get("/api/shares/locked", headers=desk)
+    assert [b["bucket_id"] for b in everything.json()["items"]] == [locked]
+
+    for who, params in (
+        (env.as_("usr_sender"), {"department_id": "dep_1"}),  # staff, not an admin
+        (env.as_("usr_admin", "department_admin", admin_of=["dep_1"]), {}),  # no department
+        (env.as_("usr_admin", "department_admin", admin_of=["dep_2"]), {"department_id": "dep_1"}),
+    ):
+        refused = await env.client.get("/api/shares/locked", params=params, headers=who)
+        assert refused.status_code == 403 and refused.json()["rule"] == "NotAllowedToUnlock"
+    # unlocked: no longer listed
+    unlocked = await env.client.post(f"/api/shares/{locked}/unlock", headers=admin)
+    assert unlocked.status_code == 200
+    page = await env.client.get(
+        "/api/shares/locked", params={"department_id": "dep_1"}, headers=admin
+    )
+    assert page.json()["items"] == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from studyshare.contracts.events.identity import GroupMemberAdded, GroupMemberRemoved
-from studyshare.contracts.events.study import StudyAccessed
+from studyshare.contracts.events.study import StudyAccessed, StudyFirstOpened
 
 from .conftest import STUDY_A, STUDY_B, STUDY_C
 
@@ -49,6 +49,18 @@ async def test_message_turns_from_unread_to_read_once_the_study_is_opened(env):
     assert states == {STUDY_A: "read", STUDY_C: "unread"}
     unread = await mine(env, "usr_r1", unread=True)
     assert [i["study_uid"] for i in unread["items"]] == [STUDY_C]
+
+
+async def test_the_first_open_marks_the_message_read_without_waiting_for_the_minute(env):
+    """Issue 16, point 12: the study store appends `StudyFirstOpened` at the first open
+    (the minute's `StudyAccessed` comes later); it alone turns the message green."""
+    out = await env.share(study_uids=[STUDY_A, STUDY_C], message="see me")
+    await env.seed(
+        StudyFirstOpened(study_uid=STUDY_C, user_id="usr_r1", bucket_id=out["bucket_id"]),
+        aggregate_ids=["opn_1"],
+    )
+    states = {i["study_uid"]: i["message_state"] for i in (await mine(env, "usr_r1"))["items"]}
+    assert states == {STUDY_A: "unread", STUDY_C: "read"}
 
 
 async def test_group_members_see_group_shares_and_membership_changes_apply(env):

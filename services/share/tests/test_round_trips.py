@@ -60,9 +60,30 @@ def test_policy_of_a_department_without_one_is_the_documented_default():
     from studyshare.share.adapters.readmodel import policy_of
 
     policy, country = policy_of({"_id": "dep_x", "country": "us"})
-    assert (policy.default_validity_days, policy.unlimited_allowed) == (30, True)
+    # neither days nor months: one calendar month (decide_validity), unlimited allowed
+    assert (policy.default_validity_days, policy.default_validity_months) == (None, None)
+    assert policy.unlimited_allowed and policy.time_zone == "UTC"
     assert policy.hipaa_confirmation_required and country == "us"
     assert policy_of(None)[0].hipaa_confirmation_required is False
+    belgian, _ = policy_of({"_id": "dep_b", "country": "be"})
+    assert belgian.time_zone == "Europe/Brussels"
+    # a policy set before months existed keeps its days; a newer one its months and zone
+    old = {"country": "be", "policy": {"default_validity_days": 30}}
+    assert (policy_of(old)[0].default_validity_days, policy_of(old)[0].default_validity_months) == (
+        30,
+        None,
+    )
+    new = {
+        "country": "be",
+        "policy": {
+            "default_validity_days": 60,
+            "default_validity_months": 2,
+            "time_zone": "America/New_York",
+        },
+    }
+    assert policy_of(new)[0].default_validity_days is None
+    assert policy_of(new)[0].default_validity_months == 2
+    assert policy_of(new)[0].time_zone == "America/New_York"
 
 
 def test_buckets_held_directly_and_through_a_group_merge_newest_first_once():

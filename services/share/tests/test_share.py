@@ -95,15 +95,84 @@ async def test_mail_language_is_the_majority_language_else_the_first_and_overrid
     assert chosen["confirmation"]["language"] == "de"
 
 
-async def test_validity_defaults_to_one_month_without_department_policy(env):
+async def test_a_groups_or_departments_own_language_counts_when_the_client_sends_none(env):
+    """Issue 16, point 9: the tie rule is the first recipient's language, and a group or a
+    department recipient speaks its own language unless the client names one for it."""
+    from studyshare.contracts.events.identity import DepartmentCreated, GroupCreated
+
+    await env.seed(
+        GroupCreated(
+            group_id="grp_fr",
+            name="Cabinet Sud",
+            primary_contact_id="usr_r2",
+            created_by="usr_admin",
+            language="fr",
+        ),
+        DepartmentCreated(
+            department_id="dep_de", name="Radiologie Eupen", created_by="t", language="de"
+        ),
+    )
+    group, department = {"kind": "group", "id": "grp_fr"}, {"kind": "department", "id": "dep_de"}
+    # a tie (one fr, one de, one nl): the first recipient's language, the group's own
+    tie = await env.share(recipients=[group, department, {"kind": "user", "id": "usr_r1"}])
+    assert tie["confirmation"]["language"] == "fr"
+    tie = await env.share(recipients=[department, group, {"kind": "user", "id": "usr_r1"}])
+    assert tie["confirmation"]["language"] == "de"
+    # two of three speak French once the group's own language counts
+    majority = await env.share(
+        recipients=[{"kind": "user", "id": "usr_r1"}, group, {"kind": "user", "id": "usr_r2"}]
+    )
+    assert majority["confirmation"]["language"] == "fr"
+    # two against two is no majority: the first recipient's (nl), literally
+    even = await env.share(
+        recipients=[
+            {"kind": "user", "id": "usr_r1"},
+            group,
+            {"kind": "user", "id": "usr_r2"},
+            {"kind": "user", "id": "usr_sender"},
+        ]
+    )
+    assert even["confirmation"]["language"] == "nl"
+    # what the client says for a group wins over the group's own
+    told = await env.share(recipients=[{**group, "language": "nl"}, department])
+    assert told["confirmation"]["language"] == "nl"
+    [*_, event] = await env.events(event_type="StudyShared")
+    assert [r["language"] for r in event["payload"]["recipients"]] == ["nl", "de"]
+
+
+async def test_validity_defaults_to_one_calendar_month_without_department_policy(env):
+    from datetime import UTC, datetime
+
+    env.clock.now = datetime(2027, 1, 31, 10, 0, 0, tzinfo=UTC)
     out = await env.share()
     until = out["confirmation"]["valid_until"]
     [event] = await env.events(event_type="StudyShared")
     assert event["payload"]["valid_until"] == until
-    from datetime import datetime
+    # 31 January + one month: the last day of February, 28 days later (not 30)
+    assert datetime.fromisoformat(until) == datetime(2027, 2, 28, 10, 0, 0, tzinfo=UTC)
 
-    delta = datetime.fromisoformat(until) - env.clock.now
-    assert timedelta(days=29, hours=23) < delta <= timedelta(days=30)
+
+async def test_a_date_without_a_time_ends_at_the_end_of_that_day_in_the_departments_zone(env):
+    from datetime import UTC, datetime
+
+    env.clock.now = datetime(2027, 1, 31, 10, 0, 0, tzinfo=UTC)
+    # dep_1 sets no zone: its country's (Belgium, CET in February)
+    out = await env.share(valid_until="2027-02-10")
+    assert datetime.fromisoformat(out["confirmation"]["valid_until"]) == datetime(
+        2027, 2, 10, 22, 59, 59, tzinfo=UTC
+    )
+    assert "10/02/2027 22:59 UTC" in out["confirmation_text"]
+    await env.seed(policy(time_zone="America/New_York"))
+    out = await env.share(valid_until="2027-02-10")
+    assert datetime.fromisoformat(out["confirmation"]["valid_until"]) == datetime(
+        2027, 2, 11, 4, 59, 59, tzinfo=UTC
+    )
+    # a time without its offset is refused, not guessed (nor taken for a date)
+    before = await env.count()
+    for ambiguous in ("2027-02-10T00:00", "2027-02-10T18:00", "10/02/2027"):
+        refused = await env.share(valid_until=ambiguous, expect=422)
+        assert refused["status"] == 422
+    assert await env.count() == before
 
 
 async def test_department_default_maximum_and_unlimited_are_enforced(env):

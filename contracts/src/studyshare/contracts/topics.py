@@ -30,7 +30,7 @@ TOPICS: tuple[Topic, ...] = (
         "study.events",
         12,
         "study-store",
-        ("Study", "ReferenceNumber", "Transfer", "StudyAccess", "BreakTheGlass"),
+        ("Study", "ReferenceNumber", "Transfer", "StudyAccess", "StudyOpening", "BreakTheGlass"),
     ),
     Topic("notify.events", 6, "notify", ("Notification",)),
 )

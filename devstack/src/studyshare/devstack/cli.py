@@ -76,12 +76,33 @@ def run(
     service: Annotated[
         list[str] | None, typer.Option("--service", "-s", help="Only these services")
     ] = None,
+    bootstrap_user: Annotated[
+        str,
+        typer.Option(envvar="STUDYSHARE_BOOTSTRAP_USER", help="The bootstrap service-desk login"),
+    ] = BOOTSTRAP_USER,
+    bootstrap_password: Annotated[
+        str,
+        typer.Option(
+            envvar="STUDYSHARE_BOOTSTRAP_PASSWORD",
+            help="Its password (never printed when given)",
+            show_default=False,
+        ),
+    ] = BOOTSTRAP_PASSWORD,
 ) -> None:
-    """Everything on the ports of DEVELOPING.md, data and logs under .run/; Ctrl-C stops it."""
+    """Everything on the ports of DEVELOPING.md, data and logs under .run/; Ctrl-C stops it.
+
+    "ready" is printed last, once the services answer and the demo data are loaded."""
     _configure_logging()
     _interrupt_once()
     run_dir = repo_root() / ".run"
-    platform = LocalPlatform(run_dir, services=service, ports=Ports.fixed(), fresh=not keep_data)
+    platform = LocalPlatform(
+        run_dir,
+        services=service,
+        ports=Ports.fixed(),
+        fresh=not keep_data,
+        bootstrap_user=bootstrap_user,
+        bootstrap_password=bootstrap_password,
+    )
     names = ", ".join(s.name for s in platform.chosen) or "none (no service has a __main__ yet)"
     typer.echo(f"starting broker, database, mail catcher, gateway and services: {names}")
     try:
@@ -94,6 +115,7 @@ def run(
                     platform.gateway_url, platform.bootstrap_user, platform.bootstrap_password
                 )
             _print_summary(platform, logins)
+            typer.secho(f"ready: {platform.gateway_url}", fg="green")
             _supervise(platform)
     except PlatformError as exc:
         typer.secho(str(exc), fg="red", err=True)
@@ -111,11 +133,18 @@ def _print_summary(platform: LocalPlatform, logins: list[tuple[str, str, str]]) 
         f"mail + SMS catcher   {platform.mail_url}   (SMTP 127.0.0.1:{platform.ports.smtp})",
         f"logs                 {platform.logs}",
         "logins:",
-        f"  service desk       {platform.bootstrap_user} / {platform.bootstrap_password}",
+        f"  service desk       {platform.bootstrap_user} / {_shown_password(platform)}",
         *(f"  {role:<18} {user} / {password}" for role, user, password in logins),
         "Ctrl-C stops everything.",
     ]
     typer.echo("\n".join(lines))
+
+
+def _shown_password(platform: LocalPlatform) -> str:
+    """The development password is printed; one given through the environment never is."""
+    if platform.bootstrap_password == BOOTSTRAP_PASSWORD:
+        return BOOTSTRAP_PASSWORD
+    return "(the password of STUDYSHARE_BOOTSTRAP_PASSWORD)"
 
 
 @app.command()

@@ -211,7 +211,9 @@ class LocalPlatform:
         except BaseException:
             self.stop()
             raise
-        log.info("platform.ready", gateway=self.gateway_url, services=[s.name for s in self.chosen])
+        log.info(
+            "platform.services_up", gateway=self.gateway_url, services=[s.name for s in self.chosen]
+        )
         return self
 
     def start_infra(self) -> LocalPlatform:

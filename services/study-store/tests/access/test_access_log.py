@@ -195,3 +195,49 @@ def test_a_refused_route_names_its_action():
     assert requested_action("GET", uid) == "instances"
     assert requested_action("GET", f"{uid}/series/4/instances/5/frames/1") == "instances"
     assert requested_action("GET", f"{uid}/series") == "view"
+
+
+async def test_the_first_open_through_a_bucket_is_appended_at_once_and_only_once(mongo_db):
+    """Issue 16, point 12: the message turns read within a second, though accesses stay
+    batched per window: the first view, metadata or instances access of a user to a study
+    through a bucket is `StudyFirstOpened`, stored before `record` resolves, once however many
+    requests or processes see it."""
+    clock = Clock(1_800_000_000.0)
+    first, second = await _log(mongo_db, clock=clock), await _log(mongo_db, clock=clock)
+    await asyncio.gather(
+        *(log.record(decision(), user("usr_a"), "instances") for log in (first, second)),
+        *(first.record(decision(), user("usr_a"), "metadata") for _ in range(20)),
+    )
+    opened = await _stored(mongo_db, "StudyFirstOpened")
+    assert [(e["payload"]["user_id"], e["payload"]["bucket_id"]) for e in opened] == [
+        ("usr_a", "bkt_1")
+    ]
+    assert await _stored(mongo_db, "StudyAccessed") == [], "the accesses themselves wait"
+    assert await _counted(mongo_db) == 22
+
+    # not an opening: a search or a list, a refusal, a patient or a department's own study
+    await first.record(decision(), user("usr_b"), "search")
+    await first.record(decision(), user("usr_b"), "list")
+    await first.record(decision(images=False, refusal="revoked"), user("usr_b"), "view")
+    await first.record(decision(bucket_id=None, via="department"), user("usr_b"), "view")
+    patient = AccessClaims(sub="ref_1", kind="patient", roles=(), iat=0, exp=2**31)
+    await first.record(decision(), patient, "view")
+    assert len(await _stored(mongo_db, "StudyFirstOpened")) == 1
+
+    # the same study in a later bucket (its own message) is opened for the first time again
+    await second.record(decision(bucket_id="bkt_2"), user("usr_a"), "view")
+    await second.record(decision(bucket_id="bkt_2"), user("usr_a"), "view")
+    assert len(await _stored(mongo_db, "StudyFirstOpened")) == 2
+    await first.close()
+    await second.close()
+
+
+async def test_a_stored_first_open_is_folded_into_this_processs_model_at_once(mongo_db):
+    """The process that served the first open reads the message at once (ahead of the
+    worker); a first open another request stored before is not folded twice."""
+    folded: list = []
+    log = await _log(mongo_db, clock=Clock(1_800_000_000.0), apply_local=folded.extend)
+    await log.record(decision(), user("usr_a"), "metadata")
+    await log.record(decision(), user("usr_a"), "instances")
+    assert [(e.event_type, e.payload["user_id"]) for e in folded] == [("StudyFirstOpened", "usr_a")]
+    await log.close()

@@ -81,6 +81,45 @@ async def test_overview_lists_department_shared_group_and_colleague_studies(harn
     assert again["items"][0]["message_state"] == "unread"
 
 
+async def test_a_first_open_served_elsewhere_reads_the_message_at_once(harness):
+    """Issue 16, point 12: a study opened through another process (the viewer's WADO-RS
+    routes, another replica) reaches this one as `StudyFirstOpened`, not a minute later as
+    `StudyAccessed`: the message label turns green."""
+    from studyshare.contracts.events.study import StudyFirstOpened
+
+    h = harness
+    await h.study(C, department_id="dep_other", description="knee MR")
+    await h.share("bkt_msg", [C], [("usr_doc", "user")], message="please look")
+    doctor = h.user("usr_doc", "physician")
+    listed = (await h.http.get("/api/studies", headers=doctor)).json()["items"]
+    assert [s["message_state"] for s in listed] == ["unread"]
+    await h.project(
+        h.events(StudyFirstOpened(study_uid=C, user_id="usr_doc", bucket_id="bkt_msg"), "opn_x")
+    )
+    await h.sync()
+    listed = (await h.http.get("/api/studies", headers=doctor)).json()["items"]
+    assert [s["message_state"] for s in listed] == ["read"]
+    assert await _events(h, "StudyAccessed") == [], "nothing of the minute was needed"
+
+
+async def test_the_process_serving_the_first_open_reads_the_message_at_once(harness):
+    """Issue 16, point 12: opened in the viewer (WADO-RS metadata), the message is read in
+    this process's overview at once, before any worker has the event."""
+    h = harness
+    await h.study(C, department_id="dep_other", description="knee MR")
+    await h.share("bkt_viewer", [C], [("usr_doc", "user")], message="please look")
+    doctor = h.user("usr_doc", "physician")
+    listed = (await h.http.get("/api/studies", headers=doctor)).json()["items"]
+    assert [s["message_state"] for s in listed] == ["unread"]
+    # what the WADO-RS routes do once the metadata is served (the harness has no instances)
+    decision = h.model.decide(_claims("usr_doc"), C)
+    await h.app.state.access_log.record(decision, _claims("usr_doc"), "metadata")
+    listed = (await h.http.get("/api/studies", headers=doctor)).json()["items"]
+    assert [s["message_state"] for s in listed] == ["read"]
+    [opened] = await _events(h, "StudyFirstOpened")
+    assert opened["payload"]["bucket_id"] == "bkt_viewer"
+
+
 async def test_overview_filters_and_paginates(harness):
     from datetime import date
 
@@ -484,6 +523,40 @@ def _claims(sub, *roles):
     return AccessClaims(sub=sub, roles=roles, iat=0, exp=2**31)
 
 
+async def test_reference_numbers_are_valid_as_the_department_allows(harness):
+    """Issue 16, point 2: 'valid to' defaults to the department's validity and may not lie
+    later; a department without one sets no date restriction."""
+    from datetime import UTC, datetime
+
+    h = harness
+    await h.study(A, department_id="dep_rad")
+    await h.study(B, department_id="dep_open")
+    policy = DepartmentPolicySet(
+        department_id="dep_rad", set_by="usr_admin", reference_number_validity_days=30
+    )
+    await h.project(h.events(policy, "dep_rad"))
+    await h.sync()
+    staff = h.user("usr_s", "department_staff", department_ids=["dep_rad", "dep_open"])
+    before = datetime.now(UTC)
+    r = await h.http.post(f"/api/studies/{A}/reference-numbers", json={}, headers=staff)
+    assert r.status_code == 201, r.text
+    [issued] = await _events(h, "ReferenceNumberIssued")
+    valid_to = datetime.fromisoformat(issued["payload"]["valid_to"]).replace(tzinfo=UTC)
+    assert timedelta(days=30) <= valid_to - before < timedelta(days=30, minutes=1)
+    too_long = (before + timedelta(days=45)).isoformat()
+    r = await h.http.post(
+        f"/api/studies/{A}/reference-numbers", json={"valid_to": too_long}, headers=staff
+    )
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["rule"] == "ReferenceNumberValidityBeyondPolicy"
+    r = await h.http.post(f"/api/studies/{B}/reference-numbers", json={}, headers=staff)
+    assert r.status_code == 201
+    unrestricted = (await _events(h, "ReferenceNumberIssued"))[-1]
+    assert unrestricted["payload"]["valid_to"] is None
+    assert len(await _events(h, "ReferenceNumberIssued")) == 2, "the refusal stored nothing"
+
+
 async def test_revoked_study_in_bucket_disappears_from_overview(harness):
     h = harness
     await h.study(A, department_id="dep_other")
@@ -506,12 +579,11 @@ async def test_patient_report_follows_the_department_policy_and_service_desk_see
     h = harness
     await h.study(A, department_id="dep_rad")
     await h.study(B, department_id="dep_open")
-    policy = h.events(DepartmentPolicySet(department_id="dep_rad", set_by="usr_admin"), "dep_rad")
-    # identity may add the patient report policy to its event; it is honoured when present
-    policy = policy.model_copy(
-        update={"payload": {**policy.payload, "patient_report_access": "none"}}
+    # issue 16, point 2: the department's own policy (identity's DepartmentPolicySet)
+    policy = DepartmentPolicySet(
+        department_id="dep_rad", set_by="usr_admin", patient_report_access="none"
     )
-    await h.project(policy)
+    await h.project(h.events(policy, "dep_rad"))
     await h.sync()
     staff = h.user("usr_s", "department_staff", department_ids=["dep_rad", "dep_open"])
     for uid in (A, B):

@@ -250,6 +250,9 @@ class GroupCreated(DomainEvent):
     member_ids: tuple[str, ...] = ()
     email: str | None = None
     created_by: str
+    language: Language | None = None
+    """The practice's language for mails to it: chosen at creation, else its primary
+    contact's. None on events before it existed."""
 
 
 @registry.register
@@ -388,6 +391,9 @@ class DepartmentCreated(DomainEvent):
     institution_id: str | None = None
     """The institution (hospital) the department belongs to; departments of one institution
     share it. None: the department is an institution of its own."""
+    language: Language | None = None
+    """The department's language for mails to it (a share's mail language counts it). None:
+    not known."""
 
 
 @registry.register
@@ -407,6 +413,23 @@ class DepartmentPolicySet(DomainEvent):
     set_by: str
     break_the_glass: BreakTheGlassPolicy = "institution"
     """Who may break the glass on the department's studies (never an auditor)."""
+    default_validity_months: int | None = None
+    """When set, the default validity is that many calendar months from the moment of sharing
+    (`default_validity_days` then holds only a rough equivalent, 30 a month, for older readers).
+    None (events written before it existed): `default_validity_days` days."""
+    time_zone: str | None = None
+    """The department's IANA time zone: a validity date chosen without a time ends at the end
+    of that day there. None: the zone of the department's country (UTC when unknown)."""
+    patient_report_access: Literal["none", "read"] | None = None
+    """Whether a patient logged in with a reference number reads the report. None: the study
+    store's deployment default (`STUDYSHARE_PATIENT_REPORT_DEFAULT`)."""
+    patient_download_allowed: bool | None = None
+    """Whether a patient may download the study. None: the deployment default."""
+    reference_number_validity_days: int | None = None
+    """How long a reference number is valid from its issue, "as allowed by the source": its
+    default "valid to", and the latest one staff may set. None: no date restriction."""
+    reference_numbers_on_arrival: bool = False
+    """Issue a reference number automatically when a study of the department arrives."""
 
 
 @registry.register

@@ -107,6 +107,23 @@ class StudyAccessed(DomainEvent):
 
 
 @registry.register
+class StudyFirstOpened(DomainEvent):
+    """A user opened a study shared with them (images or metadata, through a bucket) for the
+    first time. Appended at once, not batched like the minute's `StudyAccessed` (which still
+    counts the access): the sender's message turns read within a second.
+
+    Aggregate: a `StudyOpening` of its own per user, bucket and study (the id is derived from
+    them, at version 1), so however many processes see the first open, one event is stored.
+    """
+
+    aggregate_type = "StudyOpening"
+
+    study_uid: str
+    user_id: str
+    bucket_id: str
+
+
+@registry.register
 class StudyAccessRefused(DomainEvent):
     """An access to an exam that was refused, named by the rule that refused it (coalesced like
     `StudyAccessed`: per actor, study, action and rule per window, `count` refusals).

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime, time, timedelta
+from calendar import monthrange
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -26,7 +27,6 @@ from studyshare.portal.web import (
 router = APIRouter(include_in_schema=False)
 
 ACCESS_LEVELS = ("images_report_read", "images_report_write", "images")
-DEFAULT_VALIDITY = timedelta(days=31)
 #: form checkboxes that are booleans of the share request, as named there
 OPTIONS = (
     "urgent",
@@ -103,10 +103,12 @@ async def _dialog(
     department = next((s["department_id"] for s in studies if s.get("department_id")), None)
     policy, favorites = await asyncio.gather(_policy(request, department), _favorites(request))
     today = date.today()
-    days = policy.get("default_validity_days") or DEFAULT_VALIDITY.days
     most = policy.get("max_validity_days")
     if defaults:
-        values["valid_until"] = (today + timedelta(days=min(days, most or days))).isoformat()
+        default = _default_until(today, policy)
+        if most:
+            default = min(default, today + timedelta(days=most))
+        values["valid_until"] = default.isoformat()
     chosen = {r["id"] for r in recipients}
     return render(
         request,
@@ -199,13 +201,23 @@ def _recipients(form: dict[str, list[str]]) -> list[dict[str, str]]:
     return chosen
 
 
+def _default_until(today: date, policy: dict[str, Any]) -> date:
+    """The policy's default validity from today: its days, else its calendar months (one)."""
+    if policy.get("default_validity_days") and not policy.get("default_validity_months"):
+        return today + timedelta(days=policy["default_validity_days"])
+    index = today.month - 1 + (policy.get("default_validity_months") or 1)
+    year, month = today.year + index // 12, index % 12 + 1
+    return today.replace(year=year, month=month, day=min(today.day, monthrange(year, month)[1]))
+
+
 def _valid_until(value: str) -> str | None:
-    """The end of the chosen day, in UTC (the API wants an aware date-time)."""
+    """The chosen day as a date: the API ends it at the end of that day in the sending
+    department's time zone."""
     try:
         day = date.fromisoformat(value)
     except ValueError:
         return None
-    return datetime.combine(day, time(23, 59, 59), tzinfo=UTC).isoformat()
+    return day.isoformat()
 
 
 def share_request(form: dict[str, list[str]]) -> dict[str, Any]:

@@ -132,18 +132,6 @@ class StudyAccessFold:
                 when(e["occurred_at"]),
             )
 
-    def _on_StudyRemovedFromBucket(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
-        bucket = self._bucket(p)
-        if bucket is not None and p.get("study_uid") in (None, self.study_uid):
-            bucket["study_removed_at"] = when(e["occurred_at"])
-            bucket["study_removed_by"] = p.get("removed_by") or e.get("actor", {}).get("id")
-
-    def _on_BucketRemoved(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
-        bucket = self._bucket(p)
-        if bucket is not None and bucket["revoked_at"] is None:
-            bucket["revoked_at"] = when(e["occurred_at"])
-            bucket["revoked_by"] = p.get("removed_by") or e.get("actor", {}).get("id")
-
     def _on_OTPFailed(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
         bucket = self._bucket(p)
         if bucket is not None:

@@ -68,6 +68,7 @@ DOER_FIELDS = (
 USER_IS_DOER = frozenset(
     {
         "StudyAccessed",
+        "StudyFirstOpened",
         "StudyAccessRefused",
         "StudyDownloaded",
         "BreakTheGlassUsed",
@@ -82,6 +83,7 @@ RECIPIENT_IS_DOER = frozenset({"OTPFailed", "OTPVerified", "OTPRequested", "Buck
 CATEGORY = {
     "StudyShared": "share",
     "InvitationAccepted": "share",
+    "StudyFirstOpened": "message_read",
     "AccessRevoked": "revocation",
     "OTPRequested": "otp",
     "OTPVerified": "otp",
@@ -89,8 +91,6 @@ CATEGORY = {
     "BucketLocked": "lock",
     "BucketUnlocked": "unlock",
     "BucketExpired": "expiry",
-    "StudyRemovedFromBucket": "revocation",
-    "BucketRemoved": "revocation",
     "StudyReceived": "study",
     "StudyInstancesAdded": "study",
     "StudyMessageStored": "study",

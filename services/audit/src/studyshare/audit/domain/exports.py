@@ -59,8 +59,6 @@ _SECURITY_CHANGES = {
     "ReferenceNumberIssued",
     "ReferenceNumberRevoked",
     "PincodeSet",
-    "StudyRemovedFromBucket",
-    "BucketRemoved",
 }
 _LOGIN_OK = {"LoginSucceeded", "PatientLoginSucceeded", "OTPVerified"}
 _LOGIN_FAILED = {"LoginFailed", "PatientLoginFailed", "OTPFailed", "PincodeFailed"}

@@ -135,12 +135,10 @@ class AuditLogProjection(Projection):
                 [u for u in bucket["study_uids"] if u not in bucket["removed"]] if bucket else []
             )
             entry = build_entry(envelope, current)
-            if bucket is not None and envelope.event_type in (
-                "AccessRevoked",
-                "StudyRemovedFromBucket",
-            ):
+            if bucket is not None and envelope.event_type == "AccessRevoked":
+                # the Access tab's "remove study from bucket" (issue 16, point 10)
                 uid = p.get("study_uid")
-                if uid and p.get("scope", "study") == "study" and uid not in bucket["removed"]:
+                if uid and p.get("scope") == "study" and uid not in bucket["removed"]:
                     bucket["removed"].append(uid)
                     changed_buckets.add(bucket_id)
             stream = entry["stream"]

@@ -266,6 +266,8 @@ class ReadModels:
 
     async def _department_policy_set(self, e: Any, env, s) -> None:
         policy = e.model_dump(mode="python", exclude={"department_id", "set_by"})
+        if policy.get("default_validity_months") is not None:  # days: a rough equivalent only
+            policy["default_validity_days"] = None
         await self.db[DEPARTMENTS].update_one(
             {"_id": e.department_id}, {"$set": {"policy": policy}}, session=s
         )

@@ -4,6 +4,7 @@ its sharing / patient-access policy and its admins. Pure: no I/O."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from studyshare.contracts.events.identity import (
     BreakTheGlassPolicy,
@@ -26,7 +27,8 @@ from studyshare.plumbing.aggregate import Aggregate
 
 @dataclass(frozen=True)
 class Policy:
-    default_validity_days: int = 30
+    default_validity_days: int | None = None
+    """None: `default_validity_months` calendar months (one when neither is set)."""
     max_validity_days: int | None = None
     unlimited_allowed: bool = True
     reference_number_rule: ReferenceNumberRule = field(default_factory=ReferenceNumberRule)
@@ -34,17 +36,48 @@ class Policy:
     patient_otp_required: bool = False
     hipaa_confirmation_required: bool = False
     break_the_glass: BreakTheGlassPolicy = "institution"
+    default_validity_months: int | None = None
+    time_zone: str | None = None
+    patient_report_access: str | None = None
+    patient_download_allowed: bool | None = None
+    reference_number_validity_days: int | None = None
+    reference_numbers_on_arrival: bool = False
+
+    @property
+    def months(self) -> int | None:
+        """The default validity in calendar months (one month, the manuals' default, when the
+        department chose neither days nor months); None when it is set in days."""
+        if self.default_validity_days is not None:
+            return None
+        return self.default_validity_months or 1
 
     def check(self) -> None:
-        if self.default_validity_days < 1:
+        if self.default_validity_days is not None and self.default_validity_months is not None:
+            raise InvalidPolicy("give the default validity in days or in months, not both")
+        if self.default_validity_days is not None and self.default_validity_days < 1:
             raise InvalidPolicy("the default validity is at least one day")
+        if self.default_validity_months is not None and self.default_validity_months < 1:
+            raise InvalidPolicy("the default validity is at least one month")
+        if self.time_zone is not None and not known_time_zone(self.time_zone):
+            raise InvalidPolicy(f"unknown time zone {self.time_zone!r} (an IANA name)")
         if self.max_validity_days is not None:
             if self.max_validity_days < 1:
                 raise InvalidPolicy("the maximum validity is at least one day")
-            if self.default_validity_days > self.max_validity_days:
+            # a month is at least 28 days: an explicit default beyond that is always too long
+            shortest = (
+                self.default_validity_days
+                if self.default_validity_days is not None
+                else 28 * (self.default_validity_months or 0)
+            )
+            if shortest > self.max_validity_days:
                 raise DefaultValidityExceedsMaximum(
                     "the default validity cannot be longer than the maximum validity"
                 )
+        if (
+            self.reference_number_validity_days is not None
+            and self.reference_number_validity_days < 1
+        ):
+            raise InvalidPolicy("a reference number is valid for at least one day")
         if self.reference_number_rule.length < 4:
             raise InvalidPolicy("reference numbers are at least 4 characters long")
 
@@ -63,10 +96,10 @@ class Department(Aggregate):
         self.name, self.kind = e.name, e.kind
 
     def when_department_policy_set(self, e: DepartmentPolicySet) -> None:
-        self.policy = Policy(
-            **e.model_dump(exclude={"department_id", "set_by", "reference_number_rule"}),
-            reference_number_rule=e.reference_number_rule,
-        )
+        fields = e.model_dump(exclude={"department_id", "set_by", "reference_number_rule"})
+        if e.default_validity_months is not None:  # days are then only the rough equivalent
+            fields["default_validity_days"] = None
+        self.policy = Policy(**fields, reference_number_rule=e.reference_number_rule)
 
     def when_department_admin_assigned(self, e: DepartmentAdminAssigned) -> None:
         if e.user_id not in self.admin_ids:
@@ -93,6 +126,7 @@ class Department(Aggregate):
         created_by: str,
         policy: Policy | None = None,
         institution_id: str | None = None,
+        language: str | None = None,
     ) -> list:
         if kind == "pacs" and pacs is None:
             raise PacsEndpointRequired("a PACS destination needs its AE title, host and port")
@@ -109,6 +143,7 @@ class Department(Aggregate):
                 rsw=rsw,
                 created_by=created_by,
                 institution_id=institution_id,
+                language=language,  # type: ignore[arg-type]
             ),
             _policy_event(department_id, policy, created_by),
         ]
@@ -131,10 +166,26 @@ class Department(Aggregate):
         return [DepartmentAdminRemoved(department_id=self.id, user_id=user_id, removed_by=by)]
 
 
+def known_time_zone(name: str) -> bool:
+    """An IANA time zone name this machine knows."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 def _policy_event(department_id: str, policy: Policy, by: str) -> DepartmentPolicySet:
+    months = policy.months
     return DepartmentPolicySet(
         department_id=department_id,
-        default_validity_days=policy.default_validity_days,
+        default_validity_days=30 * months if months else policy.default_validity_days or 30,
+        default_validity_months=months,
+        time_zone=policy.time_zone,
+        patient_report_access=policy.patient_report_access,  # type: ignore[arg-type]
+        patient_download_allowed=policy.patient_download_allowed,
+        reference_number_validity_days=policy.reference_number_validity_days,
+        reference_numbers_on_arrival=policy.reference_numbers_on_arrival,
         max_validity_days=policy.max_validity_days,
         unlimited_allowed=policy.unlimited_allowed,
         reference_number_rule=policy.reference_number_rule,

@@ -179,6 +179,7 @@ class Group(Aggregate):
         email: str | None,
         created_by: str,
         service_desk: bool,
+        language: str | None = None,
         now: datetime,
         period: timedelta = CONFIRMATION_PERIOD,
     ) -> list:
@@ -199,6 +200,7 @@ class Group(Aggregate):
                 member_ids=members,
                 email=email,
                 created_by=created_by,
+                language=language,  # type: ignore[arg-type]
             )
         ]
         for user_id in members:

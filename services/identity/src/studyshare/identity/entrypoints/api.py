@@ -712,6 +712,7 @@ async def create_group(
         admin_ids=body.admin_ids,
         member_ids=body.member_ids,
         email=body.email,
+        language=body.language,
     )
     return m.GroupCreated(id=group_id, group_id=group_id)
 
@@ -876,6 +877,7 @@ async def create_department(
         rsw=body.rsw.contract() if body.rsw else None,
         policy=_policy(body.policy) if body.policy else None,
         institution_id=body.institution_id,
+        language=body.language,
     )
     return m.DepartmentCreated(id=department_id, department_id=department_id)
 

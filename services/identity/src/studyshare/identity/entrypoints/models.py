@@ -35,6 +35,7 @@ def json_int(ge: int, le: int) -> Any:
 
 ReferenceLength = json_int(4, 64)
 Days = json_int(1, 36500)
+Months = json_int(1, 1200)
 Port = json_int(1, 65535)
 
 Username = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
@@ -252,6 +253,10 @@ class GroupCreate(Strict):
     admin_ids: list[str] = Field(default_factory=list, max_length=200)
     member_ids: list[str] = Field(default_factory=list, max_length=500)
     email: str | None = Email
+    language: Language | None = Field(
+        default=None,
+        description="the practice's language for mails to it (none: its primary contact's)",
+    )
 
 
 class GroupMember(BaseModel):
@@ -312,7 +317,37 @@ class ConfirmedResponse(BaseModel):
 
 
 class PolicyBody(Strict):
-    default_validity_days: Days = 30
+    default_validity_days: Days | None = Field(
+        default=None,
+        description="the default validity in days; with neither this nor "
+        "default_validity_months, one calendar month",
+    )
+    default_validity_months: Months | None = Field(
+        default=None, description="the default validity in calendar months"
+    )
+    patient_report_access: Literal["none", "read"] | None = Field(
+        default=None,
+        description="whether patients (reference number login) read the report; none: the "
+        "deployment's default",
+    )
+    patient_download_allowed: StrictBool | None = Field(
+        default=None, description="whether patients may download the study"
+    )
+    reference_number_validity_days: Days | None = Field(
+        default=None,
+        description="a reference number is valid this many days from its issue at most "
+        "(its default 'valid to'); none: no date restriction",
+    )
+    reference_numbers_on_arrival: StrictBool = Field(
+        default=False,
+        description="issue a reference number automatically when a study arrives",
+    )
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        description="IANA time zone: a validity date chosen without a time ends at the end "
+        "of that day there (none: the zone of the department's country)",
+    )
     max_validity_days: Days | None = None
     unlimited_allowed: StrictBool = True
     reference_number_rule: RuleBody = RuleBody()
@@ -346,6 +381,9 @@ class DepartmentCreate(Strict):
     pacs: Endpoint | None = None
     rsw: Endpoint | None = None
     policy: PolicyBody | None = None
+    language: Language | None = Field(
+        default=None, description="the department's language for mails to it"
+    )
     institution_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_.:-]{1,64}$",

@@ -38,6 +38,7 @@ async def create_department(
     rsw: PacsEndpoint | None,
     policy: Policy | None,
     institution_id: str | None = None,
+    language: str | None = None,
 ) -> str:
     _desk(principal)
     department_id = new_id("dep")
@@ -55,6 +56,7 @@ async def create_department(
             created_by=principal.sub,
             policy=policy,
             institution_id=institution_id,
+            language=language,
         ),
         actor_of(principal, ip),
     )

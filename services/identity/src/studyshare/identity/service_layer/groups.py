@@ -48,6 +48,7 @@ async def create_group(
     admin_ids: list[str],
     member_ids: list[str],
     email: str | None,
+    language: str | None = None,
 ) -> str:
     """Any physician may found a group practice (and is its primary contact unless the service
     desk names another). Everyone else a founder names is invited, not made a member; whom the
@@ -58,6 +59,9 @@ async def create_group(
     if primary != principal.sub and not principal.has_role("service_desk"):
         raise NotAllowed("only the service desk names someone else as primary contact")
     await _existing_users(app, list(dict.fromkeys([primary, *admin_ids, *member_ids])))
+    if language is None:  # the practice speaks its primary contact's language
+        contact = await app.db[USERS].find_one({"_id": primary}, {"language": 1})
+        language = (contact or {}).get("language")
     group_id = new_id("grp")
     now = app.clock()
     period = _period(app)
@@ -70,6 +74,7 @@ async def create_group(
             admin_ids=tuple(admin_ids),
             member_ids=tuple(member_ids),
             email=email,
+            language=language,
             created_by=principal.sub,
             service_desk=principal.has_role("service_desk"),
             now=now,

@@ -13,7 +13,11 @@ from pymongo.errors import DuplicateKeyError
 
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.projection import GenerationPointer
-from studyshare.share.domain.model import Bucket, DepartmentPolicy
+from studyshare.share.domain.model import (
+    Bucket,
+    DepartmentPolicy,
+    department_time_zone,
+)
 from studyshare.share.entrypoints.projections import DIRECTORY
 
 BUCKETS = "buckets_view"
@@ -138,9 +142,42 @@ class BucketReadModel:
         )
         return await cursor.to_list(None)
 
-    async def sent_by(self, user_id: str, limit: int, offset: int) -> tuple[list[dict], int]:
-        """A page of the buckets the user sent, the latest first, and how many there are."""
-        query = {"sender_id": user_id}
+    async def sent_by(
+        self,
+        user_id: str,
+        limit: int,
+        offset: int,
+        *,
+        status: str | None = None,
+        locked: bool | None = None,
+    ) -> tuple[list[dict], int]:
+        """A page of the buckets the user sent (in that state, locked or not), the latest
+        first, and how many there are."""
+        query: dict[str, Any] = {"sender_id": user_id}
+        return await self._page(query, limit, offset, status=status, locked=locked)
+
+    async def locked_of(
+        self, department_ids: list[str] | None, limit: int, offset: int
+    ) -> tuple[list[dict], int]:
+        """A page of the locked buckets sent from these departments (None: every one)."""
+        query: dict[str, Any] = {}
+        if department_ids is not None:
+            query["sending_department_id"] = {"$in": department_ids}
+        return await self._page(query, limit, offset, locked=True)
+
+    async def _page(
+        self,
+        query: dict[str, Any],
+        limit: int,
+        offset: int,
+        *,
+        status: str | None = None,
+        locked: bool | None = None,
+    ) -> tuple[list[dict], int]:
+        if status is not None:
+            query["status"] = status
+        if locked is not None:
+            query["locked"] = locked
         total = await self.buckets.count_documents(query)
         cursor = (
             self.buckets.find(query)
@@ -238,7 +275,14 @@ def policy_of(department: dict[str, Any] | None) -> tuple[DepartmentPolicy, str 
     country = (department or {}).get("country")
     return (
         DepartmentPolicy(
-            default_validity_days=policy.get("default_validity_days", 30),
+            # no policy: the manuals' one month; a policy set before months existed: its days
+            default_validity_days=(
+                policy.get("default_validity_days")
+                if policy.get("default_validity_months") is None
+                else None
+            ),
+            default_validity_months=policy.get("default_validity_months"),
+            time_zone=department_time_zone(policy.get("time_zone"), country),
             max_validity_days=policy.get("max_validity_days"),
             unlimited_allowed=policy.get("unlimited_allowed", True),
             hipaa_confirmation_required=bool(policy.get("hipaa_confirmation_required"))

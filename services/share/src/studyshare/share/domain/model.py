@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import calendar
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from studyshare.contracts.events.share import (
     AccessLevel,
@@ -29,7 +31,17 @@ from studyshare.share.domain import rules
 
 LEVELS: dict[str, int] = {"images": 0, "images_report_read": 1, "images_report_write": 2}
 MAX_WRONG_OTPS = 5
-DEFAULT_VALIDITY_DAYS = 30
+DEFAULT_VALIDITY_MONTHS = 1
+#: a department's time zone when its policy names none: its country's (UTC when unknown)
+COUNTRY_TIME_ZONES = {
+    "be": "Europe/Brussels",
+    "nl": "Europe/Amsterdam",
+    "lu": "Europe/Luxembourg",
+    "fr": "Europe/Paris",
+    "de": "Europe/Berlin",
+    "gb": "Europe/London",
+    "uk": "Europe/London",
+}
 
 
 @dataclass(frozen=True)
@@ -45,10 +57,36 @@ class OTPRequestLimit:
 class DepartmentPolicy:
     """The sending department's sharing policy (defaults when it set none)."""
 
-    default_validity_days: int = DEFAULT_VALIDITY_DAYS
+    default_validity_days: int | None = None
+    """When set, the default validity in days; otherwise `default_validity_months`."""
+    default_validity_months: int | None = None
+    """The default validity in calendar months (one, the manuals' default, when neither is
+    set)."""
     max_validity_days: int | None = None
     unlimited_allowed: bool = True
     hipaa_confirmation_required: bool = False
+    time_zone: str = "UTC"
+    """Where a validity date chosen without a time ends (at the end of that day)."""
+
+
+def department_time_zone(time_zone: str | None, country: str | None) -> str:
+    """The department's own zone, else its country's, else UTC."""
+    return time_zone or COUNTRY_TIME_ZONES.get((country or "").casefold(), "UTC")
+
+
+def add_calendar_months(moment: datetime, months: int, zone: str) -> datetime:
+    """The same wall-clock time `months` calendar months later in `zone` (31 January plus one
+    month is the last day of February), in UTC."""
+    local = moment.astimezone(ZoneInfo(zone))
+    index = local.month - 1 + months
+    year, month = local.year + index // 12, index % 12 + 1
+    day = min(local.day, calendar.monthrange(year, month)[1])
+    return local.replace(year=year, month=month, day=day).astimezone(UTC)
+
+
+def end_of_day(day: date, zone: str) -> datetime:
+    """The last second of `day` in `zone`, in UTC."""
+    return datetime.combine(day, time(23, 59, 59), tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -63,7 +101,9 @@ class ShareRequest:
     reason: str
     patient_agreed: bool
     language: str | None = None
-    valid_until: datetime | None = None
+    valid_until: datetime | date | None = None
+    """A moment, or a date chosen without a time: the end of that day in the sending
+    department's time zone."""
     unlimited: bool = False
     label: Label | None = None
     urgent: bool = False
@@ -94,8 +134,10 @@ def mail_language(recipients: tuple[RecipientRef, ...], fallback: str = "en") ->
 def decide_validity(
     request: ShareRequest, now: datetime, parent: Bucket | None
 ) -> tuple[datetime | None, bool]:
-    """Default one month (or the department's default); department maximum and the parent's
-    validity are ceilings; unlimited only where allowed."""
+    """Default one calendar month (or the department's default); department maximum and the
+    parent's validity are ceilings; unlimited only where allowed. A date without a time ends
+    at the end of that day in the department's time zone, and may be the last day the
+    maximum reaches."""
     policy = request.policy
     if request.unlimited and request.valid_until is not None:
         raise rules.ValidityChoiceAmbiguous("give either valid_until or unlimited, not both")
@@ -111,16 +153,26 @@ def decide_validity(
         return None, True
     ceiling = now + timedelta(days=policy.max_validity_days) if policy.max_validity_days else None
     if request.valid_until is None:
-        valid_until = now + timedelta(days=policy.default_validity_days)
+        if policy.default_validity_days is not None:
+            valid_until = now + timedelta(days=policy.default_validity_days)
+        else:
+            months = policy.default_validity_months or DEFAULT_VALIDITY_MONTHS
+            valid_until = add_calendar_months(now, months, policy.time_zone)
         if ceiling is not None:
             valid_until = min(valid_until, ceiling)
         if parent is not None and parent.valid_until is not None:
             valid_until = min(valid_until, parent.valid_until)
         return valid_until, False
-    valid_until = request.valid_until
+    if isinstance(request.valid_until, datetime):
+        valid_until = request.valid_until
+        beyond = ceiling is not None and valid_until > ceiling + timedelta(seconds=60)
+    else:
+        valid_until = end_of_day(request.valid_until, policy.time_zone)
+        zone = ZoneInfo(policy.time_zone)
+        beyond = ceiling is not None and request.valid_until > ceiling.astimezone(zone).date()
     if valid_until <= now:
         raise rules.ValidUntilInPast("valid_until must lie in the future")
-    if ceiling is not None and valid_until > ceiling + timedelta(seconds=60):
+    if beyond:
         raise rules.ValidityBeyondDepartmentMaximum(
             f"the sending department allows at most {policy.max_validity_days} days"
             f" (until {ceiling:%Y-%m-%d})"

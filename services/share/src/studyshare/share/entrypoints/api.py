@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from studyshare.contracts.events.share import AccessLevel, Label
 from studyshare.plumbing.access_barrier import AccessBarrierClient
@@ -79,6 +87,22 @@ class LabelIn(BaseModel):
     scope: Literal["user", "group"] = "user"
 
 
+def _date_only(value: Any) -> Any:
+    """A date chosen without a time is written `YYYY-MM-DD` and nothing else."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a date without a time is written YYYY-MM-DD")
+    return value
+
+
+ValidUntil = Annotated[
+    AwareDatetime | Annotated[date, BeforeValidator(_date_only)] | None,
+    Field(
+        description="a moment with its UTC offset, or a date (YYYY-MM-DD) chosen without a "
+        "time: access then ends at the end of that day in the sending department's time zone",
+    ),
+]
+
+
 class ShareOptions(BaseModel):
     """Parameters a share-again may override."""
 
@@ -87,7 +111,7 @@ class ShareOptions(BaseModel):
     access_level: AccessLevel | None = None
     reason: str | None = Field(default=None, max_length=2000)
     language: Language | None = None
-    valid_until: AwareDatetime | None = None
+    valid_until: ValidUntil = None
     unlimited: bool | None = None
     label: LabelIn | None = None
     urgent: bool | None = None
@@ -110,7 +134,7 @@ class ShareIn(BaseModel):
     access_level: AccessLevel
     reason: str = Field(default="", max_length=2000)
     language: Language | None = None
-    valid_until: AwareDatetime | None = None
+    valid_until: ValidUntil = None
     unlimited: bool = False
     patient_agreed: bool = False
     label: LabelIn | None = None
@@ -411,8 +435,44 @@ async def sent_buckets(
     service: Service,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    status: Annotated[
+        Literal["active", "revoked", "expired"] | None,
+        Query(description="only the buckets in this state"),
+    ] = None,
+    locked: Annotated[bool | None, Query(description="only locked (or unlocked) ones")] = None,
 ) -> SentBucketsOut:
-    docs, total = await service.sent_by_me(user, limit, offset)
+    docs, total = await service.sent_by_me(user, limit, offset, status=status, locked=locked)
+    return SentBucketsOut(
+        items=[
+            SentBucketOut(**bucket_doc_out(d, []).model_dump(), studies=d["studies"]) for d in docs
+        ],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get(
+    "/api/shares/locked",
+    response_model=SentBucketsOut,
+    summary="Locked buckets of a department, for its admins and the service desk",
+    responses=problem_responses(401, 403, 422),
+)
+async def locked_buckets(
+    user: CurrentUser,
+    service: Service,
+    department_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            description="the sending department (the service desk may leave it out: all)",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> SentBucketsOut:
+    docs, total = await service.locked_buckets(user, department_id, limit, offset)
     return SentBucketsOut(
         items=[
             SentBucketOut(**bucket_doc_out(d, []).model_dump(), studies=d["studies"]) for d in docs

@@ -88,7 +88,8 @@ class Directory(Projection):
             return [up("users", e.user_id, {"$set": {"active": False}})]
         if kind == "GroupCreated":
             members = list(dict.fromkeys([e.primary_contact_id, *e.admin_ids, *e.member_ids]))
-            return [up("groups", e.group_id, {"$set": {"name": e.name, "member_ids": members}})]
+            fields = {"name": e.name, "member_ids": members, "language": e.language}
+            return [up("groups", e.group_id, {"$set": fields})]
         if kind == "GroupMemberAdded":
             return [up("groups", e.group_id, {"$addToSet": {"member_ids": e.user_id}})]
         if kind == "GroupMemberRemoved":
@@ -98,7 +99,14 @@ class Directory(Projection):
                 up(
                     "departments",
                     e.department_id,
-                    {"$set": {"name": e.name, "country": e.country, "kind": e.kind}},
+                    {
+                        "$set": {
+                            "name": e.name,
+                            "country": e.country,
+                            "kind": e.kind,
+                            "language": e.language,
+                        }
+                    },
                 )
             ]
         if kind == "DepartmentPolicySet":
@@ -110,6 +118,8 @@ class Directory(Projection):
                         "$set": {
                             "policy": {
                                 "default_validity_days": e.default_validity_days,
+                                "default_validity_months": e.default_validity_months,
+                                "time_zone": e.time_zone,
                                 "max_validity_days": e.max_validity_days,
                                 "unlimited_allowed": e.unlimited_allowed,
                                 "hipaa_confirmation_required": e.hipaa_confirmation_required,
@@ -136,7 +146,10 @@ class Directory(Projection):
                     },
                 )
             ]
-        if kind == "StudyAccessed" and e.user_id and e.action in ("view", "metadata", "instances"):
+        opened = kind == "StudyFirstOpened" or (  # at once; the minute's accesses later
+            kind == "StudyAccessed" and e.user_id and e.action in ("view", "metadata", "instances")
+        )
+        if opened:
             return [
                 up(
                     "opened",

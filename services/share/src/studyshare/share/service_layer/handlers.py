@@ -8,7 +8,7 @@ import hmac
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -68,7 +68,8 @@ class ShareCommand:
     reason: str
     patient_agreed: bool
     language: str | None = None
-    valid_until: datetime | None = None
+    valid_until: datetime | date | None = None
+    """A date without a time: the end of that day in the sending department's time zone."""
     unlimited: bool = False
     label: Label | None = None
     urgent: bool = False
@@ -526,11 +527,45 @@ class ShareService:
         return items
 
     async def sent_by_me(
-        self, principal: AccessClaims, limit: int, offset: int
+        self,
+        principal: AccessClaims,
+        limit: int,
+        offset: int,
+        *,
+        status: str | None = None,
+        locked: bool | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        """ "My shares": the buckets the caller sent, the latest first, each with its studies
-        (as its confirmation lists them) and its recipients' names."""
-        docs, total = await self.readmodel.sent_by(principal.sub, limit, offset)
+        """ "My shares": the buckets the caller sent (in a state, locked or not), the latest
+        first, each with its studies (as its confirmation lists them) and its recipients'
+        names."""
+        docs, total = await self.readmodel.sent_by(
+            principal.sub, limit, offset, status=status, locked=locked
+        )
+        return await self._listed(docs), total
+
+    async def locked_buckets(
+        self, principal: AccessClaims, department_id: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The locked buckets of a department, for its admins and the service desk (who may
+        unlock them); the service desk may leave the department out (every locked bucket)."""
+        desk = principal.has_role("service_desk")
+        if department_id is None:
+            if not desk:
+                raise rules.NotAllowedToUnlock(
+                    "name your department: only the service desk lists every locked bucket"
+                )
+            departments = None
+        elif desk or department_id in principal.admin_of:
+            departments = [department_id]
+        else:
+            raise rules.NotAllowedToUnlock(
+                "only the service desk or an admin of the department lists its locked buckets"
+            )
+        docs, total = await self.readmodel.locked_of(departments, limit, offset)
+        return await self._listed(docs), total
+
+    async def _listed(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Buckets with their studies (as their confirmations list them) and recipients' names."""
         uids = sorted({u for d in docs for u in d["study_uids"]})
         inputs = [
             RecipientInput(r["kind"], r["recipient_id"])
@@ -552,7 +587,7 @@ class ShareService:
                 ],
             }
             for d in docs
-        ], total
+        ]
 
     async def accept_invitation(self, principal: AccessClaims, bucket_id: str) -> Bucket:
         """The caller's account, registered with the invited e-mail address (as identity
@@ -890,7 +925,10 @@ def resolve_recipients(
             doc = known[r.kind].get(r.id or "")
             if doc is None or doc.get("active") is False:
                 raise rules.RecipientNotKnown(f"unknown {r.kind} recipient {r.id!r}")
-            language = doc.get("language") if r.kind == "user" else r.language
+            # a user's own language; a group's or department's as the client says, else its own
+            language = (
+                doc.get("language") if r.kind == "user" else r.language or doc.get("language")
+            )
             ref = RecipientRef(recipient_id=r.id, kind=r.kind, language=language)  # type: ignore[arg-type]
         resolved.setdefault((ref.kind, ref.recipient_id), ref)
     return tuple(resolved.values())

@@ -14,7 +14,7 @@ One collection (`access_decisions.g<N>.docs`) holds every document the access mo
 | department | department id | DepartmentCreated, DepartmentPolicySet |
 | btg | user id, study uid | BreakTheGlassUsed |
 | ref | reference number | ReferenceNumberIssued/Revoked, PincodeSet, PincodeFailed |
-| read | user id, study uid | StudyAccessed (action view by a user): the message was read |
+| read | user id, study uid | StudyFirstOpened (at once), StudyAccessed (view, metadata): read |
 
 Each document carries `seq`, a number increasing with every write of the projection, so the
 API processes follow the read model with one indexed query (`seq > last seen`). The fold is
@@ -71,6 +71,7 @@ RELEVANT = {
     "PincodeSet",
     "PincodeFailed",
     "StudyAccessed",
+    "StudyFirstOpened",
 }
 
 
@@ -106,6 +107,8 @@ def doc_id_for(envelope: EventEnvelope) -> str | None:
         case "StudyAccessed":
             if p.get("action") in READ_ACTIONS and p.get("user_id"):
                 return f"read:{p['user_id']}:{p['study_uid']}"
+        case "StudyFirstOpened":
+            return f"read:{p['user_id']}:{p['study_uid']}"
     return None
 
 
@@ -296,16 +299,17 @@ def _department_created(doc: Doc, e: ie.DepartmentCreated, env: EventEnvelope) -
 
 
 def _department_policy_set(doc: Doc, e: ie.DepartmentPolicySet, env: EventEnvelope) -> None:
-    raw = env.payload
     doc.update(
         department_id=e.department_id,
         reference_number_rule=e.reference_number_rule.model_dump(),
         payment_required=e.payment_required,
         patient_otp_required=e.patient_otp_required,
         break_the_glass=e.break_the_glass,
-        # Not (yet) in the contract: honoured when identity adds them, else the settings decide.
-        patient_report_access=raw.get("patient_report_access"),
-        patient_download_allowed=raw.get("patient_download_allowed"),
+        # None: the deployment's defaults (settings) decide
+        patient_report_access=e.patient_report_access,
+        patient_download_allowed=e.patient_download_allowed,
+        reference_number_validity_days=e.reference_number_validity_days,
+        reference_numbers_on_arrival=e.reference_numbers_on_arrival,
     )
 
 
@@ -390,10 +394,10 @@ def _pincode_failed(doc: Doc, e: ie.PincodeFailed, env: EventEnvelope) -> None:
     doc["pincode_consecutive_failures"] = e.failed_attempts
 
 
-def _study_accessed(doc: Doc, e: st.StudyAccessed, env: EventEnvelope) -> None:
+def _study_opened(doc: Doc, e: st.StudyAccessed | st.StudyFirstOpened, env: EventEnvelope) -> None:
     doc.update(user_id=e.user_id, study_uid=e.study_uid)
     doc["read_at"] = _later(doc.get("read_at"), env.occurred_at)
-    # StudyAccess aggregates have one event each: no need to remember their versions.
+    # StudyAccess / StudyOpening aggregates have one event each: no versions to remember.
     doc["_v"] = []
 
 
@@ -422,5 +426,6 @@ _FOLDS: dict[str, Callable[[Doc, Any, EventEnvelope], None]] = {
     "ReferenceNumberRevoked": _reference_number_revoked,
     "PincodeSet": _pincode_set,
     "PincodeFailed": _pincode_failed,
-    "StudyAccessed": _study_accessed,
+    "StudyAccessed": _study_opened,
+    "StudyFirstOpened": _study_opened,
 }

@@ -8,7 +8,7 @@ cannot be used to open the study; "regenerate" replaces such numbers by new ones
 from __future__ import annotations
 
 import secrets
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from studyshare.contracts.events.identity import ReferenceNumberRule
 from studyshare.contracts.events.study import (
@@ -73,6 +73,44 @@ def complies(number: str, rule: ReferenceNumberRule) -> bool:
     if rule.alphabet == "digits":
         return number.isdigit()
     return any(c.isalpha() for c in number) and any(c.isdigit() for c in number)
+
+
+class ReferenceNumberValidityBeyondPolicy(RuleViolation):
+    """A 'valid to' later than the sending department allows for its reference numbers."""
+
+
+def validity_as_allowed(
+    now: datetime,
+    valid_from: datetime | None,
+    valid_to: datetime | None,
+    validity_days: int | None,
+    *,
+    clamp: bool = False,
+) -> tuple[datetime | None, datetime | None]:
+    """A number's validity "as allowed by the source": with the department's
+    `reference_number_validity_days`, 'valid to' defaults to that many days after 'valid from'
+    (or the issue) and may not lie later (`clamp`: moved back to it instead, for numbers
+    regenerated with an earlier validity). Without it: no date restriction unless one is given."""
+    if validity_days is None:
+        return valid_from, valid_to
+    valid_from, valid_to = _utc(valid_from), _utc(valid_to)  # the database's are naive UTC
+    latest = (valid_from or now) + timedelta(days=validity_days)
+    if valid_to is None:
+        return valid_from, latest
+    if valid_to > latest + timedelta(seconds=60):
+        if clamp:
+            return valid_from, latest
+        raise ReferenceNumberValidityBeyondPolicy(
+            f"the sending department allows reference numbers for {validity_days} days at most"
+            f" (until {latest:%Y-%m-%d})"
+        )
+    return valid_from, valid_to
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def check_validity(valid_from: datetime | None, valid_to: datetime | None) -> None:

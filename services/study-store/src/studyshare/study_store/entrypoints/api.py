@@ -75,6 +75,7 @@ def create_app() -> FastAPI:
             store,
             window_s=settings.access_log_window_s,
             flush_interval_s=settings.access_log_flush_interval_s,
+            apply_local=model.apply_local,  # a first open reads the message here at once
         )
         await access_log.ensure_indexes()
         access_log.start()

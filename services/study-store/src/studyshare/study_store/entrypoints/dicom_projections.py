@@ -16,6 +16,7 @@ idempotent through its aggregate (deterministic ids, `StudyMessageStored` once p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from pymongo import UpdateOne
 
@@ -28,9 +29,11 @@ from studyshare.contracts.events.study import (
     StudyInstancesAdded,
     StudyReceived,
 )
+from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.logging import get_logger
-from studyshare.plumbing.projection import Projection, ProjectionContext
+from studyshare.plumbing.projection import GenerationPointer, Projection, ProjectionContext
 from studyshare.study_store.adapters.blobstore import blob_store
+from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION
 from studyshare.study_store.domain.anonymize import anonymous_number_for
 from studyshare.study_store.domain.study import Transfer
 from studyshare.study_store.service_layer.forwarding import (
@@ -40,9 +43,13 @@ from studyshare.study_store.service_layer.forwarding import (
 )
 from studyshare.study_store.service_layer.ingest import Ingest
 from studyshare.study_store.service_layer.messages import store_share_message
+from studyshare.study_store.service_layer.reference_numbers import issue_on_arrival
 from studyshare.study_store.settings import StudyStoreSettings
 
 log = get_logger(__name__)
+
+#: how late an arrival may still get its reference number (the worker was down, lagging)
+ARRIVAL_HORIZON = timedelta(days=1)
 
 
 class DepartmentEndpoints(Projection):
@@ -130,6 +137,34 @@ class ShareReactions(Projection):
                     )
 
 
+class ArrivalReactions(Projection):
+    """A study of a department whose policy says `reference_numbers_on_arrival` gets a
+    reference number as it arrives (issue 16, point 2); idempotent per study. Arrivals older
+    than `ARRIVAL_HORIZON` are left alone, so a replay from offset 0 after a department turned
+    the policy on issues nothing for its old studies."""
+
+    name = "reference_numbers_on_arrival"
+    topics = ("study.events",)
+    transactional = False
+
+    async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
+        horizon = datetime.now(UTC) - ARRIVAL_HORIZON
+        arrivals = [
+            e for e in events if e.event_type == "StudyReceived" and e.occurred_at >= horizon
+        ]
+        if not arrivals:
+            return
+        store = EventStore(ctx.db)
+        docs = await GenerationPointer(ctx.db, ACCESS_PROJECTION).collection("docs")
+        for envelope in arrivals:
+            received = payload_of(envelope, StudyReceived)
+            if not received.department_id:
+                continue
+            department = await docs.find_one({"_id": f"department:{received.department_id}"})
+            if department:
+                await issue_on_arrival(store, department, received, envelope.occurred_at)
+
+
 class TransferReactions(Projection):
     name = "dicom_transfers"
     topics = ("study.events",)
@@ -192,4 +227,9 @@ def rsw_transfer_id(study_uid: str, department_id: str) -> str:
 
 
 def dicom_projections(settings: StudyStoreSettings) -> list[Projection]:
-    return [DepartmentEndpoints(), ShareReactions(settings), TransferReactions(settings)]
+    return [
+        DepartmentEndpoints(),
+        ShareReactions(settings),
+        TransferReactions(settings),
+        ArrivalReactions(),
+    ]

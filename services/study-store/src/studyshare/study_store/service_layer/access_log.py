@@ -9,6 +9,12 @@ hot WADO routes cost a share of one database write each, not a write each. A ref
 registered the same way, as `StudyAccessRefused` named by the rule that refused it; a download
 is a tally of its own (never coalesced).
 
+The first view, metadata or instances access of a user to a study through a bucket is also
+appended at once as `StudyFirstOpened` (one per user, bucket and study: a derived id at
+version 1, so a second process's append is a conflict, ignored), before `record` resolves:
+the share service marks the sender's message read from it within a second, while the
+accesses themselves stay batched per window (issue 16, point 12).
+
 `flush()` (a background task, every `flush_interval_s`) turns the tallies of closed windows
 into events (`StudyAccessed` with `count`, `StudyAccessRefused`, `StudyDownloaded`) in one
 transaction that appends them to the events collection (the outbox, relayed to audit) and
@@ -32,10 +38,15 @@ from pymongo import UpdateOne
 
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events import DomainEvent
-from studyshare.contracts.events.study import StudyAccessed, StudyAccessRefused, StudyDownloaded
+from studyshare.contracts.events.study import (
+    StudyAccessed,
+    StudyAccessRefused,
+    StudyDownloaded,
+    StudyFirstOpened,
+)
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.aggregate import new_id
-from studyshare.plumbing.eventstore import EventStore, envelope_for
+from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
 from studyshare.plumbing.logging import current_correlation_id, get_logger
 from studyshare.study_store.domain.access import AccessDecision
 
@@ -44,6 +55,7 @@ log = get_logger(__name__)
 RECORDED = Counter("studyshare_study_access_recorded_total", "Accesses recorded", ["action"])
 REFUSED = Counter("studyshare_study_access_refused_total", "Refusals recorded", ["action"])
 WRITTEN = Counter("studyshare_study_access_events_total", "Access events written", ["type"])
+FIRST_OPENS = Counter("studyshare_study_first_opens_total", "StudyFirstOpened events appended")
 COMMITS = Counter("studyshare_study_access_commits_total", "Group commits of access tallies")
 BUFFERED = Gauge("studyshare_study_access_buffered", "Access counts waiting for their write")
 
@@ -65,6 +77,11 @@ ACTIONS = (
     "search",
     "list",
 )
+#: the accesses that open a study (and read its message); a search or a list does not
+OPENING_ACTIONS = frozenset({"view", "metadata", "instances"})
+#: how many (user, study) first opens a process remembers to skip the append (then it asks the
+#: event store again, which refuses a second one)
+FIRST_OPENS_REMEMBERED = 100_000
 
 
 @dataclass
@@ -98,8 +115,11 @@ class AccessLog:
         flush_interval_s: float = 1.0,
         flush_batch: int = 2000,
         clock: Callable[[], float] = time.time,
+        apply_local: Callable[[list[EventEnvelope]], None] | None = None,
     ) -> None:
         self.store = store
+        #: folds a stored first open into this process's access model, ahead of the worker
+        self.apply_local = apply_local
         self.tallies = store.db[TALLIES]
         self.window_s = window_s
         self.flush_interval_s = flush_interval_s
@@ -111,6 +131,7 @@ class AccessLog:
         self._writer: asyncio.Task | None = None
         self._flusher: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        self._opened: dict[str, None] = {}  # first opens known stored (insertion-ordered)
 
     async def ensure_indexes(self) -> None:
         await self.tallies.create_index("window_end", name="by_window_end")
@@ -153,7 +174,7 @@ class AccessLog:
             decision.anonymized,
             start,
         )
-        return self._count(
+        counted = self._count(
             _tally_id(key),
             StudyAccessed(
                 study_uid=decision.study_uid,
@@ -169,6 +190,48 @@ class AccessLog:
             now,
             window_end=start + self.window_s,
         )
+        if user_id is None or decision.bucket_id is None or action not in OPENING_ACTIONS:
+            return counted
+        opening_id = first_opening_id(user_id, decision.bucket_id, decision.study_uid)
+        if opening_id in self._opened:
+            return counted
+        first = StudyFirstOpened(
+            study_uid=decision.study_uid, user_id=user_id, bucket_id=decision.bucket_id
+        )
+        return self._with_first_open(counted, opening_id, first, actor)
+
+    async def _with_first_open(
+        self, counted: Awaitable, opening_id: str, event: StudyFirstOpened, actor: Actor
+    ) -> None:
+        """The access counted and, at the same time, the first open appended (once, whoever
+        comes first). A failed append fails nothing: the window's `StudyAccessed` marks the
+        message read too, only later."""
+        await asyncio.gather(counted, self._append_first_open(opening_id, event, actor))
+
+    async def _append_first_open(
+        self, opening_id: str, event: StudyFirstOpened, actor: Actor
+    ) -> None:
+        envelope = envelope_for(
+            event,
+            aggregate_id=opening_id,
+            aggregate_version=1,
+            actor=actor,
+            correlation_id=current_correlation_id(),
+        )
+        try:
+            await self.store.append([envelope])
+        except ConcurrencyConflict:
+            pass  # another request or process stored it first
+        except Exception:
+            log.warning("access_log.first_open_failed", study_uid=event.study_uid, exc_info=True)
+            return
+        else:
+            FIRST_OPENS.inc()
+            if self.apply_local is not None:
+                self.apply_local([envelope])
+        if len(self._opened) >= FIRST_OPENS_REMEMBERED:
+            self._opened.pop(next(iter(self._opened)))
+        self._opened[opening_id] = None
 
     def refused(
         self, decision: AccessDecision, principal: AccessClaims, action: str, rule: str
@@ -317,6 +380,14 @@ class AccessLog:
     def buffered(self) -> int:
         """Access counts not yet written (their requests are still waiting)."""
         return len(self._pending)
+
+
+def first_opening_id(user_id: str, bucket_id: str, study_uid: str) -> str:
+    """The `StudyOpening` aggregate of a user, a bucket and a study (a later share, with a
+    message of its own, is opened for the first time again)."""
+    key = f"{user_id}|{bucket_id}|{study_uid}"
+    digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+    return f"opn_{digest}"
 
 
 def _tally_id(key: tuple) -> str:

@@ -6,7 +6,7 @@ in-memory access model at once, so a revoked number stops opening the study on t
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from studyshare.contracts.envelope import Actor
@@ -24,6 +24,7 @@ from studyshare.study_store.domain.reference_numbers import (
     check_validity,
     generate,
     stream_id,
+    validity_as_allowed,
 )
 
 log = get_logger(__name__)
@@ -63,15 +64,23 @@ async def issue(
     valid_to: datetime | None = None,
     patient_mobile: str | None = None,
     reference_number: str | None = None,
+    clamp_validity: bool = False,
 ) -> str:
     """Issue one number: generated per the department's current rule, or the given one (which
-    is flagged when it breaks the rule). Returns the number."""
+    is flagged when it breaks the rule), valid as the department allows. Returns the number."""
     actor = manager(model, principal, study_uid)
     check_validity(valid_from, valid_to)
     study = _study(model, study_uid)
     department_id = study.get("department_id")
     rule = model.reference_rule(department_id)
     policy = model.departments.get(department_id or "", {})
+    valid_from, valid_to = validity_as_allowed(
+        datetime.now(UTC),
+        valid_from,
+        valid_to,
+        policy.get("reference_number_validity_days"),
+        clamp=clamp_validity,
+    )
     repo = Repository(store, ReferenceNumber)
     for _ in range(10):
         number = reference_number or generate(rule)
@@ -144,6 +153,7 @@ async def regenerate(
                 valid_from=ref.get("valid_from"),
                 valid_to=ref.get("valid_to"),
                 patient_mobile=mobile,
+                clamp_validity=True,
             )
         )
     if not any(
@@ -171,3 +181,60 @@ async def set_pincode(
         actor,
     )
     model.apply_local(envelopes)
+
+
+ARRIVAL_ACTOR = Actor(kind="system", id="system:reference-numbers-on-arrival")
+#: one document per study a number was issued for on its arrival: the number chosen (so a
+#: redelivered `StudyReceived` issues that same number, i.e. nothing new)
+ON_ARRIVAL = "reference_numbers_on_arrival"
+
+
+async def issue_on_arrival(
+    store: EventStore, department: dict[str, Any], received: Any, now: datetime
+) -> str | None:
+    """Where the study's department says so (`reference_numbers_on_arrival`), one reference
+    number per study that arrives: per the department's rule, valid as it allows, with a
+    pincode when it asks for payment. Idempotent: the number is chosen once per study."""
+    if not department.get("reference_numbers_on_arrival"):
+        return None
+    from pymongo import ReturnDocument
+
+    from studyshare.contracts.events.identity import ReferenceNumberRule
+
+    rule = ReferenceNumberRule.model_validate(department.get("reference_number_rule") or {})
+    _, valid_to = validity_as_allowed(
+        now, None, None, department.get("reference_number_validity_days")
+    )
+    markers = store.db[ON_ARRIVAL]
+    repo = Repository(store, ReferenceNumber)
+    for _ in range(10):
+        marker = await markers.find_one_and_update(
+            {"_id": received.study_uid},
+            {"$setOnInsert": {"number": generate(rule)}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        number = marker["number"]
+        try:
+            await repo.execute(
+                stream_id(number),
+                lambda ref, n=number: ref.issue(
+                    study_uid=received.study_uid,
+                    rule=rule,
+                    department_id=received.department_id,
+                    issued_by=ARRIVAL_ACTOR.id or "system",
+                    valid_to=valid_to,
+                    patient_birth_date=received.patient_birth_date,
+                    pincode_required=bool(department.get("payment_required")),
+                ),
+                ARRIVAL_ACTOR,
+            )
+        except ReferenceNumberTaken:
+            existing = await store.load(stream_id(number))
+            if existing and existing[0].payload.get("study_uid") == received.study_uid:
+                return number  # issued by an earlier delivery of this arrival
+            await markers.delete_one({"_id": received.study_uid, "number": number})
+            continue  # another study's number: choose again
+        log.info("reference_number.issued_on_arrival", study_uid=received.study_uid)
+        return number
+    raise ReferenceNumberTaken("could not find a free reference number")
