@@ -34,6 +34,7 @@ from studyshare.devstack.dicomgen import multipart_related
 from studyshare.devstack.platform import LocalPlatform
 
 from ..storykit import Gateway, ok, unique, wait_for
+from . import axe
 from .test_portal_browser import WAIT_S, Page
 
 REPORT = "Confidential finding: never for an images-only share."
@@ -273,6 +274,11 @@ def test_the_recipient_views_the_study_until_the_sender_withdraws_it(
     assert "Alice" not in header
     assert REPORT not in recipient.driver.page_source
     recipient.shot("viewer")
+    checked = axe.run(recipient.driver)  # issue 14 point 5: the viewer page too
+    (screenshots / "axe-results-viewer.json").write_text(json.dumps(checked, indent=2))
+    for line in axe.summary(checked["violations"]):
+        print(f"  viewer: {line}")
+    assert not axe.failing(checked["violations"]), axe.summary(axe.failing(checked["violations"]))
 
     # -- the viewer's token: this study's DICOMweb reads, nothing else ------------------------
     tokens = ViewerTokens(recipient.driver)
