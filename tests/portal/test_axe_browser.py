@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,6 +29,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from studyshare.devstack.platform import LocalPlatform
 
+from ..security.dicomkit import Pacs
 from ..storykit import Gateway, ok, unique, wait_for
 from . import axe
 from .test_portal_browser import WAIT_S, Page, images_loaded
@@ -38,8 +39,12 @@ README_SIZE = (1280, 800)
 
 
 @pytest.fixture(scope="module")
-def cast(api: Gateway, platform: LocalPlatform) -> SimpleNamespace:
+def cast(
+    api: Gateway, platform: LocalPlatform, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SimpleNamespace]:
     desk = api.login(platform.bootstrap_user, platform.bootstrap_password)
+    pacs = Pacs(tmp_path_factory.mktemp("pacs")).start()
+    pacs_id = pacs.department(api, desk)
     department = api.radiology_department(desk, "Radiology St. Maria")
     admin = api.register(
         desk,
@@ -89,7 +94,16 @@ def cast(api: Gateway, platform: LocalPlatform) -> SimpleNamespace:
         api.client.post(f"/api/studies/{uid}/reference-numbers", json={}, headers=admin.headers),
         201,
     )
-    return SimpleNamespace(
+    wait_for(
+        lambda: any(
+            p["pacs_id"] == pacs_id for p in ok(api.client.get("/api/pacs", headers=sender.headers))
+        ),
+        "the PACS known to the study store",
+        WAIT_S,
+    )
+    yield SimpleNamespace(
+        pacs=pacs,
+        pacs_id=pacs_id,
         admin=admin,
         sender=sender,
         colleague=colleague,
@@ -99,6 +113,7 @@ def cast(api: Gateway, platform: LocalPlatform) -> SimpleNamespace:
         bucket=bucket,
         group=group,
     )
+    pacs.stop()
 
 
 def test_axe_finds_no_serious_or_critical_violation_on_the_main_pages(
@@ -144,6 +159,7 @@ def test_axe_finds_no_serious_or_critical_violation_on_the_main_pages(
     page.open(f"/studies/{cast.uid}")
     page.wait("#images img")
     images_loaded(page)
+    page.wait("#forward-form")
     check("study-page", "#study-details")
     page.open(f"/share?study={cast.uid}")
     page.wait("#share-form")
@@ -218,3 +234,37 @@ def test_axe_finds_no_serious_or_critical_violation_on_the_main_pages(
     }
     print(f"axe test took {time.monotonic() - started:.1f}s")
     assert not bad, json.dumps(bad, indent=2)
+
+
+def test_the_study_page_forwards_the_study_to_a_pacs(
+    cast: SimpleNamespace,
+    platform: LocalPlatform,
+    browser_factory: Callable[[], webdriver.Chrome],
+    screenshots: Path,
+) -> None:
+    """Issue 14 point 2, "forward to a PACS": the sender picks the PACS on the study page, the
+    notice says so, the study arrives at the PACS (dcmtk's storescp) and the Access tab lists
+    the transfer."""
+    page = Page(browser_factory(), platform.gateway_url, screenshots, "14-forward")
+    page.open(f"/studies/{cast.uid}")
+    page.login(cast.sender.username, cast.sender.password)
+    page.wait("#forward-form")
+    options = page.driver.find_elements(By.CSS_SELECTOR, "#forward-pacs option")
+    assert cast.pacs_id in [o.get_attribute("value") for o in options]
+    page.driver.execute_script(
+        "document.getElementById('forward-pacs').value = arguments[0]", cast.pacs_id
+    )
+    page.click("#forward-submit")
+    notice = page.wait(".notice")
+    assert "on its way to" in notice.text
+    page.shot("forwarded")
+    received = wait_for(lambda: cast.pacs.received(cast.uid), "the study at the PACS", WAIT_S)
+    assert {str(ds.StudyInstanceUID) for ds in received} == {cast.uid}
+
+    def sent() -> bool:
+        page.open(f"/studies/{cast.uid}/access")
+        rows = page.driver.find_elements(By.CSS_SELECTOR, "#transfers tr.transfer")
+        return any(r.get_attribute("data-state") == "forwarded" for r in rows)
+
+    wait_for(sent, "the transfer on the Access tab as sent", WAIT_S)
+    page.shot("access-tab-transfer")
