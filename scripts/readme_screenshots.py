@@ -27,7 +27,7 @@ SIZE = (1280, 800)
 TESTS = ("tests/portal/test_axe_browser.py", "tests/portal/test_viewer_browser.py")
 #: README name: the screenshot the tests save (`{who}-{nn}-{step}.png`)
 WANTED = {
-    "study-list.png": "13-axe-*-study-list.png",
+    "study-list.png": "13-axe-*-study-list-shared.png",
     "share-dialog.png": "13-axe-*-share-dialog.png",
     "viewer.png": "8-viewer-*-viewer.png",
     "access-tab.png": "13-axe-*-access-tab.png",
