@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 VERSION  := 0.1.0
 DOCKER   ?= docker
 
-.PHONY: help sync portal-assets run infra test lint format contracts images k8s k8s-check deploy-tools test-peers bench
+.PHONY: help sync portal-assets run infra test lint format contracts images k8s k8s-check deploy-tools test-peers bench readme-screenshots
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -27,6 +27,9 @@ infra: sync ## only the broker (9092) and the database (27017)
 
 test: test-peers sync deploy-tools ## every test (unit, integration, end-to-end, k8s manifests)
 	$(UV) run pytest
+
+readme-screenshots: test-peers sync ## the README's portal screenshots (docs/screenshots/), taken by the browser tests
+	$(UV) run python scripts/readme_screenshots.py
 
 bench: sync ## the benchmark table (figures side by side with their targets)
 	sh bench/install.sh >/dev/null

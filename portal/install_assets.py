@@ -9,8 +9,10 @@ the tarball's SHA-512 compared with the pinned `integrity` (Subresource Integrit
 extracted: `files`, each to its flat name in `portal/src/studyshare/portal/static/vendor/`, or
 a `tree` (a directory of the package, less `exclude`) into its own directory of the portal
 package, with the manifest's `rewrite` of exact strings in files of the named suffixes (each
-must be found, so a new version that no longer needs it fails loudly). Both places are
-git-ignored. A stamp file records what is installed, so a second run does nothing. Standard
+must be found, so a new version that no longer needs it fails loudly). A package only the
+tests use (`"test_only": true`: axe-core) has its `files` put into `tests/portal/vendor/`,
+outside the portal package, so the portal never serves it. All these places are git-ignored.
+A stamp file records what is installed, so a second run does nothing. Standard
 library only: it runs before `uv sync`.
 """
 
@@ -32,6 +34,8 @@ MANIFEST = HERE / "assets.json"
 PACKAGE = HERE / "src" / "studyshare" / "portal"
 VENDOR = PACKAGE / "static" / "vendor"
 STAMP = VENDOR / ".installed.json"
+#: files only the browser tests use (axe-core): never inside the portal package, never served
+TEST_VENDOR = HERE.parent / "tests" / "portal" / "vendor"
 #: written last into an installed tree: what it holds (a tree without it is incomplete)
 TREE_MARK = ".installed"
 
@@ -60,9 +64,14 @@ def pack(name: str, version: str, scratch: Path) -> Path:
     return scratch / entry["filename"]
 
 
-def extract(tarball: Path, files: dict[str, str]) -> None:
-    """Only the listed members, each to its flat name under VENDOR."""
-    VENDOR.mkdir(parents=True, exist_ok=True)
+def destination_of(package: dict) -> Path:
+    """Where a package's `files` go: the served vendor directory, or the tests' own."""
+    return TEST_VENDOR if package.get("test_only") else VENDOR
+
+
+def extract(tarball: Path, files: dict[str, str], into: Path = VENDOR) -> None:
+    """Only the listed members, each to its flat name under `into`."""
+    into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(tarball, "r:gz") as archive:
         for member_name, target in files.items():
             member = archive.getmember(member_name)
@@ -70,7 +79,7 @@ def extract(tarball: Path, files: dict[str, str]) -> None:
                 raise IntegrityError(f"{member_name} is not a regular file")
             source = archive.extractfile(member)
             assert source is not None
-            (VENDOR / Path(target).name).write_bytes(source.read())
+            (into / Path(target).name).write_bytes(source.read())
 
 
 def extract_tree(tarball: Path, tree: dict, mark: str) -> None:
@@ -123,7 +132,7 @@ def install(package: dict, scratch: Path) -> None:
     if "tree" in package:
         extract_tree(tarball, package["tree"], f"{key_of(package)} {package['integrity']}")
     else:
-        extract(tarball, package["files"])
+        extract(tarball, package["files"], destination_of(package))
 
 
 def installed() -> dict:
@@ -144,7 +153,8 @@ def is_current(package: dict, stamp: dict) -> bool:
         mark = PACKAGE / package["tree"]["into"] / TREE_MARK
         expected = f"{key_of(package)} {package['integrity']}"
         return mark.is_file() and mark.read_text().strip() == expected
-    return all((VENDOR / Path(target).name).is_file() for target in package["files"].values())
+    into = destination_of(package)
+    return all((into / Path(target).name).is_file() for target in package["files"].values())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,6 +57,17 @@ def test_parse_plain_mail() -> None:
     assert len(inbox.find_mails("C@Y.ORG")) == 2
 
 
+def test_links_of_an_html_part_are_read_unescaped() -> None:
+    raw = (
+        b"From: a@x.org\r\nTo: b@y.org\r\nSubject: hi\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+        b'<p><a href="http://l.test/r?email=b%40y.org&amp;bucket=bkt_1">'
+        b"http://l.test/r?email=b%40y.org&amp;bucket=bkt_1</a></p>\r\n"
+    )
+    mail = parse_mail(raw, "a@x.org", ["b@y.org"])
+    assert mail.links == ["http://l.test/r?email=b%40y.org&bucket=bkt_1"]
+
+
 def test_demo_dicom_is_valid_and_stable() -> None:
     study = DemoStudy("k", "P1", "Demo^A", "19800101", "F", "CT", "OT", "20260101", "ACC1")
     data = instance(study, 1, 1)

@@ -566,3 +566,46 @@ def test_transfers_rsw_and_reference_numbers_actions_call_the_study_store(
         ("DELETE", f"{q}/reference-numbers/AB12CD34"),
     ):
         assert len(fake.sent(method, path)) == 1, path
+
+
+def test_the_study_page_forwards_to_a_pacs_when_the_api_allows_download(
+    client: TestClient, fake: FakeAPI
+) -> None:
+    fake.me = {"first_name": "Pieter", "roles": ["physician"]}
+    log_in(client)
+    study = {
+        "study_uid": UID,
+        "description": "CT thorax",
+        "access": {"via": "department", "images": False, "report": "none", "download": True},
+    }
+    fake.routes[("GET", f"/api/studies/{UID}")] = httpx.Response(200, json=study)
+    fake.routes[("GET", "/api/shared-with-me")] = httpx.Response(200, json={"items": []})
+    fake.routes[("GET", "/api/pacs")] = httpx.Response(
+        200, json=[{"pacs_id": "dep_pacs1", "name": "Archive North", "ae_title": "NORTH"}]
+    )
+    fake.routes[("POST", f"/api/studies/{UID}/forward")] = httpx.Response(
+        202, json={"transfer_id": "trf_1", "destination_name": "Archive North"}
+    )
+    page = client.get(f"/studies/{UID}").text
+    assert 'id="forward-form"' in page and 'value="dep_pacs1"' in page
+    token = CSRF.search(page).group(1)
+    done = client.post(
+        f"/studies/{UID}/forward",
+        data={"csrf": token, "pacs_id": "dep_pacs1", "bucket": ""},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and done.headers["location"] == f"/studies/{UID}"
+    assert fake.sent("POST", f"/api/studies/{UID}/forward") == [({}, {"pacs_id": "dep_pacs1"})]
+    assert "on its way to Archive North" in client.get(f"/studies/{UID}").text
+
+    fake.routes[("POST", f"/api/studies/{UID}/forward")] = problem(
+        403, "ForwardNotAllowed", "forwarding needs download permission on this study"
+    )
+    refused = client.post(f"/studies/{UID}/forward", data={"csrf": token, "pacs_id": "dep_pacs1"})
+    assert "forwarding needs download permission" in refused.text  # the redirect's page
+
+    study["access"]["download"] = False  # no download: no form, and the list is not asked
+    fake.routes[("GET", f"/api/studies/{UID}")] = httpx.Response(200, json=study)
+    asked = len(fake.sent("GET", "/api/pacs"))
+    assert 'id="forward-form"' not in client.get(f"/studies/{UID}").text
+    assert len(fake.sent("GET", "/api/pacs")) == asked

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html as html_entities
 import re
 import uuid
 from collections import deque
@@ -82,7 +83,9 @@ def parse_mail(raw: bytes, envelope_from: str, envelope_to: list[str]) -> Mail:
     headers: dict[str, list[str]] = {}
     for name, value in message.items():
         headers.setdefault(name, []).append(str(value))
-    links = list(dict.fromkeys(URL.findall((text or "") + "\n" + (html or ""))))
+    # an HTML part escapes `&` in its links (`?a=1&amp;b=2`): read them as a browser does
+    unescaped = html_entities.unescape(html or "")
+    links = list(dict.fromkeys(URL.findall((text or "") + "\n" + unescaped)))
     return Mail(
         id=uuid.uuid4().hex[:16],
         envelope_from=envelope_from,

@@ -1,5 +1,5 @@
-"""The study list and the study page: details, message, images, report, download,
-two-factor and break-the-glass; each asks the API and shows its answer."""
+"""The study list and the study page: details, message, images, report, download, forward
+to a PACS, two-factor and break-the-glass; each asks the API and shows its answer."""
 
 from __future__ import annotations
 
@@ -161,9 +161,11 @@ async def study_page(request: Request, uid: str, bucket: str | None = None) -> R
     bucket = bucket or access.get("bucket_id")
     # an anonymized share lists the study by the UID it shows (the API's `study_uid`)
     item = await _shared_item(request, study.get("study_uid") or uid, bucket)
-    images, report = await asyncio.gather(
+    forwards = access.get("download") and not session.patient
+    images, report, pacs = await asyncio.gather(
         _images(request, uid) if access.get("images") else _nothing(),
         _report(request, uid) if access.get("report") in ("read", "write") else _nothing(),
+        _pacs(request) if forwards else _nothing(),
     )
     return render(
         request,
@@ -175,12 +177,21 @@ async def study_page(request: Request, uid: str, bucket: str | None = None) -> R
         bucket=bucket,
         images=images,
         report=report,
+        pacs=pacs or [],
         opening=False,
     )
 
 
 async def _nothing() -> None:
     return None
+
+
+async def _pacs(request: Request) -> list[dict[str, Any]]:
+    """The PACS one may forward to (`GET /api/pacs`); none when the API refuses the list."""
+    try:
+        return await api_of(request).call(request.state.session, "GET", "/api/pacs") or []
+    except ApiProblem:
+        return []
 
 
 async def _images(request: Request, uid: str) -> list[dict[str, str]]:
@@ -270,6 +281,28 @@ async def save_report(request: Request, uid: str) -> Response:
         flash_problem(request, problem.detail)
     else:
         flash(request, "study.report_saved")
+    return redirect(_back(uid, form.get("bucket")))
+
+
+@router.post("/studies/{uid}/forward")
+async def forward(request: Request, uid: str) -> Response:
+    """Forward the study to a PACS (`POST /api/studies/{uid}/forward`); the transfer's state
+    is on the Access tab."""
+    session = await checked(request)
+    require_login(request)
+    form = await read_form(request)
+    try:
+        transfer = await api_of(request).call(
+            session,
+            "POST",
+            f"/api/studies/{quote(uid)}/forward",
+            json={"pacs_id": form.get("pacs_id", "")},
+        )
+    except ApiProblem as problem:
+        flash_problem(request, problem.detail)
+    else:
+        name = (transfer or {}).get("destination_name") or form.get("pacs_id", "")
+        flash(request, "study.forwarded", name=name)
     return redirect(_back(uid, form.get("bucket")))
 
 
