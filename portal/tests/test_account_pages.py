@@ -477,6 +477,7 @@ def test_the_share_dialog_follows_the_department_policy_and_the_favourites(
     assert 'name="unlimited"' not in page, "the department forbids unlimited access"
     assert 'name="allow_download"' not in page, "nobody allows more than they hold"
     assert 'max="' in page and "Fien Fav" in page
+    assert "Valid 7 days by default" in page
     assert re.search(r'name="two_factor" checked', page)
     assert not re.search(r'name="send_mail" checked', page)
     fake.answer(
@@ -529,3 +530,21 @@ def test_my_shares_lists_the_api_s_buckets(client: TestClient, fake: FakeAPI) ->
     log_in(client)
     page = client.get("/shares").text
     assert 'href="/shares/bkt_9"' in page and "CT thorax" in page and "Rita" in page
+
+
+def test_the_share_dialog_says_a_default_validity_in_calendar_months(
+    client: TestClient, fake: FakeAPI
+) -> None:
+    """Without a default in days, a department's default is calendar months (one at least)."""
+    fake.answer(
+        "GET",
+        "/api/studies/1.2.3",
+        {"study_uid": "1.2.3", "department_id": "dep_1", "access": {"download": False}},
+    )
+    fake.answer("GET", "/api/departments/dep_1", {"policy": {"default_validity_months": 3}})
+    fake.answer("GET", "/api/favorites", [])
+    fake.answer("GET", "/api/share-preferences", {})
+    log_in(client)
+    page = client.get("/share?study=1.2.3").text
+    assert "Valid 3 calendar month(s) by default" in page
+    assert "days by default" not in page
