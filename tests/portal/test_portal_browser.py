@@ -1,10 +1,10 @@
 """The core journey of issue 14, clicked through in headless chromium.
 
-A physician logs in and shares a study (two-factor, anonymized, a message) with a colleague
-through the share dialog; the colleague follows the link of the caught mail, logs in, lands
-back on the study, asks for the SMS code and enters it, and sees the images and the message
-but not the report; the page switches to Dutch; a patient logs in with a reference number,
-birth date and pincode and sees only their study.
+A physician logs in, selects two studies in the list and shares them (two-factor, anonymized,
+a message) with a colleague through the share dialog; the colleague follows the link of the
+caught mail, logs in, lands back on the study, asks for the SMS code and enters it, and sees
+the images and the message but not the report; the page switches to Dutch; a patient logs in
+with a reference number, birth date and pincode and sees only their study.
 """
 
 from __future__ import annotations
@@ -145,9 +145,17 @@ def test_share_follow_the_mail_two_factor_images_dutch_and_patient(
     sender.login(cast.sender.username, cast.sender.password)
     sender.wait("#own-studies")
     sender.wait_text("CT thorax")
+    sender.wait_text("MR knee")
     sender.shot("study-list")
-    sender.open(f"/share?study={uid}")
+    for box in sender.driver.find_elements(By.CSS_SELECTOR, "#own-studies input[name=study]"):
+        if box.get_attribute("value") in (uid, cast.other.study_uid):
+            box.click()
+    sender.click("#share-selected-button")
     sender.wait("#share-form")
+    chosen = sender.driver.find_elements(By.CSS_SELECTOR, "#share-form input[name=study]")
+    assert sorted(e.get_attribute("value") for e in chosen) == sorted(
+        [uid, cast.other.study_uid]
+    ), "the two selected studies, in one share"
     search = sender.driver.find_element(By.ID, "recipient-search")
     search.send_keys(cast.colleague.username.split(".")[0])
     sender.click("#recipient-results button.result")
@@ -228,7 +236,9 @@ def test_share_follow_the_mail_two_factor_images_dutch_and_patient(
     recipient.open("/studies")
     recipient.wait("#shared-studies")
     recipient.wait_text("Anonymous")
-    assert "CT thorax" not in recipient.driver.page_source, "Annex E: no study description"
+    page = recipient.driver.page_source
+    assert page.count("Anonymous") >= 2, "both studies of the share, each under the pseudonym"
+    assert "CT thorax" not in page and "MR knee" not in page, "Annex E: no study description"
     recipient.shot("study-list")
     recipient.click("button.lang[value=nl]")
     recipient.wait_text("Met mij gedeeld")
