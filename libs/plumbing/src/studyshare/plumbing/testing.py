@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -166,15 +167,19 @@ class ServiceProcesses:
         name = f"{command}-{len(self.started)}"
         return self.start([sys.executable, "-m", module, command, *extra], env, name)
 
-    def stop_all(self) -> None:
-        for proc in self.started:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+    def stop_all(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM to every process at once, then wait for them together (each shutting down
+        gracefully at the same time), SIGKILL to those still running after `timeout_s`."""
+        running = [proc for proc in self.started if proc.poll() is None]
+        for proc in running:
+            proc.terminate()
+        deadline = time.monotonic() + timeout_s
+        for proc in running:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.fixture

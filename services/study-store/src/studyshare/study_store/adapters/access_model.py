@@ -275,6 +275,7 @@ class InMemoryAccessModel:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self.lease.lapse()  # a beat that completed while its task was being cancelled renewed it
         if self.registry is not None:
             with contextlib.suppress(Exception):
                 await self.registry.leave(self.follower_id)
