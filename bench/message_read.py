@@ -15,13 +15,12 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 
-from bench.revocation import login, register, summary, until
-from studyshare.devstack.dicomgen import DemoStudy, instance, multipart_related
+from bench.revocation import register, sender_with_study, summary, until
+from studyshare.devstack.dicomgen import DemoStudy
 from studyshare.devstack.platform import LocalPlatform
 
 
@@ -31,21 +30,11 @@ def main(rounds: int) -> None:
         LocalPlatform(run_dir, ready_timeout=240) as platform,
         httpx.Client(base_url=platform.gateway_url, timeout=30, trust_env=False) as c,
     ):
-        desk = login(c, platform.bootstrap_user, platform.bootstrap_password)
-        body = {"name": f"Bench {uuid.uuid4().hex[:6]}", "country": "be", "kind": "radiology"}
-        department = c.post("/api/departments", json=body, headers=desk).json()["department_id"]
-        _, sender = register(c, desk, "sender", roles=["physician"], department_ids=[department])
         study = DemoStudy(
             "bench-read", "BM-1", "Bench^Read", "19700101", "F", "CT", "CT", "20260101", "ACC-M1"
         )
-        payload, content_type = multipart_related([instance(study, 1, 1)])
-        r = c.post(
-            "/dicomweb/studies", content=payload, headers={**sender, "Content-Type": content_type}
-        )
-        assert r.status_code == 200, r.text
-        uid = study.study_uid
+        desk, sender, uid = sender_with_study(c, platform, study)
         metadata = f"/dicomweb/studies/{uid}/metadata"
-        until(lambda: c.get(metadata, headers=sender).status_code == 200, "the study")
 
         inbox, overview = [], []
         for n in range(rounds):

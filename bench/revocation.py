@@ -80,27 +80,36 @@ def summary(name: str, values: list[float]) -> str:
     )
 
 
+def sender_with_study(
+    c: httpx.Client, platform: LocalPlatform, study: DemoStudy
+) -> tuple[dict[str, str], dict[str, str], str]:
+    """The service desk's headers, a physician of a new radiology department, and `study`
+    (one image) uploaded by them and stored: (desk, sender, study UID)."""
+    desk = login(c, platform.bootstrap_user, platform.bootstrap_password)
+    body = {"name": f"Bench {uuid.uuid4().hex[:6]}", "country": "be", "kind": "radiology"}
+    department = c.post("/api/departments", json=body, headers=desk).json()["department_id"]
+    _, sender = register(c, desk, "sender", roles=["physician"], department_ids=[department])
+    payload, content_type = multipart_related([instance(study, 1, 1)])
+    r = c.post(
+        "/dicomweb/studies", content=payload, headers={**sender, "Content-Type": content_type}
+    )
+    assert r.status_code == 200, r.text
+    metadata = f"/dicomweb/studies/{study.study_uid}/metadata"
+    until(lambda: c.get(metadata, headers=sender).status_code == 200, "the study")
+    return desk, sender, study.study_uid
+
+
 def main(rounds: int) -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="studyshare-bench-revocation-"))
     with (
         LocalPlatform(run_dir, ready_timeout=240) as platform,
         httpx.Client(base_url=platform.gateway_url, timeout=30, trust_env=False) as c,
     ):
-        desk = login(c, platform.bootstrap_user, platform.bootstrap_password)
-        body = {"name": f"Bench {uuid.uuid4().hex[:6]}", "country": "be", "kind": "radiology"}
-        department = c.post("/api/departments", json=body, headers=desk).json()["department_id"]
-        _, sender = register(c, desk, "sender", roles=["physician"], department_ids=[department])
         study = DemoStudy(
             "bench-revoke", "BR-1", "Bench^Rev", "19700101", "F", "CT", "CT", "20260101", "ACC-R1"
         )
-        payload, content_type = multipart_related([instance(study, 1, 1)])
-        r = c.post(
-            "/dicomweb/studies", content=payload, headers={**sender, "Content-Type": content_type}
-        )
-        assert r.status_code == 200, r.text
-        uid = study.study_uid
+        desk, sender, uid = sender_with_study(c, platform, study)
         metadata = f"/dicomweb/studies/{uid}/metadata"
-        until(lambda: c.get(metadata, headers=sender).status_code == 200, "the study")
 
         answers, lags, served = [], [], []
         for n in range(rounds):
