@@ -442,6 +442,11 @@ async def sent_buckets(
     locked: Annotated[bool | None, Query(description="only locked (or unlocked) ones")] = None,
 ) -> SentBucketsOut:
     docs, total = await service.sent_by_me(user, limit, offset, status=status, locked=locked)
+    return sent_buckets_out(docs, total, limit, offset)
+
+
+def sent_buckets_out(docs: list[dict], total: int, limit: int, offset: int) -> SentBucketsOut:
+    """One page of buckets with their studies (my shares, a department's locked buckets)."""
     return SentBucketsOut(
         items=[
             SentBucketOut(**bucket_doc_out(d, []).model_dump(), studies=d["studies"]) for d in docs
@@ -473,14 +478,7 @@ async def locked_buckets(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> SentBucketsOut:
     docs, total = await service.locked_buckets(user, department_id, limit, offset)
-    return SentBucketsOut(
-        items=[
-            SentBucketOut(**bucket_doc_out(d, []).model_dump(), studies=d["studies"]) for d in docs
-        ],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
+    return sent_buckets_out(docs, total, limit, offset)
 
 
 @router.get(
