@@ -29,6 +29,10 @@ class NotYet(AssertionError):
     """A polled condition did not hold before its timeout."""
 
 
+class StudyNotLoggedYet(AssertionError):
+    """No event about the study has reached the audit log yet (404 StudyNotInAuditLog)."""
+
+
 def wait_for(check: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:
     """Poll `check` until it returns something truthy (asynchronous effects: projections,
     mail, SMS); fail with `what` after `timeout` seconds."""
@@ -254,13 +258,14 @@ class Gateway:
         entries: list[dict[str, Any]] = []
         offset = 0
         while True:
-            page = ok(
-                self.client.get(
-                    f"/api/audit/studies/{uid}/log",
-                    params={"offset": offset, "limit": 500},
-                    headers=_headers(reader),
-                )
+            response = self.client.get(
+                f"/api/audit/studies/{uid}/log",
+                params={"offset": offset, "limit": 500},
+                headers=_headers(reader),
             )
+            if response.status_code == 404:
+                raise StudyNotLoggedYet(problem(response, 404, "StudyNotInAuditLog")["detail"])
+            page = ok(response)
             entries += page["items"]
             if page.get("next_offset") is None:
                 return entries
@@ -292,7 +297,10 @@ class Gateway:
         wanted = list(expected)
 
         def missing_steps() -> list[str]:
-            entries = self.study_log(reader, uid)
+            try:
+                entries = self.study_log(reader, uid)
+            except StudyNotLoggedYet:
+                entries = []
             return [
                 event_type
                 for event_type, matches in wanted

@@ -260,3 +260,15 @@ async def test_unknown_study_is_404_for_auditors(api, test_tokens):
         "/api/audit/studies/9.9.9/access", headers=test_tokens.user("a", "auditor")
     )
     assert r.status_code == 404 and r.json()["rule"] == "StudyNotInAuditLog"
+
+
+async def test_a_study_not_yet_in_the_log_is_404_for_its_admin_not_a_refusal(api, test_tokens):
+    """Right after an upload the audit log may not know the study's department yet; its admin
+    is told so (404), not that the study belongs to another department (403)."""
+    client, _, ids, _ = api
+    admin = test_tokens.user("m", "department_admin", admin_of=[ids["dep"]])
+    for path in ("log", "access"):
+        r = await client.get(f"/api/audit/studies/9.9.9/{path}", headers=admin)
+        assert r.status_code == 404 and r.json()["rule"] == "StudyNotInAuditLog", r.text
+    r = await client.get("/api/audit/studies/9.9.9/log", headers=test_tokens.user("p", "physician"))
+    assert r.status_code == 403 and r.json()["rule"] == "AuditLogReadersOnly"
