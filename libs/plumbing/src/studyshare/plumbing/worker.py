@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -33,6 +35,23 @@ from studyshare.plumbing.projection import Projection, ProjectionRunner
 from studyshare.plumbing.settings import ServiceSettings
 
 log = get_logger(__name__)
+
+
+def _consumer_class(fetch_max_wait_ms: int) -> type[AIOKafkaDriverConsumer]:
+    """faust's aiokafka consumer with the fetch wait of the settings instead of its fixed
+    1,500 ms (aiokafka hands `_fetch_max_wait_ms` to its fetcher when the consumer starts)."""
+
+    class FetchWaitConsumerThread(AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport: Any) -> Any:
+            consumer = super()._create_worker_consumer(transport)
+            consumer._fetch_max_wait_ms = fetch_max_wait_ms
+            return consumer
+
+    class FetchWaitConsumer(AIOKafkaDriverConsumer):
+        def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+            return FetchWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    return FetchWaitConsumer
 
 
 def worker_app(
@@ -62,6 +81,7 @@ def worker_app(
         web_in_thread=False,
         loghandlers=[],
     )
+    app.transport.Consumer = _consumer_class(settings.kafka_fetch_max_wait_ms)
     state: dict[str, object] = {}
 
     async def database():
