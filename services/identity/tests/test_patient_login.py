@@ -215,6 +215,7 @@ async def test_a_rebuild_keeps_the_same_pincodes_though_each_hash_is_salted_anew
         ("COPY123456", DEV_PUBLIC_KEY),  # sealed to notify's key, not identity's
         ("COPY123456", generate_keypair()[1]),  # sealed to a key identity never held
     ],
+    ids=["another-number", "notify-key", "unknown-key"],  # a new key on every run
 )
 async def test_a_pincode_identity_cannot_open_for_this_number_opens_nothing(
     api, sealed_for, public_key
