@@ -262,6 +262,11 @@ class BucketOut(BaseModel):
     status: Literal["active", "revoked", "expired"]
     sender_id: str
     sender_name: str | None = Field(default=None, description="the sender's name (Access tab)")
+    may_revoke: bool = Field(
+        default=False,
+        description="whether the caller may withdraw its accesses (the sender, the exam owner, "
+        "an admin of the sending department): the Access tab's crosses",
+    )
     sending_department_id: str | None
     parent_bucket_id: str | None
     children: list[str] = []

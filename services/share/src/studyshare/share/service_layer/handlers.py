@@ -407,9 +407,27 @@ class ShareService:
         raise rules.BucketNotFound(f"no bucket {bucket_id}")
 
     async def buckets_of_study(self, principal: AccessClaims, study_uid: str) -> list[dict]:
+        """The Access tab's buckets: all of them for the service desk, auditors and the staff
+        of the study's department (issue 16, point 3); those one administers (sender, exam
+        owner, sending department's admin) for anyone else. `may_revoke` says which ones the
+        caller may withdraw (`_may_revoke`'s rule), so the tab offers only those crosses."""
         docs = await self.readmodel.of_study(study_uid)
-        if not principal.has_role("service_desk", "auditor"):
-            docs = [d for d in docs if await self.may_administer(principal, d)]
+        study = (await self.directory.studies([study_uid])).get(study_uid) or {}
+        department = study.get("department_id")
+        sees_all = principal.has_role("service_desk", "auditor") or (
+            department is not None and department in principal.department_ids
+        )
+        administered = {d["_id"] for d in docs if await self.may_administer(principal, d)}
+        if not sees_all:
+            docs = [d for d in docs if d["_id"] in administered]
+
+        def may_revoke(d: dict[str, Any]) -> bool:
+            return (
+                d["sender_id"] == principal.sub
+                or (d.get("sending_department_id") or "") in principal.admin_of
+                or study.get("owner_id") == principal.sub
+            )
+
         children: dict[str, list[str]] = {}
         for d in docs:
             if d.get("parent_bucket_id"):
@@ -419,6 +437,7 @@ class ShareService:
             {
                 **d,
                 "children": children.get(d["_id"], []),
+                "may_revoke": may_revoke(d),
                 "sender_name": names.get(d["sender_id"]),
                 "recipients": [
                     {**r, "name": names.get(r["recipient_id"])} for r in d["recipients"]
