@@ -179,6 +179,7 @@ def test_a_locked_share_is_unlocked_on_the_access_tab_and_the_auditor_finds_ever
     grant = sender.wait(f"tr.grant[data-recipient='{people.colleague.user_id}']")
     assert grant.get_attribute("data-state") == "active"
     assert not sender.has("#reference-numbers"), "a physician does not manage reference numbers"
+    assert "Pieter Story" in sender.wait("#exam-owner").text, "the owner under 'Exam owner'"
     sender.shot("access-tab")
     sender.click(f"#revoke-{bucket}")  # the cross asks: this study, or the full bucket?
     sender.wait(f"#bucket-{bucket} .remove-study")

@@ -214,8 +214,10 @@ async def test_concurrent_reads_are_all_logged_on_one_unbroken_chain(api, test_t
 
 
 async def test_only_auditors_department_admins_and_service_desk_read_the_log(api, test_tokens):
+    """The study logging is theirs; the Access tab is also for those who share the study
+    (`test_access_tab_for_those_who_share.py`)."""
     client, _, ids, _ = api
-    url = f"/api/audit/studies/{ids['uid']}/access"
+    url = f"/api/audit/studies/{ids['uid']}/log"
     ok = [
         test_tokens.user("a", "auditor"),
         test_tokens.user("d", "service_desk"),
@@ -233,6 +235,11 @@ async def test_only_auditors_department_admins_and_service_desk_read_the_log(api
     assert r.status_code == 403
     r = await client.get(url, headers=test_tokens.patient(ids["ref"], ids["uid"]))
     assert r.status_code == 403
+    r = await client.get(
+        f"/api/audit/studies/{ids['uid']}/access",
+        headers=test_tokens.patient(ids["ref"], ids["uid"]),
+    )
+    assert r.status_code == 403 and r.json()["rule"] == "NotAmongThoseWhoShare"
     other = test_tokens.user("m2", "department_admin", admin_of=[ids["other_dep"]])
     r = await client.get(url, headers=other)
     assert r.status_code == 403 and r.json()["rule"] == "AdminOfOtherDepartment"

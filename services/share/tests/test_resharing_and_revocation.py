@@ -237,3 +237,30 @@ async def test_expiry_ends_access_by_itself_and_is_recorded_once(env):
     assert expired["aggregate_id"] == b
     view = await env.client.get(f"/api/shares/{b}", headers=env.as_("usr_sender"))
     assert view.json()["status"] == "expired"
+
+
+async def test_the_access_tab_shows_the_department_all_buckets_and_crosses_only_where_allowed(
+    env,
+):
+    """Issue 16, point 3: the sending department's staff see who can open the study; the
+    crosses are offered to the sender, the exam owner and the department's admins only."""
+    b = (await env.share())["bucket_id"]
+
+    async def tab(user: str, **claims) -> list[dict]:
+        r = await env.client.get(
+            "/api/shares", params={"study_uid": STUDY_A}, headers=env.as_(user, **claims)
+        )
+        assert r.status_code == 200, r.text
+        return [(x["bucket_id"], x["may_revoke"]) for x in r.json()]
+
+    assert await tab("usr_sender") == [(b, True)]
+    assert await tab("usr_owner") == [(b, True)]
+    assert await tab("usr_admin", admin_of=["dep_1"]) == [(b, True)]
+    assert await tab("usr_staff2") == [(b, False)], "department staff see, without crosses"
+    assert await tab("usr_r1") == [], "a recipient who did not share sees nothing"
+    assert await tab("usr_outsider", department_ids=["dep_other"]) == []
+    r = await env.client.delete(f"/api/shares/{b}/recipients/usr_r1", headers=env.as_("usr_staff2"))
+    assert r.status_code == 403 and r.json()["rule"] == "NotAllowedToRevoke"
+    assert await tab("usr_sender") == [(b, True)]
+    r = await env.client.delete(f"/api/shares/{b}/recipients/usr_r1", headers=env.as_("usr_sender"))
+    assert r.status_code in (200, 204), r.text

@@ -42,7 +42,13 @@ SERVICES: tuple[Service, ...] = (
         "share",
         "share",
         8102,
-        ("/api/shares", "/api/shared-with-me", "/api/favorites", "/api/share-preferences"),
+        (
+            "/api/shares",
+            "/api/shared-with-me",
+            "/api/favorites",
+            "/api/share-preferences",
+            "/api/labels",
+        ),
         reads=("identity.events", "share.events", "study.events"),
     ),
     Service(

@@ -25,7 +25,7 @@ TOPICS: tuple[Topic, ...] = (
     Topic(
         "identity.events", 6, "identity", ("User", "LoginAttempt", "Group", "Department", "Patient")
     ),
-    Topic("share.events", 12, "share", ("Bucket", "Favorites", "SharePreferences")),
+    Topic("share.events", 12, "share", ("Bucket", "Favorites", "SharePreferences", "Labels")),
     Topic(
         "study.events",
         12,

@@ -193,6 +193,30 @@ class FavoriteRemoved(DomainEvent):
 
 
 @registry.register
+class LabelAdded(DomainEvent):
+    """A label to pick from in the share dialog ("Add a label"), of a user (seen only by that
+    user) or of a group (seen by the group's members). Aggregate `labels_<owner_id>`."""
+
+    aggregate_type = "Labels"
+
+    owner_kind: Literal["user", "group"]
+    owner_id: str
+    label_id: str
+    text: str
+    added_by: str
+
+
+@registry.register
+class LabelRemoved(DomainEvent):
+    aggregate_type = "Labels"
+
+    owner_kind: Literal["user", "group"]
+    owner_id: str
+    label_id: str
+    removed_by: str
+
+
+@registry.register
 class SharePreferencesRemembered(DomainEvent):
     """The sender's last two-factor and send-mail choices, defaults for the next share."""
 

@@ -129,7 +129,9 @@ def grants_of(buckets: list[dict[str, Any]], study_uid: str) -> list[dict[str, A
                     "granted_by": bucket.get("sender_name") or bucket.get("sender_id"),
                     "granted_at": bucket.get("shared_at"),
                     "state": row_state,
-                    "withdrawable": row_state in ("active", "locked"),
+                    # the cross only where the API lets this user withdraw (issue 16, point 3)
+                    "withdrawable": row_state in ("active", "locked")
+                    and bool(bucket.get("may_revoke", True)),
                 }
             )
     rows.sort(key=lambda r: r["granted_at"] or "", reverse=True)
@@ -148,7 +150,7 @@ def bucket_rows(buckets: list[dict[str, Any]], study_uid: str) -> list[dict[str,
                 **bucket,
                 "state": state,
                 "recipient_names": names,
-                "revocable": state in ("active", "locked"),
+                "revocable": state in ("active", "locked") and bool(bucket.get("may_revoke", True)),
                 "unlockable": state == "locked",
             }
         )
@@ -262,6 +264,7 @@ async def access_tab(request: Request, uid: str) -> Response:
         _listing(request, f"/api/studies/{q}/reference-numbers"),
     )
     sections = {
+        "owner": section_of(overview, lambda o: o.get("exam_owner")),
         "grants": section_of(buckets, lambda b: grants_of(b, uid)),
         "buckets": section_of(buckets, lambda b: bucket_rows(b, uid)),
         "break_glass": section_of(overview, lambda o: o.get("break_the_glass", [])),

@@ -101,7 +101,9 @@ async def _dialog(
         except ApiProblem:
             studies.append({"study_uid": uid})
     department = next((s["department_id"] for s in studies if s.get("department_id")), None)
-    policy, favorites = await asyncio.gather(_policy(request, department), _favorites(request))
+    policy, favorites, labels = await asyncio.gather(
+        _policy(request, department), _favorites(request), _labels(request)
+    )
     today = date.today()
     most = policy.get("max_validity_days")
     if defaults:
@@ -129,7 +131,24 @@ async def _dialog(
         favorites=[f for f in favorites if f.get("kind") != "email"],
         starred={f["recipient_id"] for f in favorites} | set(values.get("favorites", [])),
         chosen=chosen,
+        labels=labels,
     )
+
+
+async def _labels(request: Request) -> list[dict[str, Any]]:
+    """The labels to pick from: mine and my groups' (`GET /api/labels`)."""
+    try:
+        return await api_of(request).call(request.state.session, "GET", "/api/labels") or []
+    except ApiProblem:
+        return []
+
+
+def picked_label(pick: str) -> dict[str, str] | None:
+    """A label picked from the list (`scope|text`) as the share's `label`."""
+    scope, _, text = pick.partition("|")
+    if scope in ("user", "group") and text.strip():
+        return {"text": text.strip(), "scope": scope}
+    return None
 
 
 async def _policy(request: Request, department_id: str | None) -> dict[str, Any]:
@@ -246,7 +265,9 @@ def share_request(form: dict[str, list[str]]) -> dict[str, Any]:
         body["unlimited"] = True
     elif one("valid_until"):
         body["valid_until"] = _valid_until(one("valid_until"))
-    if one("label"):
+    if one("label_pick") and (label := picked_label(one("label_pick"))):
+        body["label"] = label
+    elif one("label"):
         body["label"] = {"text": one("label"), "scope": one("label_scope") or "user"}
     if one("message"):
         body["message"] = one("message")

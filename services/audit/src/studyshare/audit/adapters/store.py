@@ -41,6 +41,8 @@ IDENTITY_TYPES = (
     "DepartmentAdminAssigned",
 )
 
+NAMING_TYPES = ("UserRegistered", "UserProfileChanged", "UserRolesChanged")
+
 
 @dataclass(frozen=True)
 class LogFilter:
@@ -176,6 +178,37 @@ class AuditStore:
             )
         ]
         return found
+
+    async def naming_entries(
+        self, user_ids: Iterable[str], group_ids: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        """Identity entries that name these users (and say their departments) and groups."""
+        entries = await self._c(ENTRIES)
+        found = [
+            d
+            async for d in find_in(
+                entries,
+                "stream",
+                set(user_ids),
+                extra={"aggregate_type": "User", "event_type": {"$in": list(NAMING_TYPES)}},
+            )
+        ]
+        found += [
+            d
+            async for d in find_in(
+                entries, "stream", set(group_ids), extra={"event_type": "GroupCreated"}
+            )
+        ]
+        return found
+
+    async def department_entries(self, department_ids: Iterable[str]) -> list[dict[str, Any]]:
+        entries = await self._c(ENTRIES)
+        return [
+            d
+            async for d in find_in(
+                entries, "stream", set(department_ids), extra={"event_type": "DepartmentCreated"}
+            )
+        ]
 
     # -- alerts ----------------------------------------------------------------------------
     async def alerts(

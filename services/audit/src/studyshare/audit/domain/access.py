@@ -362,14 +362,40 @@ class StudyAccessFold:
         }
 
 
+#: the Access tab's sections a sender does not see (they concern the study, not their shares)
+NOT_FOR_SENDERS = ("break_the_glass", "transfers", "rsw", "downloads", "reference_numbers")
+
+
+def shown_to(tab: Mapping[str, Any], view: str, reader_id: str) -> dict[str, Any]:
+    """The Access tab as the reader's view allows (see `rules.access_view`).
+
+    `full` and the exam owner's and the sending department's views keep every grant; the
+    reference numbers (a patient's way in) stay with the department's admins, auditors and the
+    service desk. A sender sees the buckets they sent and their grants only."""
+    shown = {**tab, "view": view}
+    if view == "full":
+        return shown
+    shown["reference_numbers"] = []
+    if view in ("owner", "department"):
+        return shown
+    for section in ("users", "groups", "departments"):
+        shown[section] = [g for g in tab[section] if g["granted_by"] == reader_id]
+    shown["buckets"] = [b for b in tab["buckets"] if b["sender_id"] == reader_id]
+    for section in NOT_FOR_SENDERS:
+        shown[section] = []
+    return shown
+
+
 @dataclass
 class Directory:
-    """Group members and department members, folded from identity entries."""
+    """Group members and department members, folded from identity entries; the names of
+    groups, users and departments (as identity registered them)."""
 
     groups: dict[str, set[str]] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
     departments: dict[str, set[str]] = field(default_factory=dict)  # user -> departments
     deactivated: set[str] = field(default_factory=set)
+    _people: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def fold(self, entries: Iterable[Mapping[str, Any]], until: datetime) -> None:
         for e in chronological(entries):
@@ -387,10 +413,23 @@ class Directory:
                 self.groups.setdefault(p["group_id"], set()).discard(p["user_id"])
             elif t in ("UserRegistered", "UserRolesChanged"):
                 self.departments[p["user_id"]] = set(p.get("department_ids") or [])
+                self._name_user(p)
+            elif t == "UserProfileChanged":
+                self._name_user(p)
+            elif t == "DepartmentCreated":
+                self.names[p["department_id"]] = p.get("name")
             elif t == "DepartmentAdminAssigned":
                 self.departments.setdefault(p["user_id"], set()).add(p["department_id"])
             elif t == "UserDeactivated":
                 self.deactivated.add(p["user_id"])
+
+    def _name_user(self, p: Mapping[str, Any]) -> None:
+        """A user's name: first and last name, each as last registered or changed."""
+        person = self._people.setdefault(p["user_id"], {})
+        person.update({k: p[k] for k in ("first_name", "last_name") if p.get(k)})
+        name = " ".join(person[k] for k in ("first_name", "last_name") if person.get(k))
+        if name:
+            self.names[p["user_id"]] = name
 
     def group_members(self, group_id: str) -> list[str]:
         return sorted(self.groups.get(group_id, set()) - self.deactivated)

@@ -1,7 +1,13 @@
 """Who may read the audit log: auditors, the service desk, and department admins for their
-department's studies. Everyone else is refused."""
+department's studies. The Access tab is also for the people who share the study (the exam
+owner, the sending department's staff, a sender: `access_view`), and a patient logged in with
+a reference number reads who opened their own study (`check_patient`). Everyone else is
+refused."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
 
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.errors import Forbidden, NotFound
@@ -23,6 +29,21 @@ class ChainCheckForOperatorsOnly(Forbidden):
 
 class StudyNotInAuditLog(NotFound):
     """No event ever touched this study."""
+
+
+class NotAmongThoseWhoShare(Forbidden):
+    """The Access tab is for the exam owner, the sending department's staff, the senders of
+    the study's buckets, department admins, auditors and the service desk; a recipient who did
+    not share it (or anyone else) is refused."""
+
+
+class PatientTokenOnly(Forbidden):
+    """ "Who opened my study" is answered to a patient logged in with a reference number."""
+
+
+#: what the Access tab shows: everything (`full`), every grant of the study (`owner`,
+#: `department`), or the buckets the reader sent (`sender`)
+AccessView = Literal["full", "owner", "department", "sender"]
 
 
 def reads_everything(claims: AccessClaims) -> bool:
@@ -57,3 +78,36 @@ def check_study_reader(claims: AccessClaims, study_department: str | None) -> No
 def check_operator(claims: AccessClaims) -> None:
     if not reads_everything(claims):
         raise ChainCheckForOperatorsOnly("the chain check is for auditors and the service desk")
+
+
+def access_view(
+    claims: AccessClaims,
+    study_department: str | None,
+    owner_id: str | None,
+    senders: Iterable[str | None],
+) -> AccessView:
+    """Which Access tab this reader sees of a study: auditors, the service desk and the admins
+    of the study's department see everything; the exam owner and the staff of the study's
+    (sending) department see every grant of the study; a sender sees the buckets they sent.
+    Anyone else (a recipient who did not share it, another department's staff) is refused."""
+    if reads_everything(claims) or (
+        study_department is not None and study_department in admin_departments(claims)
+    ):
+        return "full"
+    if claims.kind == "user":
+        if owner_id is not None and claims.sub == owner_id:
+            return "owner"
+        if study_department is not None and study_department in claims.department_ids:
+            return "department"
+        if claims.sub in set(senders):
+            return "sender"
+    raise NotAmongThoseWhoShare(
+        "the Access tab is for the exam owner, the sending department and the study's senders"
+    )
+
+
+def check_patient(claims: AccessClaims) -> str:
+    """A patient token opens exactly one study: the one whose openings it may read."""
+    if claims.kind != "patient" or not claims.study_uid:
+        raise PatientTokenOnly("only a patient logged in with a reference number reads this")
+    return claims.study_uid

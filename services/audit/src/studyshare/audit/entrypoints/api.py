@@ -22,6 +22,7 @@ from studyshare.audit.entrypoints.schemas import (
     Alerts,
     LogEntry,
     LogPage,
+    Openings,
     VerifyReport,
 )
 from studyshare.audit.service_layer.queries import AuditQueries
@@ -145,6 +146,16 @@ async def log(
 )
 async def access(uid: str, principal: CurrentPrincipal, q: Queries) -> AccessOverview:
     return AccessOverview.model_validate(await q.access(principal, uid))
+
+
+@router.get(
+    "/my-study/openings",
+    response_model=Openings,
+    summary="For a patient: who opened their study, when, and how (from the study logging)",
+    responses=REFUSALS,
+)
+async def my_study_openings(principal: CurrentPrincipal, q: Queries) -> Openings:
+    return Openings.model_validate(await q.openings(principal))
 
 
 @router.get(

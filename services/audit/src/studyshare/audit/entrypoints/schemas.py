@@ -159,12 +159,23 @@ class ReferenceNumber(BaseModel):
     ]
 
 
+class ExamOwner(BaseModel):
+    """The "Exam owner" heading of the Access tab."""
+
+    user_id: str
+    name: str | None = None
+
+
 class AccessOverview(BaseModel):
-    """The manual's Access tab, answered from the log."""
+    """The manual's Access tab, answered from the log, as the reader's view allows: `full`
+    (auditors, the service desk, the department's admins), `owner` and `department` (every
+    grant; no reference numbers), `sender` (the buckets the reader sent)."""
 
     study_uid: str
+    view: Literal["full", "owner", "department", "sender"] = "full"
     department_id: str | None = None
     owner_id: str | None = None
+    exam_owner: ExamOwner | None = None
     received_at: datetime | None = None
     as_of: datetime
     users: list[Grant]
@@ -241,3 +252,24 @@ class VerifyReport(BaseModel):
     ok: bool
     study_log: ChainReport
     audit_reads: ChainReport
+
+
+class Opening(BaseModel):
+    """One registration of access to the patient's study: when, who, what kind."""
+
+    at: datetime
+    kind: str = Field(description="view, metadata, instances, report_read, download, ...")
+    via: str | None = Field(default=None, description="the path: grant, group, department...")
+    by_patient: bool = Field(description="opened with a reference number (the patient)")
+    user_name: str | None = None
+    department_names: list[str] = Field(default_factory=list)
+    group_name: str | None = None
+    count: int = 1
+
+
+class Openings(BaseModel):
+    """Who opened the study of the patient's token, and when (GDPR right of access)."""
+
+    study_uid: str
+    as_of: datetime
+    items: list[Opening]

@@ -7,8 +7,9 @@ from typing import Any
 
 from studyshare.audit.adapters.store import AuditStore, LogFilter
 from studyshare.audit.domain import rules
-from studyshare.audit.domain.access import Directory, StudyAccessFold, access_at
+from studyshare.audit.domain.access import Directory, StudyAccessFold, access_at, shown_to
 from studyshare.audit.domain.exports import dicom_export, fhir_bundle
+from studyshare.audit.domain.patient import openings, people_of
 from studyshare.audit.settings import AuditSettings
 from studyshare.contracts.tokens import AccessClaims
 
@@ -73,21 +74,52 @@ class AuditQueries:
         return await self.store.page(f, offset, limit)
 
     async def access(self, claims: AccessClaims, uid: str, now: datetime | None = None):
-        await self._study_reader(claims, uid)
+        """The Access tab, as the reader's view allows (`rules.access_view`): the exam owner,
+        the sending department's staff and the study's senders read it too (issue 16, 3)."""
+        study = await self.store.study(uid)
+        if study is None:
+            if rules.reads_everything(claims) or rules.admin_departments(claims):
+                raise rules.StudyNotInAuditLog(f"no event about study {uid} reached the audit log")
+            # anyone else is refused alike, known study or not: no oracle of which studies exist
+            raise rules.NotAmongThoseWhoShare("the Access tab is for those who share the study")
         entries = await self._known(uid)
-        await self._record(claims, f"/api/audit/studies/{uid}/access", uid)
         fold = StudyAccessFold(uid)
         fold.fold(entries)
+        view = rules.access_view(
+            claims,
+            study.get("department_id"),
+            study.get("owner_id"),
+            (b["sender_id"] for b in fold.buckets.values()),
+        )
+        await self._record(claims, f"/api/audit/studies/{uid}/access", uid, view=view)
         now = now or datetime.now(UTC)
-        tab = fold.overview(now)
+        tab = shown_to(fold.overview(now), view, claims.sub)
+        owner = tab.get("owner_id")
         groups = {g["recipient_id"] for g in tab["groups"]}
+        directory = Directory()
         if groups:
-            directory = Directory()
             directory.fold(await self.store.directory_entries(groups, ()), until=now)
             for grant in tab["groups"]:
                 grant["name"] = directory.names.get(grant["recipient_id"])
                 grant["members"] = directory.group_members(grant["recipient_id"])
+        if owner:
+            directory.fold(await self.store.naming_entries([owner], ()), until=now)
+        tab["exam_owner"] = owner and {"user_id": owner, "name": directory.names.get(owner)}
         return {**tab, "as_of": now}
+
+    async def openings(self, claims: AccessClaims, now: datetime | None = None):
+        """Who opened the patient's study and when (the patient's token names the study; no
+        other study can be asked for). The read is recorded like every read of the log."""
+        uid = rules.check_patient(claims)
+        await self._record(claims, "/api/audit/my-study/openings", uid)
+        now = now or datetime.now(UTC)
+        entries = await self.store.study_entries(uid)
+        users, groups, departments = people_of(entries)
+        directory = Directory()
+        directory.fold(await self.store.naming_entries(users, groups), until=now)
+        departments |= {d for u in users for d in directory.departments.get(u, ())}
+        directory.fold(await self.store.department_entries(departments), until=now)
+        return {"study_uid": uid, "as_of": now, "items": openings(entries, uid, directory)}
 
     async def access_at(self, claims: AccessClaims, uid: str, t: datetime) -> dict[str, Any]:
         await self._study_reader(claims, uid)

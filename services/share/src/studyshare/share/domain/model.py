@@ -19,6 +19,8 @@ from studyshare.contracts.events.share import (
     FavoriteRemoved,
     InvitationAccepted,
     Label,
+    LabelAdded,
+    LabelRemoved,
     OTPFailed,
     OTPRequested,
     OTPVerified,
@@ -641,6 +643,60 @@ class Favorites(Aggregate):
 def favorite_id_for(recipient: RecipientRef) -> str:
     """Stable per recipient, so adding twice is recognisable."""
     return f"fav_{recipient.kind}_{recipient.recipient_id}"
+
+
+@dataclass(frozen=True)
+class LabelItem:
+    label_id: str
+    text: str
+
+
+class Labels(Aggregate):
+    """The labels to pick from in the share dialog, of one user or one group (aggregate
+    `labels_<owner_id>`): "You can add the label for the user or on group level"."""
+
+    aggregate_type = "Labels"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.items: dict[str, LabelItem] = {}
+
+    def when_label_added(self, e: LabelAdded) -> None:
+        self.items[e.label_id] = LabelItem(e.label_id, e.text)
+
+    def when_label_removed(self, e: LabelRemoved) -> None:
+        self.items.pop(e.label_id, None)
+
+    def add(
+        self, owner_kind: str, owner_id: str, label_id: str, text: str, by: str
+    ) -> list[LabelAdded]:
+        """A new label; its text unique in the list (case and spaces aside)."""
+        clean = rules.label_text(text)
+        if any(i.text.casefold() == clean.casefold() for i in self.items.values()):
+            raise rules.LabelAlreadyExists(f"the list already has the label '{clean}'")
+        if len(self.items) >= rules.MAX_LABELS:
+            raise rules.TooManyLabels(f"at most {rules.MAX_LABELS} labels per list")
+        return [
+            LabelAdded(
+                owner_kind=owner_kind,  # type: ignore[arg-type]
+                owner_id=owner_id,
+                label_id=label_id,
+                text=clean,
+                added_by=by,
+            )
+        ]
+
+    def remove(self, owner_kind: str, owner_id: str, label_id: str, by: str) -> list[LabelRemoved]:
+        if label_id not in self.items:
+            raise rules.LabelNotFound(f"no label {label_id}")
+        return [
+            LabelRemoved(
+                owner_kind=owner_kind,  # type: ignore[arg-type]
+                owner_id=owner_id,
+                label_id=label_id,
+                removed_by=by,
+            )
+        ]
 
 
 class SharePreferences(Aggregate):

@@ -68,6 +68,38 @@ class LabelScopeNeedsGroupRecipient(RuleViolation):
     """A group label needs a group among the recipients."""
 
 
+class LabelTextInvalid(RuleViolation):
+    """A label is 1 to 40 characters of text, not only spaces."""
+
+
+class LabelAlreadyExists(Conflict):
+    """The list already holds a label with this text (case and spaces aside)."""
+
+
+class TooManyLabels(RuleViolation):
+    """A user or a group keeps at most `MAX_LABELS` labels to pick from."""
+
+
+class LabelNotFound(NotFound):
+    """No such label in your own list nor in your groups' lists."""
+
+
+class NotAMemberOfGroup(Forbidden):
+    """A group's labels are made and removed by its members only."""
+
+
+MAX_LABELS = 50
+MAX_LABEL_TEXT = 40
+
+
+def label_text(text: str) -> str:
+    """The label as stored: inner runs of spaces made one, ends trimmed."""
+    clean = " ".join(text.split())
+    if not clean or len(clean) > MAX_LABEL_TEXT:
+        raise LabelTextInvalid(f"a label is 1 to {MAX_LABEL_TEXT} characters, not only spaces")
+    return clean
+
+
 class FavoriteNotARecipient(RuleViolation):
     """Favourites to add from a share must be among its recipients."""
 

@@ -262,6 +262,11 @@ class BucketOut(BaseModel):
     status: Literal["active", "revoked", "expired"]
     sender_id: str
     sender_name: str | None = Field(default=None, description="the sender's name (Access tab)")
+    may_revoke: bool = Field(
+        default=False,
+        description="whether the caller may withdraw its accesses (the sender, the exam owner, "
+        "an admin of the sending department): the Access tab's crosses",
+    )
     sending_department_id: str | None
     parent_bucket_id: str | None
     children: list[str] = []
@@ -672,6 +677,54 @@ async def add_favorite(body: RecipientIn, user: CurrentUser, service: Service) -
 )
 async def remove_favorite(favorite_id: str, user: CurrentUser, service: Service) -> None:
     await service.remove_favorite(user, favorite_id)
+
+
+class LabelCreateIn(BaseModel):
+    """A label to add to my list, or (with `group_id`) to a group's list I am a member of."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=100)
+    group_id: str | None = Field(default=None, min_length=1, max_length=100)
+
+
+class LabelListed(BaseModel):
+    label_id: str
+    text: str
+    scope: Literal["user", "group"]
+    group_id: str | None = None
+    group_name: str | None = None
+
+
+@router.get(
+    "/api/labels",
+    response_model=list[LabelListed],
+    summary="Labels to pick from: mine (seen by me only) and my groups' (seen by their members)",
+    responses=problem_responses(401, 403),
+)
+async def labels(user: CurrentUser, service: Service) -> list[LabelListed]:
+    return [LabelListed(**label) for label in await service.list_labels(user)]
+
+
+@router.post(
+    "/api/labels",
+    status_code=status.HTTP_201_CREATED,
+    response_model=LabelListed,
+    summary="Add a label to my list, or to a group's list (members only)",
+    responses=problem_responses(401, 403, 409, 422),
+)
+async def add_label(body: LabelCreateIn, user: CurrentUser, service: Service) -> LabelListed:
+    return LabelListed(**await service.add_label(user, body.text, body.group_id))
+
+
+@router.delete(
+    "/api/labels/{label_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a label from my list or from one of my groups' lists",
+    responses=problem_responses(401, 403, 404),
+)
+async def remove_label(label_id: str, user: CurrentUser, service: Service) -> None:
+    await service.remove_label(user, label_id)
 
 
 @router.get(

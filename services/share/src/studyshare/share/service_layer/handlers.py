@@ -35,6 +35,7 @@ from studyshare.share.domain.model import (
     LEVELS,
     Bucket,
     Favorites,
+    Labels,
     OTPRequestLimit,
     SharePreferences,
     ShareRequest,
@@ -111,6 +112,7 @@ class ShareService:
         self.buckets = Repository(self.store, Bucket)
         self.favorites = Repository(self.store, Favorites)
         self.preferences = Repository(self.store, SharePreferences)
+        self.labels = Repository(self.store, Labels)
         self.readmodel = BucketReadModel(db)
         self.directory = DirectoryReader(db)
         self.access_barrier: AccessBarrierClient | None = None
@@ -405,9 +407,27 @@ class ShareService:
         raise rules.BucketNotFound(f"no bucket {bucket_id}")
 
     async def buckets_of_study(self, principal: AccessClaims, study_uid: str) -> list[dict]:
+        """The Access tab's buckets: all of them for the service desk, auditors and the staff
+        of the study's department (issue 16, point 3); those one administers (sender, exam
+        owner, sending department's admin) for anyone else. `may_revoke` says which ones the
+        caller may withdraw (`_may_revoke`'s rule), so the tab offers only those crosses."""
         docs = await self.readmodel.of_study(study_uid)
-        if not principal.has_role("service_desk", "auditor"):
-            docs = [d for d in docs if await self.may_administer(principal, d)]
+        study = (await self.directory.studies([study_uid])).get(study_uid) or {}
+        department = study.get("department_id")
+        sees_all = principal.has_role("service_desk", "auditor") or (
+            department is not None and department in principal.department_ids
+        )
+        administered = {d["_id"] for d in docs if await self.may_administer(principal, d)}
+        if not sees_all:
+            docs = [d for d in docs if d["_id"] in administered]
+
+        def may_revoke(d: dict[str, Any]) -> bool:
+            return (
+                d["sender_id"] == principal.sub
+                or (d.get("sending_department_id") or "") in principal.admin_of
+                or study.get("owner_id") == principal.sub
+            )
+
         children: dict[str, list[str]] = {}
         for d in docs:
             if d.get("parent_bucket_id"):
@@ -417,6 +437,7 @@ class ShareService:
             {
                 **d,
                 "children": children.get(d["_id"], []),
+                "may_revoke": may_revoke(d),
                 "sender_name": names.get(d["sender_id"]),
                 "recipients": [
                     {**r, "name": names.get(r["recipient_id"])} for r in d["recipients"]
@@ -895,6 +916,65 @@ class ShareService:
             lambda f: f.remove(principal.sub, favorite_id),
             actor_of(principal),
         )
+
+    # ------------------------------------------------------------------ labels
+    async def list_labels(self, principal: AccessClaims) -> list[dict[str, Any]]:
+        """My own labels (seen by me only), then those of each group I am a member of."""
+        groups = sorted(await self.directory.groups_of(principal.sub))
+        names = await self.directory.groups(groups) if groups else {}
+        lists = await asyncio.gather(
+            self.labels.get(f"labels_{principal.sub}"),
+            *(self.labels.get(f"labels_{g}") for g in groups),
+        )
+        owners = [("user", principal.sub, None), *(("group", g, names.get(g)) for g in groups)]
+        return [
+            {
+                "label_id": item.label_id,
+                "text": item.text,
+                "scope": kind,
+                "group_id": owner if kind == "group" else None,
+                "group_name": (name or {}).get("name") if kind == "group" else None,
+            }
+            for (kind, owner, name), labels in zip(owners, lists, strict=True)
+            for item in sorted(labels.items.values(), key=lambda i: i.text.casefold())
+        ]
+
+    async def _label_owner(self, principal: AccessClaims, group_id: str | None) -> tuple[str, str]:
+        if group_id is None:
+            return "user", principal.sub
+        if group_id not in await self.directory.groups_of(principal.sub):
+            raise rules.NotAMemberOfGroup("a group's labels are for its members")
+        return "group", group_id
+
+    async def add_label(
+        self, principal: AccessClaims, text: str, group_id: str | None
+    ) -> dict[str, Any]:
+        kind, owner = await self._label_owner(principal, group_id)
+        label_id = new_id("lbl")
+        labels, _ = await self.labels.execute(
+            f"labels_{owner}",
+            lambda ls: ls.add(kind, owner, label_id, text, principal.sub),
+            actor_of(principal),
+        )
+        return {
+            "label_id": label_id,
+            "text": labels.items[label_id].text,
+            "scope": kind,
+            "group_id": group_id,
+        }
+
+    async def remove_label(self, principal: AccessClaims, label_id: str) -> None:
+        """From my own list, or from the list of a group I am a member of."""
+        found = [x for x in await self.list_labels(principal) if x["label_id"] == label_id]
+        if found:
+            scope, owner = found[0]["scope"], found[0]["group_id"] or principal.sub
+            await self.labels.execute(
+                f"labels_{owner}",
+                lambda ls: ls.remove(scope, owner, label_id, principal.sub),
+                actor_of(principal),
+            )
+            return
+        raise rules.LabelNotFound(f"no label {label_id} in your lists nor your groups' lists")
 
     async def share_preferences(self, principal: AccessClaims) -> SharePreferences:
         return await self.preferences.get(f"pref_{principal.sub}")
