@@ -379,7 +379,7 @@ class LocalPlatform:
             "STUDYSHARE_MONGO_URL": self.mongo_url,
             "STUDYSHARE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             # Tansu answers a fetch only when its wait ends, even when events are there
-            "STUDYSHARE_KAFKA_FETCH_MAX_WAIT_MS": "100",
+            "STUDYSHARE_KAFKA_FETCH_MAX_WAIT_MS": "250",
             "STUDYSHARE_DATABASE": f"{self.database_prefix}{service.package}",
             "STUDYSHARE_HTTP_PORT": str(self.ports.apis[service.name]),
             "STUDYSHARE_JWKS_URL": f"{identity}/.well-known/jwks.json",

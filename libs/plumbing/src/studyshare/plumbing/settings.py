@@ -48,8 +48,9 @@ class ServiceSettings(BaseSettings):
         le=30_000,
         description="how long a worker's fetch may wait for new events. Kafka answers as soon "
         "as an event arrives, so this only paces idle polls; the local broker (Tansu) always "
-        "waits it out, so the one-machine platform sets 100 ms (faust's own 1,500 ms added "
-        "up to 1.5 s to every event's way through a worker)",
+        "waits it out, so the one-machine platform sets 250 ms (faust's own 1,500 ms added "
+        "up to 1.5 s to every event's way through a worker; 100 ms doubles an idle "
+        "platform's CPU)",
     )
     kafka_rebalance_timeout_ms: int = 10_000
 

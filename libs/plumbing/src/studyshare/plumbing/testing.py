@@ -41,7 +41,7 @@ class Infra:
             "mongo_url": self.mongo_url,
             "kafka_session_timeout_ms": 6000,
             "kafka_rebalance_timeout_ms": 6000,
-            "kafka_fetch_max_wait_ms": 100,
+            "kafka_fetch_max_wait_ms": 250,
             "log_json": True,
         }
         values.update(overrides)
