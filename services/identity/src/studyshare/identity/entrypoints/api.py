@@ -19,6 +19,7 @@ from studyshare.identity.domain.exceptions import (
     LoginTemporarilyLocked,
     MobileChangeRequestedTooOften,
     PatientLoginLocked,
+    SearchCriteriaMissing,
     TOTPRequired,
     UnknownIdentityProvider,
     UserNotFound,
@@ -29,6 +30,7 @@ from studyshare.identity.entrypoints import models as m
 from studyshare.identity.service_layer import accounts, auth, departments, groups, patients
 from studyshare.identity.service_layer.context import Identity
 from studyshare.identity.service_layer.recipients import RecipientKind, search
+from studyshare.identity.service_layer.recipients import browse as browse_recipients
 from studyshare.identity.settings import IdentitySettings
 from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.auth import (
@@ -669,17 +671,50 @@ async def unlock(user_id: str, app: IdentityDep, principal: Principal, ip: Clien
     "/api/recipients",
     response_model=m.RecipientPage,
     responses=problem_responses(400, 401, 422),
-    summary="Search recipients: users, groups, departments and PACS (exact matches first)",
+    summary="Find recipients: type-ahead (q), detailed search by field, or select from list",
+    description=(
+        "`q`: the type-ahead (names, physician numbers, public e-mail and mobile; exact matches "
+        "first). The detailed search narrows by field: `first_name`, `last_name`, `name` (a "
+        "group's or department's), `physician_number`, `registry` (of the physician number), "
+        "`email` and `mobile` (public ones only), each a prefix, all together. `browse=true` "
+        'is the manual\'s "select from list": every recipient of `kind` by name, paginated. '
+        "Neither a query, a field nor `browse`: 422 `SearchCriteriaMissing`."
+    ),
 )
 async def recipients(
     app: IdentityDep,
     principal: Principal,
-    q: Annotated[str, Query(min_length=1, max_length=200)],
+    q: Annotated[str, Query(max_length=200)] = "",
     kind: RecipientKind | None = None,
+    browse: bool = False,
+    first_name: Annotated[str | None, Query(max_length=100)] = None,
+    last_name: Annotated[str | None, Query(max_length=100)] = None,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    physician_number: Annotated[str | None, Query(max_length=50)] = None,
+    registry: Annotated[str | None, Query(max_length=50)] = None,
+    email: Annotated[str | None, Query(max_length=200)] = None,
+    mobile: Annotated[str | None, Query(max_length=50)] = None,
     page: Annotated[int, Query(ge=1, le=1000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> m.RecipientPage:
-    items, total = await search(app.db, q, kind, page, page_size)
+    criteria = {
+        "first_name": first_name,
+        "last_name": last_name,
+        "name": name,
+        "physician_number": physician_number,
+        "registry": registry,
+        "email": email,
+        "mobile": mobile,
+    }
+    searched = q.strip() or any((v or "").strip() for v in criteria.values())
+    if searched:
+        items, total = await search(app.db, q, kind, page, page_size, criteria)
+    elif browse:
+        items, total = await browse_recipients(app.db, kind, page, page_size)
+    else:
+        raise SearchCriteriaMissing(
+            "give a query (q), a field of the detailed search, or browse=true"
+        )
     return m.RecipientPage(
         items=[
             m.Recipient(id=d["_id"], **{k: v for k, v in d.items() if k != "_id"}) for d in items

@@ -237,7 +237,8 @@ class Recipient(BaseModel):
     name: str
     subtitle: str | None = None
     language: str | None = None
-    match: Literal["exact", "prefix"]
+    match: Literal["exact", "prefix"] | None = None
+    """How the query matched (None: listed by "select from list", not searched)."""
 
 
 class RecipientPage(BaseModel):
