@@ -233,7 +233,13 @@ class ReadModels:
     async def _group_membership_confirmed(self, e: Any, env, s) -> None:
         await self.db[MEMBERSHIPS].update_one(
             {"_id": f"{e.group_id}:{e.user_id}"},
-            {"$set": {"confirmed_until": e.confirmed_until, "confirmed_at": env.occurred_at}},
+            {
+                "$set": {
+                    "confirmed_until": e.confirmed_until,
+                    "confirmed_at": env.occurred_at,
+                    "lapsed": False,
+                }
+            },
             session=s,
         )
 
@@ -241,6 +247,13 @@ class ReadModels:
         await self.db[MEMBERSHIPS].update_one(
             {"_id": f"{e.group_id}:{e.user_id}"},
             {"$set": {"reminded_for": e.due_since}},
+            session=s,
+        )
+
+    async def _group_membership_lapsed(self, e: Any, env, s) -> None:
+        await self.db[MEMBERSHIPS].update_one(
+            {"_id": f"{e.group_id}:{e.user_id}"},
+            {"$set": {"lapsed": True, "lapsed_for": e.due_since}},
             session=s,
         )
 

@@ -131,7 +131,11 @@ def _tokens(pair: auth.TokenPair) -> m.TokenResponse:
     summary="Log in with username, password (and TOTP code when enabled)",
 )
 async def login(body: m.LoginRequest, app: IdentityDep, ip: ClientIP) -> m.TokenResponse:
-    return _tokens(await auth.login(app, body.username, body.password, body.otp, ip))
+    """The answer says which group confirmations are due (the manual asks for them at login)."""
+    pair = await auth.login(app, body.username, body.password, body.otp, ip)
+    answer = _tokens(pair)
+    answer.group_confirmations_due = await groups.due_group_ids(app, pair.user_id)
+    return answer
 
 
 @auth_router.post(
@@ -878,6 +882,20 @@ async def confirm_membership(
 ) -> m.ConfirmedResponse:
     until = await groups.confirm_membership(app, group_id, principal, ip)
     return m.ConfirmedResponse(group_id=group_id, confirmed_until=until)
+
+
+@groups_router.post(
+    "/api/groups/{group_id}/report-composition",
+    status_code=202,
+    response_model=m.CompositionReported,
+    responses=problem_responses(401, 404, 422),
+    summary="Report a wrong composition to the group's admins (or the service desk)",
+)
+async def report_composition(
+    group_id: str, body: m.CompositionReport, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> m.CompositionReported:
+    told = await groups.report_composition(app, group_id, body.remark, principal, ip)
+    return m.CompositionReported(group_id=group_id, told="group_admins" if told else "service_desk")
 
 
 # --- departments ------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ class TokenPair:
     expires_in: int
     session_id: str
     token_type: str = "Bearer"  # noqa: S105 - the token scheme
+    user_id: str = ""
 
 
 def access_token(app: Identity, user: dict[str, Any], session_id: str) -> str:
@@ -174,6 +175,7 @@ async def open_session(app: Identity, user: dict[str, Any], method: str, ip: str
         refresh,
         app.settings.access_token_ttl_s,
         session_id,
+        user_id=user["_id"],
     )
 
 
