@@ -196,6 +196,23 @@ async def environments(app: IdentityDep) -> m.EnvironmentsResponse:
     )
 
 
+@auth_router.post(
+    "/api/auth/environment",
+    response_model=m.OfferedEnvironment,
+    responses=problem_responses(422),
+    summary="The environment (country portal) to offer a username, before the password",
+    description=(
+        "Reveals nothing about existence: an unknown username, a pending or deactivated "
+        "account and an active account of this environment get the same answer (this "
+        "environment), in the same shape, after the same single indexed read. Only an active "
+        "account of another environment gets its portal (the manual's redirect). POST keeps "
+        "usernames out of URLs and access logs."
+    ),
+)
+async def offered_environment(body: m.EnvironmentQuery, app: IdentityDep) -> m.OfferedEnvironment:
+    return m.OfferedEnvironment(**await auth.offered_environment(app, body.username))
+
+
 @auth_router.get("/.well-known/jwks.json", summary="Public keys that verify access tokens")
 async def jwks(app: IdentityDep, response: Response) -> dict[str, Any]:
     response.headers["cache-control"] = "public, max-age=300"

@@ -115,6 +115,18 @@ class Portal(BaseModel):
     portal_url: str
 
 
+class EnvironmentQuery(Strict):
+    username: str = Field(min_length=1, max_length=200)
+
+
+class OfferedEnvironment(BaseModel):
+    """The same shape for every username; `current` says whether it is this portal's."""
+
+    environment: str
+    portal_url: str | None
+    current: bool
+
+
 class EnvironmentsResponse(BaseModel):
     current: str
     environments: list[Portal]

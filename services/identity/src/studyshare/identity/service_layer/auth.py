@@ -15,6 +15,7 @@ from studyshare.identity.adapters.eid import ExternalIdentityProvider
 from studyshare.identity.adapters.read_models import USERS
 from studyshare.identity.adapters.stores import Attempt
 from studyshare.identity.domain import totp
+from studyshare.identity.domain.environment import offered_environment as offered_environment_of
 from studyshare.identity.domain.exceptions import (
     GENERIC_LOGIN_REFUSAL,
     AccountDeactivated,
@@ -146,6 +147,21 @@ async def login(
     await app.throttle.succeeded(name)
     await throttling.release(app, source)
     return await open_session(app, user, method, ip)
+
+
+async def offered_environment(app: Identity, username: str) -> dict[str, Any]:
+    """One indexed read whatever the username (found or not), the answer from a pure rule: no
+    branch on existence that could differ in timing or shape (`domain.environment`)."""
+    account = await app.db[USERS].find_one(
+        {"username_lower": username.strip().casefold()}, {"environment": 1, "status": 1}
+    )
+    current = app.settings.environment_code
+    code = offered_environment_of(account, current)
+    return {
+        "environment": code,
+        "portal_url": app.settings.portal_table.get(code),
+        "current": code == current,
+    }
 
 
 async def _record_refusal(app: Identity, user: dict[str, Any], reason: str, ip: str | None):
