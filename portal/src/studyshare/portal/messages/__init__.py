@@ -3,9 +3,9 @@ of language -> key -> text with the same keys in every language (`tests` check i
 
 from __future__ import annotations
 
-from studyshare.portal.messages import access, account, audit, core, viewer
+from studyshare.portal.messages import access, account, audit, core, manual16, viewer
 
-AREAS = (core, access, audit, account, viewer)
+AREAS = (core, access, audit, account, viewer, manual16)
 
 
 def catalogue() -> dict[str, dict[str, str]]:
