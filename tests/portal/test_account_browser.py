@@ -376,6 +376,13 @@ def test_filters_favourites_my_shares_and_an_account_of_another_environment(
     ok(api.client.post("/api/users", json=body, headers=people.desk), 201)
     visitor = Page(browser_factory(), platform.gateway_url, screenshots, "11-abroad")
     visitor.open("/login")
+    visitor.wait("#login-form")
+    visitor.fill("username", abroad)  # before the password: the account's portal is offered
+    visitor.driver.find_element(By.NAME, "password").click()
+    visitor.wait("#environment-offered")
+    offered = visitor.driver.find_element(By.ID, "environment-offered-link").get_attribute("href")
+    assert offered.startswith("https://nl.")
+    visitor.shot("environment-offered")
     visitor.login(abroad, password)
     visitor.wait("#other-environment")
     href = visitor.driver.find_element(By.ID, "other-environment-link").get_attribute("href")

@@ -219,3 +219,27 @@ def test_removing_the_study_from_a_bucket_is_its_revocation_for_that_study_only(
     row = next(b for b in fold.overview(at)["buckets"] if b["bucket_id"] == bucket)
     assert row["state"] == "revoked"
     assert (row["study_removed_at"], row["study_removed_by"]) == (at, ids["sender"])
+
+
+def test_a_lapsed_group_membership_opens_nothing_through_the_group_until_confirmed():
+    """Issue 16, point 5: the Access tab follows the study store's decision."""
+    t = T0
+
+    def entry(event_type, minutes, **payload):
+        return {
+            "event_type": event_type,
+            "occurred_at": t + timedelta(minutes=minutes),
+            "payload": payload,
+            "aggregate_version": minutes,
+        }
+
+    created = entry("GroupCreated", 1, group_id="g", primary_contact_id="a", member_ids=["b"])
+    lapsed = entry("GroupMembershipLapsed", 2, group_id="g", user_id="b", due_since=t)
+    confirmed = entry("GroupMembershipConfirmed", 3, group_id="g", user_id="b", confirmed_until=t)
+    before, during, after = Directory(), Directory(), Directory()
+    before.fold([created], t + timedelta(minutes=1))
+    during.fold([created, lapsed], t + timedelta(minutes=2))
+    after.fold([created, lapsed, confirmed], t + timedelta(minutes=3))
+    assert before.group_members("g") == ["a", "b"]
+    assert during.group_members("g") == ["a"]
+    assert after.group_members("g") == ["a", "b"]

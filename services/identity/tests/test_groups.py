@@ -142,9 +142,12 @@ async def test_due_reminders_are_emitted_once_per_member_and_period(api):
     assert sorted(e.payload["user_id"] for e in reminders) == sorted([ids["primary"], ids["admin"]])
     assert all(e.aggregate_id == group_id for e in reminders)
     clock.now += timedelta(days=92)
-    assert await emit_due_reminders(api.identity, clock.now) == 1, (
-        "only the member's renewed period lapsed anew; the others were reminded for theirs"
+    assert await emit_due_reminders(api.identity, clock.now) == 3, (
+        "only the member's renewed period lapsed anew; the others were reminded for theirs "
+        "(and, past the grace period, their memberships lapse: 2 GroupMembershipLapsed)"
     )
+    assert len(await api.events("GroupMembershipConfirmationDue")) == 3
+    assert len(await api.events("GroupMembershipLapsed")) == 2
     latest = (await api.events("GroupMembershipConfirmationDue"))[-1]
     assert latest.payload["user_id"] == ids["member"]
 
@@ -238,3 +241,62 @@ async def test_a_practice_speaks_its_chosen_language_else_its_primary_contacts(a
     assert dep.status_code == 201, dep.text
     [created] = await api.events("DepartmentCreated")
     assert created.payload["language"] == "de"
+
+
+async def test_login_says_which_confirmations_are_due_and_unconfirmed_memberships_lapse(make_api):
+    """Issue 16, point 5: asked at login; past the deployment's grace period (here 10 days) an
+    unconfirmed membership lapses (once), after the reminder at the due date; confirming
+    restores it."""
+    api = await make_api(group_confirmation_grace_days=10)
+    clock = FakeClock()
+    api.identity.clock = clock
+    group_id, ids, _ = await setup_group(api)
+    fresh = await api.login("member", "a-long-password-1")
+    assert fresh.json()["group_confirmations_due"] == []
+    clock.now += timedelta(days=92)
+    due = await api.login("member", "a-long-password-1")
+    assert due.json()["group_confirmations_due"] == [group_id]
+    assert await emit_due_reminders(api.identity, clock.now) == 3, "reminders, no lapse yet"
+    assert await api.events("GroupMembershipLapsed") == []
+    member = {"Authorization": f"Bearer {due.json()['access_token']}"}
+    confirmed = await api.client.post(f"/api/groups/{group_id}/confirm-membership", headers=member)
+    assert confirmed.status_code == 200
+    clock.now += timedelta(days=10)
+    assert await emit_due_reminders(api.identity, clock.now) == 2, "primary and admin lapse"
+    assert await emit_due_reminders(api.identity, clock.now) == 0, "once"
+    lapsed = await api.events("GroupMembershipLapsed")
+    assert sorted(e.payload["user_id"] for e in lapsed) == sorted([ids["primary"], ids["admin"]])
+    admin = await api.headers("admin", "a-long-password-1")
+    mine = (await api.client.get("/api/users/me/group-confirmations", headers=admin)).json()
+    assert [(g["group_id"], g["due"], g["lapsed"]) for g in mine] == [(group_id, True, True)]
+    await api.client.post(f"/api/groups/{group_id}/confirm-membership", headers=admin)
+    mine = (await api.client.get("/api/users/me/group-confirmations", headers=admin)).json()
+    assert [(g["due"], g["lapsed"]) for g in mine] == [(False, False)]
+    assert (await api.login("admin", "a-long-password-1")).json()["group_confirmations_due"] == []
+
+
+async def test_a_wrong_composition_is_reported_to_the_admins_or_else_the_service_desk(api):
+    """Issue 16, point 5 (manual L13): a member's report names the admins to tell; the only
+    admin's own report goes to the service desk. Only members report; a remark is needed."""
+    group_id, ids, primary = await setup_group(api)
+    url = f"/api/groups/{group_id}/report-composition"
+    member = await api.headers("member", "a-long-password-1")
+    told = await api.client.post(url, json={"remark": "Dr Nys joined us"}, headers=member)
+    assert told.status_code == 202, told.text
+    assert told.json() == {"group_id": group_id, "told": "group_admins"}
+    (event,) = await api.events("GroupCompositionReported")
+    assert sorted(event.payload["admin_ids"]) == sorted([ids["primary"], ids["admin"]])
+    assert event.payload["reported_by"] == ids["member"]
+    empty = await api.client.post(url, json={"remark": "  "}, headers=member)
+    assert (empty.status_code, empty.json()["rule"]) == (422, "CompositionReportEmpty")
+    outsider = await api.headers("new", "a-long-password-1")
+    refused = await api.client.post(url, json={"remark": "x"}, headers=outsider)
+    assert (refused.status_code, refused.json()["rule"]) == (404, "NotAMember")
+    assert len(await api.events("GroupCompositionReported")) == 1, "refusals change nothing"
+    # the primary contact demotes the other admin: then they are the only admin
+    await api.client.patch(
+        f"/api/groups/{group_id}/members/{ids['admin']}", json={"admin": False}, headers=primary
+    )
+    desk = await api.client.post(url, json={"remark": "Maes left"}, headers=primary)
+    assert desk.json()["told"] == "service_desk"
+    assert (await api.events("GroupCompositionReported"))[-1].payload["admin_ids"] == []

@@ -178,3 +178,67 @@ def test_terms_hold_prefixes_and_exact_markers_and_skip_private_contact_data():
     } <= set(terms)
     assert not any("@" in t for t in terms)
     assert query_tokens("  Jan  VAN  ") == ["jan", "van"]
+
+
+async def test_detailed_search_by_field_and_select_from_list(api):
+    """Issue 16, point 4 (manuals I2 "select from list", U5 detailed search by field)."""
+    ids = await populate(api)
+    me = await api.headers("jan.peeters", "a-long-password-1")
+
+    async def by(**params):
+        response = await api.client.get("/api/recipients", params=params, headers=me)
+        assert response.status_code == 200, response.text
+        return [i["id"] for i in response.json()["items"]]
+
+    # a field matches only that field: "Jan" is a first name of one user, a word of others' names
+    assert await by(first_name="jan") == [ids["jan"]]
+    assert await by(last_name="jans") == [ids["jans"], ids["an"]], "by name: Jansen, Janssens"
+    assert await by(last_name="janssens", first_name="ann") == [ids["an"]]
+    assert await by(last_name="janssens", first_name="jan") == [], "all fields together"
+    assert await by(physician_number="1-11111") == [ids["an"]]
+    assert await by(registry="big") == [ids["jan"]]
+    assert await by(registry="riziv", physician_number="19012345601") == []
+    assert await by(email="jan.peeters@public") == [ids["jan"]]
+    assert await by(email="ann@private.be") == [], "a private e-mail is not searchable"
+    assert await by(mobile="0475 11") == [ids["an"]]
+    assert await by(mobile="+32 470 99") == [], "a private mobile is not searchable"
+    assert await by(name="yperman", kind="department") == [ids["pacs"]]
+    assert await by(name="jans", kind="group") == [ids["group"]], "a prefix of a word"
+    assert await by(name="praktijk", kind="group") == [], "not the middle of a word"
+    assert await by(first_name="ann", kind="group") == [], "the kind narrows"
+
+    # select from list: every recipient of a kind by name, a page at a time
+    first = await api.client.get(
+        "/api/recipients", params={"browse": "true", "kind": "user", "page_size": 2}, headers=me
+    )
+    assert first.status_code == 200, first.text
+    page1 = first.json()
+    users = [
+        i["_id"]
+        async for i in api.identity.db["recipients"]
+        .find({"kind_key": "user"})
+        .sort([("sort_name", 1), ("_id", 1)])
+    ]
+    assert page1["total"] == len(users) >= 3
+    assert [i["id"] for i in page1["items"]] == users[:2]
+    assert all(i["match"] is None for i in page1["items"])
+    page2 = (
+        await api.client.get(
+            "/api/recipients",
+            params={"browse": "true", "kind": "user", "page_size": 2, "page": 2},
+            headers=me,
+        )
+    ).json()
+    assert [i["id"] for i in page2["items"]] == users[2:4]
+    everything = (
+        await api.client.get(
+            "/api/recipients", params={"browse": "true", "page_size": 100}, headers=me
+        )
+    ).json()
+    assert {ids["group"], ids["rad"], ids["pacs"], ids["an"]} <= {
+        i["id"] for i in everything["items"]
+    }
+
+    refused = await api.client.get("/api/recipients", headers=me)
+    assert refused.status_code == 422
+    assert refused.json()["rule"] == "SearchCriteriaMissing"

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from studyshare.contracts.events.identity import (
     DepartmentAdminAssigned,
     DepartmentCreated,
+    GroupCompositionReported,
     GroupCreated,
     GroupMembershipConfirmationDue,
     UserDeactivated,
@@ -274,3 +275,45 @@ async def test_a_reminder_is_sent_once_per_due_date_and_not_after_confirming(
         "already reminded of this due date",
         "the membership was confirmed meanwhile",
     ]
+
+
+async def test_a_wrong_composition_goes_to_the_groups_admins_or_else_the_service_desk(
+    mongo_db, events, notify_settings, smtp_catcher
+):
+    """Issue 16, point 5 (manual L13): the admins named by the report, in their language; a
+    report naming none (the reporter is the only admin) goes to the service desk."""
+    settings = notify_settings()
+    group = events(
+        GroupCreated(
+            group_id="grp_7",
+            name="Praktijk Oost",
+            primary_contact_id="usr_adm2",
+            member_ids=("usr_adm2", "usr_rcp"),
+            created_by="x",
+        ),
+        "grp_7",
+    )
+    to_admin = events(
+        GroupCompositionReported(
+            group_id="grp_7", reported_by="usr_rcp", remark="Dr Nys left", admin_ids=("usr_adm2",)
+        ),
+        "grp_7",
+    )
+    await apply(mongo_db, [*staff(events), group, to_admin])
+    await drain(Sender(mongo_db, settings))
+    [mail] = smtp_catcher.messages()
+    assert mail["To"].addresses[0].addr_spec == "usr_adm2@example.org"
+    assert mail["Subject"] == "De samenstelling van Praktijk Oost werd als foutief gemeld"
+    text = mail.get_body(("plain",)).get_content()
+    assert "Rita Recipient" in text and "Dr Nys left" in text
+
+    to_desk = events(
+        GroupCompositionReported(group_id="grp_7", reported_by="usr_adm2", remark="Gone"),
+        "grp_7",
+    )
+    await apply(mongo_db, [to_desk])
+    await drain(Sender(mongo_db, settings))
+    desk = sorted(
+        m["To"].addresses[0].addr_spec for m in smtp_catcher.messages() if "Gone" in str(m)
+    )
+    assert desk == ["desk@studyshare.example", "usr_desk@example.org"]

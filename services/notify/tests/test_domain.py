@@ -8,6 +8,7 @@ import pytest
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.identity import (
+    GroupCompositionReported,
     GroupMemberInvited,
     GroupMembershipConfirmationDue,
     PatientOTPIssued,
@@ -174,6 +175,21 @@ def test_alerts_reminders_and_registrations():
     )
     assert invited.target == Target("user", id="u") and invited.template == "group_invitation"
     assert invited.context == {"group_id": "g", "invited_by": "usr_f"}
+    told = reactions(
+        envelope(
+            GroupCompositionReported(
+                group_id="g", reported_by="u", remark="Nys left", admin_ids=("a1", "a2")
+            )
+        )
+    )
+    assert [(i.target, i.template) for i in told] == [
+        (Target("user", id="a1"), "group_composition_reported"),
+        (Target("user", id="a2"), "group_composition_reported"),
+    ], "issue 16, point 5: the group's admins hear of a wrong composition"
+    [desk] = reactions(
+        envelope(GroupCompositionReported(group_id="g", reported_by="u", remark="x"))
+    )
+    assert desk.target == Target("service_desk"), "no other admin: the service desk"
     pending = UserRegistered(
         user_id="u", username="u", first_name="A", last_name="B", pending_approval=True
     )
@@ -307,6 +323,13 @@ def test_every_template_renders_in_every_language(language):
             "link": "l",
         },
         "group_confirmation_due": {"recipient_name": "A", "group_name": "G", "link": "l"},
+        "group_composition_reported": {
+            "recipient_name": "A",
+            "group_name": "G",
+            "reporter_name": "R",
+            "remark": "Nys left",
+            "link": "l",
+        },
         "group_invitation": {
             "recipient_name": "A",
             "group_name": "G",

@@ -9,6 +9,8 @@ from datetime import timedelta
 from studyshare.contracts.events.identity import (
     GroupCreated,
     GroupMemberRemoved,
+    GroupMembershipConfirmed,
+    GroupMembershipLapsed,
     UserRolesChanged,
 )
 from studyshare.contracts.events.share import (
@@ -248,3 +250,48 @@ async def test_a_decision_weighs_only_the_buckets_naming_the_caller(harness):
     assert decision.images and decision.bucket_id == "bkt_mine"
     stranger = h.model.decide(_claims(h, "usr_nobody", "physician"), UID)
     assert not stranger.images and stranger.refusal != "revoked"
+
+
+async def test_a_lapsed_group_membership_gives_no_access_until_confirmed(harness):
+    """Issue 16, point 5: identity's `GroupMembershipLapsed` (confirmation unanswered past the
+    grace period) stops the group's shares and the colleagues' studies for that member, both
+    ways; `GroupMembershipConfirmed` restores them."""
+    h = harness
+    other = "1.2.826.0.1.3680043.10.2"
+    await h.study(UID)
+    await h.study(other)
+    await h.share("bkt_grp_l", [UID], [("grp_l", "group")])
+    await h.share("bkt_col_l", [other], [("usr_pl", "user")])  # to a colleague
+    await h.project(
+        h.events(
+            GroupCreated(
+                group_id="grp_l",
+                name="L",
+                created_by="usr_pl",
+                primary_contact_id="usr_pl",
+                member_ids=("usr_ml",),
+            ),
+            "grp_l",
+        )
+    )
+    member = h.user("usr_ml", "physician")
+    colleague = h.user("usr_pl", "physician")
+    assert await _refused_within(h, UID, member, 200) < STALENESS_BOUND_S
+    assert await _status(h, other, member) == 200
+    due = now() - timedelta(days=20)
+    await h.project(
+        h.events(GroupMembershipLapsed(group_id="grp_l", user_id="usr_ml", due_since=due), "grp_l")
+    )
+    assert await _refused_within(h, UID, member, 403) < STALENESS_BOUND_S
+    assert await _status(h, other, member) == 403, "a colleague's share neither"
+    assert await _status(h, other, colleague) == 200, "their own grant stays"
+    await h.project(
+        h.events(
+            GroupMembershipConfirmed(
+                group_id="grp_l", user_id="usr_ml", confirmed_until=now() + timedelta(days=91)
+            ),
+            "grp_l",
+        )
+    )
+    assert await _refused_within(h, UID, member, 200) < STALENESS_BOUND_S
+    assert await _status(h, other, member) == 200

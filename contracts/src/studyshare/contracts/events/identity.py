@@ -357,6 +357,33 @@ class GroupMembershipConfirmationDue(DomainEvent):
     due_since: datetime
 
 
+@registry.register
+class GroupMembershipLapsed(DomainEvent):
+    """The member left the 3-monthly confirmation unanswered past the deployment's grace
+    period: until they confirm (`GroupMembershipConfirmed`), the membership gives no access to
+    the colleagues' studies nor to the group's shares (and theirs none to the colleagues)."""
+
+    aggregate_type = "Group"
+
+    group_id: str
+    user_id: str
+    due_since: datetime
+
+
+@registry.register
+class GroupCompositionReported(DomainEvent):
+    """A member reports that the group's composition is wrong ("report this to a group
+    administrator or the service desk"). `admin_ids` are the admins told (the reporter
+    excepted); none: the service desk is told."""
+
+    aggregate_type = "Group"
+
+    group_id: str
+    reported_by: str
+    remark: str
+    admin_ids: tuple[str, ...] = ()
+
+
 class PacsEndpoint(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 

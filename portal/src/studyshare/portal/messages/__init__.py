@@ -3,9 +3,9 @@ of language -> key -> text with the same keys in every language (`tests` check i
 
 from __future__ import annotations
 
-from studyshare.portal.messages import access, account, audit, core, owner, viewer
+from studyshare.portal.messages import access, account, audit, core, search_groups, owner, viewer
 
-AREAS = (core, access, audit, account, viewer, owner)
+AREAS = (core, access, audit, account, viewer, owner, search_groups)
 
 
 def catalogue() -> dict[str, dict[str, str]]:

@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from studyshare.portal import i18n
 from studyshare.portal.adapters.public_api import ApiProblem, SessionEnded
@@ -16,6 +16,19 @@ from studyshare.portal.sessions import Session
 from studyshare.portal.web import api_of, checked, redirect, render, session_of
 
 router = APIRouter(include_in_schema=False)
+
+#: "Remember my chosen environment" (manual, L18): the code of the environment chosen, a
+#: preference only (no personal data), kept a year; sent to this portal only.
+ENV_COOKIE = "studyshare_environment"
+ENV_COOKIE_MAX_AGE = 365 * 24 * 3600
+
+
+async def _environments(request: Request) -> dict[str, Any]:
+    """This deployment's environment and the portals of all (`GET /api/auth/environments`)."""
+    try:
+        return await api_of(request).anonymous("GET", "/api/auth/environments") or {}
+    except ApiProblem:
+        return {}
 
 
 @router.get("/")
@@ -29,11 +42,16 @@ async def home(request: Request) -> Response:
 
 
 @router.get("/login")
-async def login_page(request: Request, next: str | None = None) -> Response:
+async def login_page(request: Request, next: str | None = None, stay: str = "") -> Response:
     session = session_of(request)
     target = safe_next(next)
     if session.logged_in and not session.patient:
         return redirect(target)
+    envs = await _environments(request)
+    portals = {e["code"]: e["portal_url"] for e in envs.get("environments", [])}
+    chosen = request.cookies.get(ENV_COOKIE)
+    if chosen and chosen != envs.get("current") and portals.get(chosen) and not stay:
+        return RedirectResponse(portals[chosen], status_code=303)  # the remembered choice
     return render(
         request,
         "login.html",
@@ -42,7 +60,56 @@ async def login_page(request: Request, next: str | None = None) -> Response:
         form={},
         error=None,
         providers=await eid.providers(request),
+        environments=envs,
     )
+
+
+@router.post("/login/environment")
+async def login_environment(request: Request) -> Response:
+    """Before the password: the environment the username belongs to, offered when it is not
+    this one. The API answers the same for an unknown username as for one of this
+    environment, so the page (empty then) tells nothing about existence."""
+    await checked(request)
+    form = await read_form(request)
+    username = form.get("username", "").strip()
+    if not username:
+        return HTMLResponse("")
+    try:
+        offered = await api_of(request).anonymous(
+            "POST", "/api/auth/environment", json={"username": username[:200]}
+        )
+    except ApiProblem:
+        return HTMLResponse("")
+    if offered.get("current") or not offered.get("portal_url"):
+        return HTMLResponse("")
+    return render(request, "partials/environment_offer.html", offered=offered)
+
+
+@router.get("/environment")
+async def choose_environment(request: Request, code: str = "", remember: str = "") -> Response:
+    """The environment menu: go to the chosen environment's portal (this one: the login page),
+    remembering the choice in a cookie when asked (and forgetting it when not)."""
+    envs = await _environments(request)
+    portals = {e["code"]: e["portal_url"] for e in envs.get("environments", [])}
+    here = code == envs.get("current")
+    if not here and code not in portals:
+        return redirect("/login")
+    response: Response = (
+        redirect("/login?stay=1") if here else RedirectResponse(portals[code], status_code=303)
+    )
+    if remember:
+        response.set_cookie(
+            ENV_COOKIE,
+            code,
+            max_age=ENV_COOKIE_MAX_AGE,
+            httponly=True,
+            samesite="lax",
+            secure=request.app.state.portal_settings.secure_cookies,
+            path="/",
+        )
+    else:
+        response.delete_cookie(ENV_COOKIE, path="/")
+    return response
 
 
 @router.post("/login")
@@ -84,7 +151,8 @@ async def signed_in(
     request.app.state.sessions.rotate(session)
     session.sign_in(tokens)
     await _load_user(request)
-    if await groups.due_confirmations(request, session):
+    due = tokens.get("group_confirmations_due")  # the login answer says (issue 16, point 5)
+    if due if due is not None else await groups.due_confirmations(request, session):
         return redirect(f"/group-confirmations?next={quote(target, safe='')}")
     return redirect(target)
 

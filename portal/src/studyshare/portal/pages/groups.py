@@ -261,6 +261,20 @@ async def confirm(request: Request, group_id: str) -> Response:
     )
 
 
+@router.post("/groups/{group_id}/report")
+async def report(request: Request, group_id: str) -> Response:
+    """ "Report a wrong composition": the group's admins (or the service desk) are told."""
+    form = await read_form(request)
+    return await _group_action(
+        request,
+        "POST",
+        f"/api/groups/{quote(group_id)}/report-composition",
+        "confirm.reported",
+        safe_next(form.get("next"), "/group-confirmations"),
+        {"remark": form.get("remark", "").strip()[:2000]},
+    )
+
+
 @router.get("/group-invitations")
 async def invitations_page(request: Request) -> Response:
     """The link of the invitation mail: accept or decline each invitation."""

@@ -187,6 +187,71 @@ async def recipient_search(request: Request, q: str = "") -> Response:
     return render(request, "partials/recipient_results.html", items=items, q=q.strip())
 
 
+#: the detailed search's fields: the dialog's input names (prefixed, so the share form ignores
+#: them) -> the API's query parameters
+DETAILED = (
+    "first_name",
+    "last_name",
+    "name",
+    "physician_number",
+    "registry",
+    "email",
+    "mobile",
+)
+KINDS = ("user", "group", "department")
+
+
+def _kind(value: str) -> str | None:
+    return value if value in KINDS else None
+
+
+async def _results(request: Request, params: dict[str, Any], more: str | None) -> Response:
+    session = require_login(request)
+    try:
+        found = await api_of(request).call(session, "GET", "/api/recipients", params=params)
+    except ApiProblem:
+        found = {"items": [], "total": 0, "page": 1, "page_size": 20}
+    page, size, total = found["page"], found["page_size"], found["total"]
+    pages = max(1, -(-total // size))
+    return render(
+        request,
+        "partials/recipient_results.html",
+        items=found["items"],
+        q="detailed",
+        page=page,
+        pages=pages,
+        more=f"{more}&page={page + 1}" if more and page < pages else None,
+    )
+
+
+@router.get("/share/recipients/list")
+async def recipient_list(request: Request, list_kind: str = "", page: int = 1) -> Response:
+    """ "Select from list": every recipient of a kind, by name, a page at a time."""
+    kind = _kind(list_kind)
+    params: dict[str, Any] = {"browse": "true", "page": max(1, min(page, 1000))}
+    if kind:
+        params["kind"] = kind
+    more = f"/share/recipients/list?list_kind={quote(kind or '')}"
+    return await _results(request, params, more)
+
+
+@router.get("/share/recipients/detailed")
+async def recipient_detailed(request: Request) -> Response:
+    """The detailed search: recipients matching every filled-in field."""
+    query = request.query_params
+    params: dict[str, Any] = {
+        f: query.get(f"ds_{f}", "").strip()[:200]
+        for f in DETAILED
+        if query.get(f"ds_{f}", "").strip()
+    }
+    kind = _kind(query.get("ds_kind", ""))
+    if kind:
+        params["kind"] = kind
+    if not params or params.keys() == {"kind"}:
+        return render(request, "partials/recipient_results.html", items=[], q="")
+    return await _results(request, params, None)
+
+
 @router.get("/share/recipient")
 async def recipient_chip(
     request: Request, kind: str, id: str, name: str = "", starred: bool = False

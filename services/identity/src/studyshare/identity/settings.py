@@ -106,6 +106,12 @@ class IdentitySettings(ServiceSettings):
     )
 
     group_confirmation_days: int = Field(default=91, ge=1)
+    group_confirmation_grace_days: float = Field(
+        default=14,
+        ge=0,
+        description="days a due group membership confirmation may wait before the membership "
+        "stops giving access to the colleagues' studies (until confirmed)",
+    )
     reminder_interval_s: float = Field(default=3600.0, gt=0)
 
     argon2_time_cost: int = Field(default=3, ge=1)

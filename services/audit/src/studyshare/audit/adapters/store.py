@@ -35,6 +35,8 @@ IDENTITY_TYPES = (
     "GroupCreated",
     "GroupMemberAdded",
     "GroupMemberRemoved",
+    "GroupMembershipLapsed",
+    "GroupMembershipConfirmed",
     "UserRegistered",
     "UserRolesChanged",
     "UserDeactivated",

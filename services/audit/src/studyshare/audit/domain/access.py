@@ -395,6 +395,7 @@ class Directory:
     names: dict[str, str] = field(default_factory=dict)
     departments: dict[str, set[str]] = field(default_factory=dict)  # user -> departments
     deactivated: set[str] = field(default_factory=set)
+    lapsed: set[tuple[str, str]] = field(default_factory=set)  # (group, user): till confirmed
     _people: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def fold(self, entries: Iterable[Mapping[str, Any]], until: datetime) -> None:
@@ -411,6 +412,11 @@ class Directory:
                 self.groups.setdefault(p["group_id"], set()).add(p["user_id"])
             elif t == "GroupMemberRemoved":
                 self.groups.setdefault(p["group_id"], set()).discard(p["user_id"])
+                self.lapsed.discard((p["group_id"], p["user_id"]))
+            elif t == "GroupMembershipLapsed":  # as the study store: no access through it
+                self.lapsed.add((p["group_id"], p["user_id"]))
+            elif t == "GroupMembershipConfirmed":
+                self.lapsed.discard((p["group_id"], p["user_id"]))
             elif t in ("UserRegistered", "UserRolesChanged"):
                 self.departments[p["user_id"]] = set(p.get("department_ids") or [])
                 self._name_user(p)
@@ -432,7 +438,12 @@ class Directory:
             self.names[p["user_id"]] = name
 
     def group_members(self, group_id: str) -> list[str]:
-        return sorted(self.groups.get(group_id, set()) - self.deactivated)
+        """Who opens through the group: not the deactivated, nor a lapsed membership."""
+        return sorted(
+            u
+            for u in self.groups.get(group_id, set()) - self.deactivated
+            if (group_id, u) not in self.lapsed
+        )
 
     def department_members(self, department_id: str) -> list[str]:
         return sorted(

@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.events import registry
-from studyshare.identity.domain.search import terms_for, user_terms
+from studyshare.identity.domain.search import named_terms, user_terms
 from studyshare.plumbing.errors import snake
 
 USERS, GROUPS, MEMBERSHIPS, INVITATIONS, DEPARTMENTS, RECIPIENTS = (
@@ -38,6 +38,9 @@ async def ensure_indexes(db: AsyncDatabase) -> None:
     await db[INVITATIONS].create_index([("group_id", ASCENDING)], name="by_group")
     await db[RECIPIENTS].create_index(
         [("terms", ASCENDING), ("kind_key", ASCENDING)], name="terms_kind"
+    )
+    await db[RECIPIENTS].create_index(
+        [("kind_key", ASCENDING), ("sort_name", ASCENDING)], name="browse"
     )
 
 
@@ -124,6 +127,7 @@ class ReadModels:
                 first_name=user["first_name"],
                 last_name=user["last_name"],
                 physician_numbers=numbers,
+                registries=[p["registry"] for p in user.get("physician_numbers") or ()],
                 email=user.get("email"),
                 email_public=bool(user.get("email_public")),
                 mobile=user.get("mobile"),
@@ -154,7 +158,7 @@ class ReadModels:
                 "name": e.name,
                 "sort_name": e.name.casefold(),
                 "subtitle": None,
-                "terms": terms_for([e.name]),
+                "terms": named_terms(e.name),
             },
             upsert=True,
             session=s,
@@ -229,7 +233,13 @@ class ReadModels:
     async def _group_membership_confirmed(self, e: Any, env, s) -> None:
         await self.db[MEMBERSHIPS].update_one(
             {"_id": f"{e.group_id}:{e.user_id}"},
-            {"$set": {"confirmed_until": e.confirmed_until, "confirmed_at": env.occurred_at}},
+            {
+                "$set": {
+                    "confirmed_until": e.confirmed_until,
+                    "confirmed_at": env.occurred_at,
+                    "lapsed": False,
+                }
+            },
             session=s,
         )
 
@@ -237,6 +247,13 @@ class ReadModels:
         await self.db[MEMBERSHIPS].update_one(
             {"_id": f"{e.group_id}:{e.user_id}"},
             {"$set": {"reminded_for": e.due_since}},
+            session=s,
+        )
+
+    async def _group_membership_lapsed(self, e: Any, env, s) -> None:
+        await self.db[MEMBERSHIPS].update_one(
+            {"_id": f"{e.group_id}:{e.user_id}"},
+            {"$set": {"lapsed": True, "lapsed_for": e.due_since}},
             session=s,
         )
 
@@ -258,7 +275,7 @@ class ReadModels:
                 "sort_name": e.name.casefold(),
                 "subtitle": f"PACS {e.pacs.ae_title}" if e.pacs else None,
                 "environment": e.country,
-                "terms": terms_for(searchable),
+                "terms": named_terms(e.name, searchable[1:]),
             },
             upsert=True,
             session=s,

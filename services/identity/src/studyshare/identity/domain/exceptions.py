@@ -246,3 +246,11 @@ class ExternalIdentityNotLinked(Unauthorized):
 
 
 __all__ = ["Conflict", "Forbidden", "NotFound", "RuleViolation", "Unauthorized"]
+
+
+class SearchCriteriaMissing(RuleViolation):
+    """A recipient search needs a query, a field of the detailed search, or "select from list"."""
+
+
+class CompositionReportEmpty(RuleViolation):
+    """A report of a wrong group composition says what is wrong."""

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from studyshare.contracts.events.identity import (
     GroupAdminChanged,
+    GroupCompositionReported,
     GroupCreated,
     GroupInvitationDeclined,
     GroupInvitationWithdrawn,
@@ -21,11 +22,13 @@ from studyshare.contracts.events.identity import (
     GroupMemberRemoved,
     GroupMembershipConfirmationDue,
     GroupMembershipConfirmed,
+    GroupMembershipLapsed,
     GroupPrimaryContactChanged,
 )
 from studyshare.identity.domain.exceptions import (
     AlreadyInvited,
     AlreadyMember,
+    CompositionReportEmpty,
     GroupNotFound,
     MembershipNotAccepted,
     NotAllowed,
@@ -46,6 +49,14 @@ class Membership:
     admin: bool
     confirmed_until: datetime
     reminded_for: datetime | None = None
+    lapsed_for: datetime | None = None
+
+    def due(self, now: datetime) -> bool:
+        return self.confirmed_until <= now
+
+    def lapsed(self, now: datetime, grace: timedelta) -> bool:
+        """Unconfirmed past the grace period: the membership gives no access until confirmed."""
+        return self.confirmed_until + grace <= now
 
 
 @dataclass
@@ -125,6 +136,13 @@ class Group(Aggregate):
     def when_group_membership_confirmation_due(self, e: GroupMembershipConfirmationDue) -> None:
         if e.user_id in self.members:
             self.members[e.user_id].reminded_for = e.due_since
+
+    def when_group_membership_lapsed(self, e: GroupMembershipLapsed) -> None:
+        if e.user_id in self.members:
+            self.members[e.user_id].lapsed_for = e.due_since
+
+    def when_group_composition_reported(self, e: GroupCompositionReported) -> None:
+        pass
 
     # queries
     def is_admin(self, user_id: str) -> bool:
@@ -324,4 +342,29 @@ class Group(Aggregate):
             )
             for m in self.members.values()
             if m.confirmed_until <= now and m.reminded_for != m.confirmed_until
+        ]
+
+    def lapses(self, now: datetime, grace: timedelta) -> list:
+        """One `GroupMembershipLapsed` per member unconfirmed past the grace period, once per
+        due date (the reminder came at the due date, before)."""
+        return [
+            GroupMembershipLapsed(group_id=self.id, user_id=m.user_id, due_since=m.confirmed_until)
+            for m in self.members.values()
+            if m.lapsed(now, grace) and m.lapsed_for != m.confirmed_until
+        ]
+
+    def report_composition(self, user_id: str, remark: str) -> list:
+        """A member says the composition is wrong: the group's admins hear it (the reporter
+        excepted); with no other admin, the service desk does (`admin_ids` empty)."""
+        self._must_exist()
+        if user_id not in self.members:
+            raise NotAMember(f"user {user_id} is not a member of group {self.id}")
+        remark = remark.strip()
+        if not remark:
+            raise CompositionReportEmpty("say what is wrong with the group's composition")
+        admins = tuple(sorted(u for u, m in self.members.items() if m.admin and u != user_id))
+        return [
+            GroupCompositionReported(
+                group_id=self.id, reported_by=user_id, remark=remark, admin_ids=admins
+            )
         ]

@@ -54,6 +54,16 @@ def terms_for(values: Iterable[str], *, split_words: bool = True) -> list[str]:
     return list(out)
 
 
+#: The detailed search's fields (the manual's "specific selection criteria"), in the order the
+#: dialog shows them. Their terms are tagged `<field>:` in the same array, so a detailed search
+#: uses the same index; a free query's tokens never contain ':' and so never match them.
+FIELDS = ("first_name", "last_name", "name", "physician_number", "registry", "email", "mobile")
+
+
+def tagged(field: str, terms: Iterable[str]) -> list[str]:
+    return [f"{field}:{t}" for t in terms]
+
+
 def user_terms(
     *,
     first_name: str,
@@ -63,14 +73,49 @@ def user_terms(
     email_public: bool,
     mobile: str | None,
     mobile_public: bool,
+    registries: Iterable[str] = (),
 ) -> list[str]:
     values = [first_name, last_name]
-    exact_values = list(physician_numbers)
-    if email and email_public:
-        exact_values.append(email)
-    if mobile and mobile_public:
-        exact_values += phone_forms(mobile)
-    return list(dict.fromkeys(terms_for(values) + terms_for(exact_values, split_words=False)))
+    numbers = list(physician_numbers)
+    exact_values = list(numbers)
+    public_email = [email] if email and email_public else []
+    public_mobile = phone_forms(mobile) if mobile and mobile_public else []
+    exact_values += public_email + public_mobile
+    by_field = (
+        tagged("first_name", terms_for([first_name]))
+        + tagged("last_name", terms_for([last_name]))
+        + tagged("name", terms_for([f"{first_name} {last_name}"]))
+        + tagged("physician_number", terms_for(numbers, split_words=False))
+        + tagged("registry", terms_for(list(registries), split_words=False))
+        + tagged("email", terms_for(public_email, split_words=False))
+        + tagged("mobile", terms_for(public_mobile, split_words=False))
+    )
+    return list(
+        dict.fromkeys(terms_for(values) + terms_for(exact_values, split_words=False) + by_field)
+    )
+
+
+def named_terms(name: str, extra: Iterable[str] = ()) -> list[str]:
+    """A group's or a department's terms: its name (free and as the `name` field)."""
+    return list(dict.fromkeys(terms_for([name, *extra]) + tagged("name", terms_for([name]))))
+
+
+def field_tokens(criteria: dict[str, str | None]) -> list[str]:
+    """The detailed search's tagged tokens: every word of every filled-in field. A number or a
+    mobile is one token (as in `query_tokens`)."""
+    out: list[str] = []
+    for field in FIELDS:
+        value = (criteria.get(field) or "").strip()
+        if not value:
+            continue
+        if field in ("physician_number", "email", "registry"):
+            tokens = [norm(value)]  # whole values, as indexed
+        elif field == "mobile":
+            tokens = query_tokens(value)[:1]
+        else:
+            tokens = query_tokens(value)
+        out += [f"{field}:{t}" for t in tokens if t]
+    return list(dict.fromkeys(out))
 
 
 def phone_forms(mobile: str) -> list[str]:
@@ -97,14 +142,24 @@ def query_tokens(q: str) -> list[str]:
     return list(dict.fromkeys(t for t in tokens if t))[:5]
 
 
+def _cut(token: str) -> str:
+    field, sep, value = token.rpartition(":")
+    return f"{field}{sep}{value[:MAX_PREFIX]}"
+
+
+def _exact(token: str) -> str:
+    field, sep, value = token.rpartition(":")
+    return f"{field}{sep}{EXACT}{value}"
+
+
 def key_token(tokens: list[str]) -> str:
     """The token the index is asked for: the longest (most selective) one, as a prefix term."""
-    return max(tokens, key=len)[:MAX_PREFIX]
+    return _cut(max(tokens, key=lambda t: len(t.rpartition(":")[2])))
 
 
 def rank(tokens: list[str], terms: Iterable[str]) -> int | None:
     """0: every word matches a whole value; 1: every word is at least a prefix; None: no match."""
     present = set(terms)
-    if not all(t[:MAX_PREFIX] in present for t in tokens):
+    if not all(_cut(t) in present for t in tokens):
         return None
-    return 0 if all(EXACT + t in present for t in tokens) else 1
+    return 0 if all(_exact(t) in present for t in tokens) else 1

@@ -19,6 +19,7 @@ from studyshare.identity.domain.exceptions import (
     LoginTemporarilyLocked,
     MobileChangeRequestedTooOften,
     PatientLoginLocked,
+    SearchCriteriaMissing,
     TOTPRequired,
     UnknownIdentityProvider,
     UserNotFound,
@@ -29,6 +30,7 @@ from studyshare.identity.entrypoints import models as m
 from studyshare.identity.service_layer import accounts, auth, departments, groups, patients
 from studyshare.identity.service_layer.context import Identity
 from studyshare.identity.service_layer.recipients import RecipientKind, search
+from studyshare.identity.service_layer.recipients import browse as browse_recipients
 from studyshare.identity.settings import IdentitySettings
 from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.auth import (
@@ -129,7 +131,11 @@ def _tokens(pair: auth.TokenPair) -> m.TokenResponse:
     summary="Log in with username, password (and TOTP code when enabled)",
 )
 async def login(body: m.LoginRequest, app: IdentityDep, ip: ClientIP) -> m.TokenResponse:
-    return _tokens(await auth.login(app, body.username, body.password, body.otp, ip))
+    """The answer says which group confirmations are due (the manual asks for them at login)."""
+    pair = await auth.login(app, body.username, body.password, body.otp, ip)
+    answer = _tokens(pair)
+    answer.group_confirmations_due = await groups.due_group_ids(app, pair.user_id)
+    return answer
 
 
 @auth_router.post(
@@ -188,6 +194,23 @@ async def environments(app: IdentityDep) -> m.EnvironmentsResponse:
             m.Portal(code=code, portal_url=url) for code, url in app.settings.portal_table.items()
         ],
     )
+
+
+@auth_router.post(
+    "/api/auth/environment",
+    response_model=m.OfferedEnvironment,
+    responses=problem_responses(422),
+    summary="The environment (country portal) to offer a username, before the password",
+    description=(
+        "Reveals nothing about existence: an unknown username, a pending or deactivated "
+        "account and an active account of this environment get the same answer (this "
+        "environment), in the same shape, after the same single indexed read. Only an active "
+        "account of another environment gets its portal (the manual's redirect). POST keeps "
+        "usernames out of URLs and access logs."
+    ),
+)
+async def offered_environment(body: m.EnvironmentQuery, app: IdentityDep) -> m.OfferedEnvironment:
+    return m.OfferedEnvironment(**await auth.offered_environment(app, body.username))
 
 
 @auth_router.get("/.well-known/jwks.json", summary="Public keys that verify access tokens")
@@ -669,17 +692,50 @@ async def unlock(user_id: str, app: IdentityDep, principal: Principal, ip: Clien
     "/api/recipients",
     response_model=m.RecipientPage,
     responses=problem_responses(400, 401, 422),
-    summary="Search recipients: users, groups, departments and PACS (exact matches first)",
+    summary="Find recipients: type-ahead (q), detailed search by field, or select from list",
+    description=(
+        "`q`: the type-ahead (names, physician numbers, public e-mail and mobile; exact matches "
+        "first). The detailed search narrows by field: `first_name`, `last_name`, `name` (a "
+        "group's or department's), `physician_number`, `registry` (of the physician number), "
+        "`email` and `mobile` (public ones only), each a prefix, all together. `browse=true` "
+        'is the manual\'s "select from list": every recipient of `kind` by name, paginated. '
+        "Neither a query, a field nor `browse`: 422 `SearchCriteriaMissing`."
+    ),
 )
 async def recipients(
     app: IdentityDep,
     principal: Principal,
-    q: Annotated[str, Query(min_length=1, max_length=200)],
+    q: Annotated[str, Query(max_length=200)] = "",
     kind: RecipientKind | None = None,
+    browse: bool = False,
+    first_name: Annotated[str | None, Query(max_length=100)] = None,
+    last_name: Annotated[str | None, Query(max_length=100)] = None,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    physician_number: Annotated[str | None, Query(max_length=50)] = None,
+    registry: Annotated[str | None, Query(max_length=50)] = None,
+    email: Annotated[str | None, Query(max_length=200)] = None,
+    mobile: Annotated[str | None, Query(max_length=50)] = None,
     page: Annotated[int, Query(ge=1, le=1000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> m.RecipientPage:
-    items, total = await search(app.db, q, kind, page, page_size)
+    criteria = {
+        "first_name": first_name,
+        "last_name": last_name,
+        "name": name,
+        "physician_number": physician_number,
+        "registry": registry,
+        "email": email,
+        "mobile": mobile,
+    }
+    searched = q.strip() or any((v or "").strip() for v in criteria.values())
+    if searched:
+        items, total = await search(app.db, q, kind, page, page_size, criteria)
+    elif browse:
+        items, total = await browse_recipients(app.db, kind, page, page_size)
+    else:
+        raise SearchCriteriaMissing(
+            "give a query (q), a field of the detailed search, or browse=true"
+        )
     return m.RecipientPage(
         items=[
             m.Recipient(id=d["_id"], **{k: v for k, v in d.items() if k != "_id"}) for d in items
@@ -843,6 +899,20 @@ async def confirm_membership(
 ) -> m.ConfirmedResponse:
     until = await groups.confirm_membership(app, group_id, principal, ip)
     return m.ConfirmedResponse(group_id=group_id, confirmed_until=until)
+
+
+@groups_router.post(
+    "/api/groups/{group_id}/report-composition",
+    status_code=202,
+    response_model=m.CompositionReported,
+    responses=problem_responses(401, 404, 422),
+    summary="Report a wrong composition to the group's admins (or the service desk)",
+)
+async def report_composition(
+    group_id: str, body: m.CompositionReport, app: IdentityDep, principal: Principal, ip: ClientIP
+) -> m.CompositionReported:
+    told = await groups.report_composition(app, group_id, body.remark, principal, ip)
+    return m.CompositionReported(group_id=group_id, told="group_admins" if told else "service_desk")
 
 
 # --- departments ------------------------------------------------------------------------------

@@ -80,6 +80,11 @@ class TokenResponse(BaseModel):
     refresh_token: str
     expires_in: int
     token_type: str = "Bearer"  # noqa: S105 - the token scheme
+    group_confirmations_due: list[str] | None = Field(
+        default=None,
+        description="at login: the groups whose 3-monthly membership confirmation is due "
+        "(`GET /api/users/me/group-confirmations`, `POST /api/groups/{id}/confirm-membership`)",
+    )
 
 
 class RefreshRequest(Strict):
@@ -108,6 +113,18 @@ class PatientTokenResponse(BaseModel):
 class Portal(BaseModel):
     code: str
     portal_url: str
+
+
+class EnvironmentQuery(Strict):
+    username: str = Field(min_length=1, max_length=200)
+
+
+class OfferedEnvironment(BaseModel):
+    """The same shape for every username; `current` says whether it is this portal's."""
+
+    environment: str
+    portal_url: str | None
+    current: bool
 
 
 class EnvironmentsResponse(BaseModel):
@@ -237,7 +254,8 @@ class Recipient(BaseModel):
     name: str
     subtitle: str | None = None
     language: str | None = None
-    match: Literal["exact", "prefix"]
+    match: Literal["exact", "prefix"] | None = None
+    """How the query matched (None: listed by "select from list", not searched)."""
 
 
 class RecipientPage(BaseModel):
@@ -309,6 +327,17 @@ class MemberRole(Strict):
 class GroupConfirmation(GroupView):
     confirmed_until: datetime
     due: StrictBool
+    lapsed: StrictBool = False
+    """Unconfirmed past the grace period: no access through this group until confirmed."""
+
+
+class CompositionReport(Strict):
+    remark: str = Field(min_length=1, max_length=2000, description="what is wrong")
+
+
+class CompositionReported(BaseModel):
+    group_id: str
+    told: Literal["group_admins", "service_desk"]
 
 
 class ConfirmedResponse(BaseModel):

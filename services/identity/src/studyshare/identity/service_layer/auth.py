@@ -15,6 +15,7 @@ from studyshare.identity.adapters.eid import ExternalIdentityProvider
 from studyshare.identity.adapters.read_models import USERS
 from studyshare.identity.adapters.stores import Attempt
 from studyshare.identity.domain import totp
+from studyshare.identity.domain.environment import offered_environment as offered_environment_of
 from studyshare.identity.domain.exceptions import (
     GENERIC_LOGIN_REFUSAL,
     AccountDeactivated,
@@ -48,6 +49,7 @@ class TokenPair:
     expires_in: int
     session_id: str
     token_type: str = "Bearer"  # noqa: S105 - the token scheme
+    user_id: str = ""
 
 
 def access_token(app: Identity, user: dict[str, Any], session_id: str) -> str:
@@ -147,6 +149,21 @@ async def login(
     return await open_session(app, user, method, ip)
 
 
+async def offered_environment(app: Identity, username: str) -> dict[str, Any]:
+    """One indexed read whatever the username (found or not), the answer from a pure rule: no
+    branch on existence that could differ in timing or shape (`domain.environment`)."""
+    account = await app.db[USERS].find_one(
+        {"username_lower": username.strip().casefold()}, {"environment": 1, "status": 1}
+    )
+    current = app.settings.environment_code
+    code = offered_environment_of(account, current)
+    return {
+        "environment": code,
+        "portal_url": app.settings.portal_table.get(code),
+        "current": code == current,
+    }
+
+
 async def _record_refusal(app: Identity, user: dict[str, Any], reason: str, ip: str | None):
     await app.record(
         LoginFailed(
@@ -174,6 +191,7 @@ async def open_session(app: Identity, user: dict[str, Any], method: str, ip: str
         refresh,
         app.settings.access_token_ttl_s,
         session_id,
+        user_id=user["_id"],
     )
 
 

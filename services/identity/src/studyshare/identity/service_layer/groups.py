@@ -331,28 +331,69 @@ async def confirmations(app: Identity, user_id: str) -> list[dict[str, Any]]:
                 **view,
                 "confirmed_until": m["confirmed_until"],
                 "due": m["confirmed_until"] <= now,
+                "lapsed": bool(m.get("lapsed")),
             }
         )
     return result
 
 
+def _grace(app: Identity) -> timedelta:
+    return timedelta(days=app.settings.group_confirmation_grace_days)
+
+
 async def emit_due_reminders(app: Identity, now: datetime | None = None) -> int:
-    """Emit `GroupMembershipConfirmationDue` once per member per lapsed period. Idempotent: the
-    Group aggregate remembers which period it reminded, so running it again (from several
-    processes, or every hour) emits nothing new. Run by the worker on a timer."""
+    """Emit `GroupMembershipConfirmationDue` once per member per lapsed period, and
+    `GroupMembershipLapsed` once the grace period after it passed unconfirmed. Idempotent: the
+    Group aggregate remembers which period it reminded of and which lapsed, so running it again
+    (from several processes, or every hour) emits nothing new. Run by the worker on a timer."""
     now = now or app.clock()
+    grace = _grace(app)
     cursor = app.db[MEMBERSHIPS].find(
-        {"confirmed_until": {"$lte": now}}, {"group_id": 1, "confirmed_until": 1, "reminded_for": 1}
+        {"confirmed_until": {"$lte": now}},
+        {"group_id": 1, "confirmed_until": 1, "reminded_for": 1, "lapsed_for": 1},
     )
     groups = sorted(
-        {m["group_id"] async for m in cursor if m.get("reminded_for") != m["confirmed_until"]}
+        {
+            m["group_id"]
+            async for m in cursor
+            if m.get("reminded_for") != m["confirmed_until"]
+            or (m["confirmed_until"] + grace <= now and m.get("lapsed_for") != m["confirmed_until"])
+        }
     )
     emitted = 0
     for group_id in groups:
         _, envelopes = await app.execute(
-            Group, group_id, lambda g: g.due_reminders(now), Actor.system("group-reminders")
+            Group,
+            group_id,
+            lambda g: g.due_reminders(now) + g.lapses(now, grace),
+            Actor.system("group-reminders"),
         )
         emitted += len(envelopes)
     if emitted:
         log.info("group_reminders.emitted", count=emitted)
     return emitted
+
+
+async def due_group_ids(app: Identity, user_id: str) -> list[str]:
+    """The groups whose confirmation the user owes (asked at login)."""
+    now = app.clock()
+    return [
+        m["group_id"]
+        async for m in app.db[MEMBERSHIPS]
+        .find({"user_id": user_id, "confirmed_until": {"$lte": now}}, {"group_id": 1})
+        .sort("group_id", ASCENDING)
+    ]
+
+
+async def report_composition(
+    app: Identity, group_id: str, remark: str, principal: AccessClaims, ip
+) -> list[str]:
+    """ "Report a wrong composition": the group's admins are told (notify mails them), or the
+    service desk when the reporter is the only admin. Answers who is told (admin ids)."""
+    _, envelopes = await app.execute(
+        Group,
+        group_id,
+        lambda g: g.report_composition(principal.sub, remark),
+        actor_of(principal, ip),
+    )
+    return list(envelopes[0].payload["admin_ids"])

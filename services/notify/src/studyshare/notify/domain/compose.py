@@ -180,6 +180,23 @@ def group_invitation_context(
     }
 
 
+def group_composition_reported_context(
+    context: Mapping[str, Any],
+    *,
+    base_url: str,
+    recipient: UserView | None,
+    group: GroupView | None,
+    reporter: UserView | None,
+) -> dict[str, Any]:
+    return {
+        "recipient_name": recipient.name if recipient else None,
+        "group_name": (group.name if group else "") or context["group_id"],
+        "reporter_name": (reporter.name if reporter else "") or context["reported_by"],
+        "remark": context["remark"],
+        "link": f"{base_url.rstrip('/')}/groups/{quote(context['group_id'])}",
+    }
+
+
 def registration_pending_context(
     context: Mapping[str, Any],
     *,

@@ -12,6 +12,7 @@ from typing import Any
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.events import registry
 from studyshare.contracts.events.identity import (
+    GroupCompositionReported,
     GroupMemberInvited,
     GroupMembershipConfirmationDue,
     MobileChangeRequested,
@@ -36,6 +37,7 @@ BUCKET_LOCKED = "bucket_locked"
 BREAK_THE_GLASS = "break_the_glass"
 GROUP_CONFIRMATION_DUE = "group_confirmation_due"
 GROUP_INVITATION = "group_invitation"
+GROUP_COMPOSITION_REPORTED = "group_composition_reported"
 REGISTRATION_PENDING = "registration_pending"
 MOBILE_CHANGE_CODE = "mobile_change_code"
 MOBILE_CHANGED = "mobile_changed"
@@ -47,6 +49,7 @@ MAIL_TEMPLATES = (
     BREAK_THE_GLASS,
     GROUP_CONFIRMATION_DUE,
     GROUP_INVITATION,
+    GROUP_COMPOSITION_REPORTED,
     REGISTRATION_PENDING,
 )
 SMS_TEMPLATES = (BUCKET_OTP, PATIENT_OTP, MOBILE_CHANGE_CODE, MOBILE_CHANGED)
@@ -155,6 +158,15 @@ def reactions(envelope: EventEnvelope, options: ReactionOptions | None = None) -
             context = {"group_id": event.group_id, "due_since": event.due_since.isoformat()}
             target = Target("user", id=event.user_id)
             return [intent("mail", target, GROUP_CONFIRMATION_DUE, None, context)]
+        case GroupCompositionReported():
+            # the group's admins (the reporter excepted); with none, the service desk
+            context = {
+                "group_id": event.group_id,
+                "reported_by": event.reported_by,
+                "remark": event.remark,
+            }
+            targets = [Target("user", id=a) for a in event.admin_ids] or [Target("service_desk")]
+            return [intent("mail", t, GROUP_COMPOSITION_REPORTED, None, context) for t in targets]
         case GroupMemberInvited():
             context = {"group_id": event.group_id, "invited_by": event.invited_by}
             target = Target("user", id=event.user_id)

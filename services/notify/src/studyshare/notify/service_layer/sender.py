@@ -471,6 +471,14 @@ class Sender:
             return compose.group_invitation_context(
                 ctx, base_url=base, recipient=recipient, group=group, inviter=inviter
             )
+        if template == r.GROUP_COMPOSITION_REPORTED:
+            return compose.group_composition_reported_context(
+                ctx,
+                base_url=base,
+                recipient=recipient,
+                group=await d.group(ctx["group_id"]),
+                reporter=await d.user(ctx.get("reported_by")),
+            )
         if template == r.REGISTRATION_PENDING:
             return compose.registration_pending_context(
                 ctx, base_url=base, recipient=recipient, registrant=await d.user(ctx["user_id"])

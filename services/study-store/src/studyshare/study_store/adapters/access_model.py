@@ -352,8 +352,10 @@ class InMemoryAccessModel:
                 self.groups.pop(key, None)
             else:
                 self.groups[key] = doc
+            lapsed = set(doc.get("lapsed_ids", ()))  # no access through the group till confirmed
             for member in doc.get("member_ids", ()):
-                link(self.groups_of_user, member, key)
+                if member not in lapsed:
+                    link(self.groups_of_user, member, key)
         elif kind == "user":
             if remove:
                 self.users.pop(key, None)
@@ -406,8 +408,10 @@ class InMemoryAccessModel:
         group_ids = frozenset(self.groups_of_user.get(principal.sub, ()))
         colleagues: dict[str, str] = {}
         for group_id in sorted(group_ids):
-            for member in self.groups[group_id].get("member_ids", ()):
-                if member != principal.sub:
+            group = self.groups[group_id]
+            lapsed = set(group.get("lapsed_ids", ()))
+            for member in group.get("member_ids", ()):
+                if member != principal.sub and member not in lapsed:
                     colleagues.setdefault(member, group_id)
         return Subject(
             id=principal.sub,

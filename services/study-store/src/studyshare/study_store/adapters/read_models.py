@@ -9,7 +9,7 @@ One collection (`access_decisions.g<N>.docs`) holds every document the access mo
 | bucket | bucket id | StudyShared, AccessRevoked, BucketLocked/Unlocked, BucketExpired, |
 |  |  | InvitationAccepted (the account holding an e-mail recipient's grant) |
 | otp | bucket id, recipient id, session id | OTPVerified (the code opens its session only) |
-| group | group id | GroupCreated, GroupMemberAdded/Removed |
+| group | group id | GroupCreated, GroupMemberAdded/Removed, GroupMembershipLapsed/Confirmed |
 | user | user id | UserRegistered, UserRolesChanged, UserDeactivated |
 | department | department id | DepartmentCreated, DepartmentPolicySet |
 | btg | user id, study uid | BreakTheGlassUsed |
@@ -56,6 +56,8 @@ RELEVANT = {
     "GroupCreated",
     "GroupMemberAdded",
     "GroupMemberRemoved",
+    "GroupMembershipLapsed",
+    "GroupMembershipConfirmed",
     "UserRegistered",
     "UserRolesChanged",
     "UserDeactivated",
@@ -92,7 +94,13 @@ def doc_id_for(envelope: EventEnvelope) -> str | None:
             return f"bucket:{p['bucket_id']}"
         case "OTPVerified":
             return f"otp:{p['bucket_id']}:{p['recipient_id']}:{p.get('session_id') or ''}"
-        case "GroupCreated" | "GroupMemberAdded" | "GroupMemberRemoved":
+        case (
+            "GroupCreated"
+            | "GroupMemberAdded"
+            | "GroupMemberRemoved"
+            | "GroupMembershipLapsed"
+            | "GroupMembershipConfirmed"
+        ):
             return f"group:{p['group_id']}"
         case "UserRegistered" | "UserRolesChanged" | "UserDeactivated":
             return f"user:{p['user_id']}"
@@ -261,6 +269,20 @@ def _group_member_removed(doc: Doc, e: ie.GroupMemberRemoved, env: EventEnvelope
     doc.setdefault("group_id", e.group_id)
     doc["member_ids"] = sorted(set(doc.get("member_ids", [])) - {e.user_id})
     doc["admin_ids"] = sorted(set(doc.get("admin_ids", [])) - {e.user_id})
+    doc["lapsed_ids"] = sorted(set(doc.get("lapsed_ids", [])) - {e.user_id})
+
+
+def _group_membership_lapsed(doc: Doc, e: ie.GroupMembershipLapsed, env: EventEnvelope) -> None:
+    """Unconfirmed past the grace period: the membership gives no access until confirmed."""
+    doc.setdefault("group_id", e.group_id)
+    doc["lapsed_ids"] = sorted({*doc.get("lapsed_ids", []), e.user_id})
+
+
+def _group_membership_confirmed(
+    doc: Doc, e: ie.GroupMembershipConfirmed, env: EventEnvelope
+) -> None:
+    doc.setdefault("group_id", e.group_id)
+    doc["lapsed_ids"] = sorted(set(doc.get("lapsed_ids", [])) - {e.user_id})
 
 
 def _user_registered(doc: Doc, e: ie.UserRegistered, env: EventEnvelope) -> None:
@@ -412,6 +434,8 @@ _FOLDS: dict[str, Callable[[Doc, Any, EventEnvelope], None]] = {
     "GroupCreated": _group_created,
     "GroupMemberAdded": _group_member_added,
     "GroupMemberRemoved": _group_member_removed,
+    "GroupMembershipLapsed": _group_membership_lapsed,
+    "GroupMembershipConfirmed": _group_membership_confirmed,
     "UserRegistered": _user_registered,
     "UserRolesChanged": _user_roles_changed,
     "UserDeactivated": _user_deactivated,
