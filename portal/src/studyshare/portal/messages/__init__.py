@@ -3,7 +3,7 @@ of language -> key -> text with the same keys in every language (`tests` check i
 
 from __future__ import annotations
 
-from studyshare.portal.messages import access, account, audit, core, search_groups, owner, viewer
+from studyshare.portal.messages import access, account, audit, core, owner, search_groups, viewer
 
 AREAS = (core, access, audit, account, viewer, owner, search_groups)
 
