@@ -26,7 +26,7 @@ infra: sync ## only the broker (9092) and the database (27017)
 	$(UV) run studyshare-dev infra
 
 test: test-peers sync deploy-tools ## every test (unit, integration, end-to-end, k8s manifests), on two workers
-	$(UV) run pytest -n 2 --dist loadgroup
+	$(UV) run pytest -n 2
 
 readme-screenshots: test-peers sync ## the README's portal screenshots (docs/screenshots/), taken by the browser tests
 	$(UV) run python scripts/readme_screenshots.py
