@@ -165,6 +165,17 @@ def cause_every_mail_and_sms(api: Gateway, w: SimpleNamespace) -> dict[str, Any]
         204,
     )
 
+    remark = unique("Dr Wouters left us ")
+    told = ok(  # its only admin reports it: the service desk is told
+        api.client.post(
+            f"/api/groups/{group}/report-composition",
+            json={"remark": remark},
+            headers=w.recipient.headers,
+        ),
+        202,
+    )
+    assert told["told"] == "service_desk", told
+
     registrant = unique("reg.")
     letters = "".join(chr(ord("a") + int(c, 16)) for c in unique(""))
     body = {
@@ -228,6 +239,7 @@ def cause_every_mail_and_sms(api: Gateway, w: SimpleNamespace) -> dict[str, Any]
         "reason": reason,
         "group": group,
         "group_name": group_name,
+        "remark": remark,
         "registered": registered["user_id"],
         "registrant": body["last_name"],
         "username": registrant,
@@ -266,6 +278,11 @@ def caught_mails(api: Gateway, w: SimpleNamespace, c: dict[str, Any]) -> list[tu
         ("break_the_glass", w.admin, mail(w.admin.email, glass, "Security alert: break")),
         ("group_invitation", w.third, mail(w.third.email, (c["group_name"], c["group"]), "")),
         ("registration_pending", w.helpdesk, mail(w.helpdesk.email, c["username"], "New reg")),
+        (
+            "group_composition_reported",
+            w.helpdesk,
+            mail(w.helpdesk.email, c["remark"], "The composition of"),
+        ),
     ], (one, two)
 
 
@@ -391,6 +408,10 @@ def test_every_link_of_every_mail_and_sms_opens_its_page(
                     assert path == f"/users/{c['registered']}"
                     expect(link, who, "#user-details", back_to(link), "pending-registration")
                     assert c["registrant"] in page.driver.find_element(By.TAG_NAME, "h1").text
+                case "group_composition_reported":
+                    assert path == f"/groups/{c['group']}"
+                    expect(link, who, "#group-members", back_to(link), "composition-reported")
+                    page.wait_text(c["group_name"])
                 case "group_confirmation_due":
                     assert path == "/group-confirmations"
                     expect(link, who, "#group-confirmations", back_to(link), "confirmations")

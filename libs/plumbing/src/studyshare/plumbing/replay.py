@@ -34,8 +34,8 @@ async def read_into(
         records = await consumer.getmany(timeout_ms=100, max_records=max_records)
         batch = [e for msgs in records.values() for m in msgs if (e := decode(m.value)) is not None]
         if batch:
-            quiet_since = time.monotonic()
             applied += await runner.apply_batch(batch, generation=generation)
+            quiet_since = time.monotonic()  # after storing it: a slow store is not quiet
     return applied
 
 
