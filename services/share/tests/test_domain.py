@@ -277,3 +277,21 @@ def test_v1_study_shared_is_upcast_to_typed_recipients():
     )
     bucket = Bucket.rehydrate("bkt_old", [registry.upcast(v1)])
     assert bucket.active_recipient_ids == {"usr_a"}
+
+
+def test_an_invitation_is_single_use_bound_to_its_address_and_ends_with_the_share():
+    invited = "email:new.colleague@example.org"
+    shared = decide_share(
+        request(recipients=(ref(invited, kind="email"),), access_level="images_report_read"), NOW
+    )
+    bucket = bucket_from(shared)
+    with pytest.raises(rules.InvitationNotForYou):
+        bucket.accept_invitation("usr_x", "someone.else@example.org", NOW)
+    [accepted] = bucket.accept_invitation("usr_new", "New.Colleague@example.org ", NOW)
+    bucket.apply(accepted)
+    assert bucket.accept_invitation("usr_new", "new.colleague@example.org", NOW) == []
+    with pytest.raises(rules.InvitationAlreadyAccepted):
+        bucket.accept_invitation("usr_other", "new.colleague@example.org", NOW)
+    later = bucket_from(shared)
+    with pytest.raises(rules.BucketNotActive):
+        later.accept_invitation("usr_new", "new.colleague@example.org", NOW + timedelta(days=31))
