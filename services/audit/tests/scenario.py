@@ -102,6 +102,7 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
             username=f"carol{s.tag}",
             first_name="C",
             last_name="D",
+            roles=("physician",),
             department_ids=(i["dep"],),
             mobile="+32470000000",
         ),
@@ -336,6 +337,18 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
         i["dep"],
         "usr_root",
     )  # 33: a department admin, member of the sending department from now on
+    s.add(
+        identity.UserRolesChanged(
+            user_id=ids["admin"],
+            roles=("department_admin",),
+            department_ids=(i["dep"],),
+            admin_of=(i["dep"],),
+            changed_by="usr_root",
+        ),
+        ids["admin"],
+        "usr_root",
+        step=0,
+    )  # 33b: as identity assigns an admin: the user's roles follow the department's event
     s.add(
         share.OTPRequested(
             bucket_id=i["bucket"],

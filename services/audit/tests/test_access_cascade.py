@@ -40,7 +40,7 @@ def shared(minute: int, bucket: str, recipients: list[tuple[str, str]], **kw) ->
 def could_open(entries: list[dict], minute: float) -> set[tuple[str, str, str | None]]:
     t = T0 + timedelta(minutes=minute)
     fold = StudyAccessFold(UID)
-    fold.fold([e for e in entries if e["stream"].startswith(("bkt", "btg"))], until=t)
+    fold.fold([e for e in entries if e["stream"].startswith(("stu", "bkt", "btg"))], until=t)
     directory = Directory()
     directory.fold([e for e in entries if e["stream"].startswith(("usr", "grp"))], until=t)
     rows = access_at(fold, directory, t)
@@ -48,6 +48,7 @@ def could_open(entries: list[dict], minute: float) -> set[tuple[str, str, str | 
 
 
 BASE = [
+    entry(0, "StudyReceived", "stu_5", department_id="dep_src", owner_id="usr_src"),
     entry(1, "UserRegistered", "usr_mid", user_id="usr_mid", department_ids=["dep_rx"]),
     entry(1, "GroupCreated", "grp_x", group_id="grp_x", name="x", member_ids=["usr_gm"]),
     shared(2, "bkt_dep", [("dep_rx", "department")], sender_id="usr_src"),

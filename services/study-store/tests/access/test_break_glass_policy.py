@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from studyshare.study_store.domain.access import AccessDecision
-from studyshare.study_store.domain.access_rules import (
+from studyshare.access_policy.decision import AccessDecision
+from studyshare.access_policy.rules import (
     AccessFacts,
     Bucket,
     Recipient,

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.events.identity import ReferenceNumberRule
 from studyshare.contracts.events.study import ReferenceNumberIssued
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.break_glass import (
     BreakTheGlassNotAllowed,
     BreakTheGlassNotNeeded,

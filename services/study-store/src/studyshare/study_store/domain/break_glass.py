@@ -22,11 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from studyshare.access_policy.decision import AccessDecision
+from studyshare.access_policy.rules import GLASS_STOPPERS
 from studyshare.contracts.events.identity import BreakTheGlassPolicy
 from studyshare.contracts.events.study import BreakTheGlassUsed
 from studyshare.plumbing.errors import Conflict, Forbidden, RuleViolation
-from studyshare.study_store.domain.access import AccessDecision
-from studyshare.study_store.domain.access_rules import GLASS_STOPPERS
 
 MAX_REASON = 2000
 INSTITUTION_ROLES = frozenset({"physician", "department_staff", "department_admin"})

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.events.study import ReportUpdated, StudyReceived
 from studyshare.plumbing.aggregate import Aggregate
 from studyshare.plumbing.errors import Forbidden, NotFound, RuleViolation
-from studyshare.study_store.domain.access import AccessDecision
 
 MAX_TEXT_CHARS = 200_000
 MAX_PDF_BYTES = 8 * 1024 * 1024

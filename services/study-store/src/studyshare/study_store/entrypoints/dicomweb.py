@@ -40,6 +40,7 @@ from pydicom import Dataset, dcmread
 from pymongo.asynchronous.database import AsyncDatabase
 from starlette.concurrency import iterate_in_threadpool
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentUser
@@ -61,7 +62,6 @@ from studyshare.study_store.adapters.instance_cache import StudyInstances
 from studyshare.study_store.adapters.instances import InstanceIndex
 from studyshare.study_store.adapters.multipart import MultipartError, MultipartSpooler
 from studyshare.study_store.adapters.viewer_tokens import ViewerTokens
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.access_rules import AccessDecisionsUnavailable
 from studyshare.study_store.domain.anonymize import (
     AnonymizationKey,

@@ -13,11 +13,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
 from studyshare.plumbing.errors import Forbidden, NotFound
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.study import ForwardNotAllowed, StudyNotFound
 from studyshare.study_store.entrypoints.dependencies import StudyAccess
 from studyshare.study_store.entrypoints.dicom_projections import rsw_transfer_id
