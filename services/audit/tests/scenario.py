@@ -109,6 +109,31 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
         i["carol"],
         "usr_admin",
     )
+    for department in (i["dep"], i["other_dep"]):  # two departments of one hospital
+        s.add(
+            identity.DepartmentCreated(
+                department_id=department,
+                name=f"Radiology {department}",
+                institution_id=s.id("ins_hospital"),
+                created_by="usr_root",
+            ),
+            department,
+            "usr_root",
+            step=0,
+        )
+    s.add(
+        identity.UserRegistered(
+            user_id=i["glass"],
+            username=f"glass{s.tag}",
+            first_name="G",
+            last_name="L",
+            roles=("physician",),
+            department_ids=(i["other_dep"],),
+        ),
+        i["glass"],
+        "usr_admin",
+        step=0,
+    )  # the emergency physician of the hospital's other department (breaks the glass at 20)
     s.add(
         identity.GroupCreated(
             group_id=i["group"],

@@ -10,6 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from studyshare.access_policy.decision import AccessDecision
+from studyshare.access_policy.glass import (
+    GlassFacts,
+    why_not_break_the_glass,
+)
 from studyshare.access_policy.rules import (
     AccessFacts,
     Bucket,
@@ -22,9 +26,7 @@ from studyshare.study_store.domain.break_glass import (
     NOT_ALLOWED,
     BreakTheGlassNotAllowed,
     BreakTheGlassNotNeeded,
-    GlassFacts,
     break_the_glass,
-    why_not_break_the_glass,
 )
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)

@@ -7,13 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from studyshare.access_policy.decision import AccessDecision
+from studyshare.access_policy.glass import (
+    GlassFacts,
+)
 from studyshare.contracts.events.identity import ReferenceNumberRule
 from studyshare.contracts.events.study import ReferenceNumberIssued
 from studyshare.study_store.domain.break_glass import (
     BreakTheGlassNotAllowed,
     BreakTheGlassNotNeeded,
     BreakTheGlassReasonRequired,
-    GlassFacts,
     break_the_glass,
 )
 from studyshare.study_store.domain.reference_numbers import (

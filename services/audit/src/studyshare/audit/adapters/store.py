@@ -198,6 +198,12 @@ class AuditStore:
         extra = {"aggregate_type": "User", "event_type": {"$in": list(IDENTITY_TYPES)}}
         return [d async for d in find_in(entries, "stream", set(user_ids), extra=extra)]
 
+    async def department_policies(self, department_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The departments' creation (institution, country) and their policies."""
+        entries = await self._c(ENTRIES)
+        extra = {"event_type": {"$in": ["DepartmentCreated", "DepartmentPolicySet"]}}
+        return [d async for d in find_in(entries, "stream", set(department_ids), extra=extra)]
+
     async def naming_entries(
         self, user_ids: Iterable[str], group_ids: Iterable[str]
     ) -> list[dict[str, Any]]:

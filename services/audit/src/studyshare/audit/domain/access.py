@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from studyshare.access_policy.glass import GlassFacts, why_not_break_the_glass
 from studyshare.access_policy.rules import (
     AccessFacts,
     Bucket,
@@ -409,6 +410,9 @@ class Directory:
     deactivated: set[str] = field(default_factory=set)
     lapsed: set[tuple[str, str]] = field(default_factory=set)  # (group, user): till confirmed
     roles: dict[str, frozenset[str]] = field(default_factory=dict)
+    environments: dict[str, str] = field(default_factory=dict)  # user -> their environment
+    department_facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """department -> its institution, country and break-the-glass policy"""
     member_of: dict[str, frozenset[str]] = field(default_factory=dict)
     """user -> the departments access counts them in (their own and those they administer),
     as the user's identity events say: the study store's rule."""
@@ -436,6 +440,8 @@ class Directory:
             elif t in ("UserRegistered", "UserRolesChanged"):
                 self.departments[p["user_id"]] = set(p.get("department_ids") or [])
                 self.roles[p["user_id"]] = frozenset(p.get("roles") or ())
+                if p.get("environment"):
+                    self.environments[p["user_id"]] = p["environment"]
                 self.member_of[p["user_id"]] = frozenset(
                     {*(p.get("department_ids") or ()), *(p.get("admin_of") or ())}
                 )
@@ -444,6 +450,13 @@ class Directory:
                 self._name_user(p)
             elif t == "DepartmentCreated":
                 self.names[p["department_id"]] = p.get("name")
+                self.department_facts.setdefault(p["department_id"], {}).update(
+                    institution_id=p.get("institution_id"), country=p.get("country")
+                )
+            elif t == "DepartmentPolicySet":
+                self.department_facts.setdefault(p["department_id"], {})["break_the_glass"] = (
+                    p.get("break_the_glass") or "institution"
+                )
             elif t == "DepartmentAdminAssigned":
                 self.departments.setdefault(p["user_id"], set()).add(p["department_id"])
             elif t == "UserDeactivated":
@@ -463,6 +476,22 @@ class Directory:
             u
             for u in self.groups.get(group_id, set()) - self.deactivated
             if (group_id, u) not in self.lapsed
+        )
+
+    def institution_of(self, department_id: str) -> str:
+        """A department's institution: the one it names, else the department itself."""
+        return self.department_facts.get(department_id, {}).get("institution_id") or department_id
+
+    def glass_facts(self, department_id: str | None, subject: Subject) -> GlassFacts:
+        """What the study department's break-the-glass policy asks of the user."""
+        department = self.department_facts.get(department_id or "", {})
+        return GlassFacts(
+            study_known=True,
+            policy=department.get("break_the_glass") or "institution",
+            institution_id=self.institution_of(department_id) if department_id else None,
+            environment=department.get("country"),
+            caller_institutions=frozenset(map(self.institution_of, subject.department_ids)),
+            caller_environment=self.environments.get(subject.id),
         )
 
     def groups_of(self, user_id: str) -> frozenset[str]:
@@ -573,18 +602,23 @@ class CouldOpen:
         found |= {b["user_id"] for b in self.fold.break_the_glass if b.get("user_id")}
         return found
 
-    def glass_until(self, user_id: str) -> datetime | None:
-        """The end of the user's latest break-the-glass unlock of the study up to T."""
-        used = [
-            b for b in self.fold.break_the_glass if b["user_id"] == user_id and b["at"] <= self.t
-        ]
-        return used[-1]["valid_until"] if used else None
+    def glass_until(self, subject: Subject) -> datetime | None:
+        """The end of the user's latest break-the-glass unlock of the study up to T, while the
+        study department's policy still lets them in (as the study store decides)."""
+        used = [b for b in self.fold.break_the_glass if b["user_id"] == subject.id]
+        used = [b for b in used if b["at"] <= self.t]
+        if not used:
+            return None
+        glass = self.directory.glass_facts(self.study.department_id, subject)
+        if why_not_break_the_glass(subject.kind, subject.roles, glass) is not None:
+            return None
+        return used[-1]["valid_until"]
 
     def user_rows(self, user_id: str) -> list[dict[str, Any]]:
         subject = self.directory.subject(user_id)
         if subject.deactivated:
             return []
-        facts = replace(self.facts, break_glass_until=self.glass_until(user_id))
+        facts = replace(self.facts, break_glass_until=self.glass_until(subject))
         found, _ = paths(subject, self.study, facts)
         rows = []
         for path in found:

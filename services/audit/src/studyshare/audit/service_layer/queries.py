@@ -163,6 +163,15 @@ class AuditQueries:
         members |= {m for e in found.values() for m in e["payload"].get("admin_ids") or ()}
         for e in await self.store.people_entries((people | members) - {None}):
             found[e["_id"]] = e
+        glass_users = {b["user_id"] for b in fold.break_the_glass}
+        departments |= {
+            d
+            for e in found.values()
+            if e["payload"].get("user_id") in glass_users
+            for d in (*e["payload"].get("department_ids", ()), *e["payload"].get("admin_of", ()))
+        }
+        for e in await self.store.department_policies(departments):
+            found[e["_id"]] = e
         directory = Directory()
         directory.fold(found.values(), until=t)
         return directory

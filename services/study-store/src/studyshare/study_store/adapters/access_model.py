@@ -34,6 +34,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.access_policy.decision import AccessDecision, ReportAccess
+from studyshare.access_policy.glass import GlassFacts, why_not_break_the_glass
 from studyshare.access_policy.rules import (
     GLASS_STOPPERS,
     STUDY_ROLES,
@@ -52,7 +53,6 @@ from studyshare.plumbing.followers import JOINING, FollowerRegistry, Lease
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import GenerationPointer, collection_name
 from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION, Doc, doc_id_for, fold
-from studyshare.study_store.domain.break_glass import GlassFacts, why_not_break_the_glass
 from studyshare.study_store.domain.viewer import ViewerClaims, narrowed
 
 log = get_logger(__name__)

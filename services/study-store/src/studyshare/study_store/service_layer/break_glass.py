@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from studyshare.access_policy.glass import (
+    why_not_break_the_glass,
+)
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.aggregate import new_id
@@ -15,7 +18,6 @@ from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.domain.break_glass import (
     BreakTheGlassNotAllowed,
     break_the_glass,
-    why_not_break_the_glass,
 )
 
 log = get_logger(__name__)
