@@ -90,7 +90,7 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
         "group": s.id("grp"),
         "bucket": s.id("bkt"),
         "bucket2": s.id("bkt2"),
-        "ref": f"R{s.tag}",
+        "ref": f"R{s.tag}7",  # ten letters and digits: the default complexity rule
         "patient": f"PAT-{s.tag}",
         "transfer": s.id("trf"),
         "mallory_ip": "203.0.113.9",

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from studyshare.access_policy.glass import GlassFacts, why_not_break_the_glass
+from studyshare.access_policy.reference import complies
 from studyshare.access_policy.rules import (
     AccessFacts,
     Bucket,
@@ -25,6 +26,7 @@ from studyshare.access_policy.rules import (
     route,
 )
 from studyshare.audit.domain.entries import utc
+from studyshare.contracts.events.identity import ReferenceNumberRule
 
 
 def when(value: Any) -> datetime | None:
@@ -248,6 +250,7 @@ class StudyAccessFold:
             "valid_from": when(p.get("valid_from")),
             "valid_to": when(p.get("valid_to")),
             "complies_with_rule": bool(p.get("complies_with_rule", True)),
+            "department_id": p.get("department_id"),
             "pincode_required": bool(p.get("pincode_required")),
             "pincode_set": False,
             "pincode_set_at": None,
@@ -454,8 +457,9 @@ class Directory:
                     institution_id=p.get("institution_id"), country=p.get("country")
                 )
             elif t == "DepartmentPolicySet":
-                self.department_facts.setdefault(p["department_id"], {})["break_the_glass"] = (
-                    p.get("break_the_glass") or "institution"
+                self.department_facts.setdefault(p["department_id"], {}).update(
+                    break_the_glass=p.get("break_the_glass") or "institution",
+                    reference_number_rule=p.get("reference_number_rule"),
                 )
             elif t == "DepartmentAdminAssigned":
                 self.departments.setdefault(p["user_id"], set()).add(p["department_id"])
@@ -493,6 +497,11 @@ class Directory:
             caller_institutions=frozenset(map(self.institution_of, subject.department_ids)),
             caller_environment=self.environments.get(subject.id),
         )
+
+    def reference_rule(self, department_id: str | None) -> ReferenceNumberRule:
+        """The department's current complexity rule for reference numbers."""
+        raw = self.department_facts.get(department_id or "", {}).get("reference_number_rule")
+        return ReferenceNumberRule.model_validate(raw) if raw else ReferenceNumberRule()
 
     def groups_of(self, user_id: str) -> frozenset[str]:
         """The groups the user opens through (a lapsed membership does not count)."""
@@ -603,8 +612,9 @@ class CouldOpen:
         return found
 
     def glass_until(self, subject: Subject) -> datetime | None:
-        """The end of the user's latest break-the-glass unlock of the study up to T, while the
-        study department's policy still lets them in (as the study store decides)."""
+        """When the user's break-the-glass unlocks of the study up to T end (the latest end: a
+        second unlock never shortens the first), while the study department's policy still
+        lets them in (as the study store decides)."""
         used = [b for b in self.fold.break_the_glass if b["user_id"] == subject.id]
         used = [b for b in used if b["at"] <= self.t]
         if not used:
@@ -612,7 +622,7 @@ class CouldOpen:
         glass = self.directory.glass_facts(self.study.department_id, subject)
         if why_not_break_the_glass(subject.kind, subject.roles, glass) is not None:
             return None
-        return used[-1]["valid_until"]
+        return max(b["valid_until"] for b in used)
 
     def user_rows(self, user_id: str) -> list[dict[str, Any]]:
         subject = self.directory.subject(user_id)
@@ -694,7 +704,7 @@ def access_at(fold: StudyAccessFold, directory: Directory, t: datetime) -> list[
         rows.extend(could.user_rows(user_id))
     add("role", "service_desk", "service_desk")
     for ref in fold.references.values():
-        if _patient_opens(uid, ref, t):
+        if _patient_opens(uid, ref, directory, t):
             add(
                 "patient",
                 f"ref:{ref['reference_number']}",
@@ -706,10 +716,14 @@ def access_at(fold: StudyAccessFold, directory: Directory, t: datetime) -> list[
     return rows
 
 
-def _patient_opens(study_uid: str, ref: Mapping[str, Any], t: datetime) -> bool:
-    """A patient logged in with the number opens the study at `t` (the policy's rule), once
-    the pincode the department asks for is set (no login before that)."""
+def _patient_opens(
+    study_uid: str, ref: Mapping[str, Any], directory: Directory, t: datetime
+) -> bool:
+    """A patient logged in with the number opens the study at `t` (the policy's rule: in its
+    validity, not revoked, meeting the department's current complexity rule), once the
+    pincode the department asks for is set (no login before that)."""
     number = ref["reference_number"]
+    rule = directory.reference_rule(ref["department_id"])
     patient = Subject(
         id=f"ref:{number}", kind="patient", reference_number=number, token_study_uid=study_uid
     )
@@ -721,7 +735,7 @@ def _patient_opens(study_uid: str, ref: Mapping[str, Any], t: datetime) -> bool:
             study_uid=study_uid,
             valid_from=ref["valid_from"],
             valid_to=ref["valid_to"],
-            complies_with_rule=ref["complies_with_rule"],
+            complies_with_rule=ref["complies_with_rule"] and complies(number, rule),
             revoked=ref["revoked_at"] is not None,
         ),
     )

@@ -164,6 +164,7 @@ class AuditQueries:
         for e in await self.store.people_entries((people | members) - {None}):
             found[e["_id"]] = e
         glass_users = {b["user_id"] for b in fold.break_the_glass}
+        departments |= {r["department_id"] for r in fold.references.values() if r["department_id"]}
         departments |= {
             d
             for e in found.values()

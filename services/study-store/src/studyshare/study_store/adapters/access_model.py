@@ -35,6 +35,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.access_policy.decision import AccessDecision, ReportAccess
 from studyshare.access_policy.glass import GlassFacts, why_not_break_the_glass
+from studyshare.access_policy.reference import complies
 from studyshare.access_policy.rules import (
     GLASS_STOPPERS,
     STUDY_ROLES,
@@ -558,8 +559,6 @@ class InMemoryAccessModel:
 
     def reference_complies(self, ref: Doc) -> bool:
         """Flagged when issued so, or when it breaks the department's current rule."""
-        from studyshare.study_store.domain.reference_numbers import complies
-
         if not ref.get("complies_with_rule", True):
             return False
         rule = self.reference_rule(ref.get("department_id"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, date, datetime, timedelta
 
+from studyshare.access_policy.reference import complies
 from studyshare.contracts.events.identity import ReferenceNumberRule
 from studyshare.contracts.events.study import (
     PincodeSet,
@@ -63,16 +64,6 @@ def generate(rule: ReferenceNumberRule) -> str:
         number = "".join(secrets.choice(alphabet) for _ in range(length))
         if complies(number, rule):
             return number
-
-
-def complies(number: str, rule: ReferenceNumberRule) -> bool:
-    """The department's minimum complexity: long enough, and for an alphanumeric rule a mix of
-    letters and digits (a digits-only number is weaker than the rule asks)."""
-    if len(number) < rule.length or not number.isascii() or not number.isalnum():
-        return False
-    if rule.alphabet == "digits":
-        return number.isdigit()
-    return any(c.isalpha() for c in number) and any(c.isdigit() for c in number)
 
 
 class ReferenceNumberValidityBeyondPolicy(RuleViolation):
