@@ -20,12 +20,11 @@ from studyshare.study_store.domain.access_rules import (
 )
 from studyshare.study_store.domain.break_glass import (
     NOT_ALLOWED,
-    BreakTheGlassNotAllowed,
-    BreakTheGlassNotNeeded,
     GlassFacts,
     break_the_glass,
     why_not_break_the_glass,
 )
+from studyshare.study_store.domain.exceptions import BreakTheGlassNotAllowed, BreakTheGlassNotNeeded
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 UID = "1.2.3.77"

@@ -24,27 +24,18 @@ from datetime import datetime, timedelta
 
 from studyshare.contracts.events.identity import BreakTheGlassPolicy
 from studyshare.contracts.events.study import BreakTheGlassUsed
-from studyshare.plumbing.errors import Conflict, Forbidden, RuleViolation
 from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.access_rules import GLASS_STOPPERS
+from studyshare.study_store.domain.exceptions import (
+    BreakTheGlassNotAllowed,
+    BreakTheGlassNotNeeded,
+    BreakTheGlassReasonRequired,
+)
 
 MAX_REASON = 2000
 INSTITUTION_ROLES = frozenset({"physician", "department_staff", "department_admin"})
 NEVER_BREAK_THE_GLASS = frozenset({"auditor"})
 NOT_ALLOWED = "you may not break the glass on this study"
-
-
-class BreakTheGlassReasonRequired(RuleViolation):
-    pass
-
-
-class BreakTheGlassNotAllowed(Forbidden):
-    """The study department's policy does not let the caller break the glass (or there is no
-    such study: the same answer)."""
-
-
-class BreakTheGlassNotNeeded(Conflict):
-    """The caller can already open the study; no alert is raised for nothing."""
 
 
 @dataclass(frozen=True)

@@ -16,34 +16,23 @@ from pydantic import BaseModel, ConfigDict, Field
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
-from studyshare.plumbing.errors import Forbidden, NotFound
+from studyshare.plumbing.errors import NotFound
+from studyshare.plumbing.http import problem_responses
 from studyshare.study_store.domain.access import AccessDecision
-from studyshare.study_store.domain.study import ForwardNotAllowed, StudyNotFound
-from studyshare.study_store.entrypoints.dependencies import StudyAccess
-from studyshare.study_store.entrypoints.dicom_projections import rsw_transfer_id
-from studyshare.study_store.entrypoints.dicomweb import (
-    OWNING_PATHS,
-    DicomStores,
-    Stores,
-    problem_responses,
-    record_access,
-    require_images,
+from studyshare.study_store.domain.exceptions import (
+    ForwardNotAllowed,
+    NoRswEndpoint,
+    RswOnlyForDepartment,
+    StudyNotFound,
+    UnknownPacs,
 )
+from studyshare.study_store.domain.serving import OWNING_PATHS, require_images
+from studyshare.study_store.entrypoints.dependencies import Stores, StudyAccess, record_access
+from studyshare.study_store.entrypoints.dicom_projections import rsw_transfer_id
 from studyshare.study_store.service_layer.forwarding import Forwarding
+from studyshare.study_store.service_layer.retrieval import DicomStores
 
 router = APIRouter(tags=["forwarding"])
-
-
-class UnknownPacs(NotFound):
-    """The destination is not a department of kind pacs with a PACS endpoint."""
-
-
-class NoRswEndpoint(NotFound):
-    """The study's department has no regional health network (RSW) endpoint."""
-
-
-class RswOnlyForDepartment(Forbidden):
-    """Only the study's own department sends it to the regional health network."""
 
 
 class ForwardRequest(BaseModel):

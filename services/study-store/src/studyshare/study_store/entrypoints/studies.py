@@ -13,12 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
-from studyshare.plumbing.errors import RuleViolation
 from studyshare.plumbing.http import problem_responses
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.domain.access import AccessDecision
-from studyshare.study_store.domain.access_rules import AccessDecisionsUnavailable
 from studyshare.study_store.domain.anonymize import AnonymizationKey
+from studyshare.study_store.domain.exceptions import (
+    AccessDecisionsUnavailable,
+    InvalidReportBody,
+    UnsupportedReportType,
+)
 from studyshare.study_store.domain.report import ReportFormat
 from studyshare.study_store.entrypoints.dependencies import (
     AccessLogDep,
@@ -511,14 +514,6 @@ async def get_report_content(
     await access_log.record(decision, principal, "report_read")
     media = doc["content_type"] + ("; charset=utf-8" if doc["format"] == "text" else "")
     return Response(bytes(doc["content"]), media_type=media)
-
-
-class InvalidReportBody(RuleViolation):
-    pass
-
-
-class UnsupportedReportType(RuleViolation):
-    status = 415
 
 
 async def _report_body(request: Request) -> tuple[ReportFormat, bytes]:

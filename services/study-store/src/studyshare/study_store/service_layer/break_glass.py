@@ -12,11 +12,8 @@ from studyshare.plumbing.aggregate import new_id
 from studyshare.plumbing.eventstore import EventStore, envelope_for
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
-from studyshare.study_store.domain.break_glass import (
-    BreakTheGlassNotAllowed,
-    break_the_glass,
-    why_not_break_the_glass,
-)
+from studyshare.study_store.domain.break_glass import break_the_glass, why_not_break_the_glass
+from studyshare.study_store.domain.exceptions import BreakTheGlassNotAllowed
 
 log = get_logger(__name__)
 

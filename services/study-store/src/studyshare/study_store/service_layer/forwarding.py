@@ -32,7 +32,8 @@ from studyshare.study_store.adapters.dicom_files import anonymized_chunks
 from studyshare.study_store.adapters.instances import InstanceIndex
 from studyshare.study_store.adapters.pacs import Destination, PacsAssociation, StoreFailed
 from studyshare.study_store.domain.anonymize import AnonymizationKey, may_carry_burned_in_text
-from studyshare.study_store.domain.study import Transfer, TransferNotFound
+from studyshare.study_store.domain.exceptions import TransferNotFound
+from studyshare.study_store.domain.study import Transfer
 from studyshare.study_store.settings import StudyStoreSettings
 
 log = get_logger(__name__)

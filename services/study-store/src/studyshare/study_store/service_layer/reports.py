@@ -18,8 +18,8 @@ from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.aggregate import Repository
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore
 from studyshare.study_store.domain.access import AccessDecision
+from studyshare.study_store.domain.exceptions import NoReportYet
 from studyshare.study_store.domain.report import (
-    NoReportYet,
     ReportFormat,
     StudyReport,
     check_content,
