@@ -28,8 +28,7 @@ from studyshare.study_store.domain.exceptions import (
 )
 from studyshare.study_store.domain.serving import OWNING_PATHS, require_images
 from studyshare.study_store.entrypoints.dependencies import Stores, StudyAccess, record_access
-from studyshare.study_store.entrypoints.dicom_projections import rsw_transfer_id
-from studyshare.study_store.service_layer.forwarding import Forwarding
+from studyshare.study_store.service_layer.forwarding import Forwarding, rsw_transfer_id
 from studyshare.study_store.service_layer.retrieval import DicomStores
 
 router = APIRouter(tags=["forwarding"])
