@@ -18,7 +18,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel
 from pydicom.fileset import FileSet
 
 from studyshare.plumbing.auth import CurrentPrincipal
@@ -31,6 +30,9 @@ from studyshare.study_store.domain.anonymize import AnonymizationKey, anonymize_
 from studyshare.study_store.domain.exceptions import DownloadNotAllowed
 from studyshare.study_store.domain.serving import require_images
 from studyshare.study_store.entrypoints.dependencies import Stores, StudyAccess, record_access
+from studyshare.study_store.entrypoints.models import (
+    UploadedTogether,
+)
 from studyshare.study_store.service_layer.retrieval import (
     DicomStores,
     study_key,
@@ -171,11 +173,6 @@ async def download_study(
             )
         },
     )
-
-
-class UploadedTogether(BaseModel):
-    study_uid: str
-    study_uids: list[str]
 
 
 @router.get(
