@@ -25,6 +25,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 COPY contracts/pyproject.toml contracts/
 COPY libs/plumbing/pyproject.toml libs/plumbing/
+COPY libs/access-policy/pyproject.toml libs/access-policy/
 COPY devstack/pyproject.toml devstack/
 COPY portal/pyproject.toml portal/
 COPY services/identity/pyproject.toml services/identity/
@@ -33,9 +34,11 @@ COPY services/study-store/pyproject.toml services/study-store/
 COPY services/notify/pyproject.toml services/notify/
 COPY services/audit/pyproject.toml services/audit/
 RUN uv sync --frozen --no-dev --no-install-workspace --package studyshare-${SERVICE}
-# Then the code: contracts, plumbing and this service, installed as wheels (not editable).
+# Then the code: contracts, the shared libraries and this service, installed as wheels (not
+# editable).
 COPY contracts/ contracts/
 COPY libs/plumbing/ libs/plumbing/
+COPY libs/access-policy/ libs/access-policy/
 COPY services/${SERVICE}/ services/${SERVICE}/
 RUN uv sync --frozen --no-dev --no-editable --package studyshare-${SERVICE}
 

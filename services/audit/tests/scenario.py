@@ -102,12 +102,38 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
             username=f"carol{s.tag}",
             first_name="C",
             last_name="D",
+            roles=("physician",),
             department_ids=(i["dep"],),
             mobile="+32470000000",
         ),
         i["carol"],
         "usr_admin",
     )
+    for department in (i["dep"], i["other_dep"]):  # two departments of one hospital
+        s.add(
+            identity.DepartmentCreated(
+                department_id=department,
+                name=f"Radiology {department}",
+                institution_id=s.id("ins_hospital"),
+                created_by="usr_root",
+            ),
+            department,
+            "usr_root",
+            step=0,
+        )
+    s.add(
+        identity.UserRegistered(
+            user_id=i["glass"],
+            username=f"glass{s.tag}",
+            first_name="G",
+            last_name="L",
+            roles=("physician",),
+            department_ids=(i["other_dep"],),
+        ),
+        i["glass"],
+        "usr_admin",
+        step=0,
+    )  # the emergency physician of the hospital's other department (breaks the glass at 20)
     s.add(
         identity.GroupCreated(
             group_id=i["group"],
@@ -336,6 +362,18 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
         i["dep"],
         "usr_root",
     )  # 33: a department admin, member of the sending department from now on
+    s.add(
+        identity.UserRolesChanged(
+            user_id=ids["admin"],
+            roles=("department_admin",),
+            department_ids=(i["dep"],),
+            admin_of=(i["dep"],),
+            changed_by="usr_root",
+        ),
+        ids["admin"],
+        "usr_root",
+        step=0,
+    )  # 33b: as identity assigns an admin: the user's roles follow the department's event
     s.add(
         share.OTPRequested(
             bucket_id=i["bucket"],

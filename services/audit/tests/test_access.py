@@ -101,7 +101,8 @@ def could_open(minutes: float):
     fold = StudyAccessFold(ids["uid"])
     fold.fold([e for e in entries if ids["uid"] in e["study_uids"]], until=t)
     directory = Directory()
-    directory.fold([e for e in entries if e["aggregate_type"] in ("Group", "User")], until=t)
+    identity = ("Group", "User", "Department")
+    directory.fold([e for e in entries if e["aggregate_type"] in identity], until=t)
     rows = access_at(fold, directory, t)
     return {
         (r["principal_id"], r["via"], r.get("bucket_id") or r.get("through")) for r in rows

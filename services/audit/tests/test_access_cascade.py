@@ -40,14 +40,25 @@ def shared(minute: int, bucket: str, recipients: list[tuple[str, str]], **kw) ->
 def could_open(entries: list[dict], minute: float) -> set[tuple[str, str, str | None]]:
     t = T0 + timedelta(minutes=minute)
     fold = StudyAccessFold(UID)
-    fold.fold([e for e in entries if e["stream"].startswith(("bkt", "btg"))], until=t)
+    fold.fold([e for e in entries if e["stream"].startswith(("stu", "bkt", "btg"))], until=t)
     directory = Directory()
-    directory.fold([e for e in entries if e["stream"].startswith(("usr", "grp"))], until=t)
+    directory.fold([e for e in entries if e["stream"].startswith(("usr", "grp", "dep"))], until=t)
     rows = access_at(fold, directory, t)
     return {(r["principal_id"], r["via"], r.get("bucket_id")) for r in rows}
 
 
 BASE = [
+    entry(0, "StudyReceived", "stu_5", department_id="dep_src", owner_id="usr_src"),
+    entry(0, "DepartmentCreated", "dep_src", department_id="dep_src", institution_id="ins_h"),
+    entry(0, "DepartmentCreated", "dep_er", department_id="dep_er", institution_id="ins_h"),
+    entry(
+        0,
+        "UserRegistered",
+        "usr_t1",
+        user_id="usr_t1",
+        roles=["physician"],
+        department_ids=["dep_er"],
+    ),
     entry(1, "UserRegistered", "usr_mid", user_id="usr_mid", department_ids=["dep_rx"]),
     entry(1, "GroupCreated", "grp_x", group_id="grp_x", name="x", member_ids=["usr_gm"]),
     shared(2, "bkt_dep", [("dep_rx", "department")], sender_id="usr_src"),

@@ -8,9 +8,9 @@ import asyncio
 
 import pytest
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.eventstore import EventStore
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.entrypoints.dependencies import requested_action
 from studyshare.study_store.service_layer.access_log import TALLIES, AccessLog
 

@@ -21,7 +21,7 @@ ANSWERING_PROCESS = textwrap.dedent(
     from pymongo import AsyncMongoClient
     from studyshare.contracts.tokens import AccessClaims
     from studyshare.plumbing.eventstore import EventStore
-    from studyshare.study_store.domain.access import AccessDecision
+    from studyshare.access_policy.decision import AccessDecision
     from studyshare.study_store.service_layer.access_log import AccessLog
 
     async def main(url, name):

@@ -7,21 +7,23 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from studyshare.study_store.domain.access_rules import (
+from studyshare.access_policy.rules import (
     AccessFacts,
     Bucket,
+    Recipient,
+    ReferenceFacts,
+    StudyFacts,
+    Subject,
+    anonymous_number,
+    decide,
+)
+from studyshare.study_store.domain.access_rules import (
     BucketIsLocked,
     GrantExpired,
     GrantRevoked,
     NoAccessToStudy,
-    Recipient,
-    ReferenceFacts,
-    StudyFacts,
     StudyNotFound,
-    Subject,
     TwoFactorVerificationRequired,
-    anonymous_number,
-    decide,
     refuse,
 )
 

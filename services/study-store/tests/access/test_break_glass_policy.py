@@ -9,8 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from studyshare.study_store.domain.access import AccessDecision
-from studyshare.study_store.domain.access_rules import (
+from studyshare.access_policy.decision import AccessDecision
+from studyshare.access_policy.glass import (
+    GlassFacts,
+    why_not_break_the_glass,
+)
+from studyshare.access_policy.rules import (
     AccessFacts,
     Bucket,
     Recipient,
@@ -20,11 +24,10 @@ from studyshare.study_store.domain.access_rules import (
 )
 from studyshare.study_store.domain.break_glass import (
     NOT_ALLOWED,
-    GlassFacts,
+    BreakTheGlassNotAllowed,
+    BreakTheGlassNotNeeded,
     break_the_glass,
-    why_not_break_the_glass,
 )
-from studyshare.study_store.domain.exceptions import BreakTheGlassNotAllowed, BreakTheGlassNotNeeded
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 UID = "1.2.3.77"

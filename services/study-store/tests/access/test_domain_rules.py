@@ -6,34 +6,41 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from studyshare.access_policy.decision import AccessDecision
+from studyshare.access_policy.glass import (
+    GlassFacts,
+)
 from studyshare.contracts.events.identity import ReferenceNumberRule
 from studyshare.contracts.events.study import ReferenceNumberIssued
-from studyshare.study_store.domain.access import AccessDecision
-from studyshare.study_store.domain.break_glass import GlassFacts, break_the_glass
-from studyshare.study_store.domain.exceptions import (
+from studyshare.study_store.domain.break_glass import (
     BreakTheGlassNotAllowed,
     BreakTheGlassNotNeeded,
     BreakTheGlassReasonRequired,
+    break_the_glass,
+)
+from studyshare.study_store.domain.reference_numbers import (
+    ReferenceNumber,
     ReferenceNumberAlreadyRevoked,
     ReferenceNumberBreaksComplexityRule,
     ReferenceNumbersManagedByStudyDepartmentOnly,
     ReferenceNumberTaken,
     ReferenceNumberUnknown,
     ReferenceNumberValidityInverted,
+    check_may_manage,
+    complies,
+    generate,
+)
+from studyshare.study_store.domain.report import (
     ReportEmpty,
     ReportNotAPdf,
     ReportNotAvailableOnAnonymizedShare,
     ReportReadNotAllowed,
     ReportWriteNotAllowed,
     StudyNotReceived,
+    StudyReport,
+    check_content,
+    check_read,
 )
-from studyshare.study_store.domain.reference_numbers import (
-    ReferenceNumber,
-    check_may_manage,
-    complies,
-    generate,
-)
-from studyshare.study_store.domain.report import StudyReport, check_content, check_read
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 

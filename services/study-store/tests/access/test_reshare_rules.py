@@ -8,16 +8,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from studyshare.study_store.domain.access_rules import (
+from studyshare.access_policy.rules import (
     AccessFacts,
     Bucket,
-    GrantRevoked,
     Recipient,
     StudyFacts,
     Subject,
     decide,
-    refuse,
     sender_holds,
+)
+from studyshare.study_store.domain.access_rules import (
+    GrantRevoked,
+    refuse,
 )
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)

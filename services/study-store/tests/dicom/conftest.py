@@ -20,10 +20,10 @@ from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.plumbing.http import create_app
 from studyshare.plumbing.infra import free_port, wait_for_port
 from studyshare.plumbing.mongo import mongo_client
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.entrypoints import dicomweb, downloads, forwarding_api
 from studyshare.study_store.service_layer.retrieval import DicomStores
 from studyshare.study_store.settings import StudyStoreSettings

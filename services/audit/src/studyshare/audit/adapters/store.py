@@ -181,6 +181,29 @@ class AuditStore:
         ]
         return found
 
+    async def groups_of_people(self, user_ids: Iterable[str]) -> set[str]:
+        """The groups these users were ever made members of (group ids are `grp_...` streams:
+        the stream index's prefix range, not a scan of the log)."""
+        entries = await self._c(ENTRIES)
+        events = ("GroupCreated", "GroupMemberAdded")
+        extra = {"stream": {"$regex": "^grp_"}, "event_type": {"$in": list(events)}}
+        return {
+            d["stream"]
+            async for d in find_in(entries, "subjects", set(user_ids), {"stream": 1}, extra=extra)
+        }
+
+    async def people_entries(self, user_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The identity entries that say these users' roles, departments and deactivation."""
+        entries = await self._c(ENTRIES)
+        extra = {"aggregate_type": "User", "event_type": {"$in": list(IDENTITY_TYPES)}}
+        return [d async for d in find_in(entries, "stream", set(user_ids), extra=extra)]
+
+    async def department_policies(self, department_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The departments' creation (institution, country) and their policies."""
+        entries = await self._c(ENTRIES)
+        extra = {"event_type": {"$in": ["DepartmentCreated", "DepartmentPolicySet"]}}
+        return [d async for d in find_in(entries, "stream", set(department_ids), extra=extra)]
+
     async def naming_entries(
         self, user_ids: Iterable[str], group_ids: Iterable[str]
     ) -> list[dict[str, Any]]:

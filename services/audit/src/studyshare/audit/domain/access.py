@@ -7,10 +7,23 @@ identity entries of the groups and departments involved), in the order they happ
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from studyshare.access_policy.glass import GlassFacts, why_not_break_the_glass
+from studyshare.access_policy.rules import (
+    AccessFacts,
+    Bucket,
+    Recipient,
+    ReferenceFacts,
+    StudyFacts,
+    Subject,
+    bucket_refusal,
+    decide,
+    paths,
+    route,
+)
 from studyshare.audit.domain.entries import utc
 
 
@@ -396,6 +409,13 @@ class Directory:
     departments: dict[str, set[str]] = field(default_factory=dict)  # user -> departments
     deactivated: set[str] = field(default_factory=set)
     lapsed: set[tuple[str, str]] = field(default_factory=set)  # (group, user): till confirmed
+    roles: dict[str, frozenset[str]] = field(default_factory=dict)
+    environments: dict[str, str] = field(default_factory=dict)  # user -> their environment
+    department_facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """department -> its institution, country and break-the-glass policy"""
+    member_of: dict[str, frozenset[str]] = field(default_factory=dict)
+    """user -> the departments access counts them in (their own and those they administer),
+    as the user's identity events say: the study store's rule."""
     _people: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def fold(self, entries: Iterable[Mapping[str, Any]], until: datetime) -> None:
@@ -419,11 +439,24 @@ class Directory:
                 self.lapsed.discard((p["group_id"], p["user_id"]))
             elif t in ("UserRegistered", "UserRolesChanged"):
                 self.departments[p["user_id"]] = set(p.get("department_ids") or [])
+                self.roles[p["user_id"]] = frozenset(p.get("roles") or ())
+                if p.get("environment"):
+                    self.environments[p["user_id"]] = p["environment"]
+                self.member_of[p["user_id"]] = frozenset(
+                    {*(p.get("department_ids") or ()), *(p.get("admin_of") or ())}
+                )
                 self._name_user(p)
             elif t == "UserProfileChanged":
                 self._name_user(p)
             elif t == "DepartmentCreated":
                 self.names[p["department_id"]] = p.get("name")
+                self.department_facts.setdefault(p["department_id"], {}).update(
+                    institution_id=p.get("institution_id"), country=p.get("country")
+                )
+            elif t == "DepartmentPolicySet":
+                self.department_facts.setdefault(p["department_id"], {})["break_the_glass"] = (
+                    p.get("break_the_glass") or "institution"
+                )
             elif t == "DepartmentAdminAssigned":
                 self.departments.setdefault(p["user_id"], set()).add(p["department_id"])
             elif t == "UserDeactivated":
@@ -445,121 +478,223 @@ class Directory:
             if (group_id, u) not in self.lapsed
         )
 
-    def department_members(self, department_id: str) -> list[str]:
-        return sorted(
-            u
-            for u, deps in self.departments.items()
-            if department_id in deps and u not in self.deactivated
+    def institution_of(self, department_id: str) -> str:
+        """A department's institution: the one it names, else the department itself."""
+        return self.department_facts.get(department_id, {}).get("institution_id") or department_id
+
+    def glass_facts(self, department_id: str | None, subject: Subject) -> GlassFacts:
+        """What the study department's break-the-glass policy asks of the user."""
+        department = self.department_facts.get(department_id or "", {})
+        return GlassFacts(
+            study_known=True,
+            policy=department.get("break_the_glass") or "institution",
+            institution_id=self.institution_of(department_id) if department_id else None,
+            environment=department.get("country"),
+            caller_institutions=frozenset(map(self.institution_of, subject.department_ids)),
+            caller_environment=self.environments.get(subject.id),
         )
 
+    def groups_of(self, user_id: str) -> frozenset[str]:
+        """The groups the user opens through (a lapsed membership does not count)."""
+        return frozenset(
+            g
+            for g, members in self.groups.items()
+            if user_id in members and (g, user_id) not in self.lapsed
+        )
 
-def _routes(directory: Directory, bucket: Mapping[str, Any], user_id: str) -> list[dict[str, Any]]:
-    """The bucket's recipients through which the user is (or was, if revoked) a recipient: in
-    their own name, or a group or department they are in (as the study store decides)."""
-    found = []
-    for r in bucket["recipients"].values():
-        rid, kind = r["recipient_id"], r["kind"]
-        if (
-            (kind in ("user", "email") and (r.get("user_id") or rid) == user_id)
-            or (kind == "group" and user_id in directory.groups.get(rid, ()))
-            or (kind == "department" and rid in directory.departments.get(user_id, ()))
-        ):
-            found.append(r)
-    return found
+    def holder(self, user_id: str) -> Subject:
+        """A re-share's sender as the policy asks whether they still hold the parent grant."""
+        return Subject(
+            id=user_id,
+            department_ids=self.member_of.get(user_id, frozenset()),
+            group_ids=self.groups_of(user_id),
+        )
+
+    def subject(self, user_id: str) -> Subject:
+        """A user as the access policy sees them (roles, departments, groups, colleagues)."""
+        groups = self.groups_of(user_id)
+        colleagues: dict[str, str] = {}
+        for group_id in sorted(groups):
+            for member in sorted(self.groups[group_id]):
+                if member != user_id and (group_id, member) not in self.lapsed:
+                    colleagues.setdefault(member, group_id)
+        return Subject(
+            id=user_id,
+            roles=self.roles.get(user_id, frozenset()),
+            department_ids=self.member_of.get(user_id, frozenset()),
+            group_ids=groups,
+            colleagues=colleagues,
+            deactivated=user_id in self.deactivated,
+        )
+
+    def department_members(self, department_id: str) -> list[str]:
+        """The department's people: its members and admins, not the deactivated."""
+        people = {u for u, deps in self.departments.items() if department_id in deps}
+        people |= {u for u, deps in self.member_of.items() if department_id in deps}
+        return sorted(people - self.deactivated)
 
 
-def parent_holds(
-    fold: StudyAccessFold, directory: Directory, bucket: Mapping[str, Any], t: datetime
-) -> bool:
-    """A re-share counts only while its sender still holds the parent grant (a recipient not
-    revoked, in their own name or through a group or department they are in at `t`) and the
-    parent still holds the study, up the chain; an unknown parent holds nothing."""
-    for _ in range(17):
-        parent_id = bucket.get("parent_bucket_id")
-        if not parent_id:
-            return True
-        parent = fold.buckets.get(parent_id)
-        if parent is None or StudyAccessFold.bucket_state(parent, t) not in ("active", "locked"):
-            return False
-        routes = _routes(directory, parent, str(bucket.get("sender_id")))
-        if not any(r["revoked_at"] is None for r in routes):
-            return False
-        bucket = parent
-    return False
+def policy_bucket(study_uid: str, bucket: Mapping[str, Any]) -> Bucket:
+    """A folded bucket as the access policy sees it."""
+    recipients = bucket["recipients"].values()
+    return Bucket(
+        bucket_id=bucket["bucket_id"],
+        study_uids=frozenset(bucket["study_uids"]),
+        recipients=tuple(Recipient(r["recipient_id"], r["kind"], r["user_id"]) for r in recipients),
+        access_level=bucket["access_level"] or "images",
+        sender_id=bucket["sender_id"] or "",
+        valid_until=bucket["valid_until"],
+        unlimited=bucket["unlimited"],
+        anonymize=bucket["anonymize"],
+        allow_download=bucket["allow_download"],
+        two_factor=bucket["two_factor"],
+        locked=bucket["locked_at"] is not None,
+        revoked=bucket["revoked_at"] is not None,
+        expired=bucket["expired_at"] is not None,
+        removed_study_uids=frozenset({study_uid}) if bucket["study_removed_at"] else frozenset(),
+        revoked_recipient_ids=frozenset(r["recipient_id"] for r in recipients if r["revoked_at"]),
+        parent_bucket_id=bucket["parent_bucket_id"],
+    )
 
 
-def glass_stopped(fold: StudyAccessFold, directory: Directory, user_id: str, t: datetime) -> bool:
-    """Break-the-glass never opens over a bucket the user was in that was revoked, expired or
-    locked at `t` (the study store's rule)."""
-    for bucket in fold.buckets.values():
-        routes = _routes(directory, bucket, user_id)
-        if not routes:
-            continue
-        if StudyAccessFold.bucket_state(bucket, t) != "active":
-            return True
-        if all(r["revoked_at"] for r in routes) or not parent_holds(fold, directory, bucket, t):
-            return True
-    return False
+@dataclass
+class CouldOpen:
+    """'Who could open the study at T', answered by the access policy the study store decides
+    with (`studyshare.access_policy`), over the facts folded from the log up to T."""
+
+    fold: StudyAccessFold
+    directory: Directory
+    t: datetime
+
+    def __post_init__(self) -> None:
+        uid = self.fold.study_uid
+        self.study = StudyFacts(
+            uid, self.fold.study.get("department_id"), self.fold.study.get("owner_id")
+        )
+        self.buckets = {b: policy_bucket(uid, v) for b, v in self.fold.buckets.items()}
+        senders = {b.sender_id for b in self.buckets.values() if b.parent_bucket_id}
+        self.facts = AccessFacts(
+            now=self.t,
+            study=self.study,
+            buckets=tuple(self.buckets[b] for b in sorted(self.buckets)),
+            parents=self.buckets,
+            senders={s: self.directory.holder(s) for s in senders},
+            codes_count_as_entered=True,
+        )
+
+    def candidates(self) -> set[str]:
+        """Every user a path could lead through: the study's department, its owner and their
+        group colleagues, the buckets' recipients (in person, through a group or department,
+        or as a group colleague of a recipient), and whoever broke the glass."""
+        d, study = self.directory, self.study
+        found = set(d.department_members(study.department_id)) if study.department_id else set()
+        people = {study.owner_id} - {None}
+        for bucket in self.buckets.values():
+            for r in bucket.recipients:
+                if r.kind == "group":
+                    found |= set(d.group_members(r.recipient_id))
+                elif r.kind == "department":
+                    found |= set(d.department_members(r.recipient_id))
+                else:
+                    people.add(r.holder)
+        for person in people:
+            found |= {person, *d.subject(person).colleagues}
+        found |= {b["user_id"] for b in self.fold.break_the_glass if b.get("user_id")}
+        return found
+
+    def glass_until(self, subject: Subject) -> datetime | None:
+        """The end of the user's latest break-the-glass unlock of the study up to T, while the
+        study department's policy still lets them in (as the study store decides)."""
+        used = [b for b in self.fold.break_the_glass if b["user_id"] == subject.id]
+        used = [b for b in used if b["at"] <= self.t]
+        if not used:
+            return None
+        glass = self.directory.glass_facts(self.study.department_id, subject)
+        if why_not_break_the_glass(subject.kind, subject.roles, glass) is not None:
+            return None
+        return used[-1]["valid_until"]
+
+    def user_rows(self, user_id: str) -> list[dict[str, Any]]:
+        subject = self.directory.subject(user_id)
+        if subject.deactivated:
+            return []
+        facts = replace(self.facts, break_glass_until=self.glass_until(subject))
+        found, _ = paths(subject, self.study, facts)
+        rows = []
+        for path in found:
+            if path.via == "service_desk":
+                continue  # the service desk is one row of its own (see `access_at`)
+            row: dict[str, Any] = {"principal_kind": "user", "principal_id": user_id}
+            row["via"] = path.via
+            if path.bucket_id is not None:
+                bucket = self.fold.buckets[path.bucket_id]
+                row |= _grant(bucket)
+                how = route(subject, self.buckets[path.bucket_id])
+                if how is not None and how[0].recipient_id != user_id:
+                    row["through"] = how[0].recipient_id
+            elif path.via == "department":
+                row["through"] = self.study.department_id
+            elif path.via == "group":
+                row["through"] = path.group_id
+            elif path.via == "break_the_glass":
+                used = [b for b in self.fold.break_the_glass if b["user_id"] == user_id]
+                row |= {
+                    "reason": used[-1]["reason"],
+                    "granted_at": used[-1]["at"],
+                    "valid_until": path.valid_until,
+                }
+            rows.append(row)
+        return rows
+
+
+def _grant(bucket: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "bucket_id": bucket["bucket_id"],
+        "access_level": bucket["access_level"],
+        "valid_until": bucket["valid_until"],
+        "granted_at": bucket["granted_at"],
+        "granted_by": bucket["sender_id"],
+        "two_factor": bucket["two_factor"],
+    }
 
 
 def access_at(fold: StudyAccessFold, directory: Directory, t: datetime) -> list[dict[str, Any]]:
-    """Who could open the study at `t`, and through which grant (fold up to `t` first)."""
+    """Who could open the study at `t`, and through which path (fold both up to `t` first).
+
+    Each user is decided by the access policy itself, as the study store would decide them at
+    `t`; a two-factor grant counts (its holder opens it with the code sent to them). Beside the
+    users: the departments and groups a grant names, an e-mail invitation not yet accepted,
+    the service desk (every member opens every study, each opening logged) and the patient's
+    reference numbers."""
+    if not fold.study:
+        return []  # not received yet: the policy knows no such study
+    could = CouldOpen(fold, directory, t)
     rows: list[dict[str, Any]] = []
 
     def add(kind: str, principal: str, via: str, **grant: Any) -> None:
         rows.append({"principal_kind": kind, "principal_id": principal, "via": via, **grant})
 
-    department = fold.study.get("department_id")
-    if department:
-        add("department", department, "department")
-        for user in directory.department_members(department):
-            add("user", user, "department", through=department)
-    if fold.study.get("owner_id"):
-        add("user", fold.study["owner_id"], "owner")
-    for bucket in fold.buckets.values():
-        if StudyAccessFold.bucket_state(bucket, t) != "active":
+    uid = fold.study_uid
+    if could.study.department_id:
+        add("department", could.study.department_id, "department")
+    for bucket_id, bucket in sorted(could.buckets.items()):
+        if bucket_refusal(bucket, uid, could.facts) is not None:
             continue
-        if not parent_holds(fold, directory, bucket, t):
-            continue
-        grant = {
-            "bucket_id": bucket["bucket_id"],
-            "access_level": bucket["access_level"],
-            "valid_until": bucket["valid_until"],
-            "granted_at": bucket["granted_at"],
-            "granted_by": bucket["sender_id"],
-            "two_factor": bucket["two_factor"],
-        }
-        for r in bucket["recipients"].values():
-            if r["revoked_at"]:
+        for r in bucket.recipients:
+            if r.recipient_id in bucket.revoked_recipient_ids:
                 continue
-            if r["kind"] == "group":
-                add("group", r["recipient_id"], "group", **grant)
-                for user in directory.group_members(r["recipient_id"]):
-                    add("user", user, "group", through=r["recipient_id"], **grant)
-            elif r["kind"] == "department":
-                add("department", r["recipient_id"], "grant", **grant)
-                for user in directory.department_members(r["recipient_id"]):
-                    add("user", user, "grant", through=r["recipient_id"], **grant)
-            elif r.get("user_id") and r.get("accepted_at") and r["accepted_at"] <= t:
-                add("user", r["user_id"], "grant", through=r["recipient_id"], **grant)
-            else:
-                add("user", r["recipient_id"], "grant", **grant)
-    for btg in fold.break_the_glass:
-        if (
-            btg["at"] <= t
-            and (btg["valid_until"] is None or t < btg["valid_until"])
-            and not glass_stopped(fold, directory, btg["user_id"], t)
-        ):
-            add(
-                "user",
-                btg["user_id"],
-                "break_the_glass",
-                reason=btg["reason"],
-                granted_at=btg["at"],
-                valid_until=btg["valid_until"],
-            )
+            grant = _grant(fold.buckets[bucket_id])
+            if r.kind == "group":
+                add("group", r.recipient_id, "group", **grant)
+            elif r.kind == "department":
+                add("department", r.recipient_id, "grant", **grant)
+            elif r.kind == "email" and r.user_id is None:
+                add("user", r.recipient_id, "grant", **grant)  # an invitation not yet accepted
+    for user_id in sorted(could.candidates()):
+        rows.extend(could.user_rows(user_id))
+    add("role", "service_desk", "service_desk")
     for ref in fold.references.values():
-        if StudyAccessFold.reference_state(ref, t) == "active":
+        if _patient_opens(uid, ref, t):
             add(
                 "patient",
                 f"ref:{ref['reference_number']}",
@@ -569,3 +704,27 @@ def access_at(fold: StudyAccessFold, directory: Directory, t: datetime) -> list[
                 valid_until=ref["valid_to"],
             )
     return rows
+
+
+def _patient_opens(study_uid: str, ref: Mapping[str, Any], t: datetime) -> bool:
+    """A patient logged in with the number opens the study at `t` (the policy's rule), once
+    the pincode the department asks for is set (no login before that)."""
+    number = ref["reference_number"]
+    patient = Subject(
+        id=f"ref:{number}", kind="patient", reference_number=number, token_study_uid=study_uid
+    )
+    facts = AccessFacts(
+        now=t,
+        study=StudyFacts(study_uid),
+        reference=ReferenceFacts(
+            reference_number=number,
+            study_uid=study_uid,
+            valid_from=ref["valid_from"],
+            valid_to=ref["valid_to"],
+            complies_with_rule=ref["complies_with_rule"],
+            revoked=ref["revoked_at"] is not None,
+        ),
+    )
+    if ref["pincode_required"] and not ref["pincode_set"]:
+        return False
+    return decide(patient, study_uid, facts).images

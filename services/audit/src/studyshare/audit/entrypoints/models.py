@@ -192,7 +192,7 @@ class AccessOverview(BaseModel):
 class AccessAtRow(BaseModel):
     """Someone who could open the study at the moment asked, and through which grant."""
 
-    principal_kind: Literal["user", "group", "department", "patient"]
+    principal_kind: Literal["user", "group", "department", "patient", "role"]
     principal_id: str
     via: str
     through: str | None = None

@@ -127,28 +127,54 @@ class AuditQueries:
         await self._record(claims, f"/api/audit/studies/{uid}/access-at", uid, t=t)
         fold = StudyAccessFold(uid)
         fold.fold(entries, until=t)
-        groups = {
-            r["recipient_id"]
-            for b in fold.buckets.values()
-            for r in b["recipients"].values()
-            if r["kind"] == "group"
-        }
-        departments = {
-            r["recipient_id"]
-            for b in fold.buckets.values()
-            for r in b["recipients"].values()
-            if r["kind"] == "department"
-        }
-        if fold.study.get("department_id"):
-            departments.add(fold.study["department_id"])
-        directory = Directory()
-        directory.fold(await self.store.directory_entries(groups, departments), until=t)
+        directory = await self._directory_for(fold, t)
         return {
             "study_uid": uid,
             "at": t,
             "events_considered": fold.seen,
             "could_open": access_at(fold, directory, t),
         }
+
+    async def _directory_for(self, fold: StudyAccessFold, t: datetime) -> Directory:
+        """The identity facts the access policy needs of everyone a path could lead through:
+        the groups and departments the buckets name, the study's department, and the groups
+        of the owner, the recipients, the re-shares' senders and whoever broke the glass."""
+        recipients = [r for b in fold.buckets.values() for r in b["recipients"].values()]
+        groups = {r["recipient_id"] for r in recipients if r["kind"] == "group"}
+        departments = {r["recipient_id"] for r in recipients if r["kind"] == "department"}
+        if fold.study.get("department_id"):
+            departments.add(fold.study["department_id"])
+        people = {
+            r.get("user_id") or r["recipient_id"]
+            for r in recipients
+            if r["kind"] in ("user", "email")
+        }
+        people |= {b["sender_id"] for b in fold.buckets.values() if b["sender_id"]}
+        people |= {b["user_id"] for b in fold.break_the_glass if b["user_id"]}
+        people |= {fold.study["owner_id"]} if fold.study.get("owner_id") else set()
+        groups |= await self.store.groups_of_people(people)
+        found = {e["_id"]: e for e in await self.store.directory_entries(groups, departments)}
+        members = {
+            e["payload"].get(key)
+            for e in found.values()
+            for key in ("user_id", "primary_contact_id")
+        }
+        members |= {m for e in found.values() for m in e["payload"].get("member_ids") or ()}
+        members |= {m for e in found.values() for m in e["payload"].get("admin_ids") or ()}
+        for e in await self.store.people_entries((people | members) - {None}):
+            found[e["_id"]] = e
+        glass_users = {b["user_id"] for b in fold.break_the_glass}
+        departments |= {
+            d
+            for e in found.values()
+            if e["payload"].get("user_id") in glass_users
+            for d in (*e["payload"].get("department_ids", ()), *e["payload"].get("admin_of", ()))
+        }
+        for e in await self.store.department_policies(departments):
+            found[e["_id"]] = e
+        directory = Directory()
+        directory.fold(found.values(), until=t)
+        return directory
 
     async def alerts(
         self, claims: AccessClaims, since: datetime | None, until: datetime | None

@@ -33,14 +33,9 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from studyshare.contracts.envelope import EventEnvelope
-from studyshare.contracts.tokens import AccessClaims
-from studyshare.plumbing.followers import JOINING, FollowerRegistry, Lease
-from studyshare.plumbing.logging import get_logger
-from studyshare.plumbing.projection import GenerationPointer, collection_name
-from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION, Doc, doc_id_for, fold
-from studyshare.study_store.domain.access import AccessDecision, ReportAccess
-from studyshare.study_store.domain.access_rules import (
+from studyshare.access_policy.decision import AccessDecision, ReportAccess
+from studyshare.access_policy.glass import GlassFacts, why_not_break_the_glass
+from studyshare.access_policy.rules import (
     GLASS_STOPPERS,
     STUDY_ROLES,
     AccessFacts,
@@ -52,7 +47,12 @@ from studyshare.study_store.domain.access_rules import (
     decide,
     evaluate_grant,
 )
-from studyshare.study_store.domain.break_glass import GlassFacts, why_not_break_the_glass
+from studyshare.contracts.envelope import EventEnvelope
+from studyshare.contracts.tokens import AccessClaims
+from studyshare.plumbing.followers import JOINING, FollowerRegistry, Lease
+from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.projection import GenerationPointer, collection_name
+from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION, Doc, doc_id_for, fold
 from studyshare.study_store.domain.viewer import ViewerClaims, narrowed
 
 log = get_logger(__name__)
@@ -544,7 +544,7 @@ class InMemoryAccessModel:
     def reachable_buckets(self, subject: Subject, study_uid: str) -> set[str]:
         """The study's buckets naming the subject, its departments, groups or group colleagues
         among their recipients (revoked ones too): no other bucket can grant or refuse it
-        (`access_rules.evaluate_grant`), however many others share the study."""
+        (`access_policy.rules.evaluate_grant`), however many others share the study."""
         of_study = self.buckets_by_study.get(study_uid)
         found: set[str] = set()
         if not of_study:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.events.study import ReportUpdated, StudyReceived
 from studyshare.plumbing.aggregate import Aggregate
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.exceptions import (
     ReportEmpty,
     ReportNotAPdf,

@@ -22,8 +22,8 @@ from typing import Any, Literal, Protocol
 
 from pydicom import Dataset
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.anonymize import (
     AnonymizationKey,
     anonymize_json,

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.study_store.domain.access import AccessDecision
 
 
 class ViewerScope(BaseModel):

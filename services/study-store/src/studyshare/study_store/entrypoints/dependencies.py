@@ -20,6 +20,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from pymongo.asynchronous.database import AsyncDatabase
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, bearer_token, current_principal
 from studyshare.plumbing.errors import RuleViolation
@@ -27,7 +28,6 @@ from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.adapters.viewer_tokens import ViewerTokens, is_viewer_token
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.access_rules import refuse
 from studyshare.study_store.service_layer.access_log import AccessLog
 from studyshare.study_store.service_layer.retrieval import DicomStores

@@ -11,12 +11,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
 from studyshare.plumbing.errors import NotFound
 from studyshare.plumbing.http import problem_responses
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.exceptions import (
     ForwardNotAllowed,
     NoRswEndpoint,

@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.envelope import EventEnvelope
-from studyshare.study_store.domain.access import AccessDecision
 
 # --- studies.py -------------------------------------------------------------------------
 

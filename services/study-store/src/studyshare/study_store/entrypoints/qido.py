@@ -10,9 +10,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.http import problem_responses
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.serving import StudyFilters
 from studyshare.study_store.entrypoints.anonymized_uids import real_study_uids
 from studyshare.study_store.entrypoints.dependencies import (

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.serving import parse_viewport, parse_window, rendered_media
 from studyshare.study_store.entrypoints.dependencies import (
     DicomReader,

@@ -11,11 +11,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
 from studyshare.plumbing.http import problem_responses
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.anonymize import AnonymizationKey
 from studyshare.study_store.domain.exceptions import (
     AccessDecisionsUnavailable,

@@ -13,11 +13,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.hot import HotHandler, HotRoute
 from studyshare.plumbing.http import problem_responses
 from studyshare.study_store.adapters import multipart
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.serving import MAX_FRAME_LIST, frame_numbers
 from studyshare.study_store.entrypoints.dependencies import (
     DicomReader,

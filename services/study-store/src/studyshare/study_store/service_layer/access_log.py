@@ -36,6 +36,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 from pymongo import UpdateOne
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events import DomainEvent
 from studyshare.contracts.events.study import (
@@ -48,7 +49,6 @@ from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.aggregate import new_id
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
 from studyshare.plumbing.logging import current_correlation_id, get_logger
-from studyshare.study_store.domain.access import AccessDecision
 
 log = get_logger(__name__)
 

@@ -13,11 +13,11 @@ from typing import Any
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.aggregate import Repository
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.exceptions import NoReportYet
 from studyshare.study_store.domain.report import (
     ReportFormat,

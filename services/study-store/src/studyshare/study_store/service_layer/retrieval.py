@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 from pymongo.asynchronous.database import AsyncDatabase
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.plumbing.errors import RuleViolation
 from studyshare.study_store.adapters import multipart, pixels
 from studyshare.study_store.adapters.blobstore import BlobStore, blob_store
@@ -23,7 +24,6 @@ from studyshare.study_store.adapters.dicom_files import Frame
 from studyshare.study_store.adapters.instance_cache import StudyInstances
 from studyshare.study_store.adapters.instances import InstanceIndex
 from studyshare.study_store.adapters.multipart import MultipartAnswer
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.anonymize import AnonymizationKey
 from studyshare.study_store.domain.exceptions import NotRenderable, ObjectNotFound
 from studyshare.study_store.domain.serving import (

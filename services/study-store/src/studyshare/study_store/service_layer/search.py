@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.study_store.domain.access import AccessDecision
 from studyshare.study_store.domain.exceptions import AccessDecisionsUnavailable, ObjectNotFound
 from studyshare.study_store.domain.serving import (
     StudyFilters,

@@ -1,7 +1,7 @@
 """The access decision: what a principal may do with one study, and why.
 
-Owned by the access-decision part of the study store; the DICOMweb, download and report routes
-only consume `AccessDecision` through `entrypoints.dependencies`.
+Made by `rules.decide`; the study store's DICOMweb, download and report routes only consume
+it (through their route dependency).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class AccessDecision:
     valid_until: datetime | None = None
     """When this access ends by itself (None: unlimited or not time-bound)."""
     refusal: str | None = None
-    """Why images may not be seen: a stable code (see `access_rules.REFUSALS`), else None."""
+    """Why images may not be seen: a stable code (`rules.Refusal`), else None."""
     two_factor_bucket_id: str | None = None
     """A two-factor bucket the caller may unlock with an OTP (set with `two_factor_required`)."""
 
