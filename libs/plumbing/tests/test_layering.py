@@ -10,7 +10,8 @@ Read with `ast` (nothing is imported), for each module of `services/*/src/studys
   defined in `entrypoints/`: read models are adapters (`adapters/projections.py`), reactions
   that run commands are the service layer's;
 - a refusal (a `RuleViolation` subclass) is defined once in a service, so the rule a
-  problem+json answer names is one class.
+  problem+json answer names is one class, and in its `domain/exceptions.py` (but for the
+  access policy's refusals, `REFUSALS_ELSEWHERE`).
 
 Imports under `if TYPE_CHECKING:` and inside functions count too: they are dependencies all
 the same.
@@ -55,6 +56,12 @@ REFUSAL_BASES = {
     "Conflict",
     "Locked",
     "TooManyAttempts",
+}
+#: modules that define refusals beside `domain/exceptions.py`: the access policy's (issue 18,
+#: point 3, owned with `libs/access-policy`); a service's `domain/exceptions.py` imports them
+REFUSALS_ELSEWHERE = {
+    "services/study-store/src/studyshare/study_store/domain/access_rules.py",
+    "services/audit/src/studyshare/audit/domain/rules.py",
 }
 
 
@@ -156,8 +163,8 @@ def test_no_projection_is_defined_in_entrypoints(package: Path) -> None:
     assert not found, "projections belong in adapters/ or the service layer:\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
-def test_each_refusal_is_defined_once(package: Path) -> None:
+def refusal_defs(package: Path) -> dict[str, list[str]]:
+    """Where each refusal class of a service is defined (paths from the repository root)."""
     defs = class_defs(package)
     refusals = set(REFUSAL_BASES)
     grew = True
@@ -169,5 +176,21 @@ def test_each_refusal_is_defined_once(package: Path) -> None:
     for path, node in defs:
         if node.name not in REFUSAL_BASES and base_names(node) & refusals:
             where[node.name].append(str(path.relative_to(ROOT)))
-    twice = {name: paths for name, paths in where.items() if len(paths) > 1}
+    return where
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
+def test_each_refusal_is_defined_once(package: Path) -> None:
+    twice = {name: paths for name, paths in refusal_defs(package).items() if len(paths) > 1}
     assert not twice, f"refusals defined more than once: {twice}"
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
+def test_refusals_are_in_domain_exceptions(package: Path) -> None:
+    elsewhere = {
+        name: path
+        for name, paths in refusal_defs(package).items()
+        for path in paths
+        if not path.endswith("/domain/exceptions.py") and path not in REFUSALS_ELSEWHERE
+    }
+    assert not elsewhere, f"refusals outside domain/exceptions.py: {elsewhere}"
