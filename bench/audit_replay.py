@@ -23,13 +23,13 @@ from pathlib import Path
 from pymongo import AsyncMongoClient
 
 from bench.harness import Figure, LocalInfra
-from studyshare.audit.domain.chain import GENESIS, Ledger, seal
-from studyshare.audit.domain.entries import build_entry
-from studyshare.audit.entrypoints.projections import (
+from studyshare.audit.adapters.projections import (
     ENTRIES,
     AuditLogProjection,
     ensure_indexes,
 )
+from studyshare.audit.domain.chain import GENESIS, Ledger, seal
+from studyshare.audit.domain.entries import build_entry
 from studyshare.audit.service_layer.rebuild import rebuild_from_envelopes
 from studyshare.plumbing import infra
 from studyshare.plumbing.logging import configure_logging

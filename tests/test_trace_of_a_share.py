@@ -31,8 +31,8 @@ from studyshare.plumbing.projection import ProjectionRunner
 from studyshare.plumbing.relay import OutboxRelay
 from studyshare.plumbing.settings import ServiceSettings
 from studyshare.plumbing.worker import worker_app
+from studyshare.share.adapters.projections import Directory
 from studyshare.share.entrypoints.api import create_app
-from studyshare.share.entrypoints.projections import Directory
 from studyshare.share.settings import ShareSettings
 
 CONSUMERS = ("share", "study-store", "notify", "audit")

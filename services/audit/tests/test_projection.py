@@ -3,8 +3,8 @@ retried leaves an unbroken chain, bucket events get the bucket's studies."""
 
 from __future__ import annotations
 
+from studyshare.audit.adapters.projections import AuditLogProjection
 from studyshare.audit.adapters.store import AuditStore
-from studyshare.audit.entrypoints.projections import AuditLogProjection
 from studyshare.plumbing.projection import GenerationPointer, ProjectionRunner
 
 from .scenario import full_story

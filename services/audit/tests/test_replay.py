@@ -16,9 +16,9 @@ import time
 import uuid
 import zlib
 
+from studyshare.audit.adapters.projections import AuditLogProjection
 from studyshare.audit.adapters.store import AuditStore
 from studyshare.audit.domain.chain import VOLATILE
-from studyshare.audit.entrypoints.projections import AuditLogProjection
 from studyshare.audit.service_layer.rebuild import rebuild_from_envelopes
 from studyshare.plumbing.kafka import producer
 from studyshare.plumbing.projection import GenerationPointer, collection_name

@@ -17,7 +17,7 @@ from studyshare.contracts.events.study import (
     ReferenceNumberRevoked,
 )
 from studyshare.identity.__main__ import projections
-from studyshare.identity.entrypoints.projections import COLLECTION, NAME
+from studyshare.identity.adapters.projections import COLLECTION, NAME
 from studyshare.identity.settings import IdentitySettings
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.projection import GenerationPointer, ProjectionRunner

@@ -13,7 +13,7 @@ import pytest
 
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events.study import ReferenceNumberIssued
-from studyshare.identity.entrypoints.projections import reference_number
+from studyshare.identity.adapters.projections import reference_number
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.kafka import producer
 from studyshare.plumbing.testing import unique

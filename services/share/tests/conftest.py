@@ -21,8 +21,8 @@ from studyshare.contracts.events.identity import (
 from studyshare.contracts.events.study import StudyReceived
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.projection import ProjectionRunner
+from studyshare.share.adapters.projections import Directory
 from studyshare.share.entrypoints.api import create_app
-from studyshare.share.entrypoints.projections import Directory
 from studyshare.share.settings import ShareSettings
 
 STUDY_A, STUDY_B, STUDY_C = "1.2.826.0.1.1", "1.2.826.0.1.2", "1.2.826.0.1.3"

@@ -10,7 +10,7 @@ import pytest
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import RecipientRef, StudyShared
 from studyshare.plumbing.eventstore import envelope_for
-from studyshare.share.domain import rules
+from studyshare.share.domain import exceptions
 from studyshare.share.domain.model import (
     Bucket,
     DepartmentPolicy,
@@ -72,16 +72,16 @@ def test_mail_language_majority_else_first(languages, expected):
 
 
 def test_images_only_not_allowed_for_user():
-    with pytest.raises(rules.ImagesOnlyNotAllowedForUser):
+    with pytest.raises(exceptions.ImagesOnlyNotAllowedForUser):
         decide_share(request(access_level="images"), NOW)
     ok = decide_share(request(access_level="images", recipients=(ref("grp_1", kind="group"),)), NOW)
     assert ok.access_level == "images"
 
 
 def test_reason_and_consent_are_mandatory():
-    with pytest.raises(rules.ReasonRequired):
+    with pytest.raises(exceptions.ReasonRequired):
         decide_share(request(reason=""), NOW)
-    with pytest.raises(rules.PatientConsentRequired):
+    with pytest.raises(exceptions.PatientConsentRequired):
         decide_share(request(patient_agreed=False), NOW)
 
 
@@ -92,11 +92,11 @@ def test_validity_default_maximum_unlimited():
         default_validity_days=60, max_validity_days=14, unlimited_allowed=False
     )
     assert decide_share(request(policy=policy), NOW).valid_until == NOW + timedelta(days=14)
-    with pytest.raises(rules.ValidityBeyondDepartmentMaximum):
+    with pytest.raises(exceptions.ValidityBeyondDepartmentMaximum):
         decide_share(request(policy=policy, valid_until=NOW + timedelta(days=15)), NOW)
-    with pytest.raises(rules.UnlimitedAccessNotAllowed):
+    with pytest.raises(exceptions.UnlimitedAccessNotAllowed):
         decide_share(request(policy=policy, unlimited=True), NOW)
-    with pytest.raises(rules.ValidityChoiceAmbiguous):
+    with pytest.raises(exceptions.ValidityChoiceAmbiguous):
         decide_share(request(unlimited=True, valid_until=NOW + timedelta(days=1)), NOW)
 
 
@@ -150,12 +150,12 @@ def test_a_date_may_be_the_last_day_the_maximum_reaches_not_the_day_after():
     # NOW is 1 March 13:00 in Brussels: the maximum reaches 15 March 13:00
     ok = decide_share(request(policy=policy, valid_until=date(2026, 3, 15)), NOW)
     assert ok.valid_until == datetime(2026, 3, 15, 22, 59, 59, tzinfo=UTC)
-    with pytest.raises(rules.ValidityBeyondDepartmentMaximum):
+    with pytest.raises(exceptions.ValidityBeyondDepartmentMaximum):
         decide_share(request(policy=policy, valid_until=date(2026, 3, 16)), NOW)
     # today is still valid (until tonight), yesterday is in the past
     today = decide_share(request(policy=policy, valid_until=date(2026, 3, 1)), NOW)
     assert today.valid_until == datetime(2026, 3, 1, 22, 59, 59, tzinfo=UTC)
-    with pytest.raises(rules.ValidUntilInPast):
+    with pytest.raises(exceptions.ValidUntilInPast):
         decide_share(request(policy=policy, valid_until=date(2026, 2, 28)), NOW)
 
 
@@ -169,7 +169,7 @@ def test_a_departments_zone_is_its_own_else_its_countrys_else_utc():
 
 def test_hipaa_when_required():
     policy = DepartmentPolicy(hipaa_confirmation_required=True)
-    with pytest.raises(rules.HipaaConfirmationRequired):
+    with pytest.raises(exceptions.HipaaConfirmationRequired):
         decide_share(request(policy=policy), NOW)
     assert decide_share(request(policy=policy, hipaa_confirmed=True), NOW).hipaa_confirmed
 
@@ -180,9 +180,9 @@ def test_reshare_within_what_is_held():
         bucket_id="bkt_2", sender_id="usr_r", recipients=(ref("usr_x"),), anonymize=True
     )
     check_within_held(child, parent, {"usr_r"})
-    with pytest.raises(rules.AnonymizationMustStay):
+    with pytest.raises(exceptions.AnonymizationMustStay):
         check_within_held(request(bucket_id="bkt_2"), parent, {"usr_r"})
-    with pytest.raises(rules.NotARecipientOfBucket):
+    with pytest.raises(exceptions.NotARecipientOfBucket):
         check_within_held(child, parent, {"usr_other"})
     shared = decide_share(child, NOW, parent)
     assert shared.parent_bucket_id == "bkt_1"
@@ -199,7 +199,7 @@ def test_a_share_to_a_pacs_needs_the_sharers_download_permission():
         pacs_recipient_ids=("dep_pacs",),
     )
     without = bucket_from(decide_share(request(allow_further_sharing=True), NOW))
-    with pytest.raises(rules.PacsShareNeedsDownload):
+    with pytest.raises(exceptions.PacsShareNeedsDownload):
         check_within_held(child, without, {"usr_r"})
     check_within_held(replace(child, pacs_recipient_ids=()), without, {"usr_r"})
     held = request(allow_further_sharing=True, allow_download=True)
@@ -217,9 +217,9 @@ def test_five_wrong_codes_lock_the_bucket_and_unlock_rules():
     assert [e.event_type for e in events] == ["OTPFailed", "BucketLocked"]
     for e in events:
         bucket.apply(e)
-    with pytest.raises(rules.BucketIsLocked):
+    with pytest.raises(exceptions.BucketIsLocked):
         bucket.verify_otp("usr_r", "usr_r", None, NOW, timedelta(hours=1))
-    with pytest.raises(rules.NotAllowedToUnlock):
+    with pytest.raises(exceptions.NotAllowedToUnlock):
         bucket.unlock("usr_x", ("department_admin",), ("dep_2",))
     [unlocked] = bucket.unlock("usr_a", ("department_admin",), ("dep_1",))
     bucket.apply(unlocked)
@@ -285,13 +285,13 @@ def test_an_invitation_is_single_use_bound_to_its_address_and_ends_with_the_shar
         request(recipients=(ref(invited, kind="email"),), access_level="images_report_read"), NOW
     )
     bucket = bucket_from(shared)
-    with pytest.raises(rules.InvitationNotForYou):
+    with pytest.raises(exceptions.InvitationNotForYou):
         bucket.accept_invitation("usr_x", "someone.else@example.org", NOW)
     [accepted] = bucket.accept_invitation("usr_new", "New.Colleague@example.org ", NOW)
     bucket.apply(accepted)
     assert bucket.accept_invitation("usr_new", "new.colleague@example.org", NOW) == []
-    with pytest.raises(rules.InvitationAlreadyAccepted):
+    with pytest.raises(exceptions.InvitationAlreadyAccepted):
         bucket.accept_invitation("usr_other", "new.colleague@example.org", NOW)
     later = bucket_from(shared)
-    with pytest.raises(rules.BucketNotActive):
+    with pytest.raises(exceptions.BucketNotActive):
         later.accept_invitation("usr_new", "new.colleague@example.org", NOW + timedelta(days=31))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from studyshare.share.domain import rules
+from studyshare.share.domain import exceptions, rules
 from studyshare.share.domain.model import Labels
 
 
@@ -14,16 +14,16 @@ def test_a_label_is_trimmed_unique_in_its_list_and_bounded():
     (added,) = labels.add("user", "usr_a", "lbl_1", "  Follow   up ", "usr_a")
     assert added.text == "Follow up"
     labels.apply(added)
-    with pytest.raises(rules.LabelAlreadyExists):
+    with pytest.raises(exceptions.LabelAlreadyExists):
         labels.add("user", "usr_a", "lbl_2", "FOLLOW UP", "usr_a")
     for text in ("", "   ", "x" * (rules.MAX_LABEL_TEXT + 1)):
-        with pytest.raises(rules.LabelTextInvalid):
+        with pytest.raises(exceptions.LabelTextInvalid):
             labels.add("user", "usr_a", "lbl_3", text, "usr_a")
     for n in range(rules.MAX_LABELS - 1):
         labels.apply(labels.add("user", "usr_a", f"lbl_n{n}", f"label {n}", "usr_a")[0])
-    with pytest.raises(rules.TooManyLabels):
+    with pytest.raises(exceptions.TooManyLabels):
         labels.add("user", "usr_a", "lbl_x", "one too many", "usr_a")
-    with pytest.raises(rules.LabelNotFound):
+    with pytest.raises(exceptions.LabelNotFound):
         labels.remove("user", "usr_a", "lbl_unknown", "usr_a")
 
 

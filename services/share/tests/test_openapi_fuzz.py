@@ -14,8 +14,8 @@ from studyshare.contracts.envelope import Actor
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.projection import ProjectionRunner
 from studyshare.plumbing.testing import LoopThread, fuzz_operation
+from studyshare.share.adapters.projections import Directory
 from studyshare.share.entrypoints.api import create_app
-from studyshare.share.entrypoints.projections import Directory
 from studyshare.share.settings import ShareSettings
 
 from .conftest import DIRECTORY, _aggregate_id, share_body

@@ -12,7 +12,7 @@ from studyshare.contracts.events.identity import (
 )
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.projection import ProjectionContext
-from studyshare.share.entrypoints.projections import MembershipCascade
+from studyshare.share.service_layer.reactions import MembershipCascade
 
 from .conftest import STUDY_A, user
 

@@ -89,7 +89,7 @@ def test_policy_of_a_department_without_one_is_the_documented_default():
 def test_buckets_held_directly_and_through_a_group_merge_newest_first_once():
     from datetime import UTC, datetime
 
-    from studyshare.share.service_layer.handlers import newest_first
+    from studyshare.share.service_layer.views import newest_first
 
     day = [datetime(2026, 1, d, tzinfo=UTC) for d in (1, 2, 3)]
     direct = [{"_id": "b3", "shared_at": day[2]}, {"_id": "b1", "shared_at": day[0]}]

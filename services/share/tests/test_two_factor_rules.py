@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from studyshare.share.domain import rules
+from studyshare.share.domain import exceptions
 from studyshare.share.domain.model import (
     Bucket,
     OTPRequestLimit,
@@ -63,7 +63,7 @@ def test_asking_for_codes_is_rate_limited_per_window():
     limit = OTPRequestLimit(max_requests=3, window=timedelta(minutes=10))
     for minute in range(3):
         ask(bucket, f"otp_{minute}", NOW + timedelta(minutes=minute), limit)
-    with pytest.raises(rules.OTPRequestedTooOften) as refused:
+    with pytest.raises(exceptions.OTPRequestedTooOften) as refused:
         ask(bucket, "otp_x", NOW + timedelta(minutes=3), limit)
     assert refused.value.status == 429
     assert refused.value.retry_after_s == 7 * 60 + 1  # the first request leaves the window
@@ -75,14 +75,14 @@ def test_a_recipient_reshares_only_after_entering_the_code_in_this_session():
     child = request(
         bucket_id="bkt_2", sender_id="usr_r", recipients=(ref("usr_x"),), two_factor=True
     )
-    with pytest.raises(rules.TwoFactorVerificationRequired):
+    with pytest.raises(exceptions.TwoFactorVerificationRequired):
         check_within_held(child, parent, {"usr_r"}, session_id="ses_a", now=NOW)
     ask(parent, "otp_1")
     enter(parent, "otp_1", "ses_a")
     check_within_held(child, parent, {"usr_r"}, session_id="ses_a", now=NOW)
-    with pytest.raises(rules.TwoFactorVerificationRequired):
+    with pytest.raises(exceptions.TwoFactorVerificationRequired):
         check_within_held(child, parent, {"usr_r"}, session_id="ses_b", now=NOW)
-    with pytest.raises(rules.TwoFactorVerificationRequired):
+    with pytest.raises(exceptions.TwoFactorVerificationRequired):
         check_within_held(child, parent, {"usr_r"}, session_id="ses_a", now=NOW + 2 * HOUR)
 
 
@@ -97,5 +97,5 @@ def test_nobody_reshares_from_a_locked_bucket():
     child = request(
         bucket_id="bkt_2", sender_id="usr_r", recipients=(ref("usr_x"),), two_factor=True
     )
-    with pytest.raises(rules.BucketIsLocked):
+    with pytest.raises(exceptions.BucketIsLocked):
         check_within_held(child, parent, {"usr_r"}, session_id="ses_a", now=NOW)

@@ -144,7 +144,7 @@ async def test_catch_up_renders_only_buckets_whose_rendering_is_behind(mongo_db)
     from studyshare.contracts.events.share import AccessRevoked
     from studyshare.plumbing.eventstore import EventStore
     from studyshare.plumbing.projection import ProjectionContext
-    from studyshare.share.entrypoints.projections import BucketsCatchUp
+    from studyshare.share.adapters.projections import BucketsCatchUp
 
     store = EventStore(mongo_db)
     await store.ensure_indexes()

@@ -18,7 +18,7 @@ from studyshare.contracts.events.study import StudyReceived
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.projection import ProjectionRunner
 from studyshare.plumbing.testing import unique
-from studyshare.study_store.entrypoints.projections import AccessDecisions
+from studyshare.study_store.adapters.projections import AccessDecisions
 
 
 def now() -> datetime:

@@ -16,11 +16,8 @@ from studyshare.contracts.events.share import AccessRevoked, BucketLocked
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.followers import FollowerRegistry
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
-from studyshare.study_store.service_layer.access_barrier import (
-    ACCESS_FOLLOWERS,
-    BarrierEventsRefused,
-    check_streams,
-)
+from studyshare.study_store.domain.exceptions import BarrierEventsRefused
+from studyshare.study_store.service_layer.access_barrier import ACCESS_FOLLOWERS, check_streams
 
 from .conftest import study_shared
 

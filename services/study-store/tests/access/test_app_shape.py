@@ -9,7 +9,8 @@ import pytest
 
 from studyshare.plumbing.sealing import DEV_PINCODE_PUBLIC_KEY, generate_keypair
 from studyshare.plumbing.testing import production_settings
-from studyshare.study_store.entrypoints.projections import AccessDecisions, projections
+from studyshare.study_store.adapters.projections import AccessDecisions
+from studyshare.study_store.entrypoints.worker import projections
 from studyshare.study_store.settings import StudyStoreSettings
 
 

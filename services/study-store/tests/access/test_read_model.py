@@ -15,8 +15,8 @@ from studyshare.contracts.events.study import (
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.projection import ProjectionRunner
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.adapters.projections import AccessDecisions
 from studyshare.study_store.adapters.read_models import fold
-from studyshare.study_store.entrypoints.projections import AccessDecisions
 
 from .conftest import Events, now, study_received, study_shared
 

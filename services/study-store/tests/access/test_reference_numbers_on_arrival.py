@@ -83,10 +83,7 @@ async def test_the_worker_issues_on_arrival_but_a_replay_leaves_old_studies_alon
     from studyshare.plumbing.eventstore import envelope_for
     from studyshare.plumbing.projection import GenerationPointer, ProjectionContext
     from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION
-    from studyshare.study_store.entrypoints.dicom_projections import (
-        ARRIVAL_HORIZON,
-        ArrivalReactions,
-    )
+    from studyshare.study_store.service_layer.reactions import ARRIVAL_HORIZON, ArrivalReactions
 
     store = EventStore(mongo_db)
     await store.ensure_indexes()

@@ -25,6 +25,7 @@ from studyshare.plumbing.http import create_app
 from studyshare.plumbing.infra import free_port, wait_for_port
 from studyshare.plumbing.mongo import mongo_client
 from studyshare.study_store.entrypoints import dicomweb, downloads, forwarding_api
+from studyshare.study_store.service_layer.retrieval import DicomStores
 from studyshare.study_store.settings import StudyStoreSettings
 
 
@@ -162,7 +163,7 @@ class DicomApp:
     tokens: Any
 
     @property
-    def stores(self) -> dicomweb.DicomStores:
+    def stores(self) -> DicomStores:
         return self.app.state.dicom
 
 

@@ -8,6 +8,7 @@ import pytest
 from pydicom import Dataset
 from pydicom.sequence import Sequence
 
+from studyshare.study_store.adapters.multipart import split_multipart
 from studyshare.study_store.domain.anonymize import (
     AnonymizationKey,
     anonymize_dataset,
@@ -23,23 +24,20 @@ from studyshare.study_store.domain.dicom_meta import (
     is_uid,
     parse_da,
 )
-from studyshare.study_store.domain.study import (
-    ReceivedBatch,
-    Study,
+from studyshare.study_store.domain.exceptions import (
+    FrameListTooLong,
+    ObjectNotFound,
     StudyNotFound,
-    Transfer,
     TransferInProgress,
     TransferNotFound,
 )
-from studyshare.study_store.entrypoints.dicomweb import (
+from studyshare.study_store.domain.serving import (
     MAX_FRAME_LIST,
-    FrameListTooLong,
-    ObjectNotFound,
     date_query,
     frame_numbers,
     matches,
-    split_multipart,
 )
+from studyshare.study_store.domain.study import ReceivedBatch, Study, Transfer
 
 KEY = AnonymizationKey.for_share("s", "bkt_1", "4711", "PID-0001")
 

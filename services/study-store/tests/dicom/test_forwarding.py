@@ -11,10 +11,8 @@ from studyshare.plumbing.eventstore import EventStore, envelope_for
 from studyshare.plumbing.infra import free_port
 from studyshare.plumbing.projection import ProjectionRunner
 from studyshare.plumbing.testing import unique
-from studyshare.study_store.entrypoints.dicom_projections import (
-    DepartmentEndpoints,
-    TransferReactions,
-)
+from studyshare.study_store.adapters.projections import DepartmentEndpoints
+from studyshare.study_store.service_layer.reactions import TransferReactions
 
 from .conftest import StoreSCP, write_study
 from .test_dicomweb import upload

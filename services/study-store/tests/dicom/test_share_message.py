@@ -14,8 +14,8 @@ from studyshare.contracts.events.share import RecipientRef, StudyShared
 from studyshare.plumbing.eventstore import EventStore, envelope_for
 from studyshare.plumbing.projection import ProjectionRunner
 from studyshare.plumbing.testing import unique
-from studyshare.study_store.entrypoints.dicom_projections import ShareReactions
 from studyshare.study_store.service_layer.messages import store_share_message
+from studyshare.study_store.service_layer.reactions import ShareReactions
 
 from .conftest import write_study
 from .test_dicomweb import parts_of, upload

@@ -13,8 +13,11 @@ import pytest
 
 from studyshare.study_store.adapters.blobstore import DirectoryBlobStore
 from studyshare.study_store.adapters.gridfs_blobstore import GridFSBlobStore
-from studyshare.study_store.adapters.multipart import MultipartError, MultipartSpooler
-from studyshare.study_store.entrypoints.dicomweb import split_multipart
+from studyshare.study_store.adapters.multipart import (
+    MultipartError,
+    MultipartSpooler,
+    split_multipart,
+)
 
 
 class Sink:

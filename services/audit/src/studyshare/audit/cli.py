@@ -9,12 +9,12 @@ from typing import Annotated
 
 import typer
 
-from studyshare.audit.adapters.store import AuditStore
-from studyshare.audit.entrypoints.projections import (
+from studyshare.audit.adapters.projections import (
     AuditLogProjection,
     ensure_indexes,
     projections,
 )
+from studyshare.audit.adapters.store import AuditStore
 from studyshare.audit.service_layer.queries import verify_report
 from studyshare.audit.settings import AuditSettings
 from studyshare.contracts.routes import SERVICE_BY_NAME

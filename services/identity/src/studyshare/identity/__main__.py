@@ -14,7 +14,7 @@ import typer
 
 from studyshare.identity.adapters.passwords import Passwords
 from studyshare.identity.adapters.pincodes import PincodeKeeper
-from studyshare.identity.entrypoints.projections import ReferenceNumbers
+from studyshare.identity.adapters.projections import ReferenceNumbers
 from studyshare.identity.settings import IdentitySettings
 from studyshare.plumbing.cli import ServiceCLI, StructlogWorker
 from studyshare.plumbing.kafka import ensure_topics

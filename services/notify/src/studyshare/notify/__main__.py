@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
+from studyshare.notify.adapters.projections import DirectoryProjection, ReactionsProjection
 from studyshare.notify.domain.reactions import ReactionOptions
-from studyshare.notify.entrypoints.projections import DirectoryProjection, ReactionsProjection
 from studyshare.notify.settings import NotifySettings
 from studyshare.plumbing.cli import ServiceCLI, StructlogWorker
 from studyshare.plumbing.kafka import ensure_topics

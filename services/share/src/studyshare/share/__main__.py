@@ -1,11 +1,8 @@
 """`python -m studyshare.share api|relay|worker|replay`."""
 
 from studyshare.plumbing.cli import ServiceCLI
-from studyshare.share.entrypoints.projections import (
-    BucketsCatchUp,
-    Directory,
-    MembershipCascade,
-)
+from studyshare.share.adapters.projections import BucketsCatchUp, Directory
+from studyshare.share.service_layer.reactions import MembershipCascade
 from studyshare.share.settings import ShareSettings
 
 cli = ServiceCLI(

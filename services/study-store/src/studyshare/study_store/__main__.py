@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from studyshare.plumbing.cli import ServiceCLI
-from studyshare.study_store.entrypoints.projections import projections
+from studyshare.study_store.entrypoints.worker import projections
 from studyshare.study_store.settings import StudyStoreSettings
 
 if TYPE_CHECKING:

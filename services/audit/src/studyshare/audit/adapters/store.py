@@ -13,9 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from studyshare.audit.adapters.batching import find_in
-from studyshare.audit.domain.alerts import BURST_EVENT_TYPES, bursts, single_event_alerts
-from studyshare.audit.domain.chain import GENESIS, LEDGER_HEAD, ChainVerifier, Ledger, seal
-from studyshare.audit.entrypoints.projections import (
+from studyshare.audit.adapters.projections import (
     ENTRIES,
     HEADS,
     REFERENCES,
@@ -23,6 +21,8 @@ from studyshare.audit.entrypoints.projections import (
     AuditLogProjection,
     ensure_indexes,
 )
+from studyshare.audit.domain.alerts import BURST_EVENT_TYPES, bursts, single_event_alerts
+from studyshare.audit.domain.chain import GENESIS, LEDGER_HEAD, ChainVerifier, Ledger, seal
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import GenerationPointer, collection_name
 

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 
 from studyshare.audit.adapters.store import AuditStore, LogFilter
 from studyshare.audit.domain.entries import utc
-from studyshare.audit.entrypoints.schemas import (
+from studyshare.audit.entrypoints.models import (
     AccessAt,
     AccessOverview,
     Alerts,

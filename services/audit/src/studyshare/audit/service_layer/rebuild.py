@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from studyshare.audit.entrypoints.projections import AuditLogProjection
+from studyshare.audit.adapters.projections import AuditLogProjection
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.plumbing.projection import ProjectionRunner
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.identity import PatientOTPIssued
+from studyshare.identity.adapters.projections import reference_number
 from studyshare.identity.adapters.read_models import DEPARTMENTS
 from studyshare.identity.domain.exceptions import (
     LoginTemporarilyLocked,
@@ -25,7 +26,6 @@ from studyshare.identity.domain.exceptions import (
     ReferenceNumberWithdrawn,
 )
 from studyshare.identity.domain.patient import Patient, ReferenceNumberView, patient_id, refusal
-from studyshare.identity.entrypoints.projections import reference_number
 from studyshare.identity.service_layer import throttling
 from studyshare.identity.service_layer.context import Identity
 from studyshare.identity.service_layer.throttling import Gate

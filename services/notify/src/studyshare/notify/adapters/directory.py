@@ -1,6 +1,6 @@
 """Reads of the `directory` read model: people, groups, departments, studies, buckets.
 
-Built by `entrypoints.projections.DirectoryProjection` from identity, study and share events;
+Built by `adapters.projections.DirectoryProjection` from identity, study and share events;
 read through the projection's live generation.
 """
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request
-from pydantic import BaseModel, Field
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.notify.adapters.deliveries import DeliveryStore
 from studyshare.notify.domain.exceptions import NotificationNotFound
+from studyshare.notify.entrypoints.models import (
+    NotificationList,
+    NotificationOut,
+)
 from studyshare.notify.service_layer import operations
 from studyshare.notify.settings import NotifySettings
 from studyshare.plumbing.auth import require_roles
@@ -27,63 +29,6 @@ NOTIFICATION_ID = r"^ntf_[0-9a-f]{24}$"
 
 ServiceDesk = Annotated[AccessClaims, require_roles("service_desk")]
 Operator = Annotated[AccessClaims, require_roles("service_desk", "auditor")]
-
-
-class NotificationOut(BaseModel):
-    """One message in the delivery log (never its text: template and language only)."""
-
-    id: str = Field(examples=["ntf_0f3c2a9b8e7d6c5b4a392817"])
-    kind: Literal["mail", "sms", "fanout"]
-    channel: Literal["mail", "sms"]
-    state: Literal["pending", "sending", "retry", "sent", "parked", "expanded", "skipped"]
-    cause_event_id: str
-    cause_event_type: str
-    recipient_id: str | None = None
-    target_kind: str
-    address: str | None = None
-    template: str
-    language: str | None = None
-    attempts: int
-    due_at: datetime | None = None
-    last_error: str | None = None
-    reason: str | None = None
-    message_id: str | None = None
-    redacted_text: str | None = None
-    parent_id: str | None = None
-    created_at: datetime
-    sent_at: datetime | None = None
-    parked_at: datetime | None = None
-
-    @classmethod
-    def of(cls, doc: dict[str, Any]) -> NotificationOut:
-        open_state = doc["state"] in ("pending", "retry")
-        return cls(
-            id=doc["_id"],
-            kind=doc["kind"],
-            channel=doc["channel"],
-            state=doc["state"],
-            cause_event_id=doc["cause_event_id"],
-            cause_event_type=doc["cause_event_type"],
-            recipient_id=doc.get("recipient_id"),
-            target_kind=doc["target"]["kind"],
-            address=doc.get("address"),
-            template=doc["template"],
-            language=doc.get("language"),
-            attempts=doc.get("attempts", 0),
-            due_at=doc.get("due_at") if open_state else None,
-            last_error=doc.get("last_error"),
-            reason=doc.get("reason"),
-            message_id=doc.get("message_id"),
-            redacted_text=doc.get("redacted_text"),
-            parent_id=doc.get("parent_id"),
-            created_at=doc["created_at"],
-            sent_at=doc.get("sent_at"),
-            parked_at=doc.get("parked_at"),
-        )
-
-
-class NotificationList(BaseModel):
-    items: list[NotificationOut]
 
 
 def _db(request: Request) -> AsyncDatabase:

@@ -13,12 +13,12 @@ from pymongo.errors import DuplicateKeyError
 
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.projection import GenerationPointer
+from studyshare.share.adapters.projections import DIRECTORY
 from studyshare.share.domain.model import (
     Bucket,
     DepartmentPolicy,
     department_time_zone,
 )
-from studyshare.share.entrypoints.projections import DIRECTORY
 
 BUCKETS = "buckets_view"
 OTP_CODES = "otp_codes"

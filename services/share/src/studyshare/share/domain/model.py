@@ -29,7 +29,7 @@ from studyshare.contracts.events.share import (
     StudyShared,
 )
 from studyshare.plumbing.aggregate import Aggregate
-from studyshare.share.domain import rules
+from studyshare.share.domain import exceptions, rules
 
 LEVELS: dict[str, int] = {"images": 0, "images_report_read": 1, "images_report_write": 2}
 MAX_WRONG_OTPS = 5
@@ -142,14 +142,14 @@ def decide_validity(
     maximum reaches."""
     policy = request.policy
     if request.unlimited and request.valid_until is not None:
-        raise rules.ValidityChoiceAmbiguous("give either valid_until or unlimited, not both")
+        raise exceptions.ValidityChoiceAmbiguous("give either valid_until or unlimited, not both")
     if request.unlimited:
         if not policy.unlimited_allowed:
-            raise rules.UnlimitedAccessNotAllowed(
+            raise exceptions.UnlimitedAccessNotAllowed(
                 "the sending department does not allow unlimited access"
             )
         if parent is not None and not parent.unlimited:
-            raise rules.ValidityExceedsHeld(
+            raise exceptions.ValidityExceedsHeld(
                 f"your access ends {parent.valid_until:%Y-%m-%d}; you cannot share it unlimited"
             )
         return None, True
@@ -173,14 +173,14 @@ def decide_validity(
         zone = ZoneInfo(policy.time_zone)
         beyond = ceiling is not None and request.valid_until > ceiling.astimezone(zone).date()
     if valid_until <= now:
-        raise rules.ValidUntilInPast("valid_until must lie in the future")
+        raise exceptions.ValidUntilInPast("valid_until must lie in the future")
     if beyond:
-        raise rules.ValidityBeyondDepartmentMaximum(
+        raise exceptions.ValidityBeyondDepartmentMaximum(
             f"the sending department allows at most {policy.max_validity_days} days"
             f" (until {ceiling:%Y-%m-%d})"
         )
     if parent is not None and parent.valid_until is not None and valid_until > parent.valid_until:
-        raise rules.ValidityExceedsHeld(
+        raise exceptions.ValidityExceedsHeld(
             f"your access ends {parent.valid_until:%Y-%m-%d}; share at most until then"
         )
     return valid_until, False
@@ -205,38 +205,38 @@ def check_within_held(
     two-factor bucket only while it is not locked and once the sharer entered the code in
     this login session (`session_id`), as for opening it."""
     if not parent.active:
-        raise rules.BucketNotActive(f"bucket {parent.id} is {parent.status}")
+        raise exceptions.BucketNotActive(f"bucket {parent.id} is {parent.status}")
     if not holds_bucket(parent.holder_ids, sharer_id_keys):
-        raise rules.NotARecipientOfBucket(f"you are not a recipient of bucket {parent.id}")
+        raise exceptions.NotARecipientOfBucket(f"you are not a recipient of bucket {parent.id}")
     if not parent.allow_further_sharing:
-        raise rules.FurtherSharingNotAllowed(
+        raise exceptions.FurtherSharingNotAllowed(
             f"bucket {parent.id} was shared without 'allow further sharing'"
         )
     missing = [uid for uid in request.study_uids if uid not in parent.active_study_uids]
     if missing:
-        raise rules.StudyNotInBucket(f"not shared with you in bucket {parent.id}: {missing}")
+        raise exceptions.StudyNotInBucket(f"not shared with you in bucket {parent.id}: {missing}")
     if LEVELS[request.access_level] > LEVELS[parent.access_level]:
-        raise rules.AccessLevelExceedsHeld(
+        raise exceptions.AccessLevelExceedsHeld(
             f"you hold {parent.access_level}; you cannot grant {request.access_level}"
         )
     if request.allow_download and not parent.allow_download:
-        raise rules.DownloadExceedsHeld("you may not download, so you cannot allow download")
+        raise exceptions.DownloadExceedsHeld("you may not download, so you cannot allow download")
     if request.pacs_recipient_ids and not parent.allow_download:
-        raise rules.PacsShareNeedsDownload(
+        raise exceptions.PacsShareNeedsDownload(
             f"you may not download, so you cannot share with a PACS: {request.pacs_recipient_ids}"
         )
     if parent.anonymize and not request.anonymize:
-        raise rules.AnonymizationMustStay("the studies were shared with you anonymized")
+        raise exceptions.AnonymizationMustStay("the studies were shared with you anonymized")
     if parent.two_factor and not request.two_factor:
-        raise rules.TwoFactorMustStay("the studies were shared with you under two-factor")
+        raise exceptions.TwoFactorMustStay("the studies were shared with you under two-factor")
     if parent.two_factor:
         if parent.locked:
-            raise rules.BucketIsLocked(
+            raise exceptions.BucketIsLocked(
                 f"bucket {parent.id} is locked after {MAX_WRONG_OTPS} wrong codes; "
                 "nothing can be shared from it until it is unlocked"
             )
         if now is None or not parent.verified_for(request.sender_id, session_id, now):
-            raise rules.TwoFactorVerificationRequired(
+            raise exceptions.TwoFactorVerificationRequired(
                 f"enter the one-time password of bucket {parent.id} before sharing from it"
             )
 
@@ -244,28 +244,28 @@ def check_within_held(
 def decide_share(request: ShareRequest, now: datetime, parent: Bucket | None = None) -> StudyShared:
     """Check every rule of a share; the event, or a refusal (nothing stored)."""
     if not request.study_uids:
-        raise rules.NoStudies("select at least one study")
+        raise exceptions.NoStudies("select at least one study")
     if not request.recipients:
-        raise rules.NoRecipients("add at least one recipient")
+        raise exceptions.NoRecipients("add at least one recipient")
     if not request.reason.strip():
-        raise rules.ReasonRequired("a reason for sharing is mandatory")
+        raise exceptions.ReasonRequired("a reason for sharing is mandatory")
     if not request.patient_agreed:
-        raise rules.PatientConsentRequired(
+        raise exceptions.PatientConsentRequired(
             "without the patient's consent the study may not be shared"
         )
     if request.access_level == "images":
         users = [r.recipient_id for r in request.recipients if r.kind in ("user", "email")]
         if users:
-            raise rules.ImagesOnlyNotAllowedForUser(
+            raise exceptions.ImagesOnlyNotAllowedForUser(
                 f"'images only' is not available when sharing with a user: {users}"
             )
     if request.policy.hipaa_confirmation_required and not request.hipaa_confirmed:
-        raise rules.HipaaConfirmationRequired(
+        raise exceptions.HipaaConfirmationRequired(
             "the sending department requires you to confirm you abide by HIPAA"
         )
     if request.label is not None and request.label.scope == "group":
         if not any(r.kind == "group" for r in request.recipients):
-            raise rules.LabelScopeNeedsGroupRecipient("a group label needs a group recipient")
+            raise exceptions.LabelScopeNeedsGroupRecipient("a group label needs a group recipient")
     valid_until, unlimited = decide_validity(request, now, parent)
     if valid_until is not None:  # whole seconds: the same instant in events and read models
         valid_until = valid_until.replace(microsecond=0)
@@ -374,7 +374,7 @@ class Bucket(Aggregate):
     @property
     def s(self) -> StudyShared:
         if self.shared is None:
-            raise rules.BucketNotFound(f"bucket {self.id} does not exist")
+            raise exceptions.BucketNotFound(f"bucket {self.id} does not exist")
         return self.shared
 
     @property
@@ -437,17 +437,19 @@ class Bucket(Aggregate):
     ) -> list[AccessRevoked]:
         """Revoke a recipient, a study or the whole bucket; effective immediately."""
         if self.revoked:
-            raise rules.BucketNotActive(f"bucket {self.id} was already revoked")
+            raise exceptions.BucketNotActive(f"bucket {self.id} was already revoked")
         if scope == "recipient":
             if recipient_id not in {r.recipient_id for r in self.s.recipients}:
-                raise rules.RecipientNotInBucket(f"{recipient_id} is not a recipient of {self.id}")
+                raise exceptions.RecipientNotInBucket(
+                    f"{recipient_id} is not a recipient of {self.id}"
+                )
             if recipient_id in self.revoked_recipients:
-                raise rules.RecipientAlreadyRevoked(f"{recipient_id} was already revoked")
+                raise exceptions.RecipientAlreadyRevoked(f"{recipient_id} was already revoked")
         if scope == "study":
             if study_uid not in self.s.study_uids:
-                raise rules.StudyNotInBucket(f"{study_uid} is not in bucket {self.id}")
+                raise exceptions.StudyNotInBucket(f"{study_uid} is not in bucket {self.id}")
             if study_uid in self.removed_studies:
-                raise rules.StudyAlreadyRemoved(f"{study_uid} was already removed")
+                raise exceptions.StudyAlreadyRemoved(f"{study_uid} was already removed")
         return [
             AccessRevoked(
                 bucket_id=self.id,
@@ -465,20 +467,20 @@ class Bucket(Aggregate):
         """The account registered with the invited e-mail address takes the place of the
         e-mail recipient (once; accepting again changes nothing)."""
         if not self.active or self.expired_at(now):
-            raise rules.BucketNotActive(f"bucket {self.id} is {self.status}")
+            raise exceptions.BucketNotActive(f"bucket {self.id} is {self.status}")
         recipient_id = f"email:{(email or '').strip().lower()}"
         invited = {r.recipient_id for r in self.s.recipients if r.kind == "email"}
         if not email or recipient_id not in invited:
-            raise rules.InvitationNotForYou(
+            raise exceptions.InvitationNotForYou(
                 "this invitation was sent to another e-mail address than your account's"
             )
         if recipient_id in self.revoked_recipients:
-            raise rules.RecipientAlreadyRevoked(f"the invitation of {self.id} was withdrawn")
+            raise exceptions.RecipientAlreadyRevoked(f"the invitation of {self.id} was withdrawn")
         holder = self.accepted.get(recipient_id)
         if holder == user_id:
             return []
         if holder is not None:
-            raise rules.InvitationAlreadyAccepted("another account already accepted it")
+            raise exceptions.InvitationAlreadyAccepted("another account already accepted it")
         return [InvitationAccepted(bucket_id=self.id, recipient_id=recipient_id, user_id=user_id)]
 
     def expire(self, now: datetime) -> list[BucketExpired]:
@@ -491,16 +493,16 @@ class Bucket(Aggregate):
 
     def _check_otp_allowed(self, recipient_id: str, now: datetime) -> None:
         if not self.s.two_factor:
-            raise rules.TwoFactorNotRequired(f"bucket {self.id} has no two-factor")
+            raise exceptions.TwoFactorNotRequired(f"bucket {self.id} has no two-factor")
         if self.locked:
-            raise rules.BucketIsLocked(
+            raise exceptions.BucketIsLocked(
                 f"bucket {self.id} is locked after {MAX_WRONG_OTPS} wrong codes; "
                 "ask the service desk or an admin of the sending department to unlock it"
             )
         if not self.active or self.expired_at(now):
-            raise rules.BucketNotActive(f"bucket {self.id} is {self.status}")
+            raise exceptions.BucketNotActive(f"bucket {self.id} is {self.status}")
         if recipient_id not in self.active_recipient_ids:
-            raise rules.NotARecipientOfBucket(f"you are not a recipient of bucket {self.id}")
+            raise exceptions.NotARecipientOfBucket(f"you are not a recipient of bucket {self.id}")
 
     def request_otp(
         self,
@@ -521,7 +523,7 @@ class Bucket(Aggregate):
         recent = sorted(t for t in self.otp_requests.get(user_id, ()) if t > now - limit.window)
         if len(recent) >= limit.max_requests:
             wait = recent[-limit.max_requests] + limit.window - now
-            raise rules.OTPRequestedTooOften(
+            raise exceptions.OTPRequestedTooOften(
                 f"{limit.max_requests} codes were sent for bucket {self.id} in the last "
                 f"{int(limit.window.total_seconds() // 60)} minutes; use the last one or wait",
                 retry_after_s=max(1, int(wait.total_seconds()) + 1),
@@ -589,11 +591,11 @@ class Bucket(Aggregate):
         elif self.s.sending_department_id and self.s.sending_department_id in admin_of:
             unlocked_as = "department_admin"
         else:
-            raise rules.NotAllowedToUnlock(
+            raise exceptions.NotAllowedToUnlock(
                 "only the service desk or an admin of the sending department may unlock"
             )
         if not self.locked:
-            raise rules.BucketNotLocked(f"bucket {self.id} is not locked")
+            raise exceptions.BucketNotLocked(f"bucket {self.id} is not locked")
         return [BucketUnlocked(bucket_id=self.id, unlocked_by=by, unlocked_as=unlocked_as)]
 
 
@@ -636,7 +638,7 @@ class Favorites(Aggregate):
 
     def remove(self, owner_id: str, favorite_id: str) -> list[FavoriteRemoved]:
         if favorite_id not in self.items:
-            raise rules.FavoriteNotFound(f"no favourite {favorite_id}")
+            raise exceptions.FavoriteNotFound(f"no favourite {favorite_id}")
         return [FavoriteRemoved(owner_id=owner_id, favorite_id=favorite_id)]
 
 
@@ -673,9 +675,9 @@ class Labels(Aggregate):
         """A new label; its text unique in the list (case and spaces aside)."""
         clean = rules.label_text(text)
         if any(i.text.casefold() == clean.casefold() for i in self.items.values()):
-            raise rules.LabelAlreadyExists(f"the list already has the label '{clean}'")
+            raise exceptions.LabelAlreadyExists(f"the list already has the label '{clean}'")
         if len(self.items) >= rules.MAX_LABELS:
-            raise rules.TooManyLabels(f"at most {rules.MAX_LABELS} labels per list")
+            raise exceptions.TooManyLabels(f"at most {rules.MAX_LABELS} labels per list")
         return [
             LabelAdded(
                 owner_kind=owner_kind,  # type: ignore[arg-type]
@@ -688,7 +690,7 @@ class Labels(Aggregate):
 
     def remove(self, owner_kind: str, owner_id: str, label_id: str, by: str) -> list[LabelRemoved]:
         if label_id not in self.items:
-            raise rules.LabelNotFound(f"no label {label_id}")
+            raise exceptions.LabelNotFound(f"no label {label_id}")
         return [
             LabelRemoved(
                 owner_kind=owner_kind,  # type: ignore[arg-type]

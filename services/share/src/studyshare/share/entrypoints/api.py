@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    model_validator,
-)
 
-from studyshare.contracts.events.share import AccessLevel, Label
+from studyshare.contracts.events.share import Label
 from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.auth import CurrentUser
 from studyshare.plumbing.http import create_app as base_app
@@ -29,20 +19,32 @@ from studyshare.plumbing.http import kafka_ready, mongo_ready, problem
 from studyshare.plumbing.http import problem_responses as _problem_responses
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
-from studyshare.share.domain import rules
+from studyshare.share.domain import exceptions
 from studyshare.share.domain.model import Bucket
-from studyshare.share.service_layer.handlers import (
-    RecipientInput,
-    ShareCommand,
-    ShareResult,
-    ShareService,
+from studyshare.share.entrypoints.models import (
+    BucketOut,
+    Confirmation,
+    FavoriteOut,
+    LabelCreateIn,
+    LabelListed,
+    OTPRequestedOut,
+    OTPVerifiedOut,
+    OTPVerifyIn,
+    PreferencesOut,
+    RecipientIn,
+    SentBucketOut,
+    SentBucketsOut,
+    ShareAgainIn,
+    SharedItemOut,
+    SharedWithMeOut,
+    ShareIn,
+    ShareOut,
 )
+from studyshare.share.service_layer.handlers import ShareService
+from studyshare.share.service_layer.sharing import ShareResult
 from studyshare.share.settings import ShareSettings
 
 log = get_logger(__name__)
-Language = Literal["en", "nl", "fr", "de"]
-
-
 #: the revocation routes' answers: decided on by every study-store process (issue 15, point 13)
 AT_ONCE = (
     "Answers once every study-store API process decides on it, so the recipient's next "
@@ -59,310 +61,6 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
         }
     return documented
-
-
-# ---------------------------------------------------------------- request models
-class RecipientIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["user", "group", "department", "email"]
-    id: str | None = Field(default=None, min_length=1, max_length=200)
-    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    language: Language | None = None
-
-    @model_validator(mode="after")
-    def _id_or_email(self) -> RecipientIn:
-        if self.kind == "email" and not self.email:
-            raise ValueError("an email recipient needs `email`")
-        if self.kind != "email" and not self.id:
-            raise ValueError(f"a {self.kind} recipient needs `id`")
-        return self
-
-    def to_input(self) -> RecipientInput:
-        return RecipientInput(self.kind, self.id, self.email, self.language)
-
-
-class LabelIn(BaseModel):
-    text: str = Field(min_length=1, max_length=100)
-    scope: Literal["user", "group"] = "user"
-
-
-def _date_only(value: Any) -> Any:
-    """A date chosen without a time is written `YYYY-MM-DD` and nothing else."""
-    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        raise ValueError("a date without a time is written YYYY-MM-DD")
-    return value
-
-
-ValidUntil = Annotated[
-    AwareDatetime | Annotated[date, BeforeValidator(_date_only)] | None,
-    Field(
-        description="a moment with its UTC offset, or a date (YYYY-MM-DD) chosen without a "
-        "time: access then ends at the end of that day in the sending department's time zone",
-    ),
-]
-
-
-class ShareOptions(BaseModel):
-    """Parameters a share-again may override."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    access_level: AccessLevel | None = None
-    reason: str | None = Field(default=None, max_length=2000)
-    language: Language | None = None
-    valid_until: ValidUntil = None
-    unlimited: bool | None = None
-    label: LabelIn | None = None
-    urgent: bool | None = None
-    anonymize: bool | None = None
-    allow_further_sharing: bool | None = None
-    allow_download: bool | None = None
-    message: str | None = Field(default=None, max_length=4000)
-    two_factor: bool | None = None
-    send_mail: bool | None = None
-    add_to_favorites: list[str] | None = Field(default=None, max_length=100)
-
-
-class ShareIn(BaseModel):
-    """A share: studies, recipients and the parameters of the manuals."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    study_uids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(max_length=500)
-    recipients: list[RecipientIn] = Field(max_length=200)
-    access_level: AccessLevel
-    reason: str = Field(default="", max_length=2000)
-    language: Language | None = None
-    valid_until: ValidUntil = None
-    unlimited: bool = False
-    patient_agreed: bool = False
-    label: LabelIn | None = None
-    urgent: bool = False
-    anonymize: bool = False
-    allow_further_sharing: bool = False
-    allow_download: bool = False
-    include_uploaded_together: bool = False
-    message: str | None = Field(default=None, max_length=4000)
-    two_factor: bool | None = None
-    send_mail: bool | None = None
-    hipaa_confirmed: bool | None = None
-    add_to_favorites: list[str] = Field(default_factory=list, max_length=100)
-    parent_bucket_id: str | None = Field(
-        default=None, max_length=100, description="re-share: the bucket you received the studies in"
-    )
-
-    def to_command(self) -> ShareCommand:
-        return ShareCommand(
-            study_uids=tuple(self.study_uids),
-            recipients=tuple(r.to_input() for r in self.recipients),
-            access_level=self.access_level,
-            reason=self.reason,
-            patient_agreed=self.patient_agreed,
-            language=self.language,
-            valid_until=self.valid_until,
-            unlimited=self.unlimited,
-            label=Label(**self.label.model_dump()) if self.label else None,
-            urgent=self.urgent,
-            anonymize=self.anonymize,
-            allow_further_sharing=self.allow_further_sharing,
-            allow_download=self.allow_download,
-            include_uploaded_together=self.include_uploaded_together,
-            message=self.message,
-            two_factor=self.two_factor,
-            send_mail=self.send_mail,
-            hipaa_confirmed=self.hipaa_confirmed,
-            add_to_favorites=tuple(self.add_to_favorites),
-            parent_bucket_id=self.parent_bucket_id,
-        )
-
-
-class ShareAgainIn(ShareOptions):
-    recipients: list[RecipientIn] = Field(max_length=200)
-
-
-class OTPVerifyIn(BaseModel):
-    code: str = Field(min_length=1, max_length=20)
-
-
-# ---------------------------------------------------------------- response models
-class PersonOut(BaseModel):
-    id: str
-    name: str | None = None
-
-
-class LabelOut(BaseModel):
-    text: str
-    scope: Literal["user", "group"]
-
-
-class ConfirmationStudy(BaseModel):
-    study_uid: str
-    description: str | None = None
-    study_date: str | None = None
-    patient_initials: str | None = None
-
-
-class ConfirmationRecipient(BaseModel):
-    id: str
-    kind: Literal["user", "group", "department", "email"]
-    name: str | None = None
-    language: str | None = None
-
-
-class Confirmation(BaseModel):
-    bucket_id: str
-    parent_bucket_id: str | None
-    sender: PersonOut
-    studies: list[ConfirmationStudy]
-    recipients: list[ConfirmationRecipient]
-    access_level: AccessLevel
-    report_access: Literal["none", "read", "write"]
-    valid_until: datetime | None
-    unlimited: bool
-    language: str
-    anonymize: bool
-    allow_further_sharing: bool
-    allow_download: bool
-    two_factor: bool
-    send_mail: bool
-    urgent: bool
-    label: LabelOut | None
-    message: str | None
-    notes: list[str]
-
-
-class ShareOut(BaseModel):
-    bucket_id: str
-    confirmation: Confirmation
-    confirmation_text: str
-    favorites_added: list[str]
-
-
-class BucketRecipientOut(BaseModel):
-    recipient_id: str
-    kind: Literal["user", "group", "department", "email"]
-    name: str | None = Field(
-        default=None, description="the user's, group's or department's name (Access tab only)"
-    )
-    email: str | None = None
-    language: str | None = None
-    revoked: bool
-    user_id: str | None = Field(
-        default=None, description="the account that accepted an invitation by e-mail"
-    )
-    name: str | None = Field(default=None, description="display name (in my shares)")
-
-
-class BucketOut(BaseModel):
-    """A bucket as its sender, the study owner or an admin sees it (`reason` is hidden from
-    recipients)."""
-
-    bucket_id: str
-    status: Literal["active", "revoked", "expired"]
-    sender_id: str
-    sender_name: str | None = Field(default=None, description="the sender's name (Access tab)")
-    may_revoke: bool = Field(
-        default=False,
-        description="whether the caller may withdraw its accesses (the sender, the exam owner, "
-        "an admin of the sending department): the Access tab's crosses",
-    )
-    sending_department_id: str | None
-    parent_bucket_id: str | None
-    children: list[str] = []
-    study_uids: list[str]
-    active_study_uids: list[str]
-    recipients: list[BucketRecipientOut]
-    access_level: AccessLevel
-    report_access: Literal["none", "read", "write"]
-    reason: str | None
-    language: str
-    valid_until: datetime | None
-    unlimited: bool
-    anonymize: bool
-    allow_further_sharing: bool
-    allow_download: bool
-    two_factor: bool
-    send_mail: bool
-    urgent: bool
-    label: LabelOut | None
-    message: str | None
-    locked: bool
-    expired: bool
-    shared_at: datetime | None
-
-
-class SentBucketOut(BucketOut):
-    """A bucket in "my shares": its studies as its confirmation names them."""
-
-    studies: list[ConfirmationStudy]
-
-
-class SentBucketsOut(BaseModel):
-    items: list[SentBucketOut]
-    total: int
-    limit: int
-    offset: int
-
-
-class SharedItemOut(BaseModel):
-    bucket_id: str
-    study_uid: str
-    position: int = Field(
-        description="the study's place in the share (1-based), as the share mail numbers it: "
-        "an anonymized share's mail links `/shared-with-me/{position}?bucket=`"
-    )
-    description: str | None
-    study_date: str | None
-    patient_initials: str | None
-    sender: PersonOut
-    via: list[PersonOut]
-    message: str | None
-    read: bool
-    message_state: Literal["unread", "read"] | None = Field(
-        description="red (unread) until the study is opened, then green (read)"
-    )
-    label: LabelOut | None
-    urgent: bool
-    valid_until: datetime | None
-    unlimited: bool
-    access_level: AccessLevel
-    report_access: Literal["none", "read", "write"]
-    anonymize: bool
-    allow_download: bool
-    allow_further_sharing: bool
-    two_factor: bool
-    locked: bool
-    shared_at: datetime | None
-
-
-class SharedWithMeOut(BaseModel):
-    items: list[SharedItemOut]
-    total: int
-    limit: int
-    offset: int
-
-
-class OTPRequestedOut(BaseModel):
-    expires_at: datetime
-    sent_to: Literal["registered_mobile"] = "registered_mobile"
-
-
-class OTPVerifiedOut(BaseModel):
-    verified_until: datetime
-
-
-class FavoriteOut(BaseModel):
-    favorite_id: str
-    recipient_id: str
-    kind: Literal["user", "group", "department", "email"]
-    email: str | None = None
-    name: str | None = Field(default=None, description="display name of the recipient")
-
-
-class PreferencesOut(BaseModel):
-    two_factor: bool
-    send_mail: bool
 
 
 # ---------------------------------------------------------------- dependencies
@@ -679,23 +377,6 @@ async def remove_favorite(favorite_id: str, user: CurrentUser, service: Service)
     await service.remove_favorite(user, favorite_id)
 
 
-class LabelCreateIn(BaseModel):
-    """A label to add to my list, or (with `group_id`) to a group's list I am a member of."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str = Field(min_length=1, max_length=100)
-    group_id: str | None = Field(default=None, min_length=1, max_length=100)
-
-
-class LabelListed(BaseModel):
-    label_id: str
-    text: str
-    scope: Literal["user", "group"]
-    group_id: str | None = None
-    group_name: str | None = None
-
-
 @router.get(
     "/api/labels",
     response_model=list[LabelListed],
@@ -780,8 +461,8 @@ def create_app(settings: ShareSettings | None = None) -> FastAPI:
         readiness=[mongo_ready(db), kafka_ready(settings.kafka)],
     )
 
-    @app.exception_handler(rules.OTPRequestedTooOften)
-    async def too_often(request: Request, exc: rules.OTPRequestedTooOften) -> Response:
+    @app.exception_handler(exceptions.OTPRequestedTooOften)
+    async def too_often(request: Request, exc: exceptions.OTPRequestedTooOften) -> Response:
         response = problem(exc.status, exc.title, exc.detail, exc.rule)
         response.headers["retry-after"] = str(exc.retry_after_s)
         return response

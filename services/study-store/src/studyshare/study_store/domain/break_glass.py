@@ -19,23 +19,14 @@ from studyshare.access_policy.glass import (
     why_not_break_the_glass,
 )
 from studyshare.contracts.events.study import BreakTheGlassUsed
-from studyshare.plumbing.errors import Conflict, Forbidden, RuleViolation
+from studyshare.study_store.domain.exceptions import (
+    BreakTheGlassNotAllowed,
+    BreakTheGlassNotNeeded,
+    BreakTheGlassReasonRequired,
+)
 
 MAX_REASON = 2000
 NOT_ALLOWED = "you may not break the glass on this study"
-
-
-class BreakTheGlassReasonRequired(RuleViolation):
-    pass
-
-
-class BreakTheGlassNotAllowed(Forbidden):
-    """The study department's policy does not let the caller break the glass (or there is no
-    such study: the same answer)."""
-
-
-class BreakTheGlassNotNeeded(Conflict):
-    """The caller can already open the study; no alert is raised for nothing."""
 
 
 def break_the_glass(

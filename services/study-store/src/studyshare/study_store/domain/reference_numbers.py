@@ -18,7 +18,15 @@ from studyshare.contracts.events.study import (
     ReferenceNumberRevoked,
 )
 from studyshare.plumbing.aggregate import Aggregate
-from studyshare.plumbing.errors import Conflict, Forbidden, NotFound, RuleViolation
+from studyshare.study_store.domain.exceptions import (
+    ReferenceNumberAlreadyRevoked,
+    ReferenceNumberBreaksComplexityRule,
+    ReferenceNumbersManagedByStudyDepartmentOnly,
+    ReferenceNumberTaken,
+    ReferenceNumberUnknown,
+    ReferenceNumberValidityBeyondPolicy,
+    ReferenceNumberValidityInverted,
+)
 
 # No 0/O, 1/I/L: patients type these numbers from paper.
 ALPHABETS = {
@@ -26,30 +34,6 @@ ALPHABETS = {
     "alphanumeric": "ABCDEFGHJKMNPQRSTUVWXYZ23456789",
 }
 MANAGER_ROLES = ("department_staff", "department_admin")
-
-
-class ReferenceNumberTaken(Conflict):
-    pass
-
-
-class ReferenceNumberUnknown(NotFound):
-    pass
-
-
-class ReferenceNumberAlreadyRevoked(Conflict):
-    pass
-
-
-class ReferenceNumberBreaksComplexityRule(RuleViolation):
-    """A flagged number cannot be used, so it gets no pincode either."""
-
-
-class ReferenceNumberValidityInverted(RuleViolation):
-    pass
-
-
-class ReferenceNumbersManagedByStudyDepartmentOnly(Forbidden):
-    pass
 
 
 def stream_id(number: str) -> str:
@@ -64,10 +48,6 @@ def generate(rule: ReferenceNumberRule) -> str:
         number = "".join(secrets.choice(alphabet) for _ in range(length))
         if complies(number, rule):
             return number
-
-
-class ReferenceNumberValidityBeyondPolicy(RuleViolation):
-    """A 'valid to' later than the sending department allows for its reference numbers."""
 
 
 def validity_as_allowed(

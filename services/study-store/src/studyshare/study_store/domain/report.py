@@ -11,43 +11,19 @@ from typing import Literal
 from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.events.study import ReportUpdated, StudyReceived
 from studyshare.plumbing.aggregate import Aggregate
-from studyshare.plumbing.errors import Forbidden, NotFound, RuleViolation
+from studyshare.study_store.domain.exceptions import (
+    ReportEmpty,
+    ReportNotAPdf,
+    ReportNotAvailableOnAnonymizedShare,
+    ReportReadNotAllowed,
+    ReportTooLarge,
+    ReportWriteNotAllowed,
+    StudyNotReceived,
+)
 
 MAX_TEXT_CHARS = 200_000
 MAX_PDF_BYTES = 8 * 1024 * 1024
 ReportFormat = Literal["text", "pdf"]
-
-
-class ReportNotAvailableOnAnonymizedShare(Forbidden):
-    pass
-
-
-class ReportReadNotAllowed(Forbidden):
-    pass
-
-
-class ReportWriteNotAllowed(Forbidden):
-    pass
-
-
-class NoReportYet(NotFound):
-    pass
-
-
-class StudyNotReceived(NotFound):
-    pass
-
-
-class ReportEmpty(RuleViolation):
-    pass
-
-
-class ReportTooLarge(RuleViolation):
-    status = 413
-
-
-class ReportNotAPdf(RuleViolation):
-    status = 415
 
 
 def check_read(decision: AccessDecision) -> None:

@@ -22,7 +22,11 @@ from studyshare.contracts.events.study import (
     StudyReceived,
 )
 from studyshare.plumbing.aggregate import Aggregate
-from studyshare.plumbing.errors import Conflict, NotFound, RuleViolation
+from studyshare.study_store.domain.exceptions import (
+    StudyNotFound,
+    TransferInProgress,
+    TransferNotFound,
+)
 
 
 @dataclass(frozen=True)
@@ -108,30 +112,6 @@ class Study(Aggregate):
         if bucket_id in self.message_buckets:
             return []
         return [StudyMessageStored(study_uid=self.id, bucket_id=bucket_id, series_uid=series_uid)]
-
-
-class StudyNotFound(NotFound):
-    """No study with this Study Instance UID is stored."""
-
-
-class InstanceAlreadyStored(Conflict):
-    """A stored instance is never replaced: its SOP Instance UID is already stored with other
-    content (the same content again is accepted as already stored)."""
-
-
-class TransferNotFound(NotFound):
-    """No transfer with this id exists for this study."""
-
-
-class TransferInProgress(Conflict):
-    """A resend is only possible once the previous attempts have ended."""
-
-
-class ForwardNotAllowed(RuleViolation):
-    """Forwarding copies the study out of StudyShare: it needs download permission."""
-
-    status = 403
-    title = "Forbidden"
 
 
 TransferState = Literal["pending", "retrying", "forwarded", "failed"]

@@ -21,6 +21,7 @@ from studyshare.plumbing.mongo import mongo_client
 from studyshare.plumbing.projection import ProjectionRunner
 from studyshare.plumbing.session_feed import follower_id
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.adapters.projections import AccessDecisions
 from studyshare.study_store.entrypoints import (
     dicomweb,
     downloads,
@@ -30,7 +31,6 @@ from studyshare.study_store.entrypoints import (
     viewer,
 )
 from studyshare.study_store.entrypoints.anonymized_uids import RemappedUidPaths
-from studyshare.study_store.entrypoints.projections import AccessDecisions
 from studyshare.study_store.service_layer import reports
 from studyshare.study_store.service_layer.access_barrier import ACCESS_FOLLOWERS, AccessBarrier
 from studyshare.study_store.service_layer.access_log import AccessLog

@@ -7,10 +7,14 @@ access with `AccessLogDep.record(decision, principal, action)`.
 
 The DICOMweb read routes take `DicomReader` / `ReaderStudyAccess` instead: the same, but a
 viewer token (`domain.viewer`) is accepted there too, and decided by the same access model.
+They take the DICOM stores as `Stores`, register each retrieval with `record_access` and build
+the URLs of their answers on `base_url`.
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -21,11 +25,15 @@ from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, bearer_token, current_principal
 from studyshare.plumbing.errors import RuleViolation
 from studyshare.plumbing.eventstore import EventStore
+from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.adapters.viewer_tokens import ViewerTokens, is_viewer_token
 from studyshare.study_store.domain.access_rules import refuse
 from studyshare.study_store.service_layer.access_log import AccessLog
+from studyshare.study_store.service_layer.retrieval import DicomStores
 from studyshare.study_store.settings import StudyStoreSettings
+
+log = get_logger(__name__)
 
 
 async def study_access(
@@ -115,3 +123,39 @@ AccessLogDep = Annotated[AccessLog, Depends(_access_log)]
 EventStoreDep = Annotated[EventStore, Depends(_store)]
 DatabaseDep = Annotated[AsyncDatabase, Depends(_db)]
 SettingsDep = Annotated[StudyStoreSettings, Depends(_settings)]
+
+
+async def dicom_stores(request: Request) -> DicomStores:
+    return request.app.state.dicom
+
+
+Stores = Annotated[DicomStores, Depends(dicom_stores)]
+
+
+async def record_access(
+    request: Request, decision: AccessDecision, principal: AccessClaims, action: str
+) -> None:
+    """Register the access for the study logging (the access log coalesces)."""
+    recorder = getattr(request.app.state, "access_log", None)
+    if recorder is None:
+        log.warning("access_log.missing", action=action)
+        return
+    result = recorder.record(decision, principal, action)
+    if inspect.isawaitable(result):
+        await result
+
+
+#: a host (and port) as the gateway or the Ingress controller forwards it
+FORWARDED_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
+def base_url(request: Request) -> str:
+    """Where the caller reached the store: the gateway's (or the Ingress controller's)
+    `X-Forwarded-Host` and `-Proto` when given, else the request's own. URLs in answers
+    (RetrieveURL, BulkDataURI) are built on it, so a browser behind the gateway can follow
+    them."""
+    host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+    proto = request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
+    if host and FORWARDED_HOST.match(host) and proto in ("http", "https"):
+        return f"{proto}://{host}"
+    return str(request.base_url).rstrip("/")

@@ -18,33 +18,29 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel
 from pydicom.fileset import FileSet
 
 from studyshare.plumbing.auth import CurrentPrincipal
-from studyshare.plumbing.errors import Forbidden, NotFound
+from studyshare.plumbing.errors import NotFound
+from studyshare.plumbing.http import problem_responses
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.blobstore import BlobStore
-from studyshare.study_store.adapters.dicom_files import read_header
+from studyshare.study_store.adapters.dicom_files import read_header, served_bytes
 from studyshare.study_store.domain.anonymize import AnonymizationKey, anonymize_dataset
-from studyshare.study_store.entrypoints.dependencies import StudyAccess
-from studyshare.study_store.entrypoints.dicomweb import (
+from studyshare.study_store.domain.exceptions import DownloadNotAllowed
+from studyshare.study_store.domain.serving import require_images
+from studyshare.study_store.entrypoints.dependencies import Stores, StudyAccess, record_access
+from studyshare.study_store.entrypoints.models import (
+    UploadedTogether,
+)
+from studyshare.study_store.service_layer.retrieval import (
     DicomStores,
-    Stores,
-    problem_responses,
-    record_access,
-    require_images,
-    served_bytes,
     study_key,
     visible_instances,
 )
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/api/studies", tags=["studies"])
-
-
-class DownloadNotAllowed(Forbidden):
-    """The share did not allow download (only the images may be viewed)."""
 
 
 class _Pipe:
@@ -91,7 +87,7 @@ async def dicomdir_stream(
             archive.writestr("DICOMDIR", dicomdir)
             for doc in sorted(docs, key=lambda d: names[d["_id"]]):
                 with archive.open(names[doc["_id"]], "w", force_zip64=True) as entry:
-                    async for chunk in served_bytes(stores, doc, key):
+                    async for chunk in served_bytes(stores.blobs, doc, key):
                         entry.write(chunk)
                         if pipe.written > PIECE:
                             yield pipe.take()
@@ -131,7 +127,7 @@ async def zip_stream(
                 series_uid, sop_uid = key.uid(series_uid), key.uid(sop_uid)
             name = f"{folder}/{series_uid}/{number:05d}_{sop_uid}.dcm"
             with archive.open(name, "w", force_zip64=True) as entry:
-                async for chunk in served_bytes(stores, doc, key):
+                async for chunk in served_bytes(stores.blobs, doc, key):
                     entry.write(chunk)
                     if pipe.written > PIECE:
                         yield pipe.take()
@@ -177,11 +173,6 @@ async def download_study(
             )
         },
     )
-
-
-class UploadedTogether(BaseModel):
-    study_uid: str
-    study_uids: list[str]
 
 
 @router.get(

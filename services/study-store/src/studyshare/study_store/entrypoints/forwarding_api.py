@@ -7,70 +7,35 @@ lists them (the Access tab's "PACS (Transferred)"), `POST .../transfers/{id}/res
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
 
 from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
-from studyshare.plumbing.errors import Forbidden, NotFound
-from studyshare.study_store.domain.study import ForwardNotAllowed, StudyNotFound
-from studyshare.study_store.entrypoints.dependencies import StudyAccess
-from studyshare.study_store.entrypoints.dicom_projections import rsw_transfer_id
-from studyshare.study_store.entrypoints.dicomweb import (
-    OWNING_PATHS,
-    DicomStores,
-    Stores,
-    problem_responses,
-    record_access,
-    require_images,
+from studyshare.plumbing.errors import NotFound
+from studyshare.plumbing.http import problem_responses
+from studyshare.study_store.domain.exceptions import (
+    ForwardNotAllowed,
+    NoRswEndpoint,
+    RswOnlyForDepartment,
+    StudyNotFound,
+    UnknownPacs,
 )
-from studyshare.study_store.service_layer.forwarding import Forwarding
+from studyshare.study_store.domain.serving import OWNING_PATHS, require_images
+from studyshare.study_store.entrypoints.dependencies import Stores, StudyAccess, record_access
+from studyshare.study_store.entrypoints.models import (
+    ForwardRequest,
+    PacsView,
+    RswStatus,
+    TransferView,
+)
+from studyshare.study_store.service_layer.forwarding import Forwarding, rsw_transfer_id
+from studyshare.study_store.service_layer.retrieval import DicomStores
 
 router = APIRouter(tags=["forwarding"])
-
-
-class UnknownPacs(NotFound):
-    """The destination is not a department of kind pacs with a PACS endpoint."""
-
-
-class NoRswEndpoint(NotFound):
-    """The study's department has no regional health network (RSW) endpoint."""
-
-
-class RswOnlyForDepartment(Forbidden):
-    """Only the study's own department sends it to the regional health network."""
-
-
-class ForwardRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    pacs_id: str = Field(min_length=1, max_length=64, description="A department of kind pacs")
-
-
-class TransferView(BaseModel):
-    transfer_id: str
-    destination_kind: Literal["pacs", "rsw"]
-    destination_id: str
-    destination_name: str | None = None
-    state: Literal["pending", "retrying", "forwarded", "failed"]
-    attempts: int
-    rounds: int
-    last_error: str | None = None
-    requested_by: str | None = None
-    anonymized: bool = False
-    requested_at: datetime
-    updated_at: datetime
-
-
-class PacsView(BaseModel):
-    pacs_id: str
-    name: str
-    ae_title: str
 
 
 def forwarding(stores: Stores) -> Forwarding:
@@ -195,11 +160,6 @@ async def resend_transfer(
     await fw.resend(transfer_id, study_uid, actor_of(principal))
     await record_access(request, decision, principal, "forward")
     return await view(fw, study_uid, transfer_id)
-
-
-class RswStatus(BaseModel):
-    department_id: str
-    transfer: TransferView | None = None
 
 
 async def rsw_department(stores: DicomStores, fw: Forwarding, study_uid: str) -> str:

@@ -5,29 +5,19 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
 
-from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.routes import internal_callers
 from studyshare.plumbing.internal import internal_caller
+from studyshare.study_store.entrypoints.models import (
+    BarrierIn,
+    BarrierOut,
+)
 from studyshare.study_store.service_layer.access_barrier import AccessBarrier
 
 router = APIRouter(include_in_schema=False)
 BARRIER = "/internal/access/barrier"
 #: a bucket's stream with a share of 500 studies and 200 recipients, a few of them
 BARRIER_MAX_BYTES = 8 * 1024**2
-
-
-class BarrierIn(BaseModel):
-    events: list[EventEnvelope] = Field(min_length=1, max_length=5000)
-    timeout_s: float = Field(default=12.0, gt=0, le=60)
-
-
-class BarrierOut(BaseModel):
-    confirmed: bool
-    followers: int
-    behind: list[str]
-    waited_ms: float
 
 
 @router.post(BARRIER)

@@ -9,16 +9,19 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
-from studyshare.plumbing.errors import RuleViolation
 from studyshare.plumbing.http import problem_responses
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
-from studyshare.study_store.domain.access_rules import AccessDecisionsUnavailable
 from studyshare.study_store.domain.anonymize import AnonymizationKey
+from studyshare.study_store.domain.exceptions import (
+    AccessDecisionsUnavailable,
+    InvalidReportBody,
+    UnsupportedReportType,
+)
 from studyshare.study_store.domain.report import ReportFormat
 from studyshare.study_store.entrypoints.dependencies import (
     AccessLogDep,
@@ -28,6 +31,24 @@ from studyshare.study_store.entrypoints.dependencies import (
     SettingsDep,
     StudyAccess,
 )
+from studyshare.study_store.entrypoints.models import (
+    AccessView,
+    BreakTheGlassRequest,
+    BreakTheGlassResult,
+    BucketView,
+    IssueReferenceNumber,
+    Pincode,
+    ReferenceNumberList,
+    ReferenceNumberView,
+    RegeneratedReferenceNumbers,
+    ReportText,
+    ReportVersion,
+    ReportView,
+    StudyDetail,
+    StudyList,
+    StudySummary,
+    aware_utc,
+)
 from studyshare.study_store.service_layer import break_glass as break_glass_handler
 from studyshare.study_store.service_layer import reference_numbers as refs
 from studyshare.study_store.service_layer import reports
@@ -35,177 +56,6 @@ from studyshare.study_store.service_layer import reports
 router = APIRouter(prefix="/api/studies", tags=["studies"])
 
 REFUSALS = problem_responses(401, 403, 404, 422, 423, 503)
-
-
-# -- models ----------------------------------------------------------------------------------
-
-
-class AccessView(BaseModel):
-    """The caller's access decision for a study, and why."""
-
-    images: bool
-    report: Literal["none", "read", "write"]
-    download: bool
-    anonymized: bool
-    via: str | None
-    reason: str
-    bucket_id: str | None = None
-    group_id: str | None = None
-    reference_number: str | None = None
-    valid_until: datetime | None = None
-
-    @classmethod
-    def of(cls, d: AccessDecision) -> AccessView:
-        return cls(
-            images=d.images,
-            report=d.report,
-            download=d.download,
-            anonymized=d.anonymized,
-            via=d.via,
-            reason=d.reason,
-            bucket_id=d.bucket_id,
-            group_id=d.group_id,
-            reference_number=d.reference_number,
-            valid_until=d.valid_until,
-        )
-
-
-class StudySummary(BaseModel):
-    study_uid: str
-    patient_id: str | None = Field(None, description="hidden on anonymized shares")
-    patient_initials: str | None = Field(None, description="hidden on anonymized shares")
-    anonymized_name: str | None = Field(
-        None, description="'<number> Anonymous' on anonymized shares"
-    )
-    description: str = ""
-    study_date: date | None = None
-    accession_number: str | None = None
-    modalities: list[str] = []
-    department_id: str | None = None
-    label: str | None = None
-    urgent: bool = False
-    message_state: Literal["none", "unread", "read"] = "none"
-    valid_until: datetime | None = None
-    has_report: bool = False
-    access: AccessView
-
-
-class StudyList(BaseModel):
-    items: list[StudySummary]
-    total: int
-    offset: int
-    limit: int
-
-
-class BucketView(BaseModel):
-    bucket_id: str
-    access_level: str
-    label: str | None = None
-    urgent: bool = False
-    has_message: bool = False
-    valid_until: datetime | None = None
-    unlimited: bool = False
-    anonymize: bool = False
-    two_factor: bool = False
-
-
-class StudyDetail(StudySummary):
-    patient_birth_date: date | None = Field(None, description="hidden on anonymized shares")
-    series_count: int = 0
-    instance_count: int = 0
-    report_version: int | None = None
-    received_at: datetime | None = None
-    buckets: list[BucketView] = []
-
-
-class ReportVersion(BaseModel):
-    version: int
-    format: Literal["text", "pdf"]
-    content_type: str
-    size: int
-    author_id: str
-    updated_at: datetime
-
-
-class ReportView(ReportVersion):
-    study_uid: str
-    text: str | None = Field(None, description="the report itself when it is text")
-    content_url: str
-    versions: list[ReportVersion] = []
-
-
-class ReportText(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    text: str = Field(max_length=200_000)
-
-
-class ReferenceNumberView(BaseModel):
-    reference_number: str
-    study_uid: str
-    issued_at: datetime | None = None
-    issued_by: str | None = None
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
-    complies_with_rule: bool = Field(
-        description="false: breaks the department's complexity rule; flagged and unusable"
-    )
-    usable: bool
-    revoked: bool = False
-    revoked_at: datetime | None = None
-    pincode_required: bool = False
-    pincode_set: bool = False
-    pincode_failures: int = Field(0, description="wrong pincodes entered (all time)")
-    pincode_consecutive_failures: int = 0
-    has_mobile: bool = False
-
-
-class ReferenceNumberList(BaseModel):
-    items: list[ReferenceNumberView]
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class IssueReferenceNumber(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
-    patient_mobile: str | None = Field(None, pattern=r"^\+?[0-9 ]{6,20}$")
-    reference_number: str | None = Field(
-        None,
-        pattern=r"^[A-Za-z0-9]{4,32}$",
-        description="an existing number (e.g. from the RIS); flagged if it breaks the rule",
-    )
-
-    _utc = field_validator("valid_from", "valid_to")(_aware)
-
-
-class RegeneratedReferenceNumbers(BaseModel):
-    issued: list[ReferenceNumberView]
-
-
-class Pincode(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    pincode: str = Field(pattern=r"^[0-9]{4,8}$")
-
-
-class BreakTheGlassRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str = Field(max_length=4000, description="mandatory; stored and alerted")
-
-
-class BreakTheGlassResult(BaseModel):
-    study_uid: str
-    valid_until: datetime
-    event_id: str
-    access: AccessView
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -219,10 +69,10 @@ def _message_state(
     model: InMemoryAccessModel, principal: AccessClaims, uid: str, buckets: list[dict[str, Any]]
 ) -> Literal["none", "unread", "read"]:
     """Unread until the caller opened the study after the newest share carrying a message."""
-    shared = [_aware(b.get("shared_at")) for b in buckets if b.get("has_message")]
+    shared = [aware_utc(b.get("shared_at")) for b in buckets if b.get("has_message")]
     if not shared:
         return "none"
-    read_at = _aware(model.reads.get((principal.sub, uid)))
+    read_at = aware_utc(model.reads.get((principal.sub, uid)))
     newest = max((t for t in shared if t is not None), default=None)
     if read_at is None or (newest is not None and newest > read_at):
         return "unread"
@@ -513,14 +363,6 @@ async def get_report_content(
     return Response(bytes(doc["content"]), media_type=media)
 
 
-class InvalidReportBody(RuleViolation):
-    pass
-
-
-class UnsupportedReportType(RuleViolation):
-    status = 415
-
-
 async def _report_body(request: Request) -> tuple[ReportFormat, bytes]:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
@@ -583,8 +425,8 @@ def _ref_view(model: InMemoryAccessModel, doc: dict[str, Any]) -> ReferenceNumbe
     complies = model.reference_complies(doc)
     now = model.clock()
     valid_from, valid_to = doc.get("valid_from"), doc.get("valid_to")
-    in_time = (valid_from is None or _aware(valid_from) <= now) and (
-        valid_to is None or now < _aware(valid_to)
+    in_time = (valid_from is None or aware_utc(valid_from) <= now) and (
+        valid_to is None or now < aware_utc(valid_to)
     )
     return ReferenceNumberView(
         reference_number=doc["reference_number"],

@@ -7,10 +7,7 @@ token cannot renew itself). The portal asks again before it ends while the viewe
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
 
 from studyshare.contracts.anonymized import bucket_key, remap_uid
 from studyshare.plumbing.auth import CurrentPrincipal
@@ -18,18 +15,11 @@ from studyshare.plumbing.http import problem_responses
 from studyshare.study_store.adapters.viewer_tokens import ViewerTokens
 from studyshare.study_store.domain.viewer import ViewerScope
 from studyshare.study_store.entrypoints.dependencies import SettingsDep, StudyAccess
+from studyshare.study_store.entrypoints.models import (
+    ViewerToken,
+)
 
 router = APIRouter(prefix="/api/studies", tags=["studies"])
-
-
-class ViewerToken(BaseModel):
-    token: str = Field(description="bearer token for the DICOMweb read routes of this study")
-    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the token scheme
-    expires_in: int = Field(description="seconds until the token ends (ask again before)")
-    study_uid: str = Field(
-        description="the study's UID as the caller sees it (remapped on anonymized shares)"
-    )
-    dicomweb_root: str = "/dicomweb"
 
 
 @router.post(

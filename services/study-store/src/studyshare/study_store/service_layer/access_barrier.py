@@ -26,24 +26,17 @@ from pymongo.errors import PyMongoError
 
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.topics import TOPIC_BY_NAME, topic_for_aggregate
-from studyshare.plumbing.errors import RuleViolation
 from studyshare.plumbing.followers import BarrierOutcome, FollowerRegistry
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import GenerationPointer, ProjectionRunner, collection_name
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION
+from studyshare.study_store.domain.exceptions import BarrierEventsRefused
 
 log = get_logger(__name__)
 
 ACCESS_FOLLOWERS = "access_followers"
 APPLY_ATTEMPTS = 8
-
-
-class BarrierEventsRefused(RuleViolation):
-    """The events are not whole streams of aggregates the caller owns."""
-
-    status = 422
-    title = "Events refused"
 
 
 def check_streams(caller: str, envelopes: Sequence[EventEnvelope]) -> None:

@@ -6,19 +6,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from studyshare.access_policy.glass import (
-    why_not_break_the_glass,
-)
+from studyshare.access_policy.glass import why_not_break_the_glass
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.aggregate import new_id
 from studyshare.plumbing.eventstore import EventStore, envelope_for
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
-from studyshare.study_store.domain.break_glass import (
-    BreakTheGlassNotAllowed,
-    break_the_glass,
-)
+from studyshare.study_store.domain.break_glass import break_the_glass
+from studyshare.study_store.domain.exceptions import BreakTheGlassNotAllowed
 
 log = get_logger(__name__)
 

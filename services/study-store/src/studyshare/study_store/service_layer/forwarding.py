@@ -31,19 +31,25 @@ from studyshare.study_store.adapters.blobstore import BlobStore, opened
 from studyshare.study_store.adapters.dicom_files import anonymized_chunks
 from studyshare.study_store.adapters.instances import InstanceIndex
 from studyshare.study_store.adapters.pacs import Destination, PacsAssociation, StoreFailed
+from studyshare.study_store.adapters.projections import DIRECTORY
 from studyshare.study_store.domain.anonymize import AnonymizationKey, may_carry_burned_in_text
-from studyshare.study_store.domain.study import Transfer, TransferNotFound
+from studyshare.study_store.domain.exceptions import TransferNotFound
+from studyshare.study_store.domain.study import Transfer
 from studyshare.study_store.settings import StudyStoreSettings
 
 log = get_logger(__name__)
 
-DIRECTORY = "dicom_departments"
 Kind = Literal["pacs", "rsw"]
 
 
 def transfer_id_for(*parts: str) -> str:
     """A deterministic transfer id, so a redelivered trigger requests nothing twice."""
     return "trf_" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def rsw_transfer_id(study_uid: str, department_id: str) -> str:
+    """The one RSW transfer of a study (its status row in the Access tab)."""
+    return transfer_id_for("rsw", study_uid, department_id)
 
 
 class DepartmentDirectory:

@@ -50,7 +50,8 @@ from studyshare.study_store.domain.dicom_meta import (
     instance_json,
     subset_json,
 )
-from studyshare.study_store.domain.study import InstanceAlreadyStored, ReceivedBatch, Study
+from studyshare.study_store.domain.exceptions import InstanceAlreadyStored
+from studyshare.study_store.domain.study import ReceivedBatch, Study
 
 log = get_logger(__name__)
 

@@ -16,10 +16,9 @@ from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.sealing import seal_pincode
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
-from studyshare.study_store.domain.access_rules import StudyNotFound
+from studyshare.study_store.domain.exceptions import ReferenceNumberTaken, StudyNotFound
 from studyshare.study_store.domain.reference_numbers import (
     ReferenceNumber,
-    ReferenceNumberTaken,
     check_may_manage,
     check_validity,
     generate,

@@ -18,8 +18,8 @@ from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.aggregate import Repository
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore
+from studyshare.study_store.domain.exceptions import NoReportYet
 from studyshare.study_store.domain.report import (
-    NoReportYet,
     ReportFormat,
     StudyReport,
     check_content,

@@ -1,8 +1,9 @@
-"""Every projection the study-store worker runs.
+"""The study store's read models written from events (run by the worker, `entrypoints.worker`).
 
-`AccessDecisions` folds share, identity and study events into the access read model
-(`adapters.read_models`); the API processes load it at start-up and follow its `seq`. The DICOM
-side's projections (`entrypoints.dicom_projections`) run beside it.
+- `AccessDecisions` folds share, identity and study events into the access read model
+  (`adapters.read_models`); the API processes load it at start-up and follow its `seq`.
+- `DepartmentEndpoints` (identity.events): departments with their kind and PACS/RSW endpoints
+  (read by `service_layer.forwarding.DepartmentDirectory`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pymongo import ASCENDING, ReplaceOne, ReturnDocument
+from pymongo import ASCENDING, ReplaceOne, ReturnDocument, UpdateOne
 
 from studyshare.contracts.envelope import EventEnvelope
+from studyshare.contracts.events import payload_of
+from studyshare.contracts.events.identity import DepartmentCreated
 from studyshare.plumbing.projection import Projection, ProjectionContext
-from studyshare.plumbing.settings import ServiceSettings
 from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION, doc_id_for, fold
-from studyshare.study_store.entrypoints.dicom_projections import dicom_projections
+
+#: the departments' read model (its projection's name)
+DIRECTORY = "dicom_departments"
 
 
 class AccessDecisions(Projection):
@@ -71,5 +75,30 @@ class AccessDecisions(Projection):
         await coll.bulk_write(writes, ordered=True, session=ctx.session)
 
 
-def projections(settings: ServiceSettings) -> list[Projection]:
-    return [AccessDecisions(), *dicom_projections(settings)]
+class DepartmentEndpoints(Projection):
+    name = DIRECTORY
+    topics = ("identity.events",)
+    collections = ("departments",)
+
+    async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
+        writes = []
+        for envelope in events:
+            if envelope.event_type != "DepartmentCreated":
+                continue
+            event = payload_of(envelope, DepartmentCreated)
+            writes.append(
+                UpdateOne(
+                    {"_id": event.department_id},
+                    {
+                        "$set": {
+                            "name": event.name,
+                            "kind": event.kind,
+                            "pacs": event.pacs.model_dump() if event.pacs else None,
+                            "rsw": event.rsw.model_dump() if event.rsw else None,
+                        }
+                    },
+                    upsert=True,
+                )
+            )
+        if writes:
+            await ctx.collection("departments").bulk_write(writes, session=ctx.session)

@@ -1,6 +1,5 @@
-"""The DICOM half's worker: department endpoints, share reactions and transfers.
+"""Reactions of the study store's worker: events that run commands of the service layer.
 
-- `DepartmentEndpoints` (identity.events): departments with their kind and PACS/RSW endpoints.
 - `ShareReactions` (share.events): a `StudyShared` with a message stores the message series in
   every study of the bucket; a share with a department of kind pacs forwards the studies there
   (the report only when the share's access level includes it; the share service refused the
@@ -8,6 +7,8 @@
 - `TransferReactions` (study.events): performs requested transfers (C-STORE with retries) and
   sends each newly received study to its department's RSW endpoint, when it has one; instances
   added later follow it there.
+- `ArrivalReactions` (study.events): a reference number on arrival, where the department's
+  policy says so.
 
 The reactions talk to the network and the disk, so they are not transactional; each effect is
 idempotent through its aggregate (deterministic ids, `StudyMessageStored` once per bucket).
@@ -18,11 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from pymongo import UpdateOne
-
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events import payload_of
-from studyshare.contracts.events.identity import DepartmentCreated
 from studyshare.contracts.events.share import StudyShared
 from studyshare.contracts.events.study import (
     StudyForwardRequested,
@@ -37,8 +35,8 @@ from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION
 from studyshare.study_store.domain.anonymize import anonymous_number_for
 from studyshare.study_store.domain.study import Transfer
 from studyshare.study_store.service_layer.forwarding import (
-    DIRECTORY,
     Forwarding,
+    rsw_transfer_id,
     transfer_id_for,
 )
 from studyshare.study_store.service_layer.ingest import Ingest
@@ -50,35 +48,6 @@ log = get_logger(__name__)
 
 #: how late an arrival may still get its reference number (the worker was down, lagging)
 ARRIVAL_HORIZON = timedelta(days=1)
-
-
-class DepartmentEndpoints(Projection):
-    name = DIRECTORY
-    topics = ("identity.events",)
-    collections = ("departments",)
-
-    async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
-        writes = []
-        for envelope in events:
-            if envelope.event_type != "DepartmentCreated":
-                continue
-            event = payload_of(envelope, DepartmentCreated)
-            writes.append(
-                UpdateOne(
-                    {"_id": event.department_id},
-                    {
-                        "$set": {
-                            "name": event.name,
-                            "kind": event.kind,
-                            "pacs": event.pacs.model_dump() if event.pacs else None,
-                            "rsw": event.rsw.model_dump() if event.rsw else None,
-                        }
-                    },
-                    upsert=True,
-                )
-            )
-        if writes:
-            await ctx.collection("departments").bulk_write(writes, session=ctx.session)
 
 
 class ShareReactions(Projection):
@@ -221,15 +190,5 @@ class TransferReactions(Projection):
             )
 
 
-def rsw_transfer_id(study_uid: str, department_id: str) -> str:
-    """The one RSW transfer of a study (its status row in the Access tab)."""
-    return transfer_id_for("rsw", study_uid, department_id)
-
-
-def dicom_projections(settings: StudyStoreSettings) -> list[Projection]:
-    return [
-        DepartmentEndpoints(),
-        ShareReactions(settings),
-        TransferReactions(settings),
-        ArrivalReactions(),
-    ]
+def reactions(settings: StudyStoreSettings) -> list[Projection]:
+    return [ShareReactions(settings), TransferReactions(settings), ArrivalReactions()]

@@ -1,0 +1,388 @@
+"""Sharing: a new share (`share`), a re-share of a held bucket (`share_again`) and the
+acceptance of an invitation, with the confirmation shown to the sender."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from studyshare.contracts.envelope import Actor
+from studyshare.contracts.events.share import AccessLevel, Label, RecipientRef, StudyShared
+from studyshare.contracts.tokens import AccessClaims
+from studyshare.plumbing.aggregate import new_id
+from studyshare.plumbing.eventstore import envelope_for
+from studyshare.plumbing.logging import get_logger
+from studyshare.share.adapters.readmodel import policy_of, share_options
+from studyshare.share.domain import exceptions
+from studyshare.share.domain.model import (
+    LEVELS,
+    Bucket,
+    ShareRequest,
+    check_within_held,
+    decide_share,
+)
+from studyshare.share.service_layer.base import (
+    RecipientInput,
+    ShareBase,
+    actor_of,
+    names_of,
+    resolve_recipients,
+    study_lines,
+)
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ShareCommand:
+    """A share as the sender asked for it (the API's body, without HTTP)."""
+
+    study_uids: tuple[str, ...]
+    recipients: tuple[RecipientInput, ...]
+    access_level: AccessLevel
+    reason: str
+    patient_agreed: bool
+    language: str | None = None
+    valid_until: datetime | date | None = None
+    """A date without a time: the end of that day in the sending department's time zone."""
+    unlimited: bool = False
+    label: Label | None = None
+    urgent: bool = False
+    anonymize: bool = False
+    allow_further_sharing: bool = False
+    allow_download: bool = False
+    include_uploaded_together: bool = False
+    message: str | None = None
+    two_factor: bool | None = None
+    send_mail: bool | None = None
+    hipaa_confirmed: bool | None = None
+    add_to_favorites: tuple[str, ...] = ()
+    parent_bucket_id: str | None = None
+
+
+@dataclass
+class ShareResult:
+    bucket: Bucket
+    confirmation: dict[str, Any]
+    confirmation_text: str
+    favorites_added: list[str] = field(default_factory=list)
+
+
+class Sharing(ShareBase):
+    """Sharing studies."""
+
+    async def share(self, principal: AccessClaims, cmd: ShareCommand) -> ShareResult:
+        """Check everything first; a refusal stores nothing. Then one bucket, in one write
+        together with its read model, then preferences and favourites."""
+        now = self.clock()
+        study_uids = list(dict.fromkeys(cmd.study_uids))
+        parent: Bucket | None = None
+        if cmd.parent_bucket_id:
+            parent = await self._load(cmd.parent_bucket_id)
+        studies, known, prefs = await asyncio.gather(  # independent reads
+            self.directory.studies(study_uids),
+            self._directory_facts(cmd.recipients, [principal.sub], principal.department_ids),
+            self.preferences.get(f"pref_{principal.sub}"),
+        )
+        if cmd.include_uploaded_together and studies:
+            batches = [s["upload_batch_id"] for s in studies.values() if s.get("upload_batch_id")]
+            for uid in await self.directory.uploaded_together(batches):
+                if uid not in study_uids:
+                    study_uids.append(uid)
+            studies = await self.directory.studies(study_uids)
+        if parent is None and not self._may_share_directly(principal, study_uids, studies):
+            parent = await self._held_parent(principal, study_uids, now)
+            if parent is None:
+                unknown = [uid for uid in study_uids if uid not in studies]
+                if unknown:
+                    raise exceptions.StudyNotKnown(f"studies not received (yet): {unknown}")
+                raise exceptions.NotAllowedToShareStudy(
+                    "you may share only your own or your department's studies, or studies "
+                    "shared with you with 'allow further sharing'"
+                )
+        if parent is not None:
+            if cmd.include_uploaded_together:
+                study_uids = [u for u in study_uids if u in parent.active_study_uids]
+            sending_department = parent.sending_department_id
+        else:
+            sending_department = studies[study_uids[0]].get("department_id") if study_uids else None
+        recipients = resolve_recipients(cmd.recipients, known)
+        favorites = [r for r in recipients if r.recipient_id in set(cmd.add_to_favorites)]
+        missing = set(cmd.add_to_favorites) - {r.recipient_id for r in recipients}
+        if missing:
+            raise exceptions.FavoriteNotARecipient(f"not among the recipients: {sorted(missing)}")
+        two_factor = prefs.two_factor if cmd.two_factor is None else cmd.two_factor
+        send_mail = prefs.send_mail if cmd.send_mail is None else cmd.send_mail
+        if sending_department in known["department"]:
+            policy, _country = policy_of(known["department"][sending_department])
+        else:
+            policy, _country = await self.directory.policy(sending_department)
+        request = ShareRequest(
+            bucket_id=new_id("bkt"),
+            sender_id=principal.sub,
+            study_uids=tuple(study_uids),
+            recipients=recipients,
+            access_level=cmd.access_level,
+            reason=cmd.reason,
+            patient_agreed=cmd.patient_agreed,
+            language=cmd.language,
+            valid_until=cmd.valid_until,
+            unlimited=cmd.unlimited,
+            label=cmd.label,
+            urgent=cmd.urgent,
+            anonymize=cmd.anonymize,
+            allow_further_sharing=cmd.allow_further_sharing,
+            allow_download=cmd.allow_download,
+            message=cmd.message,
+            two_factor=two_factor,
+            send_mail=send_mail,
+            hipaa_confirmed=cmd.hipaa_confirmed,
+            sending_department_id=sending_department,
+            policy=policy,
+            pacs_recipient_ids=pacs_recipients(recipients, known),
+        )
+        if parent is not None:
+            check_within_held(
+                request,
+                parent,
+                set(await self._holder_keys(principal)),
+                session_id=principal.sid,
+                now=now,
+            )
+        shared = decide_share(request, now, parent)
+        bucket = await self._create(shared, actor_of(principal), now)
+        if prefs.remember(principal.sub, two_factor, send_mail):
+            await self.preferences.execute(
+                f"pref_{principal.sub}",
+                lambda p: p.remember(principal.sub, two_factor, send_mail),
+                actor_of(principal),
+                retries=50,
+                loaded=prefs,
+            )
+        added: list[str] = []
+        if favorites:
+            _, envelopes = await self.favorites.execute(
+                f"fav_{principal.sub}",
+                lambda f: f.add(principal.sub, favorites),
+                actor_of(principal),
+                retries=50,
+            )
+            added = [e.payload["favorite_id"] for e in envelopes]
+        confirmation = confirmation_of(bucket, studies, known)
+        log.info(
+            "bucket.shared",
+            bucket_id=bucket.id,
+            studies=len(shared.study_uids),
+            recipients=len(shared.recipients),
+            parent_bucket_id=shared.parent_bucket_id,
+        )
+        return ShareResult(bucket, confirmation, confirmation_text(confirmation), added)
+
+    @staticmethod
+    def _may_share_directly(
+        principal: AccessClaims, study_uids: list[str], studies: dict[str, dict[str, Any]]
+    ) -> bool:
+        """Every study is known and belongs to the sender's department or to the sender."""
+        return all(
+            uid in studies
+            and (
+                studies[uid].get("department_id") in principal.department_ids
+                or studies[uid].get("owner_id") == principal.sub
+            )
+            for uid in study_uids
+        )
+
+    async def _held_parent(
+        self, principal: AccessClaims, study_uids: list[str], now: datetime
+    ) -> Bucket | None:
+        """A re-share without `parent_bucket_id`: the bucket held by the sender holding all
+        the studies with the most rights, or None when no bucket holds them."""
+        if not study_uids:
+            return None
+        docs = await self.readmodel.held_by(await self._holder_keys(principal), now)
+        holding = [d for d in docs if set(study_uids) <= set(d["active_study_uids"])]
+        if not holding:
+            return None
+        further = [d for d in holding if d["allow_further_sharing"]]
+        if not further:
+            raise exceptions.FurtherSharingNotAllowed(
+                "these studies were shared with you without 'allow further sharing'"
+            )
+        far = datetime.max.replace(tzinfo=now.tzinfo)
+        best = max(
+            further,
+            key=lambda d: (
+                LEVELS[d["access_level"]],
+                d["allow_download"],
+                not d["anonymize"],
+                not d["two_factor"],
+                far if d["unlimited"] else d["valid_until"],
+            ),
+        )
+        return await self._load(best["_id"])
+
+    async def _create(self, shared: StudyShared, actor: Actor, now: datetime) -> Bucket:
+        """Append the bucket's first event and its read model in one transaction (retried
+        whole on a transient write conflict with concurrent senders)."""
+
+        envelope = envelope_for(
+            shared, aggregate_id=shared.bucket_id, aggregate_version=1, actor=actor
+        )
+
+        async def write(session: AsyncClientSession) -> Bucket:
+            await self.store.append([envelope], session=session)
+            bucket = Bucket(shared.bucket_id)
+            bucket.apply(shared)
+            bucket.shared_at = now
+            await self.readmodel.insert(bucket, session=session)
+            return bucket
+
+        async with self.db.client.start_session() as session:
+            return await session.with_transaction(write)
+
+    async def share_again(
+        self,
+        principal: AccessClaims,
+        bucket_id: str,
+        recipients: Sequence[RecipientInput],
+        overrides: dict[str, Any],
+    ) -> ShareResult:
+        """The same set of studies, with new recipients, under the same parameters."""
+        original = await self._load(bucket_id)
+        if original.sender_id != principal.sub:
+            raise exceptions.NotTheSender("only the sender can share this bucket again")
+        s = original.s
+        now = self.clock()
+        valid_until = s.valid_until if s.valid_until and s.valid_until > now else None
+        base: dict[str, Any] = dict(
+            study_uids=tuple(original.active_study_uids),
+            recipients=tuple(recipients),
+            access_level=s.access_level,
+            reason=s.reason,
+            patient_agreed=s.patient_agreed,
+            valid_until=None if s.unlimited else valid_until,
+            unlimited=s.unlimited,
+            label=s.label,
+            urgent=s.urgent,
+            anonymize=s.anonymize,
+            allow_further_sharing=s.allow_further_sharing,
+            allow_download=s.allow_download,
+            message=s.message,
+            two_factor=s.two_factor,
+            send_mail=s.send_mail,
+            hipaa_confirmed=s.hipaa_confirmed,
+            parent_bucket_id=s.parent_bucket_id,
+        )
+        if "valid_until" in overrides and overrides["valid_until"] is not None:
+            base["unlimited"] = False
+        if overrides.get("unlimited"):
+            base["valid_until"] = None
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return await self.share(principal, ShareCommand(**base))
+
+    async def accept_invitation(self, principal: AccessClaims, bucket_id: str) -> Bucket:
+        """The caller's account, registered with the invited e-mail address (as identity
+        told the directory), takes the place of the bucket's e-mail recipient."""
+        user = await self.directory.user(principal.sub)
+        email = (user or {}).get("email")
+        bucket, _ = await self.buckets.execute(
+            bucket_id,
+            lambda b: b.accept_invitation(principal.sub, email, self.clock()),
+            actor_of(principal),
+        )
+        await self._save(bucket)
+        return bucket
+
+
+def pacs_recipients(
+    recipients: Sequence[RecipientRef], known: dict[str, dict[str, dict[str, Any]]]
+) -> tuple[str, ...]:
+    """The department recipients of kind pacs (a share forwards the studies to them)."""
+    return tuple(
+        r.recipient_id
+        for r in recipients
+        if r.kind == "department"
+        and known["department"].get(r.recipient_id, {}).get("kind") == "pacs"
+    )
+
+
+def confirmation_of(
+    bucket: Bucket,
+    studies: dict[str, dict[str, Any]],
+    known: dict[str, dict[str, dict[str, Any]]],
+) -> dict[str, Any]:
+    """The confirmation from the directory entries already read (studies, and users, groups,
+    departments by kind, including the sender)."""
+    s = bucket.s
+    names = names_of(known)
+    notes = []
+    if s.anonymize and s.access_level != "images":
+        notes.append("Anonymized: the report is never accessible, whatever the access level.")
+    if s.two_factor:
+        notes.append("Two-factor: recipients must enter a code sent by SMS before access.")
+    if not s.send_mail:
+        notes.append("No e-mail is sent to the recipients.")
+    return {
+        "bucket_id": bucket.id,
+        "parent_bucket_id": s.parent_bucket_id,
+        "sender": {"id": s.sender_id, "name": names.get(s.sender_id)},
+        "studies": study_lines(s.study_uids, studies, s.anonymize),
+        "recipients": [
+            {
+                "id": r.recipient_id,
+                "kind": r.kind,
+                "name": names.get(r.recipient_id) or r.email,
+                "language": r.language,
+            }
+            for r in s.recipients
+        ],
+        **share_options(bucket),
+        "notes": notes,
+    }
+
+
+def confirmation_text(c: dict[str, Any]) -> str:
+    """The confirmation as ready-to-copy text."""
+    until = "unlimited" if c["unlimited"] else f"{c['valid_until']:%d/%m/%Y %H:%M} UTC"
+    lines = [
+        f"Shared by {c['sender']['name'] or c['sender']['id']} (bucket {c['bucket_id']})",
+        "",
+        "Studies:",
+    ]
+    for s in c["studies"]:
+        bits = [b for b in (s["patient_initials"], s["description"], s["study_date"]) if b]
+        lines.append(f"  - {' | '.join(bits) or s['study_uid']} ({s['study_uid']})")
+    lines.append("Recipients:")
+    for r in c["recipients"]:
+        lines.append(f"  - {r['name'] or r['id']} ({r['kind']})")
+    level = {
+        "images": "images only",
+        "images_report_read": "images and read access to the report",
+        "images_report_write": "images and write access to the report",
+    }[c["access_level"]]
+    lines += ["", f"Access: {level}", f"Valid until: {until}"]
+    options = [
+        name
+        for name, on in (
+            ("urgent", c["urgent"]),
+            ("anonymized", c["anonymize"]),
+            ("further sharing allowed", c["allow_further_sharing"]),
+            ("download allowed", c["allow_download"]),
+            ("two-factor", c["two_factor"]),
+            ("e-mail sent", c["send_mail"]),
+        )
+        if on
+    ]
+    if options:
+        lines.append(f"Options: {', '.join(options)}")
+    if c["label"]:
+        lines.append(f"Label: {c['label']['text']} ({c['label']['scope']})")
+    if c["message"]:
+        lines.append(f"Message: {c['message']}")
+    lines += c["notes"]
+    return "\n".join(lines)

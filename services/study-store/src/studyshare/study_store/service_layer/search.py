@@ -1,0 +1,137 @@
+"""Search (QIDO-RS): the studies, series and instances a caller may open, as DICOM JSON.
+
+Searches only the studies the access model lets the caller open (`visible_study_uids`), asks
+its decision for each, and matches what the caller sees (`domain.serving.StudyFilters`). The
+routes register the studies found in the study logging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from studyshare.access_policy.decision import AccessDecision
+from studyshare.contracts.tokens import AccessClaims
+from studyshare.study_store.domain.exceptions import AccessDecisionsUnavailable, ObjectNotFound
+from studyshare.study_store.domain.serving import (
+    StudyFilters,
+    anonymization,
+    date_query,
+    instance_json,
+    may_see,
+    require_images,
+    series_json,
+    study_json,
+)
+from studyshare.study_store.service_layer.retrieval import (
+    DicomStores,
+    study_key,
+    visible_instances,
+)
+
+
+class AccessModel(Protocol):
+    """What a search asks of the access model (`adapters.access_model.InMemoryAccessModel`)."""
+
+    @property
+    def fresh(self) -> bool: ...
+
+    def visible_studies(self, principal: AccessClaims) -> Iterable[str]: ...
+
+    def decide(self, principal: AccessClaims, study_uid: str) -> AccessDecision: ...
+
+
+def visible_study_uids(model: AccessModel, principal: AccessClaims) -> Iterable[str]:
+    """The study UIDs the caller may open, from the access model (503 while it may not
+    decide: an empty answer would look like revoked access)."""
+    if not model.fresh:
+        raise AccessDecisionsUnavailable("access decisions are temporarily unavailable")
+    return model.visible_studies(principal)
+
+
+def index_query(filters: StudyFilters) -> dict[str, Any]:
+    """What the instance index can match itself (the rest is matched on the answers)."""
+    query: dict[str, Any] = {}
+    if filters.study_date:
+        query["study_date"] = date_query(filters.study_date)
+    wanted_modalities = filters.wanted_modalities
+    if wanted_modalities:
+        query["modalities"] = {"$in": sorted(wanted_modalities)}
+    if filters.accession_number:
+        query["accession_number"] = filters.accession_number
+    return query
+
+
+async def search_studies(
+    stores: DicomStores,
+    decide: Callable[[AccessClaims, str], AccessDecision],
+    principal: AccessClaims,
+    uids: set[str],
+    filters: StudyFilters,
+    base: str,
+    limit: int,
+    offset: int,
+) -> tuple[list[dict[str, Any]], list[AccessDecision]]:
+    """The matching studies among `uids` (page `offset`, at most `limit`), and the decisions
+    they were shown under."""
+    query = index_query(filters)
+    results: list[dict[str, Any]] = []
+    found: list[AccessDecision] = []
+    skipped = 0
+    async for doc in stores.index.search_studies(uids, query):
+        decision = decide(principal, doc["_id"])
+        if not decision.images:
+            continue
+        key = anonymization(decision, stores.settings.anonymization_secret, doc.get("patient_id"))
+        series = [x for x in await stores.index.series_of(doc["_id"]) if may_see(x, decision)]
+        data = study_json(doc, base, key, series)
+        if not filters.shown_match(data, series, key):
+            continue
+        if skipped < offset:
+            skipped += 1
+            continue
+        results.append(data)
+        found.append(decision)
+        if len(results) >= limit:
+            break
+    return results, found
+
+
+async def search_series(
+    stores: DicomStores,
+    decision: AccessDecision,
+    study_uid: str,
+    base: str,
+    modality: str | None,
+    series_uid: str | None,
+) -> list[dict[str, Any]]:
+    """The series of a study the caller may see."""
+    require_images(decision)
+    study = await stores.index.study(study_uid)
+    if study is None:
+        raise ObjectNotFound(f"study {study_uid} is not in the store")
+    key = anonymization(decision, stores.settings.anonymization_secret, study.get("patient_id"))
+    out = []
+    for series in await stores.index.series_of(study_uid):
+        if not may_see(series, decision):
+            continue
+        if modality and series.get("modality") != modality:
+            continue
+        if series_uid and series["_id"] != series_uid:
+            continue
+        out.append(series_json(study, series, base, key))
+    return out
+
+
+async def search_instances(
+    stores: DicomStores,
+    decision: AccessDecision,
+    study_uid: str,
+    series_uid: str | None,
+    base: str,
+) -> list[dict[str, Any]]:
+    """The instances of a study or series the caller may see."""
+    require_images(decision)
+    docs = await visible_instances(stores, decision, study_uid, series_uid)
+    key = await study_key(stores, decision, study_uid)
+    return [instance_json(doc, base, key) for doc in docs]
