@@ -319,10 +319,13 @@ def test_every_link_of_every_mail_and_sms_opens_its_page(
     assert kinds == set(MAIL_TEMPLATES), "every kind of mail notify sends is followed"
 
     sms = {
-        "bucket_otp": api.sms_to(w.third.mobile),
-        "mobile_change_code": api.sms_to(c["new_mobile"]),
-        "mobile_changed": api.sms_to(c["old_mobile"]),
-        "patient_otp": wait_for(lambda: api.sms_to(c["patient_mobile"]), "the patient's SMS"),
+        kind: wait_for(lambda mobile=mobile: api.sms_to(mobile), f"the {kind} SMS", WAIT_S)
+        for kind, mobile in {
+            "bucket_otp": w.third.mobile,
+            "mobile_change_code": c["new_mobile"],
+            "mobile_changed": c["old_mobile"],
+            "patient_otp": c["patient_mobile"],
+        }.items()
     }
     assert set(sms) == set(SMS_TEMPLATES)
     for kind, texts in sms.items():
