@@ -4,7 +4,8 @@ import pytest
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import OTPFailed
-from studyshare.plumbing.aggregate import Aggregate, Repository
+from studyshare.plumbing.aggregate import Repository
+from studyshare.plumbing.domain import Aggregate, applies
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
 
 from .conftest import otp_failures
@@ -39,6 +40,7 @@ class FailureCounter(Aggregate):
         super().__init__(aggregate_id)
         self.failures = 0
 
+    @applies
     def when_o_t_p_failed(self, event: OTPFailed) -> None:
         self.failures = event.consecutive_failures
 

@@ -40,6 +40,9 @@ FRAMEWORKS = (
     "httpx",
     "uvicorn",
 )
+#: the only parts of the shared plumbing a domain uses: the aggregate base and the refusals
+#: (pure modules; the event store, the repository, Kafka and HTTP are for the other layers)
+PURE_PLUMBING = ("studyshare.plumbing.domain", "studyshare.plumbing.errors")
 #: the layers each layer may not import
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "domain": ("service_layer", "adapters", "entrypoints"),
@@ -126,6 +129,9 @@ def violations(package: Path) -> list[str]:
                 found.append(f"{where}:{line}: {layer} imports {target} ({module})")
             if layer == "domain" and module.split(".")[0] in FRAMEWORKS:
                 found.append(f"{where}:{line}: domain imports {module}")
+            plumbing = module.startswith("studyshare.plumbing")
+            if layer == "domain" and plumbing and not module.startswith(PURE_PLUMBING):
+                found.append(f"{where}:{line}: domain imports {module} (not pure)")
     return sorted(set(found))
 
 
@@ -194,3 +200,15 @@ def test_refusals_are_in_domain_exceptions(package: Path) -> None:
         if not path.endswith("/domain/exceptions.py") and path not in REFUSALS_ELSEWHERE
     }
     assert not elsewhere, f"refusals outside domain/exceptions.py: {elsewhere}"
+
+
+@pytest.mark.parametrize("name", ["domain.py", "errors.py"])
+def test_the_plumbing_a_domain_uses_is_pure(name: str) -> None:
+    path = ROOT / "libs/plumbing/src/studyshare/plumbing" / name
+    tree = ast.parse(path.read_text(), str(path))
+    modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    modules += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    impure = [
+        m for m in modules if m.split(".")[0] in FRAMEWORKS or m.startswith("studyshare.plumbing")
+    ]
+    assert not impure, f"{name} imports {impure}"

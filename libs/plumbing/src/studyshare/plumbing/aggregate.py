@@ -1,4 +1,4 @@
-"""Aggregates rebuilt by folding their events, and the load-decide-append cycle.
+"""The load-decide-append cycle of aggregates (`domain.Aggregate`) over the event store.
 
 The domain stays pure: an aggregate's command methods return new payloads and never touch
 storage; `execute` loads the stream, asks the aggregate, and appends with optimistic concurrency,
@@ -8,46 +8,15 @@ retrying from a fresh load when another writer won.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events import DomainEvent, registry
-from studyshare.plumbing.errors import NotFound, snake
+from studyshare.plumbing.domain import Aggregate
+from studyshare.plumbing.errors import NotFound
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
-
-
-class Aggregate:
-    """Base of every aggregate. Subclasses define `when_<snake_event_type>(event)` methods."""
-
-    aggregate_type: ClassVar[str]
-
-    def __init__(self, aggregate_id: str) -> None:
-        self.id = aggregate_id
-        self.version = 0
-
-    @property
-    def exists(self) -> bool:
-        return self.version > 0
-
-    def apply(self, event: DomainEvent) -> None:
-        handler = getattr(self, f"when_{snake(event.event_type)}", None)
-        if handler is not None:
-            handler(event)
-        self.version += 1
-
-    @classmethod
-    def rehydrate(cls, aggregate_id: str, envelopes: Sequence[EventEnvelope]) -> Self:
-        aggregate = cls(aggregate_id)
-        for envelope in envelopes:
-            payload = registry.payload(envelope)
-            if payload is None:
-                aggregate.version += 1
-            else:
-                aggregate.apply(payload)
-        return aggregate
-
 
 A = TypeVar("A", bound=Aggregate)
 Decision = Callable[[A], Sequence[DomainEvent]]
@@ -109,13 +78,6 @@ class Repository(Generic[A]):
                 aggregate.apply(event)
             return aggregate, envelopes
         raise AssertionError("unreachable")
-
-
-def new_id(prefix: str) -> str:
-    """A readable, unguessable identifier such as `bkt_3f1c...`."""
-    import secrets
-
-    return f"{prefix}_{secrets.token_hex(12)}"
 
 
 def fold(envelopes: Sequence[EventEnvelope], into: dict[str, Any] | None = None) -> dict[str, Any]:

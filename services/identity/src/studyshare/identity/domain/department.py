@@ -22,7 +22,7 @@ from studyshare.identity.domain.exceptions import (
     NotAMember,
     PacsEndpointRequired,
 )
-from studyshare.plumbing.aggregate import Aggregate
+from studyshare.plumbing.domain import Aggregate, applies
 
 
 @dataclass(frozen=True)
@@ -92,19 +92,23 @@ class Department(Aggregate):
         self.policy = Policy()
         self.admin_ids: list[str] = []
 
+    @applies
     def when_department_created(self, e: DepartmentCreated) -> None:
         self.name, self.kind = e.name, e.kind
 
+    @applies
     def when_department_policy_set(self, e: DepartmentPolicySet) -> None:
         fields = e.model_dump(exclude={"department_id", "set_by", "reference_number_rule"})
         if e.default_validity_months is not None:  # days are then only the rough equivalent
             fields["default_validity_days"] = None
         self.policy = Policy(**fields, reference_number_rule=e.reference_number_rule)
 
+    @applies
     def when_department_admin_assigned(self, e: DepartmentAdminAssigned) -> None:
         if e.user_id not in self.admin_ids:
             self.admin_ids.append(e.user_id)
 
+    @applies
     def when_department_admin_removed(self, e: DepartmentAdminRemoved) -> None:
         if e.user_id in self.admin_ids:
             self.admin_ids.remove(e.user_id)

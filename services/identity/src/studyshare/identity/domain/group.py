@@ -37,7 +37,7 @@ from studyshare.identity.domain.exceptions import (
     PrimaryContactCannotLeave,
     PrimaryContactIsAdmin,
 )
-from studyshare.plumbing.aggregate import Aggregate
+from studyshare.plumbing.domain import Aggregate, applies
 
 CONFIRMATION_PERIOD = timedelta(days=91)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -102,45 +102,57 @@ class Group(Aggregate):
         self.period = CONFIRMATION_PERIOD
 
     # folds (times come from the event, so a rebuild is exact)
+    @applies
     def when_group_created(self, e: GroupCreated) -> None:
         self.name = e.name
         self.primary_contact_id = e.primary_contact_id
 
+    @applies
     def when_group_member_invited(self, e: GroupMemberInvited) -> None:
         self.invitations[e.user_id] = Invitation(e.user_id, e.admin, e.invited_by)
 
+    @applies
     def when_group_invitation_declined(self, e: GroupInvitationDeclined) -> None:
         self.invitations.pop(e.user_id, None)
 
+    @applies
     def when_group_invitation_withdrawn(self, e: GroupInvitationWithdrawn) -> None:
         self.invitations.pop(e.user_id, None)
 
+    @applies
     def when_group_member_added(self, e: GroupMemberAdded) -> None:
         self.invitations.pop(e.user_id, None)
         self.members[e.user_id] = Membership(e.user_id, e.admin, EPOCH)
 
+    @applies
     def when_group_member_removed(self, e: GroupMemberRemoved) -> None:
         self.members.pop(e.user_id, None)
 
+    @applies
     def when_group_admin_changed(self, e: GroupAdminChanged) -> None:
         if e.user_id in self.members:
             self.members[e.user_id].admin = e.admin
 
+    @applies
     def when_group_primary_contact_changed(self, e: GroupPrimaryContactChanged) -> None:
         self.primary_contact_id = e.primary_contact_id
 
+    @applies
     def when_group_membership_confirmed(self, e: GroupMembershipConfirmed) -> None:
         if e.user_id in self.members:
             self.members[e.user_id].confirmed_until = e.confirmed_until
 
+    @applies
     def when_group_membership_confirmation_due(self, e: GroupMembershipConfirmationDue) -> None:
         if e.user_id in self.members:
             self.members[e.user_id].reminded_for = e.due_since
 
+    @applies
     def when_group_membership_lapsed(self, e: GroupMembershipLapsed) -> None:
         if e.user_id in self.members:
             self.members[e.user_id].lapsed_for = e.due_since
 
+    @applies
     def when_group_composition_reported(self, e: GroupCompositionReported) -> None:
         pass
 

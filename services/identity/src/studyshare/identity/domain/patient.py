@@ -11,7 +11,7 @@ from studyshare.contracts.events.identity import (
     PatientLoginSucceeded,
     PincodeFailed,
 )
-from studyshare.plumbing.aggregate import Aggregate
+from studyshare.plumbing.domain import Aggregate, applies
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,16 @@ class Patient(Aggregate):
         self.pincode_failures = 0
         self.locked_until: datetime | None = None
 
+    @applies
     def when_patient_login_failed(self, e: PatientLoginFailed) -> None:
         self.failed_attempts = e.failed_attempts
         self.locked_until = e.locked_until
 
+    @applies
     def when_pincode_failed(self, e: PincodeFailed) -> None:
         self.pincode_failures = e.failed_attempts
 
+    @applies
     def when_patient_login_succeeded(self, e: PatientLoginSucceeded) -> None:
         self.failed_attempts = 0
         self.locked_until = None

@@ -12,7 +12,7 @@ from studyshare.contracts.events.identity import (
     LoginSucceeded,
     RefreshTokenReuseDetected,
 )
-from studyshare.plumbing.aggregate import Aggregate
+from studyshare.plumbing.domain import Aggregate, applies
 
 
 class LoginSession(Aggregate):
@@ -22,9 +22,11 @@ class LoginSession(Aggregate):
         super().__init__(aggregate_id)
         self.ended = False
 
+    @applies
     def when_logged_out(self, e: LoggedOut) -> None:
         self.ended = True
 
+    @applies
     def when_refresh_token_reuse_detected(self, e: RefreshTokenReuseDetected) -> None:
         self.ended = True
 

@@ -31,7 +31,7 @@ from studyshare.identity.domain.exceptions import (
     TOTPNotEnabled,
     UserNotFound,
 )
-from studyshare.plumbing.aggregate import Aggregate
+from studyshare.plumbing.domain import Aggregate, applies
 
 ROLES: tuple[Role, ...] = (
     "physician",
@@ -91,6 +91,7 @@ class User(Aggregate):
         self.locked_until: datetime | None = None
 
     # folds
+    @applies
     def when_user_registered(self, e: UserRegistered) -> None:
         self.username = e.username
         self.profile = {f: getattr(e, f) for f in PROFILE_FIELDS}
@@ -99,30 +100,38 @@ class User(Aggregate):
         self.pending_approval = e.pending_approval
         self.active = True
 
+    @applies
     def when_user_approved(self, e: UserApproved) -> None:
         self.pending_approval = False
 
+    @applies
     def when_user_profile_changed(self, e: UserProfileChanged) -> None:
         for field in PROFILE_FIELDS:
             value = getattr(e, field)
             if value is not None:
                 self.profile[field] = value
 
+    @applies
     def when_user_roles_changed(self, e: UserRolesChanged) -> None:
         self.roles, self.department_ids, self.admin_of = e.roles, e.department_ids, e.admin_of
 
+    @applies
     def when_user_deactivated(self, e: UserDeactivated) -> None:
         self.active = False
 
+    @applies
     def when_t_o_t_p_enabled(self, e: TOTPEnabled) -> None:
         self.totp_enabled = True
 
+    @applies
     def when_t_o_t_p_disabled(self, e: TOTPDisabled) -> None:
         self.totp_enabled = False
 
+    @applies
     def when_account_locked(self, e: AccountLocked) -> None:
         self.locked_until = e.locked_until
 
+    @applies
     def when_account_unlocked(self, e: AccountUnlocked) -> None:
         self.locked_until = None
 

@@ -31,7 +31,7 @@ from studyshare.identity.domain.exceptions import (
 )
 from studyshare.identity.domain.user import PASSWORD_GUARDED_FIELDS, ROLES, Registration, User
 from studyshare.identity.service_layer.context import Identity
-from studyshare.plumbing.aggregate import new_id
+from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.sealing import seal
 

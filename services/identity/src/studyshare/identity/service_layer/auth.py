@@ -35,7 +35,7 @@ from studyshare.identity.domain.user import User
 from studyshare.identity.service_layer import throttling
 from studyshare.identity.service_layer.context import Identity
 from studyshare.identity.service_layer.throttling import Gate
-from studyshare.plumbing.aggregate import new_id
+from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.errors import Unauthorized
 from studyshare.plumbing.logging import get_logger
 

@@ -33,7 +33,8 @@ from studyshare.identity.domain.lockout import LockoutPolicy
 from studyshare.identity.settings import IdentitySettings
 from studyshare.plumbing import propagation
 from studyshare.plumbing.access_barrier import AccessBarrierClient
-from studyshare.plumbing.aggregate import Aggregate, Repository
+from studyshare.plumbing.aggregate import Repository
+from studyshare.plumbing.domain import Aggregate
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
 from studyshare.plumbing.followers import FollowerRegistry
 from studyshare.plumbing.logging import get_logger

@@ -12,7 +12,7 @@ from studyshare.identity.domain.exceptions import DepartmentNotFound, NotAllowed
 from studyshare.identity.domain.user import User
 from studyshare.identity.service_layer.accounts import actor_of
 from studyshare.identity.service_layer.context import Identity
-from studyshare.plumbing.aggregate import new_id
+from studyshare.plumbing.domain import new_id
 
 
 def _desk(principal: AccessClaims) -> None:

@@ -16,7 +16,7 @@ from studyshare.identity.domain.exceptions import GroupNotFound, NotAllowed, Use
 from studyshare.identity.domain.group import Group
 from studyshare.identity.service_layer.accounts import actor_of
 from studyshare.identity.service_layer.context import Identity
-from studyshare.plumbing.aggregate import new_id
+from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.logging import get_logger
 
 log = get_logger(__name__)

@@ -29,7 +29,7 @@ from studyshare.identity.domain.patient import Patient, ReferenceNumberView, pat
 from studyshare.identity.service_layer import throttling
 from studyshare.identity.service_layer.context import Identity
 from studyshare.identity.service_layer.throttling import Gate
-from studyshare.plumbing.aggregate import new_id
+from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.sealing import seal
 

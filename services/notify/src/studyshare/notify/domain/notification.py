@@ -11,7 +11,7 @@ from studyshare.contracts.events.notify import (
     NotificationSent,
 )
 from studyshare.notify.domain.exceptions import NotificationNotParked
-from studyshare.plumbing.aggregate import Aggregate
+from studyshare.plumbing.domain import Aggregate, applies
 
 
 class Notification(Aggregate):
@@ -22,13 +22,16 @@ class Notification(Aggregate):
         self.status = "new"
         self.reason: str | None = None
 
+    @applies
     def when_notification_sent(self, event: NotificationSent) -> None:
         self.status = "sent"
 
+    @applies
     def when_notification_failed(self, event: NotificationFailed) -> None:
         self.status = "failed"
         self.reason = event.reason
 
+    @applies
     def when_notification_requeued(self, event: NotificationRequeued) -> None:
         self.status = "requeued"
 

@@ -28,7 +28,7 @@ from studyshare.contracts.events.share import (
     SharePreferencesRemembered,
     StudyShared,
 )
-from studyshare.plumbing.aggregate import Aggregate
+from studyshare.plumbing.domain import Aggregate, applies
 from studyshare.share.domain import exceptions, rules
 
 LEVELS: dict[str, int] = {"images": 0, "images_report_read": 1, "images_report_write": 2}
@@ -327,9 +327,11 @@ class Bucket(Aggregate):
         return bucket
 
     # -- folds
+    @applies
     def when_study_shared(self, e: StudyShared) -> None:
         self.shared = e
 
+    @applies
     def when_access_revoked(self, e: AccessRevoked) -> None:
         if e.scope == "bucket":
             self.revoked = True
@@ -338,37 +340,39 @@ class Bucket(Aggregate):
         elif e.scope == "study" and e.study_uid:
             self.removed_studies.add(e.study_uid)
 
+    @applies
     def when_bucket_expired(self, e: BucketExpired) -> None:
         self.expired = True
 
+    @applies
     def when_invitation_accepted(self, e: InvitationAccepted) -> None:
         self.accepted[e.recipient_id] = e.user_id
 
+    @applies
     def when_otp_requested(self, e: OTPRequested) -> None:
         self.requested_otps[e.otp_id] = e.expires_at
         self.latest_otp[e.recipient_id] = e.otp_id
         if e.requested_at is not None:
             self.otp_requests.setdefault(e.recipient_id, []).append(e.requested_at)
 
+    @applies
     def when_otp_failed(self, e: OTPFailed) -> None:
         self.consecutive_failures = e.consecutive_failures
 
+    @applies
     def when_otp_verified(self, e: OTPVerified) -> None:
         self.used_otps.add(e.otp_id)
         self.consecutive_failures = 0
         self.verified_until[(e.recipient_id, e.session_id)] = e.verified_until
 
+    @applies
     def when_bucket_locked(self, e: BucketLocked) -> None:
         self.locked = True
 
+    @applies
     def when_bucket_unlocked(self, e: BucketUnlocked) -> None:
         self.locked = False
         self.consecutive_failures = 0
-
-    # plumbing's snake_case of "OTPFailed" is "o_t_p_failed"
-    when_o_t_p_requested = when_otp_requested
-    when_o_t_p_failed = when_otp_failed
-    when_o_t_p_verified = when_otp_verified
 
     # -- views
     @property
@@ -608,9 +612,11 @@ class Favorites(Aggregate):
         super().__init__(aggregate_id)
         self.items: dict[str, RecipientRef] = {}
 
+    @applies
     def when_favorite_added(self, e: FavoriteAdded) -> None:
         self.items[e.favorite_id] = e.recipient
 
+    @applies
     def when_favorite_removed(self, e: FavoriteRemoved) -> None:
         self.items.pop(e.favorite_id, None)
 
@@ -663,9 +669,11 @@ class Labels(Aggregate):
         super().__init__(aggregate_id)
         self.items: dict[str, LabelItem] = {}
 
+    @applies
     def when_label_added(self, e: LabelAdded) -> None:
         self.items[e.label_id] = LabelItem(e.label_id, e.text)
 
+    @applies
     def when_label_removed(self, e: LabelRemoved) -> None:
         self.items.pop(e.label_id, None)
 
@@ -711,6 +719,7 @@ class SharePreferences(Aggregate):
         self.two_factor = False
         self.send_mail = True
 
+    @applies
     def when_share_preferences_remembered(self, e: SharePreferencesRemembered) -> None:
         self.two_factor, self.send_mail = e.two_factor, e.send_mail
 

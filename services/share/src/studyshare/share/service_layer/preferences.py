@@ -8,7 +8,7 @@ from typing import Any
 
 from studyshare.contracts.events.share import RecipientRef
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.plumbing.aggregate import new_id
+from studyshare.plumbing.domain import new_id
 from studyshare.share.domain import exceptions
 from studyshare.share.domain.model import SharePreferences
 from studyshare.share.service_layer.base import RecipientInput, ShareBase, actor_of, names_of

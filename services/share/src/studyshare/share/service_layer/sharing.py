@@ -14,7 +14,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import AccessLevel, Label, RecipientRef, StudyShared
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.plumbing.aggregate import new_id
+from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.logging import get_logger
 from studyshare.share.adapters.readmodel import policy_of, share_options

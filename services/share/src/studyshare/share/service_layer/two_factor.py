@@ -9,7 +9,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.plumbing.aggregate import new_id
+from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.sealing import seal
 from studyshare.share.adapters.readmodel import OTP_CODES
 from studyshare.share.domain import exceptions

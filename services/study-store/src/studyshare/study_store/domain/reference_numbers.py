@@ -17,7 +17,7 @@ from studyshare.contracts.events.study import (
     ReferenceNumberIssued,
     ReferenceNumberRevoked,
 )
-from studyshare.plumbing.aggregate import Aggregate
+from studyshare.plumbing.domain import Aggregate, applies
 from studyshare.study_store.domain.exceptions import (
     ReferenceNumberAlreadyRevoked,
     ReferenceNumberBreaksComplexityRule,
@@ -122,13 +122,16 @@ class ReferenceNumber(Aggregate):
         self.revoked = False
         self.pincode_set = False
 
+    @applies
     def when_reference_number_issued(self, e: ReferenceNumberIssued) -> None:
         self.study_uid = e.study_uid
         self.complies_with_rule = e.complies_with_rule
 
+    @applies
     def when_reference_number_revoked(self, e: ReferenceNumberRevoked) -> None:
         self.revoked = True
 
+    @applies
     def when_pincode_set(self, e: PincodeSet) -> None:
         self.pincode_set = True
 

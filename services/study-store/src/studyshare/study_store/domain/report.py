@@ -10,7 +10,7 @@ from typing import Literal
 
 from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.events.study import ReportUpdated, StudyReceived
-from studyshare.plumbing.aggregate import Aggregate
+from studyshare.plumbing.domain import Aggregate, applies
 from studyshare.study_store.domain.exceptions import (
     ReportEmpty,
     ReportNotAPdf,
@@ -60,9 +60,11 @@ class StudyReport(Aggregate):
         self.received = False
         self.report_version = 0
 
+    @applies
     def when_study_received(self, e: StudyReceived) -> None:
         self.received = True
 
+    @applies
     def when_report_updated(self, e: ReportUpdated) -> None:
         self.report_version = max(self.report_version, e.report_version)
 

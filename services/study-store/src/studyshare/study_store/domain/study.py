@@ -21,7 +21,7 @@ from studyshare.contracts.events.study import (
     StudyMessageStored,
     StudyReceived,
 )
-from studyshare.plumbing.aggregate import Aggregate
+from studyshare.plumbing.domain import Aggregate, applies
 from studyshare.study_store.domain.exceptions import (
     StudyNotFound,
     TransferInProgress,
@@ -61,15 +61,18 @@ class Study(Aggregate):
         self.message_buckets: dict[str, str] = {}
 
     # folds
+    @applies
     def when_study_received(self, event: StudyReceived) -> None:
         self.department_id = event.department_id
         self.owner_id = event.owner_id
         self.instance_count = event.instance_count
 
+    @applies
     def when_study_instances_added(self, event: StudyInstancesAdded) -> None:
         self.series_uids.update(event.series_uids)
         self.instance_count += event.instance_count
 
+    @applies
     def when_study_message_stored(self, event: StudyMessageStored) -> None:
         self.message_buckets[event.bucket_id] = event.series_uid
 
@@ -136,6 +139,7 @@ class Transfer(Aggregate):
         self.requested_by: str | None = None
         self.include_report = True
 
+    @applies
     def when_study_forward_requested(self, event: StudyForwardRequested) -> None:
         self.study_uid = event.study_uid
         self.destination_kind = event.destination_kind
@@ -149,11 +153,13 @@ class Transfer(Aggregate):
         self.round += 1
         self.attempts = 0
 
+    @applies
     def when_study_forward_failed(self, event: StudyForwardFailed) -> None:
         self.attempts = event.attempts
         self.last_error = event.reason
         self.state = "failed" if event.final else "retrying"
 
+    @applies
     def when_study_forwarded(self, event: StudyForwarded) -> None:
         self.attempts = event.attempts
         self.last_error = None

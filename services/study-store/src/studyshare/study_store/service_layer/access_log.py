@@ -46,7 +46,7 @@ from studyshare.contracts.events.study import (
     StudyFirstOpened,
 )
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.plumbing.aggregate import new_id
+from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
 from studyshare.plumbing.logging import current_correlation_id, get_logger
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 from studyshare.access_policy.glass import why_not_break_the_glass
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.plumbing.aggregate import new_id
+from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.eventstore import EventStore, envelope_for
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel

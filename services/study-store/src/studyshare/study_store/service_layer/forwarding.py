@@ -23,7 +23,8 @@ from typing import Any, Literal
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.contracts.envelope import Actor, EventEnvelope
-from studyshare.plumbing.aggregate import Repository, new_id
+from studyshare.plumbing.aggregate import Repository
+from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.eventstore import EventStore, from_document
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import GenerationPointer
