@@ -7,6 +7,7 @@ from studyshare.contracts.events.share import OTPFailed
 from studyshare.plumbing.aggregate import Repository
 from studyshare.plumbing.domain import Aggregate, applies
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
+from studyshare.plumbing.fakes import InMemoryEventStore
 
 from .conftest import otp_failures
 
@@ -97,3 +98,51 @@ async def test_loaded_events_keep_their_envelope(mongo_db):
     await store.append([event])
     [loaded] = await store.load("bkt_4")
     assert loaded == event
+
+
+class ViewFailed(Exception):
+    pass
+
+
+async def test_a_view_that_fails_leaves_no_event_behind(mongo_db):
+    """The unit of work: events and the view that follows them commit together or not at all."""
+    store = EventStore(mongo_db)
+    await store.ensure_indexes()
+    views = mongo_db.failure_view
+
+    async def failing_view(counter: FailureCounter, envelopes, session) -> None:
+        await views.replace_one(
+            {"_id": counter.id}, {"failures": counter.failures}, upsert=True, session=session
+        )
+        if counter.failures == 2:
+            raise ViewFailed("the read model refused")
+
+    repo = Repository(store, FailureCounter, view=failing_view)
+    await repo.execute("bkt_6", FailureCounter.fail, Actor(id="r"))
+    with pytest.raises(ViewFailed):
+        await repo.execute("bkt_6", FailureCounter.fail, Actor(id="r"))
+    assert [e.aggregate_version for e in await store.load("bkt_6")] == [1]
+    assert await views.find_one({"_id": "bkt_6"}) == {"_id": "bkt_6", "failures": 1}
+    assert await mongo_db.events.count_documents({"aggregate_id": "bkt_6"}) == 1
+
+
+async def test_the_in_memory_store_keeps_the_real_ones_contract():
+    """`fakes` behaves as the Mongo store does above: conflicts retried, failures rolled back."""
+    store = InMemoryEventStore()
+    seen: list[int] = []
+
+    async def view(counter: FailureCounter, envelopes, session) -> None:
+        seen.append(counter.failures)
+        if counter.failures == 3:
+            raise ViewFailed("the read model refused")
+
+    repo = Repository(store, FailureCounter, view=view)
+    await asyncio.gather(
+        *(repo.execute("bkt_7", FailureCounter.fail, Actor(id="r")) for _ in range(2))
+    )
+    assert [e.aggregate_version for e in await store.load("bkt_7")] == [1, 2]
+    with pytest.raises(ViewFailed):
+        await repo.execute("bkt_7", FailureCounter.fail, Actor(id="r"))
+    assert len(store.committed) == 2 and seen == [1, 2, 3]
+    with pytest.raises(ConcurrencyConflict):
+        await store.append(otp_failures("bkt_7", 1, start=2))

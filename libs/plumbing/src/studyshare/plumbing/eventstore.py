@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -23,6 +23,9 @@ from studyshare.contracts.topics import topic_for_aggregate
 from studyshare.plumbing.errors import Conflict
 from studyshare.plumbing.logging import current_correlation_id
 from studyshare.plumbing.tracing import current_carrier
+
+if TYPE_CHECKING:
+    from studyshare.plumbing.unit_of_work import MongoUnitOfWork
 
 EVENTS_COLLECTION = "events"
 
@@ -86,6 +89,12 @@ class EventStore:
     def __init__(self, db: AsyncDatabase, collection: str = EVENTS_COLLECTION) -> None:
         self.db = db
         self.events = db[collection]
+
+    def unit_of_work(self) -> MongoUnitOfWork:
+        """Commands on this store run in transactions of its database's client."""
+        from studyshare.plumbing.unit_of_work import MongoUnitOfWork
+
+        return MongoUnitOfWork(self.db.client)
 
     async def ensure_indexes(self) -> None:
         await self.events.create_index(

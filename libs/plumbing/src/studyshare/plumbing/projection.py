@@ -26,6 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.unit_of_work import MongoUnitOfWork, Session
 
 log = get_logger(__name__)
 
@@ -131,10 +132,12 @@ class ProjectionRunner:
         ctx = await self._context(generation)
         if not self.projection.transactional:
             return await self._apply(envelopes, ctx)
-        async with self.db.client.start_session() as session:
-            async with await session.start_transaction():
-                ctx.session = session
-                return await self._apply(envelopes, ctx)
+
+        async def work(session: Session) -> int:
+            ctx.session = session
+            return await self._apply(envelopes, ctx)
+
+        return await MongoUnitOfWork(self.db.client).run(work)
 
     async def _apply(self, envelopes: Sequence[EventEnvelope], ctx: ProjectionContext) -> int:
         checkpoints = ctx.collection(CHECKPOINTS)

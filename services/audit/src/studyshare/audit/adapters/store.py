@@ -10,7 +10,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import PyMongoError
 
 from studyshare.audit.adapters.batching import find_in
 from studyshare.audit.adapters.projections import (
@@ -25,6 +25,7 @@ from studyshare.audit.domain.alerts import BURST_EVENT_TYPES, bursts, single_eve
 from studyshare.audit.domain.chain import GENESIS, LEDGER_HEAD, ChainVerifier, Ledger, seal
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import GenerationPointer, collection_name
+from studyshare.plumbing.unit_of_work import MongoUnitOfWork, Session
 
 log = get_logger(__name__)
 
@@ -300,52 +301,52 @@ class AuditStore:
             await self.ensure_indexes()
             self._reads_indexed = True
         reads, heads = self.db[READS], self.db[READS_HEAD]
-        last_error: Exception | None = None
-        for _ in range(attempts):
+
+        async def record(session: Session) -> dict[str, Any]:
             entry_id = str(uuid.uuid4())
             now = datetime.now(UTC)
             now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-            try:
-                async with self.db.client.start_session() as session:
-                    async with await session.start_transaction():
-                        head = await heads.find_one({"_id": LEDGER_HEAD}, session=session)
-                        ledger = Ledger(head["seq"], head["chain_hash"]) if head else Ledger()
-                        entry = {
-                            "_id": entry_id,
-                            "kind": "audit_log_used",
-                            "event_id": entry_id,
-                            "event_type": "AuditLogUsed",
-                            "occurred_at": now,
-                            "actor": {"kind": "user", "id": actor_id, **({"ip": ip} if ip else {})},
-                            "actors": [actor_id],
-                            "category": "audit_log_used",
-                            "outcome": "success",
-                            "summary": f"{actor_id} read {route}",
-                            "payload": {"route": route, "query": query, "roles": list(roles)},
-                            "study_uids": [study_uid] if study_uid else [],
-                            "stream": READ_STREAM,
-                            "aggregate_version": ledger.seq + 1,
-                        }
-                        seal(entry, head["hash"] if head else GENESIS)
-                        ledger.record(entry)
-                        await reads.insert_one(entry, session=session)
-                        await heads.update_one(
-                            {"_id": LEDGER_HEAD},
-                            {
-                                "$set": {
-                                    "seq": ledger.seq,
-                                    "chain_hash": ledger.chain_hash,
-                                    "hash": entry["hash"],
-                                }
-                            },
-                            upsert=True,
-                            session=session,
-                        )
-                return entry
-            except (DuplicateKeyError, PyMongoError) as exc:
-                last_error = exc
-                log.info("audit_read.retry", error=type(exc).__name__)
-        raise RuntimeError("could not record the audit log read") from last_error
+            head = await heads.find_one({"_id": LEDGER_HEAD}, session=session)
+            ledger = Ledger(head["seq"], head["chain_hash"]) if head else Ledger()
+            entry = {
+                "_id": entry_id,
+                "kind": "audit_log_used",
+                "event_id": entry_id,
+                "event_type": "AuditLogUsed",
+                "occurred_at": now,
+                "actor": {"kind": "user", "id": actor_id, **({"ip": ip} if ip else {})},
+                "actors": [actor_id],
+                "category": "audit_log_used",
+                "outcome": "success",
+                "summary": f"{actor_id} read {route}",
+                "payload": {"route": route, "query": query, "roles": list(roles)},
+                "study_uids": [study_uid] if study_uid else [],
+                "stream": READ_STREAM,
+                "aggregate_version": ledger.seq + 1,
+            }
+            seal(entry, head["hash"] if head else GENESIS)
+            ledger.record(entry)
+            await reads.insert_one(entry, session=session)
+            await heads.update_one(
+                {"_id": LEDGER_HEAD},
+                {
+                    "$set": {
+                        "seq": ledger.seq,
+                        "chain_hash": ledger.chain_hash,
+                        "hash": entry["hash"],
+                    }
+                },
+                upsert=True,
+                session=session,
+            )
+            return entry
+
+        try:
+            return await MongoUnitOfWork(self.db.client).run(
+                record, retries=attempts, retry_if=lambda e: isinstance(e, PyMongoError)
+            )
+        except PyMongoError as exc:
+            raise RuntimeError("could not record the audit log read") from exc
 
     async def reads(self, study_uid: str | None, limit: int, offset: int = 0):
         query = {"study_uids": study_uid} if study_uid else {}

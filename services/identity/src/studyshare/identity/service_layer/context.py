@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
 
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events import DomainEvent
@@ -35,7 +34,7 @@ from studyshare.plumbing import propagation
 from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.aggregate import Repository
 from studyshare.plumbing.domain import Aggregate
-from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
+from studyshare.plumbing.eventstore import EventStore, envelope_for
 from studyshare.plumbing.followers import FollowerRegistry
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.revocations import ending_of
@@ -161,29 +160,22 @@ class Identity:
         also: Callable[[AsyncClientSession], Awaitable[None]] | None = None,
         retries: int = 8,
     ) -> tuple[A, list[EventEnvelope]]:
-        """Load, decide, append and project in one transaction; retry when another writer won."""
+        """Load, decide, append and project in one unit of work (retried when another writer
+        won); then wait until the followers know what it ended or narrowed."""
         repo = Repository(self.store, cls)
-        for attempt in range(retries + 1):
-            try:
-                async with self.db.client.start_session() as session:
-                    async with await session.start_transaction():
-                        aggregate, envelopes = await repo.execute(
-                            aggregate_id, decide, actor, session=session
-                        )
-                        await self.read_models.apply(envelopes, session)
-                        if also is not None:
-                            await also(session)
-                await asyncio.gather(  # both wait for followers, independently
-                    self.end_sessions(envelopes), self.narrow_study_access(envelopes)
-                )
-                return aggregate, envelopes
-            except ConcurrencyConflict:
-                if attempt == retries:
-                    raise
-            except OperationFailure as exc:
-                if attempt == retries or not exc.has_error_label("TransientTransactionError"):
-                    raise
-        raise AssertionError("unreachable")
+
+        async def work(session: AsyncClientSession | None) -> tuple[A, list[EventEnvelope]]:
+            aggregate, envelopes = await repo.execute(aggregate_id, decide, actor, session=session)
+            await self.read_models.apply(envelopes, session)
+            if also is not None:
+                await also(session)
+            return aggregate, envelopes
+
+        aggregate, envelopes = await repo.uow.run(work, retries=retries)
+        await asyncio.gather(  # both wait for followers, independently
+            self.end_sessions(envelopes), self.narrow_study_access(envelopes)
+        )
+        return aggregate, envelopes
 
     async def end_sessions(self, envelopes: list[EventEnvelope]) -> None:
         """After a commit: list the sessions and accounts its events ended, and wait until

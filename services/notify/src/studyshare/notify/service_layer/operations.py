@@ -13,6 +13,7 @@ from studyshare.notify.domain.exceptions import NotificationNotFound, Notificati
 from studyshare.notify.domain.notification import Notification
 from studyshare.plumbing.aggregate import Repository
 from studyshare.plumbing.eventstore import EventStore
+from studyshare.plumbing.unit_of_work import Session
 
 
 async def requeue(db: AsyncDatabase, notification_id: str, actor: Actor) -> dict[str, Any]:
@@ -24,15 +25,17 @@ async def requeue(db: AsyncDatabase, notification_id: str, actor: Actor) -> dict
     if doc["state"] != "parked":
         raise NotificationNotParked(f"notification {notification_id} is {doc['state']}, not parked")
     repository = Repository(EventStore(db), Notification)
-    async with db.client.start_session() as session:
-        async with await session.start_transaction():
-            if not await store.requeue(notification_id, datetime.now(UTC), session=session):
-                raise NotificationNotParked(f"notification {notification_id} is no longer parked")
-            await repository.execute(
-                notification_id,
-                lambda n: n.requeue(doc["cause_event_id"], actor.id or "unknown"),
-                actor,
-                causation_id=doc["cause_event_id"],
-                session=session,
-            )
+
+    async def work(session: Session) -> None:
+        if not await store.requeue(notification_id, datetime.now(UTC), session=session):
+            raise NotificationNotParked(f"notification {notification_id} is no longer parked")
+        await repository.execute(
+            notification_id,
+            lambda n: n.requeue(doc["cause_event_id"], actor.id or "unknown"),
+            actor,
+            causation_id=doc["cause_event_id"],
+            session=session,
+        )
+
+    await repository.uow.run(work)
     return await store.get(notification_id) or doc

@@ -42,6 +42,7 @@ from studyshare.notify.service_layer.fanout import FanOut
 from studyshare.notify.service_layer.mail_delivery import MailDelivery
 from studyshare.notify.service_layer.sms_delivery import SmsDelivery
 from studyshare.plumbing.logging import bind_correlation_id, clear_context, get_logger
+from studyshare.plumbing.unit_of_work import Session
 
 __all__ = ["LeaseLost", "Sender", "utcnow"]
 
@@ -171,48 +172,52 @@ class Sender(FanOut, MailDelivery, SmsDelivery):
         )
         if isinstance(outcome, Sent) and outcome.message_id:
             extra = {**extra, "message_id": outcome.message_id}
-        async with self.db.client.start_session() as session:
-            async with await session.start_transaction():
-                if isinstance(outcome, Expanded):
-                    children = [
-                        new_record(
-                            child,
-                            now=now,
-                            cause_occurred_at=doc.get("cause_occurred_at"),
-                            correlation_id=doc.get("correlation_id"),
-                            parent_id=doc["_id"],
-                        )
-                        for child in outcome.children
-                    ]
-                    await self.store.add(children, session=session)
-                    extra = {**extra, "children": [c["_id"] for c in children]}
-                if not await self.store.finish(doc, transition, now, extra, session=session):
-                    raise LeaseLost(doc["_id"])
-                if transition.state == "sent":
-                    event = NotificationSent(
-                        notification_id=doc["_id"],
-                        cause_event_id=doc["cause_event_id"],
-                        cause_event_type=doc["cause_event_type"],
-                        channel=doc["channel"],
-                        recipient_id=doc.get("recipient_id"),
-                        template=doc["template"],
-                        language=extra.get("language") or language_or_default(doc["language"]),
-                        attempts=doc["attempts"],
-                        message_id=extra.get("message_id"),
+
+        async def work(session: Session) -> dict[str, Any]:
+            finished = extra
+            if isinstance(outcome, Expanded):
+                children = [
+                    new_record(
+                        child,
+                        now=now,
+                        cause_occurred_at=doc.get("cause_occurred_at"),
+                        correlation_id=doc.get("correlation_id"),
+                        parent_id=doc["_id"],
                     )
-                    await self._append(doc, lambda n: n.record_sent(event), session)
-                elif transition.state == "parked":
-                    event = NotificationFailed(
-                        notification_id=doc["_id"],
-                        cause_event_id=doc["cause_event_id"],
-                        cause_event_type=doc["cause_event_type"],
-                        channel=doc["channel"],
-                        recipient_id=doc.get("recipient_id"),
-                        reason=transition.reason or "",
-                        attempts=doc["attempts"],
-                        template=doc["template"],
-                    )
-                    await self._append(doc, lambda n: n.record_failed(event), session)
+                    for child in outcome.children
+                ]
+                await self.store.add(children, session=session)
+                finished = {**extra, "children": [c["_id"] for c in children]}
+            if not await self.store.finish(doc, transition, now, finished, session=session):
+                raise LeaseLost(doc["_id"])
+            if transition.state == "sent":
+                event = NotificationSent(
+                    notification_id=doc["_id"],
+                    cause_event_id=doc["cause_event_id"],
+                    cause_event_type=doc["cause_event_type"],
+                    channel=doc["channel"],
+                    recipient_id=doc.get("recipient_id"),
+                    template=doc["template"],
+                    language=finished.get("language") or language_or_default(doc["language"]),
+                    attempts=doc["attempts"],
+                    message_id=finished.get("message_id"),
+                )
+                await self._append(doc, lambda n: n.record_sent(event), session)
+            elif transition.state == "parked":
+                event = NotificationFailed(
+                    notification_id=doc["_id"],
+                    cause_event_id=doc["cause_event_id"],
+                    cause_event_type=doc["cause_event_type"],
+                    channel=doc["channel"],
+                    recipient_id=doc.get("recipient_id"),
+                    reason=transition.reason or "",
+                    attempts=doc["attempts"],
+                    template=doc["template"],
+                )
+                await self._append(doc, lambda n: n.record_failed(event), session)
+            return finished
+
+        extra = await self.notifications.uow.run(work)
         OUTCOMES.labels(doc["kind"], doc["template"], transition.state).inc()
         log.info(
             f"notification.{transition.state}",

@@ -1,6 +1,6 @@
-"""Read models the worker builds from other services' events (never HTTP), and the catch-up of
-the bucket read model from our own events. (The worker's reaction to membership changes is the
-service layer's: `service_layer.reactions`.)"""
+"""Read models the worker builds from other services' events (never HTTP). (The bucket read
+model has one writer, the `Bucket` repository; the worker's reaction to membership changes is
+the service layer's: `service_layer.reactions`.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pymongo import UpdateOne
 
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.events import registry
-from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.projection import Projection, ProjectionContext
 
 DIRECTORY = "directory"
@@ -158,31 +157,3 @@ class Directory(Projection):
                 )
             ]
         return []
-
-
-class BucketsCatchUp(Projection):
-    """Our own events, through Kafka: re-renders the bucket read model from the event store.
-
-    The API renders it inline with every append; this heals a crash between append and render.
-    """
-
-    name = "buckets_catch_up"
-    topics = ("share.events",)
-    transactional = False
-
-    def __init__(self, directory_db=None) -> None:
-        self.directory_db = directory_db
-
-    async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
-        from studyshare.share.adapters.readmodel import BucketReadModel
-
-        readmodel = BucketReadModel(ctx.db)
-        store = EventStore(ctx.db)
-        latest: dict[str, int] = {}
-        for e in events:
-            if e.aggregate_type == "Bucket":
-                latest[e.aggregate_id] = max(e.aggregate_version, latest.get(e.aggregate_id, 0))
-        rendered = await readmodel.versions(list(latest))
-        for bucket_id, version in latest.items():
-            if rendered.get(bucket_id, 0) < version:  # usually rendered inline already
-                await readmodel.render_from_store(store, bucket_id)

@@ -1,5 +1,5 @@
-"""Mongo read models: the bucket view (rendered inline with every append) and the directory
-(facts from identity and the study store, built by the worker)."""
+"""Mongo read models: the bucket view (written with every bucket event, in its transaction)
+and the directory (facts from identity and the study store, built by the worker)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
-from studyshare.plumbing.eventstore import EventStore
+from studyshare.contracts.envelope import EventEnvelope
 from studyshare.plumbing.projection import GenerationPointer
 from studyshare.share.adapters.projections import DIRECTORY
 from studyshare.share.domain.model import (
@@ -95,34 +94,17 @@ class BucketReadModel:
         await self.buckets.create_index("sender_id")
         await self.buckets.create_index([("status", ASCENDING), ("valid_until", ASCENDING)])
 
-    async def save(self, bucket: Bucket, session: AsyncClientSession | None = None) -> None:
-        """Upsert unless a newer version is already stored (idempotent, order-proof)."""
-        doc = render(bucket)
-        try:
-            await self.buckets.replace_one(
-                {"_id": bucket.id, "version": {"$lt": bucket.version}},
-                doc,
-                upsert=True,
-                session=session,
-            )
-        except DuplicateKeyError:
-            pass  # a newer rendering is stored already
-
-    async def insert(self, bucket: Bucket, session: AsyncClientSession | None = None) -> None:
-        """The first rendering of a new bucket (written with its first event)."""
-        await self.buckets.insert_one(render(bucket), session=session)
-
-    async def render_from_store(self, store: EventStore, bucket_id: str) -> None:
-        bucket = Bucket.rehydrate(bucket_id, await store.load(bucket_id))
-        if bucket.shared is not None:
-            await self.save(bucket)
-
-    async def versions(self, bucket_ids: list[str]) -> dict[str, int]:
-        """The rendered version of each of these buckets that has a rendering."""
-        if not bucket_ids:
-            return {}
-        cursor = self.buckets.find({"_id": {"$in": bucket_ids}}, {"version": 1})
-        return {doc["_id"]: doc.get("version", 0) async for doc in cursor}
+    async def follow(
+        self, bucket: Bucket, envelopes: list[EventEnvelope], session: AsyncClientSession | None
+    ) -> None:
+        """Render the bucket after its new events, in their transaction (the one writer)."""
+        if bucket.shared is None:
+            return
+        if envelopes[0].aggregate_version == 1:  # a new bucket: shared when first stored
+            bucket.shared_at = bucket.shared_at or envelopes[0].occurred_at
+            await self.buckets.insert_one(render(bucket), session=session)
+        else:
+            await self.buckets.replace_one({"_id": bucket.id}, render(bucket), session=session)
 
     async def get(self, bucket_id: str) -> dict[str, Any] | None:
         return await self.buckets.find_one({"_id": bucket_id})

@@ -135,6 +135,10 @@ class BucketNotFound(NotFound):
     """No such bucket (or not visible to you)."""
 
 
+class BucketAlreadyShared(Conflict):
+    """A bucket is shared once; a new share makes a new bucket."""
+
+
 class BucketNotActive(Conflict):
     """The bucket was revoked or has expired."""
 

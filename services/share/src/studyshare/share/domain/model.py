@@ -430,6 +430,12 @@ class Bucket(Aggregate):
         return getattr(self.s, name)
 
     # -- commands
+    def share(self, shared: StudyShared) -> list[StudyShared]:
+        """Open the bucket with the share the rules decided (`decide_share`); once."""
+        if self.exists:
+            raise exceptions.BucketAlreadyShared(f"bucket {self.id} exists already")
+        return [shared]
+
     def revoke(
         self,
         scope: str,

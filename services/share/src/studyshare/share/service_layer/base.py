@@ -53,11 +53,11 @@ class ShareBase:
         self.settings = settings
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
         self.store = EventStore(db)
-        self.buckets = Repository(self.store, Bucket)
+        self.readmodel = BucketReadModel(db)
+        self.buckets = Repository(self.store, Bucket, view=self.readmodel.follow)
         self.favorites = Repository(self.store, Favorites)
         self.preferences = Repository(self.store, SharePreferences)
         self.labels = Repository(self.store, Labels)
-        self.readmodel = BucketReadModel(db)
         self.directory = DirectoryReader(db)
         self.access_barrier: AccessBarrierClient | None = None
 
@@ -107,9 +107,6 @@ class ShareBase:
         self, inputs: Sequence[RecipientInput]
     ) -> tuple[RecipientRef, ...]:
         return resolve_recipients(inputs, await self._directory_facts(inputs))
-
-    async def _save(self, bucket: Bucket) -> None:
-        await self.readmodel.save(bucket)
 
     async def may_administer(self, principal: AccessClaims, bucket: Bucket | dict) -> bool:
         """Sender, study owner, admin of the sending department (and service desk, auditor

@@ -44,7 +44,6 @@ class Revocation(ShareBase):
             ),
             actor_of(principal),
         )
-        await self._save(bucket)
         ended = await self._cascade(principal.sub, actor_of(principal), bucket_id, scope, study_uid)
         await self._propagate([bucket_id, *ended])
         return bucket
@@ -100,7 +99,7 @@ class Revocation(ShareBase):
         study_uid: str | None,
     ) -> list[str]:
         """Revoke one re-share and what was re-shared from it; the buckets revoked."""
-        bucket, _ = await self.buckets.execute(
+        await self.buckets.execute(
             child_id,
             lambda b: (
                 []
@@ -109,7 +108,6 @@ class Revocation(ShareBase):
             ),
             actor,
         )
-        await self._save(bucket)
         return [child_id, *await self._cascade(by, actor, child_id, scope, study_uid)]
 
     async def end_reshares_no_longer_held(
@@ -137,10 +135,9 @@ class Revocation(ShareBase):
         now = now or self.clock()
         expired = []
         for bucket_id in await self.readmodel.due_for_expiry(now):
-            bucket, envelopes = await self.buckets.execute(
+            _, envelopes = await self.buckets.execute(
                 bucket_id, lambda b: b.expire(now), Actor(id="system:share-expiry")
             )
-            await self._save(bucket)
             if envelopes:
                 expired.append(bucket_id)
         if expired:

@@ -9,13 +9,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from pymongo.asynchronous.client_session import AsyncClientSession
-
-from studyshare.contracts.envelope import Actor
-from studyshare.contracts.events.share import AccessLevel, Label, RecipientRef, StudyShared
+from studyshare.contracts.events.share import AccessLevel, Label, RecipientRef
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.domain import new_id
-from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.logging import get_logger
 from studyshare.share.adapters.readmodel import policy_of, share_options
 from studyshare.share.domain import exceptions
@@ -155,7 +151,12 @@ class Sharing(ShareBase):
                 now=now,
             )
         shared = decide_share(request, now, parent)
-        bucket = await self._create(shared, actor_of(principal), now)
+        bucket, _ = await self.buckets.execute(
+            shared.bucket_id,
+            lambda b: b.share(shared),
+            actor_of(principal),
+            loaded=Bucket(shared.bucket_id),  # a new id: nothing to load (a retry loads)
+        )
         if prefs.remember(principal.sub, two_factor, send_mail):
             await self.preferences.execute(
                 f"pref_{principal.sub}",
@@ -226,25 +227,6 @@ class Sharing(ShareBase):
         )
         return await self._load(best["_id"])
 
-    async def _create(self, shared: StudyShared, actor: Actor, now: datetime) -> Bucket:
-        """Append the bucket's first event and its read model in one transaction (retried
-        whole on a transient write conflict with concurrent senders)."""
-
-        envelope = envelope_for(
-            shared, aggregate_id=shared.bucket_id, aggregate_version=1, actor=actor
-        )
-
-        async def write(session: AsyncClientSession) -> Bucket:
-            await self.store.append([envelope], session=session)
-            bucket = Bucket(shared.bucket_id)
-            bucket.apply(shared)
-            bucket.shared_at = now
-            await self.readmodel.insert(bucket, session=session)
-            return bucket
-
-        async with self.db.client.start_session() as session:
-            return await session.with_transaction(write)
-
     async def share_again(
         self,
         principal: AccessClaims,
@@ -295,7 +277,6 @@ class Sharing(ShareBase):
             lambda b: b.accept_invitation(principal.sub, email, self.clock()),
             actor_of(principal),
         )
-        await self._save(bucket)
         return bucket
 
 

@@ -120,7 +120,6 @@ class TwoFactor(ShareBase):
             actor_of(principal),
             retries=OTP_RETRIES,
         )
-        await self._save(bucket)
         kinds = [e.event_type for e in envelopes]
         if "OTPVerified" in kinds:
             await self.db[OTP_CODES].delete_one({"_id": otp_id})
@@ -141,5 +140,4 @@ class TwoFactor(ShareBase):
             lambda b: b.unlock(principal.sub, principal.roles, principal.admin_of),
             actor_of(principal),
         )
-        await self._save(bucket)
         return bucket

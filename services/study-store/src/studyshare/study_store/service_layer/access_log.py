@@ -49,6 +49,7 @@ from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
 from studyshare.plumbing.logging import current_correlation_id, get_logger
+from studyshare.plumbing.unit_of_work import Session
 
 log = get_logger(__name__)
 
@@ -323,25 +324,28 @@ class AccessLog:
         async with self._lock:
             query: dict[str, Any] = {} if everything else {"window_end": {"$lte": self.clock()}}
             written = 0
+            uow = self.store.unit_of_work()
+
+            async def turn(session: Session) -> tuple[int, list[EventEnvelope]]:
+                docs = (
+                    await self.tallies.find(query, session=session)
+                    .limit(self.flush_batch)
+                    .to_list(None)
+                )
+                envelopes = [_envelope(doc) for doc in docs]
+                if docs:
+                    await self.tallies.delete_many(
+                        {"_id": {"$in": [d["_id"] for d in docs]}}, session=session
+                    )
+                    await self.store.append(envelopes, session=session)
+                return len(docs), envelopes
+
             while True:
-                async with self.store.db.client.start_session() as session:
-                    async with await session.start_transaction():
-                        docs = (
-                            await self.tallies.find(query, session=session)
-                            .limit(self.flush_batch)
-                            .to_list(None)
-                        )
-                        if not docs:
-                            return written
-                        envelopes = [_envelope(doc) for doc in docs]
-                        await self.tallies.delete_many(
-                            {"_id": {"$in": [d["_id"] for d in docs]}}, session=session
-                        )
-                        await self.store.append(envelopes, session=session)
+                taken, envelopes = await uow.run(turn)
                 for envelope in envelopes:
                     WRITTEN.labels(envelope.event_type).inc()
                 written += len(envelopes)
-                if len(docs) < self.flush_batch:
+                if taken < self.flush_batch:
                     return written
 
     async def run(self) -> None:

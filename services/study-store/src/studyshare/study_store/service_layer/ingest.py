@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,17 +26,17 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.eventstore import (
-    ConcurrencyConflict,
     EventStore,
     envelope_for,
     from_document,
 )
 from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.unit_of_work import MongoUnitOfWork, transient
 from studyshare.study_store.adapters.blobstore import BlobStore, Spooled, digest_of
 from studyshare.study_store.adapters.instances import InstanceIndex
 from studyshare.study_store.domain.dicom_meta import (
@@ -149,15 +148,13 @@ def _parsed(
     )
 
 
-def _retryable(exc: Exception) -> bool:
+def _retryable(exc: BaseException) -> bool:
     """Another upload won: a version or instance taken, or a transaction write conflict."""
-    if isinstance(exc, ConcurrencyConflict | DuplicateKeyError):
+    if isinstance(exc, DuplicateKeyError):
         return True
     if isinstance(exc, BulkWriteError):
         return all(e.get("code") == 11000 for e in exc.details.get("writeErrors", []))
-    return isinstance(exc, OperationFailure) and (
-        exc.has_error_label("TransientTransactionError") or exc.code in (112, 251)
-    )
+    return transient(exc)
 
 
 def _parse_all(objects: Sequence[bytes | Spooled], blobs: BlobStore) -> list[Parsed | str]:
@@ -461,24 +458,11 @@ class Ingest:
             return await self._index(session, upload, parsed, paths, kind, bucket_id, extra_events)
 
         try:
-            return await self._retried(in_transaction)
+            return await MongoUnitOfWork(self.db.client).run(in_transaction, retry_if=_retryable)
         finally:
             if self.on_indexed is not None:
                 for study_uid in {p.facts.study_uid for p in parsed}:
                     self.on_indexed(study_uid)
-
-    async def _retried(self, work: Callable[[AsyncClientSession], Awaitable[set[str]]]) -> set[str]:
-        """`work` in a transaction, retried whole when a concurrent upload won."""
-        for attempt in range(8):
-            try:
-                async with self.db.client.start_session() as session:
-                    async with await session.start_transaction():
-                        return await work(session)
-            except (ConcurrencyConflict, OperationFailure) as exc:
-                if not _retryable(exc) or attempt == 7:
-                    raise
-                await asyncio.sleep(0.02 * (attempt + 1) + random.random() * 0.05)
-        raise AssertionError("unreachable")
 
     async def _index(
         self,

@@ -11,13 +11,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import DESCENDING
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.aggregate import Repository
-from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore
+from studyshare.plumbing.eventstore import EventStore
 from studyshare.study_store.domain.exceptions import NoReportYet
 from studyshare.study_store.domain.report import (
     ReportFormat,
@@ -47,36 +48,32 @@ async def write_report(
     check_content(fmt, content)
     repo = Repository(store, StudyReport)
     actor = actor_of(principal, decision.via)
-    for attempt in range(retries + 1):
-        try:
-            async with db.client.start_session() as session:
-                async with await session.start_transaction():
-                    _, envelopes = await repo.execute(
-                        decision.study_uid,
-                        lambda report: report.update(decision, principal.sub, fmt),
-                        actor,
-                        session=session,
-                    )
-                    event = envelopes[0]
-                    doc = {
-                        "_id": f"{decision.study_uid}:{event.payload['report_version']}",
-                        "study_uid": decision.study_uid,
-                        "version": event.payload["report_version"],
-                        "format": fmt,
-                        "content_type": "application/pdf" if fmt == "pdf" else "text/plain",
-                        "content": content,
-                        "size": len(content),
-                        "sha256": hashlib.sha256(content).hexdigest(),
-                        "author_id": principal.sub,
-                        "updated_at": event.occurred_at,
-                        "event_id": str(event.event_id),
-                    }
-                    await db[REPORTS].insert_one(doc, session=session)
-                    return doc, event
-        except ConcurrencyConflict:
-            if attempt == retries:
-                raise
-    raise AssertionError("unreachable")
+
+    async def work(session: AsyncClientSession | None) -> tuple[dict[str, Any], EventEnvelope]:
+        _, envelopes = await repo.execute(
+            decision.study_uid,
+            lambda report: report.update(decision, principal.sub, fmt),
+            actor,
+            session=session,
+        )
+        event = envelopes[0]
+        doc = {
+            "_id": f"{decision.study_uid}:{event.payload['report_version']}",
+            "study_uid": decision.study_uid,
+            "version": event.payload["report_version"],
+            "format": fmt,
+            "content_type": "application/pdf" if fmt == "pdf" else "text/plain",
+            "content": content,
+            "size": len(content),
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "author_id": principal.sub,
+            "updated_at": event.occurred_at,
+            "event_id": str(event.event_id),
+        }
+        await db[REPORTS].insert_one(doc, session=session)
+        return doc, event
+
+    return await repo.uow.run(work, retries=retries)
 
 
 async def read_report(
