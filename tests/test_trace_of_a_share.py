@@ -1,5 +1,5 @@
 """One share, one trace: the share API's request, the relay's publication and every worker that
-consumes `share.events` (share, study-store, notify, audit), under one trace id.
+consumes `share.events` (study-store, notify, audit), under one trace id.
 
 In-process on the real broker and database: the share API (its FastAPI app), the outbox relay
 and the four services' real faust worker apps, with an in-memory span exporter.
@@ -35,7 +35,7 @@ from studyshare.share.adapters.projections import Directory
 from studyshare.share.entrypoints.api import create_app
 from studyshare.share.settings import ShareSettings
 
-CONSUMERS = ("share", "study-store", "notify", "audit")
+CONSUMERS = ("study-store", "notify", "audit")
 STUDY = "1.2.826.0.1.77"
 
 
@@ -120,11 +120,11 @@ async def test_a_share_is_one_trace_from_the_request_through_the_relay_to_every_
     assert tracing.configure_tracing(settings, "test", exporter)
     client = AsyncMongoClient(real_infra.mongo_url, tz_aware=True)
     suffix = uuid.uuid4().hex[:8]
-    scratch = [f"t_trace_{s.replace('-', '_')}_{suffix}" for s in CONSUMERS[1:]]
+    scratch = [f"t_trace_{s.replace('-', '_')}_{suffix}" for s in CONSUMERS]
     workers = []
     try:
         # the consumers: each service's real worker app, as a group of its own starting now
-        for service, database in zip(CONSUMERS, [mongo_db.name, *scratch], strict=True):
+        for service, database in zip(CONSUMERS, scratch, strict=True):
             worker_settings = real_infra.settings(
                 settings_class(service), database=database, service_name=f"{service}-{suffix}"
             )

@@ -49,7 +49,7 @@ SERVICES: tuple[Service, ...] = (
             "/api/share-preferences",
             "/api/labels",
         ),
-        reads=("identity.events", "share.events", "study.events"),
+        reads=("identity.events", "study.events"),
     ),
     Service(
         "study-store",
