@@ -13,7 +13,10 @@
      as static files from nginx (`bench/viewer_frames.py`).
 
 Prints a markdown table and the machine. Every process it starts is stopped by PID.
-`--only access,wado` (names: access, wado, share, viewer, relay, audit) measures only some figures.
+   - hot routes: the recipient's metadata read with the study store's `@hot` routes, then
+     with them switched off (`STUDYSHARE_HOT_ROUTES=false`, the API restarted).
+`--only access,wado` (names: access, wado, share, viewer, hot, relay, audit) measures only some
+figures.
 """
 
 from __future__ import annotations
@@ -226,7 +229,7 @@ async def login_as(client: httpx.AsyncClient, username: str, password: str) -> s
 # -- figures --------------------------------------------------------------------------------
 
 
-FIGURES = ("access", "wado", "share", "viewer", "relay", "audit")
+FIGURES = ("access", "wado", "share", "viewer", "hot", "relay", "audit")
 
 
 def access_and_retrieve(
@@ -257,6 +260,32 @@ def access_figure(gateway: str, metadata_url: str, token: str, note: str) -> Fig
         "req/s",
         ">= 0.8 x constant",
         ours / base >= 0.8 and not bad_ours,
+        note,
+    )
+
+
+def hot_routes_figure(platform: LocalPlatform, token: str) -> Figure:
+    """The study store's `@hot` routes measured: the recipient's WADO-RS metadata read with
+    them, then with the study store's API restarted with `STUDYSHARE_HOT_ROUTES=false`."""
+    metadata_url = f"{platform.gateway_url}/dicomweb/studies/{STUDY.study_uid}/metadata"
+    accept = "application/dicom+json"
+    hot, bad_hot = wrk(metadata_url, token, accept)
+    api = platform.processes["study-store-api"]
+    api.env = {**(api.env or {}), "STUDYSHARE_HOT_ROUTES": "false"}
+    platform.restart("study-store-api")
+    platform.wait_ready()
+    wrk(metadata_url, token, accept)  # warm-up, as for the hot run
+    stack, bad_stack = wrk(metadata_url, token, accept)
+    note = f"wrk {WRK_CONNECTIONS} connections, {WRK_SECONDS}s each, through the gateway"
+    if bad_hot or bad_stack:
+        note += f"; non-2xx: {bad_hot} hot, {bad_stack} FastAPI"
+    return Figure(
+        "hot routes (WADO-RS metadata: @hot vs FastAPI's stack)",
+        hot,
+        stack,
+        "req/s",
+        "kept if >= 1.2 x",
+        hot / stack >= 1.2 and not (bad_hot or bad_stack),
         note,
     )
 
@@ -439,6 +468,8 @@ def platform_figures(only: frozenset[str]) -> list[Figure]:
                             )
                         )
                     )
+                if "hot" in only:  # last: it restarts the study store's API
+                    figures.append(hot_routes_figure(platform, users["recipient_tokens"][0]))
                 return [*figures, latency] if latency else figures
     finally:
         baseline.terminate()
@@ -476,7 +507,7 @@ def main() -> None:
                 figures.append(asyncio.run(relay.measure(env)))
             if "audit" in only:
                 figures.append(asyncio.run(audit_replay.measure(env)))
-    if only & {"access", "wado", "share", "viewer"}:
+    if only & {"access", "wado", "share", "viewer", "hot"}:
         figures = [*platform_figures(only), *figures]
     print()
     print(f"StudyShare benchmarks, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {machine()}")

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from studyshare.plumbing.auth import CurrentPrincipal, current_principal
 from studyshare.plumbing.errors import RuleViolation
-from studyshare.plumbing.hot import HotRoute
+from studyshare.plumbing.hot import hot
 from studyshare.plumbing.http import create_app
 from studyshare.plumbing.settings import ServiceSettings
 
@@ -28,22 +28,18 @@ def lookup(name: str, sub: str) -> dict[str, str]:
 def app_with_hot_route(served_hot: list[str]):
     router = APIRouter()
 
-    @router.get("/things/{name}")
-    async def thing(name: str, principal: CurrentPrincipal):
-        return lookup(name, principal.sub)
-
     async def hot_thing(request, name: str):
         principal = await current_principal(request)
         body = lookup(name, principal.sub)
         served_hot.append(name)
         return JSONResponse(body)
 
-    return create_app(
-        ServiceSettings(environment="test"),
-        title="hot",
-        routers=[router],
-        hot_routes=[HotRoute("/things/{name}", hot_thing)],
-    )
+    @router.get("/things/{name}")
+    @hot(hot_thing)
+    async def thing(name: str, principal: CurrentPrincipal):
+        return lookup(name, principal.sub)
+
+    return create_app(ServiceSettings(environment="test"), title="hot", routers=[router])
 
 
 def handled(status: str) -> float:
@@ -77,6 +73,12 @@ async def test_hot_route_answers_and_refusals_go_to_the_full_app(test_tokens):
 
 
 async def test_a_hot_route_leaves_earlier_routes_their_paths(test_tokens):
+    served_hot: list[str] = []
+
+    async def hot_thing(request, name: str):
+        served_hot.append(name)
+        return JSONResponse({"name": name, "hot": True})
+
     router = APIRouter()
 
     @router.get("/things/special")
@@ -84,24 +86,22 @@ async def test_a_hot_route_leaves_earlier_routes_their_paths(test_tokens):
         return {"special": True}
 
     @router.get("/things/{name}")
+    @hot(hot_thing)
     async def thing(name: str):
         return {"name": name}
 
-    served_hot: list[str] = []
-
-    async def hot(request, name: str):
-        served_hot.append(name)
-        return JSONResponse({"name": name, "hot": True})
-
     settings = ServiceSettings(environment="test")
-    app = create_app(
-        settings, title="hot", routers=[router], hot_routes=[HotRoute("/things/{name}", hot)]
-    )
+    app = create_app(settings, title="hot", routers=[router])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
         assert (await c.get("/things/special")).json() == {"special": True}
         assert (await c.get("/things/a")).json() == {"name": "a", "hot": True}
     assert served_hot == ["a"]
-    with pytest.raises(RuntimeError, match="no FastAPI GET route"):
-        create_app(
-            settings, title="hot", routers=[router], hot_routes=[HotRoute("/nothing/{x}", hot)]
-        )
+    posting = APIRouter()
+
+    @posting.post("/things/{name}")
+    @hot(hot_thing)
+    async def change(name: str):
+        return {"name": name}
+
+    with pytest.raises(RuntimeError, match="is not a GET route"):
+        create_app(settings, title="hot", routers=[posting])

@@ -16,7 +16,7 @@ from studyshare.contracts.events.identity import LoggedOut
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, current_principal
 from studyshare.plumbing.eventstore import EventStore, envelope_for
-from studyshare.plumbing.hot import HotRoute
+from studyshare.plumbing.hot import hot
 from studyshare.plumbing.http import create_app
 from studyshare.plumbing.infra import broker, free_port
 from studyshare.plumbing.kafka import ensure_topics, producer
@@ -54,20 +54,16 @@ async def publish_logout(db, settings: ServiceSettings, user_id: str, session_id
 def things_app(settings: ServiceSettings):
     router = APIRouter()
 
-    @router.get("/things/{name}")
-    async def thing(name: str, principal: CurrentPrincipal):
-        return {"name": name, "by": principal.sub}
-
     async def hot_thing(request: Request, name: str):
         principal = await current_principal(request)
         return JSONResponse({"name": name, "by": principal.sub, "hot": True})
 
-    return create_app(
-        settings,
-        title="things",
-        routers=[router],
-        hot_routes=[HotRoute("/things/{name}", hot_thing)],
-    )
+    @router.get("/things/{name}")
+    @hot(hot_thing)
+    async def thing(name: str, principal: CurrentPrincipal):
+        return {"name": name, "by": principal.sub}
+
+    return create_app(settings, title="things", routers=[router])
 
 
 async def status_of(app, token: str) -> tuple[int, dict]:

@@ -196,7 +196,6 @@ def build_app(settings: StudyStoreSettings):
         title="study-store (DICOM half, test)",
         routers=[dicomweb.router, downloads.router, forwarding_api.router],
         lifespan=lifespan,
-        hot_routes=dicomweb.HOT_ROUTES,
     )
 
 

@@ -13,7 +13,7 @@ from pydicom import dcmread
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.study_store.adapters.blobstore import digest_of, key_for
 
-from .conftest import multipart, write_study
+from .conftest import build_app, multipart, write_study
 
 pytestmark = pytest.mark.infra
 
@@ -319,3 +319,17 @@ async def test_thumbnails_of_study_series_and_instance(dicom_app, tmp_path):
     )
     assert Image.open(io.BytesIO(clamped.content)).size == (1, 1)
     assert "rendered" in dicom_app.access_log.actions(study_uid)
+
+
+def test_the_wado_reads_are_declared_hot_and_can_be_switched_off(settings):
+    """The six WADO-RS reads are the hot routes, found on the routes themselves (`@hot`);
+    `STUDYSHARE_HOT_ROUTES=false` leaves every request to FastAPI."""
+    study = "/dicomweb/studies/{study_uid}"
+    series, instance = (
+        study + "/series/{series_uid}",
+        study + "/series/{series_uid}/instances/{sop_uid}",
+    )
+    reads = {p + suffix for p in (study, series, instance) for suffix in ("", "/metadata")}
+    app = build_app(settings)
+    assert {hot.route.path for hot in app.hot.routes} == reads
+    assert build_app(settings.model_copy(update={"hot_routes": False})).hot is None

@@ -23,7 +23,7 @@ from studyshare.plumbing import propagation, tracing
 from studyshare.plumbing.auth import JWKSVerifier
 from studyshare.plumbing.bodylimit import BodyLimitMiddleware, BodyLimits
 from studyshare.plumbing.errors import RuleViolation
-from studyshare.plumbing.hot import HotRoute, HotRoutes
+from studyshare.plumbing.hot import HotRoutes
 from studyshare.plumbing.internal import InternalClient
 from studyshare.plumbing.kafka_connection import KafkaConnection, kafka_connection
 from studyshare.plumbing.logging import (
@@ -211,7 +211,6 @@ def create_app(
     lifespan: Callable[[FastAPI], Any] | None = None,
     readiness: Sequence[ReadinessCheck] = (),
     description: str = "",
-    hot_routes: Sequence[HotRoute] = (),
     body_limits: Mapping[tuple[str, str], int] | None = None,
 ) -> FastAPI:
     """The service's app. Request bodies are bounded (`plumbing.bodylimit`): by
@@ -307,9 +306,9 @@ def create_app(
     app.include_router(health_router([*readiness, revocations_ready]))
     install_problem_openapi(app)
     tracing.instrument_app(app)
-    if hot_routes:
-        app.hot = HotRoutes(hot_routes)
-        app.hot.bind(app.routes)
+    hot = HotRoutes(app.routes)
+    if hot and settings.hot_routes:
+        app.hot = hot
         app.correlation = CorrelationMiddleware(app)
     return app
 

@@ -54,6 +54,11 @@ class ServiceSettings(BaseSettings):
     )
     kafka_rebalance_timeout_ms: int = 10_000
 
+    hot_routes: bool = Field(
+        default=True,
+        description="answer the routes declared `@hot` without FastAPI's stack first "
+        "(`studyshare.plumbing.hot`); off, FastAPI answers them as any other route",
+    )
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     http_keep_alive_s: int = Field(

@@ -122,7 +122,6 @@ def create_app() -> FastAPI:
         routers=routers,
         lifespan=lifespan,
         readiness=[mongo_ping, access_model_fresh, kafka_ready(settings.kafka)],
-        hot_routes=dicomweb.HOT_ROUTES,
         body_limits={
             **{(method, path): settings.stow_max_bytes for method, path in dicomweb.STOW},
             ("POST", internal.BARRIER): internal.BARRIER_MAX_BYTES,

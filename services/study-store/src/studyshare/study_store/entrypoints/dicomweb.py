@@ -34,8 +34,6 @@ router = APIRouter()
 for part in (stow.router, qido.router, wado.router, rendered.router):
     router.include_router(part)
 
-#: the WADO-RS reads answered without FastAPI's stack
-HOT_ROUTES = wado.HOT_ROUTES
 #: the STOW-RS routes: their request bodies are bounded by `settings.stow_max_bytes`
 STOW = stow.STOW
 

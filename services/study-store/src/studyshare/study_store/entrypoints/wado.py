@@ -1,8 +1,8 @@
 """WADO-RS: retrieve a study, series or instance (multipart/related; type=application/dicom),
 their metadata (DICOM JSON) and an instance's frames, through `service_layer.retrieval`.
 
-The study, series and instance reads are also hot routes (`HOT_ROUTES`): the same functions
-without FastAPI's stack (`studyshare.plumbing.hot`).
+The study, series and instance reads are declared hot (`@hot`): the same functions answer them
+first without FastAPI's stack (`studyshare.plumbing.hot`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.plumbing.hot import HotHandler, HotRoute
+from studyshare.plumbing.hot import HotHandler, hot
 from studyshare.plumbing.http import problem_responses
 from studyshare.study_store.adapters import multipart
 from studyshare.study_store.domain.serving import MAX_FRAME_LIST, frame_numbers
@@ -69,12 +69,27 @@ async def _metadata(
     return Response(retrieval.metadata(stores, chosen, study_uid, base), media_type=DICOM_JSON)
 
 
+def _hot(read: Callable[..., Any]) -> HotHandler:
+    """The hot handler (`studyshare.plumbing.hot`) for a route that `read`s (`_retrieve`,
+    `_metadata`): the same token check and access decision as the route's dependencies; path
+    parameters arrive in path order."""
+
+    async def handler(request: Request, study_uid: str, **uids: str) -> Response:
+        principal = await dicom_reader(request)
+        decision = await study_access(study_uid, principal, request)
+        stores = request.app.state.dicom
+        return await read(request, stores, principal, decision, study_uid, *uids.values())
+
+    return handler
+
+
 @router.get(
     "/studies/{study_uid}",
     summary="WADO-RS: retrieve a study",
     response_class=Response,
     responses=MULTIPART_DICOM,
 )
+@hot(_hot(_retrieve))
 async def retrieve_study(
     study_uid: str,
     request: Request,
@@ -91,6 +106,7 @@ async def retrieve_study(
     response_class=Response,
     responses=METADATA,
 )
+@hot(_hot(_metadata))
 async def study_metadata(
     study_uid: str,
     request: Request,
@@ -107,6 +123,7 @@ async def study_metadata(
     response_class=Response,
     responses=MULTIPART_DICOM,
 )
+@hot(_hot(_retrieve))
 async def retrieve_series(
     study_uid: str,
     series_uid: str,
@@ -124,6 +141,7 @@ async def retrieve_series(
     response_class=Response,
     responses=METADATA,
 )
+@hot(_hot(_metadata))
 async def series_metadata(
     study_uid: str,
     series_uid: str,
@@ -141,6 +159,7 @@ async def series_metadata(
     response_class=Response,
     responses=MULTIPART_DICOM,
 )
+@hot(_hot(_retrieve))
 async def retrieve_instance(
     study_uid: str,
     series_uid: str,
@@ -159,6 +178,7 @@ async def retrieve_instance(
     response_class=Response,
     responses=METADATA,
 )
+@hot(_hot(_metadata))
 async def instance_metadata(
     study_uid: str,
     series_uid: str,
@@ -169,35 +189,6 @@ async def instance_metadata(
     decision: ReaderStudyAccess,
 ) -> Response:
     return await _metadata(request, stores, principal, decision, study_uid, series_uid, sop_uid)
-
-
-# --- hot routes: the same reads without FastAPI's stack (`studyshare.plumbing.hot`) ----------
-
-
-def _hot(read: Callable[..., Any]) -> HotHandler:
-    """A hot handler for `read` (`_retrieve`, `_metadata`): the same token check and access
-    decision as the route's dependencies; path parameters arrive in path order."""
-
-    async def handler(request: Request, study_uid: str, **uids: str) -> Response:
-        principal = await dicom_reader(request)
-        decision = await study_access(study_uid, principal, request)
-        stores = request.app.state.dicom
-        return await read(request, stores, principal, decision, study_uid, *uids.values())
-
-    return handler
-
-
-STUDY = "/dicomweb/studies/{study_uid}"
-SERIES = STUDY + "/series/{series_uid}"
-INSTANCE = SERIES + "/instances/{sop_uid}"
-HOT_ROUTES = [
-    HotRoute(STUDY, _hot(_retrieve)),
-    HotRoute(STUDY + "/metadata", _hot(_metadata)),
-    HotRoute(SERIES + "/metadata", _hot(_metadata)),
-    HotRoute(INSTANCE + "/metadata", _hot(_metadata)),
-    HotRoute(SERIES, _hot(_retrieve)),
-    HotRoute(INSTANCE, _hot(_retrieve)),
-]
 
 
 # --- frames ------------------------------------------------------------------------------
