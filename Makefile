@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 VERSION  := 0.1.0
 DOCKER   ?= docker
 
-.PHONY: help sync portal-assets run infra test lint format contracts images k8s k8s-check deploy-tools test-peers bench readme-screenshots
+.PHONY: help sync portal-assets nginx run infra test lint format contracts images k8s k8s-check deploy-tools test-peers bench readme-screenshots
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -19,7 +19,10 @@ sync: ## install every package of the workspace from uv.lock, and the portal's p
 portal-assets: ## the portal's third-party files (npm pack, integrity checked; portal/assets.json)
 	python3 portal/install_assets.py
 
-run: sync ## the whole platform on one machine, demo data, gateway URL printed; Ctrl-C stops it
+nginx: ## Debian's nginx-light, which the local gateway runs (as a child process, never a service)
+	bash scripts/install-nginx.sh
+
+run: sync nginx ## the whole platform on one machine, demo data, gateway URL printed; Ctrl-C stops it
 	$(UV) run studyshare-dev run
 
 infra: sync ## only the broker (9092) and the database (27017)
@@ -55,7 +58,7 @@ k8s-check: ## fail when deploy/k8s/base/generated drifts from contracts/
 deploy-tools: ## the pinned kubectl the manifest tests render with
 	bash deploy/install-tools.sh
 
-test-peers: ## Debian packages the tests use as real peers (kcat, oathtool, dcmtk, chromium, npm, promtool)
+test-peers: ## Debian packages the tests use as real peers (kcat, oathtool, dcmtk, chromium, npm, promtool, nginx)
 	bash scripts/install-test-peers.sh
 
 images: ## one image per service (needs a Docker engine; not part of test)

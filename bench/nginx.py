@@ -4,12 +4,12 @@ process in the foreground (`daemon off`) and stopped by its PID."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from studyshare.devstack.nginx import binary
 from studyshare.plumbing import infra
 
 CONFIG = """\
@@ -38,16 +38,6 @@ http {{
     }}
 }}
 """
-
-
-SBIN = Path("/usr/sbin/nginx")  # not on a normal user's PATH
-
-
-def binary() -> str:
-    found = shutil.which("nginx") or (str(SBIN) if SBIN.exists() else None)
-    if found is None:
-        raise SystemExit("nginx is missing: run bench/install.sh")
-    return found
 
 
 @contextmanager

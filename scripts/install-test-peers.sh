@@ -3,7 +3,8 @@
 # codes), dcmtk (storescu/storescp, a real PACS), chromium + chromium-driver (the portal's
 # browser tests, driven by selenium), npm (fetches the portal's pinned htmx) and prometheus
 # (for its promtool: the alert rules are checked and unit-tested, deploy/tests/test_monitoring.py;
-# the server itself is not started). Idempotent; needs root or sudo to install.
+# the server itself is not started) and nginx-light (the local gateway, scripts/install-nginx.sh).
+# Idempotent; needs root or sudo to install.
 set -euo pipefail
 missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
@@ -13,6 +14,7 @@ command -v storescp >/dev/null 2>&1 || missing+=(dcmtk)
 [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
 ((${#missing[@]})) || exit 0
 sudo=""
 [[ $(id -u) -eq 0 ]] || sudo="sudo"

@@ -1,9 +1,11 @@
-"""The gateway against real upstream processes: proxying, streaming, errors, OpenAPI, readiness."""
+"""The gateway (nginx and its Python app) against real upstream processes: proxying,
+streaming, errors, OpenAPI, readiness, metrics."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -35,15 +37,12 @@ def upstreams(processes: Processes) -> tuple[str, str, str]:
     return identity, share, mail
 
 
-@pytest.fixture(scope="module", params=["httptools", "httpcore"])
-def stack(
-    request: pytest.FixtureRequest, processes: Processes, upstreams: tuple[str, str, str]
-) -> Stack:
-    """The same tests through both upstream transports."""
+@pytest.fixture(scope="module")
+def stack(processes: Processes, upstreams: tuple[str, str, str]) -> Stack:
     identity, share, mail = upstreams
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     routes = {"identity": identity, "share": share, "audit": down}
-    gateway = processes.gateway(routes, mail, upstream_transport=request.param)
+    gateway = processes.gateway(routes, mail)
     return Stack(gateway, identity, share, mail)
 
 
@@ -212,3 +211,42 @@ def test_metrics_count_proxied_requests(stack: Stack) -> None:
     httpx.get(f"{stack.gateway}/api/auth/echo/m")
     text = httpx.get(f"{stack.gateway}/metrics").text
     assert 'studyshare_gateway_requests_total{status="200",upstream="identity"}' in text
+
+
+def test_hop_by_hop_and_proxy_headers_are_not_forwarded(stack: Stack) -> None:
+    headers = {
+        "Keep-Alive": "timeout=5",
+        "TE": "trailers",
+        "Upgrade": "h2c",
+        "Proxy-Connection": "keep-alive",
+        "Proxy-Authorization": "Basic eDp5",
+        "X-Under_Score": "kept",
+    }
+    echo = httpx.get(f"{stack.gateway}/api/auth/echo/hop", headers=headers).json()["headers"]
+    assert not {"keep-alive", "te", "upgrade", "proxy-connection", "proxy-authorization"} & set(
+        echo
+    )
+    assert echo["x-under_score"] == "kept"
+
+
+def test_nginx_ends_with_the_gateway(processes: Processes, stack: Stack) -> None:
+    """kill -9 of the gateway's process: its nginx (a child) stops too and frees the port."""
+    run_dir = processes.logs / "gateway-run"
+    gateway = processes.gateway({"identity": stack.identity}, gateway_run_dir=str(run_dir))
+    assert httpx.get(f"{gateway}/api/auth/echo/x").status_code == 200
+    master = int((run_dir / "nginx.pid").read_text())
+    processes.started[-1].kill()
+    deadline = time.monotonic() + 15
+    while _running(master) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(master)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{gateway}/healthz")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

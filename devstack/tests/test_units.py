@@ -1,15 +1,20 @@
-"""Pure parts: OpenAPI merge, mail parsing, DICOM generation, routing."""
+"""Pure parts: OpenAPI merge, mail parsing, DICOM generation, routing, nginx configuration."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pydicom
+import pytest
 
+from studyshare.contracts.routes import PORTAL, SERVICES, STOW_MAX_BYTES
+from studyshare.devstack import nginx
 from studyshare.devstack.dicomgen import DemoStudy, instance, multipart_related
-from studyshare.devstack.gateway import Gateway
 from studyshare.devstack.inbox import Inbox, parse_mail
+from studyshare.devstack.nginxconf import NginxOptions, render
 from studyshare.devstack.openapi import merge_documents
+from studyshare.devstack.routing import origin, route, route_table
 from studyshare.devstack.settings import GatewaySettings
 
 
@@ -82,8 +87,32 @@ def test_demo_dicom_is_valid_and_stable() -> None:
 
 
 def test_routing() -> None:
-    gateway = Gateway(GatewaySettings(upstreams={"identity": "http://i"}, mail_url="http://m"))
-    assert gateway.route("/api/users/me") == ("identity", "http://i")
-    assert gateway.route("/api/shares/x") == ("share", None)
-    assert gateway.route("/dev/sms") == ("mailcatcher", "http://m")
-    assert gateway.route("/elsewhere") is None
+    table = route_table(GatewaySettings(upstreams={"identity": "http://i"}, mail_url="http://m"))
+    assert route(table, "/api/users/me") == ("identity", "http://i")
+    assert route(table, "/api/shares/x") == ("share", None)
+    assert route(table, "/dev/sms") == ("mailcatcher", "http://m")
+    assert route(table, "/elsewhere") is None
+
+
+def test_nginx_configuration_has_a_location_for_every_prefix(tmp_path: Path) -> None:
+    upstreams = {s.name: f"http://127.0.0.1:{s.port}" for s in SERVICES if s.name != "audit"}
+    settings = GatewaySettings(upstreams=upstreams | {PORTAL.name: "http://127.0.0.1:8106"})
+    options = NginxOptions("127.0.0.1:18080", "127.0.0.1:18081", 18082, tmp_path)
+    conf = render(route_table(settings), options)
+    for service in SERVICES:
+        for prefix in service.prefixes:
+            assert f"location = {prefix} {{" in conf
+            assert f"location {prefix}/ {{" in conf
+    assert "location / {\n            set $gw_upstream 'portal';" in conf
+    assert '"service":"audit"' in conf  # not in this stack: 503
+    assert "server 127.0.0.1:8101 max_fails=0;" in conf
+    assert f"client_max_body_size {STOW_MAX_BYTES};" in conf
+    assert str(tmp_path) in conf and "/var/" not in conf
+    (tmp_path / "nginx.conf").write_text(conf)
+    nginx.check(nginx.binary(), tmp_path / "nginx.conf", tmp_path)  # nginx -t accepts it
+
+
+def test_an_upstream_is_an_origin_only() -> None:
+    assert origin("http://127.0.0.1:8101/") == "127.0.0.1:8101"
+    with pytest.raises(ValueError, match="http://host:port"):
+        origin("http://127.0.0.1:8101/prefix")

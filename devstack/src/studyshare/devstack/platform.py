@@ -351,6 +351,8 @@ class LocalPlatform:
             "STUDYSHARE_GATEWAY_PORT": str(self.ports.gateway),
             "STUDYSHARE_UPSTREAMS": json.dumps(upstreams),
             "STUDYSHARE_MAIL_URL": self.mail_url,
+            # nginx's configuration, pid and temp files
+            "STUDYSHARE_GATEWAY_RUN_DIR": str(self.run_dir / "gateway"),
         }
         argv = [sys.executable, "-m", "studyshare.devstack", "gateway"]
         return self._process_for("gateway", argv, env, self.ports.gateway)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,8 +18,8 @@ def default_upstreams() -> dict[str, str]:
 
 
 class GatewaySettings(BaseSettings):
-    """`STUDYSHARE_UPSTREAMS` is a JSON object `{service name: base URL}`; services missing
-    from it are answered with 503 (not running in this stack)."""
+    """`STUDYSHARE_UPSTREAMS` is a JSON object `{service name: base URL (http://host:port)}`;
+    services missing from it are answered with 503 (not running in this stack)."""
 
     model_config = SettingsConfigDict(env_prefix="STUDYSHARE_", extra="ignore")
 
@@ -36,12 +36,19 @@ class GatewaySettings(BaseSettings):
     )
     connect_timeout_s: float = 2.0
     read_timeout_s: float = 300.0
-    max_connections: int = 1000
-    max_keepalive_connections: int = 200
-    #: `httptools`: the lean transport (default); `httpcore`: httpx's own, in `pool_shards` pools
-    upstream_transport: Literal["httptools", "httpcore"] = "httptools"
-    pool_shards: int = Field(default=32, ge=1)
+    max_keepalive_connections: int = Field(
+        default=200, ge=1, description="idle keep-alive connections nginx keeps per upstream"
+    )
     openapi_cache_s: float = 5.0
+    nginx: str | None = Field(
+        default=None, description="`STUDYSHARE_NGINX`: the nginx binary (default: PATH, /usr/sbin)"
+    )
+    gateway_workers: int = Field(default=1, ge=1, description="nginx worker processes")
+    gateway_run_dir: Path | None = Field(
+        default=None,
+        description="where nginx keeps its configuration, pid and temp files (default: a new "
+        "temporary directory, removed at exit)",
+    )
 
 
 class MailCatcherSettings(BaseSettings):

@@ -8,9 +8,9 @@ whose Content-Length says more is refused before the route runs; a body without 
 413 problem+json with rule `RequestBodyTooLarge`. Requests without a body pass untouched.
 
 Before answering, the rest of a refused body is read and dropped (up to `DRAIN_MAX_BYTES`,
-never kept): a proxy that sends the whole body before it reads the answer (the local gateway)
-would otherwise see the connection close under it and answer 502. Past that, the connection is
-closed. In production the Ingress refuses the same sizes before they reach a service.
+never kept): a proxy that sends the whole body before it reads the answer would otherwise
+see the connection close under it and answer 502. Past that, the connection is closed. In
+production the Ingress refuses the same sizes before they reach a service.
 """
 
 from __future__ import annotations
