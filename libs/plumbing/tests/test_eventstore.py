@@ -8,6 +8,7 @@ from studyshare.plumbing.aggregate import Repository
 from studyshare.plumbing.domain import Aggregate, applies
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
 from studyshare.plumbing.fakes import InMemoryEventStore
+from studyshare.plumbing.http import status_of
 
 from .conftest import otp_failures
 
@@ -30,7 +31,7 @@ async def test_a_conflict_is_a_409_rule(mongo_db):
     await store.append(otp_failures("bkt_2", 2))
     with pytest.raises(ConcurrencyConflict) as refused:
         await store.append(otp_failures("bkt_2", 1, start=2))
-    assert refused.value.status == 409
+    assert status_of(refused.value) == 409
     assert refused.value.rule == "ConcurrencyConflict"
 
 

@@ -31,6 +31,7 @@ from studyshare.study_store.entrypoints import (
     viewer,
 )
 from studyshare.study_store.entrypoints.anonymized_uids import RemappedUidPaths
+from studyshare.study_store.entrypoints.errors import STATUS
 from studyshare.study_store.service_layer import reports
 from studyshare.study_store.service_layer.access_barrier import ACCESS_FOLLOWERS, AccessBarrier
 from studyshare.study_store.service_layer.access_log import AccessLog
@@ -127,6 +128,7 @@ def create_app() -> FastAPI:
             **{(method, path): settings.stow_max_bytes for method, path in dicomweb.STOW},
             ("POST", internal.BARRIER): internal.BARRIER_MAX_BYTES,
         },
+        statuses=STATUS,
     )
     app.add_middleware(RemappedUidPaths)  # remapped UIDs of anonymized shares
     return app
