@@ -4,6 +4,7 @@ refusals carry none, `http.status_of` walks the refusal's MRO against one table.
 from __future__ import annotations
 
 import httpx
+import pytest
 from fastapi import APIRouter
 
 from studyshare.plumbing.auth import SessionEnded, SessionStatusUnknown
@@ -93,3 +94,10 @@ async def test_the_app_answers_a_refusal_with_the_mapped_status() -> None:
         "detail": "the study went elsewhere",
         "rule": "SentFarAway",
     }
+
+
+def test_a_refusal_that_names_a_status_is_refused_at_once() -> None:
+    with pytest.raises(TypeError, match="carries no HTTP status"):
+
+        class Gone(NotFound):
+            status = 410

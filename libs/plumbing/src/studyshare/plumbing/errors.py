@@ -18,6 +18,14 @@ class RuleViolation(Exception):
 
     title: str = "Rule violated"
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "status" in vars(cls):  # it would be silently ignored: say where it belongs
+            raise TypeError(
+                f"{cls.__name__}: a refusal carries no HTTP status; map it at the edge "
+                "(`studyshare.plumbing.http.status_of`, a service's `entrypoints/errors.py`)"
+            )
+
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
