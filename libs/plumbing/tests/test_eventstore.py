@@ -147,3 +147,7 @@ async def test_the_in_memory_store_keeps_the_real_ones_contract():
     assert len(store.committed) == 2 and seen == [1, 2, 3]
     with pytest.raises(ConcurrencyConflict):
         await store.append(otp_failures("bkt_7", 1, start=2))
+    await store.append(otp_failures("bkt_8", 3))  # several versions of one stream at once
+    assert [e.aggregate_version for e in await store.load("bkt_8")] == [1, 2, 3]
+    with pytest.raises(ConcurrencyConflict):
+        await store.append(otp_failures("bkt_8", 2, start=3))
