@@ -74,9 +74,11 @@ def problem(status: int, title: str, detail: str, rule: str | None = None, **ext
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
+Statuses = Mapping[type[RuleViolation], int]
+
 #: The HTTP status each kind of refusal (`studyshare.plumbing.errors`) answers with. A service
 #: adds its own rules' statuses (`create_app(statuses=...)`, from its `entrypoints/errors.py`).
-STATUS: Mapping[type[RuleViolation], int] = MappingProxyType(
+STATUS: Statuses = MappingProxyType(
     {
         RuleViolation: 422,
         NotFound: 404,
@@ -90,8 +92,6 @@ STATUS: Mapping[type[RuleViolation], int] = MappingProxyType(
         Unavailable: 503,
     }
 )
-
-Statuses = Mapping[type[RuleViolation], int]
 
 
 def status_of(refusal: RuleViolation | type[RuleViolation], statuses: Statuses = STATUS) -> int:
