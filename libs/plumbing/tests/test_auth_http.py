@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, JWKSVerifier, require_roles
-from studyshare.plumbing.errors import RuleViolation, Unauthorized
+from studyshare.plumbing.errors import NotFound, Unauthorized
 from studyshare.plumbing.http import create_app, kafka_ready, mongo_ready
 from studyshare.plumbing.infra import free_port
 from studyshare.plumbing.settings import ServiceSettings
@@ -65,8 +65,8 @@ async def test_expired_foreign_and_garbage_tokens_are_refused(jwks_server):
         await verifier.verify("not-a-jwt")
 
 
-class NoSuchThing(RuleViolation):
-    status = 404
+class NoSuchThing(NotFound):
+    pass
 
 
 def demo_app(settings, readiness=()):

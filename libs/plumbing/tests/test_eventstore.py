@@ -8,6 +8,7 @@ from studyshare.plumbing.aggregate import Repository
 from studyshare.plumbing.domain import Aggregate, applies
 from studyshare.plumbing.eventstore import ConcurrencyConflict, EventStore, envelope_for
 from studyshare.plumbing.fakes import InMemoryEventStore
+from studyshare.plumbing.http import status_of
 
 from .conftest import otp_failures
 
@@ -30,7 +31,7 @@ async def test_a_conflict_is_a_409_rule(mongo_db):
     await store.append(otp_failures("bkt_2", 2))
     with pytest.raises(ConcurrencyConflict) as refused:
         await store.append(otp_failures("bkt_2", 1, start=2))
-    assert refused.value.status == 409
+    assert status_of(refused.value) == 409
     assert refused.value.rule == "ConcurrencyConflict"
 
 
@@ -146,3 +147,7 @@ async def test_the_in_memory_store_keeps_the_real_ones_contract():
     assert len(store.committed) == 2 and seen == [1, 2, 3]
     with pytest.raises(ConcurrencyConflict):
         await store.append(otp_failures("bkt_7", 1, start=2))
+    await store.append(otp_failures("bkt_8", 3))  # several versions of one stream at once
+    assert [e.aggregate_version for e in await store.load("bkt_8")] == [1, 2, 3]
+    with pytest.raises(ConcurrencyConflict):
+        await store.append(otp_failures("bkt_8", 2, start=3))

@@ -9,14 +9,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 
 from studyshare.plumbing.auth import CurrentPrincipal, current_principal
-from studyshare.plumbing.errors import RuleViolation
+from studyshare.plumbing.errors import NotFound
 from studyshare.plumbing.hot import hot
 from studyshare.plumbing.http import create_app
 from studyshare.plumbing.settings import ServiceSettings
 
 
-class NoSuchThing(RuleViolation):
-    status = 404
+class NoSuchThing(NotFound):
+    pass
 
 
 def lookup(name: str, sub: str) -> dict[str, str]:

@@ -12,6 +12,9 @@ Read with `ast` (nothing is imported), for each module of `services/*/src/studys
 - a refusal (a `RuleViolation` subclass) is defined once in a service, so the rule a
   problem+json answer names is one class, and in its `domain/exceptions.py` (but for the
   access policy's refusals, `REFUSALS_ELSEWHERE`).
+- no class of a domain (a service's `domain/`, the access policy, the plumbing a domain uses)
+  carries an HTTP status: a refusal says what kind it is, the edge answers it
+  (`studyshare.plumbing.http.status_of`).
 
 Imports under `if TYPE_CHECKING:` and inside functions count too: they are dependencies all
 the same.
@@ -59,6 +62,9 @@ REFUSAL_BASES = {
     "Conflict",
     "Locked",
     "TooManyAttempts",
+    "TooLarge",
+    "UnsupportedMedia",
+    "Unavailable",
 }
 #: modules that define refusals beside `domain/exceptions.py`: the access policy's (issue 18,
 #: point 3, owned with `libs/access-policy`); a service's `domain/exceptions.py` imports them
@@ -212,3 +218,38 @@ def test_the_plumbing_a_domain_uses_is_pure(name: str) -> None:
         m for m in modules if m.split(".")[0] in FRAMEWORKS or m.startswith("studyshare.plumbing")
     ]
     assert not impure, f"{name} imports {impure}"
+
+
+#: attribute names that would give a domain class an HTTP status
+HTTP_STATUS_NAMES = {"status", "status_code", "http_status"}
+#: every module of a domain: the services' `domain/`, the access policy, the pure plumbing
+DOMAIN_MODULES = sorted(
+    [
+        *(p for package in PACKAGES for p in (package / "domain").rglob("*.py")),
+        *ROOT.glob("libs/access-policy/src/studyshare/access_policy/*.py"),
+        *(ROOT / "libs/plumbing/src/studyshare/plumbing" / n for n in ("domain.py", "errors.py")),
+    ]
+)
+
+
+def class_attributes(node: ast.ClassDef) -> set[str]:
+    """The names a class body assigns (`x = ...`, `x: int = ...`)."""
+    names = set()
+    for statement in node.body:
+        if isinstance(statement, ast.Assign):
+            names |= {t.id for t in statement.targets if isinstance(t, ast.Name)}
+        elif isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
+            names.add(statement.target.id)
+    return names
+
+
+def test_domain_classes_carry_no_http_status() -> None:
+    assert len(DOMAIN_MODULES) > 20  # every service's domain was found
+    found = [
+        f"{path.relative_to(ROOT)}: {node.name}.{name}"
+        for path in DOMAIN_MODULES
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.ClassDef)
+        for name in sorted(class_attributes(node) & HTTP_STATUS_NAMES)
+    ]
+    assert not found, "HTTP statuses in the domain (map them at the edge):\n" + "\n".join(found)

@@ -19,6 +19,7 @@ from studyshare.contracts.events.identity import (
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import JWKSVerifier, SessionEnded
 from studyshare.plumbing.eventstore import envelope_for
+from studyshare.plumbing.http import status_of
 from studyshare.plumbing.revocations import SessionRevocations
 from studyshare.plumbing.tokens import TokenSigner
 
@@ -117,7 +118,7 @@ async def test_the_verifier_refuses_an_ended_session_even_when_remembered():
     revocations.apply(event(LoggedOut(user_id="usr_1", session_id="ses_live"), time.time()))
     with pytest.raises(SessionEnded, match="logged out") as refused:
         await verifier.verify(token)
-    assert refused.value.status == 401 and refused.value.rule == "SessionEnded"
+    assert status_of(refused.value) == 401 and refused.value.rule == "SessionEnded"
     assert (await verifier.verify(other)).sid == "ses_other"
     fresh = JWKSVerifier.from_jwks(signer.jwks())
     fresh.revocations = revocations

@@ -16,6 +16,7 @@ from studyshare.notify.domain.model import Sent
 from studyshare.notify.entrypoints.api import create_app
 from studyshare.notify.service_layer import operations
 from studyshare.notify.service_layer.sender import LeaseLost, Sender, utcnow
+from studyshare.plumbing.eventstore import EventStore
 
 from .conftest import apply, drain, events_of, user_registered
 
@@ -416,7 +417,9 @@ async def test_smtp_credentials_come_from_settings(
     assert record["state"] == "parked" and "535" in record["reason"]
     assert secured.messages() == []
 
-    await operations.requeue(mongo_db, record["_id"], Actor(id="usr_desk"))
+    await operations.requeue(
+        DeliveryStore(mongo_db), EventStore(mongo_db), record["_id"], Actor(id="usr_desk")
+    )
     right = notify_settings(smtp_port=secured.port, smtp_username="notify", smtp_password="s3cret")
     await drain(Sender(mongo_db, right))
     assert [m["To"].addresses[0].addr_spec for m in secured.messages()] == ["ok@example.org"]

@@ -12,7 +12,7 @@ import jwt
 from fastapi import Depends, Request
 
 from studyshare.contracts.tokens import AUDIENCE, ISSUER, AccessClaims
-from studyshare.plumbing.errors import Forbidden, RuleViolation, Unauthorized
+from studyshare.plumbing.errors import Forbidden, Unauthorized, Unavailable
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.revocations import SessionRevocations
 
@@ -25,11 +25,10 @@ class SessionEnded(Unauthorized):
     """The token is genuine and unexpired, but identity ended its session or account."""
 
 
-class SessionStatusUnknown(RuleViolation):
+class SessionStatusUnknown(Unavailable):
     """This process cannot tell now whether the token's session has ended (it lost touch
     with identity's list of ended sessions for longer than its lease): refused, not 401."""
 
-    status = 503
     title = "Service unavailable"
 
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from studyshare.contracts.routes import path_regex
-from studyshare.plumbing.errors import RuleViolation
+from studyshare.plumbing.errors import TooLarge
 from studyshare.plumbing.logging import get_logger
 
 log = get_logger(__name__)
@@ -30,10 +30,9 @@ log = get_logger(__name__)
 DRAIN_MAX_BYTES = 64 * 1024 * 1024
 
 
-class RequestBodyTooLarge(RuleViolation):
+class RequestBodyTooLarge(TooLarge):
     """The request body is larger than this route takes."""
 
-    status = 413
     title = "Payload too large"
 
 
@@ -120,7 +119,7 @@ class BodyLimitMiddleware:
     async def refuse(
         self, scope: Scope, receive: Receive, send: Send, limit: int, drain: bool = True
     ) -> None:
-        from studyshare.plumbing.http import problem
+        from studyshare.plumbing.http import refused
 
         drained, more = 0, drain
         while more and drained <= DRAIN_MAX_BYTES:
@@ -130,15 +129,13 @@ class BodyLimitMiddleware:
             drained += len(message.get("body", b""))
             more = message.get("more_body", False)
 
+        response = refused(RequestBodyTooLarge(self.detail(scope, limit)))
         log.info(
             "request.refused",
             rule="RequestBodyTooLarge",
-            status=413,
+            status=response.status_code,
             path=scope["path"],
             limit=limit,
-        )
-        response = problem(
-            413, RequestBodyTooLarge.title, self.detail(scope, limit), "RequestBodyTooLarge"
         )
         if more:
             response.headers["connection"] = "close"  # the rest of the body is not read

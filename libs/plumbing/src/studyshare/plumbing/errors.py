@@ -1,4 +1,8 @@
-"""Domain refusals and their problem+json (RFC 9457) form."""
+"""Domain refusals: one class per rule, each of a kind (not found, forbidden, conflict, ...).
+
+A refusal carries what the domain knows: its rule (the class name), a human title and the
+detail. How it is answered (the HTTP status of each kind) is the edge's business:
+`studyshare.plumbing.http.status_of`."""
 
 from __future__ import annotations
 
@@ -8,12 +12,19 @@ import re
 class RuleViolation(Exception):
     """A command broke a domain rule. The rule's stable name is the exception's class name.
 
-    Subclass it per rule (e.g. `class ImagesOnlyNotAllowedForUser(RuleViolation)`); `status`
-    is the HTTP status the refusal answers with.
+    Subclass it per rule (e.g. `class ImagesOnlyNotAllowedForUser(RuleViolation)`), from the
+    kind of refusal it is (`NotFound`, `Forbidden`, ...); `title` is its human heading.
     """
 
-    status: int = 422
     title: str = "Rule violated"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "status" in vars(cls):  # it would be silently ignored: say where it belongs
+            raise TypeError(
+                f"{cls.__name__}: a refusal carries no HTTP status; map it at the edge "
+                "(`studyshare.plumbing.http.status_of`, a service's `entrypoints/errors.py`)"
+            )
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -25,33 +36,52 @@ class RuleViolation(Exception):
 
 
 class NotFound(RuleViolation):
-    status = 404
+    """No such thing (or not one the caller may know of)."""
+
     title = "Not found"
 
 
 class Forbidden(RuleViolation):
-    status = 403
+    """The caller may not do this."""
+
     title = "Forbidden"
 
 
 class Unauthorized(RuleViolation):
-    status = 401
+    """Who the caller is was not proven."""
+
     title = "Unauthorized"
 
 
 class Conflict(RuleViolation):
-    status = 409
+    """The thing is not in a state that allows this (any more)."""
+
     title = "Conflict"
 
 
 class Locked(RuleViolation):
-    status = 423
+    """The thing is locked until someone unlocks it."""
+
     title = "Locked"
 
 
 class TooManyAttempts(RuleViolation):
-    status = 429
+    """Too many tries lately: wait before trying again."""
+
     title = "Too many attempts"
+
+
+class TooLarge(RuleViolation):
+    """What was sent is larger than is taken."""
+
+
+class UnsupportedMedia(RuleViolation):
+    """What was sent is not of a kind that is taken (not DICOM, not a PDF, ...)."""
+
+
+class Unavailable(RuleViolation):
+    """The decision cannot be made now (what it rests on is not known to be current): refused
+    rather than decided wrongly; asking again later may succeed."""
 
 
 def snake(name: str) -> str:

@@ -24,13 +24,14 @@ class InMemoryEventStore:
         return [registry.upcast(e) for e in self.streams.get(aggregate_id, [])]
 
     async def append(self, envelopes: Sequence[EventEnvelope], session: Session = None) -> None:
-        for envelope in envelopes:
-            stream = self.streams.get(envelope.aggregate_id, [])
-            if envelope.aggregate_version != len(stream) + 1:
+        taken = {aggregate_id: len(stream) for aggregate_id, stream in self.streams.items()}
+        for envelope in envelopes:  # each next version of its stream, in the batch too
+            if envelope.aggregate_version != taken.get(envelope.aggregate_id, 0) + 1:
                 raise ConcurrencyConflict(
                     f"{envelope.aggregate_type} {envelope.aggregate_id} changed concurrently "
                     f"(version {envelope.aggregate_version} is taken)"
                 )
+            taken[envelope.aggregate_id] = envelope.aggregate_version
         for envelope in envelopes:
             self.streams.setdefault(envelope.aggregate_id, []).append(envelope)
             self.committed.append(envelope)

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from types import MappingProxyType
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -22,7 +23,18 @@ from studyshare.contracts.routes import body_limits_of
 from studyshare.plumbing import propagation, tracing
 from studyshare.plumbing.auth import JWKSVerifier
 from studyshare.plumbing.bodylimit import BodyLimitMiddleware, BodyLimits
-from studyshare.plumbing.errors import RuleViolation
+from studyshare.plumbing.errors import (
+    Conflict,
+    Forbidden,
+    Locked,
+    NotFound,
+    RuleViolation,
+    TooLarge,
+    TooManyAttempts,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMedia,
+)
 from studyshare.plumbing.hot import HotRoutes
 from studyshare.plumbing.internal import InternalClient
 from studyshare.plumbing.kafka_connection import KafkaConnection, kafka_connection
@@ -60,6 +72,44 @@ def problem(status: int, title: str, detail: str, rule: str | None = None, **ext
         body["rule"] = rule
     body.update(extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+Statuses = Mapping[type[RuleViolation], int]
+
+#: The HTTP status each kind of refusal (`studyshare.plumbing.errors`) answers with. A service
+#: adds its own rules' statuses (`create_app(statuses=...)`, from its `entrypoints/errors.py`).
+STATUS: Statuses = MappingProxyType(
+    {
+        RuleViolation: 422,
+        NotFound: 404,
+        Forbidden: 403,
+        Unauthorized: 401,
+        Conflict: 409,
+        Locked: 423,
+        TooManyAttempts: 429,
+        TooLarge: 413,
+        UnsupportedMedia: 415,
+        Unavailable: 503,
+    }
+)
+
+
+def status_of(refusal: RuleViolation | type[RuleViolation], statuses: Statuses = STATUS) -> int:
+    """The HTTP status of a refusal: that of the first class of its MRO named in `statuses`
+    (a service's own) or in `STATUS` (the kinds)."""
+    cls = refusal if isinstance(refusal, type) else type(refusal)
+    for each in cls.__mro__:
+        status = statuses.get(each) or STATUS.get(each)
+        if status is not None:
+            return status
+    return STATUS[RuleViolation]
+
+
+def refused(refusal: RuleViolation, statuses: Statuses = STATUS, **extra: Any) -> JSONResponse:
+    """The problem+json answer to a refusal: its status, title, detail and rule (and `extra`)."""
+    return problem(
+        status_of(refusal, statuses), refusal.title, refusal.detail, refusal.rule, **extra
+    )
 
 
 #: methods whose successful, fast answers are logged at debug level only
@@ -212,10 +262,12 @@ def create_app(
     readiness: Sequence[ReadinessCheck] = (),
     description: str = "",
     body_limits: Mapping[tuple[str, str], int] | None = None,
+    statuses: Statuses = STATUS,
 ) -> FastAPI:
     """The service's app. Request bodies are bounded (`plumbing.bodylimit`): by
     `settings.http_body_max_bytes`, and for the routes `(method, path template)` of
-    `studyshare.contracts.routes.BODY_LIMITS` (overridden by `body_limits`) by their own."""
+    `studyshare.contracts.routes.BODY_LIMITS` (overridden by `body_limits`) by their own.
+    A refusal answers with the status of its kind (`STATUS`), or of its rule in `statuses`."""
 
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
@@ -267,8 +319,11 @@ def create_app(
 
     @app.exception_handler(RuleViolation)
     async def rule_violation(request: Request, exc: RuleViolation) -> Response:
-        log.info("request.refused", rule=exc.rule, status=exc.status, path=request.url.path)
-        return problem(exc.status, exc.title, exc.detail, exc.rule)
+        response = refused(exc, statuses)
+        log.info(
+            "request.refused", rule=exc.rule, status=response.status_code, path=request.url.path
+        )
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:

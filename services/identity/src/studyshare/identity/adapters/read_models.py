@@ -50,6 +50,9 @@ class ReadModels:
     def __init__(self, db: AsyncDatabase) -> None:
         self.db = db
 
+    async def user(self, user_id: str) -> dict[str, Any] | None:
+        return await self.db[USERS].find_one({"_id": user_id})
+
     async def apply(
         self, envelopes: Sequence[EventEnvelope], session: AsyncClientSession | None = None
     ) -> None:

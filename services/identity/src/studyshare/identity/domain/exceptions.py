@@ -63,7 +63,6 @@ class CannotDeactivateYourself(Forbidden):
 class WrongEnvironment(RuleViolation):
     """The account lives in another country's environment; `portal_url` says where."""
 
-    status = 421
     title = "Wrong environment"
 
     def __init__(self, detail: str, environment: str, portal_url: str | None) -> None:
@@ -205,7 +204,6 @@ class PincodeRequired(Unauthorized):
 class PaymentPending(RuleViolation):
     """No pincode has been issued yet for this reference number (payment not registered)."""
 
-    status = 402
     title = "Payment required"
 
 

@@ -27,6 +27,7 @@ from studyshare.identity.domain.exceptions import (
 )
 from studyshare.identity.domain.user import Registration
 from studyshare.identity.entrypoints import models as m
+from studyshare.identity.entrypoints.errors import STATUS
 from studyshare.identity.service_layer import accounts, auth, departments, groups, patients
 from studyshare.identity.service_layer.context import Identity
 from studyshare.identity.service_layer.recipients import RecipientKind, search
@@ -42,7 +43,7 @@ from studyshare.plumbing.auth import (
 from studyshare.plumbing.errors import Unauthorized
 from studyshare.plumbing.followers import JOINING
 from studyshare.plumbing.http import create_app as plumbing_app
-from studyshare.plumbing.http import kafka_ready, mongo_ready, problem, problem_responses
+from studyshare.plumbing.http import kafka_ready, mongo_ready, problem_responses, refused
 from studyshare.plumbing.internal import internal_caller
 from studyshare.plumbing.mongo import mongo_client
 
@@ -1152,31 +1153,25 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
         ],
         lifespan=lifespan,
         readiness=[mongo_ready(db), kafka_ready(settings.kafka)],
+        statuses=STATUS,
     )
 
     @app.exception_handler(WrongEnvironment)
     async def wrong_environment(request: Request, exc: WrongEnvironment) -> Response:
-        return problem(
-            exc.status,
-            exc.title,
-            exc.detail,
-            exc.rule,
-            environment=exc.environment,
-            portal_url=exc.portal_url,
-        )
+        return refused(exc, STATUS, environment=exc.environment, portal_url=exc.portal_url)
 
     async def locked(
         request: Request,
         exc: LoginTemporarilyLocked | PatientLoginLocked | MobileChangeRequestedTooOften,
     ):
-        response = problem(exc.status, exc.title, exc.detail, exc.rule)
+        response = refused(exc, STATUS)
         response.headers["retry-after"] = str(exc.retry_after_s)
         return response
 
     @app.exception_handler(TOTPRequired)
     async def totp_required(request: Request, exc: TOTPRequired) -> Response:
         extra = {"login_ticket": exc.login_ticket} if exc.login_ticket else {}
-        return problem(exc.status, exc.title, exc.detail, exc.rule, **extra)
+        return refused(exc, STATUS, **extra)
 
     app.add_exception_handler(LoginTemporarilyLocked, locked)
     app.add_exception_handler(PatientLoginLocked, locked)

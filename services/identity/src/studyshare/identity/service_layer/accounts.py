@@ -168,7 +168,7 @@ async def locked(app: Identity, principal: AccessClaims) -> list[dict[str, Any]]
 
 
 async def user_doc(app: Identity, user_id: str) -> dict[str, Any]:
-    doc = await app.db[USERS].find_one({"_id": user_id})
+    doc = await app.read_models.user(user_id)
     if doc is None:
         raise UserNotFound(f"user {user_id} does not exist")
     return doc

@@ -32,7 +32,7 @@ from studyshare.identity.domain.lockout import LockoutPolicy
 from studyshare.identity.settings import IdentitySettings
 from studyshare.plumbing import propagation
 from studyshare.plumbing.access_barrier import AccessBarrierClient
-from studyshare.plumbing.aggregate import Repository
+from studyshare.plumbing.aggregate import Events, Repository
 from studyshare.plumbing.domain import Aggregate
 from studyshare.plumbing.eventstore import EventStore, envelope_for
 from studyshare.plumbing.followers import FollowerRegistry
@@ -59,39 +59,47 @@ def utcnow() -> datetime:
 
 @dataclass
 class Identity:
-    """The identity service's state: stores, keys, policies and a clock (tests replace it)."""
+    """The identity service's state: stores, keys, policies and a clock (tests replace it).
 
-    db: AsyncDatabase
+    The stores are MongoDB's (`db`) but for those given: handler tests without a database
+    pass `db=None` and in-memory ones (an event store from `plumbing.fakes`, ...)."""
+
+    db: AsyncDatabase | None
     settings: IdentitySettings
     signer: TokenSigner
     passwords: Passwords
     clock: Callable[[], datetime] = utcnow
-    store: EventStore = field(init=False)
-    read_models: ReadModels = field(init=False)
-    credentials: Credentials = field(init=False)
-    sessions: Sessions = field(init=False)
-    throttle: Throttle = field(init=False)
-    patient_otps: PatientOTPs = field(init=False)
-    mobile_changes: MobileChanges = field(init=False)
-    external: ExternalIdentities = field(init=False)
-    external_logins: ExternalLogins = field(init=False)
-    session_ends: SessionEnds = field(init=False)
-    session_followers: FollowerRegistry = field(init=False)
+    store: EventStore | Events = None  # type: ignore[assignment]
+    read_models: ReadModels = None  # type: ignore[assignment]
+    credentials: Credentials = None  # type: ignore[assignment]
+    sessions: Sessions = None  # type: ignore[assignment]
+    throttle: Throttle = None  # type: ignore[assignment]
+    patient_otps: PatientOTPs = None  # type: ignore[assignment]
+    mobile_changes: MobileChanges = None  # type: ignore[assignment]
+    external: ExternalIdentities = None  # type: ignore[assignment]
+    external_logins: ExternalLogins = None  # type: ignore[assignment]
+    session_ends: SessionEnds = None  # type: ignore[assignment]
+    session_followers: FollowerRegistry = None  # type: ignore[assignment]
     access_barrier: AccessBarrierClient | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.store = EventStore(self.db)
-        self.read_models = ReadModels(self.db)
-        self.credentials = Credentials(self.db)
-        self.sessions = Sessions(self.db)
-        self.throttle = Throttle(self.db)
-        self.patient_otps = PatientOTPs(self.db)
-        self.mobile_changes = MobileChanges(self.db)
-        self.external = ExternalIdentities(self.db)
-        self.external_logins = ExternalLogins(self.db)
-        self.session_ends = SessionEnds(self.db, keep_s=self.settings.session_revocation_keep_s)
-        self.session_followers = FollowerRegistry(
-            self.db[SESSION_FOLLOWERS], clock_skew_s=self.settings.follower_clock_skew_s
+        db = self.db
+        if db is None:
+            return  # only the stores given
+        self.store = self.store or EventStore(db)
+        self.read_models = self.read_models or ReadModels(db)
+        self.credentials = self.credentials or Credentials(db)
+        self.sessions = self.sessions or Sessions(db)
+        self.throttle = self.throttle or Throttle(db)
+        self.patient_otps = self.patient_otps or PatientOTPs(db)
+        self.mobile_changes = self.mobile_changes or MobileChanges(db)
+        self.external = self.external or ExternalIdentities(db)
+        self.external_logins = self.external_logins or ExternalLogins(db)
+        self.session_ends = self.session_ends or SessionEnds(
+            db, keep_s=self.settings.session_revocation_keep_s
+        )
+        self.session_followers = self.session_followers or FollowerRegistry(
+            db[SESSION_FOLLOWERS], clock_skew_s=self.settings.follower_clock_skew_s
         )
 
     @classmethod

@@ -107,7 +107,8 @@ async def retry(
     notification_id: Annotated[str, Path(pattern=NOTIFICATION_ID)],
 ) -> NotificationOut:
     actor = Actor(kind="user", id=principal.sub, role="service_desk")
-    doc = await operations.requeue(_db(request), notification_id, actor)
+    db = _db(request)
+    doc = await operations.requeue(DeliveryStore(db), EventStore(db), notification_id, actor)
     return NotificationOut.of(doc)
 
 

@@ -1,5 +1,6 @@
 """What every delivery job of the sender works with: the delivery log, the directory, the
-event store, the mail and SMS clients, the retry policy and the clock."""
+event store, the mail and SMS clients, the retry policy and the clock. MongoDB's, or, in
+tests that run without a database, the ones given (an in-memory event store and log)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from studyshare.notify.adapters.sms import HttpSmsGateway
 from studyshare.notify.domain.model import RetryPolicy
 from studyshare.notify.domain.notification import Notification
 from studyshare.notify.settings import NotifySettings
-from studyshare.plumbing.aggregate import Repository
+from studyshare.plumbing.aggregate import Events, Repository
 from studyshare.plumbing.eventstore import EventStore
 
 
@@ -28,18 +29,21 @@ class Delivery:
 
     def __init__(
         self,
-        db: AsyncDatabase,
+        db: AsyncDatabase | None,
         settings: NotifySettings,
         *,
         mailer: SmtpMailer | None = None,
         sms: HttpSmsGateway | None = None,
         clock: Callable[[], datetime] = utcnow,
+        store: DeliveryStore | None = None,
+        directory: MongoDirectory | None = None,
+        events: Events | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
-        self.store = DeliveryStore(db)
-        self.directory = MongoDirectory(db)
-        self.events = EventStore(db)
+        self.store = store or DeliveryStore(db)
+        self.directory = directory or MongoDirectory(db)
+        self.events = events or EventStore(db)
         self.notifications = Repository(self.events, Notification)
         self.mailer = mailer or SmtpMailer(settings)
         self.sms = sms or HttpSmsGateway(settings)

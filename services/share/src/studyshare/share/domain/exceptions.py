@@ -1,5 +1,6 @@
 """The share service's refusals: one class per rule, named after it (the `rule` of the
-problem+json answer), its HTTP status from the base class (`studyshare.plumbing.errors`).
+problem+json answer), of a kind from `studyshare.plumbing.errors` (its HTTP status is the
+edge's: `entrypoints.errors`).
 Defined once, here; raised by the domain (`rules`, `model`) and the service layer."""
 
 from __future__ import annotations
@@ -205,7 +206,6 @@ class NoRegisteredMobile(RuleViolation):
 class WrongOTP(RuleViolation):
     """The code is wrong, expired or was already used (the failure is recorded)."""
 
-    status = 401
     title = "Wrong one-time password"
 
 

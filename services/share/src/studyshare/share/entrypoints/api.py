@@ -15,12 +15,13 @@ from studyshare.contracts.events.share import Label
 from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.auth import CurrentUser
 from studyshare.plumbing.http import create_app as base_app
-from studyshare.plumbing.http import kafka_ready, mongo_ready, problem
+from studyshare.plumbing.http import kafka_ready, mongo_ready, refused
 from studyshare.plumbing.http import problem_responses as _problem_responses
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
 from studyshare.share.domain import exceptions
 from studyshare.share.domain.model import Bucket
+from studyshare.share.entrypoints.errors import STATUS
 from studyshare.share.entrypoints.models import (
     BucketOut,
     Confirmation,
@@ -459,11 +460,12 @@ def create_app(settings: ShareSettings | None = None) -> FastAPI:
         routers=[router],
         lifespan=lifespan,
         readiness=[mongo_ready(db), kafka_ready(settings.kafka)],
+        statuses=STATUS,
     )
 
     @app.exception_handler(exceptions.OTPRequestedTooOften)
     async def too_often(request: Request, exc: exceptions.OTPRequestedTooOften) -> Response:
-        response = problem(exc.status, exc.title, exc.detail, exc.rule)
+        response = refused(exc, STATUS)
         response.headers["retry-after"] = str(exc.retry_after_s)
         return response
 

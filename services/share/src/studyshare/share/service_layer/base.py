@@ -16,10 +16,11 @@ from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import RecipientRef
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.access_barrier import AccessBarrierClient
-from studyshare.plumbing.aggregate import Repository
+from studyshare.plumbing.aggregate import Events, Repository
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.logging import get_logger
-from studyshare.share.adapters.readmodel import OTP_CODES, BucketReadModel, DirectoryReader
+from studyshare.share.adapters.otp_codes import OtpCodes
+from studyshare.share.adapters.readmodel import BucketReadModel, DirectoryReader
 from studyshare.share.domain import exceptions
 from studyshare.share.domain.model import Bucket, Favorites, Labels, SharePreferences
 from studyshare.share.settings import ShareSettings
@@ -44,27 +45,37 @@ def actor_of(principal: AccessClaims) -> Actor:
 
 
 class ShareBase:
-    """The stores and helpers of the share service's use cases."""
+    """The stores and helpers of the share service's use cases: MongoDB's (`db`), or, in
+    tests that run without a database, the ones given (an in-memory event store, a directory,
+    a bucket read model and the codes of two-factor buckets)."""
 
     def __init__(
-        self, db: AsyncDatabase, settings: ShareSettings, clock: Clock | None = None
+        self,
+        db: AsyncDatabase | None,
+        settings: ShareSettings,
+        clock: Clock | None = None,
+        *,
+        store: Events | None = None,
+        readmodel: BucketReadModel | None = None,
+        directory: DirectoryReader | None = None,
+        otp_codes: OtpCodes | None = None,
     ) -> None:
-        self.db = db
         self.settings = settings
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
-        self.store = EventStore(db)
-        self.readmodel = BucketReadModel(db)
+        self.store = store or EventStore(db)
+        self.readmodel = readmodel or BucketReadModel(db)
+        self.directory = directory or DirectoryReader(db)
+        self.otp_codes = otp_codes or OtpCodes(db)
         self.buckets = Repository(self.store, Bucket, view=self.readmodel.follow)
         self.favorites = Repository(self.store, Favorites)
         self.preferences = Repository(self.store, SharePreferences)
         self.labels = Repository(self.store, Labels)
-        self.directory = DirectoryReader(db)
         self.access_barrier: AccessBarrierClient | None = None
 
     async def setup(self) -> None:
         await self.store.ensure_indexes()
         await self.readmodel.ensure_indexes()
-        await self.db[OTP_CODES].create_index([("bucket_id", 1), ("user_id", 1), ("mac", 1)])
+        await self.otp_codes.ensure_indexes()
 
     async def _holder_keys(self, principal: AccessClaims) -> list[str]:
         """The ids through which a user may hold a bucket: themselves, groups, departments

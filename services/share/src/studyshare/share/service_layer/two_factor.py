@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.sealing import seal
-from studyshare.share.adapters.readmodel import OTP_CODES
 from studyshare.share.domain import exceptions
 from studyshare.share.domain.model import Bucket, OTPRequestLimit
 from studyshare.share.service_layer.base import ShareBase, actor_of
@@ -57,7 +56,7 @@ class TwoFactor(ShareBase):
         code = f"{secrets.randbelow(10**6):06d}"
         otp_id = new_id("otp")
         expires_at = now + timedelta(seconds=self.settings.otp_ttl_seconds)
-        await self.db[OTP_CODES].insert_one(
+        await self.otp_codes.add(
             {
                 "_id": otp_id,
                 "bucket_id": bucket_id,
@@ -85,16 +84,9 @@ class TwoFactor(ShareBase):
                 retries=OTP_RETRIES,
             )
         except BaseException:
-            await self.db[OTP_CODES].delete_one({"_id": otp_id})
+            await self.otp_codes.remove(otp_id)
             raise
-        await self.db[OTP_CODES].delete_many(  # voided by the new code
-            {
-                "bucket_id": bucket_id,
-                "user_id": principal.sub,
-                "expires_at": {"$lte": expires_at},
-                "_id": {"$ne": otp_id},
-            }
-        )
+        await self.otp_codes.void_older(bucket_id, principal.sub, expires_at, keep=otp_id)
         return expires_at
 
     async def verify_otp(self, principal: AccessClaims, bucket_id: str, code: str) -> datetime:
@@ -104,15 +96,9 @@ class TwoFactor(ShareBase):
         bucket = await self._load(bucket_id)
         holder = await self._holder(principal, bucket)
         bucket._check_otp_allowed(holder, now)
-        matched = await self.db[OTP_CODES].find_one(
-            {
-                "bucket_id": bucket_id,
-                "user_id": principal.sub,
-                "mac": self._mac(bucket_id, principal.sub, code.strip()),
-            },
-            sort=[("expires_at", -1)],
+        otp_id = await self.otp_codes.matching(
+            bucket_id, principal.sub, self._mac(bucket_id, principal.sub, code.strip())
         )
-        otp_id = matched["_id"] if matched else None
         verified_for = timedelta(hours=self.settings.otp_verified_hours)
         bucket, envelopes = await self.buckets.execute(
             bucket_id,
@@ -122,7 +108,7 @@ class TwoFactor(ShareBase):
         )
         kinds = [e.event_type for e in envelopes]
         if "OTPVerified" in kinds:
-            await self.db[OTP_CODES].delete_one({"_id": otp_id})
+            await self.otp_codes.remove(otp_id)
             return bucket.verified_until[(principal.sub, principal.sid)]
         if "BucketLocked" in kinds:
             await self._propagate([bucket_id])

@@ -8,7 +8,7 @@ whose codes (`Refusal`) are mapped here to the exceptions the routes raise.
 from __future__ import annotations
 
 from studyshare.access_policy.decision import AccessDecision
-from studyshare.plumbing.errors import Forbidden, Locked, NotFound, RuleViolation
+from studyshare.plumbing.errors import Forbidden, Locked, NotFound, Unavailable
 
 # Refusals as domain exceptions (problem+json `rule`), raised by the route dependency.
 
@@ -45,10 +45,9 @@ class AccountDeactivated(Forbidden):
     pass
 
 
-class AccessDecisionsUnavailable(RuleViolation):
+class AccessDecisionsUnavailable(Unavailable):
     """The access model stopped following its read model: refuse rather than miss a revoke."""
 
-    status = 503
     title = "Service unavailable"
 
 

@@ -1,5 +1,6 @@
 """The study store's refusals: one class per rule, named after it (the `rule` of the
-problem+json answer), its HTTP status from the base class (`studyshare.plumbing.errors`).
+problem+json answer), of a kind from `studyshare.plumbing.errors` (its HTTP status is the
+edge's: `entrypoints.errors`).
 
 Each is defined once, here, whoever raises it (the domain, the service layer or a route). The
 access model's refusals are defined with its rules (`domain.access_rules`) and imported here,
@@ -8,7 +9,14 @@ so that `StudyNotFound` or `NoAccessToStudy` is the same class wherever it is ra
 
 from __future__ import annotations
 
-from studyshare.plumbing.errors import Conflict, Forbidden, NotFound, RuleViolation
+from studyshare.plumbing.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    RuleViolation,
+    TooLarge,
+    UnsupportedMedia,
+)
 from studyshare.study_store.domain.access_rules import (
     AccessDecisionsUnavailable,
     AccountDeactivated,
@@ -85,11 +93,8 @@ class TransferInProgress(Conflict):
     """A resend is only possible once the previous attempts have ended."""
 
 
-class ForwardNotAllowed(RuleViolation):
+class ForwardNotAllowed(Forbidden):
     """Forwarding copies the study out of StudyShare: it needs download permission."""
-
-    status = 403
-    title = "Forbidden"
 
 
 # --- Reports (`domain.report`) --------------------------------------------------------
@@ -119,12 +124,12 @@ class ReportEmpty(RuleViolation):
     pass
 
 
-class ReportTooLarge(RuleViolation):
-    status = 413
+class ReportTooLarge(TooLarge):
+    pass
 
 
-class ReportNotAPdf(RuleViolation):
-    status = 415
+class ReportNotAPdf(UnsupportedMedia):
+    pass
 
 
 # --- Reference numbers (`domain.reference_numbers`) -----------------------------------
@@ -184,19 +189,16 @@ class ObjectNotFound(NotFound):
 class NotRenderable(RuleViolation):
     """The object has no pixel data the store can render."""
 
-    status = 406
     title = "Not acceptable"
 
 
-class UnsupportedMediaType(RuleViolation):
+class UnsupportedMediaType(UnsupportedMedia):
     """STOW-RS takes multipart/related; type="application/dicom" only."""
 
-    status = 415
     title = "Unsupported media type"
 
 
-class UploadTooLarge(RuleViolation):
-    status = 413
+class UploadTooLarge(TooLarge):
     title = "Payload too large"
 
 
@@ -207,7 +209,6 @@ class DepartmentNotYours(Forbidden):
 class FrameListTooLong(RuleViolation):
     """A frames request lists at most `MAX_FRAME_LIST` frame numbers."""
 
-    status = 400
     title = "Bad request"
 
 
@@ -240,8 +241,8 @@ class InvalidReportBody(RuleViolation):
     pass
 
 
-class UnsupportedReportType(RuleViolation):
-    status = 415
+class UnsupportedReportType(UnsupportedMedia):
+    pass
 
 
 # --- The access barrier (`service_layer.access_barrier`) ------------------------------
@@ -250,5 +251,4 @@ class UnsupportedReportType(RuleViolation):
 class BarrierEventsRefused(RuleViolation):
     """The events are not whole streams of aggregates the caller owns."""
 
-    status = 422
     title = "Events refused"

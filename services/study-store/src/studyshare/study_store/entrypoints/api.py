@@ -22,6 +22,7 @@ from studyshare.plumbing.projection import ProjectionRunner
 from studyshare.plumbing.session_feed import follower_id
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.adapters.projections import AccessDecisions
+from studyshare.study_store.adapters.report_archive import ReportArchive
 from studyshare.study_store.entrypoints import (
     dicomweb,
     downloads,
@@ -31,7 +32,7 @@ from studyshare.study_store.entrypoints import (
     viewer,
 )
 from studyshare.study_store.entrypoints.anonymized_uids import RemappedUidPaths
-from studyshare.study_store.service_layer import reports
+from studyshare.study_store.entrypoints.errors import STATUS
 from studyshare.study_store.service_layer.access_barrier import ACCESS_FOLLOWERS, AccessBarrier
 from studyshare.study_store.service_layer.access_log import AccessLog
 from studyshare.study_store.settings import StudyStoreSettings
@@ -45,7 +46,7 @@ async def ensure_indexes(store: EventStore) -> None:
     await store.events.create_index(
         [("aggregate_type", 1), ("payload.study_uid", 1)], name="by_study"
     )
-    await reports.ensure_indexes(store.db)
+    await ReportArchive(store.db).ensure_indexes()
 
 
 def create_app() -> FastAPI:
@@ -126,6 +127,7 @@ def create_app() -> FastAPI:
             **{(method, path): settings.stow_max_bytes for method, path in dicomweb.STOW},
             ("POST", internal.BARRIER): internal.BARRIER_MAX_BYTES,
         },
+        statuses=STATUS,
     )
     app.add_middleware(RemappedUidPaths)  # remapped UIDs of anonymized shares
     return app

@@ -16,6 +16,7 @@ from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
 from studyshare.plumbing.http import problem_responses
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.adapters.report_archive import ReportArchive
 from studyshare.study_store.domain.anonymize import AnonymizationKey
 from studyshare.study_store.domain.exceptions import (
     AccessDecisionsUnavailable,
@@ -303,7 +304,7 @@ def _version(doc: dict[str, Any]) -> ReportVersion:
 
 
 async def _report_view(db, doc: dict[str, Any]) -> ReportView:
-    versions = await reports.report_versions(db, doc["study_uid"])
+    versions = await reports.report_versions(ReportArchive(db), doc["study_uid"])
     text = doc["content"].decode("utf-8", "replace") if doc["format"] == "text" else None
     return ReportView(
         **_version(doc).model_dump(),
@@ -332,7 +333,7 @@ async def get_report(
     access_log: AccessLogDep,
     version: ReportVersionQuery = None,
 ) -> ReportView:
-    doc = await reports.read_report(db, decision, version)
+    doc = await reports.read_report(ReportArchive(db), decision, version)
     await access_log.record(decision, principal, "report_read")
     return await _report_view(db, doc)
 
@@ -357,7 +358,7 @@ async def get_report_content(
     access_log: AccessLogDep,
     version: ReportVersionQuery = None,
 ) -> Response:
-    doc = await reports.read_report(db, decision, version)
+    doc = await reports.read_report(ReportArchive(db), decision, version)
     await access_log.record(decision, principal, "report_read")
     media = doc["content_type"] + ("; charset=utf-8" if doc["format"] == "text" else "")
     return Response(bytes(doc["content"]), media_type=media)
@@ -412,7 +413,9 @@ async def put_report(
 
     check_write(decision)
     fmt, content = await _report_body(request)
-    doc, event = await reports.write_report(db, store, decision, principal, fmt, content)
+    doc, event = await reports.write_report(
+        ReportArchive(db), store, decision, principal, fmt, content
+    )
     model.apply_local([event])
     await access_log.record(decision, principal, "report_write")
     return await _report_view(db, doc)

@@ -9,8 +9,9 @@ from datetime import timedelta
 from studyshare.access_policy.glass import why_not_break_the_glass
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.tokens import AccessClaims
+from studyshare.plumbing.aggregate import Events
 from studyshare.plumbing.domain import new_id
-from studyshare.plumbing.eventstore import EventStore, envelope_for
+from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.access_model import InMemoryAccessModel
 from studyshare.study_store.domain.break_glass import break_the_glass
@@ -20,7 +21,7 @@ log = get_logger(__name__)
 
 
 async def break_glass(
-    store: EventStore,
+    store: Events,
     model: InMemoryAccessModel,
     principal: AccessClaims,
     study_uid: str,

@@ -11,7 +11,7 @@ from typing import Any
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.plumbing.aggregate import Repository
+from studyshare.plumbing.aggregate import Events, Repository
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.sealing import seal_pincode
@@ -54,7 +54,7 @@ def _birth_date(study: dict[str, Any]) -> date | None:
 
 
 async def issue(
-    store: EventStore,
+    store: Events,
     model: InMemoryAccessModel,
     principal: AccessClaims,
     study_uid: str,
@@ -114,7 +114,7 @@ async def issue(
 
 
 async def revoke(
-    store: EventStore,
+    store: Events,
     model: InMemoryAccessModel,
     principal: AccessClaims,
     study_uid: str,
@@ -128,7 +128,7 @@ async def revoke(
 
 
 async def regenerate(
-    store: EventStore, model: InMemoryAccessModel, principal: AccessClaims, study_uid: str
+    store: Events, model: InMemoryAccessModel, principal: AccessClaims, study_uid: str
 ) -> list[str]:
     """Replace every usable-looking number that breaks the department's current rule by a new
     one with the same validity; issue one when the study is left without a usable number."""
@@ -163,7 +163,7 @@ async def regenerate(
 
 
 async def set_pincode(
-    store: EventStore,
+    store: Events,
     model: InMemoryAccessModel,
     principal: AccessClaims,
     study_uid: str,

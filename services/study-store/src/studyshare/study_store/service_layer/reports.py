@@ -1,7 +1,7 @@
 """Report commands and queries: versioned text or PDF, each write a `ReportUpdated` event.
 
-The event and the stored content are written in one transaction: a refused or conflicting
-write stores nothing.
+The event and the stored content (`adapters.report_archive`) are written in one transaction:
+a refused or conflicting write stores nothing.
 """
 
 from __future__ import annotations
@@ -10,15 +10,12 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import DESCENDING
-from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.database import AsyncDatabase
-
 from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.plumbing.aggregate import Repository
-from studyshare.plumbing.eventstore import EventStore
+from studyshare.plumbing.aggregate import Events, Repository
+from studyshare.plumbing.unit_of_work import Session
+from studyshare.study_store.adapters.report_archive import ReportArchive
 from studyshare.study_store.domain.exceptions import NoReportYet
 from studyshare.study_store.domain.report import (
     ReportFormat,
@@ -28,16 +25,10 @@ from studyshare.study_store.domain.report import (
 )
 from studyshare.study_store.service_layer.access_log import actor_of
 
-REPORTS = "reports"
-
-
-async def ensure_indexes(db: AsyncDatabase) -> None:
-    await db[REPORTS].create_index([("study_uid", 1), ("version", DESCENDING)], name="study")
-
 
 async def write_report(
-    db: AsyncDatabase,
-    store: EventStore,
+    archive: ReportArchive,
+    store: Events,
     decision: AccessDecision,
     principal: AccessClaims,
     fmt: ReportFormat,
@@ -49,7 +40,7 @@ async def write_report(
     repo = Repository(store, StudyReport)
     actor = actor_of(principal, decision.via)
 
-    async def work(session: AsyncClientSession | None) -> tuple[dict[str, Any], EventEnvelope]:
+    async def work(session: Session) -> tuple[dict[str, Any], EventEnvelope]:
         _, envelopes = await repo.execute(
             decision.study_uid,
             lambda report: report.update(decision, principal.sub, fmt),
@@ -70,20 +61,17 @@ async def write_report(
             "updated_at": event.occurred_at,
             "event_id": str(event.event_id),
         }
-        await db[REPORTS].insert_one(doc, session=session)
+        await archive.add(doc, session=session)
         return doc, event
 
     return await repo.uow.run(work, retries=retries)
 
 
 async def read_report(
-    db: AsyncDatabase, decision: AccessDecision, version: int | None = None
+    archive: ReportArchive, decision: AccessDecision, version: int | None = None
 ) -> dict[str, Any]:
     check_read(decision)
-    query: dict[str, Any] = {"study_uid": decision.study_uid}
-    if version is not None:
-        query["version"] = version
-    doc = await db[REPORTS].find_one(query, sort=[("version", DESCENDING)])
+    doc = await archive.version(decision.study_uid, version)
     if doc is None:
         raise NoReportYet(
             "this study has no report" if version is None else f"no report version {version}"
@@ -91,11 +79,8 @@ async def read_report(
     return doc
 
 
-async def report_versions(db: AsyncDatabase, study_uid: str) -> list[dict[str, Any]]:
-    cursor = db[REPORTS].find(
-        {"study_uid": study_uid}, {"content": 0}, sort=[("version", DESCENDING)]
-    )
-    return await cursor.to_list(None)
+async def report_versions(archive: ReportArchive, study_uid: str) -> list[dict[str, Any]]:
+    return await archive.versions(study_uid)
 
 
 def now() -> datetime:
