@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import uuid
 from dataclasses import dataclass
 
 import httpx
@@ -69,7 +70,7 @@ def test_proxies_method_path_query_and_headers(stack: Stack) -> None:
 def test_correlation_id_is_made_up_when_missing(stack: Stack) -> None:
     response = httpx.get(f"{stack.gateway}/api/shares/echo/x")
     cid = response.headers["x-correlation-id"]
-    assert cid
+    assert str(uuid.UUID(cid)) == cid, "made up as a UUID, as the services make theirs"
     assert response.json()["headers"]["x-correlation-id"] == cid
     assert response.json()["service"] == "share"
 

@@ -518,8 +518,12 @@ def test_my_shares_lists_the_api_s_buckets(client: TestClient, fake: FakeAPI) ->
                     "anonymize": False,
                     "unlimited": True,
                     "studies": [{"study_uid": "1", "description": "CT thorax"}],
-                    "recipients": [{"recipient_id": "usr_r", "name": "Rita", "revoked": False}],
+                    "recipients": [
+                        {"recipient_id": "usr_r", "name": "Rita", "revoked": False, "opened": True}
+                    ],
                     "shared_at": "2026-02-01T10:00:00Z",
+                    "message": "left lung",
+                    "message_state": "read",
                 }
             ],
             "total": 1,
@@ -530,6 +534,8 @@ def test_my_shares_lists_the_api_s_buckets(client: TestClient, fake: FakeAPI) ->
     log_in(client)
     page = client.get("/shares").text
     assert 'href="/shares/bkt_9"' in page and "CT thorax" in page and "Rita" in page
+    assert 'class="badge message-read"' in page, "the sender's Message label, green"
+    assert "✓ opened" in page, "and who opened it"
 
 
 def test_the_share_dialog_says_a_default_validity_in_calendar_months(

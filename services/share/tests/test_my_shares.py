@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from studyshare.contracts.events.study import StudyFirstOpened
+
 from .conftest import STUDY_A, STUDY_B, STUDY_C
 
 
@@ -125,3 +127,35 @@ async def test_a_departments_locked_buckets_for_its_admins_and_the_service_desk(
         "/api/shares/locked", params={"department_id": "dep_1"}, headers=admin
     )
     assert page.json()["items"] == []
+
+
+async def test_the_sender_sees_the_message_turn_read_when_a_recipient_opens_the_study(env):
+    """Issue 16, point 12, the sender's side: "my shares" labels a share's message red
+    (unread) until a recipient has opened one of its studies, then green (read), and says
+    which recipients opened it."""
+    shared = await env.share(
+        study_uids=[STUDY_A, STUDY_C],
+        recipients=[{"kind": "user", "id": "usr_r1"}, {"kind": "group", "id": "grp_1"}],
+        message="please look at the left lung",
+    )
+    await env.share(study_uids=[STUDY_B])  # no message: no label
+
+    async def sent() -> dict[str, dict]:
+        page = await env.client.get("/api/shares/sent", headers=env.as_("usr_sender"))
+        assert page.status_code == 200, page.text
+        return {b["bucket_id"]: b for b in page.json()["items"]}
+
+    before = await sent()
+    with_message = before[shared["bucket_id"]]
+    assert with_message["message_state"] == "unread"
+    assert [r["opened"] for r in with_message["recipients"]] == [False, None]
+    [without] = [b for k, b in before.items() if k != shared["bucket_id"]]
+    assert without["message_state"] is None
+
+    await env.seed(
+        StudyFirstOpened(study_uid=STUDY_C, user_id="usr_r1", bucket_id=shared["bucket_id"]),
+        aggregate_ids=["opn_s1"],
+    )
+    after = (await sent())[shared["bucket_id"]]
+    assert after["message_state"] == "read"
+    assert [r["opened"] for r in after["recipients"]] == [True, None]

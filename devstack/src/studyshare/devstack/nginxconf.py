@@ -27,7 +27,10 @@ MAX_BODY_BYTES = max(DEFAULT_BODY_MAX_BYTES, *(b.max_bytes for b in BODY_LIMITS)
 REFUSALS = ((400, "Bad Request"), (413, "Payload too large"), (414, "URI Too Long"))
 #: `|upstream|status|seconds to the response head|`, sent to the Python app for `/metrics`
 METRICS_FORMAT = "|$gw_upstream|$status|$upstream_header_time|"
-#: the X-Correlation-ID a client sent when it is safe (plumbing.logging.SAFE_CORRELATION_ID)
+#: the X-Correlation-ID a client sent when it is safe (plumbing.logging.SAFE_CORRELATION_ID);
+#: otherwise the gateway makes one up: nginx's random `$request_id` written as a UUID
+#: nginx's `$request_id` (32 hex digits) in the five groups of a UUID
+REQUEST_ID_PARTS = "~^" + "".join(f"([0-9a-f]{{{n}}})" for n in (8, 4, 4, 4, 12)) + "$"
 SAFE_CORRELATION_ID = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 
 
@@ -184,9 +187,13 @@ http {{
     proxy_pass_header Server;
     proxy_pass_header Date;
     proxy_hide_header X-Correlation-ID;
+    map $request_id $gw_request_uuid {{
+        "{REQUEST_ID_PARTS}" "$1-$2-$3-$4-$5";
+        default $request_id;
+    }}
     map $http_x_correlation_id $gw_cid {{
         "~{SAFE_CORRELATION_ID}" $http_x_correlation_id;
-        default $request_id;
+        default $gw_request_uuid;
     }}
 {upstreams}    server {{
         listen {options.listen};

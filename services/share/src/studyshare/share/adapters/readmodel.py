@@ -246,6 +246,14 @@ class DirectoryReader:
         cursor = (await self.pointer.collection("opened")).find({"_id": {"$in": ids}})
         return {doc["study_uid"] async for doc in cursor}
 
+    async def opened_by(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (user, study) pairs the user has opened."""
+        if not pairs:
+            return set()
+        ids = [f"{user_id}|{uid}" for user_id, uid in sorted(pairs)]
+        cursor = (await self.pointer.collection("opened")).find({"_id": {"$in": ids}})
+        return {(doc["user_id"], doc["study_uid"]) async for doc in cursor}
+
     async def policy(self, department_id: str | None) -> tuple[DepartmentPolicy, str | None]:
         """The department's policy (documented defaults when it set none) and its country."""
         return policy_of(await self._one("departments", department_id) if department_id else None)

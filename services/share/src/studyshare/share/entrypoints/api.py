@@ -153,7 +153,12 @@ def sent_buckets_out(docs: list[dict], total: int, limit: int, offset: int) -> S
     """One page of buckets with their studies (my shares, a department's locked buckets)."""
     return SentBucketsOut(
         items=[
-            SentBucketOut(**bucket_doc_out(d, []).model_dump(), studies=d["studies"]) for d in docs
+            SentBucketOut(
+                **bucket_doc_out(d, []).model_dump(),
+                studies=d["studies"],
+                message_state=d.get("message_state"),
+            )
+            for d in docs
         ],
         total=total,
         limit=limit,

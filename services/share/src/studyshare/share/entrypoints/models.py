@@ -202,7 +202,8 @@ class BucketRecipientOut(BaseModel):
     recipient_id: str
     kind: Literal["user", "group", "department", "email"]
     name: str | None = Field(
-        default=None, description="the user's, group's or department's name (Access tab only)"
+        default=None,
+        description="the user's, group's or department's name (Access tab, my shares)",
     )
     email: str | None = None
     language: str | None = None
@@ -210,7 +211,11 @@ class BucketRecipientOut(BaseModel):
     user_id: str | None = Field(
         default=None, description="the account that accepted an invitation by e-mail"
     )
-    name: str | None = Field(default=None, description="display name (in my shares)")
+    opened: bool | None = Field(
+        default=None,
+        description="in my shares: whether this recipient has opened one of the bucket's "
+        "studies (null for a group, a department or an invitation not yet accepted)",
+    )
 
 
 class BucketOut(BaseModel):
@@ -255,6 +260,11 @@ class SentBucketOut(BucketOut):
     """A bucket in "my shares": its studies as its confirmation names them."""
 
     studies: list[ConfirmationStudy]
+    message_state: Literal["unread", "read"] | None = Field(
+        default=None,
+        description="the sender's Message label: red (unread) until a recipient opens the "
+        "study, then green (read); null without a message",
+    )
 
 
 class SentBucketsOut(BaseModel):

@@ -216,21 +216,56 @@ class Views(ShareBase):
             for r in d["recipients"]
             if r["kind"] != "email"
         ]
-        studies, known = await asyncio.gather(
-            self.directory.studies(uids), self._directory_facts(inputs)
+        pairs = {
+            (a, uid)
+            for d in docs
+            for r in d["recipients"]
+            for a in _account(r)
+            for uid in d["study_uids"]
+        }
+        studies, known, opened = await asyncio.gather(
+            self.directory.studies(uids),
+            self._directory_facts(inputs),
+            self.directory.opened_by(pairs),
         )
         names = names_of(known)
-        return [
-            {
-                **d,
-                "studies": study_lines(d["study_uids"], studies, d["anonymize"]),
-                "recipients": [
-                    {**r, "name": names.get(r["recipient_id"]) or r.get("email")}
-                    for r in d["recipients"]
-                ],
-            }
-            for d in docs
-        ]
+        listed = []
+        for d in docs:
+            recipients = [
+                {
+                    **r,
+                    "name": names.get(r["recipient_id"]) or r.get("email"),
+                    "opened": None
+                    if not _account(r)
+                    else any((_account(r)[0], uid) in opened for uid in d["study_uids"]),
+                }
+                for r in d["recipients"]
+            ]
+            listed.append(
+                {
+                    **d,
+                    "studies": study_lines(d["study_uids"], studies, d["anonymize"]),
+                    "recipients": recipients,
+                    "message_state": message_state(d, recipients),
+                }
+            )
+        return listed
+
+
+def _account(recipient: dict[str, Any]) -> tuple[str, ...]:
+    """The account whose openings count for a recipient: a user's own, or the one that
+    accepted an invitation by e-mail (a group's or department's members are many)."""
+    if recipient["kind"] == "user":
+        return (recipient["recipient_id"],)
+    return (recipient["user_id"],) if recipient.get("user_id") else ()
+
+
+def message_state(bucket: dict[str, Any], recipients: list[dict[str, Any]]) -> str | None:
+    """The sender's "Message" label: none without a message; read (green) once a recipient
+    has opened the study, unread (red) before."""
+    if not bucket.get("message"):
+        return None
+    return "read" if any(r["opened"] for r in recipients) else "unread"
 
 
 def newest_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
