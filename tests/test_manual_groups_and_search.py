@@ -1,6 +1,6 @@
-"""Issue 16, points 4, 5 and 11 through the gateway: recipients found by field and picked from
-the list, the login answer's due confirmations and a wrong composition mailed to the group's
-admins, and the environment offered before the password without revealing existence. The
+"""Issue 16, points 4, 5, 7 and 11 through the gateway: recipients found by field and picked
+from the list, the login answer's due confirmations, a group's label seen by its members only,
+a wrong composition mailed to the group's admins, and the environment offered before the password without revealing existence. The
 lapse after the grace period needs a clock the platform cannot be given: identity's
 `test_groups.py` and study-store's `test_decisions_live.py` prove it."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from studyshare.devstack.platform import LocalPlatform
 
-from .storykit import Gateway, ok, problem, unique
+from .storykit import Gateway, ok, problem, unique, wait_for
 
 
 def test_recipients_by_field_and_from_the_list_and_a_wrong_composition_reaches_the_admins(
@@ -62,6 +62,20 @@ def test_recipients_by_field_and_from_the_list_and_a_wrong_composition_reaches_t
         )
     )
     assert answer["group_confirmations_due"] == [], "just joined: confirmed for a period"
+
+    # a group's label: its members pick it from their list, nobody else sees it
+    def group_label() -> dict | bool:
+        made = client.post(
+            "/api/labels",
+            json={"text": f"Praktijk {tag}", "group_id": group_id},
+            headers=member.headers,
+        )
+        return made.status_code == 201 and made.json()
+
+    assert wait_for(group_label, "the membership in share's directory")["scope"] == "group"
+    picked = ok(client.get("/api/labels", headers=member.headers))
+    assert [(x["text"], x["scope"]) for x in picked] == [(f"Praktijk {tag}", "group")]
+    assert ok(client.get("/api/labels", headers=desk)) == []
     told = ok(
         client.post(
             f"/api/groups/{group_id}/report-composition",

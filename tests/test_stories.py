@@ -393,6 +393,25 @@ def test_third_party_five_wrong_otps_lock_the_bucket_until_the_department_admin_
     alert = api.mail_about(cast.admin.email, bucket_id)
     assert "locked after 5 wrong one-time passwords" in alert["subject"]
 
+    # the department's locked buckets: listed for its admin, not for a physician of it
+    def locked_ids() -> list[str]:
+        listed = api.client.get(
+            "/api/shares/locked",
+            params={"department_id": cast.department_id, "limit": 200},
+            headers=cast.admin.headers,
+        )
+        return [b["bucket_id"] for b in ok(listed)["items"]]
+
+    assert bucket_id in locked_ids()
+    problem(
+        api.client.get(
+            "/api/shares/locked",
+            params={"department_id": cast.department_id},
+            headers=cast.sender.headers,
+        ),
+        403,
+        "NotAllowedToUnlock",
+    )
     problem(
         api.client.post(f"/api/shares/{bucket_id}/unlock", headers=colleague.headers),
         403,
@@ -405,6 +424,7 @@ def test_third_party_five_wrong_otps_lock_the_bucket_until_the_department_admin_
     )
     unlocked = ok(api.client.post(f"/api/shares/{bucket_id}/unlock", headers=cast.admin.headers))
     assert unlocked["locked"] is False
+    assert bucket_id not in locked_ids()
     problem(
         api.client.post(f"/api/shares/{bucket_id}/unlock", headers=cast.admin.headers),
         409,
