@@ -1,8 +1,9 @@
 """Issue 16, points 4, 5, 7 and 11 through the gateway: recipients found by field and picked
 from the list, the login answer's due confirmations, a group's label seen by its members only,
-a wrong composition mailed to the group's admins, and the environment offered before the password without revealing existence. The
-lapse after the grace period needs a clock the platform cannot be given: identity's
-`test_groups.py` and study-store's `test_decisions_live.py` prove it."""
+a wrong composition mailed to the group's admins, and the environment offered before the
+password without revealing existence. The lapse after the grace period needs a clock the
+platform cannot be given: identity's `test_groups.py` and study-store's
+`test_decisions_live.py` prove it."""
 
 from __future__ import annotations
 
