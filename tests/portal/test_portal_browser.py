@@ -17,7 +17,11 @@ from types import SimpleNamespace
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, TimeoutException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -77,6 +81,13 @@ class Page:
         except TimeoutException:
             self.shot(f"timeout-waiting-for-{re.sub(r'[^a-z]+', '-', css)}")
             raise
+
+    def attribute(self, css: str, name: str, timeout: float = WAIT_S) -> str:
+        """An attribute of the element `css`, read again if htmx swapped the element between
+        finding and reading it."""
+        return WebDriverWait(
+            self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(lambda d: d.find_element(By.CSS_SELECTOR, css).get_attribute(name))
 
     def wait_text(self, text: str, timeout: float = WAIT_S) -> None:
         WebDriverWait(self.driver, timeout).until(lambda d: text in d.page_source)
