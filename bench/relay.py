@@ -75,8 +75,8 @@ async def measure(env: LocalInfra) -> Figure:
         relay_rate,
         raw_rate,
         "events/s",
-        ">= 0.5 x raw producer",
-        ratio >= 0.5,
+        ">= 0.8 x raw producer",
+        ratio >= 0.8,
         f"{EVENTS} events, {AGGREGATES} aggregates; timed from when the newest has settled"
         f" ({relay.settle.total_seconds() * 1000:.0f} ms after its commit)",
     )
