@@ -108,12 +108,12 @@ async def test_bucket_lock_refuses_everyone_until_unlocked(harness):
 async def test_expiry_ends_access_by_itself_at_valid_until(harness):
     h = harness
     await h.study(UID)
-    await h.share(
-        "bkt_exp", [UID], [("usr_doc", "user")], valid_until=now() + timedelta(seconds=1.5)
-    )
+    # long enough to be open after the share is projected on a loaded machine (1.5 s was not)
+    valid_until = now() + timedelta(seconds=5)
+    await h.share("bkt_exp", [UID], [("usr_doc", "user")], valid_until=valid_until)
     doctor = h.user("usr_doc", "physician")
     assert await _status(h, UID, doctor) == 200
-    await asyncio.sleep(1.6)
+    await asyncio.sleep((valid_until - now()).total_seconds() + 0.1)
     r = await h.http.get(f"/api/studies/{UID}", headers=doctor)
     assert r.status_code == 403 and r.json()["rule"] == "GrantExpired"
 
