@@ -12,7 +12,8 @@ and database, tokens signed here and their key set served from here) and measure
 - the first page (50) of `GET /api/studies` (study store) and `GET /api/shared-with-me`
   (share service, its bucket view and directory written the same way) as a recipient holding
   1, 100 and 10,000 entries: p99, one request at a time (a page slower than `TIMEOUT_S` is
-  reported as nan).
+  reported as nan);
+- audit replay events/s and peak memory at `BENCH_SCALE_AUDIT_EVENTS` (`bench/scale_audit.py`).
 
 Each figure prints as a curve: size -> value, with the growth per 10x (10 = linear in the
 size, 1 = flat) so a superlinear one shows.
@@ -336,7 +337,10 @@ def measure(sizes: tuple[int, ...] = SIZES) -> list[Curve]:
                     decisions[size].add(g, *wrk(metadata, tokens[g], WRK_CONNECTIONS, DICOM_JSON))
                 for g in (g for g in GRANTS if g <= size):
                     lists[size].add(g, sequential(f"{url}/api/studies", tokens[g]), shared[g])
-    return [api, *decisions.values(), *lists.values(), generated]
+        from bench import scale_audit  # it imports this module
+
+        audit = scale_audit.measure(env)
+    return [api, *decisions.values(), *lists.values(), audit, generated]
 
 
 def report(curves: list[Curve], sizes: tuple[int, ...] = SIZES) -> str:
