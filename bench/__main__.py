@@ -16,8 +16,10 @@
 Prints a markdown table and the machine. Every process it starts is stopped by PID.
    - hot routes: the recipient's metadata read with the study store's `@hot` routes, then
      with them switched off (`STUDYSHARE_HOT_ROUTES=false`, the API restarted).
-`--only access,wado` (names: access, wado, share, viewer, hot, relay, audit) measures only some
-figures.
+`--only access,wado` (names: access, wado, share, viewer, hot, relay, audit, scale) measures only
+some figures. `scale` (`bench/scale.py`: memory, time to ready, access decisions and first pages
+as the data grows, printed as curves) takes several minutes and runs only when named:
+`python -m bench --only scale` (sizes: `BENCH_SCALE_SIZES`).
 """
 
 from __future__ import annotations
@@ -233,6 +235,7 @@ async def login_as(client: httpx.AsyncClient, username: str, password: str) -> s
 
 
 FIGURES = ("access", "wado", "share", "viewer", "hot", "relay", "audit")
+EXTRA = ("scale",)  # measured only when named in --only
 
 
 def access_and_retrieve(
@@ -567,10 +570,11 @@ def parse_only(argv: list[str] | None = None) -> frozenset[str]:
     parser.add_argument(
         "--only",
         default=",".join(FIGURES),
-        help=f"comma-separated figures to measure (default: all of {', '.join(FIGURES)})",
+        help=f"comma-separated figures to measure (default: all of {', '.join(FIGURES)}; "
+        f"also {', '.join(EXTRA)})",
     )
     only = frozenset(name.strip() for name in parser.parse_args(argv).only.split(",") if name)
-    if unknown := only - set(FIGURES):
+    if unknown := only - set(FIGURES) - set(EXTRA):
         parser.error(f"unknown figures: {', '.join(sorted(unknown))}")
     return only
 
@@ -579,7 +583,7 @@ def main() -> None:
     only = parse_only()
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: run bench/install.sh")
-    from bench import audit_replay, relay
+    from bench import audit_replay, relay, scale
 
     started = time.monotonic()
     figures: list[Figure] = []
@@ -591,10 +595,15 @@ def main() -> None:
                 figures.append(asyncio.run(audit_replay.measure(env)))
     if only & {"access", "wado", "share", "viewer", "hot"}:
         figures = [*platform_figures(only), *figures]
+    curves = scale.measure() if "scale" in only else []
     print()
     print(f"StudyShare benchmarks, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {machine()}")
-    print()
-    print(render(figures))
+    if figures:
+        print()
+        print(render(figures))
+    if curves:
+        print()
+        print(scale.report(curves, scale.SIZES))
     print()
     print(f"({time.monotonic() - started:.0f} s)")
 
