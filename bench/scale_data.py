@@ -53,16 +53,7 @@ def _templates() -> tuple[Doc, Doc]:
         series_count=1,
         instance_count=1,
     )
-    shared = StudyShared(
-        bucket_id="bkt_0",
-        study_uids=(study_uid(0),),
-        recipients=(RecipientRef(recipient_id="usr_filler_0", kind="user"),),
-        sender_id="usr_scale_sender",
-        access_level="images_report_read",
-        reason="scale bench",
-        language="en",
-        valid_until=datetime.now(UTC) + timedelta(days=365),
-    )
+    shared = _template_share()
     for n, event in enumerate((received, shared)):
         aggregate = received.study_uid if n == 0 else shared.bucket_id
         fold(docs, envelope_for(event, aggregate_id=aggregate, aggregate_version=1, actor=Actor()))
@@ -151,12 +142,9 @@ async def generate(mongo_url: str, database: str, start: int, stop: int) -> floa
 # -- the share service: `GET /api/shared-with-me` -------------------------------------------
 
 
-def _share_template() -> Doc:
-    """One bucket as the share service's bucket view renders it (`readmodel.render`)."""
-    from studyshare.share.adapters.readmodel import render
-    from studyshare.share.domain.model import Bucket
-
-    shared = StudyShared(
+def _template_share() -> StudyShared:
+    """The bucket every generated bucket is a copy of (ids and recipients replaced)."""
+    return StudyShared(
         bucket_id="bkt_0",
         study_uids=(study_uid(0),),
         recipients=(RecipientRef(recipient_id="usr_filler_0", kind="user"),),
@@ -166,6 +154,14 @@ def _share_template() -> Doc:
         language="en",
         valid_until=datetime.now(UTC) + timedelta(days=365),
     )
+
+
+def _share_template() -> Doc:
+    """One bucket as the share service's bucket view renders it (`readmodel.render`)."""
+    from studyshare.share.adapters.readmodel import render
+    from studyshare.share.domain.model import Bucket
+
+    shared = _template_share()
     envelope = envelope_for(shared, aggregate_id="bkt_0", aggregate_version=1, actor=Actor())
     return render(Bucket.rehydrate("bkt_0", [envelope]))
 

@@ -242,9 +242,8 @@ class DirectoryReader:
         return [doc["_id"] async for doc in cursor]
 
     async def opened(self, user_id: str, study_uids: list[str]) -> set[str]:
-        ids = [f"{user_id}|{uid}" for uid in study_uids]
-        cursor = (await self.pointer.collection("opened")).find({"_id": {"$in": ids}})
-        return {doc["study_uid"] async for doc in cursor}
+        """Which of these studies the user has opened."""
+        return {uid for _, uid in await self.opened_by({(user_id, uid) for uid in study_uids})}
 
     async def opened_by(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of these (user, study) pairs the user has opened."""

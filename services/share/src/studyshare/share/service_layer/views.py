@@ -217,10 +217,10 @@ class Views(ShareBase):
             if r["kind"] != "email"
         ]
         pairs = {
-            (a, uid)
+            (account, uid)
             for d in docs
             for r in d["recipients"]
-            for a in _account(r)
+            if (account := _account(r))
             for uid in d["study_uids"]
         }
         studies, known, opened = await asyncio.gather(
@@ -235,9 +235,7 @@ class Views(ShareBase):
                 {
                     **r,
                     "name": names.get(r["recipient_id"]) or r.get("email"),
-                    "opened": None
-                    if not _account(r)
-                    else any((_account(r)[0], uid) in opened for uid in d["study_uids"]),
+                    "opened": _opened(r, d["study_uids"], opened),
                 }
                 for r in d["recipients"]
             ]
@@ -252,12 +250,20 @@ class Views(ShareBase):
         return listed
 
 
-def _account(recipient: dict[str, Any]) -> tuple[str, ...]:
+def _account(recipient: dict[str, Any]) -> str | None:
     """The account whose openings count for a recipient: a user's own, or the one that
     accepted an invitation by e-mail (a group's or department's members are many)."""
-    if recipient["kind"] == "user":
-        return (recipient["recipient_id"],)
-    return (recipient["user_id"],) if recipient.get("user_id") else ()
+    return recipient["recipient_id"] if recipient["kind"] == "user" else recipient.get("user_id")
+
+
+def _opened(
+    recipient: dict[str, Any], study_uids: list[str], opened: set[tuple[str, str]]
+) -> bool | None:
+    """Whether the recipient's account opened one of the studies; None without one account."""
+    account = _account(recipient)
+    if account is None:
+        return None
+    return any((account, uid) in opened for uid in study_uids)
 
 
 def message_state(bucket: dict[str, Any], recipients: list[dict[str, Any]]) -> str | None:
