@@ -1,7 +1,7 @@
 """Scale bench data, written straight into the study store's database (no HTTP, no events).
 
-The study store's API loads one collection at start (`access_decisions.g<N>.docs`, generation
-0 when no pointer is set) into its in-memory access model (`adapters/access_model.py`); this
+The study store's API reads one collection (`access_decisions.g<N>.docs`, generation 0 when
+no pointer is set) through its access model's cache (`adapters/access_model.py`); this
 writes `size` buckets there, each sharing one study of its own, with the documents' exact
 shape taken from the read model's own fold (`adapters/read_models.fold`) of a `StudyReceived`
 and a `StudyShared`, then copied per bucket. Probe users hold the first 1, 100 and 10,000
@@ -22,8 +22,9 @@ from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.share import RecipientRef, StudyShared
 from studyshare.contracts.events.study import StudyReceived
 from studyshare.plumbing.eventstore import envelope_for
-from studyshare.plumbing.projection import collection_name
+from studyshare.plumbing.projection import ProjectionContext, collection_name
 from studyshare.study_store.adapters.instances import INSTANCES
+from studyshare.study_store.adapters.projections import AccessDecisions
 from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION, Doc, fold
 
 GRANTS = (1, 100, 10_000)
@@ -81,11 +82,13 @@ def documents(start: int, stop: int, study: Doc, bucket: Doc) -> list[Doc]:
             seq=2 * n + 1,
         )
         b = copy.copy(bucket)
+        recipients = _recipients(n)
         b.update(
             _id=f"bucket:bkt_{n}",
             bucket_id=f"bkt_{n}",
             study_uids=[uid],
-            recipients=_recipients(n),
+            recipients=recipients,
+            holder_ids=sorted(r["recipient_id"] for r in recipients),
             _v=[[f"bkt_{n}", 1]],
             seq=2 * n + 2,
         )
@@ -124,6 +127,8 @@ async def generate(mongo_url: str, database: str, start: int, stop: int) -> floa
         docs = db[collection_name(ACCESS_PROJECTION, 0, "docs")]
         study, bucket = _templates()
         started = time.perf_counter()
+        if start == 0:  # the indexes the worker makes for a new generation
+            await AccessDecisions().setup(ProjectionContext(db, ACCESS_PROJECTION, 0))
         step = BATCH // 2
         for first in range(start, stop, step):
             await docs.insert_many(
@@ -132,7 +137,6 @@ async def generate(mongo_url: str, database: str, start: int, stop: int) -> floa
         meta = db[collection_name(ACCESS_PROJECTION, 0, "meta")]
         await meta.update_one({"_id": "seq"}, {"$set": {"value": 2 * stop}}, upsert=True)
         if start == 0:
-            await docs.create_index("seq")
             await db[INSTANCES].insert_one(instance_doc())
         return time.perf_counter() - started
     finally:

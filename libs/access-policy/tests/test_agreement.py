@@ -12,6 +12,7 @@ store lets them in, or would once they enter the code of a two-factor bucket.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import defaultdict
@@ -28,7 +29,8 @@ from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events import identity, share, study
 from studyshare.contracts.events.base import DomainEvent
 from studyshare.contracts.tokens import AccessClaims
-from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.adapters.access_documents import InMemoryAccessDocuments
+from studyshare.study_store.adapters.access_model import AccessModel
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 UID = "1.2.826.0.1.3680043.9.18.3"
@@ -321,13 +323,18 @@ def apply(h: History, step: tuple[Any, ...], minute: int) -> None:
 
 def study_store_could_open(h: History, t: datetime) -> set[str]:
     """Users and reference numbers the study store's access model lets in at `t` (a pending
-    two-factor code counts as entered)."""
-    model = InMemoryAccessModel(None, clock=lambda: t)  # type: ignore[arg-type]
+    two-factor code counts as entered), over the read model the worker's fold writes."""
+    return asyncio.run(_study_store_could_open(h, t))
+
+
+async def _study_store_could_open(h: History, t: datetime) -> set[str]:
+    documents = InMemoryAccessDocuments()
+    documents.apply(e for e in h.envelopes if e.occurred_at <= t)
+    model = AccessModel(documents, clock=lambda: t)
     model.lease.renew(time.monotonic())
-    model.apply_local(e for e in h.envelopes if e.occurred_at <= t)
     found = set()
     for user in USERS:
-        known = model.users[user]
+        known = documents.docs[f"user:{user}"]
         claims = AccessClaims(
             sub=user,
             roles=tuple(known.get("roles", ())),
@@ -338,7 +345,7 @@ def study_store_could_open(h: History, t: datetime) -> set[str]:
             iat=0,
             exp=2**40,
         )
-        decision = model.decide(claims, UID)
+        decision = await model.decide(claims, UID)
         if decision.images or decision.refusal == "two_factor_required":
             found.add(user)
     for number in h.references:
@@ -350,7 +357,7 @@ def study_store_could_open(h: History, t: datetime) -> set[str]:
             iat=0,
             exp=2**40,
         )
-        if model.decide(patient, UID).images:
+        if (await model.decide(patient, UID)).images:
             found.add(f"ref:{number}")
     return found
 

@@ -140,7 +140,9 @@ async def harness(real_infra, mongo_db, test_tokens, monkeypatch) -> AsyncIterat
                 app,
                 http,
                 mongo_db,
-                ProjectionRunner(AccessDecisions(), mongo_db),
+                ProjectionRunner(
+                    AccessDecisions(app.state.settings.anonymization_secret), mongo_db
+                ),
                 test_tokens,
                 Events(),
             )

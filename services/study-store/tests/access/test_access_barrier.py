@@ -15,7 +15,8 @@ from studyshare.contracts.events.identity import GroupCreated
 from studyshare.contracts.events.share import AccessRevoked, BucketLocked
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.followers import FollowerRegistry
-from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.adapters.access_documents import MongoAccessDocuments
+from studyshare.study_store.adapters.access_model import AccessModel
 from studyshare.study_store.domain.exceptions import BarrierEventsRefused
 from studyshare.study_store.service_layer.access_barrier import ACCESS_FOLLOWERS, check_streams
 
@@ -79,26 +80,34 @@ async def test_the_barrier_waits_for_every_follower_and_out_waits_a_dead_one(har
     shared = h.events(study_shared("bkt_b3", [UID], [("usr_doc", "user")]), "bkt_b3")
     await h.project(shared)
     registry = FollowerRegistry(h.db[ACCESS_FOLLOWERS], poll_s=0.01)
-    other = InMemoryAccessModel(
-        h.db, refresh_interval_s=0.05, lease_s=3.0, registry=registry, follower_id="other"
+    other = AccessModel(
+        MongoAccessDocuments(h.db),
+        refresh_interval_s=0.05,
+        lease_s=3.0,
+        registry=registry,
+        follower_id="other",
     )
-    dead = InMemoryAccessModel(
-        h.db, refresh_interval_s=0.05, lease_s=3.0, registry=registry, follower_id="dead"
+    dead = AccessModel(
+        MongoAccessDocuments(h.db),
+        refresh_interval_s=0.05,
+        lease_s=3.0,
+        registry=registry,
+        follower_id="dead",
     )
     await other.start()
     await dead.start()
     for task in dead._tasks:
         task.cancel()  # killed: it neither follows, nor beats, nor leaves
     claims = AccessClaims(sub="usr_doc", roles=("physician",), iat=0, exp=2**31)
-    assert other.decide(claims, UID).images and dead.decide(claims, UID).images
+    assert (await other.decide(claims, UID)).images and (await dead.decide(claims, UID)).images
 
     revocation = h.events(revoked("bkt_b3", "usr_doc"), "bkt_b3")
     answer = await h.http.post(BARRIER, json=wire(shared, revocation), headers=AS_SHARE)
     body = answer.json()
     try:
         assert body["confirmed"] is True and body["followers"] == 3, body
-        assert other.decide(claims, UID).refusal == "revoked"
-        assert dead.decide(claims, UID).refusal == "stale", "waited out: it decides nothing"
+        assert (await other.decide(claims, UID)).refusal == "revoked"
+        assert (await dead.decide(claims, UID)).refusal == "stale", "waited out: it decides nothing"
         assert await _status(h, h.user("usr_doc", "physician")) == 403
     finally:
         await other.stop()

@@ -63,7 +63,7 @@ async def test_revocation_is_effective_on_the_next_request_without_manual_refres
     assert elapsed < STALENESS_BOUND_S, f"revocation took {elapsed:.3f}s"
     body = (await h.http.get(f"/api/studies/{UID}", headers=doctor)).json()
     assert body["rule"] == "GrantRevoked"
-    assert UID not in h.model.visible_studies(_claims(h, "usr_doc", "physician"))
+    assert UID not in await h.model.visible_studies(_claims(h, "usr_doc", "physician"))
 
 
 def _claims(h, sub, *roles, **kw):
@@ -183,14 +183,15 @@ async def test_group_membership_removal_and_department_change_follow_identity(ha
 
 async def test_api_restart_loads_the_read_model(harness):
     """A second API process starting now decides the same from the stored read model."""
-    from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+    from studyshare.study_store.adapters.access_documents import MongoAccessDocuments
+    from studyshare.study_store.adapters.access_model import AccessModel
 
     h = harness
     await h.study(UID)
     await h.share("bkt_l", [UID], [("usr_doc", "user")], anonymize=True)
-    fresh = InMemoryAccessModel(h.db)
+    fresh = AccessModel(MongoAccessDocuments(h.db))
     await fresh.load()
-    decision = fresh.decide(_claims(h, "usr_doc", "physician"), UID)
+    decision = await fresh.decide(_claims(h, "usr_doc", "physician"), UID)
     assert decision.images and decision.anonymized and decision.report == "none"
     assert fresh.last_seq == h.model.last_seq > 0
 
@@ -234,21 +235,22 @@ async def test_a_decision_weighs_only_the_buckets_naming_the_caller(harness):
     doctor = _claims(h, "usr_doc", "physician")
 
     async def weighed() -> list[str]:
-        subject = h.model.subject(doctor)
-        return [b.bucket_id for b in h.model.facts(subject, UID).buckets]
+        subject = await h.model.subject(doctor)
+        return [b.bucket_id for b in (await h.model.facts(subject, UID)).buckets]
 
-    def revoked_for_me() -> bool:
-        bucket = h.model.buckets.get("bkt_was_mine")
-        return bucket is not None and "usr_doc" in bucket.revoked_recipient_ids
+    async def arrived() -> bool:
+        buckets = await h.model.buckets_of(UID)
+        was_mine = buckets.get("bkt_was_mine", {})
+        return "bkt_mine" in buckets and "usr_doc" in was_mine.get("revoked_recipient_ids", ())
 
     deadline = asyncio.get_running_loop().time() + 5
-    while not revoked_for_me() or "bkt_mine" not in h.model.buckets:
+    while not await arrived():
         assert asyncio.get_running_loop().time() < deadline, "the shares did not arrive"
         await asyncio.sleep(0.05)
     assert await weighed() == ["bkt_mine", "bkt_was_mine"]
-    decision = h.model.decide(doctor, UID)
+    decision = await h.model.decide(doctor, UID)
     assert decision.images and decision.bucket_id == "bkt_mine"
-    stranger = h.model.decide(_claims(h, "usr_nobody", "physician"), UID)
+    stranger = await h.model.decide(_claims(h, "usr_nobody", "physician"), UID)
     assert not stranger.images and stranger.refusal != "revoked"
 
 

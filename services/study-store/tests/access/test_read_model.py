@@ -14,7 +14,11 @@ from studyshare.contracts.events.study import (
 )
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.projection import ProjectionRunner
-from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.adapters.access_documents import (
+    InMemoryAccessDocuments,
+    MongoAccessDocuments,
+)
+from studyshare.study_store.adapters.access_model import AccessModel
 from studyshare.study_store.adapters.projections import AccessDecisions
 from studyshare.study_store.adapters.read_models import fold
 
@@ -74,13 +78,16 @@ async def test_rebuild_from_scratch_equals_live_with_redelivered_batches(mongo_d
     assert len(set(seqs)) == len(seqs), "every write has its own sequence number"
 
     # a model following generation 0 switches to 1 when the pointer moves (replay)
-    model = InMemoryAccessModel(mongo_db)
+    documents = MongoAccessDocuments(mongo_db)
+    model = AccessModel(documents)
     await model.load()
     assert model.generation == 0
+    assert "bkt_1" in await model.buckets_of("1.2.3")
     await live.pointer.switch(1)
-    model.pointer._cached = None
+    await mongo_db["access_decisions.g0.docs"].drop()  # what it holds of 0 is forgotten too
+    documents.pointer._cached = None
     await model.refresh()
-    assert model.generation == 1 and "bkt_1" in model.buckets
+    assert model.generation == 1 and "bkt_1" in await model.buckets_of("1.2.3")
 
 
 async def test_local_overlay_survives_an_older_worker_copy(mongo_db):
@@ -101,16 +108,17 @@ async def test_local_overlay_survives_an_older_worker_copy(mongo_db):
         aggregate_version=2,
         actor=Actor(id="usr_s"),
     )
-    model = InMemoryAccessModel(mongo_db)
+    model = AccessModel(MongoAccessDocuments(mongo_db))
     await model.load()
     model.apply_local([issued, revoked])
-    assert model.refs["AB12CD34EF"]["revoked"]
+    assert (await model.reference("AB12CD34EF"))["revoked"]
     await runner.apply_batch([issued])  # the worker is behind
     await model.refresh()
-    assert model.refs["AB12CD34EF"]["revoked"], "the older copy does not reopen the number"
+    assert (await model.reference("AB12CD34EF"))["revoked"], "the older copy does not reopen it"
+    assert [r["revoked"] for r in await model.references_of("1.2.3")] == [True]
     await runner.apply_batch([revoked])
     await model.refresh()
-    assert model.refs["AB12CD34EF"]["revoked"]
+    assert (await model.reference("AB12CD34EF"))["revoked"]
 
 
 def test_fold_order_within_an_aggregate_matters_only_per_aggregate():
@@ -129,7 +137,7 @@ def test_fold_order_within_an_aggregate_matters_only_per_aggregate():
         assert docs == expected
 
 
-def test_certainly_open_studies_are_always_decided_open_and_in_the_clear():
+async def test_certainly_open_studies_are_always_decided_open_and_in_the_clear():
     """The overview skips deciding these; the rules must agree with that shortcut."""
     from studyshare.contracts.events.identity import UserDeactivated
     from studyshare.contracts.tokens import AccessClaims
@@ -154,9 +162,9 @@ def test_certainly_open_studies_are_always_decided_open_and_in_the_clear():
             )
         )
     envelopes.append(ev(UserDeactivated(user_id="usr_3", deactivated_by="x"), "usr_3"))
-    model = InMemoryAccessModel.__new__(InMemoryAccessModel)
-    InMemoryAccessModel.__init__(model, db=None)  # type: ignore[arg-type]
-    model.apply_local(envelopes)
+    documents = InMemoryAccessDocuments()
+    documents.apply(envelopes)  # as the worker writes them
+    model = AccessModel(documents)
     model.lease.renew(time.monotonic())  # as a successful read would
     principals = [
         AccessClaims(sub=f"usr_{i}", roles=roles, department_ids=deps, iat=0, exp=2**31)
@@ -170,12 +178,12 @@ def test_certainly_open_studies_are_always_decided_open_and_in_the_clear():
     ]
     checked = 0
     for p in principals:
-        for uid in model.certainly_open(p):
-            d = model.decide(p, uid)
+        for uid in await model.certainly_open(p):
+            d = await model.decide(p, uid)
             assert d.images and not d.anonymized, (p.sub, p.roles, uid, d)
             checked += 1
         if p.sub == "usr_3":
-            assert model.certainly_open(p) == set(), "deactivated"
+            assert await model.certainly_open(p) == set(), "deactivated"
     assert checked > 100
 
 
@@ -202,7 +210,7 @@ def test_a_share_message_counts_as_one_more_series_of_the_study():
     assert (study["series_count"], study["instance_count"]) == (2, 3)
 
 
-def test_an_accepted_invitation_opens_the_e_mail_recipients_grant_to_that_account():
+async def test_an_accepted_invitation_opens_the_e_mail_recipients_grant_to_that_account():
     """The account that accepted an invitation by e-mail holds the e-mail recipient's grant
     (also as a colleague's); revoking the e-mail recipient ends it."""
     from studyshare.contracts.events.share import InvitationAccepted
@@ -210,8 +218,7 @@ def test_an_accepted_invitation_opens_the_e_mail_recipients_grant_to_that_accoun
 
     ev = Events()
     uid, invited = "1.7.1", "email:new@example.org"
-    model = InMemoryAccessModel.__new__(InMemoryAccessModel)
-    InMemoryAccessModel.__init__(model, db=None)  # type: ignore[arg-type]
+    model = AccessModel(InMemoryAccessDocuments())
     model.apply_local(
         [
             ev(study_received(uid), uid),
@@ -220,16 +227,16 @@ def test_an_accepted_invitation_opens_the_e_mail_recipients_grant_to_that_accoun
     )
     model.lease.renew(time.monotonic())  # as a successful read would
     newcomer = AccessClaims(sub="usr_new", roles=("physician",), iat=0, exp=2**31)
-    assert not model.decide(newcomer, uid).images, "an invitation is nobody's until accepted"
+    assert not (await model.decide(newcomer, uid)).images, "an invitation is nobody's till accepted"
     accepted = InvitationAccepted(bucket_id="bkt_inv", recipient_id=invited, user_id="usr_new")
     model.apply_local([ev(accepted, "bkt_inv")])
-    decision = model.decide(newcomer, uid)
+    decision = await model.decide(newcomer, uid)
     assert decision.images and decision.via == "grant" and decision.bucket_id == "bkt_inv"
-    assert uid in model.candidate_studies(newcomer)
+    assert uid in await model.candidate_studies(newcomer)
     other = AccessClaims(sub="usr_other", roles=("physician",), iat=0, exp=2**31)
-    assert not model.decide(other, uid).images
+    assert not (await model.decide(other, uid)).images
     revoked = AccessRevoked(
         bucket_id="bkt_inv", scope="recipient", recipient_id=invited, revoked_by="usr_sender"
     )
     model.apply_local([ev(revoked, "bkt_inv")])
-    assert model.decide(newcomer, uid).refusal == "revoked"
+    assert (await model.decide(newcomer, uid)).refusal == "revoked"

@@ -112,7 +112,7 @@ async def test_the_process_serving_the_first_open_reads_the_message_at_once(harn
     listed = (await h.http.get("/api/studies", headers=doctor)).json()["items"]
     assert [s["message_state"] for s in listed] == ["unread"]
     # what the WADO-RS routes do once the metadata is served (the harness has no instances)
-    decision = h.model.decide(_claims("usr_doc"), C)
+    decision = await h.model.decide(_claims("usr_doc"), C)
     await h.app.state.access_log.record(decision, _claims("usr_doc"), "metadata")
     listed = (await h.http.get("/api/studies", headers=doctor)).json()["items"]
     assert [s["message_state"] for s in listed] == ["read"]
@@ -503,7 +503,7 @@ async def test_every_access_reaches_the_study_logging_coalesced(harness):
         assert (await h.http.get(f"/api/studies/{A}", headers=doctor)).status_code == 200
     await h.http.put(f"/api/studies/{A}/report", json={"text": "ok"}, headers=doctor)
     await h.http.get(f"/api/studies/{A}/report", headers=doctor)
-    decision = h.model.decide(_claims("usr_doc"), A)
+    decision = await h.model.decide(_claims("usr_doc"), A)
     await h.app.state.access_log.record(decision, _claims("usr_doc"), "download")
     await h.app.state.access_log.flush(everything=True)
     accessed = await _events(h, "StudyAccessed")

@@ -18,7 +18,8 @@ from studyshare.contracts.events.share import AccessRevoked, BucketLocked
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.kafka import producer
 from studyshare.plumbing.testing import unique
-from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.adapters.access_documents import MongoAccessDocuments
+from studyshare.study_store.adapters.access_model import AccessModel
 
 from .conftest import now, study_received, study_shared, until
 
@@ -139,11 +140,11 @@ async def test_worker_subprocess_feeds_decisions_and_revocation_is_fast(
         er = h.user("usr_er", "physician")
         r = await h.http.post(f"/api/studies/{UID}/break-glass", json={"reason": "ER"}, headers=er)
         assert r.status_code == 201, r.text
-        other_replica = InMemoryAccessModel(h.db)
+        other_replica = AccessModel(MongoAccessDocuments(h.db))
 
         async def replica_knows():
             await other_replica.load()
-            decision = other_replica.decide(_claims("usr_er", "physician"), UID)
+            decision = await other_replica.decide(_claims("usr_er", "physician"), UID)
             return decision.via == "break_the_glass"
 
         ok, elapsed = await until(replica_knows, timeout=60, interval=0.2)

@@ -116,6 +116,8 @@ class AccessModelDouble:
 
     def __init__(self) -> None:
         self.decisions: dict[tuple[str, str], AccessDecision] = {}
+        self.studies: dict[str, dict[str, Any]] = {}
+        """The study documents this process holds (their `seq` versions the instance cache)."""
 
     def allow(self, sub: str, study_uid: str, **fields: Any) -> AccessDecision:
         values: dict[str, Any] = {
@@ -131,13 +133,23 @@ class AccessModelDouble:
         self.decisions[(sub, study_uid)] = decision
         return decision
 
-    def decide(self, principal, study_uid: str) -> AccessDecision:
+    async def decide(self, principal, study_uid: str) -> AccessDecision:
         return self.decisions.get((principal.sub, study_uid)) or no_access(study_uid)
 
-    def visible_studies(self, principal) -> list[str]:
+    async def visible_studies(self, principal) -> list[str]:
         return [
             uid for (sub, uid), d in self.decisions.items() if sub == principal.sub and d.images
         ]
+
+    async def study(self, study_uid: str) -> dict[str, Any] | None:
+        known = any(uid == study_uid for _, uid in self.decisions)
+        return self.studies.get(study_uid) or ({"study_uid": study_uid} if known else None)
+
+    def peek_study(self, study_uid: str) -> dict[str, Any] | None:
+        return self.studies.get(study_uid)
+
+    async def remapped_study(self, remapped_uid: str) -> tuple[str, str] | None:
+        return None
 
 
 @dataclass

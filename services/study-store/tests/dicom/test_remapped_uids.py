@@ -1,10 +1,13 @@
-"""Remapped UIDs of anonymized shares back to the real ones (no infra)."""
+"""Remapped UIDs of anonymized shares back to the real ones (no infra: the read model in
+memory, the remapped UIDs written as the projection writes them)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 from studyshare.contracts.anonymized import bucket_key, remap_uid
+from studyshare.study_store.adapters.access_documents import InMemoryAccessDocuments
+from studyshare.study_store.adapters.access_model import AccessModel
 from studyshare.study_store.entrypoints.anonymized_uids import real_path, real_study_uids
 
 SECRET = "unit-test-secret"
@@ -15,16 +18,21 @@ def state() -> SimpleNamespace:
     async def instances_of(study_uid: str) -> list[dict]:
         return [{"_id": SOP, "series_uid": SERIES}] if study_uid == STUDY else []
 
-    model = SimpleNamespace(
-        studies={STUDY: {}, OTHER: {}},
-        buckets={
-            "bkt_anon": SimpleNamespace(anonymize=True),
-            "bkt_clear": SimpleNamespace(anonymize=False),
-        },
-        bucket_docs={"bkt_anon": {"study_uids": [STUDY]}, "bkt_clear": {"study_uids": [OTHER]}},
-    )
+    docs = InMemoryAccessDocuments(SECRET)
+    for uid in (STUDY, OTHER):
+        docs.put({"_id": f"study:{uid}", "kind": "study", "study_uid": uid})
+    for bucket_id, uid, anonymize in (("bkt_anon", STUDY, True), ("bkt_clear", OTHER, False)):
+        docs.put(
+            {
+                "_id": f"bucket:{bucket_id}",
+                "kind": "bucket",
+                "bucket_id": bucket_id,
+                "study_uids": [uid],
+                "anonymize": anonymize,
+            }
+        )
     return SimpleNamespace(
-        access_model=model,
+        access_model=AccessModel(docs, anonymization_secret=SECRET),
         settings=SimpleNamespace(anonymization_secret=SECRET),
         dicom=SimpleNamespace(instances=SimpleNamespace(instances_of=instances_of)),
     )
@@ -58,5 +66,5 @@ async def test_real_uids_and_unknown_ones_pass_untouched():
     assert await real_path(s, f"/dicomweb/studies/{remapped(STUDY, 'bkt_other')}") is None
 
 
-def test_qido_study_filters_take_remapped_uids():
-    assert real_study_uids(state(), [f" {remapped(STUDY)}", OTHER]) == {STUDY, OTHER}
+async def test_qido_study_filters_take_remapped_uids():
+    assert await real_study_uids(state(), [f" {remapped(STUDY)}", OTHER]) == {STUDY, OTHER}

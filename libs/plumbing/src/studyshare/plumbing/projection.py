@@ -26,13 +26,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.mongo import find_in
 from studyshare.plumbing.unit_of_work import MongoUnitOfWork, Session
 
 log = get_logger(__name__)
 
 GENERATIONS = "projection_generations"
 CHECKPOINTS = "_checkpoints"
-IN_CHUNK = 100
 APPLIED = Counter("studyshare_projection_events_total", "Events applied", ["projection", "outcome"])
 
 
@@ -142,12 +142,10 @@ class ProjectionRunner:
     async def _apply(self, envelopes: Sequence[EventEnvelope], ctx: ProjectionContext) -> int:
         checkpoints = ctx.collection(CHECKPOINTS)
         ids = list({e.aggregate_id for e in envelopes})
-        last: dict[str, int] = {}
-        for start in range(0, len(ids), IN_CHUNK):  # a long $in is quadratic on SecantusDB
-            cursor = checkpoints.find(
-                {"_id": {"$in": ids[start : start + IN_CHUNK]}}, session=ctx.session
-            )
-            last.update({doc["_id"]: doc["v"] async for doc in cursor})
+        last = {
+            doc["_id"]: doc["v"]
+            for doc in await find_in(checkpoints, "_id", ids, session=ctx.session)
+        }
         seen = dict(last)
         fresh: list[EventEnvelope] = []
         for envelope in envelopes:

@@ -13,6 +13,18 @@ class AccessSettings(ServiceSettings):
     access_refresh_interval_s: float = Field(
         default=0.1, gt=0, description="how often an API process follows the access read model"
     )
+    access_cache_docs: int = Field(
+        default=50_000,
+        ge=100,
+        description="read model documents an API process keeps (least recently used dropped; "
+        "about 1 KiB each): its memory does not grow with the archive",
+    )
+    access_cache_lookups: int = Field(
+        default=20_000,
+        ge=100,
+        description="cached lookups (a study's buckets, a user's groups, a study's reference "
+        "numbers) an API process keeps",
+    )
     access_lease_s: float = Field(
         default=10.0,
         gt=0,

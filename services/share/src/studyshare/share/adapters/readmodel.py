@@ -11,6 +11,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.contracts.envelope import EventEnvelope
+from studyshare.plumbing.mongo import find_in
 from studyshare.plumbing.projection import GenerationPointer
 from studyshare.share.adapters.projections import DIRECTORY
 from studyshare.share.domain.model import (
@@ -211,8 +212,8 @@ class DirectoryReader:
     async def _many(self, collection: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         if not ids:
             return {}
-        cursor = (await self.pointer.collection(collection)).find({"_id": {"$in": ids}})
-        return {doc["_id"]: doc async for doc in cursor}
+        found = await find_in(await self.pointer.collection(collection), "_id", ids)
+        return {doc["_id"]: doc for doc in found}
 
     async def user(self, user_id: str) -> dict[str, Any] | None:
         return _named(await self._one("users", user_id))
@@ -232,10 +233,10 @@ class DirectoryReader:
     async def uploaded_together(self, batch_ids: list[str]) -> list[str]:
         if not batch_ids:
             return []
-        cursor = (await self.pointer.collection("studies")).find(
-            {"upload_batch_id": {"$in": batch_ids}}, {"_id": 1}
-        )
-        return [doc["_id"] async for doc in cursor]
+        studies = await self.pointer.collection("studies")
+        return [
+            d["_id"] for d in await find_in(studies, "upload_batch_id", batch_ids, {}, {"_id": 1})
+        ]
 
     async def groups_of(self, user_id: str) -> list[str]:
         cursor = (await self.pointer.collection("groups")).find({"member_ids": user_id}, {"_id": 1})
@@ -250,8 +251,8 @@ class DirectoryReader:
         if not pairs:
             return set()
         ids = [f"{user_id}|{uid}" for user_id, uid in sorted(pairs)]
-        cursor = (await self.pointer.collection("opened")).find({"_id": {"$in": ids}})
-        return {(doc["user_id"], doc["study_uid"]) async for doc in cursor}
+        found = await find_in(await self.pointer.collection("opened"), "_id", ids)
+        return {(doc["user_id"], doc["study_uid"]) for doc in found}
 
     async def policy(self, department_id: str | None) -> tuple[DepartmentPolicy, str | None]:
         """The department's policy (documented defaults when it set none) and its country."""

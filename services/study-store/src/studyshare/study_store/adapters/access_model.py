@@ -1,21 +1,25 @@
-"""The in-memory access model of an API process: decisions with no database round trip.
+"""The access model of an API process: decisions over a bounded working set of the read model.
 
-At start-up it loads the live generation of the `access_decisions` read model (built by the
-worker from share, identity and study events) and then follows it: every
-`refresh_interval_s` (default 0.1 s) one indexed query fetches the documents whose `seq` is
-above the last one seen. A replay (new generation) is noticed within a second and reloads
-everything.
+The `access_decisions` read model (built by the worker from share, identity and study
+events, `adapters.read_models`) stays in MongoDB. For a decision the model gathers the facts
+of one (caller, study) pair through `AccessCache`: the study, its buckets, their parents, the
+caller's user and groups, the department's policy, codes and unlocks, each a cached document
+or one indexed read. Memory follows what is being opened, not how much is stored, and start-up
+reads one counter: no process loads the model as a whole.
 
-It is a follower (`studyshare.plumbing.followers`): it records in the study store's
+It is a follower (`studyshare.plumbing.followers`): every `refresh_interval_s` (default 0.1 s)
+one indexed query fetches the documents whose `seq` is above the last one seen and hands them
+to the cache, which replaces what it holds of them. It records in the study store's
 `access_followers` how far it has read (one upsert when that moved, else every quarter lease,
 from a loop of its own) and decides only while its lease holds, i.e. the read its last stored
 beat reported started less than `lease_s` ago; after that every decision is refused (503
-`AccessDecisionsUnavailable`). A
-revocation or lock is handed to the study store by the share service (`access_barrier`),
-which answers once every follower has read it: the recipient's next request is refused.
+`AccessDecisionsUnavailable`). A revocation or lock is handed to the study store by the share
+service (`access_barrier`), which answers once every follower has read it: the recipient's
+next request is refused. A replay (new generation) is noticed within a second and empties the
+cache.
 
 Events of this service that change access (break-the-glass, reference numbers, read messages)
-are also folded in memory at once by the request that appends them (`apply_local`), so the
+are folded over the documents at once by the request that appends them (`apply_local`), so the
 caller's next request already sees them; the worker's copy replaces them later.
 """
 
@@ -23,15 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
-
-from pymongo import ASCENDING
-from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.access_policy.decision import AccessDecision, ReportAccess
 from studyshare.access_policy.glass import GlassFacts, why_not_break_the_glass
@@ -48,16 +47,18 @@ from studyshare.access_policy.rules import (
     decide,
     evaluate_grant,
 )
+from studyshare.contracts.anonymized import bucket_key, remap_uid
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.followers import JOINING, FollowerRegistry, Lease
 from studyshare.plumbing.logging import get_logger
-from studyshare.plumbing.projection import GenerationPointer, collection_name
-from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION, Doc, doc_id_for, fold
+from studyshare.study_store.adapters.access_cache import AccessCache
+from studyshare.study_store.adapters.access_documents import AccessDocuments
+from studyshare.study_store.adapters.read_models import Doc
 from studyshare.study_store.domain.viewer import ViewerClaims, narrowed
 
 log = get_logger(__name__)
-LOCAL_OVERLAY_S = 300.0
+MAX_CHAIN = 16
 
 
 def utcnow() -> datetime:
@@ -98,12 +99,29 @@ def bucket_from_doc(doc: Doc) -> Bucket:
     )
 
 
-class InMemoryAccessModel:
-    """Implements `decide(principal, study_uid)` and `visible_studies(principal)` in memory."""
+#: which studies are certainly open: (field, values) pairs, a field of None selecting all
+Certain = tuple[tuple[str | None, tuple[str, ...]], ...]
+ALL_STUDIES: Certain = ((None, ()),)
+
+
+def _uid(study: Doc) -> str:
+    return study.get("study_uid") or study["_id"].split(":", 1)[1]
+
+
+def names_of(doc: Doc) -> set[str]:
+    """Everyone a bucket document names: its recipients and the accounts holding them."""
+    return {
+        *(r["recipient_id"] for r in doc.get("recipients", ())),
+        *(doc.get("accepted") or {}).values(),
+    }
+
+
+class AccessModel:
+    """`await decide(principal, study_uid)` and `await visible_studies(principal)`."""
 
     def __init__(
         self,
-        db: AsyncDatabase,
+        documents: AccessDocuments,
         *,
         refresh_interval_s: float = 0.1,
         patient_report_default: ReportAccess = "read",
@@ -112,8 +130,12 @@ class InMemoryAccessModel:
         lease_s: float = 10.0,
         registry: FollowerRegistry | None = None,
         follower_id: str = "access-model",
+        cache_docs: int = 50_000,
+        cache_lookups: int = 20_000,
+        anonymization_secret: str = "",
     ) -> None:
-        self.db = db
+        self.documents = documents
+        self.cache = AccessCache(documents, max_docs=cache_docs, max_lookups=cache_lookups)
         self.lease = Lease(lease_s)
         self.registry = registry
         self.follower_id = follower_id
@@ -121,7 +143,7 @@ class InMemoryAccessModel:
         self.patient_report_default = patient_report_default
         self.patient_download_default = patient_download_default
         self.clock = clock
-        self.pointer = GenerationPointer(db, ACCESS_PROJECTION, cache_s=1.0)
+        self.anonymization_secret = anonymization_secret
         self.generation = -1
         self.last_seq = 0
         self.read_at: float | None = None
@@ -129,70 +151,31 @@ class InMemoryAccessModel:
         self._moved = asyncio.Event()
         self._nudged = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._pending: list[tuple[float, EventEnvelope]] = []
-        self._reset()
-
-    def _reset(self) -> None:
-        self.docs: dict[str, Doc] = {}
-        self.studies: dict[str, Doc] = {}
-        self.buckets: dict[str, Bucket] = {}
-        self.bucket_docs: dict[str, Doc] = {}
-        self.buckets_by_study: dict[str, set[str]] = defaultdict(set)
-        self.buckets_by_recipient: dict[str, set[str]] = defaultdict(set)
-        self.studies_by_department: dict[str, set[str]] = defaultdict(set)
-        self.studies_by_owner: dict[str, set[str]] = defaultdict(set)
-        self.groups: dict[str, Doc] = {}
-        self.groups_of_user: dict[str, set[str]] = defaultdict(set)
-        self.users: dict[str, Doc] = {}
-        self.departments: dict[str, Doc] = {}
-        self.otp: dict[tuple[str, str, str | None], datetime] = {}
-        self.break_glass: dict[tuple[str, str], datetime] = {}
-        self.break_glass_by_user: dict[str, set[str]] = defaultdict(set)
-        self.refs: dict[str, Doc] = {}
-        self.refs_by_study: dict[str, set[str]] = defaultdict(set)
-        self.reads: dict[tuple[str, str], datetime] = {}
 
     # -- following the read model -------------------------------------------------------
 
-    def _docs_collection(self, generation: int):
-        return self.db[collection_name(ACCESS_PROJECTION, generation, "docs")]
-
     async def load(self) -> None:
-        """Load the live generation completely."""
+        """Start on the live generation: its committed sequence number, nothing else."""
         started = time.monotonic()
-        generation = await self.pointer.current()
-        self._reset()
-        # The committed counter *before* the scan: a document rewritten while we scan has a
-        # higher seq and is fetched again by the next refresh, never missed.
-        meta = self.db[collection_name(ACCESS_PROJECTION, generation, "meta")]
-        counter = await meta.find_one({"_id": "seq"})
-        self.last_seq = counter["value"] if counter else 0
-        async for doc in self._docs_collection(generation).find({}):
-            self._put(doc)
+        generation = await self.documents.generation()
+        self.last_seq = await self.documents.use(generation)
+        self.cache.clear()
         self.generation = generation
-        self._reapply_pending()
         self._read(started)
-        log.info("access_model.loaded", generation=generation, docs=len(self.docs))
+        log.info("access_model.loaded", generation=generation, seq=self.last_seq)
 
     async def refresh(self) -> int:
-        """Fetch what changed since the last refresh; return how many documents changed."""
+        """Hand what changed since the last refresh to the cache; return how many changed."""
         started = time.monotonic()
-        if await self.pointer.current() != self.generation:
+        if await self.documents.generation() != self.generation:
             await self.load()
-            return len(self.docs)
-        cursor = (
-            self._docs_collection(self.generation)
-            .find({"seq": {"$gt": self.last_seq}})
-            .sort("seq", ASCENDING)
-        )
-        changed = 0
-        async for doc in cursor:
-            self._put(doc)
-            self._reapply_pending(doc["_id"])
-            self.last_seq = max(self.last_seq, doc.get("seq", 0))
-            changed += 1
+            return 0
+        changed = await self.documents.changed_since(self.last_seq)
+        self.cache.changed(changed)
+        if changed:
+            self.last_seq = max(self.last_seq, max(d.get("seq", 0) for d in changed))
         self._read(started)
-        return changed
+        return len(changed)
 
     def _read(self, started: float) -> None:
         """A read that started at `started` succeeded: the beat loop reports it (at once when
@@ -283,122 +266,56 @@ class InMemoryAccessModel:
 
     def apply_local(self, envelopes: Iterable[EventEnvelope]) -> None:
         """Fold this process's own fresh events now, ahead of the worker."""
-        now = time.monotonic()
-        for envelope in envelopes:
-            if doc_id_for(envelope) is None:
-                continue
-            self._pending.append((now, envelope))
-            self._fold_in(envelope)
+        self.cache.apply_local(envelopes)
 
-    def _fold_in(self, envelope: EventEnvelope) -> None:
-        doc_id = doc_id_for(envelope)
-        if doc_id is None:
-            return
-        scratch = {doc_id: copy.deepcopy(self.docs[doc_id])} if doc_id in self.docs else {}
-        if fold(scratch, envelope) is not None:
-            self._put(scratch[doc_id])
+    # -- documents ----------------------------------------------------------------------------
 
-    def _reapply_pending(self, doc_id: str | None = None) -> None:
-        horizon = time.monotonic() - LOCAL_OVERLAY_S
-        self._pending = [(t, e) for t, e in self._pending if t >= horizon]
-        for _, envelope in self._pending:
-            if doc_id is None or doc_id_for(envelope) == doc_id:
-                self._fold_in(envelope)
+    async def study(self, study_uid: str) -> Doc | None:
+        return await self.cache.doc(f"study:{study_uid}")
 
-    # -- indexing ---------------------------------------------------------------------------
+    async def studies(self, study_uids: Iterable[str]) -> dict[str, Doc]:
+        """The documents of those of `study_uids` that exist, read together."""
+        docs = await self.cache.docs(f"study:{uid}" for uid in study_uids)
+        return {i.split(":", 1)[1]: d for i, d in docs.items()}
 
-    def _put(self, doc: Doc) -> None:
-        old = self.docs.get(doc["_id"])
-        if old is not None:
-            self._index(old, remove=True)
-        self.docs[doc["_id"]] = doc
-        self._index(doc, remove=False)
+    def peek_study(self, study_uid: str) -> Doc | None:
+        """The study's document if this process holds it now (no read)."""
+        return self.cache.peek(f"study:{study_uid}")
 
-    def _index(self, doc: Doc, *, remove: bool) -> None:
-        kind, _, key = doc["_id"].partition(":")
+    async def department(self, department_id: str | None) -> Doc:
+        if not department_id:
+            return {}
+        return await self.cache.doc(f"department:{department_id}") or {}
 
-        def link(index: dict[str, set[str]], k: str | None, value: str) -> None:
-            if not k:
-                return
-            if remove:
-                index[k].discard(value)
-                if not index[k]:
-                    del index[k]
-            else:
-                index[k].add(value)
+    async def reference(self, reference_number: str) -> Doc | None:
+        return await self.cache.doc(f"ref:{reference_number}")
 
-        if kind == "study":
-            uid = key
-            if remove:
-                self.studies.pop(uid, None)
-            else:
-                self.studies[uid] = doc
-            link(self.studies_by_department, doc.get("department_id"), uid)
-            link(self.studies_by_owner, doc.get("owner_id"), uid)
-        elif kind == "bucket":
-            if remove:
-                self.buckets.pop(key, None)
-                self.bucket_docs.pop(key, None)
-            else:
-                self.buckets[key] = bucket_from_doc(doc)
-                self.bucket_docs[key] = doc
-            for uid in doc.get("study_uids", ()):
-                link(self.buckets_by_study, uid, key)
-            for r in doc.get("recipients", ()):
-                link(self.buckets_by_recipient, r["recipient_id"], key)
-            for user_id in (doc.get("accepted") or {}).values():
-                link(self.buckets_by_recipient, user_id, key)
-        elif kind == "group":
-            if remove:
-                self.groups.pop(key, None)
-            else:
-                self.groups[key] = doc
-            lapsed = set(doc.get("lapsed_ids", ()))  # no access through the group till confirmed
-            for member in doc.get("member_ids", ()):
-                if member not in lapsed:
-                    link(self.groups_of_user, member, key)
-        elif kind == "user":
-            if remove:
-                self.users.pop(key, None)
-            else:
-                self.users[key] = doc
-        elif kind == "department":
-            if remove:
-                self.departments.pop(key, None)
-            else:
-                self.departments[key] = doc
-        elif kind == "otp":
-            triple = (doc.get("bucket_id", ""), doc.get("recipient_id", ""), doc.get("session_id"))
-            if remove:
-                self.otp.pop(triple, None)
-            elif doc.get("verified_until"):
-                self.otp[triple] = _aware(doc["verified_until"])
-        elif kind == "btg":
-            pair = (doc.get("user_id", ""), doc.get("study_uid", ""))
-            if remove:
-                self.break_glass.pop(pair, None)
-            elif doc.get("valid_until"):
-                self.break_glass[pair] = _aware(doc["valid_until"])
-            link(self.break_glass_by_user, pair[0], pair[1])
-        elif kind == "ref":
-            if remove:
-                self.refs.pop(key, None)
-            else:
-                self.refs[key] = doc
-            link(self.refs_by_study, doc.get("study_uid"), key)
-        elif kind == "read":
-            pair = (doc.get("user_id", ""), doc.get("study_uid", ""))
-            if remove:
-                self.reads.pop(pair, None)
-            else:
-                self.reads[pair] = _aware(doc.get("read_at")) or utcnow()
+    async def references_of(self, study_uid: str) -> Sequence[Doc]:
+        refs = await self.cache.lookup("ref", "study_uid", study_uid)
+        return [refs[i] for i in sorted(refs)]
 
-    # -- decisions --------------------------------------------------------------------------
+    async def opened_at(self, user_id: str, study_uid: str) -> datetime | None:
+        """When the user last opened the study (it reads the message), None if never."""
+        doc = await self.cache.doc(f"read:{user_id}:{study_uid}")
+        return _aware(doc.get("read_at")) if doc else None
 
-    def subject(self, principal: AccessClaims) -> Subject:
+    async def groups_of(self, user_id: str) -> dict[str, Doc]:
+        """The groups the user is a member of now, a lapsed membership not counted (no
+        access through the group until confirmed)."""
+        groups = await self.cache.lookup("group", "member_ids", user_id)
+        return {
+            d.get("group_id") or i.split(":", 1)[1]: d
+            for i, d in groups.items()
+            if user_id not in d.get("lapsed_ids", ())
+        }
+
+    # -- the caller ---------------------------------------------------------------------------
+
+    async def subject(self, principal: AccessClaims) -> Subject:
         """The caller as the rules see them: token claims, narrowed by what identity said
         since the token was issued (a department left, an account deactivated)."""
-        known = self.users.get(principal.sub)
+        known = await self.cache.doc(f"user:{principal.sub}")
+        groups = await self.groups_of(principal.sub)
         departments = frozenset(principal.department_ids)
         admin_of = frozenset(principal.admin_of)
         deactivated = False
@@ -406,10 +323,9 @@ class InMemoryAccessModel:
             departments &= frozenset(known.get("department_ids", ()))
             admin_of &= frozenset(known.get("admin_of", ()))
             deactivated = bool(known.get("deactivated"))
-        group_ids = frozenset(self.groups_of_user.get(principal.sub, ()))
         colleagues: dict[str, str] = {}
-        for group_id in sorted(group_ids):
-            group = self.groups[group_id]
+        for group_id in sorted(groups):
+            group = groups[group_id]
             lapsed = set(group.get("lapsed_ids", ()))
             for member in group.get("member_ids", ()):
                 if member != principal.sub and member not in lapsed:
@@ -420,7 +336,7 @@ class InMemoryAccessModel:
             roles=frozenset(principal.roles),
             department_ids=departments | admin_of,
             admin_of=admin_of,
-            group_ids=group_ids,
+            group_ids=frozenset(groups),
             colleagues=colleagues,
             deactivated=deactivated,
             reference_number=principal.reference_number,
@@ -429,60 +345,92 @@ class InMemoryAccessModel:
             session_id=principal.sid,
         )
 
-    def holder(self, user_id: str) -> Subject:
+    async def holder(self, user_id: str) -> Subject:
         """A re-share's sender as identity knows them now (no token: the departments and groups
         they are in today), to tell whether they still hold the parent grant."""
-        known = self.users.get(user_id, {})
+        known = await self.cache.doc(f"user:{user_id}") or {}
+        groups = await self.groups_of(user_id)
         departments = (*known.get("department_ids", ()), *known.get("admin_of", ()))
         return Subject(
-            id=user_id,
-            department_ids=frozenset(departments),
-            group_ids=frozenset(self.groups_of_user.get(user_id, ())),
+            id=user_id, department_ids=frozenset(departments), group_ids=frozenset(groups)
         )
 
-    def senders(self, buckets: Iterable[Bucket]) -> dict[str, Subject]:
-        """The senders of the re-shares among `buckets` and up their parent chains."""
-        found: dict[str, Subject] = {}
-        for bucket in buckets:
-            seen = 0
-            while bucket.parent_bucket_id is not None and seen <= 16:
-                if bucket.sender_id not in found:
-                    found[bucket.sender_id] = self.holder(bucket.sender_id)
-                parent = self.buckets.get(bucket.parent_bucket_id)
-                if parent is None:
-                    break
-                bucket, seen = parent, seen + 1
-        return found
+    # -- the facts of one decision ------------------------------------------------------------
 
-    def facts(self, subject: Subject, study_uid: str) -> AccessFacts:
-        doc = self.studies.get(study_uid)
+    async def buckets_of(self, study_uid: str) -> dict[str, Doc]:
+        """Every bucket sharing the study (revoked ones too), by bucket id."""
+        docs = await self.cache.lookup("bucket", "study_uids", study_uid)
+        return {d.get("bucket_id") or i.split(":", 1)[1]: d for i, d in docs.items()}
+
+    @staticmethod
+    def reachable(subject: Subject, buckets: dict[str, Doc]) -> list[str]:
+        """The buckets naming the subject, its departments, groups or group colleagues among
+        their recipients (revoked ones too): no other bucket can grant or refuse it
+        (`access_policy.rules.evaluate_grant`), however many others share the study."""
+        names = {subject.id, *subject.department_ids, *subject.group_ids, *subject.colleagues}
+        return sorted(b for b, doc in buckets.items() if names & names_of(doc))
+
+    async def chain(
+        self, buckets: Iterable[Bucket]
+    ) -> tuple[dict[str, Bucket], dict[str, Subject]]:
+        """The parents of the re-shares among `buckets` up their chains, and their senders."""
+        parents: dict[str, Bucket] = {}
+        senders: dict[str, Subject] = {}
+        level = [b for b in buckets if b.parent_bucket_id is not None]
+        for _ in range(MAX_CHAIN + 1):
+            if not level:
+                break
+            wanted = {b.parent_bucket_id for b in level if b.parent_bucket_id not in parents}
+            docs = await self.cache.docs(f"bucket:{b}" for b in sorted(wanted) if b)
+            new_senders = {b.sender_id for b in level} - set(senders)
+            for sender, subject in zip(
+                new_senders,
+                await asyncio.gather(*(self.holder(s) for s in new_senders)),
+                strict=True,
+            ):
+                senders[sender] = subject
+            found = [bucket_from_doc(d) for d in docs.values()]
+            parents.update((b.bucket_id, b) for b in found)
+            level = [b for b in found if b.parent_bucket_id is not None]
+        return parents, senders
+
+    async def facts(self, subject: Subject, study_uid: str) -> AccessFacts:
+        wanted = [f"study:{study_uid}", f"btg:{subject.id}:{study_uid}"]
+        if subject.reference_number:
+            wanted.append(f"ref:{subject.reference_number}")
+        docs = await self.cache.docs(wanted)
+        of_study = await self.buckets_of(study_uid)
+        doc = docs.get(f"study:{study_uid}")
         study = (
             StudyFacts(study_uid, doc.get("department_id"), doc.get("owner_id"))
             if doc is not None
             else None
         )
+        department = await self.department(doc.get("department_id") if doc else None)
         reference = None
-        if subject.reference_number and (ref := self.refs.get(subject.reference_number)):
+        if subject.reference_number and (ref := docs.get(f"ref:{subject.reference_number}")):
             reference = ReferenceFacts(
                 reference_number=ref.get("reference_number", subject.reference_number),
                 study_uid=ref.get("study_uid", ""),
                 valid_from=_aware(ref.get("valid_from")),
                 valid_to=_aware(ref.get("valid_to")),
-                complies_with_rule=self.reference_complies(ref),
+                complies_with_rule=await self.reference_complies(ref),
                 revoked=bool(ref.get("revoked")),
             )
-        policy = self.departments.get(doc.get("department_id") or "", {}) if doc else {}
-        patient_report = policy.get("patient_report_access") or self.patient_report_default
-        patient_download = policy.get("patient_download_allowed")
-        buckets = tuple(self.buckets[b] for b in sorted(self.reachable_buckets(subject, study_uid)))
+        patient_report = department.get("patient_report_access") or self.patient_report_default
+        patient_download = department.get("patient_download_allowed")
+        buckets = tuple(bucket_from_doc(of_study[b]) for b in self.reachable(subject, of_study))
+        parents, senders = await self.chain(buckets)
         return AccessFacts(
             now=self.clock(),
             study=study,
             buckets=buckets,
-            parents=self.buckets,
-            otp_verified_until=self.otp,
-            senders=self.senders(buckets),
-            break_glass_until=self.break_glass_until(subject, study_uid, doc),
+            parents=parents,
+            otp_verified_until=await self.codes(subject, buckets),
+            senders=senders,
+            break_glass_until=await self.break_glass_until(
+                subject, docs.get(f"btg:{subject.id}:{study_uid}"), doc
+            ),
             reference=reference,
             patient_report=patient_report if patient_report in ("none", "read") else "read",
             patient_download=(
@@ -492,90 +440,94 @@ class InMemoryAccessModel:
             ),
         )
 
-    def institution_of(self, department_id: str | None) -> str | None:
+    async def codes(
+        self, subject: Subject, buckets: Iterable[Bucket]
+    ) -> dict[tuple[str, str, str | None], datetime]:
+        """Until when the codes the subject entered in this session open the two-factor
+        buckets among `buckets`."""
+        ids = {
+            (b.bucket_id, f"otp:{b.bucket_id}:{subject.id}:{subject.session_id or ''}")
+            for b in buckets
+            if b.two_factor
+        }
+        if not ids:
+            return {}
+        docs = await self.cache.docs(doc_id for _, doc_id in ids)
+        return {
+            (bucket_id, subject.id, subject.session_id): until
+            for bucket_id, doc_id in ids
+            if (until := _aware((docs.get(doc_id) or {}).get("verified_until"))) is not None
+        }
+
+    async def institution_of(self, department_id: str | None) -> str | None:
         """A department's institution: the one it names, else the department itself."""
         if not department_id:
             return None
-        return self.departments.get(department_id, {}).get("institution_id") or department_id
+        return (await self.department(department_id)).get("institution_id") or department_id
 
-    def glass_facts(
+    async def glass_facts(
         self, subject: Subject, study: Doc | None, bucket_refusal: str | None = None
     ) -> GlassFacts:
         """What the study department's break-the-glass policy needs to know of the caller."""
         if study is None:
             return GlassFacts(study_known=False)
         department_id = study.get("department_id")
-        department = self.departments.get(department_id or "", {})
+        department = await self.department(department_id)
+        callers = [await self.institution_of(d) for d in sorted(subject.department_ids)]
         return GlassFacts(
             study_known=True,
             policy=department.get("break_the_glass") or "institution",
-            institution_id=self.institution_of(department_id),
+            institution_id=await self.institution_of(department_id),
             environment=department.get("country"),
-            caller_institutions=frozenset(
-                i for d in subject.department_ids if (i := self.institution_of(d))
-            ),
+            caller_institutions=frozenset(i for i in callers if i),
             caller_environment=subject.environment,
             bucket_refusal=bucket_refusal,
         )
 
-    def break_glass_until(
-        self, subject: Subject, study_uid: str, study: Doc | None
+    async def break_glass_until(
+        self, subject: Subject, unlock: Doc | None, study: Doc | None
     ) -> datetime | None:
         """The end of the caller's unlock of the study, while the department's policy still
         lets them break the glass (a policy made stricter ends earlier unlocks)."""
-        until = self.break_glass.get((subject.id, study_uid))
+        until = _aware((unlock or {}).get("valid_until"))
         if until is None or study is None:
             return None
-        why_not = why_not_break_the_glass(
-            subject.kind, subject.roles, self.glass_facts(subject, study)
-        )
+        glass = await self.glass_facts(subject, study)
+        why_not = why_not_break_the_glass(subject.kind, subject.roles, glass)
         return until if why_not is None else None
 
-    def break_glass_facts(self, principal: AccessClaims, study_uid: str) -> GlassFacts:
+    async def break_glass_facts(self, principal: AccessClaims, study_uid: str) -> GlassFacts:
         """The facts for a break-the-glass command, the caller's buckets of the study too."""
-        subject = self.subject(principal)
-        study = self.studies.get(study_uid)
+        subject = await self.subject(principal)
+        study = await self.study(study_uid)
         if study is None:
-            return self.glass_facts(subject, None)
-        facts = self.facts(subject, study_uid)
+            return await self.glass_facts(subject, None)
+        facts = await self.facts(subject, study_uid)
         outcomes = (evaluate_grant(subject, b, study_uid, facts) for b in facts.buckets)
         stopper = next((o for o in outcomes if isinstance(o, str) and o in GLASS_STOPPERS), None)
-        return self.glass_facts(subject, study, stopper)
+        return await self.glass_facts(subject, study, stopper)
 
-    def reachable_buckets(self, subject: Subject, study_uid: str) -> set[str]:
-        """The study's buckets naming the subject, its departments, groups or group colleagues
-        among their recipients (revoked ones too): no other bucket can grant or refuse it
-        (`access_policy.rules.evaluate_grant`), however many others share the study."""
-        of_study = self.buckets_by_study.get(study_uid)
-        found: set[str] = set()
-        if not of_study:
-            return found
-        names = (subject.id, *subject.department_ids, *subject.group_ids, *subject.colleagues)
-        for name in names:
-            theirs = self.buckets_by_recipient.get(name)
-            if theirs:
-                found |= theirs & of_study
-        return {b for b in found if b in self.buckets}
-
-    def reference_complies(self, ref: Doc) -> bool:
+    async def reference_complies(self, ref: Doc) -> bool:
         """Flagged when issued so, or when it breaks the department's current rule."""
         if not ref.get("complies_with_rule", True):
             return False
-        rule = self.reference_rule(ref.get("department_id"))
+        rule = await self.reference_rule(ref.get("department_id"))
         return complies(ref.get("reference_number", ""), rule)
 
-    def reference_rule(self, department_id: str | None):
+    async def reference_rule(self, department_id: str | None):
         from studyshare.contracts.events.identity import ReferenceNumberRule
 
-        raw = self.departments.get(department_id or "", {}).get("reference_number_rule")
+        raw = (await self.department(department_id)).get("reference_number_rule")
         return ReferenceNumberRule.model_validate(raw) if raw else ReferenceNumberRule()
+
+    # -- decisions --------------------------------------------------------------------------
 
     @property
     def fresh(self) -> bool:
         """Whether this model may decide: its lease holds (see the module)."""
         return self.lease.fresh
 
-    def decide(self, principal: AccessClaims, study_uid: str) -> AccessDecision:
+    async def decide(self, principal: AccessClaims, study_uid: str) -> AccessDecision:
         if not self.lease.fresh:
             # Fail closed: a barrier may have taken this model as gone, or it stopped following
             # and could miss a revocation.
@@ -589,86 +541,130 @@ class InMemoryAccessModel:
                 refusal="stale",
                 reason="access decisions are temporarily unavailable",
             )
-        subject = self.subject(principal)
-        return narrowed(principal, decide(subject, study_uid, self.facts(subject, study_uid)))
+        subject = await self.subject(principal)
+        facts = await self.facts(subject, study_uid)
+        return narrowed(principal, decide(subject, study_uid, facts))
 
-    def candidate_studies(self, principal: AccessClaims) -> set[str]:
-        """Every study a path could lead to (each is then decided)."""
+    async def candidate_studies(self, principal: AccessClaims) -> set[str]:
+        """Every study a path could lead to beyond those certainly open (`certain`): each is
+        then decided."""
         if principal.kind == "patient":
             return {principal.study_uid} if principal.study_uid else set()
-        if principal.has_role("service_desk"):
-            return set(self.studies)
-        subject = self.subject(principal)
-        found: set[str] = set(self.studies_by_owner.get(subject.id, ()))
-        for dep in subject.department_ids:
-            found |= self.studies_by_department.get(dep, set())
-        recipients = {subject.id, *subject.group_ids, *subject.department_ids}
-        for colleague in subject.colleagues:
-            recipients.add(colleague)
-            found |= self.studies_by_owner.get(colleague, set())
-        for rid in recipients:
-            for bucket_id in self.buckets_by_recipient.get(rid, ()):
-                found |= set(self.bucket_docs[bucket_id].get("study_uids", ()))
-        found |= self.break_glass_by_user.get(subject.id, set())
+        subject = await self.subject(principal)
+        if self.certain(subject) == ALL_STUDIES:
+            return set()
+        recipients = sorted({subject.id, *subject.group_ids, *subject.department_ids})
+        recipients += sorted(set(subject.colleagues) - set(recipients))
+        departments = [] if subject.roles & STUDY_ROLES else sorted(subject.department_ids)
+        owned, of_departments, shared, unlocked = await asyncio.gather(
+            self._studies("owner_id", sorted(subject.colleagues)),
+            self._studies("department_id", departments),
+            self.cache.where("bucket", "holder_ids", recipients),
+            self.cache.where("btg", "user_id", [subject.id]),
+        )
+        found = owned | of_departments
+        for bucket in shared:
+            found.update(bucket.get("study_uids", ()))
+        found.update(d["study_uid"] for d in unlocked if d.get("study_uid"))
         return found
 
-    def certainly_open(self, principal: AccessClaims) -> set[str]:
-        """Studies the caller opens, never anonymized, whatever the grants say: the own
-        department's (with a study role), the own, every one for the service desk. Lets the
-        overview filter a whole archive without deciding each study (see `access_rules`)."""
-        if principal.kind != "user":
+    async def _studies(self, field: str, values: Sequence[str]) -> set[str]:
+        if not values:
             return set()
-        subject = self.subject(principal)
-        if subject.deactivated:
-            return set()
+        return {_uid(d) for d in await self.cache.where("study", field, values)}
+
+    @staticmethod
+    def certain(subject: Subject) -> Certain:
+        """Which studies the subject opens, never anonymized, whatever the grants say: the own,
+        the own departments' (with a study role), every one for the service desk; as the
+        (field, values) that select them (`ALL_STUDIES`: every study)."""
+        if subject.kind != "user" or subject.deactivated:
+            return ()
         if "service_desk" in subject.roles:
-            return set(self.studies)
-        found = set(self.studies_by_owner.get(subject.id, ()))
-        if subject.roles & STUDY_ROLES:
-            for dep in subject.department_ids:
-                found |= self.studies_by_department.get(dep, set())
-        return found
+            return ALL_STUDIES
+        if subject.roles & STUDY_ROLES and subject.department_ids:
+            return (
+                ("owner_id", (subject.id,)),
+                ("department_id", tuple(sorted(subject.department_ids))),
+            )
+        return (("owner_id", (subject.id,)),)
 
-    def visible_studies(self, principal: AccessClaims) -> list[str]:
+    @staticmethod
+    def is_certain(certain: Certain, study: Doc) -> bool:
+        return any(field is None or study.get(field) in values for field, values in certain)
+
+    async def certain_studies(
+        self, principal: AccessClaims, fields: Sequence[str] = ()
+    ) -> AsyncIterator[Doc]:
+        """The study documents certainly open to the caller (`certain`), streamed: an
+        archive is filtered without deciding each study, nor holding it (see
+        `access_rules`)."""
+        certain = self.certain(await self.subject(principal))
+        for at, (field, values) in enumerate(certain):
+            async for doc in self.documents.stream("study", field, values, fields):
+                if not self.is_certain(certain[:at], doc):  # each once
+                    yield self.cache.overlaid(doc)
+
+    async def certainly_open(self, principal: AccessClaims) -> set[str]:
+        """The UIDs of `certain_studies`."""
+        return {_uid(d) async for d in self.certain_studies(principal, ("_id",))}
+
+    async def visible_studies(self, principal: AccessClaims) -> list[str]:
         """The studies the caller may open now (QIDO and the overview); a viewer token's
         one study at most."""
         if not self.lease.fresh:
             return []
         if isinstance(principal, ViewerClaims):
             uid = principal.viewer.study_uid
-            return [uid] if uid in self.studies and self.decide(principal, uid).images else []
-        certain = self.certainly_open(principal)
-        return sorted(
-            certain
-            | {
-                uid
-                for uid in self.candidate_studies(principal) - certain
-                if uid in self.studies and self.decide(principal, uid).images
-            }
-        )
+            opens = await self.study(uid) is not None and (await self.decide(principal, uid)).images
+            return [uid] if opens else []
+        certain = await self.certainly_open(principal)
+        others = sorted(await self.candidate_studies(principal) - certain)
+        decisions = await self.decide_many(principal, others)
+        return sorted(certain | {uid for uid, d in decisions.items() if d.images})
 
-    def usable_buckets(self, principal: AccessClaims, study_uid: str) -> list[Doc]:
+    async def decide_many(
+        self, principal: AccessClaims, study_uids: Sequence[str]
+    ) -> dict[str, AccessDecision]:
+        """Decisions on many studies: their documents, the caller's unlocks of them and
+        their buckets read together first."""
+        await self.cache.docs(
+            [
+                *(f"study:{uid}" for uid in study_uids),
+                *(f"btg:{principal.sub}:{uid}" for uid in study_uids),
+            ]
+        )
+        await self.cache.lookups("bucket", "study_uids", study_uids)
+        return {uid: await self.decide(principal, uid) for uid in study_uids}
+
+    async def usable_buckets(self, principal: AccessClaims, study_uid: str) -> list[Doc]:
         """The bucket documents through which the caller opens the study now."""
-        subject = self.subject(principal)
-        facts = self.facts(subject, study_uid)
+        subject = await self.subject(principal)
+        facts = await self.facts(subject, study_uid)
+        of_study = await self.buckets_of(study_uid)
         return [
-            self.bucket_docs[b.bucket_id]
+            of_study[b.bucket_id]
             for b in facts.buckets
             if not isinstance(evaluate_grant(subject, b, study_uid, facts), str | None)
         ]
 
-    def mark_read(self, user_id: str, study_uid: str, at: datetime) -> None:
-        self.reads[(user_id, study_uid)] = at
+    async def remapped_study(self, remapped_uid: str) -> tuple[str, str] | None:
+        """(real study UID, bucket id) of a study UID an anonymized share shows, else None."""
+        for doc in await self.cache.where("bucket", "remapped_study_uids", [remapped_uid]):
+            bucket_id = doc.get("bucket_id") or doc["_id"].split(":", 1)[1]
+            key = bucket_key(self.anonymization_secret, bucket_id)
+            for uid in doc.get("study_uids", ()):
+                if remap_uid(key, uid) == remapped_uid:
+                    return uid, bucket_id
+        return None
 
-    def references_of(self, study_uid: str) -> Sequence[Doc]:
-        return [self.refs[n] for n in sorted(self.refs_by_study.get(study_uid, ()))]
+    def mark_read(self, user_id: str, study_uid: str, at: datetime) -> None:
+        self.cache.mark_read(user_id, study_uid, at)
 
     def stats(self) -> dict[str, Any]:
         return {
             "generation": self.generation,
             "last_seq": self.last_seq,
-            "docs": len(self.docs),
-            "studies": len(self.studies),
-            "buckets": len(self.buckets),
+            **self.cache.stats(),
             "lease_age_s": None if (age := self.lease.age_s) is None else round(age, 3),
         }

@@ -1,7 +1,7 @@
 """The study store's read models written from events (run by the worker, `entrypoints.worker`).
 
 - `AccessDecisions` folds share, identity and study events into the access read model
-  (`adapters.read_models`); the API processes load it at start-up and follow its `seq`.
+  (`adapters.read_models`); the API processes read it through a bounded cache and follow its `seq`.
 - `DepartmentEndpoints` (identity.events): departments with their kind and PACS/RSW endpoints
   (read by `service_layer.forwarding.DepartmentDirectory`).
 """
@@ -17,7 +17,13 @@ from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.events import payload_of
 from studyshare.contracts.events.identity import DepartmentCreated
 from studyshare.plumbing.projection import Projection, ProjectionContext
-from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION, doc_id_for, fold
+from studyshare.study_store.adapters.access_documents import ensure_lookup_indexes
+from studyshare.study_store.adapters.read_models import (
+    ACCESS_PROJECTION,
+    doc_id_for,
+    fold,
+    remap,
+)
 
 #: the departments' read model (its projection's name)
 DIRECTORY = "dicom_departments"
@@ -25,15 +31,23 @@ DIRECTORY = "dicom_departments"
 
 class AccessDecisions(Projection):
     """The access decision read model: one document per study, bucket, OTP verification,
-    group, user, department, break-the-glass, reference number and read message."""
+    group, user, department, break-the-glass, reference number and read message.
+
+    An anonymized bucket's document lists the study UIDs its recipients see
+    (`remapped_study_uids`, keyed with `anonymization_secret`), so a request naming one finds
+    its study by index."""
 
     name = ACCESS_PROJECTION
     topics = ("share.events", "identity.events", "study.events")
     collections = ("docs", "meta")
 
+    def __init__(self, anonymization_secret: str = "") -> None:
+        self.anonymization_secret = anonymization_secret
+
     async def setup(self, ctx: ProjectionContext) -> None:
         await ctx.collection("docs").create_index([("seq", ASCENDING)], name="seq")
         await ctx.collection("docs").create_index([("kind", ASCENDING)], name="kind")
+        await ensure_lookup_indexes(ctx.collection("docs"))
 
     def comparable(self, collection: str, doc: dict[str, Any]) -> dict[str, Any] | None:
         """Documents must be rebuilt exactly; their `seq` (and the counter in `meta`) follow
@@ -70,6 +84,7 @@ class AccessDecisions(Projection):
         writes = []
         for offset, doc_id in enumerate(changed):
             doc = docs[doc_id]
+            remap(doc, self.anonymization_secret)
             doc["seq"] = first + offset
             writes.append(ReplaceOne({"_id": doc_id}, doc, upsert=True))
         await coll.bulk_write(writes, ordered=True, session=ctx.session)

@@ -16,6 +16,10 @@ One collection (`access_decisions.g<N>.docs`) holds every document the access mo
 | ref | reference number | ReferenceNumberIssued/Revoked, PincodeSet, PincodeFailed |
 | read | user id, study uid | StudyFirstOpened (at once), StudyAccessed (view, metadata): read |
 
+A bucket document also lists `holder_ids` (its recipients and the accounts that accepted
+them), and an anonymized one `remapped_study_uids` (the UIDs its recipients see, `remap`, keyed with
+the anonymization secret the projection holds): both are looked up by index.
+
 Each document carries `seq`, a number increasing with every write of the projection, so the
 API processes follow the read model with one indexed query (`seq > last seen`). The fold is
 idempotent per document (`_v`: last version applied per aggregate), so the API can fold its own
@@ -30,6 +34,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from studyshare.contracts.anonymized import bucket_key, remap_uid
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.events import identity as ie
 from studyshare.contracts.events import registry
@@ -176,8 +181,22 @@ def fold(docs: Docs, envelope: EventEnvelope) -> str | None:
     if payload is None or handler is None:
         return None
     handler(doc, payload, envelope)
+    if kind == "bucket":  # everyone it names, for "the buckets shared with X" (indexed)
+        doc["holder_ids"] = sorted(
+            {
+                *(r["recipient_id"] for r in doc.get("recipients", ())),
+                *(doc.get("accepted") or {}).values(),
+            }
+        )
     docs[doc_id] = doc
     return doc_id
+
+
+def remap(doc: Doc, anonymization_secret: str) -> None:
+    """An anonymized bucket's document lists the study UIDs its recipients see."""
+    if doc.get("kind") == "bucket" and doc.get("anonymize"):
+        key = bucket_key(anonymization_secret, doc.get("bucket_id") or "")
+        doc["remapped_study_uids"] = [remap_uid(key, u) for u in doc.get("study_uids", ())]
 
 
 def _study_shared(doc: Doc, e: se.StudyShared, env: EventEnvelope) -> None:

@@ -3,8 +3,8 @@ and `/api/studies/{uid}/...` naming a study by the UID an anonymized share showe
 as if the real UIDs were asked for (the routes then decide access and anonymize as always).
 
 A pure ASGI middleware: a path naming a study the store knows is passed on untouched after one
-dictionary look-up, and the hot WADO routes never come here (a remapped UID is no study they
-know, so they hand the request to the full app).
+look-up in the access model's cache, and the hot WADO routes never come here (a remapped UID
+is no study they know, so they hand the request to the full app).
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from studyshare.study_store.service_layer.anonymized_uids import (
-    RemappedUids,
-    anonymized_buckets,
-)
+from studyshare.study_store.service_layer.anonymized_uids import RemappedUids
 
 PREFIXES = ("/dicomweb/studies/", "/api/studies/")
 
@@ -25,25 +22,25 @@ def remapped_uids(state: Any) -> RemappedUids:
     """The app's index of remapped UIDs (made on first use)."""
     index = getattr(state, "remapped_uids", None)
     if index is None:
-        model = state.access_model
         index = RemappedUids(
             state.settings.anonymization_secret,
-            lambda: anonymized_buckets(model.buckets, model.bucket_docs),
+            state.access_model.remapped_study,
             state.dicom.instances.instances_of,
         )
         state.remapped_uids = index
     return index
 
 
-def real_study_uids(state: Any, uids: list[str]) -> set[str]:
+async def real_study_uids(state: Any, uids: list[str]) -> set[str]:
     """The real study UIDs of `uids` (a QIDO-RS StudyInstanceUID filter), remapped or not."""
+    model = getattr(state, "access_model", None)
     wanted = {u.strip() for u in uids}
-    known = getattr(state.access_model, "studies", None)
-    if known is None:
+    if model is None:
         return wanted
     out = set()
     for uid in wanted:
-        found = None if uid in known else remapped_uids(state).study(uid)
+        known = await model.study(uid) is not None
+        found = None if known else await remapped_uids(state).study(uid)
         out.add(found[0] if found else uid)
     return out
 
@@ -52,10 +49,10 @@ async def real_path(state: Any, path: str) -> str | None:
     """The path with the real UIDs of a remapped study, series and instance; None when the
     path names no remapped study."""
     parts = path.split("/")
-    known = getattr(state.access_model, "studies", None)
-    if len(parts) < 4 or known is None or parts[3] in known:
+    model = getattr(state, "access_model", None)
+    if len(parts) < 4 or model is None or await model.study(parts[3]) is not None:
         return None
-    found = remapped_uids(state).study(parts[3])
+    found = await remapped_uids(state).study(parts[3])
     if found is None:
         return None
     study_uid, bucket_id = found

@@ -1,7 +1,7 @@
 """The study store's HTTP application: `create_app()` (uvicorn factory, no arguments).
 
-The lifespan creates the Mongo client, the event store, the in-memory access model (loaded,
-then followed) and the access log (flushed on shutdown), and puts them on `app.state`; the
+The lifespan creates the Mongo client, the event store, the access model (following
+the read model) and the access log (flushed on shutdown), and puts them on `app.state`; the
 DICOM routers' state is installed by `dicomweb.install_dicom(app, db, settings)`.
 """
 
@@ -20,7 +20,8 @@ from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
 from studyshare.plumbing.projection import ProjectionRunner
 from studyshare.plumbing.session_feed import follower_id
-from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.adapters.access_documents import MongoAccessDocuments
+from studyshare.study_store.adapters.access_model import AccessModel
 from studyshare.study_store.adapters.projections import AccessDecisions
 from studyshare.study_store.adapters.report_archive import ReportArchive
 from studyshare.study_store.entrypoints import (
@@ -62,14 +63,17 @@ def create_app() -> FastAPI:
             db[ACCESS_FOLLOWERS], clock_skew_s=settings.follower_clock_skew_s
         )
         await followers.forget_gone(older_than_s=3600)
-        model = InMemoryAccessModel(
-            db,
+        model = AccessModel(
+            MongoAccessDocuments(db),
             refresh_interval_s=settings.access_refresh_interval_s,
             patient_report_default=settings.patient_report_default,
             patient_download_default=settings.patient_download_default,
             lease_s=settings.access_lease_s,
             registry=followers,
             follower_id=follower_id(settings.service_name),
+            cache_docs=settings.access_cache_docs,
+            cache_lookups=settings.access_cache_lookups,
+            anonymization_secret=settings.anonymization_secret,
         )
         await model.start()
         access_log = AccessLog(
@@ -89,7 +93,7 @@ def create_app() -> FastAPI:
             db,
             model,
             followers,
-            ProjectionRunner(AccessDecisions(), db),
+            ProjectionRunner(AccessDecisions(settings.anonymization_secret), db),
             max_wait_s=settings.access_barrier_max_wait_s,
         )
         try:
@@ -104,7 +108,7 @@ def create_app() -> FastAPI:
         await app.state.db.command("ping")
 
     async def access_model_fresh() -> None:
-        model: InMemoryAccessModel = app.state.access_model
+        model: AccessModel = app.state.access_model
         if not model.fresh:
             raise RuntimeError(f"access model lease lapsed: {model.stats()}")
 

@@ -26,7 +26,7 @@ from studyshare.plumbing.auth import CurrentPrincipal, bearer_token, current_pri
 from studyshare.plumbing.errors import RuleViolation
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.logging import get_logger
-from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.adapters.access_model import AccessModel
 from studyshare.study_store.adapters.viewer_tokens import ViewerTokens, is_viewer_token
 from studyshare.study_store.domain.access_rules import refuse
 from studyshare.study_store.service_layer.access_log import AccessLog
@@ -39,9 +39,9 @@ log = get_logger(__name__)
 async def study_access(
     study_uid: str, principal: CurrentPrincipal, request: Request
 ) -> AccessDecision:
-    """Ask the in-memory access model (installed on `app.state.access_model`); refuse when the
+    """Ask the access model (installed on `app.state.access_model`); refuse when the
     caller may not see the images, the refusal registered in the study logging first."""
-    decision = request.app.state.access_model.decide(principal, study_uid)
+    decision = await request.app.state.access_model.decide(principal, study_uid)
     request.state.access_decision = decision
     try:
         refuse(decision)
@@ -96,7 +96,7 @@ def requested_action(method: str, path: str) -> str:
     return "view"
 
 
-def _model(request: Request) -> InMemoryAccessModel:
+def _model(request: Request) -> AccessModel:
     return request.app.state.access_model
 
 
@@ -118,7 +118,7 @@ def _settings(request: Request) -> StudyStoreSettings:
 
 StudyAccess = Annotated[AccessDecision, Depends(study_access)]
 ReaderStudyAccess = Annotated[AccessDecision, Depends(reader_study_access)]
-AccessModelDep = Annotated[InMemoryAccessModel, Depends(_model)]
+AccessModelDep = Annotated[AccessModel, Depends(_model)]
 AccessLogDep = Annotated[AccessLog, Depends(_access_log)]
 EventStoreDep = Annotated[EventStore, Depends(_store)]
 DatabaseDep = Annotated[AsyncDatabase, Depends(_db)]

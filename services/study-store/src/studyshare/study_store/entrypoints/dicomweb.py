@@ -54,8 +54,8 @@ def study_version(app: FastAPI) -> Callable[[str], Hashable]:
     """The access model's copy of a study changes with every batch of instances stored."""
 
     def version(study_uid: str) -> Hashable:
-        studies = getattr(getattr(app.state, "access_model", None), "studies", None)
-        study = studies.get(study_uid) if studies is not None else None
+        model = getattr(app.state, "access_model", None)
+        study = model.peek_study(study_uid) if model is not None else None
         return None if study is None else (study.get("seq"), study.get("instance_count"))
 
     return version

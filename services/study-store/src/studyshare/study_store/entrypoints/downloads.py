@@ -199,6 +199,6 @@ async def uploaded_together(
     together = [
         uid
         for uid in await stores.index.studies_uploaded_with(study_uid)
-        if uid == study_uid or model.decide(principal, uid).images
+        if uid == study_uid or (await model.decide(principal, uid)).images
     ]
     return UploadedTogether(study_uid=study_uid, study_uids=together or [study_uid])

@@ -61,9 +61,9 @@ async def search_studies(
         accession_number=AccessionNumber,
     )
     model = request.app.state.access_model
-    uids = set(search.visible_study_uids(model, principal))
+    uids = set(await search.visible_study_uids(model, principal))
     if StudyInstanceUID:
-        uids &= real_study_uids(request.app.state, StudyInstanceUID.split(","))
+        uids &= await real_study_uids(request.app.state, StudyInstanceUID.split(","))
     results, found = await search.search_studies(
         stores, model.decide, principal, uids, filters, base_url(request), limit, offset
     )

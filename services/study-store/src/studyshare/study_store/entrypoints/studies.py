@@ -4,6 +4,7 @@ break-the-glass. Every access is registered in the study logging (`AccessLog`)."
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -15,7 +16,7 @@ from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentPrincipal, CurrentUser
 from studyshare.plumbing.http import problem_responses
-from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.adapters.access_model import AccessModel
 from studyshare.study_store.adapters.report_archive import ReportArchive
 from studyshare.study_store.domain.anonymize import AnonymizationKey
 from studyshare.study_store.domain.exceptions import (
@@ -66,14 +67,14 @@ def _date(raw: str | None) -> date | None:
     return date.fromisoformat(raw) if raw else None
 
 
-def _message_state(
-    model: InMemoryAccessModel, principal: AccessClaims, uid: str, buckets: list[dict[str, Any]]
+async def _message_state(
+    model: AccessModel, principal: AccessClaims, uid: str, buckets: list[dict[str, Any]]
 ) -> Literal["none", "unread", "read"]:
     """Unread until the caller opened the study after the newest share carrying a message."""
     shared = [aware_utc(b.get("shared_at")) for b in buckets if b.get("has_message")]
     if not shared:
         return "none"
-    read_at = aware_utc(model.reads.get((principal.sub, uid)))
+    read_at = await model.opened_at(principal.sub, uid)
     newest = max((t for t in shared if t is not None), default=None)
     if read_at is None or (newest is not None and newest > read_at):
         return "unread"
@@ -89,8 +90,8 @@ def _key(decision: AccessDecision, study: dict[str, Any], secret: str) -> Anonym
     )
 
 
-def _summary(
-    model: InMemoryAccessModel,
+async def _summary(
+    model: AccessModel,
     principal: AccessClaims,
     study: dict[str, Any],
     decision: AccessDecision,
@@ -99,7 +100,8 @@ def _summary(
     **extra: Any,
 ) -> Any:
     uid = study["study_uid"]
-    buckets = model.usable_buckets(principal, uid)
+    buckets = await model.usable_buckets(principal, uid)
+    message_state = await _message_state(model, principal, uid, buckets)
     anonymized = decision.anonymized
     labels = [b["label"] for b in buckets if b.get("label")]
     key = _key(decision, study, secret)
@@ -111,7 +113,7 @@ def _summary(
             modalities=list(study.get("modalities", ())),
             label=labels[0] if labels else None,
             urgent=any(b.get("urgent") for b in buckets),
-            message_state=_message_state(model, principal, uid, buckets),
+            message_state=message_state,
             valid_until=decision.valid_until,
             access=AccessView.of(decision),
             **extra,
@@ -128,7 +130,7 @@ def _summary(
         department_id=study.get("department_id"),
         label=labels[0] if labels else None,
         urgent=any(b.get("urgent") for b in buckets),
-        message_state=_message_state(model, principal, uid, buckets),
+        message_state=message_state,
         valid_until=decision.valid_until,
         has_report=bool(study.get("report_version")) and decision.report != "none",
         access=AccessView.of(decision),
@@ -195,38 +197,57 @@ async def list_studies(
 ) -> StudyList:
     if not model.fresh:
         raise AccessDecisionsUnavailable("access decisions are temporarily unavailable")
-    # Studies certainly open and never anonymized (own department's, own, or all for the
-    # service desk) are filtered on their metadata and decided only when on the page shown:
-    # a department's whole archive costs no decision per study.
-    certain = model.certainly_open(principal)
-    rows: list[tuple[dict[str, Any], AccessDecision | None]] = []
-    for uid in certain | model.candidate_studies(principal):
-        study = model.studies.get(uid)
-        if study is None or "study_uid" not in study:
-            continue
-        decision = None if uid in certain else model.decide(principal, uid)
-        if (decision is None or decision.images) and _matches(
-            study,
-            decision or _CLEAR,
-            patient_id,
-            date_from,
-            date_to,
-            modality,
-            q,
-            settings.anonymization_secret,
+    secret = settings.anonymization_secret
+    page = Page(offset + limit)
+
+    def consider(study: dict[str, Any], decision: AccessDecision | None) -> None:
+        if "study_uid" in study and _matches(
+            study, decision or _CLEAR, patient_id, date_from, date_to, modality, q, secret
         ):
-            rows.append((study, decision))
-    rows.sort(key=lambda r: (r[0].get("study_date") or "", r[0]["study_uid"]), reverse=True)
+            page.add((study.get("study_date") or "", study["study_uid"]), (study, decision))
+
+    # Studies certainly open and never anonymized (own department's, own, or all for the
+    # service desk) are streamed and filtered on their metadata, decided only when on the page
+    # shown: a department's whole archive costs no decision, and is never held whole.
+    certain = model.certain(await model.subject(principal))
+    async for study in model.certain_studies(principal):
+        consider(study, None)
+    others = sorted(await model.candidate_studies(principal))
+    decisions = await model.decide_many(principal, others)
+    for uid, study in (await model.studies(others)).items():
+        if not model.is_certain(certain, study) and decisions[uid].images:
+            consider(study, decisions[uid])
     items = []
     listed: list[AccessDecision] = []
-    for study, decision in rows[offset : offset + limit]:
-        decision = decision or model.decide(principal, study["study_uid"])
+    for study, decision in page.slice(offset):
+        decision = decision or await model.decide(principal, study["study_uid"])
         if decision.images:
-            items.append(_summary(model, principal, study, decision, settings.anonymization_secret))
+            items.append(await _summary(model, principal, study, decision, secret))
             listed.append(decision)
     if access_log is not None:  # each study on the page is registered as listed
         await asyncio.gather(*(access_log.record(d, principal, "list") for d in listed))
-    return StudyList(items=items, total=len(rows), offset=offset, limit=limit)
+    return StudyList(items=items, total=page.total, offset=offset, limit=limit)
+
+
+class Page:
+    """The newest `size` rows of many, by key, and how many there were (memory: `size`)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.total = 0
+        self._heap: list[tuple[Any, int, Any]] = []
+
+    def add(self, key: Any, row: Any) -> None:
+        self.total += 1
+        entry = (key, self.total, row)
+        if len(self._heap) < self.size:
+            heapq.heappush(self._heap, entry)
+        elif key > self._heap[0][0]:
+            heapq.heapreplace(self._heap, entry)
+
+    def slice(self, offset: int) -> list[Any]:
+        """Rows `offset` onwards, newest first."""
+        return [row for _, _, row in sorted(self._heap, key=lambda e: e[0], reverse=True)][offset:]
 
 
 _CLEAR = AccessDecision(
@@ -254,9 +275,11 @@ async def get_study(
     access_log: AccessLogDep,
     settings: SettingsDep,
 ) -> StudyDetail:
-    study = model.studies[study_uid]
-    buckets = model.usable_buckets(principal, study_uid)
-    detail = _summary(
+    study = await model.study(study_uid)
+    if study is None:  # gone since the decision (a new generation of the read model)
+        raise AccessDecisionsUnavailable("access decisions are temporarily unavailable")
+    buckets = await model.usable_buckets(principal, study_uid)
+    detail = await _summary(
         model,
         principal,
         study,
@@ -424,8 +447,10 @@ async def put_report(
 # -- reference numbers -----------------------------------------------------------------------
 
 
-def _ref_view(model: InMemoryAccessModel, doc: dict[str, Any]) -> ReferenceNumberView:
-    complies = model.reference_complies(doc)
+async def _ref_view(model: AccessModel, doc: dict[str, Any] | None) -> ReferenceNumberView:
+    if doc is None:  # issued here a moment ago: folded in at once, so only a replay drops it
+        raise AccessDecisionsUnavailable("access decisions are temporarily unavailable")
+    complies = await model.reference_complies(doc)
     now = model.clock()
     valid_from, valid_to = doc.get("valid_from"), doc.get("valid_to")
     in_time = (valid_from is None or aware_utc(valid_from) <= now) and (
@@ -459,8 +484,9 @@ def _ref_view(model: InMemoryAccessModel, doc: dict[str, Any]) -> ReferenceNumbe
 async def list_reference_numbers(
     study_uid: str, principal: CurrentUser, model: AccessModelDep
 ) -> ReferenceNumberList:
-    refs.manager(model, principal, study_uid)
-    return ReferenceNumberList(items=[_ref_view(model, d) for d in model.references_of(study_uid)])
+    await refs.manager(model, principal, study_uid)
+    docs = await model.references_of(study_uid)
+    return ReferenceNumberList(items=[await _ref_view(model, d) for d in docs])
 
 
 @router.post(
@@ -487,7 +513,7 @@ async def issue_reference_number(
         patient_mobile=body.patient_mobile,
         reference_number=body.reference_number.upper() if body.reference_number else None,
     )
-    return _ref_view(model, model.refs[number])
+    return await _ref_view(model, await model.reference(number))
 
 
 @router.post(
@@ -500,7 +526,9 @@ async def regenerate_reference_numbers(
     study_uid: str, principal: CurrentUser, model: AccessModelDep, store: EventStoreDep
 ) -> RegeneratedReferenceNumbers:
     issued = await refs.regenerate(store, model, principal, study_uid)
-    return RegeneratedReferenceNumbers(issued=[_ref_view(model, model.refs[n]) for n in issued])
+    return RegeneratedReferenceNumbers(
+        issued=[await _ref_view(model, await model.reference(n)) for n in issued]
+    )
 
 
 @router.delete(
@@ -577,7 +605,7 @@ async def break_glass(
         body.reason,
         timedelta(hours=settings.break_glass_hours),
     )
-    decision = model.decide(principal, study_uid)
+    decision = await model.decide(principal, study_uid)
     return BreakTheGlassResult(
         study_uid=study_uid,
         valid_until=envelope.payload["valid_until"],

@@ -12,4 +12,8 @@ from studyshare.study_store.settings import StudyStoreSettings
 
 def projections(settings: ServiceSettings) -> list[Projection]:
     assert isinstance(settings, StudyStoreSettings)
-    return [AccessDecisions(), DepartmentEndpoints(), *reactions(settings)]
+    return [
+        AccessDecisions(settings.anonymization_secret),
+        DepartmentEndpoints(),
+        *reactions(settings),
+    ]

@@ -29,7 +29,7 @@ from studyshare.contracts.topics import TOPIC_BY_NAME, topic_for_aggregate
 from studyshare.plumbing.followers import BarrierOutcome, FollowerRegistry
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.projection import GenerationPointer, ProjectionRunner, collection_name
-from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.adapters.access_model import AccessModel
 from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION
 from studyshare.study_store.domain.exceptions import BarrierEventsRefused
 
@@ -61,7 +61,7 @@ class AccessBarrier:
     def __init__(
         self,
         db: AsyncDatabase,
-        model: InMemoryAccessModel,
+        model: AccessModel,
         registry: FollowerRegistry,
         runner: ProjectionRunner,
         *,

@@ -13,7 +13,7 @@ from studyshare.plumbing.aggregate import Events
 from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.logging import get_logger
-from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.adapters.access_model import AccessModel
 from studyshare.study_store.domain.break_glass import break_the_glass
 from studyshare.study_store.domain.exceptions import BreakTheGlassNotAllowed
 
@@ -22,14 +22,14 @@ log = get_logger(__name__)
 
 async def break_glass(
     store: Events,
-    model: InMemoryAccessModel,
+    model: AccessModel,
     principal: AccessClaims,
     study_uid: str,
     reason: str,
     duration: timedelta,
 ) -> EventEnvelope:
-    study = model.studies.get(study_uid)
-    glass = model.break_glass_facts(principal, study_uid)
+    study = await model.study(study_uid)
+    glass = await model.break_glass_facts(principal, study_uid)
     try:
         event = break_the_glass(
             kind=principal.kind,
@@ -38,7 +38,7 @@ async def break_glass(
             study_uid=study_uid,
             department_id=study.get("department_id") if study else None,
             reason=reason,
-            current=model.decide(principal, study_uid),
+            current=await model.decide(principal, study_uid),
             glass=glass,
             now=model.clock(),
             duration=duration,

@@ -1,7 +1,7 @@
 """Reference number commands: issue, regenerate, revoke, set the pincode.
 
 Each appends to the number's own stream (`ref_<number>`) and folds the event into the API's
-in-memory access model at once, so a revoked number stops opening the study on the next request.
+access model at once, so a revoked number stops opening the study on the next request.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from studyshare.plumbing.aggregate import Events, Repository
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.sealing import seal_pincode
-from studyshare.study_store.adapters.access_model import InMemoryAccessModel
+from studyshare.study_store.adapters.access_model import AccessModel
 from studyshare.study_store.domain.exceptions import ReferenceNumberTaken, StudyNotFound
 from studyshare.study_store.domain.reference_numbers import (
     ReferenceNumber,
@@ -29,16 +29,16 @@ from studyshare.study_store.domain.reference_numbers import (
 log = get_logger(__name__)
 
 
-def _study(model: InMemoryAccessModel, study_uid: str) -> dict[str, Any]:
-    study = model.studies.get(study_uid)
+async def _study(model: AccessModel, study_uid: str) -> dict[str, Any]:
+    study = await model.study(study_uid)
     if study is None:
         raise StudyNotFound("no such study")
     return study
 
 
-def manager(model: InMemoryAccessModel, principal: AccessClaims, study_uid: str) -> Actor:
+async def manager(model: AccessModel, principal: AccessClaims, study_uid: str) -> Actor:
     """Check the caller manages this study's reference numbers; the actor they act as."""
-    study = _study(model, study_uid)
+    study = await _study(model, study_uid)
     role = check_may_manage(
         tuple(principal.roles),
         tuple(principal.department_ids),
@@ -55,7 +55,7 @@ def _birth_date(study: dict[str, Any]) -> date | None:
 
 async def issue(
     store: Events,
-    model: InMemoryAccessModel,
+    model: AccessModel,
     principal: AccessClaims,
     study_uid: str,
     *,
@@ -67,12 +67,12 @@ async def issue(
 ) -> str:
     """Issue one number: generated per the department's current rule, or the given one (which
     is flagged when it breaks the rule), valid as the department allows. Returns the number."""
-    actor = manager(model, principal, study_uid)
+    actor = await manager(model, principal, study_uid)
     check_validity(valid_from, valid_to)
-    study = _study(model, study_uid)
+    study = await _study(model, study_uid)
     department_id = study.get("department_id")
-    rule = model.reference_rule(department_id)
-    policy = model.departments.get(department_id or "", {})
+    rule = await model.reference_rule(department_id)
+    policy = await model.department(department_id)
     valid_from, valid_to = validity_as_allowed(
         datetime.now(UTC),
         valid_from,
@@ -115,12 +115,12 @@ async def issue(
 
 async def revoke(
     store: Events,
-    model: InMemoryAccessModel,
+    model: AccessModel,
     principal: AccessClaims,
     study_uid: str,
     number: str,
 ) -> None:
-    actor = manager(model, principal, study_uid)
+    actor = await manager(model, principal, study_uid)
     _, envelopes = await Repository(store, ReferenceNumber).execute(
         stream_id(number), lambda ref: ref.revoke(study_uid, principal.sub), actor
     )
@@ -128,15 +128,15 @@ async def revoke(
 
 
 async def regenerate(
-    store: Events, model: InMemoryAccessModel, principal: AccessClaims, study_uid: str
+    store: Events, model: AccessModel, principal: AccessClaims, study_uid: str
 ) -> list[str]:
     """Replace every usable-looking number that breaks the department's current rule by a new
     one with the same validity; issue one when the study is left without a usable number."""
-    manager(model, principal, study_uid)
+    await manager(model, principal, study_uid)
     issued: list[str] = []
-    active = [r for r in model.references_of(study_uid) if not r.get("revoked")]
+    active = [r for r in await model.references_of(study_uid) if not r.get("revoked")]
     for ref in active:
-        if model.reference_complies(ref):
+        if await model.reference_complies(ref):
             continue
         number = ref["reference_number"]
         # The mobile stays in the number's own stream (the read model keeps only that one exists).
@@ -155,16 +155,19 @@ async def regenerate(
                 clamp_validity=True,
             )
         )
-    if not any(
-        model.reference_complies(r) and not r.get("revoked") for r in model.references_of(study_uid)
-    ):
+    usable = [
+        r
+        for r in await model.references_of(study_uid)
+        if not r.get("revoked") and await model.reference_complies(r)
+    ]
+    if not usable:
         issued.append(await issue(store, model, principal, study_uid))
     return issued
 
 
 async def set_pincode(
     store: Events,
-    model: InMemoryAccessModel,
+    model: AccessModel,
     principal: AccessClaims,
     study_uid: str,
     number: str,
@@ -172,7 +175,7 @@ async def set_pincode(
     identity_public_key: str,
 ) -> None:
     """The pincode is stored and travels (in `PincodeSet`) only sealed to identity's key."""
-    actor = manager(model, principal, study_uid)
+    actor = await manager(model, principal, study_uid)
     sealed = seal_pincode(number, pincode, identity_public_key)
     _, envelopes = await Repository(store, ReferenceNumber).execute(
         stream_id(number),

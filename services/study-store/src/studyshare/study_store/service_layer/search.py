@@ -7,7 +7,7 @@ routes register the studies found in the study logging.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from studyshare.access_policy.decision import AccessDecision
@@ -31,22 +31,22 @@ from studyshare.study_store.service_layer.retrieval import (
 
 
 class AccessModel(Protocol):
-    """What a search asks of the access model (`adapters.access_model.InMemoryAccessModel`)."""
+    """What a search asks of the access model (`adapters.access_model.AccessModel`)."""
 
     @property
     def fresh(self) -> bool: ...
 
-    def visible_studies(self, principal: AccessClaims) -> Iterable[str]: ...
+    async def visible_studies(self, principal: AccessClaims) -> Iterable[str]: ...
 
-    def decide(self, principal: AccessClaims, study_uid: str) -> AccessDecision: ...
+    async def decide(self, principal: AccessClaims, study_uid: str) -> AccessDecision: ...
 
 
-def visible_study_uids(model: AccessModel, principal: AccessClaims) -> Iterable[str]:
+async def visible_study_uids(model: AccessModel, principal: AccessClaims) -> Iterable[str]:
     """The study UIDs the caller may open, from the access model (503 while it may not
     decide: an empty answer would look like revoked access)."""
     if not model.fresh:
         raise AccessDecisionsUnavailable("access decisions are temporarily unavailable")
-    return model.visible_studies(principal)
+    return await model.visible_studies(principal)
 
 
 def index_query(filters: StudyFilters) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def index_query(filters: StudyFilters) -> dict[str, Any]:
 
 async def search_studies(
     stores: DicomStores,
-    decide: Callable[[AccessClaims, str], AccessDecision],
+    decide: Callable[[AccessClaims, str], Awaitable[AccessDecision]],
     principal: AccessClaims,
     uids: set[str],
     filters: StudyFilters,
@@ -79,7 +79,7 @@ async def search_studies(
     found: list[AccessDecision] = []
     skipped = 0
     async for doc in stores.index.search_studies(uids, query):
-        decision = decide(principal, doc["_id"])
+        decision = await decide(principal, doc["_id"])
         if not decision.images:
             continue
         key = anonymization(decision, stores.settings.anonymization_secret, doc.get("patient_id"))
