@@ -119,6 +119,8 @@ async def test_a_follower_that_keeps_lagging_makes_the_logout_say_so(live: Api):
         while not stop.is_set():
             await poll(live, "share:lagging", after=0, wait_s=0.1, lease_s=1)
 
+    # registered before the logout (else the barrier may find no follower to wait for)
+    await poll(live, "share:lagging", after=0, wait_s=0.1, lease_s=1)
     task = asyncio.create_task(lagging())
     try:
         response = await live.client.post("/api/auth/logout", headers=headers)
