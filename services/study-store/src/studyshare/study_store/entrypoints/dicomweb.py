@@ -10,9 +10,9 @@ retrieval is registered with `app.state.access_log.record(decision, principal, a
 
 What these routes need from the rest of the study store (the access half):
 - the app's lifespan calls `await install_dicom(app, db, settings)` once;
-- `app.state.access_model.decide(principal, study_uid) -> AccessDecision` (via
-  `ReaderStudyAccess`);
-- `app.state.access_model.visible_studies(principal) -> Iterable[str]`: the study UIDs the
+- `await app.state.access_model.decide(principal, study_uid) -> AccessDecision` (via
+  `ReaderStudyAccess`), `.peek_study(study_uid)` (the study document it holds, if any);
+- `await app.state.access_model.visible_studies(principal) -> Iterable[str]`: the study UIDs the
   caller may open (QIDO-RS searches only those, then asks `decide` for each);
 - `app.state.access_log.record(decision, principal, action)` (sync or async), action one of
   view | metadata | instances | rendered | download | forward.
