@@ -25,7 +25,7 @@ from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.projection import ProjectionContext, collection_name
 from studyshare.study_store.adapters.instances import INSTANCES
 from studyshare.study_store.adapters.projections import AccessDecisions
-from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION, Doc, fold
+from studyshare.study_store.adapters.read_models import ACCESS_PROJECTION, Doc, fold, names_of
 
 GRANTS = (1, 100, 10_000)
 FILLERS = 1_000
@@ -82,16 +82,15 @@ def documents(start: int, stop: int, study: Doc, bucket: Doc) -> list[Doc]:
             seq=2 * n + 1,
         )
         b = copy.copy(bucket)
-        recipients = _recipients(n)
         b.update(
             _id=f"bucket:bkt_{n}",
             bucket_id=f"bkt_{n}",
             study_uids=[uid],
-            recipients=recipients,
-            holder_ids=sorted(r["recipient_id"] for r in recipients),
+            recipients=_recipients(n),
             _v=[[f"bkt_{n}", 1]],
             seq=2 * n + 2,
         )
+        b["holder_ids"] = sorted(names_of(b))  # as the fold derives it
         out += (s, b)
     return out
 

@@ -80,19 +80,15 @@ async def test_the_barrier_waits_for_every_follower_and_out_waits_a_dead_one(har
     shared = h.events(study_shared("bkt_b3", [UID], [("usr_doc", "user")]), "bkt_b3")
     await h.project(shared)
     registry = FollowerRegistry(h.db[ACCESS_FOLLOWERS], poll_s=0.01)
-    other = AccessModel(
-        MongoAccessDocuments(h.db),
-        refresh_interval_s=0.05,
-        lease_s=3.0,
-        registry=registry,
-        follower_id="other",
-    )
-    dead = AccessModel(
-        MongoAccessDocuments(h.db),
-        refresh_interval_s=0.05,
-        lease_s=3.0,
-        registry=registry,
-        follower_id="dead",
+    other, dead = (
+        AccessModel(
+            MongoAccessDocuments(h.db),
+            refresh_interval_s=0.05,
+            lease_s=3.0,
+            registry=registry,
+            follower_id=name,
+        )
+        for name in ("other", "dead")
     )
     await other.start()
     await dead.start()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -30,17 +30,16 @@ async def find_in(
     collection: AsyncCollection,
     field: str,
     values: Iterable[Any],
-    query: Mapping[str, Any] | None = None,
     projection: Mapping[str, Any] | None = None,
+    *,
+    extra: Mapping[str, Any] | None = None,
     session: AsyncClientSession | None = None,
-) -> list[dict[str, Any]]:
-    """The documents whose `field` is one of `values` (and match `query`), read `IN_CHUNK`
-    values at a time."""
-    wanted = sorted(set(values))
-    found: list[dict[str, Any]] = []
-    for start in range(0, len(wanted), IN_CHUNK):
-        chunk = wanted[start : start + IN_CHUNK]
-        match = chunk[0] if len(chunk) == 1 else {"$in": chunk}
-        cursor = collection.find({**(query or {}), field: match}, projection, session=session)
-        found += await cursor.to_list()
-    return found
+    chunk: int = IN_CHUNK,
+) -> AsyncIterator[dict[str, Any]]:
+    """Documents whose `field` is one of `values` (and match `extra`), `chunk` values per
+    `$in`, streamed: every `$in` on a hot path goes through here."""
+    ordered = sorted(set(values))
+    for start in range(0, len(ordered), chunk):
+        query = {field: {"$in": ordered[start : start + chunk]}, **(extra or {})}
+        async for doc in collection.find(query, projection, session=session):
+            yield doc

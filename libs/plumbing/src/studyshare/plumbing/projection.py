@@ -144,7 +144,7 @@ class ProjectionRunner:
         ids = list({e.aggregate_id for e in envelopes})
         last = {
             doc["_id"]: doc["v"]
-            for doc in await find_in(checkpoints, "_id", ids, session=ctx.session)
+            async for doc in find_in(checkpoints, "_id", ids, session=ctx.session)
         }
         seen = dict(last)
         fresh: list[EventEnvelope] = []

@@ -16,11 +16,11 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from studyshare.audit.adapters.batching import find_in
 from studyshare.audit.domain.chain import GENESIS, LEDGER_HEAD, Ledger, seal
 from studyshare.audit.domain.entries import build_entry
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.topics import TOPICS
+from studyshare.plumbing.mongo import find_in
 from studyshare.plumbing.projection import (
     GenerationPointer,
     Projection,

@@ -12,7 +12,6 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from studyshare.audit.adapters.batching import find_in
 from studyshare.audit.adapters.projections import (
     ENTRIES,
     HEADS,
@@ -24,6 +23,7 @@ from studyshare.audit.adapters.projections import (
 from studyshare.audit.domain.alerts import BURST_EVENT_TYPES, bursts, single_event_alerts
 from studyshare.audit.domain.chain import GENESIS, LEDGER_HEAD, ChainVerifier, Ledger, seal
 from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.mongo import find_in
 from studyshare.plumbing.projection import GenerationPointer, collection_name
 from studyshare.plumbing.unit_of_work import MongoUnitOfWork, Session
 

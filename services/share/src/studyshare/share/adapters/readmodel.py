@@ -212,8 +212,8 @@ class DirectoryReader:
     async def _many(self, collection: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         if not ids:
             return {}
-        found = await find_in(await self.pointer.collection(collection), "_id", ids)
-        return {doc["_id"]: doc for doc in found}
+        found = find_in(await self.pointer.collection(collection), "_id", ids)
+        return {doc["_id"]: doc async for doc in found}
 
     async def user(self, user_id: str) -> dict[str, Any] | None:
         return _named(await self._one("users", user_id))
@@ -234,9 +234,7 @@ class DirectoryReader:
         if not batch_ids:
             return []
         studies = await self.pointer.collection("studies")
-        return [
-            d["_id"] for d in await find_in(studies, "upload_batch_id", batch_ids, {}, {"_id": 1})
-        ]
+        return [d["_id"] async for d in find_in(studies, "upload_batch_id", batch_ids, {"_id": 1})]
 
     async def groups_of(self, user_id: str) -> list[str]:
         cursor = (await self.pointer.collection("groups")).find({"member_ids": user_id}, {"_id": 1})
@@ -251,8 +249,8 @@ class DirectoryReader:
         if not pairs:
             return set()
         ids = [f"{user_id}|{uid}" for user_id, uid in sorted(pairs)]
-        found = await find_in(await self.pointer.collection("opened"), "_id", ids)
-        return {(doc["user_id"], doc["study_uid"]) for doc in found}
+        found = find_in(await self.pointer.collection("opened"), "_id", ids)
+        return {(doc["user_id"], doc["study_uid"]) async for doc in found}
 
     async def policy(self, department_id: str | None) -> tuple[DepartmentPolicy, str | None]:
         """The department's policy (documented defaults when it set none) and its country."""

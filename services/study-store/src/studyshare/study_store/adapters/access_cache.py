@@ -106,7 +106,7 @@ class AccessCache:
                 if doc is not None:
                     found[doc_id] = doc
                 self.hits += 1
-            elif doc_id not in found:
+            else:
                 missing.append(doc_id)
         if missing:
             self.misses += len(missing)
@@ -131,7 +131,8 @@ class AccessCache:
         ids = self._lookups.get(key)
         if ids is None:
             self.misses += 1
-            return await self._read(key, lambda: self._read_lookup(key))
+            read = await self._read(key, lambda: self._read_lookups(kind, field, [value]))
+            return read[value]
         self._lookups.move_to_end(key)
         self.hits += 1
         docs = await self.docs(ids)
@@ -140,26 +141,8 @@ class AccessCache:
     async def lookups(self, kind: str, field: str, values: Sequence[str]) -> None:
         """Read the cached lookups of many values together (those not held yet)."""
         wanted = sorted({v for v in values if (kind, field, v) not in self._lookups})
-        if not wanted:
-            return
-        moves = self.moves
-        found: dict[str, set[str]] = {v: set() for v in wanted}
-        for doc in await self.source.where(kind, field, wanted):
-            current = self._overlaid(doc["_id"], doc)
-            if current is None or moves != self.moves:
-                continue
-            self._keep(current)
-            for value in values_of(current, field):
-                if str(value) in found:
-                    found[str(value)].add(doc["_id"])
-        if moves != self.moves:
-            return
-        for value, ids in found.items():
-            self._lookups[(kind, field, value)] = ids | self._pending_keys.get(
-                (kind, field, value), set()
-            )
-        while len(self._lookups) > self.max_lookups:
-            self._lookups.popitem(last=False)
+        if wanted:
+            await self._read_lookups(kind, field, wanted)
 
     def overlaid(self, doc: Doc) -> Doc:
         """A document read elsewhere, with this process's fresh events on it."""
@@ -170,22 +153,11 @@ class AccessCache:
         field), read from the database each time (lists, not decisions), this process's own
         fresh events folded in."""
         moves = self.moves
-        docs = {d["_id"]: d for d in await self.source.where(kind, field, values)}
-        local = {
-            doc_id
-            for value in (values if field is not None else ("",))
-            for doc_id in self._pending_keys.get((kind, field or "", value), ())
-        }
-        docs.update(await self._stored(local - set(docs)))
-        out = []
-        for doc_id, doc in docs.items():
-            current = self._overlaid(doc_id, doc)
-            if current is None:
-                continue
-            if moves == self.moves:
-                self._keep(current)
-            out.append(current)
-        return out
+        found = await self._fresh(kind, field, values)
+        if moves == self.moves:
+            for doc in found.values():
+                self._keep(doc)
+        return list(found.values())
 
     # -- reading from the source ------------------------------------------------------------
 
@@ -223,34 +195,43 @@ class AccessCache:
                 found[doc_id] = doc
         return found
 
-    async def _read_lookup(self, key: Key) -> dict[str, Doc]:
-        kind, field, value = key
+    async def _read_lookups(
+        self, kind: str, field: str, values: Sequence[str]
+    ) -> dict[str, dict[str, Doc]]:
+        """The documents naming each of `values`, read now; kept, with the lookups, only if
+        the follower read nothing meanwhile."""
         moves = self.moves
-        read = await self.source.where(kind, field, [value])
-        found: dict[str, Doc] = {}
-        for doc in read:
-            current = self._overlaid(doc["_id"], doc)
-            if current is not None:
-                found[doc["_id"]] = current
-        local = set(self._pending_keys.get(key, ())) - set(found)
-        for doc_id, doc in (await self._stored(local)).items():
-            if (current := self._overlaid(doc_id, doc)) is not None:
-                found[doc_id] = current
+        found: dict[str, dict[str, Doc]] = {value: {} for value in values}
+        for doc_id, doc in (await self._fresh(kind, field, values)).items():
+            for value in map(str, values_of(doc, field)):
+                if value in found:
+                    found[value][doc_id] = doc
         if moves == self.moves:
-            for doc in found.values():
-                self._keep(doc)
-            self._lookups[key] = set(found)
+            for value, docs in found.items():
+                for doc in docs.values():
+                    self._keep(doc)
+                self._lookups[(kind, field, value)] = set(docs)
             while len(self._lookups) > self.max_lookups:
                 self._lookups.popitem(last=False)
         return found
 
-    async def _stored(self, ids: set[str]) -> dict[str, Doc | None]:
-        """The stored copies of documents this process changed itself (None: not stored yet);
-        the lookups find them by what its own events wrote, which the stored copy may lack."""
-        if not ids:
-            return {}
-        stored = {d["_id"]: d for d in await self.source.by_ids(sorted(ids))}
-        return {doc_id: stored.get(doc_id) for doc_id in ids}
+    async def _fresh(self, kind: str, field: str | None, values: Sequence[str]) -> dict[str, Doc]:
+        """Documents of `kind` naming one of `values` in `field` (all of the kind without a
+        field), read now, this process's fresh events folded in. Its own documents are found by
+        what its events wrote, which the stored copy may lack (or not be stored yet)."""
+        docs: dict[str, Doc | None] = {
+            d["_id"]: d for d in await self.source.where(kind, field, values)
+        }
+        local = {
+            doc_id
+            for value in (values if field is not None else ("",))
+            for doc_id in self._pending_keys.get((kind, field or "", value), ())
+        }
+        missing = sorted(local - set(docs))
+        if missing:
+            stored = {d["_id"]: d for d in await self.source.by_ids(missing)}
+            docs.update({doc_id: stored.get(doc_id) for doc_id in missing})
+        return {i: c for i, d in docs.items() if (c := self._overlaid(i, d)) is not None}
 
     def _keep(self, doc: Doc | None, doc_id: str | None = None) -> None:
         doc_id = doc_id or (doc or {})["_id"]

@@ -16,7 +16,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.contracts.envelope import EventEnvelope
-from studyshare.plumbing.mongo import IN_CHUNK, find_in
+from studyshare.plumbing.mongo import find_in
 from studyshare.plumbing.projection import GenerationPointer, collection_name
 from studyshare.study_store.adapters.read_models import (
     ACCESS_PROJECTION,
@@ -94,15 +94,12 @@ class MongoAccessDocuments:
         return await self.docs.find({"seq": {"$gt": seq}}).sort("seq", ASCENDING).to_list()
 
     async def by_ids(self, ids: Sequence[str]) -> list[Doc]:
-        return await find_in(self.docs, "_id", ids)
+        return [doc async for doc in find_in(self.docs, "_id", ids)]
 
     async def where(
         self, kind: str, field: str | None, values: Sequence[str], fields: Sequence[str] = ()
     ) -> list[Doc]:
-        if field is None:
-            return await self.docs.find({"kind": kind}, _projection(fields)).to_list()
-        found = await find_in(self.docs, field, values, projection=_projection(fields))
-        return [doc for doc in found if doc.get("kind") == kind]
+        return [doc async for doc in self.stream(kind, field, values, fields)]
 
     async def stream(
         self, kind: str, field: str | None, values: Sequence[str], fields: Sequence[str] = ()
@@ -111,12 +108,9 @@ class MongoAccessDocuments:
             async for doc in self.docs.find({"kind": kind}, _projection(fields)):
                 yield doc
             return
-        wanted = sorted(set(values))
-        for start in range(0, len(wanted), IN_CHUNK):
-            query = {field: {"$in": wanted[start : start + IN_CHUNK]}}
-            async for doc in self.docs.find(query, _projection(fields)):
-                if doc.get("kind") == kind:
-                    yield doc
+        async for doc in find_in(self.docs, field, values, _projection(fields)):
+            if doc.get("kind") == kind:
+                yield doc
 
 
 def _projection(fields: Sequence[str]) -> dict[str, int] | None:

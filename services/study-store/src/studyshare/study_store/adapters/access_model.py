@@ -54,7 +54,7 @@ from studyshare.plumbing.followers import JOINING, FollowerRegistry, Lease
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.access_cache import AccessCache
 from studyshare.study_store.adapters.access_documents import AccessDocuments
-from studyshare.study_store.adapters.read_models import Doc
+from studyshare.study_store.adapters.read_models import Doc, names_of
 from studyshare.study_store.domain.viewer import ViewerClaims, narrowed
 
 log = get_logger(__name__)
@@ -106,14 +106,6 @@ ALL_STUDIES: Certain = ((None, ()),)
 
 def _uid(study: Doc) -> str:
     return study.get("study_uid") or study["_id"].split(":", 1)[1]
-
-
-def names_of(doc: Doc) -> set[str]:
-    """Everyone a bucket document names: its recipients and the accounts holding them."""
-    return {
-        *(r["recipient_id"] for r in doc.get("recipients", ())),
-        *(doc.get("accepted") or {}).values(),
-    }
 
 
 class AccessModel:

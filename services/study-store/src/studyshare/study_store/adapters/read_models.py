@@ -181,15 +181,18 @@ def fold(docs: Docs, envelope: EventEnvelope) -> str | None:
     if payload is None or handler is None:
         return None
     handler(doc, payload, envelope)
-    if kind == "bucket":  # everyone it names, for "the buckets shared with X" (indexed)
-        doc["holder_ids"] = sorted(
-            {
-                *(r["recipient_id"] for r in doc.get("recipients", ())),
-                *(doc.get("accepted") or {}).values(),
-            }
-        )
+    if kind == "bucket":  # for "the buckets shared with X" (indexed)
+        doc["holder_ids"] = sorted(names_of(doc))
     docs[doc_id] = doc
     return doc_id
+
+
+def names_of(bucket: Doc) -> set[str]:
+    """Everyone a bucket document names: its recipients and the accounts holding them."""
+    return {
+        *(r["recipient_id"] for r in bucket.get("recipients", ())),
+        *(bucket.get("accepted") or {}).values(),
+    }
 
 
 def remap(doc: Doc, anonymization_secret: str) -> None:
