@@ -163,7 +163,7 @@ async def test_a_share_is_one_trace_from_the_request_through_the_relay_to_every_
         kafka = producer(settings)
         await kafka.start()
         try:
-            assert await OutboxRelay(mongo_db, kafka, settle_s=0).drain() >= 1
+            assert await OutboxRelay(mongo_db, kafka).drain() >= 1
         finally:
             await kafka.stop()
         for worker in workers:

@@ -1126,7 +1126,7 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 ],
             ),
             (
-                "Relay failures and late events",
+                "Relay failures and rescans",
                 "short",
                 [
                     (
@@ -1134,8 +1134,8 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                         "{{service}} failed batches",
                     ),
                     (
-                        f"sum by (service) (increase(studyshare_relay_swept_total{RATE}))",
-                        "{{service}} swept late",
+                        f"sum by (service) (increase(studyshare_relay_rescans_total{RATE}))",
+                        "{{service}} rescans (position lost)",
                     ),
                 ],
             ),

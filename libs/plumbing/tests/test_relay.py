@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from studyshare.plumbing import relay as relay_module
 from studyshare.plumbing.eventstore import EventStore, to_document
 from studyshare.plumbing.kafka import producer
-from studyshare.plumbing.relay import OutboxRelay, position
+from studyshare.plumbing.relay import OutboxRelay
 from studyshare.plumbing.testing import unique
 
 from .conftest import otp_failures
@@ -57,29 +56,18 @@ async def published(real_infra, buckets, count, timeout=30.0):
 
 
 async def newest_event(db):
-    return await db.events.find_one(
-        {}, sort=[("recorded_at", -1), ("aggregate_id", -1), ("aggregate_version", -1)]
-    )
+    return await db.events.find_one({}, sort=[("recorded_at", -1)])
 
 
 async def _checkpoint(db):
     return await db.relay_checkpoints.find_one({"_id": "relay"})
 
 
-def position_of(checkpoint):
-    return position(
-        {
-            "recorded_at": checkpoint["recorded_at"],
-            "aggregate_id": checkpoint["aggregate_id"],
-            "aggregate_version": checkpoint["version"],
-        }
-    )
-
-
 async def checkpointed(db, event) -> bool:
-    """Whether the relay's checkpoint has reached `event`."""
+    """Whether the relay's checkpoint has passed `event` (the newest of the outbox)."""
     checkpoint = await _checkpoint(db)
-    return checkpoint is not None and position_of(checkpoint) >= position(event)
+    newest = checkpoint and checkpoint["newest"].replace(tzinfo=UTC)
+    return newest is not None and newest >= event["recorded_at"].replace(tzinfo=UTC)
 
 
 def versions_by_bucket(messages):
@@ -92,11 +80,9 @@ def versions_by_bucket(messages):
 async def test_relay_publishes_every_event_keyed_by_aggregate_in_order(real_infra, store, kafka):
     buckets = [unique("bkt") for _ in range(3)]
     await append_rounds(store, buckets, range(1, 21))
-    relay = OutboxRelay(store.db, kafka, batch_size=7, settle_s=0.05)
-    await asyncio.sleep(0.1)
+    relay = OutboxRelay(store.db, kafka, batch_size=7)
     assert await relay.drain() == 60
-    assert await relay.drain() == 0, "nothing is sent twice by the forward scan"
-    assert await relay.sweep() == 0, "the sweep finds nothing missing"
+    assert await relay.drain() == 0, "nothing is sent twice"
 
     messages = await published(real_infra, buckets, 60)
     partitions = defaultdict(set)
@@ -146,11 +132,10 @@ async def test_relay_killed_mid_batch_loses_nothing_and_duplicates_apply_once(
 async def test_a_restarted_relay_resumes_after_its_checkpoint(real_infra, store, kafka):
     first, second = unique("bkt"), unique("bkt")
     await store.append(otp_failures(first, 3))
-    assert await OutboxRelay(store.db, kafka, settle_s=0).drain() == 3
-    await asyncio.sleep(6)  # longer than the relay's first read span
+    assert await OutboxRelay(store.db, kafka).drain() == 3
     await store.append(otp_failures(second, 2))
     await store.append(otp_failures(first, 1, start=4))
-    assert await OutboxRelay(store.db, kafka, settle_s=0).drain() == 3
+    assert await OutboxRelay(store.db, kafka).drain() == 3
 
     messages = await published(real_infra, [first, second], 6)
     assert sorted((e.aggregate_id, e.aggregate_version) for *_, e in messages) == sorted(
@@ -158,19 +143,19 @@ async def test_a_restarted_relay_resumes_after_its_checkpoint(real_infra, store,
     )
 
 
-async def test_a_relay_without_checkpoint_scans_a_large_outbox_then_follows_windows(
-    real_infra, store, kafka, monkeypatch
+async def test_a_relay_without_checkpoint_scans_the_outbox_then_follows_its_commits(
+    real_infra, store, kafka
 ):
-    """More events than the first scan reads: the scan publishes the first FIRST_READ in
-    insertion order, the windows carry on after its newest position; each aggregate's
-    versions arrive in order, and every message lands on the partition the producer's
-    default partitioner picks for its key."""
-    monkeypatch.setattr(relay_module, "FIRST_READ", 25)
+    """A fresh relay scans what the outbox holds, then follows the stream of its commits from
+    before the scan; each aggregate's versions arrive in order, and every message lands on the
+    partition the producer's default partitioner picks for its key."""
     buckets = [unique("bkt") for _ in range(4)]
-    await append_rounds(store, buckets, range(1, 16))
-    relay = OutboxRelay(store.db, kafka, batch_size=10, settle_s=0)
-    assert await relay._publish_scan() == 25, "the first scan reads FIRST_READ events"
-    assert await relay.drain() == 35, "the windows carry on after the scan"
+    await append_rounds(store, buckets, range(1, 11))
+    relay = OutboxRelay(store.db, kafka, batch_size=10)
+    assert await relay.drain() == 40, "the scan"
+    await append_rounds(store, buckets, range(11, 16))
+    assert await relay.drain() == 20, "the stream, after the scan"
+    assert await relay.drain() == 0
     partitions = sorted(await kafka.partitions_for("share.events"))
 
     messages = await published(real_infra, buckets, 60)
@@ -179,56 +164,65 @@ async def test_a_relay_without_checkpoint_scans_a_large_outbox_then_follows_wind
     assert versions_by_bucket(messages) == {b: list(range(1, 16)) for b in buckets}
 
 
-async def test_a_scan_cut_short_leaves_no_later_inserted_event_behind_its_checkpoint(
-    real_infra, store, kafka, monkeypatch
+async def test_an_event_recorded_before_the_checkpoint_and_committed_after_it_is_published(
+    real_infra, store, kafka
 ):
-    """Events inserted after the last one the first scan reads can sort before it: stamped
-    in the same millisecond with a smaller aggregate id, or stamped earlier and committed
-    later (within the settle window). The windows publish both; nothing goes out twice."""
-    monkeypatch.setattr(relay_module, "FIRST_READ", 3)
-    stamp = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
-    buckets = sorted(unique("bkt") for _ in range(5))
-    stamps = [stamp - timedelta(milliseconds=100)] + [stamp] * 4
-    for bucket, recorded in reversed(list(zip(buckets, stamps, strict=True))):
-        await store.events.insert_one(to_document(otp_failures(bucket, 1)[0], recorded))
-    relay = OutboxRelay(store.db, kafka, settle_s=0.25)
-    assert await relay._publish_scan() == 3, "the scan reads the three inserted first"
-    assert await relay.drain() == 2, "the windows publish the two inserted after them"
-    assert await relay.drain() == 0
-    assert await relay.sweep() == 0, "nothing left for the sweep"
-
-    messages = await published(real_infra, buckets, 5)
-    assert sorted(e.aggregate_id for *_, e in messages) == buckets, "each event once"
-
-
-async def test_an_event_committed_behind_the_checkpoint_is_swept_up(real_infra, store, kafka):
-    """An append that commits later than the settle window, behind the checkpoint: the
-    forward read has passed its time, the sweep publishes it, once."""
+    """Commit order, not the time an event was stamped: an append stamped before the newest
+    event the relay has published, committed after it, is published next, once."""
     early, late = unique("bkt"), unique("bkt")
     await store.append(otp_failures(early, 3))
-    relay = OutboxRelay(store.db, kafka, settle_s=0)
+    relay = OutboxRelay(store.db, kafka)
     assert await relay.drain() == 3
-    stamp = (await _checkpoint(store.db))["recorded_at"] - timedelta(seconds=1)
+    stamp = (await _checkpoint(store.db))["newest"] - timedelta(seconds=1)
     await store.events.insert_one(to_document(otp_failures(late, 1)[0], stamp))
-    assert await relay.drain() == 0, "behind the checkpoint: the forward read passes it by"
-    assert await relay.sweep() == 1
-    assert await relay.sweep() == 0, "swept once"
+    assert await relay.drain() == 1
+    assert await relay.drain() == 0, "once"
 
     messages = await published(real_infra, [late], 1)
     assert [(e.aggregate_id, e.aggregate_version) for *_, e in messages] == [(late, 1)]
+
+
+@pytest.mark.parametrize("checkpoint", ["position of another database", "time-window relay"])
+async def test_a_relay_whose_position_is_gone_rescans_what_it_may_not_have_published(
+    real_infra, store, kafka, checkpoint
+):
+    """The database cannot resume from the checkpoint's position (its log no longer holds it,
+    or the database was restored or moved), or the checkpoint is the former time-window
+    relay's: the relay rescans the events recorded since `rescan_s` before the checkpoint's
+    newest and follows the stream on; older events are not sent again."""
+    old, recent = unique("bkt"), unique("bkt")
+    now = datetime.now(UTC).replace(microsecond=0)
+    for bucket, age in ((old, timedelta(hours=1)), (recent, timedelta(minutes=3))):
+        await store.events.insert_one(to_document(otp_failures(bucket, 1)[0], now - age))
+    newest = now - timedelta(minutes=1)
+    document = (
+        {"position": {"_data": "00"}, "newest": newest}
+        if checkpoint == "position of another database"
+        else {"recorded_at": newest, "aggregate_id": recent, "version": 1}
+    )
+    await store.db.relay_checkpoints.insert_one({"_id": "relay", **document})
+    relay = OutboxRelay(store.db, kafka, rescan_s=150)
+    assert await relay.drain() == 1, "the recent event, rescanned"
+    await store.append(otp_failures(recent, 1, start=2))
+    assert await relay.drain() == 1, "then the stream"
+
+    messages = await published(real_infra, [old, recent], 2)
+    assert sorted((e.aggregate_id, e.aggregate_version) for *_, e in messages) == [
+        (recent, 1),
+        (recent, 2),
+    ]
 
 
 async def test_a_failed_publish_is_sent_again_from_the_checkpoint_in_order(
     real_infra, store, kafka
 ):
     """The broker refuses a batch while newer events are appended: the running relay goes
-    back to its checkpoint and sends that batch again before the newer events (the sweep
-    would only catch it up after them, out of order)."""
+    back to its checkpoint and sends that batch again before the newer events."""
     from aiokafka.errors import KafkaConnectionError
 
     buckets = [unique("bkt") for _ in range(3)]
     await append_rounds(store, buckets, range(1, 11))
-    relay = OutboxRelay(store.db, kafka, settle_s=0, idle_poll_s=0.01)
+    relay = OutboxRelay(store.db, kafka)
     enqueue, refused = relay._enqueue, []
 
     async def refused_once(docs):
@@ -254,20 +248,20 @@ async def test_a_failed_publish_is_sent_again_from_the_checkpoint_in_order(
     )
 
 
-async def test_a_quiet_relay_wakes_up_when_an_event_is_appended(real_infra, store, kafka):
-    """No polling while quiet (poll interval 60 s here): the outbox's change stream wakes the
-    relay, which publishes the new event once it has settled."""
+async def test_a_quiet_relay_publishes_an_appended_event_at_once(real_infra, store, kafka):
+    """No polling and no settle wait: the outbox's stream of commits hands the running relay
+    a new event as soon as it has committed."""
     bucket = unique("bkt")
-    relay = OutboxRelay(store.db, kafka, settle_s=0.25, idle_poll_s=60, sweep_interval_s=60)
+    relay = OutboxRelay(store.db, kafka)
     running = asyncio.create_task(relay.run())
     try:
-        assert await eventually(lambda: asyncio.sleep(0, relay._watching), timeout=30)
-        await asyncio.sleep(0.5)  # the relay is idle, waiting
+        assert await eventually(lambda: _checkpoint(store.db), timeout=30)
+        await asyncio.sleep(1.5)  # the relay is idle, waiting
         await store.append(otp_failures(bucket, 2))
         appended = asyncio.get_running_loop().time()
         last = await store.events.find_one({"aggregate_id": bucket, "aggregate_version": 2})
-        assert await eventually(lambda: checkpointed(store.db, last), timeout=20, interval=0.02)
-        assert asyncio.get_running_loop().time() - appended < 10, "woken, not polled"
+        assert await eventually(lambda: checkpointed(store.db, last), timeout=20, interval=0.01)
+        assert asyncio.get_running_loop().time() - appended < 1.0, "at once"
     finally:
         relay.stop()
         await running

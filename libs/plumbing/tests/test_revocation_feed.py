@@ -44,7 +44,7 @@ async def publish_logout(db, settings: ServiceSettings, user_id: str, session_id
     kafka = producer(settings)
     await kafka.start()
     try:
-        relay = OutboxRelay(db, kafka, settle_s=0.01)
+        relay = OutboxRelay(db, kafka)
         await asyncio.sleep(0.05)
         assert await relay.drain() == 1
     finally:

@@ -109,8 +109,7 @@ class ServiceCLI:
                 client[settings.database_name],
                 kafka,
                 batch_size=settings.relay_batch_size,
-                idle_poll_s=settings.relay_idle_poll_ms / 1000,
-                settle_s=settings.relay_settle_ms / 1000,
+                rescan_s=settings.relay_rescan_s,
             )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):

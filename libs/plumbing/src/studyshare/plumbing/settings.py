@@ -156,8 +156,12 @@ class ServiceSettings(BaseSettings):
     )
 
     relay_batch_size: int = Field(default=2000, ge=1)
-    relay_settle_ms: int = Field(default=250, ge=0)
-    relay_idle_poll_ms: int = Field(default=50, ge=1)
+    relay_rescan_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="a relay whose position is gone rescans events recorded this long before its "
+        "newest: the longest a transaction stays open (60 s on MongoDB) and clock skew",
+    )
     consumer_batch_size: int = Field(default=200, ge=1)
     consumer_batch_within_s: float = Field(default=0.05, gt=0)
     consumer_lag_interval_s: float = Field(

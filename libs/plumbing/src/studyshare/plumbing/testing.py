@@ -211,7 +211,7 @@ async def publish_events(infra: Infra, envelopes, db=None) -> None:
         kafka = producer(infra.settings())
         await kafka.start()
         try:
-            await OutboxRelay(db, kafka, settle_s=0).drain()
+            await OutboxRelay(db, kafka).drain()
         finally:
             await kafka.stop()
     finally:

@@ -179,3 +179,27 @@ def end_all(spans: Sequence[trace.Span], error: BaseException | None = None) -> 
             span.record_exception(error)
             span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
         span.end()
+
+
+def producer_span(
+    carrier: Mapping[str, str] | None,
+    topic: str,
+    partition: int,
+    headers: list[tuple[str, bytes]],
+    **attributes: Any,
+) -> trace.Span | None:
+    """For a message whose event was appended inside a trace (`carrier`, stored with it): a
+    producer span, child of that context, whose own context is added to `headers`."""
+    parent = context_from_carrier(carrier)
+    if parent is None:
+        return None
+    span = tracer().start_span(
+        f"{topic} publish",
+        context=parent,
+        kind=trace.SpanKind.PRODUCER,
+        attributes=messaging_attributes(
+            topic, "publish", **{"messaging.destination.partition.id": str(partition)}, **attributes
+        ),
+    )
+    headers.extend(carrier_headers(trace.set_span_in_context(span)))
+    return span
