@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import REGISTRY
 
 from studyshare.plumbing.eventstore import EventStore, to_document
 from studyshare.plumbing.kafka import producer
@@ -213,11 +214,17 @@ async def test_a_relay_whose_position_is_gone_rescans_what_it_may_not_have_publi
     ]
 
 
+def behind() -> float:
+    """`studyshare_relay_behind_seconds` as /metrics shows it."""
+    return REGISTRY.get_sample_value("studyshare_relay_behind_seconds")
+
+
 async def test_a_failed_publish_is_sent_again_from_the_checkpoint_in_order(
     real_infra, store, kafka
 ):
     """The broker refuses a batch while newer events are appended: the running relay goes
-    back to its checkpoint and sends that batch again before the newer events."""
+    back to its checkpoint and sends that batch again before the newer events; meanwhile its
+    gauge shows it behind."""
     from aiokafka.errors import KafkaConnectionError
 
     buckets = [unique("bkt") for _ in range(3)]
@@ -236,8 +243,12 @@ async def test_a_failed_publish_is_sent_again_from_the_checkpoint_in_order(
     running = asyncio.create_task(relay.run())
     try:
         await eventually(lambda: asyncio.sleep(0, refused), timeout=30)
+        assert await eventually(lambda: asyncio.sleep(0, behind() > 0), timeout=5), (
+            "while failing, the relay is behind"
+        )
         last = await newest_event(store.db)
         assert await eventually(lambda: checkpointed(store.db, last), timeout=60)
+        assert await eventually(lambda: asyncio.sleep(0, behind() == 0), timeout=5)
     finally:
         relay.stop()
         await running

@@ -98,8 +98,8 @@ class OutboxRelay:
         BEHIND.set_function(self._behind)
 
     def _behind(self) -> float:
-        oldest = [*self._unacknowledged[:1], *filter(None, [self._failing_since])]
-        return (datetime.now(UTC) - min(oldest)).total_seconds() if oldest else 0.0
+        oldest = self._failing_since or next(iter(self._unacknowledged), None)
+        return 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
 
     async def drain(self) -> int:
         """Publish everything committed until now; how many events were sent."""
