@@ -323,8 +323,6 @@ def measure(sizes: tuple[int, ...] = SIZES) -> list[Curve]:
             )
             generated.add(size, 4 * (size - done) / seconds)
             done = size
-            with service(env, jwks_url, "share", SHARE_DATABASE, workdir) as (url, _, _):
-                shared = {g: sequential(f"{url}/api/shared-with-me", tokens[g]) for g in GRANTS}
             with service(env, jwks_url, "study_store", DATABASE, workdir) as (url, proc, ready):
                 status = proc_status(proc.pid)
                 api.add(size, ready, status["VmRSS"] / 1024, status["VmHWM"] / 1024)
@@ -336,8 +334,14 @@ def measure(sizes: tuple[int, ...] = SIZES) -> list[Curve]:
                 wrk(metadata, tokens[1], WRK_CONNECTIONS, DICOM_JSON)  # warm-up
                 for g in (g for g in GRANTS if g <= size):
                     decisions[size].add(g, *wrk(metadata, tokens[g], WRK_CONNECTIONS, DICOM_JSON))
+                studies = {
+                    g: sequential(f"{url}/api/studies", tokens[g]) for g in GRANTS if g <= size
+                }
+            with service(env, jwks_url, "share", SHARE_DATABASE, workdir) as (url, _, _):
                 for g in (g for g in GRANTS if g <= size):
-                    lists[size].add(g, sequential(f"{url}/api/studies", tokens[g]), shared[g])
+                    lists[size].add(
+                        g, studies[g], sequential(f"{url}/api/shared-with-me", tokens[g])
+                    )
         from bench import scale_audit, scale_relay  # they import this module
 
         audit = scale_audit.measure(env)
