@@ -185,9 +185,11 @@ class BucketReadModel:
         return [d async for d in cursor if d["unlimited"] or d["valid_until"] > now]
 
     async def due_for_expiry(self, now: datetime) -> list[str]:
-        cursor = self.buckets.find(
-            {"status": "active", "unlimited": False, "valid_until": {"$lte": now}}, {"_id": 1}
-        )
+        """Active buckets past `valid_until`, by the (status, valid_until) index. An unlimited
+        bucket has no `valid_until` (the domain refuses both), so `$lte` never matches it;
+        naming `unlimited` too made SecantusDB scan the whole collection (42 s at 10^6
+        buckets, each round of the expiry loop; 5 ms without)."""
+        cursor = self.buckets.find({"status": "active", "valid_until": {"$lte": now}}, {"_id": 1})
         return [doc["_id"] async for doc in cursor]
 
 
