@@ -110,3 +110,32 @@ async def test_each_study_has_its_place_in_the_share_and_a_share_can_be_asked_fo
     assert only["total"] == 2
     assert {i["study_uid"]: i["position"] for i in only["items"]} == {STUDY_C: 1, STUDY_A: 2}
     assert (await mine(env, "usr_r1", bucket_id="bkt_unknown"))["total"] == 0
+
+
+async def test_a_later_page_and_the_filters_see_what_the_first_page_sees(env):
+    """The list is filtered over the bucket views and read marks, and only its page is read
+    from the directory (issue 19): a later page has its studies' details, an anonymized study
+    is found by the UID its recipient sees (not by its own), and the unread filter pages too."""
+    await env.share(study_uids=[STUDY_A])
+    env.clock.now += timedelta(seconds=1)
+    anonymized = await env.share(study_uids=[STUDY_B], anonymize=True)
+    env.clock.now += timedelta(seconds=1)
+    await env.share(study_uids=[STUDY_C])
+    await env.seed(
+        StudyAccessed(study_uid=STUDY_C, action="view", via="grant", user_id="usr_r1"),
+        aggregate_ids=["acc_1"],
+    )
+    last = (await mine(env, "usr_r1", limit=1, offset=2))["items"]
+    assert [(i["study_uid"], i["description"], i["read"]) for i in last] == [
+        (STUDY_A, "CT thorax", False)
+    ]
+    [shown] = (await mine(env, "usr_r1", bucket_id=anonymized["bucket_id"]))["items"]
+    assert shown["study_uid"] != STUDY_B and shown["patient_initials"] == "Anonymous"
+    assert [
+        i["bucket_id"] for i in (await mine(env, "usr_r1", study_uid=shown["study_uid"]))["items"]
+    ] == [anonymized["bucket_id"]]
+    assert (await mine(env, "usr_r1", study_uid=STUDY_B))["total"] == 0
+    unread = await mine(env, "usr_r1", unread=True, limit=1, offset=1)
+    assert unread["total"] == 2 and [i["study_uid"] for i in unread["items"]] == [STUDY_A]
+    read = await mine(env, "usr_r1", unread=False)
+    assert [(i["study_uid"], i["read"]) for i in read["items"]] == [(STUDY_C, True)]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import re
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from studyshare.contracts.events.base import DomainEvent, registry
 
 AccessLevel = Literal["images", "images_report_read", "images_report_write"]
 RecipientKind = Literal["user", "group", "department", "email"]
+Language = Literal["en", "nl", "fr", "de"]
 
 
 class RecipientRef(BaseModel):
@@ -27,13 +29,66 @@ class RecipientRef(BaseModel):
 class Label(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    text: str
+    text: str = Field(min_length=1, max_length=100)
     scope: Literal["user", "group"] = "user"
 
 
+def _date_only(value: Any) -> Any:
+    """A date chosen without a time is written `YYYY-MM-DD` and nothing else."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a date without a time is written YYYY-MM-DD")
+    return value
+
+
+ValidUntil = Annotated[
+    AwareDatetime | Annotated[date, BeforeValidator(_date_only)] | None,
+    Field(
+        description="a moment with its UTC offset, or a date (YYYY-MM-DD) chosen without a "
+        "time: access then ends at the end of that day in the sending department's time zone",
+    ),
+]
+
+
+class ShareOptions(BaseModel):
+    """What a share grants and how it is sent, as the sender asks for it. Declared once, here:
+    the share API's request takes these fields (a share-again may override each), the command
+    and the domain's request carry them, `StudyShared` stores them as decided (a date became a
+    moment, a default a value) and every view of a bucket shows them, to its recipients too."""
+
+    access_level: AccessLevel
+    language: Language | None = Field(
+        default=None, description="the e-mail's; by default the recipients' (majority)"
+    )
+    valid_until: ValidUntil = None
+    unlimited: bool = False
+    anonymize: bool = False
+    allow_further_sharing: bool = False
+    allow_download: bool = False
+    two_factor: bool | None = Field(default=None, description="by default the sender's last")
+    send_mail: bool | None = Field(default=None, description="by default the sender's last")
+    urgent: bool = False
+    label: Label | None = None
+    message: str | None = Field(default=None, max_length=4000)
+
+
+class ShareParameters(ShareOptions):
+    """The options, and what only the sender and the study's administrators see: the reason,
+    and the sender's confirmations (the patient's consent, HIPAA)."""
+
+    reason: str = Field(default="", max_length=2000)
+    patient_agreed: bool = False
+    hipaa_confirmed: bool | None = None
+
+    def parameters(self) -> dict[str, Any]:
+        """The values of these fields alone (the models built on this one carry more)."""
+        return {name: getattr(self, name) for name in ShareParameters.model_fields}
+
+
 @registry.register
-class StudyShared(DomainEvent):
-    """A bucket was created: studies shared with recipients under one set of parameters.
+class StudyShared(ShareParameters, DomainEvent):
+    """A bucket was created: studies shared with recipients under one set of parameters
+    (`ShareParameters`) as decided: the five fields redeclared below hold the decision (the
+    language, the end of access, two-factor, the mail, the consent), no longer a request.
 
     v2 replaced the bare `recipient_ids` of v1 by typed `recipients` (see the upcaster below).
     """
@@ -47,21 +102,11 @@ class StudyShared(DomainEvent):
     sender_id: str
     sending_department_id: str | None = None
     parent_bucket_id: str | None = None
-    access_level: AccessLevel
-    reason: str
     language: str
     valid_until: datetime | None = None
-    unlimited: bool = False
-    anonymize: bool = False
-    allow_further_sharing: bool = False
-    allow_download: bool = False
     two_factor: bool = False
     send_mail: bool = True
-    urgent: bool = False
-    label: Label | None = None
-    message: str | None = None
-    patient_agreed: bool = True
-    hipaa_confirmed: bool | None = None
+    patient_agreed: bool = True  # a share is refused without it
 
 
 @registry.upcaster("StudyShared", from_version=1)

@@ -11,6 +11,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studyshare.contracts.envelope import EventEnvelope
+from studyshare.contracts.events.share import ShareOptions
 from studyshare.plumbing.mongo import find_in
 from studyshare.plumbing.projection import GenerationPointer
 from studyshare.share.adapters.projections import DIRECTORY
@@ -21,6 +22,8 @@ from studyshare.share.domain.model import (
 )
 
 BUCKETS = "buckets_view"
+#: what every view of a bucket shows of its parameters (`share_options`)
+SHOWN_OPTIONS = (*ShareOptions.model_fields, "report_access")
 OTP_CODES = "otp_codes"
 
 
@@ -32,22 +35,12 @@ def effective_report_access(bucket: Bucket) -> str:
 
 
 def share_options(bucket: Bucket) -> dict[str, Any]:
-    """What the sender chose for this share, as the bucket view and the confirmation show it."""
+    """What the sender chose for this share (`ShareOptions`, as decided), as every view of the
+    bucket and the confirmation show it, with the report access it amounts to."""
     s = bucket.s
-    return {
-        "access_level": s.access_level,
-        "report_access": effective_report_access(bucket),
-        "language": s.language,
-        "valid_until": s.valid_until,
-        "unlimited": s.unlimited,
-        "anonymize": s.anonymize,
-        "allow_further_sharing": s.allow_further_sharing,
-        "allow_download": s.allow_download,
-        "two_factor": s.two_factor,
-        "send_mail": s.send_mail,
-        "urgent": s.urgent,
+    return {name: getattr(s, name) for name in ShareOptions.model_fields} | {
         "label": s.label.model_dump() if s.label else None,
-        "message": s.message,
+        "report_access": effective_report_access(bucket),
     }
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import calendar
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from pydantic import ConfigDict, Field
+
 from studyshare.contracts.events.share import (
-    AccessLevel,
     AccessRevoked,
     BucketExpired,
     BucketLocked,
@@ -18,13 +19,13 @@ from studyshare.contracts.events.share import (
     FavoriteAdded,
     FavoriteRemoved,
     InvitationAccepted,
-    Label,
     LabelAdded,
     LabelRemoved,
     OTPFailed,
     OTPRequested,
     OTPVerified,
     RecipientRef,
+    ShareParameters,
     SharePreferencesRemembered,
     StudyShared,
 )
@@ -91,33 +92,19 @@ def end_of_day(day: date, zone: str) -> datetime:
     return datetime.combine(day, time(23, 59, 59), tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
-@dataclass(frozen=True)
-class ShareRequest:
-    """What the sender asked for, recipients already resolved (with their language)."""
+class ShareRequest(ShareParameters):
+    """What the sender asked for (`ShareParameters`), recipients already resolved (with their
+    language), and the sending department's policy; `None` for two-factor or sending the mail
+    means the default (off, on)."""
+
+    model_config = ConfigDict(frozen=True)
 
     bucket_id: str
     sender_id: str
     study_uids: tuple[str, ...]
     recipients: tuple[RecipientRef, ...]
-    access_level: AccessLevel
-    reason: str
-    patient_agreed: bool
-    language: str | None = None
-    valid_until: datetime | date | None = None
-    """A moment, or a date chosen without a time: the end of that day in the sending
-    department's time zone."""
-    unlimited: bool = False
-    label: Label | None = None
-    urgent: bool = False
-    anonymize: bool = False
-    allow_further_sharing: bool = False
-    allow_download: bool = False
-    message: str | None = None
-    two_factor: bool = False
-    send_mail: bool = True
-    hipaa_confirmed: bool | None = None
     sending_department_id: str | None = None
-    policy: DepartmentPolicy = field(default_factory=DepartmentPolicy)
+    policy: DepartmentPolicy = Field(default_factory=DepartmentPolicy)
     pacs_recipient_ids: tuple[str, ...] = ()
     """The department recipients that are a PACS (the share forwards the studies there)."""
 
@@ -269,28 +256,23 @@ def decide_share(request: ShareRequest, now: datetime, parent: Bucket | None = N
     valid_until, unlimited = decide_validity(request, now, parent)
     if valid_until is not None:  # whole seconds: the same instant in events and read models
         valid_until = valid_until.replace(microsecond=0)
+    decided = {
+        "reason": request.reason.strip(),
+        "language": request.language or mail_language(request.recipients),
+        "valid_until": valid_until,
+        "unlimited": unlimited,
+        "two_factor": bool(request.two_factor),
+        "send_mail": request.send_mail is not False,
+        "message": request.message or None,
+    }
     return StudyShared(
+        **(request.parameters() | decided),
         bucket_id=request.bucket_id,
         study_uids=tuple(dict.fromkeys(request.study_uids)),
         recipients=request.recipients,
         sender_id=request.sender_id,
         sending_department_id=request.sending_department_id,
         parent_bucket_id=parent.id if parent is not None else None,
-        access_level=request.access_level,
-        reason=request.reason.strip(),
-        language=request.language or mail_language(request.recipients),
-        valid_until=valid_until,
-        unlimited=unlimited,
-        anonymize=request.anonymize,
-        allow_further_sharing=request.allow_further_sharing,
-        allow_download=request.allow_download,
-        two_factor=request.two_factor,
-        send_mail=request.send_mail,
-        urgent=request.urgent,
-        label=request.label,
-        message=request.message or None,
-        patient_agreed=True,
-        hipaa_confirmed=request.hipaa_confirmed,
     )
 
 

@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
 
-from studyshare.contracts.events.share import Label
 from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.auth import CurrentUser
 from studyshare.plumbing.http import create_app as base_app
@@ -213,11 +212,6 @@ async def share_again(
     bucket_id: str, body: ShareAgainIn, user: CurrentUser, service: Service
 ) -> ShareOut:
     overrides = body.model_dump(exclude={"recipients"}, exclude_none=True)
-    if body.label is not None:
-        overrides["label"] = Label(**body.label.model_dump())
-    if body.add_to_favorites is not None:
-        overrides["add_to_favorites"] = tuple(body.add_to_favorites)
-    overrides["valid_until"] = body.valid_until
     result = await service.share_again(
         user, bucket_id, [r.to_input() for r in body.recipients], overrides
     )
@@ -327,14 +321,18 @@ async def shared_with_me(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> SharedWithMeOut:
-    items = await service.shared_with_me(
-        user, unread=unread, urgent=urgent, study_uid=study_uid, label=label, bucket_id=bucket_id
-    )
-    return SharedWithMeOut(
-        items=[SharedItemOut(**i) for i in items[offset : offset + limit]],
-        total=len(items),
+    items, total = await service.shared_with_me(
+        user,
+        unread=unread,
+        urgent=urgent,
+        study_uid=study_uid,
+        label=label,
+        bucket_id=bucket_id,
         limit=limit,
         offset=offset,
+    )
+    return SharedWithMeOut(
+        items=[SharedItemOut(**i) for i in items], total=total, limit=limit, offset=offset
     )
 
 

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import re
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from studyshare.contracts.events.share import AccessLevel, Label
+from studyshare.contracts.events.share import (
+    Language,
+    ShareOptions,
+    ShareParameters,
+    StudyShared,
+)
 from studyshare.share.service_layer.base import RecipientInput
 from studyshare.share.service_layer.sharing import ShareCommand
-
-Language = Literal["en", "nl", "fr", "de"]
 
 
 class RecipientIn(BaseModel):
@@ -42,71 +37,34 @@ class RecipientIn(BaseModel):
         return RecipientInput(self.kind, self.id, self.email, self.language)
 
 
-class LabelIn(BaseModel):
-    text: str = Field(min_length=1, max_length=100)
-    scope: Literal["user", "group"] = "user"
+def _optional(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s fields with their checks, each optional (`None`: as before)."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        kind = info.annotation | None
+        if info.metadata:
+            kind = Annotated.__class_getitem__((kind, *info.metadata))
+        fields[name] = (kind, Field(default=None, description=info.description))
+    return fields
 
 
-def _date_only(value: Any) -> Any:
-    """A date chosen without a time is written `YYYY-MM-DD` and nothing else."""
-    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        raise ValueError("a date without a time is written YYYY-MM-DD")
-    return value
+ShareAgainOptions = create_model(
+    "ShareAgainOptions",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="The share parameters a share-again may override (each left out keeps the bucket's).",
+    **_optional(ShareParameters),
+    add_to_favorites=(list[str] | None, Field(default=None, max_length=100)),
+)
 
 
-ValidUntil = Annotated[
-    AwareDatetime | Annotated[date, BeforeValidator(_date_only)] | None,
-    Field(
-        description="a moment with its UTC offset, or a date (YYYY-MM-DD) chosen without a "
-        "time: access then ends at the end of that day in the sending department's time zone",
-    ),
-]
-
-
-class ShareOptions(BaseModel):
-    """Parameters a share-again may override."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    access_level: AccessLevel | None = None
-    reason: str | None = Field(default=None, max_length=2000)
-    language: Language | None = None
-    valid_until: ValidUntil = None
-    unlimited: bool | None = None
-    label: LabelIn | None = None
-    urgent: bool | None = None
-    anonymize: bool | None = None
-    allow_further_sharing: bool | None = None
-    allow_download: bool | None = None
-    message: str | None = Field(default=None, max_length=4000)
-    two_factor: bool | None = None
-    send_mail: bool | None = None
-    add_to_favorites: list[str] | None = Field(default=None, max_length=100)
-
-
-class ShareIn(BaseModel):
-    """A share: studies, recipients and the parameters of the manuals."""
+class ShareIn(ShareParameters):
+    """A share: studies, recipients and the parameters of the manuals (`ShareParameters`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     study_uids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(max_length=500)
     recipients: list[RecipientIn] = Field(max_length=200)
-    access_level: AccessLevel
-    reason: str = Field(default="", max_length=2000)
-    language: Language | None = None
-    valid_until: ValidUntil = None
-    unlimited: bool = False
-    patient_agreed: bool = False
-    label: LabelIn | None = None
-    urgent: bool = False
-    anonymize: bool = False
-    allow_further_sharing: bool = False
-    allow_download: bool = False
     include_uploaded_together: bool = False
-    message: str | None = Field(default=None, max_length=4000)
-    two_factor: bool | None = None
-    send_mail: bool | None = None
-    hipaa_confirmed: bool | None = None
     add_to_favorites: list[str] = Field(default_factory=list, max_length=100)
     parent_bucket_id: str | None = Field(
         default=None, max_length=100, description="re-share: the bucket you received the studies in"
@@ -114,30 +72,16 @@ class ShareIn(BaseModel):
 
     def to_command(self) -> ShareCommand:
         return ShareCommand(
+            **self.parameters(),
             study_uids=tuple(self.study_uids),
             recipients=tuple(r.to_input() for r in self.recipients),
-            access_level=self.access_level,
-            reason=self.reason,
-            patient_agreed=self.patient_agreed,
-            language=self.language,
-            valid_until=self.valid_until,
-            unlimited=self.unlimited,
-            label=Label(**self.label.model_dump()) if self.label else None,
-            urgent=self.urgent,
-            anonymize=self.anonymize,
-            allow_further_sharing=self.allow_further_sharing,
-            allow_download=self.allow_download,
             include_uploaded_together=self.include_uploaded_together,
-            message=self.message,
-            two_factor=self.two_factor,
-            send_mail=self.send_mail,
-            hipaa_confirmed=self.hipaa_confirmed,
             add_to_favorites=tuple(self.add_to_favorites),
             parent_bucket_id=self.parent_bucket_id,
         )
 
 
-class ShareAgainIn(ShareOptions):
+class ShareAgainIn(ShareAgainOptions):  # type: ignore[misc,valid-type]
     recipients: list[RecipientIn] = Field(max_length=200)
 
 
@@ -150,9 +94,15 @@ class PersonOut(BaseModel):
     name: str | None = None
 
 
-class LabelOut(BaseModel):
-    text: str
-    scope: Literal["user", "group"]
+ShareOptionsOut = create_model(
+    "ShareOptionsOut",
+    __doc__="What the sender chose for a share (`ShareOptions`, as decided), and the report "
+    "access it amounts to (an anonymized share never opens the report).",
+    **{
+        name: (StudyShared.model_fields[name].annotation, ...) for name in ShareOptions.model_fields
+    },
+    report_access=(Literal["none", "read", "write"], ...),
+)
 
 
 class ConfirmationStudy(BaseModel):
@@ -169,25 +119,12 @@ class ConfirmationRecipient(BaseModel):
     language: str | None = None
 
 
-class Confirmation(BaseModel):
+class Confirmation(ShareOptionsOut):  # type: ignore[misc,valid-type]
     bucket_id: str
     parent_bucket_id: str | None
     sender: PersonOut
     studies: list[ConfirmationStudy]
     recipients: list[ConfirmationRecipient]
-    access_level: AccessLevel
-    report_access: Literal["none", "read", "write"]
-    valid_until: datetime | None
-    unlimited: bool
-    language: str
-    anonymize: bool
-    allow_further_sharing: bool
-    allow_download: bool
-    two_factor: bool
-    send_mail: bool
-    urgent: bool
-    label: LabelOut | None
-    message: str | None
     notes: list[str]
 
 
@@ -218,7 +155,7 @@ class BucketRecipientOut(BaseModel):
     )
 
 
-class BucketOut(BaseModel):
+class BucketOut(ShareOptionsOut):  # type: ignore[misc,valid-type]
     """A bucket as its sender, the study owner or an admin sees it (`reason` is hidden from
     recipients)."""
 
@@ -237,20 +174,7 @@ class BucketOut(BaseModel):
     study_uids: list[str]
     active_study_uids: list[str]
     recipients: list[BucketRecipientOut]
-    access_level: AccessLevel
-    report_access: Literal["none", "read", "write"]
     reason: str | None
-    language: str
-    valid_until: datetime | None
-    unlimited: bool
-    anonymize: bool
-    allow_further_sharing: bool
-    allow_download: bool
-    two_factor: bool
-    send_mail: bool
-    urgent: bool
-    label: LabelOut | None
-    message: str | None
     locked: bool
     expired: bool
     shared_at: datetime | None
@@ -274,7 +198,7 @@ class SentBucketsOut(BaseModel):
     offset: int
 
 
-class SharedItemOut(BaseModel):
+class SharedItemOut(ShareOptionsOut):  # type: ignore[misc,valid-type]
     bucket_id: str
     study_uid: str
     position: int = Field(
@@ -286,21 +210,10 @@ class SharedItemOut(BaseModel):
     patient_initials: str | None
     sender: PersonOut
     via: list[PersonOut]
-    message: str | None
     read: bool
     message_state: Literal["unread", "read"] | None = Field(
         description="red (unread) until the study is opened, then green (read)"
     )
-    label: LabelOut | None
-    urgent: bool
-    valid_until: datetime | None
-    unlimited: bool
-    access_level: AccessLevel
-    report_access: Literal["none", "read", "write"]
-    anonymize: bool
-    allow_download: bool
-    allow_further_sharing: bool
-    two_factor: bool
     locked: bool
     shared_at: datetime | None
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
-from studyshare.contracts.events.share import AccessLevel, Label, RecipientRef
+from pydantic import ConfigDict
+
+from studyshare.contracts.events.share import RecipientRef, ShareParameters
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.logging import get_logger
@@ -34,29 +36,14 @@ from studyshare.share.service_layer.base import (
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class ShareCommand:
+class ShareCommand(ShareParameters):
     """A share as the sender asked for it (the API's body, without HTTP)."""
+
+    model_config = ConfigDict(frozen=True)
 
     study_uids: tuple[str, ...]
     recipients: tuple[RecipientInput, ...]
-    access_level: AccessLevel
-    reason: str
-    patient_agreed: bool
-    language: str | None = None
-    valid_until: datetime | date | None = None
-    """A date without a time: the end of that day in the sending department's time zone."""
-    unlimited: bool = False
-    label: Label | None = None
-    urgent: bool = False
-    anonymize: bool = False
-    allow_further_sharing: bool = False
-    allow_download: bool = False
     include_uploaded_together: bool = False
-    message: str | None = None
-    two_factor: bool | None = None
-    send_mail: bool | None = None
-    hipaa_confirmed: bool | None = None
     add_to_favorites: tuple[str, ...] = ()
     parent_bucket_id: str | None = None
 
@@ -119,25 +106,11 @@ class Sharing(ShareBase):
         else:
             policy, _country = await self.directory.policy(sending_department)
         request = ShareRequest(
+            **(cmd.parameters() | {"two_factor": two_factor, "send_mail": send_mail}),
             bucket_id=new_id("bkt"),
             sender_id=principal.sub,
             study_uids=tuple(study_uids),
             recipients=recipients,
-            access_level=cmd.access_level,
-            reason=cmd.reason,
-            patient_agreed=cmd.patient_agreed,
-            language=cmd.language,
-            valid_until=cmd.valid_until,
-            unlimited=cmd.unlimited,
-            label=cmd.label,
-            urgent=cmd.urgent,
-            anonymize=cmd.anonymize,
-            allow_further_sharing=cmd.allow_further_sharing,
-            allow_download=cmd.allow_download,
-            message=cmd.message,
-            two_factor=two_factor,
-            send_mail=send_mail,
-            hipaa_confirmed=cmd.hipaa_confirmed,
             sending_department_id=sending_department,
             policy=policy,
             pacs_recipient_ids=pacs_recipients(recipients, known),
@@ -241,23 +214,11 @@ class Sharing(ShareBase):
         s = original.s
         now = self.clock()
         valid_until = s.valid_until if s.valid_until and s.valid_until > now else None
-        base: dict[str, Any] = dict(
+        base: dict[str, Any] = s.parameters() | dict(
             study_uids=tuple(original.active_study_uids),
             recipients=tuple(recipients),
-            access_level=s.access_level,
-            reason=s.reason,
-            patient_agreed=s.patient_agreed,
+            language=None,  # the new recipients' unless chosen
             valid_until=None if s.unlimited else valid_until,
-            unlimited=s.unlimited,
-            label=s.label,
-            urgent=s.urgent,
-            anonymize=s.anonymize,
-            allow_further_sharing=s.allow_further_sharing,
-            allow_download=s.allow_download,
-            message=s.message,
-            two_factor=s.two_factor,
-            send_mail=s.send_mail,
-            hipaa_confirmed=s.hipaa_confirmed,
             parent_bucket_id=s.parent_bucket_id,
         )
         if "valid_until" in overrides and overrides["valid_until"] is not None:

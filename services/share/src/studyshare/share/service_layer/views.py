@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from studyshare.contracts.tokens import AccessClaims
+from studyshare.share.adapters.readmodel import SHOWN_OPTIONS
 from studyshare.share.domain import exceptions
 from studyshare.share.domain.anonymized import anonymized_study
 from studyshare.share.domain.model import Bucket
@@ -93,7 +94,13 @@ class Views(ShareBase):
         study_uid: str | None = None,
         label: str | None = None,
         bucket_id: str | None = None,
-    ) -> list[dict[str, Any]]:
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """My list, the latest share first: each study of each bucket I hold (myself, my
+        groups, my departments) that the filters keep, a page of them and how many there
+        are. The filters read the bucket views (and the read marks, to filter on them); only
+        the page's studies and senders are read."""
         now = self.clock()
         own = [principal.sub, *principal.department_ids]
         groups, docs = await asyncio.gather(  # the user's groups while their own buckets load
@@ -102,72 +109,72 @@ class Views(ShareBase):
         keys = [principal.sub, *groups, *principal.department_ids]
         if groups:
             docs = newest_first(docs + await self.readmodel.held_by(groups, now))
-        if bucket_id is not None:
-            docs = [d for d in docs if d["_id"] == bucket_id]
-        uids = sorted({u for d in docs for u in d["active_study_uids"]})
+        entries = [
+            (d, uid)
+            for d in docs
+            if (bucket_id is None or d["_id"] == bucket_id)
+            and (urgent is None or d["urgent"] == urgent)
+            and (not label or (d["label"] or {}).get("text") == label)
+            for uid in d["active_study_uids"]
+            if not study_uid or self._shown_uid(d, uid) == study_uid
+        ]
+        if unread is not None:
+            read = await self.directory.opened(principal.sub, sorted({u for _, u in entries}))
+            entries = [(d, uid) for d, uid in entries if (uid in read) != unread]
+        page = entries[offset : offset + limit]
+        uids = sorted({uid for _, uid in page})
         studies, opened, senders = await asyncio.gather(  # independent reads
             self.directory.studies(uids),
             self.directory.opened(principal.sub, uids),
-            self.directory.users(sorted({d["sender_id"] for d in docs})),
+            self.directory.users(sorted({d["sender_id"] for d, _ in page})),
         )
-        items = []
-        for d in docs:
-            via = [
-                r
-                for r in d["recipients"]
-                if (r["recipient_id"] in keys or r.get("user_id") in keys) and not r["revoked"]
-            ]
-            for uid in d["active_study_uids"]:
-                study = studies.get(uid, {})
-                if d["anonymize"]:  # as the study store shows it (PS3.15 Annex E)
-                    study, shown_uid = anonymized_study(
-                        self.settings.anonymization_secret, d["_id"], uid, study
-                    )
-                else:
-                    shown_uid = uid
-                is_read = uid in opened
-                item = {
-                    "bucket_id": d["_id"],
-                    "study_uid": shown_uid,
-                    "position": d["study_uids"].index(uid) + 1 if uid in d["study_uids"] else 0,
-                    "description": study.get("description"),
-                    "study_date": study.get("study_date"),
-                    "patient_initials": "Anonymous"
-                    if d["anonymize"]
-                    else study.get("patient_initials"),
-                    "sender": {
-                        "id": d["sender_id"],
-                        "name": senders.get(d["sender_id"], {}).get("name"),
-                    },
-                    "via": [{"id": r["recipient_id"], "kind": r["kind"]} for r in via],
-                    "message": d["message"],
-                    "read": is_read,
-                    "message_state": None
-                    if not d["message"]
-                    else ("read" if is_read else "unread"),
-                    "label": d["label"],
-                    "urgent": d["urgent"],
-                    "valid_until": d["valid_until"],
-                    "unlimited": d["unlimited"],
-                    "access_level": d["access_level"],
-                    "report_access": d["report_access"],
-                    "anonymize": d["anonymize"],
-                    "allow_download": d["allow_download"],
-                    "allow_further_sharing": d["allow_further_sharing"],
-                    "two_factor": d["two_factor"],
-                    "locked": d["locked"],
-                    "shared_at": d["shared_at"],
-                }
-                if unread is not None and is_read == unread:
-                    continue
-                if urgent is not None and d["urgent"] != urgent:
-                    continue
-                if study_uid and shown_uid != study_uid:
-                    continue
-                if label and (d["label"] or {}).get("text") != label:
-                    continue
-                items.append(item)
-        return items
+        return [
+            self._shared_item(d, uid, studies.get(uid, {}), uid in opened, keys, senders)
+            for d, uid in page
+        ], len(entries)
+
+    def _shown_uid(self, d: dict[str, Any], uid: str) -> str:
+        """The study UID as the recipient sees it (remapped in an anonymized share)."""
+        if not d["anonymize"]:
+            return uid
+        return anonymized_study(self.settings.anonymization_secret, d["_id"], uid, {})[1]
+
+    def _shared_item(
+        self,
+        d: dict[str, Any],
+        uid: str,
+        study: dict[str, Any],
+        is_read: bool,
+        keys: list[str],
+        senders: dict[str, dict[str, Any]],
+    ) -> dict[str, Any]:
+        """One entry of my list: a study of a bucket I hold (via which of my keys)."""
+        if d["anonymize"]:  # as the study store shows it (PS3.15 Annex E)
+            study, shown_uid = anonymized_study(
+                self.settings.anonymization_secret, d["_id"], uid, study
+            )
+        else:
+            shown_uid = uid
+        via = [
+            r
+            for r in d["recipients"]
+            if (r["recipient_id"] in keys or r.get("user_id") in keys) and not r["revoked"]
+        ]
+        return {
+            "bucket_id": d["_id"],
+            "study_uid": shown_uid,
+            "position": d["study_uids"].index(uid) + 1 if uid in d["study_uids"] else 0,
+            "description": study.get("description"),
+            "study_date": study.get("study_date"),
+            "patient_initials": "Anonymous" if d["anonymize"] else study.get("patient_initials"),
+            "sender": {"id": d["sender_id"], "name": senders.get(d["sender_id"], {}).get("name")},
+            "via": [{"id": r["recipient_id"], "kind": r["kind"]} for r in via],
+            "read": is_read,
+            "message_state": None if not d["message"] else ("read" if is_read else "unread"),
+            **{name: d[name] for name in SHOWN_OPTIONS},
+            "locked": d["locked"],
+            "shared_at": d["shared_at"],
+        }
 
     async def sent_by_me(
         self,
