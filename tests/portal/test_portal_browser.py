@@ -92,6 +92,13 @@ class Page:
     def wait_text(self, text: str, timeout: float = WAIT_S) -> None:
         WebDriverWait(self.driver, timeout).until(lambda d: text in d.page_source)
 
+    def wait_text_in(self, css: str, text: str, timeout: float = WAIT_S) -> None:
+        """Until the element `css` shows `text`: not just any part of the page (the page
+        before a form's answer may name it too), and read again if it was swapped."""
+        WebDriverWait(
+            self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
+
     def fill(self, name: str, value: str) -> None:
         field = self.driver.find_element(By.NAME, name)
         field.clear()
