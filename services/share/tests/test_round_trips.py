@@ -96,3 +96,21 @@ def test_buckets_held_directly_and_through_a_group_merge_newest_first_once():
     via_group = [{"_id": "b2", "shared_at": day[1]}, {"_id": "b1", "shared_at": day[0]}]
     merged = newest_first(direct + via_group + [{"_id": "b0", "shared_at": None}])
     assert [d["_id"] for d in merged] == ["b3", "b2", "b1", "b0"]
+
+
+async def test_the_unread_filter_reads_the_read_marks_once(env):
+    """Filtering on unread reads the read marks of every entry; the page reuses them."""
+    await env.share()
+    for unread, marks in ((None, 1), (True, 1), (False, 1)):
+        params = {} if unread is None else {"unread": str(unread).lower()}
+        COUNTER.database, COUNTER.finds = env.db.name, []
+        try:
+            response = await env.client.get(
+                "/api/shared-with-me", params=params, headers=env.as_("usr_r1")
+            )
+        finally:
+            COUNTER.database = None
+        assert response.status_code == 200, response.text
+        opened = [f for f in COUNTER.finds if f.endswith(".opened")]
+        assert len(opened) == marks, (unread, COUNTER.finds)
+        assert response.json()["total"] == (0 if unread is False else 1)

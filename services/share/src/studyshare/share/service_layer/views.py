@@ -118,16 +118,18 @@ class Views(ShareBase):
             for uid in d["active_study_uids"]
             if not study_uid or self._shown_uid(d, uid) == study_uid
         ]
+        read: set[str] | None = None  # the read marks of every entry, when the filter needs them
         if unread is not None:
             read = await self.directory.opened(principal.sub, sorted({u for _, u in entries}))
             entries = [(d, uid) for d, uid in entries if (uid in read) != unread]
         page = entries[offset : offset + limit]
         uids = sorted({uid for _, uid in page})
-        studies, opened, senders = await asyncio.gather(  # independent reads
+        studies, senders, *page_read = await asyncio.gather(  # independent reads
             self.directory.studies(uids),
-            self.directory.opened(principal.sub, uids),
             self.directory.users(sorted({d["sender_id"] for d, _ in page})),
+            *([self.directory.opened(principal.sub, uids)] if read is None else []),
         )
+        opened = read if read is not None else page_read[0]
         return [
             self._shared_item(d, uid, studies.get(uid, {}), uid in opened, keys, senders)
             for d, uid in page
