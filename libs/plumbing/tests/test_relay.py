@@ -230,16 +230,16 @@ async def test_a_failed_publish_is_sent_again_from_the_checkpoint_in_order(
     buckets = [unique("bkt") for _ in range(3)]
     await append_rounds(store, buckets, range(1, 11))
     relay = OutboxRelay(store.db, kafka)
-    enqueue, refused = relay._enqueue, []
+    send, refused = relay._send, []
 
     async def refused_once(docs):
         if not refused:
             refused.append(len(docs))
             await append_rounds(store, buckets, [11])
             raise KafkaConnectionError("broker unavailable")
-        return await enqueue(docs)
+        return await send(docs)
 
-    relay._enqueue = refused_once
+    relay._send = refused_once
     running = asyncio.create_task(relay.run())
     try:
         await eventually(lambda: asyncio.sleep(0, refused), timeout=30)

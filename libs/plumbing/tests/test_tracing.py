@@ -8,7 +8,12 @@ import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from studyshare.plumbing import tracing
 from studyshare.plumbing.eventstore import to_document
@@ -34,6 +39,23 @@ def test_the_trace_context_of_a_message_is_read_from_its_headers() -> None:
         assert tracing.carrier_headers(context) == [("traceparent", parent.encode())]
     assert tracing.context_from_headers([("event_type", b"OTPFailed")]) is None
     assert tracing.context_from_headers(None) is None
+
+
+def test_spans_end_with_their_block_and_a_failed_block_marks_them_failed() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with pytest.raises(ConnectionError), tracing.ending([tracer.start_span("a")]):
+        raise ConnectionError("the broker is gone")
+    with tracing.ending([tracer.start_span("b"), tracer.start_span("c")]):
+        pass
+    ended = {span.name: span for span in exporter.get_finished_spans()}
+    assert sorted(ended) == ["a", "b", "c"]
+    assert ended["a"].status.status_code is StatusCode.ERROR
+    assert ended["a"].status.description == "ConnectionError"
+    assert [event.name for event in ended["a"].events] == ["exception"]
+    assert {ended[name].status.status_code for name in "bc"} == {StatusCode.UNSET}
 
 
 SPAN_IN_A_PROCESS = textwrap.dedent(

@@ -1,20 +1,15 @@
 """The outbox relay: publishes stored events to Kafka in commit order, at least once.
 
-The events collection is the outbox; the relay follows its change stream, where an appended
-event arrives once its transaction has committed, in commit order, at a position the database
-assigned at append time (the resume token). This is `eventsourcing`'s notification log without a
-counter bumped by every writer in its transaction (on MongoDB that makes concurrent commands
-conflict and run again: 109 commands/s instead of 395 at 20 concurrent writers, measured here).
-No later commit overtakes an appended event, so there is no settle wait and no sweep.
-
-Events go keyed by aggregate id to the partition the producer's partitioner picks (one aggregate,
-one partition, version order), in the producer's batches; each acknowledged batch moves the
-checkpoint past it (a crash in between re-sends it; consumers skip what they have applied).
-Without a checkpoint the relay takes a position, scans the outbox in insertion order, then
-follows from that position (what commits in between is sent twice). If the database's log no
-longer holds its position, it rescans from `rescan_s` before the newest event it published: no
-transaction stays open longer (`transactionLifetimeLimitSeconds`, 60 s, and clock skew).
-`studyshare_relay_behind_seconds`: age of the oldest event read and not yet acknowledged.
+It follows the outbox's (the events collection's) change stream, where an appended event
+arrives once its transaction commits, in commit order, at a position the database assigned (the
+resume token). A counter bumped by each append, as `eventsourcing`'s notification log has, would
+make concurrent commands conflict on MongoDB (109 instead of 395 commands/s at 20 writers).
+Events go keyed by aggregate id to the partition the producer's partitioner picks, in its
+batches; each acknowledged batch moves the checkpoint past it (a crash in between sends it
+again; consumers skip what they applied). Without a usable position (none yet, or one the
+database's log no longer holds) the relay takes one, scans the outbox from `rescan_s` before the
+newest event it published (no transaction stays open longer: `transactionLifetimeLimitSeconds`
+is 60 s), then follows.
 """
 
 from __future__ import annotations
@@ -22,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter as Tally
-from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -56,11 +50,8 @@ CHECKPOINTS = "relay_checkpoints"
 #: this database, restored or moved since (FailedToParse, InvalidResumeToken)
 POSITION_LOST = frozenset({9, 260, 280, 286})
 FOLLOW_WAIT_MS = 1000  # a following relay's wait for news: how soon it notices `stop`
-#: after an answer with no news (the database woke the stream for another collection's write),
-#: wait before asking again: a local database answers each of its writes to every stream
-EMPTY_ANSWER_PAUSE_S = 0.05
+EMPTY_ANSWER_PAUSE_S = 0.05  # a local database wakes every stream at each write: don't spin
 DRAIN_WAIT_MS = 20  # `drain`: nothing new within this wait means caught up
-IN_FLIGHT = 3  # batches handed to the producer and not yet acknowledged
 Batch = tuple[list[dict[str, Any]], dict[str, Any] | None]  # events, the position after them
 
 
@@ -70,7 +61,8 @@ def partition_for(key: bytes, partitions: tuple[int, ...]) -> int:
     return DefaultPartitioner()(key, list(partitions), list(partitions))
 
 
-def _utc(stamp: datetime) -> datetime:
+def recorded(docs: list[dict[str, Any]], pick: Any = min) -> datetime:
+    stamp = pick(d["recorded_at"] for d in docs)
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
@@ -85,21 +77,16 @@ class OutboxRelay:
         collection: str = EVENTS_COLLECTION,
         name: str = "relay",
     ) -> None:
-        self.events = db[collection]
-        self.checkpoints = db[CHECKPOINTS]
-        self.producer = producer
-        self.batch_size = batch_size
+        self.events, self.checkpoints = db[collection], db[CHECKPOINTS]
+        self.producer, self.batch_size, self.name = producer, batch_size, name
         self.rescan = timedelta(seconds=rescan_s)
-        self.name = name
         self._partitions: dict[str, tuple[int, ...]] = {}
-        self._unacknowledged: deque[datetime] = deque()  # the oldest event of each batch
-        self._failing_since: datetime | None = None
+        self._oldest: datetime | None = None  # read, not yet acknowledged (kept on a failure)
         self._stopping = asyncio.Event()
         BEHIND.set_function(self._behind)
 
     def _behind(self) -> float:
-        oldest = self._failing_since or next(iter(self._unacknowledged), None)
-        return 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+        return 0.0 if self._oldest is None else (datetime.now(UTC) - self._oldest).total_seconds()
 
     async def drain(self) -> int:
         """Publish everything committed until now; how many events were sent."""
@@ -130,11 +117,10 @@ class OutboxRelay:
                 log.warning("relay.position_lost", code=exc.code)
                 RESCANS.inc()
         newest = checkpoint.get("newest", checkpoint.get("recorded_at"))  # or the window relay's
-        since = None if newest is None else _utc(newest) - self.rescan
         opened = datetime.now(UTC)
         async with await self._watch(None, DRAIN_WAIT_MS) as stream:
             position = stream.resume_token
-        scanned = await self._publish(self._scan(since))
+        scanned = await self._publish(self._scan(None if newest is None else newest - self.rescan))
         await self._checkpoint(position, opened)
         return scanned + await self._publish(self._changes(position, follow))
 
@@ -148,56 +134,47 @@ class OutboxRelay:
 
     async def _scan(self, since: datetime | None) -> AsyncIterator[Batch]:
         """The outbox (recorded since `since`) in insertion order, in batches as the database
-        streams them (an exhaust cursor: no round trip per batch); naive UTC times cost half as
-        much to decode."""
+        streams them (an exhaust cursor); naive UTC times cost half as much to decode."""
         naive = self.events.codec_options.with_options(tz_aware=False, tzinfo=None)
         cursor = self.events.with_options(codec_options=naive).find(
             {} if since is None else {"recorded_at": {"$gte": since}},
             batch_size=self.batch_size,
             cursor_type=CursorType.EXHAUST,
         )
-        if since is not None:
-            cursor = cursor.hint([("$natural", 1)])
-        async with cursor:
+        async with cursor.hint([("$natural", 1)]) if since else cursor:
             while docs := await cursor.to_list(self.batch_size):
                 yield docs, None
 
     async def _changes(self, position: dict[str, Any], follow: bool) -> AsyncIterator[Batch]:
-        """The events committed after `position`, each batch what has arrived (up to
-        `batch_size`) with the position after it: read on while the previous batch is being
-        published. Without `follow`, until nothing new arrives within `DRAIN_WAIT_MS`."""
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(2 * self.batch_size)
+        """The events committed after `position`, in batches of what has arrived (read on while
+        the batch before is sent), each with the position after it. Without `follow`, until
+        nothing arrives within `DRAIN_WAIT_MS`."""
+        arrived: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(2 * self.batch_size)
 
         async def read(stream: AsyncChangeStream) -> None:
             try:
                 while not self._stopping.is_set():
-                    change = await stream.try_next()
-                    if change is not None:
-                        await queue.put(change)
+                    if (change := await stream.try_next()) is not None:
+                        await arrived.put(change)
                     elif not follow:
                         break
                     else:
                         await asyncio.sleep(EMPTY_ANSWER_PAUSE_S)
             finally:
-                await queue.put(None)
+                await arrived.put(None)  # the end
 
-        wait = FOLLOW_WAIT_MS if follow else DRAIN_WAIT_MS
-        async with await self._watch(position, wait) as stream:
-            reader = asyncio.create_task(read(stream))
+        async with await self._watch(position, FOLLOW_WAIT_MS if follow else DRAIN_WAIT_MS) as s:
+            reader = asyncio.create_task(read(s))
             try:
-                ended = False
-                while not ended:
-                    if queue.empty():
-                        yield [], None  # nothing has arrived: time to see the last batches home
-                    if (change := await queue.get()) is None:
-                        break
-                    changes = [change]
-                    while len(changes) < self.batch_size and not queue.empty():
-                        if (change := queue.get_nowait()) is None:
-                            ended = True
-                            break
+                changes: list[dict[str, Any]] = []
+                while (change := await arrived.get()) is not None or changes:
+                    if change is not None:
                         changes.append(change)
-                    yield [c["fullDocument"] for c in changes], changes[-1]["_id"]
+                    if change is None or arrived.empty() or len(changes) == self.batch_size:
+                        yield [c["fullDocument"] for c in changes], changes[-1]["_id"]
+                        changes = []
+                    if change is None:
+                        break
                 await reader  # raises what ended the stream
             finally:
                 reader.cancel()
@@ -205,45 +182,18 @@ class OutboxRelay:
                     await reader
 
     async def _publish(self, batches: AsyncIterator[Batch]) -> int:
-        """Hand each batch to the producer as it is read, up to `IN_FLIGHT` awaiting the
-        broker, and checkpoint each acknowledged batch that carries a position, in order; an
-        empty batch (the source waits for news) waits for every batch sent."""
-        sending: deque[tuple[list[asyncio.Future], Batch]] = deque()
+        """Send each batch and checkpoint past it (if it has a position); how many were sent."""
         published = 0
-
-        async def acknowledged() -> None:
-            nonlocal published
-            futures, (docs, position) = sending.popleft()
-            await asyncio.gather(*futures)
-            self._unacknowledged.popleft()
-            self._failing_since = None
-            if position is not None:
-                newest = max(_utc(d["recorded_at"]) for d in docs)
-                await self._checkpoint(position, newest)
-            self._sent(docs)
-            published += len(docs)
-
-        try:
-            async with contextlib.aclosing(batches):
-                async for batch in batches:
-                    if batch[0]:
-                        self._unacknowledged.append(min(_utc(d["recorded_at"]) for d in batch[0]))
-                        sending.append((await self._enqueue(batch[0]), batch))
-                    while sending and (
-                        not batch[0] or len(sending) >= IN_FLIGHT or _done(sending[0][0])
-                    ):
-                        await acknowledged()
-            while sending:
-                await acknowledged()
-        except BaseException:
-            if self._unacknowledged and self._failing_since is None:
-                self._failing_since = self._unacknowledged[0]
-            for futures, _ in sending:
-                for future in futures:
-                    future.cancel()
-            raise
-        finally:
-            self._unacknowledged.clear()
+        async with contextlib.aclosing(batches):
+            async for docs, position in batches:
+                self._oldest = self._oldest or recorded(docs)
+                await self._send(docs)
+                self._oldest = None
+                if position is not None:
+                    await self._checkpoint(position, recorded(docs, max))
+                for (topic, type_), n in Tally((d["topic"], d["event_type"]) for d in docs).items():
+                    PUBLISHED.labels(topic, type_).inc(n)
+                published += len(docs)
         return published
 
     async def _checkpoint(self, position: dict[str, Any] | None, newest: datetime) -> None:
@@ -252,12 +202,11 @@ class OutboxRelay:
             {"_id": self.name}, {"$set": {"position": position, "newest": newest}}, upsert=True
         )
 
-    async def _enqueue(self, docs: list[dict[str, Any]]) -> list[asyncio.Future]:
-        """Hand `docs` to the producer in order, as whole batches per partition (far less work
-        per event than one `send` each); a partition's batches are delivered in order."""
-        futures: list[asyncio.Future] = []
-        batches: dict[tuple[str, int], Any] = {}
-        spans: dict[tuple[str, int], list[Any]] = {}
+    async def _send(self, docs: list[dict[str, Any]]) -> None:
+        """Send `docs` in order as whole producer batches per partition (far less work per event
+        than a `send` each) and wait for the broker to have them all."""
+        batches: dict[tuple[str, int], list[Any]] = {}  # per partition, in order
+        spans: list[Any] = []
         for doc in docs:
             topic, key = doc["topic"], doc["aggregate_id"].encode()
             if topic not in self._partitions:
@@ -271,47 +220,21 @@ class OutboxRelay:
                 doc.get("trace"),
                 *tp,
                 headers,
-                **{
-                    "messaging.kafka.message.key": doc["aggregate_id"],
-                    "messaging.message.id": doc["_id"],
-                    "studyshare.event_type": doc["event_type"],
-                },
+                key=doc["aggregate_id"],
+                message_id=doc["_id"],
+                event_type=doc["event_type"],
             )
-            message = {
-                "timestamp": None,
-                "key": key,
-                "value": bytes(doc["wire"]),
-                "headers": headers,
-            }
-            batch = batches.get(tp)
-            if batch is None or batch.append(**message) is None:
-                if batch is not None:
-                    futures.append(await self._submit(batch, tp, spans.pop(tp, [])))
-                batch = batches[tp] = self.producer.create_batch()
-                if batch.append(**message) is None:
-                    tracing.end_all([span] if span else [], ValueError("too large"))
+            spans += [span] if span else []
+            message = {"timestamp": None, "key": key, "value": doc["wire"], "headers": headers}
+            queue = batches.setdefault(tp, [])
+            if not queue or queue[-1].append(**message) is None:
+                queue.append(self.producer.create_batch())
+                if queue[-1].append(**message) is None:
                     raise ValueError(f"event {doc['_id']} does not fit in a producer batch")
-            if span is not None:
-                spans.setdefault(tp, []).append(span)
-        for tp, batch in batches.items():
-            futures.append(await self._submit(batch, tp, spans.pop(tp, [])))
-        return futures
-
-    async def _submit(self, batch: Any, tp: tuple[str, int], spans: list[Any]) -> asyncio.Future:
-        batch.close()
-        future = await self.producer.send_batch(batch, tp[0], partition=tp[1])
-        if spans:
-            future.add_done_callback(
-                lambda done: tracing.end_all(spans, None if done.cancelled() else done.exception())
-            )
-        return future
-
-    def _sent(self, docs: list[dict[str, Any]]) -> None:
-        for (topic, event_type), count in Tally(
-            (d["topic"], d["event_type"]) for d in docs
-        ).items():
-            PUBLISHED.labels(topic, event_type).inc(count)
-
-
-def _done(futures: list[asyncio.Future]) -> bool:
-    return all(f.done() for f in futures)
+        sent = []
+        for (topic, partition), queue in batches.items():
+            for batch in queue:
+                batch.close()
+                sent.append(await self.producer.send_batch(batch, topic, partition=partition))
+        with tracing.ending(spans):
+            await asyncio.gather(*sent)

@@ -20,7 +20,8 @@ the parent's span context), so a relay without tracing passes the API's trace on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -173,12 +174,19 @@ def messaging_attributes(topic: str, operation: str, **extra: Any) -> dict[str, 
     return attributes
 
 
-def end_all(spans: Sequence[trace.Span], error: BaseException | None = None) -> None:
-    for span in spans:
-        if error is not None:
+@contextmanager
+def ending(spans: Sequence[trace.Span]) -> Iterator[None]:
+    """End `spans` when the block ends; if it raised, each records the error."""
+    try:
+        yield
+    except BaseException as error:
+        for span in spans:
             span.record_exception(error)
             span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
-        span.end()
+        raise
+    finally:
+        for span in spans:
+            span.end()
 
 
 def producer_span(
@@ -186,7 +194,10 @@ def producer_span(
     topic: str,
     partition: int,
     headers: list[tuple[str, bytes]],
-    **attributes: Any,
+    *,
+    key: str,
+    message_id: str,
+    event_type: str,
 ) -> trace.Span | None:
     """For a message whose event was appended inside a trace (`carrier`, stored with it): a
     producer span, child of that context, whose own context is added to `headers`."""
@@ -198,7 +209,14 @@ def producer_span(
         context=parent,
         kind=trace.SpanKind.PRODUCER,
         attributes=messaging_attributes(
-            topic, "publish", **{"messaging.destination.partition.id": str(partition)}, **attributes
+            topic,
+            "publish",
+            **{
+                "messaging.destination.partition.id": str(partition),
+                "messaging.kafka.message.key": key,
+                "messaging.message.id": message_id,
+                "studyshare.event_type": event_type,
+            },
         ),
     )
     headers.extend(carrier_headers(trace.set_span_in_context(span)))

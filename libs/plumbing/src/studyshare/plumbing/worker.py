@@ -191,13 +191,8 @@ async def apply_deliveries(runner: ProjectionRunner, deliveries: Sequence[Delive
     if not spans:
         await apply_with_retry(runner, envelopes)
         return
-    try:
-        with trace.use_span(spans[0], end_on_exit=False):
-            await apply_with_retry(runner, envelopes)
-    except BaseException as exc:
-        tracing.end_all(spans, exc)
-        raise
-    tracing.end_all(spans)
+    with tracing.ending(spans), trace.use_span(spans[0], end_on_exit=False):
+        await apply_with_retry(runner, envelopes)
 
 
 async def apply_with_retry(runner: ProjectionRunner, envelopes: list[EventEnvelope]) -> None:
