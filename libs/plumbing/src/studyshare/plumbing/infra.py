@@ -23,12 +23,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listening(port: int, source_port: int = 0) -> bool:
+    """Whether something accepts connections on 127.0.0.1:`port`. A connection from the same
+    port is not an answer: with nothing listening, a connect whose ephemeral source port happens
+    to be `port` connects to itself (TCP simultaneous open)."""
+    with contextlib.suppress(OSError):
+        source = ("127.0.0.1", source_port) if source_port else None
+        with socket.create_connection(("127.0.0.1", port), 0.2, source) as conn:
+            return conn.getsockname() != conn.getpeername()
+    return False
+
+
 def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        if listening(port):
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
