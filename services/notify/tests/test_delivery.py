@@ -495,3 +495,41 @@ async def test_an_unreadable_event_does_not_block_the_ones_after_it(
     assert [m["To"].addresses[0].addr_spec for m in smtp_catcher.messages()] == [
         "usr_r@example.org"
     ]
+
+
+async def test_concurrent_senders_claim_each_due_message_once_most_overdue_first(mongo_db):
+    """Four senders claim at once: every due message is taken by exactly one of them, once;
+    one not yet due and one under a live lease are left alone; a lapsed lease goes first."""
+    store = DeliveryStore(mongo_db)
+    await store.ensure_indexes()
+    now, lease = utcnow(), timedelta(seconds=30)
+    await mongo_db.deliveries.insert_many(
+        [
+            *(
+                {"_id": f"due{i:02d}", "state": "pending", "due_at": now - timedelta(seconds=i)}
+                for i in range(20)
+            ),
+            {"_id": "retry", "state": "retry", "due_at": now - timedelta(hours=1), "attempts": 2},
+            {"_id": "later", "state": "pending", "due_at": now + timedelta(minutes=5)},
+            {"_id": "held", "state": "sending", "lease_until": now + lease, "claim": "c1"},
+            {"_id": "lapsed", "state": "sending", "lease_until": now, "claim": "c2", "attempts": 1},
+        ]
+    )
+    assert (await store.claim(now, lease))["_id"] == "lapsed"
+    assert (await store.claim(now, lease))["_id"] == "retry"
+
+    async def sender() -> list[dict]:
+        taken = []
+        while (doc := await store.claim(now, lease)) is not None:
+            taken.append(doc)
+        return taken
+
+    taken = [doc for docs in await asyncio.gather(*(sender() for _ in range(4))) for doc in docs]
+    assert sorted(d["_id"] for d in taken) == [f"due{i:02d}" for i in range(20)]
+    assert len({d["claim"] for d in taken}) == 20
+    records = {d["_id"]: d async for d in mongo_db.deliveries.find()}
+    assert all(records[d["_id"]]["claim"] == d["claim"] for d in taken)
+    assert {records[f"due{i:02d}"]["attempts"] for i in range(20)} == {1}
+    assert (records["retry"]["attempts"], records["lapsed"]["attempts"]) == (3, 2)
+    assert records["lapsed"]["claim"] not in ("c2", None)
+    assert (records["later"]["state"], records["held"]["claim"]) == ("pending", "c1")
