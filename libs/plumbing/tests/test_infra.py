@@ -1,24 +1,29 @@
-"""Readiness of a child process: a port counts as open only when something listens on it."""
+"""Ports for child processes: never one handed out twice, never one the kernel hands out."""
 
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from studyshare.plumbing import infra
 
 
-def test_a_listening_port_answers_and_a_closed_one_does_not() -> None:
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        assert infra.listening(server.getsockname()[1])
-    assert not infra.listening(infra.free_port())
+def test_free_ports_are_never_handed_out_twice() -> None:
+    """The kernel gives a port it just released to the next `bind(0)`: before, 15 picks in a
+    row (a platform's ports) held a duplicate ~1 % of the time, and 2,000 picks always did."""
+    ports = [infra.free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
 
 
-def test_a_connection_to_itself_is_not_a_listener() -> None:
-    """With nothing listening, a connect from the port itself succeeds (TCP simultaneous open):
-    `wait_for_port` took that for a started server (devstack's gateway test, refused right after,
-    in CI)."""
+def test_free_ports_lie_below_the_kernels_own_picks() -> None:
+    """A child's `bind(0)` or an outgoing connection cannot take a port picked for a server
+    between the pick and the server's bind."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     port = infra.free_port()
-    assert not infra.listening(port, source_port=port)
-    assert not infra.listening(port)
+    assert 1024 <= port < low
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            assert s.getsockname()[1] >= low
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # still free: nothing took it

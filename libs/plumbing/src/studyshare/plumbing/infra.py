@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,21 +18,36 @@ from importlib import resources
 from pathlib import Path
 
 
+def _below_ephemeral() -> range:
+    """Ports below the kernel's ephemeral range (32768-60999 by default)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12_000), low) if low > 2048 else range(20_000, 32_000)
+
+
+_PICKABLE = _below_ephemeral()
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening(port: int, source_port: int = 0) -> bool:
-    """Whether something accepts connections on 127.0.0.1:`port`. A connection from the same
-    port is not an answer: with nothing listening, a connect whose ephemeral source port happens
-    to be `port` connects to itself (TCP simultaneous open)."""
-    with contextlib.suppress(OSError):
-        source = ("127.0.0.1", source_port) if source_port else None
-        with socket.create_connection(("127.0.0.1", port), 0.2, source) as conn:
-            return conn.getsockname() != conn.getpeername()
-    return False
+    """A port nothing is bound to now, for a child process to listen on: picked at random
+    below the ephemeral range, never one this process handed out before. (The kernel's
+    `bind(0)` hands a port it just released to the next `bind(0)`, of this process or a child:
+    ~1 % of 15 picks in a row collided, and a child's own `bind(0)`, the gateway's, took the
+    port picked for its nginx.)"""
+    while True:
+        port = random.choice(_PICKABLE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
@@ -39,7 +55,7 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
-        if listening(port):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
