@@ -102,20 +102,21 @@ class AuditStore:
             async for d in studies.find({"department_id": {"$in": sorted(set(departments))}})
         ]
 
-    async def references_of(self, uid: str) -> list[str]:
-        refs = await self._c(REFERENCES)
-        return [d["_id"] async for d in refs.find({"study_uid": uid}, {"_id": 1})]
-
     # -- study logging ---------------------------------------------------------------------
     async def _study_clause(self, uids: Sequence[str]) -> dict[str, Any]:
-        """Entries that name one of the studies, or one of their reference numbers."""
-        refs: list[str] = []
-        for uid in uids:
-            refs += await self.references_of(uid)
-        clauses: list[dict[str, Any]] = [{"study_uids": {"$in": list(uids)}}]
-        if refs:
-            clauses.append({"reference_numbers": {"$in": refs}})
-        return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+        """Entries that name one of the studies, or one of their reference numbers. With
+        reference numbers: by the ids of both kinds, each read along its index (the local
+        database scans the whole log for an `$or`)."""
+        refs = [d["_id"] async for d in find_in(await self._c(REFERENCES), "study_uid", uids)]
+        if not refs:
+            return {"study_uids": {"$in": list(uids)}}
+        entries = await self._c(ENTRIES)
+        ids = {
+            d["_id"]
+            for field, values in (("study_uids", uids), ("reference_numbers", refs))
+            async for d in find_in(entries, field, values, {"_id": 1})
+        }
+        return {"_id": {"$in": sorted(ids)}}
 
     async def query(self, f: LogFilter) -> dict[str, Any]:
         clauses: list[dict[str, Any]] = []
