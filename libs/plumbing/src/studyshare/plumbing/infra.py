@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -28,12 +29,12 @@ def _below_ephemeral() -> range:
 
 
 _PICKABLE = _below_ephemeral()
-_handed_out: set[int] = set()
+_handed_out: deque[int] = deque(maxlen=4096)  # the recent ones: the pool holds ~12,000
 
 
 def free_port() -> int:
     """A port nothing is bound to now, for a child process to listen on: picked at random
-    below the ephemeral range, never one this process handed out before. (The kernel's
+    below the ephemeral range, none of the last 4,096 this process handed out. (The kernel's
     `bind(0)` hands a port it just released to the next `bind(0)`, of this process or a child:
     ~1 % of 15 picks in a row collided, and a child's own `bind(0)`, the gateway's, took the
     port picked for its nginx.)"""
@@ -46,7 +47,7 @@ def free_port() -> int:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-        _handed_out.add(port)
+        _handed_out.append(port)
         return port
 
 
