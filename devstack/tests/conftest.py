@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import httpx
 import pytest
 
 from studyshare.devstack.processes import ManagedProcess, stop_all
@@ -19,6 +21,13 @@ HERE = Path(__file__).parent
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STUDYSHARE_")}
     return env | {"PYTHONUNBUFFERED": "1"} | extra
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 class Processes:
@@ -54,8 +63,14 @@ class Processes:
             STUDYSHARE_MAIL_URL=mail_url,
         )
         argv = [sys.executable, "-m", "studyshare.devstack", "gateway"]
-        self.start(f"gateway-{port}", argv, port, env)
-        return f"http://127.0.0.1:{port}"
+        process = self.start(f"gateway-{port}", argv, port, env)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30  # nginx listens: until its app answers through it
+        while not _answers(f"{url}/healthz"):
+            if not process.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"gateway on {port} does not answer:\n{process.log_tail()}")
+            time.sleep(0.05)
+        return url
 
     def mailcatcher(self, sms_token: str | None = None) -> tuple[str, int]:
         smtp, http = free_port(), free_port()

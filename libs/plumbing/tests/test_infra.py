@@ -27,3 +27,15 @@ def test_free_ports_lie_below_the_kernels_own_picks() -> None:
             assert s.getsockname()[1] >= low
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # still free: nothing took it
+
+
+def test_each_xdist_worker_picks_from_its_own_share_of_the_ports() -> None:
+    """Two workers picking at the same moment never pick the same port."""
+    alone = infra.pickable_ports({}, 32768)
+    assert (alone.start, alone.stop) == (20768, 32768)
+    workers = [
+        infra.pickable_ports({"PYTEST_XDIST_WORKER": w, "PYTEST_XDIST_WORKER_COUNT": "2"}, 32768)
+        for w in ("gw0", "gw1")
+    ]
+    assert set(workers[0]).isdisjoint(workers[1])
+    assert set(workers[0]) | set(workers[1]) == set(alone)

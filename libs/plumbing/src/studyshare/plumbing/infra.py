@@ -14,27 +14,40 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 
-def _below_ephemeral() -> range:
-    """Ports below the kernel's ephemeral range (32768-60999 by default)."""
+def ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 by default)."""
     try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
-        low = 32768
-    return range(max(1024, low - 12_000), low) if low > 2048 else range(20_000, 32_000)
+        return 32768
 
 
-_PICKABLE = _below_ephemeral()
-_handed_out: deque[int] = deque(maxlen=4096)  # the recent ones: the pool holds ~12,000
+def pickable_ports(environ: Mapping[str, str], low: int) -> range:
+    """Ports below the kernel's ephemeral range (`low`); under pytest-xdist, this worker's
+    share of them, so that two workers never pick the same port at once."""
+    pool = range(max(1024, low - 12_000), low) if low > 2048 else range(20_000, 32_000)
+    worker = environ.get("PYTEST_XDIST_WORKER", "").removeprefix("gw")
+    count = environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.isdigit() and count.isdigit() and int(count) > 0:
+        share = len(pool) // int(count)
+        start = pool.start + int(worker) % int(count) * share
+        return range(start, start + share)
+    return pool
+
+
+_PICKABLE = pickable_ports(os.environ, ephemeral_low())
+_handed_out: deque[int] = deque(maxlen=len(_PICKABLE) // 2)  # the recent ones
 
 
 def free_port() -> int:
     """A port nothing is bound to now, for a child process to listen on: picked at random
-    below the ephemeral range, none of the last 4,096 this process handed out. (The kernel's
+    from `pickable_ports`, none of the last half-pool this process handed out. (The kernel's
     `bind(0)` hands a port it just released to the next `bind(0)`, of this process or a child:
     ~1 % of 15 picks in a row collided, and a child's own `bind(0)`, the gateway's, took the
     port picked for its nginx.)"""
