@@ -3,9 +3,13 @@ JWKS, logout and refresh revocation, eID behind an interface. Point 9: events fo
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from studyshare.identity.adapters.eid import ExternalIdentity, ExternalIdentityProvider
+from studyshare.identity.adapters.stores import Sessions
 from studyshare.identity.entrypoints.api import create_app
 from studyshare.identity.service_layer.context import Identity
 from studyshare.identity.settings import IdentitySettings
@@ -357,3 +361,14 @@ async def test_deactivation_ends_every_session_but_the_desk_cannot_deactivate_it
     itself = await api.client.post(f"/api/users/{desk_id}/deactivate", headers=desk)
     assert itself.status_code == 403 and itself.json()["rule"] == "CannotDeactivateYourself"
     assert [e.payload["user_id"] for e in await api.events("UserDeactivated")] == [user_id]
+
+
+async def test_a_refresh_token_is_spent_once_even_when_presented_twice_at_once(mongo_db):
+    sessions = Sessions(mongo_db)
+    now = datetime.now(UTC)
+    await sessions.open("ses_1", "usr_1", "refresh-1", now, 3600)
+    moments = [now + timedelta(milliseconds=n) for n in range(4)]
+    spent = await asyncio.gather(*(sessions.use_token("refresh-1", at) for at in moments))
+    assert sorted(spent) == [False, False, False, True]
+    assert (await sessions.find_token("refresh-1"))["used_at"] is not None
+    assert await sessions.use_token("never-issued", now) is False

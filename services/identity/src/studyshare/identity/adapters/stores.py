@@ -119,13 +119,13 @@ class Sessions:
     async def find_token(self, refresh_token: str) -> dict[str, Any] | None:
         return await self.tokens.find_one({"_id": token_digest(refresh_token)})
 
-    async def use_token(self, refresh_token: str, now: datetime) -> dict[str, Any] | None:
-        """Mark the token used; None when it was used before (or does not exist)."""
-        return await self.tokens.find_one_and_update(
-            {"_id": token_digest(refresh_token), "used_at": None},
-            {"$set": {"used_at": now}},
-            return_document=ReturnDocument.AFTER,
+    async def use_token(self, refresh_token: str, now: datetime) -> bool:
+        """Mark the token used; False when it was used before (or does not exist). An update,
+        not a `findAndModify`: the local database scans every token ever issued for that."""
+        spent = await self.tokens.update_one(
+            {"_id": token_digest(refresh_token), "used_at": None}, {"$set": {"used_at": now}}
         )
+        return spent.modified_count == 1
 
     async def get(self, session_id: str) -> dict[str, Any] | None:
         return await self.sessions.find_one({"_id": session_id})

@@ -205,7 +205,7 @@ async def refresh(app: Identity, refresh_token: str, ip: str | None) -> TokenPai
     session = await app.sessions.get(doc["session_id"])
     if session is None or session.get("revoked_at") is not None:
         raise InvalidRefreshToken("the session has ended; log in again")
-    if doc.get("used_at") is not None or await app.sessions.use_token(refresh_token, now) is None:
+    if doc.get("used_at") is not None or not await app.sessions.use_token(refresh_token, now):
         await app.sessions.revoke(doc["session_id"], now, "refresh_token_reuse")
         await app.execute(
             LoginSession,
