@@ -1,10 +1,11 @@
 """The projection on the real database: batches in one transaction, a rolled-back batch
-retried leaves an unbroken chain, bucket events get the bucket's studies."""
+retried leaves an unbroken chain, bucket events get the bucket's studies, the patient filter."""
 
 from __future__ import annotations
 
 from studyshare.audit.adapters.projections import AuditLogProjection
-from studyshare.audit.adapters.store import AuditStore
+from studyshare.audit.adapters.store import AuditStore, LogFilter
+from studyshare.contracts.events import study
 from studyshare.plumbing.projection import GenerationPointer, ProjectionRunner
 
 from .scenario import full_story
@@ -44,3 +45,33 @@ async def test_a_rolled_back_batch_retried_keeps_the_chain_unbroken(mongo_db):
     assert report["study_log"].checked == len(story.events)
     locked = await entries.find_one({"event_type": "BucketLocked"})
     assert locked["study_uids"] == [ids["uid"]], "bucket events carry the bucket's studies"
+
+
+async def test_the_patient_filter_finds_the_studies_of_the_patient_and_entries_naming_them(
+    mongo_db,
+):
+    """A study received again under a corrected patient id belongs to the new patient; the
+    entry that named the old one still turns up under the old one."""
+    story, ids = full_story()
+    corrected = f"{ids['patient']}-corrected"
+    story.add(
+        study.StudyReceived(study_uid=ids["uid"], department_id=ids["dep"], patient_id=corrected),
+        ids["uid"],
+        "system-dicom",
+        kind="system",
+    )
+    runner = ProjectionRunner(AuditLogProjection(), mongo_db)
+    await runner.apply_batch(story.events)
+    store = AuditStore(mongo_db)
+    naming_old, old_total = await store.page(LogFilter(patient_id=ids["patient"]), 0, 500)
+    assert old_total == 1
+    assert [(e["event_type"], e["patient_id"]) for e in naming_old] == [
+        ("StudyReceived", ids["patient"])
+    ]
+    log = await GenerationPointer(mongo_db, "audit_log").collection("entries")
+    of_study = [e async for e in log.find({"study_uids": ids["uid"]})]
+    entries, total = await store.page(LogFilter(patient_id=corrected), 0, 500)
+    assert total == len(of_study) > 10
+    assert {e["_id"] for e in entries} == {e["_id"] for e in of_study}
+    none, nothing = await store.page(LogFilter(patient_id="nobody"), 0, 500)
+    assert (none, nothing) == ([], 0)

@@ -49,6 +49,7 @@ async def ensure_indexes(db: AsyncDatabase, generation: int) -> None:
     await entries.create_index([("actors", ASCENDING), ("occurred_at", ASCENDING)])
     await entries.create_index([("reference_numbers", ASCENDING)], sparse=True)
     await entries.create_index([("departments", ASCENDING)], sparse=True)
+    await entries.create_index([("patient_id", ASCENDING)])
     await entries.create_index([("stream", ASCENDING), ("aggregate_version", DESCENDING)])
     await entries.create_index([("occurred_at", ASCENDING)])
     await c(STUDIES).create_index([("department_id", ASCENDING)])

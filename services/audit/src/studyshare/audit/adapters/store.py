@@ -118,15 +118,22 @@ class AuditStore:
         }
         return {"_id": {"$in": sorted(ids)}}
 
+    async def _patient_clause(self, patient_id: str) -> dict[str, Any]:
+        """Entries about the patient's studies, or naming the patient: by the ids of both
+        kinds, each read along its index (an `$or` is a collection scan on the local database,
+        and on MongoDB unless every branch is indexed)."""
+        entries = await self._c(ENTRIES)
+        studies = await self.studies_of_patient(patient_id)
+        ids = {d["_id"] async for d in find_in(entries, "study_uids", studies, {"_id": 1})}
+        ids.update([d["_id"] async for d in entries.find({"patient_id": patient_id}, {"_id": 1})])
+        return {"_id": {"$in": sorted(ids)}}
+
     async def query(self, f: LogFilter) -> dict[str, Any]:
         clauses: list[dict[str, Any]] = []
         if f.study_uids is not None:
             clauses.append(await self._study_clause(f.study_uids))
         if f.patient_id:
-            studies = await self.studies_of_patient(f.patient_id)
-            clauses.append(
-                {"$or": [{"study_uids": {"$in": studies}}, {"patient_id": f.patient_id}]}
-            )
+            clauses.append(await self._patient_clause(f.patient_id))
         if f.actor:
             clauses.append({"actors": f.actor})
         if f.event_types:
