@@ -519,7 +519,11 @@ class AccessModel:
         """Whether this model may decide: its lease holds (see the module)."""
         return self.lease.fresh
 
-    async def decide(self, principal: AccessClaims, study_uid: str) -> AccessDecision:
+    async def decide(
+        self, principal: AccessClaims, study_uid: str, subject: Subject | None = None
+    ) -> AccessDecision:
+        """The caller's access to the study now (`subject`: the caller as `subject` made
+        them, when deciding many at once)."""
         if not self.lease.fresh:
             # Fail closed: a barrier may have taken this model as gone, or it stopped following
             # and could miss a revocation.
@@ -533,7 +537,7 @@ class AccessModel:
                 refusal="stale",
                 reason="access decisions are temporarily unavailable",
             )
-        subject = await self.subject(principal)
+        subject = subject or await self.subject(principal)
         facts = await self.facts(subject, study_uid)
         return narrowed(principal, decide(subject, study_uid, facts))
 
@@ -627,7 +631,8 @@ class AccessModel:
             ]
         )
         await self.cache.lookups("bucket", "study_uids", study_uids)
-        return {uid: await self.decide(principal, uid) for uid in study_uids}
+        subject = await self.subject(principal)
+        return {uid: await self.decide(principal, uid, subject) for uid in study_uids}
 
     async def usable_buckets(self, principal: AccessClaims, study_uid: str) -> list[Doc]:
         """The bucket documents through which the caller opens the study now."""
