@@ -24,6 +24,7 @@ from studyshare.access_policy.decision import AccessDecision
 from studyshare.plumbing.http import create_app
 from studyshare.plumbing.infra import free_port, wait_for_port
 from studyshare.plumbing.mongo import mongo_client
+from studyshare.study_store.domain.serving import VisibleStudies
 from studyshare.study_store.entrypoints import dicomweb, downloads, forwarding_api
 from studyshare.study_store.service_layer.retrieval import DicomStores
 from studyshare.study_store.settings import StudyStoreSettings
@@ -136,10 +137,9 @@ class AccessModelDouble:
     async def decide(self, principal, study_uid: str) -> AccessDecision:
         return self.decisions.get((principal.sub, study_uid)) or no_access(study_uid)
 
-    async def visible_studies(self, principal) -> list[str]:
-        return [
-            uid for (sub, uid), d in self.decisions.items() if sub == principal.sub and d.images
-        ]
+    async def visible_studies(self, principal) -> VisibleStudies:
+        mine = (d for (sub, _), d in self.decisions.items() if sub == principal.sub)
+        return VisibleStudies.of(mine)
 
     async def study(self, study_uid: str) -> dict[str, Any] | None:
         known = any(uid == study_uid for _, uid in self.decisions)

@@ -154,6 +154,33 @@ async def test_metadata_and_search_answers_are_anonymized_too(dicom_app, shared)
     assert len(by_pseudonym.json()) == 1
 
 
+async def test_search_matches_an_anonymized_share_by_the_date_it_shows(dicom_app, shared, tmp_path):
+    """Its date is shifted: found by the date shown, not the real one; listed by the real one
+    among the studies shown in the clear; never by an accession number (none is shown)."""
+    study_uid, _files, _pdf = shared
+    clear_uid, files = write_study(tmp_path / "clear", patient_id="PID-2", study_date="20240314")
+    assert (await upload(dicom_app, files)).status_code == 200
+    dicom_app.access.allow("usr_anon", clear_uid)
+    headers = dicom_app.tokens.user("usr_anon", "physician")
+
+    async def search(**params) -> list[dict]:
+        r = await dicom_app.client.get("/dicomweb/studies", params=params, headers=headers)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    everything = await search()
+    assert [s["00100020"]["Value"][0] == "PID-2" for s in everything] == [False, True]
+    shown = everything[0]["00080020"]["Value"][0]
+    assert shown != "20240315"
+    [found] = await search(StudyDate=shown)
+    assert found["00080020"]["Value"] == [shown]
+    assert found["00100010"]["Value"][0]["Alphabetic"] == "Anonymous^4711"
+    assert len(await search(StudyDate=f"{shown}-")) == 2
+    assert await search(StudyDate="20240315") == []
+    study = await dicom_app.stores.index.study(study_uid)
+    assert await search(AccessionNumber=study["accession_number"]) == []
+
+
 async def test_report_objects_need_report_access_and_are_never_anonymized_out(dicom_app, shared):
     study_uid, _files, pdf = shared
     dicom_app.access.allow("usr_images_only", study_uid, report="none", via="group")

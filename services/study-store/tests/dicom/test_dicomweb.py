@@ -194,6 +194,62 @@ async def test_qido_lists_only_studies_the_access_model_opens_and_filters(dicom_
     assert study["00080061"]["Value"] == ["CT"]
 
 
+async def test_the_index_searches_many_studies_newest_first_across_its_chunks(dicom_app):
+    """More UIDs than one `$in` takes: matched and ordered as one sorted query would."""
+    index = dicom_app.stores.index
+    docs = [
+        {
+            "_id": f"1.2.3.{n}",
+            "study_date": f"2024{1 + n % 7:02d}{1 + n % 3:02d}" if n % 11 else "",
+            "modalities": ["MR" if n % 2 else "CT"],
+        }
+        for n in range(260)
+    ]
+    await index.studies.insert_many(docs)
+    wanted = {d["_id"] for d in docs if not d["_id"].endswith("7")}
+    for query in ({}, {"modalities": {"$in": ["MR"]}}):
+        expected = [
+            d["_id"]
+            async for d in index.studies.find({"_id": {"$in": sorted(wanted)}, **query}).sort(
+                [("study_date", -1), ("_id", 1)]
+            )
+        ]
+        found = [d async for d in index.search_studies(wanted, query)]
+        assert [d["_id"] for d in found] == expected and len(expected) > 100, query
+        assert all("modalities" in d for d in found), "whole documents"
+    assert [d async for d in index.search_studies(set(), {})] == []
+
+
+async def test_qido_for_one_patient_opens_only_that_patients_studies(dicom_app, tmp_path):
+    """The study index matches the patient first: a department's other studies are neither
+    decided nor read series by series (a search for one patient stays cheap in an archive)."""
+    mine, files = write_study(tmp_path / "mine", patient_id="P-42", patient_name="Roe^Rick")
+    others = []
+    for n in range(6):
+        uid, more = write_study(tmp_path / f"o{n}", patient_id=f"P-{n}", series=1, per_series=1)
+        files += more
+        others.append(uid)
+    assert (await upload(dicom_app, files)).status_code == 200
+    for uid in (mine, *others):
+        dicom_app.access.allow("usr_rad", uid)
+    decided: list[str] = []
+    decide = dicom_app.access.decide
+
+    async def counting(principal, study_uid):
+        decided.append(study_uid)
+        return await decide(principal, study_uid)
+
+    dicom_app.access.decide = counting
+    headers = dicom_app.tokens.user("usr_rad", "radiologist")
+    for params in ({"PatientID": "p-42"}, {"PatientID": "P-4?"}, {"PatientName": "roe^*"}):
+        decided.clear()
+        r = await dicom_app.client.get("/dicomweb/studies", params=params, headers=headers)
+        assert [s["0020000D"]["Value"][0] for s in r.json()] == [mine], params
+        assert decided == [mine], params
+    r = await dicom_app.client.get("/dicomweb/studies", params={"PatientID": "*"}, headers=headers)
+    assert len(r.json()) == 7, "a pattern any value matches is matched on the answers"
+
+
 async def test_wado_retrieve_metadata_frames_rendered_each_guarded_and_logged(dicom_app, tmp_path):
     study_uid, files = write_study(tmp_path / "a", series=1, per_series=2)
     assert (await upload(dicom_app, files)).status_code == 200

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydicom import Dataset
 from pydicom.sequence import Sequence
 
@@ -36,6 +39,7 @@ from studyshare.study_store.domain.serving import (
     date_query,
     frame_numbers,
     matches,
+    prefix_pattern,
 )
 from studyshare.study_store.domain.study import ReceivedBatch, Study, Transfer
 
@@ -245,3 +249,23 @@ def test_frame_lists_are_bounded_and_deduplicated():
     for bad in ("0", "a", "", "-1"):
         with pytest.raises(ObjectNotFound):
             frame_numbers(bad)
+
+
+@given(
+    st.text(alphabet="aB*?^.-( ", min_size=1, max_size=6),
+    st.text(alphabet="abAB^.-( ", max_size=8),
+)
+def test_a_prefix_pattern_accepts_every_value_the_pattern_matches(pattern, value):
+    """What the study index matches first (`prefix_pattern`) is never narrower than the match
+    on the answers: it may only spare work, never lose a study."""
+    regex = prefix_pattern(pattern)
+    if regex is None:
+        assert matches(pattern, "")
+    elif matches(pattern, value):
+        assert re.match(regex, value, re.IGNORECASE), (pattern, value, regex)
+
+
+def test_a_prefix_pattern_is_anchored_and_takes_dicom_wildcards():
+    assert prefix_pattern("doe^j*") == r"^doe\^j.*"
+    assert prefix_pattern("P-4?") == r"^P\-4."
+    assert prefix_pattern("*") is None and prefix_pattern("") is None

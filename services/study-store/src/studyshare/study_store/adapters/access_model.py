@@ -55,6 +55,7 @@ from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.access_cache import AccessCache
 from studyshare.study_store.adapters.access_documents import AccessDocuments
 from studyshare.study_store.adapters.read_models import Doc, names_of
+from studyshare.study_store.domain.serving import VisibleStudies
 from studyshare.study_store.domain.viewer import ViewerClaims, narrowed
 
 log = get_logger(__name__)
@@ -605,19 +606,19 @@ class AccessModel:
         """The UIDs of `certain_studies`."""
         return {_uid(d) async for d in self.certain_studies(principal, ("_id",))}
 
-    async def visible_studies(self, principal: AccessClaims) -> list[str]:
-        """The studies the caller may open now (QIDO and the overview); a viewer token's
-        one study at most."""
+    async def visible_studies(self, principal: AccessClaims) -> VisibleStudies:
+        """The studies the caller may open now (QIDO), in the clear or anonymized; a viewer
+        token's one study at most."""
         if not self.lease.fresh:
-            return []
+            return VisibleStudies()
         if isinstance(principal, ViewerClaims):
             uid = principal.viewer.study_uid
-            opens = await self.study(uid) is not None and (await self.decide(principal, uid)).images
-            return [uid] if opens else []
+            opens = await self.study(uid) is not None
+            return VisibleStudies.of([await self.decide(principal, uid)] if opens else [])
         certain = await self.certainly_open(principal)
         others = sorted(await self.candidate_studies(principal) - certain)
         decisions = await self.decide_many(principal, others)
-        return sorted(certain | {uid for uid, d in decisions.items() if d.images})
+        return VisibleStudies.of(decisions.values(), certain)
 
     async def decide_many(
         self, principal: AccessClaims, study_uids: Sequence[str]

@@ -14,6 +14,8 @@ from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from studyshare.plumbing.mongo import IN_CHUNK, find_in
+
 STUDIES = "dicom_studies"
 SERIES = "dicom_series"
 INSTANCES = "dicom_instances"
@@ -135,13 +137,28 @@ class InstanceIndex:
     async def search_studies(
         self, study_uids: Iterable[str] | None, query: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
-        """Studies matching `query`, restricted to `study_uids` (None: no restriction)."""
-        full = dict(query)
-        if study_uids is not None:
-            full["_id"] = {"$in": list(study_uids)}
-        cursor = self.studies.find(full).sort([("study_date", DESCENDING), ("_id", ASCENDING)])
-        async for doc in cursor:
-            yield doc
+        """Studies matching `query`, restricted to `study_uids` (None: no restriction), newest
+        first (then by UID). With a restriction, the dates of those that match are read first
+        and sorted here, then the documents in that order, a chunk at a time: every `$in` goes
+        `IN_CHUNK` values at a time (the local database's costs more per value the longer it
+        is: 82 s for 10,000 UIDs at once)."""
+        if study_uids is None:
+            cursor = self.studies.find(query).sort([("study_date", DESCENDING), ("_id", ASCENDING)])
+            async for doc in cursor:
+                yield doc
+            return
+        dated = [
+            (d.get("study_date") or "", d["_id"])
+            async for d in find_in(self.studies, "_id", study_uids, {"study_date": 1}, extra=query)
+        ]
+        dated.sort(key=lambda d: d[1])
+        dated.sort(key=lambda d: d[0], reverse=True)  # stable: UIDs stay ascending per date
+        for start in range(0, len(dated), IN_CHUNK):
+            uids = [uid for _, uid in dated[start : start + IN_CHUNK]]
+            docs = {d["_id"]: d async for d in find_in(self.studies, "_id", uids)}
+            for uid in uids:
+                if uid in docs:
+                    yield docs[uid]
 
     async def studies_uploaded_with(self, study_uid: str) -> list[str]:
         """Every study sharing an upload batch with this one ("uploaded together")."""

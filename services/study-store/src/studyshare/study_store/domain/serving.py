@@ -16,7 +16,8 @@ department an upload is filed under and the STOW-RS answer.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -199,6 +200,49 @@ def matches(pattern: str | None, value: Any) -> bool:
     if "*" in pattern or "?" in pattern:
         return fnmatch.fnmatchcase(text.lower(), pattern.lower())
     return text.lower() == pattern.lower()
+
+
+@dataclass(frozen=True)
+class VisibleStudies:
+    """The studies a caller may open now, by how they are shown: in the clear, or anonymized
+    (a pseudonym, shifted dates, no accession number). A search matches the patient of the
+    clear ones on the study index, and everything it shows of the anonymized ones on their
+    answers."""
+
+    clear: frozenset[str] = frozenset()
+    anonymized: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, decisions: Iterable[AccessDecision], certain: Iterable[str] = ()) -> VisibleStudies:
+        """The studies of the `decisions` that open their images, and those `certain` to open
+        (in the clear)."""
+        opened = [d for d in decisions if d.images]
+        return cls(
+            frozenset(certain).union(d.study_uid for d in opened if not d.anonymized),
+            frozenset(d.study_uid for d in opened if d.anonymized),
+        )
+
+    def __contains__(self, study_uid: object) -> bool:
+        return study_uid in self.clear or study_uid in self.anonymized
+
+    def __len__(self) -> int:
+        return len(self.clear) + len(self.anonymized)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self.clear | self.anonymized))
+
+    def among(self, study_uids: Iterable[str]) -> VisibleStudies:
+        wanted = frozenset(study_uids)
+        return VisibleStudies(self.clear & wanted, self.anonymized & wanted)
+
+
+def prefix_pattern(pattern: str | None) -> str | None:
+    """A regular expression that every value `matches(pattern, value)` accepts starts with
+    (case aside); None when an empty value matches too (a missing attribute would)."""
+    if not pattern or matches(pattern, ""):
+        return None
+    wildcards = {"*": ".*", "?": "."}
+    return "^" + "".join(wildcards.get(c) or re.escape(c) for c in pattern)
 
 
 @dataclass(frozen=True)

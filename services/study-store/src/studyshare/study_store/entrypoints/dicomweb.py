@@ -12,8 +12,9 @@ What these routes need from the rest of the study store (the access half):
 - the app's lifespan calls `await install_dicom(app, db, settings)` once;
 - `await app.state.access_model.decide(principal, study_uid) -> AccessDecision` (via
   `ReaderStudyAccess`), `.peek_study(study_uid)` (the study document it holds, if any);
-- `await app.state.access_model.visible_studies(principal) -> Iterable[str]`: the study UIDs the
-  caller may open (QIDO-RS searches only those, then asks `decide` for each);
+- `await app.state.access_model.visible_studies(principal) -> VisibleStudies`: the studies the
+  caller may open, in the clear or anonymized (QIDO-RS searches only those, then asks `decide`
+  for each);
 - `app.state.access_log.record(decision, principal, action)` (sync or async), action one of
   view | metadata | instances | rendered | download | forward.
 """

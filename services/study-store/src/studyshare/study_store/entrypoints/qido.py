@@ -61,11 +61,13 @@ async def search_studies(
         accession_number=AccessionNumber,
     )
     model = request.app.state.access_model
-    uids = set(await search.visible_study_uids(model, principal))
+    visible = await search.visible_study_uids(model, principal)
     if StudyInstanceUID:
-        uids &= await real_study_uids(request.app.state, StudyInstanceUID.split(","))
+        visible = visible.among(
+            await real_study_uids(request.app.state, StudyInstanceUID.split(","))
+        )
     results, found = await search.search_studies(
-        stores, model.decide, principal, uids, filters, base_url(request), limit, offset
+        stores, model.decide, principal, visible, filters, base_url(request), limit, offset
     )
     # each study returned is registered as searched, stored before the answer leaves
     await asyncio.gather(*(record_access(request, d, principal, "search") for d in found))

@@ -1,13 +1,15 @@
 """Search (QIDO-RS): the studies, series and instances a caller may open, as DICOM JSON.
 
 Searches only the studies the access model lets the caller open (`visible_study_uids`), asks
-its decision for each, and matches what the caller sees (`domain.serving.StudyFilters`). The
-routes register the studies found in the study logging.
+its decision for each, and matches what the caller sees (`domain.serving.StudyFilters`): the
+study index matches what it can first (`index_query`), so a search for one patient does not
+open every study of a department's archive. The routes register the studies found in the
+study logging.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from studyshare.access_policy.decision import AccessDecision
@@ -15,10 +17,12 @@ from studyshare.contracts.tokens import AccessClaims
 from studyshare.study_store.domain.exceptions import AccessDecisionsUnavailable, ObjectNotFound
 from studyshare.study_store.domain.serving import (
     StudyFilters,
+    VisibleStudies,
     anonymization,
     date_query,
     instance_json,
     may_see,
+    prefix_pattern,
     require_images,
     series_json,
     study_json,
@@ -36,49 +40,83 @@ class AccessModel(Protocol):
     @property
     def fresh(self) -> bool: ...
 
-    async def visible_studies(self, principal: AccessClaims) -> Iterable[str]: ...
+    async def visible_studies(self, principal: AccessClaims) -> VisibleStudies: ...
 
     async def decide(self, principal: AccessClaims, study_uid: str) -> AccessDecision: ...
 
 
-async def visible_study_uids(model: AccessModel, principal: AccessClaims) -> Iterable[str]:
-    """The study UIDs the caller may open, from the access model (503 while it may not
-    decide: an empty answer would look like revoked access)."""
+async def visible_study_uids(model: AccessModel, principal: AccessClaims) -> VisibleStudies:
+    """The studies the caller may open, from the access model (503 while it may not decide:
+    an empty answer would look like revoked access)."""
     if not model.fresh:
         raise AccessDecisionsUnavailable("access decisions are temporarily unavailable")
     return await model.visible_studies(principal)
 
 
-def index_query(filters: StudyFilters) -> dict[str, Any]:
-    """What the instance index can match itself (the rest is matched on the answers)."""
+def index_query(filters: StudyFilters, anonymized: bool) -> dict[str, Any] | None:
+    """What the study index can match itself, of studies shown in the clear or anonymized
+    (what it cannot match is matched on the answers); None: no such study can match."""
     query: dict[str, Any] = {}
-    if filters.study_date:
-        query["study_date"] = date_query(filters.study_date)
     wanted_modalities = filters.wanted_modalities
     if wanted_modalities:
         query["modalities"] = {"$in": sorted(wanted_modalities)}
+    if anonymized:  # their dates are shifted, their accession numbers not shown
+        return None if filters.accession_number else query
+    if filters.study_date:
+        query["study_date"] = date_query(filters.study_date)
     if filters.accession_number:
         query["accession_number"] = filters.accession_number
+    patient = {"patient_id": filters.patient_id, "patient_name": filters.patient_name}
+    for field, pattern in patient.items():
+        if regex := prefix_pattern(pattern):
+            query[field] = {"$regex": regex, "$options": "i"}
     return query
+
+
+async def _matching(
+    stores: DicomStores, visible: VisibleStudies, filters: StudyFilters
+) -> AsyncIterator[dict[str, Any]]:
+    """The index's documents of the visible studies that may match, newest first: those shown
+    in the clear streamed, merged with the (fewer) anonymized ones."""
+    anonymized: list[dict[str, Any]] = []
+    if visible.anonymized and (query := index_query(filters, anonymized=True)) is not None:
+        anonymized = [d async for d in stores.index.search_studies(visible.anonymized, query)]
+    pending = iter(anonymized)
+    waiting = next(pending, None)
+    if visible.clear:
+        clear = index_query(filters, anonymized=False)
+        async for doc in stores.index.search_studies(visible.clear, clear or {}):
+            while waiting is not None and _newer(waiting, doc):
+                yield waiting
+                waiting = next(pending, None)
+            yield doc
+    while waiting is not None:
+        yield waiting
+        waiting = next(pending, None)
+
+
+def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether `a` comes before `b` in the index's order (study date descending, then UID)."""
+    a_date, b_date = a.get("study_date") or "", b.get("study_date") or ""
+    return a_date > b_date or (a_date == b_date and a["_id"] < b["_id"])
 
 
 async def search_studies(
     stores: DicomStores,
     decide: Callable[[AccessClaims, str], Awaitable[AccessDecision]],
     principal: AccessClaims,
-    uids: set[str],
+    visible: VisibleStudies,
     filters: StudyFilters,
     base: str,
     limit: int,
     offset: int,
 ) -> tuple[list[dict[str, Any]], list[AccessDecision]]:
-    """The matching studies among `uids` (page `offset`, at most `limit`), and the decisions
-    they were shown under."""
-    query = index_query(filters)
+    """The matching studies among `visible` (page `offset`, at most `limit`), and the
+    decisions they were shown under."""
     results: list[dict[str, Any]] = []
     found: list[AccessDecision] = []
     skipped = 0
-    async for doc in stores.index.search_studies(uids, query):
+    async for doc in _matching(stores, visible, filters):
         decision = await decide(principal, doc["_id"])
         if not decision.images:
             continue
