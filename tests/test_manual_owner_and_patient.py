@@ -83,7 +83,8 @@ def test_the_owner_and_the_department_see_who_can_open_the_study_and_others_are_
 
 def test_a_patient_sees_who_opened_their_study(api: Gateway, people: SimpleNamespace):
     uid, p = people.uid, people
-    ok(api.study(p.colleague, uid))  # the colleague opens the shared study
+    # the colleague opens the shared study, once the study store has the grant
+    wait_for(lambda: api.study(p.colleague, uid).status_code == 200, "the colleague's grant")
     number = ok(
         api.client.post(f"/api/studies/{uid}/reference-numbers", json={}, headers=p.admin.headers),
         201,
