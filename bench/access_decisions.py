@@ -97,7 +97,8 @@ async def measure() -> None:
         started = time.perf_counter()
         visible = await model.visible_studies(claims)
         elapsed_ms = (time.perf_counter() - started) * 1e3
-        print(f"visible_studies (QIDO) for {who}: {len(visible)} in {elapsed_ms:.1f} ms")
+        count = "every study" if visible.every else len(visible)
+        print(f"visible_studies (QIDO) for {who}: {count} in {elapsed_ms:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ async def test_revocation_is_effective_on_the_next_request_without_manual_refres
     body = (await h.http.get(f"/api/studies/{UID}", headers=doctor)).json()
     assert body["rule"] == "GrantRevoked"
     assert UID not in await h.model.visible_studies(_claims(h, "usr_doc", "physician"))
+    desk = await h.model.visible_studies(_claims(h, "usr_desk", "service_desk"))
+    assert desk.every and UID in desk, "the service desk's search is not a list of every study"
 
 
 def _claims(h, sub, *roles, **kw):

@@ -138,6 +138,8 @@ class AccessModelDouble:
         return self.decisions.get((principal.sub, study_uid)) or no_access(study_uid)
 
     async def visible_studies(self, principal) -> VisibleStudies:
+        if "service_desk" in getattr(principal, "roles", ()):
+            return VisibleStudies(every=True)
         mine = (d for (sub, _), d in self.decisions.items() if sub == principal.sub)
         return VisibleStudies.of(mine)
 

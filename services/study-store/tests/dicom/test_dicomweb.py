@@ -250,6 +250,33 @@ async def test_qido_for_one_patient_opens_only_that_patients_studies(dicom_app, 
     assert len(r.json()) == 7, "a pattern any value matches is matched on the answers"
 
 
+async def test_qido_for_the_service_desk_searches_every_study_without_listing_them(
+    dicom_app, tmp_path
+):
+    """The service desk opens every study: its search is not restricted to a list of UIDs,
+    and still asks each decision (a refused one is left out)."""
+    uids, files = [], []
+    for n, day in enumerate(("20240110", "20240320", "20240205")):
+        uid, more = write_study(
+            tmp_path / str(n), patient_id=f"D-{n}", study_date=day, series=1, per_series=1
+        )
+        uids.append(uid)
+        files += more
+    assert (await upload(dicom_app, files)).status_code == 200
+    for uid in uids[:2]:
+        dicom_app.access.allow("usr_desk", uid, via="service_desk")
+    headers = dicom_app.tokens.user("usr_desk", "service_desk")
+
+    async def search(**params):
+        r = await dicom_app.client.get("/dicomweb/studies", params=params, headers=headers)
+        assert r.status_code == 200, r.text
+        return [s["0020000D"]["Value"][0] for s in r.json()]
+
+    assert await search() == [uids[1], uids[0]], "newest first; the refused one left out"
+    assert await search(PatientID="d-1") == [uids[1]]
+    assert await search(StudyInstanceUID=f"{uids[0]},{uids[2]}") == [uids[0]]
+
+
 async def test_wado_retrieve_metadata_frames_rendered_each_guarded_and_logged(dicom_app, tmp_path):
     study_uid, files = write_study(tmp_path / "a", series=1, per_series=2)
     assert (await upload(dicom_app, files)).status_code == 200

@@ -211,6 +211,8 @@ class VisibleStudies:
 
     clear: frozenset[str] = frozenset()
     anonymized: frozenset[str] = frozenset()
+    every: bool = False
+    """Every study, in the clear (the service desk): the search is not restricted at all."""
 
     @classmethod
     def of(cls, decisions: Iterable[AccessDecision], certain: Iterable[str] = ()) -> VisibleStudies:
@@ -223,9 +225,12 @@ class VisibleStudies:
         )
 
     def __contains__(self, study_uid: object) -> bool:
-        return study_uid in self.clear or study_uid in self.anonymized
+        return self.every or study_uid in self.clear or study_uid in self.anonymized
 
     def __len__(self) -> int:
+        """How many studies (not to be asked of `every`)."""
+        if self.every:
+            raise TypeError("every study: no count")
         return len(self.clear) + len(self.anonymized)
 
     def __iter__(self) -> Iterator[str]:
@@ -233,6 +238,8 @@ class VisibleStudies:
 
     def among(self, study_uids: Iterable[str]) -> VisibleStudies:
         wanted = frozenset(study_uids)
+        if self.every:
+            return VisibleStudies(wanted)
         return VisibleStudies(self.clear & wanted, self.anonymized & wanted)
 
 

@@ -83,9 +83,10 @@ async def _matching(
         anonymized = [d async for d in stores.index.search_studies(visible.anonymized, query)]
     pending = iter(anonymized)
     waiting = next(pending, None)
-    if visible.clear:
-        clear = index_query(filters, anonymized=False)
-        async for doc in stores.index.search_studies(visible.clear, clear or {}):
+    if visible.every or visible.clear:
+        clear = index_query(filters, anonymized=False) or {}
+        uids = None if visible.every else visible.clear
+        async for doc in stores.index.search_studies(uids, clear):
             while waiting is not None and _newer(waiting, doc):
                 yield waiting
                 waiting = next(pending, None)
