@@ -214,10 +214,24 @@ async def test_the_index_searches_many_studies_newest_first_across_its_chunks(di
                 [("study_date", -1), ("_id", 1)]
             )
         ]
-        found = [d async for d in index.search_studies(wanted, query)]
+        found = [d async for d in index.search_among([(wanted, query)])]
         assert [d["_id"] for d in found] == expected and len(expected) > 100, query
         assert all("modalities" in d for d in found), "whole documents"
-    assert [d async for d in index.search_studies(set(), {})] == []
+    halves = sorted(wanted)[::2], sorted(wanted)[1::2]
+    both = index.search_among([(halves[0], {"modalities": "MR"}), (halves[1], {})])
+    expected = [
+        d["_id"]
+        async for d in index.studies.find(
+            {"$or": [{"_id": {"$in": halves[0]}, "modalities": "MR"}, {"_id": {"$in": halves[1]}}]}
+        ).sort([("study_date", -1), ("_id", 1)])
+    ]
+    assert [d["_id"] async for d in both] == expected, "two searches, merged in order"
+    everything = [d["_id"] async for d in index.search_studies({})]
+    assert everything == [
+        d["_id"] async for d in index.studies.find({}).sort([("study_date", -1), ("_id", 1)])
+    ]
+    assert len(everything) == 260
+    assert [d async for d in index.search_among([])] == []
 
 
 async def test_qido_for_one_patient_opens_only_that_patients_studies(dicom_app, tmp_path):

@@ -104,28 +104,27 @@ class AuditStore:
 
     # -- study logging ---------------------------------------------------------------------
     async def _study_clause(self, uids: Sequence[str]) -> dict[str, Any]:
-        """Entries that name one of the studies, or one of their reference numbers. With
-        reference numbers: by the ids of both kinds, each read along its index (the local
-        database scans the whole log for an `$or`)."""
+        """Entries that name one of the studies, or one of their reference numbers."""
         refs = [d["_id"] async for d in find_in(await self._c(REFERENCES), "study_uid", uids)]
         if not refs:
             return {"study_uids": {"$in": list(uids)}}
+        return await self._any_of((("study_uids", uids), ("reference_numbers", refs)))
+
+    async def _patient_clause(self, patient_id: str) -> dict[str, Any]:
+        """Entries about the patient's studies, or naming the patient."""
+        studies = await self.studies_of_patient(patient_id)
+        return await self._any_of((("study_uids", studies), ("patient_id", [patient_id])))
+
+    async def _any_of(self, lookups: Iterable[tuple[str, Sequence[Any]]]) -> dict[str, Any]:
+        """Entries whose field holds one of its values, for any of the (field, values)
+        `lookups`: by the ids each reads along its index (an `$or` is a collection scan on the
+        local database, and on MongoDB unless every branch is indexed)."""
         entries = await self._c(ENTRIES)
         ids = {
             d["_id"]
-            for field, values in (("study_uids", uids), ("reference_numbers", refs))
+            for field, values in lookups
             async for d in find_in(entries, field, values, {"_id": 1})
         }
-        return {"_id": {"$in": sorted(ids)}}
-
-    async def _patient_clause(self, patient_id: str) -> dict[str, Any]:
-        """Entries about the patient's studies, or naming the patient: by the ids of both
-        kinds, each read along its index (an `$or` is a collection scan on the local database,
-        and on MongoDB unless every branch is indexed)."""
-        entries = await self._c(ENTRIES)
-        studies = await self.studies_of_patient(patient_id)
-        ids = {d["_id"] async for d in find_in(entries, "study_uids", studies, {"_id": 1})}
-        ids.update([d["_id"] async for d in entries.find({"patient_id": patient_id}, {"_id": 1})])
         return {"_id": {"$in": sorted(ids)}}
 
     async def query(self, f: LogFilter) -> dict[str, Any]:

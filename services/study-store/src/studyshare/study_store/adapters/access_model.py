@@ -538,7 +538,8 @@ class AccessModel:
                 refusal="stale",
                 reason="access decisions are temporarily unavailable",
             )
-        subject = subject or await self.subject(principal)
+        if subject is None:
+            subject = await self.subject(principal)
         facts = await self.facts(subject, study_uid)
         return narrowed(principal, decide(subject, study_uid, facts))
 

@@ -134,27 +134,30 @@ class InstanceIndex:
         )
         return [doc async for doc in cursor]
 
-    async def search_studies(
-        self, study_uids: Iterable[str] | None, query: dict[str, Any]
+    async def search_studies(self, query: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Every study matching `query`, newest first (then by UID)."""
+        async for doc in self.studies.find(query).sort(
+            [("study_date", DESCENDING), ("_id", ASCENDING)]
+        ):
+            yield doc
+
+    async def search_among(
+        self, searches: Iterable[tuple[Iterable[str], dict[str, Any]]]
     ) -> AsyncIterator[dict[str, Any]]:
-        """Studies matching `query`, restricted to `study_uids` (None: no restriction), newest
-        first (then by UID). With a restriction, the dates of those that match are read first
-        and sorted here, then the documents in that order, a chunk at a time: every `$in` goes
-        `IN_CHUNK` values at a time (the local database's costs more per value the longer it
-        is: 82 s for 10,000 UIDs at once)."""
-        if study_uids is None:
-            cursor = self.studies.find(query).sort([("study_date", DESCENDING), ("_id", ASCENDING)])
-            async for doc in cursor:
-                yield doc
-            return
-        dated = [
+        """The studies among each search's UIDs that match its query, in `search_studies`'s
+        order. The dates of those that match are read first and sorted here, then the
+        documents in that order, a chunk at a time: every `$in` goes `IN_CHUNK` values at a
+        time (the local database's costs more per value the longer it is: 82 s for 10,000
+        UIDs at once)."""
+        dated = {
             (d.get("study_date") or "", d["_id"])
+            for study_uids, query in searches
             async for d in find_in(self.studies, "_id", study_uids, {"study_date": 1}, extra=query)
-        ]
-        dated.sort(key=lambda d: d[1])
-        dated.sort(key=lambda d: d[0], reverse=True)  # stable: UIDs stay ascending per date
-        for start in range(0, len(dated), IN_CHUNK):
-            uids = [uid for _, uid in dated[start : start + IN_CHUNK]]
+        }
+        ordered = sorted(dated, key=lambda d: d[1])
+        ordered.sort(key=lambda d: d[0], reverse=True)  # stable: UIDs stay ascending per date
+        for start in range(0, len(ordered), IN_CHUNK):
+            uids = [uid for _, uid in ordered[start : start + IN_CHUNK]]
             docs = {d["_id"]: d async for d in find_in(self.studies, "_id", uids)}
             for uid in uids:
                 if uid in docs:

@@ -73,33 +73,17 @@ def index_query(filters: StudyFilters, anonymized: bool) -> dict[str, Any] | Non
     return query
 
 
-async def _matching(
+def _matching(
     stores: DicomStores, visible: VisibleStudies, filters: StudyFilters
 ) -> AsyncIterator[dict[str, Any]]:
-    """The index's documents of the visible studies that may match, newest first: those shown
-    in the clear streamed, merged with the (fewer) anonymized ones."""
-    anonymized: list[dict[str, Any]] = []
-    if visible.anonymized and (query := index_query(filters, anonymized=True)) is not None:
-        anonymized = [d async for d in stores.index.search_studies(visible.anonymized, query)]
-    pending = iter(anonymized)
-    waiting = next(pending, None)
-    if visible.every or visible.clear:
-        clear = index_query(filters, anonymized=False) or {}
-        uids = None if visible.every else visible.clear
-        async for doc in stores.index.search_studies(uids, clear):
-            while waiting is not None and _newer(waiting, doc):
-                yield waiting
-                waiting = next(pending, None)
-            yield doc
-    while waiting is not None:
-        yield waiting
-        waiting = next(pending, None)
-
-
-def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether `a` comes before `b` in the index's order (study date descending, then UID)."""
-    a_date, b_date = a.get("study_date") or "", b.get("study_date") or ""
-    return a_date > b_date or (a_date == b_date and a["_id"] < b["_id"])
+    """The index's documents of the visible studies that may match, newest first."""
+    clear = index_query(filters, anonymized=False) or {}
+    if visible.every:  # every study, shown in the clear
+        return stores.index.search_studies(clear)
+    searches = [(visible.clear, clear)]
+    if (anonymized := index_query(filters, anonymized=True)) is not None:
+        searches.append((visible.anonymized, anonymized))
+    return stores.index.search_among(searches)
 
 
 async def search_studies(
