@@ -190,20 +190,14 @@ def ending(spans: Sequence[trace.Span]) -> Iterator[None]:
 
 
 def producer_span(
-    carrier: Mapping[str, str] | None,
-    topic: str,
-    partition: int,
-    headers: list[tuple[str, bytes]],
-    *,
-    key: str,
-    message_id: str,
-    event_type: str,
+    event: Mapping[str, Any], partition: int, headers: list[tuple[str, bytes]]
 ) -> trace.Span | None:
-    """For a message whose event was appended inside a trace (`carrier`, stored with it): a
-    producer span, child of that context, whose own context is added to `headers`."""
-    parent = context_from_carrier(carrier)
+    """For a stored event (an outbox document) appended inside a trace: a producer span, child
+    of the context stored with it, whose own context is added to `headers`."""
+    parent = context_from_carrier(event.get("trace"))
     if parent is None:
         return None
+    topic = event["topic"]
     span = tracer().start_span(
         f"{topic} publish",
         context=parent,
@@ -213,9 +207,9 @@ def producer_span(
             "publish",
             **{
                 "messaging.destination.partition.id": str(partition),
-                "messaging.kafka.message.key": key,
-                "messaging.message.id": message_id,
-                "studyshare.event_type": event_type,
+                "messaging.kafka.message.key": event["aggregate_id"],
+                "messaging.message.id": event["_id"],
+                "studyshare.event_type": event["event_type"],
             },
         ),
     )
