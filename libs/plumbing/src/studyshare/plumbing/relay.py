@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import Counter, Gauge
 from pymongo import CursorType
+from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
@@ -47,9 +48,9 @@ INSERTS = [{"$match": {"operationType": "insert"}}]
 #: the position is gone (ChangeStreamHistoryLost, ChangeStreamFatalError) or means nothing to
 #: this database, restored or moved since (FailedToParse, InvalidResumeToken)
 POSITION_LOST = frozenset({9, 260, 280, 286})
-WAIT_MS = 20  # a read of the stream waits this long for news; then what has arrived is sent
-HOLD_S = 0.02  # longest an arrived event waits for more to arrive (under a steady trickle)
-IDLE_PAUSE_S = 0.05  # after a read without news (a local database answers at every write)
+FOLLOW_WAIT_MS = 1000  # a following relay's wait for news: how soon it notices `stop`
+EMPTY_ANSWER_PAUSE_S = 0.05  # a local database wakes every stream at each write: don't spin
+DRAIN_WAIT_MS = 20  # `drain`: nothing new within this wait means caught up
 Batch = tuple[list[dict[str, Any]], dict[str, Any] | None]  # events, the position after them
 
 
@@ -70,9 +71,7 @@ class OutboxRelay:
     ) -> None:
         self.events, self.checkpoints = db[EVENTS_COLLECTION], db[CHECKPOINTS]
         self.producer, self.batch_size = producer, batch_size
-        self._watch = partial(
-            self.events.watch, INSERTS, max_await_time_ms=WAIT_MS, batch_size=batch_size
-        )
+        self._watch = partial(self.events.watch, INSERTS, batch_size=batch_size)
         self.rescan = timedelta(seconds=rescan_s)
         self._partitions: dict[str, tuple[int, ...]] = {}
         self._oldest: datetime | None = None  # read, not yet acknowledged (kept on a failure)
@@ -132,22 +131,41 @@ class OutboxRelay:
                 yield docs, None
 
     async def _changes(self, position: dict[str, Any], follow: bool) -> AsyncIterator[Batch]:
-        """The events committed after `position`, in batches of what has arrived, each with the
-        position after it. Without `follow`, until a read brings nothing new."""
-        clock, changes, due = asyncio.get_running_loop().time, [], 0.0
-        async with await self._watch(resume_after=position) as stream:
-            while not self._stopping.is_set():
-                if (change := await stream.try_next()) is not None:
-                    due = due if changes else clock() + HOLD_S
-                    changes.append(change)
-                full = len(changes) == self.batch_size or clock() > due
-                if changes and (change is None or full):
-                    yield [c["fullDocument"] for c in changes], changes[-1]["_id"]
-                    changes = []
-                elif change is None and not follow:
-                    return
-                elif change is None:
-                    await asyncio.sleep(IDLE_PAUSE_S)
+        """The events committed after `position`, in batches of what has arrived (read on while
+        the batch before is sent), each with the position after it. Without `follow`, until
+        nothing arrives within `DRAIN_WAIT_MS`."""
+        arrived: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(2 * self.batch_size)
+
+        async def read(stream: AsyncChangeStream) -> None:
+            try:
+                while not self._stopping.is_set():
+                    if (change := await stream.try_next()) is not None:
+                        await arrived.put(change)
+                    elif not follow:
+                        break
+                    else:
+                        await asyncio.sleep(EMPTY_ANSWER_PAUSE_S)
+            finally:
+                await arrived.put(None)  # the end
+
+        wait = FOLLOW_WAIT_MS if follow else DRAIN_WAIT_MS
+        async with await self._watch(resume_after=position, max_await_time_ms=wait) as stream:
+            reader = asyncio.create_task(read(stream))
+            try:
+                changes: list[dict[str, Any]] = []
+                while (change := await arrived.get()) is not None or changes:
+                    if change is not None:
+                        changes.append(change)
+                    if change is None or arrived.empty() or len(changes) == self.batch_size:
+                        yield [c["fullDocument"] for c in changes], changes[-1]["_id"]
+                        changes = []
+                    if change is None:
+                        break
+                await reader  # raises what ended the stream
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
 
     async def _publish(self, batches: AsyncIterator[Batch]) -> int:
         """Send each batch and checkpoint past it (if it has a position); how many were sent."""
