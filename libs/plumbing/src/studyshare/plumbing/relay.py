@@ -172,7 +172,8 @@ class OutboxRelay:
         published = 0
         async with contextlib.aclosing(batches):
             async for docs, position in batches:
-                self._oldest = self._oldest or docs[0]["recorded_at"].replace(tzinfo=UTC)
+                if self._oldest is None:
+                    self._oldest = min(d["recorded_at"] for d in docs).replace(tzinfo=UTC)
                 await self._send(docs)
                 self._oldest = None
                 if position is not None:
@@ -192,7 +193,7 @@ class OutboxRelay:
         """Send `docs` in order as whole producer batches per partition (far less work per event
         than a `send` each) and wait for the broker to have them all."""
         batches: dict[tuple[str, int], list[Any]] = {}  # per partition, in order
-        spans = []
+        spans: list[Any] = []
         for doc in docs:
             topic, key = doc["topic"], doc["aggregate_id"].encode()
             if topic not in self._partitions:
@@ -200,7 +201,8 @@ class OutboxRelay:
             tp = (topic, partition_for(key, self._partitions[topic]))
             correlation = (doc.get("correlation_id") or "").encode()
             headers = [("event_type", doc["event_type"].encode()), ("correlation_id", correlation)]
-            spans.append(tracing.producer_span(doc, tp[1], headers))
+            if span := tracing.producer_span(doc, tp[1], headers):
+                spans.append(span)
             message = {"timestamp": None, "key": key, "value": doc["wire"], "headers": headers}
             queue = batches.setdefault(tp, [])
             if not queue or queue[-1].append(**message) is None:
@@ -211,5 +213,5 @@ class OutboxRelay:
             for batch in queue:
                 batch.close()
                 sent.append(await self.producer.send_batch(batch, topic, partition=partition))
-        with tracing.ending([span for span in spans if span]):
+        with tracing.ending(spans):
             await asyncio.gather(*sent)
