@@ -6,6 +6,7 @@ import random
 import time
 
 from studyshare.contracts.envelope import Actor
+from studyshare.contracts.events.identity import PincodeFailed
 from studyshare.contracts.events.share import AccessRevoked, BucketLocked, OTPVerified
 from studyshare.contracts.events.study import (
     ReferenceNumberIssued,
@@ -135,6 +136,37 @@ def test_fold_order_within_an_aggregate_matters_only_per_aggregate():
         for e in order:
             fold(docs, e)
         assert docs == expected
+
+
+def test_a_document_following_two_aggregates_is_the_same_in_either_arrival_order():
+    """A reference number's document follows its own stream and its patient's (wrong pincodes);
+    a rebuild may read the patient's partition first. Found by the kill -9 test: the remembered
+    versions came out in arrival order, so live and rebuilt documents differed."""
+    ev = Events()
+    number = "KX5WKJXC32"
+    reference = [
+        ev(ReferenceNumberIssued(reference_number=number, study_uid="1.2.3"), f"ref_{number}"),
+        ev(
+            ReferenceNumberRevoked(reference_number=number, study_uid="1.2.3", revoked_by="usr_s"),
+            f"ref_{number}",
+        ),
+    ]
+    patient = [
+        ev(
+            PincodeFailed(reference_number=number, study_uid="1.2.3", failed_attempts=n),
+            f"pat_{number}",
+        )
+        for n in (1, 2)
+    ]
+    reference_first: dict = {}
+    patient_first: dict = {}
+    for e in reference + patient:
+        fold(reference_first, e)
+    for e in patient + reference:
+        fold(patient_first, e)
+    assert reference_first == patient_first
+    doc = reference_first[f"ref:{number}"]
+    assert doc["revoked"] and doc["pincode_failures"] == 2
 
 
 async def test_certainly_open_studies_are_always_decided_open_and_in_the_clear():

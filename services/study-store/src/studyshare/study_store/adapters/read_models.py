@@ -28,6 +28,7 @@ fresh events into memory ahead of the worker and re-fold them over an older work
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, MutableMapping
 from datetime import UTC, date, datetime
 from typing import Any
@@ -144,13 +145,16 @@ def _later(a: datetime | None, b: datetime | None) -> datetime | None:
 
 
 def _already_applied(doc: Doc, envelope: EventEnvelope) -> bool:
+    """Remember the newest version applied per aggregate in `_v`, kept sorted by aggregate id:
+    a document that follows two aggregates (a reference number and its patient) comes out the
+    same whichever of their partitions a consumer read first."""
     for pair in doc.get("_v", []):
         if pair[0] == envelope.aggregate_id:
             if envelope.aggregate_version <= pair[1]:
                 return True
             pair[1] = envelope.aggregate_version
             return False
-    doc.setdefault("_v", []).append([envelope.aggregate_id, envelope.aggregate_version])
+    bisect.insort(doc.setdefault("_v", []), [envelope.aggregate_id, envelope.aggregate_version])
     return False
 
 
