@@ -10,6 +10,7 @@ proven in identity's own tests.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -19,8 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
 
 from studyshare.devstack.platform import LocalPlatform
+from studyshare.identity.adapters.projections import reference_number
 
 from ..storykit import Gateway, ok, problem, unique, wait_for
 
@@ -137,7 +140,9 @@ def test_a_hundred_parallel_password_guesses_are_evaluated_at_most_five_times(
 # ------------------------------------------------------------------------ patient logins
 
 
-def _reference_number(api: Gateway, department: SimpleNamespace, pincode: str) -> tuple[str, str]:
+def _reference_number(
+    api: Gateway, platform: LocalPlatform, department: SimpleNamespace, pincode: str
+) -> tuple[str, str]:
     """A new study with a reference number and a pincode, known to identity; (uid, number)."""
     uid = api.upload(department.sender, "CT brute force", "Brute^Paula", "19800214").study_uid
     number = ok(
@@ -154,17 +159,24 @@ def _reference_number(api: Gateway, department: SimpleNamespace, pincode: str) -
         ),
         204,
     )
-    # Identity learns the number from the study store's events; a login before that would
-    # count as a failure, so wait until audit (another consumer of those events) has both.
     api.logged(department.admin, uid, [("ReferenceNumberIssued", _any), ("PincodeSet", _any)])
-
-    def asks_pincode() -> bool:
-        body = {"reference_number": number, "date_of_birth": "1980-02-14"}
-        r = api.client.post("/api/auth/patient-login", json=body)
-        return r.status_code == 401 and r.json().get("rule") == "PincodeRequired"
-
-    wait_for(asks_pincode, "the reference number and its pincode known to identity")
+    # Identity learns the number from the study store's events. A login before that is an
+    # "unknown" failure counted against the number (CI once saw four guesses evaluated after
+    # one such failure while waiting), so the wait reads what the login itself reads.
+    wait_for(
+        lambda: asyncio.run(_identity_holds_pincode(platform, number)),
+        "the reference number and its pincode known to identity",
+    )
     return uid, number
+
+
+async def _identity_holds_pincode(platform: LocalPlatform, number: str) -> bool:
+    mongo: AsyncMongoClient = AsyncMongoClient(platform.mongo_url)
+    try:
+        ref = await reference_number(mongo[f"{platform.database_prefix}identity"], number)
+    finally:
+        await mongo.close()
+    return ref is not None and ref.pincode_hash is not None
 
 
 def _any(_: dict[str, Any]) -> bool:
@@ -176,7 +188,7 @@ def test_a_hundred_parallel_patient_login_guesses_are_evaluated_at_most_five_tim
     api: Gateway, platform: LocalPlatform, department: SimpleNamespace, guessing: str
 ):
     pincode = "739164"
-    uid, number = _reference_number(api, department, pincode)
+    uid, number = _reference_number(api, platform, department, pincode)
 
     def guess(client: httpx.Client, i: int) -> httpx.Response:
         body = {"reference_number": number, "date_of_birth": "1980-02-14", "pincode": pincode}
