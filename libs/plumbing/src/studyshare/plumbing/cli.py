@@ -8,14 +8,18 @@ its logging and, when an OTLP endpoint is configured, its traces (`plumbing.trac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import socket
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import faust
 import typer
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
+from studyshare.plumbing import heap
 from studyshare.plumbing.kafka import ensure_topics, producer
 from studyshare.plumbing.logging import configure_logging, get_logger
 from studyshare.plumbing.mongo import mongo_client
@@ -43,6 +47,21 @@ class StructlogWorker(faust.Worker):
         configure_logging(
             self.settings.service_name, self.settings.log_level, self.settings.log_json
         )
+
+
+class SettledServer(uvicorn.Server):
+    """uvicorn's server, which settles the process's heap once the app has started
+    (`studyshare.plumbing.heap`): the command's, not the app's, so that tests building apps
+    by the hundred in one process keep Python's defaults."""
+
+    def __init__(self, config: uvicorn.Config, gc_thresholds: tuple[int, int, int]) -> None:
+        super().__init__(config)
+        self.gc_thresholds = gc_thresholds
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            heap.settle(self.gc_thresholds)
 
 
 class ServiceCLI:
@@ -76,7 +95,7 @@ class ServiceCLI:
         port: Annotated[int | None, typer.Option(help="Override STUDYSHARE_HTTP_PORT")] = None,
     ) -> None:
         settings = self._settings("api")
-        uvicorn.run(
+        config = uvicorn.Config(
             self.app_factory,
             factory=True,
             host=settings.http_host,
@@ -87,6 +106,11 @@ class ServiceCLI:
             loop="uvloop",
             http="httptools",
         )
+        server = SettledServer(config, settings.gc_thresholds)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+        if not server.started:
+            raise typer.Exit(STARTUP_FAILURE)
 
     def relay(
         self,
