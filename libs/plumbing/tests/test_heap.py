@@ -21,14 +21,15 @@ async def app(scope, receive, send):
     await send({"type": "lifespan.shutdown.complete"})
 
 before = []
+default = list(gc.get_threshold())
 config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
-server = SettledServer(config, ServiceSettings().gc_thresholds)
+server = SettledServer(config, ServiceSettings().gc_full_threshold)
 
 async def main():
     serving = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
-    print(json.dumps([before, [list(gc.get_threshold()), gc.get_freeze_count()]]))
+    print(json.dumps([default, before, [list(gc.get_threshold()), gc.get_freeze_count()]]))
     server.should_exit = True
     await serving
 
@@ -41,7 +42,7 @@ def test_the_api_server_freezes_start_up_objects_and_makes_full_collections_rare
         [sys.executable, "-c", SERVE_AND_REPORT], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
-    (before_threshold, before_frozen), (threshold, frozen) = json.loads(out.stdout)
-    assert before_threshold == [700, 10, 10] and before_frozen == 0  # Python's defaults
-    assert threshold == [700, 10, 1000]
+    default, (before_threshold, before_frozen), (threshold, frozen) = json.loads(out.stdout)
+    assert before_threshold == default and before_frozen == 0, "the app starts as Python does"
+    assert threshold == [default[0], default[1], 1000], "full collections are rarer"
     assert frozen > 10_000, "start-up's objects (modules, the app) are out of every collection"

@@ -54,14 +54,14 @@ class SettledServer(uvicorn.Server):
     (`studyshare.plumbing.heap`): the command's, not the app's, so that tests building apps
     by the hundred in one process keep Python's defaults."""
 
-    def __init__(self, config: uvicorn.Config, gc_thresholds: tuple[int, int, int]) -> None:
+    def __init__(self, config: uvicorn.Config, gc_full_threshold: int) -> None:
         super().__init__(config)
-        self.gc_thresholds = gc_thresholds
+        self.gc_full_threshold = gc_full_threshold
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            heap.settle(self.gc_thresholds)
+            heap.settle(self.gc_full_threshold)
 
 
 class ServiceCLI:
@@ -106,7 +106,7 @@ class ServiceCLI:
             loop="uvloop",
             http="httptools",
         )
-        server = SettledServer(config, settings.gc_thresholds)
+        server = SettledServer(config, settings.gc_full_threshold)
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
         if not server.started:

@@ -15,8 +15,11 @@ from __future__ import annotations
 import gc
 
 
-def settle(thresholds: tuple[int, int, int]) -> None:
-    """Collect once, freeze what is left (start-up's objects), then use `thresholds`."""
+def settle(full_threshold: int) -> None:
+    """Collect once, freeze what is left (start-up's objects), then collect the whole heap
+    only every `full_threshold` collections of the middle generation (the interpreter's own
+    first two thresholds kept: they differ between Python versions)."""
+    young, middle, _ = gc.get_threshold()
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*thresholds)
+    gc.set_threshold(young, middle, full_threshold)

@@ -59,11 +59,12 @@ class ServiceSettings(BaseSettings):
         description="answer the routes declared `@hot` without FastAPI's stack first "
         "(`studyshare.plumbing.hot`); off, FastAPI answers them as any other route",
     )
-    gc_thresholds: tuple[int, int, int] = Field(
-        default=(700, 10, 1000),
-        description="the cyclic garbage collector's thresholds of an API once started "
-        "(`studyshare.plumbing.heap`; Python's defaults are 700, 10, 10): a full collection "
-        "walks the whole heap, so it is made rarer",
+    gc_full_threshold: int = Field(
+        default=1000,
+        ge=1,
+        description="the cyclic garbage collector's third threshold in an API once started "
+        "(`studyshare.plumbing.heap`; Python's is 10): collections of the middle generation "
+        "between two full ones, each of which walks the whole heap",
     )
     http_host: str = "127.0.0.1"
     http_port: int = 8000
