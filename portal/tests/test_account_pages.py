@@ -266,8 +266,24 @@ def test_the_profile_enrols_totp_with_a_qr_code_drawn_here(
     fake.answer(
         "POST", "/api/users/me/totp", {"secret": "JBSWY3DPEHPK3PXP", "otpauth_uri": OTPAUTH}
     )
-    started = post(client, "/profile/totp", {}, "/profile")
+    fake.answer(
+        "POST",
+        "/api/users/me/totp",
+        problem(401, "InvalidCredentials", "the current password is not correct"),
+    )
+    wrong = post(client, "/profile/totp", {"current_password": "not it"}, "/profile")
+    assert wrong.status_code == 401
+    assert re.search(
+        r'id="error-totp_password"[^>]*>the current password is not correct', wrong.text
+    )
+    fake.answer(
+        "POST", "/api/users/me/totp", {"secret": "JBSWY3DPEHPK3PXP", "otpauth_uri": OTPAUTH}
+    )
+    started = post(client, "/profile/totp", {"current_password": "my-password-2026"}, "/profile")
     assert started.status_code == 303
+    assert [b for b, _ in fake.sent("POST", "/api/users/me/totp")][-1] == {
+        "current_password": "my-password-2026"
+    }
     page = client.get("/profile")
     assert '<svg xmlns="http://www.w3.org/2000/svg" viewBox=' in page.text
     assert "JBSWY3DPEHPK3PXP" in page.text

@@ -214,6 +214,8 @@ def test_profile_language_totp_mobile_and_eid_then_the_desk_unlocks_and_removes_
     me.click("#save-language")
     me.wait_text("My profile")
 
+    start = me.driver.find_element(By.ID, "totp-start-form")
+    start.find_element(By.NAME, "current_password").send_keys(person.password)
     me.click("#start-totp")
     me.wait("#totp-qr svg")
     secret = me.driver.find_element(By.ID, "totp-secret").text.strip()

@@ -254,3 +254,63 @@ def test_anonymized_shares_serve_nothing_identifying_on_any_path(
     for tag in ("00100010", "00100020", "0020000D", "0020000E", "00080018", "00080020"):
         assert first_value(a, tag) != first_value(b, tag), tag
     assert re.fullmatch(r"2\.25\.\d+", first_value(a, "0020000E"))
+
+
+def test_a_remapped_uid_names_the_study_only_to_those_its_share_reaches(
+    api: Gateway, cast: SimpleNamespace
+):
+    """The UIDs one anonymized share shows are unknown to anyone that share does not reach:
+    asked by the sender (clear access) they would give the patient away, asked by the recipient
+    of another anonymized share of the study they would link the two shares."""
+    study, _ = upload_annex_e_study(api, cast.sender)
+    buckets = {
+        p.user_id: api.shared(
+            cast.sender,
+            study_uids=[study.study_uid],
+            recipients=[{"kind": "user", "id": p.user_id}],
+            access_level="images_report_read",
+            anonymize=True,
+        )
+        for p in (cast.first, cast.second)
+    }
+
+    def remapped(recipient: Person) -> str:
+        def listed() -> str | None:
+            mine = ok(api.client.get("/api/shared-with-me", headers=recipient.headers))
+            bucket = buckets[recipient.user_id]
+            return next((i["study_uid"] for i in mine["items"] if i["bucket_id"] == bucket), None)
+
+        return wait_for(listed, "the anonymized share in the recipient's list")
+
+    shown = remapped(cast.first)
+    assert shown != remapped(cast.second)
+    metadata = f"/dicomweb/studies/{shown}/metadata"
+    one = wait_for(
+        lambda: (
+            (r := api.client.get(metadata, headers=cast.first.headers)).status_code == 200
+            and r.json()[0]
+        ),
+        "the share in the study store",
+    )
+    series, sop = first_value(one, "0020000E"), first_value(one, "00080018")
+    paths = [
+        f"/api/studies/{shown}",
+        metadata,
+        f"/dicomweb/studies/{shown}/series",
+        f"/dicomweb/studies/{shown}/series/{series}/instances/{sop}/metadata",
+        f"/dicomweb/studies/{shown}/thumbnail",
+    ]
+    for path in paths:
+        r = api.client.get(path, headers=cast.first.headers)
+        assert r.status_code == 200, (path, r.status_code, r.text[:200])
+    detail = ok(api.study(cast.first, shown))
+    assert detail["received_at"] is None, "the day it was received is a real date"
+
+    for who in (cast.sender, cast.second):
+        for path in paths:
+            r = api.client.get(path, headers=who.headers)
+            assert r.status_code == 404, (who.username, path, r.status_code, r.text[:300])
+        search = api.client.get(
+            "/dicomweb/studies", params={"StudyInstanceUID": shown}, headers=who.headers
+        )
+        assert search.status_code == 204 or search.json() == [], (who.username, search.text)

@@ -282,3 +282,91 @@ def test_a_deactivated_account_is_refused_by_every_service_on_the_next_request(a
     answer = api.client.post(f"/api/users/{leaving.user_id}/deactivate", headers=world.desk)
     assert answer.status_code in (200, 204), answer.text
     ended_everywhere(reads, leaving.headers, answer, "deactivated")
+
+
+def logged_in(api: Gateway, who: Person) -> tuple[dict[str, str], str]:
+    """A new session of `who`: its bearer headers and its refresh token."""
+    tokens = ok(
+        api.client.post(
+            "/api/auth/login", json={"username": who.username, "password": who.password}
+        )
+    )
+    return {"Authorization": f"Bearer {tokens['access_token']}"}, tokens["refresh_token"]
+
+
+def refreshed(api: Gateway, refresh_token: str) -> httpx.Response:
+    return api.client.post("/api/auth/refresh", json={"refresh_token": refresh_token})
+
+
+def test_a_token_of_roles_taken_away_is_refused_by_every_service_on_the_next_request(
+    api: Gateway, world
+):
+    """A token carries its holder's roles and departments: one issued before the service desk
+    changed them would act with the old ones until it expires (in share and audit, which
+    decide on the token's claims: a removed admin could still share the department's studies).
+    It is refused; the session's refresh token gives a token with the new roles at once."""
+    study = upload(api, world, "roles")
+    leaving = api.register(
+        world.desk,
+        "Kato",
+        roles=["physician", "department_admin"],
+        department_ids=[world.department],
+        admin_of=[world.department],
+    )
+    headers, refresh_token = logged_in(api, leaving)
+    reads = service_reads(api, study.study_uid)
+    del reads["notify"]  # only operators read the delivery log
+    wait_for(lambda: reads["study-store"](headers).status_code == 200, "their study")
+    for name, read in reads.items():
+        response = read(headers)
+        assert response.status_code == 200, (name, response.status_code, response.text)
+    issued = ok(api.client.post(f"/api/studies/{study.study_uid}/viewer-token", headers=headers))
+    viewer = {"Authorization": f"Bearer {issued['token']}"}
+    metadata = f"/dicomweb/studies/{study.study_uid}/metadata"
+    assert api.client.get(metadata, headers=viewer).status_code == 200
+    roles = {"roles": ["physician"], "department_ids": [], "admin_of": []}
+    answer = api.client.put(f"/api/users/{leaving.user_id}/roles", json=roles, headers=world.desk)
+    assert answer.status_code == 200, answer.text
+    ended_everywhere(reads, headers, answer, "roles changed")
+    problem(api.client.get(metadata, headers=viewer), 401, "SessionEnded")
+    outsider = api.register(world.desk, "Lien", roles=["physician"])
+    body = {
+        "study_uids": [study.study_uid],
+        "recipients": [{"kind": "user", "id": outsider.user_id}],
+        "access_level": "images_report_read",
+        "reason": "after leaving",
+        "patient_agreed": True,
+        "unlimited": True,
+        "send_mail": False,
+    }
+    problem(api.client.post("/api/shares", json=body, headers=headers), 401, "SessionEnded")
+
+    renewed = ok(refreshed(api, refresh_token))
+    fresh = {"Authorization": f"Bearer {renewed['access_token']}"}
+    me = ok(api.client.get("/api/users/me", headers=fresh))
+    assert (me["roles"], me["department_ids"], me["admin_of"]) == (["physician"], [], [])
+    assert api.client.post("/api/shares", json=body, headers=fresh).status_code == 403
+    assert reads["audit"](fresh).status_code == 403
+    assert reads["study-store"](fresh).status_code == 403
+
+
+def test_changing_one_s_password_ends_one_s_other_sessions(api: Gateway, world):
+    """A stolen session (its access and refresh tokens) ends when the owner changes their
+    password; the session the owner changed it in refreshes its token and goes on."""
+    owner = api.register(world.desk, "Mira", roles=["physician"])
+    mine, my_refresh = logged_in(api, owner)
+    stolen, stolen_refresh = logged_in(api, owner)
+    reads = service_reads(api, "1.2.3.4")
+    del reads["notify"], reads["audit"]  # a physician reads neither
+    del reads["study-store"], reads["study-store hot"]  # no study: these answer 404
+    for name, read in reads.items():
+        assert read(stolen).status_code == 200, name
+    change = {"current_password": owner.password, "new_password": "Another-Long-Secret-9"}
+    answer = api.client.post("/api/users/me/password", json=change, headers=mine)
+    assert answer.status_code == 204, answer.text
+    ended_everywhere(reads, stolen, answer, "password was changed")
+    problem(refreshed(api, stolen_refresh), 401, "InvalidRefreshToken")
+    renewed = ok(refreshed(api, my_refresh))
+    again = {"Authorization": f"Bearer {renewed['access_token']}"}
+    for name, read in reads.items():
+        assert read(again).status_code == 200, name

@@ -15,6 +15,7 @@ from studyshare.contracts.events.identity import (
     PasswordChanged,
     RefreshTokenReuseDetected,
     UserDeactivated,
+    UserRolesChanged,
 )
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import JWKSVerifier, SessionEnded
@@ -38,7 +39,7 @@ def event(payload, at: float = NOW):
 
 
 def claims(sub="usr_1", sid="ses_1", iat=NOW - 10, kind="user") -> AccessClaims:
-    return AccessClaims(sub=sub, sid=sid, iat=int(iat), exp=int(iat) + 900, kind=kind)
+    return AccessClaims(sub=sub, sid=sid, iat=iat, exp=int(iat) + 900, kind=kind)
 
 
 @pytest.fixture
@@ -70,11 +71,23 @@ def test_deactivation_ends_every_token_issued_until_then(revocations):
     assert revocations.refusal(claims(sid="ses_b", iat=NOW + 1)) is None, "a later login"
 
 
-def test_only_a_password_reset_by_someone_else_ends_the_accounts_tokens(revocations):
-    assert not revocations.apply(event(PasswordChanged(user_id="usr_1", changed_by="usr_1")))
-    assert revocations.refusal(claims()) is None
-    assert revocations.apply(event(PasswordChanged(user_id="usr_1", changed_by="usr_desk")))
-    assert revocations.refusal(claims()) == "the account's password was reset"
+def test_a_password_change_or_a_roles_change_ends_the_tokens_issued_until_then(revocations):
+    """A token issued a millisecond after the end is good (`iat` has milliseconds): the
+    session that changed the password, or whose roles changed, refreshes its token at once."""
+    for payload, reason in (
+        (PasswordChanged(user_id="usr_1", changed_by="usr_1"), "password was changed"),
+        (PasswordChanged(user_id="usr_2", changed_by="usr_desk"), "password was reset"),
+        (
+            UserRolesChanged(
+                user_id="usr_3", roles=(), department_ids=(), admin_of=(), changed_by="usr_desk"
+            ),
+            "roles changed",
+        ),
+    ):
+        assert revocations.apply(event(payload, NOW + 0.5))
+        user = payload.user_id
+        assert reason in revocations.refusal(claims(sub=user, iat=NOW + 0.5))
+        assert revocations.refusal(AccessClaims(sub=user, iat=NOW + 0.501, exp=NOW + 900)) is None
 
 
 def test_other_events_and_patient_tokens_are_left_alone(revocations):

@@ -80,8 +80,10 @@ class InMemorySessions:
     def __init__(self) -> None:
         self.revoked: list[tuple[str, str]] = []
 
-    async def revoke_all_of(self, user_id: str, now: datetime, reason: str) -> None:
-        self.revoked.append((user_id, reason))
+    async def revoke_all_of(
+        self, user_id: str, now: datetime, reason: str, keep: str | None = None, session=None
+    ) -> None:
+        self.revoked.append((user_id, reason) if keep is None else (user_id, reason, keep))
 
 
 class InMemorySessionEnds:
@@ -128,7 +130,9 @@ class Accounts:
 
 def who(sub: str, *roles: str, admin_of: tuple[str, ...] = ()) -> AccessClaims:
     now = int(time.time())
-    return AccessClaims(sub=sub, roles=roles, admin_of=admin_of, iat=now, exp=now + 60)
+    return AccessClaims(
+        sub=sub, roles=roles, admin_of=admin_of, sid="ses_mine", iat=now, exp=now + 60
+    )
 
 
 DESK = who("usr_desk", "service_desk")
@@ -186,7 +190,12 @@ async def test_a_password_changes_with_the_current_one_only(a: Accounts) -> None
     await accounts.change_password(a.app, me, PASSWORD, "a new long secret", None)
     assert [e["changed_by"] for e in a.of("PasswordChanged")] == [user_id]
     assert await a.app.passwords.verify(a.credentials.hashes[user_id], "a new long secret")
-    assert a.ends.ended == [], "the user changed it: their sessions stay"
+    # their other sessions end (a stolen refresh token with them); tokens issued until now are
+    # refused everywhere, this session refreshes its own
+    assert a.sessions.revoked == [(user_id, "password_changed", "ses_mine")]
+    assert [(e.kind, e.key, e.reason) for e in a.ends.ended] == [
+        ("account", user_id, "the account's password was changed")
+    ]
 
 
 async def test_a_deactivated_account_ends_its_sessions(a: Accounts) -> None:
@@ -216,3 +225,7 @@ async def test_only_the_desk_changes_roles(a: Accounts) -> None:
     [changed] = a.of("UserRolesChanged")
     assert changed["roles"] == ["physician", "department_staff"]
     assert user.version == 2
+    # a token carries roles and memberships: those issued until now are refused everywhere (the
+    # session lives on; a refresh gives a token with the new ones)
+    assert [(e.kind, e.key) for e in a.ends.ended] == [("account", user_id)]
+    assert "roles changed" in a.ends.ended[0].reason and a.sessions.revoked == []

@@ -21,10 +21,13 @@ def oathtool(secret: str, at: datetime | None = None) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
 
 
+PASSWORD = {"current_password": "a-long-password-1"}
+
+
 async def enrol(api, clock: FakeClock) -> tuple[str, dict[str, str]]:
     await api.register(await api.desk(), username="dr.totp")
     me = await api.headers("dr.totp", "a-long-password-1")
-    enrolment = (await api.client.post("/api/users/me/totp", headers=me)).json()
+    enrolment = (await api.client.post("/api/users/me/totp", json=PASSWORD, headers=me)).json()
     uri = urlparse(enrolment["otpauth_uri"])
     assert uri.scheme == "otpauth" and uri.netloc == "totp"
     assert parse_qs(uri.query)["secret"] == [enrolment["secret"]]
@@ -72,7 +75,9 @@ async def test_a_wrong_code_does_not_enable_totp_and_enabling_twice_is_refused(a
         "/api/users/me/totp/confirm", json={"code": "123456"}, headers=me
     )
     assert no_enrolment.status_code == 409 and no_enrolment.json()["rule"] == "TOTPEnrolmentMissing"
-    secret = (await api.client.post("/api/users/me/totp", headers=me)).json()["secret"]
+    secret = (await api.client.post("/api/users/me/totp", json=PASSWORD, headers=me)).json()[
+        "secret"
+    ]
     wrong = oathtool(secret, clock.now + timedelta(minutes=5))
     refused = await api.client.post("/api/users/me/totp/confirm", json={"code": wrong}, headers=me)
     assert refused.status_code == 403 and refused.json()["rule"] == "InvalidTOTPCode"
@@ -81,7 +86,7 @@ async def test_a_wrong_code_does_not_enable_totp_and_enabling_twice_is_refused(a
         "/api/users/me/totp/confirm", json={"code": oathtool(secret, clock.now)}, headers=me
     )
     assert ok.status_code == 204
-    twice = await api.client.post("/api/users/me/totp", headers=me)
+    twice = await api.client.post("/api/users/me/totp", json=PASSWORD, headers=me)
     assert twice.status_code == 409 and twice.json()["rule"] == "TOTPAlreadyEnabled"
 
 
@@ -109,3 +114,26 @@ async def test_two_concurrent_logins_with_the_same_code_let_exactly_one_in(api):
         *(api.login("dr.totp", "a-long-password-1", otp=code) for _ in range(4))
     )
     assert sorted(r.status_code for r in results) == [200, 401, 401, 401]
+
+
+async def test_only_the_account_holder_enrols_a_second_factor(api):
+    """A holder of the access token alone (no password) cannot turn TOTP on and lock the
+    account's owner out; nothing is stored when refused."""
+    await api.register(await api.desk(), username="dr.stolen")
+    token_only = await api.headers("dr.stolen", "a-long-password-1")
+    for body, status, rule in (
+        (None, 403, "CurrentPasswordRequired"),
+        ({}, 403, "CurrentPasswordRequired"),
+        ({"current_password": "not-the-password"}, 401, "InvalidCredentials"),
+    ):
+        refused = await api.client.post("/api/users/me/totp", json=body, headers=token_only)
+        assert refused.status_code == status and refused.json()["rule"] == rule, refused.text
+    user_id = (await api.identity.db.users.find_one({"username": "dr.stolen"}))["_id"]
+    creds = await api.identity.db.credentials.find_one({"_id": user_id})
+    assert creds is not None and creds.get("password_hash")
+    assert "totp_pending_secret" not in creds
+    confirm = await api.client.post(
+        "/api/users/me/totp/confirm", json={"code": "123456"}, headers=token_only
+    )
+    assert confirm.json()["rule"] == "TOTPEnrolmentMissing"
+    assert (await api.login("dr.stolen", "a-long-password-1")).status_code == 200

@@ -122,6 +122,20 @@ async def test_revoking_a_recipient_leaves_the_others(share: Share) -> None:
         )
 
 
+async def test_a_revoked_recipient_no_longer_sees_the_bucket(share: Share) -> None:
+    bucket_id = await share.share("usr_sender", "usr_r1", "usr_r2", message="for r1 and r2")
+    bucket, admin = await share.service.view(share.who("usr_r1"), bucket_id)
+    assert bucket.id == bucket_id and not admin
+    await share.service.revoke(
+        share.who("usr_sender"), bucket_id, "recipient", recipient_id="usr_r1"
+    )
+    with pytest.raises(exceptions.BucketNotFound):  # its recipients, studies and message
+        await share.service.view(share.who("usr_r1"), bucket_id)
+    bucket, admin = await share.service.view(share.who("usr_r2"), bucket_id)
+    assert bucket.id == bucket_id and not admin
+    assert (await share.service.view(share.who("usr_sender"), bucket_id))[1]
+
+
 async def test_revoking_a_bucket_ends_what_was_reshared_from_it(share: Share) -> None:
     parent = await share.share("usr_sender", "usr_r1", allow_further_sharing=True)
     child = await share.share("usr_r1", "usr_r2")

@@ -32,7 +32,7 @@ class AccessClaims(BaseModel):
     sid: str | None = None
     iss: str = ISSUER
     aud: str = AUDIENCE
-    iat: int
+    iat: float  # with milliseconds (a NumericDate may have them): ends are ordered exactly
     exp: int
     jti: str | None = None
 

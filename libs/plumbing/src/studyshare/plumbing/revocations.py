@@ -2,12 +2,14 @@
 
 Every service verifies access tokens itself (JWKS), so a token would stay good until it
 expires. Identity ends a session on logout (`LoggedOut`) and on refresh-token reuse
-(`RefreshTokenReuseDetected`), and all sessions of an account when the account is
-deactivated (`UserDeactivated`) or the service desk resets its password (`PasswordChanged` by
-someone else; a user changing their own password keeps their sessions, as in identity).
+(`RefreshTokenReuseDetected`), and the tokens issued until then of an account when the account
+is deactivated (`UserDeactivated`), its password changes (`PasswordChanged`: identity also ends
+the account's other sessions, or all of them on a reset by the service desk) or its roles and
+memberships change (`UserRolesChanged`: a token carries them, so one issued before would act
+with the old ones; the session lives on and its refresh token gives a token with the new ones).
 `SessionRevocations` folds those events into two small maps and answers, per token, whether
 it is still good. Pure: no I/O. Two feeds keep it current: `session_feed.SessionEndFeed`
-(identity's list of ends, long-polled; a logout waits for it) and
+(identity's list of ends, long-polled; a command that ends something waits for it) and
 `revocation_feed.RevocationFeed` (`identity.events` on Kafka, a second path).
 
 An ended session or account is kept `keep_s` seconds (the longest lifetime of an access
@@ -32,14 +34,16 @@ SESSION_ENDING = {
 ACCESS_ENDING = {
     "UserDeactivated": "the account was deactivated",
     "PasswordChanged": "the account's password was reset",
+    "UserRolesChanged": "the account's roles changed: refresh the token or log in again",
 }
+CHANGED_BY_ITS_USER = "the account's password was changed"
 EVENT_TYPES = frozenset(SESSION_ENDING) | frozenset(ACCESS_ENDING)
 
 
 @dataclass(frozen=True)
 class Ending:
     """One end: a session (`key` is its id) or an account's access (`key` is the user id),
-    at `at` (seconds since the epoch, when the event occurred)."""
+    at `at` (seconds since the epoch: when the event occurred, or identity's command committed)."""
 
     kind: Literal["session", "account"]
     key: str
@@ -61,10 +65,11 @@ def ending_of(envelope: EventEnvelope) -> Ending | None:
     at = envelope.occurred_at.timestamp()
     if kind in SESSION_ENDING and payload.get("session_id"):
         return Ending("session", payload["session_id"], at, SESSION_ENDING[kind])
-    if kind == "PasswordChanged" and payload.get("changed_by") == payload.get("user_id"):
-        return None  # the user changed it: identity keeps their sessions
     if kind in ACCESS_ENDING and payload.get("user_id"):
-        return Ending("account", payload["user_id"], at, ACCESS_ENDING[kind])
+        reason = ACCESS_ENDING[kind]
+        if kind == "PasswordChanged" and payload.get("changed_by") == payload["user_id"]:
+            reason = CHANGED_BY_ITS_USER
+        return Ending("account", payload["user_id"], at, reason)
     return None
 
 
@@ -72,8 +77,8 @@ class SessionRevocations:
     """Ended sessions (`sid` -> when, why) and ended accounts (`sub` -> when, why).
 
     A token of an ended session is refused whenever it was issued; a token of an ended account
-    only if issued at or before the end (`iat` is whole seconds, so a login within the same
-    second as the end is refused too: the safe side).
+    only if issued at or before the end (`iat` has milliseconds; identity dates an end once
+    its command committed, so a token signed while the command ran is refused too).
     """
 
     def __init__(

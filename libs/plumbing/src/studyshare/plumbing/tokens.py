@@ -48,12 +48,12 @@ class TokenSigner:
         return {"keys": [self.public_jwk()]}
 
     def sign(self, ttl_s: int = 900, **claims: Any) -> str:
-        now = int(time.time())
+        now = time.time()
         body = {
             "iss": ISSUER,
             "aud": AUDIENCE,
-            "iat": now,
-            "exp": now + ttl_s,
+            "iat": round(now, 3),  # to the millisecond: see `revocations.SessionRevocations`
+            "exp": int(now) + ttl_s,
             "jti": secrets.token_hex(8),
             **claims,
         }

@@ -35,6 +35,10 @@ CONTACT_RULES = {
     "CurrentPasswordRequired": "contact_password",
     "InvalidCredentials": "contact_password",
 }
+TOTP_RULES = {
+    "CurrentPasswordRequired": "totp_password",
+    "InvalidCredentials": "totp_password",
+}
 MOBILE_RULES = {
     "CurrentPasswordRequired": "mobile_password",
     "InvalidCredentials": "mobile_password",
@@ -235,9 +239,18 @@ async def mobile_confirm(request: Request) -> Response:
 
 @router.post("/profile/totp")
 async def totp_start(request: Request) -> Response:
-    """A new secret from the API: shown as a QR code and in text until it is confirmed."""
+    """A new secret from the API (for the current password): shown as a QR code and in text
+    until it is confirmed."""
+    form = await read_form(request)
     answer, page = await _act(
-        request, "POST", "/api/users/me/totp", None, "profile.totp_scan", default="totp"
+        request,
+        "POST",
+        "/api/users/me/totp",
+        {"current_password": form.get("current_password") or None},
+        "profile.totp_scan",
+        TOTP_RULES,
+        "totp",
+        fields={"current_password": "totp_password"},
     )
     if page is not None:
         return page

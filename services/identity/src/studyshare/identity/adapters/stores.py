@@ -137,10 +137,14 @@ class Sessions:
         )
         return result.modified_count == 1
 
-    async def revoke_all_of(self, user_id: str, now: datetime, reason: str) -> None:
+    async def revoke_all_of(
+        self, user_id: str, now: datetime, reason: str, keep: str | None = None, session=None
+    ) -> None:
+        """End every session of the account (but `keep`, the caller's own)."""
         await self.sessions.update_many(
-            {"user_id": user_id, "revoked_at": None},
+            {"user_id": user_id, "revoked_at": None, **({"_id": {"$ne": keep}} if keep else {})},
             {"$set": {"revoked_at": now, "revoked_reason": reason}},
+            session=session,
         )
 
 

@@ -523,11 +523,14 @@ async def change_password(
 @users_router.post(
     "/api/users/me/totp",
     response_model=m.TOTPEnrolment,
-    responses=problem_responses(401, 409),
-    summary="Start TOTP enrolment: a secret and its otpauth URI",
+    responses=problem_responses(401, 403, 409, 422),
+    summary="Start TOTP enrolment (with the current password): a secret and its otpauth URI",
 )
-async def totp_begin(app: IdentityDep, principal: Principal) -> m.TOTPEnrolment:
-    secret, uri = await accounts.begin_totp(app, principal)
+async def totp_begin(
+    app: IdentityDep, principal: Principal, body: m.TOTPBegin | None = None
+) -> m.TOTPEnrolment:
+    current = body.current_password if body is not None else None
+    secret, uri = await accounts.begin_totp(app, principal, current)
     return m.TOTPEnrolment(secret=secret, otpauth_uri=uri)
 
 

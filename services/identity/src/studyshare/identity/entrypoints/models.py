@@ -223,6 +223,13 @@ class PasswordReset(Strict):
     new_password: str = Field(min_length=10, max_length=1024)
 
 
+class TOTPBegin(Strict):
+    """Enrolling a second factor needs the current password: a holder of the token alone could
+    otherwise lock the account's owner out."""
+
+    current_password: str | None = Field(default=None, min_length=1, max_length=1024)
+
+
 class TOTPEnrolment(BaseModel):
     secret: str
     otpauth_uri: str

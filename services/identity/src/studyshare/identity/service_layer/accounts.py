@@ -307,6 +307,8 @@ async def deactivate(app: Identity, user_id: str, principal: AccessClaims, ip: s
 async def change_password(
     app: Identity, principal: AccessClaims, current: str, new: str, ip: str | None
 ) -> None:
+    """The user replaces their password: their other sessions end (a stolen refresh token with
+    them); this one lives on, its tokens issued until now refused (refresh for new ones)."""
     user = await user_doc(app, principal.sub)
     creds = await app.credentials.get(principal.sub)
     if not await app.passwords.verify(creds and creds.get("password_hash"), current):
@@ -316,6 +318,9 @@ async def change_password(
 
     async def store(session) -> None:
         await app.credentials.set_password(principal.sub, new_hash, session)
+        await app.sessions.revoke_all_of(
+            principal.sub, app.clock(), "password_changed", principal.sid, session
+        )
 
     await app.execute(
         User,
@@ -338,6 +343,7 @@ async def reset_password(
 
     async def store(session) -> None:
         await app.credentials.set_password(user_id, new_hash, session)
+        await app.sessions.revoke_all_of(user_id, app.clock(), "password_reset", session=session)
 
     await app.execute(
         User,
@@ -346,7 +352,6 @@ async def reset_password(
         actor_of(principal, ip),
         also=store,
     )
-    await app.sessions.revoke_all_of(user_id, app.clock(), "password_reset")
 
 
 async def disable_totp(
@@ -377,8 +382,12 @@ async def unlock(app: Identity, user_id: str, principal: AccessClaims, ip: str |
     await app.execute(User, user_id, lambda u: u.unlock(principal.sub), actor_of(principal, ip))
 
 
-async def begin_totp(app: Identity, principal: AccessClaims) -> tuple[str, str]:
-    """A fresh secret and its otpauth URI; enabled only once a code from it is confirmed."""
+async def begin_totp(
+    app: Identity, principal: AccessClaims, current_password: str | None
+) -> tuple[str, str]:
+    """A fresh secret and its otpauth URI, for the account holder (the current password);
+    enabled only once a code from it is confirmed."""
+    await confirm_current_password(app, principal.sub, current_password)
     user = await user_doc(app, principal.sub)
     if user.get("totp_enabled"):
         raise TOTPAlreadyEnabled("a second factor is already enabled on this account")

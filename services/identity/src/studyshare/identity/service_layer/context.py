@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -192,6 +192,8 @@ class Identity:
         endings = [e for e in map(ending_of, envelopes) if e is not None]
         if not endings:
             return
+        committed = self.clock().timestamp()  # a token signed while the command ran ends too
+        endings = [replace(e, at=max(e.at, committed)) for e in endings]
         seq = await self.session_ends.record(endings)
         outcome = await self.session_followers.wait_for(
             seq, timeout_s=self.settings.session_barrier_timeout_s

@@ -18,14 +18,15 @@ class Views(ShareBase):
     """Reading buckets and lists."""
 
     async def view(self, principal: AccessClaims, bucket_id: str) -> tuple[Bucket, bool]:
-        """The bucket and whether the caller sees it as its administrator (with the reason)."""
+        """The bucket and whether the caller sees it as its administrator (with the reason);
+        a holder sees it while they hold it (a revoked recipient no longer does)."""
         bucket = await self._load(bucket_id)
         if await self.may_administer(principal, bucket) or principal.has_role(
             "service_desk", "auditor"
         ):
             return bucket, True
         keys = await self._holder_keys(principal)
-        if any(bucket.recipient_of(key) for key in keys):
+        if any(key in bucket.holder_ids for key in keys):
             return bucket, False
         raise exceptions.BucketNotFound(f"no bucket {bucket_id}")
 

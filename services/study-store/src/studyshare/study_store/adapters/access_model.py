@@ -649,6 +649,11 @@ class AccessModel:
             if not isinstance(evaluate_grant(subject, b, study_uid, facts), str | None)
         ]
 
+    async def reaches(self, principal: AccessClaims, study_uid: str, bucket_id: str) -> bool:
+        """Is the study's bucket one that can grant or refuse the caller (`reachable`)?"""
+        of_study = await self.buckets_of(study_uid)
+        return bucket_id in self.reachable(await self.subject(principal), of_study)
+
     async def remapped_study(self, remapped_uid: str) -> tuple[str, str] | None:
         """(real study UID, bucket id) of a study UID an anonymized share shows, else None."""
         for doc in await self.cache.where("bucket", "remapped_study_uids", [remapped_uid]):

@@ -1,6 +1,9 @@
 """Requests by remapped UIDs: `/dicomweb/studies/{uid}[/series/{uid}[/instances/{uid}]]...`
 and `/api/studies/{uid}/...` naming a study by the UID an anonymized share showed are answered
-as if the real UIDs were asked for (the routes then decide access and anonymize as always).
+as if the real UIDs were asked for (the routes then decide access and anonymize as always), for
+a caller that bucket can grant (`AccessModel.reaches`). For anyone else a remapped UID stays
+what it is to them, an unknown study: otherwise a caller with clear access, or with another
+anonymized share of the study, could turn one share's UIDs into the patient or link two shares.
 
 A pure ASGI middleware: a path naming a study the store knows is passed on untouched after one
 look-up in the access model's cache, and the hot WADO routes never come here (a remapped UID
@@ -11,8 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from studyshare.contracts.tokens import AccessClaims
+from studyshare.plumbing.errors import RuleViolation
+from studyshare.study_store.entrypoints.dependencies import dicom_reader
 from studyshare.study_store.service_layer.anonymized_uids import RemappedUids
 
 PREFIXES = ("/dicomweb/studies/", "/api/studies/")
@@ -31,7 +38,15 @@ def remapped_uids(state: Any) -> RemappedUids:
     return index
 
 
-async def real_study_uids(state: Any, uids: list[str]) -> set[str]:
+async def resolved(state: Any, caller: AccessClaims | None, uid: str) -> tuple[str, str] | None:
+    """(real study UID, bucket id) of a remapped study UID, for a caller that bucket reaches."""
+    found = await remapped_uids(state).study(uid)
+    if found is None or caller is None:
+        return None
+    return found if await state.access_model.reaches(caller, *found) else None
+
+
+async def real_study_uids(state: Any, caller: AccessClaims, uids: list[str]) -> set[str]:
     """The real study UIDs of `uids` (a QIDO-RS StudyInstanceUID filter), remapped or not."""
     model = getattr(state, "access_model", None)
     wanted = {u.strip() for u in uids}
@@ -40,19 +55,19 @@ async def real_study_uids(state: Any, uids: list[str]) -> set[str]:
     out = set()
     for uid in wanted:
         known = await model.study(uid) is not None
-        found = None if known else await remapped_uids(state).study(uid)
+        found = None if known else await resolved(state, caller, uid)
         out.add(found[0] if found else uid)
     return out
 
 
-async def real_path(state: Any, path: str) -> str | None:
+async def real_path(state: Any, path: str, caller: AccessClaims | None) -> str | None:
     """The path with the real UIDs of a remapped study, series and instance; None when the
-    path names no remapped study."""
+    path names no remapped study the caller may name that way."""
     parts = path.split("/")
     model = getattr(state, "access_model", None)
     if len(parts) < 4 or model is None or await model.study(parts[3]) is not None:
         return None
-    found = await remapped_uids(state).study(parts[3])
+    found = await resolved(state, caller, parts[3])
     if found is None:
         return None
     study_uid, bucket_id = found
@@ -73,7 +88,16 @@ class RemappedUidPaths:
         if scope["type"] == "http" and scope["path"].startswith(PREFIXES):
             state = scope["app"].state
             if getattr(state, "access_model", None) is not None:
-                path = await real_path(state, scope["path"])
+                path = await real_path(state, scope["path"], await caller(scope))
                 if path is not None:
                     scope = {**scope, "path": path, "raw_path": path.encode()}
         await self.app(scope, receive, send)
+
+
+async def caller(scope: Scope) -> AccessClaims | None:
+    """Who asks (an access token, or a viewer token of this store); None when nobody valid
+    (the route then refuses as always)."""
+    try:
+        return await dicom_reader(Request(scope))
+    except RuleViolation:
+        return None

@@ -64,7 +64,7 @@ async def search_studies(
     visible = await search.visible_study_uids(model, principal)
     if StudyInstanceUID:
         visible = visible.among(
-            await real_study_uids(request.app.state, StudyInstanceUID.split(","))
+            await real_study_uids(request.app.state, principal, StudyInstanceUID.split(","))
         )
     results, found = await search.search_studies(
         stores, model.decide, principal, visible, filters, base_url(request), limit, offset

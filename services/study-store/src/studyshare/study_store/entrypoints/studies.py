@@ -290,7 +290,7 @@ async def get_study(
         series_count=study.get("series_count", 0),
         instance_count=study.get("instance_count", 0),
         report_version=study.get("report_version") if decision.report != "none" else None,
-        received_at=study.get("received_at"),
+        received_at=None if decision.anonymized else study.get("received_at"),  # a real date
         buckets=[
             BucketView(
                 bucket_id=b["bucket_id"],
