@@ -160,6 +160,9 @@ def test_a_user_who_left_the_department_ends_the_reshares_made_from_its_grant(
     )
     refused = refused_now(lambda: api.study(third, uid), "re-share of a department left")
     problem(refused, 403, "GrantRevoked")
+    # a token carries its departments: the member's earlier one ended with the change
+    problem(api.client.get("/api/shares/sent", headers=member.headers), 401, "SessionEnded")
+    member.headers = api.login(member.username, member.password)
     _child_revoked(api, member, child_id)
     # The department's grant itself still holds for those who stayed.
     assert ok(api.study(stays, uid))["access"]["bucket_id"] == parent_id

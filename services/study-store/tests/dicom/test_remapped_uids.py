@@ -1,17 +1,21 @@
-"""Remapped UIDs of anonymized shares back to the real ones (no infra: the read model in
-memory, the remapped UIDs written as the projection writes them)."""
+"""Remapped UIDs of anonymized shares back to the real ones, for the callers the share
+reaches only (no infra: the read model in memory, the remapped UIDs written as the projection
+writes them)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 from studyshare.contracts.anonymized import bucket_key, remap_uid
+from studyshare.contracts.tokens import AccessClaims
 from studyshare.study_store.adapters.access_documents import InMemoryAccessDocuments
 from studyshare.study_store.adapters.access_model import AccessModel
 from studyshare.study_store.entrypoints.anonymized_uids import real_path, real_study_uids
 
 SECRET = "unit-test-secret"
 STUDY, OTHER, SERIES, SOP = "1.2.3", "1.2.4", "1.2.3.1", "1.2.3.1.1"
+RECIPIENT = AccessClaims(sub="usr_r", iat=0, exp=2**40)  # the anonymized share's
+STRANGER = AccessClaims(sub="usr_x", iat=0, exp=2**40)  # holds no share of the study
 
 
 def state() -> SimpleNamespace:
@@ -29,6 +33,7 @@ def state() -> SimpleNamespace:
                 "bucket_id": bucket_id,
                 "study_uids": [uid],
                 "anonymize": anonymize,
+                "recipients": [{"recipient_id": "usr_r", "kind": "user"}],
             }
         )
     return SimpleNamespace(
@@ -48,23 +53,33 @@ async def test_a_remapped_path_names_the_real_study_series_and_instance():
         f"/dicomweb/studies/{remapped(STUDY)}/series/{remapped(SERIES)}"
         f"/instances/{remapped(SOP)}/frames/1"
     )
-    assert await real_path(s, path) == (
+    assert await real_path(s, path, RECIPIENT) == (
         f"/dicomweb/studies/{STUDY}/series/{SERIES}/instances/{SOP}/frames/1"
     )
-    assert await real_path(s, f"/api/studies/{remapped(STUDY)}/download") == (
+    assert await real_path(s, f"/api/studies/{remapped(STUDY)}/download", RECIPIENT) == (
         f"/api/studies/{STUDY}/download"
     )
 
 
+async def test_a_remapped_uid_names_nothing_to_a_caller_its_share_does_not_reach():
+    s = state()
+    for caller in (STRANGER, None):
+        assert await real_path(s, f"/api/studies/{remapped(STUDY)}", caller) is None
+        assert await real_study_uids(s, caller, [remapped(STUDY)]) == {remapped(STUDY)}
+
+
 async def test_real_uids_and_unknown_ones_pass_untouched():
     s = state()
-    assert await real_path(s, f"/dicomweb/studies/{STUDY}/metadata") is None
-    assert await real_path(s, "/dicomweb/studies/2.25.1/metadata") is None
+    assert await real_path(s, f"/dicomweb/studies/{STUDY}/metadata", RECIPIENT) is None
+    assert await real_path(s, "/dicomweb/studies/2.25.1/metadata", RECIPIENT) is None
     # a study of a bucket that does not anonymize has no remapped UID
-    assert await real_path(s, f"/dicomweb/studies/{remapped(OTHER, 'bkt_clear')}") is None
+    other = f"/dicomweb/studies/{remapped(OTHER, 'bkt_clear')}"
+    assert await real_path(s, other, RECIPIENT) is None
     # another bucket's remapping is not this one's
-    assert await real_path(s, f"/dicomweb/studies/{remapped(STUDY, 'bkt_other')}") is None
+    another = f"/dicomweb/studies/{remapped(STUDY, 'bkt_other')}"
+    assert await real_path(s, another, RECIPIENT) is None
 
 
 async def test_qido_study_filters_take_remapped_uids():
-    assert await real_study_uids(state(), [f" {remapped(STUDY)}", OTHER]) == {STUDY, OTHER}
+    found = await real_study_uids(state(), RECIPIENT, [f" {remapped(STUDY)}", OTHER])
+    assert found == {STUDY, OTHER}
