@@ -219,11 +219,14 @@ WAIT_FOR_TOPICS = (
 
 OTP_SEALING_SECRET = "studyshare-otp-sealing"  # noqa: S105 - a Secret name
 PINCODE_SEALING_SECRET = "studyshare-pincode-sealing"  # noqa: S105 - a Secret name
+INVITATION_SECRET = "studyshare-invitation"  # noqa: S105 - a Secret name
 #: per service, the keys only it holds: env var -> (Secret, key)
 SERVICE_SECRETS: dict[str, dict[str, tuple[str, str]]] = {
     "share": {
         "STUDYSHARE_OTP_HMAC_SECRET": ("studyshare-share-otp-hmac", "secret"),
         "STUDYSHARE_ANONYMIZATION_SECRET": ("studyshare-anonymization", "secret"),
+        # checks the token of an invitation mail's link (notify's worker makes it)
+        "STUDYSHARE_INVITATION_SECRET": (INVITATION_SECRET, "secret"),
     },
     "study-store": {
         "STUDYSHARE_ANONYMIZATION_SECRET": ("studyshare-anonymization", "secret"),
@@ -415,6 +418,12 @@ def deployment(service: Service, component: str) -> dict[str, Any]:
             {
                 "name": "STUDYSHARE_OTP_SEAL_PRIVATE_KEY",
                 "valueFrom": {"secretKeyRef": {"name": OTP_SEALING_SECRET, "key": "private-key"}},
+            }
+        )
+        container["env"].append(
+            {
+                "name": "STUDYSHARE_INVITATION_SECRET",
+                "valueFrom": {"secretKeyRef": {"name": INVITATION_SECRET, "key": "secret"}},
             }
         )
         container["envFrom"].extend(

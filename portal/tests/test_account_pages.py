@@ -107,11 +107,38 @@ def post(client: TestClient, path: str, data: dict[str, Any], page: str = "/stud
 
 
 def test_the_invitation_link_opens_the_registration_prefilled(client: TestClient) -> None:
-    page = client.get("/register?email=new%40example.org&bucket=bkt_1")
+    page = client.get("/register?email=new%40example.org&bucket=bkt_1&token=tok-1")
     assert page.status_code == 200
     assert 'value="new@example.org"' in page.text and 'value="bkt_1"' in page.text
+    assert 'name="token" value="tok-1"' in page.text
     assert 'id="invited"' in page.text
-    assert "/login?next=%2Fregister%3Femail%3Dnew%2540example.org%26bucket%3Dbkt_1" in page.text
+    assert (
+        "/login?next=%2Fregister%3Femail%3Dnew%2540example.org%26bucket%3Dbkt_1%26token%3Dtok-1"
+        in page.text
+    ), "after logging in, back to the link with its token"
+
+
+def test_accepting_an_invitation_sends_the_token_of_the_mail_link(
+    client: TestClient, fake: FakeAPI
+) -> None:
+    log_in(client)
+    page = client.get("/register?email=new%40example.org&bucket=bkt_1&token=tok-1")
+    assert 'id="accept-invitation"' in page.text and 'name="token" value="tok-1"' in page.text
+    fake.answer(
+        "POST",
+        "/api/shares/bkt_1/accept-invitation",
+        problem(403, "InvitationLinkRequired", "open the link of the invitation mail"),
+    )
+    refused = post(
+        client,
+        "/invitations/bkt_1/accept",
+        {"email": "new@example.org", "token": "tok-1"},
+        "/register?email=new%40example.org&bucket=bkt_1&token=tok-1",
+    )
+    assert refused.status_code == 403 and "open the link of the invitation mail" in refused.text
+    assert [b for b, _ in fake.sent("POST", "/api/shares/bkt_1/accept-invitation")] == [
+        {"token": "tok-1"}
+    ]
 
 
 def test_registration_sends_the_form_and_shows_refusals_beside_their_field(
@@ -138,6 +165,7 @@ def test_registration_sends_the_form_and_shows_refusals_beside_their_field(
         "registry": "RIZIV",
         "physician_number": " 1-23456-78-901 ",
         "bucket": "bkt_1",
+        "token": "tok-1",
     }
     refused = post(client, "/register", form, "/register")
     assert refused.status_code == 422
@@ -153,7 +181,7 @@ def test_registration_sends_the_form_and_shows_refusals_beside_their_field(
     )
     done = post(client, "/register", {**form, "password": "a-long-password-1"}, "/register")
     assert done.status_code == 201 and 'id="registered"' in done.text
-    assert "%2Fregister%3Femail%3Dnew%2540example.org%26bucket%3Dbkt_1" in done.text
+    assert "%2Fregister%3Femail%3Dnew%2540example.org%26bucket%3Dbkt_1%26token%3Dtok-1" in done.text
 
 
 def test_a_login_of_another_environment_links_to_its_portal(

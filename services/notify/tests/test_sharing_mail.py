@@ -13,6 +13,7 @@ from studyshare.contracts.events.identity import (
 )
 from studyshare.contracts.events.share import RecipientRef, StudyShared
 from studyshare.contracts.events.study import StudyReceived
+from studyshare.contracts.invitations import invitation_token
 from studyshare.notify.service_layer.sender import Sender
 
 from .conftest import apply, user_registered
@@ -248,10 +249,11 @@ async def test_department_recipient_gets_the_department_mail_and_new_recipient_a
     assert invitation["Subject"] == "Jan Janssens invites you to view an exam on StudyShare"
     text = invitation.get_body(("plain",)).get_content()
     assert "create your StudyShare account" in text
+    token = invitation_token(settings.invitation_secret, "bkt_mixed", "new.doctor@clinic.example")
     assert (
         "https://studyshare.example/register?email=new.doctor%40clinic.example&bucket=bkt_mixed"
-        in text
-    )
+        f"&token={token}" in text
+    ), "the token proves the mailbox when the invitation is accepted"
     assert "For your files." in text and "Patient: J.D." in text
 
 

@@ -285,12 +285,16 @@ def test_an_invitation_is_single_use_bound_to_its_address_and_ends_with_the_shar
     )
     bucket = bucket_from(shared)
     with pytest.raises(exceptions.InvitationNotForYou):
-        bucket.accept_invitation("usr_x", "someone.else@example.org", NOW)
-    [accepted] = bucket.accept_invitation("usr_new", "New.Colleague@example.org ", NOW)
+        bucket.accept_invitation("usr_x", "someone.else@example.org", NOW, True)
+    with pytest.raises(exceptions.InvitationLinkRequired):  # the address alone proves nothing
+        bucket.accept_invitation("usr_x", "new.colleague@example.org", NOW, False)
+    [accepted] = bucket.accept_invitation("usr_new", "New.Colleague@example.org ", NOW, True)
     bucket.apply(accepted)
-    assert bucket.accept_invitation("usr_new", "new.colleague@example.org", NOW) == []
+    assert bucket.accept_invitation("usr_new", "new.colleague@example.org", NOW, True) == []
     with pytest.raises(exceptions.InvitationAlreadyAccepted):
-        bucket.accept_invitation("usr_other", "new.colleague@example.org", NOW)
+        bucket.accept_invitation("usr_other", "new.colleague@example.org", NOW, True)
     later = bucket_from(shared)
     with pytest.raises(exceptions.BucketNotActive):
-        later.accept_invitation("usr_new", "new.colleague@example.org", NOW + timedelta(days=31))
+        later.accept_invitation(
+            "usr_new", "new.colleague@example.org", NOW + timedelta(days=31), True
+        )

@@ -1,12 +1,21 @@
-"""Accepting an invitation by e-mail: only the account registered with the invited address
-takes the e-mail recipient's place; from then on it holds the bucket like a user recipient
-(its list, two-factor), and revoking the e-mail recipient ends it."""
+"""Accepting an invitation by e-mail: only the account registered with the invited address,
+bringing the token of the invitation mail's link, takes the e-mail recipient's place; from then
+on it holds the bucket like a user recipient (its list, two-factor), and revoking the e-mail
+recipient ends it."""
 
 from __future__ import annotations
+
+from studyshare.contracts.invitations import invitation_token
 
 from .conftest import user
 
 INVITED = "New.Colleague@Example.org"
+
+
+def link_token(env, bucket_id: str, email: str = INVITED) -> dict[str, str]:
+    """The body carrying the token of the invitation mail's link (as notify makes it)."""
+    secret = env.app.state.settings.invitation_secret
+    return {"token": invitation_token(secret, bucket_id, email)}
 
 
 async def test_the_account_with_the_invited_address_accepts_and_holds_the_bucket(env):
@@ -20,9 +29,10 @@ async def test_the_account_with_the_invited_address_accepts_and_holds_the_bucket
     before = await env.client.get("/api/shared-with-me", headers=env.as_("usr_new"))
     assert before.json()["items"] == [], "an invitation is nobody's until accepted"
 
-    other = await env.client.post(path, headers=env.as_("usr_other"))
+    mail = link_token(env, bucket)
+    other = await env.client.post(path, json=mail, headers=env.as_("usr_other"))
     assert other.status_code == 403 and other.json()["rule"] == "InvitationNotForYou"
-    accepted = await env.client.post(path, headers=env.as_("usr_new"))
+    accepted = await env.client.post(path, json=mail, headers=env.as_("usr_new"))
     assert accepted.status_code == 200, accepted.text
     [recipient] = accepted.json()["recipients"]
     assert (recipient["recipient_id"], recipient["user_id"]) == (
@@ -30,7 +40,7 @@ async def test_the_account_with_the_invited_address_accepts_and_holds_the_bucket
         "usr_new",
     )
     assert accepted.json()["reason"] is None, "a recipient never sees the reason"
-    again = await env.client.post(path, headers=env.as_("usr_new"))
+    again = await env.client.post(path, json=mail, headers=env.as_("usr_new"))
     assert again.status_code == 200
     assert await env.count(event_type="InvitationAccepted") == 1, "accepted once"
 
@@ -52,17 +62,43 @@ async def test_the_account_with_the_invited_address_accepts_and_holds_the_bucket
     assert revoked.status_code == 200, revoked.text
     after = await env.client.get("/api/shared-with-me", headers=env.as_("usr_new"))
     assert after.json()["items"] == []
-    late = await env.client.post(path, headers=env.as_("usr_new"))
+    late = await env.client.post(path, json=mail, headers=env.as_("usr_new"))
     assert late.status_code == 409
 
 
 async def test_an_account_without_the_address_or_a_user_share_has_nothing_to_accept(env):
     out = await env.share()  # shared with a user, no invitation
     refused = await env.client.post(
-        f"/api/shares/{out['bucket_id']}/accept-invitation", headers=env.as_("usr_r1")
+        f"/api/shares/{out['bucket_id']}/accept-invitation",
+        json=link_token(env, out["bucket_id"]),
+        headers=env.as_("usr_r1"),
     )
     assert refused.status_code == 403 and refused.json()["rule"] == "InvitationNotForYou"
     missing = await env.client.post(
-        "/api/shares/bkt_nope/accept-invitation", headers=env.as_("usr_r1")
+        "/api/shares/bkt_nope/accept-invitation",
+        json=link_token(env, "bkt_nope"),
+        headers=env.as_("usr_r1"),
     )
     assert missing.status_code == 404
+
+
+async def test_an_account_that_only_took_the_invited_address_cannot_accept(env):
+    """An address on an account is what its holder typed: someone who set theirs to the
+    invited one (the bucket id is in the Access tab and in the mail's link) is refused without
+    the mail's token, and the invitation stays the invitee's."""
+    await env.seed(
+        user("usr_thief", email="new.colleague@example.org"),
+        user("usr_new", email="new.colleague@example.org"),
+    )
+    bucket = (await env.share(recipients=[{"kind": "email", "email": INVITED}]))["bucket_id"]
+    path = f"/api/shares/{bucket}/accept-invitation"
+    thief = env.as_("usr_thief")
+    no_body = await env.client.post(path, headers=thief)
+    assert no_body.status_code == 422, no_body.text
+    for token in ("guessed", link_token(env, "bkt_other")["token"]):
+        refused = await env.client.post(path, json={"token": token}, headers=thief)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["rule"] == "InvitationLinkRequired"
+    assert await env.count(event_type="InvitationAccepted") == 0
+    accepted = await env.client.post(path, json=link_token(env, bucket), headers=env.as_("usr_new"))
+    assert accepted.status_code == 200, accepted.text

@@ -1,8 +1,9 @@
 """Self-registration (the service desk approves it) and accepting an invitation by e-mail.
 
-The invitation mail of a new recipient links to `/register?email=...&bucket=...`: the form
-opens prefilled; once the account is approved and logged in, the same link accepts the
-invitation, which the API grants only to the account with that e-mail address.
+The invitation mail of a new recipient links to `/register?email=...&bucket=...&token=...`:
+the form opens prefilled; once the account is approved and logged in, the same link accepts the
+invitation, which the API grants only to the account with that e-mail address that brings the
+link's token (it proves the mailbox: `contracts.invitations`).
 """
 
 from __future__ import annotations
@@ -68,23 +69,43 @@ def registration(form: dict[str, str], language: str) -> dict[str, Any]:
     return body
 
 
-def invitation_link(email: str, bucket: str) -> str:
-    return "/register?" + urlencode({"email": email, "bucket": bucket})
+def invitation_link(email: str, bucket: str, token: str) -> str:
+    return "/register?" + urlencode({"email": email, "bucket": bucket, "token": token})
+
+
+def login_link(email: str, bucket: str, token: str) -> str:
+    """Log in, then back to the invitation (when there is one)."""
+    if not bucket:
+        return "/login"
+    return "/login?next=" + quote(invitation_link(email, bucket, token), safe="")
 
 
 @router.get("/register")
-async def register_page(request: Request, email: str = "", bucket: str = "") -> Response:
+async def register_page(
+    request: Request, email: str = "", bucket: str = "", token: str = ""
+) -> Response:
     session = session_of(request)
     if session.logged_in and not session.patient:
         return render(
-            request, "invitation.html", email=email, bucket=bucket, me=session.user, error=None
+            request,
+            "invitation.html",
+            email=email,
+            bucket=bucket,
+            token=token,
+            me=session.user,
+            error=None,
         )
     values = {"email": email, "language": language_of(request)}
-    return _form(request, values, bucket, {})
+    return _form(request, values, bucket, token, {})
 
 
 def _form(
-    request: Request, values: dict[str, str], bucket: str, errors: dict[str, str], status=200
+    request: Request,
+    values: dict[str, str],
+    bucket: str,
+    token: str,
+    errors: dict[str, str],
+    status=200,
 ) -> Response:
     return render(
         request,
@@ -92,12 +113,11 @@ def _form(
         status,
         values=values,
         bucket=bucket,
+        token=token,
         errors=errors,
         professions=PROFESSIONS,
         registries=REGISTRIES,
-        login_link="/login?next=" + quote(invitation_link(values.get("email", ""), bucket), safe="")
-        if bucket
-        else "/login",
+        login_link=login_link(values.get("email", ""), bucket, token),
     )
 
 
@@ -105,7 +125,7 @@ def _form(
 async def register(request: Request) -> Response:
     await checked(request)
     form = await read_form(request)
-    bucket = form.get("bucket", "")
+    bucket, token = form.get("bucket", ""), form.get("token", "")
     body = registration(form, language_of(request))
     try:
         created = await api_of(request).anonymous("POST", "/api/users/register", json=body)
@@ -114,29 +134,32 @@ async def register(request: Request) -> Response:
         values |= {k: form.get(k) == "on" for k in ("email_public", "mobile_public")}
         errors = field_errors(problem, RULES, "form", FIELDS)
         status = problem.status if problem.status < 500 else 400
-        return _form(request, values, bucket, errors, status)
+        return _form(request, values, bucket, token, errors, status)
     return render(
         request,
         "register_done.html",
         201,
         username=body["username"],
         user_id=(created or {}).get("user_id"),
-        login="/login?next=" + quote(invitation_link(body["email"] or "", bucket), safe="")
-        if bucket
-        else "/login",
+        login=login_link(body["email"] or "", bucket, token),
         invitation=bool(bucket),
     )
 
 
 @router.post("/invitations/{bucket_id}/accept")
 async def accept_invitation(request: Request, bucket_id: str) -> Response:
-    """The invitation by e-mail becomes this account's share (the API checks the address)."""
+    """The invitation by e-mail becomes this account's share (the API checks the address and
+    the token of the mail's link)."""
     session = await checked(request)
     require_login(request)
     form = await read_form(request)
+    token = form.get("token", "")
     try:
         bucket = await api_of(request).call(
-            session, "POST", f"/api/shares/{quote(bucket_id)}/accept-invitation"
+            session,
+            "POST",
+            f"/api/shares/{quote(bucket_id)}/accept-invitation",
+            json={"token": token},
         )
     except ApiProblem as problem:
         return render(
@@ -145,6 +168,7 @@ async def accept_invitation(request: Request, bucket_id: str) -> Response:
             problem.status if problem.status < 500 else 400,
             email=form.get("email", ""),
             bucket=bucket_id,
+            token=token,
             me=session.user,
             error=problem.detail,
         )

@@ -47,6 +47,11 @@ class NotifySettings(ServiceSettings):
 
     # one-time codes in events are sealed with our public key; this opens them
     otp_seal_private_key: str = DEV_PRIVATE_KEY
+    invitation_secret: str = Field(
+        default="dev-secret",
+        description="key of the tokens in invitation mails' links (`contracts.invitations`); "
+        "the same value as the share service's",
+    )
 
     # who hears about alerts and pending registrations besides the users with role service_desk
     service_desk_email: str | None = None
@@ -79,5 +84,8 @@ class NotifySettings(ServiceSettings):
             if self.otp_seal_private_key == DEV_PRIVATE_KEY:
                 raise ValueError("the development OTP sealing key must not be used in production")
             refuse_placeholder(self.sms_token, "STUDYSHARE_SMS_TOKEN", self.environment)
+            refuse_placeholder(
+                self.invitation_secret, "STUDYSHARE_INVITATION_SECRET", self.environment
+            )
             if self.sms_token == DEV_SMS_TOKEN:
                 raise ValueError("STUDYSHARE_SMS_TOKEN must be set to a real token in production")

@@ -19,6 +19,11 @@ class ShareSettings(ServiceSettings):
         description="the study store's key of anonymized shares (their remapped UIDs and "
         "shifted dates in 'shared with me'); the same value as the study store's",
     )
+    invitation_secret: str = Field(
+        default="dev-secret",
+        description="key of the tokens in invitation mails' links (`contracts.invitations`); "
+        "the same value as notify's",
+    )
     otp_ttl_seconds: int = Field(default=300, ge=30)
     otp_verified_hours: int = Field(
         default=12, ge=1, description="how long a code opens the bucket, in its session only"
@@ -36,6 +41,7 @@ class ShareSettings(ServiceSettings):
             refuse_placeholder(
                 self.anonymization_secret, "STUDYSHARE_ANONYMIZATION_SECRET", "production"
             )
+            refuse_placeholder(self.invitation_secret, "STUDYSHARE_INVITATION_SECRET", "production")
             if not self.study_store_internal_url:
                 raise ValueError(
                     "production requires STUDYSHARE_STUDY_STORE_INTERNAL_URL: a revocation "

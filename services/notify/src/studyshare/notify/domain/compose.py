@@ -53,8 +53,10 @@ def share_context(
     department: DepartmentView | None,
     studies: Mapping[str, StudyView | None],
     email: str | None = None,
+    invitation_token: str | None = None,
 ) -> dict[str, Any]:
-    """The share mail (and the invitation of a new recipient, which also gets `email`)."""
+    """The share mail (and the invitation of a new recipient, which also gets `email` and the
+    token its link carries: `contracts.invitations`)."""
     lang = language_or_default(language)
     anonymize = bool(context.get("anonymize"))
     items = []
@@ -96,7 +98,9 @@ def share_context(
         "invitation_link": None,
     }
     if email is not None:
-        query = urlencode({"email": email, "bucket": context["bucket_id"]})
+        query = urlencode(
+            {"email": email, "bucket": context["bucket_id"], "token": invitation_token or ""}
+        )
         result["invitation_link"] = f"{base_url.rstrip('/')}/register?{query}"
     return result
 

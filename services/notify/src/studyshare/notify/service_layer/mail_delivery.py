@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from studyshare.contracts.invitations import invitation_token
 from studyshare.notify.adapters.mailer import build_message
 from studyshare.notify.adapters.templates import render_mail
 from studyshare.notify.domain import compose
@@ -131,6 +132,11 @@ class MailDelivery(Delivery):
                 department=await d.department(ctx.get("sending_department_id")),
                 studies=studies,
                 email=address if template == r.INVITATION else None,
+                invitation_token=invitation_token(
+                    self.settings.invitation_secret, ctx["bucket_id"], address
+                )
+                if template == r.INVITATION
+                else None,
             )
         if template == r.BUCKET_LOCKED:
             return compose.bucket_locked_context(

@@ -152,6 +152,10 @@ class InvitationNotForYou(Forbidden):
     """An invitation by e-mail is accepted only by the account registered with that address."""
 
 
+class InvitationLinkRequired(Forbidden):
+    """An invitation is accepted through the link of its mail (its token proves the mailbox)."""
+
+
 class InvitationAlreadyAccepted(Conflict):
     """Another account already accepted this invitation."""
 

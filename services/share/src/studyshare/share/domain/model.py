@@ -454,10 +454,11 @@ class Bucket(Aggregate):
         ]
 
     def accept_invitation(
-        self, user_id: str, email: str | None, now: datetime
+        self, user_id: str, email: str | None, now: datetime, mail_held: bool
     ) -> list[InvitationAccepted]:
-        """The account registered with the invited e-mail address takes the place of the
-        e-mail recipient (once; accepting again changes nothing)."""
+        """The account registered with the invited e-mail address, whose holder opened the
+        invitation mail's link (`mail_held`: its token matched), takes the place of the e-mail
+        recipient (once; accepting again changes nothing)."""
         if not self.active or self.expired_at(now):
             raise exceptions.BucketNotActive(f"bucket {self.id} is {self.status}")
         recipient_id = f"email:{(email or '').strip().lower()}"
@@ -468,6 +469,11 @@ class Bucket(Aggregate):
             )
         if recipient_id in self.revoked_recipients:
             raise exceptions.RecipientAlreadyRevoked(f"the invitation of {self.id} was withdrawn")
+        if not mail_held:
+            raise exceptions.InvitationLinkRequired(
+                "open the link of the invitation mail to accept it (the address on an account "
+                "alone does not prove the mailbox)"
+            )
         holder = self.accepted.get(recipient_id)
         if holder == user_id:
             return []

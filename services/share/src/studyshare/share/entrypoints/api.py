@@ -25,6 +25,7 @@ from studyshare.share.entrypoints.models import (
     BucketOut,
     Confirmation,
     FavoriteOut,
+    InvitationAcceptance,
     LabelCreateIn,
     LabelListed,
     OTPRequestedOut,
@@ -260,11 +261,14 @@ async def remove_study(
 @router.post(
     "/api/shares/{bucket_id}/accept-invitation",
     response_model=BucketOut,
-    summary="Accept an invitation by e-mail with the account registered with that address",
-    responses=problem_responses(401, 403, 404, 409),
+    summary="Accept an invitation by e-mail: the account registered with that address, with "
+    "the token of the invitation mail's link",
+    responses=problem_responses(401, 403, 404, 409, 422),
 )
-async def accept_invitation(bucket_id: str, user: CurrentUser, service: Service) -> BucketOut:
-    return bucket_out(await service.accept_invitation(user, bucket_id), False)
+async def accept_invitation(
+    bucket_id: str, body: InvitationAcceptance, user: CurrentUser, service: Service
+) -> BucketOut:
+    return bucket_out(await service.accept_invitation(user, bucket_id, body.token), False)
 
 
 @router.post(

@@ -85,6 +85,12 @@ class ShareAgainIn(ShareAgainOptions):  # type: ignore[misc,valid-type]
     recipients: list[RecipientIn] = Field(max_length=200)
 
 
+class InvitationAcceptance(BaseModel):
+    token: str = Field(
+        min_length=1, max_length=64, description="the `token` of the invitation mail's link"
+    )
+
+
 class OTPVerifyIn(BaseModel):
     code: str = Field(min_length=1, max_length=20)
 

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ConfigDict
 
 from studyshare.contracts.events.share import RecipientRef, ShareParameters
+from studyshare.contracts.invitations import is_invitation_token
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.logging import get_logger
@@ -228,14 +229,20 @@ class Sharing(ShareBase):
         base.update({k: v for k, v in overrides.items() if v is not None})
         return await self.share(principal, ShareCommand(**base))
 
-    async def accept_invitation(self, principal: AccessClaims, bucket_id: str) -> Bucket:
+    async def accept_invitation(
+        self, principal: AccessClaims, bucket_id: str, token: str | None
+    ) -> Bucket:
         """The caller's account, registered with the invited e-mail address (as identity
-        told the directory), takes the place of the bucket's e-mail recipient."""
+        told the directory) and holding the token of the invitation mail's link, takes the
+        place of the bucket's e-mail recipient."""
         user = await self.directory.user(principal.sub)
         email = (user or {}).get("email")
+        held = email is not None and is_invitation_token(
+            self.settings.invitation_secret, bucket_id, email, token
+        )
         bucket, _ = await self.buckets.execute(
             bucket_id,
-            lambda b: b.accept_invitation(principal.sub, email, self.clock()),
+            lambda b: b.accept_invitation(principal.sub, email, self.clock(), held),
             actor_of(principal),
         )
         return bucket
