@@ -419,7 +419,10 @@ def test_production_refuses_the_development_otp_key_and_sms_token():
         ).require_delivery_secrets()
     with pytest.raises(ValueError, match="SMS_TOKEN"):
         NotifySettings(**production, otp_seal_private_key=private).require_delivery_secrets()
-    ok = NotifySettings(**production, otp_seal_private_key=private, sms_token="provider-token-1")
+    secrets = {"otp_seal_private_key": private, "sms_token": "provider-token-1"}
+    with pytest.raises(ValueError, match="INVITATION_SECRET"):  # the invitation links' key
+        NotifySettings(**production, **secrets).require_delivery_secrets()
+    ok = NotifySettings(**production, **secrets, invitation_secret="an-invitation-key-2026")
     ok.require_delivery_secrets()
     assert ok.otp_seal_private_key == private
     # the API and the relay hold neither secret

@@ -5,6 +5,8 @@ recipient ends it."""
 
 from __future__ import annotations
 
+import json
+
 from studyshare.contracts.invitations import invitation_token
 
 from .conftest import user
@@ -102,3 +104,25 @@ async def test_an_account_that_only_took_the_invited_address_cannot_accept(env):
     assert await env.count(event_type="InvitationAccepted") == 0
     accepted = await env.client.post(path, json=link_token(env, bucket), headers=env.as_("usr_new"))
     assert accepted.status_code == 200, accepted.text
+
+
+async def test_a_token_that_is_no_token_is_refused_with_its_reason(env):
+    """Any text as a token is a 4xx, never a crash (schemathesis sent lone surrogates)."""
+    await env.seed(user("usr_new", email="new.colleague@example.org"))
+    bucket = (await env.share(recipients=[{"kind": "email", "email": INVITED}]))["bucket_id"]
+    path = f"/api/shares/{bucket}/accept-invitation"
+    headers = {**env.as_("usr_new"), "Content-Type": "application/json"}
+    for token in ("\udc01abc", "é" * 10, "x" * 65, ""):
+        body = json.dumps({"token": token})  # a lone surrogate escaped, as schemathesis sends it
+        refused = await env.client.post(path, content=body, headers=headers)
+        assert refused.status_code == 422, (token, refused.status_code, refused.text)
+    assert await env.count(event_type="InvitationAccepted") == 0
+
+
+def test_any_text_is_only_an_unequal_token():
+    from studyshare.contracts.invitations import is_invitation_token
+
+    for token in ("\udc01abc", "é", "", None):
+        assert not is_invitation_token("k", "bkt_1", "a@example.org", token)
+    good = invitation_token("k", "bkt_1", " A@Example.org")
+    assert is_invitation_token("k", "bkt_1", "a@example.org", good)

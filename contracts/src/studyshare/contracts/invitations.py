@@ -22,6 +22,7 @@ def invitation_token(secret: str, bucket_id: str, email: str) -> str:
 
 
 def is_invitation_token(secret: str, bucket_id: str, email: str, token: str | None) -> bool:
-    return bool(token) and hmac.compare_digest(
-        invitation_token(secret, bucket_id, email), token or ""
-    )
+    """Compared in constant time, as bytes (any text a caller sends is only unequal)."""
+    given = (token or "").encode("utf-8", "surrogatepass")
+    expected = invitation_token(secret, bucket_id, email).encode()
+    return bool(given) and hmac.compare_digest(expected, given)

@@ -84,8 +84,8 @@ class NotifySettings(ServiceSettings):
             if self.otp_seal_private_key == DEV_PRIVATE_KEY:
                 raise ValueError("the development OTP sealing key must not be used in production")
             refuse_placeholder(self.sms_token, "STUDYSHARE_SMS_TOKEN", self.environment)
+            if self.sms_token == DEV_SMS_TOKEN:
+                raise ValueError("STUDYSHARE_SMS_TOKEN must be set to a real token in production")
             refuse_placeholder(
                 self.invitation_secret, "STUDYSHARE_INVITATION_SECRET", self.environment
             )
-            if self.sms_token == DEV_SMS_TOKEN:
-                raise ValueError("STUDYSHARE_SMS_TOKEN must be set to a real token in production")

@@ -87,7 +87,10 @@ class ShareAgainIn(ShareAgainOptions):  # type: ignore[misc,valid-type]
 
 class InvitationAcceptance(BaseModel):
     token: str = Field(
-        min_length=1, max_length=64, description="the `token` of the invitation mail's link"
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="the `token` of the invitation mail's link",
     )
 
 
