@@ -316,10 +316,14 @@ def test_a_token_of_roles_taken_away_is_refused_by_every_service_on_the_next_req
     headers, refresh_token = logged_in(api, leaving)
     reads = service_reads(api, study.study_uid)
     del reads["notify"]  # only operators read the delivery log
+    # identity decides a department admin's commands on the token's claims too
+    department = f"/api/departments/{world.department}"
+    reads["identity"] = lambda h: api.client.get(department, headers=h)
     wait_for(lambda: reads["study-store"](headers).status_code == 200, "their study")
     for name, read in reads.items():
         response = read(headers)
         assert response.status_code == 200, (name, response.status_code, response.text)
+    assert reads["identity"](headers).json()["admin_ids"] is not None, "the admin's view"
     issued = ok(api.client.post(f"/api/studies/{study.study_uid}/viewer-token", headers=headers))
     viewer = {"Authorization": f"Bearer {issued['token']}"}
     metadata = f"/dicomweb/studies/{study.study_uid}/metadata"
@@ -348,6 +352,7 @@ def test_a_token_of_roles_taken_away_is_refused_by_every_service_on_the_next_req
     assert api.client.post("/api/shares", json=body, headers=fresh).status_code == 403
     assert reads["audit"](fresh).status_code == 403
     assert reads["study-store"](fresh).status_code == 403
+    assert ok(reads["identity"](fresh))["admin_ids"] is None, "no longer its admin"
 
 
 def test_changing_one_s_password_ends_one_s_other_sessions(api: Gateway, world):

@@ -52,6 +52,14 @@ class SessionEnds:
 
     async def ensure_indexes(self) -> None:
         await self.col.create_index([("at", ASCENDING)], name="by_time")
+        await self.col.create_index([("key", ASCENDING), ("at", ASCENDING)], name="by_key")
+
+    async def account_ended(self, user_id: str, issued_at: float) -> str | None:
+        """Why the account's tokens issued at `issued_at` ended since (None: they did not)."""
+        doc = await self.col.find_one(
+            {"key": user_id, "at": {"$gte": issued_at}, "kind": "account"}, {"reason": 1}
+        )
+        return None if doc is None else str(doc["reason"])
 
     async def head(self) -> int:
         doc = await self.col.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])

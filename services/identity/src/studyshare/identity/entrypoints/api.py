@@ -86,8 +86,8 @@ async def live_principal(
     app: IdentityDep,
     principal: Annotated[AccessClaims, Depends(current_principal)],
 ) -> AccessClaims:
-    if not await auth.session_is_live(app, principal):
-        raise SessionEnded("the session of this token has ended; log in again")
+    if (reason := await auth.session_ended(app, principal)) is not None:
+        raise SessionEnded(f"{reason}; this access token no longer works, log in again")
     return principal
 
 

@@ -3,6 +3,7 @@ tokens, logout, and logins through an external identity provider (eID)."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -261,12 +262,18 @@ async def logout(
             )
 
 
-async def session_is_live(app: Identity, principal: AccessClaims) -> bool:
-    """Identity's own endpoints also refuse access tokens of ended sessions."""
+async def session_ended(app: Identity, principal: AccessClaims) -> str | None:
+    """Why identity's own endpoints refuse the token, as every service does: its session
+    ended, or its account's tokens until a change (roles, password; `plumbing.revocations`)."""
     if principal.kind != "user" or not principal.sid:
-        return True
-    session = await app.sessions.get(principal.sid)
-    return session is None or session.get("revoked_at") is None
+        return None
+    session, account = await asyncio.gather(
+        app.sessions.get(principal.sid),
+        app.session_ends.account_ended(principal.sub, principal.iat),
+    )
+    if session is not None and session.get("revoked_at") is not None:
+        return "the session of this token has ended"
+    return account
 
 
 async def start_external_login(
