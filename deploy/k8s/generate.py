@@ -220,8 +220,11 @@ WAIT_FOR_TOPICS = (
 OTP_SEALING_SECRET = "studyshare-otp-sealing"  # noqa: S105 - a Secret name
 PINCODE_SEALING_SECRET = "studyshare-pincode-sealing"  # noqa: S105 - a Secret name
 INVITATION_SECRET = "studyshare-invitation"  # noqa: S105 - a Secret name
+PORTAL_CLIENT_SECRET = "studyshare-portal-client"  # noqa: S105 - a Secret name
 #: per service, the keys only it holds: env var -> (Secret, key)
 SERVICE_SECRETS: dict[str, dict[str, tuple[str, str]]] = {
+    # takes the browser's address the portal vouches for (per-source login lockout)
+    "identity": {"STUDYSHARE_PORTAL_CLIENT_SECRET": (PORTAL_CLIENT_SECRET, "secret")},
     "share": {
         "STUDYSHARE_OTP_HMAC_SECRET": ("studyshare-share-otp-hmac", "secret"),
         "STUDYSHARE_ANONYMIZATION_SECRET": ("studyshare-anonymization", "secret"),
@@ -812,6 +815,11 @@ def portal_objects() -> list[dict[str, Any]]:
         {"name": "STUDYSHARE_PORTAL_API_URL", "value": PORTAL_API_URL},
         # the shared settings refuse the development key in production
         *(e for e in env(PORTAL) if e["name"] == "STUDYSHARE_OTP_SEAL_PUBLIC_KEY"),
+        # vouches for each browser's address to identity (`plumbing.client_address`)
+        {
+            "name": "STUDYSHARE_PORTAL_CLIENT_SECRET",
+            "valueFrom": {"secretKeyRef": {"name": PORTAL_CLIENT_SECRET, "key": "secret"}},
+        },
     ]
     policy = network_policy(PORTAL)
     policy["spec"]["egress"] = [

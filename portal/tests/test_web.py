@@ -144,7 +144,8 @@ def test_login_keeps_tokens_server_side_rotates_the_session_and_goes_back(
     log_in(client, "/studies/1.2.3?bucket=bkt_1")
     assert client.cookies.get(COOKIE) != cookie_before  # a new id at login (no fixation)
     assert csrf_of(client, "/studies") != before
-    assert "a1" not in client.cookies.get(COOKIE)
+    # the access token stays on the server (a substring test of a random id fails 1 in ~100)
+    assert "a1" not in client.cookies.values()
     page = client.get("/studies")
     assert page.status_code == 200
     assert 'lang="nl"' in page.text  # the user's language from GET /api/users/me

@@ -11,6 +11,7 @@ proven in identity's own tests.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -267,3 +268,37 @@ def test_a_hundred_parallel_otp_guesses_lock_the_bucket_after_five(
         ALLOWED + 1,
     )
     assert Counter(e["event_type"] for e in entries) == {"OTPFailed": ALLOWED, "BucketLocked": 1}
+
+
+def test_a_portal_login_counts_against_the_browser_s_address_not_the_portal_s(
+    platform: LocalPlatform,
+):
+    """Through the gateway, the portal and the gateway again: identity records a portal
+    login's failure under the browser's address (the portal vouches for it), so one browser's
+    guesses lock that browser only. Browsers are told apart here by the address the gateway
+    in front of the portal appends to X-Forwarded-For (every test request comes from one
+    machine)."""
+    browser = f"203.0.113.{int(unique('')[:4], 16) % 250 + 1}"
+    username = unique("nobody.")
+    with httpx.Client(base_url=platform.gateway_url, timeout=30, trust_env=False) as client:
+        page = client.get("/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert page.status_code == 200 and csrf, page.text[:300]
+        answer = client.post(
+            "/login",
+            data={"csrf": csrf.group(1), "username": username, "password": "not-it-at-all"},
+            headers={"X-Forwarded-For": browser},
+        )
+        assert answer.status_code in (200, 401), answer.text[:300]
+
+    async def failures_of_the_browser() -> int:
+        mongo: AsyncMongoClient = AsyncMongoClient(platform.mongo_url)
+        try:
+            events = mongo[f"{platform.database_prefix}identity"]["events"]
+            query = {"event_type": "LoginFailed", "payload.source_ip": browser}
+            return await events.count_documents(query)
+        finally:
+            await mongo.close()
+
+    # before: recorded under the portal's address (127.0.0.1 here), the browser's never seen
+    assert wait_for(lambda: asyncio.run(failures_of_the_browser()), "the browser's failure") == 1

@@ -4,10 +4,13 @@ answers that never reveal whether an account exists."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from studyshare.identity.domain.lockout import LockoutPolicy
 from studyshare.identity.entrypoints.api import client_address
+from studyshare.plumbing.client_address import ADDRESS, vouched
 
 from .conftest import FakeClock
 
@@ -173,6 +176,45 @@ async def test_failures_from_one_source_lock_that_source_across_usernames(make_a
     assert elsewhere.status_code == 200, "another source is not affected"
     sources = {e.payload["source_ip"] for e in await api.events("LoginFailed")}
     assert sources == {"203.0.113.7"}
+
+
+async def test_the_portal_vouches_for_each_browser_so_one_browser_locks_only_itself(make_api):
+    """Every portal login reaches identity from the portal's one address: without the
+    browser's address (vouched for with the portal's key) a stranger's failures would lock the
+    per-source lockout for every portal user. A header not vouched for with the key, or too
+    old, names nobody: the proxies' address counts."""
+    key = "portal-client-key"
+    api = await make_api(source_lock_threshold=6, portal_client_secret=key)
+    api.identity.clock = FakeClock(datetime(2026, 5, 1, 8, 0, tzinfo=UTC))
+    await api.register(await api.desk(), username="dr.victim")
+    portal = {"x-forwarded-for": "192.0.2.10"}  # the gateway saw the portal
+
+    def browser(address: str, at: float | None = None, secret: str = key) -> dict[str, str]:
+        return portal | vouched(secret, address, time.time() if at is None else at)
+
+    for i in range(6):
+        response = await api.client.post(
+            "/api/auth/login",
+            json={"username": f"guess{i}", "password": "x"},
+            headers=browser("203.0.113.7"),
+        )
+        assert response.status_code == 401
+    victim = {"username": "dr.victim", "password": "a-long-password-1"}
+    blocked = await api.client.post("/api/auth/login", json=victim, headers=browser("203.0.113.7"))
+    assert blocked.status_code == 429 and blocked.json()["rule"] == "LoginTemporarilyLocked"
+    other = await api.client.post("/api/auth/login", json=victim, headers=browser("198.51.100.2"))
+    assert other.status_code == 200, "another browser through the same portal logs in"
+    for unvouched in (
+        browser("198.51.100.3", secret="not-the-key"),
+        browser("198.51.100.3", at=time.time() - 120),
+        portal | {ADDRESS: "198.51.100.3"},
+    ):
+        wrong = await api.client.post(
+            "/api/auth/login", json={"username": "guess-x", "password": "x"}, headers=unvouched
+        )
+        assert wrong.status_code == 401
+    sources = Counter(e.payload["source_ip"] for e in await api.events("LoginFailed"))
+    assert sources == {"203.0.113.7": 6, "192.0.2.10": 3}
 
 
 def test_the_caller_is_the_address_the_outermost_trusted_proxy_saw():

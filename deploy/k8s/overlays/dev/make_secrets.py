@@ -75,6 +75,7 @@ def files() -> dict[str, Callable[[], str]]:
         # the HMAC keys of anonymized shares (share and study-store) and of two-factor codes
         "anonymization/secret": lambda: secrets.token_urlsafe(48),
         "invitation/secret": lambda: secrets.token_urlsafe(48),
+        "portal-client/secret": lambda: secrets.token_urlsafe(48),
         "share-otp-hmac/secret": lambda: secrets.token_urlsafe(48),
         "viewer-token/secret": lambda: secrets.token_urlsafe(48),
         "notify-sms.env": lambda: (

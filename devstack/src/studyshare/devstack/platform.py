@@ -149,6 +149,8 @@ class LocalPlatform:
             self.portal = "identity" in names
         #: each service's credential on the others' internal routes, new for every platform
         self.internal_tokens = {s.name: secrets.token_urlsafe(24) for s in SERVICES}
+        #: the portal vouches for browsers' addresses to identity (`plumbing.client_address`)
+        self.portal_client_secret = secrets.token_urlsafe(24)
 
     # -- addresses -------------------------------------------------------------------------
 
@@ -337,6 +339,7 @@ class LocalPlatform:
                 "STUDYSHARE_HTTP_PORT": str(self.ports.portal),
                 "STUDYSHARE_PORTAL_API_URL": self.gateway_url,
                 "STUDYSHARE_PUBLIC_BASE_URL": self.gateway_url,
+                "STUDYSHARE_PORTAL_CLIENT_SECRET": self.portal_client_secret,
             }
             | dict(self.extra_env)
         )
@@ -398,6 +401,7 @@ class LocalPlatform:
             env["STUDYSHARE_SMS_TOKEN"] = self.sms_token
         if service.name == "identity":  # the stand-in eID provider, on this machine only
             env["STUDYSHARE_DEMO_EID"] = "true"
+            env["STUDYSHARE_PORTAL_CLIENT_SECRET"] = self.portal_client_secret
         return env | self.internal_env(service) | dict(self.extra_env)
 
     def internal_env(self, service: Service) -> dict[str, str]:

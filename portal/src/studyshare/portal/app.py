@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from studyshare.plumbing.http import create_app as create_service_app
 from studyshare.plumbing.logging import get_logger
-from studyshare.portal.adapters.public_api import PublicAPI, SessionEnded
+from studyshare.portal.adapters.public_api import BROWSER, PublicAPI, SessionEnded
 from studyshare.portal.pages import (
     access,
     account,
@@ -74,13 +74,16 @@ def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = N
     app.openapi_url = None  # pages, not an API: the gateway's /openapi.json leaves them out
     app.state.portal_settings = settings
     app.state.sessions = SessionStore(settings.portal_session_idle_s, settings.portal_session_max)
-    app.state.api = api or PublicAPI(settings.portal_api_url, settings.portal_api_timeout_s)
+    app.state.api = api or PublicAPI(
+        settings.portal_api_url, settings.portal_api_timeout_s, settings.portal_client_secret
+    )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.middleware("http")
     async def sessions_and_headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
+        BROWSER.set(request.client.host if request.client else None)  # for identity's lockout
         store: SessionStore = app.state.sessions
         sent = request.cookies.get(COOKIE)
         session = store.get(sent) or store.new()

@@ -18,6 +18,11 @@ class PortalSettings(ServiceSettings):
         description="base URL of the public API (the gateway, or the Ingress in Kubernetes)",
     )
     portal_api_timeout_s: float = Field(default=30.0, gt=0)
+    portal_client_secret: str | None = Field(
+        default=None,
+        description="key vouching for a browser's address to identity (logins are locked per "
+        "source: `plumbing.client_address`); the same value as identity's",
+    )
     portal_session_idle_s: int = Field(
         default=1800, ge=60, description="a portal session ends after this long without use"
     )

@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
 
+from studyshare.plumbing.client_address import vouched
 from studyshare.portal.sessions import Session
 
 #: refresh a little before the access token ends, not after a refused request
@@ -47,16 +49,28 @@ def problem_of(response: httpx.Response) -> ApiProblem:
     return ApiProblem(response.status_code, body)
 
 
-class PublicAPI:
-    """One shared client for the whole portal; every call names the session it acts for."""
+#: the address of the browser the portal's current request acts for (set by the app)
+BROWSER: ContextVar[str | None] = ContextVar("browser", default=None)
 
-    def __init__(self, base_url: str, timeout: float) -> None:
+
+class PublicAPI:
+    """One shared client for the whole portal; every call names the session it acts for, and
+    carries the browser's address vouched for (`plumbing.client_address`) when a key is set."""
+
+    def __init__(self, base_url: str, timeout: float, client_secret: str | None = None) -> None:
+        self.client_secret = client_secret
         self.client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
             follow_redirects=False,
             trust_env=False,
+            event_hooks={"request": [self._vouch]},
         )
+
+    async def _vouch(self, request: httpx.Request) -> None:
+        browser = BROWSER.get()
+        if self.client_secret and browser:
+            request.headers.update(vouched(self.client_secret, browser, time.time()))
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -78,6 +78,11 @@ class IdentitySettings(ServiceSettings):
         description="proxies in front of identity that append to X-Forwarded-For (the gateway "
         "or the Ingress); the caller is the entry the outermost of them appended",
     )
+    portal_client_secret: str | None = Field(
+        default=None,
+        description="the portal's key vouching for a browser's address "
+        "(`plumbing.client_address`; the same value as the portal's); unset: none is taken",
+    )
     account_lock_threshold: int = Field(default=5, ge=1)
     source_lock_threshold: int = Field(default=20, ge=1)
     lock_base_s: float = Field(default=30.0, gt=0)

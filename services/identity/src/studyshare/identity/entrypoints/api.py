@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from html import escape
@@ -40,6 +41,7 @@ from studyshare.plumbing.auth import (
     current_principal,
     optional_principal,
 )
+from studyshare.plumbing.client_address import vouched_address
 from studyshare.plumbing.errors import Unauthorized
 from studyshare.plumbing.followers import JOINING
 from studyshare.plumbing.http import create_app as plumbing_app
@@ -70,11 +72,14 @@ def client_address(forwarded_for: str, peer: str | None, trusted_proxies: int) -
 
 
 def client_ip(request: Request) -> str | None:
-    """The caller's address (see `client_address`)."""
-    return client_address(
+    """The caller's address: the browser's when the portal vouches for it
+    (`plumbing.client_address`), else as the proxies saw it (see `client_address`)."""
+    settings = request.app.state.identity.settings
+    browser = vouched_address(settings.portal_client_secret, request.headers, time.time())
+    return browser or client_address(
         request.headers.get("x-forwarded-for", ""),
         request.client.host if request.client else None,
-        request.app.state.identity.settings.trusted_proxies,
+        settings.trusted_proxies,
     )
 
 
