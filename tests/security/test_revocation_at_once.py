@@ -228,6 +228,25 @@ def service_reads(api: Gateway, uid: str) -> dict[str, Callable[[dict[str, str]]
     }
 
 
+def department_admin(api: Gateway, world: SimpleNamespace, first_name: str) -> Person:
+    """A new physician and admin of the world's department."""
+    return api.register(
+        world.desk,
+        first_name,
+        roles=["physician", "department_admin"],
+        department_ids=[world.department],
+        admin_of=[world.department],
+    )
+
+
+def all_answer(reads: dict[str, Callable[[dict[str, str]], httpx.Response]], headers) -> None:
+    """Once the study store has their study, every service answers the token."""
+    wait_for(lambda: reads["study-store"](headers).status_code == 200, "their study")
+    for name, read in reads.items():
+        response = read(headers)
+        assert response.status_code == 200, (name, response.status_code, response.text)
+
+
 def ended_everywhere(
     reads: dict[str, Callable[[dict[str, str]], httpx.Response]],
     headers: dict[str, str],
@@ -266,19 +285,10 @@ def test_a_logged_out_token_is_refused_by_every_service_on_the_next_request(
 
 def test_a_deactivated_account_is_refused_by_every_service_on_the_next_request(api: Gateway, world):
     study = upload(api, world, "deactivation")
-    leaving = api.register(
-        world.desk,
-        "Jo",
-        roles=["physician", "department_admin"],
-        department_ids=[world.department],
-        admin_of=[world.department],
-    )
+    leaving = department_admin(api, world, "Jo")
     reads = service_reads(api, study.study_uid)
     del reads["notify"]  # only operators read the delivery log
-    wait_for(lambda: reads["study-store"](leaving.headers).status_code == 200, "their study")
-    for name, read in reads.items():
-        response = read(leaving.headers)
-        assert response.status_code == 200, (name, response.status_code, response.text)
+    all_answer(reads, leaving.headers)
     answer = api.client.post(f"/api/users/{leaving.user_id}/deactivate", headers=world.desk)
     assert answer.status_code in (200, 204), answer.text
     ended_everywhere(reads, leaving.headers, answer, "deactivated")
@@ -306,23 +316,14 @@ def test_a_token_of_roles_taken_away_is_refused_by_every_service_on_the_next_req
     decide on the token's claims: a removed admin could still share the department's studies).
     It is refused; the session's refresh token gives a token with the new roles at once."""
     study = upload(api, world, "roles")
-    leaving = api.register(
-        world.desk,
-        "Kato",
-        roles=["physician", "department_admin"],
-        department_ids=[world.department],
-        admin_of=[world.department],
-    )
+    leaving = department_admin(api, world, "Kato")
     headers, refresh_token = logged_in(api, leaving)
     reads = service_reads(api, study.study_uid)
     del reads["notify"]  # only operators read the delivery log
     # identity decides a department admin's commands on the token's claims too
     department = f"/api/departments/{world.department}"
     reads["identity"] = lambda h: api.client.get(department, headers=h)
-    wait_for(lambda: reads["study-store"](headers).status_code == 200, "their study")
-    for name, read in reads.items():
-        response = read(headers)
-        assert response.status_code == 200, (name, response.status_code, response.text)
+    all_answer(reads, headers)
     assert reads["identity"](headers).json()["admin_ids"] is not None, "the admin's view"
     issued = ok(api.client.post(f"/api/studies/{study.study_uid}/viewer-token", headers=headers))
     viewer = {"Authorization": f"Bearer {issued['token']}"}

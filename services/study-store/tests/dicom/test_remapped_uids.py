@@ -10,12 +10,12 @@ from studyshare.contracts.anonymized import bucket_key, remap_uid
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.study_store.adapters.access_documents import InMemoryAccessDocuments
 from studyshare.study_store.adapters.access_model import AccessModel
-from studyshare.study_store.entrypoints.anonymized_uids import real_path, real_study_uids
+from studyshare.study_store.entrypoints.anonymized_uids import known, real_path, real_study_uids
 
 SECRET = "unit-test-secret"
 STUDY, OTHER, SERIES, SOP = "1.2.3", "1.2.4", "1.2.3.1", "1.2.3.1.1"
-RECIPIENT = AccessClaims(sub="usr_r", iat=0, exp=2**40)  # the anonymized share's
-STRANGER = AccessClaims(sub="usr_x", iat=0, exp=2**40)  # holds no share of the study
+RECIPIENT = known(AccessClaims(sub="usr_r", iat=0, exp=2**40))  # the anonymized share's
+STRANGER = known(AccessClaims(sub="usr_x", iat=0, exp=2**40))  # holds no share of the study
 
 
 def state() -> SimpleNamespace:
@@ -63,7 +63,7 @@ async def test_a_remapped_path_names_the_real_study_series_and_instance():
 
 async def test_a_remapped_uid_names_nothing_to_a_caller_its_share_does_not_reach():
     s = state()
-    for caller in (STRANGER, None):
+    for caller in (STRANGER, known(None)):
         assert await real_path(s, f"/api/studies/{remapped(STUDY)}", caller) is None
         assert await real_study_uids(s, caller, [remapped(STUDY)]) == {remapped(STUDY)}
 

@@ -12,6 +12,8 @@ is no study they know, so they hand the request to the full app).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -38,15 +40,28 @@ def remapped_uids(state: Any) -> RemappedUids:
     return index
 
 
-async def resolved(state: Any, caller: AccessClaims | None, uid: str) -> tuple[str, str] | None:
+#: who asks, found only when a remapped UID needs it (most requests name a real study)
+Caller = Callable[[], Awaitable[AccessClaims | None]]
+
+
+def known(who: AccessClaims | None) -> Caller:
+    """A caller the route knows already (its principal)."""
+
+    async def caller() -> AccessClaims | None:
+        return who
+
+    return caller
+
+
+async def resolved(state: Any, caller: Caller, uid: str) -> tuple[str, str] | None:
     """(real study UID, bucket id) of a remapped study UID, for a caller that bucket reaches."""
     found = await remapped_uids(state).study(uid)
-    if found is None or caller is None:
+    if found is None or (who := await caller()) is None:
         return None
-    return found if await state.access_model.reaches(caller, *found) else None
+    return found if await state.access_model.reaches(who, *found) else None
 
 
-async def real_study_uids(state: Any, caller: AccessClaims, uids: list[str]) -> set[str]:
+async def real_study_uids(state: Any, caller: Caller, uids: list[str]) -> set[str]:
     """The real study UIDs of `uids` (a QIDO-RS StudyInstanceUID filter), remapped or not."""
     model = getattr(state, "access_model", None)
     wanted = {u.strip() for u in uids}
@@ -54,13 +69,13 @@ async def real_study_uids(state: Any, caller: AccessClaims, uids: list[str]) -> 
         return wanted
     out = set()
     for uid in wanted:
-        known = await model.study(uid) is not None
-        found = None if known else await resolved(state, caller, uid)
+        real = await model.study(uid) is not None
+        found = None if real else await resolved(state, caller, uid)
         out.add(found[0] if found else uid)
     return out
 
 
-async def real_path(state: Any, path: str, caller: AccessClaims | None) -> str | None:
+async def real_path(state: Any, path: str, caller: Caller) -> str | None:
     """The path with the real UIDs of a remapped study, series and instance; None when the
     path names no remapped study the caller may name that way."""
     parts = path.split("/")
@@ -88,13 +103,13 @@ class RemappedUidPaths:
         if scope["type"] == "http" and scope["path"].startswith(PREFIXES):
             state = scope["app"].state
             if getattr(state, "access_model", None) is not None:
-                path = await real_path(state, scope["path"], await caller(scope))
+                path = await real_path(state, scope["path"], partial(caller_of, scope))
                 if path is not None:
                     scope = {**scope, "path": path, "raw_path": path.encode()}
         await self.app(scope, receive, send)
 
 
-async def caller(scope: Scope) -> AccessClaims | None:
+async def caller_of(scope: Scope) -> AccessClaims | None:
     """Who asks (an access token, or a viewer token of this store); None when nobody valid
     (the route then refuses as always)."""
     try:

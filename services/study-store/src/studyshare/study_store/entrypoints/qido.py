@@ -14,7 +14,7 @@ from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.http import problem_responses
 from studyshare.study_store.domain.serving import StudyFilters
-from studyshare.study_store.entrypoints.anonymized_uids import real_study_uids
+from studyshare.study_store.entrypoints.anonymized_uids import known, real_study_uids
 from studyshare.study_store.entrypoints.dependencies import (
     DicomReader,
     ReaderStudyAccess,
@@ -64,7 +64,7 @@ async def search_studies(
     visible = await search.visible_study_uids(model, principal)
     if StudyInstanceUID:
         visible = visible.among(
-            await real_study_uids(request.app.state, principal, StudyInstanceUID.split(","))
+            await real_study_uids(request.app.state, known(principal), StudyInstanceUID.split(","))
         )
     results, found = await search.search_studies(
         stores, model.decide, principal, visible, filters, base_url(request), limit, offset
