@@ -19,6 +19,7 @@ import zipfile
 from types import SimpleNamespace
 from typing import Any
 
+import jwt
 import pydicom
 import pytest
 from pydicom.uid import UID
@@ -122,6 +123,15 @@ class Leaks:
 def first_value(data: dict[str, Any], tag: str) -> Any:
     values = (data.get(tag) or {}).get("Value") or [None]
     return values[0]
+
+
+def claiming(data: bytes, study_uid: str) -> bytes:
+    """The object, said to belong to the study `study_uid`."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.StudyInstanceUID = study_uid
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
 
 
 def shared_study(api: Gateway, recipient: Person) -> dict[str, Any]:
@@ -314,3 +324,81 @@ def test_a_remapped_uid_names_the_study_only_to_those_its_share_reaches(
             "/dicomweb/studies", params={"StudyInstanceUID": shown}, headers=who.headers
         )
         assert search.status_code == 204 or search.json() == [], (who.username, search.text)
+
+
+@pytest.fixture(scope="module")
+def one_share(api: Gateway, cast: SimpleNamespace) -> SimpleNamespace:
+    """A study shared anonymized with `cast.first`, and the UID the share shows it under."""
+    study, parts = upload_annex_e_study(api, cast.sender)
+    bucket = api.shared(
+        cast.sender,
+        study_uids=[study.study_uid],
+        recipients=[{"kind": "user", "id": cast.first.user_id}],
+        access_level="images_report_read",
+        anonymize=True,
+    )
+
+    def listed() -> str | None:
+        mine = ok(api.client.get("/api/shared-with-me", headers=cast.first.headers))
+        return next((i["study_uid"] for i in mine["items"] if i["bucket_id"] == bucket), None)
+
+    shown = wait_for(listed, "the anonymized share in the recipient's list")
+    wait_for(lambda: api.study(cast.first, shown).status_code == 200, "the share's study")
+    return SimpleNamespace(study=study, leaks=Leaks(study, parts), bucket=bucket, shown=shown)
+
+
+def test_storing_by_a_remapped_uid_is_refused_in_the_recipient_s_own_terms(
+    api: Gateway, cast: SimpleNamespace, one_share: SimpleNamespace
+):
+    """A STOW-RS by the share's UID neither adds to the study nor names the real one, nor
+    makes a new study under a UID the share shows."""
+    shown = one_share.shown
+    before = ok(api.study(cast.first, shown))["instance_count"]
+    own = DemoStudy(
+        unique("own-"), "P-own", "Own^Name", "19700101", "M", "own", "CT", "20250101", "A1"
+    )
+    for target, objects in (
+        (shown, [annex_e_instance(own, 1, 1)]),  # another study's object into the share's
+        (shown, [claiming(annex_e_instance(own, 1, 2), shown)]),  # one naming the share's
+        ("", [claiming(annex_e_instance(own, 1, 3), shown)]),
+    ):
+        body, content_type = multipart_related(objects)
+        r = api.client.post(
+            f"/dicomweb/studies/{target}".rstrip("/"),
+            content=body,
+            headers={
+                **cast.first.headers,
+                "Content-Type": content_type,
+                "Accept": "application/dicom+json",
+            },
+        )
+        assert r.status_code == 409, (target, r.status_code, r.text[:300])
+        one_share.leaks.check(f"the STOW-RS answer ({target or 'no study'})", r.text)
+    after = ok(api.study(cast.first, shown))["instance_count"]
+    assert after == before, "nothing was added to the share's study"
+
+
+def test_the_viewer_token_of_an_anonymized_share_names_no_real_uid(
+    api: Gateway, cast: SimpleNamespace, one_share: SimpleNamespace
+):
+    shown = one_share.shown
+    issued = ok(api.client.post(f"/api/studies/{shown}/viewer-token", headers=cast.first.headers))
+    assert issued["study_uid"] == shown
+    payload = jwt.decode(issued["token"], options={"verify_signature": False})  # readable
+    one_share.leaks.check("the viewer token's payload", json.dumps(payload))
+    metadata = api.client.get(
+        f"/dicomweb/studies/{shown}/metadata",
+        headers={"Authorization": f"Bearer {issued['token']}"},
+    )
+    assert metadata.status_code == 200, "the viewer opens the share with it"
+    one_share.leaks.check("the metadata the viewer reads", metadata.text)
+
+
+def test_an_anonymized_share_shows_its_recipient_the_remapped_uids(
+    api: Gateway, cast: SimpleNamespace, one_share: SimpleNamespace
+):
+    seen = ok(api.client.get(f"/api/shares/{one_share.bucket}", headers=cast.first.headers))
+    one_share.leaks.check("the share as its recipient sees it", json.dumps(seen))
+    assert seen["study_uids"] == seen["active_study_uids"] == [one_share.shown]
+    sent = ok(api.client.get(f"/api/shares/{one_share.bucket}", headers=cast.sender.headers))
+    assert sent["study_uids"] == [one_share.study.study_uid], "the sender sees the real study"

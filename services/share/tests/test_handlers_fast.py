@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from studyshare.contracts.anonymized import bucket_key, remap_uid
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.fakes import InMemoryEventStore
 from studyshare.share.domain import exceptions
+from studyshare.share.entrypoints.api import holder_bucket_out
 from studyshare.share.service_layer.base import RecipientInput
 from studyshare.share.service_layer.handlers import ShareService
 from studyshare.share.service_layer.sharing import ShareCommand
@@ -134,6 +136,20 @@ async def test_a_revoked_recipient_no_longer_sees_the_bucket(share: Share) -> No
     bucket, admin = await share.service.view(share.who("usr_r2"), bucket_id)
     assert bucket.id == bucket_id and not admin
     assert (await share.service.view(share.who("usr_sender"), bucket_id))[1]
+
+
+async def test_an_anonymized_share_shows_its_recipient_only_the_uids_it_remaps(
+    share: Share,
+) -> None:
+    bucket_id = await share.share("usr_sender", "usr_r1", anonymize=True)
+    bucket, admin = await share.service.view(share.who("usr_r1"), bucket_id)
+    seen = holder_bucket_out(bucket, share.service)
+    remapped = remap_uid(bucket_key(share.service.settings.anonymization_secret, bucket_id), STUDY)
+    assert seen.study_uids == seen.active_study_uids == [remapped]
+    assert STUDY not in seen.model_dump_json() and seen.reason is None and not admin
+    in_clear, _ = await share.service.view(share.who("usr_r1"), await share.share())
+    clear = holder_bucket_out(in_clear, share.service)
+    assert clear.study_uids == [STUDY], "a share in the clear shows the real study"
 
 
 async def test_revoking_a_bucket_ends_what_was_reshared_from_it(share: Share) -> None:

@@ -4,10 +4,12 @@ access model on every request (so a revocation, a lock or an expiry refuses its 
 from __future__ import annotations
 
 import io
+import json
 import time
 from datetime import timedelta
 from pathlib import Path
 
+import jwt
 import numpy as np
 import pytest
 from pydicom import Dataset
@@ -270,6 +272,8 @@ async def test_an_anonymized_share_shows_the_viewer_its_pseudonym(harness):
     assert name.startswith("Anonymous^") and "Doe" not in metadata.text
     found = (await h.http.get(f"/dicomweb/studies?StudyInstanceUID={seen}", headers=viewer)).json()
     assert [s["0020000D"]["Value"][0] for s in found] == [seen]
+    payload = jwt.decode(issued["token"], options={"verify_signature": False})
+    assert uid not in json.dumps(payload), "its holder reads the token: no real UID in it"
 
 
 def test_a_viewer_token_lives_no_longer_than_its_access_token(tmp_path: Path) -> None:

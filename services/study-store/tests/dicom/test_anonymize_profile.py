@@ -107,6 +107,22 @@ def test_unknown_standard_attributes_are_left_out_allow_list():
     assert 0x00189999 not in out
 
 
+def test_free_text_beside_the_kept_image_attributes_does_not_survive():
+    """An explanation is text anybody may have typed (a name, say): the window and the LUT
+    stay, their explanations go."""
+    ds = filled()
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    ds.WindowCenterWidthExplanation = "Patricia Secretname"
+    lut = Dataset()
+    lut.LUTDescriptor, lut.LUTData = [2, 0, 16], [0, 1]
+    lut.LUTExplanation, lut.ModalityLUTType = "for Patricia Secretname", "HU"
+    ds.ModalityLUTSequence = [lut]
+    out = anonymize_dataset(ds, key())
+    assert "Secretname" not in str(out)
+    assert out.WindowCenter == 40 and out.WindowWidth == 400
+    assert out.ModalityLUTSequence[0].ModalityLUTType == "HU"
+
+
 def test_uids_dates_and_pseudonym_are_stable_per_share_and_unlinkable_across_shares():
     a1, a2 = anonymize_dataset(filled(), key("bkt_a")), anonymize_dataset(filled(), key("bkt_a"))
     b = anonymize_dataset(filled(), key("bkt_b"))

@@ -8,8 +8,13 @@ import os
 import subprocess
 import sys
 import uuid
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+from pydicom import dcmread
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage
 
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.infra import free_port, wait_for_port
@@ -40,37 +45,47 @@ async def scp_db(real_infra, scp_database):
     await client.close()
 
 
-@pytest.fixture(scope="module")
-def scp_process(real_infra, scp_database, tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("scp")
+@contextmanager
+def running_scp(real_infra, database: str, directory: Path, callers: dict[str, str]):
+    """`python -m studyshare.study_store scp` with these calling AE titles; (port, blob dir)."""
     port = free_port()
     env = {
         **os.environ,
         "STUDYSHARE_ENVIRONMENT": "test",
         "STUDYSHARE_MONGO_URL": real_infra.mongo_url,
         "STUDYSHARE_KAFKA_BOOTSTRAP": real_infra.kafka_bootstrap,
-        "STUDYSHARE_DATABASE": scp_database,
-        "STUDYSHARE_BLOB_DIR": str(tmp_path / "blobs"),
+        "STUDYSHARE_DATABASE": database,
+        "STUDYSHARE_BLOB_DIR": str(directory / "blobs"),
         "STUDYSHARE_SCP_PORT": str(port),
         "STUDYSHARE_SCP_AE_TITLE": "STUDYSHARE",
-        "STUDYSHARE_SCP_CALLING_AE_DEPARTMENTS": json.dumps({"MODALITY1": "dep_ct"}),
+        "STUDYSHARE_SCP_CALLING_AE_DEPARTMENTS": json.dumps(callers),
         "STUDYSHARE_SCP_FLUSH_INSTANCES": "3",
     }
-    log = open(tmp_path / "scp.log", "wb")
+    log = open(directory / "scp.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "studyshare.study_store", "scp"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    wait_for_port(port, 60, proc)
-    yield port, tmp_path / "blobs"
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        wait_for_port(port, 60, proc)
+        yield port, directory / "blobs"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def scp_process(real_infra, scp_database, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("scp")
+    with running_scp(real_infra, scp_database, directory, {"MODALITY1": "dep_ct"}) as scp:
+        yield scp
 
 
 async def eventually(check, timeout: float = 30.0):
@@ -100,6 +115,20 @@ def storescu(port: int, calling: str, files) -> subprocess.CompletedProcess:
         timeout=60,
         check=False,
     )
+
+
+def association(port: int, calling: str, called: str = "STUDYSHARE"):
+    """An association request with pynetdicom (a refused one is `is_rejected`)."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(CTImageStorage)
+    ae.acse_timeout = ae.network_timeout = 10
+    return ae.associate("127.0.0.1", port, ae_title=called)
+
+
+def refusal_reason(assoc) -> int:
+    """The A-ASSOCIATE-RJ diagnostic: 0x03 calling, 0x07 called AE title not recognised."""
+    assert assoc.is_rejected
+    return assoc.acceptor.primitive.diagnostic
 
 
 async def test_storescu_sends_two_studies_in_one_association_filed_under_the_ae_department(
@@ -155,8 +184,6 @@ async def test_a_known_instance_with_other_content_is_refused_never_replaced(
     refused (0x0111, logged); the stored file and its index stay as they were."""
     import hashlib
 
-    from pydicom import dcmread
-
     port, blobs = scp_process
     uid, files = write_study(tmp_path / "a", series=1, per_series=2)
     assert storescu(port, "MODALITY1", files).returncode == 0
@@ -185,3 +212,50 @@ async def test_a_known_instance_with_other_content_is_refused_never_replaced(
     assert (await index.study(uid))["instance_count"] == 2
     events = await EventStore(scp_db).load(uid)
     assert [e.event_type for e in events] == ["StudyReceived"]
+
+
+async def test_without_calling_ae_titles_the_receiver_refuses_every_association(
+    real_infra, scp_db, tmp_path
+):
+    """Fail closed: an empty `scp_calling_ae_departments` admits nobody (it once admitted
+    everybody, filing their studies under no department and no owner)."""
+    with running_scp(real_infra, scp_db.name, tmp_path, {}) as (port, _blobs):
+        for calling in ("MODALITY1", "ANYBODY"):
+            assoc = await asyncio.to_thread(association, port, calling)
+            assert not assoc.is_established
+            assert refusal_reason(assoc) == 0x03, "calling AE title not recognised"
+    assert "scp.refusing_every_caller" in (tmp_path / "scp.log").read_text()
+
+
+async def test_an_association_to_another_called_ae_title_is_refused(scp_process, scp_db):
+    port, _blobs = scp_process
+    wrong = await asyncio.to_thread(association, port, "MODALITY1", "WHATEVER")
+    assert not wrong.is_established
+    assert refusal_reason(wrong) == 0x07, "called AE title not recognised"
+    ours = await asyncio.to_thread(association, port, "MODALITY1", "STUDYSHARE")
+    assert ours.is_established
+    ours.release()
+
+
+async def test_an_instance_in_another_studys_series_is_refused(scp_process, scp_db, tmp_path):
+    """0x0124, as STOW-RS: a series belongs to one study, whoever sends the other."""
+    port, _blobs = scp_process
+    uid_a, files_a = write_study(tmp_path / "a", series=1, per_series=1)
+    assert storescu(port, "MODALITY1", files_a).returncode == 0
+    index = InstanceIndex(scp_db)
+    assert await eventually(lambda: index.study(uid_a))
+    uid_b, files_b = write_study(tmp_path / "b", series=1, per_series=1)
+    intruder = dcmread(files_b[0])
+    intruder.SeriesInstanceUID = dcmread(files_a[0]).SeriesInstanceUID
+
+    def send() -> int:
+        assoc = association(port, "MODALITY1")
+        try:
+            return int(assoc.send_c_store(intruder).Status)
+        finally:
+            assoc.release()
+
+    assert await asyncio.to_thread(send) == 0x0124
+    await asyncio.sleep(1.0)  # the association's batch is flushed when it ends
+    assert (await index.study(uid_a))["instance_count"] == 1
+    assert await index.study(uid_b) is None

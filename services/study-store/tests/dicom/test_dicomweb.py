@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import io
+import struct
 import zipfile
+from pathlib import Path
 
 import pytest
 from PIL import Image
 from pydicom import dcmread
 
+from studyshare.contracts.envelope import Actor
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.study_store.adapters.blobstore import digest_of, key_for
+from studyshare.study_store.service_layer.ingest import Upload
 
 from .conftest import build_app, multipart, write_study
 
@@ -119,6 +123,60 @@ async def test_stow_refuses_garbage_parts_and_reports_them(dicom_app, tmp_path):
     assert only_garbage.status_code == 409
 
 
+def unknown_vr(path: Path) -> bytes:
+    """The object with the VR of its Patient's Name made 'ZZ' (pydicom: NotImplementedError)."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x10\x00\x10\x00PN")  # (0010,0010), explicit VR little endian
+    data[at + 4 : at + 6] = b"ZZ"
+    return bytes(data)
+
+
+def nested_sequences(path: Path, depth: int = 3000) -> bytes:
+    """The object with `depth` sequences of undefined length nested before its pixel data
+    (pydicom: RecursionError)."""
+    data = path.read_bytes()
+    opening = struct.pack(
+        "<HH2sHIHHI", 0x0040, 0x0260, b"SQ", 0, 0xFFFFFFFF, 0xFFFE, 0xE000, 0xFFFFFFFF
+    )
+    closing = struct.pack("<HHIHHI", 0xFFFE, 0xE00D, 0, 0xFFFE, 0xE0DD, 0)
+    at = data.index(struct.pack("<HH", 0x7FE0, 0x0010))
+    return data[:at] + opening * depth + closing * depth + data[at:]
+
+
+def series_number_of_letters(path: Path) -> bytes:
+    """The object with 'abc' as its Series Number (IS): parsed, but unreadable as a number."""
+    data = path.read_bytes()
+    at = data.index(b"\x20\x00\x11\x00IS")
+    length = struct.unpack("<H", data[at + 6 : at + 8])[0]
+    return data[: at + 6] + struct.pack("<H", 4) + b"abc " + data[at + 8 + length :]
+
+
+@pytest.mark.parametrize("malformed", [unknown_vr, nested_sequences], ids=lambda f: f.__name__)
+async def test_an_object_the_parser_fails_on_fails_alone_and_the_others_are_stored(
+    dicom_app, tmp_path, malformed
+):
+    study_uid, files = write_study(tmp_path / "a", series=1, per_series=2)
+    response = await upload(dicom_app, [files[0], malformed(files[1])])
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert len(body["00081199"]["Value"]) == 1
+    assert body["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
+    assert (await dicom_app.stores.index.study(study_uid))["instance_count"] == 1
+
+
+async def test_an_object_whose_series_number_is_no_number_is_stored_with_the_others(
+    dicom_app, tmp_path
+):
+    """A value read after parsing raised outside the per-object guard: the whole upload
+    failed (500) and its valid objects were not stored."""
+    study_uid, files = write_study(tmp_path / "a", series=1, per_series=2)
+    response = await upload(dicom_app, [series_number_of_letters(files[0]), files[1]])
+    assert response.status_code == 200, response.text
+    assert (await dicom_app.stores.index.study(study_uid))["instance_count"] == 2
+    [series] = await dicom_app.stores.index.series_of(study_uid)
+    assert series["instance_count"] == 2
+
+
 async def test_stow_needs_multipart_related_dicom(dicom_app):
     headers = dicom_app.tokens.user("usr_u", "physician")
     response = await dicom_app.client.post(
@@ -148,6 +206,84 @@ async def test_nobody_slips_instances_into_another_departments_study(dicom_app, 
     assert foreign.status_code == 409
     assert foreign.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0x0124]
     assert (await dicom_app.stores.index.study(study_uid))["instance_count"] == 1
+
+
+def in_series(path: Path, series_uid: str) -> bytes:
+    """The object moved into another series (by its Series Instance UID alone)."""
+    ds = dcmread(path)
+    ds.SeriesInstanceUID = series_uid
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+async def test_an_instance_in_another_studys_series_is_refused_and_changes_nothing(
+    dicom_app, tmp_path
+):
+    """Another study's Series Instance UID: refused (0x0124), the study it belongs to keeps its
+    counts, and the uploader's study is not created."""
+    uid_a, files_a = write_study(tmp_path / "a", series=1, per_series=2)
+    assert (await upload(dicom_app, files_a, sub="usr_a", department="dep_1")).status_code == 200
+    series_a = str(dcmread(files_a[0]).SeriesInstanceUID)
+    uid_b, files_b = write_study(tmp_path / "b", series=1, per_series=1, patient_name="Eve^Mal")
+
+    response = await upload(
+        dicom_app, [in_series(files_b[0], series_a)], sub="usr_b", department="dep_2"
+    )
+
+    assert response.status_code == 409, response.text
+    assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0x0124]
+    index = dicom_app.stores.index
+    study_a = await index.study(uid_a)
+    assert study_a["instance_count"] == 2 and study_a["series_count"] == 1
+    [series] = await index.series_of(uid_a)
+    assert series["_id"] == series_a and series["instance_count"] == 2
+    assert len(await index.instances_of(uid_a)) == 2
+    assert await index.study(uid_b) is None
+    assert await index.instances_of(uid_b) == []
+    assert await EventStore(dicom_app.stores.db).load(uid_b) == []
+
+
+async def test_a_series_named_by_two_studies_of_one_upload_stays_with_the_first(
+    dicom_app, tmp_path
+):
+    uid_a, files_a = write_study(tmp_path / "a", series=1, per_series=1)
+    uid_b, files_b = write_study(tmp_path / "b", series=1, per_series=1)
+    series_a = str(dcmread(files_a[0]).SeriesInstanceUID)
+    uploader = Upload(via="stow-rs", actor=Actor(kind="user", id="usr_a"), owner_id="usr_a")
+
+    outcomes = await dicom_app.stores.ingest.receive(
+        uploader, [files_a[0].read_bytes(), in_series(files_b[0], series_a)]
+    )
+
+    by_study = {outcome.study_uid: outcome for outcome in outcomes}
+    assert by_study[uid_a].ok
+    refused = by_study[uid_b]
+    assert (refused.failure, refused.detail) == (0x0124, "the series belongs to another study")
+    assert (await dicom_app.stores.index.study(uid_a))["instance_count"] == 1
+    assert await dicom_app.stores.index.study(uid_b) is None
+
+
+async def test_two_uploads_racing_for_one_series_one_study_gets_it(dicom_app, tmp_path):
+    """Both find the series new; the transaction of the second sees the first's."""
+    uid_a, files_a = write_study(tmp_path / "a", series=1, per_series=1)
+    uid_b, files_b = write_study(tmp_path / "b", series=1, per_series=1)
+    series_a = str(dcmread(files_a[0]).SeriesInstanceUID)
+    racing = [files_a[0].read_bytes(), in_series(files_b[0], series_a)]
+
+    answers = await asyncio.gather(
+        upload(dicom_app, racing[:1], sub="usr_a"), upload(dicom_app, racing[1:], sub="usr_b")
+    )
+
+    assert sorted(a.status_code for a in answers) == [200, 409]
+    index = dicom_app.stores.index
+    [series] = await dicom_app.stores.db["dicom_series"].find({"_id": series_a}).to_list()
+    owner, other = (uid_a, uid_b) if series["study_uid"] == uid_a else (uid_b, uid_a)
+    assert series["instance_count"] == 1
+    assert (await index.study(owner))["instance_count"] == 1
+    assert await index.study(other) is None
+    assert await index.instances_of(other) == []
+    assert len([key async for key in dicom_app.stores.blobs.keys()]) == 1, "the loser's removed"
 
 
 async def test_stow_needs_a_user_token(dicom_app, study_files):

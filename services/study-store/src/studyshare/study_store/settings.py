@@ -35,7 +35,8 @@ class StudyStoreSettings(AccessSettings):
     scp_host: str = "127.0.0.1"
     scp_calling_ae_departments: dict[str, str] = Field(
         default_factory=dict,
-        description="calling AE title -> sending department id; other AE titles are refused",
+        description="calling AE title -> sending department id; other AE titles are refused, "
+        "and every one while this is empty",
     )
     scp_flush_instances: int = Field(default=200, ge=1)
     scp_tls_cert_file: Path | None = Field(
@@ -51,6 +52,12 @@ class StudyStoreSettings(AccessSettings):
         default=STOW_MAX_BYTES,
         ge=1,
         description="the largest STOW-RS request body (the Ingress allows contracts' value)",
+    )
+    stow_max_parts: int = Field(
+        default=20_000,
+        ge=1,
+        description="the most parts (instances) one STOW-RS request may hold; a larger study "
+        "goes in several requests",
     )
     instance_cache_ttl_s: float = Field(
         default=2.0,

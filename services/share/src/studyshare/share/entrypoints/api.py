@@ -74,11 +74,22 @@ Service = Annotated[ShareService, Depends(get_service)]
 router = APIRouter(tags=["sharing"])
 
 
-def bucket_out(bucket: Bucket, admin: bool, children: list[str] | None = None) -> BucketOut:
+def bucket_out(bucket: Bucket, children: list[str] | None = None) -> BucketOut:
+    """A bucket as those who administer it see it (with the reason)."""
+    from studyshare.share.adapters.readmodel import render
+
+    return bucket_doc_out(render(bucket), children or [])
+
+
+def holder_bucket_out(bucket: Bucket, service: ShareService) -> BucketOut:
+    """A bucket as a recipient sees it: without the reason, and an anonymized share's studies
+    under the UIDs it shows them by (the real ones would name the patient's study)."""
     from studyshare.share.adapters.readmodel import render
 
     doc = render(bucket)
-    return bucket_doc_out(doc | {"reason": doc["reason"] if admin else None}, children or [])
+    for key in ("study_uids", "active_study_uids"):
+        doc[key] = [service.shown_uid(doc, uid) for uid in doc[key]]
+    return bucket_doc_out(doc | {"reason": None}, [])
 
 
 def bucket_doc_out(doc: dict[str, Any], children: list[str]) -> BucketOut:
@@ -198,8 +209,10 @@ async def locked_buckets(
 )
 async def get_bucket(bucket_id: str, user: CurrentUser, service: Service) -> BucketOut:
     bucket, admin = await service.view(user, bucket_id)
-    children = [c["_id"] for c in await service.readmodel.children(bucket_id)] if admin else []
-    return bucket_out(bucket, admin, children)
+    if not admin:
+        return holder_bucket_out(bucket, service)
+    children = [c["_id"] for c in await service.readmodel.children(bucket_id)]
+    return bucket_out(bucket, children)
 
 
 @router.post(
@@ -227,7 +240,7 @@ async def share_again(
     responses=problem_responses(401, 403, 404, 409),
 )
 async def revoke_bucket(bucket_id: str, user: CurrentUser, service: Service) -> BucketOut:
-    return bucket_out(await service.revoke(user, bucket_id, "bucket"), True)
+    return bucket_out(await service.revoke(user, bucket_id, "bucket"))
 
 
 @router.delete(
@@ -241,7 +254,7 @@ async def revoke_recipient(
     bucket_id: str, recipient_id: str, user: CurrentUser, service: Service
 ) -> BucketOut:
     bucket = await service.revoke(user, bucket_id, "recipient", recipient_id=recipient_id)
-    return bucket_out(bucket, True)
+    return bucket_out(bucket)
 
 
 @router.delete(
@@ -255,7 +268,7 @@ async def remove_study(
     bucket_id: str, study_uid: str, user: CurrentUser, service: Service
 ) -> BucketOut:
     bucket = await service.revoke(user, bucket_id, "study", study_uid=study_uid)
-    return bucket_out(bucket, True)
+    return bucket_out(bucket)
 
 
 @router.post(
@@ -268,7 +281,7 @@ async def remove_study(
 async def accept_invitation(
     bucket_id: str, body: InvitationAcceptance, user: CurrentUser, service: Service
 ) -> BucketOut:
-    return bucket_out(await service.accept_invitation(user, bucket_id, body.token), False)
+    return holder_bucket_out(await service.accept_invitation(user, bucket_id, body.token), service)
 
 
 @router.post(
@@ -305,7 +318,7 @@ async def verify_otp(
     responses=problem_responses(401, 403, 404, 409),
 )
 async def unlock(bucket_id: str, user: CurrentUser, service: Service) -> BucketOut:
-    return bucket_out(await service.unlock(user, bucket_id), True)
+    return bucket_out(await service.unlock(user, bucket_id))
 
 
 @router.get(

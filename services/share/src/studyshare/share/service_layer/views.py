@@ -117,7 +117,7 @@ class Views(ShareBase):
             and (urgent is None or d["urgent"] == urgent)
             and (not label or (d["label"] or {}).get("text") == label)
             for uid in d["active_study_uids"]
-            if not study_uid or self._shown_uid(d, uid) == study_uid
+            if not study_uid or self.shown_uid(d, uid) == study_uid
         ]
         read: set[str] | None = None  # the read marks of every entry, when the filter needs them
         if unread is not None:
@@ -136,7 +136,7 @@ class Views(ShareBase):
             for d, uid in page
         ], len(entries)
 
-    def _shown_uid(self, d: dict[str, Any], uid: str) -> str:
+    def shown_uid(self, d: dict[str, Any], uid: str) -> str:
         """The study UID as the recipient sees it (remapped in an anonymized share)."""
         if not d["anonymize"]:
             return uid

@@ -58,14 +58,15 @@ class InstanceIndex:
         cursor = self.instances.find({"_id": {"$in": ids}}, {"sha256": 1}, session=session)
         return {doc["_id"]: doc.get("sha256") async for doc in cursor}
 
-    async def known_series(
+    async def series_studies(
         self, series_uids: Iterable[str], session: AsyncClientSession | None = None
-    ) -> set[str]:
+    ) -> dict[str, str]:
+        """The study of each indexed series among `series_uids`."""
         ids = list(series_uids)
         if not ids:
-            return set()
-        cursor = self.series.find({"_id": {"$in": ids}}, {"_id": 1}, session=session)
-        return {doc["_id"] async for doc in cursor}
+            return {}
+        cursor = self.series.find({"_id": {"$in": ids}}, {"study_uid": 1}, session=session)
+        return {doc["_id"]: doc["study_uid"] async for doc in cursor}
 
     async def add(
         self,
@@ -75,7 +76,9 @@ class InstanceIndex:
         session: AsyncClientSession | None = None,
     ) -> None:
         """Insert new instances; upsert their series (with the count of new instances) and
-        studies (`(on_insert, update)` pairs). Three bulk writes per batch."""
+        studies (`(on_insert, update)` pairs). Three bulk writes per batch. A series is matched
+        with its study: one of another study is never counted, its insert fails (duplicate
+        key)."""
         if instances:
             await self.instances.bulk_write(
                 [InsertOne(doc) for doc in instances], ordered=False, session=session
@@ -84,7 +87,7 @@ class InstanceIndex:
             await self.series.bulk_write(
                 [
                     UpdateOne(
-                        {"_id": doc["_id"]},
+                        {"_id": doc["_id"], "study_uid": doc["study_uid"]},
                         {"$setOnInsert": doc, "$inc": {"instance_count": count}},
                         upsert=True,
                     )

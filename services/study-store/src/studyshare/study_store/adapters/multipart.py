@@ -54,11 +54,19 @@ def part_headers(block: bytes) -> dict[str, str]:
 
 class MultipartSpooler:
     """Feed the body in chunks (`feed`), then `finish`; `open_part(headers)` gives each part's
-    sink, closed when the part ends."""
+    sink, closed when the part ends. More than `max_parts` parts refuse the body: each costs
+    a parse and an index entry, so a body of tiny parts would buy far more work than its size
+    says."""
 
-    def __init__(self, boundary: str, open_part: Callable[[dict[str, str]], PartSink]) -> None:
+    def __init__(
+        self,
+        boundary: str,
+        open_part: Callable[[dict[str, str]], PartSink],
+        max_parts: int | None = None,
+    ) -> None:
         self.delimiter = b"\r\n--" + boundary.encode("latin-1")
         self.open_part = open_part
+        self.max_parts = max_parts
         self.buffer = bytearray(b"\r\n")  # the first delimiter may open the body
         self.state = "preamble"
         self.sink: PartSink | None = None
@@ -116,6 +124,11 @@ class MultipartSpooler:
                     return False
                 headers = part_headers(bytes(buf[:i]))
                 del buf[: i + 4]
+            if self.max_parts is not None and self.parts >= self.max_parts:
+                raise UploadTooLarge(
+                    f"the upload holds more than {self.max_parts} parts: send it in several "
+                    "requests"
+                )
             self.sink = self.open_part(headers)
             self.parts += 1
             self.state = "body"

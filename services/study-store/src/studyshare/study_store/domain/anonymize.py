@@ -61,7 +61,9 @@ def _tags(*keywords: str) -> frozenset[int]:
 
 
 #: The allow-list: attributes outside the Annex E table that an anonymized share keeps as they
-#: are (sequences among them are walked with the same rules).
+#: are (sequences among them are walked with the same rules). No free text: what a person may
+#: type (descriptions, comments, the explanations of a window or a LUT) is left out; the short
+#: strings kept (a convolution kernel, a sequence name) are settings the equipment writes.
 KEPT = _tags(
     # SOP common, general series / image / equipment (what it is, not whose)
     "SpecificCharacterSet",
@@ -128,12 +130,10 @@ KEPT = _tags(
     "RescaleType",
     "WindowCenter",
     "WindowWidth",
-    "WindowCenterWidthExplanation",
     "VOILUTFunction",
     "ModalityLUTSequence",
     "VOILUTSequence",
     "LUTDescriptor",
-    "LUTExplanation",
     "ModalityLUTType",
     "LUTData",
     "PresentationLUTShape",

@@ -95,8 +95,11 @@ class InstanceFacts:
     sop_instance_uid: str
     sop_class_uid: str
     modality: str
+    series_number: int | None
     instance_number: int | None
     number_of_frames: int
+    has_pixels: bool
+    burned_in: bool
     rows: int | None
     columns: int | None
     patient_id: str
@@ -138,8 +141,11 @@ def facts(ds: Dataset) -> InstanceFacts:
         sop_instance_uid=uids["SOPInstanceUID"],
         sop_class_uid=uids["SOPClassUID"],
         modality=str(ds.get("Modality", "") or "OT"),
+        series_number=as_int("SeriesNumber"),
         instance_number=as_int("InstanceNumber"),
         number_of_frames=as_int("NumberOfFrames") or (1 if "PixelData" in ds else 0),
+        has_pixels="PixelData" in ds,
+        burned_in=str(ds.get("BurnedInAnnotation", "") or "").upper() == "YES",
         rows=as_int("Rows"),
         columns=as_int("Columns"),
         patient_id=str(ds.get("PatientID", "") or ""),
@@ -151,13 +157,10 @@ def facts(ds: Dataset) -> InstanceFacts:
     )
 
 
-def subset_json(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, Any]:
-    """The DICOM JSON of the named top-level attributes present in `ds`."""
-    sub = Dataset()
-    for keyword in keywords:
-        if keyword in ds:
-            sub[keyword] = ds[keyword]
-    return sub.to_json_dict()
+def subset_json(data: dict[str, Any], keywords: tuple[str, ...]) -> dict[str, Any]:
+    """The named top-level attributes of an instance's DICOM JSON (`instance_json`)."""
+    keys = {tag_key(keyword) for keyword in keywords}
+    return {key: value for key, value in data.items() if key in keys}
 
 
 def instance_json(ds: Dataset, bulk_uri: str | None = None) -> dict[str, Any]:

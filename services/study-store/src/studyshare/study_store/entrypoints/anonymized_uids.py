@@ -25,6 +25,9 @@ from studyshare.study_store.entrypoints.dependencies import dicom_reader
 from studyshare.study_store.service_layer.anonymized_uids import RemappedUids
 
 PREFIXES = ("/dicomweb/studies/", "/api/studies/")
+#: DICOMweb methods answered by remapped UIDs: reads only. A STOW-RS to a remapped study names
+#: a study the store does not know (its answer would otherwise echo the real UID)
+READS = frozenset({"GET", "HEAD"})
 
 
 def remapped_uids(state: Any) -> RemappedUids:
@@ -51,6 +54,14 @@ def known(who: AccessClaims | None) -> Caller:
         return who
 
     return caller
+
+
+async def shown_by_a_share(state: Any, uid: str) -> bool:
+    """Whether `uid` is the UID an anonymized share shows a study under (no upload may take
+    it: a study of that UID would stand in for the share's)."""
+    if getattr(state, "access_model", None) is None:
+        return False
+    return await remapped_uids(state).study(uid) is not None
 
 
 async def resolved(state: Any, caller: Caller, uid: str) -> tuple[str, str] | None:
@@ -100,13 +111,21 @@ class RemappedUidPaths:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(PREFIXES):
+        if scope["type"] == "http" and translated(scope):
             state = scope["app"].state
             if getattr(state, "access_model", None) is not None:
                 path = await real_path(state, scope["path"], partial(caller_of, scope))
                 if path is not None:
                     scope = {**scope, "path": path, "raw_path": path.encode()}
         await self.app(scope, receive, send)
+
+
+def translated(scope: Scope) -> bool:
+    """Whether the request may name a study by a remapped UID."""
+    path: str = scope["path"]
+    if path.startswith("/dicomweb/"):
+        return path.startswith(PREFIXES[0]) and scope["method"] in READS
+    return path.startswith(PREFIXES[1])
 
 
 async def caller_of(scope: Scope) -> AccessClaims | None:

@@ -1,14 +1,16 @@
 """The DICOM C-STORE receiver (`python -m studyshare.study_store scp`).
 
-Modalities and PACS push studies to our AE title. The calling AE title says which sending
-department the studies belong to (`scp_calling_ae_departments`); other AE titles are refused at
-association time. A known SOP Instance UID with other content is refused (status 0x0111,
-logged): a stored instance is never replaced. pynetdicom writes each received data set to a
-temporary file as it arrives (`STORE_RECV_CHUNKED_DATASET`), from which it streams into the
-blob store before the success status is sent (the status means the object is safe); so an
-object is never held in memory whole. The index and the study events are written in batches:
-every `scp_flush_instances` objects and when the association ends, with one upload batch id per
-association ("uploaded together").
+Modalities and PACS push studies to our AE title (`scp_ae_title`). The calling AE title says
+which sending department the studies belong to (`scp_calling_ae_departments`); other AE titles,
+and every one while that map is empty, are refused at association time, as is an association
+called for another AE title. A known SOP Instance UID with other content is refused (status
+0x0111, logged): a stored instance is never replaced; so is an instance in the series of another
+study (0x0124, logged). pynetdicom writes each received data set to a temporary file as it
+arrives (`STORE_RECV_CHUNKED_DATASET`), from which it streams into the blob store before the
+success status is sent (the status means the object is safe); so an object is never held in
+memory whole. The index and the study events are written in batches: every `scp_flush_instances`
+objects and when the association ends, with one upload batch id per association ("uploaded
+together").
 
 TLS: `scp_tls_cert_file` + `scp_tls_key_file` make the receiver speak DICOM over TLS (PS3.15
 B.1, the Basic TLS Secure Transport Connection Profile) on the same port; with
@@ -67,6 +69,9 @@ CANNOT_UNDERSTAND = 0xC000
 NOT_AUTHORIZED = 0x0124
 #: the SOP Instance UID is stored with other content (PS3.7 C.4: "Duplicate SOP instance")
 DUPLICATE_SOP_INSTANCE = 0x0111
+#: A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected permanent, by the service user, calling AE title not
+#: recognised
+CALLING_AE_NOT_RECOGNISED = (0x01, 0x01, 0x03)
 
 
 class AssociationBatch:
@@ -77,6 +82,8 @@ class AssociationBatch:
         self.pending: list[Parsed] = []
         self.paths: dict[str, str] = {}
         self.foreign: dict[str, bool] = {}
+        self.series: dict[str, str] = {}
+        """The study of each series the association sent (or the index holds)."""
         self.digests: dict[str, str] = {}
         self.lock = threading.Lock()
 
@@ -102,7 +109,7 @@ class StoreSCP:
             batch = self.batches.get(key)
             if batch is None:
                 calling = event.assoc.requestor.ae_title.strip()
-                department = self.settings.scp_calling_ae_departments.get(calling)
+                department = self.settings.scp_calling_ae_departments[calling]
                 batch = AssociationBatch(
                     Upload(
                         via="c-store",
@@ -112,6 +119,15 @@ class StoreSCP:
                 )
                 self.batches[key] = batch
             return batch
+
+    def handle_requested(self, event: Any) -> None:
+        """Refuse a calling AE title the map does not name, before any negotiation: fail
+        closed, for pynetdicom checks none while its list is empty."""
+        calling = event.assoc.requestor.primitive.calling_ae_title.strip()
+        if calling not in self.settings.scp_calling_ae_departments:
+            log.warning("scp.calling_ae_refused", calling_ae=calling)
+            event.assoc.acse.send_reject(*CALLING_AE_NOT_RECOGNISED)
+            event.assoc.kill()  # as pynetdicom's own refusals: sends the refusal, then ends
 
     def handle_store(self, event: Any) -> int:
         batch = self._batch(event)
@@ -129,6 +145,13 @@ class StoreSCP:
                 foreign = self._run(self.ingest.foreign_studies(batch.upload, [parsed]))
                 batch.foreign[f.study_uid] = bool(foreign)
             if batch.foreign[f.study_uid]:
+                return NOT_AUTHORIZED
+            if self._study_of_series(batch, f.series_uid, f.study_uid) != f.study_uid:
+                log.warning(
+                    "scp.series_of_another_study",
+                    sop_instance_uid=f.sop_instance_uid,
+                    calling_ae=batch.upload.actor.id,
+                )
                 return NOT_AUTHORIZED
             with batch.lock:
                 pending = batch.digests.get(f.sop_instance_uid)
@@ -161,6 +184,16 @@ class StoreSCP:
             self.flush(batch)
         return SUCCESS
 
+    def _study_of_series(self, batch: AssociationBatch, series_uid: str, study_uid: str) -> str:
+        """The study the series belongs to: as indexed, else the first to send it here."""
+        with batch.lock:
+            owner = batch.series.get(series_uid)
+        if owner is None:
+            indexed = self._run(self.ingest.index.series_studies([series_uid]))
+            with batch.lock:
+                owner = batch.series.setdefault(series_uid, indexed.get(series_uid, study_uid))
+        return owner
+
     def flush(self, batch: AssociationBatch) -> None:
         with batch.lock:
             pending, batch.pending = batch.pending, []
@@ -192,12 +225,15 @@ class StoreSCP:
             ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         ae.maximum_pdu_size = 0
-        if self.settings.scp_calling_ae_departments:
-            ae.require_calling_aet = list(self.settings.scp_calling_ae_departments)
+        ae.require_called_aet = True  # called for another AE title: refused
         return ae
 
     def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
-        return [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_CONN_CLOSE, self.handle_close)]
+        return [
+            (evt.EVT_REQUESTED, self.handle_requested),
+            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_CONN_CLOSE, self.handle_close),
+        ]
 
 
 def tls_context(settings: StudyStoreSettings) -> ssl.SSLContext | None:
@@ -220,6 +256,12 @@ async def serve(settings: StudyStoreSettings, stop: asyncio.Event) -> None:
     ingest = Ingest(db, blob_store(settings, db))
     await ingest.ensure_indexes()
     scp = StoreSCP(settings, ingest, asyncio.get_running_loop())
+    if not settings.scp_calling_ae_departments:
+        log.warning(
+            "scp.refusing_every_caller",
+            detail="STUDYSHARE_SCP_CALLING_AE_DEPARTMENTS maps no calling AE title to a "
+            "department: every association is refused until it does",
+        )
     ae = scp.application_entity()
     netdicom_config.STORE_RECV_CHUNKED_DATASET = True  # data sets to a file, not to memory
     server = await asyncio.to_thread(

@@ -3,6 +3,7 @@ type="application/dicom"), stored by `service_layer.stow`."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -11,6 +12,7 @@ from fastapi.responses import Response
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.auth import CurrentUser
 from studyshare.study_store.domain.serving import stow_answer
+from studyshare.study_store.entrypoints.anonymized_uids import shown_by_a_share
 from studyshare.study_store.entrypoints.dependencies import Stores, base_url
 from studyshare.study_store.entrypoints.responses import (
     STOW_REQUEST_BODY,
@@ -40,6 +42,7 @@ async def receive_stow(
         study_uid,
         request.headers.get("content-type", ""),
         request.stream(),
+        partial(shown_by_a_share, request.app.state),
     )
     return json_response(*stow_answer(outcomes, base_url(request), study_uid))
 

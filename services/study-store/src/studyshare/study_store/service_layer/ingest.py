@@ -6,8 +6,11 @@ writes and the events of one batch go in one MongoDB transaction (three bulk wri
 `insert_many` of events), so the write rate stays far below SecantusDB's ~700 writes/s even for
 large studies. Sending the same instance again stores nothing new; sending a known SOP
 Instance UID with other content is refused (`InstanceAlreadyStored`): a stored instance is
-never replaced. STOW-RS parts arrive as spool objects of the blob store (`Spooled`), C-STORE
-objects as files (`parse_file`); both are parsed with their pixel data left where it is.
+never replaced. A series belongs to one study: an instance naming the Series Instance UID of
+another study is refused. STOW-RS parts arrive as spool objects of the blob store
+(`Spooled`), C-STORE objects as files (`parse_file`); both are parsed with their pixel data
+left where it is. All that is read of an object is read while it is parsed: whatever fails
+there fails that object only (0xC000), never the upload.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -47,6 +49,7 @@ from studyshare.study_store.domain.dicom_meta import (
     facts,
     initials,
     instance_json,
+    json_value,
     subset_json,
 )
 from studyshare.study_store.domain.exceptions import InstanceAlreadyStored
@@ -55,6 +58,8 @@ from studyshare.study_store.domain.study import ReceivedBatch, Study
 log = get_logger(__name__)
 
 Via = Literal["stow-rs", "c-store", "message"]
+#: whether no upload may take a study UID
+Reserved = Callable[[str], Awaitable[bool]]
 ExtraEvents = Callable[[AsyncClientSession], Awaitable[Sequence[EventEnvelope]]]
 
 # PS3.4 / PS3.18 failure reasons
@@ -62,7 +67,8 @@ CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
 STUDY_MISMATCH = 0xA900  # the object does not belong to the study of the request
 OUT_OF_RESOURCES = 0xA700
-NOT_AUTHORIZED = 0x0124  # the study exists and belongs to another department and owner
+NOT_AUTHORIZED = 0x0124  # the study (or series) exists and is not the uploader's to add to
+SERIES_OF_ANOTHER_STUDY = "the series belongs to another study"
 
 
 @dataclass(frozen=True)
@@ -78,9 +84,10 @@ class Upload:
 
 @dataclass
 class Parsed:
+    """What the store keeps of a parsed object (not its dataset: nothing reads it later)."""
+
     data: bytes | None
     """The object's bytes, or None when it is spooled (`source`) or in a file."""
-    dataset: Dataset
     facts: InstanceFacts
     transfer_syntax: str
     meta: dict[str, Any]
@@ -104,6 +111,19 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.failure is None
+
+    @classmethod
+    def refused(cls, f: InstanceFacts, failure: int, detail: str) -> Outcome:
+        return cls(f.sop_class_uid, f.sop_instance_uid, f.study_uid, f.series_uid, failure, detail)
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """What a batch's transaction found: the instances already stored, and those it refused
+    because their series belongs to another study (indexed since the upload looked)."""
+
+    known: set[str] = field(default_factory=set)
+    series_of_another_study: set[str] = field(default_factory=set)
 
 
 #: elements larger than this are not read while parsing (the pixel data of a spooled object)
@@ -138,7 +158,6 @@ def _parsed(
         raise NotAnInstance("the file meta information has no transfer syntax")
     return Parsed(
         data=data,
-        dataset=ds,
         facts=facts(ds),
         transfer_syntax=ts,
         meta=instance_json(ds),
@@ -163,9 +182,24 @@ def _parse_all(objects: Sequence[bytes | Spooled], blobs: BlobStore) -> list[Par
     for data in objects:
         try:
             out.append(parse_spooled(data, blobs) if isinstance(data, Spooled) else parse(data))
-        except (InvalidDicomError, NotAnInstance, ValueError, EOFError, KeyError) as exc:
+        except Exception as exc:  # an unknown VR, sequences nested too deep, ...: this one fails
             out.append(str(exc)[:200] or type(exc).__name__)
     return out
+
+
+def claim_series(
+    parsed: Sequence[Parsed], owners: dict[str, str]
+) -> tuple[list[Parsed], list[Parsed]]:
+    """Split `parsed` into the instances of a series of their own study and those whose
+    Series Instance UID belongs to another study: by `owners` (series -> study, as indexed),
+    else to the study of its first instance in `parsed`."""
+    claimed = dict(owners)
+    own: list[Parsed] = []
+    others: list[Parsed] = []
+    for p in parsed:
+        f = p.facts
+        (own if claimed.setdefault(f.series_uid, f.study_uid) == f.study_uid else others).append(p)
+    return own, others
 
 
 def instance_kind(f: InstanceFacts) -> str:
@@ -191,8 +225,8 @@ def instance_document(
         "frames": f.number_of_frames,
         "rows": f.rows,
         "columns": f.columns,
-        "has_pixels": "PixelData" in parsed.dataset,
-        "burned_in": str(parsed.dataset.get("BurnedInAnnotation", "") or "").upper() == "YES",
+        "has_pixels": f.has_pixels,
+        "burned_in": f.burned_in,
         "batch_id": upload.batch_id,
         "received_at": datetime.now(UTC),
         "meta": parsed.meta,
@@ -205,10 +239,10 @@ def series_document(parsed: Parsed, kind: str, bucket_id: str | None = None) -> 
         "_id": f.series_uid,
         "study_uid": f.study_uid,
         "modality": f.modality,
-        "series_number": _int(parsed.dataset.get("SeriesNumber")),
+        "series_number": f.series_number,
         "kind": kind,
         "bucket_id": bucket_id,
-        "meta": subset_json(parsed.dataset, SERIES_TAGS),
+        "meta": subset_json(parsed.meta, SERIES_TAGS),
     }
 
 
@@ -224,10 +258,10 @@ def study_documents(
         "received_at": datetime.now(UTC),
         "patient_id": f.patient_id,
         "patient_name": f.patient_name,
-        "study_date": str(first.dataset.get("StudyDate", "") or ""),
+        "study_date": str(json_value(first.meta, "StudyDate") or ""),
         "accession_number": f.accession_number,
         "description": f.study_description,
-        "meta": subset_json(first.dataset, STUDY_TAGS),
+        "meta": subset_json(first.meta, STUDY_TAGS),
     }
     update: dict[str, Any] = {
         "$inc": {"instance_count": len(new), "series_count": new_series},
@@ -236,13 +270,6 @@ def study_documents(
     if upload.via != "message":
         update["$addToSet"]["upload_batch_ids"] = upload.batch_id
     return on_insert, update
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 async def load_studies(
@@ -285,11 +312,16 @@ class Ingest:
         objects: Sequence[bytes | Spooled],
         expect_study: str | None = None,
         owner_check: bool = True,
+        reserved: Reserved | None = None,
     ) -> list[Outcome]:
         """Parse, store and index a batch of Part 10 objects; one outcome per object.
 
+        `reserved(study_uid)` says a study UID no upload may take (the UID an anonymized share
+        shows a study under: a study of that UID would stand in for the share's).
+
         With `owner_check`, instances of a study already stored for another department and
-        another owner are refused: nobody can slip objects into someone else's study. A known
+        another owner are refused: nobody can slip objects into someone else's study. An
+        instance whose series belongs to another study is refused, whoever owns either. A known
         SOP Instance UID with other content refuses the whole batch (`InstanceAlreadyStored`,
         nothing stored).
         """
@@ -299,46 +331,45 @@ class Ingest:
         for item in await asyncio.to_thread(_parse_all, objects, self.blobs):
             if isinstance(item, str):
                 outcomes.append(Outcome(None, None, None, None, CANNOT_UNDERSTAND, item))
-                continue
-            parsed = item
-            f = parsed.facts
-            if expect_study is not None and f.study_uid != expect_study:
+            elif expect_study is not None and item.facts.study_uid != expect_study:
                 outcomes.append(
-                    Outcome(
-                        f.sop_class_uid,
-                        f.sop_instance_uid,
-                        f.study_uid,
-                        f.series_uid,
-                        STUDY_MISMATCH,
-                        "the instance belongs to another study",
+                    Outcome.refused(
+                        item.facts, STUDY_MISMATCH, "the instance belongs to another study"
                     )
                 )
-                continue
-            candidates.append(parsed)
+            else:
+                candidates.append(item)
+        if reserved is not None:
+            taken = {u for u in {p.facts.study_uid for p in candidates} if await reserved(u)}
+            outcomes += [
+                Outcome.refused(p.facts, NOT_AUTHORIZED, "the study UID is an anonymized share's")
+                for p in candidates
+                if p.facts.study_uid in taken
+            ]
+            candidates = [p for p in candidates if p.facts.study_uid not in taken]
         foreign = await self.foreign_studies(upload, candidates) if owner_check else set()
         accepted = []
         for parsed in candidates:
-            f = parsed.facts
-            if f.study_uid in foreign:
+            if parsed.facts.study_uid in foreign:
                 outcomes.append(
-                    Outcome(
-                        f.sop_class_uid,
-                        f.sop_instance_uid,
-                        f.study_uid,
-                        f.series_uid,
-                        NOT_AUTHORIZED,
-                        "the study belongs to another department",
+                    Outcome.refused(
+                        parsed.facts, NOT_AUTHORIZED, "the study belongs to another department"
                     )
                 )
             else:
                 accepted.append(parsed)
+        owners = await self.index.series_studies({p.facts.series_uid for p in accepted})
+        accepted, others = claim_series(accepted, owners)
+        outcomes += [
+            Outcome.refused(p.facts, NOT_AUTHORIZED, SERIES_OF_ANOTHER_STUDY) for p in others
+        ]
         stored = await self.refuse_replacements(accepted)
         parsed_at = time.perf_counter()
         new = [p for p in accepted if p.facts.sop_instance_uid not in stored]
         paths = await self._store_blobs(new)
         written_at = time.perf_counter()
         try:
-            known = stored | await self.index_batch(upload, new, paths)
+            indexed = await self.index_batch(upload, new, paths)
         except InstanceAlreadyStored:
             # another upload indexed other content first: our objects (named by their digest,
             # so never the winner's) go
@@ -353,8 +384,12 @@ class Ingest:
             write_ms=round((written_at - parsed_at) * 1000),
             index_ms=round((time.perf_counter() - written_at) * 1000),
         )
+        known = stored | indexed.known
         for parsed in accepted:
             f = parsed.facts
+            if f.sop_instance_uid in indexed.series_of_another_study:
+                outcomes.append(Outcome.refused(f, NOT_AUTHORIZED, SERIES_OF_ANOTHER_STUDY))
+                continue
             outcomes.append(
                 Outcome(
                     f.sop_class_uid,
@@ -446,19 +481,23 @@ class Ingest:
         kind: str | None = None,
         bucket_id: str | None = None,
         extra_events: ExtraEvents | None = None,
-    ) -> set[str]:
-        """Index the new instances and append the study events; return the already known
-        SOP instance UIDs. Retries the whole transaction when a concurrent upload won.
+    ) -> Indexed:
+        """Index the new instances and append the study events. Retries the whole transaction
+        when a concurrent upload won; an instance whose series it finds in another study is
+        not indexed and its object removed.
 
         `extra_events(session)` decides further events inside the same transaction."""
         if not parsed and extra_events is None:
-            return set()
+            return Indexed()
 
-        async def in_transaction(session: AsyncClientSession) -> set[str]:
+        async def in_transaction(session: AsyncClientSession) -> Indexed:
             return await self._index(session, upload, parsed, paths, kind, bucket_id, extra_events)
 
         try:
-            return await MongoUnitOfWork(self.db.client).run(in_transaction, retry_if=_retryable)
+            indexed = await MongoUnitOfWork(self.db.client).run(in_transaction, retry_if=_retryable)
+            for sop_uid in indexed.series_of_another_study:
+                await self.blobs.remove(paths[sop_uid])
+            return indexed
         finally:
             if self.on_indexed is not None:
                 for study_uid in {p.facts.study_uid for p in parsed}:
@@ -473,7 +512,7 @@ class Ingest:
         kind: str | None,
         bucket_id: str | None,
         extra_events: ExtraEvents | None,
-    ) -> set[str]:
+    ) -> Indexed:
         unique = {p.facts.sop_instance_uid: p for p in parsed}
         known = await self.index.known_instances(unique, session)
         other = [  # (a share message is written by the study store itself, once per bucket)
@@ -484,7 +523,14 @@ class Ingest:
         if other:  # a concurrent upload indexed other content since `refuse_replacements`
             raise InstanceAlreadyStored(f"already stored with other content: {other[:5]}")
         new = [p for uid, p in unique.items() if uid not in known]
-        known_series = await self.index.known_series({p.facts.series_uid for p in new}, session)
+        known_series = await self.index.series_studies({p.facts.series_uid for p in new}, session)
+        new, others = claim_series(new, known_series)  # a concurrent upload's, since it looked
+        if others:
+            log.warning(
+                "dicom.series_of_another_study",
+                batch_id=upload.batch_id,
+                instances=[p.facts.sop_instance_uid for p in others][:20],
+            )
         by_study: dict[str, list[Parsed]] = defaultdict(list)
         for p in new:
             by_study[p.facts.study_uid].append(p)
@@ -510,7 +556,7 @@ class Ingest:
         ]
         study_docs = []
         for items in by_study.values():
-            new_series = len({p.facts.series_uid for p in items} - known_series)
+            new_series = len({p.facts.series_uid for p in items} - known_series.keys())
             study_docs.append(study_documents(items[0], upload, items, new_series))
         await self.index.add(instance_docs, series_docs, study_docs, session)
 
@@ -538,7 +584,7 @@ class Ingest:
                 instances=len(new),
                 already_stored=len(known),
             )
-        return known
+        return Indexed(known, {p.facts.sop_instance_uid for p in others})
 
     @staticmethod
     def _batch(upload: Upload, items: list[Parsed]) -> ReceivedBatch:

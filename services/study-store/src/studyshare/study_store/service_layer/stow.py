@@ -17,7 +17,7 @@ from studyshare.study_store.adapters.multipart import (
 )
 from studyshare.study_store.domain.exceptions import UnsupportedMediaType
 from studyshare.study_store.domain.serving import is_dicom_part, upload_department
-from studyshare.study_store.service_layer.ingest import Outcome, Upload
+from studyshare.study_store.service_layer.ingest import Outcome, Reserved, Upload
 from studyshare.study_store.service_layer.retrieval import DicomStores
 
 
@@ -37,6 +37,7 @@ async def receive(
     study_uid: str | None,
     content_type: str,
     body: AsyncIterable[bytes],
+    reserved: Reserved | None = None,
 ) -> list[Outcome]:
     """Store the DICOM parts of an upload (into `study_uid` only, when given); the outcome of
     each part, the parts that are no DICOM objects last."""
@@ -49,7 +50,7 @@ async def receive(
         parts.append((headers, sink))
         return sink
 
-    spooler = MultipartSpooler(boundary, open_part)
+    spooler = MultipartSpooler(boundary, open_part, stores.settings.stow_max_parts)
     try:
         size = await spool(body, spooler, stores.settings.stow_max_bytes)
         if size == 0:
@@ -67,7 +68,7 @@ async def receive(
         ]
         skipped = len(parts) - len(objects)
         outcomes = await stores.ingest.receive(
-            upload, objects, expect_study=study_uid, owner_check=True
+            upload, objects, expect_study=study_uid, owner_check=True, reserved=reserved
         )
     finally:
         await asyncio.to_thread(lambda: [sink.discard() for _, sink in parts])
