@@ -15,7 +15,7 @@ import pytest
 
 from studyshare.devstack.platform import LocalPlatform
 
-from .storykit import Gateway, ok, problem, unique
+from .storykit import Gateway, ok, problem, unique, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,44 @@ def test_a_logged_out_token_is_refused_by_every_service_on_the_next_request(
         assert "logged out" in body["detail"]
     for name, read in services.items():
         assert read(other_session).status_code == 200, f"{name}: the other session lives on"
+
+
+def test_a_patients_logged_out_token_is_refused_by_every_service_on_the_next_request(
+    api: Gateway, world: SimpleNamespace
+):
+    uid, physician = world.study.study_uid, world.physician
+    number = ok(
+        api.client.post(
+            f"/api/studies/{uid}/reference-numbers", json={}, headers=physician.headers
+        ),
+        201,
+    )["reference_number"]
+    api.logged(physician, uid, [("ReferenceNumberIssued", lambda e: True)])
+
+    def patient_login() -> httpx.Response | None:
+        r = api.client.post(
+            "/api/auth/patient-login",
+            json={"reference_number": number, "date_of_birth": "1980-02-14"},
+        )
+        return r if r.status_code == 200 else None
+
+    token = wait_for(patient_login, "the reference number known to identity").json()
+    patient = {"Authorization": f"Bearer {token['access_token']}"}
+    c = api.client
+    services = {
+        "study-store": lambda h: c.get(f"/api/studies/{uid}", headers=h),
+        "study-store hot": lambda h: c.get(f"/dicomweb/studies/{uid}/metadata", headers=h),
+        "audit": lambda h: c.get("/api/audit/my-study/openings", headers=h),
+    }
+    for name, read in services.items():
+        response = read(patient)
+        assert response.status_code == 200, (name, response.status_code, response.text)
+
+    answer = c.post("/api/auth/logout", headers=patient)
+    refusals = refused_everywhere(services, patient)
+    assert answer.status_code == 204 and answer.headers["studyshare-propagated"] == "true"
+    for response in refusals.values():
+        assert "logged out" in problem(response, 401, "SessionEnded")["detail"]
 
 
 def test_a_password_reset_by_the_service_desk_ends_every_session_of_the_account(

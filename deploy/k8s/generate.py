@@ -121,10 +121,16 @@ EXTRA_EGRESS: dict[str, list[dict[str, Any]]] = {
 GATEWAY = "studyshare"
 #: the GatewayClass the cluster's controller serves (deploy/README.md, "Gateway")
 GATEWAY_CLASS = "studyshare"
+#: the namespace of the gateway's data plane (Envoy Gateway's, `components/envoy-gateway`)
+GATEWAY_NAMESPACE = "envoy-gateway-system"
 #: the gateway's data-plane pods, labelled through the Gateway's `spec.infrastructure.labels`
-#: (Gateway API, standard channel): NetworkPolicies admit them whatever their namespace
+#: (Gateway API, standard channel), in their namespace only: a pod elsewhere that wears the
+#: label is no gateway (it would reach every API past the gateway, and name any address)
 GATEWAY_PROXY_LABEL = {"studyshare.io/gateway-proxy": GATEWAY}
-GATEWAY_PROXY = {"namespaceSelector": {}, "podSelector": {"matchLabels": GATEWAY_PROXY_LABEL}}
+GATEWAY_PROXY = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": GATEWAY_NAMESPACE}},
+    "podSelector": {"matchLabels": GATEWAY_PROXY_LABEL},
+}
 #: the port of the data plane's pods that the portal calls (Envoy Gateway maps 80 to 10080)
 GATEWAY_PROXY_PORT = 10080
 #: how long the gateway waits for a whole request: studies stream in and out for longer
@@ -802,7 +808,7 @@ def tcp_probe(period: int, failures: int) -> dict[str, Any]:
 
 #: the portal calls the public API where a browser would: through the gateway's data plane,
 #: whose Service the Envoy Gateway component names (`components/envoy-gateway`)
-PORTAL_API_URL = "http://studyshare-gateway.envoy-gateway-system.svc"
+PORTAL_API_URL = f"http://studyshare-gateway.{GATEWAY_NAMESPACE}.svc"
 
 
 def portal_objects() -> list[dict[str, Any]]:

@@ -435,6 +435,31 @@ def test_the_gateway_serves_every_route_on_one_host(rendered: dict, overlay: str
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_portal_calls_the_api_on_the_listener_that_routes_it(
+    rendered: dict, overlay: str
+) -> None:
+    """The portal asks the gateway for the API the way a browser does: on the listener the
+    routes are attached to, for the one host they answer (by the gateway's in-cluster Service:
+    the Host, and over HTTPS the TLS server name), on a port its NetworkPolicy lets it reach
+    (Envoy Gateway serves a port below 1024 on that port plus 10000)."""
+    objects = rendered[overlay]
+    gateway = one(objects, "Gateway", "studyshare")
+    listeners = {listener["name"]: listener for listener in gateway["spec"]["listeners"]}
+    (section,) = {r["spec"]["parentRefs"][0]["sectionName"] for r in routes_of(objects).values()}
+    (host,) = {h for r in routes_of(objects).values() for h in r["spec"].get("hostnames", [])}
+    (container,) = pod_spec(one(objects, "Deployment", "portal-api"))["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    url = env["STUDYSHARE_PORTAL_API_URL"]
+    listener = listeners[section]
+    assert url.startswith(f"{listener['protocol'].lower()}://studyshare-gateway."), url
+    assert env["STUDYSHARE_PORTAL_API_HOST"] == host == listener.get("hostname", host)
+    policy = one(objects, "NetworkPolicy", "studyshare-portal")
+    reachable = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    port = listener["port"]
+    assert (port + 10000 if port < 1024 else port) in reachable
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_no_object_depends_on_ingress_nginx(rendered: dict, overlay: str) -> None:
     text = yaml.safe_dump_all(rendered[overlay])
     assert "nginx.ingress.kubernetes.io" not in text
@@ -541,7 +566,10 @@ def test_service_reaches_only_kafka_mongodb_and_jwks(
         if peer.get("podSelector", {}).get("matchLabels") == {
             "studyshare.io/gateway-proxy": "studyshare"
         }:
-            assert peer["namespaceSelector"] == {}  # wherever the controller runs them
+            # in the gateway's namespace only: elsewhere the label makes no gateway
+            assert peer["namespaceSelector"] == {
+                "matchLabels": {"kubernetes.io/metadata.name": "envoy-gateway-system"}
+            }
             return "gateway"
         namespace = peer.get("namespaceSelector", {}).get("matchLabels", {})
         return namespace.get("kubernetes.io/metadata.name", "this-namespace")

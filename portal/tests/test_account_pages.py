@@ -287,6 +287,29 @@ def test_a_due_group_confirmation_comes_first_after_login(
     assert back.headers["location"] == "/group-confirmations?next=%2Fs"
 
 
+def test_the_continue_link_after_the_confirmations_stays_on_this_site(
+    client: TestClient, fake: FakeAPI
+) -> None:
+    """`/\t/evil.example` is `//evil.example` to a browser, which drops the TAB."""
+    group = {
+        "group_id": "grp_1",
+        "name": "Praktijk Zuid",
+        "primary_contact_id": "usr_me",
+        "members": [],
+        "confirmed_until": "2026-01-01T00:00:00Z",
+        "due": True,
+    }
+    fake.answer("GET", "/api/users/me/group-confirmations", [group])
+    log_in(client)
+    page = client.get("/group-confirmations?next=%2F%09%2Fevil.example")
+    assert page.status_code == 200
+    [continue_link] = re.findall(r'<a [^>]*id="continue"', page.text)
+    assert 'href="/studies"' in continue_link, continue_link
+    assert "\t/evil.example" not in page.text, "the raw value is nowhere on the page"
+    client.post("/logout", data={"csrf": csrf_of(client, "/studies")})
+    assert log_in(client, "/\t/evil.example") == "/group-confirmations?next=%2Fstudies"
+
+
 def test_the_profile_enrols_totp_with_a_qr_code_drawn_here(
     client: TestClient, fake: FakeAPI
 ) -> None:

@@ -49,6 +49,10 @@ class FakeAPI:
             )
         if path == "/api/auth/logout":
             return httpx.Response(204)
+        if path == "/api/auth/patient-login":
+            return httpx.Response(
+                200, json={"access_token": "p1", "expires_in": 900, "study_uid": "1.2.3"}
+            )
         if token in self.expired_tokens:
             return _problem(401, "Unauthorized", "the access token has expired")
         if path == "/api/users/me":
@@ -187,6 +191,24 @@ def test_logout_ends_the_session_at_identity(client: TestClient, fake: FakeAPI) 
     assert client.get("/studies", follow_redirects=False).status_code == 303
 
 
+def test_a_patients_logout_ends_the_session_at_identity(client: TestClient, fake: FakeAPI):
+    """A patient token has no refresh token: the bearer token names the session to end."""
+    login = client.post(
+        "/patient-login",
+        data={
+            "csrf": csrf_of(client, "/patient-login"),
+            "reference_number": "AB12CD34EF",
+            "date_of_birth": "1980-02-14",
+        },
+        follow_redirects=False,
+    )
+    assert login.headers["location"] == "/studies/1.2.3"
+    token = csrf_of(client, "/patient-login")
+    answer = client.post("/logout", data={"csrf": token}, follow_redirects=False)
+    assert answer.headers["location"] == "/login"
+    assert ("POST", "/api/auth/logout", {"refresh_token": None}, "p1") in fake.calls
+
+
 def test_pages_need_a_login_and_come_back_after_it(client: TestClient) -> None:
     answer = client.get("/studies/1.2.3?bucket=bkt_1", follow_redirects=False)
     assert answer.status_code == 303
@@ -204,6 +226,46 @@ def test_only_local_paths_are_followed_after_login() -> None:
     assert safe_next("/studies/1?bucket=b") == "/studies/1?bucket=b"
     for hostile in ("https://evil.example", "//evil.example", "/\\evil.example", None, "x"):
         assert safe_next(hostile) == "/studies"
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\r/evil.example",
+        "/\r\n/evil.example",
+        "/ /evil.example",
+        "/\x00/evil.example",
+        "/\x0b/evil.example",
+        "/\x7f/evil.example",
+        "/studies\t",
+        "/studies/1\\..\\evil",
+    ],
+)
+def test_a_path_with_a_control_character_whitespace_or_backslash_is_not_followed(
+    hostile: str,
+) -> None:
+    """Browsers drop TAB, LF and CR from a URL (`/\t/evil.example` is `//evil.example`)."""
+    assert safe_next(hostile) == "/studies"
+
+
+def test_hsts_is_sent_with_secure_cookies(client: TestClient) -> None:
+    answer = client.get("/login")
+    assert answer.headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
+
+
+def test_no_hsts_in_local_development_over_http(fake: FakeAPI) -> None:
+    api = PublicAPI("http://gateway.test", 5)
+    api.client = httpx.AsyncClient(
+        base_url="http://gateway.test", transport=httpx.MockTransport(fake)
+    )
+    app = create_app(PortalSettings(environment="development"), api=api)
+    with TestClient(app, base_url="http://127.0.0.1:8080") as client:
+        answer = client.get("/login")
+    assert answer.status_code == 200
+    assert "strict-transport-security" not in answer.headers
+    assert answer.headers["x-content-type-options"] == "nosniff"
 
 
 def test_the_catalogues_are_complete_in_every_language() -> None:

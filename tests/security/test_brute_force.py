@@ -275,9 +275,9 @@ def test_a_portal_login_counts_against_the_browser_s_address_not_the_portal_s(
 ):
     """Through the gateway, the portal and the gateway again: identity records a portal
     login's failure under the browser's address (the portal vouches for it), so one browser's
-    guesses lock that browser only. Browsers are told apart here by the address the gateway
-    in front of the portal appends to X-Forwarded-For (every test request comes from one
-    machine)."""
+    guesses lock that browser only. Browsers are told apart here by the address a proxy in
+    front of the gateway appends to X-Forwarded-For (every test request comes from one
+    machine; the portal trusts two proxies in these tests)."""
     browser = f"203.0.113.{int(unique('')[:4], 16) % 250 + 1}"
     username = unique("nobody.")
     with httpx.Client(base_url=platform.gateway_url, timeout=30, trust_env=False) as client:

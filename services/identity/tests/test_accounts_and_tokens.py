@@ -161,6 +161,65 @@ async def test_self_registration_cannot_grant_roles_and_usernames_are_unique(api
     )
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Eve\r\nBcc: victim@evil.example",
+        "Eve\nX-Injected: yes",
+        "Eve\tPeeters",
+        "Eve\x00",
+        "Eve\x1b[31m",
+        "Eve\x85X",
+        "Eve\u2028X",
+        "Eve\u2029X",
+    ],
+)
+async def test_a_name_with_a_line_break_or_control_character_is_refused_and_nothing_stored(
+    api, name
+):
+    """A name goes into mail headers and bodies: a line break there forges lines."""
+    desk = await api.desk()
+    await api.register(desk, **PROFILE)
+    me = await api.headers("dr.peeters", "a-long-password-1")
+    before = len(await api.events())
+    person = {**PROFILE, "username": "eve", "password": "a-long-password-1"}
+    attempts = {
+        "self-registration": ("POST", "/api/users/register", {**person, "first_name": name}, {}),
+        "registration by the desk": ("POST", "/api/users", {**person, "last_name": name}, desk),
+        "own first name": (
+            "PATCH",
+            "/api/users/me",
+            {"first_name": name, "current_password": "a-long-password-1"},
+            me,
+        ),
+        "own last name": (
+            "PATCH",
+            "/api/users/me",
+            {"last_name": name, "current_password": "a-long-password-1"},
+            me,
+        ),
+        "group": ("POST", "/api/groups", {"name": name}, me),
+        "department": ("POST", "/api/departments", {"name": name}, desk),
+    }
+    for what, (method, path, body, headers) in attempts.items():
+        answer = await api.client.request(method, path, json=body, headers=headers)
+        assert answer.status_code == 422, (what, answer.status_code, answer.text)
+        assert answer.json()["rule"] == "InvalidRequest", what
+        assert "control characters" in answer.json()["detail"], (what, answer.json())
+    assert len(await api.events()) == before, "a refusal stores nothing"
+    assert (await api.login("eve", "a-long-password-1")).status_code == 401
+    mine = (await api.client.get("/api/users/me", headers=me)).json()
+    assert (mine["first_name"], mine["last_name"]) == ("Jan", "Peeters")
+
+
+async def test_names_in_any_script_with_apostrophes_and_hyphens_are_taken(api):
+    me_profile = {**PROFILE, "first_name": "Zoë-Anne", "last_name": "D'Hondt Ødegård 山田"}
+    await api.register(await api.desk(), **me_profile)
+    me = await api.headers("dr.peeters", "a-long-password-1")
+    mine = (await api.client.get("/api/users/me", headers=me)).json()
+    assert (mine["first_name"], mine["last_name"]) == ("Zoë-Anne", "D'Hondt Ødegård 山田")
+
+
 async def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_whole_session(api):
     await api.register(await api.desk(), **PROFILE)
     first = (await api.login("dr.peeters", "a-long-password-1")).json()

@@ -9,8 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from studyshare.identity.domain.lockout import LockoutPolicy
-from studyshare.identity.entrypoints.api import client_address
-from studyshare.plumbing.client_address import ADDRESS, vouched
+from studyshare.plumbing.client_address import ADDRESS, forwarded_address, vouched
 
 from .conftest import FakeClock
 
@@ -218,11 +217,11 @@ async def test_the_portal_vouches_for_each_browser_so_one_browser_locks_only_its
 
 
 def test_the_caller_is_the_address_the_outermost_trusted_proxy_saw():
-    assert client_address("203.0.113.7", "10.0.0.5", trusted_proxies=1) == "203.0.113.7"
-    assert client_address("1.1.1.1, 203.0.113.7", "10.0.0.5", trusted_proxies=1) == "203.0.113.7"
-    assert client_address("1.1.1.1, 203.0.113.7, 10.0.0.9", None, trusted_proxies=2) == (
+    assert forwarded_address("203.0.113.7", "10.0.0.5", trusted_proxies=1) == "203.0.113.7"
+    assert forwarded_address("1.1.1.1, 203.0.113.7", "10.0.0.5", trusted_proxies=1) == "203.0.113.7"
+    assert forwarded_address("1.1.1.1, 203.0.113.7, 10.0.0.9", None, trusted_proxies=2) == (
         "203.0.113.7"
     )
-    assert client_address("203.0.113.7", "10.0.0.5", trusted_proxies=3) == "203.0.113.7"
-    assert client_address("1.1.1.1", "10.0.0.5", trusted_proxies=0) == "10.0.0.5"
-    assert client_address(" , ", "10.0.0.5", trusted_proxies=1) == "10.0.0.5"
+    assert forwarded_address("203.0.113.7", "10.0.0.5", trusted_proxies=3) == "203.0.113.7"
+    assert forwarded_address("1.1.1.1", "10.0.0.5", trusted_proxies=0) == "10.0.0.5"
+    assert forwarded_address(" , ", "10.0.0.5", trusted_proxies=1) == "10.0.0.5"

@@ -21,6 +21,7 @@ from studyshare.identity.adapters.projections import COLLECTION, NAME
 from studyshare.identity.settings import IdentitySettings
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.projection import GenerationPointer, ProjectionRunner
+from studyshare.plumbing.revocations import Ending, SessionRevocations
 from studyshare.plumbing.sealing import (
     DEV_PINCODE_PRIVATE_KEY,
     DEV_PINCODE_PUBLIC_KEY,
@@ -111,6 +112,28 @@ async def test_a_patient_token_opens_only_that_study_until_the_number_expires(ap
     assert claims.exp <= int(valid_to.timestamp()), "never beyond the number's validity"
     [ok] = await api.events("PatientLoginSucceeded")
     assert ok.aggregate_id == "pat_AB12CD34EF" and ok.payload["study_uid"] == claims.study_uid
+
+
+async def test_a_patient_logout_ends_the_session_for_every_service(api):
+    await issue(api, "AB12CD34EF")
+    token = (await patient_login(api, "AB12CD34EF")).json()["access_token"]
+    claims = await api.verify(token)
+    bearer = {"Authorization": f"Bearer {token}"}
+    me = await api.client.get("/api/users/me", headers=bearer)
+    assert me.status_code == 401 and me.json()["rule"] == "Unauthorized", "no user, yet live"
+    out = await api.client.post("/api/auth/logout", headers=bearer)
+    assert out.status_code == 204, out.text
+    [ended] = await api.events("LoggedOut")
+    assert ended.payload == {"user_id": "pat_AB12CD34EF", "session_id": claims.sid}
+    assert ended.actor.kind == "patient"
+    revocations = SessionRevocations()  # as every other service follows identity's ends
+    for end in await api.identity.session_ends.after(None):
+        revocations.fold(Ending.from_record(end))
+    assert revocations.refusal(claims) == "the session was logged out", "every service refuses"
+    me = await api.client.get("/api/users/me", headers=bearer)
+    assert me.status_code == 401 and me.json()["rule"] == "SessionEnded", "identity refuses"
+    again = await api.client.post("/api/auth/logout", headers=bearer)
+    assert again.status_code == 204 and len(await api.events("LoggedOut")) == 1
 
 
 async def test_wrong_birth_date_and_unknown_numbers_get_the_same_refusal(api):

@@ -259,6 +259,32 @@ async def test_a_refused_address_is_parked_at_once(mongo_db, events, notify_sett
     assert [m["To"].addresses[0].addr_spec for m in smtp_catcher.messages()] == ["ok@example.org"]
 
 
+async def test_a_recipient_whose_name_breaks_the_mail_is_parked_at_once(
+    mongo_db, events, notify_settings, smtp_catcher
+):
+    """A name stored before identity refused line breaks: no retry can build that mail."""
+    settings = notify_settings(delivery_max_attempts=5)
+    await apply(
+        mongo_db,
+        [
+            events(user_registered("usr_s", "Sam", "S"), "usr_s"),
+            events(user_registered("usr_eve", "Eve\r\nBcc: victim@evil.example", "E"), "usr_eve"),
+            events(user_registered("usr_r", "Rik", "R"), "usr_r"),
+            share_with(events, "bkt_1", "usr_eve", "usr_r"),
+        ],
+    )
+    await drain(Sender(mongo_db, settings))
+
+    by_recipient = {d["recipient_id"]: d for d in await DeliveryStore(mongo_db).find({})}
+    eve = by_recipient["usr_eve"]
+    assert (eve["state"], eve["attempts"]) == ("parked", 1)
+    assert eve["reason"].startswith("the mail cannot be built")
+    assert by_recipient["usr_r"]["state"] == "sent"
+    assert [str(m["To"]) for m in smtp_catcher.messages()] == ["Rik R <usr_r@example.org>"]
+    [failed] = await events_of(mongo_db, "NotificationFailed")
+    assert (failed["payload"]["recipient_id"], failed["payload"]["attempts"]) == ("usr_eve", 1)
+
+
 async def test_a_mail_server_that_is_down_is_a_transient_failure(
     mongo_db, events, notify_settings, smtp_catcher
 ):

@@ -179,3 +179,29 @@ async def test_a_group_message_becomes_one_per_member_with_an_address(notify: No
     assert notify.events.committed == [], "an expansion is no delivery: no event"
     assert await notify.sender.process(notify.log.claim(children[0]["_id"])) == "sent"
     assert [s["recipient_id"] for s in notify.of("NotificationSent")] == ["usr_m1"]
+
+
+@pytest.mark.parametrize(
+    ("first_name", "email"),
+    [
+        ("Eve\r\nBcc: victim@evil.example", "eve@example.org"),
+        ("Eve\nX-Injected: yes", "eve@example.org"),
+        ("Eve", "eve@example.org\r\nBcc: victim@evil.example"),
+        ("Eve", "eve@\u00ebxample.org"),
+    ],
+)
+async def test_a_mail_that_cannot_be_built_fails_for_good_at_the_first_attempt(
+    notify: Notify, capfd: pytest.CaptureFixture[str], first_name: str, email: str
+) -> None:
+    """A name or address that breaks the mail's headers breaks them on every attempt."""
+    notify.directory.users_by_id["usr_eve"] = UserView("usr_eve", first_name, "P", email=email)
+    ntf = await notify.queue(Target("user", id="usr_eve"))
+    assert await notify.sender.process(notify.log.claim(ntf)) == "parked"
+    assert notify.mailer.sent == []
+    [failed] = notify.of("NotificationFailed")
+    assert failed["attempts"] == 1
+    assert failed["reason"].startswith("the mail cannot be built"), failed["reason"]
+    out, err = capfd.readouterr()
+    assert "notification.mail_unbuildable" in out
+    for personal in ("Eve", "eve@", "victim", "xample.org", "Injected"):
+        assert personal not in out + err + failed["reason"], personal

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
+from studyshare.plumbing.client_address import forwarded_address
 from studyshare.plumbing.http import create_app as create_service_app
 from studyshare.plumbing.logging import get_logger
 from studyshare.portal.adapters.public_api import BROWSER, PublicAPI, SessionEnded
@@ -30,7 +31,7 @@ from studyshare.portal.pages import (
     studies,
     viewer,
 )
-from studyshare.portal.security import SECURITY_HEADERS, CsrfRefused
+from studyshare.portal.security import CsrfRefused, security_headers
 from studyshare.portal.sessions import COOKIE, SessionStore
 from studyshare.portal.settings import PortalSettings
 from studyshare.portal.web import LoginRequired, here, login_redirect, render
@@ -75,15 +76,25 @@ def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = N
     app.state.portal_settings = settings
     app.state.sessions = SessionStore(settings.portal_session_idle_s, settings.portal_session_max)
     app.state.api = api or PublicAPI(
-        settings.portal_api_url, settings.portal_api_timeout_s, settings.portal_client_secret
+        settings.portal_api_url,
+        settings.portal_api_timeout_s,
+        settings.portal_client_secret,
+        settings.portal_api_host,
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    headers = security_headers(https=settings.secure_cookies)
 
     @app.middleware("http")
     async def sessions_and_headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        BROWSER.set(request.client.host if request.client else None)  # for identity's lockout
+        BROWSER.set(  # for identity's lockout
+            forwarded_address(
+                request.headers.get("x-forwarded-for", ""),
+                request.client.host if request.client else None,
+                settings.portal_trusted_proxies,
+            )
+        )
         store: SessionStore = app.state.sessions
         sent = request.cookies.get(COOKIE)
         session = store.get(sent) or store.new()
@@ -98,7 +109,7 @@ def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = N
                 secure=settings.secure_cookies,
                 path="/",
             )
-        for name, value in SECURITY_HEADERS.items():
+        for name, value in headers.items():
             response.headers.setdefault(name, value)
         return response
 

@@ -39,6 +39,17 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 
+#: HTTPS only for a year, subdomains too; sent only where the portal is served over HTTPS
+STRICT_TRANSPORT_SECURITY = "max-age=31536000; includeSubDomains"
+
+
+def security_headers(https: bool) -> Mapping[str, str]:
+    """The headers of every answer; HSTS only over HTTPS (never a developer's plain http)."""
+    if not https:
+        return SECURITY_HEADERS
+    return {**SECURITY_HEADERS, "Strict-Transport-Security": STRICT_TRANSPORT_SECURITY}
+
+
 #: pages hold patient data: never kept by a shared cache or the browser's back-forward cache
 NO_STORE = "no-store"
 
@@ -70,10 +81,16 @@ async def check_csrf(request: Request, expected: str) -> None:
         raise CsrfRefused
 
 
+def _unsafe_in_a_path(c: str) -> bool:
+    """A browser drops TAB, LF and CR from a URL and reads `\\` as `/`, so `/\t/evil.example`
+    is `//evil.example`: controls, spaces and backslashes have no place in a local path."""
+    return c <= " " or c == "\x7f" or c == "\\"
+
+
 def safe_next(target: str | None, default: str = "/studies") -> str:
     """A local path to go back to after login; anything else (another site) is the default."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+    if not target or not target.startswith("/") or target.startswith("//"):
         return default
-    if any(c in target for c in "\r\n"):
+    if any(_unsafe_in_a_path(c) for c in target):
         return default
     return target

@@ -17,11 +17,22 @@ class PortalSettings(ServiceSettings):
         default="http://127.0.0.1:8080",
         description="base URL of the public API (the gateway, or the Ingress in Kubernetes)",
     )
+    portal_api_host: str | None = Field(
+        default=None,
+        description="the public host name the gateway answers HTTPS for, when "
+        "`portal_api_url` is its in-cluster address (sent as Host and TLS server name)",
+    )
     portal_api_timeout_s: float = Field(default=30.0, gt=0)
     portal_client_secret: str | None = Field(
         default=None,
         description="key vouching for a browser's address to identity (logins are locked per "
         "source: `plumbing.client_address`); the same value as identity's",
+    )
+    portal_trusted_proxies: int = Field(
+        default=1,
+        ge=0,
+        description="proxies in front of the portal that append to X-Forwarded-For (the "
+        "gateway): the browser is the entry the outermost of them appended, as for identity",
     )
     portal_session_idle_s: int = Field(
         default=1800, ge=60, description="a portal session ends after this long without use"

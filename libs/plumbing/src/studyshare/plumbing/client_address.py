@@ -18,6 +18,20 @@ ADDRESS, PROOF = "studyshare-client-address", "studyshare-client-proof"
 MAX_AGE_S = 60
 
 
+def forwarded_address(forwarded_for: str, peer: str | None, trusted_proxies: int) -> str | None:
+    """The caller's address as the outermost trusted proxy saw it.
+
+    Each proxy appends the address it received the request from to X-Forwarded-For, so only
+    the last `trusted_proxies` entries were written by proxies we run; anything to their left
+    came from the client and may be forged (the per-source login lockout must not be
+    escapable by sending a different header each time). With no trusted proxy, the peer.
+    """
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    if trusted_proxies <= 0 or not hops:
+        return peer
+    return hops[-min(trusted_proxies, len(hops))][:64]
+
+
 def _mac(secret: str, address: str, at: int) -> str:
     message = f"client-address\x00{address}\x00{at}".encode()
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()

@@ -57,20 +57,35 @@ class PublicAPI:
     """One shared client for the whole portal; every call names the session it acts for, and
     carries the browser's address vouched for (`plumbing.client_address`) when a key is set."""
 
-    def __init__(self, base_url: str, timeout: float, client_secret: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float,
+        client_secret: str | None = None,
+        host: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """`host`: the public name the gateway serves HTTPS for, when `base_url` is its
+        in-cluster address: sent as the Host and as the TLS server name (SNI), so the gateway
+        picks its listener and the certificate is verified for that name."""
         self.client_secret = client_secret
+        self.host = host
         self.client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
             follow_redirects=False,
             trust_env=False,
+            headers={"Host": host} if host else None,
             event_hooks={"request": [self._vouch]},
+            transport=transport,
         )
 
     async def _vouch(self, request: httpx.Request) -> None:
         browser = BROWSER.get()
         if self.client_secret and browser:
             request.headers.update(vouched(self.client_secret, browser, time.time()))
+        if self.host:
+            request.extensions["sni_hostname"] = self.host
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -97,10 +97,15 @@ class Sessions:
     async def open(
         self, session_id: str, user_id: str, refresh_token: str, now: datetime, ttl_s: int
     ) -> None:
-        await self.sessions.insert_one(
-            {"_id": session_id, "user_id": user_id, "created_at": now, "revoked_at": None}
-        )
+        await self.start(session_id, user_id, now)
         await self.add_token(session_id, user_id, refresh_token, now, ttl_s)
+
+    async def start(self, session_id: str, holder_id: str, now: datetime) -> None:
+        """A session without a refresh token (a patient's is never refreshed): its end is
+        recorded here all the same."""
+        await self.sessions.insert_one(
+            {"_id": session_id, "user_id": holder_id, "created_at": now, "revoked_at": None}
+        )
 
     async def add_token(
         self, session_id: str, user_id: str, refresh_token: str, now: datetime, ttl_s: int

@@ -2,7 +2,8 @@
 
 The events are the User events of the catalogue (`LoginSucceeded`, `LoggedOut`,
 `RefreshTokenReuseDetected`, all carrying `user_id`), kept off the User aggregate's stream so
-that a user's stream does not grow with every login and token refresh.
+that a user's stream does not grow with every login and token refresh. A patient's session
+(logged in on the Patient stream) ends here too: its `LoggedOut` carries the `pat_` id.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from studyshare.plumbing.auth import (
     current_principal,
     optional_principal,
 )
-from studyshare.plumbing.client_address import vouched_address
+from studyshare.plumbing.client_address import forwarded_address, vouched_address
 from studyshare.plumbing.errors import Unauthorized
 from studyshare.plumbing.followers import JOINING
 from studyshare.plumbing.http import create_app as plumbing_app
@@ -57,26 +57,12 @@ def get_identity(request: Request) -> Identity:
 IdentityDep = Annotated[Identity, Depends(get_identity)]
 
 
-def client_address(forwarded_for: str, peer: str | None, trusted_proxies: int) -> str | None:
-    """The caller's address as the outermost trusted proxy saw it.
-
-    Each proxy appends the address it received the request from to X-Forwarded-For, so only
-    the last `trusted_proxies` entries were written by proxies we run; anything to their left
-    came from the client and may be forged (the per-source login lockout must not be
-    escapable by sending a different header each time). With no trusted proxy, the peer.
-    """
-    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-    if trusted_proxies <= 0 or not hops:
-        return peer
-    return hops[-min(trusted_proxies, len(hops))][:64]
-
-
 def client_ip(request: Request) -> str | None:
     """The caller's address: the browser's when the portal vouches for it
-    (`plumbing.client_address`), else as the proxies saw it (see `client_address`)."""
+    (`plumbing.client_address`), else as the proxies saw it (`forwarded_address`)."""
     settings = request.app.state.identity.settings
     browser = vouched_address(settings.portal_client_secret, request.headers, time.time())
-    return browser or client_address(
+    return browser or forwarded_address(
         request.headers.get("x-forwarded-for", ""),
         request.client.host if request.client else None,
         settings.trusted_proxies,

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+)
 from pydantic import Strict as StrictMode
 
 from studyshare.contracts.events.identity import (
@@ -38,8 +47,30 @@ Days = json_int(1, 36500)
 Months = json_int(1, 1200)
 Port = json_int(1, 65535)
 
+
+#: Unicode's line and paragraph separators: line breaks, though no control characters
+SEPARATORS = frozenset("\u2028\u2029")
+
+
+def _one_line(name: str) -> str:
+    """No control character (CR, LF, TAB, NUL, ESC, NEL, ...) nor line separator: a name goes
+    into mail headers and bodies, where a line break forges a header or a line."""
+    if any(unicodedata.category(c) == "Cc" or c in SEPARATORS for c in name):
+        raise ValueError("a name may not contain line breaks, tabs or other control characters")
+    return name
+
+
+def one_line_name(max_length: int) -> Any:
+    """A name of someone or something, shown in pages and mails: one line of text."""
+    return Annotated[
+        str, StringConstraints(min_length=1, max_length=max_length), AfterValidator(_one_line)
+    ]
+
+
 Username = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
-Name = Field(min_length=1, max_length=100)
+Name = one_line_name(100)
+#: a group practice's or a department's name
+OrganisationName = one_line_name(200)
 Email = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 Mobile = Field(default=None, max_length=32, pattern=r"^\+?[0-9 ()./-]{6,30}$")
 Code = Field(min_length=4, max_length=12)
@@ -144,8 +175,8 @@ class ProfileFields(Strict):
 class SelfRegistration(ProfileFields):
     username: str = Username
     password: str = Field(min_length=10, max_length=1024)
-    first_name: str = Name
-    last_name: str = Name
+    first_name: Name
+    last_name: Name
     profession: Profession = "physician"
     environment: str | None = Field(default=None, min_length=2, max_length=8)
 
@@ -198,8 +229,8 @@ class ProfilePatch(Strict):
     through `POST /api/users/me/mobile` (a code is sent to it)."""
 
     current_password: str | None = Field(default=None, min_length=1, max_length=1024)
-    first_name: str | None = Field(default=None, min_length=1, max_length=100)
-    last_name: str | None = Field(default=None, min_length=1, max_length=100)
+    first_name: Name | None = None
+    last_name: Name | None = None
     email: str | None = Email
     email_public: StrictBool | None = None
     mobile: str | None = Mobile
@@ -273,7 +304,7 @@ class RecipientPage(BaseModel):
 
 
 class GroupCreate(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: OrganisationName
     primary_contact_id: str | None = Field(default=None, max_length=64)
     admin_ids: list[str] = Field(default_factory=list, max_length=200)
     member_ids: list[str] = Field(default_factory=list, max_length=500)
@@ -410,7 +441,7 @@ class Endpoint(Strict):
 
 
 class DepartmentCreate(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: OrganisationName
     country: str = Field(default="be", min_length=2, max_length=8)
     kind: Literal["radiology", "pacs"] = "radiology"
     email: str | None = Email

@@ -238,34 +238,39 @@ async def refresh(app: Identity, refresh_token: str, ip: str | None) -> TokenPai
     )
 
 
+#: the kinds of token that belong to a login session (`sid`): a user's and a patient's
+SESSION_HOLDERS = ("user", "patient")
+
+
 async def logout(
     app: Identity, principal: AccessClaims | None, refresh_token: str | None, ip: str | None
 ) -> None:
-    """End the session named by the bearer token and/or the refresh token."""
+    """End the session named by the bearer token (a user's or a patient's) and/or the
+    refresh token; every service refuses its tokens from the answer on (`LoggedOut`)."""
     now = app.clock()
-    targets: dict[str, str] = {}
-    if principal is not None and principal.kind == "user" and principal.sid:
-        targets[principal.sid] = principal.sub
+    targets: dict[str, Actor] = {}
+    if principal is not None and principal.kind in SESSION_HOLDERS and principal.sid:
+        targets[principal.sid] = Actor(kind=principal.kind, id=principal.sub, ip=ip)
     if refresh_token:
         doc = await app.sessions.find_token(refresh_token)
         if doc is not None:
-            targets[doc["session_id"]] = doc["user_id"]
+            targets[doc["session_id"]] = Actor(kind="user", id=doc["user_id"], ip=ip)
     if not targets:
         raise Unauthorized("give the bearer token or the refresh token of the session to end")
-    for session_id, user_id in targets.items():
+    for session_id, holder in targets.items():
         if await app.sessions.revoke(session_id, now, "logout"):
             await app.execute(
                 LoginSession,
                 session_id,
-                lambda s, uid=user_id: s.logged_out(uid),
-                Actor(kind="user", id=user_id, ip=ip),
+                lambda s, holder_id=holder.id: s.logged_out(holder_id),
+                holder,
             )
 
 
 async def session_ended(app: Identity, principal: AccessClaims) -> str | None:
     """Why identity's own endpoints refuse the token, as every service does: its session
     ended, or its account's tokens until a change (roles, password; `plumbing.revocations`)."""
-    if principal.kind != "user" or not principal.sid:
+    if principal.kind not in SESSION_HOLDERS or not principal.sid:
         return None
     session, account = await asyncio.gather(
         app.sessions.get(principal.sid),

@@ -185,6 +185,7 @@ async def _succeed(
     now: datetime,
 ) -> PatientToken:
     session_id = new_id("ses")
+    await app.sessions.start(session_id, pid, now)  # ended by a logout like a user's
     await app.execute(
         Patient,
         pid,

@@ -4,6 +4,7 @@ at that moment (`domain.compose`), handed to the mail server."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from email.errors import HeaderParseError
 from typing import Any
 
 from studyshare.contracts.invitations import invitation_token
@@ -21,6 +22,12 @@ from studyshare.notify.domain.model import (
 )
 from studyshare.notify.domain.views import UserView
 from studyshare.notify.service_layer.delivery import Delivery
+from studyshare.plumbing.logging import get_logger
+
+log = get_logger(__name__)
+
+#: why a mail whose names or address break its headers is never sent (the same every attempt)
+UNBUILDABLE = "the mail cannot be built: a name or the address does not fit in a mail header"
 
 
 class MailDelivery(Delivery):
@@ -63,16 +70,19 @@ class MailDelivery(Delivery):
         if isinstance(context, Transient):
             return context, {}
         mail = render_mail(intent.template, language, context)
-        message = build_message(
-            notification_id=doc["_id"],
-            mail_from=self.settings.mail_from,
-            to=address,
-            to_name=to_name,
-            mail=mail,
-            language=language,
-            urgent=bool(intent.context.get("urgent")),
-            now=self.clock(),
-        )
+        try:
+            message = build_message(
+                notification_id=doc["_id"],
+                mail_from=self.settings.mail_from,
+                to=address,
+                to_name=to_name,
+                mail=mail,
+                language=language,
+                urgent=bool(intent.context.get("urgent")),
+                now=self.clock(),
+            )
+        except (ValueError, HeaderParseError) as exc:
+            return unbuildable(doc, exc), {}
         outcome = await self.mailer.send(message)
         return outcome, {"address": address, "language": language}
 
@@ -182,3 +192,16 @@ class MailDelivery(Delivery):
                 ctx, base_url=base, recipient=recipient, registrant=await d.user(ctx["user_id"])
             )
         raise ValueError(f"unknown mail template {template!r}")
+
+
+def unbuildable(doc: dict[str, Any], exc: Exception) -> Permanent:
+    """A permanent failure: the same names and address break the mail on every attempt. The
+    log says which message and why, never the names or the address (nor the exception's text,
+    which may quote them)."""
+    log.warning(
+        "notification.mail_unbuildable",
+        notification_id=doc["_id"],
+        template=doc["template"],
+        error=type(exc).__name__,
+    )
+    return Permanent(f"{UNBUILDABLE} ({type(exc).__name__})")
