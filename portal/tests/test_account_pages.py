@@ -505,6 +505,37 @@ def test_colleagues_studies_are_those_the_api_opens_through_a_group(
     assert "study 2" in colleagues and "study 3" not in colleagues and "study 1" not in colleagues
 
 
+def test_a_study_without_a_description_is_named_in_words_not_by_its_uid(
+    client: TestClient, fake: FakeAPI
+) -> None:
+    """An anonymized share shows no description: its UID made an unreadable title."""
+    fake.answer("GET", "/api/studies", {"items": []})
+    fake.answer(
+        "GET",
+        "/api/shared-with-me",
+        {
+            "items": [
+                {
+                    "bucket_id": "bkt_anon",
+                    "study_uid": "2.25.1234567890",
+                    "description": None,
+                    "anonymize": True,
+                    "sender": {"id": "u"},
+                },
+                {
+                    "bucket_id": "bkt_clear",
+                    "study_uid": "1.2.3.4",
+                    "description": None,
+                    "sender": {"id": "u"},
+                },
+            ]
+        },
+    )
+    log_in(client)
+    titles = re.findall(r'<a class="title" [^>]*>([^<]*)</a>', client.get("/studies").text)
+    assert titles == ["Anonymized study", "Study without a description"]
+
+
 def test_the_share_dialog_follows_the_department_policy_and_the_favourites(
     client: TestClient, fake: FakeAPI
 ) -> None:

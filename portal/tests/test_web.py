@@ -205,7 +205,7 @@ def test_a_patients_logout_ends_the_session_at_identity(client: TestClient, fake
     assert login.headers["location"] == "/studies/1.2.3"
     token = csrf_of(client, "/patient-login")
     answer = client.post("/logout", data={"csrf": token}, follow_redirects=False)
-    assert answer.headers["location"] == "/login"
+    assert answer.headers["location"] == "/patient-login", "back where the patient came in"
     assert ("POST", "/api/auth/logout", {"refresh_token": None}, "p1") in fake.calls
 
 

@@ -213,12 +213,12 @@ async def patient_login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     session = await checked(request)
     await api_of(request).logout(session)
-    language = session.language
+    language, patient = session.language, session.patient
     request.app.state.sessions.drop(session)
     fresh = request.app.state.sessions.new()
     fresh.language = language
     request.state.session = fresh
-    return redirect("/login")
+    return redirect("/patient-login" if patient else "/login")  # where they came in
 
 
 @router.post("/language")
