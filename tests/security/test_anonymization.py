@@ -179,6 +179,8 @@ def test_anonymized_shares_serve_nothing_identifying_on_any_path(
         assert item["access"]["anonymized"] and item["accession_number"] in (None, "")
         detail = ok(api.study(recipient, anon_uid))
         leaks.check("/api/studies/{uid}", json.dumps(detail))
+        shown = (detail["series_count"], detail["instance_count"])
+        assert shown == (1, 2), "what the share serves: hidden objects do not show through"
         mine = ok(get("/api/shared-with-me", headers=h))
         leaks.check("/api/shared-with-me", json.dumps(mine))
         assert [i["study_uid"] for i in mine["items"]] == [anon_uid]

@@ -31,6 +31,7 @@ from studyshare.study_store.entrypoints.dependencies import (
     DatabaseDep,
     EventStoreDep,
     SettingsDep,
+    Stores,
     StudyAccess,
 )
 from studyshare.study_store.entrypoints.models import (
@@ -54,6 +55,7 @@ from studyshare.study_store.entrypoints.models import (
 from studyshare.study_store.service_layer import break_glass as break_glass_handler
 from studyshare.study_store.service_layer import reference_numbers as refs
 from studyshare.study_store.service_layer import reports
+from studyshare.study_store.service_layer.retrieval import shown_counts
 
 router = APIRouter(prefix="/api/studies", tags=["studies"])
 
@@ -274,11 +276,13 @@ async def get_study(
     model: AccessModelDep,
     access_log: AccessLogDep,
     settings: SettingsDep,
+    stores: Stores,
 ) -> StudyDetail:
     study = await model.study(study_uid)
     if study is None:  # gone since the decision (a new generation of the read model)
         raise AccessDecisionsUnavailable("access decisions are temporarily unavailable")
     buckets = await model.usable_buckets(principal, study_uid)
+    series_count, instance_count = await shown_counts(stores, decision, study)
     detail = await _summary(
         model,
         principal,
@@ -287,8 +291,8 @@ async def get_study(
         settings.anonymization_secret,
         StudyDetail,
         patient_birth_date=None if decision.anonymized else _date(study.get("patient_birth_date")),
-        series_count=study.get("series_count", 0),
-        instance_count=study.get("instance_count", 0),
+        series_count=series_count,
+        instance_count=instance_count,
         report_version=study.get("report_version") if decision.report != "none" else None,
         received_at=None if decision.anonymized else study.get("received_at"),  # a real date
         buckets=[

@@ -83,6 +83,19 @@ async def visible_instances(
     return docs
 
 
+async def shown_counts(
+    stores: DicomStores, decision: AccessDecision, study: dict[str, Any]
+) -> tuple[int, int]:
+    """The study's series and instances the caller can open: its own counts, unless the
+    decision hides objects (reports, or on an anonymized share what may carry burned-in
+    text), whose number would show through."""
+    if not decision.anonymized and decision.report != "none":
+        return study.get("series_count", 0), study.get("instance_count", 0)
+    docs = await stores.instances.instances_of(decision.study_uid)
+    shown = [d for d in docs if may_see(d, decision)]
+    return len({d["series_uid"] for d in shown}), len(shown)
+
+
 async def study_key(
     stores: DicomStores, decision: AccessDecision, study_uid: str
 ) -> AnonymizationKey | None:
