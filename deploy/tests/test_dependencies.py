@@ -28,6 +28,8 @@ USED_WITHOUT_IMPORT = {
     ("studyshare-devstack", "sniffio"),
     # the portal's templates go through `fastapi.templating.Jinja2Templates`
     ("studyshare-portal", "jinja2"),
+    # `zoneinfo` reads it when the image has no system time zone database (`portal_time_zone`)
+    ("studyshare-portal", "tzdata"),
 }
 
 

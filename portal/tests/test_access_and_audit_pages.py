@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -22,10 +23,12 @@ from studyshare.portal.pages.access import (
     section_of,
     tabs_for,
 )
-from studyshare.portal.pages.audit import field_of, log_query, moment, pages_of
+from studyshare.portal.pages.audit import field_of, log_query, pages_of
 from studyshare.portal.settings import PortalSettings
+from studyshare.portal.times import utc_moment
 
 UID = "1.2.826.0.1.7"
+BRUSSELS = ZoneInfo("Europe/Brussels")
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 Answer = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
@@ -232,15 +235,18 @@ def test_reference_number_states() -> None:
 
 
 def test_the_issue_form_becomes_the_apis_request() -> None:
-    assert issue_request({"valid_from": "", "valid_to": "", "patient_mobile": " "}) == {}
+    """The form's days are days where the portal is (Brussels: UTC+1 in winter, +2 in
+    summer), sent as UTC moments."""
+    assert issue_request({"valid_from": "", "valid_to": "", "patient_mobile": " "}, BRUSSELS) == {}
     assert issue_request(
-        {"valid_from": "2027-01-01", "valid_to": "2027-01-31", "patient_mobile": "+32470"}
+        {"valid_from": "2027-01-01", "valid_to": "2027-07-31", "patient_mobile": "+32470"},
+        BRUSSELS,
     ) == {
-        "valid_from": "2027-01-01T00:00:00+00:00",
-        "valid_to": "2027-01-31T23:59:59+00:00",
+        "valid_from": "2026-12-31T23:00:00+00:00",
+        "valid_to": "2027-07-31T21:59:59+00:00",
         "patient_mobile": "+32470",
     }
-    assert issue_request({"valid_from": "tomorrow"}) == {"valid_from": "tomorrow"}
+    assert issue_request({"valid_from": "tomorrow"}, BRUSSELS) == {"valid_from": "tomorrow"}
 
 
 def test_tabs_are_a_hint_from_roles_and_access_path() -> None:
@@ -263,14 +269,15 @@ def test_a_refused_listing_is_hidden_or_shows_its_reason() -> None:
 def test_log_filters_become_the_audit_apis_parameters() -> None:
     query = {"category": "lock", "actor": " usr_1 ", "from": "2026-12-01T10:30", "to": ""}
     allowed = ("category", "actor", "from", "to")
-    assert log_query(query, allowed) == {
+    assert log_query(query, allowed, BRUSSELS) == {
         "category": "lock",
         "actor": "usr_1",
-        "from": "2026-12-01T10:30:00+00:00",
+        "from": "2026-12-01T09:30:00+00:00",  # 10:30 in Brussels
     }
-    assert log_query({"study": "1.2"}, allowed) == {}
-    assert moment("2026-12-01") == "2026-12-01T00:00:00+00:00"
-    assert moment("yesterday") == "yesterday"
+    assert log_query({"study": "1.2"}, allowed, BRUSSELS) == {}
+    assert utc_moment("2026-12-01", BRUSSELS) == "2026-11-30T23:00:00+00:00"
+    assert utc_moment("2026-12-01T10:30:00+00:00", BRUSSELS) == "2026-12-01T10:30:00+00:00"
+    assert utc_moment("yesterday", BRUSSELS) == "yesterday"
     links = pages_of(
         {"category": "lock", "offset": "100"},
         {"offset": 100, "limit": 100, "next_offset": 200},
@@ -380,8 +387,8 @@ def test_a_refusal_is_shown_next_to_what_was_refused(client: TestClient, fake: F
         data={"csrf": token, "valid_from": "2027-02-01", "valid_to": "2027-01-01"},
     )
     assert fake.sent("POST", refs)[0][1] == {
-        "valid_from": "2027-02-01T00:00:00+00:00",
-        "valid_to": "2027-01-01T23:59:59+00:00",
+        "valid_from": "2027-01-31T23:00:00+00:00",  # days of Brussels
+        "valid_to": "2027-01-01T22:59:59+00:00",
     }
     assert 'id="problem-issue">valid_to must be after valid_from' in page.text
     assert 'value="2027-02-01"' in page.text  # what was typed stays in the form
@@ -415,7 +422,7 @@ def test_the_study_logging_passes_the_filters_and_pages(client: TestClient, fake
     assert page.status_code == 200
     assert fake.sent("GET", log)[-1][0] == {
         "category": "lock",
-        "from": "2026-12-01T00:00:00+00:00",
+        "from": "2026-11-30T23:00:00+00:00",  # the day begins in Brussels
         "offset": "0",
         "limit": "100",
     }
@@ -473,9 +480,11 @@ def test_who_could_open_it_at_a_moment(client: TestClient, fake: FakeAPI) -> Non
         },
     )
     assert 'id="could-open"' not in client.get(f"/studies/{UID}/access-at").text
-    page = client.get(f"/studies/{UID}/access-at", params={"t": "2026-12-02T10:00"})
-    assert fake.sent("GET", path) == [({"t": "2026-12-02T10:00:00+00:00"}, None)]
+    page = client.get(f"/studies/{UID}/access-at", params={"t": "2026-12-02T11:00"})
+    assert fake.sent("GET", path) == [({"t": "2026-12-02T10:00:00+00:00"}, None)]  # 11:00 CET
     assert "usr_claire" in page.text and "a reference number" in page.text
+    assert "at 2026-12-02 11:00:00" in page.text, "the answer's moment, as the auditor typed it"
+    assert "Times are local time (Europe/Brussels)." in page.text
 
 
 def test_alerts_and_the_chain_check(client: TestClient, fake: FakeAPI) -> None:

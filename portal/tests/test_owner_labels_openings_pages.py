@@ -148,6 +148,9 @@ def test_a_patient_sees_who_opened_their_study(client: TestClient, fake: FakeAPI
     assert "read the report" in page.text and "You (with your reference number)" in page.text
     assert 'id="nav-openings"' in page.text
     assert fake.sent("GET", "/api/audit/my-study/openings") == [({}, None)]
+    # when, in the patient's own time: 09:00 and 10:00 UTC are 10:00 and 11:00 in Brussels
+    assert ">2026-12-02 10:00</time>" in page.text and ">2026-12-02 11:00</time>" in page.text
+    assert "Times are local time (Europe/Brussels)." in page.text
 
 
 def test_every_language_has_the_new_words() -> None:

@@ -262,8 +262,9 @@ def test_a_locked_share_is_unlocked_on_the_access_tab_and_the_auditor_finds_ever
     auditor.click("#tab-logging")
     auditor.click("#to-access-at")
     auditor.wait("#access-at-form")
-    moment = auditor.driver.execute_script(
-        "const d = new Date(Date.now() - 1000); return d.toISOString().slice(0, 19)"
+    moment = auditor.driver.execute_script(  # as the auditor types it: Brussels time
+        "return new Date(Date.now() - 1000)"
+        ".toLocaleString('sv-SE', {timeZone: 'Europe/Brussels'}).replace(' ', 'T')"
     )
     auditor.set_value("t", moment)
     auditor.click("#access-at-submit")

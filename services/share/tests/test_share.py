@@ -161,12 +161,13 @@ async def test_a_date_without_a_time_ends_at_the_end_of_that_day_in_the_departme
     assert datetime.fromisoformat(out["confirmation"]["valid_until"]) == datetime(
         2027, 2, 10, 22, 59, 59, tzinfo=UTC
     )
-    assert "10/02/2027 22:59 UTC" in out["confirmation_text"]
+    assert "Valid until: 10/02/2027 23:59 (Europe/Brussels)" in out["confirmation_text"]
     await env.seed(policy(time_zone="America/New_York"))
     out = await env.share(valid_until="2027-02-10")
     assert datetime.fromisoformat(out["confirmation"]["valid_until"]) == datetime(
         2027, 2, 11, 4, 59, 59, tzinfo=UTC
     )
+    assert "Valid until: 10/02/2027 23:59 (America/New_York)" in out["confirmation_text"]
     # a time without its offset is refused, not guessed (nor taken for a date)
     before = await env.count()
     for ambiguous in ("2027-02-10T00:00", "2027-02-10T18:00", "10/02/2027"):

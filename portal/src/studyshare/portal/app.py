@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 from fastapi import FastAPI, Request
@@ -34,7 +35,7 @@ from studyshare.portal.pages import (
 from studyshare.portal.security import CsrfRefused, security_headers
 from studyshare.portal.sessions import COOKIE, SessionStore
 from studyshare.portal.settings import PortalSettings
-from studyshare.portal.web import LoginRequired, here, login_redirect, render
+from studyshare.portal.web import TEMPLATES, LoginRequired, here, login_redirect, render
 
 log = get_logger(__name__)
 
@@ -74,6 +75,7 @@ def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = N
     )
     app.openapi_url = None  # pages, not an API: the gateway's /openapi.json leaves them out
     app.state.portal_settings = settings
+    TEMPLATES.env.globals["zone"] = ZoneInfo(settings.portal_time_zone)  # `times` filters
     app.state.sessions = SessionStore(settings.portal_session_idle_s, settings.portal_session_max)
     app.state.api = api or PublicAPI(
         settings.portal_api_url,

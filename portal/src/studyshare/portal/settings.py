@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
 
 from studyshare.contracts.routes import PORTAL
 from studyshare.plumbing.settings import ServiceSettings
@@ -34,12 +36,26 @@ class PortalSettings(ServiceSettings):
         description="proxies in front of the portal that append to X-Forwarded-For (the "
         "gateway): the browser is the entry the outermost of them appended, as for identity",
     )
+    portal_time_zone: str = Field(
+        default="Europe/Brussels",
+        description="the time zone pages show times in and forms take them in (the API's "
+        "are UTC); an IANA name",
+    )
     portal_session_idle_s: int = Field(
         default=1800, ge=60, description="a portal session ends after this long without use"
     )
     portal_session_max: int = Field(
         default=100_000, ge=1, description="sessions kept in memory at most (oldest go first)"
     )
+
+    @field_validator("portal_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"no time zone {value!r} in the time zone database") from None
+        return value
 
     @property
     def secure_cookies(self) -> bool:

@@ -5,17 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from studyshare.portal import i18n
+from studyshare.portal import i18n, times
 from studyshare.portal.adapters.public_api import PublicAPI
 from studyshare.portal.security import NO_STORE, check_csrf
 from studyshare.portal.sessions import Session
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+TEMPLATES.env.filters.update(local_time=times.local_time_filter, local_day=times.local_day_filter)
 
 
 class LoginRequired(Exception):
@@ -31,6 +33,11 @@ def session_of(request: Request) -> Session:
 
 def api_of(request: Request) -> PublicAPI:
     return request.app.state.api
+
+
+def zone_of(request: Request) -> ZoneInfo:
+    """The time zone the pages show and take times in (`portal_time_zone`)."""
+    return ZoneInfo(request.app.state.portal_settings.portal_time_zone)
 
 
 def language_of(request: Request) -> str:

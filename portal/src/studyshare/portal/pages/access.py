@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import time
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -21,6 +22,7 @@ from fastapi.responses import Response
 from studyshare.portal.adapters.public_api import ApiProblem
 from studyshare.portal.security import read_form
 from studyshare.portal.sessions import Session
+from studyshare.portal.times import day_bound
 from studyshare.portal.web import (
     TEMPLATES,
     api_of,
@@ -29,6 +31,7 @@ from studyshare.portal.web import (
     render,
     require_login,
     session_of,
+    zone_of,
 )
 
 router = APIRouter(include_in_schema=False)
@@ -184,32 +187,13 @@ def reference_rows(refs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def day_start(value: str) -> str | None:
-    """A date field (YYYY-MM-DD) as the start of that day in UTC; None when empty."""
-    return _day(value, time(0, 0, 0))
-
-
-def day_end(value: str) -> str | None:
-    """A date field as the end of that day in UTC (a reference number valid *to* a day)."""
-    return _day(value, time(23, 59, 59))
-
-
-def _day(value: str, at: time) -> str | None:
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        return datetime.combine(date.fromisoformat(value), at, tzinfo=UTC).isoformat()
-    except ValueError:
-        return value  # sent as typed: the API's refusal names what is wrong
-
-
-def issue_request(form: dict[str, str]) -> dict[str, Any]:
-    """The `POST /api/studies/{uid}/reference-numbers` body of the issue form."""
+def issue_request(form: dict[str, str], zone: ZoneInfo) -> dict[str, Any]:
+    """The `POST /api/studies/{uid}/reference-numbers` body of the issue form (its days are
+    days of `zone`: valid from the first second of one, to the last of the other)."""
     body: dict[str, Any] = {}
-    if valid_from := day_start(form.get("valid_from", "")):
+    if valid_from := day_bound(form.get("valid_from", ""), time(0, 0, 0), zone):
         body["valid_from"] = valid_from
-    if valid_to := day_end(form.get("valid_to", "")):
+    if valid_to := day_bound(form.get("valid_to", ""), time(23, 59, 59), zone):
         body["valid_to"] = valid_to
     if mobile := form.get("patient_mobile", "").strip():
         body["patient_mobile"] = mobile
@@ -419,7 +403,7 @@ async def send_rsw(request: Request, uid: str) -> Response:
 @router.post("/studies/{uid}/access/reference-numbers")
 async def issue(request: Request, uid: str) -> Response:
     session, form = await _acting(request)
-    body = issue_request(form)
+    body = issue_request(form, zone_of(request))
     try:
         await api_of(request).call(
             session, "POST", f"/api/studies/{quote(uid, safe='')}/reference-numbers", json=body

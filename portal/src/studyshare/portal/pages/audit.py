@@ -9,9 +9,9 @@ department's studies) and records every read; a refusal's detail is shown on the
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -19,7 +19,15 @@ from fastapi.responses import Response
 from studyshare.portal.adapters.public_api import ApiProblem, problem_of
 from studyshare.portal.pages.access import names_of, tabs_for
 from studyshare.portal.security import NO_STORE
-from studyshare.portal.web import api_of, flash_problem, redirect, render, require_login
+from studyshare.portal.times import utc_moment
+from studyshare.portal.web import (
+    api_of,
+    flash_problem,
+    redirect,
+    render,
+    require_login,
+    zone_of,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -66,27 +74,14 @@ EXPORTS = {
 }
 
 
-def moment(value: str) -> str:
-    """A `datetime-local` or date field as an ISO 8601 UTC moment (the pages say times are
-    UTC); a value that is no date is passed on as typed, for the API to name the problem."""
-    value = value.strip()
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).isoformat()
-
-
-def log_query(query: dict[str, str], allowed: tuple[str, ...]) -> dict[str, str]:
+def log_query(query: dict[str, str], allowed: tuple[str, ...], zone: ZoneInfo) -> dict[str, str]:
     """The audit API's parameters of the filter form (empty fields left out)."""
     params: dict[str, str] = {}
     for field in allowed:
         value = (query.get(field) or "").strip()
         if not value:
             continue
-        params[FILTERS[field]] = moment(value) if field in ("from", "to") else value
+        params[FILTERS[field]] = utc_moment(value, zone) if field in ("from", "to") else value
     return params
 
 
@@ -134,7 +129,7 @@ async def _log_page(
 ) -> Response:
     session = require_login(request)
     query = dict(request.query_params)
-    params = log_query(query, allowed)
+    params = log_query(query, allowed, zone_of(request))
     try:
         offset = max(int(query.get("offset") or 0), 0)
     except ValueError:
@@ -217,7 +212,7 @@ async def access_at(request: Request, uid: str, t: str = "") -> Response:
                 session,
                 "GET",
                 f"/api/audit/studies/{quote(uid, safe='')}/access-at",
-                params={"t": moment(t)},
+                params={"t": utc_moment(t, zone_of(request))},
             )
         except ApiProblem as refused:
             problem = refused.detail
@@ -263,7 +258,7 @@ async def alerts(request: Request) -> Response:
     """Security alerts: bucket locks, break-the-glass, bursts of failures."""
     session = require_login(request)
     query = dict(request.query_params)
-    params = log_query(query, ("from", "to"))
+    params = log_query(query, ("from", "to"), zone_of(request))
     answer: dict[str, Any] | None = None
     problem: str | None = None
     try:

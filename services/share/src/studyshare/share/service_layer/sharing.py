@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import ConfigDict
 
@@ -156,7 +157,8 @@ class Sharing(ShareBase):
             recipients=len(shared.recipients),
             parent_bucket_id=shared.parent_bucket_id,
         )
-        return ShareResult(bucket, confirmation, confirmation_text(confirmation), added)
+        text = confirmation_text(confirmation, policy.time_zone)
+        return ShareResult(bucket, confirmation, text, added)
 
     @staticmethod
     def _may_share_directly(
@@ -295,9 +297,13 @@ def confirmation_of(
     }
 
 
-def confirmation_text(c: dict[str, Any]) -> str:
-    """The confirmation as ready-to-copy text."""
-    until = "unlimited" if c["unlimited"] else f"{c['valid_until']:%d/%m/%Y %H:%M} UTC"
+def confirmation_text(c: dict[str, Any], time_zone: str = "UTC") -> str:
+    """The confirmation as ready-to-copy text; the end of the access in the sending
+    department's time zone (the one its dates are days of), named."""
+    local = c["valid_until"].astimezone(ZoneInfo(time_zone)) if c["valid_until"] else None
+    until = (
+        "unlimited" if c["unlimited"] or local is None else f"{local:%d/%m/%Y %H:%M} ({time_zone})"
+    )
     lines = [
         f"Shared by {c['sender']['name'] or c['sender']['id']} (bucket {c['bucket_id']})",
         "",
