@@ -45,6 +45,7 @@ from bench.harness import Figure, local_infra, machine, render
 from studyshare.devstack.dicomgen import DemoStudy, instance, multipart_related
 from studyshare.devstack.platform import LocalPlatform
 from studyshare.plumbing import infra
+from studyshare.plumbing.testing import stop_processes
 
 SENDERS = 20
 SHARES_PER_SENDER = 5
@@ -557,11 +558,7 @@ def platform_figures(only: frozenset[str]) -> list[Figure]:
                     figures.append(hot_routes_figure(platform, users["recipient_tokens"][0]))
                 return [*figures, *latency]
     finally:
-        baseline.terminate()
-        try:
-            baseline.wait(10)
-        except subprocess.TimeoutExpired:
-            baseline.kill()
+        stop_processes([baseline], 10)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

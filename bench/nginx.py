@@ -11,6 +11,7 @@ from pathlib import Path
 
 from studyshare.devstack.nginx import binary
 from studyshare.plumbing import infra
+from studyshare.plumbing.testing import stop_processes
 
 CONFIG = """\
 worker_processes 1;
@@ -56,9 +57,5 @@ def static_files(root: Path, run_dir: Path) -> Iterator[str]:
         infra.wait_for_port(port, 15.0, process)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_processes([process], 10)
         log.close()

@@ -45,6 +45,7 @@ from bench.harness import LocalInfra, local_infra
 from bench.scale_data import GRANTS
 from studyshare.plumbing import infra
 from studyshare.plumbing.kafka import ensure_topics
+from studyshare.plumbing.testing import stop_processes
 from studyshare.plumbing.tokens import TokenSigner
 
 SIZES = tuple(int(s) for s in os.environ.get("BENCH_SCALE_SIZES", "10000,30000,100000").split(","))
@@ -199,16 +200,7 @@ def service(
     try:
         yield url, process, wait_ready(url, process, started)
     finally:
-        stop(process)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        stop_processes([process], 20)
 
 
 def wait_ready(url: str, process: subprocess.Popen, started: float) -> float:

@@ -23,6 +23,7 @@ from studyshare.audit.service_layer.rebuild import rebuild_from_envelopes
 from studyshare.plumbing.kafka import producer
 from studyshare.plumbing.projection import GenerationPointer, collection_name
 from studyshare.plumbing.replay import replay_projection
+from studyshare.plumbing.testing import stop_processes
 
 from .scenario import full_story
 
@@ -162,12 +163,7 @@ async def test_worker_subprocess_then_replay_command_rebuilds_an_equal_log(
 
         assert await wait_for(worker_writes_the_new_generation, timeout=120)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_processes([worker], 20)
 
 
 async def test_kafka_replay_switches_to_a_generation_that_already_has_its_indexes(

@@ -23,6 +23,7 @@ from studyshare.contracts.events import DomainEvent
 from studyshare.notify.settings import NotifySettings
 from studyshare.plumbing import infra
 from studyshare.plumbing.eventstore import envelope_for
+from studyshare.plumbing.testing import stop_processes
 
 HERE = Path(__file__).parent
 
@@ -87,13 +88,7 @@ def start_catcher(tmp_path):
         return Catcher(port, directory, proc)
 
     yield start
-    for proc in started:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_processes(started, 10)
 
 
 @pytest.fixture

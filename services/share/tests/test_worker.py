@@ -16,7 +16,7 @@ from studyshare.contracts.events.identity import UserRegistered
 from studyshare.contracts.events.study import StudyReceived
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.projection import GenerationPointer
-from studyshare.plumbing.testing import publish_events, unique
+from studyshare.plumbing.testing import publish_events, stop_processes, unique
 
 
 async def eventually(check, timeout: float = 90.0):
@@ -54,12 +54,7 @@ def worker(real_infra, mongo_db, tmp_path):
         stderr=subprocess.STDOUT,
     )
     yield proc
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_processes([proc])
 
 
 async def test_worker_builds_the_directory(real_infra, mongo_db, worker):

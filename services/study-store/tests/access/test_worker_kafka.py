@@ -17,7 +17,7 @@ from studyshare.contracts.events.identity import (
 from studyshare.contracts.events.share import AccessRevoked, BucketLocked
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.kafka import producer
-from studyshare.plumbing.testing import unique
+from studyshare.plumbing.testing import stop_processes, unique
 from studyshare.study_store.adapters.access_documents import MongoAccessDocuments
 from studyshare.study_store.adapters.access_model import AccessModel
 
@@ -152,10 +152,4 @@ async def test_worker_subprocess_feeds_decisions_and_revocation_is_fast(
         print(f"API -> relay -> kafka -> worker -> other replica: {elapsed:.2f} s")
     finally:
         await kafka.stop()
-        for proc in started_procs:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(started_procs)

@@ -18,6 +18,7 @@ from pynetdicom.sop_class import CTImageStorage
 
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.infra import free_port, wait_for_port
+from studyshare.plumbing.testing import stop_processes
 from studyshare.study_store.adapters.instances import InstanceIndex
 
 from .conftest import write_study
@@ -72,12 +73,7 @@ def running_scp(real_infra, database: str, directory: Path, callers: dict[str, s
         wait_for_port(port, 60, proc)
         yield port, directory / "blobs"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_processes([proc], 10)
         log.close()
 
 

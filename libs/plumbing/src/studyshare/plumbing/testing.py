@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +132,21 @@ def test_tokens() -> TestTokens:
     return TestTokens()
 
 
+def stop_processes(processes: Iterable[subprocess.Popen], timeout_s: float = 15.0) -> None:
+    """SIGTERM to every process at once, then wait for them together (each shutting down
+    gracefully at the same time), SIGKILL to those still running after `timeout_s`."""
+    running = [proc for proc in processes if proc.poll() is None]
+    for proc in running:
+        proc.terminate()
+    deadline = time.monotonic() + timeout_s
+    for proc in running:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class ServiceProcesses:
     """Starts a service's processes (`python -m <module> <command>`) against the test infra,
     each logging to a file, and stops them all by PID at the end of the test."""
@@ -169,18 +184,7 @@ class ServiceProcesses:
         return self.start([sys.executable, "-m", module, command, *extra], env, name)
 
     def stop_all(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM to every process at once, then wait for them together (each shutting down
-        gracefully at the same time), SIGKILL to those still running after `timeout_s`."""
-        running = [proc for proc in self.started if proc.poll() is None]
-        for proc in running:
-            proc.terminate()
-        deadline = time.monotonic() + timeout_s
-        for proc in running:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.started, timeout_s)
 
 
 @pytest.fixture
