@@ -10,7 +10,12 @@ from studyshare.contracts.anonymized import bucket_key, remap_uid
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.study_store.adapters.access_documents import InMemoryAccessDocuments
 from studyshare.study_store.adapters.access_model import AccessModel
-from studyshare.study_store.entrypoints.anonymized_uids import known, real_path, real_study_uids
+from studyshare.study_store.entrypoints.anonymized_uids import (
+    known,
+    real_path,
+    real_study_uids,
+    translated,
+)
 
 SECRET = "unit-test-secret"
 STUDY, OTHER, SERIES, SOP = "1.2.3", "1.2.4", "1.2.3.1", "1.2.3.1.1"
@@ -83,3 +88,16 @@ async def test_real_uids_and_unknown_ones_pass_untouched():
 async def test_qido_study_filters_take_remapped_uids():
     found = await real_study_uids(state(), RECIPIENT, [f" {remapped(STUDY)}", OTHER])
     assert found == {STUDY, OTHER}
+
+
+def test_dicomweb_takes_remapped_uids_for_reads_only():
+    """A STOW-RS to a remapped UID names a study the store does not know: translated, its
+    answer would echo the real UID."""
+    for method, path, taken in (
+        ("GET", f"/dicomweb/studies/{remapped(STUDY)}/metadata", True),
+        ("HEAD", f"/dicomweb/studies/{remapped(STUDY)}", True),
+        ("POST", f"/dicomweb/studies/{remapped(STUDY)}", False),
+        ("POST", f"/api/studies/{remapped(STUDY)}/viewer-token", True),
+        ("GET", "/dicomweb/series", False),
+    ):
+        assert translated({"path": path, "method": method}) is taken, (method, path)

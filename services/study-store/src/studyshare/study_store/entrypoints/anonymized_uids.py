@@ -24,7 +24,7 @@ from studyshare.plumbing.errors import RuleViolation
 from studyshare.study_store.entrypoints.dependencies import dicom_reader
 from studyshare.study_store.service_layer.anonymized_uids import RemappedUids
 
-PREFIXES = ("/dicomweb/studies/", "/api/studies/")
+DICOMWEB_STUDIES, API_STUDIES = "/dicomweb/studies/", "/api/studies/"
 #: DICOMweb methods answered by remapped UIDs: reads only. A STOW-RS to a remapped study names
 #: a study the store does not know (its answer would otherwise echo the real UID)
 READS = frozenset({"GET", "HEAD"})
@@ -123,9 +123,9 @@ class RemappedUidPaths:
 def translated(scope: Scope) -> bool:
     """Whether the request may name a study by a remapped UID."""
     path: str = scope["path"]
-    if path.startswith("/dicomweb/"):
-        return path.startswith(PREFIXES[0]) and scope["method"] in READS
-    return path.startswith(PREFIXES[1])
+    if path.startswith(DICOMWEB_STUDIES):
+        return scope["method"] in READS
+    return path.startswith(API_STUDIES)
 
 
 async def caller_of(scope: Scope) -> AccessClaims | None:
