@@ -190,8 +190,11 @@ def test_anonymized_shares_serve_nothing_identifying_on_any_path(
         found = ok(get("/dicomweb/studies", headers=h))
         leaks.check("QIDO studies", json.dumps(found))
         assert [first_value(s, "0020000D") for s in found] == [anon_uid]
+        counts = [first_value(found[0], t) for t in ("00201206", "00201208")]
+        assert counts == [1, 2], "the series and images served: hidden ones do not show through"
         series = ok(get(f"/dicomweb/studies/{anon_uid}/series", headers=h))
         leaks.check("QIDO series", json.dumps(series))
+        assert [first_value(s, "00201209") for s in series] == [2], "no series of hidden images"
         instances = ok(get(f"/dicomweb/studies/{anon_uid}/instances", headers=h))
         leaks.check("QIDO instances", json.dumps(instances))
         assert len(instances) == 2, "only the CT images that say they carry no burned-in text"

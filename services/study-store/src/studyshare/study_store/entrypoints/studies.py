@@ -55,7 +55,7 @@ from studyshare.study_store.entrypoints.models import (
 from studyshare.study_store.service_layer import break_glass as break_glass_handler
 from studyshare.study_store.service_layer import reference_numbers as refs
 from studyshare.study_store.service_layer import reports
-from studyshare.study_store.service_layer.retrieval import shown_counts
+from studyshare.study_store.service_layer.retrieval import shown_series
 
 router = APIRouter(prefix="/api/studies", tags=["studies"])
 
@@ -282,7 +282,7 @@ async def get_study(
     if study is None:  # gone since the decision (a new generation of the read model)
         raise AccessDecisionsUnavailable("access decisions are temporarily unavailable")
     buckets = await model.usable_buckets(principal, study_uid)
-    series_count, instance_count = await shown_counts(stores, decision, study)
+    series = await shown_series(stores, decision, study_uid)
     detail = await _summary(
         model,
         principal,
@@ -291,8 +291,8 @@ async def get_study(
         settings.anonymization_secret,
         StudyDetail,
         patient_birth_date=None if decision.anonymized else _date(study.get("patient_birth_date")),
-        series_count=series_count,
-        instance_count=instance_count,
+        series_count=len(series),
+        instance_count=sum(s.get("instance_count", 0) for s in series),
         report_version=study.get("report_version") if decision.report != "none" else None,
         received_at=None if decision.anonymized else study.get("received_at"),  # a real date
         buckets=[

@@ -9,6 +9,7 @@ is the caller's (the routes do it between deciding and answering, as before).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -83,17 +84,22 @@ async def visible_instances(
     return docs
 
 
-async def shown_counts(
-    stores: DicomStores, decision: AccessDecision, study: dict[str, Any]
-) -> tuple[int, int]:
-    """The study's series and instances the caller can open: its own counts, unless the
-    decision hides objects (reports, or on an anonymized share what may carry burned-in
-    text), whose number would show through."""
-    if not decision.anonymized and decision.report != "none":
-        return study.get("series_count", 0), study.get("instance_count", 0)
-    docs = await stores.instances.instances_of(decision.study_uid)
-    shown = [d for d in docs if may_see(d, decision)]
-    return len({d["series_uid"] for d in shown}), len(shown)
+async def shown_series(
+    stores: DicomStores, decision: AccessDecision, study_uid: str
+) -> list[dict[str, Any]]:
+    """The study's series the caller may see, each with the number of its instances they
+    may (shared: do not change them). On an anonymized share whether an image may carry
+    burned-in text is told per instance: a series of hidden images is left out, and no
+    count lets a hidden object show through."""
+    series = [s for s in await stores.index.series_of(study_uid) if may_see(s, decision)]
+    if not decision.anonymized:
+        return series
+    shown = Counter(
+        d["series_uid"]
+        for d in await stores.instances.instances_of(study_uid)
+        if may_see(d, decision)
+    )
+    return [{**s, "instance_count": shown[s["_id"]]} for s in series if shown[s["_id"]]]
 
 
 async def study_key(

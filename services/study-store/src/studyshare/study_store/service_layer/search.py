@@ -21,7 +21,6 @@ from studyshare.study_store.domain.serving import (
     anonymization,
     date_query,
     instance_json,
-    may_see,
     prefix_pattern,
     require_images,
     series_json,
@@ -29,6 +28,7 @@ from studyshare.study_store.domain.serving import (
 )
 from studyshare.study_store.service_layer.retrieval import (
     DicomStores,
+    shown_series,
     study_key,
     visible_instances,
 )
@@ -106,7 +106,7 @@ async def search_studies(
         if not decision.images:
             continue
         key = anonymization(decision, stores.settings.anonymization_secret, doc.get("patient_id"))
-        series = [x for x in await stores.index.series_of(doc["_id"]) if may_see(x, decision)]
+        series = await shown_series(stores, decision, doc["_id"])
         data = study_json(doc, base, key, series)
         if not filters.shown_match(data, series, key):
             continue
@@ -135,9 +135,7 @@ async def search_series(
         raise ObjectNotFound(f"study {study_uid} is not in the store")
     key = anonymization(decision, stores.settings.anonymization_secret, study.get("patient_id"))
     out = []
-    for series in await stores.index.series_of(study_uid):
-        if not may_see(series, decision):
-            continue
+    for series in await shown_series(stores, decision, study_uid):
         if modality and series.get("modality") != modality:
             continue
         if series_uid and series["_id"] != series_uid:
