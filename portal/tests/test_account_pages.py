@@ -315,9 +315,6 @@ def test_the_profile_enrols_totp_with_a_qr_code_drawn_here(
 ) -> None:
     log_in(client)
     fake.answer(
-        "POST", "/api/users/me/totp", {"secret": "JBSWY3DPEHPK3PXP", "otpauth_uri": OTPAUTH}
-    )
-    fake.answer(
         "POST",
         "/api/users/me/totp",
         problem(401, "InvalidCredentials", "the current password is not correct"),

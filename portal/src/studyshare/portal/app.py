@@ -75,7 +75,8 @@ def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = N
     )
     app.openapi_url = None  # pages, not an API: the gateway's /openapi.json leaves them out
     app.state.portal_settings = settings
-    TEMPLATES.env.globals["zone"] = ZoneInfo(settings.portal_time_zone)  # `times` filters
+    app.state.time_zone = ZoneInfo(settings.portal_time_zone)  # forms: `web.zone_of`
+    TEMPLATES.env.globals["zone"] = app.state.time_zone  # pages: the `times` filters
     app.state.sessions = SessionStore(settings.portal_session_idle_s, settings.portal_session_max)
     app.state.api = api or PublicAPI(
         settings.portal_api_url,

@@ -37,7 +37,7 @@ def api_of(request: Request) -> PublicAPI:
 
 def zone_of(request: Request) -> ZoneInfo:
     """The time zone the pages show and take times in (`portal_time_zone`)."""
-    return ZoneInfo(request.app.state.portal_settings.portal_time_zone)
+    return request.app.state.time_zone
 
 
 def language_of(request: Request) -> str:

@@ -297,13 +297,11 @@ def confirmation_of(
     }
 
 
-def confirmation_text(c: dict[str, Any], time_zone: str = "UTC") -> str:
+def confirmation_text(c: dict[str, Any], time_zone: str) -> str:
     """The confirmation as ready-to-copy text; the end of the access in the sending
     department's time zone (the one its dates are days of), named."""
-    local = c["valid_until"].astimezone(ZoneInfo(time_zone)) if c["valid_until"] else None
-    until = (
-        "unlimited" if c["unlimited"] or local is None else f"{local:%d/%m/%Y %H:%M} ({time_zone})"
-    )
+    local = None if c["unlimited"] else c["valid_until"].astimezone(ZoneInfo(time_zone))
+    until = "unlimited" if local is None else f"{local:%d/%m/%Y %H:%M} ({time_zone})"
     lines = [
         f"Shared by {c['sender']['name'] or c['sender']['id']} (bucket {c['bucket_id']})",
         "",
