@@ -153,7 +153,7 @@ def build_world(client: httpx.Client, desk_user: str, desk_password: str) -> Wor
         "department_id": dep_id,
         "group_id": group_id,
         "user_id": spare_id,
-        "reference_number": reference["reference_number"],
+        "reference_id": reference["reference_id"],
         "favorite_id": favorite_id,
     }
     spare_ids = {"bucket_id": spare_bucket_id, "recipient_id": spare_id}

@@ -553,12 +553,12 @@ def test_patient_logs_in_with_reference_number_birth_date_and_pincode_and_sees_o
         ),
         201,
     )
-    number = issued["reference_number"]
+    number, ref_id = issued["reference_number"], issued["reference_id"]
     assert issued["usable"] and issued["complies_with_rule"]
     pincode = "482913"
     ok(
         api.client.put(
-            f"/api/studies/{uid}/reference-numbers/{number}/pincode",
+            f"/api/studies/{uid}/reference-numbers/{ref_id}/pincode",
             json={"pincode": pincode},
             headers=cast.admin.headers,
         ),
@@ -600,7 +600,7 @@ def test_patient_logs_in_with_reference_number_birth_date_and_pincode_and_sees_o
 
     detail = ok(api.study(patient, uid))
     assert detail["access"]["via"] == "reference_number"
-    assert detail["access"]["reference_number"] == number
+    assert detail["access"]["reference_id"] == ref_id
     assert ok(api.report(patient, uid))["text"] == "Disc protrusion L4-L5."
     listed = ok(api.client.get("/api/studies", headers=patient))
     assert [s["study_uid"] for s in listed["items"]] == [uid] and listed["total"] == 1
@@ -614,15 +614,16 @@ def test_patient_logs_in_with_reference_number_birth_date_and_pincode_and_sees_o
         cast.admin,
         uid,
         [
-            ("ReferenceNumberIssued", by_actor(cast.admin.user_id, reference_number=number)),
+            ("ReferenceNumberIssued", by_actor(cast.admin.user_id, reference_id=ref_id)),
             ("PincodeSet", anything),
-            ("PatientLoginSucceeded", lambda e: e["payload"].get("reference_number") == number),
-            ("PincodeFailed", lambda e: e["payload"].get("reference_number") == number),
+            ("PatientLoginSucceeded", lambda e: e["payload"].get("reference_id") == ref_id),
+            ("PincodeFailed", lambda e: e["payload"].get("reference_id") == ref_id),
             ("StudyAccessed", lambda e: e["payload"].get("via") == "reference_number"),
         ],
     )
     for entry in api.study_log(cast.admin, uid):
-        assert pincode not in str(entry["payload"]), "no pincode in the study logging"
+        assert pincode not in str(entry), "no pincode in the study logging"
+        assert number not in str(entry), "an auditor reads no reference number: it opens a study"
     tab = api.access_tab(
         cast.admin,
         uid,
@@ -630,7 +631,7 @@ def test_patient_logs_in_with_reference_number_birth_date_and_pincode_and_sees_o
         "the patient's login and wrong pincode",
     )
     (ref,) = tab["reference_numbers"]
-    assert (ref["reference_number"], ref["pincode_set"], ref["state"]) == (number, True, "active")
+    assert (ref["reference_id"], ref["pincode_set"], ref["state"]) == (ref_id, True, "active")
 
 
 # -------------------------------------------------------------------------------- re-sharing

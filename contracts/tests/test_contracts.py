@@ -6,7 +6,11 @@ from pydantic import ValidationError
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events import registry
 from studyshare.contracts.events.share import StudyShared
-from studyshare.contracts.events.study import PincodeSet
+from studyshare.contracts.events.study import (
+    PincodeSet,
+    ReferenceNumberIssued,
+    ReferenceNumberShape,
+)
 from studyshare.contracts.generate import drift
 from studyshare.contracts.routes import service_for_path
 from studyshare.contracts.topics import TOPICS, topic_for_aggregate
@@ -76,6 +80,33 @@ def test_a_stored_v1_pincode_set_keeps_its_hash_only_under_the_legacy_name():
     assert event.legacy_pincode_hash == stored.payload["pincode_hash"]
     assert event.sealed_pincode is None
     assert "pincode_hash" not in registry.upcast(stored).payload
+    assert event.reference_id == "AB12", "v1 named the number; its stream was ref_<number>"
+
+
+def test_a_stored_v1_reference_number_is_named_by_its_old_number_and_keeps_its_shape():
+    """Before reference ids the number was the id (`ref_<number>`): the upcast keeps it so, with
+    the shape a rule made stricter later is checked on; new events never carry the number."""
+    stored = EventEnvelope(
+        event_type="ReferenceNumberIssued",
+        schema_version=1,
+        aggregate_type="ReferenceNumber",
+        aggregate_id="ref_AB12CD34",
+        aggregate_version=1,
+        correlation_id="c-1",
+        payload={"reference_number": "AB12CD34", "study_uid": "1.2.3"},
+    )
+    event = registry.payload(stored)
+    assert isinstance(event, ReferenceNumberIssued)
+    assert (event.reference_id, event.legacy_reference_number) == ("AB12CD34", "AB12CD34")
+    assert event.number_shape == ReferenceNumberShape(
+        length=8, letters=True, digits=True, plain=True
+    )
+    assert "legacy_reference_number" not in event.model_dump()
+    for name in ("StudyAccessed", "PatientLoginFailed"):
+        old = stored.model_copy(
+            update={"event_type": name, "payload": {"reference_number": "AB12CD34"}}
+        )
+        assert registry.upcast(old).payload == {"reference_id": "AB12CD34"}
 
 
 def test_payloads_ignore_unknown_fields_and_are_frozen():

@@ -227,10 +227,15 @@ OTP_SEALING_SECRET = "studyshare-otp-sealing"  # noqa: S105 - a Secret name
 PINCODE_SEALING_SECRET = "studyshare-pincode-sealing"  # noqa: S105 - a Secret name
 INVITATION_SECRET = "studyshare-invitation"  # noqa: S105 - a Secret name
 PORTAL_CLIENT_SECRET = "studyshare-portal-client"  # noqa: S105 - a Secret name
+#: the key of reference ids: study-store issues numbers under it, identity finds them by it
+REFERENCE_NUMBER_SECRET = ("studyshare-reference-numbers", "secret")
 #: per service, the keys only it holds: env var -> (Secret, key)
 SERVICE_SECRETS: dict[str, dict[str, tuple[str, str]]] = {
     # takes the browser's address the portal vouches for (per-source login lockout)
-    "identity": {"STUDYSHARE_PORTAL_CLIENT_SECRET": (PORTAL_CLIENT_SECRET, "secret")},
+    "identity": {
+        "STUDYSHARE_PORTAL_CLIENT_SECRET": (PORTAL_CLIENT_SECRET, "secret"),
+        "STUDYSHARE_REFERENCE_NUMBER_SECRET": REFERENCE_NUMBER_SECRET,
+    },
     "share": {
         "STUDYSHARE_OTP_HMAC_SECRET": ("studyshare-share-otp-hmac", "secret"),
         "STUDYSHARE_ANONYMIZATION_SECRET": ("studyshare-anonymization", "secret"),
@@ -242,6 +247,7 @@ SERVICE_SECRETS: dict[str, dict[str, tuple[str, str]]] = {
         # seals pincodes to identity; only identity's worker holds the private key
         "STUDYSHARE_PINCODE_SEAL_PUBLIC_KEY": (PINCODE_SEALING_SECRET, "public-key"),
         "STUDYSHARE_VIEWER_TOKEN_SECRET": ("studyshare-study-store-viewer-token", "secret"),
+        "STUDYSHARE_REFERENCE_NUMBER_SECRET": REFERENCE_NUMBER_SECRET,
     },
 }
 

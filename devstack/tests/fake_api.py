@@ -76,15 +76,28 @@ async def stow(request: Request) -> dict:
     return {}
 
 
+#: the study store's answers name a number by its reference id, and give the number itself
+#: (for the department's staff) beside it
+REVOKED = {
+    "reference_id": "a" * 32,
+    "reference_number": "REF-REVOKED",
+    "usable": False,
+    "revoked": True,
+}
+#: a number the study store cannot open (sealed under another secret): nothing to print
+UNOPENED = {"reference_id": "c" * 32, "reference_number": None, "usable": True, "revoked": False}
+ISSUED = {"reference_id": "b" * 32, "reference_number": "REF-DEMO-1", "usable": True}
+
+
 @app.get("/api/studies/{uid}/reference-numbers")
-async def references(request: Request, uid: str) -> list:
-    return []
+async def references(request: Request, uid: str) -> dict:
+    return {"items": [REVOKED, UNOPENED]}
 
 
 @app.post("/api/studies/{uid}/reference-numbers", status_code=201)
 async def new_reference(request: Request, uid: str) -> dict:
     seen(request)
-    return {"reference_number": "REF-DEMO-1"}
+    return {**ISSUED, "study_uid": uid}
 
 
 if __name__ == "__main__":

@@ -39,8 +39,12 @@ def test_demo_walks_the_public_routes(processes: Processes) -> None:
         "physician",
         "patient",
     ]
+    # the clear number (the patient types it), not its reference id; a revoked one, or one
+    # the study store cannot show, is not offered: a new one is issued
     assert logins[-1][1] == "REF-DEMO-1"
     calls = httpx.get(f"{gateway}/api/auth/_calls").json()
+    issued = [c for c in calls if c["path"].endswith("/reference-numbers")]
+    assert [c["method"] for c in issued] == ["POST"]
     created = [c["username"] for c in calls if c["path"] == "/api/users"]
     assert created == [ADMIN["username"], *(p["username"] for p in PHYSICIANS)]
     uploads = [c for c in calls if c["path"] == "/dicomweb/studies"]

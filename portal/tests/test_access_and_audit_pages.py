@@ -66,8 +66,11 @@ def bucket(bucket_id: str, **fields: Any) -> dict[str, Any]:
     }
 
 
+#: a reference id (`studyshare.plumbing.reference_ids`): the study store names a number by it
+REF_ID = "mfrggzdfmztwq2lknnwg23tpobyxe43u"
 REFERENCE = {
-    "reference_number": "AB12CD34",
+    "reference_id": REF_ID,
+    "reference_number": "AB12CD34",  # the clear number, for the department's staff only
     "study_uid": UID,
     "issued_at": "2026-12-02T09:00:00Z",
     "valid_from": None,
@@ -366,10 +369,35 @@ def test_an_action_needs_the_sessions_csrf_token(client: TestClient, fake: FakeA
     assert not fake.sent("DELETE", "/api/shares/bkt_1")
 
 
+def test_the_access_tab_shows_the_number_but_its_actions_name_its_id(
+    client: TestClient, fake: FakeAPI
+) -> None:
+    """A reference number opens the study with the date of birth: the department's staff read
+    it on the tab, but no URL or form action holds it (proxies log URLs), only its id."""
+    admin_routes(fake)
+    text = client.get(f"/studies/{UID}/access").text
+    assert '<code class="id">AB12CD34</code>' in text
+    actions = re.findall(r'action="([^"]*)"', text)
+    assert actions and not [a for a in actions if "AB12CD34" in a]
+    assert not [u for u in re.findall(r'(?:href|src)="([^"]*)"', text) if "AB12CD34" in u]
+    assert f"/studies/{UID}/access/reference-numbers/{REF_ID}/pincode" in actions
+    assert f"/studies/{UID}/access/reference-numbers/{REF_ID}/revoke" in actions
+    assert f'data-reference="{REF_ID}"' in text
+
+    # a number the study store cannot open (sealed under another secret): no "None"
+    hidden = {**REFERENCE, "reference_number": None}
+    fake.routes[("GET", f"/api/studies/{UID}/reference-numbers")] = httpx.Response(
+        200, json={"items": [hidden]}
+    )
+    text = client.get(f"/studies/{UID}/access").text
+    assert 'class="hint number-hidden"' in text and ">None<" not in text
+    assert f"/studies/{UID}/access/reference-numbers/{REF_ID}/revoke" in text
+
+
 def test_a_refusal_is_shown_next_to_what_was_refused(client: TestClient, fake: FakeAPI) -> None:
     admin_routes(fake)
     refs = f"/api/studies/{UID}/reference-numbers"
-    fake.routes[("PUT", f"{refs}/AB12CD34/pincode")] = problem(
+    fake.routes[("PUT", f"{refs}/{REF_ID}/pincode")] = problem(
         422, "InvalidRequest", "body.pincode: String should match pattern '^[0-9]{4,8}$'"
     )
     fake.routes[("POST", refs)] = problem(
@@ -377,10 +405,10 @@ def test_a_refusal_is_shown_next_to_what_was_refused(client: TestClient, fake: F
     )
     token = csrf(client, f"/studies/{UID}/access")
     page = client.post(
-        f"/studies/{UID}/access/reference-numbers/AB12CD34/pincode",
+        f"/studies/{UID}/access/reference-numbers/{REF_ID}/pincode",
         data={"csrf": token, "pincode": "12ab"},
     )
-    assert fake.sent("PUT", f"{refs}/AB12CD34/pincode") == [({}, {"pincode": "12ab"})]
+    assert fake.sent("PUT", f"{refs}/{REF_ID}/pincode") == [({}, {"pincode": "12ab"})]
     assert re.search(r'id="problem-pincode-1">body.pincode: String should match', page.text)
     page = client.post(
         f"/studies/{UID}/access/reference-numbers",
@@ -473,8 +501,9 @@ def test_who_could_open_it_at_a_moment(client: TestClient, fake: FakeAPI) -> Non
                 {"principal_kind": "user", "principal_id": "usr_claire", "via": "grant"},
                 {
                     "principal_kind": "patient",
-                    "principal_id": "ref:AB12",
+                    "principal_id": f"ref:{REF_ID}",
                     "via": "reference_number",
+                    "reference_id": REF_ID,
                 },
             ],
         },
@@ -483,6 +512,8 @@ def test_who_could_open_it_at_a_moment(client: TestClient, fake: FakeAPI) -> Non
     page = client.get(f"/studies/{UID}/access-at", params={"t": "2026-12-02T11:00"})
     assert fake.sent("GET", path) == [({"t": "2026-12-02T10:00:00+00:00"}, None)]  # 11:00 CET
     assert "usr_claire" in page.text and "a reference number" in page.text
+    assert '<code class="id" title="The reference number&#39;s id' in page.text
+    assert f">{REF_ID}</code>" in page.text, "the auditor reads the reference's id"
     assert "at 2026-12-02 11:00:00" in page.text, "the answer's moment, as the auditor typed it"
     assert "Times are local time (Europe/Brussels)." in page.text
 
@@ -551,7 +582,7 @@ def test_transfers_rsw_and_reference_numbers_actions_call_the_study_store(
             ("POST", f"{q}/transfers/trf_1/resend"): httpx.Response(202, json={}),
             ("POST", f"{q}/rsw"): problem(404, "NoRswEndpoint", "no RSW endpoint any more"),
             ("POST", f"{q}/reference-numbers/regenerate"): httpx.Response(200, json={"issued": []}),
-            ("DELETE", f"{q}/reference-numbers/AB12CD34"): httpx.Response(204),
+            ("DELETE", f"{q}/reference-numbers/{REF_ID}"): httpx.Response(204),
         },
     )
     page = client.get(f"/studies/{UID}/access").text
@@ -565,14 +596,14 @@ def test_transfers_rsw_and_reference_numbers_actions_call_the_study_store(
     page = client.post(f"/studies/{UID}/access/reference-numbers/regenerate", data={"csrf": token})
     assert "The reference numbers are regenerated." in page.text
     page = client.post(
-        f"/studies/{UID}/access/reference-numbers/AB12CD34/revoke", data={"csrf": token}
+        f"/studies/{UID}/access/reference-numbers/{REF_ID}/revoke", data={"csrf": token}
     )
     assert "The reference number is revoked." in page.text
     for method, path in (
         ("POST", f"{q}/transfers/trf_1/resend"),
         ("POST", f"{q}/rsw"),
         ("POST", f"{q}/reference-numbers/regenerate"),
-        ("DELETE", f"{q}/reference-numbers/AB12CD34"),
+        ("DELETE", f"{q}/reference-numbers/{REF_ID}"),
     ):
         assert len(fake.sent(method, path)) == 1, path
 

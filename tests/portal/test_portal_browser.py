@@ -281,7 +281,7 @@ def test_share_follow_the_mail_two_factor_images_dutch_and_patient(
     number = issued["reference_number"]
     ok(
         api.client.put(
-            f"/api/studies/{uid}/reference-numbers/{number}/pincode",
+            f"/api/studies/{uid}/reference-numbers/{issued['reference_id']}/pincode",
             json={"pincode": PATIENT_PINCODE},
             headers=cast.admin.headers,
         ),

@@ -24,7 +24,9 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from studyshare.devstack.platform import LocalPlatform
-from studyshare.identity.adapters.projections import reference_number
+from studyshare.identity.adapters.projections import reference
+from studyshare.identity.settings import IdentitySettings
+from studyshare.plumbing.reference_ids import reference_id
 
 from ..storykit import Gateway, ok, problem, unique, wait_for
 
@@ -146,15 +148,16 @@ def _reference_number(
 ) -> tuple[str, str]:
     """A new study with a reference number and a pincode, known to identity; (uid, number)."""
     uid = api.upload(department.sender, "CT brute force", "Brute^Paula", "19800214").study_uid
-    number = ok(
+    issued = ok(
         api.client.post(
             f"/api/studies/{uid}/reference-numbers", json={}, headers=department.admin.headers
         ),
         201,
-    )["reference_number"]
+    )
+    number = issued["reference_number"]
     ok(
         api.client.put(
-            f"/api/studies/{uid}/reference-numbers/{number}/pincode",
+            f"/api/studies/{uid}/reference-numbers/{issued['reference_id']}/pincode",
             json={"pincode": pincode},
             headers=department.admin.headers,
         ),
@@ -174,7 +177,10 @@ def _reference_number(
 async def _identity_holds_pincode(platform: LocalPlatform, number: str) -> bool:
     mongo: AsyncMongoClient = AsyncMongoClient(platform.mongo_url)
     try:
-        ref = await reference_number(mongo[f"{platform.database_prefix}identity"], number)
+        db = mongo[f"{platform.database_prefix}identity"]
+        ref = await reference(
+            db, reference_id(number, IdentitySettings().reference_number_secret), number
+        )
     finally:
         await mongo.close()
     return ref is not None and ref.pincode_hash is not None

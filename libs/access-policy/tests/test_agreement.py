@@ -264,7 +264,8 @@ def apply(h: History, step: tuple[Any, ...], minute: int) -> None:
         h.references.append(number)
         h.add(
             study.ReferenceNumberIssued(
-                reference_number=number,
+                reference_id=number,
+                number_shape=study.ReferenceNumberShape.of(number),
                 study_uid=UID,
                 department_id="dep_a",
                 valid_from=valid_from,
@@ -279,7 +280,7 @@ def apply(h: History, step: tuple[Any, ...], minute: int) -> None:
             number = h.references[step[1]]
             h.add(
                 study.ReferenceNumberRevoked(
-                    reference_number=number, study_uid=UID, revoked_by="usr_root"
+                    reference_id=number, study_uid=UID, revoked_by="usr_root"
                 ),
                 f"ref_{number}",
                 minute,
@@ -353,7 +354,7 @@ async def _study_store_could_open(h: History, t: datetime) -> set[str]:
             sub=f"pat_{number}",
             kind="patient",
             study_uid=UID,
-            reference_number=number,
+            reference_id=number,
             iat=0,
             exp=2**40,
         )

@@ -10,8 +10,11 @@ from typing import Any
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.events import identity, share, study
 from studyshare.contracts.events.base import DomainEvent
+from studyshare.plumbing.reference_ids import reference_id, seal_number
 
 T0 = datetime(2026, 1, 10, 8, 0, tzinfo=UTC)
+#: the secret study store and identity name reference numbers under (audit never has it)
+REFERENCE_SECRET = "test-reference-number-secret"
 
 
 class Story:
@@ -95,6 +98,8 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
         "transfer": s.id("trf"),
         "mallory_ip": "203.0.113.9",
     }
+    # the number travels only as its reference id (and sealed for the study store)
+    ids["ref_id"] = reference_id(ids["ref"], REFERENCE_SECRET)
     i = ids
     s.add(
         identity.UserRegistered(
@@ -162,7 +167,9 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
     )
     s.add(
         study.ReferenceNumberIssued(
-            reference_number=i["ref"],
+            reference_id=i["ref_id"],
+            number_shape=study.ReferenceNumberShape.of(i["ref"]),
+            sealed_number=seal_number(i["ref"], i["ref_id"], REFERENCE_SECRET),
             study_uid=uid,
             department_id=i["dep"],
             valid_from=s.at(0),
@@ -171,7 +178,7 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
             patient_mobile="+32471111111",
             issued_by=i["owner"],
         ),
-        f"ref_{i['ref']}",
+        f"ref_{i['ref_id']}",
         i["owner"],
     )  # 4
     s.add(
@@ -292,27 +299,27 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
     )  # 20: break the glass, valid one hour
     s.add(
         study.PincodeSet(
-            reference_number=i["ref"],
+            reference_id=i["ref_id"],
             study_uid=uid,
             sealed_pincode="SEALED-PINCODE",
             set_by=i["owner"],
         ),
-        f"ref_{i['ref']}",
+        f"ref_{i['ref_id']}",
         i["owner"],
     )  # 21
     for n in range(1, 3):  # 22, 23
         s.add(
-            identity.PincodeFailed(reference_number=i["ref"], study_uid=uid, failed_attempts=n),
-            f"pat_{i['ref']}",
-            f"ref:{i['ref']}",
+            identity.PincodeFailed(reference_id=i["ref_id"], study_uid=uid, failed_attempts=n),
+            f"pat_{i['ref_id']}",
+            f"pat_{i['ref_id']}",
             kind="patient",
         )
     s.add(
         identity.PatientLoginSucceeded(
-            reference_number=i["ref"], study_uid=uid, session_id="ses_1", source_ip="198.51.100.7"
+            reference_id=i["ref_id"], study_uid=uid, session_id="ses_1", source_ip="198.51.100.7"
         ),
-        f"pat_{i['ref']}",
-        f"ref:{i['ref']}",
+        f"pat_{i['ref_id']}",
+        f"pat_{i['ref_id']}",
         kind="patient",
     )  # 24
     s.add(
@@ -401,14 +408,22 @@ def full_story(tag: str | None = None) -> tuple[Story, dict[str, Any]]:
     )  # 35: the regional network did not answer yet
     s.add(
         identity.PatientLoginFailed(
-            reference_number=i["ref"],
+            reference_id=i["ref_id"],
             reason="birth_date",
             failed_attempts=1,
             source_ip="198.51.100.7",
         ),
-        f"pat_{i['ref']}",
-        f"ref:{i['ref']}",
+        f"pat_{i['ref_id']}",
+        f"pat_{i['ref_id']}",
         kind="patient",
-    )  # 36: no study uid in the event: found through its reference number
+    )  # 36: no study uid in the event: found through its reference id
+    s.add(
+        study.StudyAccessed(
+            study_uid=uid, action="view", via="reference_number", reference_id=i["ref_id"]
+        ),
+        s.id("acc4"),
+        f"pat_{i['ref_id']}",
+        kind="patient",
+    )  # 37: the patient opens their study (the token names the reference by its id)
     ids["download_correlation"] = dl.correlation_id
     return s, ids

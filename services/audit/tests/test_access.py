@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from studyshare.audit.domain.access import Directory, StudyAccessFold, access_at
 from studyshare.audit.domain.entries import build_entry
+from studyshare.plumbing.reference_ids import reference_id
 
 from .scenario import T0, full_story
 
@@ -87,7 +88,8 @@ def test_bucket_state_is_locked_between_lock_and_unlock():
 def test_reference_numbers_show_validity_pincode_and_failed_attempts():
     tab, ids = overview(T0 + timedelta(hours=1))
     (ref,) = tab["reference_numbers"]
-    assert ref["reference_number"] == ids["ref"]
+    assert ref["reference_id"] == ids["ref_id"]
+    assert ids["ref"] not in repr(tab), "the number itself never: only its reference id"
     assert ref["valid_from"] == T0 + timedelta(minutes=3)
     assert ref["pincode_required"] and ref["pincode_set"]
     assert ref["pincode_failed_attempts"] == 2
@@ -136,11 +138,77 @@ def test_point_in_time_after_revocation_and_during_break_the_glass():
 
 def test_point_in_time_reference_number_needs_its_pincode_and_before_receipt_nobody():
     rows, ids = could_open(5)
-    assert not any(p == f"ref:{ids['ref']}" for p, _, _ in rows), "pincode not set yet"
+    assert not any(p == f"ref:{ids['ref_id']}" for p, _, _ in rows), "pincode not set yet"
     rows, _ = could_open(21.5)
-    assert (f"ref:{ids['ref']}", "reference_number", None) in rows
+    assert (f"ref:{ids['ref_id']}", "reference_number", None) in rows
     rows, _ = could_open(0)
     assert rows == set()
+
+
+def test_the_departments_current_rule_is_checked_on_the_numbers_shape_not_the_number():
+    """The log has reference ids, not numbers: a rule made stricter later retires the weaker
+    numbers by their `number_shape` (as the study store decides); a v1 issue, which carried
+    the number, is upcast with its shape (and named by its number: accepted)."""
+    from studyshare.contracts.envelope import EventEnvelope
+    from studyshare.contracts.events import identity, study
+
+    from .scenario import REFERENCE_SECRET, Story
+
+    s = Story(tag="c0301e")
+    uid = "1.2.826.0.1.778"
+    s.add(study.StudyReceived(study_uid=uid, department_id="dep_x", owner_id="usr_o"), uid)
+    numbers = {"AB12CD34EF": True, "AB12CD34EF56": True, "1234567890": True, "AB1234": False}
+    ids = {n: reference_id(n, REFERENCE_SECRET) for n in numbers}
+    for number, flag in numbers.items():
+        s.add(
+            study.ReferenceNumberIssued(
+                reference_id=ids[number],
+                number_shape=study.ReferenceNumberShape.of(number),
+                study_uid=uid,
+                department_id="dep_x",
+                complies_with_rule=flag,
+            ),
+            f"ref_{ids[number]}",
+            "usr_o",
+        )
+    s.events.append(
+        EventEnvelope(
+            event_type="ReferenceNumberIssued",
+            schema_version=1,
+            aggregate_type="ReferenceNumber",
+            aggregate_id="ref_ZZ12345678",
+            aggregate_version=1,
+            occurred_at=s.at(0),
+            correlation_id="c-v1",
+            payload={"reference_number": "ZZ12345678", "study_uid": uid, "department_id": "dep_x"},
+        )
+    )
+    stricter = identity.ReferenceNumberRule(length=12, alphabet="alphanumeric")
+    s.add(
+        identity.DepartmentPolicySet(
+            department_id="dep_x", reference_number_rule=stricter, set_by="usr_adm"
+        ),
+        "dep_x",
+        "usr_adm",
+        step=30,
+    )
+    entries = [build_entry(e) for e in s.events]
+
+    def patients(minutes: float) -> set[str]:
+        t = T0 + timedelta(minutes=minutes)
+        fold = StudyAccessFold(uid)
+        fold.fold([e for e in entries if uid in e["study_uids"]], until=t)
+        directory = Directory()
+        directory.fold([e for e in entries if e["aggregate_type"] == "Department"], until=t)
+        return {
+            r["reference_id"]
+            for r in access_at(fold, directory, t)
+            if r["principal_kind"] == "patient"
+        }
+
+    default_rule = {ids["AB12CD34EF"], ids["AB12CD34EF56"], "ZZ12345678"}
+    assert patients(10) == default_rule, "digits only, or flagged when issued: not usable"
+    assert patients(60) == {ids["AB12CD34EF56"]}, "twelve characters from now on"
 
 
 def test_an_accepted_invitation_counts_for_its_account_from_the_moment_it_was_accepted():

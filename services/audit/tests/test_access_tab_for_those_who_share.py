@@ -113,7 +113,7 @@ async def test_a_recipient_who_did_not_share_and_another_department_are_refused(
 
 async def test_a_patient_sees_who_opened_their_study_and_nothing_of_another(named, test_tokens):
     client, ids = named
-    patient = test_tokens.patient(ids["ref"], ids["uid"])
+    patient = test_tokens.patient(ids["ref_id"], ids["uid"])
     r = await client.get("/api/audit/my-study/openings", headers=patient)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -125,6 +125,7 @@ async def test_a_patient_sees_who_opened_their_study_and_nothing_of_another(name
     glass = ("break_the_glass", "G L", [f"Radiology {ids['other_dep']}"])
     assert glass in rows, "the scenario's emergency physician and their department, named"
     assert "emergency" not in r.text and ids["ref"] not in r.text, "no reason, no number"
+    assert ids["ref_id"] not in r.text, "nor the number's id"
     reads = await reads_of(client, test_tokens, ids["uid"])
     assert [x["payload"]["route"] for x in reads] == ["/api/audit/my-study/openings"]
 

@@ -54,3 +54,23 @@ def test_bucket_lock_break_the_glass_and_otp_bursts_are_alerts():
     assert ("failed_otps", ids["bucket"]) in burst_kinds
     assert ("failed_logins", ids["alice"]) in burst_kinds
     assert ("failed_logins", ids["mallory_ip"]) in burst_kinds
+
+
+def test_failed_patient_logins_burst_per_reference_id_never_the_number():
+    s = Story()
+    ref_id = "q" * 32  # identity names the number the patient typed by its reference id
+    for n in range(5):
+        s.add(
+            identity.PatientLoginFailed(
+                reference_id=ref_id, reason="birth_date", failed_attempts=n + 1
+            ),
+            f"pat_{ref_id}",
+            f"pat_{ref_id}",
+            kind="patient",
+        )
+    (alert,) = bursts([build_entry(e) for e in s.events], 5, timedelta(minutes=10))
+    assert (alert["kind"], alert["key"], alert["key_value"]) == (
+        "failed_patient_logins",
+        "reference_id",
+        ref_id,
+    )

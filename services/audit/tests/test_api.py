@@ -116,8 +116,54 @@ async def test_access_tab_lists_grants_break_the_glass_transfers_buckets_and_ref
     assert tab["transfers"][0]["destination_id"] == "PACS_A"
     assert {b["bucket_id"]: b["state"] for b in tab["buckets"]}[ids["bucket2"]] == "revoked"
     ref = tab["reference_numbers"][0]
+    assert ref["reference_id"] == ids["ref_id"]
     assert (ref["pincode_set"], ref["pincode_failed_attempts"]) == (True, 2)
     assert ref["login_failed_attempts"] == 1, "found through the reference number"
+
+
+async def test_no_answer_of_the_audit_api_holds_a_patient_reference_number(api, test_tokens):
+    """With the date of birth a reference number opens the study: an auditor reads its id
+    (tells two references apart) but never the number, in the log (its issue, the patient's
+    logins and accesses), the Access tab, who could open it, the alerts or the exports."""
+    client, _, ids, _ = api
+    auditor = test_tokens.user("usr_auditor", "auditor")
+    uid, number, ref_id = ids["uid"], ids["ref"], ids["ref_id"]
+    r = await client.get(f"/api/audit/studies/{uid}/log", params={"limit": 500}, headers=auditor)
+    assert r.status_code == 200 and number not in r.text and "sealed_number" not in r.text
+    items = r.json()["items"]
+    (issued,) = [e for e in items if e["event_type"] == "ReferenceNumberIssued"]
+    assert issued["reference_ids"] == [ref_id] and issued["payload"]["reference_id"] == ref_id
+    (by_patient,) = [e for e in items if e["payload"].get("via") == "reference_number"]
+    assert by_patient["event_type"] == "StudyAccessed"
+    assert by_patient["reference_ids"] == [ref_id] and by_patient["actors"] == [f"pat_{ref_id}"]
+    failed = next(e for e in items if e["event_type"] == "PatientLoginFailed")
+    assert failed["reference_ids"] == [ref_id], "no study uid: found through the reference id"
+    r = await client.get(
+        "/api/audit/log", params={"actor": f"ref:{ref_id}", "limit": 500}, headers=auditor
+    )
+    assert {e["event_type"] for e in r.json()["items"]} == {
+        "PincodeFailed",
+        "PatientLoginSucceeded",
+        "PatientLoginFailed",
+    }
+    t = iso(T0 + timedelta(minutes=21, seconds=30))
+    answers = [
+        await client.get(f"/api/audit/studies/{uid}/access", headers=auditor),
+        await client.get(f"/api/audit/studies/{uid}/access-at", params={"t": t}, headers=auditor),
+        await client.get(
+            "/api/audit/alerts",
+            params={"from": iso(T0), "to": iso(T0 + timedelta(hours=2))},
+            headers=auditor,
+        ),
+        await client.get("/api/audit/export/fhir", params={"study": uid}, headers=auditor),
+        await client.get("/api/audit/export/dicom", params={"study": uid}, headers=auditor),
+    ]
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        assert number not in answer.text, answer.request.url
+    (patient,) = [x for x in answers[1].json()["could_open"] if x["principal_kind"] == "patient"]
+    assert (patient["principal_id"], patient["reference_id"]) == (f"ref:{ref_id}", ref_id)
+    assert "reference_number" not in patient
 
 
 async def test_access_at_answers_from_the_log(api, test_tokens):
@@ -233,11 +279,11 @@ async def test_only_auditors_department_admins_and_service_desk_read_the_log(api
         url, headers=test_tokens.user("s", "department_staff", department_ids=[ids["dep"]])
     )
     assert r.status_code == 403
-    r = await client.get(url, headers=test_tokens.patient(ids["ref"], ids["uid"]))
+    r = await client.get(url, headers=test_tokens.patient(ids["ref_id"], ids["uid"]))
     assert r.status_code == 403
     r = await client.get(
         f"/api/audit/studies/{ids['uid']}/access",
-        headers=test_tokens.patient(ids["ref"], ids["uid"]),
+        headers=test_tokens.patient(ids["ref_id"], ids["uid"]),
     )
     assert r.status_code == 403 and r.json()["rule"] == "NotAmongThoseWhoShare"
     other = test_tokens.user("m2", "department_admin", admin_of=[ids["other_dep"]])

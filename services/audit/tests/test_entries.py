@@ -80,7 +80,8 @@ def test_a_v1_pincode_set_keeps_its_hash_out_of_the_log():
         },
     )
     entry = build_entry(v1)
-    assert entry["payload"] == {"reference_number": "AB12", "study_uid": "1.2.3", "set_by": "usr_1"}
+    # v1 named the number itself: its upcast keeps it as the id (accepted, see `entries`)
+    assert entry["payload"] == {"reference_id": "AB12", "study_uid": "1.2.3", "set_by": "usr_1"}
 
 
 def test_unknown_event_types_are_kept_with_their_type_and_payload():
@@ -96,8 +97,69 @@ def test_actor_of_an_access_is_the_user_and_of_a_patient_login_the_reference_num
     view = next(e for e in entries if e["event_type"] == "StudyAccessed")
     assert ids["alice"] in view["actors"]
     login = next(e for e in entries if e["event_type"] == "PatientLoginSucceeded")
-    assert f"ref:{ids['ref']}" in login["actors"]
-    assert login["reference_numbers"] == [ids["ref"]]
+    assert f"ref:{ids['ref_id']}" in login["actors"]
+    assert login["reference_ids"] == [ids["ref_id"]]
+
+
+def test_a_patient_reference_number_is_named_by_its_id_never_in_clear():
+    """The number opens the study with the date of birth: the log holds its id only, neither
+    the number nor its sealed box, in the issue, the patient's logins and their accesses."""
+    entries, ids = entries_by_type()
+    assert ids["ref"] not in repr(entries)
+    assert "sealed_number" not in repr(entries)
+    issued = next(e for e in entries if e["event_type"] == "ReferenceNumberIssued")
+    assert issued["payload"]["reference_id"] == ids["ref_id"]
+    assert issued["reference_ids"] == [ids["ref_id"]]
+    assert issued["category"] == "reference_number"
+    (by_patient,) = [
+        e
+        for e in entries
+        if e["event_type"] == "StudyAccessed" and e["payload"]["via"] == "reference_number"
+    ]
+    assert by_patient["payload"]["reference_id"] == ids["ref_id"]
+    assert by_patient["reference_ids"] == [ids["ref_id"]]
+    assert by_patient["actors"] == [f"pat_{ids['ref_id']}"]
+    refs = {e["event_type"] for e in entries if e.get("reference_ids") == [ids["ref_id"]]}
+    assert refs == {
+        "ReferenceNumberIssued",
+        "PincodeSet",
+        "PincodeFailed",
+        "PatientLoginSucceeded",
+        "PatientLoginFailed",
+        "StudyAccessed",
+    }
+
+
+def test_a_v1_reference_number_issued_keeps_no_sealed_nor_legacy_number():
+    """A v1 issue carried the number in clear; its upcast keeps it as the reference id (the
+    stream was `ref_<number>`: accepted) and as `legacy_reference_number`, which the log
+    drops, as any `sealed_number` or a clear `reference_number` of an event not upcast."""
+    v1 = EventEnvelope(
+        event_type="ReferenceNumberIssued",
+        schema_version=1,
+        aggregate_type="ReferenceNumber",
+        aggregate_id="ref_AB12CD34EF",
+        aggregate_version=1,
+        correlation_id="c-1",
+        payload={"reference_number": "AB12CD34EF", "study_uid": "1.2.3", "issued_by": "usr_1"},
+    )
+    entry = build_entry(v1)
+    assert entry["schema_version"] == 2
+    assert entry["payload"] == {
+        "reference_id": "AB12CD34EF",
+        "number_shape": {"length": 10, "letters": True, "digits": True, "plain": True},
+        "study_uid": "1.2.3",
+        "issued_by": "usr_1",
+    }
+    unknown = EventEnvelope(
+        event_type="PatientLetterPrinted",  # no class, no upcaster: kept as written, but...
+        aggregate_type="ReferenceNumber",
+        aggregate_id="ref_x",
+        aggregate_version=1,
+        correlation_id="c-2",
+        payload={"reference_number": "AB12CD34EF", "sealed_number": "box", "study_uid": "1.2.3"},
+    )
+    assert build_entry(unknown)["payload"] == {"study_uid": "1.2.3"}
 
 
 def test_a_v1_study_shared_is_upcast_before_it_is_logged():

@@ -38,7 +38,7 @@ def test_each_reader_gets_their_view_of_the_access_tab():
         claims("usr_recipient", "physician"),  # a recipient who is not a sender
         claims("x", "department_staff", department_ids=("dep_b",)),  # another department
         claims("x", "department_admin", admin_of=("dep_b",)),  # another department's admin
-        claims("ref:R1", kind="patient", study_uid="1.2.3", reference_number="R1"),
+        claims("pat_r1", kind="patient", study_uid="1.2.3", reference_id="r1"),
     ],
 )
 def test_anyone_else_is_refused_the_access_tab(reader):
@@ -47,9 +47,9 @@ def test_anyone_else_is_refused_the_access_tab(reader):
 
 
 def test_only_a_patient_token_reads_its_own_study_s_openings():
-    patient = claims("ref:R1", kind="patient", study_uid="1.2.3", reference_number="R1")
+    patient = claims("pat_r1", kind="patient", study_uid="1.2.3", reference_id="r1")
     assert rules.check_patient(patient) == "1.2.3"
-    for other in (claims("x", "auditor"), claims("ref:R2", kind="patient")):
+    for other in (claims("x", "auditor"), claims("pat_r2", kind="patient")):
         with pytest.raises(rules.PatientTokenOnly):
             rules.check_patient(other)
 
@@ -66,7 +66,7 @@ TAB = {
     "transfers": [{}],
     "rsw": [],
     "downloads": [{}],
-    "reference_numbers": [{"reference_number": "R1"}],
+    "reference_numbers": [{"reference_id": "r1"}],
 }
 
 
@@ -112,7 +112,7 @@ def test_openings_name_who_opened_the_study_how_and_never_another_study():
                 study_uid="1.2.3",
                 action="view",
                 via="reference_number",
-                reference_number="R1",
+                reference_id="refidofr1",
             ),
             entry(
                 5,
@@ -137,4 +137,4 @@ def test_openings_name_who_opened_the_study_how_and_never_another_study():
     assert rows[0]["department_names"] == ["Radiology A"] and rows[0]["count"] == 2
     assert rows[2]["by_patient"] and rows[2]["user_name"] is None
     assert rows[3]["department_names"] == ["Radiology A"]
-    assert "secret reason" not in str(rows) and "R1" not in str(rows)
+    assert "secret reason" not in str(rows) and "refidofr1" not in str(rows)

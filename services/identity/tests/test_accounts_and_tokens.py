@@ -323,7 +323,11 @@ async def test_the_development_key_is_generated_once_and_shared_by_every_process
 
 
 def test_outside_development_the_api_needs_its_signing_key_from_settings():
-    production = {**production_settings("identity"), "otp_seal_public_key": "x" * 44}
+    production = {
+        **production_settings("identity"),
+        "otp_seal_public_key": "x" * 44,
+        "reference_number_secret": "r" * 32,
+    }
     without_key = IdentitySettings(**production)  # the relay and the worker never sign
     with pytest.raises(ValueError, match="SIGNING_KEY"):
         create_app(without_key)
@@ -334,6 +338,8 @@ def test_outside_development_the_api_needs_its_signing_key_from_settings():
     assert create_app(with_key).title == "StudyShare identity"
     with pytest.raises(ValueError, match="BOOTSTRAP_PASSWORD"):
         IdentitySettings(**production, bootstrap_password="changeme")
+    with pytest.raises(ValueError, match="REFERENCE_NUMBER_SECRET"):
+        IdentitySettings(**{**production, "reference_number_secret": "dev-secret"})
 
 
 async def test_the_bootstrap_service_desk_is_created_once(make_api):

@@ -12,10 +12,11 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from studyshare.contracts.envelope import Actor, EventEnvelope
-from studyshare.contracts.events.study import ReferenceNumberIssued
-from studyshare.identity.adapters.projections import reference_number
+from studyshare.contracts.events.study import ReferenceNumberIssued, ReferenceNumberShape
+from studyshare.identity.adapters.projections import reference
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.kafka import producer
+from studyshare.plumbing.reference_ids import reference_id, seal_number
 from studyshare.plumbing.testing import unique
 
 from .conftest import FakeClock
@@ -49,14 +50,18 @@ async def test_the_worker_projects_reference_numbers_and_emits_group_reminders(
     real_infra, api, identity_process
 ):
     number = unique("R").replace("-", "").upper()
+    secret = api.identity.settings.reference_number_secret  # the worker's too (the default)
+    ref_id = reference_id(number, secret)
     event = ReferenceNumberIssued(
-        reference_number=number,
+        reference_id=ref_id,
+        sealed_number=seal_number(number, ref_id, secret),
+        number_shape=ReferenceNumberShape.of(number),
         study_uid="1.2.3.4.5",
         valid_to=datetime.now(UTC) + timedelta(days=1),
         patient_birth_date=date(1975, 6, 1),
     )
     envelope = envelope_for(
-        event, aggregate_id=f"ref_{number}", aggregate_version=1, actor=Actor(id="usr_rx")
+        event, aggregate_id=f"ref_{ref_id}", aggregate_version=1, actor=Actor(id="usr_rx")
     )
     kafka = producer(real_infra.settings())
     await kafka.start()
@@ -79,7 +84,7 @@ async def test_the_worker_projects_reference_numbers_and_emits_group_reminders(
     identity_process("worker")
 
     async def projected():
-        return await reference_number(api.identity.db, number)
+        return await reference(api.identity.db, ref_id, number)
 
     assert await eventually(projected), "the worker projected the reference number"
     response = await api.client.post(

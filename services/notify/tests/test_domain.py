@@ -142,7 +142,7 @@ def test_otp_requests_ask_for_an_sms_carrying_the_sealed_code():
     [patient] = reactions(
         envelope(
             PatientOTPIssued(
-                reference_number="R1",
+                reference_id="r1id",
                 study_uid="1.2",
                 mobile="+32470",
                 sealed_code="S",
@@ -151,6 +151,7 @@ def test_otp_requests_ask_for_an_sms_carrying_the_sealed_code():
         )
     )
     assert patient.target == Target("mobile", mobile="+32470") and patient.template == "patient_otp"
+    assert patient.context == {"reference_id": "r1id"}, "the message names the reference by id"
 
 
 def test_alerts_reminders_and_registrations():

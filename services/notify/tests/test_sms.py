@@ -64,14 +64,14 @@ async def test_patient_otp_goes_to_the_given_mobile_in_the_patients_language(
     settings = notify_settings()
     issued = events(
         PatientOTPIssued(
-            reference_number="REF123456",
+            reference_id="k3nqz7refid",
             study_uid="1.2.3",
             mobile="+32470000002",
             sealed_code=seal("550011", DEV_PUBLIC_KEY),
             language="nl",
             expires_at=soon(5),
         ),
-        "pat_REF123456",
+        "pat_k3nqz7refid",
     )
     await apply(mongo_db, [issued])
     await drain(Sender(mongo_db, settings))
@@ -79,6 +79,7 @@ async def test_patient_otp_goes_to_the_given_mobile_in_the_patients_language(
     [sms] = sms_sink.received
     assert sms["to"] == "+32470000002"
     assert "550011" in sms["text"] and "uw code" in sms["text"]
+    assert "k3nqz7refid" not in sms["text"], "the code alone: no reference is needed"
 
 
 async def test_the_sms_provider_gets_its_endpoint_and_bearer_token_from_settings(

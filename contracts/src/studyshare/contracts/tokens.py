@@ -16,7 +16,7 @@ class AccessClaims(BaseModel):
     """What a bearer token says about its holder.
 
     A patient token (`kind="patient"`) opens exactly one study (`study_uid`) through one
-    reference number, and only until `exp`.
+    reference number, named by its id (`reference_id`), and only until `exp`.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -28,7 +28,7 @@ class AccessClaims(BaseModel):
     admin_of: tuple[str, ...] = ()
     environment: str = "be"
     study_uid: str | None = None
-    reference_number: str | None = None
+    reference_id: str | None = None
     sid: str | None = None
     iss: str = ISSUER
     aud: str = AUDIENCE

@@ -74,6 +74,7 @@ def files() -> dict[str, Callable[[], str]]:
         "pincode-sealing/private-key": lambda: sealing_keys("pincode")[0],
         # the HMAC keys of anonymized shares (share and study-store) and of two-factor codes
         "anonymization/secret": lambda: secrets.token_urlsafe(48),
+        "reference-numbers/secret": lambda: secrets.token_urlsafe(48),
         "invitation/secret": lambda: secrets.token_urlsafe(48),
         "portal-client/secret": lambda: secrets.token_urlsafe(48),
         "share-otp-hmac/secret": lambda: secrets.token_urlsafe(48),

@@ -167,7 +167,10 @@ class DemoLoader:
         return study.study_uid
 
     def reference_number(self, token: str, study_uid: str, wait_s: float = 15.0) -> str:
-        """A just-uploaded study reaches the study store's read side through its worker."""
+        """The clear number a patient logs in with (the study store shows it to the
+        department's staff in its list and in its issue answer, beside its `reference_id`, by
+        which everything else names it). A just-uploaded study reaches the study store's read
+        side through its worker."""
         path = f"/api/studies/{study_uid}/reference-numbers"
         deadline = time.monotonic() + wait_s
         while True:
@@ -179,9 +182,17 @@ class DemoLoader:
                     raise
                 time.sleep(0.5)
         items = existing.get("items", existing) if isinstance(existing, dict) else existing
-        if items:
-            return _id(items[0], "reference_number")
-        return _id(self.call("POST", path, token, json={}).json(), "reference_number")
+        usable = [
+            i
+            for i in items or ()
+            if isinstance(i, dict)
+            and i.get("reference_number")  # None: sealed under another secret
+            and i.get("usable", True)
+            and not i.get("revoked")
+        ]
+        if usable:
+            return _number(usable[0])
+        return _number(self.call("POST", path, token, json={}).json())
 
 
 def load_demo(
@@ -273,6 +284,15 @@ def _id(body: Any, *keys: str) -> str:
         if isinstance(body, dict) and body.get(key):
             return str(body[key])
     raise StepFailed(f"no {' or '.join((*keys, 'id'))} in the answer")
+
+
+def _number(reference: Any) -> str:
+    """The clear reference number of a study store answer (never its `reference_id`, which
+    opens nothing: the patient types the number)."""
+    number = reference.get("reference_number") if isinstance(reference, dict) else None
+    if not isinstance(number, str) or not number:
+        raise StepFailed("no reference_number in the answer")
+    return number
 
 
 def _detail(response: httpx.Response) -> str:

@@ -122,20 +122,20 @@ async def test_patient_and_break_the_glass_accesses_name_their_path(mongo_db):
     patient = AccessClaims(
         sub="ref:X",
         kind="patient",
-        reference_number="AB12CD34EF",
+        reference_id="AB12CD34EF",
         study_uid="1.2.3",
         iat=0,
         exp=2**31,
     )
     await log.record(
-        decision(via="reference_number", reference_number="AB12CD34EF", bucket_id=None),
+        decision(via="reference_number", reference_id="AB12CD34EF", bucket_id=None),
         patient,
         "view",
     )
     await log.record(decision(via="break_the_glass", bucket_id=None), user("usr_er"), "view")
     await log.close()
     events = {e["payload"]["via"]: e for e in await _stored(mongo_db, "StudyAccessed")}
-    assert events["reference_number"]["payload"]["reference_number"] == "AB12CD34EF"
+    assert events["reference_number"]["payload"]["reference_id"] == "AB12CD34EF"
     assert events["reference_number"]["payload"]["user_id"] is None
     assert events["reference_number"]["actor"]["kind"] == "patient"
     assert events["break_the_glass"]["actor"]["role"] == "break_the_glass"

@@ -267,7 +267,7 @@ def test_auditor_without_grant_sees_no_study():
     assert not decide(auditor, UID, facts()).images
 
 
-PATIENT = Subject(id="ref:ABC", kind="patient", reference_number="AB12CD34EF", token_study_uid=UID)
+PATIENT = Subject(id="ref:ABC", kind="patient", reference_id="AB12CD34EF", token_study_uid=UID)
 REF = ReferenceFacts(
     "AB12CD34EF", UID, valid_from=NOW - timedelta(days=1), valid_to=NOW + timedelta(days=1)
 )
@@ -275,7 +275,7 @@ REF = ReferenceFacts(
 
 def test_patient_sees_only_the_study_of_the_token_through_a_usable_reference_number():
     d = decide(PATIENT, UID, facts(reference=REF))
-    assert d.images and d.via == "reference_number" and d.reference_number == "AB12CD34EF"
+    assert d.images and d.via == "reference_number" and d.reference_id == "AB12CD34EF"
     assert d.report == "read" and not d.download
     other = decide(PATIENT, "9.9.9", facts(reference=REF))
     assert other.refusal == "not_your_study"

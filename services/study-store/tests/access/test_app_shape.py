@@ -25,8 +25,8 @@ def test_openapi_documents_every_refusal_of_the_access_routes():
         "/api/studies/{study_uid}/report",
         "/api/studies/{study_uid}/reference-numbers",
         "/api/studies/{study_uid}/reference-numbers/regenerate",
-        "/api/studies/{study_uid}/reference-numbers/{reference_number}",
-        "/api/studies/{study_uid}/reference-numbers/{reference_number}/pincode",
+        "/api/studies/{study_uid}/reference-numbers/{reference_id}",
+        "/api/studies/{study_uid}/reference-numbers/{reference_id}/pincode",
         "/api/studies/{study_uid}/break-glass",
     ):
         assert path in paths, path
@@ -66,6 +66,9 @@ def test_production_seals_pincodes_only_with_a_real_identity_key():
         "anonymization_secret": "a-real-anonymization-key",
         "viewer_token_secret": "a-real-viewer-token-key",
     }
+    with pytest.raises(ValueError, match="reference_number_secret"):
+        StudyStoreSettings(**production)
+    production["reference_number_secret"] = "a-real-reference-number-key"
     with pytest.raises(ValueError, match="pincode sealing key"):
         StudyStoreSettings(**production)
     with pytest.raises(ValueError, match="32-byte"):

@@ -11,7 +11,7 @@ from studyshare.access_policy.glass import (
     GlassFacts,
 )
 from studyshare.contracts.events.identity import ReferenceNumberRule
-from studyshare.contracts.events.study import ReferenceNumberIssued
+from studyshare.contracts.events.study import ReferenceNumberIssued, ReferenceNumberShape
 from studyshare.study_store.domain.break_glass import (
     BreakTheGlassNotAllowed,
     BreakTheGlassNotNeeded,
@@ -43,6 +43,7 @@ from studyshare.study_store.domain.report import (
 )
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
+SHAPE = ReferenceNumberShape.of("AB12CD34EF")
 
 
 def decision(**kw) -> AccessDecision:
@@ -66,37 +67,54 @@ def test_generated_reference_numbers_comply_with_the_department_rule(alphabet, l
     numbers = {generate(rule) for _ in range(50)}
     assert len(numbers) == 50, "random, not repeated"
     for n in numbers:
-        assert len(n) == length and complies(n, rule)
+        assert len(n) == length and complies(ReferenceNumberShape.of(n), rule)
         if alphabet == "digits":
             assert n.isdigit()
 
 
 def test_complexity_rule_flags_short_or_too_simple_numbers():
     strict = ReferenceNumberRule(length=10, alphabet="alphanumeric")
-    assert not complies("AB12", strict), "too short"
-    assert not complies("1234567890", strict), "digits only is weaker than alphanumeric"
-    assert not complies("ABCDEFGHJK", strict), "letters only"
-    assert not complies("AB12-CD34EF", strict), "not alphanumeric"
-    assert complies("AB12CD34EF", strict)
-    assert not complies("12345ABCDE", ReferenceNumberRule(length=10, alphabet="digits"))
+    assert not complies(ReferenceNumberShape.of("AB12"), strict), "too short"
+    assert not complies(ReferenceNumberShape.of("1234567890"), strict), (
+        "digits only is weaker than alphanumeric"
+    )
+    assert not complies(ReferenceNumberShape.of("ABCDEFGHJK"), strict), "letters only"
+    assert not complies(ReferenceNumberShape.of("AB12-CD34EF"), strict), "not alphanumeric"
+    assert complies(ReferenceNumberShape.of("AB12CD34EF"), strict)
+    assert not complies(
+        ReferenceNumberShape.of("12345ABCDE"), ReferenceNumberRule(length=10, alphabet="digits")
+    )
 
 
 def test_issue_flags_a_number_that_breaks_the_rule_and_refuses_its_pincode():
-    ref = ReferenceNumber("ref_1234")
+    ref = ReferenceNumber("ref_id1234")
     [event] = ref.issue(
-        study_uid="1.2", rule=ReferenceNumberRule(), department_id="dep_1", issued_by="usr_s"
+        study_uid="1.2",
+        rule=ReferenceNumberRule(),
+        department_id="dep_1",
+        issued_by="usr_s",
+        number="1234",
+        sealed_number="sealed-1234",
     )
     assert event.complies_with_rule is False
+    assert (event.reference_id, event.sealed_number) == ("id1234", "sealed-1234")
     ref.apply(event)
     with pytest.raises(ReferenceNumberBreaksComplexityRule):
         ref.set_pincode("1.2", "sealed-pincode", "usr_s")
     with pytest.raises(ReferenceNumberTaken):
-        ref.issue(study_uid="1.2", rule=ReferenceNumberRule(), department_id=None, issued_by="x")
+        ref.issue(
+            study_uid="1.2",
+            rule=ReferenceNumberRule(),
+            department_id=None,
+            issued_by="x",
+            number="1234",
+            sealed_number="sealed-1234",
+        )
 
 
 def test_revoke_once_and_only_for_its_study():
     ref = ReferenceNumber("ref_AB12CD34EF")
-    ref.apply(ReferenceNumberIssued(reference_number="AB12CD34EF", study_uid="1.2"))
+    ref.apply(ReferenceNumberIssued(reference_id="AB12CD34EF", number_shape=SHAPE, study_uid="1.2"))
     with pytest.raises(ReferenceNumberUnknown):
         ref.revoke("9.9", "usr_s")
     [revoked] = ref.revoke("1.2", "usr_s")
@@ -114,6 +132,8 @@ def test_reference_number_validity_must_not_be_inverted():
             rule=ReferenceNumberRule(),
             department_id=None,
             issued_by="x",
+            number="AB12CD34EF",
+            sealed_number="sealed",
             valid_from=NOW,
             valid_to=NOW - timedelta(days=1),
         )

@@ -18,6 +18,7 @@ from studyshare.contracts.events.identity import (
 )
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.fakes import InMemoryEventStore
+from studyshare.plumbing.reference_ids import reference_id
 from studyshare.plumbing.sealing import generate_keypair, open_pincode
 from studyshare.study_store.adapters.access_documents import InMemoryAccessDocuments
 from studyshare.study_store.adapters.access_model import AccessModel
@@ -28,6 +29,8 @@ from studyshare.study_store.service_layer.break_glass import break_glass
 from .conftest import Events, study_received
 
 STUDY = "1.2.826.0.1.7"
+SECRET = "reference-number-secret"
+PRIVATE, PUBLIC = generate_keypair()
 
 
 class InMemoryReportArchive:
@@ -56,7 +59,7 @@ class Store:
     def __init__(self) -> None:
         self.store = InMemoryEventStore()
         self.archive = InMemoryReportArchive()
-        self.model = AccessModel(InMemoryAccessDocuments())
+        self.model = AccessModel(InMemoryAccessDocuments(), reference_number_secret=SECRET)
         self.model.lease.renew(time.monotonic())  # as a successful read of its model would
         events = Events()
         self.received = events(study_received(STUDY, "dep_rad"), STUDY)
@@ -102,54 +105,79 @@ async def s() -> Store:
     return store
 
 
+async def issue(s: Store, **given: Any) -> tuple[str, str]:
+    """Issue a number: its id, and the number as the Access tab shows it."""
+    ref_id = await reference_numbers.issue(s.store, s.model, STAFF, STUDY, secret=SECRET, **given)
+    number = s.model.number_of(await s.model.reference(ref_id) or {})
+    assert number is not None
+    return ref_id, number
+
+
 async def test_a_number_is_issued_per_the_department_rule(s: Store) -> None:
     s.policy(reference_number_rule=ReferenceNumberRule(length=12, alphabet="digits"))
-    number = await reference_numbers.issue(s.store, s.model, STAFF, STUDY)
+    ref_id, number = await issue(s)
     assert len(number) == 12 and number.isdigit()
+    assert ref_id == reference_id(number, SECRET)
     [issued] = s.of("ReferenceNumberIssued")
     assert (issued["study_uid"], issued["complies_with_rule"]) == (STUDY, True)
-    assert [r["reference_number"] for r in await s.model.references_of(STUDY)] == [number]
+    assert [r["reference_id"] for r in await s.model.references_of(STUDY)] == [ref_id]
+
+
+async def test_the_number_travels_only_sealed(s: Store) -> None:
+    """A reference number opens the study with a date of birth: no event, stream id or read
+    model document carries it in clear, and a wrong secret opens nothing."""
+    ref_id, number = await issue(s, reference_number="kx5wkjxc32")
+    assert number == "KX5WKJXC32", "numbers are kept in capitals, as patients read them"
+    await reference_numbers.set_pincode(s.store, s.model, STAFF, STUDY, ref_id, "4321", PUBLIC)
+    await reference_numbers.revoke(s.store, s.model, STAFF, STUDY, ref_id)
+    stored = [e for stream in s.store.streams.values() for e in stream]
+    assert len(stored) == 4 and {e.aggregate_id for e in stored[1:]} == {f"ref_{ref_id}"}
+    assert number not in "".join(e.model_dump_json() for e in stored)
+    assert number not in str(await s.model.references_of(STUDY))
+    [doc] = await s.model.references_of(STUDY)
+    assert (
+        AccessModel(InMemoryAccessDocuments(), reference_number_secret="other").number_of(doc)
+        is None
+    )
 
 
 async def test_a_taken_number_is_refused_and_others_may_not_manage(s: Store) -> None:
-    await reference_numbers.issue(s.store, s.model, STAFF, STUDY, reference_number="ABCDEFGHJK")
+    await issue(s, reference_number="ABCDEFGHJK")
     with pytest.raises(exceptions.ReferenceNumberTaken):
-        await reference_numbers.issue(s.store, s.model, STAFF, STUDY, reference_number="ABCDEFGHJK")
+        await issue(s, reference_number="abcdefghjk")
     outsider = who("usr_other", "department_staff", departments=("dep_er",))
     with pytest.raises(exceptions.ReferenceNumbersManagedByStudyDepartmentOnly):
-        await reference_numbers.issue(s.store, s.model, outsider, STUDY)
+        await reference_numbers.issue(s.store, s.model, outsider, STUDY, secret=SECRET)
     with pytest.raises(exceptions.StudyNotFound):
-        await reference_numbers.issue(s.store, s.model, STAFF, "1.2.3.unknown")
+        await reference_numbers.issue(s.store, s.model, STAFF, "1.2.3.unknown", secret=SECRET)
     assert len(s.of("ReferenceNumberIssued")) == 1
 
 
 async def test_a_revoked_number_is_revoked_once(s: Store) -> None:
-    number = await reference_numbers.issue(s.store, s.model, STAFF, STUDY)
-    await reference_numbers.revoke(s.store, s.model, STAFF, STUDY, number)
-    assert [e["reference_number"] for e in s.of("ReferenceNumberRevoked")] == [number]
+    ref_id, _ = await issue(s)
+    await reference_numbers.revoke(s.store, s.model, STAFF, STUDY, ref_id)
+    assert [e["reference_id"] for e in s.of("ReferenceNumberRevoked")] == [ref_id]
     assert (await s.model.references_of(STUDY))[0]["revoked"]
     with pytest.raises(exceptions.ReferenceNumberAlreadyRevoked):
-        await reference_numbers.revoke(s.store, s.model, STAFF, STUDY, number)
+        await reference_numbers.revoke(s.store, s.model, STAFF, STUDY, ref_id)
 
 
 async def test_numbers_below_a_stricter_rule_are_replaced(s: Store) -> None:
-    weak = await reference_numbers.issue(
-        s.store, s.model, STAFF, STUDY, reference_number="ABCDEFGHJK"
-    )
+    weak, _ = await issue(s, reference_number="ABCDEFGHJK")
     s.policy(reference_number_rule=ReferenceNumberRule(length=14))
-    [strong] = await reference_numbers.regenerate(s.store, s.model, STAFF, STUDY)
-    assert len(strong) == 14
-    assert [e["reference_number"] for e in s.of("ReferenceNumberRevoked")] == [weak]
-    assert await reference_numbers.regenerate(s.store, s.model, STAFF, STUDY) == []
+    [strong] = await reference_numbers.regenerate(s.store, s.model, STAFF, STUDY, secret=SECRET)
+    assert len(s.model.number_of(await s.model.reference(strong) or {}) or "") == 14
+    assert [e["reference_id"] for e in s.of("ReferenceNumberRevoked")] == [weak]
+    again = await reference_numbers.regenerate(s.store, s.model, STAFF, STUDY, secret=SECRET)
+    assert again == []
 
 
 async def test_the_pincode_travels_sealed_to_identity(s: Store) -> None:
-    private, public = generate_keypair()
-    number = await reference_numbers.issue(s.store, s.model, STAFF, STUDY)
-    await reference_numbers.set_pincode(s.store, s.model, STAFF, STUDY, number, "4321", public)
+    ref_id, _ = await issue(s)
+    await reference_numbers.set_pincode(s.store, s.model, STAFF, STUDY, ref_id, "4321", PUBLIC)
     [pincode] = s.of("PincodeSet")
     assert "4321" not in str(pincode)
-    assert open_pincode(pincode["sealed_pincode"], number, [private]) == "4321"
+    assert open_pincode(pincode["sealed_pincode"], ref_id, [PRIVATE]) == "4321"
 
 
 async def test_breaking_the_glass_is_allowed_to_the_institution_and_recorded(s: Store) -> None:

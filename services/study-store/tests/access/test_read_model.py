@@ -11,6 +11,7 @@ from studyshare.contracts.events.share import AccessRevoked, BucketLocked, OTPVe
 from studyshare.contracts.events.study import (
     ReferenceNumberIssued,
     ReferenceNumberRevoked,
+    ReferenceNumberShape,
     StudyMessageStored,
 )
 from studyshare.plumbing.eventstore import envelope_for
@@ -24,6 +25,8 @@ from studyshare.study_store.adapters.projections import AccessDecisions
 from studyshare.study_store.adapters.read_models import fold
 
 from .conftest import Events, now, study_received, study_shared
+
+SHAPE = ReferenceNumberShape.of("AB12CD34EF")
 
 
 def _history():
@@ -96,15 +99,13 @@ async def test_local_overlay_survives_an_older_worker_copy(mongo_db):
     saw the revocation, must not reopen it."""
     runner = ProjectionRunner(AccessDecisions(), mongo_db)
     issued = envelope_for(
-        ReferenceNumberIssued(reference_number="AB12CD34EF", study_uid="1.2.3"),
+        ReferenceNumberIssued(reference_id="AB12CD34EF", number_shape=SHAPE, study_uid="1.2.3"),
         aggregate_id="ref_AB12CD34EF",
         aggregate_version=1,
         actor=Actor(id="usr_s"),
     )
     revoked = envelope_for(
-        ReferenceNumberRevoked(
-            reference_number="AB12CD34EF", study_uid="1.2.3", revoked_by="usr_s"
-        ),
+        ReferenceNumberRevoked(reference_id="AB12CD34EF", study_uid="1.2.3", revoked_by="usr_s"),
         aggregate_id="ref_AB12CD34EF",
         aggregate_version=2,
         actor=Actor(id="usr_s"),
@@ -145,15 +146,18 @@ def test_a_document_following_two_aggregates_is_the_same_in_either_arrival_order
     ev = Events()
     number = "KX5WKJXC32"
     reference = [
-        ev(ReferenceNumberIssued(reference_number=number, study_uid="1.2.3"), f"ref_{number}"),
         ev(
-            ReferenceNumberRevoked(reference_number=number, study_uid="1.2.3", revoked_by="usr_s"),
+            ReferenceNumberIssued(reference_id=number, number_shape=SHAPE, study_uid="1.2.3"),
+            f"ref_{number}",
+        ),
+        ev(
+            ReferenceNumberRevoked(reference_id=number, study_uid="1.2.3", revoked_by="usr_s"),
             f"ref_{number}",
         ),
     ]
     patient = [
         ev(
-            PincodeFailed(reference_number=number, study_uid="1.2.3", failed_attempts=n),
+            PincodeFailed(reference_id=number, study_uid="1.2.3", failed_attempts=n),
             f"pat_{number}",
         )
         for n in (1, 2)

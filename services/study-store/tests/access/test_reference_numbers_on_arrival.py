@@ -10,10 +10,13 @@ import pytest
 
 from studyshare.contracts.events.study import StudyReceived
 from studyshare.plumbing.eventstore import EventStore
+from studyshare.plumbing.reference_ids import open_number, reference_id
 from studyshare.study_store.domain import reference_numbers as rn
 from studyshare.study_store.service_layer.reference_numbers import issue_on_arrival
+from studyshare.study_store.settings import StudyStoreSettings
 
 NOW = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
+SECRET = "reference-number-secret"
 
 
 def received(uid: str) -> StudyReceived:
@@ -35,26 +38,28 @@ async def test_a_departments_studies_get_a_number_on_arrival_once(mongo_db):
         "reference_number_validity_days": 90,
         "payment_required": True,
     }
-    number = await issue_on_arrival(store, department, received("1.2.3"), NOW)
-    again = await issue_on_arrival(store, department, received("1.2.3"), NOW)  # redelivered
-    assert number is not None and again == number
+    ref_id = await issue_on_arrival(store, department, received("1.2.3"), NOW, SECRET)
+    again = await issue_on_arrival(store, department, received("1.2.3"), NOW, SECRET)
+    assert ref_id is not None and again == ref_id, "a redelivered arrival issues nothing new"
     [issued] = await _issued(store)
     p = issued.payload
-    assert p["reference_number"] == number and len(number) == 12 and number.isdigit()
+    number = open_number(p["sealed_number"], ref_id, SECRET) or ""
+    assert p["reference_id"] == ref_id == reference_id(number, SECRET)
+    assert len(number) == 12 and number.isdigit() and number not in str(issued)
     assert p["study_uid"] == "1.2.3" and p["complies_with_rule"]
     assert datetime.fromisoformat(p["valid_to"]) == NOW + timedelta(days=90)
     assert p["pincode_required"] is True
     assert issued.actor.kind == "system"
 
-    other = await issue_on_arrival(store, department, received("1.2.4"), NOW)
-    assert other not in (None, number) and len(await _issued(store)) == 2
+    other = await issue_on_arrival(store, department, received("1.2.4"), NOW, SECRET)
+    assert other not in (None, ref_id) and len(await _issued(store)) == 2
 
 
 async def test_no_number_on_arrival_unless_the_department_asks(mongo_db):
     store = EventStore(mongo_db)
     await store.ensure_indexes()
     for department in ({}, {"reference_numbers_on_arrival": False}):
-        assert await issue_on_arrival(store, department, received("1.2.5"), NOW) is None
+        assert await issue_on_arrival(store, department, received("1.2.5"), NOW, SECRET) is None
     assert await _issued(store) == []
 
 
@@ -98,7 +103,7 @@ async def test_the_worker_issues_on_arrival_but_a_replay_leaves_old_studies_alon
             received(uid), aggregate_id=uid, aggregate_version=1, actor=Actor(), occurred_at=at
         )
 
-    reaction = ArrivalReactions()
+    reaction = ArrivalReactions(StudyStoreSettings())
     ctx = ProjectionContext(db=mongo_db, projection=reaction.name, generation=1)
     await reaction.apply(
         [arrival("1.2.new", now), arrival("1.2.old", now - ARRIVAL_HORIZON - timedelta(hours=1))],

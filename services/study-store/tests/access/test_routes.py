@@ -271,39 +271,40 @@ async def test_reference_numbers_follow_the_department_rule_and_open_the_study_f
     )
     assert r.status_code == 201, r.text
     ref = r.json()
-    number = ref["reference_number"]
+    number, ref_id = ref["reference_number"], ref["reference_id"]
     assert len(number) == 12 and number.isdigit() and ref["complies_with_rule"] and ref["usable"]
     assert ref["pincode_required"] and ref["has_mobile"]
     [issued] = await _events(h, "ReferenceNumberIssued")
-    assert issued["aggregate_id"] == f"ref_{number}"
+    assert issued["aggregate_id"] == f"ref_{ref_id}" and issued["schema_version"] == 2
+    assert number not in str(issued), "the number travels sealed only"
     assert issued["payload"]["patient_birth_date"] == "1970-05-17", "birth date from the study"
 
-    patient = h.tokens.patient(number, A)
+    patient = h.tokens.patient(ref_id, A)
     r = await h.http.get(f"/api/studies/{A}", headers=patient)
     assert r.status_code == 200 and r.json()["access"]["via"] == "reference_number"
     assert (await h.http.get(f"/api/studies/{B}", headers=patient)).status_code == 404
 
-    # pincode after payment: it travels only sealed to identity, bound to its number
+    # pincode after payment: it travels only sealed to identity, bound to its number's id
     r = await h.http.put(
-        f"/api/studies/{A}/reference-numbers/{number}/pincode",
+        f"/api/studies/{A}/reference-numbers/{ref_id}/pincode",
         json={"pincode": "4321"},
         headers=staff,
     )
     assert r.status_code == 204
     [pin] = await _events(h, "PincodeSet")
-    assert pin["schema_version"] == 2
-    assert set(pin["payload"]) == {"reference_number", "study_uid", "sealed_pincode", "set_by"}
+    assert pin["schema_version"] == 3
+    assert set(pin["payload"]) == {"reference_id", "study_uid", "sealed_pincode", "set_by"}
     sealed = pin["payload"]["sealed_pincode"]
-    assert open_pincode(sealed, number, [DEV_PINCODE_PRIVATE_KEY]) == "4321"
-    assert open_pincode(sealed, number, [DEV_PRIVATE_KEY]) is None, "not notify's to open"
+    assert open_pincode(sealed, ref_id, [DEV_PINCODE_PRIVATE_KEY]) == "4321"
+    assert open_pincode(sealed, ref_id, [DEV_PRIVATE_KEY]) is None, "not notify's to open"
     assert "4321" not in str(pin) and "$argon2" not in str(pin)
 
     # failed attempts counted by identity are shown
     for n in (1, 2):
         await h.project(
             h.events(
-                PincodeFailed(reference_number=number, study_uid=A, failed_attempts=n),
-                f"pat_{number}",
+                PincodeFailed(reference_id=ref_id, study_uid=A, failed_attempts=n),
+                f"pat_{ref_id}",
             )
         )
     await h.sync()
@@ -312,11 +313,11 @@ async def test_reference_numbers_follow_the_department_rule_and_open_the_study_f
     assert row["pincode_set"] and row["pincode_failures"] == 2
 
     # revoked: the patient's next request is refused
-    r = await h.http.delete(f"/api/studies/{A}/reference-numbers/{number}", headers=staff)
+    r = await h.http.delete(f"/api/studies/{A}/reference-numbers/{ref_id}", headers=staff)
     assert r.status_code == 204
     r = await h.http.get(f"/api/studies/{A}", headers=patient)
     assert r.status_code == 403 and r.json()["rule"] == "ReferenceNumberNotUsable"
-    r = await h.http.delete(f"/api/studies/{A}/reference-numbers/{number}", headers=staff)
+    r = await h.http.delete(f"/api/studies/{A}/reference-numbers/{ref_id}", headers=staff)
     assert r.status_code == 409 and r.json()["rule"] == "ReferenceNumberAlreadyRevoked"
 
 
@@ -329,11 +330,14 @@ async def test_numbers_breaking_the_rule_are_flagged_unusable_and_regenerated(ha
     )
     assert r.status_code == 201
     assert r.json()["complies_with_rule"] is False and r.json()["usable"] is False
-    patient = h.tokens.patient("1234", A)
+    weak = r.json()["reference_id"]
+    patient = h.tokens.patient(weak, A)
     r = await h.http.get(f"/api/studies/{A}", headers=patient)
     assert r.status_code == 403 and r.json()["rule"] == "ReferenceNumberNotUsable"
     r = await h.http.put(
-        f"/api/studies/{A}/reference-numbers/1234/pincode", json={"pincode": "1111"}, headers=staff
+        f"/api/studies/{A}/reference-numbers/{weak}/pincode",
+        json={"pincode": "1111"},
+        headers=staff,
     )
     assert r.status_code == 422 and r.json()["rule"] == "ReferenceNumberBreaksComplexityRule"
 
@@ -592,7 +596,7 @@ async def test_patient_report_follows_the_department_policy_and_service_desk_see
     numbers = {}
     for uid in (A, B):
         r = await h.http.post(f"/api/studies/{uid}/reference-numbers", json={}, headers=staff)
-        numbers[uid] = r.json()["reference_number"]
+        numbers[uid] = r.json()["reference_id"]
     closed = h.tokens.patient(numbers[A], A)
     r = await h.http.get(f"/api/studies/{A}/report", headers=closed)
     assert r.status_code == 403 and r.json()["rule"] == "ReportReadNotAllowed"

@@ -293,8 +293,8 @@ async def test_a_patient_opens_the_viewer_on_their_one_study(harness, shared):
     staff = h.user(STAFF, "department_staff", department_ids=["dep_rad"])
     issued = await h.http.post(f"/api/studies/{uid}/reference-numbers", json={}, headers=staff)
     assert issued.status_code == 201, issued.text
-    number = issued.json()["reference_number"]
-    viewer = bearer((await viewer_token(h, uid, h.tokens.patient(number, uid)))["token"])
+    ref_id = issued.json()["reference_id"]
+    viewer = bearer((await viewer_token(h, uid, h.tokens.patient(ref_id, uid)))["token"])
     assert (
         await h.http.get(f"/dicomweb/studies/{uid}/metadata", headers=viewer)
     ).status_code == 200

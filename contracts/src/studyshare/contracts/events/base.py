@@ -32,6 +32,18 @@ class DomainEvent(BaseModel):
             cls.event_type = cls.__name__
 
 
+def renamed(old: str, new: str) -> Upcaster:
+    """An upcaster for a version that only renamed the field `old` to `new`."""
+
+    def rename(payload: dict[str, Any]) -> dict[str, Any]:
+        upcast = {k: v for k, v in payload.items() if k != old}
+        if old in payload:
+            upcast[new] = payload[old]
+        return upcast
+
+    return rename
+
+
 class EventRegistry:
     """Knows the current class of every event type and how to upcast older payloads."""
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from studyshare.contracts.events.base import DomainEvent, registry
+from studyshare.contracts.events.base import DomainEvent, registry, renamed
 
 Language = Literal["en", "nl", "fr", "de"]
 Profession = Literal[
@@ -479,9 +479,13 @@ class DepartmentAdminRemoved(DomainEvent):
 
 @registry.register
 class PatientLoginSucceeded(DomainEvent):
-    aggregate_type = "Patient"
+    """v2 (and the other `Patient` events' v2) name the reference number by its id
+    (`studyshare.plumbing.reference_ids`); v1 carried the number, or what was typed."""
 
-    reference_number: str
+    aggregate_type = "Patient"
+    schema_version = 2
+
+    reference_id: str
     study_uid: str
     session_id: str
     source_ip: str | None = None
@@ -492,8 +496,9 @@ class PatientLoginFailed(DomainEvent):
     """`failed_attempts` counts consecutive failures on this reference number."""
 
     aggregate_type = "Patient"
+    schema_version = 2
 
-    reference_number: str
+    reference_id: str
     study_uid: str | None = None
     reason: Literal[
         "unknown",
@@ -515,8 +520,9 @@ class PincodeFailed(DomainEvent):
     """A wrong pincode on a reference number (the Access tab shows the count)."""
 
     aggregate_type = "Patient"
+    schema_version = 2
 
-    reference_number: str
+    reference_id: str
     study_uid: str
     failed_attempts: int
 
@@ -526,10 +532,20 @@ class PatientOTPIssued(DomainEvent):
     """An SMS code for a patient login; the code is sealed for notify only."""
 
     aggregate_type = "Patient"
+    schema_version = 2
 
-    reference_number: str
+    reference_id: str
     study_uid: str
     mobile: str
     sealed_code: str
     language: Language = "en"
     expires_at: datetime
+
+
+for _patient_event in (
+    "PatientLoginSucceeded",
+    "PatientLoginFailed",
+    "PincodeFailed",
+    "PatientOTPIssued",
+):
+    registry.upcaster(_patient_event, from_version=1)(renamed("reference_number", "reference_id"))

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from studyshare.contracts.events.base import DomainEvent, registry
+from studyshare.contracts.events.base import DomainEvent, registry, renamed
 
 AccessPath = Literal[
     "department", "owner", "grant", "group", "reference_number", "break_the_glass", "service_desk"
@@ -91,15 +91,19 @@ class StudyAccessed(DomainEvent):
     """A registration of access to an exam (coalesced per actor, study and action per minute).
 
     Aggregate: a `StudyAccess` record of its own, so hot reads never contend on the study.
+
+    v2 names a patient's reference number by its id (`studyshare.plumbing.reference_ids`); v1
+    carried the number itself.
     """
 
     aggregate_type = "StudyAccess"
+    schema_version = 2
 
     study_uid: str
     action: AccessAction
     via: AccessPath
     user_id: str | None = None
-    reference_number: str | None = None
+    reference_id: str | None = None
     bucket_id: str | None = None
     group_id: str | None = None
     anonymized: bool = False
@@ -132,23 +136,25 @@ class StudyAccessRefused(DomainEvent):
     """
 
     aggregate_type = "StudyAccess"
+    schema_version = 2  # v2: `reference_id`, as `StudyAccessed`
 
     study_uid: str
     action: AccessAction
     rule: str
     user_id: str | None = None
-    reference_number: str | None = None
+    reference_id: str | None = None
     count: int = 1
 
 
 @registry.register
 class StudyDownloaded(DomainEvent):
     aggregate_type = "StudyAccess"
+    schema_version = 2  # v2: `reference_id`, as `StudyAccessed`
 
     study_uid: str
     via: AccessPath
     user_id: str | None = None
-    reference_number: str | None = None
+    reference_id: str | None = None
     bucket_id: str | None = None
     anonymized: bool = False
 
@@ -170,16 +176,49 @@ class BreakTheGlassUsed(DomainEvent):
     valid_until: datetime
 
 
+class ReferenceNumberShape(BaseModel):
+    """What a department's complexity rule asks of a number, without the number: its length
+    and the kinds of characters it holds (`studyshare.access_policy.reference.complies`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    length: int
+    letters: bool
+    digits: bool
+    plain: bool  # ASCII letters and digits only
+
+    @classmethod
+    def of(cls, number: str) -> ReferenceNumberShape:
+        return cls(
+            length=len(number),
+            letters=any(c.isalpha() for c in number),
+            digits=any(c.isdigit() for c in number),
+            plain=number.isascii() and number.isalnum(),
+        )
+
+
 @registry.register
 class ReferenceNumberIssued(DomainEvent):
     """A patient reference number for a study. `complies_with_rule` false: flagged, unusable.
 
+    The number is a credential: it travels only sealed (`sealed_number`, which the study store
+    opens for its Access tab); everyone names it by `reference_id`, its keyed hash
+    (`studyshare.plumbing.reference_ids`), which is also the aggregate's (`ref_<reference_id>`),
+    and checks a rule made stricter later on its `number_shape`.
     Identity needs `patient_birth_date` and `patient_mobile` to run the patient login.
+
+    v1 carried the number in clear, and its stream was `ref_<number>`: the upcaster keeps that
+    number as the id (so the stream's events still agree) and as `legacy_reference_number`.
     """
 
     aggregate_type = "ReferenceNumber"
+    schema_version = 2
 
-    reference_number: str
+    reference_id: str
+    number_shape: ReferenceNumberShape
+    sealed_number: str | None = None
+    #: read from upcast v1 events only; never written
+    legacy_reference_number: str | None = Field(default=None, exclude=True)
     study_uid: str
     department_id: str | None = None
     valid_from: datetime | None = None
@@ -191,11 +230,21 @@ class ReferenceNumberIssued(DomainEvent):
     issued_by: str | None = None
 
 
+@registry.upcaster("ReferenceNumberIssued", from_version=1)
+def _reference_number_issued_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    upcast = {k: v for k, v in payload.items() if k != "reference_number"}
+    upcast["reference_id"] = payload["reference_number"]
+    upcast["legacy_reference_number"] = payload["reference_number"]
+    upcast["number_shape"] = ReferenceNumberShape.of(payload["reference_number"]).model_dump()
+    return upcast
+
+
 @registry.register
 class ReferenceNumberRevoked(DomainEvent):
     aggregate_type = "ReferenceNumber"
+    schema_version = 2  # v2: `reference_id`, as `ReferenceNumberIssued`
 
-    reference_number: str
+    reference_id: str
     study_uid: str
     revoked_by: str
 
@@ -205,19 +254,19 @@ class PincodeSet(DomainEvent):
     """A pincode handed to the patient after payment, sealed to identity.
 
     `sealed_pincode` is a libsodium sealed box to identity's pincode key
-    (`studyshare.plumbing.sealing.seal_pincode`, bound to the reference number): only identity
+    (`studyshare.plumbing.sealing.seal_pincode`, bound to the reference id): only identity
     opens it, and keeps an argon2 hash of its own. Neither the pincode nor anything to test a
     guess against travels.
 
     v1 carried the pincode's argon2 `pincode_hash`, which anyone reading the topic could attack
     offline; the upcaster below keeps it as `legacy_pincode_hash` so that a replay still knows
-    those pincodes. New events never carry it.
+    those pincodes. New events never carry it. v3 names the number by its `reference_id`.
     """
 
     aggregate_type = "ReferenceNumber"
-    schema_version = 2
+    schema_version = 3
 
-    reference_number: str
+    reference_id: str
     study_uid: str
     sealed_pincode: str | None = None
     #: read from upcast v1 events only; never written
@@ -231,6 +280,14 @@ def _pincode_set_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     upcast = {k: v for k, v in payload.items() if k != "pincode_hash"}
     upcast["legacy_pincode_hash"] = payload.get("pincode_hash")
     return upcast
+
+
+registry.upcaster("PincodeSet", from_version=2)(renamed("reference_number", "reference_id"))
+registry.upcaster("ReferenceNumberRevoked", from_version=1)(
+    renamed("reference_number", "reference_id")
+)
+for _access_event in ("StudyAccessed", "StudyAccessRefused", "StudyDownloaded"):
+    registry.upcaster(_access_event, from_version=1)(renamed("reference_number", "reference_id"))
 
 
 @registry.register

@@ -24,7 +24,7 @@ class AccessDecision:
     reason: str
     bucket_id: str | None = None
     group_id: str | None = None
-    reference_number: str | None = None
+    reference_id: str | None = None
     anonymous_number: str | None = None
     valid_until: datetime | None = None
     """When this access ends by itself (None: unlimited or not time-bound)."""

@@ -14,7 +14,8 @@ the facts from the study logging). Inputs are plain facts; the output is one `Ac
   policy lets the caller (`domain.break_glass`) and never over a bucket the caller was in that
   was revoked, expired or locked;
 - service_desk: sees every study (each access is audited like any other);
-- reference_number: a patient token opens exactly the study of its reference number.
+- reference_number: a patient token opens exactly the study of its reference number (both
+  name it by its id, `studyshare.plumbing.reference_ids`).
 
 A grant counts only while it is current: the bucket and the recipient are not revoked, the
 study is still in the bucket, `valid_until` has not passed, the bucket is not locked, the
@@ -133,7 +134,7 @@ class Subject:
     colleagues: Mapping[str, str] = field(default_factory=dict)
     """Group practice colleagues: user id -> the group they share with the subject."""
     deactivated: bool = False
-    reference_number: str | None = None
+    reference_id: str | None = None
     token_study_uid: str | None = None
     environment: str | None = None
     session_id: str | None = None
@@ -149,7 +150,7 @@ class StudyFacts:
 
 @dataclass(frozen=True)
 class ReferenceFacts:
-    reference_number: str
+    reference_id: str
     study_uid: str
     valid_from: datetime | None = None
     valid_to: datetime | None = None
@@ -329,7 +330,7 @@ def decide_for_patient(subject: Subject, study_uid: str, facts: AccessFacts) -> 
         return _refused(study_uid, "not_your_study", "a patient token opens one study only")
     if facts.study is None:
         return _refused(study_uid, "unknown_study", "no such study")
-    if ref is None or ref.reference_number != subject.reference_number:
+    if ref is None or ref.reference_id != subject.reference_id:
         return _refused(study_uid, "reference_number_unknown", "unknown reference number")
     if ref.revoked:
         return _refused(study_uid, "reference_number_revoked", "the reference number was revoked")
@@ -353,8 +354,8 @@ def decide_for_patient(subject: Subject, study_uid: str, facts: AccessFacts) -> 
         download=facts.patient_download,
         anonymized=False,
         via="reference_number",
-        reason=f"patient access with reference number {ref.reference_number}",
-        reference_number=ref.reference_number,
+        reason="patient access with a reference number",
+        reference_id=ref.reference_id,
         valid_until=ref.valid_to,
     )
 

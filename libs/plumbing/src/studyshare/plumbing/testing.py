@@ -116,12 +116,13 @@ class TestTokens:
         token = self.signer.sign(sub=sub, kind="user", roles=list(roles), **claims)
         return {"Authorization": f"Bearer {token}"}
 
-    def patient(self, reference_number: str, study_uid: str, **claims) -> dict[str, str]:
+    def patient(self, reference_id: str, study_uid: str, **claims) -> dict[str, str]:
+        """A patient's token, naming the reference number by its id as identity's do."""
         token = self.signer.sign(
-            sub=f"ref:{reference_number}",
+            sub=f"pat_{reference_id}",
             kind="patient",
             study_uid=study_uid,
-            reference_number=reference_number,
+            reference_id=reference_id,
             **claims,
         )
         return {"Authorization": f"Bearer {token}"}

@@ -4,6 +4,11 @@ PACS transfers, reference numbers), and the actions on them.
 Each section is one listing of the service that owns it, asked with the user's token; a
 section the API refuses this user (403, 404) is left out, so the page shows exactly what the
 API lets this user see. Every action is the API's own route; its refusal is shown on the page.
+
+A patient reference number is a credential (with the date of birth it opens the study): the
+Access tab shows it to the department's staff, but its actions name it by its reference id
+(`reference_id` of the study store's list), never by the number, so that no URL, form action or
+access log of a proxy holds it.
 """
 
 from __future__ import annotations
@@ -432,32 +437,34 @@ async def regenerate(request: Request, uid: str) -> Response:
     )
 
 
-@router.post("/studies/{uid}/access/reference-numbers/{number}/revoke")
-async def revoke_number(request: Request, uid: str, number: str) -> Response:
+@router.post("/studies/{uid}/access/reference-numbers/{reference_id}/revoke")
+async def revoke_number(request: Request, uid: str, reference_id: str) -> Response:
+    """Revoke the reference number named by its reference id (never by the number)."""
     session, _ = await _acting(request)
     q = quote(uid, safe="")
     return await _act(
         request,
         session,
         "DELETE",
-        f"/api/studies/{q}/reference-numbers/{quote(number, safe='')}",
+        f"/api/studies/{q}/reference-numbers/{quote(reference_id, safe='')}",
         "access_tab.number_revoked",
         (uid, "reference-numbers"),
-        field=f"ref:{number}",
+        field=f"ref:{reference_id}",
     )
 
 
-@router.post("/studies/{uid}/access/reference-numbers/{number}/pincode")
-async def set_pincode(request: Request, uid: str, number: str) -> Response:
+@router.post("/studies/{uid}/access/reference-numbers/{reference_id}/pincode")
+async def set_pincode(request: Request, uid: str, reference_id: str) -> Response:
+    """Set the pincode of the reference number named by its reference id."""
     session, form = await _acting(request)
     q = quote(uid, safe="")
     return await _act(
         request,
         session,
         "PUT",
-        f"/api/studies/{q}/reference-numbers/{quote(number, safe='')}/pincode",
+        f"/api/studies/{q}/reference-numbers/{quote(reference_id, safe='')}/pincode",
         "access_tab.pincode_set",
         (uid, "reference-numbers"),
-        field=f"pincode:{number}",
+        field=f"pincode:{reference_id}",
         json={"pincode": form.get("pincode", "").strip()},
     )

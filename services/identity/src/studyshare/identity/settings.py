@@ -122,6 +122,12 @@ class IdentitySettings(ServiceSettings):
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65536, ge=8)
 
+    reference_number_secret: str = Field(
+        default="dev-secret",
+        description="key of the reference ids patient reference numbers go by "
+        "(`studyshare.plumbing.reference_ids`): a patient's number is found by its id; the "
+        "study store needs the same value",
+    )
     pincode_seal_private_key: str = Field(
         default=DEV_PINCODE_PRIVATE_KEY,
         description="opens the pincodes the study store seals into `PincodeSet`; only the "
@@ -168,6 +174,9 @@ class IdentitySettings(ServiceSettings):
         if self.environment not in {"development", "test"}:
             if self.demo_eid:
                 raise ValueError("STUDYSHARE_DEMO_EID is for development and test only")
+            refuse_placeholder(
+                self.reference_number_secret, "STUDYSHARE_REFERENCE_NUMBER_SECRET", self.environment
+            )
             if self.bootstrap_password is not None:
                 refuse_placeholder(
                     self.bootstrap_password, "STUDYSHARE_BOOTSTRAP_PASSWORD", self.environment

@@ -69,6 +69,12 @@ class StudyStoreSettings(AccessSettings):
         description="HMAC key of anonymized shares (per bucket: patient pseudonym, remapped "
         "UIDs, date shift); the share service needs the same value",
     )
+    reference_number_secret: str = Field(
+        default="dev-secret",
+        description="key of the reference ids patient reference numbers go by, and of the "
+        "numbers sealed in `ReferenceNumberIssued` (`studyshare.plumbing.reference_ids`); "
+        "identity needs the same value",
+    )
     pincode_seal_public_key: str = Field(
         default=DEV_PINCODE_PUBLIC_KEY,
         description="identity's public pincode sealing key: a pincode travels in `PincodeSet` "
@@ -103,6 +109,9 @@ class StudyStoreSettings(AccessSettings):
         if self.environment == "production":
             refuse_placeholder(self.anonymization_secret, "anonymization_secret", "production")
             refuse_placeholder(self.viewer_token_secret, "viewer_token_secret", "production")
+            refuse_placeholder(
+                self.reference_number_secret, "reference_number_secret", "production"
+            )
         check_key(self.pincode_seal_public_key, "STUDYSHARE_PINCODE_SEAL_PUBLIC_KEY")
         check_not_dev_key(self.pincode_seal_public_key, self.environment, "pincode sealing key")
         return self

@@ -47,7 +47,7 @@ async def ensure_indexes(db: AsyncDatabase, generation: int) -> None:
     await entries.create_index([("seq", ASCENDING)], unique=True)
     await entries.create_index([("study_uids", ASCENDING), ("occurred_at", ASCENDING)])
     await entries.create_index([("actors", ASCENDING), ("occurred_at", ASCENDING)])
-    await entries.create_index([("reference_numbers", ASCENDING)], sparse=True)
+    await entries.create_index([("reference_ids", ASCENDING)], sparse=True)
     await entries.create_index([("departments", ASCENDING)], sparse=True)
     await entries.create_index([("patient_id", ASCENDING)])
     await entries.create_index([("stream", ASCENDING), ("aggregate_version", DESCENDING)])
@@ -68,7 +68,7 @@ class AuditLogProjection(Projection):
     - `heads`: the ledger head (`__ledger__`: last seq and chain hash)
     - `buckets`: bucket -> its studies (bucket events carry no study uid)
     - `studies`: study -> department, owner, patient id (access checks, patient filter)
-    - `references`: reference number -> study (patient logins may not name the study)
+    - `references`: reference id -> study (a patient's failed login may not name the study)
     """
 
     name: ClassVar[str] = "audit_log"
@@ -149,7 +149,7 @@ class AuditLogProjection(Projection):
             ledger.record(entry)
             entry["recorded_at"] = recorded_at
             docs.append(entry)
-            self._side_tables(envelope, side)
+            self._side_tables(envelope, entry["payload"], side)
 
         await entries.insert_many(docs, ordered=True, session=session)
         await heads.update_one(
@@ -224,8 +224,10 @@ class AuditLogProjection(Projection):
         return found
 
     @staticmethod
-    def _side_tables(envelope: EventEnvelope, side: dict[str, list[UpdateOne]]) -> None:
-        p = envelope.payload
+    def _side_tables(
+        envelope: EventEnvelope, p: dict[str, Any], side: dict[str, list[UpdateOne]]
+    ) -> None:
+        """`p`: the entry's payload (upcast: an old event names its reference id too)."""
         if envelope.event_type == "StudyReceived" and isinstance(p.get("study_uid"), str):
             side[STUDIES].append(
                 UpdateOne(
@@ -241,11 +243,11 @@ class AuditLogProjection(Projection):
                 )
             )
         elif envelope.event_type == "ReferenceNumberIssued" and isinstance(
-            p.get("reference_number"), str
+            p.get("reference_id"), str
         ):
             side[REFERENCES].append(
                 UpdateOne(
-                    {"_id": p["reference_number"]},
+                    {"_id": p["reference_id"]},
                     {"$set": {"study_uid": p.get("study_uid")}},
                     upsert=True,
                 )

@@ -104,11 +104,11 @@ class AuditStore:
 
     # -- study logging ---------------------------------------------------------------------
     async def _study_clause(self, uids: Sequence[str]) -> dict[str, Any]:
-        """Entries that name one of the studies, or one of their reference numbers."""
+        """Entries that name one of the studies, or one of their reference numbers (by id)."""
         refs = [d["_id"] async for d in find_in(await self._c(REFERENCES), "study_uid", uids)]
         if not refs:
             return {"study_uids": {"$in": list(uids)}}
-        return await self._any_of((("study_uids", uids), ("reference_numbers", refs)))
+        return await self._any_of((("study_uids", uids), ("reference_ids", refs)))
 
     async def _patient_clause(self, patient_id: str) -> dict[str, Any]:
         """Entries about the patient's studies, or naming the patient."""

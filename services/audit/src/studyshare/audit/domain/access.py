@@ -2,6 +2,9 @@
 
 Pure: the caller hands over the entries that touch the study (and, for `access_at`, the
 identity entries of the groups and departments involved), in the order they happened.
+
+A patient reference number is named by its reference id (`studyshare.plumbing.reference_ids`):
+the log never holds the number (see `entries`), so neither does anything folded from it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from studyshare.access_policy.rules import (
 )
 from studyshare.audit.domain.entries import utc
 from studyshare.contracts.events.identity import ReferenceNumberRule
+from studyshare.contracts.events.study import ReferenceNumberShape
 
 
 def when(value: Any) -> datetime | None:
@@ -223,7 +227,7 @@ class StudyAccessFold:
             key,
             {
                 "user_id": p.get("user_id") or e.get("actor", {}).get("id"),
-                "reference_number": p.get("reference_number"),
+                "reference_id": p.get("reference_id"),
                 "via": p.get("via"),
                 "bucket_id": p.get("bucket_id"),
                 "anonymized": bool(p.get("anonymized")),
@@ -238,18 +242,20 @@ class StudyAccessFold:
         if p.get("action") == "download":
             self._download(p, e)
 
-    # -- reference numbers ------------------------------------------------------------------
+    # -- reference numbers (by their reference ids) -------------------------------------------
     def _reference(self, p: Mapping[str, Any]) -> dict[str, Any] | None:
-        return self.references.get(str(p.get("reference_number")))
+        return self.references.get(str(p.get("reference_id")))
 
     def _on_ReferenceNumberIssued(self, p: Mapping[str, Any], e: Mapping[str, Any]) -> None:
-        self.references[p["reference_number"]] = {
-            "reference_number": p["reference_number"],
+        self.references[p["reference_id"]] = {
+            "reference_id": p["reference_id"],
             "issued_at": when(e["occurred_at"]),
             "issued_by": p.get("issued_by") or e.get("actor", {}).get("id"),
             "valid_from": when(p.get("valid_from")),
             "valid_to": when(p.get("valid_to")),
             "complies_with_rule": bool(p.get("complies_with_rule", True)),
+            # what the complexity rule asks of the number, without the number
+            "number_shape": p.get("number_shape"),
             "department_id": p.get("department_id"),
             "pincode_required": bool(p.get("pincode_required")),
             "pincode_set": False,
@@ -675,7 +681,7 @@ def access_at(fold: StudyAccessFold, directory: Directory, t: datetime) -> list[
     `t`; a two-factor grant counts (its holder opens it with the code sent to them). Beside the
     users: the departments and groups a grant names, an e-mail invitation not yet accepted,
     the service desk (every member opens every study, each opening logged) and the patient's
-    reference numbers."""
+    reference numbers (by their reference ids: `ref:<reference id>`)."""
     if not fold.study:
         return []  # not received yet: the policy knows no such study
     could = CouldOpen(fold, directory, t)
@@ -707,9 +713,9 @@ def access_at(fold: StudyAccessFold, directory: Directory, t: datetime) -> list[
         if _patient_opens(uid, ref, directory, t):
             add(
                 "patient",
-                f"ref:{ref['reference_number']}",
+                f"ref:{ref['reference_id']}",
                 "reference_number",
-                reference_number=ref["reference_number"],
+                reference_id=ref["reference_id"],
                 granted_at=ref["issued_at"],
                 valid_until=ref["valid_to"],
             )
@@ -721,21 +727,28 @@ def _patient_opens(
 ) -> bool:
     """A patient logged in with the number opens the study at `t` (the policy's rule: in its
     validity, not revoked, meeting the department's current complexity rule), once the
-    pincode the department asks for is set (no login before that)."""
-    number = ref["reference_number"]
-    rule = directory.reference_rule(ref["department_id"])
+    pincode the department asks for is set (no login before that).
+
+    The log holds no number: the current rule is checked on the number's shape
+    (`number_shape` of its issue: length and kinds of characters), as the study store does
+    (no shape: not usable)."""
+    ref_id = ref["reference_id"]
+    complies_now = bool(ref["complies_with_rule"] and ref.get("number_shape")) and complies(
+        ReferenceNumberShape.model_validate(ref["number_shape"]),
+        directory.reference_rule(ref["department_id"]),
+    )
     patient = Subject(
-        id=f"ref:{number}", kind="patient", reference_number=number, token_study_uid=study_uid
+        id=f"pat_{ref_id}", kind="patient", reference_id=ref_id, token_study_uid=study_uid
     )
     facts = AccessFacts(
         now=t,
         study=StudyFacts(study_uid),
         reference=ReferenceFacts(
-            reference_number=number,
+            reference_id=ref_id,
             study_uid=study_uid,
             valid_from=ref["valid_from"],
             valid_to=ref["valid_to"],
-            complies_with_rule=ref["complies_with_rule"] and complies(number, rule),
+            complies_with_rule=complies_now,
             revoked=ref["revoked_at"] is not None,
         ),
     )

@@ -9,15 +9,16 @@ from typing import Any
 
 from studyshare.audit.domain.access import when
 
-# Failure events and the keys a burst is counted on ("one account or one source").
+# Failure events and the keys a burst is counted on ("one account or one source"); a patient
+# reference number by its reference id (the log never holds the number).
 BURST_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "LoginFailed": (("failed_logins", "user_id"), ("failed_logins", "source_ip")),
     "OTPFailed": (("failed_otps", "bucket_id"), ("failed_otps", "recipient_id")),
     "PatientLoginFailed": (
-        ("failed_patient_logins", "reference_number"),
+        ("failed_patient_logins", "reference_id"),
         ("failed_patient_logins", "source_ip"),
     ),
-    "PincodeFailed": (("failed_pincodes", "reference_number"),),
+    "PincodeFailed": (("failed_pincodes", "reference_id"),),
 }
 BURST_EVENT_TYPES = tuple(BURST_KEYS)
 

@@ -4,6 +4,12 @@ An entry keeps the whole (upcast, secret-free) payload so the log shows every ev
 types this code does not know yet, plus the fields an auditor filters on: the studies it
 touches, who did it, who or what it mentions, its category and outcome.
 
+A patient reference number is a credential (with the date of birth it opens a study): an entry
+names it only by its reference id (`studyshare.plumbing.reference_ids`), never the number, even
+sealed. One exception is accepted: an event written before reference ids (v1) named the number
+itself, and its upcast keeps that number as its id (and its stream, `ref_<number>`), so the
+entries of such old events still show it.
+
 Everything in an entry is derived from the envelope and from earlier events of the *same
 aggregate* (the bucket -> studies map of a bucket), so replaying the topics in another
 interleaving of partitions yields the very same entries.
@@ -43,6 +49,11 @@ DROPPED_KEYS = frozenset(
         "patient_initials",
         "patient_name",
         "date_of_birth",
+        # a patient reference number (a credential), however it travels: sealed for the study
+        # store, kept by an upcast v1 event, or in clear in an event no upcaster knows
+        "sealed_number",
+        "legacy_reference_number",
+        "reference_number",
     }
 )
 
@@ -210,8 +221,8 @@ def actors_of(envelope: EventEnvelope, payload: Mapping[str, Any]) -> list[str]:
         actors.add(payload["user_id"])
     if envelope.event_type in RECIPIENT_IS_DOER and isinstance(payload.get("recipient_id"), str):
         actors.add(payload["recipient_id"])
-    if isinstance(payload.get("reference_number"), str) and envelope.aggregate_type == "Patient":
-        actors.add(f"ref:{payload['reference_number']}")
+    if isinstance(payload.get("reference_id"), str) and envelope.aggregate_type == "Patient":
+        actors.add(f"ref:{payload['reference_id']}")
     return sorted(actors)
 
 
@@ -265,9 +276,7 @@ def build_entry(envelope: EventEnvelope, bucket_studies: Sequence[str] = ()) -> 
         pass  # no upcaster (yet): keep the payload as it was written
     payload = scrub(to_jsonable_python(envelope.payload))
     actors = actors_of(envelope, payload)
-    refs = sorted(
-        {payload["reference_number"]} if isinstance(payload.get("reference_number"), str) else ()
-    )
+    refs = sorted({payload["reference_id"]} if isinstance(payload.get("reference_id"), str) else ())
     entry = {
         "_id": f"{envelope.aggregate_id}:{envelope.aggregate_version}",
         "kind": "event",
@@ -296,7 +305,7 @@ def build_entry(envelope: EventEnvelope, bucket_studies: Sequence[str] = ()) -> 
     }
     # Sparse lookup fields, present only where they mean something (cheap sparse indexes).
     if refs:
-        entry["reference_numbers"] = refs
+        entry["reference_ids"] = refs
     departments = departments_of(envelope.event_type, payload)
     if departments:
         entry["departments"] = departments

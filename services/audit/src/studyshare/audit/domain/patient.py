@@ -3,8 +3,8 @@
 Pure: the caller hands over the entries of the one study the patient's token opens, and a
 `Directory` that names the users, groups and departments involved. A row says when, who (a
 physician's name, their department's name, or "you" for a reference-number login), and the kind
-of access; it never shows a reference number, a reason given for break-the-glass, nor anything
-of another study.
+of access; it never shows a reference number (nor its reference id), a reason given for
+break-the-glass, nor anything of another study.
 """
 
 from __future__ import annotations

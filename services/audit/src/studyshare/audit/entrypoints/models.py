@@ -27,7 +27,10 @@ class LogEntry(BaseModel):
     alert: str | None = None
     summary: str
     study_uids: list[str] = Field(default_factory=list)
-    reference_numbers: list[str] = Field(default_factory=list)
+    reference_ids: list[str] = Field(
+        default_factory=list,
+        description="the patient reference numbers the entry names, by their reference ids",
+    )
     patient_id: str | None = None
     correlation_id: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -90,7 +93,9 @@ class Transfer(BaseModel):
 
 class Download(BaseModel):
     user_id: str | None = None
-    reference_number: str | None = None
+    reference_id: str | None = Field(
+        default=None, description="a patient's download: the reference number's id"
+    )
     via: str | None = None
     bucket_id: str | None = None
     anonymized: bool = False
@@ -138,7 +143,10 @@ class Bucket(BaseModel):
 
 
 class ReferenceNumber(BaseModel):
-    reference_number: str
+    """A patient reference number, named by its reference id (the log never holds the number:
+    with the date of birth it opens the study)."""
+
+    reference_id: str
     issued_at: datetime | None = None
     issued_by: str | None = None
     valid_from: datetime | None = None
@@ -197,7 +205,9 @@ class AccessAtRow(BaseModel):
     via: str
     through: str | None = None
     bucket_id: str | None = None
-    reference_number: str | None = None
+    reference_id: str | None = Field(
+        default=None, description="a patient's reference number, by its reference id"
+    )
     access_level: str | None = None
     granted_at: datetime | None = None
     granted_by: str | None = None

@@ -26,10 +26,10 @@ class PincodeKeeper:
 
     async def hash_of(self, event: PincodeSet) -> str | None:
         """The hash to keep; None (no pincode is accepted) when no key of ours opens the box
-        or it was sealed for another reference number."""
+        or it was sealed for another reference (boxes are bound to the reference id)."""
         if event.sealed_pincode is None:
             return event.legacy_pincode_hash
-        pincode = open_pincode(event.sealed_pincode, event.reference_number, self.private_keys)
+        pincode = open_pincode(event.sealed_pincode, event.reference_id, self.private_keys)
         if pincode is None:
             log.error("pincode.unopenable", study_uid=event.study_uid)
             return None

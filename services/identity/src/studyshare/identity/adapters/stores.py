@@ -163,7 +163,8 @@ class Attempt:
 
 
 class Throttle:
-    """Consecutive failure counters per key (`user:<name>`, `ip:<address>`, `patient:<number>`).
+    """Consecutive failure counters per key (`user:<name>`, `ip:<address>`,
+    `patient:<reference id>`).
 
     A guess is admitted and counted as a failure in one atomic step (`find_one_and_update`
     guarded by "not locked and attempts left"), before the secret is evaluated; so however many
@@ -265,34 +266,35 @@ class Throttle:
 
 
 class PatientOTPs:
-    """The pending SMS code of a patient login, as a digest, single use, expiring."""
+    """The pending SMS code of a patient login, as a digest, single use, expiring; keyed by
+    the reference id of the number typed (never the number)."""
 
     def __init__(self, db: AsyncDatabase) -> None:
         self.col = db[PATIENT_OTPS]
 
-    async def recently_issued(self, reference_number: str, since: datetime) -> bool:
+    async def recently_issued(self, reference_id: str, since: datetime) -> bool:
         """A code still valid and sent after `since` (no second SMS within the resend gap)."""
-        doc = await self.col.find_one({"_id": reference_number})
+        doc = await self.col.find_one({"_id": reference_id})
         return bool(doc and doc.get("issued_at") and doc["issued_at"] > since)
 
     async def put(
-        self, reference_number: str, code: str, expires_at: datetime, issued_at: datetime
+        self, reference_id: str, code: str, expires_at: datetime, issued_at: datetime
     ) -> None:
         await self.col.replace_one(
-            {"_id": reference_number},
+            {"_id": reference_id},
             {
-                "digest": token_digest(f"{reference_number}:{code}"),
+                "digest": token_digest(f"{reference_id}:{code}"),
                 "expires_at": expires_at,
                 "issued_at": issued_at,
             },
             upsert=True,
         )
 
-    async def consume(self, reference_number: str, code: str, now: datetime) -> bool:
+    async def consume(self, reference_id: str, code: str, now: datetime) -> bool:
         doc = await self.col.find_one_and_delete(
             {
-                "_id": reference_number,
-                "digest": token_digest(f"{reference_number}:{code.strip()}"),
+                "_id": reference_id,
+                "digest": token_digest(f"{reference_id}:{code.strip()}"),
                 "expires_at": {"$gt": now},
             }
         )

@@ -1,5 +1,8 @@
 """Patient login: a reference number + date of birth (+ pincode after payment, + SMS code),
-counted per reference number in the Patient aggregate `pat_<reference number>`. Pure."""
+counted per number typed in the Patient aggregate `pat_<reference id>` (the id of what was
+typed, `studyshare.plumbing.reference_ids`: the number itself is never named). Its events name
+the reference by its id, as the study store does (for a number issued before reference ids,
+its id is the number it always went by). Pure."""
 
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ from studyshare.plumbing.domain import Aggregate, applies
 
 @dataclass(frozen=True)
 class ReferenceNumberView:
-    """What identity knows about a reference number (projected from `study.events`)."""
+    """What identity knows about a reference number (projected from `study.events`), named by
+    its reference id (for a number issued before reference ids: that number, its old id)."""
 
-    reference_number: str
+    reference_id: str
     study_uid: str
     department_id: str | None = None
     valid_from: datetime | None = None
@@ -31,8 +35,8 @@ class ReferenceNumberView:
     revoked: bool = False
 
 
-def patient_id(reference_number: str) -> str:
-    return f"pat_{reference_number}"
+def patient_id(reference_id: str) -> str:
+    return f"pat_{reference_id}"
 
 
 def refusal(ref: ReferenceNumberView | None, birth_date: date, now: datetime) -> str | None:
@@ -81,7 +85,7 @@ class Patient(Aggregate):
 
     def fail(
         self,
-        reference_number: str,
+        reference_id: str,
         reason: str,
         *,
         study_uid: str | None,
@@ -89,12 +93,13 @@ class Patient(Aggregate):
         failures: int,
         locked_until: datetime | None,
     ) -> list:
-        """A wrong guess, the `failures`-th in a row as the number's failure counter admitted
-        it (a guess refused while the number is locked is never evaluated, and records
-        nothing); `locked_until` when it locked the number."""
+        """A wrong guess on the reference `reference_id` (or on the id of a number typed that
+        names none), the `failures`-th in a row as the number's failure counter admitted it
+        (a guess refused while the number is locked is never evaluated, and records nothing);
+        `locked_until` when it locked the number."""
         events: list = [
             PatientLoginFailed(
-                reference_number=reference_number,
+                reference_id=reference_id,
                 study_uid=study_uid,
                 reason=reason,  # type: ignore[arg-type]
                 failed_attempts=failures,
@@ -105,17 +110,17 @@ class Patient(Aggregate):
         if reason == "pincode" and study_uid is not None:
             events.append(
                 PincodeFailed(
-                    reference_number=reference_number,
+                    reference_id=reference_id,
                     study_uid=study_uid,
                     failed_attempts=self.pincode_failures + 1,
                 )
             )
         return events
 
-    def succeed(self, reference_number: str, study_uid: str, session_id: str, ip: str | None):
+    def succeed(self, reference_id: str, study_uid: str, session_id: str, ip: str | None):
         return [
             PatientLoginSucceeded(
-                reference_number=reference_number,
+                reference_id=reference_id,
                 study_uid=study_uid,
                 session_id=session_id,
                 source_ip=ip,

@@ -1,6 +1,9 @@
 """Patient login: reference number + date of birth, plus the pincode when the department
 requires payment, plus an SMS code when the department requires one. The token opens one
-study, within the reference number's validity window. Failures are counted per number."""
+study, within the reference number's validity window. Failures are counted per number.
+
+The number typed is a credential: it becomes its reference id (`studyshare.plumbing.
+reference_ids`) at once, and only that id is looked up, counted, stored, written and signed."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Any
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.identity import PatientOTPIssued
-from studyshare.identity.adapters.projections import reference_number
+from studyshare.identity.adapters.projections import reference
 from studyshare.identity.adapters.read_models import DEPARTMENTS
 from studyshare.identity.domain.exceptions import (
     LoginTemporarilyLocked,
@@ -31,6 +34,7 @@ from studyshare.identity.service_layer.context import Identity
 from studyshare.identity.service_layer.throttling import Gate
 from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.reference_ids import reference_id
 from studyshare.plumbing.sealing import seal
 
 log = get_logger(__name__)
@@ -75,16 +79,18 @@ async def patient_login(
 ) -> PatientToken:
     """Every guess passes the reference number's counter and the source's first (admitted and
     counted in one atomic step); a number or source that is locked is refused and nothing is
-    written."""
+    written. From here on the number is named by its id (`ref_id`): the counter, the Patient
+    aggregate and the SMS code are the id's, and a number no reference has is recorded as the
+    id of what was typed. The events and the token name the reference found by its own id."""
     now = app.clock()
-    number = number.strip()
-    actor = Actor(kind="patient", id=patient_id(number), ip=ip)
-    gates = [Gate(f"patient:{number}", app.patient_lockout, _number_locked)]
+    ref_id = reference_id(number, app.settings.reference_number_secret)
+    pid = patient_id(ref_id)
+    actor = Actor(kind="patient", id=pid, ip=ip)
+    gates = [Gate(f"patient:{ref_id}", app.patient_lockout, _number_locked)]
     if ip:
         gates.append(Gate(f"patient-ip:{ip}", app.source_lockout, _source_locked))
     attempts = await throttling.admit(app, gates, now)
-    ref = await reference_number(app.db, number)
-    pid = patient_id(number)
+    ref = await reference(app.db, ref_id, number)
 
     async def fail(reason: str) -> None:
         until, *_ = await throttling.failed(app, attempts, app.clock())
@@ -93,7 +99,7 @@ async def patient_login(
             Patient,
             pid,
             lambda p: p.fail(
-                number,
+                ref.reference_id if ref else ref_id,
                 reason,
                 study_uid=study_uid,
                 ip=ip,
@@ -131,9 +137,9 @@ async def patient_login(
             )
         if not otp:
             await throttling.release(app, attempts)
-            await _issue_otp(app, ref, actor, now)
+            await _issue_otp(app, ref, ref_id, actor, now)
             raise PatientOTPRequired("a code was sent by SMS; log in again with it")
-        if not await app.patient_otps.consume(number, otp, now):
+        if not await app.patient_otps.consume(ref_id, otp, now):
             await fail("otp")
             raise PatientLoginRefused("the SMS code is not correct or has expired")
     counted, *source = attempts
@@ -152,20 +158,23 @@ def _source_locked(retry_after_s: int) -> LoginTemporarilyLocked:
     return LoginTemporarilyLocked("Too many failed attempts. Try again later.", retry_after_s)
 
 
-async def _issue_otp(app: Identity, ref: ReferenceNumberView, actor: Actor, now: datetime) -> None:
+async def _issue_otp(
+    app: Identity, ref: ReferenceNumberView, ref_id: str, actor: Actor, now: datetime
+) -> None:
+    """An SMS code for the number whose id is `ref_id`, kept under that id."""
     gap = timedelta(seconds=app.settings.patient_otp_resend_s)
-    if await app.patient_otps.recently_issued(ref.reference_number, now - gap):
+    if await app.patient_otps.recently_issued(ref_id, now - gap):
         return
     code = f"{secrets.randbelow(10**6):06d}"
     expires_at = now + timedelta(seconds=app.settings.patient_otp_ttl_s)
-    await app.patient_otps.put(ref.reference_number, code, expires_at, now)
+    await app.patient_otps.put(ref_id, code, expires_at, now)
     assert ref.patient_mobile is not None
     await app.execute(
         Patient,
-        patient_id(ref.reference_number),
+        patient_id(ref_id),
         lambda p: [
             PatientOTPIssued(
-                reference_number=ref.reference_number,
+                reference_id=ref.reference_id,
                 study_uid=ref.study_uid,
                 mobile=ref.patient_mobile or "",
                 sealed_code=seal(code, app.settings.otp_seal_public_key),
@@ -189,7 +198,7 @@ async def _succeed(
     await app.execute(
         Patient,
         pid,
-        lambda p: p.succeed(ref.reference_number, ref.study_uid, session_id, ip),
+        lambda p: p.succeed(ref.reference_id, ref.study_uid, session_id, ip),
         actor,
     )
     ttl = app.settings.patient_token_ttl_s
@@ -203,7 +212,7 @@ async def _succeed(
         roles=[],
         environment=app.settings.environment_code,
         study_uid=ref.study_uid,
-        reference_number=ref.reference_number,
+        reference_id=ref.reference_id,
         sid=session_id,
     )
     log.info("patient_login.succeeded", study_uid=ref.study_uid)

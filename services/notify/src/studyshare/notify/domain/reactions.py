@@ -110,7 +110,7 @@ def reactions(envelope: EventEnvelope, options: ReactionOptions | None = None) -
                     Target("mobile", mobile=event.mobile),
                     PATIENT_OTP,
                     event.language,
-                    {"reference_number": event.reference_number},
+                    {"reference_id": event.reference_id},  # never the number: a credential
                     sealed_code=event.sealed_code,
                     expires_at=event.expires_at,
                 )

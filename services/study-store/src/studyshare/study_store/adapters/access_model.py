@@ -49,9 +49,11 @@ from studyshare.access_policy.rules import (
 )
 from studyshare.contracts.anonymized import bucket_key, remap_uid
 from studyshare.contracts.envelope import EventEnvelope
+from studyshare.contracts.events.study import ReferenceNumberShape
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.plumbing.followers import JOINING, FollowerRegistry, Lease
 from studyshare.plumbing.logging import get_logger
+from studyshare.plumbing.reference_ids import open_number
 from studyshare.study_store.adapters.access_cache import AccessCache
 from studyshare.study_store.adapters.access_documents import AccessDocuments
 from studyshare.study_store.adapters.read_models import Doc, names_of
@@ -126,6 +128,7 @@ class AccessModel:
         cache_docs: int = 50_000,
         cache_lookups: int = 20_000,
         anonymization_secret: str = "",
+        reference_number_secret: str = "",
     ) -> None:
         self.documents = documents
         self.cache = AccessCache(documents, max_docs=cache_docs, max_lookups=cache_lookups)
@@ -137,6 +140,7 @@ class AccessModel:
         self.patient_download_default = patient_download_default
         self.clock = clock
         self.anonymization_secret = anonymization_secret
+        self.reference_number_secret = reference_number_secret
         self.generation = -1
         self.last_seq = 0
         self.read_at: float | None = None
@@ -280,8 +284,17 @@ class AccessModel:
             return {}
         return await self.cache.doc(f"department:{department_id}") or {}
 
-    async def reference(self, reference_number: str) -> Doc | None:
-        return await self.cache.doc(f"ref:{reference_number}")
+    async def reference(self, reference_id: str) -> Doc | None:
+        return await self.cache.doc(f"ref:{reference_id}")
+
+    def number_of(self, ref: Doc) -> str | None:
+        """A reference's number, opened from its sealed copy (None: sealed under another
+        secret); a number issued before numbers were sealed is kept as it was."""
+        if ref.get("sealed_number"):
+            return open_number(
+                ref["sealed_number"], ref["reference_id"], self.reference_number_secret
+            )
+        return ref.get("legacy_number")
 
     async def references_of(self, study_uid: str) -> Sequence[Doc]:
         refs = await self.cache.lookup("ref", "study_uid", study_uid)
@@ -332,7 +345,7 @@ class AccessModel:
             group_ids=frozenset(groups),
             colleagues=colleagues,
             deactivated=deactivated,
-            reference_number=principal.reference_number,
+            reference_id=principal.reference_id,
             token_study_uid=principal.study_uid,
             environment=principal.environment,
             session_id=principal.sid,
@@ -389,8 +402,8 @@ class AccessModel:
 
     async def facts(self, subject: Subject, study_uid: str) -> AccessFacts:
         wanted = [f"study:{study_uid}", f"btg:{subject.id}:{study_uid}"]
-        if subject.reference_number:
-            wanted.append(f"ref:{subject.reference_number}")
+        if subject.reference_id:
+            wanted.append(f"ref:{subject.reference_id}")
         docs = await self.cache.docs(wanted)
         of_study = await self.buckets_of(study_uid)
         doc = docs.get(f"study:{study_uid}")
@@ -401,9 +414,9 @@ class AccessModel:
         )
         department = await self.department(doc.get("department_id") if doc else None)
         reference = None
-        if subject.reference_number and (ref := docs.get(f"ref:{subject.reference_number}")):
+        if subject.reference_id and (ref := docs.get(f"ref:{subject.reference_id}")):
             reference = ReferenceFacts(
-                reference_number=ref.get("reference_number", subject.reference_number),
+                reference_id=ref.get("reference_id", subject.reference_id),
                 study_uid=ref.get("study_uid", ""),
                 valid_from=_aware(ref.get("valid_from")),
                 valid_to=_aware(ref.get("valid_to")),
@@ -502,10 +515,10 @@ class AccessModel:
 
     async def reference_complies(self, ref: Doc) -> bool:
         """Flagged when issued so, or when it breaks the department's current rule."""
-        if not ref.get("complies_with_rule", True):
+        if not ref.get("complies_with_rule", True) or not ref.get("number_shape"):
             return False
         rule = await self.reference_rule(ref.get("department_id"))
-        return complies(ref.get("reference_number", ""), rule)
+        return complies(ReferenceNumberShape.model_validate(ref["number_shape"]), rule)
 
     async def reference_rule(self, department_id: str | None):
         from studyshare.contracts.events.identity import ReferenceNumberRule

@@ -87,7 +87,7 @@ def doc_id_for(envelope: EventEnvelope) -> str | None:
     """The one document an event changes (None: the access model ignores it)."""
     if envelope.event_type not in RELEVANT:
         return None
-    p = envelope.payload
+    p = registry.upcast(envelope).payload  # an older version may name a field otherwise
     match envelope.event_type:
         case (
             "StudyShared"
@@ -117,7 +117,7 @@ def doc_id_for(envelope: EventEnvelope) -> str | None:
         case "BreakTheGlassUsed":
             return f"btg:{p['user_id']}:{p['study_uid']}"
         case "ReferenceNumberIssued" | "ReferenceNumberRevoked" | "PincodeSet" | "PincodeFailed":
-            return f"ref:{p['reference_number']}"
+            return f"ref:{p['reference_id']}"
         case "StudyAccessed":
             if p.get("action") in READ_ACTIONS and p.get("user_id"):
                 return f"read:{p['user_id']}:{p['study_uid']}"
@@ -409,7 +409,10 @@ def _break_the_glass_used(doc: Doc, e: st.BreakTheGlassUsed, env: EventEnvelope)
 
 def _reference_number_issued(doc: Doc, e: st.ReferenceNumberIssued, env: EventEnvelope) -> None:
     doc.update(
-        reference_number=e.reference_number,
+        reference_id=e.reference_id,
+        number_shape=e.number_shape.model_dump(),
+        sealed_number=e.sealed_number,
+        legacy_number=e.legacy_reference_number,
         study_uid=e.study_uid,
         department_id=e.department_id,
         valid_from=_utc(e.valid_from),
@@ -425,19 +428,19 @@ def _reference_number_issued(doc: Doc, e: st.ReferenceNumberIssued, env: EventEn
 
 
 def _reference_number_revoked(doc: Doc, e: st.ReferenceNumberRevoked, env: EventEnvelope) -> None:
-    doc.update(reference_number=e.reference_number, study_uid=e.study_uid, revoked=True)
+    doc.update(reference_id=e.reference_id, study_uid=e.study_uid, revoked=True)
     doc["revoked_at"] = env.occurred_at
     doc["revoked_by"] = e.revoked_by
 
 
 def _pincode_set(doc: Doc, e: st.PincodeSet, env: EventEnvelope) -> None:
-    doc.setdefault("reference_number", e.reference_number)
+    doc.setdefault("reference_id", e.reference_id)
     doc["pincode_set"] = True
     doc["pincode_set_at"] = env.occurred_at
 
 
 def _pincode_failed(doc: Doc, e: ie.PincodeFailed, env: EventEnvelope) -> None:
-    doc.setdefault("reference_number", e.reference_number)
+    doc.setdefault("reference_id", e.reference_id)
     doc["pincode_failures"] = doc.get("pincode_failures", 0) + 1
     doc["pincode_consecutive_failures"] = e.failed_attempts
 

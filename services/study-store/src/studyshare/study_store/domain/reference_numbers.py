@@ -1,5 +1,7 @@
-"""Patient reference numbers (`ref_<number>`): issued per the sending department's complexity
-rule, optionally valid from/to, revocable, regenerable, with a pincode set after payment.
+"""Patient reference numbers (`ref_<reference id>`): issued per the sending department's
+complexity rule, optionally valid from/to, revocable, regenerable, with a pincode set after
+payment. A number is named by its reference id (`studyshare.plumbing.reference_ids`); its events
+carry it only sealed.
 
 A number that breaks the department's current rule is flagged (`complies_with_rule` false) and
 cannot be used to open the study; "regenerate" replaces such numbers by new ones.
@@ -16,6 +18,7 @@ from studyshare.contracts.events.study import (
     PincodeSet,
     ReferenceNumberIssued,
     ReferenceNumberRevoked,
+    ReferenceNumberShape,
 )
 from studyshare.plumbing.domain import Aggregate, applies
 from studyshare.study_store.domain.exceptions import (
@@ -36,8 +39,8 @@ ALPHABETS = {
 MANAGER_ROLES = ("department_staff", "department_admin")
 
 
-def stream_id(number: str) -> str:
-    return f"ref_{number}"
+def stream_id(reference_id: str) -> str:
+    return f"ref_{reference_id}"
 
 
 def generate(rule: ReferenceNumberRule) -> str:
@@ -46,7 +49,7 @@ def generate(rule: ReferenceNumberRule) -> str:
     length = max(rule.length, 4)
     while True:
         number = "".join(secrets.choice(alphabet) for _ in range(length))
-        if complies(number, rule):
+        if complies(ReferenceNumberShape.of(number), rule):
             return number
 
 
@@ -116,7 +119,7 @@ class ReferenceNumber(Aggregate):
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
-        self.number = aggregate_id.removeprefix("ref_")
+        self.reference_id = aggregate_id.removeprefix("ref_")
         self.study_uid: str | None = None
         self.complies_with_rule = True
         self.revoked = False
@@ -142,6 +145,8 @@ class ReferenceNumber(Aggregate):
         rule: ReferenceNumberRule,
         department_id: str | None,
         issued_by: str,
+        number: str,
+        sealed_number: str,
         valid_from: datetime | None = None,
         valid_to: datetime | None = None,
         patient_birth_date: date | None = None,
@@ -149,16 +154,19 @@ class ReferenceNumber(Aggregate):
         pincode_required: bool = False,
     ) -> list[ReferenceNumberIssued]:
         if self.exists:
-            raise ReferenceNumberTaken(f"reference number {self.number} is taken")
+            raise ReferenceNumberTaken("this reference number is taken")
         check_validity(valid_from, valid_to)
+        shape = ReferenceNumberShape.of(number)
         return [
             ReferenceNumberIssued(
-                reference_number=self.number,
+                reference_id=self.reference_id,
+                number_shape=shape,
+                sealed_number=sealed_number,
                 study_uid=study_uid,
                 department_id=department_id,
                 valid_from=valid_from,
                 valid_to=valid_to,
-                complies_with_rule=complies(self.number, rule),
+                complies_with_rule=complies(shape, rule),
                 patient_birth_date=patient_birth_date,
                 patient_mobile=patient_mobile,
                 pincode_required=pincode_required,
@@ -168,15 +176,15 @@ class ReferenceNumber(Aggregate):
 
     def _must_be_of(self, study_uid: str) -> None:
         if not self.exists or self.study_uid != study_uid:
-            raise ReferenceNumberUnknown(f"study has no reference number {self.number}")
+            raise ReferenceNumberUnknown("the study has no such reference number")
 
     def revoke(self, study_uid: str, revoked_by: str) -> list[ReferenceNumberRevoked]:
         self._must_be_of(study_uid)
         if self.revoked:
-            raise ReferenceNumberAlreadyRevoked(f"reference number {self.number} is revoked")
+            raise ReferenceNumberAlreadyRevoked("the reference number is revoked")
         return [
             ReferenceNumberRevoked(
-                reference_number=self.number, study_uid=study_uid, revoked_by=revoked_by
+                reference_id=self.reference_id, study_uid=study_uid, revoked_by=revoked_by
             )
         ]
 
@@ -184,14 +192,14 @@ class ReferenceNumber(Aggregate):
         """`sealed_pincode`: the pincode sealed to identity (no hash of it is ever kept here)."""
         self._must_be_of(study_uid)
         if self.revoked:
-            raise ReferenceNumberAlreadyRevoked(f"reference number {self.number} is revoked")
+            raise ReferenceNumberAlreadyRevoked("the reference number is revoked")
         if not self.complies_with_rule:
             raise ReferenceNumberBreaksComplexityRule(
-                f"reference number {self.number} breaks the complexity rule and is unusable"
+                "the reference number breaks the complexity rule and is unusable"
             )
         return [
             PincodeSet(
-                reference_number=self.number,
+                reference_id=self.reference_id,
                 study_uid=study_uid,
                 sealed_pincode=sealed_pincode,
                 set_by=set_by,

@@ -74,6 +74,7 @@ def create_app() -> FastAPI:
             cache_docs=settings.access_cache_docs,
             cache_lookups=settings.access_cache_lookups,
             anonymization_secret=settings.anonymization_secret,
+            reference_number_secret=settings.reference_number_secret,
         )
         await model.start()
         access_log = AccessLog(

@@ -33,7 +33,7 @@ class AccessView(BaseModel):
     reason: str
     bucket_id: str | None = None
     group_id: str | None = None
-    reference_number: str | None = None
+    reference_id: str | None = None
     valid_until: datetime | None = None
 
     @classmethod
@@ -47,7 +47,7 @@ class AccessView(BaseModel):
             reason=d.reason,
             bucket_id=d.bucket_id,
             group_id=d.group_id,
-            reference_number=d.reference_number,
+            reference_id=d.reference_id,
             valid_until=d.valid_until,
         )
 
@@ -123,7 +123,13 @@ class ReportText(BaseModel):
 
 
 class ReferenceNumberView(BaseModel):
-    reference_number: str
+    reference_id: str = Field(
+        description="what the number goes by everywhere else (events, audit, these routes)"
+    )
+    reference_number: str | None = Field(
+        description="the number itself, for the patient's letter (None: it cannot be opened "
+        "under this deployment's `STUDYSHARE_REFERENCE_NUMBER_SECRET`)"
+    )
     study_uid: str
     issued_at: datetime | None = None
     issued_by: str | None = None

@@ -461,7 +461,8 @@ async def _ref_view(model: AccessModel, doc: dict[str, Any] | None) -> Reference
         valid_to is None or now < aware_utc(valid_to)
     )
     return ReferenceNumberView(
-        reference_number=doc["reference_number"],
+        reference_id=doc["reference_id"],
+        reference_number=model.number_of(doc),
         study_uid=doc.get("study_uid", ""),
         issued_at=doc.get("issued_at"),
         issued_by=doc.get("issued_by"),
@@ -506,18 +507,20 @@ async def issue_reference_number(
     principal: CurrentUser,
     model: AccessModelDep,
     store: EventStoreDep,
+    settings: SettingsDep,
 ) -> ReferenceNumberView:
-    number = await refs.issue(
+    ref_id = await refs.issue(
         store,
         model,
         principal,
         study_uid,
+        secret=settings.reference_number_secret,
         valid_from=body.valid_from,
         valid_to=body.valid_to,
         patient_mobile=body.patient_mobile,
-        reference_number=body.reference_number.upper() if body.reference_number else None,
+        reference_number=body.reference_number,
     )
-    return await _ref_view(model, await model.reference(number))
+    return await _ref_view(model, await model.reference(ref_id))
 
 
 @router.post(
@@ -527,40 +530,46 @@ async def issue_reference_number(
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def regenerate_reference_numbers(
-    study_uid: str, principal: CurrentUser, model: AccessModelDep, store: EventStoreDep
+    study_uid: str,
+    principal: CurrentUser,
+    model: AccessModelDep,
+    store: EventStoreDep,
+    settings: SettingsDep,
 ) -> RegeneratedReferenceNumbers:
-    issued = await refs.regenerate(store, model, principal, study_uid)
+    issued = await refs.regenerate(
+        store, model, principal, study_uid, secret=settings.reference_number_secret
+    )
     return RegeneratedReferenceNumbers(
         issued=[await _ref_view(model, await model.reference(n)) for n in issued]
     )
 
 
 @router.delete(
-    "/{study_uid}/reference-numbers/{reference_number}",
+    "/{study_uid}/reference-numbers/{reference_id}",
     status_code=204,
     summary="Revoke a reference number: it no longer opens the study",
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def revoke_reference_number(
     study_uid: str,
-    reference_number: str,
+    reference_id: str,
     principal: CurrentUser,
     model: AccessModelDep,
     store: EventStoreDep,
 ) -> Response:
-    await refs.revoke(store, model, principal, study_uid, reference_number)
+    await refs.revoke(store, model, principal, study_uid, reference_id)
     return Response(status_code=204)
 
 
 @router.put(
-    "/{study_uid}/reference-numbers/{reference_number}/pincode",
+    "/{study_uid}/reference-numbers/{reference_id}/pincode",
     status_code=204,
     summary="Set the pincode handed to the patient after payment (kept only sealed to identity)",
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def set_pincode(
     study_uid: str,
-    reference_number: str,
+    reference_id: str,
     body: Pincode,
     principal: CurrentUser,
     model: AccessModelDep,
@@ -572,7 +581,7 @@ async def set_pincode(
         model,
         principal,
         study_uid,
-        reference_number,
+        reference_id,
         body.pincode,
         settings.pincode_seal_public_key,
     )

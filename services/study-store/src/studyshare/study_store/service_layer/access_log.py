@@ -149,7 +149,7 @@ class AccessLog:
         RECORDED.labels(action).inc()
         via = decision.via or "grant"
         user_id = principal.sub if principal.kind == "user" else None
-        reference_number = decision.reference_number or principal.reference_number
+        reference_id = decision.reference_id or principal.reference_id
         actor = actor_of(principal, via)
         now = self.clock()
         if action == "download":
@@ -157,7 +157,7 @@ class AccessLog:
                 study_uid=decision.study_uid,
                 via=via,
                 user_id=user_id,
-                reference_number=reference_number,
+                reference_id=reference_id,
                 bucket_id=decision.bucket_id,
                 anonymized=decision.anonymized,
             )
@@ -182,7 +182,7 @@ class AccessLog:
                 action=action,  # type: ignore[arg-type]
                 via=via,
                 user_id=user_id,
-                reference_number=reference_number,
+                reference_id=reference_id,
                 bucket_id=decision.bucket_id,
                 group_id=decision.group_id,
                 anonymized=decision.anonymized,
@@ -252,7 +252,7 @@ class AccessLog:
                 action=action,  # type: ignore[arg-type]
                 rule=rule,
                 user_id=principal.sub if principal.kind == "user" else None,
-                reference_number=principal.reference_number,
+                reference_id=principal.reference_id,
             ),
             actor_of(principal),
             now,

@@ -116,6 +116,9 @@ class ArrivalReactions(Projection):
     topics = ("study.events",)
     transactional = False
 
+    def __init__(self, settings: StudyStoreSettings) -> None:
+        self.settings = settings
+
     async def apply(self, events: Sequence[EventEnvelope], ctx: ProjectionContext) -> None:
         horizon = datetime.now(UTC) - ARRIVAL_HORIZON
         arrivals = [
@@ -131,7 +134,13 @@ class ArrivalReactions(Projection):
                 continue
             department = await docs.find_one({"_id": f"department:{received.department_id}"})
             if department:
-                await issue_on_arrival(store, department, received, envelope.occurred_at)
+                await issue_on_arrival(
+                    store,
+                    department,
+                    received,
+                    envelope.occurred_at,
+                    self.settings.reference_number_secret,
+                )
 
 
 class TransferReactions(Projection):
@@ -191,4 +200,4 @@ class TransferReactions(Projection):
 
 
 def reactions(settings: StudyStoreSettings) -> list[Projection]:
-    return [ShareReactions(settings), TransferReactions(settings), ArrivalReactions()]
+    return [ShareReactions(settings), TransferReactions(settings), ArrivalReactions(settings)]
