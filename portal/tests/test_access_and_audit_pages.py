@@ -505,6 +505,7 @@ def test_who_could_open_it_at_a_moment(client: TestClient, fake: FakeAPI) -> Non
                     "via": "reference_number",
                     "reference_id": REF_ID,
                 },
+                {"principal_kind": "role", "principal_id": "service_desk", "via": "service_desk"},
             ],
         },
     )
@@ -516,6 +517,10 @@ def test_who_could_open_it_at_a_moment(client: TestClient, fake: FakeAPI) -> Non
     assert f">{REF_ID}</code>" in page.text, "the auditor reads the reference's id"
     assert "at 2026-12-02 11:00:00" in page.text, "the answer's moment, as the auditor typed it"
     assert "Times are local time (Europe/Brussels)." in page.text
+    assert "The patient (with their reference number)" in page.text
+    assert f">ref:{REF_ID}" not in page.text, "the patient is named in words, not by an id"
+    assert "Service desk" in page.text and "the service desk (sees every study)" in page.text
+    assert not re.search(r">\s*(kind|via)\.", page.text), "no message key shows untranslated"
 
 
 def test_alerts_and_the_chain_check(client: TestClient, fake: FakeAPI) -> None:

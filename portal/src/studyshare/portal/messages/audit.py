@@ -98,6 +98,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "via.grant": "a share",
         "via.break_the_glass": "break-the-glass",
         "via.reference_number": "a reference number",
+        "via.service_desk": "the service desk (sees every study)",
+        "audit.the_patient": "The patient (with their reference number)",
+        "audit.service_desk": "Service desk",
     },
     "nl": {
         "audit.title": "Audit",
@@ -195,6 +198,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "via.grant": "een deling",
         "via.break_the_glass": "break-the-glass",
         "via.reference_number": "een referentienummer",
+        "via.service_desk": "de servicedesk (ziet elk onderzoek)",
+        "audit.the_patient": "De patiënt (met zijn referentienummer)",
+        "audit.service_desk": "Servicedesk",
     },
     "fr": {
         "audit.title": "Audit",
@@ -292,6 +298,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "via.grant": "un partage",
         "via.break_the_glass": "bris de glace",
         "via.reference_number": "un numéro de référence",
+        "via.service_desk": "le service desk (voit chaque examen)",
+        "audit.the_patient": "Le patient (avec son numéro de référence)",
+        "audit.service_desk": "Service desk",
     },
     "de": {
         "audit.title": "Audit",
@@ -389,5 +398,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "via.grant": "eine Freigabe",
         "via.break_the_glass": "Break-the-Glass",
         "via.reference_number": "eine Referenznummer",
+        "via.service_desk": "der Service-Desk (sieht jede Untersuchung)",
+        "audit.the_patient": "Der Patient (mit seiner Referenznummer)",
+        "audit.service_desk": "Service-Desk",
     },
 }
