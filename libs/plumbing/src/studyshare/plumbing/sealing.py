@@ -3,7 +3,8 @@
 - One-time codes: the service that makes a code (share for bucket OTPs, identity for patient
   OTPs) seals it with notify's public key (libsodium sealed box); only notify, holding the
   private key, can open it to send the SMS.
-- Pincodes: the study store seals a reference number's pincode with identity's own public key;
+- Pincodes: the study store seals a reference number's pincode with identity's own public key
+  (bound to its reference id, `reference_ids`);
   only identity (its worker) opens it and keeps an argon2 hash of it in its own database. Who
   reads `study.events` holds nothing to test a guess against.
 
@@ -48,23 +49,26 @@ def generate_keypair() -> tuple[str, str]:
     return base64.b64encode(bytes(key)).decode(), base64.b64encode(bytes(key.public_key)).decode()
 
 
-def seal_pincode(reference_number: str, pincode: str, public_key_b64: str) -> str:
-    """`pincode` sealed to identity's key, bound to `reference_number` (a box copied onto another
-    number does not open there) and padded to a fixed length."""
+def seal_pincode(reference_id: str, pincode: str, public_key_b64: str) -> str:
+    """`pincode` sealed to identity's key, bound to the reference id of its number (a box
+    copied onto another reference does not open there) and padded to a fixed length."""
     pad = " " * max(PINCODE_PADDED_TO - len(pincode), 0)
-    body = {"reference_number": reference_number, "pincode": pincode, "pad": pad}
+    # the key keeps its first name: boxes sealed before reference ids named the number, which
+    # is still the id of those references
+    body = {"reference_number": reference_id, "pincode": pincode, "pad": pad}
     return seal(json.dumps(body, separators=(",", ":")), public_key_b64)
 
 
-def open_pincode(sealed: str, reference_number: str, private_keys_b64: Sequence[str]) -> str | None:
-    """The pincode sealed by `seal_pincode` for this number, or None when no key opens the box
-    (the keys are tried in order: the current one, then retired ones) or it is for another."""
+def open_pincode(sealed: str, reference_id: str, private_keys_b64: Sequence[str]) -> str | None:
+    """The pincode sealed by `seal_pincode` for this reference, or None when no key opens the
+    box (the keys are tried in order: the current one, then retired ones) or it is for
+    another."""
     for key in private_keys_b64:
         try:
             body = json.loads(unseal(sealed, key))
         except (CryptoError, ValueError, binascii.Error):
             continue
-        if not isinstance(body, dict) or body.get("reference_number") != reference_number:
+        if not isinstance(body, dict) or body.get("reference_number") != reference_id:
             return None
         pincode = body.get("pincode")
         return pincode if isinstance(pincode, str) and pincode else None
