@@ -24,11 +24,9 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from studyshare.devstack.platform import LocalPlatform
-from studyshare.identity.adapters.projections import reference
-from studyshare.identity.settings import IdentitySettings
-from studyshare.plumbing.reference_ids import reference_id
 
 from ..storykit import Gateway, ok, problem, unique, wait_for
+from .identity_reads import identity_reference
 
 GUESSES = 100
 THREADS = 25
@@ -175,14 +173,7 @@ def _reference_number(
 
 
 async def _identity_holds_pincode(platform: LocalPlatform, number: str) -> bool:
-    mongo: AsyncMongoClient = AsyncMongoClient(platform.mongo_url)
-    try:
-        db = mongo[f"{platform.database_prefix}identity"]
-        ref = await reference(
-            db, reference_id(number, IdentitySettings().reference_number_secret), number
-        )
-    finally:
-        await mongo.close()
+    ref = await identity_reference(platform, number)
     return ref is not None and ref.pincode_hash is not None
 
 

@@ -23,15 +23,12 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pymongo import AsyncMongoClient
 
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.devstack.platform import LocalPlatform
-from studyshare.identity.adapters.projections import reference
-from studyshare.identity.settings import IdentitySettings
-from studyshare.plumbing.reference_ids import reference_id
 
 from ..storykit import Gateway, ok, problem, unique, wait_for
+from .identity_reads import identity_reference
 
 BIRTH_DATE = "19810723"
 PINCODE = "58302917"  # eight digits: no chance of meeting them by accident in other records
@@ -155,16 +152,6 @@ def test_no_pincode_nor_its_hash_is_readable_in_study_events(
     assert ok(api.study(patient, uid))["access"]["via"] == "reference_number"
 
 
-async def _identity_knows(platform: LocalPlatform, number: str) -> bool:
-    mongo: AsyncMongoClient = AsyncMongoClient(platform.mongo_url)
-    try:
-        db = mongo[f"{platform.database_prefix}identity"]
-        secret = IdentitySettings().reference_number_secret
-        return await reference(db, reference_id(number, secret), number) is not None
-    finally:
-        await mongo.close()
-
-
 def test_no_reference_number_travels_in_clear(
     api: Gateway, platform: LocalPlatform, department: SimpleNamespace
 ):
@@ -189,7 +176,7 @@ def test_no_reference_number_travels_in_clear(
     problem(login(mistyped), 401, "PatientLoginRefused")
     # a login before identity knows the number would count against it: wait as the login reads
     wait_for(
-        lambda: asyncio.run(_identity_knows(platform, number)),
+        lambda: asyncio.run(identity_reference(platform, number)),
         "the reference number known to identity",
         60,
     )

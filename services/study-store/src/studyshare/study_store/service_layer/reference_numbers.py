@@ -242,13 +242,13 @@ async def issue_on_arrival(
         try:
             await repo.execute(
                 stream_id(ref_id),
-                lambda ref, n=number, i=ref_id: ref.issue(
+                lambda ref, n=number, sealed=marker["sealed_number"]: ref.issue(
                     study_uid=received.study_uid,
                     rule=rule,
                     department_id=received.department_id,
                     issued_by=ARRIVAL_ACTOR.id or "system",
                     number=n,
-                    sealed_number=seal_number(n, i, secret),
+                    sealed_number=sealed,  # the marker's box: the same number, bound to its id
                     valid_to=valid_to,
                     patient_birth_date=received.patient_birth_date,
                     pincode_required=bool(department.get("payment_required")),
