@@ -2,6 +2,7 @@
 
 1. outbox relay vs. a raw aiokafka producer (own broker and database);
 2. audit replay (rebuild) vs. a raw bulk insert of the same documents (same database);
+   C-STORE receive (`bench/cstore.py`) vs. dcmtk's storescp, both fed by storescu;
 3. then the whole platform (`LocalPlatform`) plus the baseline app (`bench/baseline_app.py`,
    uvicorn with the services' flags) routed by the gateway under `/bench`:
    - access decision: WADO-RS study metadata of a shared study as the recipient vs. the same
@@ -16,10 +17,10 @@
 Prints a markdown table and the machine. Every process it starts is stopped by PID.
    - hot routes: the recipient's metadata read with the study store's `@hot` routes, then
      with them switched off (`STUDYSHARE_HOT_ROUTES=false`, the API restarted).
-`--only access,wado` (names: access, wado, share, viewer, hot, relay, audit, scale) measures only
-some figures. `scale` (`bench/scale.py`: memory, time to ready, access decisions and first pages
-as the data grows, printed as curves) takes several minutes and runs only when named:
-`python -m bench --only scale` (sizes: `BENCH_SCALE_SIZES`).
+`--only access,wado` (names: access, wado, share, viewer, hot, relay, audit, cstore, scale)
+measures only some figures. `scale` (`bench/scale.py`: memory, time to ready, access decisions
+and first pages as the data grows, printed as curves) takes several minutes and runs only when
+named: `python -m bench --only scale` (sizes: `BENCH_SCALE_SIZES`).
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ async def login_as(client: httpx.AsyncClient, username: str, password: str) -> s
 # -- figures --------------------------------------------------------------------------------
 
 
-FIGURES = ("access", "wado", "share", "viewer", "hot", "relay", "audit")
+FIGURES = ("access", "wado", "share", "viewer", "hot", "relay", "audit", "cstore")
 EXTRA = ("scale",)  # measured only when named in --only
 
 
@@ -580,16 +581,18 @@ def main() -> None:
     only = parse_only()
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: run bench/install.sh")
-    from bench import audit_replay, relay, scale
+    from bench import audit_replay, cstore, relay, scale
 
     started = time.monotonic()
     figures: list[Figure] = []
-    if only & {"relay", "audit"}:
+    if only & {"relay", "audit", "cstore"}:
         with local_infra() as env:
             if "relay" in only:
                 figures.append(asyncio.run(relay.measure(env)))
             if "audit" in only:
                 figures.append(asyncio.run(audit_replay.measure(env)))
+            if "cstore" in only:
+                figures.append(cstore.measure(env))
     if only & {"access", "wado", "share", "viewer", "hot"}:
         figures = [*platform_figures(only), *figures]
     curves = scale.measure() if "scale" in only else []

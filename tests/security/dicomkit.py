@@ -15,16 +15,12 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from studyshare.devstack.dicomgen import DemoStudy, instance, multipart_related
-from studyshare.plumbing.infra import free_port, wait_for_port
+from studyshare.plumbing.infra import dcmtk, free_port, wait_for_port
 
 from ..storykit import Gateway, Person, ok, unique, wait_for
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-#: dcmtk's storescp (pynetdicom installs a `storescp` of its own into the virtualenv)
-DCMTK_STORESCP = next(
-    (p for p in ("/usr/bin/storescp", "/usr/local/bin/storescp") if Path(p).exists()), "storescp"
-)
 
 
 def department_with_sender(api: Gateway, desk: dict[str, str]) -> SimpleNamespace:
@@ -128,7 +124,7 @@ class Pacs:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
-                DCMTK_STORESCP,
+                dcmtk("storescp"),
                 "-aet",
                 "PACS",
                 "--output-directory",

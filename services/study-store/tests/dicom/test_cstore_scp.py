@@ -10,6 +10,7 @@ import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from pydicom import dcmread
@@ -17,7 +18,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
 from studyshare.plumbing.eventstore import EventStore
-from studyshare.plumbing.infra import free_port, wait_for_port
+from studyshare.plumbing.infra import dcmtk, free_port, wait_for_port
 from studyshare.plumbing.testing import stop_processes
 from studyshare.study_store.adapters.instances import InstanceIndex
 
@@ -46,9 +47,18 @@ async def scp_db(real_infra, scp_database):
     await client.close()
 
 
+class RunningSCP(NamedTuple):
+    port: int
+    blobs: Path
+    process: subprocess.Popen
+
+
 @contextmanager
-def running_scp(real_infra, database: str, directory: Path, callers: dict[str, str]):
-    """`python -m studyshare.study_store scp` with these calling AE titles; (port, blob dir)."""
+def running_scp(
+    real_infra, database: str, directory: Path, callers: dict[str, str], **settings: str
+):
+    """`python -m studyshare.study_store scp` with these calling AE titles (and further
+    `STUDYSHARE_<NAME>` settings); its blobs and log (appended to) are under `directory`."""
     port = free_port()
     env = {
         **os.environ,
@@ -61,8 +71,9 @@ def running_scp(real_infra, database: str, directory: Path, callers: dict[str, s
         "STUDYSHARE_SCP_AE_TITLE": "STUDYSHARE",
         "STUDYSHARE_SCP_CALLING_AE_DEPARTMENTS": json.dumps(callers),
         "STUDYSHARE_SCP_FLUSH_INSTANCES": "3",
+        **{f"STUDYSHARE_{name.upper()}": value for name, value in settings.items()},
     }
-    log = open(directory / "scp.log", "wb")
+    log = open(directory / "scp.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "studyshare.study_store", "scp"],
         env=env,
@@ -71,7 +82,7 @@ def running_scp(real_infra, database: str, directory: Path, callers: dict[str, s
     )
     try:
         wait_for_port(port, 60, proc)
-        yield port, directory / "blobs"
+        yield RunningSCP(port, directory / "blobs", proc)
     finally:
         stop_processes([proc], 10)
         log.close()
@@ -98,7 +109,7 @@ async def eventually(check, timeout: float = 30.0):
 def storescu(port: int, calling: str, files) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
-            "storescu",
+            dcmtk("storescu"),
             "-aet",
             calling,
             "-aec",
@@ -130,7 +141,7 @@ def refusal_reason(assoc) -> int:
 async def test_storescu_sends_two_studies_in_one_association_filed_under_the_ae_department(
     scp_process, scp_db, tmp_path
 ):
-    port, blobs = scp_process
+    port, blobs = scp_process.port, scp_process.blobs
     mongo_db = scp_db
     uid_a, files_a = write_study(tmp_path / "a", series=2, per_series=2)
     uid_b, files_b = write_study(tmp_path / "b", series=1, per_series=3, modality="MR")
@@ -167,7 +178,7 @@ async def test_storescu_sends_two_studies_in_one_association_filed_under_the_ae_
 async def test_an_unknown_calling_ae_title_is_refused(scp_process, scp_db, tmp_path):
     mongo_db = scp_db
     uid, files = write_study(tmp_path / "a", series=1, per_series=1)
-    sent = storescu(scp_process[0], "STRANGER", files)
+    sent = storescu(scp_process.port, "STRANGER", files)
     assert sent.returncode != 0
     assert await InstanceIndex(mongo_db).study(uid) is None
     assert await EventStore(mongo_db).load(uid) == []
@@ -180,7 +191,7 @@ async def test_a_known_instance_with_other_content_is_refused_never_replaced(
     refused (0x0111, logged); the stored file and its index stay as they were."""
     import hashlib
 
-    port, blobs = scp_process
+    port, blobs = scp_process.port, scp_process.blobs
     uid, files = write_study(tmp_path / "a", series=1, per_series=2)
     assert storescu(port, "MODALITY1", files).returncode == 0
     index = InstanceIndex(scp_db)
@@ -215,16 +226,16 @@ async def test_without_calling_ae_titles_the_receiver_refuses_every_association(
 ):
     """Fail closed: an empty `scp_calling_ae_departments` admits nobody (it once admitted
     everybody, filing their studies under no department and no owner)."""
-    with running_scp(real_infra, scp_db.name, tmp_path, {}) as (port, _blobs):
+    with running_scp(real_infra, scp_db.name, tmp_path, {}) as scp:
         for calling in ("MODALITY1", "ANYBODY"):
-            assoc = await asyncio.to_thread(association, port, calling)
+            assoc = await asyncio.to_thread(association, scp.port, calling)
             assert not assoc.is_established
             assert refusal_reason(assoc) == 0x03, "calling AE title not recognised"
     assert "scp.refusing_every_caller" in (tmp_path / "scp.log").read_text()
 
 
 async def test_an_association_to_another_called_ae_title_is_refused(scp_process, scp_db):
-    port, _blobs = scp_process
+    port = scp_process.port
     wrong = await asyncio.to_thread(association, port, "MODALITY1", "WHATEVER")
     assert not wrong.is_established
     assert refusal_reason(wrong) == 0x07, "called AE title not recognised"
@@ -235,7 +246,7 @@ async def test_an_association_to_another_called_ae_title_is_refused(scp_process,
 
 async def test_an_instance_in_another_studys_series_is_refused(scp_process, scp_db, tmp_path):
     """0x0124, as STOW-RS: a series belongs to one study, whoever sends the other."""
-    port, _blobs = scp_process
+    port = scp_process.port
     uid_a, files_a = write_study(tmp_path / "a", series=1, per_series=1)
     assert storescu(port, "MODALITY1", files_a).returncode == 0
     index = InstanceIndex(scp_db)
@@ -255,3 +266,79 @@ async def test_an_instance_in_another_studys_series_is_refused(scp_process, scp_
     await asyncio.sleep(1.0)  # the association's batch is flushed when it ends
     assert (await index.study(uid_a))["instance_count"] == 1
     assert await index.study(uid_b) is None
+
+
+def send_each(port: int, datasets, release: bool = True) -> tuple[list[int], object]:
+    """C-STORE each data set on one association; the statuses, and the association (left
+    open without `release`)."""
+    assoc = association(port, "MODALITY1")
+    assert assoc.is_established
+    statuses = [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    if release:
+        assoc.release()
+    return statuses, assoc
+
+
+async def test_what_a_receiver_acknowledged_before_it_was_killed_is_indexed_after_it(
+    real_infra, scp_db, tmp_path
+):
+    """A C-STORE success tells the sender the object is ours, and it deletes its copy. The
+    receiver indexes an association's objects in batches (every `scp_flush_instances`, and
+    at its end): killed in between, it once left them stored but never indexed, so no one
+    could ever open them."""
+    uid, files = write_study(tmp_path / "study", series=1, per_series=2)
+    callers = {"MODALITY1": "dep_ct"}
+    with running_scp(real_infra, scp_db.name, tmp_path, callers) as scp:
+        statuses, assoc = await asyncio.to_thread(
+            send_each, scp.port, [dcmread(f) for f in files], False
+        )
+        assert statuses == [0, 0], "both acknowledged (3 make a batch: none indexed yet)"
+        scp.process.kill()
+        scp.process.wait()
+        assoc.abort()
+    index = InstanceIndex(scp_db)
+    assert await index.study(uid) is None, "the killed receiver indexed nothing"
+
+    with running_scp(real_infra, scp_db.name, tmp_path, callers, scp_recover_after_s="1"):
+
+        async def indexed():
+            study = await index.study(uid)
+            return study and study["instance_count"] == 2
+
+        assert await eventually(indexed), "the next receiver indexes what was acknowledged"
+    events = await EventStore(scp_db).load(uid)
+    assert [e.event_type for e in events] == ["StudyReceived"]
+    assert events[0].payload["department_id"] == "dep_ct"
+    assert events[0].payload["received_via"] == "c-store"
+    assert events[0].payload["instance_count"] == 2
+
+
+async def test_an_instance_that_lost_a_race_takes_none_of_its_association_with_it(
+    scp_process, scp_db, tmp_path
+):
+    """Two associations send one SOP Instance UID with other content at once: both pass the
+    check (neither is indexed yet) and are acknowledged; the first indexed wins. The loser's
+    batch once failed whole, and every other object it had acknowledged was lost."""
+    port = scp_process.port
+    uid, files = write_study(tmp_path / "a", series=1, per_series=2)
+    contested, other = dcmread(files[0]), dcmread(files[1])
+    rival = dcmread(files[0])
+    rival.SeriesDescription = "the rival's content"
+    statuses, slow = await asyncio.to_thread(send_each, port, [contested, other], False)
+    assert statuses == [0, 0]
+    assert (await asyncio.to_thread(send_each, port, [rival]))[0] == [0]
+    index = InstanceIndex(scp_db)
+
+    async def rival_indexed():
+        return await scp_db["dicom_instances"].find_one({"_id": contested.SOPInstanceUID})
+
+    winner = await eventually(rival_indexed)
+    assert winner, "the rival's association ended first: its instance is indexed"
+    await asyncio.to_thread(slow.release)
+
+    async def both_indexed():
+        study = await index.study(uid)
+        return study and study["instance_count"] == 2
+
+    assert await eventually(both_indexed, 10), "the loser's other instance is indexed too"
+    assert await scp_db["dicom_instances"].find_one({"_id": contested.SOPInstanceUID}) == winner

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,6 +74,20 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def dcmtk(tool: str) -> str:
+    """The path of dcmtk's `tool` (Debian's package: storescu, storescp, ...). pynetdicom
+    installs apps of the same names into the virtualenv, which comes first on PATH."""
+    venv_bin = Path(sys.prefix, "bin").resolve()
+    path = os.pathsep.join(
+        d
+        for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and Path(d).resolve() != venv_bin
+    )
+    if (found := shutil.which(tool, path=path)) is None:
+        raise FileNotFoundError(f"dcmtk's {tool} is missing: run scripts/install-test-peers.sh")
+    return found
 
 
 def tansu_binary() -> str:

@@ -39,6 +39,12 @@ class StudyStoreSettings(AccessSettings):
         "and every one while this is empty",
     )
     scp_flush_instances: int = Field(default=200, ge=1)
+    scp_recover_after_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="an acknowledged C-STORE object still unindexed after this long (its "
+        "receiver died, or failed to index it) is indexed by any receiver's recovery pass",
+    )
     scp_tls_cert_file: Path | None = Field(
         default=None,
         description="PEM certificate (chain) of the C-STORE receiver: with it, DICOM over TLS",

@@ -10,7 +10,9 @@ arrives (`STORE_RECV_CHUNKED_DATASET`), from which it streams into the blob stor
 success status is sent (the status means the object is safe); so an object is never held in
 memory whole. The index and the study events are written in batches: every `scp_flush_instances`
 objects and when the association ends, with one upload batch id per association ("uploaded
-together").
+together"). Each object is noted in the received journal before its success is sent, so a
+receiver killed before it indexed them loses nothing: a recovery pass of any receiver indexes
+what stayed unindexed for `scp_recover_after_s` (`service_layer.received`).
 
 TLS: `scp_tls_cert_file` + `scp_tls_key_file` make the receiver speak DICOM over TLS (PS3.15
 B.1, the Basic TLS Secure Transport Connection Profile) on the same port; with
@@ -20,12 +22,15 @@ B.1, the Basic TLS Secure Transport Connection Profile) on the same port; with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import signal
 import ssl
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pydicom.uid import (
@@ -42,7 +47,9 @@ from studyshare.contracts.envelope import Actor
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
 from studyshare.study_store.adapters.blobstore import blob_store
+from studyshare.study_store.adapters.received import ReceivedJournal
 from studyshare.study_store.service_layer.ingest import Ingest, Parsed, Upload, parse_file
+from studyshare.study_store.service_layer.received import index_received, journal_upload, recover
 from studyshare.study_store.settings import StudyStoreSettings
 
 log = get_logger(__name__)
@@ -92,10 +99,15 @@ class StoreSCP:
     """Bridges pynetdicom's handler threads to the asyncio ingest on `loop`."""
 
     def __init__(
-        self, settings: StudyStoreSettings, ingest: Ingest, loop: asyncio.AbstractEventLoop
+        self,
+        settings: StudyStoreSettings,
+        ingest: Ingest,
+        journal: ReceivedJournal,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.settings = settings
         self.ingest = ingest
+        self.journal = journal
         self.loop = loop
         self.batches: dict[int, AssociationBatch] = {}
         self._lock = threading.Lock()
@@ -167,11 +179,7 @@ class StoreSCP:
                     calling_ae=batch.upload.actor.id,
                 )
                 return DUPLICATE_SOP_INSTANCE  # a stored instance is never replaced
-            key = self._run(
-                self.ingest.blobs.write_file(
-                    received, f.study_uid, f.series_uid, f.sop_instance_uid, parsed.sha256
-                )
-            )
+            key = self._run(self._keep(batch.upload, received, parsed))
         except Exception:
             log.exception("scp.store_failed")
             return OUT_OF_RESOURCES
@@ -183,6 +191,15 @@ class StoreSCP:
         if full:
             self.flush(batch)
         return SUCCESS
+
+    async def _keep(self, upload: Upload, received: Path, parsed: Parsed) -> str:
+        """Store the object and note it in the journal (before its success is sent)."""
+        f = parsed.facts
+        key = await self.ingest.blobs.write_file(
+            received, f.study_uid, f.series_uid, f.sop_instance_uid, parsed.sha256
+        )
+        await self.journal.note(key, parsed.sha256, parsed.size, journal_upload(upload))
+        return key
 
     def _study_of_series(self, batch: AssociationBatch, series_uid: str, study_uid: str) -> str:
         """The study the series belongs to: as indexed, else the first to send it here."""
@@ -202,11 +219,12 @@ class StoreSCP:
             return
         for attempt in range(5):
             try:
-                self._run(self.ingest.index_batch(batch.upload, pending, paths))
+                self._run(index_received(self.ingest, self.journal, batch.upload, pending, paths))
                 return
             except Exception:
-                if attempt == 4:
-                    raise
+                if attempt == 4:  # noted in the journal: the recovery pass indexes them
+                    log.exception("scp.flush_failed", batch_id=batch.upload.batch_id)
+                    return
                 log.warning("scp.flush_retry", batch_id=batch.upload.batch_id, attempt=attempt)
                 time.sleep(0.2 * 2**attempt)
 
@@ -214,10 +232,19 @@ class StoreSCP:
         with self._lock:
             batch = self.batches.pop(id(event.assoc), None)
         if batch is not None:
+            self.flush(batch)
+
+    async def recover_unindexed(self, stop: asyncio.Event) -> None:
+        """Index what stayed unindexed for `scp_recover_after_s`, at start and then every
+        half of that (at most every minute), until `stop`."""
+        after = timedelta(seconds=self.settings.scp_recover_after_s)
+        while not stop.is_set():
             try:
-                self.flush(batch)
+                await recover(self.ingest, self.journal, after)
             except Exception:
-                log.exception("scp.flush_failed", batch_id=batch.upload.batch_id)
+                log.exception("scp.recovery_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(60.0, after.total_seconds() / 2))
 
     def application_entity(self) -> AE:
         ae = AE(ae_title=self.settings.scp_ae_title)
@@ -254,8 +281,10 @@ async def serve(settings: StudyStoreSettings, stop: asyncio.Event) -> None:
     client = mongo_client(settings)
     db = client[settings.database_name]
     ingest = Ingest(db, blob_store(settings, db))
+    journal = ReceivedJournal(db)
     await ingest.ensure_indexes()
-    scp = StoreSCP(settings, ingest, asyncio.get_running_loop())
+    await journal.ensure_indexes()
+    scp = StoreSCP(settings, ingest, journal, asyncio.get_running_loop())
     if not settings.scp_calling_ae_departments:
         log.warning(
             "scp.refusing_every_caller",
@@ -279,10 +308,12 @@ async def serve(settings: StudyStoreSettings, stop: asyncio.Event) -> None:
         blob_backend=settings.blob_backend,
         known_callers=len(settings.scp_calling_ae_departments),
     )
+    recovering = asyncio.create_task(scp.recover_unindexed(stop))
     try:
         await stop.wait()
     finally:
         await asyncio.to_thread(server.shutdown)
+        await recovering
         await client.close()
         log.info("scp.stopped")
 

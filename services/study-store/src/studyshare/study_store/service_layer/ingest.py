@@ -39,7 +39,7 @@ from studyshare.plumbing.eventstore import (
 )
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.unit_of_work import MongoUnitOfWork, transient
-from studyshare.study_store.adapters.blobstore import BlobStore, Spooled, digest_of
+from studyshare.study_store.adapters.blobstore import BlobStore, Spooled, digest_of, opened
 from studyshare.study_store.adapters.instances import InstanceIndex
 from studyshare.study_store.domain.dicom_meta import (
     SERIES_TAGS,
@@ -148,6 +148,14 @@ def parse_file(path: Path, sha256: str, size: int) -> Parsed:
     read. Blocking."""
     ds = dcmread(path, defer_size=DEFER_BYTES)
     return _parsed(ds, data=None, sha256=sha256, size=size)
+
+
+def parse_stored(blobs: BlobStore, key: str, sha256: str, size: int) -> Parsed:
+    """An object in the blob store under `key`; its large elements are not read. Blocking:
+    call from a worker thread."""
+    with opened(blobs, key) as source:
+        ds = dcmread(source, defer_size=DEFER_BYTES)
+        return _parsed(ds, data=None, sha256=sha256, size=size)
 
 
 def _parsed(

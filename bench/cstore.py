@@ -1,0 +1,153 @@
+"""C-STORE receive: our receiver vs. pynetdicom's storescp app (the DICOM library we build
+on) and dcmtk's, all fed by dcmtk's storescu.
+
+`INSTANCES` images (512 x 512, 8 bit: ~256 KiB each) of one study in one association. Ours
+(`python -m studyshare.study_store scp`, blobs in a directory, own SecantusDB) checks and
+stores each object, notes it in the received journal before its success goes out, and indexes
+the objects with their study events every `scp_flush_instances`; its figure runs until the
+last object is indexed. The storescp apps only write each file to a directory (they listen on
+every interface, having no bind option; they run for seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from pymongo import MongoClient
+
+from bench.harness import Figure, LocalInfra
+from studyshare.devstack.dicomgen import DemoStudy, instance
+from studyshare.plumbing import infra
+from studyshare.plumbing.testing import stop_processes
+
+INSTANCES = int(os.environ.get("BENCH_CSTORE_INSTANCES", "300"))
+SIZE = 512
+CALLING, CALLED = "MODALITY1", "STUDYSHARE"
+#: dcmtk keeps Nagle's algorithm on unless told: 40 ms (a delayed ACK) per object otherwise
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def _study_files(directory: Path, count: int) -> tuple[str, list[Path]]:
+    """`count` images of a new study as files; (its study uid, the files)."""
+    key = uuid.uuid4().hex[:12]
+    study = DemoStudy(key, key, "Bench^Cstore", "19700101", "F", "CT", "CT", "20260101", key)
+    files = []
+    for number in range(1, count + 1):
+        path = directory / f"{number:05d}.dcm"
+        path.write_bytes(instance(study, 1, number, size=SIZE))
+        files.append(path)
+    return study.study_uid, files
+
+
+def _storescu(port: int, files: list[Path]) -> float:
+    """Seconds storescu takes to send `files` in one association (each acknowledged)."""
+    started = time.perf_counter()
+    sent = subprocess.run(
+        [
+            infra.dcmtk("storescu"),
+            "-aet",
+            CALLING,
+            "-aec",
+            CALLED,
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        timeout=600,
+        check=False,
+        env=DCMTK_ENV,
+    )
+    if sent.returncode != 0:
+        raise RuntimeError(f"storescu failed: {sent.stderr.decode()[-500:]}")
+    return time.perf_counter() - started
+
+
+def _storescp_rate(workdir: Path, files: list[Path], command: list[str], name: str) -> float:
+    """Instances/s a storescp (`command`, given its AE title, directory and port) takes in."""
+    port = infra.free_port()
+    out = workdir / name
+    out.mkdir()
+    proc = subprocess.Popen(
+        [*command, "-aet", CALLED, "--output-directory", str(out), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=DCMTK_ENV,
+    )
+    try:
+        infra.wait_for_port(port, 20, proc)
+        return len(files) / _storescu(port, files)
+    finally:
+        stop_processes([proc], 10)
+
+
+def _wait_indexed(env: LocalInfra, database: str, study_uid: str, count: int) -> None:
+    """Until the study's `count` instances are indexed (2 minutes at most)."""
+    with MongoClient(env.mongo_url) as client:
+        studies = client[database].dicom_studies
+        deadline = time.monotonic() + 120
+        while (studies.find_one({"_id": study_uid}) or {}).get("instance_count", 0) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{count} instances not indexed within 2 minutes")
+            time.sleep(0.05)
+        client.drop_database(database)
+
+
+def _our_rate(env: LocalInfra, workdir: Path, files: list[Path], study_uid: str) -> tuple:
+    """(instances/s until all are indexed, instances/s acknowledged)."""
+    port, database = infra.free_port(), f"bench_cstore_{uuid.uuid4().hex[:8]}"
+    environment = {
+        **os.environ,
+        "STUDYSHARE_ENVIRONMENT": "test",
+        "STUDYSHARE_MONGO_URL": env.mongo_url,
+        "STUDYSHARE_KAFKA_BOOTSTRAP": env.kafka_bootstrap,
+        "STUDYSHARE_DATABASE": database,
+        "STUDYSHARE_BLOB_DIR": str(workdir / "blobs"),
+        "STUDYSHARE_SCP_PORT": str(port),
+        "STUDYSHARE_SCP_AE_TITLE": CALLED,
+        "STUDYSHARE_SCP_CALLING_AE_DEPARTMENTS": json.dumps({CALLING: "dep_bench"}),
+    }
+    with (workdir / "scp.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "studyshare.study_store", "scp"],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            infra.wait_for_port(port, 60, proc)
+            started = time.perf_counter()
+            acknowledged = _storescu(port, files)
+            _wait_indexed(env, database, study_uid, len(files))
+            return len(files) / (time.perf_counter() - started), len(files) / acknowledged
+        finally:
+            stop_processes([proc], 10)
+
+
+def measure(env: LocalInfra) -> Figure:
+    with tempfile.TemporaryDirectory(prefix="bench-cstore-") as name:
+        workdir = Path(name)
+        (workdir / "files").mkdir()
+        study_uid, files = _study_files(workdir / "files", INSTANCES)
+        library = [sys.executable, "-m", "pynetdicom", "storescp", "--max-pdu", "0"]
+        baseline = _storescp_rate(workdir, files, library, "pynetdicom")
+        native = _storescp_rate(workdir, files, [infra.dcmtk("storescp")], "dcmtk")
+        ours, acknowledged = _our_rate(env, workdir, files, study_uid)
+    return Figure(
+        "C-STORE receive, until indexed",
+        ours,
+        baseline,
+        "instances/s",
+        ">= 0.5 x pynetdicom's storescp",
+        ours >= 0.5 * baseline,
+        f"{INSTANCES} images of ~{SIZE * SIZE // 1024} KiB in one association from dcmtk's "
+        f"storescu; ours acknowledged {acknowledged:,.0f}/s; the baseline is the DICOM library "
+        f"we build on, writing files only; dcmtk's storescp (C++) takes {native:,.0f}/s",
+    )

@@ -1,0 +1,69 @@
+"""The C-STORE receiver's journal (`scp_received`): objects acknowledged, not yet indexed.
+
+One note per object, keyed by its blob key (one content of one instance), with what its upload
+batch needs to be indexed later; written before the success status goes out, deleted once the
+object is indexed. See `service_layer.received` for who reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+RECEIVED = "scp_received"
+
+
+@dataclass(frozen=True)
+class Note:
+    key: str
+    sha256: str
+    size: int
+
+
+@dataclass
+class Unindexed:
+    """The notes of one upload batch, older than asked for."""
+
+    upload: dict[str, Any]
+    notes: list[Note]
+
+
+class ReceivedJournal:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.notes = db[RECEIVED]
+
+    async def ensure_indexes(self) -> None:
+        await self.notes.create_index([("received_at", ASCENDING)])
+
+    async def note(self, key: str, sha256: str, size: int, upload: dict[str, Any]) -> None:
+        """Note a stored object of `upload` (the same content noted again stays one note)."""
+        fields = {"sha256": sha256, "size": size, "upload": upload, "received_at": _now()}
+        await self.notes.update_one({"_id": key}, {"$setOnInsert": fields}, upsert=True)
+
+    async def settle(self, keys: Iterable[str]) -> None:
+        """The objects under `keys` are indexed (or will never be)."""
+        if ids := list(keys):
+            await self.notes.delete_many({"_id": {"$in": ids}})
+
+    async def unindexed(self, older_than: timedelta, limit: int = 1000) -> list[Unindexed]:
+        """The oldest notes (up to `limit`) noted more than `older_than` ago, by upload batch."""
+        cursor = (
+            self.notes.find({"received_at": {"$lt": _now() - older_than}})
+            .sort("received_at", ASCENDING)
+            .limit(limit)
+        )
+        batches: dict[str, Unindexed] = {}
+        async for doc in cursor:
+            upload = doc["upload"]
+            batch = batches.setdefault(upload["batch_id"], Unindexed(upload, []))
+            batch.notes.append(Note(doc["_id"], doc["sha256"], doc["size"]))
+        return list(batches.values())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

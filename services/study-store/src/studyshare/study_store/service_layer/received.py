@@ -1,0 +1,102 @@
+"""Nothing the C-STORE receiver acknowledged is lost.
+
+A C-STORE success tells the sender the object is ours: it may delete its copy. The receiver
+stores each object before it answers, but indexes an association's objects in batches (every
+`scp_flush_instances`, and when the association ends). So each object is noted in the received
+journal before its success goes out, and its note goes once it is indexed. A note older than
+`scp_recover_after_s` names an object whose receiver died (or could not index it): any receiver
+indexes it from the blob store, in its own upload batch. Indexing twice changes nothing (an
+indexed instance stays as it is), so a batch a live receiver is still filling may be indexed
+early, never wrongly.
+
+An object that lost a race (another association indexed other content under its SOP Instance
+UID first) is dropped alone, logged: a stored instance is never replaced, and the batch's
+other objects are indexed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from studyshare.contracts.envelope import Actor
+from studyshare.plumbing.logging import get_logger
+from studyshare.study_store.adapters.blobstore import BlobMissing
+from studyshare.study_store.adapters.received import ReceivedJournal
+from studyshare.study_store.domain.exceptions import InstanceAlreadyStored
+from studyshare.study_store.service_layer.ingest import Ingest, Parsed, Upload, parse_stored
+
+log = get_logger(__name__)
+
+
+def journal_upload(upload: Upload) -> dict[str, Any]:
+    """What the journal keeps of an upload (to index its objects later in the same batch)."""
+    return {
+        "via": upload.via,
+        "actor": upload.actor.model_dump(exclude_none=True),
+        "department_id": upload.department_id,
+        "owner_id": upload.owner_id,
+        "batch_id": upload.batch_id,
+    }
+
+
+def _upload(fields: dict[str, Any]) -> Upload:
+    return Upload(**{**fields, "actor": Actor(**fields["actor"])})
+
+
+async def index_received(
+    ingest: Ingest,
+    journal: ReceivedJournal,
+    upload: Upload,
+    parsed: Sequence[Parsed],
+    paths: dict[str, str],
+) -> None:
+    """Index acknowledged objects and settle their notes; one that lost a race goes alone."""
+    remaining = list(parsed)
+    while True:
+        try:
+            await ingest.index_batch(upload, remaining, paths)
+            break
+        except InstanceAlreadyStored:
+            stored = await ingest.stored_digests([p.facts.sop_instance_uid for p in remaining])
+            lost = [
+                p for p in remaining if stored.get(p.facts.sop_instance_uid) not in (None, p.sha256)
+            ]
+            if not lost:
+                raise
+            log.warning(
+                "scp.instance_lost_race",
+                batch_id=upload.batch_id,
+                sop_instance_uids=[p.facts.sop_instance_uid for p in lost][:20],
+            )
+            for p in lost:  # named by its own digest: never the winner's object
+                await ingest.blobs.remove(paths[p.facts.sop_instance_uid])
+            remaining = [p for p in remaining if p not in lost]
+    await journal.settle(paths[p.facts.sop_instance_uid] for p in parsed)
+
+
+async def recover(ingest: Ingest, journal: ReceivedJournal, older_than: timedelta) -> int:
+    """Index what was noted more than `older_than` ago and not indexed since; how many."""
+    recovered = 0
+    while batches := await journal.unindexed(older_than):
+        for batch in batches:
+            parsed, paths = [], {}
+            for note in batch.notes:
+                try:
+                    p = await asyncio.to_thread(
+                        parse_stored, ingest.blobs, note.key, note.sha256, note.size
+                    )
+                except BlobMissing:
+                    log.error("scp.received_object_missing", key=note.key)
+                    continue
+                parsed.append(p)
+                paths[p.facts.sop_instance_uid] = note.key
+            await index_received(ingest, journal, _upload(batch.upload), parsed, paths)
+            await journal.settle(note.key for note in batch.notes)
+            log.warning(
+                "scp.received_recovered", batch_id=batch.upload["batch_id"], instances=len(parsed)
+            )
+            recovered += len(parsed)
+    return recovered
