@@ -279,8 +279,9 @@ def send_each(port: int, datasets, release: bool = True) -> tuple[list[int], obj
     return statuses, assoc
 
 
+@pytest.mark.parametrize("backend", ["directory", "gridfs"])
 async def test_what_a_receiver_acknowledged_before_it_was_killed_is_indexed_after_it(
-    real_infra, scp_db, tmp_path
+    real_infra, scp_db, tmp_path, backend
 ):
     """A C-STORE success tells the sender the object is ours, and it deletes its copy. The
     receiver indexes an association's objects in batches (every `scp_flush_instances`, and
@@ -288,7 +289,7 @@ async def test_what_a_receiver_acknowledged_before_it_was_killed_is_indexed_afte
     could ever open them."""
     uid, files = write_study(tmp_path / "study", series=1, per_series=2)
     callers = {"MODALITY1": "dep_ct"}
-    with running_scp(real_infra, scp_db.name, tmp_path, callers) as scp:
+    with running_scp(real_infra, scp_db.name, tmp_path, callers, blob_backend=backend) as scp:
         statuses, assoc = await asyncio.to_thread(
             send_each, scp.port, [dcmread(f) for f in files], False
         )
@@ -299,7 +300,9 @@ async def test_what_a_receiver_acknowledged_before_it_was_killed_is_indexed_afte
     index = InstanceIndex(scp_db)
     assert await index.study(uid) is None, "the killed receiver indexed nothing"
 
-    with running_scp(real_infra, scp_db.name, tmp_path, callers, scp_recover_after_s="1"):
+    with running_scp(
+        real_infra, scp_db.name, tmp_path, callers, blob_backend=backend, scp_recover_after_s="1"
+    ):
 
         async def indexed():
             study = await index.study(uid)
