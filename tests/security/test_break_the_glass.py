@@ -126,7 +126,7 @@ def test_a_physician_of_another_institution_does_not_break_the_glass_by_default(
     sending = _sending(api, world)
     for outsider in (world.elsewhere_physician, world.elsewhere_staff, world.free_physician):
         _refused(_glass(api, outsider, sending.uid))
-        problem(api.study(outsider, sending.uid), 403, "NoAccessToStudy")
+        problem(api.study(outsider, sending.uid), 404, "StudyNotFound")
 
 
 def test_by_default_the_staff_and_physicians_of_the_institution_break_the_glass(
@@ -180,7 +180,7 @@ def test_an_auditor_never_breaks_the_glass(api: Gateway, world: SimpleNamespace)
     sending = _sending(api, world, policy="environment")
     for auditor in (world.auditor, world.auditing_physician):
         _refused(_glass(api, auditor, sending.uid))
-        problem(api.study(auditor, sending.uid), 403)
+        problem(api.study(auditor, sending.uid), 404, "StudyNotFound")
 
 
 def _share(api: Gateway, sending: SimpleNamespace, to: Person, **body: Any) -> str:
@@ -259,3 +259,45 @@ def test_an_unknown_study_answers_exactly_like_a_refused_break_the_glass(
         return {k: (v.replace(uid, "<uid>") if isinstance(v, str) else v) for k, v in body.items()}
 
     assert shape(refused, sending.uid) == shape(unknown, unknown_uid)
+
+
+def test_a_study_one_could_never_open_answers_word_for_word_as_an_unknown_one(
+    api: Gateway, world: SimpleNamespace
+):
+    """No oracle of which studies exist. To a caller with no way in (no grant, no bucket of
+    the study that ended, and not one the department's policy lets break the glass), every
+    route of an existing study answers as for a study never received: status, rule and
+    detail. Before, any account could test a Study Instance UID (403 NoAccessToStudy against
+    404 StudyNotFound). One who may break the glass is still told they have no access, so
+    that they can."""
+    institution = unique("inst_")
+    sending = _sending(api, world, institution=institution)
+    never = f"2.25.{uuid.uuid4().int}"
+    routes = [
+        "/api/studies/{uid}",
+        "/api/studies/{uid}/report",
+        "/api/studies/{uid}/download",
+        "/dicomweb/studies/{uid}/metadata",
+        "/dicomweb/studies/{uid}/series",
+    ]
+
+    def answer(who: Person, route: str, uid: str) -> tuple[int, str, dict[str, Any]]:
+        r = api.client.get(route.format(uid=uid), headers=who.headers)
+        body = {k: v for k, v in r.json().items() if k not in ("instance", "correlation_id")}
+        return r.status_code, r.headers["content-type"], body
+
+    outsiders = (world.elsewhere_physician, world.free_physician, world.auditor)
+    for outsider in outsiders:
+        for route in routes:
+            existing, unknown = answer(outsider, route, sending.uid), answer(outsider, route, never)
+            assert existing == unknown, (route, existing, unknown)
+            assert existing[0] == 404 and existing[2]["rule"] == "StudyNotFound", existing
+
+    sister = _department(api, world.desk, "Sister", institution)
+    colleague = api.register(world.desk, "Iris", roles=["physician"], department_ids=[sister])
+    told = wait_for(
+        lambda: (r := api.study(colleague, sending.uid)).status_code == 403 and r,
+        "the colleague's department in the study store",
+    )
+    problem(told, 403, "NoAccessToStudy")
+    problem(api.study(colleague, never), 404, "StudyNotFound")

@@ -162,7 +162,7 @@ async def test_group_membership_removal_and_department_change_follow_identity(ha
     await h.project(
         h.events(GroupMemberRemoved(group_id="grp_p", user_id="usr_m", removed_by="usr_p"), "grp_p")
     )
-    assert await _refused_within(h, UID, member, 403) < STALENESS_BOUND_S
+    assert await _refused_within(h, UID, member, 404) < STALENESS_BOUND_S
 
     staff = h.user("usr_s", "department_staff", department_ids=["dep_rad"])
     assert await _status(h, UID, staff) == 200
@@ -178,7 +178,7 @@ async def test_group_membership_removal_and_department_change_follow_identity(ha
             "usr_s",
         )
     )
-    assert await _refused_within(h, UID, staff, 403) < STALENESS_BOUND_S, (
+    assert await _refused_within(h, UID, staff, 404) < STALENESS_BOUND_S, (
         "a department left is honoured before the token expires"
     )
 
@@ -286,8 +286,8 @@ async def test_a_lapsed_group_membership_gives_no_access_until_confirmed(harness
     await h.project(
         h.events(GroupMembershipLapsed(group_id="grp_l", user_id="usr_ml", due_since=due), "grp_l")
     )
-    assert await _refused_within(h, UID, member, 403) < STALENESS_BOUND_S
-    assert await _status(h, other, member) == 403, "a colleague's share neither"
+    assert await _refused_within(h, UID, member, 404) < STALENESS_BOUND_S
+    assert await _status(h, other, member) == 404, "a colleague's share neither"
     assert await _status(h, other, colleague) == 200, "their own grant stays"
     await h.project(
         h.events(

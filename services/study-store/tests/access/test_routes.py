@@ -175,13 +175,15 @@ async def test_anonymized_share_hides_patient_identity_everywhere_in_the_api(har
 
 
 async def test_study_details_refuse_unknown_and_foreign_studies(harness):
+    """A foreign study the caller may not break the glass on answers as an unknown one."""
     h = harness
     await h.study(A, department_id="dep_other")
     doctor = h.user("usr_doc", "physician")
-    r = await h.http.get(f"/api/studies/{A}", headers=doctor)
-    assert r.status_code == 403 and r.json()["rule"] == "NoAccessToStudy"
-    r = await h.http.get("/api/studies/9.9.9", headers=doctor)
-    assert r.status_code == 404 and r.json()["rule"] == "StudyNotFound"
+    foreign = await h.http.get(f"/api/studies/{A}", headers=doctor)
+    unknown = await h.http.get("/api/studies/9.9.9", headers=doctor)
+    assert foreign.status_code == unknown.status_code == 404
+    assert foreign.json()["rule"] == unknown.json()["rule"] == "StudyNotFound"
+    assert foreign.json()["detail"] == unknown.json()["detail"] == "no such study"
     assert (await h.http.get(f"/api/studies/{A}")).status_code == 401
 
 
@@ -484,9 +486,10 @@ async def test_break_the_glass_follows_the_department_policy_and_hides_unknown_s
     assert r.status_code == 201, r.text
     assert await _events(h, "BreakTheGlassUsed") != []
 
-    # A stricter policy ends the unlock at the next decision.
+    # A stricter policy ends the unlock at the next decision; with no way in left, the study
+    # answers as an unknown one (as a private repository does to a collaborator removed)
     await _glass_policy(h, "dep_src", "nobody", institution="inst_1")
-    assert (await h.http.get(f"/api/studies/{A}", headers=sister)).status_code == 403
+    assert (await h.http.get(f"/api/studies/{A}", headers=sister)).status_code == 404
 
 
 # -- study logging ---------------------------------------------------------------------------

@@ -106,7 +106,8 @@ def no_access(study_uid: str) -> AccessDecision:
         download=False,
         anonymized=False,
         via=None,
-        reason="no grant",
+        reason="you have no access to this study",
+        refusal="no_grant",
     )
 
 
@@ -117,6 +118,8 @@ class AccessModelDouble:
 
     def __init__(self) -> None:
         self.decisions: dict[tuple[str, str], AccessDecision] = {}
+        self.glass: set[tuple[str, str]] = set()
+        """(caller, study) pairs where the caller may break the glass."""
         self.studies: dict[str, dict[str, Any]] = {}
         """The study documents this process holds (their `seq` versions the instance cache)."""
 
@@ -136,6 +139,9 @@ class AccessModelDouble:
 
     async def decide(self, principal, study_uid: str) -> AccessDecision:
         return self.decisions.get((principal.sub, study_uid)) or no_access(study_uid)
+
+    async def may_break_the_glass(self, principal, study_uid: str) -> bool:
+        return (principal.sub, study_uid) in self.glass
 
     async def visible_studies(self, principal) -> VisibleStudies:
         if "service_desk" in getattr(principal, "roles", ()):

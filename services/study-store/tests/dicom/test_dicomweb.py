@@ -448,10 +448,15 @@ async def test_wado_retrieve_metadata_frames_rendered_each_guarded_and_logged(di
         f"/api/studies/{study_uid}/download",
     ]
     stranger = dicom_app.tokens.user("usr_stranger", "physician")
+    dicom_app.access.glass.add(("usr_colleague", study_uid))
+    colleague = dicom_app.tokens.user("usr_colleague", "physician")
     for url in urls:
         refused = await dicom_app.client.get(url, headers=stranger)
-        assert refused.status_code == 403, url
-        assert refused.json()["rule"] == "NoAccessToStudy"
+        assert refused.status_code == 404, url  # as if it did not exist: no way in at all
+        assert refused.json()["rule"] == "StudyNotFound"
+        told = await dicom_app.client.get(url, headers=colleague)
+        assert told.status_code == 403, url  # may break the glass: told they have no access
+        assert told.json()["rule"] == "NoAccessToStudy"
     assert dicom_app.access_log.calls == []
 
     dicom_app.access.allow("usr_viewer", study_uid, download=True)
@@ -533,7 +538,7 @@ async def test_thumbnails_of_study_series_and_instance(dicom_app, tmp_path):
     ds = dcmread(files[0])
     base = f"/dicomweb/studies/{study_uid}"
     stranger = dicom_app.tokens.user("usr_stranger", "physician")
-    assert (await dicom_app.client.get(f"{base}/thumbnail", headers=stranger)).status_code == 403
+    assert (await dicom_app.client.get(f"{base}/thumbnail", headers=stranger)).status_code == 404
     dicom_app.access.allow("usr_viewer", study_uid)
     headers = dicom_app.tokens.user("usr_viewer", "physician")
     for url in (

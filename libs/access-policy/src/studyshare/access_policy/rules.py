@@ -69,6 +69,8 @@ Refusal = Literal[
     "deactivated",
     "stale",
 ]
+#: the reason of `unknown_study`; also what a caller told nothing about a study's existence reads
+NO_SUCH_STUDY = "no such study"
 # A broken glass never opens over a bucket the caller was in that ended or holds them back.
 GLASS_STOPPERS = frozenset({"revoked", "expired", "locked", "two_factor_required"})
 # The more telling refusal wins when several grants fail for different reasons.
@@ -329,7 +331,7 @@ def decide_for_patient(subject: Subject, study_uid: str, facts: AccessFacts) -> 
     if subject.token_study_uid != study_uid or (ref is not None and ref.study_uid != study_uid):
         return _refused(study_uid, "not_your_study", "a patient token opens one study only")
     if facts.study is None:
-        return _refused(study_uid, "unknown_study", "no such study")
+        return _refused(study_uid, "unknown_study", NO_SUCH_STUDY)
     if ref is None or ref.reference_id != subject.reference_id:
         return _refused(study_uid, "reference_number_unknown", "unknown reference number")
     if ref.revoked:
@@ -427,7 +429,7 @@ def decide(subject: Subject, study_uid: str, facts: AccessFacts) -> AccessDecisi
         return decide_for_patient(subject, study_uid, facts)
     study = facts.study
     if study is None:
-        return _refused(study_uid, "unknown_study", "no such study")
+        return _refused(study_uid, "unknown_study", NO_SUCH_STUDY)
     if subject.kind != "user":
         return _refused(study_uid, "no_grant", "only users and patients open studies")
     if subject.deactivated:

@@ -513,6 +513,11 @@ class AccessModel:
         stopper = next((o for o in outcomes if isinstance(o, str) and o in GLASS_STOPPERS), None)
         return await self.glass_facts(subject, study, stopper)
 
+    async def may_break_the_glass(self, principal: AccessClaims, study_uid: str) -> bool:
+        """Whether the study department's policy lets the caller break the glass on it now."""
+        glass = await self.break_glass_facts(principal, study_uid)
+        return why_not_break_the_glass(principal.kind, frozenset(principal.roles), glass) is None
+
     async def reference_complies(self, ref: Doc) -> bool:
         """Flagged when issued so, or when it breaks the department's current rule."""
         if not ref.get("complies_with_rule", True) or not ref.get("number_shape"):

@@ -8,6 +8,7 @@ whose codes (`Refusal`) are mapped here to the exceptions the routes raise.
 from __future__ import annotations
 
 from studyshare.access_policy.decision import AccessDecision
+from studyshare.access_policy.rules import NO_SUCH_STUDY
 from studyshare.plumbing.errors import Forbidden, Locked, NotFound, Unavailable
 
 # Refusals as domain exceptions (problem+json `rule`), raised by the route dependency.
@@ -15,6 +16,11 @@ from studyshare.plumbing.errors import Forbidden, Locked, NotFound, Unavailable
 
 class StudyNotFound(NotFound):
     """No such study, or not one this caller could ever open (existence is not revealed)."""
+
+    @classmethod
+    def as_unknown(cls) -> StudyNotFound:
+        """The answer to a study never received, word for word."""
+        return cls(NO_SUCH_STUDY)
 
 
 class NoAccessToStudy(Forbidden):
@@ -75,3 +81,12 @@ def refuse(decision: AccessDecision) -> None:
         return
     cls = REFUSALS.get(decision.refusal or "no_grant", NoAccessToStudy)
     raise cls(decision.reason)
+
+
+def told_it_exists(decision: AccessDecision, may_break_the_glass: bool) -> bool:
+    """Whether a refused caller may learn that the study exists. Not a caller with no way in
+    at all (no grant, no bucket of the study that ended, and the study department's policy
+    does not let them break the glass): they are answered as for a study never received
+    (`StudyNotFound`), else anyone could test which studies exist. One who may break the
+    glass is told they have no access, so that they can."""
+    return (decision.refusal or "no_grant") != "no_grant" or may_break_the_glass

@@ -1,9 +1,10 @@
 """Route dependencies shared by every study-store router.
 
 `StudyAccess` resolves the caller's `AccessDecision` for the `{study_uid}` of the route and
-refuses (403/404/423, problem+json with the rule) when images may not be seen; routes then check
-`decision.report`, `decision.download` and `decision.anonymized` themselves, and register the
-access with `AccessLogDep.record(decision, principal, action)`.
+refuses (403/404/423, problem+json with the rule) when images may not be seen (a caller with
+no way into an existing study is answered as for an unknown one: `told_it_exists`); routes
+then check `decision.report`, `decision.download` and `decision.anonymized` themselves, and
+register the access with `AccessLogDep.record(decision, principal, action)`.
 
 The DICOMweb read routes take `DicomReader` / `ReaderStudyAccess` instead: the same, but a
 viewer token (`domain.viewer`) is accepted there too, and decided by the same access model.
@@ -28,7 +29,7 @@ from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.access_model import AccessModel
 from studyshare.study_store.adapters.viewer_tokens import ViewerTokens, is_viewer_token
-from studyshare.study_store.domain.access_rules import refuse
+from studyshare.study_store.domain.access_rules import StudyNotFound, refuse, told_it_exists
 from studyshare.study_store.service_layer.access_log import AccessLog
 from studyshare.study_store.service_layer.retrieval import DicomStores
 from studyshare.study_store.settings import StudyStoreSettings
@@ -41,15 +42,18 @@ async def study_access(
 ) -> AccessDecision:
     """Ask the access model (installed on `app.state.access_model`); refuse when the
     caller may not see the images, the refusal registered in the study logging first."""
-    decision = await request.app.state.access_model.decide(principal, study_uid)
+    model: AccessModel = request.app.state.access_model
+    decision = await model.decide(principal, study_uid)
     request.state.access_decision = decision
     try:
         refuse(decision)
     except RuleViolation as refusal:
         refused = getattr(getattr(request.app.state, "access_log", None), "refused", None)
-        if refused is not None:
+        if refused is not None:  # the study logging keeps the true refusal
             action = requested_action(request.method, request.url.path)
             await refused(decision, principal, action, type(refusal).__name__)
+        if not told_it_exists(decision, await model.may_break_the_glass(principal, study_uid)):
+            raise StudyNotFound.as_unknown() from None
         raise
     return decision
 

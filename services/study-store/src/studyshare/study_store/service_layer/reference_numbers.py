@@ -35,7 +35,7 @@ log = get_logger(__name__)
 async def _study(model: AccessModel, study_uid: str) -> dict[str, Any]:
     study = await model.study(study_uid)
     if study is None:
-        raise StudyNotFound("no such study")
+        raise StudyNotFound.as_unknown()
     return study
 
 
