@@ -279,6 +279,7 @@ def test_a_study_one_could_never_open_answers_word_for_word_as_an_unknown_one(
         "/api/studies/{uid}/download",
         "/dicomweb/studies/{uid}/metadata",
         "/dicomweb/studies/{uid}/series",
+        "/api/studies/{uid}/reference-numbers",
     ]
 
     def answer(who: Person, route: str, uid: str) -> tuple[int, str, dict[str, Any]]:
@@ -286,12 +287,39 @@ def test_a_study_one_could_never_open_answers_word_for_word_as_an_unknown_one(
         body = {k: v for k, v in r.json().items() if k not in ("instance", "correlation_id")}
         return r.status_code, r.headers["content-type"], body
 
-    outsiders = (world.elsewhere_physician, world.free_physician, world.auditor)
+    outsiders = (
+        world.elsewhere_physician,
+        world.elsewhere_staff,
+        world.free_physician,
+        world.auditor,
+    )
     for outsider in outsiders:
         for route in routes:
             existing, unknown = answer(outsider, route, sending.uid), answer(outsider, route, never)
             assert existing == unknown, (route, existing, unknown)
             assert existing[0] == 404 and existing[2]["rule"] == "StudyNotFound", existing
+
+    # the share service the same: sharing it is refused as sharing a study never received
+    recipient = api.register(world.desk, "Rhea", roles=["physician"])
+    _share(api, sending, recipient)  # the share service knows the study now
+    for outsider in outsiders[:3]:
+        body = {
+            "reason": "second opinion",
+            "patient_agreed": True,
+            "recipients": [{"kind": "user", "id": recipient.user_id}],
+            "access_level": "images_report_read",
+            "unlimited": True,
+            "send_mail": False,
+        }
+        shared, never_shared = (
+            api.client.post(
+                "/api/shares", json=body | {"study_uids": [uid]}, headers=outsider.headers
+            )
+            for uid in (sending.uid, never)
+        )
+        assert shared.status_code == never_shared.status_code == 422, shared.text
+        assert shared.json()["rule"] == never_shared.json()["rule"] == "StudyNotKnown"
+        assert shared.json()["detail"].replace(sending.uid, never) == never_shared.json()["detail"]
 
     sister = _department(api, world.desk, "Sister", institution)
     colleague = api.register(world.desk, "Iris", roles=["physician"], department_ids=[sister])

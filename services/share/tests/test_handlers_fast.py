@@ -96,7 +96,7 @@ async def test_a_share_opens_a_bucket_and_its_view(share: Share) -> None:
 
 
 async def test_a_refused_share_stores_nothing(share: Share) -> None:
-    with pytest.raises(exceptions.NotAllowedToShareStudy):
+    with pytest.raises(exceptions.StudyNotKnown):  # another's study: told as if not received
         await share.share("usr_sender", study_uids=(OTHER_STUDY,))
     with pytest.raises(exceptions.RecipientNotKnown):
         await share.share("usr_sender", "usr_nobody")

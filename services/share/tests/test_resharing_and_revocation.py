@@ -25,9 +25,9 @@ async def test_reshare_needs_allow_further_sharing(env):
 
 async def test_without_parent_bucket_id_the_held_bucket_is_found(env):
     refused = await env.share(
-        sender="usr_r1", recipients=[{"kind": "user", "id": "usr_r2"}], expect=403
+        sender="usr_r1", recipients=[{"kind": "user", "id": "usr_r2"}], expect=422
     )
-    assert refused["rule"] == "NotAllowedToShareStudy"
+    assert refused["rule"] == "StudyNotKnown", "not shared with them yet: as if not received"
     await env.share()
     refused = await env.share(
         sender="usr_r1", recipients=[{"kind": "user", "id": "usr_r2"}], expect=403

@@ -67,16 +67,19 @@ async def test_images_only_not_allowed_for_user_but_for_a_department(env):
     ],
 )
 async def test_every_refusal_names_its_rule_and_stores_nothing(env, body, rule):
-    refused = await env.share(expect=403 if rule == "NotAllowedToShareStudy" else 422, **body)
+    refused = await env.share(expect=422, **body)
     assert refused["rule"] == rule
     assert refused["detail"]
     assert await env.count() == 0
     assert await env.db.buckets_view.count_documents({}) == 0
 
 
-async def test_not_allowed_to_share_a_study_of_another_department(env):
-    refused = await env.share(sender="usr_outsider", expect=403)
-    assert refused["rule"] == "NotAllowedToShareStudy"
+async def test_a_study_of_another_department_is_refused_as_one_not_received(env):
+    """Known or not, a study the sender has no way to share is told alike: no oracle."""
+    refused = await env.share(sender="usr_outsider", expect=422)
+    never = await env.share(sender="usr_outsider", study_uids=["9.9.9"], expect=422)
+    assert refused["rule"] == never["rule"] == "StudyNotKnown"
+    assert refused["detail"].replace(STUDY_A, "9.9.9") == never["detail"]
     assert await env.count() == 0
 
 

@@ -145,8 +145,16 @@ async def test_a_taken_number_is_refused_and_others_may_not_manage(s: Store) -> 
     await issue(s, reference_number="ABCDEFGHJK")
     with pytest.raises(exceptions.ReferenceNumberTaken):
         await issue(s, reference_number="abcdefghjk")
-    outsider = who("usr_other", "department_staff", departments=("dep_er",))
-    with pytest.raises(exceptions.ReferenceNumbersManagedByStudyDepartmentOnly):
+    # the department's physician sees the study, and the ER's staff (same institution) may
+    # break the glass on it: both are told who manages its numbers
+    for told in (
+        who("usr_phys", "physician", departments=("dep_rad",)),
+        who("usr_er", "department_staff", departments=("dep_er",)),
+    ):
+        with pytest.raises(exceptions.ReferenceNumbersManagedByStudyDepartmentOnly):
+            await reference_numbers.issue(s.store, s.model, told, STUDY, secret=SECRET)
+    outsider = who("usr_far", "department_staff", departments=("dep_far",))
+    with pytest.raises(exceptions.StudyNotFound):  # no way in: not told the study exists
         await reference_numbers.issue(s.store, s.model, outsider, STUDY, secret=SECRET)
     with pytest.raises(exceptions.StudyNotFound):
         await reference_numbers.issue(s.store, s.model, STAFF, "1.2.3.unknown", secret=SECRET)

@@ -389,13 +389,17 @@ async def test_numbers_breaking_the_rule_are_flagged_unusable_and_regenerated(ha
 async def test_only_the_study_department_manages_reference_numbers(harness):
     h = harness
     await h.study(A)
-    for headers in (
-        h.user("usr_p", "physician", department_ids=["dep_rad"]),
-        h.user("usr_o", "department_staff", department_ids=["dep_other"]),
-    ):
-        r = await h.http.post(f"/api/studies/{A}/reference-numbers", json={}, headers=headers)
-        assert r.status_code == 403
-        assert r.json()["rule"] == "ReferenceNumbersManagedByStudyDepartmentOnly"
+    physician = h.user("usr_p", "physician", department_ids=["dep_rad"])
+    r = await h.http.post(f"/api/studies/{A}/reference-numbers", json={}, headers=physician)
+    assert r.status_code == 403
+    assert r.json()["rule"] == "ReferenceNumbersManagedByStudyDepartmentOnly"
+    outsider = h.user("usr_o", "department_staff", department_ids=["dep_other"])
+    for study_uid in (A, "9.9.9"):  # no way into A: answered as for a study never received
+        r = await h.http.post(
+            f"/api/studies/{study_uid}/reference-numbers", json={}, headers=outsider
+        )
+        assert r.status_code == 404
+        assert r.json()["rule"] == "StudyNotFound" and r.json()["detail"] == "no such study"
     desk = h.user("usr_desk", "service_desk")
     assert (
         await h.http.get(f"/api/studies/{A}/reference-numbers", headers=desk)

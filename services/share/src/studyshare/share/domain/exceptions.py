@@ -60,7 +60,8 @@ class RecipientNotKnown(RuleViolation):
 
 
 class StudyNotKnown(RuleViolation):
-    """A study has not been received (yet): its department and owner are unknown."""
+    """A study has not been received (yet): its department and owner are unknown. Also the
+    answer to a study the sender has no way to share at all (existence is not revealed)."""
 
 
 class NotAllowedToShareStudy(Forbidden):

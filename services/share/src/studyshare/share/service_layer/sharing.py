@@ -81,15 +81,7 @@ class Sharing(ShareBase):
                     study_uids.append(uid)
             studies = await self.directory.studies(study_uids)
         if parent is None and not self._may_share_directly(principal, study_uids, studies):
-            parent = await self._held_parent(principal, study_uids, now)
-            if parent is None:
-                unknown = [uid for uid in study_uids if uid not in studies]
-                if unknown:
-                    raise exceptions.StudyNotKnown(f"studies not received (yet): {unknown}")
-                raise exceptions.NotAllowedToShareStudy(
-                    "you may share only your own or your department's studies, or studies "
-                    "shared with you with 'allow further sharing'"
-                )
+            parent = await self._held_parent(principal, study_uids, studies, now)
         if parent is not None:
             if cmd.include_uploaded_together:
                 study_uids = [u for u in study_uids if u in parent.active_study_uids]
@@ -175,16 +167,33 @@ class Sharing(ShareBase):
         )
 
     async def _held_parent(
-        self, principal: AccessClaims, study_uids: list[str], now: datetime
-    ) -> Bucket | None:
+        self,
+        principal: AccessClaims,
+        study_uids: list[str],
+        studies: dict[str, dict[str, Any]],
+        now: datetime,
+    ) -> Bucket:
         """A re-share without `parent_bucket_id`: the bucket held by the sender holding all
-        the studies with the most rights, or None when no bucket holds them."""
-        if not study_uids:
-            return None
+        the studies with the most rights. A study the sender neither may share directly nor
+        holds in a bucket is refused as one not received: known or not, it is told alike (else
+        anyone could test which studies exist)."""
         docs = await self.readmodel.held_by(await self._holder_keys(principal), now)
         holding = [d for d in docs if set(study_uids) <= set(d["active_study_uids"])]
         if not holding:
-            return None
+            held = {uid for d in docs for uid in d["active_study_uids"]}
+            unseen = [
+                uid
+                for uid in study_uids
+                if uid not in held and not self._may_share_directly(principal, [uid], studies)
+            ]
+            if unseen:
+                raise exceptions.StudyNotKnown(
+                    f"studies not received (yet), or not yours to share: {unseen}"
+                )
+            raise exceptions.NotAllowedToShareStudy(
+                "you may share only your own or your department's studies, or studies "
+                "shared with you with 'allow further sharing'"
+            )
         further = [d for d in holding if d["allow_further_sharing"]]
         if not further:
             raise exceptions.FurtherSharingNotAllowed(

@@ -19,7 +19,12 @@ from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.reference_ids import normalized, open_number, reference_id, seal_number
 from studyshare.plumbing.sealing import seal_pincode
 from studyshare.study_store.adapters.access_model import AccessModel
-from studyshare.study_store.domain.exceptions import ReferenceNumberTaken, StudyNotFound
+from studyshare.study_store.domain.access_rules import told_it_exists
+from studyshare.study_store.domain.exceptions import (
+    ReferenceNumbersManagedByStudyDepartmentOnly,
+    ReferenceNumberTaken,
+    StudyNotFound,
+)
 from studyshare.study_store.domain.reference_numbers import (
     ReferenceNumber,
     check_may_manage,
@@ -42,12 +47,18 @@ async def _study(model: AccessModel, study_uid: str) -> dict[str, Any]:
 async def manager(model: AccessModel, principal: AccessClaims, study_uid: str) -> Actor:
     """Check the caller manages this study's reference numbers; the actor they act as."""
     study = await _study(model, study_uid)
-    role = check_may_manage(
-        tuple(principal.roles),
-        tuple(principal.department_ids),
-        tuple(principal.admin_of),
-        study.get("department_id"),
-    )
+    try:
+        role = check_may_manage(
+            tuple(principal.roles),
+            tuple(principal.department_ids),
+            tuple(principal.admin_of),
+            study.get("department_id"),
+        )
+    except ReferenceNumbersManagedByStudyDepartmentOnly:
+        decision = await model.decide(principal, study_uid)
+        if not told_it_exists(decision, await model.may_break_the_glass(principal, study_uid)):
+            raise StudyNotFound.as_unknown() from None
+        raise
     return Actor(kind="user", id=principal.sub, role=role)
 
 
