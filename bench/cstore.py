@@ -25,7 +25,7 @@ from pymongo import MongoClient
 from bench.harness import Figure, LocalInfra
 from studyshare.devstack.dicomgen import DemoStudy, instance
 from studyshare.plumbing import infra
-from studyshare.plumbing.testing import stop_processes
+from studyshare.plumbing.testing import Infra, ServiceProcesses, stop_processes
 
 INSTANCES = int(os.environ.get("BENCH_CSTORE_INSTANCES", "300"))
 SIZE = 512
@@ -73,16 +73,8 @@ def _storescu(port: int, files: list[Path]) -> float:
 def _storescp_rate(workdir: Path, files: list[Path], command: list[str], name: str) -> float:
     """Instances/s a storescp (`command`, given its AE title, directory and port) takes in."""
     port = infra.free_port()
-    out = workdir / name
-    out.mkdir()
-    proc = subprocess.Popen(
-        [*command, "-aet", CALLED, "--output-directory", str(out), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=DCMTK_ENV,
-    )
+    proc = infra.storescp(port, workdir / name, CALLED, command, DCMTK_ENV)
     try:
-        infra.wait_for_port(port, 20, proc)
         return len(files) / _storescu(port, files)
     finally:
         stop_processes([proc], 10)
@@ -103,32 +95,27 @@ def _wait_indexed(env: LocalInfra, database: str, study_uid: str, count: int) ->
 def _our_rate(env: LocalInfra, workdir: Path, files: list[Path], study_uid: str) -> tuple:
     """(instances/s until all are indexed, instances/s acknowledged)."""
     port, database = infra.free_port(), f"bench_cstore_{uuid.uuid4().hex[:8]}"
-    environment = {
-        **os.environ,
-        "STUDYSHARE_ENVIRONMENT": "test",
-        "STUDYSHARE_MONGO_URL": env.mongo_url,
-        "STUDYSHARE_KAFKA_BOOTSTRAP": env.kafka_bootstrap,
-        "STUDYSHARE_DATABASE": database,
-        "STUDYSHARE_BLOB_DIR": str(workdir / "blobs"),
-        "STUDYSHARE_SCP_PORT": str(port),
-        "STUDYSHARE_SCP_AE_TITLE": CALLED,
-        "STUDYSHARE_SCP_CALLING_AE_DEPARTMENTS": json.dumps({CALLING: "dep_bench"}),
-    }
-    with (workdir / "scp.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "studyshare.study_store", "scp"],
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+    processes = ServiceProcesses(
+        Infra(env.kafka_bootstrap, env.mongo_url, None, None, workdir), workdir
+    )
+    environment = processes.env(
+        database,
+        "study-store-scp",
+        blob_dir=str(workdir / "blobs"),
+        scp_port=str(port),
+        scp_ae_title=CALLED,
+        scp_calling_ae_departments=json.dumps({CALLING: "dep_bench"}),
+    )
+    try:
+        infra.wait_for_port(
+            port, 60, processes.module("studyshare.study_store", "scp", environment)
         )
-        try:
-            infra.wait_for_port(port, 60, proc)
-            started = time.perf_counter()
-            acknowledged = _storescu(port, files)
-            _wait_indexed(env, database, study_uid, len(files))
-            return len(files) / (time.perf_counter() - started), len(files) / acknowledged
-        finally:
-            stop_processes([proc], 10)
+        started = time.perf_counter()
+        acknowledged = _storescu(port, files)
+        _wait_indexed(env, database, study_uid, len(files))
+        return len(files) / (time.perf_counter() - started), len(files) / acknowledged
+    finally:
+        processes.stop_all(10)
 
 
 def measure(env: LocalInfra) -> Figure:

@@ -564,11 +564,12 @@ def test_patient_logs_in_with_reference_number_birth_date_and_pincode_and_sees_o
         ),
         204,
     )
-    problem(
+    problem(  # a physician with no way into the study: as if it did not exist
         api.client.post(
             f"/api/studies/{uid}/reference-numbers", json={}, headers=cast.colleague.headers
         ),
-        403,
+        404,
+        "StudyNotFound",
     )
     birth = f"{STUDY_BIRTH_DATE[:4]}-{STUDY_BIRTH_DATE[4:6]}-{STUDY_BIRTH_DATE[6:]}"
 

@@ -15,7 +15,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from studyshare.devstack.dicomgen import DemoStudy, instance, multipart_related
-from studyshare.plumbing.infra import dcmtk, free_port, wait_for_port
+from studyshare.plumbing.infra import free_port, storescp
 
 from ..storykit import Gateway, Person, ok, unique, wait_for
 
@@ -121,20 +121,7 @@ class Pacs:
 
     def start(self) -> Pacs:
         self.port = free_port()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                dcmtk("storescp"),
-                "-aet",
-                "PACS",
-                "--output-directory",
-                str(self.directory),
-                str(self.port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, 20, self.proc)
+        self.proc = storescp(self.port, self.directory, "PACS")
         return self
 
     def stop(self) -> None:

@@ -22,7 +22,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, 
 
 from studyshare.access_policy.decision import AccessDecision
 from studyshare.plumbing.http import create_app
-from studyshare.plumbing.infra import dcmtk, free_port, wait_for_port
+from studyshare.plumbing.infra import free_port, storescp
 from studyshare.plumbing.mongo import mongo_client
 from studyshare.study_store.domain.serving import VisibleStudies
 from studyshare.study_store.entrypoints import dicomweb, downloads, forwarding_api
@@ -310,20 +310,7 @@ class StoreSCP:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> StoreSCP:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                dcmtk("storescp"),
-                "-aet",
-                "PACS",
-                "--output-directory",
-                str(self.directory),
-                str(self.port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, 20, self.proc)
+        self.proc = storescp(self.port, self.directory, "PACS")
         return self
 
     def stop(self) -> None:

