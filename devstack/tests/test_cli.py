@@ -52,7 +52,9 @@ class _FakePlatform:
         return None
 
 
-def _run_with(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> tuple[str, list]:
+def _run_with(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], platform: type = _FakePlatform
+) -> tuple[str, list]:
     from studyshare.devstack import cli, demo
 
     demo_calls: list[tuple[str, str, str]] = []
@@ -63,7 +65,7 @@ def _run_with(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> tuple[str
         return [("physician", "dr.x", "Pw-1")]
 
     _FakePlatform.made.clear()
-    monkeypatch.setattr(cli, "LocalPlatform", _FakePlatform)
+    monkeypatch.setattr(cli, "LocalPlatform", platform)
     monkeypatch.setattr(demo, "load_demo", fake_load_demo)
     monkeypatch.setattr(cli, "_supervise", lambda platform: None)
     monkeypatch.setattr(cli, "_interrupt_once", lambda: None)
@@ -112,3 +114,25 @@ def test_make_run_prints_ready_only_once_the_demo_data_are_loaded(
     assert ready == [len(lines) - 1], output  # once, and last
     assert lines.index("<platform up>") < lines.index("<demo loaded>") < ready[0]
     assert "dr.x / Pw-1" in output
+
+
+def test_make_run_starts_the_c_store_receiver_for_the_demo_department(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from studyshare.devstack import demo
+
+    started: list[dict[str, str]] = []
+
+    class WithStudyStore(_FakePlatform):
+        def __init__(self, run_dir: Path, **kw: object) -> None:
+            super().__init__(run_dir, **kw)
+            self.chosen = [type("S", (), {"name": "study-store"})()]
+            self.ports.dicom = 11112
+
+        def start_receiver(self, callers: dict[str, str]) -> None:
+            started.append(dict(callers))
+
+    monkeypatch.setattr(demo, "demo_department", lambda url: "dep_demo")
+    output, _ = _run_with(monkeypatch, {}, WithStudyStore)
+    assert started == [{demo.CALLING_AE_TITLE: "dep_demo"}]
+    assert f"storescu -aet {demo.CALLING_AE_TITLE} -aec STUDYSHARE 127.0.0.1 11112" in output

@@ -108,13 +108,15 @@ def run(
     try:
         with platform:
             logins: list[tuple[str, str, str]] = []
+            receiver = None
             if demo:
                 from studyshare.devstack.demo import load_demo
 
                 logins = load_demo(
                     platform.gateway_url, platform.bootstrap_user, platform.bootstrap_password
                 )
-            _print_summary(platform, logins)
+                receiver = _start_receiver(platform)
+            _print_summary(platform, logins, receiver)
             typer.secho(f"ready: {platform.gateway_url}", fg="green")
             _supervise(platform)
     except PlatformError as exc:
@@ -125,12 +127,34 @@ def run(
         typer.echo(f"stopped; still running: {left}" if left else "stopped; nothing left running")
 
 
-def _print_summary(platform: LocalPlatform, logins: list[tuple[str, str, str]]) -> None:
+def _start_receiver(platform: LocalPlatform) -> str | None:
+    """The study store's C-STORE receiver, filing what the demo AE title sends under the demo
+    department; its summary line (None: no study store, or no demo department)."""
+    from studyshare.devstack.demo import CALLING_AE_TITLE, demo_department
+
+    if "study-store" not in {s.name for s in platform.chosen}:
+        return None
+    department = demo_department(platform.gateway_url)
+    if department is None:
+        return None
+    platform.start_receiver({CALLING_AE_TITLE: department})
+    port = platform.ports.dicom
+    return (
+        f"DICOM C-STORE        STUDYSHARE@127.0.0.1:{port}   (calling AE title "
+        f"{CALLING_AE_TITLE}, the demo department: storescu -aet {CALLING_AE_TITLE} "
+        f"-aec STUDYSHARE 127.0.0.1 {port} FILE.dcm)"
+    )
+
+
+def _print_summary(
+    platform: LocalPlatform, logins: list[tuple[str, str, str]], receiver: str | None = None
+) -> None:
     lines = [
         "",
         f"StudyShare gateway   {platform.gateway_url}   (API docs: {platform.gateway_url}/docs)",
         *([f"portal               {platform.portal_url}   (log in below)"] * bool(platform.portal)),
         f"mail + SMS catcher   {platform.mail_url}   (SMTP 127.0.0.1:{platform.ports.smtp})",
+        *([receiver] if receiver else []),
         f"logs                 {platform.logs}",
         "logins:",
         f"  service desk       {platform.bootstrap_user} / {_shown_password(platform)}",

@@ -19,6 +19,8 @@ from studyshare.devstack.dicomgen import DemoStudy, instance, multipart_related
 
 T = TypeVar("T")
 
+#: the calling AE title `make run`'s C-STORE receiver files under the demo department
+CALLING_AE_TITLE = "DEMO_CT"
 DEPARTMENT = {
     "name": "Radiology (demo)",
     "country": "be",
@@ -259,6 +261,15 @@ def load_demo(
     if demo.warnings:
         typer.secho(f"demo data: {len(demo.warnings)} step(s) skipped", fg="yellow", err=True)
     return logins
+
+
+def demo_department(gateway_url: str, timeout: float = 30.0) -> str | None:
+    """The demo department's id (its admin's), once the demo data are loaded; else None."""
+    with httpx.Client(base_url=gateway_url, timeout=timeout, trust_env=False) as client:
+        demo = DemoLoader(client)
+        admin = demo.try_login(ADMIN["username"], ADMIN["password"])
+        departments = demo.me(admin).get("department_ids") if admin else None
+        return departments[0] if departments else None
 
 
 def _ensure_department(demo: DemoLoader, desk: str) -> str | None:

@@ -360,6 +360,17 @@ class LocalPlatform:
         argv = [sys.executable, "-m", "studyshare.devstack", "gateway"]
         return self._process_for("gateway", argv, env, self.ports.gateway)
 
+    def start_receiver(self, callers: Mapping[str, str]) -> ManagedProcess:
+        """The study store's C-STORE receiver on `ports.dicom`, admitting these calling AE
+        titles (title -> department id); stopped with the rest."""
+        service = SERVICE_BY_NAME["study-store"]
+        env = self.service_env(service) | {
+            "STUDYSHARE_SCP_CALLING_AE_DEPARTMENTS": json.dumps(dict(callers)),
+        }
+        argv = [*self.command(service), "scp"]
+        process = self._process_for("study-store-scp", argv, env, self.ports.dicom)
+        return self._launch(process, self.ports.dicom)
+
     def _service_processes(self, service: Service) -> list[ManagedProcess]:
         env = self.service_env(service)
         module = self.command(service)
