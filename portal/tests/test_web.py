@@ -63,6 +63,10 @@ class FakeAPI:
             return httpx.Response(200, json={"items": [], "total": 0})
         if path.endswith("/otp/verify"):
             return _problem(401, "WrongOTP", "wrong, expired or already used code (1 of 5)")
+        if path == "/api/studies/1.2.3.colleagues":  # one the caller may break the glass on
+            return _problem(403, "NoAccessToStudy", "you have no access to this study")
+        if path == "/api/studies/1.2.3.revoked":
+            return _problem(403, "GrantRevoked", "your access was revoked (bucket bkt_1)")
         return _problem(404, None, "nothing here")
 
 
@@ -332,3 +336,22 @@ def test_the_dialogs_default_date_is_one_calendar_month_or_the_policys_days() ->
     assert _default_until(date(2027, 1, 31), {"default_validity_days": 7}) == date(2027, 2, 7)
     months = {"default_validity_days": None, "default_validity_months": 1}
     assert _default_until(date(2026, 12, 15), months) == date(2027, 1, 15)
+
+
+def test_a_study_one_cannot_open_offers_the_glass_only_to_whom_the_api_told_it_exists(
+    client: TestClient,
+) -> None:
+    """The API answers a study the caller has no way into as an unknown one (404): the page
+    says so and offers nothing; one they may break the glass on (403 NoAccessToStudy) offers
+    the form; a revoked grant tells why, and never offers the glass over it."""
+    log_in(client)
+    unknown = client.get("/studies/9.9.9")
+    assert unknown.status_code == 404
+    assert "Dit onderzoek bestaat niet, of u kunt het niet openen." in unknown.text  # nl
+    assert 'id="break-glass"' not in unknown.text
+    colleagues = client.get("/studies/1.2.3.colleagues")
+    assert colleagues.status_code == 403
+    assert 'id="break-glass"' in colleagues.text
+    revoked = client.get("/studies/1.2.3.revoked")
+    assert revoked.status_code == 403 and "your access was revoked" in revoked.text
+    assert 'id="break-glass"' not in revoked.text
