@@ -23,7 +23,7 @@ from pathlib import Path
 from pymongo import MongoClient
 
 from bench.harness import Figure, LocalInfra
-from studyshare.devstack.dicomgen import DemoStudy, instance
+from studyshare.devstack.dicomgen import DemoStudy, write_images
 from studyshare.plumbing import infra
 from studyshare.plumbing.testing import Infra, ServiceProcesses, stop_processes
 
@@ -38,12 +38,7 @@ def _study_files(directory: Path, count: int) -> tuple[str, list[Path]]:
     """`count` images of a new study as files; (its study uid, the files)."""
     key = uuid.uuid4().hex[:12]
     study = DemoStudy(key, key, "Bench^Cstore", "19700101", "F", "CT", "CT", "20260101", key)
-    files = []
-    for number in range(1, count + 1):
-        path = directory / f"{number:05d}.dcm"
-        path.write_bytes(instance(study, 1, number, size=SIZE))
-        files.append(path)
-    return study.study_uid, files
+    return study.study_uid, write_images(study, directory, count, size=SIZE)
 
 
 def _storescu(port: int, files: list[Path]) -> float:
@@ -89,7 +84,6 @@ def _wait_indexed(env: LocalInfra, database: str, study_uid: str, count: int) ->
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{count} instances not indexed within 2 minutes")
             time.sleep(0.05)
-        client.drop_database(database)
 
 
 def _our_rate(env: LocalInfra, workdir: Path, files: list[Path], study_uid: str) -> tuple:
@@ -116,12 +110,13 @@ def _our_rate(env: LocalInfra, workdir: Path, files: list[Path], study_uid: str)
         return len(files) / (time.perf_counter() - started), len(files) / acknowledged
     finally:
         processes.stop_all(10)
+        with MongoClient(env.mongo_url) as client:
+            client.drop_database(database)
 
 
 def measure(env: LocalInfra) -> Figure:
     with tempfile.TemporaryDirectory(prefix="bench-cstore-") as name:
         workdir = Path(name)
-        (workdir / "files").mkdir()
         study_uid, files = _study_files(workdir / "files", INSTANCES)
         library = [sys.executable, "-m", "pynetdicom", "storescp", "--max-pdu", "0"]
         baseline = _storescp_rate(workdir, files, library, "pynetdicom")

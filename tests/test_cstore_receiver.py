@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from studyshare.devstack.dicomgen import DemoStudy, instance
+from studyshare.devstack.dicomgen import DemoStudy, write_images
 from studyshare.devstack.platform import LocalPlatform
 from studyshare.plumbing.infra import dcmtk
 
@@ -18,13 +18,7 @@ from .storykit import Gateway, ok, problem, unique, wait_for
 def _study(directory: Path, images: int) -> tuple[str, list[Path]]:
     key = unique("cstore-")
     study = DemoStudy(key, key, "Modality^Mia", "19810904", "F", "CT chest", "CT", "20261201", key)
-    directory.mkdir(parents=True, exist_ok=True)
-    files = []
-    for number in range(1, images + 1):
-        path = directory / f"{number}.dcm"
-        path.write_bytes(instance(study, 1, number, size=64))
-        files.append(path)
-    return study.study_uid, files
+    return study.study_uid, write_images(study, directory, images, size=64)
 
 
 def _storescu(port: int, calling: str, files: list[Path]) -> subprocess.CompletedProcess:

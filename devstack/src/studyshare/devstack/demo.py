@@ -264,21 +264,22 @@ def load_demo(
 
 
 def demo_department(gateway_url: str, timeout: float = 30.0) -> str | None:
-    """The demo department's id (its admin's), once the demo data are loaded; else None."""
+    """The demo department's id, once the demo data are loaded; else None."""
     with httpx.Client(base_url=gateway_url, timeout=timeout, trust_env=False) as client:
-        demo = DemoLoader(client)
-        admin = demo.try_login(ADMIN["username"], ADMIN["password"])
-        departments = demo.me(admin).get("department_ids") if admin else None
-        return departments[0] if departments else None
+        return _admins_department(DemoLoader(client))
+
+
+def _admins_department(demo: DemoLoader) -> str | None:
+    """The department the demo admin belongs to (None: no such account or department yet)."""
+    admin = demo.try_login(ADMIN["username"], ADMIN["password"])
+    departments = (demo.me(admin).get("department_ids") or []) if admin else []
+    return departments[0] if departments else None
 
 
 def _ensure_department(demo: DemoLoader, desk: str) -> str | None:
     """The demo department: the one its admin belongs to if it exists already."""
-    admin = demo.try_login(ADMIN["username"], ADMIN["password"])
-    if admin is not None:
-        departments = demo.me(admin).get("department_ids") or []
-        if departments:
-            return departments[0]
+    if (existing := _admins_department(demo)) is not None:
+        return existing
     return demo.step(
         "department",
         lambda: _id(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -97,6 +98,15 @@ def instance(study: DemoStudy, series: int = 1, number: int = 1, size: int = 16)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def write_images(study: DemoStudy, directory: Path, count: int, size: int = 16) -> list[Path]:
+    """`count` images of `study` (one series) as Part 10 files in `directory`, in order."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = [directory / f"{number:05d}.dcm" for number in range(1, count + 1)]
+    for number, path in enumerate(files, 1):
+        path.write_bytes(instance(study, 1, number, size=size))
+    return files
 
 
 def multipart_related(parts: list[bytes], boundary: str | None = None) -> tuple[bytes, str]:

@@ -83,10 +83,9 @@ def refuse(decision: AccessDecision) -> None:
     raise cls(decision.reason)
 
 
-def told_it_exists(decision: AccessDecision, may_break_the_glass: bool) -> bool:
-    """Whether a refused caller may learn that the study exists. Not a caller with no way in
-    at all (no grant, no bucket of the study that ended, and the study department's policy
-    does not let them break the glass): they are answered as for a study never received
-    (`StudyNotFound`), else anyone could test which studies exist. One who may break the
-    glass is told they have no access, so that they can."""
-    return (decision.refusal or "no_grant") != "no_grant" or may_break_the_glass
+def hides_existence(decision: AccessDecision) -> bool:
+    """Whether a refusal leaves the caller no way into the study at all (no grant, no bucket
+    of it that ended): unless its department's policy lets them break the glass, they are
+    answered as for a study never received (`StudyNotFound`), else anyone could test which
+    studies exist. One who may break the glass is told they have no access, so that they can."""
+    return (decision.refusal or "no_grant") == "no_grant"

@@ -2,9 +2,9 @@
 
 `StudyAccess` resolves the caller's `AccessDecision` for the `{study_uid}` of the route and
 refuses (403/404/423, problem+json with the rule) when images may not be seen (a caller with
-no way into an existing study is answered as for an unknown one: `told_it_exists`); routes
-then check `decision.report`, `decision.download` and `decision.anonymized` themselves, and
-register the access with `AccessLogDep.record(decision, principal, action)`.
+no way into an existing study is answered as for an unknown one: `hide_from_outsiders`);
+routes then check `decision.report`, `decision.download` and `decision.anonymized`
+themselves, and register the access with `AccessLogDep.record(decision, principal, action)`.
 
 The DICOMweb read routes take `DicomReader` / `ReaderStudyAccess` instead: the same, but a
 viewer token (`domain.viewer`) is accepted there too, and decided by the same access model.
@@ -29,8 +29,9 @@ from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.access_model import AccessModel
 from studyshare.study_store.adapters.viewer_tokens import ViewerTokens, is_viewer_token
-from studyshare.study_store.domain.access_rules import StudyNotFound, refuse, told_it_exists
+from studyshare.study_store.domain.access_rules import refuse
 from studyshare.study_store.service_layer.access_log import AccessLog
+from studyshare.study_store.service_layer.break_glass import hide_from_outsiders
 from studyshare.study_store.service_layer.retrieval import DicomStores
 from studyshare.study_store.settings import StudyStoreSettings
 
@@ -52,8 +53,7 @@ async def study_access(
         if refused is not None:  # the study logging keeps the true refusal
             action = requested_action(request.method, request.url.path)
             await refused(decision, principal, action, type(refusal).__name__)
-        if not told_it_exists(decision, await model.may_break_the_glass(principal, study_uid)):
-            raise StudyNotFound.as_unknown() from None
+        await hide_from_outsiders(model, principal, decision)
         raise
     return decision
 

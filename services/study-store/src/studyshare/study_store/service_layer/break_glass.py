@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.access_policy.glass import why_not_break_the_glass
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.contracts.tokens import AccessClaims
@@ -14,10 +15,22 @@ from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.eventstore import envelope_for
 from studyshare.plumbing.logging import get_logger
 from studyshare.study_store.adapters.access_model import AccessModel
+from studyshare.study_store.domain.access_rules import hides_existence
 from studyshare.study_store.domain.break_glass import break_the_glass
-from studyshare.study_store.domain.exceptions import BreakTheGlassNotAllowed
+from studyshare.study_store.domain.exceptions import BreakTheGlassNotAllowed, StudyNotFound
 
 log = get_logger(__name__)
+
+
+async def hide_from_outsiders(
+    model: AccessModel, principal: AccessClaims, refused: AccessDecision
+) -> None:
+    """Answer a refused caller with no way into the study, who may not break the glass on it
+    either, as for a study never received (`hides_existence`); the glass is asked only then."""
+    if hides_existence(refused) and not await model.may_break_the_glass(
+        principal, refused.study_uid
+    ):
+        raise StudyNotFound.as_unknown()
 
 
 async def break_glass(

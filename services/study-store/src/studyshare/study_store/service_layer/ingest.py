@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from pydicom import Dataset, dcmread
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -143,19 +143,17 @@ def parse_spooled(spooled: Spooled, blobs: BlobStore) -> Parsed:
         return _parsed(ds, data=None, sha256=spooled.sha256, size=spooled.size, source=spooled)
 
 
-def parse_file(path: Path, sha256: str, size: int) -> Parsed:
-    """A Part 10 file on local disk (a received C-STORE object); its large elements are not
-    read. Blocking."""
+def parse_file(path: Path | BinaryIO, sha256: str, size: int) -> Parsed:
+    """A Part 10 file (a received C-STORE object on local disk, or an open stored one); its
+    large elements are not read. Blocking."""
     ds = dcmread(path, defer_size=DEFER_BYTES)
     return _parsed(ds, data=None, sha256=sha256, size=size)
 
 
 def parse_stored(blobs: BlobStore, key: str, sha256: str, size: int) -> Parsed:
-    """An object in the blob store under `key`; its large elements are not read. Blocking:
-    call from a worker thread."""
+    """An object in the blob store under `key`. Blocking: call from a worker thread."""
     with opened(blobs, key) as source:
-        ds = dcmread(source, defer_size=DEFER_BYTES)
-        return _parsed(ds, data=None, sha256=sha256, size=size)
+        return parse_file(source, sha256, size)
 
 
 def _parsed(

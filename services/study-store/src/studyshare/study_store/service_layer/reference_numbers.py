@@ -19,7 +19,6 @@ from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.reference_ids import normalized, open_number, reference_id, seal_number
 from studyshare.plumbing.sealing import seal_pincode
 from studyshare.study_store.adapters.access_model import AccessModel
-from studyshare.study_store.domain.access_rules import told_it_exists
 from studyshare.study_store.domain.exceptions import (
     ReferenceNumbersManagedByStudyDepartmentOnly,
     ReferenceNumberTaken,
@@ -33,6 +32,7 @@ from studyshare.study_store.domain.reference_numbers import (
     stream_id,
     validity_as_allowed,
 )
+from studyshare.study_store.service_layer.break_glass import hide_from_outsiders
 
 log = get_logger(__name__)
 
@@ -55,9 +55,7 @@ async def manager(model: AccessModel, principal: AccessClaims, study_uid: str) -
             study.get("department_id"),
         )
     except ReferenceNumbersManagedByStudyDepartmentOnly:
-        decision = await model.decide(principal, study_uid)
-        if not told_it_exists(decision, await model.may_break_the_glass(principal, study_uid)):
-            raise StudyNotFound.as_unknown() from None
+        await hide_from_outsiders(model, principal, await model.decide(principal, study_uid))
         raise
     return Actor(kind="user", id=principal.sub, role=role)
 
