@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import uuid
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,10 +19,15 @@ from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
+from studyshare.contracts.envelope import Actor
 from studyshare.plumbing.eventstore import EventStore
 from studyshare.plumbing.infra import dcmtk, free_port, wait_for_port
 from studyshare.plumbing.testing import stop_processes
+from studyshare.study_store.adapters.blobstore import DirectoryBlobStore
 from studyshare.study_store.adapters.instances import InstanceIndex
+from studyshare.study_store.adapters.received import ReceivedJournal
+from studyshare.study_store.service_layer.ingest import Ingest, Upload, parse_file
+from studyshare.study_store.service_layer.received import keep_received
 
 from .conftest import write_study
 
@@ -189,7 +196,6 @@ async def test_a_known_instance_with_other_content_is_refused_never_replaced(
 ):
     """Issue 15, point 7: a second C-STORE of a stored SOP Instance UID with other content is
     refused (0x0111, logged); the stored file and its index stay as they were."""
-    import hashlib
 
     port, blobs = scp_process.port, scp_process.blobs
     uid, files = write_study(tmp_path / "a", series=1, per_series=2)
@@ -219,6 +225,8 @@ async def test_a_known_instance_with_other_content_is_refused_never_replaced(
     assert (await index.study(uid))["instance_count"] == 2
     events = await EventStore(scp_db).load(uid)
     assert [e.event_type for e in events] == ["StudyReceived"]
+    # neither the refused object nor the one sent again is left noted as unindexed
+    assert await scp_db["scp_received"].count_documents({"_id": {"$regex": f"^{uid}/"}}) == 0
 
 
 async def test_without_calling_ae_titles_the_receiver_refuses_every_association(
@@ -277,6 +285,55 @@ def send_each(port: int, datasets, release: bool = True) -> tuple[list[int], obj
     if release:
         assoc.release()
     return statuses, assoc
+
+
+async def test_an_object_the_store_could_not_keep_is_not_left_noted(scp_db, tmp_path):
+    """The store, the journal and the lookup of what is stored go at once: when the store
+    fails (no success goes out), the object's note goes too, so that no recovery pass looks
+    for an object never kept."""
+
+    class FullDisk(DirectoryBlobStore):
+        async def import_file(self, path, key):
+            await asyncio.sleep(0.05)  # after the journal noted it
+            raise OSError(28, "No space left on device")
+
+    journal = ReceivedJournal(scp_db)
+    _, files = write_study(tmp_path / "study", series=1, per_series=1)
+    content = files[0].read_bytes()
+    parsed = parse_file(files[0], hashlib.sha256(content).hexdigest(), len(content))
+    upload = Upload(via="c-store", actor=Actor(kind="service", id="ae:MODALITY1"))
+    ingest = Ingest(scp_db, FullDisk(tmp_path / "blobs"))
+
+    with pytest.raises(OSError, match="No space"):
+        await keep_received(ingest, journal, upload, files[0], parsed)
+
+    noted = await scp_db["scp_received"].count_documents({"upload.batch_id": upload.batch_id})
+    assert noted == 0
+
+
+async def test_a_recovery_pass_takes_an_upload_batch_whole(scp_db):
+    """An upload batch with a note old enough is recovered with all its notes, those noted
+    later too: a pass that looked between two notes of one association (50 ms apart) once
+    indexed them as two uploads (`StudyReceived`, then `StudyInstancesAdded`)."""
+    journal = ReceivedJournal(scp_db)
+    await journal.ensure_indexes()
+    slow, fresh = (f"bat_{uuid.uuid4().hex}" for _ in range(2))
+    notes = {slow: ["a/1.dcm", "a/2.dcm", "a/3.dcm"], fresh: ["b/1.dcm"]}
+    for batch_id, keys in notes.items():
+        for key in keys:
+            await journal.note(f"{batch_id}/{key}", "0" * 64, 10, {"batch_id": batch_id})
+    first = f"{slow}/a/1.dcm"
+    long_ago = datetime.now(UTC) - timedelta(minutes=10)
+    await scp_db["scp_received"].update_one({"_id": first}, {"$set": {"received_at": long_ago}})
+
+    batches = [
+        b for b in await journal.unindexed(timedelta(minutes=5)) if b.upload["batch_id"] in notes
+    ]
+
+    assert [(b.upload["batch_id"], [n.key for n in b.notes]) for b in batches] == [
+        (slow, [f"{slow}/{key}" for key in notes[slow]])
+    ]
+    await journal.settle(f"{batch_id}/{key}" for batch_id, keys in notes.items() for key in keys)
 
 
 @pytest.mark.parametrize("backend", ["directory", "gridfs"])

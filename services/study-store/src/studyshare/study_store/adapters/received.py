@@ -39,6 +39,7 @@ class ReceivedJournal:
 
     async def ensure_indexes(self) -> None:
         await self.notes.create_index([("received_at", ASCENDING)])
+        await self.notes.create_index([("upload.batch_id", ASCENDING)])
 
     async def note(self, key: str, sha256: str, size: int, upload: dict[str, Any]) -> None:
         """Note a stored object of `upload` (the same content noted again stays one note)."""
@@ -51,9 +52,13 @@ class ReceivedJournal:
             await self.notes.delete_many({"_id": {"$in": ids}})
 
     async def unindexed(self, older_than: timedelta, limit: int = 1000) -> list[Unindexed]:
-        """The oldest notes (up to `limit`) noted more than `older_than` ago, by upload batch."""
+        """The upload batches with a note noted more than `older_than` ago, oldest first, each
+        with all its notes (up to `limit` in all): a batch is indexed together, never split
+        by the moment a recovery pass happens to look."""
+        old = self.notes.find({"received_at": {"$lt": _now() - older_than}}, {"upload": 1})
+        ids = [doc["upload"]["batch_id"] async for doc in old.sort("received_at").limit(limit)]
         cursor = (
-            self.notes.find({"received_at": {"$lt": _now() - older_than}})
+            self.notes.find({"upload.batch_id": {"$in": list(dict.fromkeys(ids))}})
             .sort("received_at", ASCENDING)
             .limit(limit)
         )

@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from pydicom.uid import (
@@ -49,7 +48,7 @@ from studyshare.plumbing.mongo import mongo_client
 from studyshare.study_store.adapters.blobstore import blob_store
 from studyshare.study_store.adapters.received import ReceivedJournal
 from studyshare.study_store.service_layer.ingest import Ingest, Parsed, Upload, parse_file
-from studyshare.study_store.service_layer.received import index_received, journal_upload, recover
+from studyshare.study_store.service_layer.received import index_received, keep_received, recover
 from studyshare.study_store.settings import StudyStoreSettings
 
 log = get_logger(__name__)
@@ -166,12 +165,13 @@ class StoreSCP:
                 )
                 return NOT_AUTHORIZED
             with batch.lock:
-                pending = batch.digests.get(f.sop_instance_uid)
-            if pending is None:
-                stored = self._run(self.ingest.stored_digests([f.sop_instance_uid]))
-                pending = stored.get(f.sop_instance_uid)
-            if pending is not None:
-                if pending == parsed.sha256:
+                stored = batch.digests.get(f.sop_instance_uid)  # sent before on this association
+            if stored is None:
+                key, stored = self._run(
+                    keep_received(self.ingest, self.journal, batch.upload, received, parsed)
+                )
+            if stored is not None:
+                if stored == parsed.sha256:
                     return SUCCESS  # the same content again: nothing to store
                 log.warning(
                     "scp.instance_already_stored",
@@ -179,7 +179,6 @@ class StoreSCP:
                     calling_ae=batch.upload.actor.id,
                 )
                 return DUPLICATE_SOP_INSTANCE  # a stored instance is never replaced
-            key = self._run(self._keep(batch.upload, received, parsed))
         except Exception:
             log.exception("scp.store_failed")
             return OUT_OF_RESOURCES
@@ -191,15 +190,6 @@ class StoreSCP:
         if full:
             self.flush(batch)
         return SUCCESS
-
-    async def _keep(self, upload: Upload, received: Path, parsed: Parsed) -> str:
-        """Store the object and note it in the journal (before its success is sent)."""
-        f = parsed.facts
-        key = await self.ingest.blobs.write_file(
-            received, f.study_uid, f.series_uid, f.sop_instance_uid, parsed.sha256
-        )
-        await self.journal.note(key, parsed.sha256, parsed.size, journal_upload(upload))
-        return key
 
     def _study_of_series(self, batch: AssociationBatch, series_uid: str, study_uid: str) -> str:
         """The study the series belongs to: as indexed, else the first to send it here."""

@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from studyshare.contracts.envelope import Actor
 from studyshare.plumbing.logging import get_logger
-from studyshare.study_store.adapters.blobstore import BlobMissing
+from studyshare.study_store.adapters.blobstore import BlobMissing, key_for
 from studyshare.study_store.adapters.received import ReceivedJournal
 from studyshare.study_store.domain.exceptions import InstanceAlreadyStored
 from studyshare.study_store.service_layer.ingest import Ingest, Parsed, Upload, parse_stored
@@ -40,6 +41,33 @@ def journal_upload(upload: Upload) -> dict[str, Any]:
         "owner_id": upload.owner_id,
         "batch_id": upload.batch_id,
     }
+
+
+async def keep_received(
+    ingest: Ingest, journal: ReceivedJournal, upload: Upload, received: Path, parsed: Parsed
+) -> tuple[str, str | None]:
+    """Store a received object and note it in the journal (both before its success goes out)
+    while reading the digest stored under its SOP Instance UID, all three at once: (its key,
+    that digest). When one is stored (the object is not kept) the note goes, and so does the
+    object, unless it is the stored one; when the store or the journal fails, the note goes."""
+    f = parsed.facts
+    key = key_for(f.study_uid, f.series_uid, f.sop_instance_uid, parsed.sha256)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            stored = tasks.create_task(ingest.stored_digests([f.sop_instance_uid]))
+            tasks.create_task(ingest.blobs.import_file(received, key))
+            tasks.create_task(journal.note(key, parsed.sha256, parsed.size, journal_upload(upload)))
+    except BaseException as failed:
+        await journal.settle([key])
+        if isinstance(failed, BaseExceptionGroup):
+            raise failed.exceptions[0] from None  # what failed, not the group around it
+        raise
+    digest = stored.result().get(f.sop_instance_uid)
+    if digest is not None:
+        await journal.settle([key])
+        if digest != parsed.sha256:  # named by its own digest: never the stored object
+            await ingest.blobs.remove(key)
+    return key, digest
 
 
 def _upload(fields: dict[str, Any]) -> Upload:
