@@ -13,6 +13,7 @@ from pymongo.errors import DuplicateKeyError
 
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.identity.adapters.passwords import Passwords
+from studyshare.identity.adapters.stores import Attempt
 from studyshare.identity.domain.exceptions import (
     CannotDeactivateYourself,
     InvalidCredentials,
@@ -20,6 +21,7 @@ from studyshare.identity.domain.exceptions import (
     UsernameTaken,
     WeakPassword,
 )
+from studyshare.identity.domain.lockout import LockoutPolicy
 from studyshare.identity.domain.user import Registration
 from studyshare.identity.service_layer import accounts
 from studyshare.identity.service_layer.context import Identity
@@ -86,6 +88,35 @@ class InMemorySessions:
         self.revoked.append((user_id, reason) if keep is None else (user_id, reason, keep))
 
 
+class InMemoryThrottle:
+    """The failure counters (`adapters.stores.Throttle`): counted on admission, locked when the
+    policy says so (no decay: these tests take no time)."""
+
+    def __init__(self) -> None:
+        self.failures: dict[str, int] = {}
+        self.locked_until: dict[str, datetime] = {}
+
+    async def admit(self, key: str, now: datetime, policy: LockoutPolicy) -> Attempt | datetime:
+        until = self.locked_until.get(key)
+        if until is not None and until > now:
+            return until
+        self.failures[key] = self.failures.get(key, 0) + 1
+        return Attempt(key, self.failures[key], policy)
+
+    async def failed(self, attempt: Attempt, now: datetime) -> datetime | None:
+        until = attempt.policy.locked_until(attempt.failures, now)
+        if until is not None:
+            self.locked_until[attempt.key] = until
+        return until
+
+    async def succeeded(self, attempt: Attempt) -> None:
+        self.failures.pop(attempt.key, None)
+        self.locked_until.pop(attempt.key, None)
+
+    async def release(self, attempt: Attempt) -> None:
+        self.failures[attempt.key] -= 1
+
+
 class InMemorySessionEnds:
     """The list of ended sessions and accounts, and followers that always have it."""
 
@@ -107,6 +138,7 @@ class Accounts:
         self.credentials = InMemoryCredentials()
         self.sessions = InMemorySessions()
         self.ends = InMemorySessionEnds()
+        self.throttle = InMemoryThrottle()
         self.app = Identity(
             None,
             IdentitySettings(),
@@ -116,6 +148,7 @@ class Accounts:
             read_models=self.users,  # type: ignore[arg-type]
             credentials=self.credentials,  # type: ignore[arg-type]
             sessions=self.sessions,  # type: ignore[arg-type]
+            throttle=self.throttle,  # type: ignore[arg-type]
             session_ends=self.ends,  # type: ignore[arg-type]
             session_followers=self.ends,  # type: ignore[arg-type]
         )
@@ -184,9 +217,13 @@ async def test_a_password_changes_with_the_current_one_only(a: Accounts) -> None
     user_id = await a.register("dr.peeters")
     me = who(user_id, "physician")
     with pytest.raises(InvalidCredentials):
-        await accounts.change_password(a.app, me, "not it", "a new long secret", None)
+        await accounts.change_password(a.app, me, "not it", "a new long secret", "10.0.0.9")
+    [failed] = a.of("LoginFailed")  # a wrong guess, counted and recorded as a failed login's
+    assert (failed["user_id"], failed["consecutive_failures"]) == (user_id, 1)
+    assert a.throttle.failures == {"user:dr.peeters": 1, "ip:10.0.0.9": 1}
     with pytest.raises(WeakPassword):
         await accounts.change_password(a.app, me, PASSWORD, "dr.peeters-2026!", None)
+    assert a.throttle.failures == {"ip:10.0.0.9": 1}, "the right password reset the account's"
     await accounts.change_password(a.app, me, PASSWORD, "a new long secret", None)
     assert [e["changed_by"] for e in a.of("PasswordChanged")] == [user_id]
     assert await a.app.passwords.verify(a.credentials.hashes[user_id], "a new long secret")

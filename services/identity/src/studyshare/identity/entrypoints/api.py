@@ -455,7 +455,7 @@ async def me(app: IdentityDep, principal: Principal) -> m.UserView:
 @users_router.patch(
     "/api/users/me",
     response_model=m.UserView,
-    responses=problem_responses(400, 401, 403, 404, 422),
+    responses=problem_responses(400, 401, 403, 404, 422, 429),
     summary="Change one's profile; names, e-mail and physician numbers need current_password",
 )
 async def patch_me(
@@ -501,7 +501,7 @@ async def confirm_mobile_change(
 @users_router.post(
     "/api/users/me/password",
     status_code=204,
-    responses=problem_responses(400, 401, 422),
+    responses=problem_responses(400, 401, 422, 429),
     summary="Change the password (the current one is required)",
 )
 async def change_password(
@@ -514,14 +514,14 @@ async def change_password(
 @users_router.post(
     "/api/users/me/totp",
     response_model=m.TOTPEnrolment,
-    responses=problem_responses(401, 403, 409, 422),
+    responses=problem_responses(401, 403, 409, 422, 429),
     summary="Start TOTP enrolment (with the current password): a secret and its otpauth URI",
 )
 async def totp_begin(
-    app: IdentityDep, principal: Principal, body: m.TOTPBegin | None = None
+    app: IdentityDep, principal: Principal, ip: ClientIP, body: m.TOTPBegin | None = None
 ) -> m.TOTPEnrolment:
     current = body.current_password if body is not None else None
-    secret, uri = await accounts.begin_totp(app, principal, current)
+    secret, uri = await accounts.begin_totp(app, principal, current, ip)
     return m.TOTPEnrolment(secret=secret, otpauth_uri=uri)
 
 

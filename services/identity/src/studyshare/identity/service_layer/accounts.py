@@ -17,7 +17,6 @@ from studyshare.identity.domain import totp
 from studyshare.identity.domain.exceptions import (
     CannotDeactivateYourself,
     CurrentPasswordRequired,
-    InvalidCredentials,
     InvalidTOTPCode,
     MobileChangeRequestedTooOften,
     NotAllowed,
@@ -30,6 +29,7 @@ from studyshare.identity.domain.exceptions import (
     WrongMobileChangeCode,
 )
 from studyshare.identity.domain.user import PASSWORD_GUARDED_FIELDS, ROLES, Registration, User
+from studyshare.identity.service_layer import auth
 from studyshare.identity.service_layer.context import Identity
 from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.logging import get_logger
@@ -175,14 +175,16 @@ async def user_doc(app: Identity, user_id: str) -> dict[str, Any]:
 
 
 async def confirm_current_password(
-    app: Identity, user_id: str, current_password: str | None
-) -> None:
-    """The caller proves they are the account holder, not just a holder of its token."""
+    app: Identity, user_id: str, current_password: str | None, actor: Actor
+) -> dict[str, Any]:
+    """The caller proves they are the account holder, not just a holder of its token: a guess
+    at the password, throttled, recorded and locked as a login's (`auth.confirm_password`).
+    The account's document."""
     if not current_password:
         raise CurrentPasswordRequired("this change needs your current password (current_password)")
-    creds = await app.credentials.get(user_id)
-    if not await app.passwords.verify(creds and creds.get("password_hash"), current_password):
-        raise InvalidCredentials("the current password is not correct")
+    user = await user_doc(app, user_id)
+    await auth.confirm_password(app, user, current_password, actor)
+    return user
 
 
 async def change_profile(
@@ -199,7 +201,7 @@ async def change_profile(
     if changes.get("mobile") is None and any(
         changes.get(k) is not None for k in PASSWORD_GUARDED_FIELDS
     ):
-        await confirm_current_password(app, user_id, current_password)
+        await confirm_current_password(app, user_id, current_password, actor_of(principal, ip))
         confirmed = True
     await app.execute(
         User,
@@ -219,7 +221,7 @@ async def request_mobile_change(
     """Current password first; then a code to the new number (sealed for notify in the
     event, kept here as a digest only). A new request voids the pending one; one per
     `mobile_change_resend_s`."""
-    await confirm_current_password(app, principal.sub, current_password)
+    await confirm_current_password(app, principal.sub, current_password, actor_of(principal, ip))
     now = app.clock()
     gap = timedelta(seconds=app.settings.mobile_change_resend_s)
     last = await app.mobile_changes.requested_after(principal.sub, now - gap)
@@ -309,10 +311,7 @@ async def change_password(
 ) -> None:
     """The user replaces their password: their other sessions end (a stolen refresh token with
     them); this one lives on, its tokens issued until now refused (refresh for new ones)."""
-    user = await user_doc(app, principal.sub)
-    creds = await app.credentials.get(principal.sub)
-    if not await app.passwords.verify(creds and creds.get("password_hash"), current):
-        raise InvalidCredentials("the current password is not correct")
+    user = await confirm_current_password(app, principal.sub, current, actor_of(principal, ip))
     check_password(new, user["username"])
     new_hash = await app.passwords.hash(new)
 
@@ -383,12 +382,13 @@ async def unlock(app: Identity, user_id: str, principal: AccessClaims, ip: str |
 
 
 async def begin_totp(
-    app: Identity, principal: AccessClaims, current_password: str | None
+    app: Identity, principal: AccessClaims, current_password: str | None, ip: str | None
 ) -> tuple[str, str]:
     """A fresh secret and its otpauth URI, for the account holder (the current password);
     enabled only once a code from it is confirmed."""
-    await confirm_current_password(app, principal.sub, current_password)
-    user = await user_doc(app, principal.sub)
+    user = await confirm_current_password(
+        app, principal.sub, current_password, actor_of(principal, ip)
+    )
     if user.get("totp_enabled"):
         raise TOTPAlreadyEnabled("a second factor is already enabled on this account")
     secret = totp.new_secret()

@@ -70,6 +70,21 @@ def _locked(retry_after_s: int) -> LoginTemporarilyLocked:
     return LoginTemporarilyLocked("Too many failed attempts. Try again later.", retry_after_s)
 
 
+def _gates(app: Identity, username: str, ip: str | None) -> list[Gate]:
+    """The counters a guess at an account's password or code passes: its name's, its source's."""
+    gates = [Gate(f"user:{username.casefold()}", app.account_lockout, _locked)]
+    if ip:
+        gates.append(Gate(f"ip:{ip}", app.source_lockout, _locked))
+    return gates
+
+
+async def _passed(app: Identity, attempts: list[Attempt]) -> None:
+    """The secret was right: the account name's count starts again, the source's is given back."""
+    name, *source = attempts
+    await app.throttle.succeeded(name)
+    await throttling.release(app, source)
+
+
 async def _refuse(
     app: Identity,
     attempts: list[Attempt],
@@ -78,9 +93,10 @@ async def _refuse(
     user: dict[str, Any] | None,
     ip: str | None,
     now: datetime,
+    actor: Actor | None = None,
 ) -> None:
     """The admitted guess was wrong (counted per account name and per source already):
-    record it, maybe lock."""
+    record it (by `actor`, anonymous for a login), maybe lock."""
     until, *_ = await throttling.failed(app, attempts, app.clock())  # from this failure on
     failures = attempts[0].failures
     user_id = user["_id"] if user else None
@@ -93,7 +109,7 @@ async def _refuse(
             source_ip=ip,
         ),
         attempt,
-        Actor(kind="anonymous", ip=ip),
+        actor or Actor(kind="anonymous", ip=ip),
     )
     if user_id and until is not None:
         await app.execute(User, user_id, lambda u: u.lock(until, failures), Actor.system("login"))
@@ -106,10 +122,7 @@ async def login(
     """Check a password (+ TOTP code) only once the account name and the source admitted the
     guess: a locked name or source is refused before anything is read or written."""
     now = app.clock()
-    gates = [Gate(f"user:{username.casefold()}", app.account_lockout, _locked)]
-    if ip:
-        gates.append(Gate(f"ip:{ip}", app.source_lockout, _locked))
-    attempts = await throttling.admit(app, gates, now)
+    attempts = await throttling.admit(app, _gates(app, username, ip), now)
     user = await app.db[USERS].find_one({"username_lower": username.casefold()})
     creds = await app.credentials.get(user["_id"]) if user else None
     if not await app.passwords.verify(creds and creds.get("password_hash"), password):
@@ -144,10 +157,25 @@ async def login(
             await _refuse(app, attempts, reason="bad_totp", user=user, ip=ip, now=now)
             raise InvalidCredentials()
         method = "password+totp"
-    name, *source = attempts
-    await app.throttle.succeeded(name)
-    await throttling.release(app, source)
+    await _passed(app, attempts)
     return await open_session(app, user, method, ip)
+
+
+async def confirm_password(
+    app: Identity, user: dict[str, Any], password: str, actor: Actor
+) -> None:
+    """A holder of the account's token proves they know its password (before changing who they
+    are): a guess like a login's, through the same gates, counted against the same budget,
+    recorded and locked alike."""
+    now = app.clock()
+    attempts = await throttling.admit(app, _gates(app, user["username"], actor.ip), now)
+    creds = await app.credentials.get(user["_id"])
+    if not await app.passwords.verify(creds and creds.get("password_hash"), password):
+        await _refuse(
+            app, attempts, reason="bad_credentials", user=user, ip=actor.ip, now=now, actor=actor
+        )
+        raise InvalidCredentials("the current password is not correct")
+    await _passed(app, attempts)
 
 
 async def offered_environment(app: Identity, username: str) -> dict[str, Any]:
@@ -346,11 +374,7 @@ async def finish_external_login_with_totp(
     user = await app.db[USERS].find_one({"_id": doc["user_id"]})
     if user is None or user["status"] != "active":
         raise InvalidCredentials(GENERIC_LOGIN_REFUSAL)
-    username = user["username"]
-    gates = [Gate(f"user:{username.casefold()}", app.account_lockout, _locked)]
-    if ip:
-        gates.append(Gate(f"ip:{ip}", app.source_lockout, _locked))
-    attempts = await throttling.admit(app, gates, now)
+    attempts = await throttling.admit(app, _gates(app, user["username"], ip), now)
     creds = await app.credentials.get(user["_id"])
     step = (
         totp.matching_step(creds["totp_secret"], otp, now, creds.get("totp_last_step"))
@@ -360,9 +384,7 @@ async def finish_external_login_with_totp(
     if step is None or not await app.credentials.use_totp_step(user["_id"], step):
         await _refuse(app, attempts, reason="bad_totp", user=user, ip=ip, now=now)
         raise InvalidCredentials()
-    name, *source = attempts
-    await app.throttle.succeeded(name)
-    await throttling.release(app, source)
+    await _passed(app, attempts)
     return await open_session(app, user, "eid+totp", ip)
 
 
