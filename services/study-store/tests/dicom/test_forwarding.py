@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydicom import dcmread
+from pydicom.uid import generate_uid
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.events.identity import DepartmentCreated, PacsEndpoint
@@ -18,6 +21,8 @@ from .conftest import StoreSCP, write_study
 from .test_dicomweb import upload
 
 pytestmark = pytest.mark.infra
+
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 
 
 async def create_department(
@@ -174,6 +179,79 @@ async def test_an_anonymized_share_forwards_anonymized_copies(dicom_app, pacs, t
         assert not ds.get("PatientBirthDate") and not ds.get("AccessionNumber")
         assert ds.StudyInstanceUID != study_uid, "UIDs remapped for the share (PS3.15 Annex E)"
         assert ds.PatientIdentityRemoved == "YES"
+
+
+def write_report(image: Path, directory: Path) -> Path:
+    """A Basic Text SR (a report) in its own series of the study of `image`."""
+    ds = dcmread(image)
+    del ds.PixelData
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = BASIC_TEXT_SR
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "SR"
+    ds.ValueType = "CONTAINER"
+    path = directory / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+async def test_a_resend_after_the_access_narrowed_sends_nothing_more_than_it_allows(
+    dicom_app, pacs, tmp_path
+):
+    study_uid, images = write_study(tmp_path / "a", series=1, per_series=2)
+    files = [*images, write_report(images[0], tmp_path / "a")]
+    assert (await upload(dicom_app, files)).status_code == 200
+    pacs_id = unique("dep")
+    await create_department(dicom_app.stores.db, pacs_id, pacs_port=pacs.port)
+    dicom_app.access.allow(
+        "usr_fw", study_uid, download=True, via="grant", bucket_id="bkt_clear", report="read"
+    )
+    headers = dicom_app.tokens.user("usr_fw", "physician")
+    transfer_id = (
+        await dicom_app.client.post(
+            f"/api/studies/{study_uid}/forward", json={"pacs_id": pacs_id}, headers=headers
+        )
+    ).json()["transfer_id"]
+    await run_transfers(dicom_app)
+    first = pacs.received()
+    assert [str(ds.SOPClassUID) for ds in first].count(BASIC_TEXT_SR) == 1 and len(first) == 3
+    assert all(str(ds.PatientName) == "Doe^Jane" for ds in first)
+    for received in pacs.directory.iterdir():
+        received.unlink()
+
+    # the clear share is revoked; an anonymized share (no report) with download remains
+    dicom_app.access.allow(
+        "usr_fw",
+        study_uid,
+        download=True,
+        via="grant",
+        bucket_id="bkt_anon",
+        anonymized=True,
+        anonymous_number="77",
+        report="none",
+    )
+    resent = await dicom_app.client.post(
+        f"/api/studies/{study_uid}/transfers/{transfer_id}/resend", headers=headers
+    )
+    await run_transfers(dicom_app)
+    again = pacs.received()
+    assert not [ds for ds in again if str(ds.PatientName) == "Doe^Jane"], "sent in the clear"
+    assert not [ds for ds in again if str(ds.SOPClassUID) == BASIC_TEXT_SR], "report sent"
+    assert resent.status_code == 403, resent.text
+    assert resent.json()["rule"] == "AccessChangedSinceTransfer"
+    assert "request a new transfer" in resent.json()["detail"]
+    events = await EventStore(dicom_app.stores.db).load(transfer_id)
+    assert [e.event_type for e in events] == ["StudyForwardRequested", "StudyForwarded"]
+
+    # a new transfer goes as the anonymized share allows: images only, anonymized
+    response = await dicom_app.client.post(
+        f"/api/studies/{study_uid}/forward", json={"pacs_id": pacs_id}, headers=headers
+    )
+    assert response.status_code == 202 and response.json()["anonymized"] is True
+    await run_transfers(dicom_app)
+    anonymized = pacs.received()
+    assert len(anonymized) == 2
+    assert all(str(ds.PatientName) == "Anonymous^77" for ds in anonymized)
 
 
 async def test_rsw_receives_new_studies_with_a_status_per_study_and_a_resend(

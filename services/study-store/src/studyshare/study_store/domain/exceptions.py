@@ -30,6 +30,7 @@ from studyshare.study_store.domain.access_rules import (
 )
 
 __all__ = [
+    "AccessChangedSinceTransfer",
     "AccessDecisionsUnavailable",
     "AccountDeactivated",
     "BarrierEventsRefused",
@@ -95,6 +96,11 @@ class TransferInProgress(Conflict):
 
 class ForwardNotAllowed(Forbidden):
     """Forwarding copies the study out of StudyShare: it needs download permission."""
+
+
+class AccessChangedSinceTransfer(Forbidden):
+    """A resend sends the transfer as it was requested; the resender's access no longer allows
+    that (in the clear, or with the report): a new transfer goes as their access is now."""
 
 
 # --- Reports (`domain.report`) --------------------------------------------------------

@@ -32,7 +32,11 @@ from studyshare.study_store.entrypoints.models import (
     RswStatus,
     TransferView,
 )
-from studyshare.study_store.service_layer.forwarding import Forwarding, rsw_transfer_id
+from studyshare.study_store.service_layer.forwarding import (
+    Forwarding,
+    SendTerms,
+    rsw_transfer_id,
+)
 from studyshare.study_store.service_layer.retrieval import DicomStores
 
 router = APIRouter(tags=["forwarding"])
@@ -107,14 +111,15 @@ async def forward_study(
     destination = await fw.directory.get(body.pacs_id)
     if not destination or destination.get("kind") != "pacs" or not destination.get("pacs"):
         raise UnknownPacs(f"{body.pacs_id} is not a PACS destination")
+    terms = SendTerms.of(decision)
     transfer = await fw.request(
         study_uid,
         "pacs",
         body.pacs_id,
         actor_of(principal),
-        bucket_id=decision.bucket_id,
-        anonymous_number=(decision.anonymous_number or "0") if decision.anonymized else None,
-        include_report=decision.report != "none" and not decision.anonymized,
+        bucket_id=terms.bucket_id,
+        anonymous_number=terms.anonymous_number,
+        include_report=terms.include_report,
     )
     await record_access(request, decision, principal, "forward")
     return await view(fw, study_uid, transfer.id)
@@ -157,7 +162,7 @@ async def resend_transfer(
         raise RswOnlyForDepartment("only the study's department resends to RSW")
     if decision.via not in OWNING_PATHS and current.requested_by != principal.sub:
         raise NotFound(f"transfer {transfer_id} does not exist")
-    await fw.resend(transfer_id, study_uid, actor_of(principal))
+    await fw.resend(transfer_id, study_uid, actor_of(principal), terms=SendTerms.of(decision))
     await record_access(request, decision, principal, "forward")
     return await view(fw, study_uid, transfer_id)
 

@@ -17,11 +17,13 @@ import hashlib
 import os
 import tempfile
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.envelope import Actor, EventEnvelope
 from studyshare.plumbing.aggregate import Repository
 from studyshare.plumbing.domain import new_id
@@ -34,7 +36,7 @@ from studyshare.study_store.adapters.instances import InstanceIndex
 from studyshare.study_store.adapters.pacs import Destination, PacsAssociation, StoreFailed
 from studyshare.study_store.adapters.projections import DIRECTORY
 from studyshare.study_store.domain.anonymize import AnonymizationKey, may_carry_burned_in_text
-from studyshare.study_store.domain.exceptions import TransferNotFound
+from studyshare.study_store.domain.exceptions import AccessChangedSinceTransfer, TransferNotFound
 from studyshare.study_store.domain.study import Transfer
 from studyshare.study_store.settings import StudyStoreSettings
 
@@ -51,6 +53,36 @@ def transfer_id_for(*parts: str) -> str:
 def rsw_transfer_id(study_uid: str, department_id: str) -> str:
     """The one RSW transfer of a study (its status row in the Access tab)."""
     return transfer_id_for("rsw", study_uid, department_id)
+
+
+@dataclass(frozen=True)
+class SendTerms:
+    """How a forwarder's copy of the study goes: anonymized as their share is (its bucket and
+    number) or in the clear, with the report or not."""
+
+    bucket_id: str | None = None
+    anonymous_number: str | None = None
+    include_report: bool = True
+
+    @classmethod
+    def of(cls, decision: AccessDecision) -> SendTerms:
+        """What the caller's access decision lets them send (a new transfer goes so)."""
+        return cls(
+            bucket_id=decision.bucket_id,
+            anonymous_number=(decision.anonymous_number or "0") if decision.anonymized else None,
+            include_report=decision.report != "none" and not decision.anonymized,
+        )
+
+    def allow(self, transfer: Transfer) -> bool:
+        """Whether these terms cover what `transfer` sends: in the clear only for a forwarder
+        who sees the study in the clear, anonymized with their own share's key otherwise, the
+        report only for one who may read it."""
+        if self.anonymous_number is not None and (
+            transfer.anonymous_number != self.anonymous_number
+            or transfer.bucket_id != self.bucket_id
+        ):
+            return False
+        return self.include_report or not transfer.include_report
 
 
 class DepartmentDirectory:
@@ -119,11 +151,26 @@ class Forwarding:
         return transfer
 
     async def resend(
-        self, transfer_id: str, study_uid: str, actor: Actor, causation_id: str | None = None
+        self,
+        transfer_id: str,
+        study_uid: str,
+        actor: Actor,
+        causation_id: str | None = None,
+        terms: SendTerms | None = None,
     ) -> Transfer:
+        """Send the transfer again as it was requested (same anonymization, same report), once
+        `terms` (the resender's, when given) still cover that. A radiologist expects a resend to
+        repeat what the PACS already got, so when their access has narrowed since it is refused
+        rather than silently sent otherwise (an anonymized copy is another study at the PACS,
+        which they ask for knowingly with a new transfer)."""
         existing = await self.repo.get(transfer_id)
         if not existing.exists or existing.study_uid != study_uid:
             raise TransferNotFound(f"transfer {transfer_id} does not exist for this study")
+        if terms is not None and not terms.allow(existing):
+            raise AccessChangedSinceTransfer(
+                "your access to this study changed since this transfer was requested: "
+                "request a new transfer"
+            )
         transfer, _ = await self.repo.execute(
             transfer_id, lambda t: t.resend(actor.id), actor, causation_id=causation_id
         )
