@@ -7,7 +7,12 @@ from datetime import timedelta
 
 import pytest
 
-from .conftest import STUDY_A, STUDY_B, STUDY_C, policy
+from studyshare.contracts.events.identity import DepartmentCreated
+from studyshare.contracts.events.study import StudyReceived
+
+from .conftest import STUDY_A, STUDY_B, STUDY_C, policy, share_body
+
+STUDY_D = "1.2.826.0.1.4"
 
 
 async def test_share_several_studies_with_users_group_department_and_email_in_one_bucket(env):
@@ -224,6 +229,50 @@ async def test_anonymized_share_never_opens_the_report_and_says_so(env):
 async def test_share_all_exams_uploaded_together(env):
     out = await env.share(include_uploaded_together=True)
     assert [s["study_uid"] for s in out["confirmation"]["studies"]] == [STUDY_A, STUDY_B]
+
+
+async def test_uploaded_together_tells_an_outsider_nothing_of_a_study_or_its_neighbours(env):
+    """The neighbours were once added before any check, and the refusal listed them: a
+    known study answered with its neighbours' UIDs, an unknown one with itself alone."""
+    known = await env.share(sender="usr_outsider", include_uploaded_together=True, expect=422)
+    never = await env.share(
+        sender="usr_outsider", study_uids=["9.9.9"], include_uploaded_together=True, expect=422
+    )
+    assert known["rule"] == never["rule"] == "StudyNotKnown"
+    assert known["detail"].replace(STUDY_A, "9.9.9") == never["detail"]
+    assert STUDY_B not in known["detail"]
+    assert await env.count() == 0
+
+
+async def test_uploaded_together_adds_only_the_neighbours_the_sender_may_share(env):
+    """A study of another department uploaded in the same batch is left out, not a reason
+    to refuse the share (nor named in a refusal)."""
+    await env.seed(
+        DepartmentCreated(department_id="dep_2", name="Radiology Gent", created_by="t"),
+        StudyReceived(
+            study_uid=STUDY_D, department_id="dep_2", upload_batch_id="batch_cd", description="X"
+        ),
+    )
+    out = await env.share(include_uploaded_together=True)
+    assert [s["study_uid"] for s in out["confirmation"]["studies"]] == [STUDY_A, STUDY_B]
+
+
+async def test_a_department_member_without_a_study_role_may_not_share_its_studies(env):
+    """The access policy opens a department's studies to its members who work with studies
+    (physician, staff, admin); an auditor of the department once shared them, to anyone,
+    themselves included, with download and report."""
+    body = share_body(
+        recipients=[{"kind": "user", "id": "usr_sender"}],
+        access_level="images_report_write",
+        allow_download=True,
+    )
+    auditor = env.as_("usr_sender", "auditor")
+    refused = await env.client.post("/api/shares", json=body, headers=auditor)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["rule"] == "StudyNotKnown"
+    assert await env.count() == 0
+    physician = await env.client.post("/api/shares", json=body, headers=env.as_("usr_sender"))
+    assert physician.status_code == 201, physician.text
 
 
 async def test_confirmation_is_structured_and_ready_to_copy_text(env):

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ConfigDict
 
+from studyshare.access_policy.rules import STUDY_ROLES
 from studyshare.contracts.events.share import RecipientRef, ShareParameters
 from studyshare.contracts.invitations import is_invitation_token
 from studyshare.contracts.tokens import AccessClaims
@@ -74,17 +75,13 @@ class Sharing(ShareBase):
             self._directory_facts(cmd.recipients, [principal.sub], principal.department_ids),
             self.preferences.get(f"pref_{principal.sub}"),
         )
-        if cmd.include_uploaded_together and studies:
-            batches = [s["upload_batch_id"] for s in studies.values() if s.get("upload_batch_id")]
-            for uid in await self.directory.uploaded_together(batches):
-                if uid not in study_uids:
-                    study_uids.append(uid)
-            studies = await self.directory.studies(study_uids)
         if parent is None and not self._may_share_directly(principal, study_uids, studies):
             parent = await self._held_parent(principal, study_uids, studies, now)
+        if cmd.include_uploaded_together:
+            study_uids, studies = await self._with_uploaded_together(
+                principal, study_uids, studies, parent
+            )
         if parent is not None:
-            if cmd.include_uploaded_together:
-                study_uids = [u for u in study_uids if u in parent.active_study_uids]
             sending_department = parent.sending_department_id
         else:
             sending_department = studies[study_uids[0]].get("department_id") if study_uids else None
@@ -156,15 +153,45 @@ class Sharing(ShareBase):
     def _may_share_directly(
         principal: AccessClaims, study_uids: list[str], studies: dict[str, dict[str, Any]]
     ) -> bool:
-        """Every study is known and belongs to the sender's department or to the sender."""
+        """Every study is known and opens to the sender by the access policy's own paths: the
+        sender owns it, or works with studies (`STUDY_ROLES`) in its department; a member
+        of the department in another role (an auditor) does not."""
         return all(
             uid in studies
             and (
-                studies[uid].get("department_id") in principal.department_ids
-                or studies[uid].get("owner_id") == principal.sub
+                studies[uid].get("owner_id") == principal.sub
+                or (
+                    studies[uid].get("department_id") in principal.department_ids
+                    and bool(STUDY_ROLES.intersection(principal.roles))
+                )
             )
             for uid in study_uids
         )
+
+    async def _with_uploaded_together(
+        self,
+        principal: AccessClaims,
+        study_uids: list[str],
+        studies: dict[str, dict[str, Any]],
+        parent: Bucket | None,
+    ) -> tuple[list[str], dict[str, dict[str, Any]]]:
+        """The studies and those uploaded together with them that the sender may share the
+        same way (held in `parent`, or shared directly); asked only once the sender may share
+        the studies named, so that it tells no one else of a study or its neighbours."""
+        batches = [studies[u].get("upload_batch_id") for u in study_uids if u in studies]
+        together = await self.directory.uploaded_together([b for b in batches if b])
+        found = await self.directory.studies([u for u in together if u not in study_uids])
+        added = [
+            uid
+            for uid in together
+            if uid in found
+            and (
+                uid in parent.active_study_uids
+                if parent is not None
+                else self._may_share_directly(principal, [uid], found)
+            )
+        ]
+        return study_uids + added, studies | {uid: found[uid] for uid in added}
 
     async def _held_parent(
         self,
