@@ -220,8 +220,19 @@ def test_group_practice_colleagues_see_each_others_studies():
     colleague = Subject(id="usr_c", colleagues={"usr_doc": "grp_p", "usr_owner": "grp_p"})
     shared = decide(colleague, UID, facts(bucket()))
     assert shared.images and shared.via == "group" and shared.group_id == "grp_p"
-    owned = decide(colleague, UID, facts())
+    personal = StudyFacts(UID, department_id=None, owner_id="usr_owner")
+    owned = decide(colleague, UID, facts(study=personal))
     assert owned.images and owned.via == "group" and owned.report == "read"
+
+
+def test_a_colleague_owning_a_department_study_opens_it_to_no_group_practice():
+    """A hospital physician who uploads for their department is the exam's owner; once they
+    joined an outside group practice, the practice opened every study they had uploaded for
+    the department. A department's studies leave it only by a share (logged, revocable)."""
+    colleague = Subject(id="usr_c", colleagues={"usr_owner": "grp_p"})
+    assert STUDY.department_id and STUDY.owner_id == "usr_owner"
+    refused = decide(colleague, UID, facts())
+    assert not refused.images and refused.via is None
 
 
 def test_department_recipient_gives_every_department_member_access():

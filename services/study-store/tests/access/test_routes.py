@@ -29,7 +29,7 @@ async def _events(h, event_type: str) -> list[dict]:
 async def test_overview_lists_department_shared_group_and_colleague_studies(harness):
     h = harness
     await h.study(A, department_id="dep_rad", study_date=__import__("datetime").date(2026, 1, 1))
-    await h.study(B, department_id="dep_other", owner_id="usr_colleague", modalities=("MR",))
+    await h.study(B, department_id=None, owner_id="usr_colleague", modalities=("MR",))
     await h.study(C, department_id="dep_other", description="knee MR")
     await h.study(D, department_id="dep_other")
     await h.share(

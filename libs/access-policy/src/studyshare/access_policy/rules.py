@@ -386,7 +386,8 @@ def paths(
                 f"member of the study's department {study.department_id}",
             )
         )
-    if study.owner_id and study.owner_id in subject.colleagues:
+    if study.owner_id and study.owner_id in subject.colleagues and not study.department_id:
+        # a colleague's own uploads; one filed under a department is the department's to share
         candidates.append(
             Path(
                 "group",
