@@ -288,7 +288,7 @@ async def test_only_auditors_department_admins_and_service_desk_read_the_log(api
     assert r.status_code == 403 and r.json()["rule"] == "NotAmongThoseWhoShare"
     other = test_tokens.user("m2", "department_admin", admin_of=[ids["other_dep"]])
     r = await client.get(url, headers=other)
-    assert r.status_code == 403 and r.json()["rule"] == "AdminOfOtherDepartment"
+    assert r.status_code == 404 and r.json()["rule"] == "StudyNotInAuditLog"
     r = await client.get("/api/audit/verify", headers=other)
     assert r.status_code == 403 and r.json()["rule"] == "ChainCheckForOperatorsOnly"
     assert (await client.get(url)).status_code == 401
@@ -305,6 +305,21 @@ async def test_department_admin_log_is_limited_to_their_departments_studies(api,
     other = test_tokens.user("m2", "department_admin", admin_of=[ids["other_dep"]])
     r = await client.get("/api/audit/log", headers=other)
     assert r.json()["total"] == 0
+
+
+async def test_another_departments_admin_reads_of_a_study_what_of_an_unknown_one(api, test_tokens):
+    """The log once told a department admin which studies other departments hold: 403
+    `AdminOfOtherDepartment` for one of them, 404 for a UID no one ever sent."""
+    client, _, ids, _ = api
+    other = test_tokens.user("m2", "department_admin", admin_of=[ids["other_dep"]])
+    at = "2030-01-01T00:00:00Z"
+    for path, params in (("log", {}), ("access", {}), ("access-at", {"t": at})):
+        answers = []
+        for uid in (ids["uid"], "9.9.9"):
+            r = await client.get(f"/api/audit/studies/{uid}/{path}", params=params, headers=other)
+            answers.append((r.status_code, r.json()["rule"], r.json()["detail"].replace(uid, "X")))
+        assert answers[0] == answers[1], (path, answers)
+        assert answers[0][:2] == (404, "StudyNotInAuditLog")
 
 
 async def test_unknown_study_is_404_for_auditors(api, test_tokens):

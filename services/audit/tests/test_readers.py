@@ -20,7 +20,7 @@ def claims(sub: str, *roles: str, kind: str = "user", **more) -> AccessClaims:
 
 
 def view(c: AccessClaims) -> str:
-    return rules.access_view(c, "dep_a", "usr_owner", ["usr_sender", None])
+    return rules.access_view(c, "1.2.3", "dep_a", "usr_owner", ["usr_sender", None])
 
 
 def test_each_reader_gets_their_view_of_the_access_tab():
@@ -37,13 +37,17 @@ def test_each_reader_gets_their_view_of_the_access_tab():
     [
         claims("usr_recipient", "physician"),  # a recipient who is not a sender
         claims("x", "department_staff", department_ids=("dep_b",)),  # another department
-        claims("x", "department_admin", admin_of=("dep_b",)),  # another department's admin
         claims("pat_r1", kind="patient", study_uid="1.2.3", reference_id="r1"),
     ],
 )
 def test_anyone_else_is_refused_the_access_tab(reader):
     with pytest.raises(rules.NotAmongThoseWhoShare):
         view(reader)
+
+
+def test_another_departments_admin_is_told_of_the_study_as_of_an_unknown_one():
+    with pytest.raises(rules.StudyNotInAuditLog):
+        view(claims("x", "department_admin", admin_of=("dep_b",)))
 
 
 def test_only_a_patient_token_reads_its_own_study_s_openings():

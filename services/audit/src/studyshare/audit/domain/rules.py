@@ -19,16 +19,18 @@ class AuditLogReadersOnly(Forbidden):
     """Only auditors, department admins and the service desk read the audit log."""
 
 
-class AdminOfOtherDepartment(Forbidden):
-    """A department admin reads the log of their own department's studies only."""
-
-
 class ChainCheckForOperatorsOnly(Forbidden):
     """The hash chain check is for auditors and the service desk."""
 
 
 class StudyNotInAuditLog(NotFound):
-    """No event ever touched this study."""
+    """No event about this study reached the log the reader may read. A department admin
+    is told so of another department's study too: the log names them no study it holds for
+    other departments (known or not, answered alike)."""
+
+
+def not_in_log(uid: str) -> StudyNotInAuditLog:
+    return StudyNotInAuditLog(f"no event about study {uid} has reached the audit log you read")
 
 
 class NotAmongThoseWhoShare(Forbidden):
@@ -64,15 +66,14 @@ def check_reader(claims: AccessClaims) -> None:
         )
 
 
-def check_study_reader(claims: AccessClaims, study_department: str | None) -> None:
-    """A study's log: full readers, or an admin of the study's (sending) department."""
+def check_study_reader(claims: AccessClaims, uid: str, study_department: str | None) -> None:
+    """A study's log: full readers, or an admin of the study's (sending) department; to an
+    admin of other departments it is as unknown (`StudyNotInAuditLog`)."""
     check_reader(claims)
     if reads_everything(claims):
         return
     if study_department is None or study_department not in admin_departments(claims):
-        raise AdminOfOtherDepartment(
-            "department admins can only read the audit log of their department's studies"
-        )
+        raise not_in_log(uid)
 
 
 def check_operator(claims: AccessClaims) -> None:
@@ -82,6 +83,7 @@ def check_operator(claims: AccessClaims) -> None:
 
 def access_view(
     claims: AccessClaims,
+    uid: str,
     study_department: str | None,
     owner_id: str | None,
     senders: Iterable[str | None],
@@ -89,7 +91,8 @@ def access_view(
     """Which Access tab this reader sees of a study: auditors, the service desk and the admins
     of the study's department see everything; the exam owner and the staff of the study's
     (sending) department see every grant of the study; a sender sees the buckets they sent.
-    Anyone else (a recipient who did not share it, another department's staff) is refused."""
+    Anyone else (a recipient who did not share it, another department's staff) is refused;
+    to another department's admin, a reader of the log, the study is as unknown."""
     if reads_everything(claims) or (
         study_department is not None and study_department in admin_departments(claims)
     ):
@@ -101,6 +104,8 @@ def access_view(
             return "department"
         if claims.sub in set(senders):
             return "sender"
+    if admin_departments(claims):
+        raise not_in_log(uid)
     raise NotAmongThoseWhoShare(
         "the Access tab is for the exam owner, the sending department and the study's senders"
     )

@@ -36,13 +36,13 @@ class AuditQueries:
         if study is None:
             # Before its first event arrives the study has no department to check against;
             # "not (yet) in the log" says what is true, where a refusal would mislead its admin.
-            raise rules.StudyNotInAuditLog(f"no event about study {uid} has reached the audit log")
-        rules.check_study_reader(claims, study.get("department_id"))
+            raise rules.not_in_log(uid)
+        rules.check_study_reader(claims, uid, study.get("department_id"))
 
     async def _known(self, uid: str) -> list[dict[str, Any]]:
         entries = await self.store.study_entries(uid)
         if not entries:
-            raise rules.StudyNotInAuditLog(f"no event touched study {uid}")
+            raise rules.not_in_log(uid)
         return entries
 
     async def study_log(
@@ -79,7 +79,7 @@ class AuditQueries:
         study = await self.store.study(uid)
         if study is None:
             if rules.reads_everything(claims) or rules.admin_departments(claims):
-                raise rules.StudyNotInAuditLog(f"no event about study {uid} reached the audit log")
+                raise rules.not_in_log(uid)
             # anyone else is refused alike, known study or not: no oracle of which studies exist
             raise rules.NotAmongThoseWhoShare("the Access tab is for those who share the study")
         entries = await self._known(uid)
@@ -87,6 +87,7 @@ class AuditQueries:
         fold.fold(entries)
         view = rules.access_view(
             claims,
+            uid,
             study.get("department_id"),
             study.get("owner_id"),
             (b["sender_id"] for b in fold.buckets.values()),
