@@ -293,6 +293,30 @@ def test_sessions_end_when_idle() -> None:
     assert store.get(a.id) is None and store.get(c.id) is c
 
 
+def test_no_number_of_anonymous_visits_logs_a_user_out(fake: FakeAPI) -> None:
+    """Every cookie-less request once made a session in one store of `portal_session_max`,
+    oldest out first: anyone, logged in or not, logged every user out with as many requests
+    (for `/static/portal.css`, say). Logged-in sessions are kept apart now, and files and
+    health checks make none."""
+    api = PublicAPI("http://gateway.test", 5)
+    api.client = httpx.AsyncClient(
+        base_url="http://gateway.test", transport=httpx.MockTransport(fake)
+    )
+    app = create_app(PortalSettings(environment="test", portal_session_max=3), api=api)
+    with TestClient(app, base_url="https://portal.test") as user:
+        log_in(user)
+        stranger = TestClient(app, base_url="https://portal.test")
+        for _ in range(10):
+            stranger.cookies.clear()
+            assert stranger.get("/login").status_code == 200
+        page = user.get("/studies", follow_redirects=False)
+        assert page.status_code == 200, "still logged in"
+        for path in ("/static/portal.css", "/healthz", "/metrics"):
+            answer = stranger.get(path)
+            assert answer.status_code == 200 and "set-cookie" not in answer.headers, path
+            assert answer.headers["x-content-type-options"] == "nosniff"
+
+
 def test_the_share_form_becomes_the_apis_share_request() -> None:
     body = share_request(
         {

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from studyshare.plumbing.client_address import forwarded_address
+from studyshare.plumbing.http import QUIET_ROUTES
 from studyshare.plumbing.http import create_app as create_service_app
 from studyshare.plumbing.logging import get_logger
 from studyshare.portal.adapters.public_api import BROWSER, PublicAPI, SessionEnded
@@ -98,6 +99,17 @@ def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = N
                 settings.portal_trusted_proxies,
             )
         )
+        if request.url.path.startswith("/static/") or request.url.path in QUIET_ROUTES:
+            response = await call_next(request)  # no page: no session is made for it
+        else:
+            response = await with_session(request, call_next)
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    async def with_session(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         store: SessionStore = app.state.sessions
         sent = request.cookies.get(COOKIE)
         session = store.get(sent) or store.new()
@@ -112,8 +124,6 @@ def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = N
                 secure=settings.secure_cookies,
                 path="/",
             )
-        for name, value in headers.items():
-            response.headers.setdefault(name, value)
         return response
 
     @app.exception_handler(LoginRequired)

@@ -52,41 +52,51 @@ class Session:
 
 
 class SessionStore:
-    """Sessions by id, dropped after `idle_s` without use or when more than `max_sessions`."""
+    """Sessions by id, dropped after `idle_s` without use, or the least recently used when a
+    tier holds more than `max_sessions`. The logged-in sessions and the anonymous ones are
+    two tiers, counted apart: any number of anonymous visits (every cookie-less request makes
+    one) pushes out anonymous sessions only, never a logged-in user's."""
 
     def __init__(self, idle_s: int, max_sessions: int) -> None:
         self.idle_s = idle_s
         self.max_sessions = max_sessions
-        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._anonymous: OrderedDict[str, Session] = OrderedDict()
+        self._signed_in: OrderedDict[str, Session] = OrderedDict()
 
     def new(self) -> Session:
         session = Session(id=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32))
-        self._sessions[session.id] = session
-        while len(self._sessions) > self.max_sessions:
-            self._sessions.popitem(last=False)
+        self._file(self._anonymous, session)
         return session
 
     def get(self, session_id: str | None) -> Session | None:
         if not session_id:
             return None
-        session = self._sessions.get(session_id)
+        tier = self._signed_in if session_id in self._signed_in else self._anonymous
+        session = tier.get(session_id)
         if session is None:
             return None
         now = time.monotonic()
         if now - session.touched > self.idle_s:
-            del self._sessions[session_id]
+            del tier[session_id]
             return None
         session.touched = now
-        self._sessions.move_to_end(session_id)
+        tier.move_to_end(session_id)
         return session
 
     def rotate(self, session: Session) -> Session:
-        """A new id (and CSRF token) for the same session: done at every login."""
-        self._sessions.pop(session.id, None)
+        """A new id (and CSRF token) for the same session, now among the logged-in ones: done
+        at every login."""
+        self.drop(session)
         session.id = secrets.token_urlsafe(32)
         session.csrf = secrets.token_urlsafe(32)
-        self._sessions[session.id] = session
+        self._file(self._signed_in, session)
         return session
 
     def drop(self, session: Session) -> None:
-        self._sessions.pop(session.id, None)
+        self._anonymous.pop(session.id, None)
+        self._signed_in.pop(session.id, None)
+
+    def _file(self, tier: OrderedDict[str, Session], session: Session) -> None:
+        tier[session.id] = session
+        while len(tier) > self.max_sessions:
+            tier.popitem(last=False)

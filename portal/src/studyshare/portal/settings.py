@@ -45,7 +45,10 @@ class PortalSettings(ServiceSettings):
         default=1800, ge=60, description="a portal session ends after this long without use"
     )
     portal_session_max: int = Field(
-        default=100_000, ge=1, description="sessions kept in memory at most (oldest go first)"
+        default=100_000,
+        ge=1,
+        description="sessions kept in memory at most, logged-in and anonymous ones counted apart "
+        "(the least recently used go first)",
     )
 
     @field_validator("portal_time_zone")
