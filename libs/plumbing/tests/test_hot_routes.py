@@ -58,10 +58,13 @@ async def test_hot_route_answers_and_refusals_go_to_the_full_app(test_tokens):
         assert ok.json() == {"name": "a", "by": "usr_1"}
         assert ok.headers["x-correlation-id"] == "corr-7"
         assert served_hot == ["a"]
+        # no browser keeps an answer (images and metadata once stayed in the disk cache)
+        assert ok.headers["cache-control"] == "no-store"
         missing = await c.get("/things/missing", headers=user)
         assert missing.status_code == 404
         assert missing.headers["content-type"] == "application/problem+json"
         assert missing.json()["rule"] == "NoSuchThing"
+        assert missing.headers["cache-control"] == "no-store", "the full app's answers too"
         assert missing.headers["x-correlation-id"]
         anonymous = await c.get("/things/a")
         assert anonymous.status_code == 401 and anonymous.json()["rule"] == "Unauthorized"
@@ -105,3 +108,16 @@ async def test_a_hot_route_leaves_earlier_routes_their_paths(test_tokens):
 
     with pytest.raises(RuntimeError, match="is not a GET route"):
         create_app(settings, title="hot", routers=[posting])
+
+
+async def test_a_route_that_names_its_caching_keeps_it():
+    router = APIRouter()
+
+    @router.get("/public-keys")
+    async def keys():
+        return JSONResponse({"keys": []}, headers={"cache-control": "public, max-age=300"})
+
+    app = create_app(ServiceSettings(environment="test"), title="keys", routers=[router])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+        answer = await c.get("/public-keys")
+    assert answer.headers.get_list("cache-control") == ["public, max-age=300"]

@@ -59,6 +59,9 @@ LATENCY = Histogram("studyshare_http_request_seconds", "HTTP latency", ["method"
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+#: an answer names patients and carries their images: no browser (a shared workstation's disk)
+#: or proxy keeps one, unless its route says otherwise (identity's public keys)
+NO_STORE = (b"cache-control", b"no-store")
 
 
 def problem(status: int, title: str, detail: str, rule: str | None = None, **extra: Any):
@@ -165,6 +168,8 @@ class CorrelationMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 extra = [echo]
+                if not any(name == b"cache-control" for name, _ in message.get("headers", ())):
+                    extra.append(NO_STORE)
                 if (said := propagation.header(propagated)) is not None:
                     extra.append(said)
                 message["headers"] = [*message.get("headers", ()), *extra]
