@@ -460,6 +460,22 @@ def test_the_portal_calls_the_api_on_the_listener_that_routes_it(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateways_access_log_keeps_no_query_string_and_no_credential(
+    rendered: dict, overlay: str
+) -> None:
+    """Envoy's default access log wrote each request's path with its query: the patient names
+    and ids searched for in the study list, an invitation link's token."""
+    proxy = one(rendered[overlay], "EnvoyProxy", "studyshare-gateway")
+    (setting,) = proxy["spec"]["telemetry"]["accessLog"]["settings"]
+    fields = setting["format"]["json"]
+    assert fields["path"] == "%PATH(NQ:ORIG)%"
+    operators = " ".join(fields.values()).upper()
+    for logged_whole in (":PATH)", "X-ENVOY-ORIGINAL-PATH", "AUTHORIZATION", "COOKIE", "%PATH%"):
+        assert logged_whole not in operators, logged_whole
+    assert [sink["type"] for sink in setting["sinks"]] == ["File"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_no_object_depends_on_ingress_nginx(rendered: dict, overlay: str) -> None:
     text = yaml.safe_dump_all(rendered[overlay])
     assert "nginx.ingress.kubernetes.io" not in text
