@@ -135,6 +135,10 @@ GATEWAY_PROXY = {
 GATEWAY_PROXY_PORT = 10080
 #: how long the gateway waits for a whole request: studies stream in and out for longer
 REQUEST_TIMEOUT = {"default": "300s", "study-store": "3600s"}
+#: the portal's operational paths, which the portal's `/` would otherwise serve to anyone
+#: (Prometheus and the kubelet reach the pod itself): from outside, a page that does not exist
+HIDDEN_FROM_OUTSIDE = ("/metrics", "/readyz", "/healthz")
+NOT_FOUND_PATH = "/not-found"
 
 
 def worker_port(service: Service) -> int:
@@ -952,8 +956,27 @@ def gateway_object() -> dict[str, Any]:
 def http_route(service: Service) -> dict[str, Any]:
     """A service's routes: one rule per prefix of the route table, to its API's Service.
     The Gateway API picks the longest matching prefix across routes, so the portal's `/`
-    only answers what no service claims."""
+    only answers what no service claims; the portal's operational paths are rewritten to a
+    page that does not exist (`HIDDEN_FROM_OUTSIDE`)."""
     timeout = REQUEST_TIMEOUT.get(service.name, REQUEST_TIMEOUT["default"])
+    backend = [{"name": f"{service.name}-api", "port": 80}]
+    rules = [
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": prefix}}],
+            "backendRefs": backend,
+            "timeouts": {"request": timeout},
+        }
+        for prefix in service.prefixes
+    ]
+    if "/" in service.prefixes:  # an exact match wins over every prefix
+        rewrite = {"type": "ReplaceFullPath", "replaceFullPath": NOT_FOUND_PATH}
+        hidden = {
+            "matches": [{"path": {"type": "Exact", "value": p}} for p in HIDDEN_FROM_OUTSIDE],
+            "filters": [{"type": "URLRewrite", "urlRewrite": {"path": rewrite}}],
+            "backendRefs": backend,
+            "timeouts": {"request": timeout},
+        }
+        rules.insert(0, hidden)
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
@@ -967,14 +990,7 @@ def http_route(service: Service) -> dict[str, Any]:
         },
         "spec": {
             "parentRefs": [{"name": GATEWAY, "sectionName": "http"}],
-            "rules": [
-                {
-                    "matches": [{"path": {"type": "PathPrefix", "value": prefix}}],
-                    "backendRefs": [{"name": f"{service.name}-api", "port": 80}],
-                    "timeouts": {"request": timeout},
-                }
-                for prefix in service.prefixes
-            ],
+            "rules": rules,
         },
     }
 

@@ -392,6 +392,8 @@ def test_http_routes_are_the_route_table(rendered: dict, overlay: str) -> None:
     services = by_kind(objects, "Service")
     for route in routes.values():
         for rule in route["spec"]["rules"]:
+            if "filters" in rule:  # the portal's hidden paths (below)
+                continue
             (match,) = rule["matches"]
             (backend,) = rule["backendRefs"]
             assert set(match) == {"path"}, "routes match paths only (core conformance)"
@@ -406,6 +408,29 @@ def test_http_routes_are_the_route_table(rendered: dict, overlay: str) -> None:
     }
     assert found == expected
     assert found["/"] == ("PathPrefix", "portal-api")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_portals_metrics_and_health_are_not_served_from_outside(
+    rendered: dict, overlay: str
+) -> None:
+    """The portal's `/` caught `/metrics` too: anyone read its request counts per route and
+    status (failed logins, break-the-glass) through the gateway. Prometheus scrapes the pod."""
+    portal = routes_of(rendered[overlay])["studyshare-portal"]
+    hidden = [r for r in portal["spec"]["rules"] if "filters" in r]
+    assert len(hidden) == 1
+    (rule,) = hidden
+    assert {(m["path"]["type"], m["path"]["value"]) for m in rule["matches"]} == {
+        ("Exact", "/metrics"),
+        ("Exact", "/readyz"),
+        ("Exact", "/healthz"),
+    }
+    (rewrite,) = rule["filters"]
+    assert rewrite["urlRewrite"]["path"] == {
+        "type": "ReplaceFullPath",
+        "replaceFullPath": "/not-found",
+    }
+    assert rule["backendRefs"] == [{"name": "portal-api", "port": 80}]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
