@@ -247,6 +247,35 @@ def test_the_login_offers_the_identity_providers_and_starts_their_login(
     assert replayed.status_code == 401, "a callback the portal did not start is refused"
 
 
+def test_linking_an_identity_starts_only_from_the_profiles_form(
+    client: TestClient, fake: FakeAPI
+) -> None:
+    """A link (`/login/eid/be-eid?link=true`) once started linking for a logged-in user: a
+    page or a mail could have them link the identity their browser was signed in with at the
+    provider (an attacker's, on a shared workstation). Linking is a form with the session's
+    CSRF token now; the link starts a login at most."""
+    fake.answer("GET", "/api/auth/external", {"providers": [{"name": "be-eid", "label": "eID"}]})
+    fake.answer(
+        "GET",
+        "/api/auth/external/be-eid/start",
+        {"authorization_url": "https://eid.example/authorize?state=s1", "state": "s1"},
+    )
+    fake.answer("POST", "/api/auth/external/be-eid/link", httpx.Response(204))
+    log_in(client)
+    lured = client.get("/login/eid/be-eid?link=true", follow_redirects=False)
+    assert lured.status_code == 303
+    client.get("/login/eid/be-eid/callback?state=s1&code=c", follow_redirects=False)
+    assert not fake.sent("POST", "/api/auth/external/be-eid/link"), "a link links nothing"
+    forged = client.post("/login/eid/be-eid/link", data={"csrf": "x"}, follow_redirects=False)
+    assert forged.status_code == 403
+    started = post(client, "/login/eid/be-eid/link", {})
+    assert started.headers["location"] == "https://eid.example/authorize?state=s1"
+    linked = client.get("/login/eid/be-eid/callback?state=s1&code=c", follow_redirects=False)
+    assert linked.headers["location"] == "/profile"
+    [(body, _)] = fake.sent("POST", "/api/auth/external/be-eid/link")
+    assert body == {"state": "s1", "code": "c"}
+
+
 def test_a_due_group_confirmation_comes_first_after_login(
     client: TestClient, fake: FakeAPI
 ) -> None:

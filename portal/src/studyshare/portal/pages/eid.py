@@ -19,6 +19,7 @@ from studyshare.portal.adapters.public_api import ApiProblem
 from studyshare.portal.pages import account
 from studyshare.portal.security import read_form, safe_next
 from studyshare.portal.web import (
+    LoginRequired,
     api_of,
     checked,
     flash,
@@ -46,12 +47,25 @@ def _callback_url(request: Request, provider: str) -> str:
 
 
 @router.get("/login/eid/{provider}")
-async def start(
-    request: Request, provider: str, next: str | None = None, link: bool = False
-) -> Response:
-    """To the provider: a login, or (`link`, the profile's button) linking the identity."""
+async def start(request: Request, provider: str, next: str | None = None) -> Response:
+    """To the provider, for a login."""
+    return await _to_provider(request, provider, safe_next(next), linking=False)
+
+
+@router.post("/login/eid/{provider}/link")
+async def start_link(request: Request, provider: str) -> Response:
+    """To the provider, to link the identity to the logged-in account: the profile's button,
+    a form with the session's CSRF token. (A link once started it: a page or a mail could
+    have a logged-in user link the identity their browser was signed in with at the
+    provider, an attacker's on a shared workstation.)"""
+    session = await checked(request)
+    if not session.logged_in or session.patient:
+        raise LoginRequired("/profile")
+    return await _to_provider(request, provider, "/profile", linking=True)
+
+
+async def _to_provider(request: Request, provider: str, target: str, linking: bool) -> Response:
     session = session_of(request)
-    linking = link and session.logged_in and not session.patient
     params = {"redirect_uri": _callback_url(request, provider)}
     path = f"/api/auth/external/{quote(provider)}/start"
     try:
@@ -60,11 +74,11 @@ async def start(
         else:
             answer = await api_of(request).anonymous("GET", path, params=params)
     except ApiProblem as problem:
-        return await _refused(request, problem.detail, safe_next(next))
+        return await _refused(request, problem.detail, target)
     session.pending["eid"] = {
         "provider": provider,
         "mode": "link" if linking else "login",
-        "next": safe_next(next),
+        "next": target,
         "state": answer["state"],  # only this browser's own start comes back (login CSRF)
     }
     return RedirectResponse(answer["authorization_url"], status_code=303)
