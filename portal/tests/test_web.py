@@ -17,7 +17,7 @@ from studyshare.portal.adapters.public_api import PublicAPI
 from studyshare.portal.app import create_app
 from studyshare.portal.pages.shares import share_request
 from studyshare.portal.security import safe_next
-from studyshare.portal.sessions import COOKIE, SessionStore
+from studyshare.portal.sessions import SessionStore, cookie_name
 from studyshare.portal.settings import PortalSettings
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -124,7 +124,8 @@ def test_the_session_cookie_is_opaque_httponly_lax_and_secure_outside_developmen
     client: TestClient,
 ) -> None:
     cookie = client.get("/login").headers["set-cookie"]
-    assert cookie.startswith(f"{COOKIE}=")
+    assert cookie.startswith("__Host-studyshare_session=")  # this host's alone (over HTTPS)
+    assert "domain=" not in cookie.lower() and "path=/" in cookie.lower()
     value = cookie.split(";")[0].split("=", 1)[1]
     assert len(value) >= 40 and "." not in value  # random, not a token or a signed payload
     flags = cookie.lower()
@@ -134,6 +135,7 @@ def test_the_session_cookie_is_opaque_httponly_lax_and_secure_outside_developmen
 def test_development_cookies_are_not_secure() -> None:
     assert PortalSettings(environment="development").secure_cookies is False
     assert PortalSettings(environment="test").secure_cookies
+    assert cookie_name(False) == "studyshare_session"  # a browser keeps __Host- only Secure
 
 
 def test_a_form_without_the_sessions_csrf_token_is_refused(client: TestClient, fake: FakeAPI):
@@ -148,9 +150,9 @@ def test_login_keeps_tokens_server_side_rotates_the_session_and_goes_back(
     client: TestClient, fake: FakeAPI
 ) -> None:
     before = csrf_of(client)
-    cookie_before = client.cookies.get(COOKIE)
+    cookie_before = client.cookies.get(cookie_name(True))
     log_in(client, "/studies/1.2.3?bucket=bkt_1")
-    assert client.cookies.get(COOKIE) != cookie_before  # a new id at login (no fixation)
+    assert client.cookies.get(cookie_name(True)) != cookie_before  # a new id at login (no fixation)
     assert csrf_of(client, "/studies") != before
     # the access token stays on the server (a substring test of a random id fails 1 in ~100)
     assert "a1" not in client.cookies.values()

@@ -34,7 +34,7 @@ from studyshare.portal.pages import (
     viewer,
 )
 from studyshare.portal.security import CsrfRefused, security_headers
-from studyshare.portal.sessions import COOKIE, SessionStore
+from studyshare.portal.sessions import SessionStore, cookie_name
 from studyshare.portal.settings import PortalSettings
 from studyshare.portal.web import TEMPLATES, LoginRequired, here, login_redirect, render
 
@@ -87,6 +87,7 @@ def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = N
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     headers = security_headers(https=settings.secure_cookies)
+    cookie = cookie_name(settings.secure_cookies)
 
     @app.middleware("http")
     async def sessions_and_headers(
@@ -111,13 +112,13 @@ def create_app(settings: PortalSettings | None = None, api: PublicAPI | None = N
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         store: SessionStore = app.state.sessions
-        sent = request.cookies.get(COOKIE)
+        sent = request.cookies.get(cookie)
         session = store.get(sent) or store.new()
         request.state.session = session
         response = await call_next(request)
         if session.id != sent and store.get(session.id) is session:
             response.set_cookie(
-                COOKIE,
+                cookie,
                 session.id,
                 httponly=True,
                 samesite="lax",

@@ -15,6 +15,13 @@ from typing import Any
 COOKIE = "studyshare_session"
 
 
+def cookie_name(secure: bool) -> str:
+    """The session cookie's name: over HTTPS `__Host-` binds it to this host alone (the
+    browser keeps it only Secure, with Path=/ and no Domain), so that a sibling host of the
+    same site cannot plant one (a CSRF token it knows, a login into its account)."""
+    return f"__Host-{COOKIE}" if secure else COOKIE
+
+
 @dataclass
 class Session:
     """One browser's session: its CSRF token, language and, once logged in, its tokens."""
