@@ -372,6 +372,18 @@ def test_urgent_is_in_the_subject_and_the_message_cannot_inject_html():
     assert "<script>alert(1)</script> & see" in mail.text
 
 
+def test_only_our_own_addresses_are_links_in_the_html_part():
+    """Any address in a sender's message (or an exam's description) was made a link in our
+    official mail: a phishing link that looked like ours. It stays text now."""
+    message = "Log in again at https://studyshare-login.example/reset please"
+    mail = share_mail("en", message=message)
+    ctx_mail = render_mail("share", "en", {**_share_ctx("en"), "message": message}, "https://s")
+    for html in (mail.html, ctx_mail.html):
+        assert 'href="https://studyshare-login.example' not in html
+        assert "https://studyshare-login.example/reset" in html, "kept as text"
+    assert '<a href="https://s/studies/1?bucket=b">' in ctx_mail.html
+
+
 def test_anonymized_shares_show_anonymous_instead_of_the_initials():
     for language, word in {
         "en": "Anonymous",

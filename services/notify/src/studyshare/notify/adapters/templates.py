@@ -1,7 +1,8 @@
 """Mail and SMS texts from Jinja2 templates, one file per template and language.
 
 A mail template has a `subject` and a `body` block (plain text); the HTML part is made from
-the text (escaped, links made clickable), so a sender's message can never inject markup.
+the text (escaped, our own links made clickable), so a sender's message can never inject markup,
+nor turn an address typed in a message or an exam's description into a link in our mail.
 """
 
 from __future__ import annotations
@@ -38,13 +39,16 @@ def _environment() -> Environment:
     )
 
 
-def render_mail(template: str, language: str | None, context: dict[str, Any]) -> RenderedMail:
+def render_mail(
+    template: str, language: str | None, context: dict[str, Any], link_base: str = ""
+) -> RenderedMail:
+    """The mail; in its HTML part, only addresses under `link_base` (ours) are links."""
     tmpl = _environment().get_template(f"{language_or_default(language)}/{template}.txt")
     ctx = tmpl.new_context(context)
     subject = " ".join("".join(tmpl.blocks["subject"](ctx)).split())
     text = "".join(tmpl.blocks["body"](ctx)).strip() + "\n"
     text = re.sub(r"\n{3,}", "\n\n", text)
-    return RenderedMail(subject=subject, text=text, html=text_to_html(text))
+    return RenderedMail(subject=subject, text=text, html=text_to_html(text, link_base))
 
 
 def render_sms(template: str, language: str | None, context: dict[str, Any]) -> str:
@@ -52,11 +56,19 @@ def render_sms(template: str, language: str | None, context: dict[str, Any]) -> 
     return " ".join(tmpl.render(context).split())
 
 
-def text_to_html(text: str) -> str:
+def text_to_html(text: str, link_base: str = "") -> str:
+    """Paragraphs of the escaped text; an address under `link_base` is a link (none without
+    one), any other stays text."""
+
+    def link(match: re.Match[str]) -> str:
+        url = match.group(1)
+        ours = bool(link_base) and url.startswith(link_base.rstrip("/") + "/")
+        return f'<a href="{url}">{url}</a>' if ours else url
+
     paragraphs = []
     for block in text.strip().split("\n\n"):
         escaped = str(escape(block))
-        linked = _URL.sub(r'<a href="\1">\1</a>', escaped)
+        linked = _URL.sub(link, escaped)
         paragraphs.append("<p>" + linked.replace("\n", "<br>\n") + "</p>")
     body = "\n".join(paragraphs)
     return (

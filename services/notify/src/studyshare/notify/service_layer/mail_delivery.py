@@ -69,7 +69,7 @@ class MailDelivery(Delivery):
         context = await self.mail_context(doc, intent, language, recipient, address)
         if isinstance(context, Transient):
             return context, {}
-        mail = render_mail(intent.template, language, context)
+        mail = render_mail(intent.template, language, context, self.settings.public_base_url)
         try:
             message = build_message(
                 notification_id=doc["_id"],
