@@ -192,7 +192,10 @@ def read_frames(source: BinaryIO, numbers: list[int]) -> tuple[str, Iterator[Fra
     def native() -> Iterator[Frame]:
         for n in numbers:
             source.seek(pixels.value_offset + (n - 1) * size)
-            frame = bytearray(size)  # filled in place: a large frame is not copied again
+            # filled in place (a large frame is not copied again), never larger than what is
+            # stored: a header may declare frames its pixel data does not hold
+            stored = max(min(size, pixels.length - (n - 1) * size), 0)
+            frame = bytearray(stored)
             filled = source.readinto(frame)
             yield swap(memoryview(frame)[:filled])
 

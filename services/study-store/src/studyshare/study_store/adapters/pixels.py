@@ -8,6 +8,7 @@ Decoding trouble is answered as the domain's refusals (`NotRenderable` 406, `Obj
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +26,8 @@ from studyshare.study_store.adapters.dicom_files import (
 )
 from studyshare.study_store.adapters.dicom_files import read_frames as read_stored_frames
 from studyshare.study_store.adapters.multipart import INLINE_BYTES
+from studyshare.study_store.domain.admission import check_frames
+from studyshare.study_store.domain.dicom_meta import NotAnInstance
 from studyshare.study_store.domain.exceptions import NotRenderable, ObjectNotFound
 from studyshare.study_store.domain.serving import RenderedMedia
 
@@ -65,6 +68,10 @@ def _closing(frames: Iterator[Frame], source: Any) -> Iterator[Frame]:
         source.close()
 
 
+#: renders decoding at once: a frame of `MAX_FRAME_PIXELS` costs some 500 MB while rendered
+RENDERING = threading.BoundedSemaphore(2)
+
+
 def render(
     blobs: BlobStore,
     key: str,
@@ -74,9 +81,11 @@ def render(
     quality: int,
     viewport: tuple[int, int] | None = None,
 ) -> bytes:
-    """`_render`, with any decoding trouble answered as NotRenderable (never a 500)."""
+    """`_render`, with any decoding trouble answered as NotRenderable (never a 500); at most
+    `RENDERING` at once (the others wait)."""
     try:
-        return _render(blobs, key, frame, media, window, quality, viewport)
+        with RENDERING:
+            return _render(blobs, key, frame, media, window, quality, viewport)
     except RuleViolation:
         raise
     except Exception as exc:
@@ -105,12 +114,12 @@ def _render(
             arr = convert_color_space(arr, photometric, "RGB")
         image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     else:
-        values = apply_modality_lut(arr, ds).astype(np.float64)
+        values = apply_modality_lut(arr, ds).astype(np.float32)
         if window is not None:
             center, width = window
             low, high = center - width / 2, center + width / 2
         elif "WindowCenter" in ds and "WindowWidth" in ds:
-            values = apply_voi_lut(values, ds).astype(np.float64)
+            values = apply_voi_lut(values, ds).astype(np.float32)
             low, high = float(values.min()), float(values.max())
         else:
             low, high = float(values.min()), float(values.max())
@@ -129,11 +138,14 @@ def _render(
 
 
 def _frame_array(source: Any, frame: int) -> tuple[np.ndarray, Dataset]:
-    """One frame (1-based) decoded, and the data set before the pixel data."""
+    """One frame (1-based) decoded, and the data set before the pixel data; a frame larger
+    than the store takes (one stored before it refused such) is not decoded."""
     from pydicom.pixels import pixel_array
 
     pixels = locate_pixel_data(source)
     if pixels is None:  # no pixel data, or not readable piecewise: the object whole
+        source.seek(0)
+        _check_size(dcmread(source, stop_before_pixels=True))
         source.seek(0)
         ds = dcmread(source)
         if "PixelData" not in ds:
@@ -144,11 +156,19 @@ def _frame_array(source: Any, frame: int) -> tuple[np.ndarray, Dataset]:
         whole = _decoded(lambda: ds.pixel_array)
         return (whole[frame - 1] if count > 1 else whole), ds
     ds = pixels.header
+    _check_size(ds)
     count = frame_count(ds)
     if frame > count or frame < 1:
         raise ObjectNotFound(f"the instance has {count} frame(s)")
     source.seek(0)
     return _decoded(lambda: pixel_array(source, index=frame - 1)), ds
+
+
+def _check_size(ds: Dataset) -> None:
+    try:
+        check_frames(ds, str(ds.file_meta.get("TransferSyntaxUID", "")), None)
+    except NotAnInstance as exc:
+        raise NotRenderable(str(exc)) from None
 
 
 def _decoded(decode: Callable[[], np.ndarray]) -> np.ndarray:

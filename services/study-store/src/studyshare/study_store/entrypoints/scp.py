@@ -32,12 +32,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-)
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom import _config as netdicom_config
 from pynetdicom.sop_class import Verification
@@ -47,27 +41,15 @@ from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
 from studyshare.study_store.adapters.blobstore import blob_store
 from studyshare.study_store.adapters.received import ReceivedJournal
+from studyshare.study_store.domain.admission import STORABLE_TRANSFER_SYNTAXES
 from studyshare.study_store.service_layer.ingest import Ingest, Parsed, Upload, parse_file
 from studyshare.study_store.service_layer.received import index_received, keep_received, recover
 from studyshare.study_store.settings import StudyStoreSettings
 
 log = get_logger(__name__)
 
-TRANSFER_SYNTAXES = [
-    ImplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    "1.2.840.10008.1.2.4.50",
-    "1.2.840.10008.1.2.4.51",
-    "1.2.840.10008.1.2.4.57",
-    "1.2.840.10008.1.2.4.70",
-    "1.2.840.10008.1.2.4.80",
-    "1.2.840.10008.1.2.4.81",
-    "1.2.840.10008.1.2.4.90",
-    "1.2.840.10008.1.2.4.91",
-    "1.2.840.10008.1.2.5",
-]
+#: no Deflated Explicit VR Little Endian: inflated whole as it is read (`domain.admission`)
+TRANSFER_SYNTAXES = list(STORABLE_TRANSFER_SYNTAXES)
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from pydicom import Dataset, dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.filereader import _read_file_meta_info, read_preamble  # pinned pydicom 3.0
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -41,6 +43,7 @@ from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.unit_of_work import MongoUnitOfWork, transient
 from studyshare.study_store.adapters.blobstore import BlobStore, Spooled, digest_of, opened
 from studyshare.study_store.adapters.instances import InstanceIndex
+from studyshare.study_store.domain import admission
 from studyshare.study_store.domain.dicom_meta import (
     SERIES_TAGS,
     STUDY_TAGS,
@@ -128,19 +131,34 @@ class Indexed:
 
 #: elements larger than this are not read while parsing (the pixel data of a spooled object)
 DEFER_BYTES = 64 * 1024
+PIXEL_DATA = 0x7FE00010
 
 
 def parse(data: bytes) -> Parsed:
     """A Part 10 object, or NotAnInstance / InvalidDicomError."""
-    return _parsed(dcmread(io.BytesIO(data)), data=data, sha256=digest_of(data), size=len(data))
+    source = io.BytesIO(data)
+    _check_file_meta(source)
+    return _parsed(dcmread(source), data=data, sha256=digest_of(data), size=len(data))
 
 
 def parse_spooled(spooled: Spooled, blobs: BlobStore) -> Parsed:
     """A Part 10 object in the blob store's spool; its large elements are not read. Blocking:
     call from a worker thread."""
     with blobs.open_spooled(spooled) as source:
+        _check_file_meta(source)
         ds = dcmread(source, defer_size=DEFER_BYTES)
         return _parsed(ds, data=None, sha256=spooled.sha256, size=spooled.size, source=spooled)
+
+
+def _check_file_meta(source: BinaryIO) -> None:
+    """The transfer syntax is one the store takes, read from the file meta information alone,
+    before the data set (a deflated one would be inflated whole as it is read). The C-STORE
+    receiver needs no such look: it negotiates only those transfer syntaxes."""
+    start = source.tell()
+    if read_preamble(source, False) is not None:
+        ts = str(_read_file_meta_info(source).get("TransferSyntaxUID", "") or "")
+        admission.check_transfer_syntax(ts)
+    source.seek(start)
 
 
 def parse_file(path: Path | BinaryIO, sha256: str, size: int) -> Parsed:
@@ -162,6 +180,8 @@ def _parsed(
     ts = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
     if not ts:
         raise NotAnInstance("the file meta information has no transfer syntax")
+    admission.check_transfer_syntax(ts)
+    admission.check_frames(ds, ts, _pixel_data_length(ds))
     return Parsed(
         data=data,
         facts=facts(ds),
@@ -171,6 +191,19 @@ def _parsed(
         size=size,
         source=source,
     )
+
+
+def _pixel_data_length(ds: Dataset) -> int | None:
+    """The pixel data's length as stored (a deferred element is not read for it); None when
+    there is none, or its length is undefined (encapsulated)."""
+    if PIXEL_DATA not in ds:
+        return None
+    element = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    if isinstance(element, RawDataElement):
+        length = element.length
+    else:
+        length = len(element.value) if element.value is not None else 0xFFFFFFFF
+    return None if length == 0xFFFFFFFF else length
 
 
 def _retryable(exc: BaseException) -> bool:
