@@ -402,3 +402,79 @@ async def test_an_instance_that_lost_a_race_takes_none_of_its_association_with_i
 
     assert await eventually(both_indexed, 10), "the loser's other instance is indexed too"
     assert await scp_db["dicom_instances"].find_one({"_id": contested.SOPInstanceUID}) == winner
+
+
+async def test_a_batch_recovery_cannot_index_is_held_and_the_later_ones_are_indexed(
+    scp_db, tmp_path
+):
+    """A recovery pass took the unindexed batches oldest first and ended at the first that
+    failed (metadata MongoDB refused, say): every later pass failed on the same batch, and no
+    batch after it was ever indexed, though a modality had been told it was stored. Now that
+    batch is held (its notes marked, logged, left out of later passes) and the pass goes on;
+    an object that cannot be parsed is held alone."""
+    from pymongo.errors import DocumentTooLarge
+    from structlog.testing import capture_logs
+
+    from studyshare.study_store.adapters.blobstore import key_for
+    from studyshare.study_store.service_layer.received import journal_upload, recover
+
+    class RefusingIngest(Ingest):
+        """The database refuses the documents of one upload batch."""
+
+        refused: str = ""
+
+        async def index_batch(self, upload, parsed, paths, *args, **kwargs):
+            if upload.batch_id == self.refused:
+                raise DocumentTooLarge("BSON document too large (23488102 bytes)")
+            return await super().index_batch(upload, parsed, paths, *args, **kwargs)
+
+    ingest = RefusingIngest(scp_db, DirectoryBlobStore(tmp_path / "blobs"))
+    journal = ReceivedJournal(scp_db)
+    await journal.ensure_indexes()
+    _, files = write_study(tmp_path / "study", series=2, per_series=1)
+    stuck, later = (Upload(via="c-store", actor=Actor(kind="service", id="ae:M1")) for _ in "ab")
+    ingest.refused = stuck.batch_id
+    keys = {}
+    for upload, path in ((stuck, files[0]), (later, files[1])):
+        parsed = parse_file(
+            path, hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size
+        )
+        f = parsed.facts
+        keys[upload.batch_id] = key = key_for(
+            f.study_uid, f.series_uid, f.sop_instance_uid, parsed.sha256
+        )
+        await ingest.blobs.import_file(path, key)
+        await journal.note(key, parsed.sha256, parsed.size, journal_upload(upload))
+    garbled_file = tmp_path / "garbled.dcm"  # stored, but no DICOM (any more)
+    garbled_file.write_bytes(b"not a DICOM object" * 10)
+    garbled = keys[later.batch_id].replace(".dcm", ".garbled.dcm")
+    await ingest.blobs.import_file(garbled_file, garbled)
+    await journal.note(garbled, "0" * 64, 180, journal_upload(later))
+    for minutes, batch_id in ((120, stuck.batch_id), (110, later.batch_id)):  # stuck: oldest
+        await scp_db["scp_received"].update_many(
+            {"upload.batch_id": batch_id},
+            {"$set": {"received_at": datetime.now(UTC) - timedelta(minutes=minutes)}},
+        )
+
+    with capture_logs() as logs:
+        recovered = await asyncio.wait_for(recover(ingest, journal, timedelta(hours=1)), 60)
+
+    assert recovered == 1
+    later_sop = dcmread(files[1]).SOPInstanceUID
+    assert await scp_db["dicom_instances"].find_one({"_id": later_sop}), "the later is indexed"
+    assert not await scp_db["dicom_instances"].find_one({"_id": dcmread(files[0]).SOPInstanceUID})
+    held = {note["key"]: note for note in await journal.held()}
+    assert set(held) >= {keys[stuck.batch_id], garbled}
+    assert held[keys[stuck.batch_id]]["error"].startswith("DocumentTooLarge: BSON document")
+    assert keys[later.batch_id] not in held, "indexed, its note settled"
+    assert not [
+        b
+        for b in await journal.unindexed(timedelta(hours=1))
+        if b.upload["batch_id"] in (stuck.batch_id, later.batch_id)
+    ], "the held notes are left out of later passes"
+    unindexable = [e for e in logs if e["event"] == "scp.received_unindexable"]
+    assert {(e["batch_id"], e["error"]) for e in unindexable} == {
+        (stuck.batch_id, "DocumentTooLarge"),
+        (later.batch_id, "InvalidDicomError"),
+    }
+    await journal.settle(held)

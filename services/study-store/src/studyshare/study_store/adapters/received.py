@@ -2,7 +2,8 @@
 
 One note per object, keyed by its blob key (one content of one instance), with what its upload
 batch needs to be indexed later; written before the success status goes out, deleted once the
-object is indexed. See `service_layer.received` for who reads it.
+object is indexed. A note a recovery pass could not index is held (`held_at`, `error`): no pass
+takes it again. See `service_layer.received` for who reads it, and how to see held notes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 RECEIVED = "scp_received"
+NOT_HELD = {"held_at": {"$exists": False}}
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,38 @@ class ReceivedJournal:
         if ids := list(keys):
             await self.notes.delete_many({"_id": {"$in": ids}})
 
+    async def hold(self, keys: Iterable[str], error: str) -> None:
+        """The objects under `keys` could not be indexed (`error` says why): no recovery pass
+        takes them again; the notes stay, for an operator to see (`held`)."""
+        if ids := list(keys):
+            await self.notes.update_many(
+                {"_id": {"$in": ids}}, {"$set": {"held_at": _now(), "error": error}}
+            )
+
+    async def held(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The held notes, oldest first: key, batch, when received, when held and why."""
+        cursor = self.notes.find({"held_at": {"$exists": True}}).sort("held_at", ASCENDING)
+        return [
+            {
+                "key": doc["_id"],
+                "batch_id": doc["upload"]["batch_id"],
+                "received_at": doc["received_at"],
+                "held_at": doc["held_at"],
+                "error": doc.get("error", ""),
+            }
+            async for doc in cursor.limit(limit)
+        ]
+
     async def unindexed(self, older_than: timedelta, limit: int = 1000) -> list[Unindexed]:
         """The upload batches with a note noted more than `older_than` ago, oldest first, each
         with all its notes (up to `limit` in all): a batch is indexed together, never split
-        by the moment a recovery pass happens to look."""
-        old = self.notes.find({"received_at": {"$lt": _now() - older_than}}, {"upload": 1})
+        by the moment a recovery pass happens to look. Held notes are not among them."""
+        old = self.notes.find(
+            {"received_at": {"$lt": _now() - older_than}, **NOT_HELD}, {"upload": 1}
+        )
         ids = [doc["upload"]["batch_id"] async for doc in old.sort("received_at").limit(limit)]
         cursor = (
-            self.notes.find({"upload.batch_id": {"$in": list(dict.fromkeys(ids))}})
+            self.notes.find({"upload.batch_id": {"$in": list(dict.fromkeys(ids))}, **NOT_HELD})
             .sort("received_at", ASCENDING)
             .limit(limit)
         )

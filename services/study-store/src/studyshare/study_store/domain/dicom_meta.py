@@ -12,6 +12,9 @@ from datetime import date
 from typing import Any
 
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
+from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -163,40 +166,154 @@ def subset_json(data: dict[str, Any], keywords: tuple[str, ...]) -> dict[str, An
     return {key: value for key, value in data.items() if key in keys}
 
 
+#: an element whose value is longer than this (bytes, as the object encodes it) is left out of
+#: an instance's metadata; its length is looked at before its value is read
+INLINE_LIMIT = 16 * 1024
+#: an instance's metadata stays under this (BSON bytes): the largest top-level elements (long
+#: sequences) are left out until it does; a sequence longer than this is left out unread
+METADATA_LIMIT = 8 * 1024 * 1024
+#: sequences nested deeper than this: the object is refused (`TooDeeplyNested`). Each level
+#: takes three levels of the instance document (element, "Value", item): 24 keep it at about
+#: 80 of the 100 MongoDB stores
+MAX_SEQUENCE_DEPTH = 24
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+class TooDeeplyNested(ValueError):
+    """The object's sequences nest deeper than its metadata may (`MAX_SEQUENCE_DEPTH`)."""
+
+
 def instance_json(ds: Dataset, bulk_uri: str | None = None) -> dict[str, Any]:
-    """Full DICOM JSON of an instance with pixel data replaced by a BulkDataURI."""
-    stripped = Dataset()
-    for tag in ds.keys():  # by tag: the pixel data of a spooled object is never read
-        if tag in PIXEL_TAGS:
-            continue
-        stripped.add(ds[tag])
-    try:
-        data = stripped.to_json_dict(bulk_data_threshold=64 * 1024, bulk_data_element_handler=_drop)
-    except Exception:
-        data = _lenient_json(stripped)
+    """The DICOM JSON of an instance (the metadata WADO-RS serves), pixel data as a BulkDataURI.
+
+    The store serves bulk data for the pixel data alone (its frames), so no other element can
+    honestly be a BulkDataURI: an element longer than `INLINE_LIMIT` (a long text, a private
+    binary blob, an overlay, an encapsulated document) is left out of the metadata, as PS3.18
+    F.2 allows, and so are the largest top-level elements (long sequences: the contours of an
+    RTSTRUCT) while the metadata would exceed `METADATA_LIMIT`. The whole object, those
+    elements included, is what WADO-RS retrieves. An element's length is read before its
+    value, so a deferred one left out is never read. Raises `TooDeeplyNested` for sequences
+    nested deeper than `MAX_SEQUENCE_DEPTH` (MongoDB could not store the document): such an
+    object is refused as one that cannot be parsed. An element pydicom cannot encode is left
+    out too: one bad element must not hide the others."""
+    data = _dataset_json(ds, 0, skip=PIXEL_TAGS)  # the pixel data of a spooled object: unread
+    _fit(data, METADATA_LIMIT)
     if bulk_uri and "PixelData" in ds:
-        vr = ds.get_item(0x7FE00010).VR or "OW"
+        vr = ds.get_item(0x7FE00010, keep_deferred=True).VR or "OW"
         data["7FE00010"] = {"vr": vr if vr in ("OB", "OW") else "OW", "BulkDataURI": bulk_uri}
     return data
 
 
-def _drop(_element: Any) -> str:
-    return ""
-
-
-def _lenient_json(ds: Dataset) -> dict[str, Any]:
-    """Element by element, leaving out the few a malformed object cannot encode."""
+def _dataset_json(
+    ds: Dataset, depth: int, skip: frozenset[int] | set[int] = frozenset()
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for element in ds:
-        single = Dataset()
-        single.add(element)
+    for tag in ds.keys():
+        if tag in skip:
+            continue
         try:
-            out.update(
-                single.to_json_dict(bulk_data_threshold=64 * 1024, bulk_data_element_handler=_drop)
-            )
+            element = _element_json(ds, tag, depth)
+        except TooDeeplyNested:
+            raise
         except Exception:  # noqa: S112 - one bad element must not hide the others
             continue
+        if element is not None:
+            out[f"{tag:08X}"] = element
     return out
+
+
+def _element_json(ds: Dataset, tag: int, depth: int) -> dict[str, Any] | None:
+    """One element's DICOM JSON, or None when it is left out (too long)."""
+    raw = ds.get_item(tag, keep_deferred=True)
+    if isinstance(raw, RawDataElement):  # not read, or read but not decoded: its length first
+        length = _raw_length(raw)
+        if length is None or length > INLINE_LIMIT:
+            if length is None or length > METADATA_LIMIT or _raw_vr(raw) != "SQ":
+                return None
+    element = ds[tag]  # read (if deferred) and decoded
+    if element.VR == "SQ":
+        items = list(element.value or ())
+        if items and depth >= MAX_SEQUENCE_DEPTH:
+            raise TooDeeplyNested(
+                f"sequences are nested more than {MAX_SEQUENCE_DEPTH} deep (at {Tag(tag)})"
+            )
+        if raw is element and depth == 0 and _items_length(items) > METADATA_LIMIT:
+            return None  # of undefined length: its items are read, but not decoded
+        return {"vr": "SQ", "Value": [_dataset_json(item, depth + 1) for item in items]}
+    if raw is element and _value_length(element.value) > INLINE_LIMIT:  # set in memory
+        return None
+    return element.to_json_dict(bulk_data_element_handler=None, bulk_data_threshold=0)
+
+
+def _items_length(items: list[Dataset]) -> int:
+    """About the encoded length of sequence items, from their elements' lengths (none decoded),
+    counted up to a little past `METADATA_LIMIT`."""
+    total = 0
+    for item in items:
+        for tag in item.keys():
+            element = item.get_item(tag, keep_deferred=True)
+            if isinstance(element, RawDataElement):
+                length = _raw_length(element)
+                total += 12 + (METADATA_LIMIT if length is None else length)
+            elif element.VR == "SQ":
+                total += 12 + _items_length(list(element.value or ()))
+            else:
+                total += 12 + _value_length(element.value)
+            if total > METADATA_LIMIT:
+                return total
+    return total
+
+
+def _raw_length(raw: RawDataElement) -> int | None:
+    if raw.length != _UNDEFINED_LENGTH:
+        return raw.length
+    return len(raw.value) if raw.value is not None else None
+
+
+def _raw_vr(raw: RawDataElement) -> str | None:
+    if raw.VR not in (None, "UN"):
+        return raw.VR
+    try:
+        return dictionary_VR(raw.tag)
+    except KeyError:
+        return None
+
+
+def _value_length(value: Any) -> int:
+    """About the encoded length of a decoded value."""
+    if value is None:
+        return 0
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "replace"))
+    if isinstance(value, list | tuple | MultiValue):
+        return sum(_value_length(v) + 1 for v in value)
+    return len(str(value))
+
+
+def _fit(data: dict[str, Any], limit: int) -> None:
+    """Leave out the largest top-level elements of `data` while it is larger than `limit`."""
+    sizes = {key: _bson_size(value) for key, value in data.items()}
+    total = 5 + sum(2 + len(key) + size for key, size in sizes.items())
+    for key in sorted(sizes, key=lambda k: sizes[k], reverse=True):
+        if total <= limit:
+            break
+        total -= 2 + len(key) + sizes[key]
+        del data[key]
+
+
+def _bson_size(value: Any) -> int:
+    """The length of `value` encoded as BSON (a document or array counts its keys)."""
+    if isinstance(value, dict):
+        return 5 + sum(2 + len(str(k)) + _bson_size(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return 5 + sum(2 + len(str(i)) + _bson_size(v) for i, v in enumerate(value))
+    if isinstance(value, str):
+        return 5 + len(value.encode("utf-8", "replace"))
+    if isinstance(value, bool) or value is None:
+        return 1
+    return 8
 
 
 def json_value(data: dict[str, Any], keyword: str) -> Any:
