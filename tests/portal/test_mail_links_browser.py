@@ -294,7 +294,7 @@ def rendered_group_reminder(platform: LocalPlatform, c: dict[str, Any]) -> dict[
         recipient=None,
         group=GroupView(id=c["group"], name=c["group_name"]),
     )
-    rendered = render_mail("group_confirmation_due", "en", context)
+    rendered = render_mail("group_confirmation_due", "en", context, platform.gateway_url)
     return {
         "subject": rendered.subject,
         "text": rendered.text,
