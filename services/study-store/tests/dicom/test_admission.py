@@ -125,3 +125,10 @@ async def test_stow_reports_a_refused_object_and_stores_the_others(dicom_app, tm
     body = response.json()
     assert len(body["00081199"]["Value"]) == 1
     assert body["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
+
+
+def test_a_uid_with_a_line_break_is_no_uid():
+    """Blob keys and paths are built from checked UIDs; `$` let a trailing line break in."""
+    from studyshare.study_store.domain.dicom_meta import is_uid
+
+    assert is_uid("1.2.840.10008") and not is_uid("1.2.840.10008\n")

@@ -142,6 +142,10 @@ def test_dates_of_one_share_keep_their_intervals():
     first, second = (datetime.strptime(k.date(d), "%Y%m%d") for d in ("20250101", "20250111"))
     assert (second - first).days == 10, "one offset per share"
     assert k.date("20250917123000.5")[8:] == "123000.5"
+    assert k.date("20250917123000-0500")[8:] == "123000-0500", "an offset is no range"
+    first, second = k.date("20250101-20250111").split("-")
+    assert second != "20250111", "a range's second end moves too (it once stayed)"
+    assert (datetime.strptime(second, "%Y%m%d") - datetime.strptime(first, "%Y%m%d")).days == 10
 
 
 def test_json_answers_follow_the_same_rules_as_the_objects():

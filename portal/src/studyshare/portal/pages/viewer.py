@@ -102,7 +102,7 @@ def public_origin(request: Request) -> str:
     scheme, else this request's own."""
     host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
     proto = request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
-    if host and FORWARDED_HOST.match(host) and proto in ("http", "https"):
+    if host and FORWARDED_HOST.fullmatch(host) and proto in ("http", "https"):
         return f"{proto}://{host}"
     return str(request.base_url).rstrip("/")
 
@@ -127,7 +127,7 @@ async def viewer_token(request: Request) -> Response:
     if not session.logged_in:
         return _json({"status": 401, "detail": "Log in again."}, 401)
     study = (await read_form(request)).get("study", "")
-    if not STUDY_UID.match(study) or len(study) > 64:
+    if not STUDY_UID.fullmatch(study) or len(study) > 64:
         return _json({"status": 400, "detail": "No such study."}, 400)
     try:
         issued = await api_of(request).call(
@@ -173,7 +173,7 @@ async def viewer(request: Request, path: str) -> Response:
         "viewer.html",
         bundle_js=bundle[0],
         bundle_css=bundle[1],
-        study_page=f"/studies/{quote(study)}" if STUDY_UID.match(study) else "/studies",
+        study_page=f"/studies/{quote(study)}" if STUDY_UID.fullmatch(study) else "/studies",
     )
     response.headers.update(VIEWER_HEADERS)
     return response

@@ -236,6 +236,8 @@ assert PATIENT_NAME is not None and PATIENT_ID is not None and RETRIEVE_URL is n
 assert not KEPT & frozenset(ANNEX_E), "the allow-list keeps no attribute of the profile"
 
 _URL_UID = re.compile(r"/(studies|series|instances)/([0-9]+(?:\.[0-9]+)+)")
+#: a DA or DT range: two dates (a DT's own offset, `-0500`, has four digits, not eight)
+_RANGE = re.compile(r"^([0-9]{8}[^-]*)-([0-9]{8}.*)$")
 
 
 @dataclass(frozen=True)
@@ -266,9 +268,15 @@ class AnonymizationKey:
         return _URL_UID.sub(lambda m: f"/{m.group(1)}/{self.uid(m.group(2))}", url)
 
     def date(self, value: str) -> str | None:
-        """A DA (or the date of a DT) moved back by the share's offset; None when it is no
-        full date."""
+        """A DA (or the date of a DT) moved back by the share's offset, both ends of a range
+        (`from-to`: the second end once stayed as it was); None when it is no full date."""
         text = str(value).strip()
+        if ends := _RANGE.match(text):
+            first, second = self._one_date(ends[1]), self._one_date(ends[2])
+            return None if first is None or second is None else f"{first}-{second}"
+        return self._one_date(text)
+
+    def _one_date(self, text: str) -> str | None:
         try:
             day = date(int(text[:4]), int(text[4:6]), int(text[6:8]))
         except ValueError:

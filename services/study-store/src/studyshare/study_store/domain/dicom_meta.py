@@ -54,7 +54,7 @@ PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 
 
 def is_uid(value: str | None) -> bool:
-    return bool(value) and len(value) <= 64 and bool(UID_PATTERN.match(value))  # type: ignore[arg-type]
+    return bool(value) and len(value) <= 64 and bool(UID_PATTERN.fullmatch(value))  # type: ignore[arg-type]
 
 
 def is_report_class(sop_class_uid: str) -> bool:

@@ -160,6 +160,6 @@ def base_url(request: Request) -> str:
     them."""
     host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
     proto = request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
-    if host and FORWARDED_HOST.match(host) and proto in ("http", "https"):
+    if host and FORWARDED_HOST.fullmatch(host) and proto in ("http", "https"):
         return f"{proto}://{host}"
     return str(request.base_url).rstrip("/")
