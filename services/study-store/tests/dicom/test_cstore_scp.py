@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
 import uuid
@@ -250,6 +252,21 @@ async def test_an_association_to_another_called_ae_title_is_refused(scp_process,
     ours = await asyncio.to_thread(association, port, "MODALITY1", "STUDYSHARE")
     assert ours.is_established
     ours.release()
+
+
+def test_a_pdu_longer_than_the_receiver_reads_ends_the_connection(scp_process):
+    """pynetdicom reads a PDU whole, whatever length its header claims: a stranger could have
+    the receiver fill gigabytes before its AE title was looked at. Now the connection ends."""
+    sent, chunk = 0, bytes(64 * 1024)
+    with socket.create_connection(("127.0.0.1", scp_process.port), timeout=10) as conn:
+        conn.sendall(struct.pack(">BBL", 0x01, 0, 0xFFFF_FFF0))  # an A-ASSOCIATE-RQ of 4 GiB
+        with pytest.raises(OSError):  # reset, or a broken pipe
+            while sent < 256 << 20:
+                conn.sendall(chunk)
+                sent += len(chunk)
+    assert sent < 16 << 20, f"{sent} bytes were taken in"
+    log = (scp_process.blobs.parent / "scp.log").read_text()
+    assert "scp.pdu_too_long" in log
 
 
 async def test_an_instance_in_another_studys_series_is_refused(scp_process, scp_db, tmp_path):

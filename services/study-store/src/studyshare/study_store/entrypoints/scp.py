@@ -17,6 +17,10 @@ what stayed unindexed for `scp_recover_after_s` (`service_layer.received`).
 TLS: `scp_tls_cert_file` + `scp_tls_key_file` make the receiver speak DICOM over TLS (PS3.15
 B.1, the Basic TLS Secure Transport Connection Profile) on the same port; with
 `scp_tls_ca_file` it also requires a client certificate signed by that CA.
+
+No PDU longer than `MAX_PDU_BYTES` is read (the maximum we announce): pynetdicom reads a PDU
+whole, whatever length its first six bytes claim, so a peer could have the receiver fill up to
+4 GiB before its AE titles were even looked at (`BoundedRequestHandler`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom import _config as netdicom_config
 from pynetdicom.sop_class import Verification
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from studyshare.contracts.envelope import Actor
 from studyshare.plumbing.logging import get_logger
@@ -60,6 +65,27 @@ DUPLICATE_SOP_INSTANCE = 0x0111
 #: A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected permanent, by the service user, calling AE title not
 #: recognised
 CALLING_AE_NOT_RECOGNISED = (0x01, 0x01, 0x03)
+#: the longest PDU read, and the maximum length of the P-DATA we announce (an association
+#: request, presentation contexts, user identity and all, takes a few KiB)
+MAX_PDU_BYTES = 1 << 20
+
+
+class BoundedRequestHandler(RequestHandler):
+    """pynetdicom's connection handler, whose association reads no PDU longer than
+    `MAX_PDU_BYTES`: a longer one ends the connection (as the peer closing it would)."""
+
+    def _create_association(self) -> Any:
+        assoc = super()._create_association()
+        read, peer = assoc.dul.socket.recv, self.client_address
+
+        def recv(nr_bytes: int) -> bytearray:
+            if nr_bytes > MAX_PDU_BYTES:
+                log.warning("scp.pdu_too_long", bytes=nr_bytes, peer=peer[0])
+                raise OSError(f"a PDU of {nr_bytes} bytes, longer than {MAX_PDU_BYTES}")
+            return read(nr_bytes)
+
+        assoc.dul.socket.recv = recv
+        return assoc
 
 
 class AssociationBatch:
@@ -223,7 +249,7 @@ class StoreSCP:
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
-        ae.maximum_pdu_size = 0
+        ae.maximum_pdu_size = MAX_PDU_BYTES
         ae.require_called_aet = True  # called for another AE title: refused
         return ae
 
@@ -266,12 +292,14 @@ async def serve(settings: StudyStoreSettings, stop: asyncio.Event) -> None:
     ae = scp.application_entity()
     netdicom_config.STORE_RECV_CHUNKED_DATASET = True  # data sets to a file, not to memory
     server = await asyncio.to_thread(
-        ae.start_server,
+        ae.make_server,
         (settings.scp_host, settings.scp_port),
-        block=False,
         evt_handlers=scp.handlers(),
         ssl_context=tls_context(settings),
+        server_class=ThreadedAssociationServer,
+        request_handler=BoundedRequestHandler,
     )
+    threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True).start()
     log.info(
         "scp.started",
         ae_title=settings.scp_ae_title,
