@@ -5,7 +5,10 @@ the gateway's in-cluster address it asks for the public name, over HTTPS."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+import time
 
 import httpx
 from fastapi.testclient import TestClient
@@ -74,3 +77,39 @@ async def test_by_its_in_cluster_address_the_gateway_is_asked_for_its_public_nam
     assert request.headers["host"] == "studyshare.example.org"
     assert request.extensions["sni_hostname"] == "studyshare.example.org"
     assert request.url.host == "studyshare-gateway.envoy-gateway-system.svc"
+
+
+async def test_a_pages_calls_at_once_refresh_the_tokens_once() -> None:
+    """A page asks the API several things at once; with the access token about to end, each
+    call refreshed with the same refresh token, and identity took the second use for a stolen
+    token: it ended the session, and the user was logged out after 15 idle minutes."""
+    from studyshare.portal.sessions import Session
+
+    spent: set[str] = set()
+    refreshes = 0
+
+    async def identity(request: httpx.Request) -> httpx.Response:
+        nonlocal refreshes
+        await asyncio.sleep(0.01)  # the network: the calls run side by side
+        if request.url.path == "/api/auth/refresh":
+            token = json.loads(request.content)["refresh_token"]
+            if token in spent:  # as identity does: a spent token again ends the session
+                return httpx.Response(401, json={"status": 401, "rule": "SessionEnded"})
+            spent.add(token)
+            refreshes += 1
+            return httpx.Response(
+                200,
+                json={"access_token": f"a{refreshes + 1}", "refresh_token": f"r{refreshes + 1}"},
+            )
+        if request.headers["Authorization"] != f"Bearer a{refreshes + 1}":
+            return httpx.Response(401, json={"status": 401, "rule": "Unauthorized"})
+        return httpx.Response(200, json={"path": request.url.path})
+
+    api = PublicAPI("http://gateway.test", 5, transport=httpx.MockTransport(identity))
+    session = Session(id="s", csrf="c", access_token="a1", refresh_token="r1")
+    session.access_expires_at = time.time() + 10  # within the margin: refreshed before use
+    paths = ["/api/studies", "/api/users/me", "/api/labels", "/api/shares"]
+    answers = await asyncio.gather(*(api.call(session, "GET", p) for p in paths))
+    assert [a["path"] for a in answers] == paths
+    assert refreshes == 1 and session.logged_in and session.refresh_token == "r2"
+    await api.aclose()

@@ -6,6 +6,7 @@ everybody out, which costs a login and nothing else, since the tokens inside end
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import OrderedDict
@@ -38,6 +39,8 @@ class Session:
     #: the login form's half-done state (the TOTP or SMS code step)
     pending: dict[str, Any] = field(default_factory=dict)
     touched: float = field(default_factory=time.monotonic)
+    #: held while the tokens are refreshed (`adapters.public_api`): one refresh at a time
+    refreshing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
 
     @property
     def logged_in(self) -> bool:

@@ -107,10 +107,11 @@ class PublicAPI:
         """The raw answer (refreshing the tokens once when needed)."""
         await self._fresh(session)
         extra = kwargs.pop("headers", None) or {}
+        held = session.refresh_token
         response = await self.client.request(
             method, path, headers={**extra, **_bearer(session)}, **kwargs
         )
-        if _token_refused(response) and await self._refresh(session):
+        if _token_refused(response) and await self._refresh(session, held):
             response = await self.client.request(
                 method, path, headers={**extra, **_bearer(session)}, **kwargs
             )
@@ -148,22 +149,27 @@ class PublicAPI:
         if session.access_token is None:
             raise SessionEnded(401, {"detail": "Not logged in"})
         if time.time() > session.access_expires_at - REFRESH_MARGIN_S:
-            await self._refresh(session)
+            await self._refresh(session, session.refresh_token)
 
-    async def _refresh(self, session: Session) -> bool:
-        """New tokens from the refresh token (the old one is spent); False when refused."""
-        if not session.refresh_token:
-            return False
-        response = await self.client.post(
-            "/api/auth/refresh", json={"refresh_token": session.refresh_token}
-        )
-        if response.status_code != 200:
-            session.sign_out()
-            return False
-        user, patient = session.user, session.patient
-        session.sign_in(response.json(), patient=patient)
-        session.user = user
-        return True
+    async def _refresh(self, session: Session, held: str | None) -> bool:
+        """New tokens for the refresh token `held` (it is then spent); False when refused.
+
+        A session's calls refresh one at a time: a page asks the API several things at once,
+        and a spent refresh token presented again is taken for a stolen one (identity ends the
+        session). A call that finds `held` already replaced takes the new tokens."""
+        async with session.refreshing:
+            if session.refresh_token != held:
+                return session.logged_in
+            if not held:
+                return False
+            response = await self.client.post("/api/auth/refresh", json={"refresh_token": held})
+            if response.status_code != 200:
+                session.sign_out()
+                return False
+            user, patient = session.user, session.patient
+            session.sign_in(response.json(), patient=patient)
+            session.user = user
+            return True
 
 
 def _token_refused(response: httpx.Response) -> bool:
