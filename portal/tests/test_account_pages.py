@@ -260,6 +260,11 @@ def test_linking_an_identity_starts_only_from_the_profiles_form(
         "/api/auth/external/be-eid/start",
         {"authorization_url": "https://eid.example/authorize?state=s1", "state": "s1"},
     )
+    fake.answer(
+        "POST",
+        "/api/auth/external/be-eid/link/start",
+        {"authorization_url": "https://eid.example/authorize?state=s2", "state": "s2"},
+    )
     fake.answer("POST", "/api/auth/external/be-eid/link", httpx.Response(204))
     log_in(client)
     lured = client.get("/login/eid/be-eid?link=true", follow_redirects=False)
@@ -268,12 +273,33 @@ def test_linking_an_identity_starts_only_from_the_profiles_form(
     assert not fake.sent("POST", "/api/auth/external/be-eid/link"), "a link links nothing"
     forged = client.post("/login/eid/be-eid/link", data={"csrf": "x"}, follow_redirects=False)
     assert forged.status_code == 403
-    started = post(client, "/login/eid/be-eid/link", {})
-    assert started.headers["location"] == "https://eid.example/authorize?state=s1"
-    linked = client.get("/login/eid/be-eid/callback?state=s1&code=c", follow_redirects=False)
+    started = post(client, "/login/eid/be-eid/link", {"current_password": "pw"})
+    assert started.headers["location"] == "https://eid.example/authorize?state=s2"
+    [(start, _)] = fake.sent("POST", "/api/auth/external/be-eid/link/start")
+    assert start["current_password"] == "pw", "the account holder's password"
+    linked = client.get("/login/eid/be-eid/callback?state=s2&code=c", follow_redirects=False)
     assert linked.headers["location"] == "/profile"
     [(body, _)] = fake.sent("POST", "/api/auth/external/be-eid/link")
-    assert body == {"state": "s1", "code": "c"}
+    assert body == {"state": "s2", "code": "c"}
+
+
+def test_a_wrong_password_links_no_identity_and_says_so_beside_the_field(
+    client: TestClient, fake: FakeAPI
+) -> None:
+    fake.answer("GET", "/api/auth/external", {"providers": [{"name": "be-eid", "label": "eID"}]})
+    fake.answer(
+        "POST",
+        "/api/auth/external/be-eid/link/start",
+        httpx.Response(
+            401, json={"status": 401, "rule": "InvalidCredentials", "detail": "wrong password"}
+        ),
+    )
+    log_in(client)
+    page = post(client, "/login/eid/be-eid/link", {"current_password": "guess"})
+    assert page.status_code == 401
+    assert 'id="eid-link"' in page.text and "wrong password" in page.text
+    client.get("/login/eid/be-eid/callback?state=s2&code=c", follow_redirects=False)
+    assert not fake.sent("POST", "/api/auth/external/be-eid/link"), "nothing was started"
 
 
 def test_a_due_group_confirmation_comes_first_after_login(

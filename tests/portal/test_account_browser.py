@@ -245,6 +245,8 @@ def test_profile_language_totp_mobile_and_eid_then_the_desk_unlocks_and_removes_
     me.click("#confirm-mobile")
     me.wait_text_in("#profile-mobile", new_mobile)  # the code's page names the number too
 
+    linking = me.driver.find_element(By.ID, "eid-link")
+    linking.find_element(By.NAME, "current_password").send_keys(person.password)
     me.click("#link-demo-eid")
     me.wait("#national-number").send_keys(NATIONAL_NUMBER)
     me.shot("demo-eid")

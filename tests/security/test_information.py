@@ -20,7 +20,7 @@ import pytest
 
 from studyshare.devstack.platform import LocalPlatform
 
-from ..storykit import Gateway, ok, problem, unique, wait_for
+from ..storykit import Gateway, Person, ok, problem, unique, wait_for
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ADMINISTRATIVE = ("roles", "department_ids", "admin_of", "username", "status", "totp_enabled")
@@ -157,11 +157,11 @@ def test_the_external_login_callback_takes_only_a_state_handed_out_here_and_only
     redirect = f"{platform.gateway_url}/login/external/demo-eid"
     number = unique("85.07.30-")
 
-    def start(headers: dict[str, str] | None = None) -> str:
-        started = api.client.get(
-            f"{EID}/start", params={"redirect_uri": redirect}, headers=headers or {}
-        )
-        return ok(started)["state"]
+    def start(linking: Person | None = None) -> str:
+        if linking is None:
+            return ok(api.client.get(f"{EID}/start", params={"redirect_uri": redirect}))["state"]
+        body = {"redirect_uri": redirect, "current_password": linking.password}
+        return ok(api.client.post(f"{EID}/link/start", json=body, headers=linking.headers))["state"]
 
     def signed_by_the_provider(state: str) -> dict[str, str]:
         """What the provider sends the browser back with (its signature over state and
@@ -177,7 +177,7 @@ def test_the_external_login_callback_takes_only_a_state_handed_out_here_and_only
         return dict(parse_qsl(urlsplit(answer.headers["location"]).query))
 
     user = world.outsider
-    linked = signed_by_the_provider(start(user.headers))
+    linked = signed_by_the_provider(start(user))
     ok(api.client.post(f"{EID}/link", json=linked, headers=user.headers), 204)
 
     forged = signed_by_the_provider("made-up-by-an-attacker")

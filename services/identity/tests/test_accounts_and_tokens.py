@@ -365,12 +365,18 @@ class FakeEid:
 
 
 async def eid_state(api, headers: dict[str, str] | None = None) -> str:
-    """Start an external login (as the logged-in user of `headers`, to link); its state."""
-    start = await api.client.get(
-        "/api/auth/external/be-eid/start",
-        params={"redirect_uri": "https://portal/cb"},
-        headers=headers or {},
-    )
+    """Start an external login (as the logged-in user of `headers`, with their password, to
+    link); its state."""
+    if headers:
+        start = await api.client.post(
+            "/api/auth/external/be-eid/link/start",
+            json={"redirect_uri": "https://portal/cb", "current_password": "a-long-password-1"},
+            headers=headers,
+        )
+    else:
+        start = await api.client.get(
+            "/api/auth/external/be-eid/start", params={"redirect_uri": "https://portal/cb"}
+        )
     assert start.status_code == 200, start.text
     assert start.json()["authorization_url"].startswith("https://eid.example/authorize")
     return start.json()["state"]

@@ -14,9 +14,16 @@ PORTAL = "http://127.0.0.1:8080/login/eid/demo-eid/callback"
 
 async def sign_in(api, number: str, headers: dict[str, str] | None = None) -> dict[str, str]:
     """Start at identity, fill in the demo page: the callback's parameters."""
-    start = await api.client.get(
-        "/api/auth/external/demo-eid/start", params={"redirect_uri": PORTAL}, headers=headers or {}
-    )
+    if headers:  # to link: the account holder's password
+        start = await api.client.post(
+            "/api/auth/external/demo-eid/link/start",
+            json={"redirect_uri": PORTAL, "current_password": "a-long-password-1"},
+            headers=headers,
+        )
+    else:
+        start = await api.client.get(
+            "/api/auth/external/demo-eid/start", params={"redirect_uri": PORTAL}
+        )
     assert start.status_code == 200, start.text
     page_url = urlsplit(start.json()["authorization_url"])
     page = await api.client.get(f"{page_url.path}?{page_url.query}")

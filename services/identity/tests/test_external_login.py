@@ -12,6 +12,7 @@ from .test_totp import enrol, oathtool
 
 CALLBACK = "/api/auth/external/be-eid/callback"
 LINK = "/api/auth/external/be-eid/link"
+LINK_START = "/api/auth/external/be-eid/link/start"
 SIGNED = {"subject": "hash-of-rrn", "signature": "valid"}
 
 
@@ -94,3 +95,28 @@ async def test_an_account_with_totp_needs_its_code_after_the_external_login(api)
     methods = [e.payload["method"] for e in await api.events("LoginSucceeded")]
     assert "eid+totp" in methods and "eid" not in methods
     assert [e.payload["reason"] for e in await api.events("LoginFailed")].count("bad_totp") == 1
+
+
+async def test_linking_an_identity_needs_the_account_holders_password(api):
+    """A linked identity is a second way into the account, one a later password change or
+    reset leaves in place: a holder of the account's token (or of an unattended session) once
+    linked their own eID with it alone."""
+    api.app.state.identity_providers = {"be-eid": FakeEid()}
+    await api.register(await api.desk(), **PROFILE)
+    me = await api.headers("dr.peeters", "a-long-password-1")
+    as_login = await api.client.get(
+        "/api/auth/external/be-eid/start", params={"redirect_uri": "https://portal/cb"}, headers=me
+    )
+    refused = await api.client.post(
+        LINK, json={**SIGNED, "state": as_login.json()["state"]}, headers=me
+    )
+    assert refused.status_code == 401 and refused.json()["rule"] == "ExternalLoginStateInvalid"
+    for password, rule in ((None, "InvalidRequest"), ("guess", "InvalidCredentials")):
+        body = {"redirect_uri": "https://portal/cb"} | (
+            {"current_password": password} if password else {}
+        )
+        start = await api.client.post(LINK_START, json=body, headers=me)
+        assert start.status_code in (401, 403, 422) and start.json()["rule"] == rule, start.text
+    assert not await api.events("ExternalIdentityLinked"), "a token alone links nothing"
+    await link(api, me)  # with the password
+    assert len(await api.events("ExternalIdentityLinked")) == 1

@@ -1,7 +1,8 @@
 """Logging in with an external identity provider (eID), and linking one to the account.
 
 The portal only carries the browser: identity hands out the provider's URL with a `state`
-(`GET /api/auth/external/{provider}/start`), the provider sends the browser back here, and
+(`GET /api/auth/external/{provider}/start`; to link, `.../link/start` with the current
+password, from the profile), the provider sends the browser back here, and
 identity checks its answer (`.../callback`), asks the authenticator code of an account with
 TOTP (`.../totp` with the `login_ticket`), or links the identity (`.../link`).
 """
@@ -19,7 +20,6 @@ from studyshare.portal.adapters.public_api import ApiProblem
 from studyshare.portal.pages import account
 from studyshare.portal.security import read_form, safe_next
 from studyshare.portal.web import (
-    LoginRequired,
     api_of,
     checked,
     flash,
@@ -41,47 +41,45 @@ async def providers(request: Request) -> list[dict[str, str]]:
     return list((answer or {}).get("providers") or [])
 
 
-def _callback_url(request: Request, provider: str) -> str:
+@router.get("/login/eid/{provider}")
+async def start(request: Request, provider: str, next: str | None = None) -> Response:
+    """To the provider, for a login."""
+    return await _to_provider(request, provider, safe_next(next))
+
+
+def link_start_path(provider: str) -> str:
+    """Where identity starts a login whose identity is linked to the caller's account (with
+    the current password: the profile's form, `pages.profile.link_identity`)."""
+    return f"/api/auth/external/{quote(provider)}/link/start"
+
+
+def callback_url(request: Request, provider: str) -> str:
     base = request.app.state.portal_settings.public_base_url.rstrip("/")
     return f"{base}/login/eid/{quote(provider)}/callback"
 
 
-@router.get("/login/eid/{provider}")
-async def start(request: Request, provider: str, next: str | None = None) -> Response:
-    """To the provider, for a login."""
-    return await _to_provider(request, provider, safe_next(next), linking=False)
-
-
-@router.post("/login/eid/{provider}/link")
-async def start_link(request: Request, provider: str) -> Response:
-    """To the provider, to link the identity to the logged-in account: the profile's button,
-    a form with the session's CSRF token. (A link once started it: a page or a mail could
-    have a logged-in user link the identity their browser was signed in with at the
-    provider, an attacker's on a shared workstation.)"""
-    session = await checked(request)
-    if not session.logged_in or session.patient:
-        raise LoginRequired("/profile")
-    return await _to_provider(request, provider, "/profile", linking=True)
-
-
-async def _to_provider(request: Request, provider: str, target: str, linking: bool) -> Response:
-    session = session_of(request)
-    params = {"redirect_uri": _callback_url(request, provider)}
+async def _to_provider(request: Request, provider: str, target: str) -> Response:
+    params = {"redirect_uri": callback_url(request, provider)}
     path = f"/api/auth/external/{quote(provider)}/start"
     try:
-        if linking:
-            answer = await api_of(request).call(session, "GET", path, params=params)
-        else:
-            answer = await api_of(request).anonymous("GET", path, params=params)
+        answer = await api_of(request).anonymous("GET", path, params=params)
     except ApiProblem as problem:
         return await _refused(request, problem.detail, target)
-    session.pending["eid"] = {
+    return to_provider(request, provider, answer, "login", target)
+
+
+def to_provider(
+    request: Request, provider: str, started: dict[str, Any], mode: str, target: str
+) -> Response:
+    """The browser to the provider, with the `state` identity `started` (only this browser's
+    own start comes back: login CSRF)."""
+    session_of(request).pending["eid"] = {
         "provider": provider,
-        "mode": "link" if linking else "login",
+        "mode": mode,
         "next": target,
-        "state": answer["state"],  # only this browser's own start comes back (login CSRF)
+        "state": started["state"],
     }
-    return RedirectResponse(answer["authorization_url"], status_code=303)
+    return RedirectResponse(started["authorization_url"], status_code=303)
 
 
 @router.get("/login/eid/{provider}/callback")

@@ -39,6 +39,7 @@ TOTP_RULES = {
     "CurrentPasswordRequired": "totp_password",
     "InvalidCredentials": "totp_password",
 }
+EID_RULES = {"CurrentPasswordRequired": "eid_password", "InvalidCredentials": "eid_password"}
 MOBILE_RULES = {
     "CurrentPasswordRequired": "mobile_password",
     "InvalidCredentials": "mobile_password",
@@ -99,7 +100,7 @@ async def _act(
     method: str,
     path: str,
     body: dict[str, Any] | None,
-    done: str,
+    done: str | None,
     rules: dict[str, str] | None = None,
     default: str = "form",
     values: dict[str, Any] | None = None,
@@ -117,7 +118,8 @@ async def _act(
         status = problem.status if 400 <= problem.status < 500 else 400
         errors = field_errors(problem, rules, default, fields)
         return None, await _page(request, session, errors, status, values)
-    flash(request, done)
+    if done:
+        flash(request, done)
     return answer, None
 
 
@@ -277,3 +279,28 @@ async def totp_confirm(request: Request) -> Response:
     if page is None:
         request.state.session.pending.pop("totp_enrolment", None)
     return page or redirect("/profile#totp")
+
+
+@router.post("/login/eid/{provider}/link")
+async def link_identity(request: Request, provider: str) -> Response:
+    """To the provider, to link its identity to the account: the profile's form, with the
+    current password (a linked identity is a second way in, which a later password change
+    leaves in place) and the session's CSRF token (a link once started it: a page or a mail
+    could have a logged-in user link the identity their browser was signed in with at the
+    provider, an attacker's on a shared workstation)."""
+    form = await read_form(request)
+    body = {
+        "redirect_uri": eid.callback_url(request, provider),
+        "current_password": form.get("current_password", ""),
+    }
+    started, page = await _act(
+        request,
+        "POST",
+        eid.link_start_path(provider),
+        body,
+        None,
+        EID_RULES,
+        "eid",
+        fields={"current_password": "eid_password"},
+    )
+    return page or eid.to_provider(request, provider, started, "link", "/profile")

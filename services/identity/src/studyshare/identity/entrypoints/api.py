@@ -243,13 +243,34 @@ async def external_start(
     provider: str,
     request: Request,
     app: IdentityDep,
-    principal: MaybePrincipal,
     redirect_uri: Annotated[str, Query(max_length=2048)],
 ) -> m.AuthorizationStart:
-    """The `state` comes back on the callback, which refuses any other (single use, expiring;
-    bound to the user when a logged-in user starts a login to link the identity)."""
-    url, state = await auth.start_external_login(
-        app, _provider(request, provider), redirect_uri, principal
+    """The `state` comes back on the callback, which refuses any other (single use, expiring);
+    it is good for a login only (linking starts at `.../link/start`)."""
+    url, state = await auth.start_external_login(app, _provider(request, provider), redirect_uri)
+    return m.AuthorizationStart(authorization_url=url, state=state)
+
+
+@auth_router.post(
+    "/api/auth/external/{provider}/link/start",
+    response_model=m.AuthorizationStart,
+    responses=problem_responses(401, 403, 404, 422, 429),
+    summary="Start a login at an external identity provider to link its identity to the "
+    "logged-in account (with the current password)",
+)
+async def external_link_start(
+    provider: str,
+    body: m.ExternalLinkStart,
+    request: Request,
+    app: IdentityDep,
+    principal: Principal,
+    ip: ClientIP,
+) -> m.AuthorizationStart:
+    """The `state` is bound to the caller: `.../link` takes no other. A linked identity is a
+    second way into the account, so the account holder proves it with the current password
+    (throttled like a login), not a token or an unattended session alone."""
+    url, state = await accounts.start_linking(
+        app, _provider(request, provider), body.redirect_uri, principal, body.current_password, ip
     )
     return m.AuthorizationStart(authorization_url=url, state=state)
 

@@ -492,6 +492,11 @@ class ExternalTOTP(Strict):
     otp: str = Field(min_length=6, max_length=8, pattern=r"^\d+$")
 
 
+class ExternalLinkStart(Strict):
+    redirect_uri: str = Field(min_length=1, max_length=2048)
+    current_password: str = Field(min_length=1, max_length=1024)
+
+
 class ExternalProvider(BaseModel):
     name: str = Field(description="the `{provider}` of the external-login routes")
     label: str = Field(description="what a login button says")

@@ -12,6 +12,7 @@ from pymongo.errors import DuplicateKeyError
 
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
+from studyshare.identity.adapters.eid import ExternalIdentityProvider
 from studyshare.identity.adapters.read_models import USERS
 from studyshare.identity.domain import totp
 from studyshare.identity.domain.exceptions import (
@@ -185,6 +186,21 @@ async def confirm_current_password(
     user = await user_doc(app, user_id)
     await auth.confirm_password(app, user, current_password, actor)
     return user
+
+
+async def start_linking(
+    app: Identity,
+    provider: ExternalIdentityProvider,
+    redirect_uri: str,
+    principal: AccessClaims,
+    current_password: str | None,
+    ip: str | None,
+) -> tuple[str, str]:
+    """Start a login at `provider` whose identity will be linked to the caller's account: a
+    second way into it, so only for the account holder (the current password), not for any
+    holder of its token or of an unattended session. The provider's URL and the `state`."""
+    await confirm_current_password(app, principal.sub, current_password, actor_of(principal, ip))
+    return await auth.start_external_login(app, provider, redirect_uri, principal.sub)
 
 
 async def change_profile(

@@ -313,14 +313,14 @@ async def start_external_login(
     app: Identity,
     provider: ExternalIdentityProvider,
     redirect_uri: str,
-    principal: AccessClaims | None,
+    linking_user_id: str | None = None,
 ) -> tuple[str, str]:
     """Where to send the browser, and the `state` it must bring back: single use, for this
-    provider, expiring; bound to the user when a logged-in user starts it (to link)."""
+    provider, expiring; bound to the user who links the identity (`accounts.start_linking`,
+    with the current password), otherwise good for a login only."""
     state = secrets.token_urlsafe(32)
     expires_at = app.clock() + timedelta(seconds=app.settings.external_login_state_ttl_s)
-    user_id = principal.sub if principal is not None and principal.kind == "user" else None
-    await app.external_logins.put_state(state, provider.name, user_id, expires_at)
+    await app.external_logins.put_state(state, provider.name, linking_user_id, expires_at)
     return provider.authorization_url(state, redirect_uri), state
 
 
@@ -400,7 +400,9 @@ async def link_external_identity(
     having the victim's browser finish the attacker's login)."""
     state = await _take_state(app, provider, callback)
     if state.get("user_id") != principal.sub:
-        raise ExternalLoginStateInvalid("this external login was started by someone else")
+        raise ExternalLoginStateInvalid(
+            "this external login was not started to link an identity to your account"
+        )
     identity = await provider.complete(callback)
 
     async def link(session) -> None:
