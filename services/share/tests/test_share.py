@@ -226,6 +226,32 @@ async def test_anonymized_share_never_opens_the_report_and_says_so(env):
     assert "report is never accessible" in out["confirmation_text"]
 
 
+async def test_an_anonymized_shares_confirmation_names_the_study_as_its_recipients_see_it(env):
+    """The confirmation's text is copied into the sender's own mail to the recipients: it once
+    named the real study ('Anonymous | CT thorax | 2026-06-15 (its real UID)')."""
+    from datetime import date
+
+    from studyshare.contracts.events.study import StudyReceived
+
+    await env.seed(
+        StudyReceived(
+            study_uid="1.2.826.0.1.77",
+            department_id="dep_1",
+            owner_id="usr_owner",
+            patient_initials="J.J.",
+            description="CT thorax Jansen",
+            study_date=date(2026, 6, 15),
+        )
+    )
+    out = await env.share(anonymize=True, study_uids=["1.2.826.0.1.77"])
+    [line] = out["confirmation"]["studies"]
+    text = out["confirmation_text"]
+    for real in ("1.2.826.0.1.77", "Jansen", "2026-06-15", "J.J."):
+        assert real not in text and real not in str(line), real
+    assert line["study_uid"].startswith("2.25.") and line["study_uid"] in text
+    assert line["study_date"] and line["study_date"] in text, "the date the recipients see"
+
+
 async def test_share_all_exams_uploaded_together(env):
     out = await env.share(include_uploaded_together=True)
     assert [s["study_uid"] for s in out["confirmation"]["studies"]] == [STUDY_A, STUDY_B]

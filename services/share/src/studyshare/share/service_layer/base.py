@@ -22,6 +22,7 @@ from studyshare.plumbing.logging import get_logger
 from studyshare.share.adapters.otp_codes import OtpCodes
 from studyshare.share.adapters.readmodel import BucketReadModel, DirectoryReader
 from studyshare.share.domain import exceptions
+from studyshare.share.domain.anonymized import anonymized_study
 from studyshare.share.domain.model import Bucket, Favorites, Labels, SharePreferences
 from studyshare.share.settings import ShareSettings
 
@@ -190,7 +191,7 @@ def names_of(known: dict[str, dict[str, dict[str, Any]]]) -> dict[str, str | Non
 def study_lines(
     uids: Sequence[str], studies: dict[str, dict[str, Any]], anonymize: bool
 ) -> list[dict[str, Any]]:
-    """The studies of a bucket as its confirmation names them (initials hidden when
+    """The studies of a bucket as its sender's lists name them (initials hidden when
     anonymized)."""
     return [
         {
@@ -203,3 +204,22 @@ def study_lines(
         }
         for uid in uids
     ]
+
+
+def shown_study_lines(
+    bucket_id: str, uids: Sequence[str], studies: dict[str, dict[str, Any]], secret: str
+) -> list[dict[str, Any]]:
+    """The studies of an anonymized bucket as its recipients see them: UID remapped, date
+    shifted, no description (`domain.anonymized`, as the study store shows them)."""
+    lines = []
+    for uid in uids:
+        study, shown_uid = anonymized_study(secret, bucket_id, uid, studies.get(uid, {}))
+        lines.append(
+            {
+                "study_uid": shown_uid,
+                "description": None,
+                "study_date": study.get("study_date"),
+                "patient_initials": "Anonymous",
+            }
+        )
+    return lines

@@ -33,6 +33,7 @@ from studyshare.share.service_layer.base import (
     actor_of,
     names_of,
     resolve_recipients,
+    shown_study_lines,
     study_lines,
 )
 
@@ -138,7 +139,7 @@ class Sharing(ShareBase):
                 retries=50,
             )
             added = [e.payload["favorite_id"] for e in envelopes]
-        confirmation = confirmation_of(bucket, studies, known)
+        confirmation = confirmation_of(bucket, studies, known, self.settings.anonymization_secret)
         log.info(
             "bucket.shared",
             bucket_id=bucket.id,
@@ -302,10 +303,18 @@ def confirmation_of(
     bucket: Bucket,
     studies: dict[str, dict[str, Any]],
     known: dict[str, dict[str, dict[str, Any]]],
+    anonymization_secret: str,
 ) -> dict[str, Any]:
     """The confirmation from the directory entries already read (studies, and users, groups,
-    departments by kind, including the sender)."""
+    departments by kind, including the sender). It is meant to be passed on to the recipients
+    (its text is copied into the sender's own mail), so an anonymized share's studies are
+    named as the recipients see them."""
     s = bucket.s
+    shown = (
+        shown_study_lines(bucket.id, s.study_uids, studies, anonymization_secret)
+        if s.anonymize
+        else study_lines(s.study_uids, studies, False)
+    )
     names = names_of(known)
     notes = []
     if s.anonymize and s.access_level != "images":
@@ -318,7 +327,7 @@ def confirmation_of(
         "bucket_id": bucket.id,
         "parent_bucket_id": s.parent_bucket_id,
         "sender": {"id": s.sender_id, "name": names.get(s.sender_id)},
-        "studies": study_lines(s.study_uids, studies, s.anonymize),
+        "studies": shown,
         "recipients": [
             {
                 "id": r.recipient_id,
