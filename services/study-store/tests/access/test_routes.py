@@ -174,6 +174,24 @@ async def test_anonymized_share_hides_patient_identity_everywhere_in_the_api(har
     assert r.status_code == 403 and r.json()["rule"] == "ReportNotAvailableOnAnonymizedShare"
 
 
+async def test_an_anonymized_study_takes_its_place_in_the_list_by_the_date_it_shows(harness):
+    """The list was ordered by the real dates: an anonymized study shown years earlier sat
+    between its real neighbours, which gave away its real date and the share's date shift."""
+    from datetime import date
+
+    h = harness
+    for uid, day in ((A, 16), (B, 15), (C, 14)):
+        await h.study(uid, department_id="dep_other", study_date=date(2026, 6, day))
+    await h.share("bkt_clear", [A, C], [("usr_doc", "user")])
+    await h.share("bkt_anon", [B], [("usr_doc", "user")], anonymize=True)
+    doctor = h.user("usr_doc", "physician")
+    listed = (await h.http.get("/api/studies", headers=doctor)).json()["items"]
+    assert len(listed) == 3 and B not in {s["study_uid"] for s in listed}
+    shown = [s["study_date"] for s in listed]
+    assert shown == sorted(shown, reverse=True), shown
+    assert "2026-06-15" not in shown
+
+
 async def test_study_details_refuse_unknown_and_foreign_studies(harness):
     """A foreign study the caller may not break the glass on answers as an unknown one."""
     h = harness

@@ -350,11 +350,11 @@ async def test_the_index_searches_many_studies_newest_first_across_its_chunks(di
                 [("study_date", -1), ("_id", 1)]
             )
         ]
-        found = [d async for d in index.search_among([(wanted, query)])]
+        found = [d async for d in index.search_among([(wanted, query, None)])]
         assert [d["_id"] for d in found] == expected and len(expected) > 100, query
         assert all("modalities" in d for d in found), "whole documents"
     halves = sorted(wanted)[::2], sorted(wanted)[1::2]
-    both = index.search_among([(halves[0], {"modalities": "MR"}), (halves[1], {})])
+    both = index.search_among([(halves[0], {"modalities": "MR"}, None), (halves[1], {}, None)])
     expected = [
         d["_id"]
         async for d in index.studies.find(

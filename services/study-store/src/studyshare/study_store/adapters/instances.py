@@ -7,7 +7,7 @@ and forwarding. The objects stay in the blob store (`BlobStore`); documents hold
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
@@ -21,6 +21,14 @@ SERIES = "dicom_series"
 INSTANCES = "dicom_instances"
 
 InstanceKind = str  # "image" | "report" | "message"
+
+#: a study document's place in a search's order: the date and UID it is shown with, and its
+#: own UID
+Placing = Callable[[dict[str, Any]], tuple[str, str, str]]
+
+
+def _own_place(doc: dict[str, Any]) -> tuple[str, str, str]:
+    return doc.get("study_date") or "", doc["_id"], doc["_id"]
 
 
 class InstanceIndex:
@@ -145,22 +153,23 @@ class InstanceIndex:
             yield doc
 
     async def search_among(
-        self, searches: Iterable[tuple[Iterable[str], dict[str, Any]]]
+        self, searches: Iterable[tuple[Iterable[str], dict[str, Any], Placing | None]]
     ) -> AsyncIterator[dict[str, Any]]:
-        """The studies among each search's UIDs that match its query, in `search_studies`'s
-        order. The dates of those that match are read first and sorted here, then the
-        documents in that order, a chunk at a time: every `$in` goes `IN_CHUNK` values at a
-        time (the local database's costs more per value the longer it is: 82 s for 10,000
-        UIDs at once)."""
-        dated = {
-            (d.get("study_date") or "", d["_id"])
-            for study_uids, query in searches
+        """The studies among each search's UIDs that match its query, newest first, each
+        placed by the (date, UID) its search's `Placing` gives (as the caller sees them: an
+        anonymized study by its shifted date and remapped UID), else by its own. The dates
+        of those that match are read first and sorted here, then the documents in that order,
+        a chunk at a time: every `$in` goes `IN_CHUNK` values at a time (the local database's
+        costs more per value the longer it is: 82 s for 10,000 UIDs at once)."""
+        placed = {
+            (place or _own_place)(d)
+            for study_uids, query, place in searches
             async for d in find_in(self.studies, "_id", study_uids, {"study_date": 1}, extra=query)
         }
-        ordered = sorted(dated, key=lambda d: d[1])
-        ordered.sort(key=lambda d: d[0], reverse=True)  # stable: UIDs stay ascending per date
+        ordered = sorted(placed, key=lambda p: p[1])
+        ordered.sort(key=lambda p: p[0], reverse=True)  # stable: UIDs stay ascending per date
         for start in range(0, len(ordered), IN_CHUNK):
-            uids = [uid for _, uid in ordered[start : start + IN_CHUNK]]
+            uids = [uid for _, _, uid in ordered[start : start + IN_CHUNK]]
             docs = {d["_id"]: d async for d in find_in(self.studies, "_id", uids)}
             for uid in uids:
                 if uid in docs:

@@ -140,6 +140,17 @@ async def _summary(
     )
 
 
+def _listed_by(study: dict[str, Any], decision: AccessDecision, secret: str) -> tuple[str, str]:
+    """A study's place in the list: by the date and UID the caller sees (an anonymized
+    share's real date would show through the dates of its neighbours, and with it the
+    share's date shift)."""
+    key = _key(decision, study, secret)
+    if key is None:
+        return study.get("study_date") or "", study["study_uid"]
+    shown = key.iso_date(_date(study.get("study_date")))
+    return (shown.isoformat() if shown else ""), key.uid(study["study_uid"])
+
+
 def _matches(
     study: dict[str, Any],
     decision: AccessDecision,
@@ -206,7 +217,7 @@ async def list_studies(
         if "study_uid" in study and _matches(
             study, decision or _CLEAR, patient_id, date_from, date_to, modality, q, secret
         ):
-            page.add((study.get("study_date") or "", study["study_uid"]), (study, decision))
+            page.add(_listed_by(study, decision or _CLEAR, secret), (study, decision))
 
     # Studies certainly open and never anonymized (own department's, own, or all for the
     # service desk) are streamed and filtered on their metadata, decided only when on the page

@@ -10,10 +10,14 @@ study logging.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date
+from functools import partial
 from typing import Any, Protocol
 
 from studyshare.access_policy.decision import AccessDecision
 from studyshare.contracts.tokens import AccessClaims
+from studyshare.study_store.adapters.instances import Placing
+from studyshare.study_store.domain.anonymize import AnonymizationKey
 from studyshare.study_store.domain.exceptions import AccessDecisionsUnavailable, ObjectNotFound
 from studyshare.study_store.domain.serving import (
     StudyFilters,
@@ -74,16 +78,37 @@ def index_query(filters: StudyFilters, anonymized: bool) -> dict[str, Any] | Non
 
 
 def _matching(
-    stores: DicomStores, visible: VisibleStudies, filters: StudyFilters
+    stores: DicomStores,
+    visible: VisibleStudies,
+    filters: StudyFilters,
+    keys: dict[str, AnonymizationKey | None],
 ) -> AsyncIterator[dict[str, Any]]:
-    """The index's documents of the visible studies that may match, newest first."""
+    """The index's documents of the visible studies that may match, newest first as the
+    caller sees them: an anonymized study by its shifted date and remapped UID (by its real
+    date, its neighbours would give that date away). `keys`: of the anonymized ones."""
     clear = index_query(filters, anonymized=False) or {}
     if visible.every:  # every study, shown in the clear
         return stores.index.search_studies(clear)
-    searches = [(visible.clear, clear)]
+    searches: list[tuple[frozenset[str], dict[str, Any], Placing | None]] = [
+        (visible.clear, clear, None)
+    ]
     if (anonymized := index_query(filters, anonymized=True)) is not None:
-        searches.append((visible.anonymized, anonymized))
+        searches.append((visible.anonymized, anonymized, partial(shown_place, keys)))
     return stores.index.search_among(searches)
+
+
+def shown_place(
+    keys: dict[str, AnonymizationKey | None], doc: dict[str, Any]
+) -> tuple[str, str, str]:
+    """Where a study goes in a search's order: by the date and UID its key shows."""
+    uid, key = doc["_id"], keys.get(doc["_id"])
+    if key is None:
+        return doc.get("study_date") or "", uid, uid
+    try:
+        shown = key.iso_date(date.fromisoformat(doc.get("study_date") or ""))
+    except ValueError:
+        shown = None
+    return (shown.isoformat() if shown else ""), key.uid(uid), uid
 
 
 async def search_studies(
@@ -101,11 +126,14 @@ async def search_studies(
     results: list[dict[str, Any]] = []
     found: list[AccessDecision] = []
     skipped = 0
-    async for doc in _matching(stores, visible, filters):
-        decision = await decide(principal, doc["_id"])
+    secret = stores.settings.anonymization_secret
+    decided = {uid: await decide(principal, uid) for uid in visible.anonymized}
+    keys = {uid: anonymization(d, secret, None) for uid, d in decided.items()}
+    async for doc in _matching(stores, visible, filters, keys):
+        decision = decided.get(doc["_id"]) or await decide(principal, doc["_id"])
         if not decision.images:
             continue
-        key = anonymization(decision, stores.settings.anonymization_secret, doc.get("patient_id"))
+        key = anonymization(decision, secret, doc.get("patient_id"))
         series = await shown_series(stores, decision, doc["_id"])
         data = study_json(doc, base, key, series)
         if not filters.shown_match(data, series, key):
