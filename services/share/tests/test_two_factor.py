@@ -200,3 +200,19 @@ async def test_the_code_is_recorded_for_the_session_that_entered_it(env):
     assert entered.status_code == 200, entered.text
     [verified] = await env.events(event_type="OTPVerified")
     assert verified["payload"]["session_id"] == "ses_a"
+
+
+async def test_no_code_goes_to_a_new_mobile_number_within_the_hold(env):
+    """A stolen password and a code to the thief's own phone moved the recipient's mobile
+    number, and with it the second factor: the next bucket code went to that phone. Codes go
+    to a new number only after a day, in which the previous number was told of the change."""
+    from studyshare.contracts.events.identity import UserProfileChanged
+
+    bucket_id = await two_factor_bucket(env)
+    await env.seed(UserProfileChanged(user_id="usr_r1", mobile="+32479999999"))
+    held = await env.client.post(f"/api/shares/{bucket_id}/otp", headers=env.as_("usr_r1"))
+    assert held.status_code == 403 and held.json()["rule"] == "MobileRecentlyChanged", held.text
+    assert await env.count(event_type="OTPRequested") == 0 and not await env.db.otp_codes.find_one()
+    await env.seed(UserProfileChanged(user_id="usr_r2", language="de"))  # no new number
+    env.clock.now += timedelta(hours=24, seconds=1)
+    assert await request_code(env, bucket_id)

@@ -32,6 +32,13 @@ class ShareSettings(ServiceSettings):
         default=3, ge=1, description="codes a recipient may ask for per bucket and window"
     )
     otp_request_window_seconds: int = Field(default=600, ge=1)
+    otp_new_mobile_hold_s: int = Field(
+        default=86_400,
+        ge=0,
+        description="how long after a recipient's mobile number changed no code of a "
+        "two-factor share goes to it (the previous number is told of the change at once): "
+        "the account's password alone, and a code to the new number, move the number",
+    )
     expiry_interval_seconds: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@ the service layer's: `service_layer.reactions`.)"""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from pymongo import UpdateOne
 
@@ -33,14 +34,14 @@ class Directory(Projection):
             e = registry.payload(envelope)
             if e is None:
                 continue
-            for collection, op in self._ops(envelope.event_type, e):
+            for collection, op in self._ops(envelope.event_type, e, envelope.occurred_at):
                 writes[collection].append(op)
         for collection, ops in writes.items():
             if ops:
                 await ctx.collection(collection).bulk_write(ops, ordered=True, session=ctx.session)
 
     @staticmethod
-    def _ops(kind: str, e) -> list[tuple[str, UpdateOne]]:
+    def _ops(kind: str, e, at: datetime) -> list[tuple[str, UpdateOne]]:
         def up(collection: str, _id: str, update: dict) -> tuple[str, UpdateOne]:
             return collection, UpdateOne({"_id": _id}, update, upsert=True)
 
@@ -69,6 +70,8 @@ class Directory(Projection):
                 for k in ("first_name", "last_name", "language", "mobile", "email")
                 if getattr(e, k) is not None
             }
+            if e.mobile is not None:  # a new second factor (`two_factor`: a hold before use)
+                fields["mobile_changed_at"] = at
             return [up("users", e.user_id, {"$set": fields})] if fields else []
         if kind == "UserRolesChanged":
             return [

@@ -208,6 +208,12 @@ class NoRegisteredMobile(RuleViolation):
     """The recipient has no registered mobile number to receive the code."""
 
 
+class MobileRecentlyChanged(Forbidden):
+    """The recipient's mobile number changed lately: codes go to a new number only after a
+    hold (`otp_new_mobile_hold_s`), in which the previous number has been told of the change.
+    A stolen password could otherwise move the second factor to a thief's phone."""
+
+
 class WrongOTP(RuleViolation):
     """The code is wrong, expired or was already used (the failure is recorded)."""
 

@@ -290,7 +290,9 @@ async def accept_invitation(
     response_model=OTPRequestedOut,
     summary="Ask for a one-time code by SMS (two-factor buckets); it voids the previous one",
     description="Rate-limited per recipient and bucket: 429 `OTPRequestedTooOften` with "
-    "`Retry-After`. The code opens the bucket only in the login session that enters it.",
+    "`Retry-After`. The code opens the bucket only in the login session that enters it. No "
+    "code goes to a mobile number that changed within `otp_new_mobile_hold_s` (a day): 403 "
+    "`MobileRecentlyChanged`.",
     responses=problem_responses(401, 403, 404, 409, 422, 423, 429),
 )
 async def request_otp(bucket_id: str, user: CurrentUser, service: Service) -> OTPRequestedOut:

@@ -53,6 +53,7 @@ class TwoFactor(ShareBase):
             raise exceptions.NoRegisteredMobile(
                 "register a mobile number to receive the code by SMS"
             )
+        self._check_mobile_held(user, now)
         code = f"{secrets.randbelow(10**6):06d}"
         otp_id = new_id("otp")
         expires_at = now + timedelta(seconds=self.settings.otp_ttl_seconds)
@@ -88,6 +89,21 @@ class TwoFactor(ShareBase):
             raise
         await self.otp_codes.void_older(bucket_id, principal.sub, expires_at, keep=otp_id)
         return expires_at
+
+    def _check_mobile_held(self, user: dict, now: datetime) -> None:
+        """No code to a number that changed within the hold: the account's password and a
+        code to the new number move it, so a stolen password would move the second factor."""
+        changed = user.get("mobile_changed_at")
+        hold = timedelta(seconds=self.settings.otp_new_mobile_hold_s)
+        if changed is None or not hold:
+            return
+        until = changed + hold  # the database answers aware datetimes (UTC)
+        if now < until:
+            raise exceptions.MobileRecentlyChanged(
+                "your mobile number changed lately: for your safety, codes for two-factor "
+                f"shares go to it from {until:%Y-%m-%d %H:%M} UTC (your previous number was "
+                "told of the change)"
+            )
 
     async def verify_otp(self, principal: AccessClaims, bucket_id: str, code: str) -> datetime:
         """Each attempt appends at the next version; a conflict reloads and decides again, so
