@@ -187,3 +187,50 @@ async def test_patient_access_is_the_departments_policy(api):
         refused = await api.client.put(f"/api/departments/{dep}/policy", json=body, headers=desk)
         assert refused.status_code == 422, (body, refused.text)
     assert len(await api.events("DepartmentPolicySet")) == 2
+
+
+async def test_a_department_admin_adds_only_users_of_no_department_or_of_their_own(api):
+    """An admin once added anyone: a stranger of another department became 'administered'
+    (their private e-mail and mobile shown to the admin, their sessions ended at each add and
+    remove), and an admin registered active physicians of no department, skipping the desk's
+    approval of self-registrations."""
+    desk = await api.desk()
+
+    async def department(name: str) -> str:
+        made = await api.client.post("/api/departments", json={"name": name}, headers=desk)
+        return made.json()["id"]
+
+    ours, theirs = await department("RX"), await department("CARDIO")
+    admin_id = await api.register(desk, username="rx.admin")
+    await api.client.post(
+        f"/api/departments/{ours}/admins", json={"user_id": admin_id}, headers=desk
+    )
+    stranger = await api.register(
+        desk, username="cardio.doc", roles=["physician"], department_ids=[theirs]
+    )
+    free = await api.register(desk, username="free.doc", roles=["physician"])
+    admin = await api.headers("rx.admin", "a-long-password-1")
+    desk_id = (await api.client.get("/api/users/me", headers=desk)).json()["user_id"]
+    for path in (f"/api/departments/{ours}/members", f"/api/departments/{ours}/admins"):
+        for user_id in (stranger, desk_id):
+            answer = await api.client.post(path, json={"user_id": user_id}, headers=admin)
+            assert answer.status_code == 403 and answer.json()["rule"] == "NotAllowed", answer.text
+    seen = (await api.client.get(f"/api/users/{stranger}", headers=admin)).json()
+    assert seen.get("email") is None and seen.get("mobile") is None, "not administered"
+    added = await api.client.post(
+        f"/api/departments/{ours}/members", json={"user_id": free}, headers=admin
+    )
+    assert added.status_code == 204, added.text
+    unattached = await api.client.post(
+        "/api/users",
+        json={
+            "username": "ghost.doc",
+            "password": "a-long-password-1",
+            "first_name": "G",
+            "last_name": "D",
+            "roles": ["physician"],
+            "department_ids": [],
+        },
+        headers=admin,
+    )
+    assert unattached.status_code == 403 and unattached.json()["rule"] == "NotAllowed"

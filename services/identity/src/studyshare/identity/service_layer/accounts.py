@@ -101,7 +101,11 @@ async def register_by_admin(
         if not principal.has_role("department_admin"):
             raise NotAllowed("only a department admin or the service desk registers users")
         allowed = set(principal.admin_of)
-        if not set(reg.department_ids) <= allowed or not set(reg.admin_of) <= allowed:
+        if (
+            not reg.department_ids
+            or not set(reg.department_ids) <= allowed
+            or not set(reg.admin_of) <= allowed
+        ):  # of no department, an active physician would skip the desk's approval
             raise NotAllowed("a department admin registers users of their own departments only")
         if not set(reg.roles) <= {"physician", "department_staff", "department_admin"}:
             raise NotAllowed("a department admin cannot grant these roles")

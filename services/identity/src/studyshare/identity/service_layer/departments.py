@@ -89,6 +89,22 @@ async def _user(app: Identity, user_id: str) -> dict[str, Any]:
     return doc
 
 
+async def _joinable(app: Identity, user_id: str, principal: AccessClaims) -> None:
+    """Whom a department admin may make a member or admin: a user of no department or of the
+    admin's own departments, never a service desk account. (Adding anyone once let an admin
+    read a stranger's private contact data, which administered users show, and end their
+    sessions at will; other users join through the service desk.)"""
+    user = await _user(app, user_id)
+    if principal.has_role("service_desk"):
+        return
+    theirs = set(user.get("department_ids") or ())
+    if "service_desk" in user.get("roles", ()) or not theirs <= set(principal.admin_of):
+        raise NotAllowed(
+            "a department admin adds users of no department or of their own departments; "
+            "the service desk adds others"
+        )
+
+
 async def assign_admin(
     app: Identity, department_id: str, user_id: str, principal: AccessClaims, ip: str | None
 ) -> None:
@@ -96,7 +112,7 @@ async def assign_admin(
     user's new roles."""
     _desk_or_admin(principal, department_id)
     await department_doc(app, department_id)
-    await _user(app, user_id)
+    await _joinable(app, user_id, principal)
     actor = actor_of(principal, ip)
     await app.execute(
         Department, department_id, lambda d: d.assign_admin(user_id, principal.sub), actor
@@ -142,7 +158,7 @@ async def add_member(
     """Department staff (or a physician of the department) sees the department's studies."""
     _desk_or_admin(principal, department_id)
     await department_doc(app, department_id)
-    await _user(app, user_id)
+    await _joinable(app, user_id, principal)
     await app.execute(
         User,
         user_id,
