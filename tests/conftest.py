@@ -23,10 +23,12 @@ from .storykit import Gateway
 # machine's one address, so the per-source lockout (20 failures in 15 min in production, tested
 # in identity's own tests) would add up the failures of every test in the session: here it
 # allows 500. The browsers of one test are told apart by the address a proxy in front of the
-# gateway would append to X-Forwarded-For: the portal trusts that second hop here.
+# gateway would append to X-Forwarded-For: the portal trusts that second hop here. Likewise the
+# self-registrations of one source (10 an hour in production; the API fuzzing alone makes more).
 E2E_SETTINGS = {
     "STUDYSHARE_PORTAL_TRUSTED_PROXIES": "2",
     "STUDYSHARE_SOURCE_LOCK_THRESHOLD": "500",
+    "STUDYSHARE_REGISTRATIONS_PER_SOURCE": "500",
     "STUDYSHARE_ACCESS_LOG_WINDOW_S": "1",
     "STUDYSHARE_EXPIRY_INTERVAL_SECONDS": "1",
     "STUDYSHARE_ARGON2_TIME_COST": "1",

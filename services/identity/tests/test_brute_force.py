@@ -225,3 +225,29 @@ def test_the_caller_is_the_address_the_outermost_trusted_proxy_saw():
     assert forwarded_address("203.0.113.7", "10.0.0.5", trusted_proxies=3) == "203.0.113.7"
     assert forwarded_address("1.1.1.1", "10.0.0.5", trusted_proxies=0) == "10.0.0.5"
     assert forwarded_address(" , ", "10.0.0.5", trusted_proxies=1) == "10.0.0.5"
+
+
+async def test_a_source_registers_only_so_many_accounts_before_it_waits(make_api):
+    """Self-registration is anonymous: each call once cost an argon2 hash and a pending account
+    (and perhaps a mail to the desk) without any limit."""
+    api = await make_api(registrations_per_source=3)
+
+    def body(n: int) -> dict:
+        return {
+            "username": f"self.reg{n}",
+            "password": "a-long-password-1",
+            "first_name": "Self",
+            "last_name": "Registered",
+            "email": f"self{n}@example.org",
+        }
+
+    here, elsewhere = {"x-forwarded-for": "203.0.113.9"}, {"x-forwarded-for": "198.51.100.4"}
+    for n in range(3):
+        made = await api.client.post("/api/users/register", json=body(n), headers=here)
+        assert made.status_code == 201, made.text
+    waits = await api.client.post("/api/users/register", json=body(3), headers=here)
+    assert waits.status_code == 429 and waits.json()["rule"] == "RegistrationsTooOften"
+    assert int(waits.headers["retry-after"]) > 0
+    other = await api.client.post("/api/users/register", json=body(4), headers=elsewhere)
+    assert other.status_code == 201, "another source registers"
+    assert len(await api.events("UserRegistered")) == 1 + 4, "the desk and four"

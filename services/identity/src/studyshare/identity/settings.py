@@ -97,6 +97,16 @@ class IdentitySettings(ServiceSettings):
         "after its last failure (or the end of its lock)",
     )
 
+    registrations_per_source: int = Field(
+        default=10,
+        ge=1,
+        description="self-registrations one source makes before it waits (lock_base_s x 20, "
+        "doubling); each costs an argon2 hash, a pending account and perhaps a mail to the desk",
+    )
+    registration_window_s: float = Field(
+        default=3600.0, gt=0, description="a source's registration count decays after this long"
+    )
+
     patient_lock_threshold: int = Field(default=5, ge=1)
     patient_otp_ttl_s: int = Field(default=300, ge=30)
     patient_otp_resend_s: int = Field(

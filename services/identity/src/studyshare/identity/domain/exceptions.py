@@ -48,6 +48,14 @@ class LoginTemporarilyLocked(TooManyAttempts):
         self.retry_after_s = retry_after_s
 
 
+class RegistrationsTooOften(TooManyAttempts):
+    """Too many self-registrations from this source lately: wait."""
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 class AccountNotApproved(Forbidden):
     """A self-registered account logs in only after the service desk approved it."""
 

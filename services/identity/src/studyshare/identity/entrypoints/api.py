@@ -20,6 +20,7 @@ from studyshare.identity.domain.exceptions import (
     LoginTemporarilyLocked,
     MobileChangeRequestedTooOften,
     PatientLoginLocked,
+    RegistrationsTooOften,
     SearchCriteriaMissing,
     TOTPRequired,
     UnknownIdentityProvider,
@@ -415,8 +416,9 @@ async def register_user(
     "/api/users/register",
     status_code=201,
     response_model=m.UserCreated,
-    responses=problem_responses(400, 409, 422),
-    summary="Self-registration; the account waits for the service desk's approval",
+    responses=problem_responses(400, 409, 422, 429),
+    summary="Self-registration; the account waits for the service desk's approval (a source "
+    "registers `registrations_per_source` accounts an hour, else 429 `RegistrationsTooOften`)",
 )
 async def self_register(body: m.SelfRegistration, app: IdentityDep, ip: ClientIP) -> m.UserCreated:
     user_id = await accounts.self_register(app, _registration(body, app), body.password, ip)
@@ -1177,7 +1179,10 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
 
     async def locked(
         request: Request,
-        exc: LoginTemporarilyLocked | PatientLoginLocked | MobileChangeRequestedTooOften,
+        exc: LoginTemporarilyLocked
+        | PatientLoginLocked
+        | MobileChangeRequestedTooOften
+        | RegistrationsTooOften,
     ):
         response = refused(exc, STATUS)
         response.headers["retry-after"] = str(exc.retry_after_s)
@@ -1191,4 +1196,5 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
     app.add_exception_handler(LoginTemporarilyLocked, locked)
     app.add_exception_handler(PatientLoginLocked, locked)
     app.add_exception_handler(MobileChangeRequestedTooOften, locked)
+    app.add_exception_handler(RegistrationsTooOften, locked)
     return app

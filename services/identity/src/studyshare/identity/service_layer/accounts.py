@@ -21,6 +21,7 @@ from studyshare.identity.domain.exceptions import (
     InvalidTOTPCode,
     MobileChangeRequestedTooOften,
     NotAllowed,
+    RegistrationsTooOften,
     TOTPAlreadyEnabled,
     TOTPEnrolmentMissing,
     UnknownEnvironment,
@@ -30,8 +31,9 @@ from studyshare.identity.domain.exceptions import (
     WrongMobileChangeCode,
 )
 from studyshare.identity.domain.user import PASSWORD_GUARDED_FIELDS, ROLES, Registration, User
-from studyshare.identity.service_layer import auth
+from studyshare.identity.service_layer import auth, throttling
 from studyshare.identity.service_layer.context import Identity
+from studyshare.identity.service_layer.throttling import Gate
 from studyshare.plumbing.domain import new_id
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.sealing import seal
@@ -118,9 +120,20 @@ async def register_by_admin(
 
 
 async def self_register(app: Identity, reg: Registration, password: str, ip: str | None) -> str:
-    """A physician registers; the account waits for the service desk's approval."""
+    """A physician registers; the account waits for the service desk's approval. Each source
+    makes `registrations_per_source` registrations (made or refused) before it waits."""
+    if ip:
+        now = app.clock()
+        gate = Gate(f"register:{ip}", app.registration_limit, _registrations_too_often)
+        await throttling.failed(app, await throttling.admit(app, [gate], now), now)
     reg = replace(reg, roles=("physician",), department_ids=(), admin_of=())
     return await _register(app, reg, password, pending=True, actor=Actor(kind="anonymous", ip=ip))
+
+
+def _registrations_too_often(retry_after_s: int) -> RegistrationsTooOften:
+    return RegistrationsTooOften(
+        "too many registrations from here lately; try again later", retry_after_s
+    )
 
 
 async def approve(app: Identity, user_id: str, principal: AccessClaims, ip: str | None) -> None:

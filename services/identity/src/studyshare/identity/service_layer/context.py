@@ -143,6 +143,13 @@ class Identity:
         )
 
     @property
+    def registration_limit(self) -> LockoutPolicy:
+        s = self.settings
+        return LockoutPolicy(
+            s.registrations_per_source, s.lock_base_s * 20, s.lock_max_s, s.registration_window_s
+        )
+
+    @property
     def patient_lockout(self) -> LockoutPolicy:
         s = self.settings
         return LockoutPolicy(
