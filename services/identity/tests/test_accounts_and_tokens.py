@@ -61,12 +61,14 @@ async def test_service_desk_registers_a_physician_who_logs_in_with_a_verifiable_
 
 async def test_a_department_admin_registers_only_into_their_own_departments(api):
     desk = await api.desk()
+    made = await api.client.post("/api/departments", json={"name": "A"}, headers=desk)
+    dep_a = made.json()["id"]
     admin_id = await api.register(
-        desk, username="admin.rad", roles=["department_admin"], admin_of=["dep_a"]
+        desk, username="admin.rad", roles=["department_admin"], admin_of=[dep_a]
     )
     admin = await api.headers("admin.rad", "a-long-password-1")
     claims = await api.verify(admin["Authorization"].split()[1])
-    assert claims.admin_of == ("dep_a",) and "dep_a" in claims.department_ids
+    assert claims.admin_of == (dep_a,) and dep_a in claims.department_ids
     ok = await api.client.post(
         "/api/users",
         json={
@@ -74,7 +76,7 @@ async def test_a_department_admin_registers_only_into_their_own_departments(api)
             "username": "staff.a",
             "password": "a-long-password-1",
             "roles": ["department_staff"],
-            "department_ids": ["dep_a"],
+            "department_ids": [dep_a],
         },
         headers=admin,
     )
@@ -98,7 +100,7 @@ async def test_a_department_admin_registers_only_into_their_own_departments(api)
             "username": "x.desk",
             "password": "a-long-password-1",
             "roles": ["service_desk"],
-            "department_ids": ["dep_a"],
+            "department_ids": [dep_a],
         },
         headers=admin,
     )

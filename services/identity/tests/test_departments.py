@@ -234,3 +234,35 @@ async def test_a_department_admin_adds_only_users_of_no_department_or_of_their_o
         headers=admin,
     )
     assert unattached.status_code == 403 and unattached.json()["rule"] == "NotAllowed"
+
+
+async def test_a_department_names_every_admin_however_they_became_one(api):
+    """An admin registered as one, or made one by the desk's roles, was missing from the
+    department's admins, and removing them there answered 404 NotAMember; one who left the
+    department stayed listed."""
+    desk = await api.desk()
+    made = await api.client.post("/api/departments", json={"name": "RX"}, headers=desk)
+    dep = made.json()["id"]
+
+    async def admins() -> list[str]:
+        return (await api.client.get(f"/api/departments/{dep}", headers=desk)).json()["admin_ids"]
+
+    registered = await api.register(desk, username="reg.admin", admin_of=[dep])
+    assert await admins() == [registered]
+    removed = await api.client.delete(f"/api/departments/{dep}/admins/{registered}", headers=desk)
+    assert removed.status_code == 204, removed.text
+    roled = await api.register(desk, username="roled.admin", roles=["department_staff"])
+    changed = await api.client.put(
+        f"/api/users/{roled}/roles",
+        json={"roles": ["department_admin"], "department_ids": [dep], "admin_of": [dep]},
+        headers=desk,
+    )
+    assert changed.status_code == 200, changed.text
+    assert await admins() == [roled]
+    left = await api.client.delete(f"/api/departments/{dep}/members/{roled}", headers=desk)
+    assert left.status_code == 204, left.text
+    assert await admins() == []
+    unknown = await api.client.put(
+        f"/api/users/{roled}/roles", json={"admin_of": ["dep_nowhere"]}, headers=desk
+    )
+    assert unknown.status_code == 404 and unknown.json()["rule"] == "DepartmentNotFound"

@@ -169,6 +169,10 @@ class Department(Aggregate):
             raise NotAMember(f"user {user_id} is not an admin of department {self.id}")
         return [DepartmentAdminRemoved(department_id=self.id, user_id=user_id, removed_by=by)]
 
+    def drop_admin(self, user_id: str, by: str) -> list:
+        """`remove_admin`, where the user may not be listed (nothing to drop then)."""
+        return self.remove_admin(user_id, by) if user_id in self.admin_ids else []
+
 
 def known_time_zone(name: str) -> bool:
     """An IANA time zone name this machine knows."""

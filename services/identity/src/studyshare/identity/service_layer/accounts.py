@@ -13,11 +13,13 @@ from pymongo.errors import DuplicateKeyError
 from studyshare.contracts.envelope import Actor
 from studyshare.contracts.tokens import AccessClaims
 from studyshare.identity.adapters.eid import ExternalIdentityProvider
-from studyshare.identity.adapters.read_models import USERS
+from studyshare.identity.adapters.read_models import DEPARTMENTS, USERS
 from studyshare.identity.domain import totp
+from studyshare.identity.domain.department import Department
 from studyshare.identity.domain.exceptions import (
     CannotDeactivateYourself,
     CurrentPasswordRequired,
+    DepartmentNotFound,
     InvalidTOTPCode,
     MobileChangeRequestedTooOften,
     NotAllowed,
@@ -116,7 +118,39 @@ async def register_by_admin(
     if reg.admin_of and "department_admin" not in reg.roles:
         reg = replace(reg, roles=(*reg.roles, "department_admin"))
     reg = replace(reg, department_ids=tuple(dict.fromkeys((*reg.department_ids, *reg.admin_of))))
-    return await _register(app, reg, password, pending=False, actor=actor_of(principal, ip))
+    await _known_departments(app, reg.admin_of)  # before anyone is registered as its admin
+    actor = actor_of(principal, ip)
+    user_id = await _register(app, reg, password, pending=False, actor=actor)
+    await department_admins_follow(app, user_id, (), reg.admin_of, actor)
+    return user_id
+
+
+async def _known_departments(app: Identity, department_ids: tuple[str, ...]) -> None:
+    wanted = set(department_ids)
+    if not wanted:
+        return
+    known = {d["_id"] async for d in app.db[DEPARTMENTS].find({"_id": {"$in": sorted(wanted)}})}
+    if missing := wanted - known:
+        raise DepartmentNotFound(f"department {sorted(missing)[0]} does not exist")
+
+
+async def department_admins_follow(
+    app: Identity, user_id: str, before: tuple[str, ...], after: tuple[str, ...], actor: Actor
+) -> None:
+    """The departments' admins follow a user's `admin_of`, however it changed (registered an
+    admin, the desk's roles, left the department): each department names every admin of its
+    own (`admin_ids`), and its admins route removes each. (An admin made otherwise was
+    missing from it, and its removal answered 404 `NotAMember`.)"""
+    for department_id in dict.fromkeys(after):
+        if department_id not in before:
+            await app.execute(
+                Department, department_id, lambda d: d.assign_admin(user_id, actor.id), actor
+            )
+    for department_id in dict.fromkeys(before):
+        if department_id not in after:
+            await app.execute(
+                Department, department_id, lambda d: d.drop_admin(user_id, actor.id), actor
+            )
 
 
 async def self_register(app: Identity, reg: Registration, password: str, ip: str | None) -> str:
@@ -319,14 +353,19 @@ async def set_roles(
         raise NotAllowed("only the service desk changes roles")
     if roles is not None and set(roles) - set(ROLES):
         raise NotAllowed(f"unknown roles: {sorted(set(roles) - set(ROLES))}")
-    user, _ = await app.execute(
-        User,
-        user_id,
-        lambda u: u.set_roles(
+    await _known_departments(app, admin_of or ())
+    before: tuple[str, ...] = ()
+
+    def decide(u: User) -> list:
+        nonlocal before
+        before = u.admin_of
+        return u.set_roles(
             principal.sub, roles=roles, department_ids=department_ids, admin_of=admin_of
-        ),
-        actor_of(principal, ip),
-    )
+        )
+
+    actor = actor_of(principal, ip)
+    user, _ = await app.execute(User, user_id, decide, actor)
+    await department_admins_follow(app, user_id, before, user.admin_of, actor)
     return user
 
 

@@ -10,7 +10,7 @@ from studyshare.identity.adapters.read_models import DEPARTMENTS, USERS
 from studyshare.identity.domain.department import Department, Policy
 from studyshare.identity.domain.exceptions import DepartmentNotFound, NotAllowed, UserNotFound
 from studyshare.identity.domain.user import User
-from studyshare.identity.service_layer.accounts import actor_of
+from studyshare.identity.service_layer.accounts import actor_of, department_admins_follow
 from studyshare.identity.service_layer.context import Identity
 from studyshare.plumbing.domain import new_id
 
@@ -175,8 +175,11 @@ async def remove_member(
     app: Identity, department_id: str, user_id: str, principal: AccessClaims, ip: str | None
 ) -> None:
     _desk_or_admin(principal, department_id)
+    was_admin_of: tuple[str, ...] = ()
 
     def decide(u: User) -> list:
+        nonlocal was_admin_of
+        was_admin_of = u.admin_of
         if department_id not in u.department_ids:
             raise UserNotFound(f"user {user_id} is not a member of department {department_id}")
         department_ids = tuple(d for d in u.department_ids if d != department_id)
@@ -190,4 +193,6 @@ async def remove_member(
             principal.sub, roles=roles, department_ids=department_ids, admin_of=admin_of
         )
 
-    await app.execute(User, user_id, decide, actor_of(principal, ip))
+    actor = actor_of(principal, ip)
+    user, _ = await app.execute(User, user_id, decide, actor)
+    await department_admins_follow(app, user_id, was_admin_of, user.admin_of, actor)
