@@ -139,7 +139,7 @@ class Sharing(ShareBase):
                 retries=50,
             )
             added = [e.payload["favorite_id"] for e in envelopes]
-        confirmation = confirmation_of(bucket, studies, known, self.settings.anonymization_secret)
+        confirmation = confirmation_of(bucket, studies, known)
         log.info(
             "bucket.shared",
             bucket_id=bucket.id,
@@ -147,7 +147,14 @@ class Sharing(ShareBase):
             recipients=len(shared.recipients),
             parent_bucket_id=shared.parent_bucket_id,
         )
-        text = confirmation_text(confirmation, policy.time_zone)
+        shown = (  # the text is copied into the sender's own mail to the recipients
+            shown_study_lines(
+                bucket.id, bucket.s.study_uids, studies, self.settings.anonymization_secret
+            )
+            if bucket.s.anonymize
+            else confirmation["studies"]
+        )
+        text = confirmation_text(confirmation, policy.time_zone, shown)
         return ShareResult(bucket, confirmation, text, added)
 
     @staticmethod
@@ -303,18 +310,10 @@ def confirmation_of(
     bucket: Bucket,
     studies: dict[str, dict[str, Any]],
     known: dict[str, dict[str, dict[str, Any]]],
-    anonymization_secret: str,
 ) -> dict[str, Any]:
     """The confirmation from the directory entries already read (studies, and users, groups,
-    departments by kind, including the sender). It is meant to be passed on to the recipients
-    (its text is copied into the sender's own mail), so an anonymized share's studies are
-    named as the recipients see them."""
+    departments by kind, including the sender)."""
     s = bucket.s
-    shown = (
-        shown_study_lines(bucket.id, s.study_uids, studies, anonymization_secret)
-        if s.anonymize
-        else study_lines(s.study_uids, studies, False)
-    )
     names = names_of(known)
     notes = []
     if s.anonymize and s.access_level != "images":
@@ -327,7 +326,7 @@ def confirmation_of(
         "bucket_id": bucket.id,
         "parent_bucket_id": s.parent_bucket_id,
         "sender": {"id": s.sender_id, "name": names.get(s.sender_id)},
-        "studies": shown,
+        "studies": study_lines(s.study_uids, studies, s.anonymize),
         "recipients": [
             {
                 "id": r.recipient_id,
@@ -342,8 +341,10 @@ def confirmation_of(
     }
 
 
-def confirmation_text(c: dict[str, Any], time_zone: str) -> str:
-    """The confirmation as ready-to-copy text; the end of the access in the sending
+def confirmation_text(c: dict[str, Any], time_zone: str, studies: list[dict[str, Any]]) -> str:
+    """The confirmation as ready-to-copy text, for the sender's own mail to the recipients:
+    its `studies` as the recipients see them (an anonymized share's remapped, shifted, without
+    description: it once named the real study); the end of the access in the sending
     department's time zone (the one its dates are days of), named."""
     local = None if c["unlimited"] else c["valid_until"].astimezone(ZoneInfo(time_zone))
     until = "unlimited" if local is None else f"{local:%d/%m/%Y %H:%M} ({time_zone})"
@@ -352,7 +353,7 @@ def confirmation_text(c: dict[str, Any], time_zone: str) -> str:
         "",
         "Studies:",
     ]
-    for s in c["studies"]:
+    for s in studies:
         bits = [b for b in (s["patient_initials"], s["description"], s["study_date"]) if b]
         lines.append(f"  - {' | '.join(bits) or s['study_uid']} ({s['study_uid']})")
     lines.append("Recipients:")
