@@ -255,6 +255,8 @@ def test_profile_language_totp_mobile_and_eid_then_the_desk_unlocks_and_removes_
     assert me.path().startswith("/profile")
     me.wait(".notice")
     me.shot("eid-linked")
+    told = api.mail_about(person.email, "demo-eid")  # a new way in: the holder is told
+    assert "/profile" in told["text"]
     me.driver.set_window_size(*PHONE)
     me.open("/profile")
     me.wait("#totp-on")

@@ -337,6 +337,12 @@ def test_every_template_renders_in_every_language(language):
             "inviter_name": "I",
             "link": "l",
         },
+        "identity_linked": {
+            "recipient_name": "A",
+            "provider": "be-eid",
+            "linked_at": "7/12/2026",
+            "link": "l",
+        },
         "registration_pending": {
             "recipient_name": None,
             "registrant_name": "N",
@@ -463,3 +469,20 @@ def test_an_event_whose_payload_breaks_its_schema_asks_for_nothing():
         payload={"bucket_id": "bkt_x"},
     )
     assert reactions(broken) == []
+
+
+def test_the_account_holder_is_told_when_an_external_identity_is_linked():
+    """A linked eID is a second way into the account: its holder hears of it, whoever linked
+    it (nothing told them before)."""
+    from studyshare.contracts.events.identity import ExternalIdentityLinked
+
+    [told] = reactions(envelope(ExternalIdentityLinked(user_id="u", provider="be-eid")))
+    assert told.channel == "mail" and told.target == Target("user", id="u")
+    assert told.template == "identity_linked" and told.context["provider"] == "be-eid"
+    for language in LANGUAGES:
+        mail = render_mail(
+            "identity_linked",
+            language,
+            {"recipient_name": "A", "provider": "be-eid", "linked_at": "x", "link": "https://s/p"},
+        )
+        assert "be-eid" in mail.text and "https://s/p" in mail.text, language

@@ -167,6 +167,19 @@ def group_confirmation_context(
     }
 
 
+def identity_linked_context(
+    context: Mapping[str, Any], language: str, *, base_url: str, recipient: UserView | None
+) -> dict[str, Any]:
+    """The account holder learns that an external identity may now log in as them, and where
+    to look (their profile) and whom to tell if it was not them."""
+    return {
+        "recipient_name": recipient.name if recipient else None,
+        "provider": context["provider"],
+        "linked_at": _date(context.get("linked_at"), language),
+        "link": f"{base_url.rstrip('/')}/profile",
+    }
+
+
 def group_invitation_context(
     context: Mapping[str, Any],
     *,

@@ -12,6 +12,7 @@ from typing import Any
 from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.events import registry
 from studyshare.contracts.events.identity import (
+    ExternalIdentityLinked,
     GroupCompositionReported,
     GroupMemberInvited,
     GroupMembershipConfirmationDue,
@@ -41,6 +42,7 @@ GROUP_COMPOSITION_REPORTED = "group_composition_reported"
 REGISTRATION_PENDING = "registration_pending"
 MOBILE_CHANGE_CODE = "mobile_change_code"
 MOBILE_CHANGED = "mobile_changed"
+IDENTITY_LINKED = "identity_linked"
 
 MAIL_TEMPLATES = (
     SHARE,
@@ -51,6 +53,7 @@ MAIL_TEMPLATES = (
     GROUP_INVITATION,
     GROUP_COMPOSITION_REPORTED,
     REGISTRATION_PENDING,
+    IDENTITY_LINKED,
 )
 SMS_TEMPLATES = (BUCKET_OTP, PATIENT_OTP, MOBILE_CHANGE_CODE, MOBILE_CHANGED)
 # SMS that carry a one-time code (sealed in the event, opened only to send it)
@@ -137,6 +140,10 @@ def reactions(envelope: EventEnvelope, options: ReactionOptions | None = None) -
                     {"user_id": event.user_id, "changed_at": envelope.occurred_at.isoformat()},
                 )
             ]
+        case ExternalIdentityLinked():  # a new way into the account: its holder is told
+            context = {"provider": event.provider, "linked_at": envelope.occurred_at.isoformat()}
+            target = Target("user", id=event.user_id)
+            return [intent("mail", target, IDENTITY_LINKED, None, context)]
         case BucketLocked():
             context = {
                 "bucket_id": event.bucket_id,

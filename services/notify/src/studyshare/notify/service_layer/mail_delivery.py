@@ -187,6 +187,10 @@ class MailDelivery(Delivery):
                 group=await d.group(ctx["group_id"]),
                 reporter=await d.user(ctx.get("reported_by")),
             )
+        if template == r.IDENTITY_LINKED:
+            return compose.identity_linked_context(
+                ctx, language, base_url=base, recipient=recipient
+            )
         if template == r.REGISTRATION_PENDING:
             return compose.registration_pending_context(
                 ctx, base_url=base, recipient=recipient, registrant=await d.user(ctx["user_id"])
