@@ -22,7 +22,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import pytest
 from selenium import webdriver
@@ -206,6 +206,21 @@ def cause_every_mail_and_sms(api: Gateway, w: SimpleNamespace) -> dict[str, Any]
         )
     )
 
+    eid = "/api/auth/external/demo-eid"  # the recipient links an eID: they are told
+    redirect = f"{str(api.client.base_url).rstrip('/')}/login/eid/demo-eid/callback"
+    start = {"redirect_uri": redirect, "current_password": w.recipient.password}
+    state = ok(api.client.post(f"{eid}/link/start", json=start, headers=w.recipient.headers))
+    form = {"state": state["state"], "redirect_uri": redirect, "national_number": unique("85.")}
+    signed = api.client.post(
+        f"{eid}/authorize",
+        content=urlencode(form),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert signed.status_code == 303, signed.text
+    callback = dict(parse_qsl(urlsplit(signed.headers["location"]).query))
+    ok(api.client.post(f"{eid}/link", json=callback, headers=w.recipient.headers), 204)
+
     patient_mobile = f"+3248{int(unique('')[:6], 16) % 10**7:07d}"
     number = ok(
         api.client.post(
@@ -277,6 +292,7 @@ def caught_mails(api: Gateway, w: SimpleNamespace, c: dict[str, Any]) -> list[tu
         ("bucket_locked", w.admin, mail(w.admin.email, c["locked"], "Security alert: share")),
         ("break_the_glass", w.admin, mail(w.admin.email, glass, "Security alert: break")),
         ("group_invitation", w.third, mail(w.third.email, (c["group_name"], c["group"]), "")),
+        ("identity_linked", r, mail(r.email, "demo-eid", "")),
         ("registration_pending", w.helpdesk, mail(w.helpdesk.email, c["username"], "New reg")),
         (
             "group_composition_reported",
@@ -415,6 +431,9 @@ def test_every_link_of_every_mail_and_sms_opens_its_page(
                     assert path == f"/groups/{c['group']}"
                     expect(link, who, "#group-members", back_to(link), "composition-reported")
                     page.wait_text(c["group_name"])
+                case "identity_linked":
+                    assert path == "/profile"
+                    expect(link, who, "#eid-link", back_to(link), "identity-linked-profile")
                 case "group_confirmation_due":
                     assert path == "/group-confirmations"
                     expect(link, who, "#group-confirmations", back_to(link), "confirmations")
