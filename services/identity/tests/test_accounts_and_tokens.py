@@ -445,3 +445,35 @@ async def test_a_refresh_token_is_spent_once_even_when_presented_twice_at_once(m
     assert sorted(spent) == [False, False, False, True]
     assert (await sessions.find_token("refresh-1"))["used_at"] is not None
     assert await sessions.use_token("never-issued", now) is False
+
+
+async def test_a_refresh_in_flight_during_a_password_reset_gets_no_token(api):
+    """A refresh that had passed its session check when the desk reset the password went on
+    to sign a token dated after the account's end: the other services, which refuse an
+    ended account's tokens by their issue time, took it for its whole lifetime."""
+    import asyncio
+
+    desk = await api.desk()
+    user_id = await api.register(desk, username="dr.stolen")
+    stolen = (await api.login("dr.stolen", "a-long-password-1")).json()
+    sessions = api.identity.sessions
+    add_token, passed, go_on = sessions.add_token, asyncio.Event(), asyncio.Event()
+
+    async def held_add_token(*args, **kwargs):
+        passed.set()  # the refresh is past its checks
+        await go_on.wait()
+        return await add_token(*args, **kwargs)
+
+    sessions.add_token = held_add_token
+    body = {"refresh_token": stolen["refresh_token"]}
+    refresh = asyncio.create_task(api.client.post("/api/auth/refresh", json=body))
+    await passed.wait()
+    sessions.add_token = add_token
+    reset = await api.client.post(
+        f"/api/users/{user_id}/password", json={"new_password": "desk-set-pass-3"}, headers=desk
+    )
+    assert reset.status_code == 204, reset.text
+    go_on.set()
+    answer = await refresh
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["rule"] == "InvalidRefreshToken"

@@ -374,8 +374,17 @@ async def deactivate(app: Identity, user_id: str, principal: AccessClaims, ip: s
         raise NotAllowed("only the service desk deactivates accounts")
     if user_id == principal.sub:
         raise CannotDeactivateYourself("an account cannot deactivate itself")
-    await app.execute(User, user_id, lambda u: u.deactivate(principal.sub), actor_of(principal, ip))
-    await app.sessions.revoke_all_of(user_id, app.clock(), "deactivated")
+
+    async def end_sessions(session) -> None:  # with the event: see auth._ended_since
+        await app.sessions.revoke_all_of(user_id, app.clock(), "deactivated", session=session)
+
+    await app.execute(
+        User,
+        user_id,
+        lambda u: u.deactivate(principal.sub),
+        actor_of(principal, ip),
+        also=end_sessions,
+    )
 
 
 async def change_password(

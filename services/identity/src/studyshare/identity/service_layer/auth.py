@@ -258,12 +258,23 @@ async def refresh(app: Identity, refresh_token: str, ip: str | None) -> TokenPai
         lambda s: s.logged_in(user["_id"], "refresh", ip),
         Actor(kind="user", id=user["_id"], ip=ip),
     )
-    return TokenPair(
-        access_token(app, user, doc["session_id"]),
-        new_refresh,
-        app.settings.access_token_ttl_s,
-        doc["session_id"],
-    )
+    signed = access_token(app, user, doc["session_id"])
+    if await _ended_since(app, doc["session_id"], user["_id"]):
+        raise InvalidRefreshToken("the session has ended; log in again")
+    return TokenPair(signed, new_refresh, app.settings.access_token_ttl_s, doc["session_id"])
+
+
+async def _ended_since(app: Identity, session_id: str, user_id: str) -> bool:
+    """Whether the session or the account ended after `refresh` checked them. A password
+    change, reset or deactivation ends the sessions in its own transaction and dates the
+    account's end at its commit, so a token signed before this look is either refused here
+    or issued before that end (which the other services refuse); without it, a refresh in
+    flight during a reset signed a token they accepted for its lifetime."""
+    session = await app.sessions.get(session_id)
+    if session is None or session.get("revoked_at") is not None:
+        return True
+    user = await app.db[USERS].find_one({"_id": user_id}, {"status": 1})
+    return user is None or user["status"] != "active"
 
 
 #: the kinds of token that belong to a login session (`sid`): a user's and a patient's
