@@ -110,6 +110,12 @@ async def test_studies_uploaded_together_share_one_batch_id(dicom_app, tmp_path)
         f"/api/studies/{uid_a}/uploaded-together", headers=headers
     )
     assert together.json()["study_uids"] == sorted([uid_a, uid_b])
+    # a sibling held only anonymized: its real UID would tie it to this study and its patient
+    dicom_app.access.allow("usr_uploader", uid_b, anonymized=True, bucket_id="bkt_anon")
+    together = await dicom_app.client.get(
+        f"/api/studies/{uid_a}/uploaded-together", headers=headers
+    )
+    assert together.json()["study_uids"] == [uid_a]
 
 
 async def test_stow_refuses_garbage_parts_and_reports_them(dicom_app, tmp_path):

@@ -188,7 +188,9 @@ async def uploaded_together(
     principal: CurrentPrincipal,
     decision: StudyAccess,
 ) -> UploadedTogether:
-    """For "share all exams uploaded together": only those the caller may open are listed."""
+    """For "share all exams uploaded together": only those the caller may open in the clear
+    are listed (one they hold only anonymized would be tied to this study, and to its
+    patient, by its real UID)."""
     require_images(decision)
     if await stores.index.study(study_uid) is None:
         raise NotFound(f"study {study_uid} is not in the store")
@@ -199,6 +201,7 @@ async def uploaded_together(
     together = [
         uid
         for uid in await stores.index.studies_uploaded_with(study_uid)
-        if uid == study_uid or (await model.decide(principal, uid)).images
+        if uid == study_uid
+        or ((d := await model.decide(principal, uid)).images and not d.anonymized)
     ]
     return UploadedTogether(study_uid=study_uid, study_uids=together or [study_uid])
