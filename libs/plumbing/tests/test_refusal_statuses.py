@@ -22,7 +22,7 @@ from studyshare.plumbing.errors import (
     UnsupportedMedia,
 )
 from studyshare.plumbing.eventstore import ConcurrencyConflict
-from studyshare.plumbing.http import STATUS, create_app, status_of
+from studyshare.plumbing.http import STATUS, create_app, refused, status_of
 from studyshare.plumbing.settings import ServiceSettings
 
 
@@ -101,3 +101,10 @@ def test_a_refusal_that_names_a_status_is_refused_at_once() -> None:
 
         class Gone(NotFound):
             status = 410
+
+
+def test_a_refusal_that_says_how_long_to_wait_answers_with_retry_after() -> None:
+    """One place for every service (each once had its own handler per such refusal)."""
+    waits = refused(TooManyAttempts("try later", retry_after_s=42))
+    assert waits.status_code == 429 and waits.headers["retry-after"] == "42"
+    assert "retry-after" not in refused(TooManyAttempts("try later")).headers

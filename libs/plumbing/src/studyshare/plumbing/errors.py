@@ -66,9 +66,14 @@ class Locked(RuleViolation):
 
 
 class TooManyAttempts(RuleViolation):
-    """Too many tries lately: wait before trying again."""
+    """Too many tries lately: wait before trying again (`retry_after_s`, when known, is the
+    answer's `Retry-After`: `studyshare.plumbing.http.refused`)."""
 
     title = "Too many attempts"
+
+    def __init__(self, detail: str, retry_after_s: int | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
 
 
 class TooLarge(RuleViolation):

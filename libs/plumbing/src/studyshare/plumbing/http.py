@@ -109,10 +109,14 @@ def status_of(refusal: RuleViolation | type[RuleViolation], statuses: Statuses =
 
 
 def refused(refusal: RuleViolation, statuses: Statuses = STATUS, **extra: Any) -> JSONResponse:
-    """The problem+json answer to a refusal: its status, title, detail and rule (and `extra`)."""
-    return problem(
+    """The problem+json answer to a refusal: its status, title, detail and rule (and `extra`);
+    how long to wait as `Retry-After` when the refusal says."""
+    response = problem(
         status_of(refusal, statuses), refusal.title, refusal.detail, refusal.rule, **extra
     )
+    if isinstance(refusal, TooManyAttempts) and refusal.retry_after_s is not None:
+        response.headers["retry-after"] = str(refusal.retry_after_s)
+    return response
 
 
 #: methods whose successful, fast answers are logged at debug level only

@@ -43,17 +43,9 @@ class ExternalLoginTicketInvalid(Unauthorized):
 class LoginTemporarilyLocked(TooManyAttempts):
     """Too many failures for this username or source: wait (delay grows with every lock)."""
 
-    def __init__(self, detail: str, retry_after_s: int) -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
-
 
 class RegistrationsTooOften(TooManyAttempts):
     """Too many self-registrations from this source lately: wait."""
-
-    def __init__(self, detail: str, retry_after_s: int) -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
 
 
 class AccountNotApproved(Forbidden):
@@ -153,10 +145,6 @@ class WrongMobileChangeCode(Forbidden):
 class MobileChangeRequestedTooOften(TooManyAttempts):
     """A code for a new mobile number was sent moments ago; wait before asking again."""
 
-    def __init__(self, detail: str, retry_after_s: int) -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
-
 
 class AlreadyMember(Conflict):
     pass
@@ -237,10 +225,6 @@ class ReferenceNumberBreaksComplexityRule(Forbidden):
 
 class PatientLoginLocked(TooManyAttempts):
     """Too many failed attempts on this reference number."""
-
-    def __init__(self, detail: str, retry_after_s: int) -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
 
 
 class UnknownIdentityProvider(NotFound):

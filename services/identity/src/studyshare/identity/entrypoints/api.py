@@ -17,10 +17,6 @@ from studyshare.contracts.tokens import AccessClaims
 from studyshare.identity.adapters.eid import DemoEid
 from studyshare.identity.domain.department import Policy
 from studyshare.identity.domain.exceptions import (
-    LoginTemporarilyLocked,
-    MobileChangeRequestedTooOften,
-    PatientLoginLocked,
-    RegistrationsTooOften,
     SearchCriteriaMissing,
     TOTPRequired,
     UnknownIdentityProvider,
@@ -1177,24 +1173,9 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
     async def wrong_environment(request: Request, exc: WrongEnvironment) -> Response:
         return refused(exc, STATUS, environment=exc.environment, portal_url=exc.portal_url)
 
-    async def locked(
-        request: Request,
-        exc: LoginTemporarilyLocked
-        | PatientLoginLocked
-        | MobileChangeRequestedTooOften
-        | RegistrationsTooOften,
-    ):
-        response = refused(exc, STATUS)
-        response.headers["retry-after"] = str(exc.retry_after_s)
-        return response
-
     @app.exception_handler(TOTPRequired)
     async def totp_required(request: Request, exc: TOTPRequired) -> Response:
         extra = {"login_ticket": exc.login_ticket} if exc.login_ticket else {}
         return refused(exc, STATUS, **extra)
 
-    app.add_exception_handler(LoginTemporarilyLocked, locked)
-    app.add_exception_handler(PatientLoginLocked, locked)
-    app.add_exception_handler(MobileChangeRequestedTooOften, locked)
-    app.add_exception_handler(RegistrationsTooOften, locked)
     return app

@@ -195,10 +195,6 @@ class TwoFactorVerificationRequired(Forbidden):
 class OTPRequestedTooOften(TooManyAttempts):
     """Too many codes asked for on this bucket lately; wait before asking again."""
 
-    def __init__(self, detail: str, retry_after_s: int) -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
-
 
 class TwoFactorNotRequired(RuleViolation):
     """This bucket was shared without two-factor authentication."""

@@ -9,16 +9,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, status
 
 from studyshare.plumbing.access_barrier import AccessBarrierClient
 from studyshare.plumbing.auth import CurrentUser
 from studyshare.plumbing.http import create_app as base_app
-from studyshare.plumbing.http import kafka_ready, mongo_ready, refused
+from studyshare.plumbing.http import kafka_ready, mongo_ready
 from studyshare.plumbing.http import problem_responses as _problem_responses
 from studyshare.plumbing.logging import get_logger
 from studyshare.plumbing.mongo import mongo_client
-from studyshare.share.domain import exceptions
 from studyshare.share.domain.model import Bucket
 from studyshare.share.entrypoints.errors import STATUS
 from studyshare.share.entrypoints.models import (
@@ -484,11 +483,5 @@ def create_app(settings: ShareSettings | None = None) -> FastAPI:
         readiness=[mongo_ready(db), kafka_ready(settings.kafka)],
         statuses=STATUS,
     )
-
-    @app.exception_handler(exceptions.OTPRequestedTooOften)
-    async def too_often(request: Request, exc: exceptions.OTPRequestedTooOften) -> Response:
-        response = refused(exc, STATUS)
-        response.headers["retry-after"] = str(exc.retry_after_s)
-        return response
 
     return app
