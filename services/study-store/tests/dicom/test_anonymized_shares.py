@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from datetime import datetime, timedelta
 
 import pytest
 from pydicom import Dataset, dcmread
@@ -175,6 +176,14 @@ async def test_search_matches_an_anonymized_share_by_the_date_it_shows(dicom_app
     assert [s["00100020"]["Value"][0] == "PID-2" for s in everything] == [True, False]
     shown = everything[1]["00080020"]["Value"][0]
     assert shown != "20240315"
+    # a clear study of the day before the shown date comes after it (the index keeps DA
+    # dates: a shown date in another form once sorted by its characters, not its day)
+    before = (datetime.strptime(shown, "%Y%m%d") - timedelta(days=1)).strftime("%Y%m%d")
+    day_before, files = write_study(tmp_path / "before", patient_id="PID-3", study_date=before)
+    assert (await upload(dicom_app, files)).status_code == 200
+    dicom_app.access.allow("usr_anon", day_before)
+    dates = [s["00080020"]["Value"][0] for s in await search()]
+    assert dates == ["20240314", shown, before], dates
     [found] = await search(StudyDate=shown)
     assert found["00080020"]["Value"] == [shown]
     assert found["00100010"]["Value"][0]["Alphabetic"] == "Anonymous^4711"

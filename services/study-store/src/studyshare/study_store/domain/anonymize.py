@@ -286,6 +286,19 @@ class AnonymizationKey:
     def iso_date(self, day: date | None) -> date | None:
         return None if day is None else shifted(self.key, day)
 
+    def place(self, study_date: str, uid: str) -> tuple[str, str]:
+        """Where a study goes in a list ordered newest first: by the date and UID it is shown
+        with. `study_date` as it is kept (a DA `YYYYMMDD` in the index, ISO in the access
+        read model), shifted in the same form, so that it sorts among the dates kept in the
+        clear; "" when it is no date."""
+        if "-" not in study_date[:8]:
+            return self.date(study_date) or "", self.uid(uid)
+        try:
+            shown = self.iso_date(date.fromisoformat(study_date))
+        except ValueError:
+            shown = None
+        return (shown.isoformat() if shown else ""), self.uid(uid)
+
 
 def pseudonym_for(patient_id: str, secret: str) -> str:
     """Kept for callers without a share: a keyed pseudonym of the patient ID."""

@@ -147,8 +147,7 @@ def _listed_by(study: dict[str, Any], decision: AccessDecision, secret: str) -> 
     key = _key(decision, study, secret)
     if key is None:
         return study.get("study_date") or "", study["study_uid"]
-    shown = key.iso_date(_date(study.get("study_date")))
-    return (shown.isoformat() if shown else ""), key.uid(study["study_uid"])
+    return key.place(study.get("study_date") or "", study["study_uid"])
 
 
 def _matches(
