@@ -317,3 +317,39 @@ async def test_a_wrong_composition_goes_to_the_groups_admins_or_else_the_service
         m["To"].addresses[0].addr_spec for m in smtp_catcher.messages() if "Gone" in str(m)
     )
     assert desk == ["desk@studyshare.example", "usr_desk@example.org"]
+
+
+async def test_an_admin_removed_stays_removed_whatever_the_order_of_user_and_department(
+    mongo_db, events, notify_settings, smtp_catcher
+):
+    """A rebuild reads the user's partition before the department's: the roles change that
+    ended the admin came first, and the department's assignment, read next, made them admin
+    again (the removal was not projected); the live directory said otherwise."""
+    from studyshare.contracts.events.identity import DepartmentAdminRemoved
+
+    settings = notify_settings(service_desk_email=None)
+    registered = events(user_registered("usr_was", "Wim", "Was", admin_of=("dep_rad",)), "usr_was")
+    demoted = events(
+        UserRolesChanged(
+            user_id="usr_was", roles=("physician",), department_ids=(), admin_of=(), changed_by="x"
+        ),
+        "usr_was",
+    )
+    assigned = events(
+        DepartmentAdminAssigned(department_id="dep_rad", user_id="usr_was", assigned_by="x"),
+        "dep_rad",
+    )
+    removed = events(
+        DepartmentAdminRemoved(department_id="dep_rad", user_id="usr_was", removed_by="x"),
+        "dep_rad",
+    )
+    locked = events(
+        BucketLocked(
+            bucket_id="bkt_1", recipient_id="r", failed_attempts=5, sending_department_id="dep_rad"
+        ),
+        "bkt_1",
+    )
+    await apply(mongo_db, [registered, demoted, assigned, removed, locked])
+    await drain(Sender(mongo_db, settings))
+
+    assert addresses(smtp_catcher) == [], "no former admin is alerted"

@@ -19,6 +19,7 @@ from studyshare.contracts.envelope import EventEnvelope
 from studyshare.contracts.events import registry
 from studyshare.contracts.events.identity import (
     DepartmentAdminAssigned,
+    DepartmentAdminRemoved,
     DepartmentCreated,
     GroupCreated,
     GroupMemberAdded,
@@ -109,6 +110,9 @@ def _directory_updates(event: Any) -> list[tuple[str, UpdateOne]]:
                 {"$addToSet": {"admin_of": event.department_id}},
                 upsert=True,
             )
+            return [("users", op)]
+        case DepartmentAdminRemoved():  # else a replay could bring back an admin's assignment
+            op = UpdateOne({"_id": event.user_id}, {"$pull": {"admin_of": event.department_id}})
             return [("users", op)]
         case UserDeactivated():
             return [("users", UpdateOne({"_id": event.user_id}, {"$set": {"active": False}}))]
